@@ -1,0 +1,233 @@
+"""The exception tree of nanobanana_async (no I/O).
+
+```
+NanoBananaError
+├─ ConfigurationError(ValueError)      bad client/CLI configuration
+├─ InvalidRequestError(ValueError)     rejected before any I/O; .errors = ["… @ $.path"]
+├─ TransportError                      no usable HTTP response
+│  ├─ ConnectError                     nothing was sent; safe to retry
+│  ├─ RequestTimeoutError(TimeoutError)
+│  └─ SubmitOutcomeUnknownError        submit may have been accepted; never auto-retried
+├─ APIError                            .provider .status .code .message .retryable
+│  ├─ AuthenticationError   ├─ InsufficientCreditsError   ├─ RateLimitError(.retry_after)
+│  ├─ ProviderUnavailableError (5xx, maintenance)          └─ BadResponseError (malformed payload)
+├─ TaskError                           .task_id .provider .model (always resumable)
+│  ├─ GenerationFailedError(.code)     └─ ContentPolicyError
+│  └─ TaskTimeoutError(TimeoutError)   the deadline passed; the task may still finish
+├─ ClientClosedError                   the client was closed while the task was pending
+└─ WebhookVerificationError(ValueError)
+```
+
+Context lives in keyword-only attributes. Messages never hold secrets, headers or unbounded
+bodies: provider text is cut to ``SNIPPET_LIMIT`` bytes by :func:`snippet`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._models import ImageRequest
+
+SNIPPET_LIMIT: Final = 512
+
+
+def snippet(data: bytes | str | None) -> str:
+    """Return at most ``SNIPPET_LIMIT`` bytes of provider text, decoded leniently."""
+    if data is None:
+        return ""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    text = raw[:SNIPPET_LIMIT].decode("utf-8", "replace")
+    return text + ("…" if len(raw) > SNIPPET_LIMIT else "")
+
+
+class NanoBananaError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigurationError(NanoBananaError, ValueError):
+    """The client was configured wrongly (unknown provider, missing key, bad limits)."""
+
+
+class InvalidRequestError(NanoBananaError, ValueError):
+    """An image request was rejected before any request was sent.
+
+    Attributes:
+        errors: one line per problem, each ending in ``@ $.field`` naming the field.
+    """
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors: tuple[str, ...] = tuple(errors)
+        super().__init__("invalid image request: " + "; ".join(self.errors))
+
+
+class TransportError(NanoBananaError):
+    """No usable HTTP response was received."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be made: nothing was sent, so a retry is always safe."""
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """The request was sent but no complete response came back in time."""
+
+
+class SubmitOutcomeUnknownError(TransportError):
+    """A submit may or may not have been accepted (and paid for) by the provider.
+
+    It is never retried automatically: resubmitting could pay for the same image twice. Check
+    the provider's dashboard, or submit again yourself if you accept that risk.
+
+    Attributes:
+        provider: the provider the submit went to.
+        request: the request that was submitted.
+    """
+
+    def __init__(self, message: str, *, provider: str, request: ImageRequest) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.request = request
+
+
+class APIError(NanoBananaError):
+    """The provider answered with an error.
+
+    Attributes:
+        provider: provider name.
+        status: HTTP status of the response.
+        code: the provider's own error code (body ``code``, ``failCode`` …) when it gave one.
+        message: the provider's message, cut to 512 bytes.
+        retryable: whether the same call may succeed later.
+        task_id: the task the call was about, when it was about one.
+    """
+
+    retryable_default: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        code: str | int | None = None,
+        retryable: bool | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.message = snippet(message)
+        self.retryable = self.retryable_default if retryable is None else retryable
+        self.task_id = task_id
+        parts = [f"{provider}: HTTP {status}"]
+        if code is not None:
+            parts.append(f"code {code}")
+        if task_id is not None:
+            parts.append(f"task {task_id}")
+        super().__init__(", ".join(parts) + (f": {self.message}" if self.message else ""))
+
+
+class AuthenticationError(APIError):
+    """The API key was missing, wrong or not allowed to do this (401/403)."""
+
+
+class InsufficientCreditsError(APIError):
+    """The account has too little balance for the request (402)."""
+
+
+class RateLimitError(APIError):
+    """The provider refused the call for rate limiting (HTTP 429 or body code 429).
+
+    Attributes:
+        retry_after: the provider's hint in seconds, when it sent one.
+    """
+
+    retryable_default = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        code: str | int | None = None,
+        retry_after: float | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, code=code, task_id=task_id)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailableError(APIError):
+    """The provider failed on its side (5xx, maintenance); a later call may work."""
+
+    retryable_default = True
+
+
+class BadResponseError(APIError):
+    """The provider's answer could not be understood (malformed JSON, missing fields)."""
+
+    retryable_default = True
+
+
+class TaskError(NanoBananaError):
+    """A submitted task did not produce images. The task id is always kept for ``resume``.
+
+    Attributes:
+        task_id: the provider's task id.
+        provider: provider name.
+        model: the model the task runs on (needed to resume on apixo).
+    """
+
+    def __init__(self, message: str, *, task_id: str, provider: str, model: str) -> None:
+        super().__init__(f"{provider} task {task_id}: {snippet(message)}")
+        self.task_id = task_id
+        self.provider = provider
+        self.model = model
+
+
+class GenerationFailedError(TaskError):
+    """The provider reports the task as failed.
+
+    Attributes:
+        code: the provider's failure code, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str,
+        provider: str,
+        model: str,
+        code: str | int | None = None,
+    ) -> None:
+        super().__init__(message, task_id=task_id, provider=provider, model=model)
+        self.code = code
+
+
+class ContentPolicyError(GenerationFailedError):
+    """The provider refused the prompt or an input image on content-policy grounds."""
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """The task's deadline passed before it finished; it may still finish and be resumed."""
+
+
+class ClientClosedError(NanoBananaError):
+    """The client was closed while this task was still pending; resume it by id later.
+
+    Attributes:
+        task_id: the provider's task id.
+        model: the model the task runs on.
+    """
+
+    def __init__(self, message: str, *, task_id: str, model: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.model = model
+
+
+class WebhookVerificationError(NanoBananaError, ValueError):
+    """A callback could not be verified as coming from a task this client submitted."""

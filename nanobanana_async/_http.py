@@ -1,0 +1,68 @@
+"""HTTP requests and responses as plain values, so drivers never see aiohttp (no I/O)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from ._errors import BadResponseError, snippet
+
+JSONValue = object
+"""Decoded JSON: dicts, lists, strings, numbers, booleans and None."""
+
+
+@attrs.frozen(kw_only=True)
+class HttpRequest:
+    """A request relative to the provider's base URL.
+
+    Attributes:
+        method: HTTP method.
+        path: appended to the base URL as is (already quoted), e.g. ``/v1/result/abc``.
+        params: query parameters.
+        json: the JSON body, or None for no body.
+        kind: ``submit``, ``status`` or ``other``; decides retries and the limiter's accounting.
+    """
+
+    method: Literal["GET", "POST"]
+    path: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    json: JSONValue = None
+    kind: Literal["submit", "status", "other"] = "other"
+
+
+@attrs.frozen(kw_only=True)
+class HttpResponse:
+    """A complete response.
+
+    Attributes:
+        status: HTTP status code.
+        headers: response headers, keys lower-cased.
+        body: the raw body.
+    """
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+
+    def json_object(self, provider: str) -> dict[str, object]:
+        """Decode the body as a JSON object.
+
+        Raises:
+            BadResponseError: the body is not a JSON object (never a raw JSONDecodeError).
+        """
+        try:
+            value = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponseError(
+                f"body is not JSON: {snippet(self.body)}", provider=provider, status=self.status
+            ) from None
+        if not isinstance(value, dict):
+            raise BadResponseError(
+                f"body is not a JSON object: {snippet(self.body)}",
+                provider=provider,
+                status=self.status,
+            )
+        return value

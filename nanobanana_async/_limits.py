@@ -1,0 +1,131 @@
+"""Request pacing (GCRA) and the concurrent-task cap; the arithmetic is pure, waiting is async.
+
+The pacing is a reservation form of the Generic Cell Rate Algorithm: each request is handed the
+earliest time it may be sent, ``interval`` after the previous one, with a tolerance of ``burst``
+requests. Over any window of ``per`` seconds GCRA lets through at most ``per / interval +
+burst`` requests, so the interval is chosen to keep that at or below the account's limit less a
+safety margin (the server counts at arrival, a little after our send).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import anyio
+
+from ._clock import Clock
+from ._config import Limits
+
+_SLOWDOWN_STEP: Final = 1.5
+_SLOWDOWN_MAX: Final = 4.0
+_SLOWDOWN_RECOVERY: Final = 0.005  # fraction of the excess slowdown dropped per request
+
+
+def pacing(limits: Limits) -> tuple[float, int]:
+    """Return ``(interval, burst)`` so no ``per``-second window holds more than allowed.
+
+    The budget is ``floor(requests * (1 - safety_margin))``; burst is 1% of it (at least 1, at
+    most 20), and ``interval = per / (budget - burst)``.
+    """
+    budget = max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
+    burst = max(1, min(20, budget // 100))
+    usable = max(1, budget - burst)
+    return limits.per / usable, burst
+
+
+class Gcra:
+    """Pure GCRA reservation state; times are floats on the caller's monotonic clock.
+
+    Args:
+        interval: seconds between requests at the steady pace.
+        burst: requests that may go back to back after an idle spell.
+    """
+
+    def __init__(self, interval: float, burst: int) -> None:
+        self.interval = interval
+        self.tolerance = (burst - 1) * interval
+        self._tat = -math.inf  # theoretical arrival time of the next request
+        self.slowdown = 1.0
+        self.paused_until = -math.inf
+
+    def reserve(self, now: float) -> float:
+        """Book one request and return the earliest time it may be sent (``>= now``)."""
+        step = self.interval * self.slowdown
+        start = max(now, self._tat - self.tolerance, self.paused_until)
+        self._tat = max(self._tat, start) + step
+        if self.slowdown > 1.0:
+            self.slowdown = max(1.0, self.slowdown - (self.slowdown - 1.0) * _SLOWDOWN_RECOVERY)
+        return start
+
+    def pause(self, until: float) -> None:
+        """Send nothing before ``until`` (a 429's Retry-After) and slow the pace for a while."""
+        self.paused_until = max(self.paused_until, until)
+        self._tat = max(self._tat, until + self.tolerance)
+        self.slowdown = min(_SLOWDOWN_MAX, self.slowdown * _SLOWDOWN_STEP)
+
+    def is_paused(self, now: float) -> bool:
+        """True while a 429's Retry-After is still running."""
+        return now < self.paused_until
+
+
+class RateLimiter:
+    """Async pacing shared by every request of one account."""
+
+    def __init__(self, limits: Limits, clock: Clock) -> None:
+        interval, burst = pacing(limits)
+        self.gcra = Gcra(interval, burst)
+        self._clock = clock
+        self.granted = 0
+
+    def reserve(self) -> float:
+        """Book a request without waiting; returns the monotonic time it may be sent."""
+        return self.gcra.reserve(self._clock.now())
+
+    async def acquire(self) -> None:
+        """Wait for this request's turn.
+
+        A 429 that arrives while we wait moves the turn: a booked slot that falls inside a
+        pause is booked again after it.
+        """
+        while True:
+            at = self.reserve()
+            await self._clock.sleep_until(at)
+            if not self.gcra.is_paused(self._clock.now()):
+                self.granted += 1
+                return
+
+    def pause(self, seconds: float) -> None:
+        """Pause the whole account for ``seconds`` from now."""
+        self.gcra.pause(self._clock.now() + seconds)
+
+
+class ConcurrencyLimiter:
+    """The cap on tasks in flight: a slot is held from just before submit to seen-finished.
+
+    Waiters are served first come, first served (anyio's CapacityLimiter), so callers beyond
+    the cap wait rather than fail.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limiter = anyio.CapacityLimiter(limit)
+        self.max_in_flight = 0
+
+    async def acquire(self, holder: object) -> None:
+        """Wait for a free slot on behalf of ``holder``."""
+        await self._limiter.acquire_on_behalf_of(holder)
+        self.max_in_flight = max(self.max_in_flight, int(self._limiter.borrowed_tokens))
+
+    def release(self, holder: object) -> None:
+        """Free ``holder``'s slot."""
+        self._limiter.release_on_behalf_of(holder)
+
+    @property
+    def in_flight(self) -> int:
+        """Slots held now."""
+        return int(self._limiter.borrowed_tokens)
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot."""
+        return int(self._limiter.statistics().tasks_waiting)

@@ -1,0 +1,204 @@
+"""Plain value types shared by the client, the drivers and the scheduler (no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import math
+from collections.abc import Iterable, Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._errors import InvalidRequestError
+
+_REQUEST_FIELDS: Final = frozenset(
+    {
+        "prompt",
+        "model",
+        "resolution",
+        "aspect_ratio",
+        "image_urls",
+        "output_format",
+        "google_search",
+        "timeout",
+        "callback_url",
+    }
+)
+
+
+class TaskState(enum.Enum):
+    """Where a task is, normalized across providers."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    """The provider sent a state this library does not know; polling goes on."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for SUCCEEDED and FAILED."""
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED)
+
+
+def is_http_url(value: str) -> bool:
+    """True when ``value`` is an absolute http(s) URL with a host."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _to_str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
+    # A lone string would otherwise be split into characters.
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class ImageRequest:
+    """One image to generate, independent of the provider.
+
+    Args:
+        prompt: what to draw; must not be empty.
+        model: a canonical name (``nano-banana``, ``nano-banana-2``, ``nano-banana-pro``) or a
+            provider's own model id. Default ``nano-banana-2``.
+        resolution: ``1K``, ``2K`` or ``4K`` (any case); None lets the provider choose.
+        aspect_ratio: such as ``16:9``; None lets the provider choose.
+        image_urls: reference image URLs (http or https).
+        output_format: ``png`` or ``jpeg`` (``jpg`` is the same); None lets the provider choose.
+        google_search: ask for Google Search grounding where the model offers it.
+        timeout: seconds to wait for the task in total; None uses the client's default.
+        callback_url: where the provider should POST when the task ends (http or https).
+
+    Raises:
+        InvalidRequestError: listing every provider-independent problem at once.
+    """
+
+    prompt: str
+    model: str = "nano-banana-2"
+    resolution: str | None = None
+    aspect_ratio: str | None = None
+    image_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_str_tuple)
+    output_format: str | None = None
+    google_search: bool | None = None
+    timeout: float | None = None
+    callback_url: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise InvalidRequestError(problems)
+
+    def _problems(self) -> list[str]:
+        errors: list[str] = []
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            errors.append("prompt must be a non-empty string @ $.prompt")
+        if not isinstance(self.model, str) or not self.model:
+            errors.append("model must be a non-empty string @ $.model")
+        for name in ("resolution", "aspect_ratio", "output_format", "callback_url"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                errors.append(f"{name} must be a string or None @ $.{name}")
+        for i, url in enumerate(self.image_urls):
+            if not isinstance(url, str) or not is_http_url(url):
+                errors.append(f"image URL must be an http(s) URL @ $.image_urls[{i}]")
+        if self.google_search is not None and not isinstance(self.google_search, bool):
+            errors.append("google_search must be a bool or None @ $.google_search")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not math.isfinite(self.timeout)
+            or self.timeout <= 0
+        ):
+            errors.append("timeout must be a positive number of seconds @ $.timeout")
+        if self.callback_url is not None and not is_http_url(self.callback_url):
+            errors.append("callback URL must be an http(s) URL @ $.callback_url")
+        return errors
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> ImageRequest:
+        """Build a request from a mapping such as a JSON object or a CSV row.
+
+        Raises:
+            InvalidRequestError: for unknown keys or any invalid value.
+        """
+        unknown = sorted(set(data) - _REQUEST_FIELDS)
+        if unknown:
+            raise InvalidRequestError([f"unknown field @ $.{key}" for key in unknown])
+        try:
+            return cls(**data)  # type: ignore[arg-type]  # values are checked by _problems()
+        except TypeError as exc:
+            raise InvalidRequestError([f"{exc} @ $"]) from None
+
+
+@attrs.frozen
+class TaskRef:
+    """Everything needed to poll a task later.
+
+    Attributes:
+        provider: provider name.
+        task_id: the provider's task id.
+        model: the provider's own model id (apixo needs it in the status path).
+    """
+
+    provider: str
+    task_id: str
+    model: str
+
+
+@attrs.frozen(kw_only=True)
+class TaskStatus:
+    """One observation of a task's state.
+
+    Attributes:
+        state: the normalized state.
+        raw_state: the provider's own state value, as text.
+        urls: result image URLs (only on success).
+        error_code: the provider's failure code, if it failed.
+        error_message: the provider's failure message, if it failed.
+        content_policy: True when the failure is a content-policy refusal.
+    """
+
+    state: TaskState
+    raw_state: str
+    urls: tuple[str, ...] = ()
+    error_code: str | int | None = None
+    error_message: str | None = None
+    content_policy: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CallbackHint:
+    """What a provider's callback body claims; a hint only, never the truth."""
+
+    task_id: str
+    claimed_state: TaskState
+
+
+@attrs.frozen(kw_only=True)
+class ImageResult:
+    """A finished task's images.
+
+    Attributes:
+        task_id: the provider's task id.
+        provider: provider name.
+        model: the provider's model id.
+        urls: the image URLs, never empty. They expire (24 h on some providers): download soon.
+        request: the request, when this process submitted it (None after ``resume``).
+        submitted_at: when the task was submitted or resumed (UTC).
+        completed_at: when the client saw it finished (UTC).
+    """
+
+    task_id: str
+    provider: str
+    model: str
+    urls: tuple[str, ...]
+    request: ImageRequest | None
+    submitted_at: dt.datetime
+    completed_at: dt.datetime

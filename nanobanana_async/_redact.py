@@ -1,0 +1,42 @@
+"""Secret values and redaction of text that could hold one (no I/O)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_MASK: Final = "***"
+
+
+class Secret:
+    """An API key that never shows itself in a repr, a str or a log line.
+
+    The raw value is read only by the transport's header builder, through :meth:`reveal`.
+    """
+
+    __slots__ = ("__value",)
+
+    def __init__(self, value: str) -> None:
+        self.__value = value
+
+    def reveal(self) -> str:
+        """Return the raw value. Only the header builder calls this."""
+        return self.__value
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every occurrence of the secret replaced by ``***``."""
+        return text.replace(self.__value, _MASK) if self.__value else text
+
+    def __repr__(self) -> str:
+        return f"Secret('{_MASK}')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.__value == self.__value
+
+    def __hash__(self) -> int:
+        return hash(self.__value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickling would write the key to a file; refuse instead.
+        raise TypeError("Secret cannot be pickled")

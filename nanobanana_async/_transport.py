@@ -1,0 +1,133 @@
+"""The HTTP transport: sends HttpRequest values with aiohttp and maps every aiohttp failure to
+this library's errors (does I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final, Protocol
+
+import aiohttp
+
+from ._errors import ConnectError, RequestTimeoutError, TransportError
+from ._http import HttpRequest, HttpResponse
+from ._redact import Secret
+from .providers._base import AuthScheme
+
+_log = logging.getLogger("nanobanana_async.transport")
+
+MAX_BODY: Final = 4 * 1024 * 1024  # status answers are small; a larger body is not ours
+_POOL_SIZE: Final = 256
+
+
+class Transport(Protocol):
+    """Sends one request and returns the complete response, or raises a TransportError."""
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send ``request``; ``timeout`` bounds the whole exchange in seconds."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections the transport owns."""
+        ...
+
+
+def auth_headers(scheme: AuthScheme, key: Secret | None) -> dict[str, str]:
+    """The authentication header; the one place an API key's raw value is read."""
+    if key is None:
+        return {}
+    if scheme == "x-api-key":
+        return {"x-api-key": key.reveal()}
+    return {"Authorization": f"Bearer {key.reveal()}"}
+
+
+class AiohttpTransport:
+    """A Transport over an aiohttp ClientSession.
+
+    Args:
+        base_url: prefix for every request's path (scheme, host and path prefix).
+        scheme: how the key is sent.
+        key: the API key, or None to send no authentication.
+        session: a caller-owned session (never closed here); None creates one on first use.
+        connect_timeout: seconds to establish a connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        scheme: AuthScheme,
+        key: Secret | None,
+        session: aiohttp.ClientSession | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = auth_headers(scheme, key)
+        self._key = key
+        self._session = session
+        self._owns_session = session is None
+        self._connect_timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport(base_url={self._base_url!r})"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=_POOL_SIZE)
+            self._session = aiohttp.ClientSession(connector=connector)
+            # aiohttp silently resends a GET once after a dropped keep-alive connection, which
+            # the provider counts against the rate limit but our limiter never sees.
+            # Turning it off keeps "one send == one request" exact on sessions we own.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
+        return self._session
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send ``request`` and read the whole body.
+
+        Raises:
+            ConnectError: no connection could be made; nothing was sent.
+            RequestTimeoutError: no complete answer within ``timeout``.
+            TransportError: the connection broke after sending (the outcome is unknown).
+        """
+        session = self._get_session()
+        url = self._base_url + request.path
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=min(self._connect_timeout, timeout)
+        )
+        _log.debug("%s %s %s", request.method, request.path, request.kind)
+        try:
+            async with session.request(
+                request.method,
+                url,
+                params=dict(request.params) or None,
+                json=request.json if request.method == "POST" else None,
+                headers=self._headers,
+                timeout=client_timeout,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.content.read(MAX_BODY + 1)
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                status = resp.status
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+            raise ConnectError(self._describe("could not connect", exc)) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise RequestTimeoutError(self._describe("timed out", exc)) from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(self._describe("connection failed", exc)) from None
+        except asyncio.CancelledError:
+            raise
+        return HttpResponse(status=status, headers=headers, body=body)
+
+    def _describe(self, what: str, exc: BaseException) -> str:
+        # aiohttp's reprs can carry request headers (the key); use the type and redacted text.
+        text = str(exc)
+        if self._key is not None:
+            text = self._key.redact(text)
+        return f"{what}: {type(exc).__name__}: {text[:200]}"
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,193 @@
+"""crun.ai: ``{code, message, data}`` envelope, errors (even 429) in the body code, callbacks
+with the TaskInfo ``data`` object (pure, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from .._errors import BadResponseError, snippet
+from .._http import HttpRequest, HttpResponse
+from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
+from ._base import (
+    ALL_RESOLUTIONS,
+    RATIOS_CLASSIC_AUTO,
+    RATIOS_NB2,
+    AuthScheme,
+    ModelSpec,
+    drop_none,
+    looks_like_content_policy,
+    normalize_format,
+    normalize_resolution,
+    open_envelope,
+    require_mapping,
+    structure,
+)
+
+_NB2_FORMATS: Final = {"png": "png", "jpeg": "jpg"}
+_CLASSIC_FORMATS: Final = {"png": "png", "jpeg": "jpeg"}
+
+# Field tables of the Nano Banana pages could not be retrieved; caps and sets below follow
+# independent clients ([3P] in PROTOCOLS.md). The "-v2" channels take no output_format and
+# are fixed at 1K.
+_CLASSIC: Final = ModelSpec(
+    wire_id="google/nano-banana",
+    resolutions=frozenset(),
+    aspect_ratios=RATIOS_CLASSIC_AUTO,
+    max_images=5,
+    max_prompt=5_000,
+    output_formats=_CLASSIC_FORMATS,
+)
+_NB2: Final = ModelSpec(
+    wire_id="google/nano-banana-2",
+    resolutions=ALL_RESOLUTIONS,
+    aspect_ratios=RATIOS_NB2,
+    max_images=14,
+    max_prompt=20_000,
+    output_formats=_NB2_FORMATS,
+    google_search=True,
+)
+_PRO: Final = attrs.evolve(_NB2, wire_id="google/nano-banana-pro", google_search=False)
+_MODELS: Final = {
+    "nano-banana": _CLASSIC,
+    "nano-banana-2": _NB2,
+    "nano-banana-pro": _PRO,
+    "google/nano-banana": _CLASSIC,
+    "google/nano-banana-2": _NB2,
+    "google/nano-banana-pro": _PRO,
+    "google/nano-banana-v2": attrs.evolve(
+        _CLASSIC,
+        wire_id="google/nano-banana-v2",
+        resolutions=frozenset({"1K"}),
+        output_formats={},
+    ),
+    "google/nano-banana-2-v2": attrs.evolve(
+        _NB2, wire_id="google/nano-banana-2-v2", output_formats={}, google_search=False
+    ),
+    "google/nano-banana-pro-v2": attrs.evolve(
+        _PRO, wire_id="google/nano-banana-pro-v2", output_formats={}
+    ),
+    "google/nano-banana-2-lite": attrs.evolve(
+        _NB2, wire_id="google/nano-banana-2-lite", max_images=10, google_search=False
+    ),
+}
+
+_STATES: Final = {
+    "pending": TaskState.QUEUED,
+    "queued": TaskState.QUEUED,
+    "waiting": TaskState.QUEUED,
+    "running": TaskState.RUNNING,
+    "processing": TaskState.RUNNING,
+    "success": TaskState.SUCCEEDED,
+    "failed": TaskState.FAILED,
+}
+
+
+@attrs.frozen
+class _Created:
+    task_id: str
+
+
+@attrs.frozen
+class _Result:
+    media_urls: list[str] | None = None
+    code: Any = None
+    message: str | None = None
+
+
+@attrs.frozen
+class _TaskInfo:
+    task_id: str
+    status: str
+    result: _Result | None = None
+
+
+class CrunDriver:
+    """Driver for crun.ai: ``CreateTask`` and the unified ``TaskInfo``."""
+
+    name: str = "crun"
+    auth_scheme: AuthScheme = "x-api-key"
+    supports_callback: bool = True
+    default_base_url: str = "https://api.crun.ai"
+    first_poll: float = 10.0
+    poll_interval: float = 3.0
+
+    def model_spec(self, model: str) -> ModelSpec | None:
+        """The spec for a canonical name or a crun model id (``google/...``)."""
+        return _MODELS.get(model)
+
+    def build_submit(self, request: ImageRequest) -> HttpRequest:
+        """``POST /api/v1/client/job/CreateTask`` with the parameters under ``input``."""
+        spec = _MODELS[request.model]
+        fmt = normalize_format(request.output_format) if request.output_format else None
+        model_input = drop_none(
+            {
+                "prompt": request.prompt,
+                "aspect_ratio": request.aspect_ratio,
+                "output_format": spec.output_formats[fmt] if fmt else None,
+                "img_urls": list(request.image_urls) or None,
+                "resolution": (
+                    normalize_resolution(request.resolution) if request.resolution else None
+                ),
+                "google_search": request.google_search if spec.google_search else None,
+            }
+        )
+        body = drop_none(
+            {"model": spec.wire_id, "input": model_input, "callback_url": request.callback_url}
+        )
+        return HttpRequest(
+            method="POST", path="/api/v1/client/job/CreateTask", json=body, kind="submit"
+        )
+
+    def parse_submit(self, response: HttpResponse, request: ImageRequest) -> TaskRef:
+        """``data.task_id``; a body code other than 200 raises (429 in the body included)."""
+        data = open_envelope(response, self.name)
+        created = structure(data, _Created, provider=self.name, response=response)
+        return TaskRef(self.name, created.task_id, _MODELS[request.model].wire_id)
+
+    def build_status(self, ref: TaskRef) -> HttpRequest:
+        """``GET /api/v1/client/job/TaskInfo?task_id=…``."""
+        return HttpRequest(
+            method="GET",
+            path="/api/v1/client/job/TaskInfo",
+            params={"task_id": ref.task_id},
+            kind="status",
+        )
+
+    def parse_status(self, response: HttpResponse, ref: TaskRef) -> TaskStatus:
+        """Status from ``data.status``; images from ``data.result.media_urls``."""
+        data = open_envelope(response, self.name, task_id=ref.task_id)
+        info = structure(data, _TaskInfo, provider=self.name, response=response)
+        return self._status(info)
+
+    def _status(self, info: _TaskInfo) -> TaskStatus:
+        state = _STATES.get(info.status, TaskState.UNKNOWN)
+        result = info.result or _Result()
+        failed = state is TaskState.FAILED
+        return TaskStatus(
+            state=state,
+            raw_state=info.status,
+            urls=tuple(result.media_urls or ()) if state is TaskState.SUCCEEDED else (),
+            error_code=result.code if failed else None,
+            error_message=result.message if failed else None,
+            content_policy=failed and looks_like_content_policy(result.code, result.message),
+        )
+
+    def parse_callback(self, body: bytes) -> CallbackHint:
+        """The TaskInfo ``data`` object, bare or wrapped in ``{data: …}``."""
+        response = HttpResponse(status=200, body=body)
+        try:
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponseError(
+                f"callback is not JSON: {snippet(body)}", provider=self.name, status=200
+            ) from None
+        obj = require_mapping(decoded, self.name, response)
+        inner = obj.get("data")
+        if "task_id" not in obj and isinstance(inner, Mapping):
+            obj = inner
+        info = structure(obj, _TaskInfo, provider=self.name, response=response)
+        return CallbackHint(task_id=info.task_id, claimed_state=self._status(info).state)

@@ -1,0 +1,144 @@
+"""xingchaoyiqing (KYY backend): no envelope, one image URL, no callbacks (pure, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import quote
+
+import attrs
+
+from .._errors import ContentPolicyError, GenerationFailedError
+from .._http import HttpRequest, HttpResponse
+from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
+from ._base import (
+    ALL_RESOLUTIONS,
+    RATIOS_CLASSIC,
+    AuthScheme,
+    ModelSpec,
+    drop_none,
+    error_for_response,
+    looks_like_content_policy,
+    normalize_resolution,
+    structure,
+)
+
+_ONE_K: Final = frozenset({"1K"})
+
+
+def _spec(wire_id: str, resolutions: frozenset[str]) -> ModelSpec:
+    # No prompt cap is documented; refs at most 6; 2k/4k only on the pro models.
+    return ModelSpec(
+        wire_id=wire_id,
+        resolutions=resolutions,
+        aspect_ratios=RATIOS_CLASSIC,
+        max_images=6,
+        max_prompt=None,
+    )
+
+
+_MODELS: Final = {
+    "nano-banana": _spec("nano-banana", _ONE_K),
+    "nano-banana-2": _spec("nano-banana-2", _ONE_K),
+    "nano-banana-pro": _spec("nano-banana-pro", ALL_RESOLUTIONS),
+    "nano-banana-2-stable": _spec("nano-banana-2-stable", _ONE_K),
+    "nano-banana-pro-stable": _spec("nano-banana-pro-stable", ALL_RESOLUTIONS),
+}
+
+_STATES: Final = {
+    "queued": TaskState.QUEUED,
+    "processing": TaskState.RUNNING,
+    "completed": TaskState.SUCCEEDED,
+    "failed": TaskState.FAILED,
+}
+
+
+@attrs.frozen
+class _Task:
+    id: str
+    status: str
+    image_url: str | None = None
+    error: str | None = None
+
+
+def _task_object(body: dict[str, object]) -> object:
+    # Some integrators see the task under a "data" wrapper; the documented shape has none.
+    data = body.get("data")
+    if "id" not in body and isinstance(data, dict):
+        return data
+    return body
+
+
+class XingchaoDriver:
+    """Driver for xingchaoyiqing: ``POST /v1/banana/images``, ``GET /v1/result/{id}``."""
+
+    name: str = "xingchao"
+    auth_scheme: AuthScheme = "bearer"
+    supports_callback: bool = False
+    default_base_url: str = "https://zcbservice.aizfw.cn/kyyReactApiServer"
+    # The docs advise polling every 2-5 s.
+    first_poll: float = 5.0
+    poll_interval: float = 3.0
+
+    def model_spec(self, model: str) -> ModelSpec | None:
+        """The spec for a canonical name or a xingchao model id."""
+        return _MODELS.get(model)
+
+    def build_submit(self, request: ImageRequest) -> HttpRequest:
+        """The create request; the aspect ratio goes in ``size``, resolution lower-case."""
+        spec = _MODELS[request.model]
+        body = drop_none(
+            {
+                "model": spec.wire_id,
+                "prompt": request.prompt,
+                "resolution": (
+                    normalize_resolution(request.resolution).lower() if request.resolution else None
+                ),
+                "size": request.aspect_ratio,
+                "image_urls": list(request.image_urls) or None,
+            }
+        )
+        return HttpRequest(method="POST", path="/v1/banana/images", json=body, kind="submit")
+
+    def parse_submit(self, response: HttpResponse, request: ImageRequest) -> TaskRef:
+        """The task reference; a create answered ``failed`` raises the failure at once."""
+        if response.status >= 400:
+            raise error_for_response(response, self.name)
+        body = response.json_object(self.name)
+        task = structure(_task_object(body), _Task, provider=self.name, response=response)
+        ref = TaskRef(self.name, task.id, _MODELS[request.model].wire_id)
+        if task.status == "failed":
+            cls = (
+                ContentPolicyError
+                if looks_like_content_policy(None, task.error)
+                else GenerationFailedError
+            )
+            raise cls(
+                task.error or "failed", task_id=ref.task_id, provider=self.name, model=ref.model
+            )
+        return ref
+
+    def build_status(self, ref: TaskRef) -> HttpRequest:
+        """``GET /v1/result/{id}``."""
+        return HttpRequest(
+            method="GET", path=f"/v1/result/{quote(ref.task_id, safe='')}", kind="status"
+        )
+
+    def parse_status(self, response: HttpResponse, ref: TaskRef) -> TaskStatus:
+        """Status from ``status``; the single ``image_url`` becomes a one-element tuple."""
+        if response.status >= 400:
+            raise error_for_response(response, self.name, task_id=ref.task_id)
+        body = response.json_object(self.name)
+        task = structure(_task_object(body), _Task, provider=self.name, response=response)
+        state = _STATES.get(task.status, TaskState.UNKNOWN)
+        return TaskStatus(
+            state=state,
+            raw_state=task.status,
+            urls=(task.image_url,) if state is TaskState.SUCCEEDED and task.image_url else (),
+            error_message=task.error if state is TaskState.FAILED else None,
+            content_policy=state is TaskState.FAILED
+            and looks_like_content_policy(None, task.error),
+        )
+
+    def parse_callback(self, body: bytes) -> CallbackHint:
+        """xingchao sends no callbacks."""
+        raise NotImplementedError("xingchao offers no callbacks")

@@ -1,0 +1,8 @@
+"""Public test kit: the loopback simulator of the four providers, a fake clock and a scripted
+transport, so tests of nanobanana_async and of code that uses it never touch the network."""
+
+from __future__ import annotations
+
+from ._simulator import Faults, Latency, ServerLimits, Simulator, SimulatorStats
+
+__all__ = ("Faults", "Latency", "ServerLimits", "Simulator", "SimulatorStats")

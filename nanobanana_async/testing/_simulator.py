@@ -1,0 +1,555 @@
+"""A loopback simulator of one provider's HTTP API, with limits, accounting and faults (does I/O).
+
+It runs an aiohttp.web server on 127.0.0.1 and speaks the provider's wire protocol strictly
+(``_wire.py``): wrong keys get the provider's 401, invalid bodies its validation error, traffic
+over the configured limits a 429 with Retry-After. Server-side statistics say what a client
+really did: requests by kind, 429s, the most requests seen in any window, the most tasks
+running at once, duplicate creates, status checks per task and detection lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import heapq
+import json
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, Self
+
+import aiohttp
+import attrs
+from aiohttp import web
+
+from . import _png
+from ._wire import PROTOCOLS, Accepted, Kind, Reject, State, TaskView, WireProtocol
+
+_CALLBACK_DELAYS: Final = (1.0, 2.0, 4.0)  # apixo retries up to 3 times, growing delays
+_MARKER_POLICY: Final = "[[policy]]"
+_MARKER_FAIL: Final = "[[fail]]"
+_MARKER_STUCK: Final = "[[stuck]]"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@attrs.frozen(kw_only=True)
+class Latency:
+    """How long tasks take: lognormal around ``median`` seconds.
+
+    Args:
+        median: seconds; default 17.5 (the providers' docs say ~15-20 s for Nano Banana).
+        sigma: the lognormal shape; default 0.25.
+        queued_fraction: the first part of a task's time it reports as queued.
+    """
+
+    median: float = 17.5
+    sigma: float = 0.25
+    queued_fraction: float = 0.1
+
+    def sample(self, rng: random.Random) -> float:
+        """One task's duration in seconds."""
+        return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """Probabilities (0-1) of faults, drawn per request from the simulator's seeded generator.
+
+    Args:
+        server_error: answer 500/502/503 instead of handling the request.
+        reset: drop the connection before handling the request.
+        reset_after_create: create the task, then drop the connection (the ambiguous submit).
+        truncated: send fewer bytes than Content-Length promises.
+        non_json: answer HTTP 200 with an HTML page.
+        slow: wait ``slow_seconds`` before answering.
+        unknown_state: report a running task in a state string no client knows.
+        body_429: refuse with code 429 in the body and HTTP 200 (crun's style).
+        callback_drop: never deliver a task's callback.
+        expire_images: result image URLs answer 404 (they expired).
+        slow_seconds: the delay of a slow answer.
+        kinds: which requests the per-request faults apply to.
+    """
+
+    server_error: float = 0.0
+    reset: float = 0.0
+    reset_after_create: float = 0.0
+    truncated: float = 0.0
+    non_json: float = 0.0
+    slow: float = 0.0
+    unknown_state: float = 0.0
+    body_429: float = 0.0
+    callback_drop: float = 0.0
+    expire_images: bool = False
+    slow_seconds: float = 5.0
+    kinds: frozenset[str] = frozenset({"create", "status"})
+
+
+@attrs.frozen(kw_only=True)
+class ServerLimits:
+    """What the simulated account allows; None means unlimited.
+
+    Args:
+        requests: requests per sliding window of ``per`` seconds, over every request of the key.
+        per: the window in seconds (also the window the statistics measure).
+        concurrent_tasks: tasks running at once (created and not yet finished).
+    """
+
+    requests: int | None = None
+    per: float = 60.0
+    concurrent_tasks: int | None = None
+
+
+@attrs.define
+class _Task:
+    task_id: str
+    accepted: Accepted
+    params: dict[str, object]
+    created: float
+    created_wall: float
+    start: float
+    finish: float
+    outcome: State
+    origin: str
+    checks: int = 0
+    seen_done: bool = False
+
+
+@attrs.define
+class SimulatorStats:
+    """Server-side accounting. Read it after the run; times are seconds."""
+
+    requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    rate_limited: int = 0
+    rejected: int = 0
+    unauthorized: int = 0
+    creates: int = 0
+    duplicate_creates: int = 0
+    max_concurrent: int = 0
+    max_window: int = 0
+    faults: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    callbacks_sent: int = 0
+    callbacks_failed: int = 0
+    callbacks_dropped: int = 0
+    checks: dict[str, int] = attrs.field(factory=dict)
+    lags: list[float] = attrs.field(factory=list)
+
+    @property
+    def total_requests(self) -> int:
+        """All API requests (images excluded)."""
+        return sum(n for kind, n in self.requests.items() if kind != "image")
+
+    def checks_per_task(self) -> float:
+        """Mean status requests per created task (0 when none was created)."""
+        return sum(self.checks.values()) / len(self.checks) if self.checks else 0.0
+
+
+class Simulator:
+    """A provider's API on 127.0.0.1, for tests, examples and benchmarks.
+
+    Use ``async with Simulator("apixo") as sim:`` then pass ``sim.base_url`` and ``sim.api_key``
+    to ``Client``. Prompts containing ``[[fail]]`` fail, ``[[policy]]`` fail on content policy
+    and ``[[stuck]]`` never finish.
+
+    Args:
+        provider: ``xingchao``, ``crun``, ``nanobananaapi`` or ``apixo``.
+        api_key: the key the server accepts; a random one by default.
+        host: the address to listen on; loopback only.
+        port: 0 picks a free port.
+        latency: task durations.
+        limits: the account's limits; unlimited by default.
+        faults: fault probabilities; none by default.
+        seed: seeds every random draw (latency, ids, faults).
+        callback_retry_scale: multiplies the callback retry delays (1, 2, 4 s).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: Latency | None = None,
+        limits: ServerLimits | None = None,
+        faults: Faults | None = None,
+        seed: int = 0,
+        callback_retry_scale: float = 1.0,
+    ) -> None:
+        if provider not in PROTOCOLS:
+            raise ValueError(f"unknown provider {provider!r}; one of {sorted(PROTOCOLS)}")
+        self.provider = provider
+        self.protocol: WireProtocol = PROTOCOLS[provider]()
+        self.api_key = api_key or f"sim-{secrets.token_hex(12)}"
+        self.latency = latency or Latency()
+        self.limits = limits or ServerLimits()
+        self.faults = faults or Faults()
+        self.stats = SimulatorStats()
+        self._host = host
+        self._port = port
+        self._rng = random.Random(seed)
+        self._callback_retry_scale = callback_retry_scale
+        self._tasks: dict[str, _Task] = {}
+        self._fingerprints: set[str] = set()
+        self._window: collections.deque[float] = collections.deque()
+        self._running: list[float] = []  # heap of finish times of unfinished tasks
+        self._runner: web.AppRunner | None = None
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self.base_url = ""
+        self.origin = ""
+
+    def __repr__(self) -> str:
+        return f"Simulator({self.provider!r}, base_url={self.base_url!r})"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start listening; ``base_url`` is set when this returns."""
+        app = web.Application(client_max_size=1024 * 1024)
+        prefix = self.protocol.prefix
+        for route in self.protocol.create_routes:
+            app.router.add_post(prefix + route, self._wrap("create", route))
+        app.router.add_get(prefix + self.protocol.status_route, self._wrap("status", ""))
+        if self.protocol.balance_route:
+            app.router.add_get(prefix + self.protocol.balance_route, self._wrap("balance", ""))
+        app.router.add_get("/files/{task_id}.png", self._image)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio.Server
+        self.origin = f"http://{self._host}:{port}"
+        self.base_url = self.origin + prefix
+
+    async def aclose(self) -> None:
+        """Stop the server and any callback deliveries still pending."""
+        for task in list(self._callback_tasks):
+            task.cancel()
+        for task in list(self._callback_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def start_in_thread(self) -> Self:
+        """Run the simulator on its own event loop in a daemon thread (for sync tests)."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._thread_loop = loop
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.aclose())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="nanobanana-simulator", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop_thread(self) -> None:
+        """Stop a simulator started with :meth:`start_in_thread`."""
+        if self._thread is None or self._thread_loop is None:
+            return
+        self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    # ----------------------------------------------------------------- accounting
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _count(self, kind: str, now: float) -> int:
+        self.stats.requests[kind] += 1
+        self._window.append(now)
+        horizon = now - self.limits.per
+        while self._window and self._window[0] <= horizon:
+            self._window.popleft()
+        self.stats.max_window = max(self.stats.max_window, len(self._window))
+        return len(self._window)
+
+    def _active(self, now: float) -> int:
+        while self._running and self._running[0] <= now:
+            heapq.heappop(self._running)
+        return len(self._running)
+
+    def _retry_after(self, now: float) -> float:
+        if not self._window:
+            return 1.0
+        return max(0.001, self._window[0] + self.limits.per - now)
+
+    def _draw(self, kind: str) -> str | None:
+        f = self.faults
+        if kind not in f.kinds:
+            return None
+        for name, rate in (
+            ("reset", f.reset),
+            ("server_error", f.server_error),
+            ("body_429", f.body_429),
+            ("non_json", f.non_json),
+            ("truncated", f.truncated),
+            ("slow", f.slow),
+        ):
+            if rate and self._rng.random() < rate:
+                self.stats.faults[name] += 1
+                return name
+        if kind == "create" and f.reset_after_create and self._rng.random() < f.reset_after_create:
+            self.stats.faults["reset_after_create"] += 1
+            return "reset_after_create"
+        return None
+
+    # ----------------------------------------------------------------- HTTP
+
+    def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+        return web.json_response(body, status=status, headers=headers)
+
+    def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        status, body = self.protocol.error(code, message)
+        return self._json(status, body, headers)
+
+    def _wrap(self, kind: Kind, route: str) -> Handler:
+        return functools.partial(self._api, kind, route)
+
+    async def _api(self, kind: Kind, route: str, request: web.Request) -> web.StreamResponse:
+        now = self._now()
+        in_window = self._count(kind, now)
+        if not self.protocol.authorized(request.headers, self.api_key):
+            self.stats.unauthorized += 1
+            return self._error(401, "Invalid or missing API key")
+        if self.limits.requests is not None and in_window > self.limits.requests:
+            return self._too_many(now)
+        fault = self._draw(kind)
+        if fault == "reset":
+            return self._abort(request)
+        if fault == "slow":
+            await asyncio.sleep(self.faults.slow_seconds)
+        if fault == "server_error":
+            status = self._rng.choice((500, 502, 503))
+            return self._error(status, "Internal server error")
+        if fault == "body_429":
+            status, body = self.protocol.body_429()
+            self.stats.rate_limited += 1
+            return self._json(status, body, {"retry-after": "1"})
+        if kind == "create":
+            response = await self._create(route, request, now)
+            if fault == "reset_after_create" and response.status == 200:
+                return self._abort(request)
+        elif kind == "status":
+            response = self._status(request, now)
+        else:
+            status, body = self.protocol.balance()
+            response = self._json(status, body)
+        if fault == "non_json":
+            return web.Response(
+                status=200, text="<html><body>502 Bad Gateway</body></html>",
+                content_type="text/html",
+            )
+        if fault == "truncated":
+            return await self._truncate(request, response)
+        return response
+
+    def _too_many(self, now: float) -> web.Response:
+        self.stats.rate_limited += 1
+        wait = self._retry_after(now)
+        headers = {"retry-after": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
+        status, body = self.protocol.error(429, "Rate limit exceeded")
+        return self._json(status, body, headers)
+
+    def _abort(self, request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)
+
+    async def _truncate(self, request: web.Request, response: web.Response) -> web.StreamResponse:
+        body = response.body if isinstance(response.body, bytes) else b"{}"
+        stream = web.StreamResponse(status=response.status)
+        stream.content_type = "application/json"
+        stream.content_length = len(body) + 64
+        await stream.prepare(request)
+        await stream.write(body[: len(body) // 2])
+        if request.transport is not None:
+            request.transport.abort()
+        return stream
+
+    async def _create(self, route: str, request: web.Request, now: float) -> web.Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            self.stats.rejected += 1
+            return self._error(400, "Body is not valid JSON")
+        try:
+            accepted = self.protocol.validate(route, request.match_info, body)
+        except Reject as exc:
+            self.stats.rejected += 1
+            return self._error(exc.code, exc.message)
+        if (
+            self.limits.concurrent_tasks is not None
+            and self._active(now) >= self.limits.concurrent_tasks
+        ):
+            return self._too_many(now)
+        self._record_fingerprint(route, request.match_info.get("model", ""), body)
+        task = self._new_task(accepted, body, now, str(request.url.origin()))
+        self.stats.creates += 1
+        self.stats.checks[task.task_id] = 0
+        self.stats.max_concurrent = max(self.stats.max_concurrent, self._active(now))
+        if accepted.callback_url is not None and task.outcome != "queued":
+            delivery = asyncio.get_running_loop().create_task(self._deliver(task))
+            self._callback_tasks.add(delivery)
+            delivery.add_done_callback(self._callback_tasks.discard)
+        status, answer = self.protocol.created(self._view(task, "queued"))
+        return self._json(status, answer)
+
+    def _record_fingerprint(self, route: str, model: str, body: object) -> None:
+        params = dict(body) if isinstance(body, dict) else {}
+        # A callback URL may carry a per-task token; the same image asked twice is a duplicate.
+        for key in ("callback_url", "callBackUrl", "request_type"):
+            params.pop(key, None)
+        fingerprint = json.dumps([route, model, params], sort_keys=True)
+        if fingerprint in self._fingerprints:
+            self.stats.duplicate_creates += 1
+        self._fingerprints.add(fingerprint)
+
+    def _new_task(self, accepted: Accepted, body: object, now: float, origin: str) -> _Task:
+        duration = self.latency.sample(self._rng)
+        prompt = accepted.prompt
+        outcome: State = "success"
+        if _MARKER_POLICY in prompt:
+            outcome = "policy"
+        elif _MARKER_FAIL in prompt:
+            outcome = "failed"
+        finish = now + duration
+        if _MARKER_STUCK in prompt:
+            # "queued" as an outcome means: never leaves the running phase.
+            outcome, finish = "queued", math.inf
+        task_id = f"{self._rng.getrandbits(64):016x}{len(self._tasks):06d}"
+        task = _Task(
+            task_id=task_id,
+            accepted=accepted,
+            params=dict(body) if isinstance(body, dict) else {},
+            created=now,
+            created_wall=time.time(),
+            start=now + duration * self.latency.queued_fraction,
+            finish=finish,
+            outcome=outcome,
+            origin=origin,
+        )
+        self._tasks[task_id] = task
+        heapq.heappush(self._running, finish)
+        return task
+
+    def _state(self, task: _Task, now: float) -> State:
+        if now >= task.finish:
+            return task.outcome
+        if now < task.start:
+            return "queued"
+        return "running"
+
+    def _view(self, task: _Task, state: State) -> TaskView:
+        finished = None
+        if math.isfinite(task.finish):
+            finished = task.created_wall + (task.finish - task.created)
+        return TaskView(
+            task_id=task.task_id,
+            model=task.accepted.model,
+            endpoint=task.accepted.endpoint,
+            state=state,
+            created_wall=task.created_wall,
+            finished_wall=finished,
+            image_url=f"{task.origin}/files/{task.task_id}.png",
+            params=task.params,
+        )
+
+    def _status(self, request: web.Request, now: float) -> web.Response:
+        task_id = self.protocol.status_task_id(request.match_info, request.query)
+        task = self._tasks.get(task_id)
+        if task is None or request.match_info.get("model", task.accepted.model) != task.accepted.model:
+            return self._error(404, "Task not found")
+        task.checks += 1
+        self.stats.checks[task_id] = task.checks
+        state = self._state(task, now)
+        done = state in ("success", "failed", "policy")
+        if done and not task.seen_done:
+            task.seen_done = True
+            self.stats.lags.append(now - task.finish)
+        if (
+            not done
+            and self.faults.unknown_state
+            and "status" in self.faults.kinds
+            and self._rng.random() < self.faults.unknown_state
+        ):
+            self.stats.faults["unknown_state"] += 1
+            state = "unknown"
+        status, body = self.protocol.status(self._view(task, state))
+        return self._json(status, body)
+
+    async def _image(self, request: web.Request) -> web.Response:
+        self.stats.requests["image"] += 1
+        task = self._tasks.get(request.match_info["task_id"])
+        if (
+            task is None
+            or self.faults.expire_images
+            or self._state(task, self._now()) != "success"
+        ):
+            return web.Response(status=404, text="Not found")
+        png = _png.render(task.accepted.prompt, task.accepted.aspect_ratio)
+        return web.Response(body=png, content_type="image/png")
+
+    # ----------------------------------------------------------------- callbacks
+
+    async def _deliver(self, task: _Task) -> None:
+        url = task.accepted.callback_url
+        assert url is not None
+        await asyncio.sleep(max(0.0, task.finish - self._now()))
+        if self.faults.callback_drop and self._rng.random() < self.faults.callback_drop:
+            self.stats.callbacks_dropped += 1
+            return
+        body = self.protocol.callback(self._view(task, self._state(task, self._now())))
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        for delay in (0.0, *_CALLBACK_DELAYS):
+            await asyncio.sleep(delay * self._callback_retry_scale)
+            try:
+                async with self._session.post(
+                    url, json=body, timeout=aiohttp.ClientTimeout(total=30)
+                ) as resp:
+                    if resp.status == 200:
+                        self.stats.callbacks_sent += 1
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+        self.stats.callbacks_failed += 1
+
+
