@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
 from ._errors import ConfigurationError
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigurationError(f"{attribute.name} must be a finite number, got {value!r}")
     if value <= 0:
         raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigurationError(f"{attribute.name} must be a finite number, got {value!r}")
     if value < 0:
@@ -44,7 +45,8 @@ class Limits:
     def __attrs_post_init__(self) -> None:
         if self.safety_margin >= 0.5:
             raise ConfigurationError("safety_margin must be below 0.5")
-        if not isinstance(self.requests, int) or not isinstance(self.concurrent_tasks, int):
+        counts: tuple[object, ...] = (self.requests, self.concurrent_tasks)
+        if not all(isinstance(n, int) for n in counts):
             raise ConfigurationError("requests and concurrent_tasks must be whole numbers")
 
 

@@ -219,11 +219,13 @@ class ClientClosedError(NanoBananaError):
     """The client was closed while this task was still pending; resume it by id later.
 
     Attributes:
-        task_id: the provider's task id.
+        task_id: the provider's task id (None when no task was involved).
         model: the model the task runs on.
     """
 
-    def __init__(self, message: str, *, task_id: str, model: str) -> None:
+    def __init__(
+        self, message: str, *, task_id: str | None = None, model: str | None = None
+    ) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.model = model

@@ -41,11 +41,14 @@ class HttpResponse:
         status: HTTP status code.
         headers: response headers, keys lower-cased.
         body: the raw body.
+        received_at: wall-clock time (unix seconds) the answer arrived, for HTTP-date
+            Retry-After values.
     """
 
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = b""
+    received_at: float = 0.0
 
     def json_object(self, provider: str) -> dict[str, object]:
         """Decode the body as a JSON object.

@@ -116,6 +116,15 @@ class ConcurrencyLimiter:
         await self._limiter.acquire_on_behalf_of(holder)
         self.max_in_flight = max(self.max_in_flight, int(self._limiter.borrowed_tokens))
 
+    def try_acquire(self, holder: object) -> bool:
+        """Take a slot for ``holder`` if one is free now; False when none is."""
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(holder)
+        except anyio.WouldBlock:
+            return False
+        self.max_in_flight = max(self.max_in_flight, int(self._limiter.borrowed_tokens))
+        return True
+
     def release(self, holder: object) -> None:
         """Free ``holder``'s slot."""
         self._limiter.release_on_behalf_of(holder)

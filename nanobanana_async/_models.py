@@ -96,28 +96,36 @@ class ImageRequest:
             raise InvalidRequestError(problems)
 
     def _problems(self) -> list[str]:
+        # Callers may pass anything at run time; the annotations are the contract, not a proof.
+        values: dict[str, object] = attrs.asdict(self, recurse=False)
         errors: list[str] = []
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        prompt = values["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
             errors.append("prompt must be a non-empty string @ $.prompt")
-        if not isinstance(self.model, str) or not self.model:
+        model = values["model"]
+        if not isinstance(model, str) or not model:
             errors.append("model must be a non-empty string @ $.model")
         for name in ("resolution", "aspect_ratio", "output_format", "callback_url"):
-            value = getattr(self, name)
+            value = values[name]
             if value is not None and not isinstance(value, str):
                 errors.append(f"{name} must be a string or None @ $.{name}")
-        for i, url in enumerate(self.image_urls):
+        urls: tuple[object, ...] = self.image_urls
+        for i, url in enumerate(urls):
             if not isinstance(url, str) or not is_http_url(url):
                 errors.append(f"image URL must be an http(s) URL @ $.image_urls[{i}]")
-        if self.google_search is not None and not isinstance(self.google_search, bool):
+        search = values["google_search"]
+        if search is not None and not isinstance(search, bool):
             errors.append("google_search must be a bool or None @ $.google_search")
-        if self.timeout is not None and (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, int | float)
-            or not math.isfinite(self.timeout)
-            or self.timeout <= 0
+        timeout = values["timeout"]
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
         ):
             errors.append("timeout must be a positive number of seconds @ $.timeout")
-        if self.callback_url is not None and not is_http_url(self.callback_url):
+        callback = values["callback_url"]
+        if isinstance(callback, str) and not is_http_url(callback):
             errors.append("callback URL must be an http(s) URL @ $.callback_url")
         return errors
 

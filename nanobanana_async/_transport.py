@@ -3,8 +3,9 @@ this library's errors (does I/O)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import aiohttp
@@ -50,6 +51,7 @@ class AiohttpTransport:
         key: the API key, or None to send no authentication.
         session: a caller-owned session (never closed here); None creates one on first use.
         connect_timeout: seconds to establish a connection.
+        wall_clock: stamps each answer's arrival (for HTTP-date Retry-After).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class AiohttpTransport:
         key: Secret | None,
         session: aiohttp.ClientSession | None = None,
         connect_timeout: float = 10.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = auth_headers(scheme, key)
@@ -67,6 +70,7 @@ class AiohttpTransport:
         self._session = session
         self._owns_session = session is None
         self._connect_timeout = connect_timeout
+        self._wall_clock = wall_clock
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(base_url={self._base_url!r})"
@@ -115,9 +119,9 @@ class AiohttpTransport:
             raise RequestTimeoutError(self._describe("timed out", exc)) from None
         except aiohttp.ClientError as exc:
             raise TransportError(self._describe("connection failed", exc)) from None
-        except asyncio.CancelledError:
-            raise
-        return HttpResponse(status=status, headers=headers, body=body)
+        return HttpResponse(
+            status=status, headers=headers, body=body, received_at=self._wall_clock()
+        )
 
     def _describe(self, what: str, exc: BaseException) -> str:
         # aiohttp's reprs can carry request headers (the key); use the type and redacted text.

@@ -4,11 +4,12 @@ validation, error mapping and strict parsing of wire shapes (pure, no I/O)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import attrs
 import cattrs
 
+from .._backoff import parse_retry_after
 from .._errors import (
     APIError,
     AuthenticationError,
@@ -190,6 +191,7 @@ def error_for(
     code: int | None,
     message: str,
     task_id: str | None = None,
+    response: HttpResponse | None = None,
 ) -> APIError:
     """Map an HTTP status and the provider's body code to the typed error.
 
@@ -203,7 +205,17 @@ def error_for(
     elif effective == 402:
         cls = InsufficientCreditsError
     elif effective == 429:
-        cls = RateLimitError
+        retry_after = None
+        if response is not None:
+            retry_after = parse_retry_after(response.headers, response.received_at)
+        return RateLimitError(
+            message,
+            provider=provider,
+            status=status,
+            code=code,
+            retry_after=retry_after,
+            task_id=task_id,
+        )
     elif effective == 455 or effective >= 500:
         cls = ProviderUnavailableError
     return cls(message, provider=provider, status=status, code=code, task_id=task_id)
@@ -290,7 +302,7 @@ class Envelope:
     """``{code, message|msg, data}``, as crun, nanobananaapi and apixo wrap every answer."""
 
     code: int
-    data: object = None
+    data: Any = None
     message: str | None = None
     msg: str | None = None
 
@@ -313,6 +325,7 @@ def open_envelope(response: HttpResponse, provider: str, *, task_id: str | None 
             code=envelope.code,
             message=message_of(body) or snippet(response.body),
             task_id=task_id,
+            response=response,
         )
     return envelope.data
 
@@ -332,7 +345,14 @@ def error_for_response(
         if isinstance(raw_code, int) and not isinstance(raw_code, bool):
             code = raw_code
         message = message_of(body) or message
-    return error_for(provider, status=response.status, code=code, message=message, task_id=task_id)
+    return error_for(
+        provider,
+        status=response.status,
+        code=code,
+        message=message,
+        task_id=task_id,
+        response=response,
+    )
 
 
 def require_mapping(value: object, provider: str, response: HttpResponse) -> Mapping[str, object]:

@@ -3,6 +3,20 @@ transport, so tests of nanobanana_async and of code that uses it never touch the
 
 from __future__ import annotations
 
+from .._http import HttpRequest, HttpResponse
+from ._fakes import FakeClock, ScriptedTransport, json_response, settle
 from ._simulator import Faults, Latency, ServerLimits, Simulator, SimulatorStats
 
-__all__ = ("Faults", "Latency", "ServerLimits", "Simulator", "SimulatorStats")
+__all__ = (
+    "FakeClock",
+    "Faults",
+    "HttpRequest",
+    "HttpResponse",
+    "Latency",
+    "ScriptedTransport",
+    "ServerLimits",
+    "Simulator",
+    "SimulatorStats",
+    "json_response",
+    "settle",
+)

@@ -28,7 +28,7 @@ import attrs
 from aiohttp import web
 
 from . import _png
-from ._wire import PROTOCOLS, Accepted, Kind, Reject, State, TaskView, WireProtocol
+from ._wire import PROTOCOLS, Accepted, Kind, RejectError, State, TaskView, WireProtocol
 
 _CALLBACK_DELAYS: Final = (1.0, 2.0, 4.0)  # apixo retries up to 3 times, growing delays
 _MARKER_POLICY: Final = "[[policy]]"
@@ -333,10 +333,14 @@ class Simulator:
 
     # ----------------------------------------------------------------- HTTP
 
-    def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    def _json(
+        self, status: int, body: object, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return web.json_response(body, status=status, headers=headers)
 
-    def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def _error(
+        self, code: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         status, body = self.protocol.error(code, message)
         return self._json(status, body, headers)
 
@@ -374,7 +378,8 @@ class Simulator:
             response = self._json(status, body)
         if fault == "non_json":
             return web.Response(
-                status=200, text="<html><body>502 Bad Gateway</body></html>",
+                status=200,
+                text="<html><body>502 Bad Gateway</body></html>",
                 content_type="text/html",
             )
         if fault == "truncated":
@@ -384,7 +389,10 @@ class Simulator:
     def _too_many(self, now: float) -> web.Response:
         self.stats.rate_limited += 1
         wait = self._retry_after(now)
-        headers = {"retry-after": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
+        headers = {
+            "retry-after": str(math.ceil(wait)),
+            "retry-after-ms": str(math.ceil(wait * 1000)),
+        }
         status, body = self.protocol.error(429, "Rate limit exceeded")
         return self._json(status, body, headers)
 
@@ -412,7 +420,7 @@ class Simulator:
             return self._error(400, "Body is not valid JSON")
         try:
             accepted = self.protocol.validate(route, request.match_info, body)
-        except Reject as exc:
+        except RejectError as exc:
             self.stats.rejected += 1
             return self._error(exc.code, exc.message)
         if (
@@ -495,7 +503,10 @@ class Simulator:
     def _status(self, request: web.Request, now: float) -> web.Response:
         task_id = self.protocol.status_task_id(request.match_info, request.query)
         task = self._tasks.get(task_id)
-        if task is None or request.match_info.get("model", task.accepted.model) != task.accepted.model:
+        if (
+            task is None
+            or request.match_info.get("model", task.accepted.model) != task.accepted.model
+        ):
             return self._error(404, "Task not found")
         task.checks += 1
         self.stats.checks[task_id] = task.checks
@@ -518,11 +529,7 @@ class Simulator:
     async def _image(self, request: web.Request) -> web.Response:
         self.stats.requests["image"] += 1
         task = self._tasks.get(request.match_info["task_id"])
-        if (
-            task is None
-            or self.faults.expire_images
-            or self._state(task, self._now()) != "success"
-        ):
+        if task is None or self.faults.expire_images or self._state(task, self._now()) != "success":
             return web.Response(status=404, text="Not found")
         png = _png.render(task.accepted.prompt, task.accepted.aspect_ratio)
         return web.Response(body=png, content_type="image/png")
@@ -551,5 +558,3 @@ class Simulator:
             except (aiohttp.ClientError, TimeoutError):
                 pass
         self.stats.callbacks_failed += 1
-
-

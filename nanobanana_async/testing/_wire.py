@@ -25,7 +25,7 @@ _CLASSIC_RATIOS: Final = frozenset(
 _EXTREME_RATIOS: Final = frozenset({"1:4", "4:1", "1:8", "8:1"})
 
 
-class Reject(Exception):
+class RejectError(Exception):
     """A request the real service would refuse: ``code`` is the HTTP-like code to answer."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -61,14 +61,14 @@ class TaskView:
 
 def _obj(value: object, where: str) -> dict[str, object]:
     if not isinstance(value, dict):
-        raise Reject(400, f"{where} must be an object")
+        raise RejectError(400, f"{where} must be an object")
     return value
 
 
 def _required_str(body: Mapping[str, object], key: str, where: str = "") -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise Reject(400, f"Missing required field: {where}{key}")
+        raise RejectError(400, f"Missing required field: {where}{key}")
     return value
 
 
@@ -77,7 +77,7 @@ def _optional_str(body: Mapping[str, object], key: str, allowed: frozenset[str])
     if value is None:
         return None
     if not isinstance(value, str) or value not in allowed:
-        raise Reject(400, f"Invalid value for {key}: {value!r}")
+        raise RejectError(400, f"Invalid value for {key}: {value!r}")
     return value
 
 
@@ -86,19 +86,19 @@ def _url_list(body: Mapping[str, object], key: str, cap: int) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Reject(400, f"{key} must be an array of strings")
+        raise RejectError(400, f"{key} must be an array of strings")
     if len(value) > cap:
-        raise Reject(400, f"{key} takes at most {cap} images")
+        raise RejectError(400, f"{key} takes at most {cap} images")
     for url in value:
         if not url.startswith(("http://", "https://")):
-            raise Reject(400, f"{key} holds an invalid URL")
+            raise RejectError(400, f"{key} holds an invalid URL")
     return value
 
 
 def _prompt(body: Mapping[str, object], cap: int | None, where: str = "") -> str:
     prompt = _required_str(body, "prompt", where)
     if cap is not None and len(prompt) > cap:
-        raise Reject(400, f"{where}prompt exceeds {cap} characters")
+        raise RejectError(400, f"{where}prompt exceeds {cap} characters")
     return prompt
 
 
@@ -106,16 +106,16 @@ def _callback(body: Mapping[str, object], key: str, *, required: bool) -> str | 
     value = body.get(key)
     if value is None:
         if required:
-            raise Reject(400, f"Missing required field: {key}")
+            raise RejectError(400, f"Missing required field: {key}")
         return None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise Reject(400, f"{key} must be an http(s) URL")
+        raise RejectError(400, f"{key} must be an http(s) URL")
     return value
 
 
 def _optional_bool(body: Mapping[str, object], key: str) -> None:
     if key in body and body[key] is not None and not isinstance(body[key], bool):
-        raise Reject(400, f"{key} must be a boolean")
+        raise RejectError(400, f"{key} must be a boolean")
 
 
 class WireProtocol:
@@ -132,7 +132,7 @@ class WireProtocol:
         return headers.get("Authorization", "") == f"Bearer {key}"
 
     def validate(self, route: str, match: Mapping[str, str], body: object) -> Accepted:
-        """Check a create body as the real service would; raises Reject."""
+        """Check a create body as the real service would; raises RejectError."""
         raise NotImplementedError
 
     def status_task_id(self, match: Mapping[str, str], query: Mapping[str, str]) -> str:
@@ -194,11 +194,11 @@ class Xingchao(WireProtocol):
         obj = _obj(body, "body")
         model = _required_str(obj, "model")
         if model not in self._models:
-            raise Reject(400, f"Unknown model: {model}")
+            raise RejectError(400, f"Unknown model: {model}")
         prompt = _prompt(obj, None)
         resolution = _optional_str(obj, "resolution", frozenset({"1k", "2k", "4k"}))
         if resolution in ("2k", "4k") and "pro" not in model:
-            raise Reject(400, f"{resolution} is only supported by nano-banana-pro models")
+            raise RejectError(400, f"{resolution} is only supported by nano-banana-pro models")
         size = _optional_str(obj, "size", _CLASSIC_RATIOS)
         _url_list(obj, "image_urls", 6)
         return Accepted(model=model, prompt=prompt, aspect_ratio=size, callback_url=None)
@@ -282,7 +282,7 @@ class Crun(WireProtocol):
         obj = _obj(body, "body")
         model = _required_str(obj, "model")
         if model not in self._nb2 | self._classic:
-            raise Reject(422, f"Unsupported model: {model}")
+            raise RejectError(422, f"Unsupported model: {model}")
         model_input = _obj(obj.get("input"), "input")
         nb2 = model in self._nb2
         prompt = _prompt(model_input, 20_000 if nb2 else 5_000, "input.")
@@ -298,9 +298,9 @@ class Crun(WireProtocol):
         elif nb2:
             _optional_str(model_input, "resolution", frozenset({"1K", "2K", "4K"}))
         elif "resolution" in model_input:
-            raise Reject(422, "resolution is not supported by this model")
+            raise RejectError(422, "resolution is not supported by this model")
         if "google_search" in model_input and model != "google/nano-banana-2":
-            raise Reject(422, "google_search is only supported by google/nano-banana-2")
+            raise RejectError(422, "google_search is only supported by google/nano-banana-2")
         _optional_bool(model_input, "google_search")
         callback = _callback(obj, "callback_url", required=False)
         return Accepted(model=model, prompt=prompt, aspect_ratio=ratio, callback_url=callback)
@@ -321,9 +321,7 @@ class Crun(WireProtocol):
             result = {
                 "code": 501,
                 "message": (
-                    "Sensitive content detected"
-                    if view.state == "policy"
-                    else "Generation failed"
+                    "Sensitive content detected" if view.state == "policy" else "Generation failed"
                 ),
             }
         finished = view.finished_wall if result is not None else None
@@ -385,13 +383,13 @@ class NanoBananaApi(WireProtocol):
             prompt = _prompt(obj, None)
             kind = obj.get("type")
             if kind not in ("TEXTTOIAMGE", "IMAGETOIAMGE"):
-                raise Reject(400, "type must be TEXTTOIAMGE or IMAGETOIAMGE")
+                raise RejectError(400, "type must be TEXTTOIAMGE or IMAGETOIAMGE")
             urls = _url_list(obj, "imageUrls", 5)
             if kind == "IMAGETOIAMGE" and not urls:
-                raise Reject(400, "IMAGETOIAMGE needs imageUrls")
+                raise RejectError(400, "IMAGETOIAMGE needs imageUrls")
             num = obj.get("numImages", 1)
             if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 4:
-                raise Reject(400, "numImages must be 1-4")
+                raise RejectError(400, "numImages must be 1-4")
             ratio = _optional_str(obj, "image_size", _CLASSIC_RATIOS)
             callback = _callback(obj, "callBackUrl", required=True)
             model = "nano-banana"
@@ -496,31 +494,31 @@ class Apixo(WireProtocol):
         """request_type/callback_url/provider and the model's snake_case ``input``."""
         model = match.get("model", "")
         if model not in ("nano-banana", "nano-banana-2"):
-            raise Reject(404, f"Unknown model: {model}")
+            raise RejectError(404, f"Unknown model: {model}")
         obj = _obj(body, "body")
         request_type = obj.get("request_type", "async")
         if request_type not in ("async", "callback"):
-            raise Reject(400, "request_type must be async or callback")
+            raise RejectError(400, "request_type must be async or callback")
         callback = _callback(obj, "callback_url", required=request_type == "callback")
         if obj.get("provider", "auto") not in ("auto", "value", "official"):
-            raise Reject(400, "provider must be auto, value or official")
+            raise RejectError(400, "provider must be auto, value or official")
         model_input = _obj(obj.get("input"), "input")
         nb2 = model == "nano-banana-2"
         mode = model_input.get("mode")
         if mode not in ("text-to-image", "image-to-image"):
-            raise Reject(400, "Missing required field: input.mode")
+            raise RejectError(400, "Missing required field: input.mode")
         prompt = _prompt(model_input, 20_000 if nb2 else 5_000, "input.")
         urls = _url_list(model_input, "image_urls", 14 if nb2 else 5)
         if mode == "image-to-image" and not urls:
-            raise Reject(400, "image-to-image needs input.image_urls")
+            raise RejectError(400, "image-to-image needs input.image_urls")
         ratios = _CLASSIC_RATIOS | {"auto"} | (_EXTREME_RATIOS if nb2 else frozenset())
         ratio = model_input.get("aspect_ratio", None if nb2 else "1:1")
         if not isinstance(ratio, str) or ratio not in ratios:
-            raise Reject(400, "Missing or invalid field: input.aspect_ratio")
+            raise RejectError(400, "Missing or invalid field: input.aspect_ratio")
         if nb2:
             resolution = model_input.get("resolution")
             if not isinstance(resolution, str) or resolution.lower() not in ("1k", "2k", "4k"):
-                raise Reject(400, "Missing or invalid field: input.resolution")
+                raise RejectError(400, "Missing or invalid field: input.resolution")
         formats = {"png", "jpeg", "jpg"} if nb2 else {"png", "jpeg"}
         _optional_str(model_input, "output_format", frozenset(formats))
         _optional_bool(model_input, "google_search")
@@ -565,8 +563,11 @@ class Apixo(WireProtocol):
 
     def error(self, code: int, message: str) -> tuple[int, dict[str, object]]:
         """``{"code", "message", "data": {"error"}}`` with the same HTTP status."""
-        return code, {"code": code, "message": _APIXO_MESSAGES.get(code, "Error"),
-                      "data": {"error": message}}
+        return code, {
+            "code": code,
+            "message": _APIXO_MESSAGES.get(code, "Error"),
+            "data": {"error": message},
+        }
 
 
 _APIXO_MESSAGES: Final = {

@@ -1,0 +1,70 @@
+"""nanobanana-async: an asyncio client for Nano Banana image generation.
+
+Four task-based providers (xingchao, crun, nanobananaapi, apixo) and a built-in loopback
+simulator (``local``) behind one :class:`Client`, with one shared polling scheduler that keeps
+every account inside its request rate and concurrent-task limits.
+"""
+
+from __future__ import annotations
+
+from ._client import Client, ClientStatistics
+from ._config import Limits, RetryPolicy, Timeouts
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadResponseError,
+    ClientClosedError,
+    ConfigurationError,
+    ConnectError,
+    ContentPolicyError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    NanoBananaError,
+    ProviderUnavailableError,
+    RateLimitError,
+    RequestTimeoutError,
+    SubmitOutcomeUnknownError,
+    TaskError,
+    TaskTimeoutError,
+    TransportError,
+    WebhookVerificationError,
+)
+from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+from ._task import Task
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "APIError",
+    "AuthenticationError",
+    "BadResponseError",
+    "Client",
+    "ClientClosedError",
+    "ClientStatistics",
+    "ConfigurationError",
+    "ConnectError",
+    "ContentPolicyError",
+    "GenerationFailedError",
+    "ImageRequest",
+    "ImageResult",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "Limits",
+    "NanoBananaError",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "SubmitOutcomeUnknownError",
+    "Task",
+    "TaskError",
+    "TaskRef",
+    "TaskState",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "Timeouts",
+    "TransportError",
+    "WebhookVerificationError",
+    "__version__",
+)

@@ -1,0 +1,517 @@
+"""Client: the public entry point; submits tasks and hands them to the shared scheduler
+(does I/O through its transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random as _random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import Final, Self
+
+import aiohttp
+import attrs
+
+from ._backoff import delay
+from ._clock import DEFAULT_CLOCK, Clock
+from ._config import Limits, RetryPolicy, Timeouts
+from ._errors import (
+    BadResponseError,
+    ClientClosedError,
+    ConfigurationError,
+    ConnectError,
+    InvalidRequestError,
+    NanoBananaError,
+    ProviderUnavailableError,
+    RateLimitError,
+    SubmitOutcomeUnknownError,
+    TransportError,
+)
+from ._models import ImageRequest, ImageResult, TaskRef, is_http_url
+from ._redact import Secret
+from ._scheduler._runner import Account, Connection, Scheduler, Tracked
+from ._task import Task
+from ._transport import AiohttpTransport, Transport
+from .providers import DRIVERS, PROVIDERS, ProviderDriver, validate
+from .providers._local import LocalDriver
+
+_log = logging.getLogger("nanobanana_async")
+
+DEFAULT_TASK_TIMEOUT: Final = 900.0
+LOCAL_TASK_TIMEOUT: Final = 120.0
+_MAINTENANCE: Final = 455  # crun: refused before acceptance, so a retry cannot pay twice
+
+
+@attrs.frozen(kw_only=True)
+class ClientStatistics:
+    """A snapshot of the account this client uses (shared with same-key clients).
+
+    Attributes:
+        pending: tasks submitted and not yet finished.
+        in_flight: concurrent-task slots held.
+        waiting: callers waiting for a slot.
+        requests_in_window: requests sent in the last ``limits.per`` seconds.
+        requests_sent: requests sent since the account was first used.
+        rate_limited: 429 answers received.
+        retries: retries made (submits and status checks).
+        retry_tokens: what is left of the retry budget.
+        mean_checks_per_task: status checks per tracked task.
+    """
+
+    pending: int
+    in_flight: int
+    waiting: int
+    requests_in_window: int
+    requests_sent: int
+    rate_limited: int
+    retries: int
+    retry_tokens: int
+    mean_checks_per_task: float
+
+
+class Client:
+    """An asyncio client for Nano Banana image generation on one provider.
+
+    Use it as ``async with Client("apixo") as client:``. Every client on an event loop shares
+    one polling scheduler; clients with the same provider and key share one account budget.
+
+    Args:
+        provider: ``xingchao``, ``crun``, ``nanobananaapi``, ``apixo``, or ``local`` (a
+            built-in simulator on 127.0.0.1 that needs no key).
+        api_key: defaults to the ``NANOBANANA_API_KEY`` environment variable.
+        base_url: replaces the provider's documented base URL (scheme, host and path prefix);
+            defaults to ``NANOBANANA_BASE_URL``, then the documented one.
+        limits: the account's budget; default 10,000 requests per 60 s, 1,000 tasks at once.
+        session: a caller-owned ``aiohttp.ClientSession``, never closed by the client.
+        retry: retry policy; see :class:`RetryPolicy`.
+        timeouts: request and task timeouts; see :class:`Timeouts`.
+        transport: replaces HTTP entirely (tests use ``testing.ScriptedTransport``).
+        clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
+        wall_clock: unix time for timestamps and HTTP-date Retry-After.
+        random: returns floats in [0, 1) for backoff jitter.
+
+    Raises:
+        ConfigurationError: unknown provider, missing key, or a base URL that is not http(s).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        limits: Limits | None = None,
+        session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise ConfigurationError(
+                f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
+            )
+        self._provider = provider
+        self._driver: ProviderDriver = LocalDriver() if provider == "local" else DRIVERS[provider]
+        key = api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY")
+        url = base_url if base_url is not None else os.environ.get("NANOBANANA_BASE_URL")
+        if provider == "local":
+            key, url = None, None  # the simulator provides both when it starts
+        elif not key and transport is None:
+            raise ConfigurationError(
+                f"no API key for {provider}: pass api_key= or set NANOBANANA_API_KEY"
+            )
+        if url is not None and not is_http_url(url):
+            raise ConfigurationError("base_url must be an absolute http(s) URL")
+        self._key = Secret(key) if key else None
+        self._base_url = (url or self._driver.default_base_url).rstrip("/")
+        self._limits = limits or Limits()
+        self._retry = retry or RetryPolicy()
+        self._timeouts = timeouts or Timeouts()
+        self._session = session
+        self._transport = transport
+        self._clock = clock or DEFAULT_CLOCK
+        self._wall_clock = wall_clock
+        self._random = random
+        self._conn: Connection | None = None
+        self._scheduler: Scheduler | None = None
+        self._simulator: object | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Client(provider={self._provider!r}, base_url={self._base_url!r})"
+
+    @property
+    def provider(self) -> str:
+        """The provider name."""
+        return self._provider
+
+    @property
+    def base_url(self) -> str:
+        """The base URL requests go to (the simulator's once ``local`` has started)."""
+        return self._base_url
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _ensure_started(self) -> Connection:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        if self._conn is not None:
+            return self._conn
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._conn is None:
+                if self._provider == "local":
+                    await self._start_local()
+                self._connect()
+        return self._connected()
+
+    def _connected(self) -> Connection:
+        # A separate method: mypy cannot see _connect() set the attribute inside the lock.
+        assert self._conn is not None
+        return self._conn
+
+    async def _start_local(self) -> None:
+        from .testing import Latency, Simulator
+
+        simulator = Simulator("apixo", latency=Latency(median=1.5, sigma=0.3))
+        await simulator.start()
+        self._simulator = simulator
+        self._key = Secret(simulator.api_key)
+        self._base_url = simulator.base_url
+
+    def _connect(self) -> Connection:
+        transport = self._transport or AiohttpTransport(
+            base_url=self._base_url,
+            scheme=self._driver.auth_scheme,
+            key=self._key,
+            session=self._session,
+            connect_timeout=self._timeouts.connect,
+            wall_clock=self._wall_clock,
+        )
+        self._transport = transport
+        scheduler = Scheduler.for_clock(self._clock)
+        scheduler.attach()
+        account = scheduler.account(
+            (self._driver.name, self._base_url, self._key), self._limits, self._retry
+        )
+        self._scheduler = scheduler
+        self._conn = Connection(
+            driver=self._driver,
+            transport=transport,
+            account=account,
+            policy=self._retry,
+            timeouts=self._timeouts,
+            wall_clock=self._wall_clock,
+            random=self._random,
+        )
+        return self._conn
+
+    async def aclose(self) -> None:
+        """Stop tracking this client's tasks and release its connections.
+
+        Tasks still pending fail with ``ClientClosedError`` carrying their ids; they keep
+        running at the provider and can be resumed. Safe to call more than once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._conn is not None and self._scheduler is not None:
+            self._scheduler.close_connection(self._conn)
+            await self._scheduler.detach()
+            await self._conn.transport.aclose()
+        if self._simulator is not None:
+            from .testing import Simulator
+
+            assert isinstance(self._simulator, Simulator)
+            await self._simulator.aclose()
+
+    # ----------------------------------------------------------------- tasks
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = "nano-banana-2",
+        resolution: str | None = None,
+        aspect_ratio: str | None = None,
+        image_urls: Iterable[str] = (),
+        output_format: str | None = None,
+        google_search: bool | None = None,
+        timeout: float | None = None,
+    ) -> ImageResult:
+        """Generate one image and wait for it.
+
+        Args are those of :class:`ImageRequest`.
+
+        Returns:
+            the finished task's result; ``urls`` is never empty.
+
+        Raises:
+            InvalidRequestError: before any request, for input the provider would refuse.
+            SubmitOutcomeUnknownError: the submit may have been accepted; not retried.
+            APIError: the provider refused the submit (auth, credits, rate limit …).
+            TaskError: the task failed or timed out (``task_id`` is set for ``resume``).
+        """
+        request = ImageRequest(
+            prompt=prompt,
+            model=model,
+            resolution=resolution,
+            aspect_ratio=aspect_ratio,
+            image_urls=tuple(image_urls),
+            output_format=output_format,
+            google_search=google_search,
+            timeout=timeout,
+        )
+        task = await self.submit(request)
+        return await task
+
+    async def submit(self, request: ImageRequest) -> Task:
+        """Submit a task and return as soon as the provider accepted it.
+
+        Waits first for a free concurrent-task slot (back-pressure: callers beyond
+        ``limits.concurrent_tasks`` wait, they are not failed). Once the submit has been sent,
+        cancelling the caller no longer abandons it: an accepted task is still tracked.
+
+        Raises:
+            InvalidRequestError: before any request, for input the provider would refuse.
+            SubmitOutcomeUnknownError: the submit may have been accepted; never retried here.
+            APIError: the provider refused the submit.
+        """
+        if not isinstance(request, ImageRequest):
+            raise TypeError("submit() takes an ImageRequest")
+        validate(self._driver, request)
+        conn = await self._ensure_started()
+        task = Task(request)
+        await conn.account.slots.acquire(task)
+        inner = asyncio.ensure_future(self._submit_and_track(conn, task, request))
+        inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        return await asyncio.shield(inner)
+
+    async def _submit_and_track(self, conn: Connection, task: Task, request: ImageRequest) -> Task:
+        try:
+            ref = await self._send_submit(conn, request)
+        except BaseException:
+            conn.account.slots.release(task)
+            raise
+        task._accept(ref)
+        _log.info("%s accepted task %s (model %s)", ref.provider, ref.task_id, ref.model)
+        self._track(conn, task, ref, timeout=request.timeout, holds_slot=True)
+        return task
+
+    def _track(
+        self, conn: Connection, task: Task, ref: TaskRef, *, timeout: float | None, holds_slot: bool
+    ) -> None:
+        assert self._scheduler is not None
+        default = LOCAL_TASK_TIMEOUT if self._provider == "local" else DEFAULT_TASK_TIMEOUT
+        conn.account.tracked += 1
+        self._scheduler.track(
+            Tracked(
+                ref=ref,
+                task=task,
+                conn=conn,
+                holds_slot=holds_slot,
+                submitted_wall=self._wall_clock(),
+            ),
+            timeout=timeout or self._timeouts.task or default,
+        )
+
+    async def _send_submit(self, conn: Connection, request: ImageRequest) -> TaskRef:
+        account, policy, driver = conn.account, conn.policy, conn.driver
+        http = driver.build_submit(request)
+        for attempt in range(policy.attempts):
+            last = attempt + 1 >= policy.attempts
+            await account.rate.acquire()
+            account.note_send()
+            try:
+                response = await conn.transport.send(http, timeout=conn.timeouts.request)
+            except ConnectError:
+                # Nothing reached the provider, so a retry cannot create a second task.
+                if last or not account.budget.try_spend():
+                    raise
+                await self._backoff(attempt)
+                continue
+            except TransportError as exc:
+                raise SubmitOutcomeUnknownError(
+                    f"submit to {driver.name} may have been accepted ({exc}); "
+                    "not retried, to avoid paying twice",
+                    provider=driver.name,
+                    request=request,
+                ) from exc
+            try:
+                ref = driver.parse_submit(response, request)
+            except RateLimitError as exc:
+                account.rate_limited += 1
+                wait = exc.retry_after
+                if wait is not None and wait > policy.max_retry_after:
+                    raise
+                wait = wait if wait is not None else delay(attempt, policy, self._random)
+                # A 429 cools down the shared account; the next acquire() waits it out.
+                account.rate.pause(wait)
+                if last or not account.budget.try_spend():
+                    raise
+                continue
+            except ProviderUnavailableError as exc:
+                if exc.code == _MAINTENANCE and not last and account.budget.try_spend():
+                    await self._backoff(attempt)
+                    continue
+                raise SubmitOutcomeUnknownError(
+                    f"submit to {driver.name} failed on the provider's side ({exc}); it may "
+                    "have been accepted, so it is not retried",
+                    provider=driver.name,
+                    request=request,
+                ) from exc
+            except BadResponseError as exc:
+                raise SubmitOutcomeUnknownError(
+                    f"submit to {driver.name} got an unreadable answer ({exc}); it may have "
+                    "been accepted, so it is not retried",
+                    provider=driver.name,
+                    request=request,
+                ) from exc
+            account.budget.refund()
+            return ref
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _backoff(self, attempt: int) -> None:
+        wait = delay(attempt, self._retry, self._random)
+        await self._clock.sleep_until(self._clock.now() + wait)
+
+    def resume(self, task_id: str, *, model: str, timeout: float | None = None) -> Task:
+        """Track a task submitted earlier (by another process, or before a crash).
+
+        Must be called inside ``async with client`` (the client must be started). The task
+        takes a concurrent-task slot when one is free.
+
+        Args:
+            task_id: the provider's task id.
+            model: the model it was submitted with (canonical name or provider id).
+            timeout: seconds to keep checking; None uses the client's default.
+
+        Raises:
+            InvalidRequestError: empty task id or a model the provider does not offer.
+        """
+        errors = []
+        if not str(task_id).strip():
+            errors.append("task id must be a non-empty string @ $.task_id")
+        spec = self._driver.model_spec(model)
+        if spec is None:
+            errors.append(f"model {model!r} is not offered by {self._driver.name} @ $.model")
+        if timeout is not None and timeout <= 0:
+            errors.append("timeout must be a positive number of seconds @ $.timeout")
+        if errors:
+            raise InvalidRequestError(errors)
+        assert spec is not None
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        conn = self._conn
+        if conn is None:
+            if self._provider == "local":
+                raise ConfigurationError("start the local client (async with) before resume()")
+            conn = self._connect()
+        task = Task(None)
+        ref = TaskRef(self._driver.name, task_id, spec.wire_id)
+        task._accept(ref)
+        holds_slot = conn.account.slots.try_acquire(task)
+        self._track(conn, task, ref, timeout=timeout, holds_slot=holds_slot)
+        return task
+
+    async def as_completed(
+        self, requests: Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
+    ) -> AsyncIterator[Task]:
+        """Submit many requests with back-pressure and yield each task once it has ended.
+
+        Requests are pulled from the iterable only as concurrent-task slots free up, so a
+        million-line generator never means a million coroutines. Every yielded task is done:
+        ``await task`` returns its result or raises its error. A request refused before
+        acceptance yields a task with ``id`` None whose await raises that error.
+        Strings are prompts with default settings.
+        """
+        conn = await self._ensure_started()
+        window = conn.account.limits.concurrent_tasks
+        source = _aiter(requests)
+        running: set[asyncio.Task[Task]] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(running) < window:
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    running.add(asyncio.ensure_future(self._run_one(item)))
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    yield finished.result()
+        finally:
+            for pending in running:
+                pending.cancel()
+
+    async def _run_one(self, item: ImageRequest | str) -> Task:
+        request = item
+        try:
+            if isinstance(request, str):
+                request = ImageRequest(prompt=request)
+            task = await self.submit(request)
+        except NanoBananaError as exc:
+            failed = Task(request if isinstance(request, ImageRequest) else None)
+            failed._resolve(None, exc)
+            return failed
+        with contextlib.suppress(NanoBananaError):
+            await task  # the caller reads the error from the yielded task
+        return task
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of the account's counters (zeros before the first request)."""
+        conn = self._conn
+        if conn is None:
+            return ClientStatistics(
+                pending=0,
+                in_flight=0,
+                waiting=0,
+                requests_in_window=0,
+                requests_sent=0,
+                rate_limited=0,
+                retries=0,
+                retry_tokens=self._retry.budget,
+                mean_checks_per_task=0.0,
+            )
+        account: Account = conn.account
+        return ClientStatistics(
+            pending=len(account.entries),
+            in_flight=account.slots.in_flight,
+            waiting=account.slots.waiting,
+            requests_in_window=account.requests_in_window(),
+            requests_sent=account.requests,
+            rate_limited=account.rate_limited,
+            retries=account.budget.retries,
+            retry_tokens=account.budget.tokens,
+            mean_checks_per_task=account.checks / account.tracked if account.tracked else 0.0,
+        )
+
+
+async def _aiter(
+    items: Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str],
+) -> AsyncIterator[ImageRequest | str]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -1,0 +1,1 @@
+"""The shared polling scheduler: a pure planner and the async runner that drives it."""

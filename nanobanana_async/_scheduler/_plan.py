@@ -1,0 +1,217 @@
+"""The poll planner: which tasks to check when, learned from completion times (pure, no I/O).
+
+Tasks sit in one time-ordered heap keyed by their next check. First checks and intervals start
+from the provider's documented advice and, once a (provider, model) has finished enough tasks,
+follow the learned lognormal distribution of its durations: checks fall at fixed steps of the
+distribution's quantiles, so a task is checked densely where tasks tend to finish and rarely
+elsewhere. Ties go to the older task, so under a tight budget older tasks are checked first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Hashable
+from typing import Final, Generic, TypeVar
+
+import attrs
+
+P = TypeVar("P")
+
+MIN_SAMPLES: Final = 8
+_Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned durations
+_Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
+_MIN_STEP_FRACTION: Final = 0.05  # never closer than 5% of the median duration
+_WINDOW: Final = 200  # completions remembered per (provider, model)
+
+
+class LatencyModel:
+    """Running estimate of one (provider, model)'s task durations as a lognormal.
+
+    Durations are interval-censored: a task finished after it was last seen running and before
+    it was seen finished; the midpoint is used (an exponential moving estimate over about the
+    last ``_WINDOW`` completions, so drift is followed).
+    """
+
+    def __init__(self, first_poll: float, poll_interval: float) -> None:
+        self.prior_first = first_poll
+        self.prior_interval = poll_interval
+        self.samples = 0
+        self._mean = 0.0
+        self._var = 0.0
+
+    def observe(self, low: float, high: float) -> None:
+        """Record a task that finished between ``low`` and ``high`` seconds after submit."""
+        value = math.log(max(1e-3, (low + high) / 2.0))
+        self.samples += 1
+        weight = 1.0 / min(self.samples, _WINDOW)
+        delta = value - self._mean
+        self._mean += weight * delta
+        self._var = (1 - weight) * (self._var + weight * delta * delta)
+
+    @property
+    def learned(self) -> bool:
+        """True once enough tasks finished to trust the estimate."""
+        return self.samples >= MIN_SAMPLES
+
+    @property
+    def median(self) -> float:
+        """Median duration in seconds (the prior's first check before learning)."""
+        return math.exp(self._mean) if self.learned else self.prior_first
+
+    @property
+    def sigma(self) -> float:
+        """Spread of log-duration, floored so checks keep moving."""
+        return max(0.1, math.sqrt(self._var))
+
+    def quantile(self, z: float) -> float:
+        """The duration at standard-normal score ``z``."""
+        return math.exp(self._mean + z * self.sigma)
+
+    def first_check(self, *, late: bool = False) -> float:
+        """Seconds after submit for the first check (``late``: at the 95th percentile)."""
+        if not self.learned:
+            return self.prior_first
+        return self.quantile(1.65 if late else _Z_FIRST)
+
+    def next_check(self, age: float) -> float:
+        """Seconds after submit for the next check of a task seen running at ``age``."""
+        if not self.learned:
+            return age + self.prior_interval
+        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
+        step = max(_MIN_STEP_FRACTION * self.median, self.quantile(z + _Z_STEP) - age)
+        return age + step
+
+
+@attrs.define(eq=False, kw_only=True)
+class Entry(Generic[P]):
+    """One tracked task.
+
+    Attributes:
+        payload: what the runner needs to poll and resolve it.
+        group: the latency model's key, usually (provider, model).
+        submitted: monotonic time of submit (or resume).
+        deadline: monotonic time after which the task times out.
+        due: when it should next be checked.
+        booked: a rate-limiter slot is reserved for ``due``.
+        last_running: when it was last seen not finished.
+        checks, failures, bad_responses: counters for this task.
+        done: resolved; stale heap rows are skipped.
+    """
+
+    payload: P
+    group: Hashable
+    submitted: float
+    deadline: float
+    seq: int
+    due: float = 0.0
+    booked: bool = False
+    last_running: float = 0.0
+    checks: int = 0
+    failures: int = 0
+    bad_responses: int = 0
+    done: bool = False
+    in_flight: bool = False
+
+
+class Planner(Generic[P]):
+    """Deadlines and check times of every pending task; never sleeps, never awaits."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Entry[P]]] = []
+        self._deadlines: list[tuple[float, int, Entry[P]]] = []
+        self._models: dict[Hashable, LatencyModel] = {}
+        self._seq = 0
+        self.pending = 0
+
+    def model(self, group: Hashable, first_poll: float, poll_interval: float) -> LatencyModel:
+        """The latency model of ``group``, created from the provider's advice on first use."""
+        model = self._models.get(group)
+        if model is None:
+            model = self._models[group] = LatencyModel(first_poll, poll_interval)
+        return model
+
+    def add(
+        self,
+        payload: P,
+        *,
+        group: Hashable,
+        now: float,
+        deadline: float,
+        first_poll: float,
+        poll_interval: float,
+        late: bool = False,
+    ) -> Entry[P]:
+        """Track a task submitted at ``now``; its first check follows the learned model."""
+        self._seq += 1
+        entry = Entry(
+            payload=payload,
+            group=group,
+            submitted=now,
+            deadline=deadline,
+            seq=self._seq,
+            last_running=now,
+        )
+        first = self.model(group, first_poll, poll_interval).first_check(late=late)
+        self.pending += 1
+        heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
+        self.schedule(entry, min(now + first, deadline))
+        return entry
+
+    def schedule(self, entry: Entry[P], at: float, *, booked: bool = False) -> None:
+        """Make ``entry`` due at ``at``."""
+        entry.due = at
+        entry.booked = booked
+        heapq.heappush(self._due, (at, entry.seq, entry))
+
+    def due(self, now: float) -> list[Entry[P]]:
+        """Pop every live entry due at or before ``now``, earliest (then oldest) first."""
+        out: list[Entry[P]] = []
+        while self._due and self._due[0][0] <= now:
+            at, _, entry = heapq.heappop(self._due)
+            if entry.done or entry.in_flight or at != entry.due:
+                continue
+            out.append(entry)
+        return out
+
+    def record_running(self, entry: Entry[P], now: float) -> None:
+        """A check saw the task still running: plan the next check."""
+        entry.last_running = now
+        model = self._models[entry.group]
+        age = now - entry.submitted
+        self.schedule(entry, min(entry.submitted + model.next_check(age), entry.deadline))
+
+    def record_done(self, entry: Entry[P], now: float) -> None:
+        """A check saw the task finished: learn from it and stop tracking it."""
+        self._models[entry.group].observe(
+            entry.last_running - entry.submitted, now - entry.submitted
+        )
+        self.finish(entry)
+
+    def finish(self, entry: Entry[P]) -> None:
+        """Stop tracking ``entry`` (resolved, failed, expired or detached)."""
+        if not entry.done:
+            entry.done = True
+            self.pending -= 1
+
+    def expire(self, now: float) -> list[Entry[P]]:
+        """Pop live entries whose deadline has passed and that have no check in flight."""
+        out: list[Entry[P]] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, entry = self._deadlines[0]
+            if entry.in_flight and not entry.done:
+                break  # the check decides first; the deadline row stays
+            heapq.heappop(self._deadlines)
+            if not entry.done:
+                out.append(entry)
+        return out
+
+    def next_wakeup(self) -> float:
+        """The earliest time something is due or expires (``inf`` when nothing is)."""
+        while self._due and (self._due[0][2].done or self._due[0][0] != self._due[0][2].due):
+            heapq.heappop(self._due)
+        while self._deadlines and self._deadlines[0][2].done:
+            heapq.heappop(self._deadlines)
+        first_due = self._due[0][0] if self._due else math.inf
+        first_deadline = self._deadlines[0][0] if self._deadlines else math.inf
+        return min(first_due, first_deadline)

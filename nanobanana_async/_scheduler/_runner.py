@@ -1,0 +1,412 @@
+"""The scheduler runner: one loop per event loop (and clock) that sends every due status check
+under its account's limits and resolves the tasks' futures (does I/O).
+
+Only the runner resolves a submitted task. Every client on the loop shares it, and clients
+using the same provider and key share one :class:`Account` (one request budget, one cap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+import math
+import weakref
+from collections.abc import Callable, Hashable
+from typing import ClassVar, Final
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._backoff import RetryBudget, delay
+from .._clock import Clock
+from .._config import Limits, RetryPolicy, Timeouts
+from .._errors import (
+    APIError,
+    AuthenticationError,
+    BadResponseError,
+    ClientClosedError,
+    ContentPolicyError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    ProviderUnavailableError,
+    RateLimitError,
+    TaskTimeoutError,
+    TransportError,
+)
+from .._limits import ConcurrencyLimiter, RateLimiter
+from .._models import ImageResult, TaskRef, TaskState, TaskStatus, is_http_url
+from .._task import Task
+from .._transport import Transport
+from ..providers import ProviderDriver
+from ._plan import Entry, Planner
+
+_log = logging.getLogger("nanobanana_async")
+_seen_unknown: set[tuple[str, str]] = set()
+_LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
+
+
+class Account:
+    """The budget shared by every client of one provider and key on one event loop."""
+
+    def __init__(self, limits: Limits, policy: RetryPolicy, clock: Clock) -> None:
+        self.limits = limits
+        self.rate = RateLimiter(limits, clock)
+        self.slots = ConcurrencyLimiter(limits.concurrent_tasks)
+        self.budget = RetryBudget(policy)
+        self.entries: set[Entry[Tracked]] = set()
+        self._clock = clock
+        self._sent: collections.deque[float] = collections.deque()
+        self.requests = 0
+        self.rate_limited = 0
+        self.checks = 0
+        self.finished = 0
+        self.tracked = 0
+
+    def note_send(self) -> None:
+        """Count one request sent now."""
+        now = self._clock.now()
+        self.requests += 1
+        self._sent.append(now)
+        self._trim(now)
+
+    def requests_in_window(self) -> int:
+        """Requests sent in the last ``limits.per`` seconds."""
+        self._trim(self._clock.now())
+        return len(self._sent)
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.limits.per
+        while self._sent and self._sent[0] <= horizon:
+            self._sent.popleft()
+
+
+@attrs.define(eq=False, kw_only=True)
+class Connection:
+    """What one client brings: how to reach its provider and what to resolve."""
+
+    driver: ProviderDriver
+    transport: Transport
+    account: Account
+    policy: RetryPolicy
+    timeouts: Timeouts
+    wall_clock: Callable[[], float]
+    random: Callable[[], float]
+    entries: set[Entry[Tracked]] = attrs.field(factory=set)
+
+
+@attrs.define(eq=False, kw_only=True)
+class Tracked:
+    """A task as the runner sees it."""
+
+    ref: TaskRef
+    task: Task
+    conn: Connection
+    holds_slot: bool
+    submitted_wall: float
+
+
+def _utc(wall: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(wall, tz=dt.UTC)
+
+
+class Scheduler:
+    """The shared poll loop. Get it with :meth:`for_clock`; never construct it directly."""
+
+    _registry: ClassVar[
+        weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Scheduler]]
+    ] = weakref.WeakKeyDictionary()
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.plan: Planner[Tracked] = Planner()
+        self._accounts: dict[Hashable, Account] = {}
+        self._clients = 0
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_clock(cls, clock: Clock) -> Scheduler:
+        """The scheduler of the running loop for ``clock``, created on first use."""
+        loop = asyncio.get_running_loop()
+        per_loop = cls._registry.setdefault(loop, {})
+        scheduler = per_loop.get(id(clock))
+        if scheduler is None:
+            scheduler = per_loop[id(clock)] = cls(clock)
+        return scheduler
+
+    def account(self, key: Hashable, limits: Limits, policy: RetryPolicy) -> Account:
+        """The account for ``key``; the first client's limits and policy set it up."""
+        account = self._accounts.get(key)
+        if account is None:
+            account = self._accounts[key] = Account(limits, policy, self.clock)
+        elif account.limits != limits:
+            _log.warning("clients of one account disagree on limits; the first client's apply")
+        return account
+
+    def attach(self) -> None:
+        """A client starts using the scheduler."""
+        self._clients += 1
+
+    async def detach(self) -> None:
+        """A client stopped; the runner stops with the last client."""
+        self._clients -= 1
+        if self._clients <= 0 and self._runner is not None:
+            runner, self._runner = self._runner, None
+            runner.cancel()
+            try:
+                await runner
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+
+    # ----------------------------------------------------------------- tracking
+
+    def track(self, tracked: Tracked, *, timeout: float, late: bool = False) -> None:
+        """Start polling a submitted task until it ends or ``timeout`` seconds pass."""
+        now = self.clock.now()
+        driver = tracked.conn.driver
+        entry = self.plan.add(
+            tracked,
+            group=(driver.name, tracked.ref.model),
+            now=now,
+            deadline=now + timeout,
+            first_poll=driver.first_poll,
+            poll_interval=driver.poll_interval,
+            late=late,
+        )
+        tracked.conn.entries.add(entry)
+        tracked.conn.account.entries.add(entry)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name="nanobanana-scheduler"
+            )
+        self._wake.set()
+
+    def close_connection(self, conn: Connection) -> None:
+        """Fail every pending task of a closing client with ClientClosedError."""
+        for entry in list(conn.entries):
+            ref = entry.payload.ref
+            self._resolve(
+                entry,
+                error=ClientClosedError(
+                    f"client closed while task {ref.task_id} was pending; resume it by id",
+                    task_id=ref.task_id,
+                    model=ref.model,
+                ),
+            )
+
+    def statistics_entries(self, account: Account) -> int:
+        """Tasks of ``account`` still tracked."""
+        return len(account.entries)
+
+    # ----------------------------------------------------------------- the loop
+
+    async def _run(self) -> None:
+        async with anyio.create_task_group() as group:
+            while True:
+                self._wake.clear()
+                now = self.clock.now()
+                for entry in self.plan.expire(now):
+                    self._expire(entry)
+                for entry in self.plan.due(now):
+                    self._dispatch(entry, now, group)
+                await self._sleep_until(self.plan.next_wakeup())
+
+    def _dispatch(self, entry: Entry[Tracked], now: float, group: anyio.abc.TaskGroup) -> None:
+        rate = entry.payload.conn.account.rate
+        if not entry.booked or rate.gcra.is_paused(now):
+            at = rate.reserve()
+            if at > now:
+                self.plan.schedule(entry, at, booked=True)
+                return
+        entry.booked = False
+        entry.in_flight = True
+        group.start_soon(self._poll, entry)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        if self._wake.is_set():
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
+        if math.isinf(deadline):
+            await waker
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline))
+        try:
+            await asyncio.wait((waker, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+            sleeper.cancel()
+
+    async def _poll(self, entry: Entry[Tracked]) -> None:
+        tracked = entry.payload
+        conn = tracked.conn
+        try:
+            conn.account.note_send()
+            conn.account.checks += 1
+            entry.checks += 1
+            response = await conn.transport.send(
+                conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
+            )
+            status = conn.driver.parse_status(response, tracked.ref)
+        except RateLimitError as exc:
+            entry.in_flight = False
+            self._rate_limited(entry, exc)
+            return
+        except (AuthenticationError, InsufficientCreditsError) as exc:
+            entry.in_flight = False
+            self._fail_account(conn.account, exc)
+            return
+        except BadResponseError as exc:
+            entry.in_flight = False
+            entry.bad_responses += 1
+            if entry.bad_responses >= conn.policy.max_bad_responses:
+                exc.task_id = tracked.ref.task_id
+                self._resolve(entry, error=exc)
+            else:
+                self._retry_later(entry, after_timeout=False)
+            return
+        except (TransportError, ProviderUnavailableError) as exc:
+            entry.in_flight = False
+            self._retry_later(entry, after_timeout=isinstance(exc, TimeoutError))
+            return
+        except APIError as exc:
+            entry.in_flight = False
+            exc.task_id = tracked.ref.task_id
+            self._resolve(entry, error=exc)
+            return
+        entry.in_flight = False
+        conn.account.budget.refund()
+        entry.failures = 0
+        entry.bad_responses = 0
+        self._observe(entry, status)
+
+    def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
+        tracked = entry.payload
+        if entry.done:
+            # A later, possibly conflicting, observation of a resolved task changes nothing.
+            return
+        tracked.task._observe(status)
+        now = self.clock.now()
+        ref = tracked.ref
+        if status.state is TaskState.SUCCEEDED:
+            self.plan.record_done(entry, now)
+            if not status.urls or not all(is_http_url(u) for u in status.urls):
+                self._resolve(
+                    entry,
+                    error=BadResponseError(
+                        "task succeeded without a usable image URL",
+                        provider=ref.provider,
+                        status=200,
+                        task_id=ref.task_id,
+                    ),
+                )
+                return
+            request = tracked.task.request
+            self._resolve(
+                entry,
+                result=ImageResult(
+                    task_id=ref.task_id,
+                    provider=ref.provider,
+                    model=ref.model,
+                    urls=status.urls,
+                    request=request,
+                    submitted_at=_utc(tracked.submitted_wall),
+                    completed_at=_utc(tracked.conn.wall_clock()),
+                ),
+            )
+            return
+        if status.state is TaskState.FAILED:
+            self.plan.record_done(entry, now)
+            cls = ContentPolicyError if status.content_policy else GenerationFailedError
+            self._resolve(
+                entry,
+                error=cls(
+                    status.error_message or f"failed ({status.raw_state})",
+                    task_id=ref.task_id,
+                    provider=ref.provider,
+                    model=ref.model,
+                    code=status.error_code,
+                ),
+            )
+            return
+        if status.state is TaskState.UNKNOWN and (ref.provider, status.raw_state) not in (
+            _seen_unknown
+        ):
+            _seen_unknown.add((ref.provider, status.raw_state))
+            _log.warning(
+                "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
+            )
+        self.plan.record_running(entry, now)
+        self._wake.set()
+
+    def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:
+        conn = entry.payload.conn
+        now = self.clock.now()
+        entry.failures += 1
+        model = self.plan.model(entry.group, conn.driver.first_poll, conn.driver.poll_interval)
+        wait = model.next_check(now - entry.submitted) - (now - entry.submitted)
+        if conn.account.budget.try_spend(after_timeout=after_timeout):
+            wait = delay(entry.failures - 1, conn.policy, conn.random)
+        # Backoff never stretches past the deadline; the deadline expires the task instead.
+        self.plan.schedule(entry, min(now + max(wait, 0.0), entry.deadline))
+        self._wake.set()
+
+    def _rate_limited(self, entry: Entry[Tracked], exc: RateLimitError) -> None:
+        conn = entry.payload.conn
+        now = self.clock.now()
+        conn.account.rate_limited += 1
+        wait = exc.retry_after
+        if wait is None or wait > _LATE_DELAY_CAP:
+            entry.failures += 1
+            wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
+        # A 429 cools down the whole account, not just this task.
+        conn.account.rate.pause(wait)
+        self.plan.schedule(entry, min(now + wait, entry.deadline))
+        self._wake.set()
+
+    def _fail_account(self, account: Account, exc: APIError) -> None:
+        # An auth or credit refusal applies to every task of the account: fail them all now
+        # rather than each at its deadline.
+        for entry in list(account.entries):
+            ref = entry.payload.ref
+            error = type(exc)(
+                exc.message,
+                provider=exc.provider,
+                status=exc.status,
+                code=exc.code,
+                task_id=ref.task_id,
+            )
+            self._resolve(entry, error=error)
+
+    def _expire(self, entry: Entry[Tracked]) -> None:
+        ref = entry.payload.ref
+        self._resolve(
+            entry,
+            error=TaskTimeoutError(
+                "deadline passed before the task finished; it may still finish, resume it by id",
+                task_id=ref.task_id,
+                provider=ref.provider,
+                model=ref.model,
+            ),
+        )
+
+    def _resolve(
+        self,
+        entry: Entry[Tracked],
+        *,
+        result: ImageResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        tracked = entry.payload
+        self.plan.finish(entry)
+        tracked.conn.entries.discard(entry)
+        tracked.conn.account.entries.discard(entry)
+        tracked.conn.account.finished += 1
+        if tracked.holds_slot:
+            tracked.holds_slot = False
+            tracked.conn.account.slots.release(tracked.task)
+        tracked.task._resolve(result, error)

@@ -1,0 +1,115 @@
+"""Task: the awaitable handle a caller holds for one submitted image (touches the event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from typing import Any
+
+from ._errors import TaskTimeoutError
+from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+
+
+def _consume(future: asyncio.Future[ImageResult]) -> None:
+    # A failed task nobody awaits must not log "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class Task:
+    """One image task. Await it (``await task``) for its :class:`ImageResult`.
+
+    Cancelling a coroutine that awaits the task detaches only that waiter: the task goes on
+    being tracked (it was paid for) until it finishes or its deadline passes.
+    """
+
+    __slots__ = ("__weakref__", "_error", "_future", "_ref", "_request", "_status")
+
+    def __init__(self, request: ImageRequest | None) -> None:
+        self._request = request
+        self._ref: TaskRef | None = None
+        self._status: TaskStatus | None = None
+        self._error: BaseException | None = None
+        self._future: asyncio.Future[ImageResult] = asyncio.get_running_loop().create_future()
+        self._future.add_done_callback(_consume)
+
+    def __repr__(self) -> str:
+        return f"<Task id={self.id!r} state={self.state.value}>"
+
+    @property
+    def id(self) -> str | None:
+        """The provider's task id; None only when the submit itself failed."""
+        return self._ref.task_id if self._ref else None
+
+    @property
+    def ref(self) -> TaskRef | None:
+        """Provider, task id and model: what ``Client.resume`` needs."""
+        return self._ref
+
+    @property
+    def request(self) -> ImageRequest | None:
+        """The request, when this process submitted it."""
+        return self._request
+
+    @property
+    def status(self) -> TaskStatus | None:
+        """The last status a check saw, None before the first check."""
+        return self._status
+
+    @property
+    def state(self) -> TaskState:
+        """SUCCEEDED or FAILED once resolved, else the last state seen (QUEUED before any)."""
+        if self._future.done():
+            if self._future.cancelled() or self._future.exception() is not None:
+                return TaskState.FAILED
+            return TaskState.SUCCEEDED
+        return self._status.state if self._status else TaskState.QUEUED
+
+    def done(self) -> bool:
+        """True once the task has a result or an error."""
+        return self._future.done()
+
+    async def result(self, timeout: float | None = None) -> ImageResult:
+        """Wait for the images.
+
+        Args:
+            timeout: seconds to wait here; None waits for the task's own deadline. Running
+                out raises ``TaskTimeoutError`` but leaves the task tracked.
+
+        Raises:
+            TaskError: the task failed or passed its deadline (``task_id`` is set).
+            APIError: the provider refused the status checks (auth, malformed answers).
+        """
+        if timeout is None:
+            return await asyncio.shield(self._future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except TimeoutError:
+            ref = self._ref
+            raise TaskTimeoutError(
+                f"not finished within {timeout} s; still tracked",
+                task_id=ref.task_id if ref else "",
+                provider=ref.provider if ref else "",
+                model=ref.model if ref else "",
+            ) from None
+
+    def __await__(self) -> Generator[Any, None, ImageResult]:
+        return self.result().__await__()
+
+    # Called by the client and the scheduler only.
+    def _accept(self, ref: TaskRef) -> None:
+        self._ref = ref
+
+    def _observe(self, status: TaskStatus) -> None:
+        self._status = status
+
+    def _resolve(self, result: ImageResult | None, error: BaseException | None) -> bool:
+        if self._future.done():
+            return False
+        if error is not None:
+            self._error = error
+            self._future.set_exception(error)
+        else:
+            assert result is not None
+            self._future.set_result(result)
+        return True

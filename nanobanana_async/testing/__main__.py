@@ -1,0 +1,47 @@
+"""``python -m nanobanana_async.testing``: run a provider simulator until Ctrl-C (does I/O)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from ._simulator import Latency, Simulator
+from ._wire import PROTOCOLS
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m nanobanana_async.testing",
+        description="Serve a Nano Banana provider simulator on 127.0.0.1.",
+    )
+    parser.add_argument("--provider", choices=sorted(PROTOCOLS), default="apixo")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--api-key", default=None, help="the key to accept (random if unset)")
+    parser.add_argument("--median", type=float, default=2.0, help="median task seconds")
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        simulator = Simulator(
+            args.provider,
+            port=args.port,
+            api_key=args.api_key,
+            latency=Latency(median=args.median, sigma=0.3),
+        )
+        async with simulator:
+            sys.stdout.write(
+                f"{args.provider} simulator at {simulator.base_url}\n"
+                "API key: given with --api-key (or a random one; pass --api-key to fix it)\n"
+            )
+            sys.stdout.flush()
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

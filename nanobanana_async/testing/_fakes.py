@@ -1,0 +1,108 @@
+"""A fake monotonic clock and a scripted transport, for tests that need no sockets and no real
+time (touches the event loop only)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+from collections.abc import Awaitable, Callable, Mapping
+
+from .._http import HttpRequest, HttpResponse
+
+Script = Callable[[HttpRequest], "HttpResponse | BaseException | Awaitable[HttpResponse]"]
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test calls :meth:`advance`.
+
+    Args:
+        start: the initial reading, in seconds.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def now(self) -> float:
+        """The current fake time."""
+        return self._now
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Wait until :meth:`advance` reaches ``deadline`` (yield once if it already has)."""
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (deadline, self._seq, future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking sleepers in deadline order and letting each run."""
+        target = self._now + seconds
+        await settle()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            if not future.done():
+                future.set_result(None)
+                await settle()
+        self._now = target
+        await settle()
+
+    async def run_until(
+        self, predicate: Callable[[], bool], *, step: float = 0.1, limit: float = 3600.0
+    ) -> None:
+        """Advance in ``step`` increments until ``predicate()`` holds (at most ``limit`` s)."""
+        spent = 0.0
+        while not predicate():
+            if spent >= limit:
+                raise TimeoutError(f"condition not met within {limit} fake seconds")
+            await self.advance(step)
+            spent += step
+
+
+async def settle(rounds: int = 30) -> None:
+    """Let ready callbacks and the tasks they wake run (a bounded number of loop turns)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def json_response(
+    body: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> HttpResponse:
+    """An HttpResponse with a JSON body."""
+    return HttpResponse(status=status, headers=dict(headers or {}), body=json.dumps(body).encode())
+
+
+class ScriptedTransport:
+    """A Transport whose answers come from a function of the request, recording every request.
+
+    The script returns an HttpResponse, an awaitable of one, or an exception to raise (such as
+    ``ConnectError`` or ``RequestTimeoutError``).
+    """
+
+    def __init__(self, script: Script) -> None:
+        self._script = script
+        self.requests: list[HttpRequest] = []
+        self.closed = False
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Record ``request`` and answer from the script."""
+        self.requests.append(request)
+        answer = self._script(request)
+        if isinstance(answer, BaseException):
+            raise answer
+        if isinstance(answer, HttpResponse):
+            return answer
+        return await answer
+
+    async def aclose(self) -> None:
+        """Mark the transport closed."""
+        self.closed = True
+
+    def count(self, kind: str) -> int:
+        """How many requests of ``kind`` (``submit``, ``status``) were sent."""
+        return sum(1 for r in self.requests if r.kind == kind)
