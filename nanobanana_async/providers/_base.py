@@ -3,6 +3,7 @@ validation, error mapping and strict parsing of wire shapes (pure, no I/O)."""
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -253,6 +254,15 @@ def _strict_float(value: object, _: object) -> float:
 def _make_converter() -> cattrs.Converter:
     # Extra keys are tolerated (providers add fields); wrong types are not.
     converter = cattrs.Converter(forbid_extra_keys=False)
+
+    def strict_list(value: object, cls: Any) -> list[object]:
+        # cattrs would turn a string into a list of its characters.
+        if not isinstance(value, list):
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        (item_type,) = typing.get_args(cls) or (Any,)
+        return [converter.structure(item, item_type) for item in value]
+
+    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is list, strict_list)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(bool, _strict_bool)

@@ -1,0 +1,36 @@
+"""Shared fixtures: a canary API key that must never leak, and a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from nanobanana_async.testing import FakeClock
+
+CANARY = "nb-CANARY-7f3a9c2e51d84b06"
+
+
+@pytest.fixture
+def canary() -> str:
+    """An API key that tests assert never appears in logs, reprs or errors."""
+    return CANARY
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake monotonic clock starting at 1000 s."""
+    return FakeClock(1000.0)
+
+
+def walk_exception(exc: BaseException) -> list[BaseException]:
+    """The exception with every __cause__ and __context__ behind it."""
+    seen: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        for nxt in (current.__cause__, current.__context__):
+            if nxt is not None:
+                stack.append(nxt)
+    return seen

@@ -1,0 +1,68 @@
+"""ImageRequest validation and the normalized value types."""
+
+from __future__ import annotations
+
+import pytest
+
+import nanobanana_async as nb
+
+
+def test_valid_request_keeps_its_fields() -> None:
+    """A valid request stores what the caller gave, image URLs as a tuple."""
+    request = nb.ImageRequest(
+        prompt="a cat", model="nano-banana-pro", image_urls=["https://x.test/a.png"]
+    )
+    assert request.image_urls == ("https://x.test/a.png",)
+    assert request.model == "nano-banana-pro"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"prompt": ""}, "$.prompt"),
+        ({"prompt": "   "}, "$.prompt"),
+        ({"prompt": "a", "timeout": 0}, "$.timeout"),
+        ({"prompt": "a", "timeout": -5}, "$.timeout"),
+        ({"prompt": "a", "timeout": float("nan")}, "$.timeout"),
+        ({"prompt": "a", "image_urls": ["ftp://x.test/a.png"]}, "$.image_urls[0]"),
+        ({"prompt": "a", "image_urls": ["not a url"]}, "$.image_urls[0]"),
+        ({"prompt": "a", "callback_url": "file:///etc/passwd"}, "$.callback_url"),
+        ({"prompt": "a", "google_search": "yes"}, "$.google_search"),
+        ({"prompt": "a", "model": ""}, "$.model"),
+    ],
+)
+def test_invalid_request_names_the_field(kwargs: dict[str, object], path: str) -> None:
+    """Each invalid value raises InvalidRequestError naming its JSON path."""
+    with pytest.raises(nb.InvalidRequestError) as info:
+        nb.ImageRequest(**kwargs)  # type: ignore[arg-type]
+    assert any(error.endswith(f"@ {path}") for error in info.value.errors)
+    assert isinstance(info.value, ValueError)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    """Several bad fields give one error listing each of them."""
+    with pytest.raises(nb.InvalidRequestError) as info:
+        nb.ImageRequest(prompt="", timeout=-1, image_urls=("x",))
+    assert len(info.value.errors) == 3
+
+
+def test_from_mapping_rejects_unknown_keys() -> None:
+    """A CSV or JSON row with an unknown column is refused by name."""
+    with pytest.raises(nb.InvalidRequestError, match=r"\$\.colour"):
+        nb.ImageRequest.from_mapping({"prompt": "a", "colour": "red"})
+    assert nb.ImageRequest.from_mapping({"prompt": "a"}).prompt == "a"
+
+
+def test_terminal_states() -> None:
+    """Only SUCCEEDED and FAILED are terminal; UNKNOWN keeps polling."""
+    assert {s for s in nb.TaskState if s.is_terminal} == {
+        nb.TaskState.SUCCEEDED,
+        nb.TaskState.FAILED,
+    }
+
+
+def test_public_api_is_pinned() -> None:
+    """__all__ is sorted and lists exactly the public names."""
+    assert list(nb.__all__) == sorted(nb.__all__)
+    for name in nb.__all__:
+        assert hasattr(nb, name)
