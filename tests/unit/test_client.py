@@ -1,0 +1,339 @@
+"""The client and its scheduler under a fake clock and a scripted transport (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response, settle
+from tests.conftest import walk_exception
+from tests.fakeapi import FakeApixo
+
+
+def make_client(
+    clock: FakeClock, server: FakeApixo, key: str = "k", **kwargs: object
+) -> tuple[nb.Client, ScriptedTransport]:
+    transport = ScriptedTransport(server)
+    client = nb.Client(
+        "apixo", api_key=key, transport=transport, clock=clock, random=lambda: 0.5, **kwargs  # type: ignore[arg-type]
+    )
+    return client, transport
+
+
+async def test_generate_polls_until_success(clock: FakeClock) -> None:
+    """A task finishing after 12 s resolves with its URLs after a few checks."""
+    server = FakeApixo(clock)
+    client, _ = make_client(clock, server)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+        result = job.result()
+    assert result.urls == ("https://img.test/t0.png",)
+    assert result.task_id == "t0"
+    assert result.model == "nano-banana-2"
+    # Prior advice: first check at 10 s, then every 3 s: seen at 13 s, within one interval.
+    assert server.tasks["t0"].seen_done_at == pytest.approx(1013.0)
+    assert server.count("status") == 2
+
+
+async def test_failed_task_raises_with_id(clock: FakeClock) -> None:
+    """A failed task raises GenerationFailedError carrying the id and the provider code."""
+    server = FakeApixo(clock)
+    client, _ = make_client(clock, server)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat [[fail]]"))
+        await clock.run_until(job.done)
+    error = job.exception()
+    assert isinstance(error, nb.GenerationFailedError)
+    assert (error.task_id, error.code, error.model) == ("t0", "GENERATION_FAILED", "nano-banana-2")
+
+
+async def test_invalid_input_sends_nothing(clock: FakeClock) -> None:
+    """Input the provider would refuse fails before any request is sent."""
+    server = FakeApixo(clock)
+    client, transport = make_client(clock, server)
+    async with client:
+        with pytest.raises(nb.InvalidRequestError):
+            await client.generate("a cat", model="nano-banana", resolution="4K")
+        with pytest.raises(nb.InvalidRequestError):
+            await client.generate("", timeout=-1)
+    assert transport.requests == []
+
+
+async def test_unknown_state_keeps_polling_and_logs_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown state string is never success; polling goes on and it is logged once."""
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    unknown = json_response({"code": 200, "message": "success",
+                             "data": {"taskId": "t0", "state": "warming_up_x"}})
+    server.hook = lambda r: unknown if r.kind == "status" and clock.now() < 1025 else None
+    client, _ = make_client(clock, server)
+    with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+        async with client:
+            job = asyncio.ensure_future(client.generate("a cat"))
+            await clock.run_until(job.done)
+    assert job.result().urls
+    assert sum("warming_up_x" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_poll_429_waits_retry_after_and_pauses_account(clock: FakeClock) -> None:
+    """A 429 on a status check delays the next request by its Retry-After, for all tasks."""
+    server = FakeApixo(clock)
+    limited = json_response({"code": 429, "message": "slow", "data": None}, 429, {"retry-after": "7"})
+    fired: list[float] = []
+
+    def hook(request: nb.testing.HttpRequest) -> object:  # type: ignore[name-defined]
+        if request.kind == "status" and not fired:
+            fired.append(clock.now())
+            return limited
+        return None
+
+    server.hook = hook  # type: ignore[assignment]
+    client, _ = make_client(clock, server)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(lambda: bool(fired))
+        late = asyncio.ensure_future(client.generate("another"))
+        await clock.run_until(lambda: job.done() and late.done())
+    after = [t for t, _ in server.log if t > fired[0]]
+    assert min(after) >= fired[0] + 7.0
+    assert client.statistics().rate_limited == 1
+
+
+async def test_submit_timeout_is_outcome_unknown_and_not_retried(clock: FakeClock) -> None:
+    """A submit that timed out after sending raises SubmitOutcomeUnknownError, sent once."""
+    server = FakeApixo(clock)
+    server.hook = lambda r: nb.RequestTimeoutError("read timed out") if r.kind == "submit" else None
+    client, _ = make_client(clock, server)
+    async with client:
+        with pytest.raises(nb.SubmitOutcomeUnknownError) as info:
+            await client.generate("a cat")
+    assert server.count("submit") == 1
+    assert info.value.request is not None and info.value.request.prompt == "a cat"
+    assert client.statistics().in_flight == 0
+
+
+async def test_submit_connect_error_is_retried(clock: FakeClock) -> None:
+    """Nothing was sent on a connect error, so the submit is retried and succeeds."""
+    server = FakeApixo(clock)
+    failures = [nb.ConnectError("refused"), nb.ConnectError("refused")]
+    server.hook = lambda r: failures.pop() if r.kind == "submit" and failures else None
+    client, _ = make_client(clock, server)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    assert job.result().task_id == "t0"
+    assert server.count("submit") == 3
+    assert len(server.tasks) == 1
+
+
+async def test_submit_5xx_is_outcome_unknown(clock: FakeClock) -> None:
+    """A 5xx on submit may hide an accepted task: no retry, SubmitOutcomeUnknownError."""
+    server = FakeApixo(clock)
+    err = json_response({"code": 500, "message": "oops", "data": None}, 500)
+    server.hook = lambda r: err if r.kind == "submit" else None
+    client, _ = make_client(clock, server)
+    async with client:
+        with pytest.raises(nb.SubmitOutcomeUnknownError):
+            await client.generate("a cat")
+    assert server.count("submit") == 1
+
+
+async def test_submit_429_is_retried_after_hint(clock: FakeClock) -> None:
+    """A 429 on submit is an explicit refusal: retried after Retry-After."""
+    server = FakeApixo(clock)
+    limited = [json_response({"code": 429, "message": "x", "data": None}, 429, {"retry-after": "4"})]
+    server.hook = lambda r: limited.pop() if r.kind == "submit" and limited else None
+    client, _ = make_client(clock, server)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    submits = [t for t, k in server.log if k == "submit"]
+    assert len(submits) == 2 and submits[1] - submits[0] >= 4.0
+
+
+async def test_submit_absurd_retry_after_raises(clock: FakeClock) -> None:
+    """A Retry-After beyond max_retry_after on a user-blocking submit raises RateLimitError."""
+    server = FakeApixo(clock)
+    err = json_response({"code": 429, "message": "x", "data": None}, 429, {"retry-after": "99999"})
+    server.hook = lambda r: err
+    client, _ = make_client(clock, server)
+    async with client:
+        with pytest.raises(nb.RateLimitError) as info:
+            await client.generate("a cat")
+    assert info.value.retry_after == 99999.0
+    assert server.count("submit") == 1
+
+
+async def test_auth_failure_fails_every_task_fast(clock: FakeClock) -> None:
+    """A 401 on a status check fails all the account's tasks at once, with their ids."""
+    server = FakeApixo(clock, latency=lambda i: 500.0)
+    denied = json_response({"code": 401, "message": "Unauthorized", "data": None}, 401)
+    server.hook = lambda r: denied if r.kind == "status" else None
+    client, _ = make_client(clock, server)
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(3)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), limit=60)
+        failed_at = clock.now()
+    errors = [j.exception() for j in jobs]
+    assert all(isinstance(e, nb.AuthenticationError) for e in errors)
+    assert sorted(e.task_id for e in errors) == ["t0", "t1", "t2"]  # type: ignore[union-attr]
+    # All fail at the first batch of checks (10 s), not one by one nor at the deadline.
+    assert failed_at <= 1010.2
+    assert server.count("status") <= 3
+
+
+async def test_stuck_task_times_out_and_frees_its_slot(clock: FakeClock) -> None:
+    """A task that never finishes raises TaskTimeoutError at its deadline; its slot is freed."""
+    server = FakeApixo(clock)
+    client, _ = make_client(clock, server, limits=nb.Limits(concurrent_tasks=1))
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat [[stuck]]", timeout=60))
+        await clock.run_until(job.done, limit=120)
+        deadline_seen = clock.now()
+        nxt = asyncio.ensure_future(client.generate("next"))
+        await clock.run_until(nxt.done)
+    error = job.exception()
+    assert isinstance(error, nb.TaskTimeoutError) and error.task_id == "t0"
+    assert 1060.0 <= deadline_seen <= 1060.0 + 3.1
+    assert nxt.result().task_id == "t1"
+
+
+async def test_success_without_url_is_bad_response(clock: FakeClock) -> None:
+    """`success` with no usable URL is an error with the task id, never an empty result."""
+    server = FakeApixo(clock)
+    empty = json_response({"code": 200, "message": "success",
+                           "data": {"taskId": "t0", "state": "success", "resultJson": '{"resultUrls": []}'}})
+    server.hook = lambda r: empty if r.kind == "status" else None
+    client, _ = make_client(clock, server)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    error = job.exception()
+    assert isinstance(error, nb.BadResponseError) and error.task_id == "t0"
+
+
+async def test_malformed_status_is_retried_then_fails(clock: FakeClock) -> None:
+    """A few malformed answers are transient; max_bad_responses in a row fail the task."""
+    server = FakeApixo(clock, latency=lambda i: 1000.0)
+    broken = json_response({"unexpected": True})
+    server.hook = lambda r: broken if r.kind == "status" else None
+    client, _ = make_client(clock, server, retry=nb.RetryPolicy(max_bad_responses=4))
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done, limit=200)
+    assert isinstance(job.exception(), nb.BadResponseError)
+    assert server.count("status") == 4
+
+
+async def test_cancelled_waiter_detaches_only_itself(clock: FakeClock) -> None:
+    """Cancelling one waiter leaves the task tracked; another waiter still gets the result."""
+    server = FakeApixo(clock)
+    client, _ = make_client(clock, server)
+    async with client:
+        task = await client.submit(nb.ImageRequest(prompt="a cat"))
+        first = asyncio.ensure_future(task.result())
+        second = asyncio.ensure_future(task.result())
+        await settle()
+        first.cancel()
+        await clock.run_until(second.done)
+    assert first.cancelled()
+    assert second.result().task_id == "t0"
+    assert task.state is nb.TaskState.SUCCEEDED
+
+
+async def test_aclose_fails_pending_tasks_with_their_ids(clock: FakeClock) -> None:
+    """Closing the client fails pending tasks with ClientClosedError naming each task."""
+    server = FakeApixo(clock)
+    client, transport = make_client(clock, server)
+    async with client:
+        task = await client.submit(nb.ImageRequest(prompt="a cat"))
+    with pytest.raises(nb.ClientClosedError) as info:
+        await task
+    assert info.value.task_id == "t0"
+    assert transport.closed
+
+
+async def test_concurrency_cap_applies_backpressure(clock: FakeClock) -> None:
+    """Beyond the cap, submits wait for a slot instead of failing; the cap is never exceeded."""
+    server = FakeApixo(clock)
+    client, _ = make_client(clock, server, limits=nb.Limits(concurrent_tasks=3))
+    peak = 0
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(10)]
+
+        def all_done() -> bool:
+            nonlocal peak
+            peak = max(peak, client.statistics().in_flight)
+            assert client.statistics().in_flight <= 3
+            return all(j.done() for j in jobs)
+
+        await clock.run_until(all_done)
+    assert [j.result().task_id for j in jobs] == [f"t{i}" for i in range(10)]
+    assert peak == 3
+
+
+async def test_resume_tracks_an_earlier_task(clock: FakeClock) -> None:
+    """resume() polls a task id from elsewhere to its result (request is None)."""
+    server = FakeApixo(clock)
+    server.create(nb.testing.HttpRequest(method="POST", path="/", json={"input": {"prompt": "x"}}))
+    client, _ = make_client(clock, server)
+    async with client:
+        task = client.resume("t0", model="nano-banana-2")
+        job = asyncio.ensure_future(task.result())
+        await clock.run_until(job.done)
+    assert job.result().task_id == "t0" and job.result().request is None
+    with pytest.raises(nb.InvalidRequestError):
+        client.resume("", model="nope")
+
+
+async def test_as_completed_yields_every_task_with_backpressure(clock: FakeClock) -> None:
+    """as_completed pulls requests only as slots free and yields each finished task once."""
+    server = FakeApixo(clock, latency=lambda i: 5.0 + (i % 4))
+    client, _ = make_client(clock, server, limits=nb.Limits(concurrent_tasks=4))
+    pulled: list[int] = []
+
+    def source() -> object:
+        for i in range(12):
+            pulled.append(i)
+            yield "" if i == 5 else f"cat {i}"
+
+    seen: list[nb.Task] = []
+    async with client:
+
+        async def consume() -> None:
+            async for task in client.as_completed(source()):  # type: ignore[arg-type]
+                assert len(pulled) - len(seen) <= 4
+                seen.append(task)
+
+        job = asyncio.ensure_future(consume())
+        await clock.run_until(job.done)
+        job.result()
+    assert len(seen) == 12
+    failed = [t for t in seen if t.id is None]
+    assert len(failed) == 1
+    with pytest.raises(nb.InvalidRequestError):
+        await failed[0]
+    assert all(t.state is nb.TaskState.SUCCEEDED for t in seen if t.id is not None)
+
+
+async def test_canary_key_never_leaks(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key is absent from reprs, every exception in the chain, and DEBUG logs."""
+    server = FakeApixo(clock)
+    server.hook = lambda r: nb.RequestTimeoutError(f"timeout") if r.kind == "submit" else None
+    client, _ = make_client(clock, server, key=canary)
+    with caplog.at_level(logging.DEBUG):
+        async with client:
+            with pytest.raises(nb.SubmitOutcomeUnknownError) as info:
+                await client.generate("a cat")
+            assert canary not in repr(client)
+            assert canary not in repr(client.statistics())
+    for exc in walk_exception(info.value):
+        assert canary not in str(exc) and canary not in repr(exc)
+    assert all(canary not in r.getMessage() for r in caplog.records)
