@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 import aiohttp
+import anyio
 
 from ._client import Client
 from ._errors import NanoBananaError
@@ -44,12 +45,16 @@ async def _download(url: str, dest: Path) -> int:
         data = await resp.content.read(_MAX_IMAGE_BYTES + 1)
     if len(data) > _MAX_IMAGE_BYTES:
         raise NanoBananaError("image larger than 64 MiB; refused")
+    await anyio.to_thread.run_sync(_write_atomically, dest, data)
+    return len(data)
+
+
+def _write_atomically(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     Path(tmp).replace(dest)
-    return len(data)
 
 
 async def _generate(args: argparse.Namespace) -> int:

@@ -171,6 +171,7 @@ class TaskStatus:
         error_code: the provider's failure code, if it failed.
         error_message: the provider's failure message, if it failed.
         content_policy: True when the failure is a content-policy refusal.
+        elapsed: seconds from creation to completion as the provider reports them, if it does.
     """
 
     state: TaskState
@@ -179,6 +180,7 @@ class TaskStatus:
     error_code: str | int | None = None
     error_message: str | None = None
     content_policy: bool = False
+    elapsed: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -34,3 +34,27 @@ def walk_exception(exc: BaseException) -> list[BaseException]:
             if nxt is not None:
                 stack.append(nxt)
     return seen
+
+
+class _SentWriter:
+    output_size = 0
+
+
+@pytest.fixture
+def aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let aioresponses 0.7.x build responses on aiohttp >= 3.14.
+
+    aiohttp 3.14 (a security release) made ``stream_writer`` a required argument of
+    ``ClientResponse``; aioresponses does not pass it yet (pnuckowski/aioresponses#289). For an
+    already-sent request aiohttp only reads its ``output_size``, so a stub is enough. Real
+    requests always pass it, so nothing else changes.
+    """
+    import aiohttp
+
+    original = aiohttp.ClientResponse.__init__
+
+    def init(self: aiohttp.ClientResponse, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("stream_writer", _SentWriter())
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiohttp.ClientResponse, "__init__", init)

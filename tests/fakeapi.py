@@ -44,7 +44,9 @@ class FakeApixo:
         body = request.json
         assert isinstance(body, dict)
         prompt = body["input"]["prompt"]
-        outcome = "stuck" if "[[stuck]]" in prompt else "failed" if "[[fail]]" in prompt else "success"
+        outcome = (
+            "stuck" if "[[stuck]]" in prompt else "failed" if "[[fail]]" in prompt else "success"
+        )
         self.tasks[task_id] = FakeTask(
             task_id, self.clock.now() + self.latency(len(self.tasks)), outcome
         )
@@ -59,11 +61,20 @@ class FakeApixo:
             if task.seen_done_at is None:
                 task.seen_done_at = now
             if task.outcome == "success":
-                data = {"taskId": task.task_id, "state": "success",
-                        "resultJson": json.dumps({"resultUrls": [f"https://img.test/{task.task_id}.png"]})}
+                data = {
+                    "taskId": task.task_id,
+                    "state": "success",
+                    "resultJson": json.dumps(
+                        {"resultUrls": [f"https://img.test/{task.task_id}.png"]}
+                    ),
+                }
             else:
-                data = {"taskId": task.task_id, "state": "failed", "failCode": "GENERATION_FAILED",
-                        "failMsg": "it broke"}
+                data = {
+                    "taskId": task.task_id,
+                    "state": "failed",
+                    "failCode": "GENERATION_FAILED",
+                    "failMsg": "it broke",
+                }
         return json_response({"code": 200, "message": "success", "data": data})
 
     def count(self, kind: str) -> int:

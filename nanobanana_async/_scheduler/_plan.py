@@ -18,7 +18,9 @@ import attrs
 
 P = TypeVar("P")
 
-MIN_SAMPLES: Final = 8
+MIN_SAMPLES: Final = 4
+PROBES: Final = 4  # tasks per (provider, model) checked on a geometric schedule while unlearned
+_PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
 _Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned durations
 _Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
 _MIN_STEP_FRACTION: Final = 0.05  # never closer than 5% of the median duration
@@ -36,6 +38,7 @@ class LatencyModel:
     def __init__(self, first_poll: float, poll_interval: float) -> None:
         self.prior_first = first_poll
         self.prior_interval = poll_interval
+        self.probes = 0
         self.samples = 0
         self._mean = 0.0
         self._var = 0.0
@@ -68,15 +71,22 @@ class LatencyModel:
         """The duration at standard-normal score ``z``."""
         return math.exp(self._mean + z * self.sigma)
 
-    def first_check(self, *, late: bool = False) -> float:
-        """Seconds after submit for the first check (``late``: at the 95th percentile)."""
+    def first_check(self, *, late: bool = False, probe: bool = False) -> float:
+        """Seconds after submit for the first check (``late``: at the 95th percentile).
+
+        Before anything is learned the provider's advice applies, except for a few probe tasks
+        checked early and then at doubling ages, which learn the real latency quickly when the
+        advice is far off.
+        """
         if not self.learned:
-            return self.prior_first
+            return self.prior_first * _PROBE_START if probe else self.prior_first
         return self.quantile(1.65 if late else _Z_FIRST)
 
-    def next_check(self, age: float) -> float:
+    def next_check(self, age: float, *, probe: bool = False) -> float:
         """Seconds after submit for the next check of a task seen running at ``age``."""
         if not self.learned:
+            if probe:
+                return min(age * 2.0, age + self.prior_interval)
             return age + self.prior_interval
         z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
         step = max(_MIN_STEP_FRACTION * self.median, self.quantile(z + _Z_STEP) - age)
@@ -112,6 +122,7 @@ class Entry(Generic[P]):
     bad_responses: int = 0
     done: bool = False
     in_flight: bool = False
+    probe: bool = False
 
 
 class Planner(Generic[P]):
@@ -152,7 +163,11 @@ class Planner(Generic[P]):
             seq=self._seq,
             last_running=now,
         )
-        first = self.model(group, first_poll, poll_interval).first_check(late=late)
+        model = self.model(group, first_poll, poll_interval)
+        if not model.learned and model.probes < PROBES:
+            model.probes += 1
+            entry.probe = True
+        first = model.first_check(late=late, probe=entry.probe)
         self.pending += 1
         heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
         self.schedule(entry, min(now + first, deadline))
@@ -179,14 +194,32 @@ class Planner(Generic[P]):
         entry.last_running = now
         model = self._models[entry.group]
         age = now - entry.submitted
-        self.schedule(entry, min(entry.submitted + model.next_check(age), entry.deadline))
+        at = entry.submitted + model.next_check(age, probe=entry.probe)
+        self.schedule(entry, min(at, entry.deadline))
 
-    def record_done(self, entry: Entry[P], now: float) -> None:
-        """A check saw the task finished: learn from it and stop tracking it."""
-        self._models[entry.group].observe(
-            entry.last_running - entry.submitted, now - entry.submitted
-        )
+    def record_done(self, entry: Entry[P], now: float, elapsed: float | None = None) -> None:
+        """A check saw the task finished: learn from it and stop tracking it.
+
+        ``elapsed`` is the provider's own duration, used when it fits the observed interval.
+        """
+        low, high = entry.last_running - entry.submitted, now - entry.submitted
+        if elapsed is not None and 0.0 < elapsed <= high:
+            low = high = elapsed
+        model = self._models[entry.group]
+        was_learned = model.learned
+        model.observe(low, high)
         self.finish(entry)
+        if model.learned and not was_learned:
+            self._replan_first_checks(entry.group, model)
+
+    def _replan_first_checks(self, group: Hashable, model: LatencyModel) -> None:
+        # Tasks submitted before the model was learned wait on the provider's advice; move
+        # their first check to what the learned model says (once per group, O(pending)).
+        for at, _, entry in list(self._due):
+            if entry.group == group and not entry.done and entry.checks == 0 and at == entry.due:
+                first = min(entry.submitted + model.first_check(), entry.deadline)
+                if first != entry.due:
+                    self.schedule(entry, first)
 
     def finish(self, entry: Entry[P]) -> None:
         """Stop tracking ``entry`` (resolved, failed, expired or detached)."""

@@ -293,7 +293,7 @@ class Scheduler:
         now = self.clock.now()
         ref = tracked.ref
         if status.state is TaskState.SUCCEEDED:
-            self.plan.record_done(entry, now)
+            self.plan.record_done(entry, now, status.elapsed)
             if not status.urls or not all(is_http_url(u) for u in status.urls):
                 self._resolve(
                     entry,
@@ -320,7 +320,7 @@ class Scheduler:
             )
             return
         if status.state is TaskState.FAILED:
-            self.plan.record_done(entry, now)
+            self.plan.record_done(entry, now, status.elapsed)
             cls = ContentPolicyError if status.content_policy else GenerationFailedError
             self._resolve(
                 entry,

@@ -69,6 +69,7 @@ class _Status:
     resultJson: str | None = None  # noqa: N815  wire name
     failCode: Any = None  # noqa: N815  wire name
     failMsg: str | None = None  # noqa: N815  wire name
+    costTime: int | None = None  # noqa: N815  wire name (milliseconds)
 
 
 @attrs.frozen
@@ -167,6 +168,7 @@ class ApixoDriver:
             error_code=status.failCode if failed else None,
             error_message=status.failMsg if failed else None,
             content_policy=failed and looks_like_content_policy(status.failCode, status.failMsg),
+            elapsed=status.costTime / 1000.0 if status.costTime is not None else None,
         )
 
     def parse_callback(self, body: bytes) -> CallbackHint:

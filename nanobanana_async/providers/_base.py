@@ -251,6 +251,10 @@ def _strict_float(value: object, _: object) -> float:
     return float(value)
 
 
+def _is_list_type(cls: object) -> bool:
+    return typing.get_origin(cls) is list
+
+
 def _make_converter() -> cattrs.Converter:
     # Extra keys are tolerated (providers add fields); wrong types are not.
     converter = cattrs.Converter(forbid_extra_keys=False)
@@ -262,7 +266,7 @@ def _make_converter() -> cattrs.Converter:
         (item_type,) = typing.get_args(cls) or (Any,)
         return [converter.structure(item, item_type) for item in value]
 
-    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is list, strict_list)
+    converter.register_structure_hook_func(_is_list_type, strict_list)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(bool, _strict_bool)

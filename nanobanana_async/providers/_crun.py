@@ -103,6 +103,7 @@ class _TaskInfo:
     task_id: str
     status: str
     result: _Result | None = None
+    duration_s: float | None = None
 
 
 class CrunDriver:
@@ -174,6 +175,7 @@ class CrunDriver:
             error_code=result.code if failed else None,
             error_message=result.message if failed else None,
             content_policy=failed and looks_like_content_policy(result.code, result.message),
+            elapsed=info.duration_s,
         )
 
     def parse_callback(self, body: bytes) -> CallbackHint:

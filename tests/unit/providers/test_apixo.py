@@ -20,24 +20,36 @@ def test_build_submit_model_in_path_and_defaults() -> None:
     http = DRIVER.build_submit(nb.ImageRequest(prompt="cat"))
     assert (http.method, http.path) == ("POST", "/generateTask/nano-banana-2")
     assert http.json == {
-        "input": {"mode": "text-to-image", "prompt": "cat", "aspect_ratio": "auto",
-                  "resolution": "1k"}
+        "input": {
+            "mode": "text-to-image",
+            "prompt": "cat",
+            "aspect_ratio": "auto",
+            "resolution": "1k",
+        }
     }
 
 
 def test_build_submit_callback_and_image_to_image() -> None:
     """A callback sets request_type=callback; reference images select image-to-image."""
     request = nb.ImageRequest(
-        prompt="cat", model="nano-banana", image_urls=("https://x.test/a",),
-        output_format="jpg", callback_url="https://cb.test/h",
+        prompt="cat",
+        model="nano-banana",
+        image_urls=("https://x.test/a",),
+        output_format="jpg",
+        callback_url="https://cb.test/h",
     )
     http = DRIVER.build_submit(request)
     assert http.path == "/generateTask/nano-banana"
     assert http.json == {
         "request_type": "callback",
         "callback_url": "https://cb.test/h",
-        "input": {"mode": "image-to-image", "prompt": "cat", "image_urls": ["https://x.test/a"],
-                  "aspect_ratio": "1:1", "output_format": "jpeg"},
+        "input": {
+            "mode": "image-to-image",
+            "prompt": "cat",
+            "image_urls": ["https://x.test/a"],
+            "aspect_ratio": "1:1",
+            "output_format": "jpeg",
+        },
     }
 
 
@@ -57,13 +69,20 @@ def _status(**data: object) -> dict[str, object]:
         (_status(state="pending", createTime=1), nb.TaskState.QUEUED, ()),
         (_status(state="processing"), nb.TaskState.RUNNING, ()),
         (
-            _status(state="success", resultJson=json.dumps({"resultUrls": ["https://r/1", "https://r/2"]}),
-                    completeTime=2, costTime=1),
+            _status(
+                state="success",
+                resultJson=json.dumps({"resultUrls": ["https://r/1", "https://r/2"]}),
+                completeTime=2,
+                costTime=1,
+            ),
             nb.TaskState.SUCCEEDED,
             ("https://r/1", "https://r/2"),
         ),
-        (_status(state="failed", failCode="CONTENT_VIOLATION", failMsg="no"), nb.TaskState.FAILED,
-         ()),
+        (
+            _status(state="failed", failCode="CONTENT_VIOLATION", failMsg="no"),
+            nb.TaskState.FAILED,
+            (),
+        ),
         (_status(state="warming_up"), nb.TaskState.UNKNOWN, ()),
     ],
 )
@@ -86,15 +105,23 @@ def test_policy_fail_codes(code: str) -> None:
     [
         (resp(_status(state="success", resultJson="{not json")), nb.BadResponseError),
         (resp(_status(state="success", resultJson='{"resultUrls": "x"}')), nb.BadResponseError),
-        (resp({"code": 400, "message": "Invalid request", "data": {"error": "x"}}, 400),
-         nb.APIError),
+        (
+            resp({"code": 400, "message": "Invalid request", "data": {"error": "x"}}, 400),
+            nb.APIError,
+        ),
         (resp({"code": 401, "message": "Unauthorized", "data": None}, 401), nb.AuthenticationError),
-        (resp({"code": 402, "message": "Insufficient", "data": None}, 402),
-         nb.InsufficientCreditsError),
-        (resp({"code": 429, "message": "Rate", "data": None}, 429, {"retry-after-ms": "2500"}),
-         nb.RateLimitError),
-        (resp({"code": 503, "message": "Unavailable", "data": None}, 503),
-         nb.ProviderUnavailableError),
+        (
+            resp({"code": 402, "message": "Insufficient", "data": None}, 402),
+            nb.InsufficientCreditsError,
+        ),
+        (
+            resp({"code": 429, "message": "Rate", "data": None}, 429, {"retry-after-ms": "2500"}),
+            nb.RateLimitError,
+        ),
+        (
+            resp({"code": 503, "message": "Unavailable", "data": None}, 503),
+            nb.ProviderUnavailableError,
+        ),
     ],
 )
 def test_errors(response: object, error: type[Exception]) -> None:
@@ -114,8 +141,10 @@ def test_callback_is_a_status_envelope() -> None:
     ("kwargs", "path"),
     [
         ({"model": "nano-banana-pro"}, "$.model"),
-        ({"model": "nano-banana", "image_urls": tuple(f"https://x.test/{i}" for i in range(6))},
-         "$.image_urls"),
+        (
+            {"model": "nano-banana", "image_urls": tuple(f"https://x.test/{i}" for i in range(6))},
+            "$.image_urls",
+        ),
         ({"model": "nano-banana", "prompt": "x" * 5001}, "$.prompt"),
         ({"model": "nano-banana", "resolution": "1K"}, "$.resolution"),
         ({"model": "nano-banana", "aspect_ratio": "8:1"}, "$.aspect_ratio"),

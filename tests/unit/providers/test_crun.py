@@ -43,7 +43,9 @@ def test_build_submit_nests_input_and_snake_case_callback() -> None:
 
 def test_classic_model_sends_jpeg() -> None:
     """google/nano-banana takes png/jpeg (not jpg)."""
-    http = DRIVER.build_submit(nb.ImageRequest(prompt="c", model="nano-banana", output_format="jpg"))
+    http = DRIVER.build_submit(
+        nb.ImageRequest(prompt="c", model="nano-banana", output_format="jpg")
+    )
     assert http.json == {
         "model": "google/nano-banana",
         "input": {"prompt": "c", "output_format": "jpeg"},
@@ -74,8 +76,11 @@ def _info(status: str, result: object = None) -> dict[str, object]:
             "provider": "google",
             "model_version": "google/nano-banana-2",
             "status": status,
-            "param": {"model": "google/nano-banana-2", "callback_url": None,
-                      "input": {"prompt": "c", "aspect_ratio": "16:9", "output_format": "png"}},
+            "param": {
+                "model": "google/nano-banana-2",
+                "callback_url": None,
+                "input": {"prompt": "c", "aspect_ratio": "16:9", "output_format": "png"},
+            },
             "create_at": 1760000000,
             "result": result,
             "duration_s": None,
@@ -91,7 +96,10 @@ def _info(status: str, result: object = None) -> dict[str, object]:
         (_info("pending"), nb.TaskState.QUEUED, ()),
         (_info("running"), nb.TaskState.RUNNING, ()),
         (
-            _info("success", {"code": 200, "message": "ok", "media_urls": ["https://i/a", "https://i/b"]}),
+            _info(
+                "success",
+                {"code": 200, "message": "ok", "media_urls": ["https://i/a", "https://i/b"]},
+            ),
             nb.TaskState.SUCCEEDED,
             ("https://i/a", "https://i/b"),
         ),
@@ -156,8 +164,13 @@ def test_callback_bare_or_wrapped(body: bytes) -> None:
         ({"model": "google/nano-banana-v2", "resolution": "2K"}, "$.resolution"),
         ({"model": "google/nano-banana-v2", "output_format": "png"}, "$.output_format"),
         ({"model": "nano-banana-pro", "google_search": True}, "$.google_search"),
-        ({"model": "google/nano-banana-2-lite",
-          "image_urls": tuple(f"https://x.test/{i}" for i in range(11))}, "$.image_urls"),
+        (
+            {
+                "model": "google/nano-banana-2-lite",
+                "image_urls": tuple(f"https://x.test/{i}" for i in range(11)),
+            },
+            "$.image_urls",
+        ),
         ({"prompt": "x" * 20_001}, "$.prompt"),
         ({"output_format": "webp"}, "$.output_format"),
     ],

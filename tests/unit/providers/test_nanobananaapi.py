@@ -18,24 +18,51 @@ CB = "https://cb.test/h"
     ("request_", "path", "body"),
     [
         (
-            nb.ImageRequest(prompt="c", resolution="4k", aspect_ratio="4:1",
-                            output_format="jpeg", google_search=True),
+            nb.ImageRequest(
+                prompt="c",
+                resolution="4k",
+                aspect_ratio="4:1",
+                output_format="jpeg",
+                google_search=True,
+            ),
             "/api/v1/nanobanana/generate-2",
-            {"prompt": "c", "imageUrls": [], "aspectRatio": "4:1", "resolution": "4K",
-             "googleSearch": True, "outputFormat": "jpg"},
+            {
+                "prompt": "c",
+                "imageUrls": [],
+                "aspectRatio": "4:1",
+                "resolution": "4K",
+                "googleSearch": True,
+                "outputFormat": "jpg",
+            },
         ),
         (
-            nb.ImageRequest(prompt="c", model="nano-banana-pro", resolution="2K",
-                            aspect_ratio="auto", callback_url=CB),
+            nb.ImageRequest(
+                prompt="c",
+                model="nano-banana-pro",
+                resolution="2K",
+                aspect_ratio="auto",
+                callback_url=CB,
+            ),
             "/api/v1/nanobanana/generate-pro",
             {"prompt": "c", "resolution": "2K", "aspectRatio": "auto", "callBackUrl": CB},
         ),
         (
-            nb.ImageRequest(prompt="c", model="nano-banana", aspect_ratio="3:2", callback_url=CB,
-                            image_urls=("https://x.test/a",)),
+            nb.ImageRequest(
+                prompt="c",
+                model="nano-banana",
+                aspect_ratio="3:2",
+                callback_url=CB,
+                image_urls=("https://x.test/a",),
+            ),
             "/api/v1/nanobanana/generate",
-            {"prompt": "c", "type": "IMAGETOIAMGE", "callBackUrl": CB, "numImages": 1,
-             "imageUrls": ["https://x.test/a"], "image_size": "3:2"},
+            {
+                "prompt": "c",
+                "type": "IMAGETOIAMGE",
+                "callBackUrl": CB,
+                "numImages": 1,
+                "imageUrls": ["https://x.test/a"],
+                "image_size": "3:2",
+            },
         ),
         (
             nb.ImageRequest(prompt="c", model="nano-banana", callback_url=CB),
@@ -57,8 +84,16 @@ def test_parse_submit() -> None:
 
 
 def _record(flag: object, **extra: object) -> dict[str, object]:
-    data = {"taskId": "t-1", "paramJson": "{}", "completeTime": "", "createTime": "",
-            "response": None, "successFlag": flag, "errorCode": None, "errorMessage": ""}
+    data = {
+        "taskId": "t-1",
+        "paramJson": "{}",
+        "completeTime": "",
+        "createTime": "",
+        "response": None,
+        "successFlag": flag,
+        "errorCode": None,
+        "errorMessage": "",
+    }
     data.update(extra)
     return {"code": 200, "msg": "success", "data": data}
 
@@ -75,8 +110,11 @@ def _record(flag: object, **extra: object) -> dict[str, object]:
         (_record(2, errorCode=400, errorMessage="bad"), nb.TaskState.FAILED, ()),
         (_record(3, errorCode=501, errorMessage="failed"), nb.TaskState.FAILED, ()),
         (_record(9), nb.TaskState.UNKNOWN, ()),
-        (_record("1", response={"resultImageUrl": "https://r/y"}), nb.TaskState.SUCCEEDED,
-         ("https://r/y",)),
+        (
+            _record("1", response={"resultImageUrl": "https://r/y"}),
+            nb.TaskState.SUCCEEDED,
+            ("https://r/y",),
+        ),
     ],
 )
 def test_parse_status(body: object, state: nb.TaskState, urls: tuple[str, ...]) -> None:
@@ -100,7 +138,9 @@ def test_success_looking_envelope_with_failed_flag() -> None:
 
 def test_callback_generate_2_claims_from_flag() -> None:
     """generate-2 callbacks carry code 200 even for failures: the flag is the claim."""
-    body = b'{"code":200,"msg":"success","data":{"taskId":"t-1","successFlag":3,"operationType":"x"}}'
+    body = (
+        b'{"code":200,"msg":"success","data":{"taskId":"t-1","successFlag":3,"operationType":"x"}}'
+    )
     hint = DRIVER.parse_callback(body)
     assert (hint.task_id, hint.claimed_state) == ("t-1", nb.TaskState.FAILED)
 
@@ -117,12 +157,17 @@ def test_callback_nb1_claims_from_code() -> None:
     [
         ({"model": "nano-banana-pro"}, "$.callback_url"),
         ({"model": "nano-banana"}, "$.callback_url"),
-        ({"model": "nano-banana-pro", "callback_url": CB,
-          "image_urls": tuple(f"https://x.test/{i}" for i in range(9))}, "$.image_urls"),
+        (
+            {
+                "model": "nano-banana-pro",
+                "callback_url": CB,
+                "image_urls": tuple(f"https://x.test/{i}" for i in range(9)),
+            },
+            "$.image_urls",
+        ),
         ({"image_urls": tuple(f"https://x.test/{i}" for i in range(15))}, "$.image_urls"),
         ({"model": "nano-banana", "callback_url": CB, "resolution": "1K"}, "$.resolution"),
-        ({"model": "nano-banana-pro", "callback_url": CB, "aspect_ratio": "1:8"},
-         "$.aspect_ratio"),
+        ({"model": "nano-banana-pro", "callback_url": CB, "aspect_ratio": "1:8"}, "$.aspect_ratio"),
         ({"resolution": "8K"}, "$.resolution"),
     ],
 )

@@ -41,16 +41,27 @@ def test_build_submit_omits_unset_fields() -> None:
 
 def test_parse_submit_reads_id() -> None:
     """The documented create answer gives the id."""
-    body = {"id": "abc123", "object": "nanobanana", "created": 1, "model": "nano-banana-2",
-            "status": "queued"}
+    body = {
+        "id": "abc123",
+        "object": "nanobanana",
+        "created": 1,
+        "model": "nano-banana-2",
+        "status": "queued",
+    }
     ref = DRIVER.parse_submit(resp(body), nb.ImageRequest(prompt="cat"))
     assert ref == REF
 
 
 def test_parse_submit_failed_create_raises_with_id() -> None:
     """A create answered `failed` raises a content-policy error that keeps the task id."""
-    body = {"id": "abc123", "object": "nanobanana", "created": 1, "model": "nano-banana-2",
-            "status": "failed", "error": "Invalid prompt: content policy violation"}
+    body = {
+        "id": "abc123",
+        "object": "nanobanana",
+        "created": 1,
+        "model": "nano-banana-2",
+        "status": "failed",
+        "error": "Invalid prompt: content policy violation",
+    }
     with pytest.raises(nb.ContentPolicyError) as info:
         DRIVER.parse_submit(resp(body), nb.ImageRequest(prompt="cat"))
     assert info.value.task_id == "abc123"
@@ -69,8 +80,10 @@ def test_parse_submit_failed_create_raises_with_id() -> None:
         ({"id": "abc123", "status": "failed", "error": "boom"}, nb.TaskState.FAILED, ()),
         ({"id": "abc123", "status": "warming_up"}, nb.TaskState.UNKNOWN, ()),
         (
-            {"data": {"id": "abc123", "status": "completed", "image_url": "https://i.test/b"},
-             "amount": 3},
+            {
+                "data": {"id": "abc123", "status": "completed", "image_url": "https://i.test/b"},
+                "amount": 3,
+            },
             nb.TaskState.SUCCEEDED,
             ("https://i.test/b",),
         ),

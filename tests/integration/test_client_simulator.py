@@ -1,0 +1,60 @@
+"""The client end to end against each provider's simulator, at scaled-down limits."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import Latency, ServerLimits, Simulator
+
+LIMITS = nb.Limits(requests=600, per=10.0, concurrent_tasks=50)
+SERVER_LIMITS = ServerLimits(requests=600, per=10.0, concurrent_tasks=50)
+LATENCY = Latency(median=1.0, sigma=0.3)
+
+
+@pytest.mark.parametrize("provider", ["xingchao", "crun", "nanobananaapi", "apixo"])
+async def test_500_tasks_within_limits(provider: str) -> None:
+    """500 tasks all succeed; the server sees no 429 and no window or cap over the limit."""
+    n = 500
+    simulator = Simulator(provider, latency=LATENCY, limits=SERVER_LIMITS, seed=7)
+    async with (
+        simulator as sim,
+        nb.Client(
+            # Evaluated after the simulator has started, so its base URL is known.
+            provider,
+            api_key=simulator.api_key,
+            base_url=simulator.base_url,
+            limits=LIMITS,
+        ) as client,
+    ):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await asyncio.gather(
+            *(client.generate(f"prompt {i}", timeout=120) for i in range(n))
+        )
+        wall = loop.time() - start
+        stats = client.statistics()
+    assert len({r.task_id for r in results}) == n
+    assert all(r.urls for r in results)
+    assert sim.stats.creates == n
+    assert sim.stats.duplicate_creates == 0
+    assert sim.stats.rate_limited == 0
+    assert sim.stats.max_window <= LIMITS.requests
+    assert sim.stats.max_concurrent <= LIMITS.concurrent_tasks
+    assert stats.in_flight == 0
+    assert stats.pending == 0
+    checks = sim.stats.checks_per_task()
+    mean_latency = LATENCY.median * 2.718281828 ** (LATENCY.sigma**2 / 2)
+    bound = min(LIMITS.concurrent_tasks / mean_latency, LIMITS.requests / LIMITS.per / 2)
+    ratio = n / wall / bound
+    lag = statistics.median(sim.stats.lags)
+    sys.stdout.write(
+        f"\n[{provider}] {n} tasks in {wall:.1f} s; checks/task {checks:.2f}; "
+        f"throughput/bound {ratio:.2f}; max window {sim.stats.max_window}/{LIMITS.requests}; "
+        f"max concurrent {sim.stats.max_concurrent}/{LIMITS.concurrent_tasks}; "
+        f"lag p50 {lag:.2f} s\n"
+    )

@@ -1,0 +1,33 @@
+"""The public API as a user writes it, checked by mypy --strict; never run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, Latency, Simulator
+
+
+async def main(prompts: list[str]) -> None:
+    async with nb.Client("apixo", limits=nb.Limits(requests=600, per=10.0)) as client:
+        result: nb.ImageResult = await client.generate(
+            "a cat", model="nano-banana-2", resolution="2K", aspect_ratio="16:9"
+        )
+        urls: tuple[str, ...] = result.urls
+        task: nb.Task = await client.submit(nb.ImageRequest(prompt="a dog"))
+        task_id: str | None = task.id
+        state: nb.TaskState = task.state
+        again: nb.ImageResult = await task.result(timeout=30.0)
+        resumed: nb.Task = client.resume("abc", model="nano-banana-2")
+        done = await asyncio.gather(*(client.generate(p) for p in prompts), return_exceptions=True)
+        async for finished in client.as_completed(prompts):
+            try:
+                await finished
+            except nb.TaskError as exc:
+                print(exc.task_id, exc.provider, exc.model)
+            except nb.SubmitOutcomeUnknownError as exc:
+                print(exc.request)
+        stats: nb.ClientStatistics = client.statistics()
+        print(urls, task_id, state, again, resumed, done, stats.mean_checks_per_task)
+    async with Simulator("crun", latency=Latency(median=0.5)) as sim:
+        print(sim.base_url, sim.api_key, sim.stats.max_window, FakeClock().now())
