@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -51,10 +51,14 @@ async def _download(url: str, dest: Path) -> int:
 
 def _write_atomically(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    Path(tmp).replace(dest)
+    # Not mkstemp: its 0600 mode would ignore the user's umask for an image they asked for.
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
+    try:
+        with tmp.open("xb") as handle:
+            handle.write(data)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 async def _generate(args: argparse.Namespace) -> int:

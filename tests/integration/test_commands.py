@@ -1,0 +1,73 @@
+"""The `nanobanana generate` command and the standalone simulator command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nanobanana_async.__main__ import main
+
+
+def test_generate_writes_a_png_with_the_local_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no key set, `generate` uses the local simulator, says so, and writes the image."""
+    monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    out = tmp_path / "sub" / "cat.png"
+    code = main(["generate", "an orange cat", "--aspect-ratio", "16:9", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "local simulator" in captured.err
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert int.from_bytes(data[16:20], "big") > int.from_bytes(data[20:24], "big")
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_generate_bad_input_exits_2_without_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Invalid input is a usage error (exit 2) naming the field; nothing is written."""
+    monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    out = tmp_path / "x.png"
+    code = main(["generate", "a cat", "--aspect-ratio", "7:5", "--output", str(out)])
+    assert code == 2
+    assert "$.aspect_ratio" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_simulator_command_serves_until_stopped() -> None:
+    """`python -m nanobanana_async.testing` serves the chosen provider on 127.0.0.1."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nanobanana_async.testing",
+            "--provider",
+            "crun",
+            "--port",
+            "0",
+            "--api-key",
+            "dev-key",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        base_url = line.split(" at ")[1].strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        request = urllib.request.Request(  # noqa: S310  loopback http only
+            base_url + "/api/v1/client/account/balance", headers={"x-api-key": "dev-key"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+            assert json.loads(resp.read())["data"]["balance"] > 0
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
