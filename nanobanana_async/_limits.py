@@ -58,11 +58,16 @@ class Gcra:
             self.slowdown = max(1.0, self.slowdown - (self.slowdown - 1.0) * _SLOWDOWN_RECOVERY)
         return start
 
-    def pause(self, until: float) -> None:
-        """Send nothing before ``until`` (a 429's Retry-After) and slow the pace for a while."""
+    def pause(self, until: float, now: float) -> None:
+        """Send nothing before ``until`` (a 429's Retry-After) and slow the pace for a while.
+
+        Only a 429 outside a running pause slows the pace further: the other requests that
+        were in flight when the first 429 came belong to the same episode.
+        """
+        if not self.is_paused(now):
+            self.slowdown = min(_SLOWDOWN_MAX, self.slowdown * _SLOWDOWN_STEP)
         self.paused_until = max(self.paused_until, until)
         self._tat = max(self._tat, until + self.tolerance)
-        self.slowdown = min(_SLOWDOWN_MAX, self.slowdown * _SLOWDOWN_STEP)
 
     def is_paused(self, now: float) -> bool:
         """True while a 429's Retry-After is still running."""
@@ -97,7 +102,8 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         """Pause the whole account for ``seconds`` from now."""
-        self.gcra.pause(self._clock.now() + seconds)
+        now = self._clock.now()
+        self.gcra.pause(now + seconds, now)
 
 
 class ConcurrencyLimiter:

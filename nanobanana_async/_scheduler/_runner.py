@@ -283,6 +283,8 @@ class Scheduler:
         entry.failures = 0
         entry.bad_responses = 0
         self._observe(entry, status)
+        # What was learned may have moved other tasks' checks earlier than the runner's sleep.
+        self._wake.set()
 
     def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
         tracked = entry.payload
@@ -341,7 +343,6 @@ class Scheduler:
                 "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
             )
         self.plan.record_running(entry, now)
-        self._wake.set()
 
     def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:
         conn = entry.payload.conn

@@ -355,6 +355,8 @@ class Simulator:
             return self._error(401, "Invalid or missing API key")
         if self.limits.requests is not None and in_window > self.limits.requests:
             return self._too_many(now)
+        # Read the whole request first, as a real server does before it stalls or fails.
+        raw = await request.read()
         fault = self._draw(kind)
         if fault == "reset":
             return self._abort(request)
@@ -368,7 +370,7 @@ class Simulator:
             self.stats.rate_limited += 1
             return self._json(status, body, {"retry-after": "1"})
         if kind == "create":
-            response = await self._create(route, request, now)
+            response = self._create(route, request, raw, self._now())
             if fault == "reset_after_create" and response.status == 200:
                 return self._abort(request)
         elif kind == "status":
@@ -412,9 +414,9 @@ class Simulator:
             request.transport.abort()
         return stream
 
-    async def _create(self, route: str, request: web.Request, now: float) -> web.Response:
+    def _create(self, route: str, request: web.Request, raw: bytes, now: float) -> web.Response:
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             self.stats.rejected += 1
             return self._error(400, "Body is not valid JSON")

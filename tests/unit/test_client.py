@@ -361,3 +361,15 @@ async def test_canary_key_never_leaks(
         assert canary not in str(exc)
         assert canary not in repr(exc)
     assert all(canary not in r.getMessage() for r in caplog.records)
+
+
+async def test_learned_latency_moves_waiting_checks_earlier(clock: FakeClock) -> None:
+    """Once probes learn tasks take ~1 s, tasks waiting on the 10 s advice are checked early."""
+    server = FakeApixo(clock, latency=lambda i: 1.0)
+    client, _ = make_client(clock, server)
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(20)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.05)
+        finished = clock.now()
+    assert finished < 1003.0
+    assert server.count("status") < 20 * 3

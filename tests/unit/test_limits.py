@@ -54,8 +54,10 @@ def test_pause_holds_every_request_and_slows_the_pace() -> None:
     """A 429 pause moves every later send past it, then the pace is slower for a while."""
     interval, burst = pacing(Limits(requests=100, per=10.0))
     gcra = Gcra(interval, burst)
-    gcra.pause(5.0)
+    gcra.pause(5.0, 0.0)
     assert gcra.is_paused(4.9)
+    gcra.pause(5.0, 0.5)  # a second 429 of the same episode does not slow the pace again
+    assert gcra.slowdown == 1.5
     first = gcra.reserve(1.0)
     second = gcra.reserve(1.0)
     assert first >= 5.0
