@@ -52,6 +52,7 @@ class ClientStatistics:
     Attributes:
         pending: tasks submitted and not yet finished.
         in_flight: concurrent-task slots held.
+        peak_in_flight: the most slots ever held at once.
         waiting: callers waiting for a slot.
         requests_in_window: requests sent in the last ``limits.per`` seconds.
         requests_sent: requests sent since the account was first used.
@@ -63,6 +64,7 @@ class ClientStatistics:
 
     pending: int
     in_flight: int
+    peak_in_flight: int
     waiting: int
     requests_in_window: int
     requests_sent: int
@@ -296,8 +298,8 @@ class Client:
             raise TypeError("submit() takes an ImageRequest")
         validate(self._driver, request)
         conn = await self._ensure_started()
+        await conn.account.slots.acquire()
         task = Task(request)
-        await conn.account.slots.acquire(task)
         inner = asyncio.ensure_future(self._submit_and_track(conn, task, request))
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         return await asyncio.shield(inner)
@@ -306,7 +308,7 @@ class Client:
         try:
             ref = await self._send_submit(conn, request)
         except BaseException:
-            conn.account.slots.release(task)
+            conn.account.slots.release()
             raise
         task._accept(ref)
         _log.info("%s accepted task %s (model %s)", ref.provider, ref.task_id, ref.model)
@@ -425,7 +427,7 @@ class Client:
         task = Task(None)
         ref = TaskRef(self._driver.name, task_id, spec.wire_id)
         task._accept(ref)
-        holds_slot = conn.account.slots.try_acquire(task)
+        holds_slot = conn.account.slots.try_acquire()
         self._track(conn, task, ref, timeout=timeout, holds_slot=holds_slot)
         return task
 
@@ -484,6 +486,7 @@ class Client:
             return ClientStatistics(
                 pending=0,
                 in_flight=0,
+                peak_in_flight=0,
                 waiting=0,
                 requests_in_window=0,
                 requests_sent=0,
@@ -496,6 +499,7 @@ class Client:
         return ClientStatistics(
             pending=len(account.entries),
             in_flight=account.slots.in_flight,
+            peak_in_flight=account.slots.max_in_flight,
             waiting=account.slots.waiting,
             requests_in_window=account.requests_in_window(),
             requests_sent=account.requests,

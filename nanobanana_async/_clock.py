@@ -28,7 +28,8 @@ class MonotonicClock:
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until the loop's clock reaches ``deadline``."""
         delay = deadline - self.now()
-        await asyncio.sleep(max(0.0, delay))
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 DEFAULT_CLOCK = MonotonicClock()

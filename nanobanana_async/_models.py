@@ -97,9 +97,17 @@ class ImageRequest:
 
     def _problems(self) -> list[str]:
         # Callers may pass anything at run time; the annotations are the contract, not a proof.
-        values: dict[str, object] = attrs.asdict(self, recurse=False)
+        values: dict[str, object] = {
+            "model": self.model,
+            "resolution": self.resolution,
+            "aspect_ratio": self.aspect_ratio,
+            "output_format": self.output_format,
+            "callback_url": self.callback_url,
+            "google_search": self.google_search,
+            "timeout": self.timeout,
+        }
         errors: list[str] = []
-        prompt = values["prompt"]
+        prompt: object = self.prompt
         if not isinstance(prompt, str) or not prompt.strip():
             errors.append("prompt must be a non-empty string @ $.prompt")
         model = values["model"]

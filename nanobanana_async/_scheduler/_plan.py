@@ -18,8 +18,10 @@ import attrs
 
 P = TypeVar("P")
 
-MIN_SAMPLES: Final = 4
-PROBES: Final = 4  # tasks per (provider, model) checked on a geometric schedule while unlearned
+MIN_SAMPLES: Final = 3
+# More probes than samples needed: the model is learned from the fastest few, not the slowest.
+PROBES: Final = 8  # tasks per (provider, model) checked on a geometric schedule while unlearned
+_PROBE_GROWTH: Final = 1.5
 _PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
 _Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned durations
 _Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
@@ -71,26 +73,40 @@ class LatencyModel:
         """The duration at standard-normal score ``z``."""
         return math.exp(self._mean + z * self.sigma)
 
-    def first_check(self, *, late: bool = False, probe: bool = False) -> float:
-        """Seconds after submit for the first check (``late``: at the 95th percentile).
+    def first_check(
+        self, *, late: bool = False, probe: bool = False, pressure: float = 1.0
+    ) -> float:
+        """Seconds after submit for the first check.
 
         Before anything is learned the provider's advice applies, except for a few probe tasks
-        checked early and then at doubling ages, which learn the real latency quickly when the
-        advice is far off.
+        checked early and then at growing ages, which learn the real latency quickly when the
+        advice is far off. Once learned: at the 31st percentile of durations, later under
+        request-budget ``pressure`` (> 1), earlier with budget to spare (< 1); ``late`` puts it
+        at the 95th percentile.
         """
         if not self.learned:
             return self.prior_first * _PROBE_START if probe else self.prior_first
-        return self.quantile(1.65 if late else _Z_FIRST)
+        if late:
+            return self.quantile(1.65)
+        return self.quantile(min(1.0, _Z_FIRST + 0.5 * (pressure - 1.0)))
 
-    def next_check(self, age: float, *, probe: bool = False) -> float:
-        """Seconds after submit for the next check of a task seen running at ``age``."""
+    def next_check(self, age: float, *, probe: bool = False, pressure: float = 1.0) -> float:
+        """Seconds after submit for the next check of a task seen running at ``age``.
+
+        Checks are ``0.6 * pressure`` standard deviations of log-duration apart, so they are
+        dense where tasks tend to finish and sparser in the tail, but at most one median
+        duration apart.
+        """
         if not self.learned:
             if probe:
-                return min(age * 2.0, age + self.prior_interval)
+                return min(age * _PROBE_GROWTH, age + self.prior_interval)
             return age + self.prior_interval
         z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
-        step = max(_MIN_STEP_FRACTION * self.median, self.quantile(z + _Z_STEP) - age)
-        return age + step
+        step = self.quantile(z + _Z_STEP * pressure) - age
+        # Never closer than 5% of the median, never further than the median itself: in the
+        # tail, quantile steps grow without bound and would leave a finished task unseen.
+        median = self.median
+        return age + min(median, max(_MIN_STEP_FRACTION * median, step))
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -103,7 +119,6 @@ class Entry(Generic[P]):
         submitted: monotonic time of submit (or resume).
         deadline: monotonic time after which the task times out.
         due: when it should next be checked.
-        booked: a rate-limiter slot is reserved for ``due``.
         last_running: when it was last seen not finished.
         checks, failures, bad_responses: counters for this task.
         done: resolved; stale heap rows are skipped.
@@ -115,7 +130,6 @@ class Entry(Generic[P]):
     deadline: float
     seq: int
     due: float = 0.0
-    booked: bool = False
     last_running: float = 0.0
     checks: int = 0
     failures: int = 0
@@ -152,6 +166,7 @@ class Planner(Generic[P]):
         first_poll: float,
         poll_interval: float,
         late: bool = False,
+        pressure: float = 1.0,
     ) -> Entry[P]:
         """Track a task submitted at ``now``; its first check follows the learned model."""
         self._seq += 1
@@ -167,16 +182,15 @@ class Planner(Generic[P]):
         if not model.learned and model.probes < PROBES:
             model.probes += 1
             entry.probe = True
-        first = model.first_check(late=late, probe=entry.probe)
+        first = model.first_check(late=late, probe=entry.probe, pressure=pressure)
         self.pending += 1
         heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
         self.schedule(entry, min(now + first, deadline))
         return entry
 
-    def schedule(self, entry: Entry[P], at: float, *, booked: bool = False) -> None:
+    def schedule(self, entry: Entry[P], at: float) -> None:
         """Make ``entry`` due at ``at``."""
         entry.due = at
-        entry.booked = booked
         heapq.heappush(self._due, (at, entry.seq, entry))
 
     def due(self, now: float) -> list[Entry[P]]:
@@ -189,12 +203,12 @@ class Planner(Generic[P]):
             out.append(entry)
         return out
 
-    def record_running(self, entry: Entry[P], now: float) -> None:
+    def record_running(self, entry: Entry[P], now: float, pressure: float = 1.0) -> None:
         """A check saw the task still running: plan the next check."""
         entry.last_running = now
         model = self._models[entry.group]
         age = now - entry.submitted
-        at = entry.submitted + model.next_check(age, probe=entry.probe)
+        at = entry.submitted + model.next_check(age, probe=entry.probe, pressure=pressure)
         self.schedule(entry, min(at, entry.deadline))
 
     def record_done(self, entry: Entry[P], now: float, elapsed: float | None = None) -> None:

@@ -16,8 +16,6 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import ClassVar, Final
 
-import anyio
-import anyio.abc
 import attrs
 
 from .._backoff import RetryBudget, delay
@@ -46,6 +44,10 @@ from ._plan import Entry, Planner
 _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
 _LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
+_PRESSURE_RISE: Final = 0.5  # per second while checks wait for request slots
+_PRESSURE_FALL: Final = 1.0  # per second while slots go unused: relax faster than tighten
+_PRESSURE_MIN: Final = 0.5
+_PRESSURE_MAX: Final = 3.0
 
 
 class Account:
@@ -57,6 +59,10 @@ class Account:
         self.slots = ConcurrencyLimiter(limits.concurrent_tasks)
         self.budget = RetryBudget(policy)
         self.entries: set[Entry[Tracked]] = set()
+        # Checks that are due but wait for a free request slot, oldest due first.
+        self.ready: collections.deque[Entry[Tracked]] = collections.deque()
+        self.pressure = 1.0
+        self._pressure_at = clock.now()
         self._clock = clock
         self._sent: collections.deque[float] = collections.deque()
         self.requests = 0
@@ -71,6 +77,16 @@ class Account:
         self.requests += 1
         self._sent.append(now)
         self._trim(now)
+
+    def update_pressure(self, now: float, *, backlogged: bool) -> None:
+        """Move ``pressure`` towards sparser checks while checks wait for request slots, and
+        towards denser ones (twice as fast) while slots go unused."""
+        elapsed = min(1.0, max(0.0, now - self._pressure_at))
+        self._pressure_at = now
+        rate = _PRESSURE_RISE if backlogged else -_PRESSURE_FALL
+        self.pressure = min(
+            _PRESSURE_MAX, max(_PRESSURE_MIN, self.pressure * math.exp(rate * elapsed))
+        )
 
     def requests_in_window(self) -> int:
         """Requests sent in the last ``limits.per`` seconds."""
@@ -108,6 +124,11 @@ class Tracked:
     submitted_wall: float
 
 
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _utc(wall: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(wall, tz=dt.UTC)
 
@@ -124,7 +145,8 @@ class Scheduler:
         self.plan: Planner[Tracked] = Planner()
         self._accounts: dict[Hashable, Account] = {}
         self._clients = 0
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._sleep_deadline = -math.inf
         self._runner: asyncio.Task[None] | None = None
 
     @classmethod
@@ -177,14 +199,17 @@ class Scheduler:
             first_poll=driver.first_poll,
             poll_interval=driver.poll_interval,
             late=late,
+            pressure=tracked.conn.account.pressure,
         )
         tracked.conn.entries.add(entry)
         tracked.conn.account.entries.add(entry)
+        tracked.conn.account.slots.note_peak()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(
                 self._run(), name="nanobanana-scheduler"
             )
-        self._wake.set()
+        else:
+            self._nudge()
 
     def close_connection(self, conn: Connection) -> None:
         """Fail every pending task of a closing client with ClientClosedError."""
@@ -199,49 +224,75 @@ class Scheduler:
                 ),
             )
 
-    def statistics_entries(self, account: Account) -> int:
-        """Tasks of ``account`` still tracked."""
-        return len(account.entries)
-
     # ----------------------------------------------------------------- the loop
 
     async def _run(self) -> None:
-        async with anyio.create_task_group() as group:
+        # One task group holds every status check in flight; a check never raises into it
+        # (see _poll), so one task's failure cannot stop the others.
+        async with asyncio.TaskGroup() as group:
             while True:
-                self._wake.clear()
                 now = self.clock.now()
                 for entry in self.plan.expire(now):
                     self._expire(entry)
                 for entry in self.plan.due(now):
-                    self._dispatch(entry, now, group)
-                await self._sleep_until(self.plan.next_wakeup())
+                    entry.payload.conn.account.ready.append(entry)
+                wakeup = self.plan.next_wakeup()
+                for account in self._accounts.values():
+                    if account.ready:
+                        wakeup = min(wakeup, self._drain(account, now, group))
+                    account.update_pressure(now, backlogged=bool(account.ready))
+                await self._sleep_until(wakeup)
 
-    def _dispatch(self, entry: Entry[Tracked], now: float, group: anyio.abc.TaskGroup) -> None:
-        rate = entry.payload.conn.account.rate
-        if not entry.booked or rate.gcra.is_paused(now):
-            at = rate.reserve()
-            if at > now:
-                self.plan.schedule(entry, at, booked=True)
-                return
-        entry.booked = False
-        entry.in_flight = True
-        group.start_soon(self._poll, entry)
+    def _drain(self, account: Account, now: float, group: asyncio.TaskGroup) -> float:
+        """Send the account's waiting checks while request slots are free now.
+
+        Returns when the next slot frees (``inf`` when nothing waits).
+        """
+        ready = account.ready
+        gcra = account.rate.gcra
+        while ready:
+            entry = ready[0]
+            if entry.done or entry.in_flight:
+                ready.popleft()
+                continue
+            if not gcra.try_take(now):
+                return gcra.next_free()
+            ready.popleft()
+            entry.in_flight = True
+            group.create_task(self._poll(entry))
+        return math.inf
 
     async def _sleep_until(self, deadline: float) -> None:
-        if self._wake.is_set():
-            return
-        waker = asyncio.ensure_future(self._wake.wait())
-        if math.isinf(deadline):
-            await waker
-            return
-        sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        sleeper: asyncio.Task[None] | None = None
+        if not math.isinf(deadline):
+            sleeper = loop.create_task(self.clock.sleep_until(deadline))
+            sleeper.add_done_callback(lambda _: _release(waiter))
+        self._waiter, self._sleep_deadline = waiter, deadline
         try:
-            await asyncio.wait((waker, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
-            waker.cancel()
-            sleeper.cancel()
+            self._waiter, self._sleep_deadline = None, -math.inf
+            if sleeper is not None and not sleeper.done():
+                sleeper.cancel()
+
+    def _nudge(self) -> None:
+        """Wake the runner if a change made something due before its planned wake-up."""
+        waiter = self._waiter
+        if waiter is not None and self.plan.next_wakeup() < self._sleep_deadline:
+            _release(waiter)
 
     async def _poll(self, entry: Entry[Tracked]) -> None:
+        try:
+            await self._check(entry)
+        except Exception as exc:
+            # A bug must fail the one task loudly, never the runner and every other task.
+            _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
+            entry.in_flight = False
+            self._resolve(entry, error=exc)
+
+    async def _check(self, entry: Entry[Tracked]) -> None:
         tracked = entry.payload
         conn = tracked.conn
         try:
@@ -284,7 +335,7 @@ class Scheduler:
         entry.bad_responses = 0
         self._observe(entry, status)
         # What was learned may have moved other tasks' checks earlier than the runner's sleep.
-        self._wake.set()
+        self._nudge()
 
     def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
         tracked = entry.payload
@@ -342,7 +393,7 @@ class Scheduler:
             _log.warning(
                 "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
             )
-        self.plan.record_running(entry, now)
+        self.plan.record_running(entry, now, tracked.conn.account.pressure)
 
     def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:
         conn = entry.payload.conn
@@ -354,7 +405,7 @@ class Scheduler:
             wait = delay(entry.failures - 1, conn.policy, conn.random)
         # Backoff never stretches past the deadline; the deadline expires the task instead.
         self.plan.schedule(entry, min(now + max(wait, 0.0), entry.deadline))
-        self._wake.set()
+        self._nudge()
 
     def _rate_limited(self, entry: Entry[Tracked], exc: RateLimitError) -> None:
         conn = entry.payload.conn
@@ -367,7 +418,7 @@ class Scheduler:
         # A 429 cools down the whole account, not just this task.
         conn.account.rate.pause(wait)
         self.plan.schedule(entry, min(now + wait, entry.deadline))
-        self._wake.set()
+        self._nudge()
 
     def _fail_account(self, account: Account, exc: APIError) -> None:
         # An auth or credit refusal applies to every task of the account: fail them all now
@@ -409,5 +460,5 @@ class Scheduler:
         tracked.conn.account.finished += 1
         if tracked.holds_slot:
             tracked.holds_slot = False
-            tracked.conn.account.slots.release(tracked.task)
+            tracked.conn.account.slots.release()
         tracked.task._resolve(result, error)

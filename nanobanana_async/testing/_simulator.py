@@ -95,7 +95,7 @@ class ServerLimits:
     """What the simulated account allows; None means unlimited.
 
     Args:
-        requests: requests per sliding window of ``per`` seconds, over every request of the key.
+        requests: accepted requests per sliding window of ``per`` seconds, over all of the key.
         per: the window in seconds (also the window the statistics measure).
         concurrent_tasks: tasks running at once (created and not yet finished).
     """
@@ -138,6 +138,10 @@ class SimulatorStats:
     callbacks_dropped: int = 0
     checks: dict[str, int] = attrs.field(factory=dict)
     lags: list[float] = attrs.field(factory=list)
+    arrivals: list[float] = attrs.field(factory=list)
+    """API request arrival times (loop clock), kept only with ``record_timeline=True``."""
+    spans: list[tuple[float, float]] = attrs.field(factory=list)
+    """(created, finished) of each task, kept only with ``record_timeline=True``."""
 
     @property
     def total_requests(self) -> int:
@@ -166,6 +170,7 @@ class Simulator:
         faults: fault probabilities; none by default.
         seed: seeds every random draw (latency, ids, faults).
         callback_retry_scale: multiplies the callback retry delays (1, 2, 4 s).
+        record_timeline: keep every arrival time and task span in ``stats`` (for plots).
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class Simulator:
         faults: Faults | None = None,
         seed: int = 0,
         callback_retry_scale: float = 1.0,
+        record_timeline: bool = False,
     ) -> None:
         if provider not in PROTOCOLS:
             raise ValueError(f"unknown provider {provider!r}; one of {sorted(PROTOCOLS)}")
@@ -194,9 +200,11 @@ class Simulator:
         self._port = port
         self._rng = random.Random(seed)
         self._callback_retry_scale = callback_retry_scale
+        self._record_timeline = record_timeline
         self._tasks: dict[str, _Task] = {}
         self._fingerprints: set[str] = set()
-        self._window: collections.deque[float] = collections.deque()
+        self._window: collections.deque[float] = collections.deque()  # every arrival
+        self._accepted: collections.deque[float] = collections.deque()  # what the limit counts
         self._running: list[float] = []  # heap of finish times of unfinished tasks
         self._runner: web.AppRunner | None = None
         self._callback_tasks: set[asyncio.Task[None]] = set()
@@ -292,14 +300,29 @@ class Simulator:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _count(self, kind: str, now: float) -> int:
+    def _count(self, kind: str, now: float) -> None:
+        # The statistic counts every arrival: it is what proves a client kept the limit.
         self.stats.requests[kind] += 1
+        if self._record_timeline:
+            self.stats.arrivals.append(now)
         self._window.append(now)
         horizon = now - self.limits.per
         while self._window and self._window[0] <= horizon:
             self._window.popleft()
         self.stats.max_window = max(self.stats.max_window, len(self._window))
-        return len(self._window)
+
+    def _admit(self, now: float) -> bool:
+        # The limit counts accepted requests only, as a provider's limiter does; counting
+        # refusals too would lock out a client that retries after its Retry-After.
+        if self.limits.requests is None:
+            return True
+        horizon = now - self.limits.per
+        while self._accepted and self._accepted[0] <= horizon:
+            self._accepted.popleft()
+        if len(self._accepted) >= self.limits.requests:
+            return False
+        self._accepted.append(now)
+        return True
 
     def _active(self, now: float) -> int:
         while self._running and self._running[0] <= now:
@@ -307,9 +330,9 @@ class Simulator:
         return len(self._running)
 
     def _retry_after(self, now: float) -> float:
-        if not self._window:
+        if not self._accepted:
             return 1.0
-        return max(0.001, self._window[0] + self.limits.per - now)
+        return max(0.001, self._accepted[0] + self.limits.per - now)
 
     def _draw(self, kind: str) -> str | None:
         f = self.faults
@@ -349,11 +372,11 @@ class Simulator:
 
     async def _api(self, kind: Kind, route: str, request: web.Request) -> web.StreamResponse:
         now = self._now()
-        in_window = self._count(kind, now)
+        self._count(kind, now)
         if not self.protocol.authorized(request.headers, self.api_key):
             self.stats.unauthorized += 1
             return self._error(401, "Invalid or missing API key")
-        if self.limits.requests is not None and in_window > self.limits.requests:
+        if not self._admit(now):
             return self._too_many(now)
         # Read the whole request first, as a real server does before it stalls or fails.
         raw = await request.read()
@@ -478,6 +501,8 @@ class Simulator:
         )
         self._tasks[task_id] = task
         heapq.heappush(self._running, finish)
+        if self._record_timeline:
+            self.stats.spans.append((now, finish))
         return task
 
     def _state(self, task: _Task, now: float) -> State:

@@ -1,0 +1,182 @@
+"""``python -m benchmarks``: run the scenarios, print the tables, write JSON (and a plot)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import scenarios
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    line = lambda values: "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=True))  # noqa: E731
+    out = [line(columns), line("-" * w for w in widths)]
+    out += [line(r.get(c, "") for c in columns) for r in rows]
+    return "\n".join(out)
+
+
+THROUGHPUT_COLUMNS = [
+    "scenario",
+    "client",
+    "succeeded",
+    "wall_s",
+    "ratio_to_bound",
+    "steady_ratio",
+    "checks_per_task",
+    "server_429s",
+    "max_requests_in_window",
+    "request_limit",
+    "max_concurrent_server",
+    "concurrent_cap",
+    "lag_p50_over_T",
+    "lag_p99_over_T",
+]
+
+
+async def _throughput(
+    regimes: list[scenarios.Regime],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows, timelines = [], {}
+    for regime in regimes:
+        for who, run in (("ours", scenarios.run_ours), ("baseline", scenarios.run_baseline)):
+            row, timeline = await run(regime)
+            rows.append(row)
+            timelines[f"{regime.name}|{who}"] = (regime, timeline)
+            print(f"  done: {regime.name} / {row['client']}", file=sys.stderr)
+    return rows, timelines
+
+
+def _memory(n: int) -> list[dict[str, Any]]:
+    rows = []
+    for case in ("ours-gather", "ours-as-completed", "baseline-gather"):
+        # A fresh interpreter per case, so one case's garbage never counts against another.
+        proc = subprocess.run(  # noqa: S603  our own module, fixed arguments
+            [sys.executable, "-m", "benchmarks", "--memory-case", case, "--memory-n", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"  done: memory {case}", file=sys.stderr)
+    return rows
+
+
+def _plot(timelines: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: pip install -e '.[bench]'", file=sys.stderr)
+        return
+    names = sorted({key.split("|")[0] for key in timelines})
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.2 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        for who in ("ours", "baseline"):
+            regime, tl = timelines[f"{name}|{who}"]
+            start = tl["start"]
+            arrivals = [t - start for t in tl["arrivals"]]
+            end = max(arrivals, default=1.0)
+            step = 0.5
+            bins = [0] * (int(end / step) + 1)
+            for t in arrivals:
+                if t >= 0:
+                    bins[int(t / step)] += 1
+            label = "nanobanana-async" if who == "ours" else "hand-written"
+            axes[row][0].plot(
+                [i * step for i in range(len(bins))], [b / step for b in bins], label=label
+            )
+            axes[row][1].plot(
+                [t - start for t, _ in tl["in_flight"]],
+                [v for _, v in tl["in_flight"]],
+                label=label,
+            )
+        axes[row][0].axhline(
+            regime.requests / regime.per, color="red", linestyle="--", label="limit"
+        )
+        axes[row][0].set_title(f"{name}: requests per second")
+        axes[row][1].axhline(regime.concurrent, color="red", linestyle="--", label="cap")
+        axes[row][1].set_title(f"{name}: tasks in flight")
+        for ax in axes[row]:
+            ax.set_xlabel("seconds")
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--scenarios",
+        default="1,1b,3,4",
+        help="comma-separated: 1, 1b, 3, 4 (default), 5 is --full",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="scenario 5: the documented limits and latency (~10 minutes)",
+    )
+    parser.add_argument("--plot", action="store_true", help="write a PNG (needs matplotlib)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--memory-case", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-n", type=int, default=100_000, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.memory_case:
+        print(json.dumps(asyncio.run(scenarios.memory_case(args.memory_case, args.memory_n))))
+        return 0
+
+    chosen = set(args.scenarios.split(","))
+    regimes = []
+    if "1" in chosen:
+        regimes.append(scenarios.SCENARIO_1)
+    if "1b" in chosen:
+        regimes.append(scenarios.SCENARIO_1B)
+    if args.full:
+        regimes.append(scenarios.FULL)
+    if args.quick:
+        regimes = [attrs.evolve(r, tasks=60) for r in regimes]
+    report: dict[str, Any] = {"when": dt.datetime.now(dt.UTC).isoformat(), "quick": args.quick}
+    timelines: dict[str, Any] = {}
+    if regimes:
+        rows, timelines = asyncio.run(_throughput(regimes))
+        report["throughput"] = rows
+        print("\nThroughput (ratio to min(C/T, (R/W)/2); lags as a fraction of mean latency T)")
+        print(_table(rows, THROUGHPUT_COLUMNS))
+    if "3" in chosen:
+        rows = _memory(2_000 if args.quick else 100_000)
+        report["memory"] = rows
+        print("\nMemory with 100,000 generate() calls pending (cap 1,000 tasks in flight)")
+        print(_table(rows, list(rows[0])))
+    if "4" in chosen:
+        sizes = (200, 2_000) if args.quick else (1_000, 100_000)
+        rows = [asyncio.run(scenarios.overhead(n)) for n in sizes]
+        report["overhead"] = rows
+        print("\nScheduler overhead (in-process transport, zero latency, no limits)")
+        print(_table(rows, list(rows[0])))
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "quick.json" if args.quick else "latest.json"
+    (args.out / name).write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {args.out / name}", file=sys.stderr)
+    if args.plot and timelines:
+        _plot(timelines, args.out / ("quick.png" if args.quick else "latest.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""Benchmark scenarios: throughput against the bound, memory per pending task, CPU per task."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import time
+from typing import Any
+
+import aiohttp
+import attrs
+
+import nanobanana_async as nb
+from nanobanana_async.testing import (
+    FakeClock,
+    HttpRequest,
+    HttpResponse,
+    Latency,
+    ScriptedTransport,
+    ServerLimits,
+    Simulator,
+    json_response,
+)
+
+from .baseline import Baseline, aiohttp_sender
+
+DOC_LATENCY = 17.5  # the providers' docs: Nano Banana takes ~15-20 s
+DOC_FIRST_WAIT = 10.0  # apixo: wait ~10 s, then poll every 3 s
+DOC_INTERVAL = 3.0
+
+
+@attrs.frozen
+class Regime:
+    """Limits and latency of one throughput scenario."""
+
+    name: str
+    requests: int
+    per: float
+    concurrent: int
+    mean_latency: float
+    sigma: float
+    tasks: int
+
+    @property
+    def median(self) -> float:
+        """Lognormal median for the configured mean."""
+        return self.mean_latency / math.exp(self.sigma**2 / 2)
+
+    def bound(self, *, callbacks: bool = False) -> float:
+        """Tasks per second no client can beat: min(C / T, (R / W) / 2), or R / W with callbacks."""
+        rate = self.requests / self.per
+        return min(self.concurrent / self.mean_latency, rate if callbacks else rate / 2)
+
+
+SCENARIO_1 = Regime("1 concurrency-bound", 1000, 6.0, 100, 1.75, 0.5, 1200)
+SCENARIO_1B = Regime("1b rate-bound", 1000, 6.0, 400, 1.75, 0.5, 1200)
+FULL = Regime("5 full scale", 10_000, 60.0, 1000, 17.5, 0.5, 30_000)
+
+
+async def _sample(into: list[tuple[float, int]], read: Any, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        into.append((loop.time(), read()))
+        await asyncio.sleep(0.1)
+
+
+def _steady_ratio(done_at: list[float], regime: Regime) -> float:
+    """Throughput over the middle 80% of completions (no start-up, no tail), over the bound."""
+    times = sorted(done_at)
+    if len(times) < 10:
+        return math.nan
+    lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
+    return (len(times) * 0.8) / max(hi - lo, 1e-9) / regime.bound()
+
+
+def _summary(
+    who: str,
+    regime: Regime,
+    sim: Simulator,
+    wall: float,
+    ok: int,
+    max_in_flight: int,
+    done_at: list[float],
+) -> dict[str, Any]:
+    lags = sorted(sim.stats.lags) or [math.nan]
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    return {
+        "scenario": regime.name,
+        "client": who,
+        "tasks": regime.tasks,
+        "succeeded": ok,
+        "wall_s": round(wall, 2),
+        "throughput_per_s": round(ok / wall, 2),
+        "bound_per_s": round(regime.bound(), 2),
+        "ratio_to_bound": round(ok / wall / regime.bound(), 3),
+        "steady_ratio": round(_steady_ratio(done_at, regime), 3),
+        "checks_per_task": round(sim.stats.checks_per_task(), 2),
+        "server_429s": sim.stats.rate_limited,
+        "max_requests_in_window": sim.stats.max_window,
+        "request_limit": regime.requests,
+        "max_concurrent_server": sim.stats.max_concurrent,
+        "max_in_flight_client": max_in_flight,
+        "concurrent_cap": regime.concurrent,
+        "lag_p50_over_T": round(statistics.median(lags) / regime.mean_latency, 3),
+        "lag_p99_over_T": round(p99 / regime.mean_latency, 3),
+    }
+
+
+def _simulator(regime: Regime, seed: int) -> Simulator:
+    return Simulator(
+        "apixo",
+        latency=Latency(median=regime.median, sigma=regime.sigma),
+        limits=ServerLimits(
+            requests=regime.requests, per=regime.per, concurrent_tasks=regime.concurrent
+        ),
+        seed=seed,
+        record_timeline=True,
+    )
+
+
+async def run_ours(regime: Regime, seed: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our client; returns the summary row and the timelines for plotting."""
+    samples: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    limits = nb.Limits(requests=regime.requests, per=regime.per, concurrent_tasks=regime.concurrent)
+    async with (
+        _simulator(regime, seed) as sim,
+        nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url, limits=limits) as client,
+    ):
+        sampler = asyncio.ensure_future(
+            _sample(samples, lambda: client.statistics().in_flight, stop)
+        )
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        done_at: list[float] = []
+
+        async def one(i: int) -> nb.ImageResult:
+            result = await client.generate(f"prompt {i}")
+            done_at.append(loop.time())
+            return result
+
+        outcomes = await asyncio.gather(
+            *(one(i) for i in range(regime.tasks)), return_exceptions=True
+        )
+        wall = loop.time() - start
+        stop.set()
+        await sampler
+        peak = client.statistics().peak_in_flight
+    ok = sum(isinstance(o, nb.ImageResult) for o in outcomes)
+    timeline = {"start": start, "arrivals": sim.stats.arrivals, "in_flight": samples}
+    return _summary("nanobanana-async", regime, sim, wall, ok, peak, done_at), timeline
+
+
+async def run_baseline(regime: Regime, seed: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hand-written client, docs' timing scaled to the regime's latency."""
+    scale = regime.mean_latency / DOC_LATENCY
+    samples: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    async with (
+        _simulator(regime, seed) as sim,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+    ):
+        baseline = Baseline(
+            aiohttp_sender(session, sim.base_url, sim.api_key),
+            concurrent=regime.concurrent,
+            first_wait=DOC_FIRST_WAIT * scale,
+            interval=DOC_INTERVAL * scale,
+        )
+        sampler = asyncio.ensure_future(_sample(samples, lambda: baseline.in_flight, stop))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        done_at: list[float] = []
+
+        async def one(i: int) -> list[str]:
+            urls = await baseline.generate(f"prompt {i}")
+            done_at.append(loop.time())
+            return urls
+
+        outcomes = await asyncio.gather(
+            *(one(i) for i in range(regime.tasks)), return_exceptions=True
+        )
+        wall = loop.time() - start
+        stop.set()
+        await sampler
+    ok = sum(isinstance(o, list) for o in outcomes)
+    timeline = {"start": start, "arrivals": sim.stats.arrivals, "in_flight": samples}
+    return (
+        _summary("hand-written", regime, sim, wall, ok, baseline.max_in_flight, done_at),
+        timeline,
+    )
+
+
+# ---------------------------------------------------------------------- memory (scenario 3)
+
+
+def _holding_server(request: HttpRequest) -> HttpResponse:
+    """Accepts every task and keeps it running forever."""
+    if request.kind == "submit":
+        return json_response({"code": 200, "message": "success", "data": {"taskId": "t"}})
+    return json_response(
+        {"code": 200, "message": "success", "data": {"taskId": "t", "state": "processing"}}
+    )
+
+
+async def _settle_until(predicate: Any) -> None:
+    # The fake clock is frozen, so nothing would ever set an event: spin the loop instead.
+    while not predicate():  # noqa: ASYNC110
+        await asyncio.sleep(0)
+
+
+async def memory_case(case: str, n: int) -> dict[str, Any]:
+    """Bytes per pending call for one case, measured with tracemalloc (run in a fresh process)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    base = tracemalloc.take_snapshot()
+    rss_before = _rss()
+    live = 0
+    if case in ("ours-gather", "ours-as-completed"):
+        clock = FakeClock()  # frozen: nothing polls, every task stays pending
+        client = nb.Client(
+            "apixo", api_key="k", transport=ScriptedTransport(_holding_server), clock=clock
+        )
+        await client.__aenter__()
+        if case == "ours-gather":
+            jobs = [asyncio.ensure_future(client.generate(f"p{i}")) for i in range(n)]
+            await _settle_until(lambda: client.statistics().in_flight >= 1000)
+            await asyncio.sleep(0)
+            live = n
+        else:
+            prompts = (f"p{i}" for i in range(n))
+            consumer = asyncio.ensure_future(_drain(client.as_completed(prompts)))
+            await _settle_until(lambda: client.statistics().in_flight >= 1000)
+            jobs = [consumer]
+            live = client.statistics().in_flight
+    else:
+
+        async def send(method: str, path: str, body: Any, params: Any) -> Any:
+            return 200, {}, {"code": 200, "data": {"taskId": "t", "state": "processing"}}
+
+        baseline = Baseline(send, concurrent=1000, first_wait=3600.0, interval=3600.0)
+        jobs = [asyncio.ensure_future(baseline.generate(f"p{i}")) for i in range(n)]
+        await _settle_until(lambda: baseline.in_flight >= 1000)
+        live = n
+    snapshot = tracemalloc.take_snapshot()
+    used = sum(s.size_diff for s in snapshot.compare_to(base, "filename"))
+    rss_after = _rss()
+    tracemalloc.stop()
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    return {
+        "case": case,
+        "requests": n,
+        "live_calls": live,
+        "traced_mb": round(used / 2**20, 1),
+        "bytes_per_pending_call": round(used / n),
+        "rss_delta_mb": round((rss_after - rss_before) / 2**20, 1),
+    }
+
+
+async def _drain(tasks: Any) -> None:
+    async for _ in tasks:
+        pass
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096
+
+
+# ---------------------------------------------------------------------- overhead (scenario 4)
+
+
+async def overhead(n: int) -> dict[str, Any]:
+    """CPU microseconds per task for submit, one status check and resolve, in process."""
+
+    # Answers are built once: the fake server's own JSON encoding is not our overhead.
+    created = json_response({"code": 200, "message": "success", "data": {"taskId": "t"}})
+    done = json_response(
+        {
+            "code": 200,
+            "message": "success",
+            "data": {
+                "taskId": "t",
+                "state": "success",
+                "costTime": 1,
+                "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
+            },
+        }
+    )
+
+    def instant(request: HttpRequest) -> HttpResponse:
+        return created if request.kind == "submit" else done
+
+    limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n)
+    transport = ScriptedTransport(instant)
+    async with nb.Client("apixo", api_key="k", transport=transport, limits=limits) as client:
+        cpu = time.process_time()
+        wall = time.perf_counter()
+        results = await asyncio.gather(*(client.generate(f"p{i}") for i in range(n)))
+        cpu = time.process_time() - cpu
+        wall = time.perf_counter() - wall
+    assert len(results) == n
+    statuses = transport.count("status")
+    return {
+        "tasks": n,
+        "cpu_us_per_task": round(cpu / n * 1e6, 1),
+        "status_checks_per_task": round(statuses / n, 2),
+        "wall_s": round(wall, 2),
+    }
