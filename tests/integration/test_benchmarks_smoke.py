@@ -21,7 +21,8 @@ async def test_throughput_scenario_runs_both_clients() -> None:
         assert row["succeeded"] == 20
         assert row["max_concurrent_server"] <= regime.concurrent
     assert ours["server_429s"] == 0
-    assert timeline["arrivals"] and timeline["in_flight"]
+    assert timeline["arrivals"]
+    assert timeline["in_flight"]
 
 
 def test_memory_and_overhead_cases_run(tmp_path: Path) -> None:
