@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 from ._task import Task
+from .webhooks import CallbackReceiver, CallbackStatistics
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = (
     "APIError",
     "AuthenticationError",
     "BadResponseError",
+    "CallbackReceiver",
+    "CallbackStatistics",
     "Client",
     "ClientClosedError",
     "ClientStatistics",

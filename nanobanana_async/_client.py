@@ -32,11 +32,13 @@ from ._errors import (
 )
 from ._models import ImageRequest, ImageResult, TaskRef, is_http_url
 from ._redact import Secret
+from ._scheduler._plan import Entry
 from ._scheduler._runner import Account, Connection, Scheduler, Tracked
 from ._task import Task
 from ._transport import AiohttpTransport, Transport
 from .providers import DRIVERS, PROVIDERS, ProviderDriver, validate
 from .providers._local import LocalDriver
+from .webhooks import CallbackReceiver
 
 _log = logging.getLogger("nanobanana_async")
 
@@ -91,6 +93,9 @@ class Client:
         retry: retry policy; see :class:`RetryPolicy`.
         timeouts: request and task timeouts; see :class:`Timeouts`.
         transport: replaces HTTP entirely (tests use ``testing.ScriptedTransport``).
+        callbacks: a started or mounted :class:`CallbackReceiver`; every submit to a provider
+            that offers callbacks then carries its own callback URL, and the first status
+            check moves late (polling stays as the safety net). xingchao keeps polling.
         clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
         wall_clock: unix time for timestamps and HTTP-date Retry-After.
         random: returns floats in [0, 1) for backoff jitter.
@@ -110,6 +115,7 @@ class Client:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         transport: Transport | None = None,
+        callbacks: CallbackReceiver | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
@@ -137,6 +143,7 @@ class Client:
         self._timeouts = timeouts or Timeouts()
         self._session = session
         self._transport = transport
+        self._callbacks = callbacks
         self._clock = clock or DEFAULT_CLOCK
         self._wall_clock = wall_clock
         self._random = random
@@ -296,32 +303,61 @@ class Client:
         """
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
-        validate(self._driver, request)
-        conn = await self._ensure_started()
-        await conn.account.slots.acquire()
+        nonce: str | None = None
+        sent = request
+        if (
+            self._callbacks is not None
+            and self._driver.supports_callback
+            and request.callback_url is None
+        ):
+            nonce, url = self._callbacks._prepare(self._driver)
+            sent = attrs.evolve(request, callback_url=url)
+        try:
+            validate(self._driver, sent)
+            conn = await self._ensure_started()
+            await conn.account.slots.acquire()
+        except BaseException:
+            if nonce is not None and self._callbacks is not None:
+                self._callbacks._discard(nonce)
+            raise
         task = Task(request)
-        inner = asyncio.ensure_future(self._submit_and_track(conn, task, request))
+        inner = asyncio.ensure_future(self._submit_and_track(conn, task, sent, nonce))
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         return await asyncio.shield(inner)
 
-    async def _submit_and_track(self, conn: Connection, task: Task, request: ImageRequest) -> Task:
+    async def _submit_and_track(
+        self, conn: Connection, task: Task, request: ImageRequest, nonce: str | None
+    ) -> Task:
         try:
             ref = await self._send_submit(conn, request)
         except BaseException:
             conn.account.slots.release()
+            if nonce is not None and self._callbacks is not None:
+                self._callbacks._discard(nonce)
             raise
         task._accept(ref)
         _log.info("%s accepted task %s (model %s)", ref.provider, ref.task_id, ref.model)
-        self._track(conn, task, ref, timeout=request.timeout, holds_slot=True)
+        entry = self._track(
+            conn, task, ref, timeout=request.timeout, holds_slot=True, late=nonce is not None
+        )
+        if nonce is not None and self._callbacks is not None and self._scheduler is not None:
+            self._callbacks._bind(nonce, self._scheduler, entry)
         return task
 
     def _track(
-        self, conn: Connection, task: Task, ref: TaskRef, *, timeout: float | None, holds_slot: bool
-    ) -> None:
+        self,
+        conn: Connection,
+        task: Task,
+        ref: TaskRef,
+        *,
+        timeout: float | None,
+        holds_slot: bool,
+        late: bool = False,
+    ) -> Entry[Tracked]:
         assert self._scheduler is not None
         default = LOCAL_TASK_TIMEOUT if self._provider == "local" else DEFAULT_TASK_TIMEOUT
         conn.account.tracked += 1
-        self._scheduler.track(
+        return self._scheduler.track(
             Tracked(
                 ref=ref,
                 task=task,
@@ -330,6 +366,7 @@ class Client:
                 submitted_wall=self._wall_clock(),
             ),
             timeout=timeout or self._timeouts.task or default,
+            late=late,
         )
 
     async def _send_submit(self, conn: Connection, request: ImageRequest) -> TaskRef:

@@ -19,9 +19,14 @@ import attrs
 P = TypeVar("P")
 
 MIN_SAMPLES: Final = 3
+# With callbacks a check before the finish is pure waste, and the first completions seen are
+# the fastest ones (the model starts biased low): wait for more samples, and aim late.
+LATE_MIN_SAMPLES: Final = 20
+_Z_LATE: Final = 2.33
 # More probes than samples needed: the model is learned from the fastest few, not the slowest.
 PROBES: Final = 8  # tasks per (provider, model) checked on a geometric schedule while unlearned
 _PROBE_GROWTH: Final = 1.5
+_LATE_PRESSURE: Final = 3.0
 _PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
 _Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned durations
 _Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
@@ -82,12 +87,12 @@ class LatencyModel:
         checked early and then at growing ages, which learn the real latency quickly when the
         advice is far off. Once learned: at the 31st percentile of durations, later under
         request-budget ``pressure`` (> 1), earlier with budget to spare (< 1); ``late`` puts it
-        at the 95th percentile.
+        at the 99th percentile once 20 tasks have finished, and at the advice until then.
         """
+        if late:
+            return self.quantile(_Z_LATE) if self.samples >= LATE_MIN_SAMPLES else self.prior_first
         if not self.learned:
             return self.prior_first * _PROBE_START if probe else self.prior_first
-        if late:
-            return self.quantile(1.65)
         return self.quantile(min(1.0, _Z_FIRST + 0.5 * (pressure - 1.0)))
 
     def next_check(self, age: float, *, probe: bool = False, pressure: float = 1.0) -> float:
@@ -122,6 +127,9 @@ class Entry(Generic[P]):
         last_running: when it was last seen not finished.
         checks, failures, bad_responses: counters for this task.
         done: resolved; stale heap rows are skipped.
+        recheck: a callback came while a check was in flight; check once more right away.
+        late: callbacks are expected, polling is only the safety net.
+        hinted: a callback made the current check due, so the task ended just before it.
     """
 
     payload: P
@@ -137,6 +145,9 @@ class Entry(Generic[P]):
     done: bool = False
     in_flight: bool = False
     probe: bool = False
+    recheck: bool = False
+    late: bool = False
+    hinted: bool = False
 
 
 class Planner(Generic[P]):
@@ -179,7 +190,9 @@ class Planner(Generic[P]):
             last_running=now,
         )
         model = self.model(group, first_poll, poll_interval)
-        if not model.learned and model.probes < PROBES:
+        entry.late = late
+        # Callbacks teach the model without probing; only polled tasks probe.
+        if not late and not model.learned and model.probes < PROBES:
             model.probes += 1
             entry.probe = True
         first = model.first_check(late=late, probe=entry.probe, pressure=pressure)
@@ -207,6 +220,8 @@ class Planner(Generic[P]):
         """A check saw the task still running: plan the next check."""
         entry.last_running = now
         model = self._models[entry.group]
+        if entry.late:
+            pressure = _LATE_PRESSURE  # a lost callback costs a delay, not a stream of checks
         age = now - entry.submitted
         at = entry.submitted + model.next_check(age, probe=entry.probe, pressure=pressure)
         self.schedule(entry, min(at, entry.deadline))
@@ -219,17 +234,22 @@ class Planner(Generic[P]):
         low, high = entry.last_running - entry.submitted, now - entry.submitted
         if elapsed is not None and 0.0 < elapsed <= high:
             low = high = elapsed
+        elif entry.hinted:
+            low = high  # the callback came when the task ended; this check followed at once
         model = self._models[entry.group]
-        was_learned = model.learned
         model.observe(low, high)
         self.finish(entry)
-        if model.learned and not was_learned:
+        if model.samples == MIN_SAMPLES:
             self._replan_first_checks(entry.group, model)
 
     def _replan_first_checks(self, group: Hashable, model: LatencyModel) -> None:
         # Tasks submitted before the model was learned wait on the provider's advice; move
         # their first check to what the learned model says (once per group, O(pending)).
+        # Tasks expecting a callback keep the advice: an early model is biased low (the first
+        # completions are the fastest), and for them an early check is pure waste.
         for at, _, entry in list(self._due):
+            if entry.late:
+                continue
             if entry.group == group and not entry.done and entry.checks == 0 and at == entry.due:
                 first = min(entry.submitted + model.first_check(), entry.deadline)
                 if first != entry.due:

@@ -187,8 +187,12 @@ class Scheduler:
 
     # ----------------------------------------------------------------- tracking
 
-    def track(self, tracked: Tracked, *, timeout: float, late: bool = False) -> None:
-        """Start polling a submitted task until it ends or ``timeout`` seconds pass."""
+    def track(self, tracked: Tracked, *, timeout: float, late: bool = False) -> Entry[Tracked]:
+        """Start polling a submitted task until it ends or ``timeout`` seconds pass.
+
+        ``late`` (callbacks on): the first check waits until the 95th percentile of learned
+        latency, so polling is only the safety net for a lost callback.
+        """
         now = self.clock.now()
         driver = tracked.conn.driver
         entry = self.plan.add(
@@ -210,6 +214,25 @@ class Scheduler:
             )
         else:
             self._nudge()
+        return entry
+
+    def hint(self, entry: Entry[Tracked]) -> None:
+        """A verified callback says the task may have ended: check it now, once.
+
+        The callback is never the truth; the check that follows resolves the task. Repeated
+        callbacks cost at most one extra check.
+        """
+        if entry.done:
+            return
+        entry.hinted = True
+        if entry.in_flight:
+            entry.recheck = True
+            return
+        now = self.clock.now()
+        if entry.due <= now:
+            return  # already due or waiting for a request slot
+        self.plan.schedule(entry, now)
+        self._nudge()
 
     def close_connection(self, conn: Connection) -> None:
         """Fail every pending task of a closing client with ClientClosedError."""
@@ -235,7 +258,12 @@ class Scheduler:
                 for entry in self.plan.expire(now):
                     self._expire(entry)
                 for entry in self.plan.due(now):
-                    entry.payload.conn.account.ready.append(entry)
+                    ready = entry.payload.conn.account.ready
+                    # A check a callback asked for is the likeliest to free a task slot.
+                    if entry.hinted:
+                        ready.appendleft(entry)
+                    else:
+                        ready.append(entry)
                 wakeup = self.plan.next_wakeup()
                 for account in self._accounts.values():
                     if account.ready:
@@ -393,6 +421,11 @@ class Scheduler:
             _log.warning(
                 "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
             )
+        if entry.recheck:
+            entry.recheck = False
+            entry.last_running = now
+            self.plan.schedule(entry, now)
+            return
         self.plan.record_running(entry, now, tracked.conn.account.pressure)
 
     def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:

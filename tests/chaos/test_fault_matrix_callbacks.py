@@ -1,0 +1,168 @@
+"""Fault-matrix rows F12-F17: callbacks through the real receiver app on 127.0.0.1.
+
+The client polls on a fake clock with a scripted apixo; callbacks are real HTTP POSTs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import attrs
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport, settle
+from tests.fakeapi import FakeApixo
+
+
+@attrs.define
+class Rig:
+    clock: FakeClock
+    server: FakeApixo
+    receiver: nb.CallbackReceiver
+    client: nb.Client
+    http: aiohttp.ClientSession
+    urls: dict[str, str] = attrs.field(factory=dict)
+
+    async def post(self, url: str, body: object, **kwargs: object) -> int:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.http.post(url, data=data, **kwargs) as resp:  # type: ignore[arg-type]
+            return resp.status
+
+    def status_body(self, task_id: str, state: str = "success") -> dict[str, object]:
+        data: dict[str, object] = {"taskId": task_id, "state": state}
+        if state == "success":
+            data["resultJson"] = json.dumps({"resultUrls": [f"https://img.test/{task_id}.png"]})
+        return {"code": 200, "message": "success", "data": data}
+
+
+@pytest.fixture
+async def rig(clock: FakeClock) -> AsyncIterator[Rig]:
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    receiver = nb.CallbackReceiver()
+    await receiver.start()
+    client = nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, callbacks=receiver
+    )
+    urls: dict[str, str] = {}
+    create = server.create
+
+    def recording_create(request: HttpRequest) -> HttpResponse:
+        answer = create(request)
+        assert isinstance(request.json, dict)
+        urls[f"t{len(server.tasks) - 1}"] = request.json["callback_url"]
+        return answer
+
+    server.create = recording_create  # type: ignore[method-assign]
+    async with client, aiohttp.ClientSession() as http:
+        yield Rig(clock, server, receiver, client, http, urls)
+    await receiver.aclose()
+
+
+async def test_f12_duplicate_callback(rig: Rig) -> None:
+    """The same callback twice: at most one extra check; the task resolves once."""
+    task = await rig.client.submit(nb.ImageRequest(prompt="a cat"))
+    await rig.clock.advance(12.5)
+    body = rig.status_body("t0")
+    assert await rig.post(rig.urls["t0"], body) == 200
+    assert await rig.post(rig.urls["t0"], body) == 200
+    await rig.clock.run_until(task.done, limit=5)
+    assert (await task).task_id == "t0"
+    assert rig.server.count("status") <= 2
+    assert await rig.post(rig.urls["t0"], body) == 200  # a replay after the end: no-op
+    await settle()
+    assert rig.server.count("status") <= 2
+    assert rig.receiver.statistics().accepted == 1
+
+
+async def test_f13_forged_callback(rig: Rig) -> None:
+    """Missing, wrong and foreign tokens: 401/404 and no check at all."""
+    first = await rig.client.submit(nb.ImageRequest(prompt="a cat"))
+    await rig.client.submit(nb.ImageRequest(prompt="a dog"))
+    await rig.clock.advance(11.0)  # past the safety-net checks at 10 s, before any other
+    before = rig.server.count("status")
+    base = rig.receiver.public_url
+    assert base is not None
+    token = rig.urls["t0"].rsplit("/", 1)[1]
+    nonce, _, signature = token.partition(".")
+    assert await rig.post(f"{base}/{nonce}.{'A' * len(signature)}", rig.status_body("t0")) == 401
+    assert await rig.post(f"{base}/{nonce}", rig.status_body("t0")) == 401
+    assert await rig.post(f"{base}/", rig.status_body("t0")) in (404, 405)
+    # A valid token for t0 carrying t1's body is foreign.
+    assert await rig.post(rig.urls["t0"], rig.status_body("t1")) == 404
+    await rig.clock.advance(0.5)
+    assert rig.server.count("status") == before
+    assert not first.done()
+    assert rig.receiver.statistics().rejected == 3
+
+
+async def test_f14_lying_callback(rig: Rig) -> None:
+    """A valid callback claiming success while the provider says running resolves nothing."""
+    task = await rig.client.submit(nb.ImageRequest(prompt="a cat"))
+    await rig.clock.advance(2.0)  # the task really ends at 12 s
+    assert await rig.post(rig.urls["t0"], rig.status_body("t0")) == 200
+    await rig.clock.advance(0.1)
+    assert rig.server.count("status") == 1  # the confirm check ran …
+    assert not task.done()  # … and saw it running
+    await rig.clock.run_until(task.done, limit=60)
+    assert (await task).urls == ("https://img.test/t0.png",)
+
+
+async def test_f15_oversized_callback(rig: Rig) -> None:
+    """A 10 MiB body or a chunked stream past the limit is refused with 413, unparsed."""
+    await rig.client.submit(nb.ImageRequest(prompt="a cat"))
+    async with rig.http.post(rig.urls["t0"], data=io.BytesIO(b"x" * (10 * 1024 * 1024))) as resp:
+        assert resp.status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"y" * 8192
+
+    async with rig.http.post(rig.urls["t0"], data=chunks()) as resp:
+        assert resp.status == 413
+    await settle()
+    assert rig.server.count("status") == 0
+
+
+async def test_f16_callback_before_submit_returns(rig: Rig) -> None:
+    """A callback that beats the submit's answer is held, then applied on registration."""
+    gate = asyncio.Event()
+    seen: list[str] = []
+
+    async def slow_create(request: HttpRequest) -> HttpResponse:
+        assert isinstance(request.json, dict)
+        seen.append(request.json["callback_url"])
+        await gate.wait()
+        return rig.server.create(request)
+
+    rig.server.hook = lambda r: slow_create(r) if r.kind == "submit" else None  # type: ignore[assignment,return-value]
+    pending = asyncio.ensure_future(rig.client.submit(nb.ImageRequest(prompt="a cat")))
+    await settle()
+    # The provider finished instantly and called back before answering the create.
+    rig.server.latency = lambda i: 0.0
+    assert await rig.post(seen[0], rig.status_body("t0")) == 200
+    assert rig.receiver.statistics().early == 1
+    gate.set()
+    task = await pending
+    await rig.clock.advance(0.1)
+    assert task.done()
+    assert rig.server.count("status") == 1
+
+
+async def test_f17_callback_poll_race(rig: Rig) -> None:
+    """Terminal via both callback and check: one resolution; a later 'failed' is ignored."""
+    task = await rig.client.submit(nb.ImageRequest(prompt="a cat"))
+    await rig.clock.advance(12.5)
+    assert await rig.post(rig.urls["t0"], rig.status_body("t0")) == 200
+    await rig.clock.advance(0.1)
+    result = await task
+    checks = rig.server.count("status")
+    assert await rig.post(rig.urls["t0"], rig.status_body("t0", "failed")) == 200
+    await rig.clock.advance(30)
+    assert task.state is nb.TaskState.SUCCEEDED
+    assert (await task) == result
+    assert rig.server.count("status") == checks

@@ -1,0 +1,118 @@
+"""Callbacks end to end: the simulator calls the receiver, the client confirms by polling."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import pytest
+from aiohttp import web
+
+import nanobanana_async as nb
+from nanobanana_async.testing import Faults, Latency, ServerLimits, Simulator
+
+LATENCY = Latency(median=1.0, sigma=0.3)
+LIMITS = nb.Limits(requests=3000, per=10.0, concurrent_tasks=50)
+N = 200
+
+
+async def _run(provider: str, *, callbacks: bool, drop: float = 0.0) -> tuple[Simulator, float]:
+    faults = Faults(callback_drop=drop)
+    server_limits = ServerLimits(requests=3000, per=10.0, concurrent_tasks=50)
+    async with (
+        nb.CallbackReceiver() as receiver,
+        Simulator(provider, latency=LATENCY, faults=faults, limits=server_limits, seed=5) as sim,
+        nb.Client(
+            provider,
+            api_key=sim.api_key,
+            base_url=sim.base_url,
+            limits=LIMITS,
+            callbacks=receiver if callbacks else None,
+        ) as client,
+    ):
+        results = await asyncio.gather(*(client.generate(f"p{i}", timeout=60) for i in range(N)))
+    assert len({r.task_id for r in results}) == N
+    assert sim.stats.rate_limited == 0
+    return sim, statistics.median(sim.stats.lags)
+
+
+@pytest.mark.parametrize("provider", ["crun", "nanobananaapi", "apixo"])
+async def test_callbacks_resolve_every_task_with_about_one_check(provider: str) -> None:
+    """With callbacks, every task resolves at ≤ 1.1 checks per task and far less lag."""
+    with_callbacks, lag = await _run(provider, callbacks=True)
+    assert with_callbacks.stats.callbacks_sent == N
+    assert with_callbacks.stats.checks_per_task() <= 1.1
+    _, polling_lag = await _run(provider, callbacks=False)
+    assert lag < polling_lag / 3
+
+
+async def test_lost_callbacks_cost_a_delay_never_a_task() -> None:
+    """With 30% of callbacks never delivered, polling still resolves every task."""
+    sim, _ = await _run("apixo", callbacks=True, drop=0.3)
+    assert sim.stats.callbacks_dropped > N * 0.2
+
+
+async def test_nanobananaapi_pro_needs_and_gets_a_callback_url() -> None:
+    """nano-banana-pro requires a callback URL on nanobananaapi; the receiver supplies it."""
+    async with (
+        nb.CallbackReceiver() as receiver,
+        Simulator("nanobananaapi", latency=Latency(median=0.3)) as sim,
+    ):
+        async with nb.Client("nanobananaapi", api_key=sim.api_key, base_url=sim.base_url) as bare:
+            with pytest.raises(nb.InvalidRequestError, match=r"\$\.callback_url"):
+                await bare.generate("a cat", model="nano-banana-pro")
+        async with nb.Client(
+            "nanobananaapi", api_key=sim.api_key, base_url=sim.base_url, callbacks=receiver
+        ) as client:
+            result = await client.generate("a cat", model="nano-banana-pro", resolution="4K")
+    assert result.urls
+    assert sim.stats.callbacks_sent == 1
+
+
+async def test_receiver_mounted_in_a_user_app() -> None:
+    """The receiver works as a sub-app of the caller's own aiohttp application."""
+    receiver = nb.CallbackReceiver()
+    app = web.Application()
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/health", health)
+    app.add_subapp("/hooks", receiver.app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    receiver.public_url = f"http://127.0.0.1:{port}/hooks"
+    try:
+        async with (
+            Simulator("crun", latency=Latency(median=0.3)) as sim,
+            nb.Client("crun", api_key=sim.api_key, base_url=sim.base_url, callbacks=receiver) as c,
+        ):
+            results = await asyncio.gather(*(c.generate(f"p{i}") for i in range(5)))
+    finally:
+        await runner.cleanup()
+    assert all(r.urls for r in results)
+    assert receiver.statistics().accepted + receiver.statistics().duplicates == 5
+    assert sim.stats.callbacks_sent == 5
+
+
+def test_receiver_needs_a_public_url_before_use() -> None:
+    """Submitting through a receiver that has no public URL is a configuration error."""
+    with pytest.raises(nb.ConfigurationError):
+        nb.CallbackReceiver(public_url="ftp://x")
+
+    async def go() -> None:
+        receiver = nb.CallbackReceiver()
+        async with (
+            Simulator("apixo", latency=Latency(median=0.3)) as sim,
+            nb.Client(
+                "apixo", api_key=sim.api_key, base_url=sim.base_url, callbacks=receiver
+            ) as client,
+        ):
+            with pytest.raises(nb.ConfigurationError):
+                await client.generate("a cat")
+            assert sim.stats.total_requests == 0
+
+    asyncio.run(go())
