@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import random as _random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from pathlib import Path
 from typing import Final, Self
 
 import aiohttp
@@ -18,11 +20,14 @@ import attrs
 from ._backoff import delay
 from ._clock import DEFAULT_CLOCK, Clock
 from ._config import Limits, RetryPolicy, Timeouts
+from ._download import Downloader
 from ._errors import (
+    APIError,
     BadResponseError,
     ClientClosedError,
     ConfigurationError,
     ConnectError,
+    GenerationFailedError,
     InvalidRequestError,
     NanoBananaError,
     ProviderUnavailableError,
@@ -30,6 +35,7 @@ from ._errors import (
     SubmitOutcomeUnknownError,
     TransportError,
 )
+from ._journal import Journal, JournalEntry, request_key
 from ._models import ImageRequest, ImageResult, TaskRef, is_http_url
 from ._redact import Secret
 from ._scheduler._plan import Entry
@@ -96,6 +102,8 @@ class Client:
         callbacks: a started or mounted :class:`CallbackReceiver`; every submit to a provider
             that offers callbacks then carries its own callback URL, and the first status
             check moves late (polling stays as the safety net). xingchao keeps polling.
+        journal: an SQLite file recording each submit's intent, task id and end state, so a
+            rerun re-attaches to tasks instead of paying for them again (see ``submit``).
         clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
         wall_clock: unix time for timestamps and HTTP-date Retry-After.
         random: returns floats in [0, 1) for backoff jitter.
@@ -116,6 +124,7 @@ class Client:
         timeouts: Timeouts | None = None,
         transport: Transport | None = None,
         callbacks: CallbackReceiver | None = None,
+        journal: str | Path | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
@@ -144,6 +153,9 @@ class Client:
         self._session = session
         self._transport = transport
         self._callbacks = callbacks
+        self._journal = Journal(journal, wall_clock=wall_clock) if journal is not None else None
+        self._journal_writes: set[asyncio.Task[None]] = set()
+        self._downloader = Downloader()
         self._clock = clock or DEFAULT_CLOCK
         self._wall_clock = wall_clock
         self._random = random
@@ -243,6 +255,11 @@ class Client:
             self._scheduler.close_connection(self._conn)
             await self._scheduler.detach()
             await self._conn.transport.aclose()
+        if self._journal_writes:
+            await asyncio.gather(*self._journal_writes, return_exceptions=True)
+        if self._journal is not None:
+            await self._journal.aclose()
+        await self._downloader.aclose()
         if self._simulator is not None:
             from .testing import Simulator
 
@@ -289,12 +306,17 @@ class Client:
         task = await self.submit(request)
         return await task
 
-    async def submit(self, request: ImageRequest) -> Task:
+    async def submit(self, request: ImageRequest, *, key: str | None = None) -> Task:
         """Submit a task and return as soon as the provider accepted it.
 
         Waits first for a free concurrent-task slot (back-pressure: callers beyond
         ``limits.concurrent_tasks`` wait, they are not failed). Once the submit has been sent,
         cancelling the caller no longer abandons it: an accepted task is still tracked.
+
+        With a journal, the request is looked up by ``key`` (default: a hash of the provider
+        and the request, so identical requests share one task; batch runs pass a line key).
+        A key with a task id re-attaches to that task (or returns its recorded end) instead of
+        paying again; a key with an intent but no task id raises SubmitOutcomeUnknownError.
 
         Raises:
             InvalidRequestError: before any request, for input the provider would refuse.
@@ -303,6 +325,12 @@ class Client:
         """
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
+        journal_key: str | None = None
+        if self._journal is not None:
+            journal_key = key or request_key(self._driver.name, request)
+            known = await self._journal.get(journal_key)
+            if known is not None:
+                return await self._reattach(known)
         nonce: str | None = None
         sent = request
         if (
@@ -321,15 +349,34 @@ class Client:
                 self._callbacks._discard(nonce)
             raise
         task = Task(request)
-        inner = asyncio.ensure_future(self._submit_and_track(conn, task, sent, nonce))
+        inner = asyncio.ensure_future(self._submit_and_track(conn, task, sent, nonce, journal_key))
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         return await asyncio.shield(inner)
 
     async def _submit_and_track(
-        self, conn: Connection, task: Task, request: ImageRequest, nonce: str | None
+        self,
+        conn: Connection,
+        task: Task,
+        request: ImageRequest,
+        nonce: str | None,
+        journal_key: str | None,
     ) -> Task:
+        journal = self._journal if journal_key is not None else None
         try:
-            ref = await self._send_submit(conn, request)
+            if journal is not None and journal_key is not None:
+                await journal.record_intent(journal_key, self._driver.name, request)
+            try:
+                ref = await self._send_submit(conn, request)
+            except SubmitOutcomeUnknownError as exc:
+                if journal is not None and journal_key is not None:
+                    await journal.record_end(journal_key, "unknown", error=str(exc))
+                raise
+            except (ConnectError, APIError):
+                # Nothing was created (nothing sent, or refused before acceptance): a rerun
+                # may submit this request again.
+                if journal is not None and journal_key is not None:
+                    await journal.forget(journal_key)
+                raise
         except BaseException:
             conn.account.slots.release()
             if nonce is not None and self._callbacks is not None:
@@ -337,6 +384,10 @@ class Client:
             raise
         task._accept(ref)
         _log.info("%s accepted task %s (model %s)", ref.provider, ref.task_id, ref.model)
+        if journal is not None and journal_key is not None:
+            # Durable before the caller hears of the task: a crash from here on re-attaches.
+            await journal.record_submitted(journal_key, ref.task_id, ref.model)
+            self._journal_on_end(task, journal_key)
         entry = self._track(
             conn, task, ref, timeout=request.timeout, holds_slot=True, late=nonce is not None
         )
@@ -368,6 +419,85 @@ class Client:
             timeout=timeout or self._timeouts.task or default,
             late=late,
         )
+
+    async def _reattach(self, known: JournalEntry) -> Task:
+        if known.task_id is None or known.model is None:
+            raise SubmitOutcomeUnknownError(
+                f"the journal holds an earlier submit of this request (key {known.key[:16]}…) "
+                "with no task id: it may have been accepted, so it is not submitted again; "
+                "check with the provider, then remove it from the journal to retry",
+                provider=known.provider,
+                request=known.request,
+            )
+        ref = TaskRef(self._driver.name, known.task_id, known.model)
+        if known.state in ("succeeded", "failed"):
+            task = Task(known.request)
+            task._accept(ref)
+            now = dt.datetime.fromtimestamp(self._wall_clock(), tz=dt.UTC)
+            if known.state == "succeeded":
+                task._resolve(
+                    ImageResult(
+                        task_id=ref.task_id,
+                        provider=ref.provider,
+                        model=ref.model,
+                        urls=known.urls,
+                        request=known.request,
+                        submitted_at=now,
+                        completed_at=now,
+                    ),
+                    None,
+                )
+            else:
+                task._resolve(
+                    None,
+                    GenerationFailedError(
+                        known.error or "failed (recorded in the journal)",
+                        task_id=ref.task_id,
+                        provider=ref.provider,
+                        model=ref.model,
+                    ),
+                )
+            return task
+        task = self._resume(known.task_id, model=known.model, request=known.request)
+        self._journal_on_end(task, known.key)
+        return task
+
+    def _journal_on_end(self, task: Task, key: str) -> None:
+        journal = self._journal
+        assert journal is not None
+
+        def record(future: asyncio.Future[ImageResult]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                write = journal.record_end(key, "succeeded", urls=future.result().urls)
+            elif isinstance(error, GenerationFailedError):
+                write = journal.record_end(key, "failed", error=str(error))
+            else:
+                return  # timed out, closed, unreadable: the task id stays, resumable
+            pending = asyncio.ensure_future(write)
+            self._journal_writes.add(pending)
+            pending.add_done_callback(self._journal_writes.discard)
+
+        task._future.add_done_callback(record)
+
+    async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
+        """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.
+
+        Streams with a 64 MiB cap per image, writes through a temporary file and a rename (no
+        half files), keeps files already present, checks the content type, retries transient
+        failures, and runs at most 8 downloads at once per client. The API key is never sent
+        to image hosts.
+
+        Returns:
+            the paths written (or kept).
+
+        Raises:
+            BadResponseError: an image could not be fetched (for example an expired URL);
+                ``task_id`` names the task.
+        """
+        return await self._downloader.download(result, Path(dest))
 
     async def _send_submit(self, conn: Connection, request: ImageRequest) -> TaskRef:
         account, policy, driver = conn.account, conn.policy, conn.driver
@@ -454,6 +584,16 @@ class Client:
         if errors:
             raise InvalidRequestError(errors)
         assert spec is not None
+        return self._resume(task_id, model=spec.wire_id, request=None, timeout=timeout)
+
+    def _resume(
+        self,
+        task_id: str,
+        *,
+        model: str,
+        request: ImageRequest | None,
+        timeout: float | None = None,
+    ) -> Task:
         if self._closed:
             raise ClientClosedError("the client is closed")
         conn = self._conn
@@ -461,8 +601,8 @@ class Client:
             if self._provider == "local":
                 raise ConfigurationError("start the local client (async with) before resume()")
             conn = self._connect()
-        task = Task(None)
-        ref = TaskRef(self._driver.name, task_id, spec.wire_id)
+        task = Task(request)
+        ref = TaskRef(self._driver.name, task_id, model)
         task._accept(ref)
         holds_slot = conn.account.slots.try_acquire()
         self._track(conn, task, ref, timeout=timeout, holds_slot=holds_slot)

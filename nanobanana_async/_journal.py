@@ -1,0 +1,188 @@
+"""The journal: an append-and-update record in SQLite that lets a crashed batch resume without
+paying twice (does file I/O, always off the event loop).
+
+Each request is keyed (by the caller, or by a hash of the request). Before a submit is sent the
+key is recorded as an *intent*; the moment the provider accepts, its task id and model are
+recorded; the end state and image URLs follow. Every write is committed (``synchronous=FULL``)
+before the call that made it returns, so a kill at any point leaves either no row, an intent
+(outcome unknown: reported, never resubmitted silently) or a task id (re-attached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, Literal
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from ._models import ImageRequest
+
+State = Literal["intent", "submitted", "succeeded", "failed", "unknown"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    request TEXT NOT NULL,
+    state TEXT NOT NULL,
+    task_id TEXT,
+    model TEXT,
+    urls TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+@attrs.frozen(kw_only=True)
+class JournalEntry:
+    """One request as the journal knows it."""
+
+    key: str
+    provider: str
+    request: ImageRequest
+    state: State
+    task_id: str | None
+    model: str | None
+    urls: tuple[str, ...]
+    error: str | None
+
+
+def request_key(provider: str, request: ImageRequest) -> str:
+    """A stable key for a request: SHA-256 of the provider and its fields (callback excluded)."""
+    fields = request_to_json(request)
+    return hashlib.sha256(json.dumps([provider, fields], sort_keys=True).encode()).hexdigest()
+
+
+def request_to_json(request: ImageRequest) -> dict[str, object]:
+    """The request's fields as JSON values, without the per-submit callback URL."""
+    data = attrs.asdict(request)
+    data.pop("callback_url", None)
+    data["image_urls"] = list(request.image_urls)
+    return data
+
+
+class Journal:
+    """SQLite-backed journal; one writer thread, so calls never block the event loop.
+
+    Args:
+        path: the database file (created with its folder if missing).
+        wall_clock: stamps rows (unix seconds).
+    """
+
+    def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._wall_clock = wall_clock
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], object]) -> object:
+        def call() -> object:
+            with self._lock:
+                return fn(self._connect())
+
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def get(self, key: str) -> JournalEntry | None:
+        """The entry for ``key``, if any."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT key, provider, request, state, task_id, model, urls, error "
+                "FROM tasks WHERE key = ?",
+                (key,),
+            ).fetchone()
+        )
+        return _entry(row) if row is not None else None
+
+    async def entries(self) -> list[JournalEntry]:
+        """Every entry, in key order."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT key, provider, request, state, task_id, model, urls, error "
+                "FROM tasks ORDER BY key"
+            ).fetchall()
+        )
+        assert isinstance(rows, list)
+        return [_entry(row) for row in rows]
+
+    async def record_intent(self, key: str, provider: str, request: ImageRequest) -> None:
+        """Record that ``request`` is about to be submitted (durable before returning)."""
+        payload = json.dumps(request_to_json(request), sort_keys=True)
+        now = self._wall_clock()
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO tasks (key, provider, request, state, updated_at) "
+                "VALUES (?, ?, ?, 'intent', ?)",
+                (key, provider, payload, now),
+            )
+        )
+
+    async def record_submitted(self, key: str, task_id: str, model: str) -> None:
+        """Record the provider's task id the moment it accepted the submit."""
+        await self._update(key, state="submitted", task_id=task_id, model=model)
+
+    async def record_end(
+        self,
+        key: str,
+        state: State,
+        *,
+        urls: tuple[str, ...] = (),
+        error: str | None = None,
+    ) -> None:
+        """Record a final state (succeeded, failed, or unknown outcome)."""
+        await self._update(key, state=state, urls=json.dumps(list(urls)), error=error)
+
+    async def forget(self, key: str) -> None:
+        """Drop an intent whose submit surely never reached the provider."""
+        await self._run(
+            lambda db: db.execute("DELETE FROM tasks WHERE key = ? AND state = 'intent'", (key,))
+        )
+
+    async def _update(self, key: str, **values: object) -> None:
+        values["updated_at"] = self._wall_clock()
+        columns = ", ".join(f"{name} = ?" for name in values)
+        params = (*values.values(), key)
+        await self._run(lambda db: db.execute(f"UPDATE tasks SET {columns} WHERE key = ?", params))  # noqa: S608  column names are ours
+
+    async def aclose(self) -> None:
+        """Close the database."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+
+
+def _entry(row: object) -> JournalEntry:
+    assert isinstance(row, tuple)
+    key, provider, request, state, task_id, model, urls, error = row
+    return JournalEntry(
+        key=key,
+        provider=provider,
+        request=ImageRequest.from_mapping(json.loads(request)),
+        state=state,
+        task_id=task_id,
+        model=model,
+        urls=tuple(json.loads(urls)) if urls else (),
+        error=error,
+    )

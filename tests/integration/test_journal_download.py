@@ -1,0 +1,138 @@
+"""The journal (re-attach, never pay twice) and downloads (atomic, typed failures)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._journal import Journal
+from nanobanana_async.testing import Faults, Latency, Simulator
+
+FAST = Latency(median=0.2, sigma=0.2)
+
+
+async def test_same_request_twice_is_one_task(tmp_path: Path) -> None:
+    """With a journal, submitting a known request re-attaches instead of paying again."""
+    db = tmp_path / "run.db"
+    async with Simulator("apixo", latency=FAST) as sim:
+        async with nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            first = await client.generate("a cat")
+        async with nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            again = await (await client.submit(nb.ImageRequest(prompt="a cat")))
+            other = await (await client.submit(nb.ImageRequest(prompt="a cat"), key="line-2"))
+    assert again.task_id == first.task_id and again.urls == first.urls
+    assert other.task_id != first.task_id
+    assert sim.stats.creates == 2
+
+
+async def test_killed_after_accept_resumes_the_task(tmp_path: Path) -> None:
+    """A task id in the journal with no end is resumed by polling, not resubmitted."""
+    db = tmp_path / "run.db"
+    async with Simulator("crun", latency=Latency(median=0.5)) as sim:
+        async with nb.Client(
+            "crun", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            task = await client.submit(nb.ImageRequest(prompt="a cat"), key="k1")
+        # The first client closed before the task ended (as if killed after the accept).
+        with pytest.raises(nb.ClientClosedError):
+            await task
+        async with nb.Client(
+            "crun", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            result = await (await client.submit(nb.ImageRequest(prompt="a cat"), key="k1"))
+    assert result.task_id == task.id
+    assert sim.stats.creates == 1
+
+
+async def test_outcome_unknown_is_reported_not_resubmitted(tmp_path: Path) -> None:
+    """An ambiguous submit leaves an intent; the rerun reports it and sends nothing."""
+    db = tmp_path / "run.db"
+    faults = Faults(reset_after_create=1.0, kinds=frozenset({"create"}))
+    async with Simulator("apixo", latency=FAST, faults=faults) as sim:
+        async with nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            with pytest.raises(nb.SubmitOutcomeUnknownError):
+                await client.generate("a cat")
+        async with nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            with pytest.raises(nb.SubmitOutcomeUnknownError, match="journal"):
+                await client.generate("a cat")
+    assert sim.stats.requests["create"] == 1
+    entries = await _entries(db)
+    assert [e.state for e in entries] == ["unknown"]
+
+
+async def test_refused_submit_can_be_retried(tmp_path: Path) -> None:
+    """A submit refused before acceptance leaves no intent: a rerun submits it."""
+    db = tmp_path / "run.db"
+    async with Simulator("apixo", latency=FAST) as sim:
+        async with nb.Client("apixo", api_key="wrong", base_url=sim.base_url, journal=db) as client:
+            with pytest.raises(nb.AuthenticationError):
+                await client.generate("a cat")
+        async with nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db
+        ) as client:
+            assert (await client.generate("a cat")).urls
+    assert sim.stats.creates == 1
+
+
+async def test_failed_end_is_recorded(tmp_path: Path) -> None:
+    """A failed generation is recorded and returned again on a rerun, not regenerated."""
+    db = tmp_path / "run.db"
+    async with Simulator("apixo", latency=FAST) as sim:
+        for _ in range(2):
+            async with nb.Client(
+                "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db
+            ) as client:
+                with pytest.raises(nb.GenerationFailedError):
+                    await client.generate("a cat [[fail]]")
+    assert sim.stats.creates == 1
+
+
+async def test_download_writes_atomically_and_skips_existing(tmp_path: Path) -> None:
+    """download() writes a real PNG, leaves no temporary file, and keeps a complete one."""
+    async with nb.Client("local") as client:
+        result = await client.generate("a cat", aspect_ratio="3:2")
+        dest = tmp_path / "out" / "cat.png"
+        paths = await client.download(result, dest)
+        assert paths == [dest]
+        assert dest.read_bytes().startswith(b"\x89PNG")
+        stamp = dest.stat().st_mtime_ns
+        os.utime(dest, ns=(stamp - 10**9, stamp - 10**9))
+        await client.download(result, dest)
+        assert dest.stat().st_mtime_ns == stamp - 10**9
+    assert [p.name for p in dest.parent.iterdir()] == ["cat.png"]
+
+
+async def test_f27_expired_result_url(tmp_path: Path) -> None:
+    """A result URL that 404s: BadResponseError with the task id; the result keeps its ref."""
+    async with (
+        Simulator("apixo", latency=FAST, faults=Faults(expire_images=True)) as sim,
+        nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client,
+    ):
+        result = await client.generate("a cat")
+        with pytest.raises(nb.BadResponseError) as info:
+            await client.download(result, tmp_path / "cat.png")
+    assert info.value.task_id == result.task_id
+    assert info.value.status == 404
+    assert result.urls
+    assert not (tmp_path / "cat.png").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def _entries(db: Path) -> list[object]:
+    journal = Journal(db)
+    try:
+        return list(await journal.entries())
+    finally:
+        await journal.aclose()
