@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -28,7 +27,8 @@ async def test_same_request_twice_is_one_task(tmp_path: Path) -> None:
         ) as client:
             again = await (await client.submit(nb.ImageRequest(prompt="a cat")))
             other = await (await client.submit(nb.ImageRequest(prompt="a cat"), key="line-2"))
-    assert again.task_id == first.task_id and again.urls == first.urls
+    assert again.task_id == first.task_id
+    assert again.urls == first.urls
     assert other.task_id != first.task_id
     assert sim.stats.creates == 2
 
