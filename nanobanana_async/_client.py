@@ -52,6 +52,8 @@ DEFAULT_TASK_TIMEOUT: Final = 900.0
 LOCAL_TASK_TIMEOUT: Final = 120.0
 _MAINTENANCE: Final = 455  # crun: refused before acceptance, so a retry cannot pay twice
 
+BulkItem = ImageRequest | str | tuple[str, ImageRequest]
+
 
 @attrs.frozen(kw_only=True)
 class ClientStatistics:
@@ -306,6 +308,14 @@ class Client:
         task = await self.submit(request)
         return await task
 
+    def validate(self, request: ImageRequest) -> None:
+        """Check ``request`` against this provider's capability table, sending nothing.
+
+        Raises:
+            InvalidRequestError: listing every problem, each naming its field.
+        """
+        validate(self._driver, request)
+
     async def submit(self, request: ImageRequest, *, key: str | None = None) -> Task:
         """Submit a task and return as soon as the provider accepted it.
 
@@ -330,7 +340,9 @@ class Client:
             journal_key = key or request_key(self._driver.name, request)
             known = await self._journal.get(journal_key)
             if known is not None:
-                return await self._reattach(known)
+                task = await self._reattach(known)
+                task.key = key
+                return task
         nonce: str | None = None
         sent = request
         if (
@@ -348,7 +360,7 @@ class Client:
             if nonce is not None and self._callbacks is not None:
                 self._callbacks._discard(nonce)
             raise
-        task = Task(request)
+        task = Task(request, key)
         inner = asyncio.ensure_future(self._submit_and_track(conn, task, sent, nonce, journal_key))
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         return await asyncio.shield(inner)
@@ -609,7 +621,7 @@ class Client:
         return task
 
     async def as_completed(
-        self, requests: Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
+        self, requests: Iterable[BulkItem] | AsyncIterable[BulkItem]
     ) -> AsyncIterator[Task]:
         """Submit many requests with back-pressure and yield each task once it has ended.
 
@@ -617,7 +629,8 @@ class Client:
         million-line generator never means a million coroutines. Every yielded task is done:
         ``await task`` returns its result or raises its error. A request refused before
         acceptance yields a task with ``id`` None whose await raises that error.
-        Strings are prompts with default settings.
+        Items are requests, prompts (strings, default settings), or ``(key, request)`` pairs
+        whose key names the task in the journal and is given back as ``task.key``.
         """
         conn = await self._ensure_started()
         window = conn.account.limits.concurrent_tasks
@@ -642,14 +655,14 @@ class Client:
             for pending in running:
                 pending.cancel()
 
-    async def _run_one(self, item: ImageRequest | str) -> Task:
-        request = item
+    async def _run_one(self, item: BulkItem) -> Task:
+        key, request = item if isinstance(item, tuple) else (None, item)
         try:
             if isinstance(request, str):
                 request = ImageRequest(prompt=request)
-            task = await self.submit(request)
+            task = await self.submit(request, key=key)
         except NanoBananaError as exc:
-            failed = Task(request if isinstance(request, ImageRequest) else None)
+            failed = Task(request if isinstance(request, ImageRequest) else None, key)
             failed._resolve(None, exc)
             return failed
         with contextlib.suppress(NanoBananaError):
@@ -688,8 +701,8 @@ class Client:
 
 
 async def _aiter(
-    items: Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str],
-) -> AsyncIterator[ImageRequest | str]:
+    items: Iterable[BulkItem] | AsyncIterable[BulkItem],
+) -> AsyncIterator[BulkItem]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item

@@ -23,10 +23,12 @@ class Task:
     being tracked (it was paid for) until it finishes or its deadline passes.
     """
 
-    __slots__ = ("__weakref__", "_error", "_future", "_ref", "_request", "_status")
+    __slots__ = ("__weakref__", "_error", "_future", "_ref", "_request", "_status", "key")
 
-    def __init__(self, request: ImageRequest | None) -> None:
+    def __init__(self, request: ImageRequest | None, key: str | None = None) -> None:
         self._request = request
+        # The key it was submitted under (submit(key=) or an as_completed pair).
+        self.key = key
         self._ref: TaskRef | None = None
         self._status: TaskStatus | None = None
         self._error: BaseException | None = None

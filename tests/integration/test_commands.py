@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nanobanana_async.__main__ import main
+from nanobanana_async.cli import main
 
 
 def test_generate_writes_a_png_with_the_local_simulator(

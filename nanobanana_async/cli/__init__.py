@@ -1,0 +1,336 @@
+"""``nanobanana`` / ``python -m nanobanana_async``: the command line (argument parsing and
+display; all work goes through the public Client).
+
+Exit codes: 0 all done, 1 some failed, 2 usage or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+import attrs
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.table import Table
+
+from .._client import Client
+from .._config import Limits
+from .._errors import NanoBananaError
+from .._models import ImageRequest, ImageResult
+from ..providers import PROVIDERS
+from ._inputs import InputError, read_requests
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanobanana", description="Generate Nano Banana images from the command line."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def request_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--provider",
+            choices=PROVIDERS,
+            default=None,
+            help="default: apixo with NANOBANANA_API_KEY set, else local",
+        )
+        p.add_argument("--model", default=None, help="default nano-banana-2")
+        p.add_argument("--resolution", default=None)
+        p.add_argument("--aspect-ratio", default=None)
+
+    generate = commands.add_parser("generate", help="generate one image and save it")
+    generate.add_argument("prompt")
+    request_options(generate)
+    generate.add_argument("--image-url", action="append", default=[], dest="image_urls")
+    generate.add_argument("--output", "-o", default="image.png", type=Path)
+
+    batch = commands.add_parser("batch", help="generate every prompt of a file")
+    batch.add_argument("prompts", type=Path, help=".txt (a prompt a line), .jsonl or .csv")
+    batch.add_argument("--out", type=Path, required=True, help="folder for images and manifest")
+    batch.add_argument("--journal", type=Path, default=None, help="default OUT/journal.db")
+    request_options(batch)
+    batch.add_argument("--requests", type=int, default=10_000, help="requests per window")
+    batch.add_argument("--per", type=float, default=60.0, help="window in seconds")
+    batch.add_argument("--concurrent", type=int, default=1_000, help="tasks at once")
+
+    status = commands.add_parser("status", help="check one task by id")
+    status.add_argument("task_id")
+    status.add_argument("--model", required=True)
+    status.add_argument("--provider", choices=PROVIDERS, default=None)
+    status.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the end")
+
+    resume = commands.add_parser("resume", help="wait for the unfinished tasks of a journal")
+    resume.add_argument("--journal", type=Path, required=True)
+    resume.add_argument("--provider", choices=PROVIDERS, default=None)
+
+    simulate = commands.add_parser("simulate", help="serve a provider simulator on 127.0.0.1")
+    simulate.add_argument("--provider", default="apixo")
+    simulate.add_argument("--port", type=int, default=8080)
+    simulate.add_argument("--api-key", default=None)
+    return parser
+
+
+def _provider(chosen: str | None) -> str:
+    if chosen is not None:
+        return chosen
+    if os.environ.get("NANOBANANA_API_KEY"):
+        return "apixo"
+    sys.stderr.write("no NANOBANANA_API_KEY set: using the built-in local simulator\n")
+    return "local"
+
+
+def _defaults(args: argparse.Namespace) -> dict[str, object]:
+    fields = {"model": args.model, "resolution": args.resolution, "aspect_ratio": args.aspect_ratio}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+async def _generate(args: argparse.Namespace) -> int:
+    provider = _provider(args.provider)
+    async with Client(provider) as client:
+        result = await client.generate(
+            args.prompt,
+            model=args.model or "nano-banana-2",
+            resolution=args.resolution,
+            aspect_ratio=args.aspect_ratio,
+            image_urls=args.image_urls,
+        )
+        paths = await client.download(result, args.output)
+    size = sum(p.stat().st_size for p in paths)
+    sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
+    return EXIT_OK
+
+
+@attrs.define
+class BatchState:
+    """What the progress display shows."""
+
+    total: int
+    started: float
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    requests_in_window: int = 0
+    request_limit: int = 0
+
+    def eta(self, now: float) -> str:
+        """Remaining time at the rate so far, or ``-``."""
+        finished = self.done + self.failed
+        if not finished or finished >= self.total:
+            return "-"
+        seconds = (now - self.started) / finished * (self.total - finished)
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def render_progress(state: BatchState, now: float) -> RenderableType:
+    """The live progress table (also rendered to a string in tests)."""
+    table = Table(title="nanobanana batch", show_header=True, header_style="bold")
+    for column in ("submitted", "running", "done", "failed", "requests/window", "ETA"):
+        table.add_column(column, justify="right")
+    submitted = state.done + state.failed + state.running
+    table.add_row(
+        f"{submitted}/{state.total}",
+        str(state.running),
+        str(state.done),
+        str(state.failed),
+        f"{state.requests_in_window}/{state.request_limit}",
+        state.eta(now),
+    )
+    return table
+
+
+def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
+    """The end-of-run summary: counts by status and the first failures."""
+    table = Table(title="summary")
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for status in ("succeeded", "failed"):
+        table.add_row(status, str(sum(1 for r in rows if r["status"] == status)))
+    for row in [r for r in rows if r["status"] == "failed"][:10]:
+        table.add_row(f"line {row['line']}", str(row["error"])[:80])
+    return table
+
+
+def _key(line: int, prompt: str) -> str:
+    # The line and a digest of its prompt: an edited file never re-attaches to an old task.
+    return f"line-{line}-{hashlib.sha256(prompt.encode()).hexdigest()[:12]}"
+
+
+async def _batch(args: argparse.Namespace, console: Console) -> int:
+    provider = _provider(args.provider)
+    limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
+    journal = args.journal or args.out / "journal.db"
+    client = Client(provider, limits=limits, journal=journal)
+    try:
+        requests = await anyio.to_thread.run_sync(
+            read_requests, args.prompts, _defaults(args), client.validate
+        )
+    except InputError as exc:
+        for message in exc.lines:
+            sys.stderr.write(f"{args.prompts}: {message}\n")
+        await client.aclose()
+        return EXIT_USAGE
+    lines = {_key(n, r.prompt): (n, r) for n, r in requests}
+    state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
+    rows: list[dict[str, Any]] = []
+
+    def refresh() -> RenderableType:
+        stats = client.statistics()
+        state.running = stats.in_flight
+        state.requests_in_window = stats.requests_in_window
+        return render_progress(state, time.monotonic())
+
+    async def finish(line: int, result: ImageResult) -> None:
+        dest = args.out / f"{line:05d}-{result.task_id}.png"
+        try:
+            paths = await client.download(result, dest)
+        except NanoBananaError as exc:
+            state.failed += 1
+            rows.append(
+                {
+                    "line": line,
+                    "status": "failed",
+                    "task_id": result.task_id,
+                    "urls": list(result.urls),
+                    "error": str(exc),
+                }
+            )
+            return
+        state.done += 1
+        rows.append(
+            {
+                "line": line,
+                "status": "succeeded",
+                "task_id": result.task_id,
+                "model": result.model,
+                "urls": list(result.urls),
+                "files": [p.name for p in paths],
+            }
+        )
+
+    async def tick(live: Live) -> None:
+        # Refreshed from the event loop: the client's statistics are not thread-safe.
+        while True:
+            live.update(refresh(), refresh=True)
+            await asyncio.sleep(0.25)
+
+    async with client:
+        with Live(refresh(), console=console, auto_refresh=False) as live:
+            ticker = asyncio.ensure_future(tick(live))
+            try:
+                await _run_batch(client, lines, state, rows, finish)
+            finally:
+                ticker.cancel()
+            live.update(refresh(), refresh=True)
+    rows.sort(key=lambda row: row["line"])
+    manifest = args.out / "results.jsonl"
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    await anyio.to_thread.run_sync(manifest.write_text, text)
+    console.print(render_summary(rows))
+    console.print(f"manifest: {manifest}")
+    return EXIT_OK if state.failed == 0 else EXIT_FAILED
+
+
+async def _run_batch(
+    client: Client,
+    lines: dict[str, tuple[int, ImageRequest]],
+    state: BatchState,
+    rows: list[dict[str, Any]],
+    finish: Callable[[int, ImageResult], Coroutine[Any, Any, None]],
+) -> None:
+    async with asyncio.TaskGroup() as downloads:
+        async for task in client.as_completed((key, r) for key, (_, r) in lines.items()):
+            assert task.key is not None
+            line, request = lines[task.key]
+            try:
+                result = await task
+            except NanoBananaError as exc:
+                state.failed += 1
+                rows.append(
+                    {
+                        "line": line,
+                        "status": "failed",
+                        "task_id": getattr(exc, "task_id", None) or task.id,
+                        "prompt": request.prompt,
+                        "error": str(exc),
+                    }
+                )
+                continue
+            downloads.create_task(finish(line, result))
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with Client(_provider(args.provider)) as client:
+        task = client.resume(args.task_id, model=args.model)
+        try:
+            result = await task.result(timeout=args.wait)
+        except NanoBananaError as exc:
+            state = task.status.raw_state if task.status else "unknown"
+            sys.stdout.write(f"{args.task_id}: {state} ({exc})\n")
+            return EXIT_FAILED
+    sys.stdout.write(f"{args.task_id}: succeeded {' '.join(result.urls)}\n")
+    return EXIT_OK
+
+
+async def _resume(args: argparse.Namespace) -> int:
+    from .._journal import Journal
+
+    journal = Journal(args.journal)
+    try:
+        entries = await journal.entries()
+    finally:
+        await journal.aclose()
+    open_entries = [e for e in entries if e.state == "submitted"]
+    unknown = [e for e in entries if e.task_id is None]
+    for entry in unknown:
+        sys.stderr.write(f"{entry.key}: outcome unknown, not resubmitted ({entry.error})\n")
+    failed = 0
+    async with Client(_provider(args.provider), journal=args.journal) as client:
+        async for task in client.as_completed((e.key, e.request) for e in open_entries):
+            try:
+                result = await task
+                sys.stdout.write(f"{task.key}: succeeded {' '.join(result.urls)}\n")
+            except NanoBananaError as exc:
+                failed += 1
+                sys.stdout.write(f"{task.key}: failed ({exc})\n")
+    return EXIT_OK if not failed and not unknown else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        from ..testing.__main__ import main as simulate
+
+        extra = ["--api-key", args.api_key] if args.api_key else []
+        return simulate(["--provider", args.provider, "--port", str(args.port), *extra])
+    console = Console(stderr=True)
+    try:
+        if args.command == "generate":
+            return asyncio.run(_generate(args))
+        if args.command == "batch":
+            return asyncio.run(_batch(args, console))
+        if args.command == "status":
+            return asyncio.run(_status(args))
+        return asyncio.run(_resume(args))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: run the same command again to resume from the journal\n")
+        return EXIT_INTERRUPTED
+    except NanoBananaError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED
