@@ -10,7 +10,7 @@ import logging
 import os
 import random as _random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final, Self
 
@@ -374,11 +374,16 @@ class Client:
         journal_key: str | None,
     ) -> Task:
         journal = self._journal if journal_key is not None else None
+        before_send: Callable[[], Awaitable[None]] | None = None
+        if journal is not None and journal_key is not None:
+            key, driver_name = journal_key, self._driver.name
+
+            def before_send() -> Awaitable[None]:
+                return journal.record_intent(key, driver_name, request)
+
         try:
-            if journal is not None and journal_key is not None:
-                await journal.record_intent(journal_key, self._driver.name, request)
             try:
-                ref = await self._send_submit(conn, request)
+                ref = await self._send_submit(conn, request, before_send)
             except SubmitOutcomeUnknownError as exc:
                 if journal is not None and journal_key is not None:
                     await journal.record_end(journal_key, "unknown", error=str(exc))
@@ -511,12 +516,23 @@ class Client:
         """
         return await self._downloader.download(result, Path(dest))
 
-    async def _send_submit(self, conn: Connection, request: ImageRequest) -> TaskRef:
+    async def _send_submit(
+        self,
+        conn: Connection,
+        request: ImageRequest,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> TaskRef:
         account, policy, driver = conn.account, conn.policy, conn.driver
         http = driver.build_submit(request)
         for attempt in range(policy.attempts):
             last = attempt + 1 >= policy.attempts
             await account.rate.acquire()
+            if before_send is not None:
+                # The journal's intent is written once, right before the first send, not
+                # before the wait for a request slot: a crash while waiting leaves no intent,
+                # so the rerun submits instead of reporting an unknown outcome.
+                await before_send()
+                before_send = None
             account.note_send()
             try:
                 response = await conn.transport.send(http, timeout=conn.timeouts.request)

@@ -191,7 +191,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
 
     def refresh() -> RenderableType:
         stats = client.statistics()
-        state.running = stats.in_flight
+        state.running = stats.pending  # accepted and not yet finished
         state.requests_in_window = stats.requests_in_window
         return render_progress(state, time.monotonic())
 

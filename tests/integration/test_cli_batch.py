@@ -61,8 +61,15 @@ def test_bad_rows_exit_2_with_one_line_each_and_no_request(
 
 def test_progress_table_renders_the_counts() -> None:
     """The live display shows submitted, running, done, failed, request rate and ETA."""
-    state = BatchState(total=10, started=0.0, done=4, failed=1, running=3,
-                       requests_in_window=120, request_limit=10_000)
+    state = BatchState(
+        total=10,
+        started=0.0,
+        done=4,
+        failed=1,
+        running=3,
+        requests_in_window=120,
+        request_limit=10_000,
+    )
     out = io.StringIO()
     Console(file=out, width=100, force_terminal=False).print(render_progress(state, 50.0))
     text = out.getvalue()
@@ -96,15 +103,17 @@ def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simu
     rng = random.Random(19)
     created_at_kill = []
     for _ in range(3):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=os.environ.copy())
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
+        )
         time.sleep(rng.uniform(1.0, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         created_at_kill.append(sim.stats.creates)
     assert created_at_kill[0] < n  # the kills really interrupted the run
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180,
-                          env=os.environ.copy(), check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=180, env=os.environ.copy(), check=False
+    )
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == n
     unknown = [r for r in rows if r["status"] == "failed"]
