@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -76,6 +77,41 @@ def _steady_ratio(done_at: list[float], bound: float) -> float:
     return (len(times) * 0.8) / max(hi - lo, 1e-9) / bound
 
 
+@attrs.define
+class _Run:
+    outcomes: list[object]
+    start: float
+    wall: float
+    done_at: list[float]
+    samples: list[tuple[float, int]]
+
+    def timeline(self, sim: Simulator) -> dict[str, Any]:
+        return {"start": self.start, "arrivals": sim.stats.arrivals, "in_flight": self.samples}
+
+
+async def _timed_run(
+    one: Callable[[int], Awaitable[object]], n: int, in_flight: Callable[[], int]
+) -> _Run:
+    """Run ``one(i)`` for every i at once, noting completion times and sampling in-flight."""
+    loop = asyncio.get_running_loop()
+    samples: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    sampler = asyncio.ensure_future(_sample(samples, in_flight, stop))
+    done_at: list[float] = []
+
+    async def timed(i: int) -> object:
+        outcome = await one(i)
+        done_at.append(loop.time())
+        return outcome
+
+    start = loop.time()
+    outcomes = await asyncio.gather(*(timed(i) for i in range(n)), return_exceptions=True)
+    wall = loop.time() - start
+    stop.set()
+    await sampler
+    return _Run(list(outcomes), start, wall, done_at, samples)
+
+
 def _summary(
     who: str,
     regime: Regime,
@@ -129,8 +165,6 @@ async def run_ours(
     regime: Regime, seed: int = 1, *, callbacks: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Our client (with a callback receiver if asked); the summary row and the timelines."""
-    samples: list[tuple[float, int]] = []
-    stop = asyncio.Event()
     limits = nb.Limits(requests=regime.requests, per=regime.per, concurrent_tasks=regime.concurrent)
     receiver = nb.CallbackReceiver() if callbacks else None
     if receiver is not None:
@@ -141,39 +175,23 @@ async def run_ours(
             "apixo", api_key=sim.api_key, base_url=sim.base_url, limits=limits, callbacks=receiver
         ) as client,
     ):
-        sampler = asyncio.ensure_future(
-            _sample(samples, lambda: client.statistics().in_flight, stop)
+        run = await _timed_run(
+            lambda i: client.generate(f"prompt {i}"),
+            regime.tasks,
+            lambda: client.statistics().in_flight,
         )
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        done_at: list[float] = []
-
-        async def one(i: int) -> nb.ImageResult:
-            result = await client.generate(f"prompt {i}")
-            done_at.append(loop.time())
-            return result
-
-        outcomes = await asyncio.gather(
-            *(one(i) for i in range(regime.tasks)), return_exceptions=True
-        )
-        wall = loop.time() - start
-        stop.set()
-        await sampler
         peak = client.statistics().peak_in_flight
     if receiver is not None:
         await receiver.aclose()
-    ok = sum(isinstance(o, nb.ImageResult) for o in outcomes)
-    timeline = {"start": start, "arrivals": sim.stats.arrivals, "in_flight": samples}
+    ok = sum(isinstance(o, nb.ImageResult) for o in run.outcomes)
     who = "nanobanana-async + callbacks" if callbacks else "nanobanana-async"
-    row = _summary(who, regime, sim, wall, ok, peak, done_at, callbacks=callbacks)
-    return row, timeline
+    row = _summary(who, regime, sim, run.wall, ok, peak, run.done_at, callbacks=callbacks)
+    return row, run.timeline(sim)
 
 
 async def run_baseline(regime: Regime, seed: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
     """The hand-written client, docs' timing scaled to the regime's latency."""
     scale = regime.mean_latency / DOC_LATENCY
-    samples: list[tuple[float, int]] = []
-    stop = asyncio.Event()
     async with (
         _simulator(regime, seed) as sim,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
@@ -184,28 +202,12 @@ async def run_baseline(regime: Regime, seed: int = 1) -> tuple[dict[str, Any], d
             first_wait=DOC_FIRST_WAIT * scale,
             interval=DOC_INTERVAL * scale,
         )
-        sampler = asyncio.ensure_future(_sample(samples, lambda: baseline.in_flight, stop))
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        done_at: list[float] = []
-
-        async def one(i: int) -> list[str]:
-            urls = await baseline.generate(f"prompt {i}")
-            done_at.append(loop.time())
-            return urls
-
-        outcomes = await asyncio.gather(
-            *(one(i) for i in range(regime.tasks)), return_exceptions=True
+        run = await _timed_run(
+            lambda i: baseline.generate(f"prompt {i}"), regime.tasks, lambda: baseline.in_flight
         )
-        wall = loop.time() - start
-        stop.set()
-        await sampler
-    ok = sum(isinstance(o, list) for o in outcomes)
-    timeline = {"start": start, "arrivals": sim.stats.arrivals, "in_flight": samples}
-    return (
-        _summary("hand-written", regime, sim, wall, ok, baseline.max_in_flight, done_at),
-        timeline,
-    )
+    ok = sum(isinstance(o, list) for o in run.outcomes)
+    row = _summary("hand-written", regime, sim, run.wall, ok, baseline.max_in_flight, run.done_at)
+    return row, run.timeline(sim)
 
 
 # ---------------------------------------------------------------------- memory (scenario 3)
