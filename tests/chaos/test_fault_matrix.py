@@ -306,6 +306,14 @@ async def test_f10_stuck_task_hits_its_deadline(clock: FakeClock) -> None:
             },
         ),
         (
+            "apixo",
+            {
+                "code": 200,
+                "message": "success",
+                "data": {"taskId": "t0", "state": "success", "resultJson": '{"resultUrls": []}'},
+            },
+        ),
+        (
             "nanobananaapi",
             {
                 "code": 200,
