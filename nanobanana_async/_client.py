@@ -12,7 +12,7 @@ import random as _random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import aiohttp
 import attrs
@@ -45,6 +45,9 @@ from ._transport import AiohttpTransport, Transport
 from .providers import DRIVERS, PROVIDERS, ProviderDriver, validate
 from .providers._local import LocalDriver
 from .webhooks import CallbackReceiver
+
+if TYPE_CHECKING:
+    from .testing import Simulator
 
 _log = logging.getLogger("nanobanana_async")
 
@@ -163,7 +166,7 @@ class Client:
         self._random = random
         self._conn: Connection | None = None
         self._scheduler: Scheduler | None = None
-        self._simulator: object | None = None
+        self._simulator: Simulator | None = None
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
 
@@ -263,9 +266,6 @@ class Client:
             await self._journal.aclose()
         await self._downloader.aclose()
         if self._simulator is not None:
-            from .testing import Simulator
-
-            assert isinstance(self._simulator, Simulator)
             await self._simulator.aclose()
 
     # ----------------------------------------------------------------- tasks

@@ -97,7 +97,6 @@ class RateLimiter:
         interval, burst = pacing(limits)
         self.gcra = Gcra(interval, burst)
         self._clock = clock
-        self.granted = 0
 
     def reserve(self) -> float:
         """Book a request without waiting; returns the monotonic time it may be sent."""
@@ -113,7 +112,6 @@ class RateLimiter:
             at = self.reserve()
             await self._clock.sleep_until(at)
             if not self.gcra.is_paused(self._clock.now()):
-                self.granted += 1
                 return
 
     def pause(self, seconds: float) -> None:

@@ -23,7 +23,7 @@ class Task:
     being tracked (it was paid for) until it finishes or its deadline passes.
     """
 
-    __slots__ = ("__weakref__", "_error", "_future", "_ref", "_request", "_status", "key")
+    __slots__ = ("__weakref__", "_future", "_ref", "_request", "_status", "key")
 
     def __init__(self, request: ImageRequest | None, key: str | None = None) -> None:
         self._request = request
@@ -31,7 +31,6 @@ class Task:
         self.key = key
         self._ref: TaskRef | None = None
         self._status: TaskStatus | None = None
-        self._error: BaseException | None = None
         self._future: asyncio.Future[ImageResult] = asyncio.get_running_loop().create_future()
         self._future.add_done_callback(_consume)
 
@@ -109,7 +108,6 @@ class Task:
         if self._future.done():
             return False
         if error is not None:
-            self._error = error
             self._future.set_exception(error)
         else:
             assert result is not None

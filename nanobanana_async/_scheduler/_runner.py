@@ -68,7 +68,6 @@ class Account:
         self.requests = 0
         self.rate_limited = 0
         self.checks = 0
-        self.finished = 0
         self.tracked = 0
 
     def note_send(self) -> None:
@@ -490,7 +489,6 @@ class Scheduler:
         self.plan.finish(entry)
         tracked.conn.entries.discard(entry)
         tracked.conn.account.entries.discard(entry)
-        tracked.conn.account.finished += 1
         if tracked.holds_slot:
             tracked.holds_slot = False
             tracked.conn.account.slots.release()

@@ -24,7 +24,6 @@ from ._base import (
     normalize_format,
     normalize_resolution,
     open_envelope,
-    require_mapping,
     structure,
 )
 
@@ -174,13 +173,8 @@ class ApixoDriver:
     def parse_callback(self, body: bytes) -> CallbackHint:
         """The same envelope as a status answer (``code`` is 200 even for failed tasks)."""
         response = HttpResponse(status=200, body=body)
-        try:
-            decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadResponseError(
-                f"callback is not JSON: {snippet(body)}", provider=self.name, status=200
-            ) from None
-        data = require_mapping(decoded, self.name, response).get("data")
+        decoded = response.json_object(self.name)
+        data = decoded.get("data")
         if not isinstance(data, Mapping):
             data = decoded
         status = structure(data, _Status, provider=self.name, response=response)

@@ -3,13 +3,11 @@ with the TaskInfo ``data`` object (pure, no I/O)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
 
-from .._errors import BadResponseError, snippet
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
 from ._base import (
@@ -23,7 +21,6 @@ from ._base import (
     normalize_format,
     normalize_resolution,
     open_envelope,
-    require_mapping,
     structure,
 )
 
@@ -181,13 +178,7 @@ class CrunDriver:
     def parse_callback(self, body: bytes) -> CallbackHint:
         """The TaskInfo ``data`` object, bare or wrapped in ``{data: …}``."""
         response = HttpResponse(status=200, body=body)
-        try:
-            decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadResponseError(
-                f"callback is not JSON: {snippet(body)}", provider=self.name, status=200
-            ) from None
-        obj = require_mapping(decoded, self.name, response)
+        obj: Mapping[str, object] = response.json_object(self.name)
         inner = obj.get("data")
         if "task_id" not in obj and isinstance(inner, Mapping):
             obj = inner

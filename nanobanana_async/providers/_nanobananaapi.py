@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 import attrs
 
-from .._errors import BadResponseError, snippet
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
 from ._base import (
@@ -193,15 +191,8 @@ class NanoBananaApiDriver:
         (NB1), so it is only a claim; the confirming status check decides.
         """
         response = HttpResponse(status=200, body=body)
-        try:
-            decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadResponseError(
-                f"callback is not JSON: {snippet(body)}", provider=self.name, status=200
-            ) from None
-        data = require_mapping(
-            require_mapping(decoded, self.name, response).get("data"), self.name, response
-        )
+        decoded = response.json_object(self.name)
+        data = require_mapping(decoded.get("data"), self.name, response)
         if "successFlag" in data:
             record = structure(data, _Record, provider=self.name, response=response)
             return CallbackHint(task_id=record.taskId, claimed_state=self._status(record).state)
