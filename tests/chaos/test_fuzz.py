@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -60,7 +61,12 @@ BODIES = (
     | WRAPPED.map(lambda v: json.dumps(v).encode())
 )
 STATUS = st.sampled_from([200, 200, 200, 400, 401, 402, 404, 429, 455, 500, 503])
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 100 examples per parser and provider keep the suite fast; NB_FUZZ_EXAMPLES=5000 fuzzes harder.
+FUZZ = settings(
+    max_examples=int(os.environ.get("NB_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @pytest.mark.parametrize("provider", sorted(DRIVERS))

@@ -9,7 +9,8 @@ import nanobanana_async as nb
 from nanobanana_async.testing import Faults, Latency, ServerLimits, Simulator
 from tests.chaos.conftest import fast_retry
 
-TASKS = int(os.environ.get("NB_SOAK_TASKS", "1500"))
+# 300 tasks keep the run to a few seconds; NB_SOAK_TASKS=1500 (or more) soaks for longer.
+TASKS = int(os.environ.get("NB_SOAK_TASKS", "300"))
 
 
 async def test_soak_every_fault_at_once() -> None:
@@ -25,13 +26,14 @@ async def test_soak_every_fault_at_once() -> None:
         unknown_state=0.03,
         body_429=0.003,  # each one pauses the account for 1 s, as the policy says
     )
-    server_limits = ServerLimits(requests=3000, per=10.0, concurrent_tasks=200)
-    limits = nb.Limits(requests=3000, per=10.0, concurrent_tasks=200)
+    # Scaled so the run presses the rate window (1 s) and the cap within a few seconds.
+    server_limits = ServerLimits(requests=200, per=1.0, concurrent_tasks=50)
+    limits = nb.Limits(requests=200, per=1.0, concurrent_tasks=50)
     prompts = [f"soak {i}" + (" [[fail]]" if i % 97 == 0 else "") for i in range(TASKS)]
     async with (
         Simulator(
             "apixo",
-            latency=Latency(median=0.5, sigma=0.4),
+            latency=Latency(median=0.3, sigma=0.4),
             limits=server_limits,
             faults=faults,
             seed=11,
@@ -53,18 +55,26 @@ async def test_soak_every_fault_at_once() -> None:
     assert leaked == []
     assert all(isinstance(o, nb.ImageResult | nb.NanoBananaError) for o in outcomes)
     results = [o for o in outcomes if isinstance(o, nb.ImageResult)]
-    assert len(results) >= TASKS * 0.85
+    # Six faults at 2% can strike a submit after it was sent (an unknown outcome, never
+    # resubmitted) and 1% of prompts fail on purpose: about 87% succeed, 0.80 is 3 sigma below.
+    assert len(results) >= TASKS * 0.80
     # A prompt that fails never yields a result (its submit may also have been faulted).
     assert not any(isinstance(o, nb.ImageResult) for i, o in enumerate(outcomes) if i % 97 == 0)
     assert any(isinstance(o, nb.GenerationFailedError) for o in outcomes)
     # Every failure that lost track of a paid task says so, with a type the caller can act on.
-    for o in outcomes:
-        if isinstance(o, nb.TaskError):
+    # An unknown submit hands back its request; any other error after acceptance names its task.
+    for i, o in enumerate(outcomes):
+        if isinstance(o, nb.SubmitOutcomeUnknownError):
+            assert o.request.prompt == prompts[i]
+        elif isinstance(o, nb.TaskError | nb.BadResponseError):
             assert o.task_id
     assert sim.stats.duplicate_creates == 0
     assert sim.stats.requests["create"] >= sim.stats.creates
     assert sim.stats.max_window <= limits.requests
     assert sim.stats.max_concurrent <= limits.concurrent_tasks
+    # The run pressed both limits, so the two checks above mean something.
+    assert sim.stats.max_window >= limits.requests * 0.8
+    assert stats.peak_in_flight == limits.concurrent_tasks
     assert sim.stats.rate_limited == sim.stats.faults["body_429"]  # none from the real limits
     assert stats.in_flight == 0
     assert stats.pending == 0

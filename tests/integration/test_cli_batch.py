@@ -95,7 +95,7 @@ def test_batch_writes_images_and_manifest(tmp_path: Path, sim: Simulator) -> Non
 
 def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simulator) -> None:
     """SIGKILL at random points, three times, then a full run: one create per prompt."""
-    n = 400
+    n = 80
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(n)))
     out = tmp_path / "out"
@@ -103,14 +103,20 @@ def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simu
     rng = random.Random(19)
     created_at_kill = []
     for _ in range(3):
+        # Kill once the server has created a random number more tasks: mid-run, whatever the
+        # interpreter's start-up time, with submits, journal writes and polls in flight.
+        target = sim.stats.creates + rng.randint(5, 20)
         proc = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
         )
-        time.sleep(rng.uniform(1.0, 2.0))
+        deadline = time.monotonic() + 30
+        while sim.stats.creates < target and time.monotonic() < deadline:
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         created_at_kill.append(sim.stats.creates)
-    assert created_at_kill[0] < n  # the kills really interrupted the run
+    # The kills really interrupted the run, each after it had made progress.
+    assert 0 < created_at_kill[0] < created_at_kill[1] < created_at_kill[2] < n
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=180, env=os.environ.copy(), check=False
     )
