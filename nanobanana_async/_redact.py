@@ -26,6 +26,11 @@ class Secret:
         """Return ``text`` with every occurrence of the secret replaced by ``***``."""
         return text.replace(self.__value, _MASK) if self.__value else text
 
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Return ``data`` with every occurrence of the secret (UTF-8) replaced by ``***``."""
+        raw = self.__value.encode()
+        return data.replace(raw, _MASK.encode()) if raw and raw in data else data
+
     def __repr__(self) -> str:
         return f"Secret('{_MASK}')"
 

@@ -110,7 +110,17 @@ class AiohttpTransport:
                 timeout=client_timeout,
                 allow_redirects=False,
             ) as resp:
+                # read(n) returns what is buffered, so a body that came in several TCP
+                # writes needs more than one read.
                 body = await resp.content.read(MAX_BODY + 1)
+                while len(body) <= MAX_BODY and not resp.content.at_eof():
+                    more = await resp.content.read(MAX_BODY + 1 - len(body))
+                    if not more:
+                        break
+                    body += more
+                if self._key is not None:
+                    # Some providers quote a rejected key back in their error message.
+                    body = self._key.redact_bytes(body)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:

@@ -399,7 +399,13 @@ async def test_f20_secret_hygiene(
             texts += [str(link), repr(link)]
     texts += [r.getMessage() for r in caplog.records]
     texts += [repr(nb.Limits()), repr(nb.RetryPolicy()), repr(nb.Timeouts())]
-    assert texts
+    # What is searched below really holds the three failures and the transport's DEBUG lines.
+    assert [type(e) for e in caught] == [
+        nb.AuthenticationError,
+        nb.ConnectError,
+        nb.SubmitOutcomeUnknownError,
+    ]
+    assert sum(r.name == "nanobanana_async.transport" for r in caplog.records) >= 3
     assert all(canary not in t for t in texts)
     assert canary not in capsys.readouterr().out
 
@@ -420,6 +426,7 @@ async def test_f21_invalid_input_sends_nothing(clock: FakeClock) -> None:
         for kwargs in bad:
             with pytest.raises(nb.InvalidRequestError) as info:
                 await client.submit(nb.ImageRequest(**kwargs))
+            assert info.value.errors
             assert all("@ $." in e for e in info.value.errors)
     with pytest.raises(nb.ConfigurationError):
         nb.Client("stability", api_key="k")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from aiohttp import web
 
 import nanobanana_async as nb
 from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response, settle
@@ -277,23 +278,61 @@ async def test_as_completed_yields_every_task_with_backpressure(clock: FakeClock
     assert all(t.state is nb.TaskState.SUCCEEDED for t in seen if t.id is not None)
 
 
-async def test_canary_key_never_leaks(
-    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The key is absent from reprs, every exception in the chain, and DEBUG logs."""
-    server = FakeApixo(clock)
-    server.hook = lambda r: nb.RequestTimeoutError("timeout") if r.kind == "submit" else None
-    client, _ = make_client(clock, server, key=canary)
-    with caplog.at_level(logging.DEBUG):
-        async with client:
-            with pytest.raises(nb.SubmitOutcomeUnknownError) as info:
-                await client.generate("a cat")
-            assert canary not in repr(client)
-            assert canary not in repr(client.statistics())
-    for exc in walk_exception(info.value):
-        assert canary not in str(exc)
-        assert canary not in repr(exc)
-    assert all(canary not in r.getMessage() for r in caplog.records)
+async def test_canary_key_never_leaks(canary: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Through the real transport, the key is in every request's header and nowhere else:
+    not in reprs, any exception in the chain, DEBUG logs, even when the server echoes it."""
+    seen_headers: list[str] = []
+    release = asyncio.Event()
+
+    async def create(request: web.Request) -> web.Response:
+        seen_headers.append(request.headers.get("Authorization", ""))
+        prompt = (await request.json())["input"]["prompt"]
+        if prompt == "slow":
+            await release.wait()
+        if prompt == "reset":
+            assert request.transport is not None
+            request.transport.close()
+        # A careless provider quotes the key back in its error.
+        echo = f"invalid key: {request.headers['Authorization']}"
+        return web.json_response({"code": 401, "message": echo, "data": None}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/generateTask/{model}", create)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    caught: list[BaseException] = []
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with nb.Client(
+                "apixo",
+                api_key=canary,
+                base_url=f"http://127.0.0.1:{port}/api/v1",
+                timeouts=nb.Timeouts(request=0.2),
+            ) as client:
+                for prompt in ("echo", "slow", "reset"):
+                    with pytest.raises(nb.NanoBananaError) as info:
+                        await client.generate(prompt)
+                    caught.append(info.value)
+                texts = [repr(client), str(client), repr(client.statistics())]
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert seen_headers == [f"Bearer {canary}"] * 3
+    assert [type(e) for e in caught] == [
+        nb.AuthenticationError,
+        nb.SubmitOutcomeUnknownError,
+        nb.SubmitOutcomeUnknownError,
+    ]
+    for exc in caught:
+        texts += [str(link) for link in walk_exception(exc)]
+        texts += [repr(link) for link in walk_exception(exc)]
+    records = [r.getMessage() for r in caplog.records]
+    assert len(records) >= 3  # the transport's DEBUG line per request, at least
+    texts += records
+    assert [t for t in texts if canary in t] == []
 
 
 async def test_learned_latency_moves_waiting_checks_earlier(clock: FakeClock) -> None:

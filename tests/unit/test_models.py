@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import nanobanana_async as nb
+import nanobanana_async.testing
 
 
 def test_valid_request_keeps_its_fields() -> None:
@@ -61,8 +62,62 @@ def test_terminal_states() -> None:
     }
 
 
+PUBLIC_API = (
+    "APIError",
+    "AuthenticationError",
+    "BadResponseError",
+    "CallbackReceiver",
+    "CallbackStatistics",
+    "Client",
+    "ClientClosedError",
+    "ClientStatistics",
+    "ConfigurationError",
+    "ConnectError",
+    "ContentPolicyError",
+    "GenerationFailedError",
+    "ImageRequest",
+    "ImageResult",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "Limits",
+    "NanoBananaError",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "SubmitOutcomeUnknownError",
+    "Task",
+    "TaskError",
+    "TaskRef",
+    "TaskState",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "Timeouts",
+    "TransportError",
+    "WebhookVerificationError",
+    "__version__",
+)
+TESTING_API = (
+    "FakeClock",
+    "Faults",
+    "HttpRequest",
+    "HttpResponse",
+    "Latency",
+    "ScriptedTransport",
+    "ServerLimits",
+    "Simulator",
+    "SimulatorStats",
+    "json_response",
+    "settle",
+)
+
+
 def test_public_api_is_pinned() -> None:
-    """__all__ is sorted and lists exactly the public names."""
-    assert list(nb.__all__) == sorted(nb.__all__)
-    for name in nb.__all__:
-        assert hasattr(nb, name)
+    """__all__ is exactly the pinned public names, sorted, each importable: a name added or
+    dropped by accident fails here (change the pin on purpose, with a CHANGELOG line)."""
+    assert nb.__all__ == PUBLIC_API
+    assert nb.testing.__all__ == TESTING_API
+    for module, names in ((nb, PUBLIC_API), (nb.testing, TESTING_API)):
+        assert list(names) == sorted(names)
+        for name in names:
+            assert getattr(module, name) is not None

@@ -1,0 +1,128 @@
+"""Task, the handle a caller awaits: its state, one resolution, and waiters that come and go."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+from typing import Any
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._task import Task
+from nanobanana_async.testing import settle
+
+REQUEST = nb.ImageRequest(prompt="a cat")
+REF = nb.TaskRef("apixo", "t1", "nano-banana-2")
+WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def result(urls: tuple[str, ...] = ("https://img.test/t1.png",)) -> nb.ImageResult:
+    return nb.ImageResult(
+        task_id="t1",
+        provider="apixo",
+        model="nano-banana-2",
+        urls=urls,
+        request=REQUEST,
+        submitted_at=WHEN,
+        completed_at=WHEN,
+    )
+
+
+async def test_a_new_task_is_queued_without_an_id() -> None:
+    """Before the provider accepts it: no id, no ref, QUEUED, not done; request and key kept."""
+    task = Task(REQUEST, key="row-7")
+    assert (task.id, task.ref, task.status) == (None, None, None)
+    assert task.state is nb.TaskState.QUEUED
+    assert not task.done()
+    assert (task.request, task.key) == (REQUEST, "row-7")
+    assert repr(task) == "<Task id=None state=queued>"
+
+
+async def test_accept_and_observe_show_the_id_and_the_last_state() -> None:
+    """Once accepted the id and ref are known; each check's status becomes the state."""
+    task = Task(REQUEST)
+    task._accept(REF)
+    running = nb.TaskStatus(state=nb.TaskState.RUNNING, raw_state="processing")
+    task._observe(running)
+    assert (task.id, task.ref, task.status) == ("t1", REF, running)
+    assert task.state is nb.TaskState.RUNNING
+    assert repr(task) == "<Task id='t1' state=running>"
+
+
+async def test_resolves_once_with_a_result() -> None:
+    """The first resolution wins; a later one (a late or conflicting answer) changes nothing."""
+    task = Task(REQUEST)
+    task._accept(REF)
+    first = result()
+    assert task._resolve(first, None) is True
+    assert task._resolve(None, nb.ClientClosedError("closed")) is False
+    assert task._resolve(result(("https://other/x.png",)), None) is False
+    assert task.done()
+    assert task.state is nb.TaskState.SUCCEEDED
+    assert await task is first
+    assert await task.result(timeout=5) is first
+
+
+async def test_an_error_is_raised_to_every_waiter() -> None:
+    """A failed task raises its error to each await, and reads FAILED."""
+    task = Task(REQUEST)
+    error = nb.GenerationFailedError(
+        "it broke", task_id="t1", provider="apixo", model="nano-banana-2", code="X"
+    )
+    task._resolve(None, error)
+    assert task.state is nb.TaskState.FAILED
+    for _ in range(2):
+        with pytest.raises(nb.GenerationFailedError) as info:
+            await task
+        assert info.value is error
+
+
+async def test_a_failure_nobody_awaits_is_not_reported_to_the_loop() -> None:
+    """A failed task that is never awaited does not log 'exception was never retrieved'."""
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    try:
+        task = Task(REQUEST)
+        task._resolve(None, nb.ClientClosedError("closed"))
+        await settle()
+        del task
+        gc.collect()
+        await settle()
+    finally:
+        loop.set_exception_handler(None)
+    assert contexts == []
+
+
+async def test_cancelling_a_waiter_leaves_the_task_tracked() -> None:
+    """A cancelled await detaches that waiter only; the task goes on and resolves for others."""
+    task = Task(REQUEST)
+    waiter = asyncio.ensure_future(task.result())
+    await settle()
+    waiter.cancel()
+    await settle()
+    assert waiter.cancelled()
+    assert not task.done()
+    done = result()
+    task._resolve(done, None)
+    assert await task is done
+
+
+async def test_a_waiter_timeout_raises_with_the_id_and_keeps_the_task() -> None:
+    """result(timeout=) running out raises TaskTimeoutError naming the task; it stays pending."""
+    task = Task(REQUEST)
+    task._accept(REF)
+    with pytest.raises(nb.TaskTimeoutError) as info:
+        await task.result(timeout=0)
+    assert (info.value.task_id, info.value.provider, info.value.model) == (
+        "t1",
+        "apixo",
+        "nano-banana-2",
+    )
+    assert isinstance(info.value, TimeoutError)
+    assert not task.done()
+    done = result()
+    task._resolve(done, None)
+    assert await task.result(timeout=0) is done

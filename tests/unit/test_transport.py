@@ -1,0 +1,270 @@
+"""AiohttpTransport against a loopback aiohttp server: what is sent, what comes back, and how
+each way of failing maps to this library's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import nanobanana_async as nb
+from nanobanana_async._http import HttpRequest
+from nanobanana_async._redact import Secret
+from nanobanana_async._transport import MAX_BODY, AiohttpTransport, auth_headers
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Server:
+    """A loopback server whose one route a test sets, recording every request it reads."""
+
+    def __init__(self) -> None:
+        self.handler: Handler = self._ok
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.release = asyncio.Event()  # lets a handler that hangs finish at teardown
+        self.url = ""
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append((request.method, request.path_qs, dict(request.headers), body))
+        return await self.handler(request)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    srv = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", srv.dispatch)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    srv.url = f"http://127.0.0.1:{port}/api/v1"
+    yield srv
+    srv.release.set()
+    await runner.cleanup()
+
+
+def transport(url: str, key: str | None = "sk-test-key", **kwargs: object) -> AiohttpTransport:
+    return AiohttpTransport(
+        base_url=url,
+        scheme="bearer",
+        key=Secret(key) if key is not None else None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+GET = HttpRequest(method="GET", path="/status", params={"taskId": "t 1"}, kind="status")
+POST = HttpRequest(method="POST", path="/create", json={"prompt": "a cat"}, kind="submit")
+
+
+def test_auth_headers_per_scheme() -> None:
+    """Bearer or x-api-key carries the raw key; no key, no header."""
+    key = Secret("s3cret")
+    assert auth_headers("bearer", key) == {"Authorization": "Bearer s3cret"}
+    assert auth_headers("x-api-key", key) == {"x-api-key": "s3cret"}
+    assert auth_headers("bearer", None) == {}
+
+
+async def test_sends_method_path_params_body_and_key(server: Server) -> None:
+    """The request goes to base URL + path with its query, JSON body and auth header."""
+    t = transport(server.url + "/", wall_clock=lambda: 1234.5)
+    try:
+        get = await t.send(GET, timeout=5)
+        post = await t.send(POST, timeout=5)
+    finally:
+        await t.aclose()
+    (m1, url1, h1, b1), (m2, url2, h2, b2) = server.seen
+    assert (m1, url1, b1) == ("GET", "/api/v1/status?taskId=t+1", b"")
+    assert (m2, url2, b2) == ("POST", "/api/v1/create", b'{"prompt": "a cat"}')
+    assert h1["Authorization"] == h2["Authorization"] == "Bearer sk-test-key"
+    assert h2["Content-Type"] == "application/json"
+    for response in (get, post):
+        assert response.status == 200
+        assert response.body == b'{"ok": true}'
+        assert response.headers["content-type"] == "application/json; charset=utf-8"
+        assert response.received_at == 1234.5
+
+
+async def test_error_statuses_and_redirects_come_back_as_answers(server: Server) -> None:
+    """A 4xx/5xx is an answer for the driver to read, and a redirect is never followed (the
+    key must not travel to another host)."""
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            raise web.HTTPFound("http://127.0.0.2:1/elsewhere")
+        return web.json_response({"code": 503}, status=503, headers={"Retry-After": "7"})
+
+    server.handler = answer
+    t = transport(server.url)
+    try:
+        redirect = await t.send(GET, timeout=5)
+        unavailable = await t.send(POST, timeout=5)
+    finally:
+        await t.aclose()
+    assert redirect.status == 302
+    assert redirect.headers["location"] == "http://127.0.0.2:1/elsewhere"
+    assert (unavailable.status, unavailable.headers["retry-after"]) == (503, "7")
+    assert len(server.seen) == 2
+
+
+async def test_a_key_echoed_in_the_body_is_masked(server: Server) -> None:
+    """A provider quoting the key back gets it replaced by *** before anyone reads the body."""
+
+    async def echo(request: web.Request) -> web.Response:
+        echo = {"message": f"bad key {request.headers['Authorization']}"}
+        return web.json_response(echo, status=401)
+
+    server.handler = echo
+    t = transport(server.url, key="sk-canary-123")
+    try:
+        response = await t.send(GET, timeout=5)
+    finally:
+        await t.aclose()
+    assert response.body == b'{"message": "bad key Bearer ***"}'
+
+
+async def test_a_huge_body_is_cut_at_the_cap(server: Server) -> None:
+    """The transport never holds more than MAX_BODY + 1 bytes of an answer."""
+
+    async def huge(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * (MAX_BODY + 4096))
+
+    server.handler = huge
+    t = transport(server.url)
+    try:
+        response = await t.send(GET, timeout=10)
+    finally:
+        await t.aclose()
+    assert len(response.body) == MAX_BODY + 1
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_in_several_writes_is_read_whole(server: Server, chunked: bool) -> None:
+    """An answer that arrives in pieces (Content-Length or chunked) is read to its end."""
+    body = b'{"code": 200, "data": {"taskId": "abc"}, "pad": "' + b"p" * 70_000 + b'"}'
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if not chunked:
+            response.content_length = len(body)
+        await response.prepare(request)
+        for piece in (body[:10], body[10:40_000], body[40_000:]):
+            await response.write(piece)
+            await asyncio.sleep(0.01)  # separate TCP writes, read separately
+        await response.write_eof()
+        return response
+
+    server.handler = trickle
+    t = transport(server.url)
+    try:
+        response = await t.send(GET, timeout=5)
+    finally:
+        await t.aclose()
+    assert response.body == body
+
+
+async def test_refused_connection_is_connect_error() -> None:
+    """Nothing listening: ConnectError, the one failure where nothing was sent."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    t = transport(url)
+    try:
+        with pytest.raises(nb.ConnectError):
+            await t.send(POST, timeout=5)
+    finally:
+        await t.aclose()
+
+
+async def test_no_answer_in_time_is_request_timeout(server: Server) -> None:
+    """A server that never answers: RequestTimeoutError (a TimeoutError) after ``timeout``."""
+
+    async def hang(request: web.Request) -> web.Response:
+        await server.release.wait()
+        return web.Response()
+
+    server.handler = hang
+    t = transport(server.url)
+    try:
+        with pytest.raises(nb.RequestTimeoutError) as info:
+            await t.send(POST, timeout=0.05)
+    finally:
+        await t.aclose()
+    assert isinstance(info.value, TimeoutError)
+    assert len(server.seen) == 1  # it was sent: the outcome is unknown, not "not sent"
+
+
+async def test_reset_after_sending_is_transport_error_not_connect_error(server: Server) -> None:
+    """The connection dropped after the request was read: TransportError, never ConnectError
+    (which would tell the client a retry is safe)."""
+
+    async def drop(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    server.handler = drop
+    t = transport(server.url, key="sk-canary-123")
+    try:
+        with pytest.raises(nb.TransportError) as info:
+            await t.send(POST, timeout=5)
+    finally:
+        await t.aclose()
+    assert not isinstance(info.value, nb.ConnectError | nb.RequestTimeoutError)
+    assert info.value.__cause__ is None  # aiohttp's exception can carry the headers
+    assert info.value.__suppress_context__
+    assert "sk-canary-123" not in str(info.value)
+
+
+async def test_one_send_is_one_request_on_a_reused_connection(server: Server) -> None:
+    """A GET on a kept-alive connection the server drops is not silently sent again: the
+    provider would count the resend, the client's limiter would not."""
+
+    async def drop_second(request: web.Request) -> web.Response:
+        if len(server.seen) == 2:
+            assert request.transport is not None
+            request.transport.close()
+        return web.json_response({"ok": True})
+
+    server.handler = drop_second
+    t = transport(server.url)
+    try:
+        assert (await t.send(GET, timeout=5)).status == 200
+        with pytest.raises(nb.TransportError):
+            await t.send(GET, timeout=5)
+    finally:
+        await t.aclose()
+    assert len(server.seen) == 2
+
+
+async def test_aclose_closes_only_a_session_it_created(server: Server) -> None:
+    """Its own session is closed by aclose; a caller's session is used and left open."""
+    own = transport(server.url)
+    await own.send(GET, timeout=5)
+    session = own._session
+    assert session is not None
+    await own.aclose()
+    assert session.closed
+
+    async with aiohttp.ClientSession() as mine:
+        shared = transport(server.url, session=mine)
+        await shared.send(GET, timeout=5)
+        await shared.aclose()
+        assert not mine.closed
+        await shared.send(GET, timeout=5)  # still usable by the caller and by us
+    assert len(server.seen) == 3
+
+
+def test_repr_shows_the_url_not_the_key() -> None:
+    """The repr names the base URL only."""
+    t = transport("http://127.0.0.1:9/api/", key="sk-canary-123")
+    assert repr(t) == "AiohttpTransport(base_url='http://127.0.0.1:9/api')"
