@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from nanobanana_async.testing import FakeClock
 
 CANARY = "nb-CANARY-7f3a9c2e51d84b06"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto``: twice the cores (at most 4) for the suite or a directory, none
+    when the run names a file or a test.
+
+    About half of the suite's time is waiting on real-time simulator runs, so on 2 cores four
+    workers measured 33 s against 85 s serially (46 s with two). A run of one file or one test
+    gains nothing from workers and would pay their start-up (~4 s).
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    if any("::" in arg or not Path(arg).is_dir() for arg in config.args):
+        return 0
+    return min(4, 2 * (os.cpu_count() or 1))
 
 
 @pytest.fixture
