@@ -31,6 +31,7 @@ THROUGHPUT_COLUMNS = [
     "client",
     "succeeded",
     "wall_s",
+    "ratio_to_clairvoyant",
     "ratio_to_bound",
     "steady_ratio",
     "checks_per_task",
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
         "--scenarios",
-        default="1,1b,2,3,4",
-        help="comma-separated: 1, 1b, 2, 3, 4 (default: all); 5 is --full",
+        default="1,1b,2,3,4,cpu",
+        help="comma-separated: 1, 1b, 2, 3, 4, cpu (default: all); 5 is --full",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument(
@@ -168,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, timelines = asyncio.run(_throughput(regimes))
         report["throughput"] = rows
         print(
-            "\nThroughput: ratio to min(C/T, (R/W)/2), with callbacks min(C/T, R/W); "
-            "lags as a fraction of mean latency T"
+            "\nThroughput: ratio to a clairvoyant client on the same latencies, and to "
+            "min(C/T, (R/W)/2), with callbacks min(C/T, R/W); lags as a fraction of mean T"
         )
         print(_table(rows, THROUGHPUT_COLUMNS))
     if "3" in chosen:
@@ -182,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = [asyncio.run(scenarios.overhead(n)) for n in sizes]
         report["overhead"] = rows
         print("\nScheduler overhead (in-process transport, zero latency, no limits)")
+        print(_table(rows, list(rows[0])))
+    if "cpu" in chosen:
+        cpu_regime = scenarios.CPU_REGIME
+        if args.quick:
+            cpu_regime = attrs.evolve(cpu_regime, tasks=60)
+        rows = scenarios.cpu_against_plain(cpu_regime)
+        report["cpu"] = rows
+        print("\nClient CPU against a plain aiohttp loop (simulator in another thread)")
         print(_table(rows, list(rows[0])))
     args.out.mkdir(parents=True, exist_ok=True)
     name = "quick.json" if args.quick else "latest.json"

@@ -21,6 +21,7 @@ async def test_throughput_scenario_runs_both_clients() -> None:
     for row in (ours, theirs):
         assert row["succeeded"] == 20
         assert row["max_concurrent_server"] <= regime.concurrent
+        assert 0 < row["ratio_to_clairvoyant"] <= 1.0
     assert ours["server_429s"] == 0
     assert timeline["arrivals"]
     assert timeline["in_flight"]
@@ -43,3 +44,32 @@ def test_overhead_counts_one_check_per_task() -> None:
     """With instant tasks, each task costs one submit and about one status check."""
     row = asyncio.run(scenarios.overhead(300))
     assert row["status_checks_per_task"] <= 1.1
+
+
+def test_clairvoyant_checks_at_the_finish_within_the_limits() -> None:
+    """The clairvoyant client: one check at each exact finish, held back only by the limits."""
+    unlimited = 10**6
+    # Nothing to wait for but the tasks: all submitted at 0, the last seen at its finish.
+    assert scenarios.clairvoyant_wall([0.5, 2.0, 1.0], unlimited, 1.0, 100) == 2.0
+    # A cap of 2: the third and fourth tasks start when the first two are checked.
+    assert scenarios.clairvoyant_wall([1.0] * 4, unlimited, 1.0, 2) == 2.0
+    # 2 requests per second, 6 requests: sent at 0, 0, 1, 1, 2, 2.
+    assert scenarios.clairvoyant_wall([0.0] * 3, 2, 1.0, 100) == 2.0
+    # One request a second, a cap of 2: a free slot takes the next submit before a due check.
+    # A and B go at 0 and 1, A's check at 2 frees a slot, C goes at 3 and ends at 8 (checking
+    # B before submitting C would end at 9).
+    assert scenarios.clairvoyant_wall([0.0, 0.0, 5.0], 1, 1.0, 2) == 8.0
+
+
+def test_cpu_scenario_compares_with_the_plain_loop() -> None:
+    """The CPU scenario runs both clients against a threaded simulator and reports ratios."""
+    regime = attrs.evolve(scenarios.CPU_REGIME, tasks=20, mean_latency=0.2)
+    ours, plain = scenarios.cpu_against_plain(regime)
+    assert (ours["client"], plain["client"]) == ("ours", "plain-aiohttp")
+    for row in (ours, plain):
+        assert row["succeeded"] == 20
+        assert row["requests"] >= 40
+        assert row["cpu_us_per_request"] > 0
+    assert ours["cpu_us_per_task_vs_plain"] == round(
+        ours["cpu_us_per_task"] / plain["cpu_us_per_task"], 2
+    )
