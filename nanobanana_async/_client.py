@@ -10,7 +10,7 @@ import logging
 import os
 import random as _random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Self
 
@@ -19,7 +19,7 @@ import attrs
 
 from ._backoff import delay
 from ._clock import DEFAULT_CLOCK, Clock
-from ._config import Limits, RetryPolicy, Timeouts
+from ._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
 from ._download import Downloader
 from ._errors import (
     APIError,
@@ -35,9 +35,11 @@ from ._errors import (
     SubmitOutcomeUnknownError,
     TransportError,
 )
+from ._journal import Intent as _Intent
 from ._journal import Journal, JournalEntry, request_key
 from ._models import ImageRequest, ImageResult, TaskRef, is_http_url
 from ._redact import Secret
+from ._scheduler._ledger import Lease
 from ._scheduler._plan import Entry
 from ._scheduler._runner import Account, Connection, Scheduler, Tracked
 from ._task import Task
@@ -51,7 +53,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("nanobanana_async")
 
-DEFAULT_TASK_TIMEOUT: Final = 900.0
 LOCAL_TASK_TIMEOUT: Final = 120.0
 _MAINTENANCE: Final = 455  # crun: refused before acceptance, so a retry cannot pay twice
 
@@ -73,6 +74,10 @@ class ClientStatistics:
         retries: retries made (submits and status checks).
         retry_tokens: what is left of the retry budget.
         mean_checks_per_task: status checks per tracked task.
+        limits: the configured limits (the ceiling).
+        effective_limits: the limits in force now: lower than ``limits`` after the account
+            answered 429 to something the configured limits allowed, climbing back after a
+            quiet period.
     """
 
     pending: int
@@ -85,6 +90,8 @@ class ClientStatistics:
     retries: int
     retry_tokens: int
     mean_checks_per_task: float
+    limits: Limits
+    effective_limits: Limits
 
 
 class Client:
@@ -160,6 +167,7 @@ class Client:
         self._callbacks = callbacks
         self._journal = Journal(journal, wall_clock=wall_clock) if journal is not None else None
         self._journal_writes: set[asyncio.Task[None]] = set()
+        self._journal_leases: dict[str, Lease] = {}
         self._downloader = Downloader()
         self._clock = clock or DEFAULT_CLOCK
         self._wall_clock = wall_clock
@@ -203,8 +211,31 @@ class Client:
             if self._conn is None:
                 if self._provider == "local":
                     await self._start_local()
-                self._connect()
+                conn = self._connect()
+                if self._journal is not None:
+                    await self._hold_journal_slots(conn, self._journal)
         return self._connected()
+
+    async def _hold_journal_slots(self, conn: Connection, journal: Journal) -> None:
+        # A rerun right after a kill: tasks the journal says may still run on the provider
+        # (accepted, or of unknown outcome) hold slots until their horizon, so this process
+        # does not fill the account on top of them.
+        assert self._scheduler is not None
+        now, wall = self._clock.now(), self._wall_clock()
+        for entry in await journal.entries():
+            if entry.state not in ("intent", "submitted", "unknown"):
+                continue
+            model = entry.model or entry.request.model
+            spec = self._driver.model_spec(model)
+            group = (self._driver.name, spec.wire_id if spec is not None else model)
+            submitted = now - max(0.0, wall - entry.updated_at)
+            horizon = self._scheduler.horizon(conn, group, submitted)
+            if horizon <= now:
+                continue
+            lease = conn.account.ledger.slots.take(conn)
+            conn.account.ledger.slots.hold_until(lease, horizon)
+            if entry.state == "submitted":
+                self._journal_leases[entry.key] = lease
 
     def _connected(self) -> Connection:
         # A separate method: mypy cannot see _connect() set the attribute inside the lock.
@@ -332,6 +363,7 @@ class Client:
             InvalidRequestError: before any request, for input the provider would refuse.
             SubmitOutcomeUnknownError: the submit may have been accepted; never retried here.
             APIError: the provider refused the submit.
+            ClientClosedError: the client closed before the submit was sent.
         """
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
@@ -355,13 +387,15 @@ class Client:
         try:
             validate(self._driver, sent)
             conn = await self._ensure_started()
-            await conn.account.slots.acquire()
+            lease = await conn.account.ledger.slots.acquire(conn)
         except BaseException:
             if nonce is not None and self._callbacks is not None:
                 self._callbacks._discard(nonce)
             raise
         task = Task(request, key)
-        inner = asyncio.ensure_future(self._submit_and_track(conn, task, sent, nonce, journal_key))
+        inner = asyncio.ensure_future(
+            self._submit_and_track(conn, task, sent, lease, nonce, journal_key)
+        )
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         return await asyncio.shield(inner)
 
@@ -370,47 +404,59 @@ class Client:
         conn: Connection,
         task: Task,
         request: ImageRequest,
+        lease: Lease,
         nonce: str | None,
         journal_key: str | None,
     ) -> Task:
-        journal = self._journal if journal_key is not None else None
-        before_send: Callable[[], Awaitable[None]] | None = None
-        if journal is not None and journal_key is not None:
-            key, driver_name = journal_key, self._driver.name
-
-            def before_send() -> Awaitable[None]:
-                return journal.record_intent(key, driver_name, request)
-
+        intent = (
+            _Intent(self._journal, journal_key, self._driver.name, request)
+            if self._journal is not None and journal_key is not None
+            else None
+        )
+        submitted = self._clock.now()
         try:
-            try:
-                ref = await self._send_submit(conn, request, before_send)
-            except SubmitOutcomeUnknownError as exc:
-                if journal is not None and journal_key is not None:
-                    await journal.record_end(journal_key, "unknown", error=str(exc))
-                raise
-            except (ConnectError, APIError):
-                # Nothing was created (nothing sent, or refused before acceptance): a rerun
-                # may submit this request again.
-                if journal is not None and journal_key is not None:
-                    await journal.forget(journal_key)
-                raise
-        except BaseException:
-            conn.account.slots.release()
-            if nonce is not None and self._callbacks is not None:
-                self._callbacks._discard(nonce)
+            ref = await self._send_submit(conn, request, lease, intent)
+        except (ConnectError, APIError, ClientClosedError):
+            # Nothing was created (nothing sent, or refused before acceptance): the slot is
+            # free again and a rerun may submit this request again.
+            conn.account.ledger.slots.release(lease)
+            if intent is not None:
+                await intent.clear()
+            self._discard_nonce(nonce)
+            raise
+        except BaseException as exc:
+            # The create may have reached the provider: the task may run, so its slot stays
+            # held until the task's horizon.
+            self._hold_to_horizon(conn, lease, request.model, submitted)
+            if intent is not None and isinstance(exc, SubmitOutcomeUnknownError):
+                await intent.unknown(str(exc))
+            self._discard_nonce(nonce)
             raise
         task._accept(ref)
         _log.info("%s accepted task %s (model %s)", ref.provider, ref.task_id, ref.model)
-        if journal is not None and journal_key is not None:
+        if intent is not None:
             # Durable before the caller hears of the task: a crash from here on re-attaches.
-            await journal.record_submitted(journal_key, ref.task_id, ref.model)
-            self._journal_on_end(task, journal_key)
+            await intent.submitted(ref)
+            self._journal_on_end(task, intent.key)
         entry = self._track(
-            conn, task, ref, timeout=request.timeout, holds_slot=True, late=nonce is not None
+            conn, task, ref, timeout=request.timeout, lease=lease, late=nonce is not None
         )
         if nonce is not None and self._callbacks is not None and self._scheduler is not None:
             self._callbacks._bind(nonce, self._scheduler, entry)
         return task
+
+    def _discard_nonce(self, nonce: str | None) -> None:
+        if nonce is not None and self._callbacks is not None:
+            self._callbacks._discard(nonce)
+
+    def _hold_to_horizon(
+        self, conn: Connection, lease: Lease, model: str, submitted: float
+    ) -> None:
+        assert self._scheduler is not None
+        spec = self._driver.model_spec(model)
+        group = (self._driver.name, spec.wire_id if spec is not None else model)
+        horizon = self._scheduler.horizon(conn, group, submitted)
+        conn.account.ledger.slots.hold_until(lease, horizon)
 
     def _track(
         self,
@@ -419,7 +465,7 @@ class Client:
         ref: TaskRef,
         *,
         timeout: float | None,
-        holds_slot: bool,
+        lease: Lease | None,
         late: bool = False,
     ) -> Entry[Tracked]:
         assert self._scheduler is not None
@@ -430,7 +476,7 @@ class Client:
                 ref=ref,
                 task=task,
                 conn=conn,
-                holds_slot=holds_slot,
+                lease=lease,
                 submitted_wall=self._wall_clock(),
             ),
             timeout=timeout or self._timeouts.task or default,
@@ -475,7 +521,12 @@ class Client:
                     ),
                 )
             return task
-        task = self._resume(known.task_id, model=known.model, request=known.request)
+        task = self._resume(
+            known.task_id,
+            model=known.model,
+            request=known.request,
+            lease=self._journal_leases.pop(known.key, None),
+        )
         self._journal_on_end(task, known.key)
         return task
 
@@ -520,26 +571,31 @@ class Client:
         self,
         conn: Connection,
         request: ImageRequest,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        lease: Lease,
+        intent: _Intent | None = None,
     ) -> TaskRef:
         account, policy, driver = conn.account, conn.policy, conn.driver
+        ledger = account.ledger
         http = driver.build_submit(request)
         for attempt in range(policy.attempts):
             last = attempt + 1 >= policy.attempts
-            await account.rate.acquire()
-            if before_send is not None:
-                # The journal's intent is written once, right before the first send, not
-                # before the wait for a request slot: a crash while waiting leaves no intent,
-                # so the rerun submits instead of reporting an unknown outcome.
-                await before_send()
-                before_send = None
-            account.note_send()
+            await ledger.acquire_request()
+            if self._closed:
+                raise ClientClosedError("the client closed before this submit was sent")
+            if intent is not None:
+                # The intent is written right before each send, never before a wait: a kill
+                # while waiting leaves no intent, so the rerun submits instead of reporting
+                # an unknown outcome.
+                await intent.write()
+            ledger.note_send()
             try:
                 response = await conn.transport.send(http, timeout=conn.timeouts.request)
             except ConnectError:
                 # Nothing reached the provider, so a retry cannot create a second task.
                 if last or not account.budget.try_spend():
                     raise
+                if intent is not None:
+                    await intent.clear()
                 await self._backoff(attempt)
                 continue
             except TransportError as exc:
@@ -556,14 +612,23 @@ class Client:
                 wait = exc.retry_after
                 if wait is not None and wait > policy.max_retry_after:
                     raise
-                wait = wait if wait is not None else delay(attempt, policy, self._random)
-                # A 429 cools down the shared account; the next acquire() waits it out.
-                account.rate.pause(wait)
                 if last or not account.budget.try_spend():
                     raise
+                # Refused, so not created: clear the intent before the wait.
+                if intent is not None:
+                    await intent.clear()
+                if ledger.rate_limited(retry_after=wait, creating=True):
+                    # The account's task cap: wait for a task to end, not for the window.
+                    await ledger.slots.reacquire(lease)
+                    continue
+                wait = wait if wait is not None else delay(attempt, policy, self._random)
+                # A 429 cools down the shared account; the next acquire_request() waits it out.
+                ledger.pause(wait)
                 continue
             except ProviderUnavailableError as exc:
                 if exc.code == _MAINTENANCE and not last and account.budget.try_spend():
+                    if intent is not None:
+                        await intent.clear()
                     await self._backoff(attempt)
                     continue
                 raise SubmitOutcomeUnknownError(
@@ -621,6 +686,7 @@ class Client:
         model: str,
         request: ImageRequest | None,
         timeout: float | None = None,
+        lease: Lease | None = None,
     ) -> Task:
         if self._closed:
             raise ClientClosedError("the client is closed")
@@ -632,8 +698,11 @@ class Client:
         task = Task(request)
         ref = TaskRef(self._driver.name, task_id, model)
         task._accept(ref)
-        holds_slot = conn.account.slots.try_acquire()
-        self._track(conn, task, ref, timeout=timeout, holds_slot=holds_slot)
+        # The task runs on the provider whether or not a slot is free, so it takes one even
+        # over the cap: new submits then wait until the account really has room.
+        if lease is None:
+            lease = conn.account.ledger.slots.take(conn)
+        self._track(conn, task, ref, timeout=timeout, lease=lease)
         return task
 
     async def as_completed(
@@ -649,7 +718,7 @@ class Client:
         whose key names the task in the journal and is given back as ``task.key``.
         """
         conn = await self._ensure_started()
-        window = conn.account.limits.concurrent_tasks
+        window = conn.account.ledger.configured.concurrent_tasks
         source = _aiter(requests)
         running: set[asyncio.Task[Task]] = set()
         exhausted = False
@@ -700,19 +769,24 @@ class Client:
                 retries=0,
                 retry_tokens=self._retry.budget,
                 mean_checks_per_task=0.0,
+                limits=self._limits,
+                effective_limits=self._limits,
             )
         account: Account = conn.account
+        ledger = account.ledger
         return ClientStatistics(
             pending=len(account.entries),
-            in_flight=account.slots.in_flight,
-            peak_in_flight=account.slots.max_in_flight,
-            waiting=account.slots.waiting,
-            requests_in_window=account.requests_in_window(),
-            requests_sent=account.requests,
+            in_flight=ledger.slots.held,
+            peak_in_flight=ledger.slots.peak,
+            waiting=ledger.slots.waiting,
+            requests_in_window=ledger.requests_in_window(),
+            requests_sent=ledger.requests,
             rate_limited=account.rate_limited,
             retries=account.budget.retries,
             retry_tokens=account.budget.tokens,
             mean_checks_per_task=account.checks / account.tracked if account.tracked else 0.0,
+            limits=ledger.configured,
+            effective_limits=ledger.effective,
         )
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from ._errors import ConfigurationError
+
+DEFAULT_TASK_TIMEOUT: Final = 900.0
+"""Seconds a task is tracked when neither the request nor the client sets a timeout."""
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:

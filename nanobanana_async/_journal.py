@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._models import ImageRequest
+from ._models import ImageRequest, TaskRef
 
 State = Literal["intent", "submitted", "succeeded", "failed", "unknown"]
 
@@ -54,6 +54,10 @@ class JournalEntry:
     model: str | None
     urls: tuple[str, ...]
     error: str | None
+    updated_at: float = 0.0
+
+
+_COLUMNS: Final = "key, provider, request, state, task_id, model, urls, error, updated_at"
 
 
 def request_key(provider: str, request: ImageRequest) -> str:
@@ -109,8 +113,7 @@ class Journal:
         """The entry for ``key``, if any."""
         row = await self._run(
             lambda db: db.execute(
-                "SELECT key, provider, request, state, task_id, model, urls, error "
-                "FROM tasks WHERE key = ?",
+                f"SELECT {_COLUMNS} FROM tasks WHERE key = ?",  # noqa: S608  our columns
                 (key,),
             ).fetchone()
         )
@@ -120,8 +123,7 @@ class Journal:
         """Every entry, in key order."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT key, provider, request, state, task_id, model, urls, error "
-                "FROM tasks ORDER BY key"
+                f"SELECT {_COLUMNS} FROM tasks ORDER BY key"  # noqa: S608  our columns
             ).fetchall()
         )
         assert isinstance(rows, list)
@@ -175,7 +177,7 @@ class Journal:
 
 def _entry(row: object) -> JournalEntry:
     assert isinstance(row, tuple)
-    key, provider, request, state, task_id, model, urls, error = row
+    key, provider, request, state, task_id, model, urls, error, updated_at = row
     return JournalEntry(
         key=key,
         provider=provider,
@@ -185,4 +187,42 @@ def _entry(row: object) -> JournalEntry:
         model=model,
         urls=tuple(json.loads(urls)) if urls else (),
         error=error,
+        updated_at=updated_at,
     )
+
+
+class Intent:
+    """The journal's view of one submit: intent before each send, cleared after a refusal.
+
+    A refused attempt (a 429, crun's 455, nothing sent) created nothing, so its intent is
+    cleared before the wait and written again right before the next send: a kill during the
+    wait never leaves the request looking "of unknown outcome".
+    """
+
+    def __init__(self, journal: Journal, key: str, provider: str, request: ImageRequest) -> None:
+        self.key = key
+        self._journal = journal
+        self._provider = provider
+        self._request = request
+        self._written = False
+
+    async def write(self) -> None:
+        """Record the intent (right before a send)."""
+        if not self._written:
+            await self._journal.record_intent(self.key, self._provider, self._request)
+            self._written = True
+
+    async def clear(self) -> None:
+        """Drop the intent: the attempt surely created nothing."""
+        if self._written:
+            await self._journal.forget(self.key)
+            self._written = False
+
+    async def submitted(self, ref: TaskRef) -> None:
+        """Record the task id the provider gave."""
+        await self._journal.record_submitted(self.key, ref.task_id, ref.model)
+
+    async def unknown(self, error: str) -> None:
+        """Record that the submit's outcome is unknown."""
+        if self._written:
+            await self._journal.record_end(self.key, "unknown", error=error)

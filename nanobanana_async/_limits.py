@@ -1,4 +1,4 @@
-"""Request pacing (GCRA) and the concurrent-task cap; the arithmetic is pure, waiting is async.
+"""Request pacing by GCRA: pure arithmetic on the caller's clock (no I/O, no waiting).
 
 The pacing is a reservation form of the Generic Cell Rate Algorithm: each request is handed the
 earliest time it may be sent, ``interval`` after the previous one, with a tolerance of ``burst``
@@ -10,12 +10,8 @@ safety margin (the server counts at arrival, a little after our send).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable
 from typing import Final
 
-import anyio
-
-from ._clock import Clock
 from ._config import Limits
 
 _SLOWDOWN_STEP: Final = 1.5
@@ -49,6 +45,11 @@ class Gcra:
         self._tat = -math.inf  # theoretical arrival time of the next request
         self.slowdown = 1.0
         self.paused_until = -math.inf
+
+    def retune(self, interval: float, burst: int) -> None:
+        """Change the pace (the account's effective limits moved); bookings made stay."""
+        self.interval = interval
+        self.tolerance = (burst - 1) * interval
 
     def reserve(self, now: float) -> float:
         """Book one request and return the earliest time it may be sent (``>= now``)."""
@@ -88,76 +89,3 @@ class Gcra:
     def is_paused(self, now: float) -> bool:
         """True while a 429's Retry-After is still running."""
         return now < self.paused_until
-
-
-class RateLimiter:
-    """Async pacing shared by every request of one account."""
-
-    def __init__(self, limits: Limits, clock: Clock) -> None:
-        interval, burst = pacing(limits)
-        self.gcra = Gcra(interval, burst)
-        self._clock = clock
-
-    def reserve(self) -> float:
-        """Book a request without waiting; returns the monotonic time it may be sent."""
-        return self.gcra.reserve(self._clock.now())
-
-    async def acquire(self) -> None:
-        """Wait for this request's turn.
-
-        A 429 that arrives while we wait moves the turn: a booked slot that falls inside a
-        pause is booked again after it.
-        """
-        while True:
-            at = self.reserve()
-            await self._clock.sleep_until(at)
-            if not self.gcra.is_paused(self._clock.now()):
-                return
-
-    def pause(self, seconds: float) -> None:
-        """Pause the whole account for ``seconds`` from now."""
-        now = self._clock.now()
-        self.gcra.pause(now + seconds, now)
-
-
-class ConcurrencyLimiter:
-    """The cap on tasks in flight: a slot is held from just before submit to seen-finished.
-
-    Waiters are served first come, first served, so callers beyond the cap wait rather than
-    fail. A waiter costs one future (anyio's Semaphore), which matters with 100,000 callers.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._semaphore = anyio.Semaphore(limit, fast_acquire=True)
-        self.max_in_flight = 0
-
-    def acquire(self) -> Awaitable[None]:
-        """Wait for a free slot (the semaphore's own awaitable: no extra frame per waiter)."""
-        return self._semaphore.acquire()
-
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free now; False when none is."""
-        try:
-            self._semaphore.acquire_nowait()
-        except anyio.WouldBlock:
-            return False
-        return True
-
-    def release(self) -> None:
-        """Free a slot; the caller makes sure each slot is released once."""
-        self._semaphore.release()
-
-    @property
-    def in_flight(self) -> int:
-        """Slots held now."""
-        return self._limit - self._semaphore.value
-
-    def note_peak(self) -> None:
-        """Record the slots held now in ``max_in_flight`` if it is a new peak."""
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a slot."""
-        return self._semaphore.statistics().tasks_waiting

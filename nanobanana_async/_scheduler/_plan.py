@@ -167,6 +167,11 @@ class Planner(Generic[P]):
             model = self._models[group] = LatencyModel(first_poll, poll_interval)
         return model
 
+    def learned_model(self, group: Hashable) -> LatencyModel | None:
+        """The latency model of ``group`` once it is learned, else None."""
+        model = self._models.get(group)
+        return model if model is not None and model.learned else None
+
     def add(
         self,
         payload: P,

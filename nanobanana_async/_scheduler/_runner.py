@@ -20,7 +20,7 @@ import attrs
 
 from .._backoff import RetryBudget, delay
 from .._clock import Clock
-from .._config import Limits, RetryPolicy, Timeouts
+from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
 from .._errors import (
     APIError,
     AuthenticationError,
@@ -34,15 +34,16 @@ from .._errors import (
     TaskTimeoutError,
     TransportError,
 )
-from .._limits import ConcurrencyLimiter, RateLimiter
 from .._models import ImageResult, TaskRef, TaskState, TaskStatus, is_http_url
 from .._task import Task
 from .._transport import Transport
 from ..providers import ProviderDriver
+from ._ledger import DEFAULT_HORIZON, Lease, Ledger
 from ._plan import Entry, Planner
 
 _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
+_Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
 _LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
 _PRESSURE_RISE: Final = 0.5  # per second while checks wait for request slots
 _PRESSURE_FALL: Final = 1.0  # per second while slots go unused: relax faster than tighten
@@ -51,31 +52,19 @@ _PRESSURE_MAX: Final = 3.0
 
 
 class Account:
-    """The budget shared by every client of one provider and key on one event loop."""
+    """One provider and key on one event loop: its ledger, and the checks waiting to be sent."""
 
-    def __init__(self, limits: Limits, policy: RetryPolicy, clock: Clock) -> None:
-        self.limits = limits
-        self.rate = RateLimiter(limits, clock)
-        self.slots = ConcurrencyLimiter(limits.concurrent_tasks)
+    def __init__(self, ledger: Ledger, policy: RetryPolicy, clock: Clock) -> None:
+        self.ledger = ledger
         self.budget = RetryBudget(policy)
         self.entries: set[Entry[Tracked]] = set()
         # Checks that are due but wait for a free request slot, oldest due first.
         self.ready: collections.deque[Entry[Tracked]] = collections.deque()
         self.pressure = 1.0
         self._pressure_at = clock.now()
-        self._clock = clock
-        self._sent: collections.deque[float] = collections.deque()
-        self.requests = 0
         self.rate_limited = 0
         self.checks = 0
         self.tracked = 0
-
-    def note_send(self) -> None:
-        """Count one request sent now."""
-        now = self._clock.now()
-        self.requests += 1
-        self._sent.append(now)
-        self._trim(now)
 
     def update_pressure(self, now: float, *, backlogged: bool) -> None:
         """Move ``pressure`` towards sparser checks while checks wait for request slots, and
@@ -86,16 +75,6 @@ class Account:
         self.pressure = min(
             _PRESSURE_MAX, max(_PRESSURE_MIN, self.pressure * math.exp(rate * elapsed))
         )
-
-    def requests_in_window(self) -> int:
-        """Requests sent in the last ``limits.per`` seconds."""
-        self._trim(self._clock.now())
-        return len(self._sent)
-
-    def _trim(self, now: float) -> None:
-        horizon = now - self.limits.per
-        while self._sent and self._sent[0] <= horizon:
-            self._sent.popleft()
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -119,7 +98,7 @@ class Tracked:
     ref: TaskRef
     task: Task
     conn: Connection
-    holds_slot: bool
+    lease: Lease | None
     submitted_wall: float
 
 
@@ -162,8 +141,9 @@ class Scheduler:
         """The account for ``key``; the first client's limits and policy set it up."""
         account = self._accounts.get(key)
         if account is None:
-            account = self._accounts[key] = Account(limits, policy, self.clock)
-        elif account.limits != limits:
+            ledger = Ledger(limits, self.clock)
+            account = self._accounts[key] = Account(ledger, policy, self.clock)
+        elif account.ledger.configured != limits:
             _log.warning("clients of one account disagree on limits; the first client's apply")
         return account
 
@@ -174,6 +154,9 @@ class Scheduler:
     async def detach(self) -> None:
         """A client stopped; the runner stops with the last client."""
         self._clients -= 1
+        if self._clients <= 0:
+            for account in self._accounts.values():
+                await account.ledger.aclose()
         if self._clients <= 0 and self._runner is not None:
             runner, self._runner = self._runner, None
             runner.cancel()
@@ -206,7 +189,6 @@ class Scheduler:
         )
         tracked.conn.entries.add(entry)
         tracked.conn.account.entries.add(entry)
-        tracked.conn.account.slots.note_peak()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(
                 self._run(), name="nanobanana-scheduler"
@@ -233,10 +215,35 @@ class Scheduler:
         self.plan.schedule(entry, now)
         self._nudge()
 
+    def horizon(self, conn: Connection, group: Hashable, submitted: float) -> float:
+        """When a task submitted at ``submitted`` has surely ended on the provider.
+
+        The model's learned p99.9 latency after the submit (``DEFAULT_HORIZON`` before anything
+        is learned), capped by the client's task timeout.
+        """
+        model = self.plan.learned_model(group)
+        latency = model.quantile(_Z_HORIZON) if model is not None else DEFAULT_HORIZON
+        return submitted + min(latency, conn.timeouts.task or DEFAULT_TASK_TIMEOUT)
+
+    def _hold_to_horizon(self, entry: Entry[Tracked]) -> None:
+        tracked = entry.payload
+        lease, tracked.lease = tracked.lease, None
+        if lease is not None:
+            horizon = self.horizon(tracked.conn, entry.group, entry.submitted)
+            tracked.conn.account.ledger.slots.hold_until(lease, horizon)
+
     def close_connection(self, conn: Connection) -> None:
-        """Fail every pending task of a closing client with ClientClosedError."""
+        """Fail every pending task of a closing client with ClientClosedError.
+
+        Its tasks keep their slots until their horizon (they still run on the provider), and
+        its callers waiting for a slot fail too.
+        """
+        conn.account.ledger.slots.fail(
+            conn, ClientClosedError("the client was closed while waiting for a task slot")
+        )
         for entry in list(conn.entries):
             ref = entry.payload.ref
+            self._hold_to_horizon(entry)
             self._resolve(
                 entry,
                 error=ClientClosedError(
@@ -276,14 +283,14 @@ class Scheduler:
         Returns when the next slot frees (``inf`` when nothing waits).
         """
         ready = account.ready
-        gcra = account.rate.gcra
+        ledger = account.ledger
         while ready:
             entry = ready[0]
             if entry.done or entry.in_flight:
                 ready.popleft()
                 continue
-            if not gcra.try_take(now):
-                return gcra.next_free()
+            if not ledger.try_take_request(now):
+                return ledger.next_request_free()
             ready.popleft()
             entry.in_flight = True
             group.create_task(self._poll(entry))
@@ -323,7 +330,7 @@ class Scheduler:
         tracked = entry.payload
         conn = tracked.conn
         try:
-            conn.account.note_send()
+            conn.account.ledger.note_send()
             conn.account.checks += 1
             entry.checks += 1
             response = await conn.transport.send(
@@ -448,7 +455,8 @@ class Scheduler:
             entry.failures += 1
             wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
         # A 429 cools down the whole account, not just this task.
-        conn.account.rate.pause(wait)
+        conn.account.ledger.rate_limited(retry_after=exc.retry_after, creating=False)
+        conn.account.ledger.pause(wait)
         self.plan.schedule(entry, min(now + wait, entry.deadline))
         self._nudge()
 
@@ -468,6 +476,8 @@ class Scheduler:
 
     def _expire(self, entry: Entry[Tracked]) -> None:
         ref = entry.payload.ref
+        # The task may still be running on the provider: its slot stays until its horizon.
+        self._hold_to_horizon(entry)
         self._resolve(
             entry,
             error=TaskTimeoutError(
@@ -489,7 +499,7 @@ class Scheduler:
         self.plan.finish(entry)
         tracked.conn.entries.discard(entry)
         tracked.conn.account.entries.discard(entry)
-        if tracked.holds_slot:
-            tracked.holds_slot = False
-            tracked.conn.account.slots.release()
+        if tracked.lease is not None:
+            lease, tracked.lease = tracked.lease, None
+            tracked.conn.account.ledger.slots.release(lease)
         tracked.task._resolve(result, error)

@@ -74,8 +74,13 @@ async def test_soak_every_fault_at_once() -> None:
     assert sim.stats.max_window <= limits.requests
     assert sim.stats.max_concurrent <= limits.concurrent_tasks
     # The run pressed both limits, so the two checks above mean something.
-    assert sim.stats.max_window >= limits.requests * 0.8
+    # (Injected body 429s lower the effective limits, as a real one would: "pressed" means
+    # at least half the configured window.)
+    assert sim.stats.max_window >= limits.requests * 0.5
     assert stats.peak_in_flight == limits.concurrent_tasks
     assert sim.stats.rate_limited == sim.stats.faults["body_429"]  # none from the real limits
-    assert stats.in_flight == 0
+    # Slots stay held, until their horizon (some may have passed), only for tasks that may
+    # still run unseen.
+    unseen = (nb.SubmitOutcomeUnknownError, nb.TaskTimeoutError)
+    assert stats.in_flight <= sum(isinstance(o, unseen) for o in outcomes)
     assert stats.pending == 0
