@@ -65,8 +65,8 @@ class ClientStatistics:
 
     Attributes:
         pending: tasks submitted and not yet finished.
-        in_flight: concurrent-task slots held.
-        peak_in_flight: the most slots ever held at once.
+        in_flight: tasks that may be running on the provider (creates sent, not seen ended).
+        peak_in_flight: the most ``in_flight`` ever.
         waiting: callers waiting for a slot.
         requests_in_window: requests sent in the last ``limits.per`` seconds.
         requests_sent: requests sent since the account was first used.
@@ -580,6 +580,11 @@ class Client:
         for attempt in range(policy.attempts):
             last = attempt + 1 >= policy.attempts
             await ledger.acquire_request()
+            if not ledger.slots.try_admit(lease):
+                # More creates are out than the (effective) cap: wait for a task to end, then
+                # for a fresh turn in the window (the booked one has passed).
+                await ledger.slots.admit(lease)
+                await ledger.acquire_request()
             if self._closed:
                 raise ClientClosedError("the client closed before this submit was sent")
             if intent is not None:
@@ -594,6 +599,7 @@ class Client:
                 # Nothing reached the provider, so a retry cannot create a second task.
                 if last or not account.budget.try_spend():
                     raise
+                ledger.slots.refused(lease)
                 if intent is not None:
                     await intent.clear()
                 await self._backoff(attempt)
@@ -617,9 +623,10 @@ class Client:
                 # Refused, so not created: clear the intent before the wait.
                 if intent is not None:
                     await intent.clear()
-                if ledger.rate_limited(retry_after=wait, creating=True):
+                cap_reached = ledger.rate_limited(retry_after=wait, creating=True)
+                ledger.slots.refused(lease)
+                if cap_reached:
                     # The account's task cap: wait for a task to end, not for the window.
-                    await ledger.slots.reacquire(lease)
                     continue
                 wait = wait if wait is not None else delay(attempt, policy, self._random)
                 # A 429 cools down the shared account; the next acquire_request() waits it out.
@@ -627,6 +634,7 @@ class Client:
                 continue
             except ProviderUnavailableError as exc:
                 if exc.code == _MAINTENANCE and not last and account.budget.try_spend():
+                    ledger.slots.refused(lease)
                     if intent is not None:
                         await intent.clear()
                     await self._backoff(attempt)
@@ -776,7 +784,7 @@ class Client:
         ledger = account.ledger
         return ClientStatistics(
             pending=len(account.entries),
-            in_flight=ledger.slots.held,
+            in_flight=ledger.slots.sent,
             peak_in_flight=ledger.slots.peak,
             waiting=ledger.slots.waiting,
             requests_in_window=ledger.requests_in_window(),

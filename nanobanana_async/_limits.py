@@ -10,13 +10,8 @@ safety margin (the server counts at arrival, a little after our send).
 from __future__ import annotations
 
 import math
-from typing import Final
 
 from ._config import Limits
-
-_SLOWDOWN_STEP: Final = 1.5
-_SLOWDOWN_MAX: Final = 4.0
-_SLOWDOWN_RECOVERY: Final = 0.005  # fraction of the excess slowdown dropped per request
 
 
 def pacing(limits: Limits) -> tuple[float, int]:
@@ -43,7 +38,6 @@ class Gcra:
         self.interval = interval
         self.tolerance = (burst - 1) * interval
         self._tat = -math.inf  # theoretical arrival time of the next request
-        self.slowdown = 1.0
         self.paused_until = -math.inf
 
     def retune(self, interval: float, burst: int) -> None:
@@ -53,11 +47,8 @@ class Gcra:
 
     def reserve(self, now: float) -> float:
         """Book one request and return the earliest time it may be sent (``>= now``)."""
-        step = self.interval * self.slowdown
         start = max(now, self._tat - self.tolerance, self.paused_until)
-        self._tat = max(self._tat, start) + step
-        if self.slowdown > 1.0:
-            self.slowdown = max(1.0, self.slowdown - (self.slowdown - 1.0) * _SLOWDOWN_RECOVERY)
+        self._tat = max(self._tat, start) + self.interval
         return start
 
     def try_take(self, now: float) -> bool:
@@ -75,14 +66,12 @@ class Gcra:
         """The earliest time :meth:`try_take` can succeed."""
         return max(self._tat - self.tolerance, self.paused_until)
 
-    def pause(self, until: float, now: float) -> None:
-        """Send nothing before ``until`` (a 429's Retry-After) and slow the pace for a while.
+    def pause(self, until: float) -> None:
+        """Send nothing before ``until`` (a 429's Retry-After).
 
-        Only a 429 outside a running pause slows the pace further: the other requests that
-        were in flight when the first 429 came belong to the same episode.
+        The pace itself is not slowed here: the ledger lowers the account's effective limits
+        from what the 429 showed, which retunes the interval.
         """
-        if not self.is_paused(now):
-            self.slowdown = min(_SLOWDOWN_MAX, self.slowdown * _SLOWDOWN_STEP)
         self.paused_until = max(self.paused_until, until)
         self._tat = max(self._tat, until + self.tolerance)
 

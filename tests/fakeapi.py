@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 import attrs
@@ -79,3 +80,51 @@ class FakeApixo:
 
     def count(self, kind: str) -> int:
         return sum(1 for _, k in self.log if k == kind)
+
+
+class LimitedApixo(FakeApixo):
+    """A FakeApixo account with limits: a sliding window of accepted requests and a cap on
+    running tasks, each answered with 429 and a Retry-After, as the simulator does."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        requests: int,
+        per: float,
+        cap: int,
+        latency: Callable[[int], float] = lambda i: 12.0,
+    ) -> None:
+        super().__init__(clock, latency)
+        self.requests, self.per, self.cap = requests, per, cap
+        self.accepted: list[float] = []
+        self.rate_limited = 0
+        self.max_running = 0
+        self.max_window = 0
+
+    def running(self) -> int:
+        now = self.clock.now()
+        return sum(1 for t in self.tasks.values() if t.outcome == "stuck" or t.finish > now)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | BaseException:
+        now = self.clock.now()
+        self.accepted = [t for t in self.accepted if t > now - self.per]
+        if len(self.accepted) >= self.requests:
+            return self._too_many(now)
+        self.accepted.append(now)
+        self.max_window = max(self.max_window, len(self.accepted))
+        if request.kind == "submit" and self.running() >= self.cap:
+            self.log.append((now, request.kind))
+            return self._too_many(now)
+        answer = super().__call__(request)
+        self.max_running = max(self.max_running, self.running())
+        return answer
+
+    def _too_many(self, now: float) -> HttpResponse:
+        self.rate_limited += 1
+        wait = max(0.001, self.accepted[0] + self.per - now) if self.accepted else 1.0
+        return json_response(
+            {"code": 429, "message": "Rate limit exceeded", "data": None},
+            status=429,
+            headers={"retry-after-ms": str(math.ceil(wait * 1000))},
+        )

@@ -31,6 +31,7 @@ paths (``try_take_request``) then serve from a small batch of grants taken ahead
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import heapq
 import itertools
@@ -51,7 +52,8 @@ DEFAULT_HORIZON: Final = 300.0
 """Seconds a slot of unknown fate is held before any latency is learned (5 minutes)."""
 
 _CONCURRENCY_SHARE: Final = 0.9  # below this share of the window, a create's 429 is the cap
-_RATE_MARGIN: Final = 0.9  # of what the account showed, after a window 429
+_RATE_MARGIN: Final = 0.95  # of what the account showed, after a window 429
+_BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
 _QUIET_PERIODS: Final = 3  # windows without a 429 before the limits start to climb back
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
 
@@ -62,21 +64,25 @@ class Lease:
 
     owner: object
     held: bool = True
+    sent: bool = False
 
 
 class Slots:
     """The concurrent-task cap: first come, first served, leases released exactly once.
 
-    A waiter costs one future. ``cap`` may move (adaptive limits); a lower cap takes effect as
-    leases are released.
+    A lease is granted when a caller may prepare a create, and *admitted* right before its
+    create is sent: at most ``cap`` admitted leases at once, so a cap lowered by a 429 holds
+    back creates already granted, not only new callers. A waiter costs one future.
     """
 
     def __init__(self, cap: int, clock: Clock) -> None:
         self.cap = cap
         self.held = 0
+        self.sent = 0
         self.peak = 0
         self._clock = clock
         self._waiters: collections.deque[tuple[asyncio.Future[Lease], object]] = collections.deque()
+        self._admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
         self._timed: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
         self._timer: asyncio.Task[None] | None = None
@@ -84,7 +90,43 @@ class Slots:
     @property
     def waiting(self) -> int:
         """Callers waiting for a slot."""
-        return sum(1 for future, _ in self._waiters if not future.done())
+        waiting = sum(1 for future, _ in self._waiters if not future.done())
+        return waiting + sum(1 for future, _ in self._admits if not future.done())
+
+    def try_admit(self, lease: Lease) -> bool:
+        """Admit ``lease`` now if fewer than ``cap`` creates are out; False otherwise."""
+        if lease.sent:
+            return True
+        if self.sent < self.cap and not self._admits:
+            self._mark(lease)
+            return True
+        return False
+
+    async def admit(self, lease: Lease) -> None:
+        """Wait until ``lease``'s create may be sent (fewer than ``cap`` creates out)."""
+        if self.try_admit(lease):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._admits.append((future, lease))
+        self._ensure_timer()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.refused(lease)
+            raise
+
+    def refused(self, lease: Lease) -> None:
+        """The create of ``lease`` was refused (nothing created): it no longer counts as out."""
+        if lease.sent:
+            lease.sent = False
+            self.sent -= 1
+            self._wake()
+
+    def _mark(self, lease: Lease) -> None:
+        lease.sent = True
+        self.sent += 1
+        self.peak = max(self.peak, self.sent)
 
     def try_acquire(self, owner: object) -> Lease | None:
         """A slot now, or None when none is free (or others wait first)."""
@@ -118,6 +160,9 @@ class Slots:
         if lease.held:
             lease.held = False
             self.held -= 1
+            if lease.sent:
+                lease.sent = False
+                self.sent -= 1
             self._wake()
 
     def hold_until(self, lease: Lease, horizon: float) -> None:
@@ -131,18 +176,12 @@ class Slots:
         self._ensure_timer()
 
     def take(self, owner: object) -> Lease:
-        """A slot now, even over the cap: for a task that already runs on the provider (a
+        """A sent slot now, even over the cap: for a task that already runs on the provider (a
         resumed or re-attached one), which uses a slot whether or not one is free."""
         self._expire()
-        return self._grant(owner)
-
-    async def reacquire(self, lease: Lease) -> None:
-        """Give ``lease``'s slot back and queue for one again (the account refused the create
-        for its task cap, so this create waits for a task to end)."""
-        self.release(lease)
-        fresh = await self.acquire(lease.owner)
-        fresh.held = False  # its count moves over to ``lease``
-        lease.held = True
+        lease = self._grant(owner)
+        self._mark(lease)
+        return lease
 
     def set_cap(self, cap: int) -> None:
         """Move the cap; waiters are served if it rose."""
@@ -159,6 +198,14 @@ class Slots:
             else:
                 kept.append((future, who))
         self._waiters = kept
+        admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
+        for waiter, lease in self._admits:
+            if lease.owner is owner:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            else:
+                admits.append((waiter, lease))
+        self._admits = admits
 
     async def aclose(self) -> None:
         """Stop the horizon timer (the process is done with this account)."""
@@ -168,6 +215,7 @@ class Slots:
             await asyncio.gather(timer, return_exceptions=True)
 
     def _ensure_timer(self) -> None:
+        # Only a horizon can free a slot when every other lease is out of reach.
         if self._timed and (self._timer is None or self._timer.done()):
             self._timer = asyncio.get_running_loop().create_task(
                 self._run_timer(), name="nanobanana-slot-horizons"
@@ -175,10 +223,14 @@ class Slots:
 
     def _grant(self, owner: object) -> Lease:
         self.held += 1
-        self.peak = max(self.peak, self.held)
         return Lease(owner)
 
     def _wake(self) -> None:
+        while self._admits and self.sent < self.cap:
+            waiter, lease = self._admits.popleft()
+            if not waiter.done() and lease.held:
+                self._mark(lease)
+                waiter.set_result(None)
         while self._waiters and self.held < self.cap:
             future, owner = self._waiters.popleft()
             if not future.done():
@@ -211,7 +263,7 @@ class Ledger:
         interval, burst = pacing(limits)
         self.gcra = Gcra(interval, burst)
         self.slots = Slots(limits.concurrent_tasks, clock)
-        self._sent: collections.deque[float] = collections.deque()
+        self._sent: list[float] = []  # monotonic send times, oldest first
         self._last_429 = -math.inf
         self._recovered_at = -math.inf
         self.requests = 0
@@ -228,34 +280,51 @@ class Ledger:
             self._recover()
             at = self.gcra.reserve(self._clock.now())
             await self._clock.sleep_until(at)
-            if not self.gcra.is_paused(self._clock.now()):
+            now = self._clock.now()
+            if self.gcra.is_paused(now):
+                continue
+            free = self._window_free_at(now)
+            if free <= now:
                 return
+            await self._clock.sleep_until(free)
 
     def try_take_request(self, now: float) -> bool:
         """Take a request only if one is free now (status checks)."""
-        return self.gcra.try_take(now)
+        return self._window_free_at(now) <= now and self.gcra.try_take(now)
 
     def next_request_free(self) -> float:
         """The earliest time :meth:`try_take_request` can succeed."""
-        return self.gcra.next_free()
+        now = self._clock.now()
+        return max(self.gcra.next_free(), self._window_free_at(now))
+
+    def _window_free_at(self, now: float) -> float:
+        # Once the limits were lowered, the requests already sent at the old pace still sit in
+        # the account's window: pacing alone would overfill it, so the send log bounds it too.
+        if self.effective == self.configured:
+            return now
+        per = self.effective.per
+        budget = max(1, math.floor(self.effective.requests * (1.0 - self.effective.safety_margin)))
+        if self._in_window(now, per) < budget:
+            return now
+        return self._sent[-budget] + per
 
     def note_send(self) -> None:
         """Count one request sent now (sent means counted, whatever its outcome)."""
         now = self._clock.now()
         self.requests += 1
         self._sent.append(now)
-        self._trim(now, max(self.configured.per, self.effective.per))
+        self._trim(now - max(self.configured.per, self.effective.per))
 
     def requests_in_window(self) -> int:
         """Requests sent in the last effective ``per`` seconds."""
-        now = self._clock.now()
-        per = self.effective.per
-        return sum(1 for at in self._sent if at > now - per)
+        return self._in_window(self._clock.now(), self.effective.per)
+
+    def _in_window(self, now: float, per: float) -> int:
+        return len(self._sent) - bisect.bisect_right(self._sent, now - per)
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now."""
-        now = self._clock.now()
-        self.gcra.pause(now + seconds, now)
+        self.gcra.pause(self._clock.now() + seconds)
 
     def is_paused(self) -> bool:
         """True while a 429's Retry-After runs."""
@@ -273,10 +342,20 @@ class Ledger:
         self._last_429 = now
         if self.gcra.is_paused(now):
             return False
-        running = self.slots.held - (1 if creating else 0)
+        running = self.slots.sent - (1 if creating else 0)
         in_window = self.requests_in_window()
         window_budget = self.effective.requests * (1.0 - self.effective.safety_margin)
-        if creating and in_window < _CONCURRENCY_SHARE * window_budget and running >= 1:
+        # Under a cap already learned, a create's 429 cannot be about the cap.
+        under_learned_cap = (
+            self.effective.concurrent_tasks < self.configured.concurrent_tasks
+            and running < self.effective.concurrent_tasks
+        )
+        if (
+            creating
+            and running >= 1
+            and in_window < _CONCURRENCY_SHARE * window_budget
+            and not under_learned_cap
+        ):
             cap = max(1, running - 1) if running > 1 else 1
             if cap < self.effective.concurrent_tasks:
                 self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
@@ -289,18 +368,16 @@ class Ledger:
     def _estimate_window(self, now: float, retry_after: float | None) -> tuple[float, int]:
         # The account's window ends when its oldest counted request leaves it, which is when
         # the Retry-After ends: so it spans from our first send of this busy spell to then.
+        # A missing or implausible hint (longer than any window we know) says nothing about
+        # the window: cut the rate multiplicatively instead, as AIMD does.
         ceiling = max(self.configured.per, self.effective.per)
+        if retry_after is None or not 0 < retry_after <= ceiling:
+            cut = max(1, math.floor(self.effective.requests * _BLIND_CUT))
+            return self.effective.per, cut
         start = self._spell_start(now, ceiling)
-        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
-            per = min(ceiling, max(1.0, now - start + retry_after))
-        else:
-            per = self.effective.per
-        shown = sum(1 for at in self._sent if at > now - per)
-        requests = max(1, math.floor(shown * _RATE_MARGIN))
-        if retry_after is None:
-            # Nothing says how long the window is: halve the rate instead.
-            requests = max(1, min(requests, self.effective.requests // 2))
-        return per, requests
+        per = min(ceiling, max(1.0, now - start + retry_after))
+        shown = self._in_window(now, per)
+        return per, max(1, math.floor(shown * _RATE_MARGIN))
 
     def _spell_start(self, now: float, ceiling: float) -> float:
         # The first send after the last idle gap as long as a window, within the ceiling.
@@ -356,10 +433,11 @@ class Ledger:
             self.configured.concurrent_tasks,
         )
 
-    def _trim(self, now: float, per: float) -> None:
-        horizon = now - per
-        while self._sent and self._sent[0] <= horizon:
-            self._sent.popleft()
+    def _trim(self, horizon: float) -> None:
+        # Amortized: drop the stale head in one slice once it is a sizeable share of the log.
+        stale = bisect.bisect_right(self._sent, horizon)
+        if stale > 256 and stale * 2 > len(self._sent):
+            del self._sent[:stale]
 
     async def aclose(self) -> None:
         """Stop the ledger's timers."""

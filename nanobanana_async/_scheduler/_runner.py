@@ -72,9 +72,11 @@ class Account:
         elapsed = min(1.0, max(0.0, now - self._pressure_at))
         self._pressure_at = now
         rate = _PRESSURE_RISE if backlogged else -_PRESSURE_FALL
-        self.pressure = min(
-            _PRESSURE_MAX, max(_PRESSURE_MIN, self.pressure * math.exp(rate * elapsed))
-        )
+        # An account that has shown limits below the configured ones may be small in every
+        # way: spare-looking requests are not spent on denser checks until it recovers.
+        ledger = self.ledger
+        floor = 1.0 if ledger.effective != ledger.configured else _PRESSURE_MIN
+        self.pressure = min(_PRESSURE_MAX, max(floor, self.pressure * math.exp(rate * elapsed)))
 
 
 @attrs.define(eq=False, kw_only=True)
