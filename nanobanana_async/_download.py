@@ -6,20 +6,33 @@ Image hosts are not the provider's API: the session used here never carries the 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import aiohttp
 import anyio
 import anyio.to_thread
 
-from ._errors import BadResponseError
+from ._errors import BadResponseError, StorageError
 from ._models import ImageResult
 
 MAX_IMAGE_BYTES: Final = 64 * 1024 * 1024
 _ATTEMPTS: Final = 3
 _CHUNK: Final = 64 * 1024
+
+
+# Signatures of the formats providers return; a file without one is not a finished image.
+_SIGNATURES: Final = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(part: str, *, limit: int = 80) -> str:
+    """``part`` reduced to a file-name-safe token (task ids are untrusted: no ``/``, ``..``)."""
+    cleaned = _UNSAFE.sub("_", part).strip("._") or "_"
+    return cleaned[:limit]
 
 
 def targets(result: ImageResult, dest: Path) -> list[Path]:
@@ -47,9 +60,14 @@ class Downloader:
         self._session: aiohttp.ClientSession | None = None
 
     async def download(self, result: ImageResult, dest: Path) -> list[Path]:
-        """Write every image of ``result``; files already present are kept as they are.
+        """Write every image of ``result``, streamed to a temporary file and renamed.
+
+        A file already present is kept only if it is a complete image (a known signature, and
+        the server's size when it states one); anything else there is replaced.
 
         Raises:
+            StorageError: the file could not be written (disk full, permission denied, a
+                folder in the way); ``task_id`` and ``path`` say which.
             BadResponseError: an image could not be fetched (expired URL, not an image, too
                 large) after retries; ``task_id`` names the task.
         """
@@ -67,19 +85,24 @@ class Downloader:
         last: BadResponseError | None = None
         for attempt in range(_ATTEMPTS):
             try:
-                data = await self._read(result, url)
+                await self._stream(result, url, path)
             except BadResponseError as exc:
                 if not exc.retryable:
                     raise
                 last = exc
                 await asyncio.sleep(0.5 * 2**attempt)
                 continue
-            await anyio.to_thread.run_sync(_write_atomically, path, data)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write {path}: {exc.strerror or type(exc).__name__}",
+                    task_id=result.task_id,
+                    path=str(path),
+                ) from None
             return
         assert last is not None
         raise last
 
-    async def _read(self, result: ImageResult, url: str) -> bytes:
+    async def _stream(self, result: ImageResult, url: str, path: Path) -> None:
         assert self._session is not None
 
         def error(message: str, status: int, *, retryable: bool) -> BadResponseError:
@@ -102,14 +125,20 @@ class Downloader:
                     raise error(f"not an image ({resp.content_type})", 200, retryable=False)
                 if (resp.content_length or 0) > self._max_bytes:
                     raise error("image larger than the size cap", 200, retryable=False)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(_CHUNK):
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise error("image larger than the size cap", 200, retryable=False)
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                tmp, handle = await anyio.to_thread.run_sync(_open_temporary, path)
+                try:
+                    size = 0
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        size += len(chunk)
+                        if size > self._max_bytes:
+                            raise error("image larger than the size cap", 200, retryable=False)
+                        await anyio.to_thread.run_sync(handle.write, chunk)
+                    if resp.content_length is not None and size != resp.content_length:
+                        raise error("image cut short", 200, retryable=True)
+                    await anyio.to_thread.run_sync(_commit, handle, tmp, path)
+                finally:
+                    handle.close()
+                    await anyio.to_thread.run_sync(lambda: tmp.unlink(missing_ok=True))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise error(type(exc).__name__, 0, retryable=True) from None
 
@@ -121,16 +150,26 @@ class Downloader:
 
 
 def _complete(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0
+    # Not "non-empty": a leftover text file or a cut download must be replaced, not kept.
+    if not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    riff_webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return riff_webp or any(head.startswith(signature) for signature in _SIGNATURES)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would ignore the user's umask for an image they asked for.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-    try:
-        with tmp.open("xb") as handle:
-            handle.write(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return tmp, tmp.open("xb")
+
+
+def _commit(handle: IO[bytes], tmp: Path, path: Path) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    tmp.replace(path)

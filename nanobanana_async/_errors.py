@@ -231,5 +231,20 @@ class ClientClosedError(NanoBananaError):
         self.model = model
 
 
+class StorageError(NanoBananaError):
+    """An image could not be written to disk (disk full, permission denied, a folder in the
+    way). The task succeeded and was paid: its id is kept for a later download.
+
+    Attributes:
+        task_id: the provider's task id.
+        path: the file that could not be written.
+    """
+
+    def __init__(self, message: str, *, task_id: str, path: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.path = path
+
+
 class WebhookVerificationError(NanoBananaError, ValueError):
     """A callback could not be verified as coming from a task this client submitted."""

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +25,9 @@ from rich.table import Table
 
 from .._client import Client
 from .._config import Limits
+from .._download import safe_name
 from .._errors import NanoBananaError
+from .._journal import request_key
 from .._models import ImageRequest, ImageResult
 from ..providers import PROVIDERS
 from ._inputs import InputError, read_requests
@@ -40,6 +41,10 @@ EXIT_INTERRUPTED: Final = 130
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nanobanana", description="Generate Nano Banana images from the command line."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback on errors (for bug reports)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -84,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=8080)
     simulate.add_argument("--api-key", default=None)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nanobanana-async")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 def _provider(chosen: str | None) -> str:
@@ -166,9 +180,31 @@ def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
-def _key(line: int, prompt: str) -> str:
-    # The line and a digest of its prompt: an edited file never re-attaches to an old task.
-    return f"line-{line}-{hashlib.sha256(prompt.encode()).hexdigest()[:12]}"
+def _key(provider: str, line: int, request: ImageRequest) -> str:
+    # The line and a digest of every request field: an edited prompt or a changed setting
+    # (aspect ratio, model, ...) is a new task, never the old task's images.
+    return f"line-{line}-{request_key(provider, request)[:16]}"
+
+
+def manifest_row(
+    line: int,
+    request: ImageRequest,
+    *,
+    status: str,
+    task_id: str | None,
+    files: Sequence[str] = (),
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One ``results.jsonl`` row; every row has the same fields whatever its status."""
+    return {
+        "line": line,
+        "prompt": request.prompt,
+        "model": request.model,
+        "status": status,
+        "task_id": task_id,
+        "files": list(files),
+        "error": error,
+    }
 
 
 async def _batch(args: argparse.Namespace, console: Console) -> int:
@@ -180,12 +216,10 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         requests = await anyio.to_thread.run_sync(
             read_requests, args.prompts, _defaults(args), client.validate
         )
-    except InputError as exc:
-        for message in exc.lines:
-            sys.stderr.write(f"{args.prompts}: {message}\n")
+    except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
-        return EXIT_USAGE
-    lines = {_key(n, r.prompt): (n, r) for n, r in requests}
+        raise InputError(_input_problems(args.prompts, exc)) from None
+    lines = {_key(provider, n, r): (n, r) for n, r in requests}
     state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
     rows: list[dict[str, Any]] = []
 
@@ -195,32 +229,27 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         state.requests_in_window = stats.requests_in_window
         return render_progress(state, time.monotonic())
 
-    async def finish(line: int, result: ImageResult) -> None:
-        dest = args.out / f"{line:05d}-{result.task_id}.png"
+    async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
+        # Task ids are the provider's, untrusted: only a sanitized form reaches a file name.
+        dest = args.out / f"{line:05d}-{safe_name(result.task_id)}.png"
         try:
             paths = await client.download(result, dest)
         except NanoBananaError as exc:
+            # A full disk or an expired URL fails this row only; the batch goes on.
             state.failed += 1
             rows.append(
-                {
-                    "line": line,
-                    "status": "failed",
-                    "task_id": result.task_id,
-                    "urls": list(result.urls),
-                    "error": str(exc),
-                }
+                manifest_row(line, request, status="failed", task_id=result.task_id, error=str(exc))
             )
             return
         state.done += 1
         rows.append(
-            {
-                "line": line,
-                "status": "succeeded",
-                "task_id": result.task_id,
-                "model": result.model,
-                "urls": list(result.urls),
-                "files": [p.name for p in paths],
-            }
+            manifest_row(
+                line,
+                request,
+                status="succeeded",
+                task_id=result.task_id,
+                files=[p.name for p in paths],
+            )
         )
 
     async def tick(live: Live) -> None:
@@ -251,7 +280,7 @@ async def _run_batch(
     lines: dict[str, tuple[int, ImageRequest]],
     state: BatchState,
     rows: list[dict[str, Any]],
-    finish: Callable[[int, ImageResult], Coroutine[Any, Any, None]],
+    finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
 ) -> None:
     async with asyncio.TaskGroup() as downloads:
         async for task in client.as_completed((key, r) for key, (_, r) in lines.items()):
@@ -261,17 +290,12 @@ async def _run_batch(
                 result = await task
             except NanoBananaError as exc:
                 state.failed += 1
+                task_id = getattr(exc, "task_id", None) or task.id
                 rows.append(
-                    {
-                        "line": line,
-                        "status": "failed",
-                        "task_id": getattr(exc, "task_id", None) or task.id,
-                        "prompt": request.prompt,
-                        "error": str(exc),
-                    }
+                    manifest_row(line, request, status="failed", task_id=task_id, error=str(exc))
                 )
                 continue
-            downloads.create_task(finish(line, result))
+            downloads.create_task(finish(line, request, result))
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -311,9 +335,28 @@ async def _resume(args: argparse.Namespace) -> int:
     return EXIT_OK if not failed and not unknown else EXIT_FAILED
 
 
+def _input_problems(path: Path, exc: InputError | OSError | UnicodeDecodeError) -> list[str]:
+    if isinstance(exc, InputError):
+        return [f"{path}: {line}" for line in exc.lines]
+    if isinstance(exc, UnicodeDecodeError):
+        return [f"{path}: not a UTF-8 text file"]
+    return [f"{path}: {exc.strerror or type(exc).__name__}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except Exception as exc:
+        if args.debug:
+            raise
+        # Last resort: a bug must still read as one line, not a traceback.
+        sys.stderr.write(f"error: {type(exc).__name__}: {exc} (run with --debug for details)\n")
+        return EXIT_FAILED
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "simulate":
         from ..testing.__main__ import main as simulate
 
@@ -328,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return asyncio.run(_status(args))
         return asyncio.run(_resume(args))
+    except InputError as exc:
+        for line in exc.lines:
+            sys.stderr.write(f"error: {line}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: run the same command again to resume from the journal\n")
         return EXIT_INTERRUPTED

@@ -1,11 +1,12 @@
-"""Reading a batch's prompts from .txt, .jsonl or .csv into requests (file I/O only)."""
+"""Reading a batch's prompts from .txt, .json, .jsonl or .csv into requests (file I/O only)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Final, TextIO
 
 from .._errors import InvalidRequestError
 from .._models import ImageRequest
@@ -59,12 +60,15 @@ def read_requests(
         OSError: the file cannot be read.
     """
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError([f"unknown file type {suffix or '(none)'}: use {', '.join(SUFFIXES)}"])
     rows: list[tuple[int, Mapping[str, object] | str]] = []
     problems: list[str] = []
     with path.open(encoding="utf-8", newline="") as handle:
         if suffix == ".csv":
-            for index, record in enumerate(csv.DictReader(handle), start=2):
-                rows.append((index, dict(record)))
+            rows.extend(_csv_rows(handle))
+        elif suffix == ".json":
+            rows.extend(_json_rows(handle.read(), problems))
         else:
             for index, raw in enumerate(handle, start=1):
                 line = raw.strip()
@@ -83,17 +87,68 @@ def read_requests(
                 else:
                     rows.append((index, line))
     requests: list[tuple[int, ImageRequest]] = []
+    # One message per distinct problem, naming every line it applies to: a bad default
+    # (--aspect-ratio 7:5) is one line of output, not one per prompt.
+    by_problem: dict[str, list[int]] = {}
     for index, row in rows:
         fields = {"prompt": row} if isinstance(row, str) else _coerce(row)
         try:
             request = ImageRequest.from_mapping({**defaults, **fields})
             check(request)
         except InvalidRequestError as exc:
-            problems.extend(f"line {index}: {error}" for error in exc.errors)
+            for error in exc.errors:
+                by_problem.setdefault(error, []).append(index)
             continue
         requests.append((index, request))
+    problems.extend(f"{_lines(numbers)}: {error}" for error, numbers in by_problem.items())
     if problems:
         raise InputError(problems)
     if not requests:
-        raise InputError([f"{path}: no prompts found"])
+        raise InputError(["no prompts found (blank lines and, in .txt, # lines are skipped)"])
     return requests
+
+
+SUFFIXES: Final = (".txt", ".json", ".jsonl", ".csv")
+
+
+def _lines(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    shown = ", ".join(map(str, numbers[:5]))
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"lines {shown}{more}"
+
+
+def _csv_rows(handle: TextIO) -> Iterator[tuple[int, Mapping[str, object]]]:
+    # csv.reader, not DictReader: line_num before each row is the line the row starts on,
+    # also after blank lines and multi-line quoted prompts.
+    reader = csv.reader(handle)
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        if not any(cell.strip() for cell in cells):
+            continue
+        if header is None:
+            header = [cell.strip() for cell in cells]
+            continue
+        yield start, dict(zip(header, cells, strict=False))
+
+
+def _json_rows(text: str, problems: list[str]) -> Iterator[tuple[int, Mapping[str, object] | str]]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(f"line {exc.lineno}: not JSON ({exc.msg})")
+        return
+    if not isinstance(value, list):
+        problems.append("a .json file must hold an array of prompts or objects")
+        return
+    for number, item in enumerate(value, start=1):
+        if isinstance(item, str | dict):
+            yield number, item
+        else:
+            problems.append(f"item {number}: not a prompt or an object")

@@ -46,7 +46,7 @@ def test_bad_rows_exit_2_with_one_line_each_and_no_request(
     code = main(["batch", str(csv_file), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert [line.split(": ")[1] for line in err] == ["line 3", "line 4", "line 5", "line 6"]
+    assert [line.split(": ")[2] for line in err] == ["line 3", "line 4", "line 5", "line 6"]
     assert sim.stats.total_requests == 0
 
     jsonl = tmp_path / "prompts.jsonl"

@@ -85,6 +85,7 @@ PUBLIC_API = (
     "RateLimitError",
     "RequestTimeoutError",
     "RetryPolicy",
+    "StorageError",
     "SubmitOutcomeUnknownError",
     "Task",
     "TaskError",

@@ -1,0 +1,113 @@
+"""The CLI's input handling, in-process: file types, real line numbers, one line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.cli import _key, main, manifest_row
+from nanobanana_async.cli._inputs import InputError, read_requests
+
+
+def _check(request: nb.ImageRequest) -> None:
+    nb.Client("local").validate(request)
+
+
+def _read(path: Path, **defaults: object) -> list[tuple[int, nb.ImageRequest]]:
+    return read_requests(path, defaults, _check)
+
+
+def test_json_array_is_read_as_prompts(tmp_path: Path) -> None:
+    """A .json array is two prompts, not one per text line (8 paid tasks for 2 prompts)."""
+    path = tmp_path / "p.json"
+    path.write_text('[\n  {"prompt": "a cat", "aspect_ratio": "16:9"},\n  "a dog"\n]\n')
+    rows = _read(path)
+    assert [(n, r.prompt, r.aspect_ratio) for n, r in rows] == [
+        (1, "a cat", "16:9"),
+        (2, "a dog", None),
+    ]
+
+
+def test_unknown_extension_is_refused(tmp_path: Path) -> None:
+    """A .md (or any other) file is refused, naming the types that are read."""
+    path = tmp_path / "p.md"
+    path.write_text("a cat\n")
+    with pytest.raises(InputError, match=r"\.txt, \.json, \.jsonl, \.csv"):
+        _read(path)
+
+
+def test_csv_line_numbers_are_real(tmp_path: Path) -> None:
+    """Blank lines and multi-line quoted prompts do not shift the reported line numbers."""
+    path = tmp_path / "p.csv"
+    path.write_text('prompt,aspect_ratio\n\n"a cat\non two lines",1:1\n\nan owl,7:5\n')
+    with pytest.raises(InputError) as info:
+        _read(path)
+    assert len(info.value.lines) == 1
+    assert info.value.lines[0].startswith("line 6: ")
+
+
+def test_one_message_per_distinct_problem(tmp_path: Path) -> None:
+    """A bad default on 200 prompts is one line listing the allowed values, not 200."""
+    path = tmp_path / "p.txt"
+    path.write_text("".join(f"prompt {i}\n" for i in range(200)))
+    with pytest.raises(InputError) as info:
+        _read(path, aspect_ratio="7:5")
+    assert len(info.value.lines) == 1
+    assert "lines 1, 2, 3, 4, 5 and 195 more" in info.value.lines[0]
+    assert "'7:5'" in info.value.lines[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("missing.txt", None, "missing.txt: No such file or directory"),
+        ("binary.txt", b"\xff\xfe\x00bad", "binary.txt: not a UTF-8 text file"),
+        ("empty.txt", b"", "empty.txt: no prompts found"),
+        ("notes.md", b"a cat\n", "notes.md: unknown file type .md"),
+    ],
+)
+def test_bad_input_files_are_one_line_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    content: bytes | None,
+    expected: str,
+) -> None:
+    """No traceback: one line on stderr, exit 2, nothing written."""
+    monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out"
+    assert main(["batch", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ")
+    assert expected in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
+def test_a_changed_setting_is_a_new_journal_key() -> None:
+    """Rerunning with another aspect ratio or model never returns the old images."""
+    base = nb.ImageRequest(prompt="a cat")
+    keys = {
+        _key("apixo", 1, base),
+        _key("apixo", 1, nb.ImageRequest(prompt="a cat", aspect_ratio="16:9")),
+        _key("apixo", 1, nb.ImageRequest(prompt="a cat", model="nano-banana-pro")),
+        _key("apixo", 2, base),
+    }
+    assert len(keys) == 4
+    assert _key("apixo", 1, base) == _key("apixo", 1, nb.ImageRequest(prompt="a cat"))
+
+
+def test_manifest_rows_have_one_shape() -> None:
+    """Succeeded and failed rows carry the same fields (prompt and model included)."""
+    request = nb.ImageRequest(prompt="a cat")
+    ok = manifest_row(1, request, status="succeeded", task_id="t1", files=["a.png"])
+    bad = manifest_row(2, request, status="failed", task_id=None, error="boom")
+    assert (
+        list(ok) == list(bad) == ["line", "prompt", "model", "status", "task_id", "files", "error"]
+    )

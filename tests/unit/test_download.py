@@ -1,0 +1,98 @@
+"""Downloads: a stale file is replaced, names are safe, disk errors are typed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+import nanobanana_async as nb
+from nanobanana_async._download import Downloader, safe_name
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200_000  # several chunks: the body is streamed
+
+
+@pytest.fixture
+async def image_url() -> AsyncIterator[str]:
+    async def image(_: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/a.png", image)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        yield str(server.make_url("/a.png"))
+
+
+def _result(url: str, task_id: str = "task-1") -> nb.ImageResult:
+    now = dt.datetime.now(dt.UTC)
+    return nb.ImageResult(
+        task_id=task_id,
+        provider="apixo",
+        model="nano-banana-2",
+        urls=(url,),
+        request=None,
+        submitted_at=now,
+        completed_at=now,
+    )
+
+
+async def test_a_file_that_is_not_an_image_is_replaced(tmp_path: Path, image_url: str) -> None:
+    """A text file where the image goes is not 'already downloaded': it is replaced."""
+    dest = tmp_path / "existing.png"
+    dest.write_text("not an image\n")
+    downloader = Downloader()
+    try:
+        assert await downloader.download(_result(image_url), dest) == [dest]
+    finally:
+        await downloader.aclose()
+    assert dest.read_bytes() == PNG
+    assert [p.name for p in tmp_path.iterdir()] == ["existing.png"]
+
+
+async def test_a_folder_in_the_way_is_a_storage_error(tmp_path: Path, image_url: str) -> None:
+    """A folder (or any unwritable path) raises StorageError with the task id; no temp left."""
+    dest = tmp_path / "taken"
+    dest.mkdir()
+    downloader = Downloader()
+    try:
+        with pytest.raises(nb.StorageError) as info:
+            await downloader.download(_result(image_url), dest)
+    finally:
+        await downloader.aclose()
+    assert info.value.task_id == "task-1"
+    assert info.value.path == str(dest)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+async def test_an_unwritable_folder_is_a_storage_error(tmp_path: Path, image_url: str) -> None:
+    """Permission denied (like a full disk) is typed, not a raw OSError."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    downloader = Downloader()
+    try:
+        with pytest.raises(nb.StorageError, match="cannot write"):
+            await downloader.download(_result(image_url), blocker / "sub" / "a.png")
+    finally:
+        await downloader.aclose()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("abc-123_X.y", "abc-123_X.y"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("a/../b", "a_.._b"),
+        ("..", "_"),
+        ("", "_"),
+        ("x" * 200, "x" * 80),
+    ],
+)
+def test_safe_name_keeps_untrusted_ids_inside_the_folder(raw: str, expected: str) -> None:
+    """Task ids come from the provider: no separator or leading dot survives."""
+    assert safe_name(raw) == expected
+    assert "/" not in safe_name(raw)
+    assert not safe_name(raw).startswith(".")
