@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nanobanana_async.testing import FakeClock
+from tests.redis_server import RedisServer, redis_executable
 
 CANARY = "nb-CANARY-7f3a9c2e51d84b06"
 
@@ -76,3 +78,18 @@ def aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> None:
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(aiohttp.ClientResponse, "__init__", init)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` on 127.0.0.1 and a free port, killed after the test.
+
+    ``redis_server.stop()`` / ``.start()`` restart it mid-test on the same port. Without
+    ``redis-server`` installed the test skips locally and fails in CI (``CI=true``).
+    """
+    server = RedisServer(redis_executable(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
