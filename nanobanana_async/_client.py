@@ -30,6 +30,7 @@ from ._errors import (
     GenerationFailedError,
     InvalidRequestError,
     NanoBananaError,
+    ProviderRefusedError,
     ProviderUnavailableError,
     RateLimitError,
     SubmitOutcomeUnknownError,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger("nanobanana_async")
 
 LOCAL_TASK_TIMEOUT: Final = 120.0
-_MAINTENANCE: Final = 455  # crun: refused before acceptance, so a retry cannot pay twice
 
 BulkItem = ImageRequest | str | tuple[str, ImageRequest]
 
@@ -632,13 +632,17 @@ class Client:
                 # A 429 cools down the shared account; the next acquire_request() waits it out.
                 ledger.pause(wait)
                 continue
+            except ProviderRefusedError as exc:
+                # The driver names this answer as "not created" (from its docs): retry only
+                # what may be accepted later; the rest raise as the refusal they are.
+                if not exc.retryable or last or not account.budget.try_spend():
+                    raise
+                ledger.slots.refused(lease)
+                if intent is not None:
+                    await intent.clear()
+                await self._backoff(attempt)
+                continue
             except ProviderUnavailableError as exc:
-                if exc.code == _MAINTENANCE and not last and account.budget.try_spend():
-                    ledger.slots.refused(lease)
-                    if intent is not None:
-                        await intent.clear()
-                    await self._backoff(attempt)
-                    continue
                 raise SubmitOutcomeUnknownError(
                     f"submit to {driver.name} failed on the provider's side ({exc}); it may "
                     "have been accepted, so it is not retried",

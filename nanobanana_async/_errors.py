@@ -11,6 +11,7 @@ NanoBananaError
 ├─ APIError                            .provider .status .code .message .retryable
 │  ├─ AuthenticationError   ├─ InsufficientCreditsError   ├─ RateLimitError(.retry_after)
 │  ├─ ProviderUnavailableError (5xx, maintenance)          └─ BadResponseError (malformed payload)
+│  │  └─ ProviderRefusedError  a create refused before acceptance: nothing was created
 ├─ TaskError                           .task_id .provider .model (always resumable)
 │  ├─ GenerationFailedError(.code)     └─ ContentPolicyError
 │  └─ TaskTimeoutError(TimeoutError)   the deadline passed; the task may still finish
@@ -163,6 +164,15 @@ class ProviderUnavailableError(APIError):
     """The provider failed on its side (5xx, maintenance); a later call may work."""
 
     retryable_default = True
+
+
+class ProviderRefusedError(ProviderUnavailableError):
+    """The provider refused a create before accepting it: no task was created, nothing was paid.
+
+    The driver names which answers mean this, each from its provider's docs (crun: 455
+    maintenance, 501, 505 feature disabled). ``retryable`` says whether the same create may be
+    accepted later (maintenance ends; a disabled feature stays disabled).
+    """
 
 
 class BadResponseError(APIError):

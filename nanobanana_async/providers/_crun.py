@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import attrs
 
+from .._errors import ProviderRefusedError, ProviderUnavailableError
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
 from ._base import (
@@ -71,6 +72,14 @@ _MODELS: Final = {
         _NB2, wire_id="google/nano-banana-2-lite", max_images=10, google_search=False
     ),
 }
+
+# Body codes that answer a create with "not created". Source: seed 002 (docs.crun.ai
+# google/nano-banana), "Response status code": "455: Service Unavailable - System is currently
+# undergoing maintenance", "501: Generation Failed - Content generation task failed", "505:
+# Feature Disabled - The requested feature is currently disabled". The value says whether the
+# same create may be accepted later. The same list's 401, 402, 422 and 429 map to
+# AuthenticationError, InsufficientCreditsError, APIError and RateLimitError (all "not created").
+_CREATE_REFUSALS: Final = {455: True, 501: False, 505: False}
 
 _STATES: Final = {
     "pending": TaskState.QUEUED,
@@ -141,8 +150,24 @@ class CrunDriver:
         )
 
     def parse_submit(self, response: HttpResponse, request: ImageRequest) -> TaskRef:
-        """``data.task_id``; a body code other than 200 raises (429 in the body included)."""
-        data = open_envelope(response, self.name)
+        """``data.task_id``; a body code other than 200 raises (429 in the body included).
+
+        Raises:
+            ProviderRefusedError: body code 455, 501 or 505, which the docs list as refusals.
+        """
+        try:
+            data = open_envelope(response, self.name)
+        except ProviderUnavailableError as exc:
+            code = exc.code if isinstance(exc.code, int) else None
+            if code is None or code not in _CREATE_REFUSALS:
+                raise
+            raise ProviderRefusedError(
+                exc.message,
+                provider=self.name,
+                status=exc.status,
+                code=code,
+                retryable=_CREATE_REFUSALS[code],
+            ) from None
         created = structure(data, _Created, provider=self.name, response=response)
         return TaskRef(self.name, created.task_id, _MODELS[request.model].wire_id)
 

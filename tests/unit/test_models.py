@@ -81,6 +81,7 @@ PUBLIC_API = (
     "InvalidRequestError",
     "Limits",
     "NanoBananaError",
+    "ProviderRefusedError",
     "ProviderUnavailableError",
     "RateLimitError",
     "RequestTimeoutError",

@@ -1,0 +1,122 @@
+"""Refusals are refusals: a create the provider's docs call "not created" never ends as
+"may have been accepted", and only the retryable ones are sent again (issue 11, item 1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, json_response
+from tests.chaos.test_fault_matrix import scripted
+
+
+class Crun:
+    """crun's create answers: ``refuse(n)`` picks the body code for the n-th create (None = ok)."""
+
+    def __init__(self, refuse: dict[int, int] | None = None, every_other: int | None = None):
+        self.creates = 0
+        self.created: list[str] = []
+        self.refuse = refuse or {}
+        self.every_other = every_other
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.kind == "submit":
+            n = self.creates
+            self.creates += 1
+            code = self.refuse.get(n)
+            if code is None and self.every_other is not None and n % 2 == 0:
+                code = self.every_other
+            if code is not None:
+                return json_response({"code": code, "message": f"refused {code}", "data": None})
+            task_id = f"t{len(self.created)}"
+            self.created.append(task_id)
+            return json_response({"code": 200, "message": "success", "data": {"task_id": task_id}})
+        task_id = request.params["task_id"]
+        return json_response(
+            {
+                "code": 200,
+                "message": "success",
+                "data": {
+                    "task_id": task_id,
+                    "status": "success",
+                    "result": {"media_urls": [f"https://i/{task_id}.png"]},
+                },
+            }
+        )
+
+
+async def test_crun_455_on_half_the_creates_never_ends_unknown(clock: FakeClock) -> None:
+    """With crun answering 455 to half the creates, every prompt is created exactly once."""
+    server = Crun(every_other=455)
+    client, _ = scripted(clock, server, provider="crun")
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(10)]
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    errors = [j.exception() for j in jobs if j.exception() is not None]
+    # A prompt may run out of retry budget: then it ends refused (nothing created), never unknown.
+    assert all(isinstance(e, nb.ProviderRefusedError) and e.code == 455 for e in errors)
+    done = [j.result() for j in jobs if j.exception() is None]
+    assert len(done) >= 8
+    # Each create the server accepted belongs to exactly one prompt: none was created twice.
+    assert len(server.created) == len(done)
+    assert len({r.urls for r in done}) == len(done)
+
+
+@pytest.mark.parametrize("code", [501, 505])
+async def test_crun_final_refusal_is_typed_and_not_retried(clock: FakeClock, code: int) -> None:
+    """501 / 505 mean "not created" and will not change: raised once, as ProviderRefusedError."""
+    server = Crun(refuse={0: code})
+    client, _ = scripted(clock, server, provider="crun")
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    error = job.exception()
+    assert isinstance(error, nb.ProviderRefusedError)
+    assert not isinstance(error, nb.SubmitOutcomeUnknownError)
+    assert (error.code, error.retryable) == (code, False)
+    assert f"refused {code}" in str(error)
+    assert server.creates == 1
+
+
+async def test_crun_455_to_the_last_attempt_is_a_refusal_not_unknown(clock: FakeClock) -> None:
+    """Maintenance on every attempt: the error says refused (nothing created), not unknown."""
+    server = Crun(refuse=dict.fromkeys(range(50), 455))
+    client, _ = scripted(clock, server, provider="crun", limits=nb.Limits(concurrent_tasks=1))
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+        error = job.exception()
+        assert isinstance(error, nb.ProviderRefusedError)
+        assert (error.code, error.retryable) == (455, True)
+        assert server.created == []
+        # The refusal released its slot (the only one): the next create goes through.
+        server.refuse = {}
+        again = asyncio.ensure_future(client.generate("a dog"))
+        await clock.run_until(again.done)
+        assert again.result().urls == ("https://i/t0.png",)
+
+
+@pytest.mark.parametrize(
+    ("code", "error_type"),
+    [
+        (400, nb.APIError),
+        (401, nb.AuthenticationError),
+        (402, nb.InsufficientCreditsError),
+        (422, nb.APIError),
+    ],
+)
+async def test_crun_documented_refusals_are_typed(
+    clock: FakeClock, code: int, error_type: type[nb.APIError]
+) -> None:
+    """The docs' other create answers are typed refusals, never 'may have been accepted'."""
+    server = Crun(refuse={0: code})
+    client, _ = scripted(clock, server, provider="crun")
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    error = job.exception()
+    assert isinstance(error, error_type)
+    assert not isinstance(error, nb.ProviderUnavailableError)
+    assert server.creates == 1
