@@ -21,6 +21,7 @@ from ._errors import (
     InsufficientCreditsError,
     InvalidRequestError,
     NanoBananaError,
+    NotSupportedError,
     ProviderRefusedError,
     ProviderUnavailableError,
     RateLimitError,
@@ -32,7 +33,7 @@ from ._errors import (
     TransportError,
     WebhookVerificationError,
 )
-from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+from ._models import Balance, ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 from ._task import Task
 from .webhooks import CallbackReceiver, CallbackStatistics
 
@@ -42,6 +43,7 @@ __all__ = (
     "APIError",
     "AuthenticationError",
     "BadResponseError",
+    "Balance",
     "CallbackReceiver",
     "CallbackStatistics",
     "Client",
@@ -57,6 +59,7 @@ __all__ = (
     "InvalidRequestError",
     "Limits",
     "NanoBananaError",
+    "NotSupportedError",
     "ProviderRefusedError",
     "ProviderUnavailableError",
     "RateLimitError",

@@ -30,6 +30,7 @@ from ._errors import (
     GenerationFailedError,
     InvalidRequestError,
     NanoBananaError,
+    NotSupportedError,
     ProviderRefusedError,
     ProviderUnavailableError,
     RateLimitError,
@@ -38,7 +39,7 @@ from ._errors import (
 )
 from ._journal import Intent as _Intent
 from ._journal import Journal, JournalEntry, request_key
-from ._models import ImageRequest, ImageResult, TaskRef, is_http_url
+from ._models import Balance, ImageRequest, ImageResult, TaskRef, is_http_url
 from ._redact import Secret
 from ._scheduler._ledger import Lease
 from ._scheduler._plan import Entry
@@ -338,6 +339,26 @@ class Client:
         )
         task = await self.submit(request)
         return await task
+
+    async def balance(self) -> Balance:
+        """The account's balance, from the provider's balance endpoint (crun, apixo, local).
+
+        Raises:
+            NotSupportedError: the provider documents no balance endpoint (xingchao,
+                nanobananaapi); nothing is sent.
+            APIError: the provider refused the call (e.g. AuthenticationError).
+            TransportError: no usable answer.
+        """
+        http = self._driver.build_balance()
+        if http is None:
+            raise NotSupportedError(
+                f"{self._driver.name} documents no balance endpoint", provider=self._driver.name
+            )
+        conn = await self._ensure_started()
+        await conn.account.ledger.acquire_request()
+        conn.account.ledger.note_send()
+        response = await conn.transport.send(http, timeout=conn.timeouts.request)
+        return Balance(self._driver.name, self._driver.parse_balance(response))
 
     def validate(self, request: ImageRequest) -> None:
         """Check ``request`` against this provider's capability table, sending nothing.

@@ -15,6 +15,7 @@ NanoBananaError
 ├─ TaskError                           .task_id .provider .model (always resumable)
 │  ├─ GenerationFailedError(.code)     └─ ContentPolicyError
 │  └─ TaskTimeoutError(TimeoutError)   the deadline passed; the task may still finish
+├─ NotSupportedError                   the provider documents no such operation; nothing sent
 ├─ ClientClosedError                   the client was closed while the task was pending
 └─ WebhookVerificationError(ValueError)
 ```
@@ -223,6 +224,18 @@ class ContentPolicyError(GenerationFailedError):
 
 class TaskTimeoutError(TaskError, TimeoutError):
     """The task's deadline passed before it finished; it may still finish and be resumed."""
+
+
+class NotSupportedError(NanoBananaError):
+    """The provider documents no such operation (e.g. no balance endpoint); nothing was sent.
+
+    Attributes:
+        provider: provider name.
+    """
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message)
+        self.provider = provider
 
 
 class ClientClosedError(NanoBananaError):

@@ -154,6 +154,19 @@ class ImageRequest:
 
 
 @attrs.frozen
+class Balance:
+    """An account's balance, as the provider's balance endpoint reports it.
+
+    Attributes:
+        provider: provider name.
+        credits: the provider's raw value (crun: credits; apixo: US dollars).
+    """
+
+    provider: str
+    credits: float
+
+
+@attrs.frozen
 class TaskRef:
     """Everything needed to poll a task later.
 

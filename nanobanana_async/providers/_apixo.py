@@ -19,6 +19,7 @@ from ._base import (
     RATIOS_NB2,
     AuthScheme,
     ModelSpec,
+    balance_number,
     drop_none,
     looks_like_content_policy,
     normalize_format,
@@ -169,6 +170,14 @@ class ApixoDriver:
             content_policy=failed and looks_like_content_policy(status.failCode, status.failMsg),
             elapsed=status.costTime / 1000.0 if status.costTime is not None else None,
         )
+
+    def build_balance(self) -> HttpRequest | None:
+        """``GET /apikeys/current-balance`` (PROTOCOLS.md, apixo "Balance" [C])."""
+        return HttpRequest(method="GET", path="/apikeys/current-balance", kind="other")
+
+    def parse_balance(self, response: HttpResponse) -> float:
+        """``data`` is the bare number (US dollars)."""
+        return balance_number(open_envelope(response, self.name), self.name, response)
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """The same envelope as a status answer (``code`` is 200 even for failed tasks)."""

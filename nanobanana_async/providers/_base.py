@@ -105,6 +105,14 @@ class ProviderDriver(Protocol):
         """The task a callback body names; raises BadResponseError when it names none."""
         ...
 
+    def build_balance(self) -> HttpRequest | None:
+        """The balance request, None when the provider documents no balance endpoint."""
+        ...
+
+    def parse_balance(self, response: HttpResponse) -> float:
+        """The balance's raw value, or a typed error."""
+        ...
+
 
 def normalize_resolution(value: str) -> str:
     """``1k`` → ``1K``; other text is returned upper-cased for the error message."""
@@ -367,6 +375,22 @@ def error_for_response(
         task_id=task_id,
         response=response,
     )
+
+
+def no_balance(provider: str) -> float:
+    """``parse_balance`` of a provider without a balance endpoint (never called)."""
+    raise AssertionError(f"{provider} has no balance endpoint; build_balance() returned None")
+
+
+def balance_number(value: object, provider: str, response: HttpResponse) -> float:
+    """``value`` as a balance, or BadResponseError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadResponseError(
+            f"expected a number as the balance: {snippet(response.body)}",
+            provider=provider,
+            status=response.status,
+        )
+    return float(value)
 
 
 def require_mapping(value: object, provider: str, response: HttpResponse) -> Mapping[str, object]:

@@ -17,11 +17,13 @@ from ._base import (
     RATIOS_NB2,
     AuthScheme,
     ModelSpec,
+    balance_number,
     drop_none,
     looks_like_content_policy,
     normalize_format,
     normalize_resolution,
     open_envelope,
+    require_mapping,
     structure,
 )
 
@@ -199,6 +201,16 @@ class CrunDriver:
             content_policy=failed and looks_like_content_policy(result.code, result.message),
             elapsed=info.duration_s,
         )
+
+    def build_balance(self) -> HttpRequest | None:
+        """``GET /api/v1/client/account/balance`` (PROTOCOLS.md, from
+        https://docs.crun.ai/common-api/get-account-credits)."""
+        return HttpRequest(method="GET", path="/api/v1/client/account/balance", kind="other")
+
+    def parse_balance(self, response: HttpResponse) -> float:
+        """``data.balance``, in credits."""
+        data = require_mapping(open_envelope(response, self.name), self.name, response)
+        return balance_number(data.get("balance"), self.name, response)
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """The TaskInfo ``data`` object, bare or wrapped in ``{data: …}``."""

@@ -18,6 +18,7 @@ from ._base import (
     ModelSpec,
     drop_none,
     looks_like_content_policy,
+    no_balance,
     normalize_format,
     normalize_resolution,
     open_envelope,
@@ -183,6 +184,14 @@ class NanoBananaApiDriver:
             content_policy=failed
             and looks_like_content_policy(record.errorCode, record.errorMessage),
         )
+
+    def build_balance(self) -> HttpRequest | None:
+        """None: the docs name no balance endpoint (PROTOCOLS.md, "Credits: not found")."""
+        return None
+
+    def parse_balance(self, response: HttpResponse) -> float:
+        """Never called (no balance endpoint)."""
+        return no_balance(self.name)
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """Both callback shapes: generate-2's record fields, and NB1's ``data.info``.

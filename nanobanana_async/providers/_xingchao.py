@@ -18,6 +18,7 @@ from ._base import (
     drop_none,
     error_for_response,
     looks_like_content_policy,
+    no_balance,
     normalize_resolution,
     structure,
 )
@@ -138,6 +139,14 @@ class XingchaoDriver:
             content_policy=state is TaskState.FAILED
             and looks_like_content_policy(None, task.error),
         )
+
+    def build_balance(self) -> HttpRequest | None:
+        """None: the docs name no balance endpoint (PROTOCOLS.md, "Credits: not found")."""
+        return None
+
+    def parse_balance(self, response: HttpResponse) -> float:
+        """Never called (no balance endpoint)."""
+        return no_balance(self.name)
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """xingchao sends no callbacks."""

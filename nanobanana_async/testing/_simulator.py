@@ -171,6 +171,10 @@ class Simulator:
         seed: seeds every random draw (latency, ids, faults).
         callback_retry_scale: multiplies the callback retry delays (1, 2, 4 s).
         record_timeline: keep every arrival time and task span in ``stats`` (for plots).
+        credits: the account's balance; None (the default) never runs out. Balance endpoints
+            report it (1000 when unlimited); at less than ``create_cost`` a create gets the
+            provider's own insufficient-credits answer (402) and creates nothing.
+        create_cost: what each accepted create takes from ``credits``; default 1.
     """
 
     def __init__(
@@ -186,6 +190,8 @@ class Simulator:
         seed: int = 0,
         callback_retry_scale: float = 1.0,
         record_timeline: bool = False,
+        credits: float | None = None,
+        create_cost: float = 1.0,
     ) -> None:
         if provider not in PROTOCOLS:
             raise ValueError(f"unknown provider {provider!r}; one of {sorted(PROTOCOLS)}")
@@ -196,6 +202,8 @@ class Simulator:
         self.limits = limits or ServerLimits()
         self.faults = faults or Faults()
         self.stats = SimulatorStats()
+        self.credits = credits
+        self.create_cost = create_cost
         self._host = host
         self._port = port
         self._rng = random.Random(seed)
@@ -399,7 +407,7 @@ class Simulator:
         elif kind == "status":
             response = self._status(request, now)
         else:
-            status, body = self.protocol.balance()
+            status, body = self.protocol.balance(1000.0 if self.credits is None else self.credits)
             response = self._json(status, body)
         if fault == "non_json":
             return web.Response(
@@ -453,6 +461,11 @@ class Simulator:
             and self._active(now) >= self.limits.concurrent_tasks
         ):
             return self._too_many(now)
+        if self.credits is not None:
+            if self.credits < self.create_cost:
+                self.stats.rejected += 1
+                return self._error(402, "Insufficient credits")
+            self.credits -= self.create_cost
         self._record_fingerprint(route, request.match_info.get("model", ""), body)
         task = self._new_task(accepted, body, now, str(request.url.origin()))
         self.stats.creates += 1

@@ -151,7 +151,7 @@ class WireProtocol:
         """The callback body for a finished task."""
         raise NotImplementedError
 
-    def balance(self) -> tuple[int, dict[str, object]]:
+    def balance(self, credits: float) -> tuple[int, dict[str, object]]:
         """HTTP status and body answering a balance request."""
         return 404, self.error(404, "Not found")[1]
 
@@ -346,9 +346,9 @@ class Crun(WireProtocol):
         """The same structure as TaskInfo's ``data``."""
         return self._data(view)
 
-    def balance(self) -> tuple[int, dict[str, object]]:
+    def balance(self, credits: float) -> tuple[int, dict[str, object]]:
         """``data.balance``."""
-        return 200, {"code": 200, "message": "success", "data": {"balance": 1000.0}}
+        return 200, {"code": 200, "message": "success", "data": {"balance": credits}}
 
     def error(self, code: int, message: str) -> tuple[int, dict[str, object]]:
         """Whether HTTP mirrors ``code`` is [?]: HTTP 200 is the harder case, so it is used."""
@@ -557,9 +557,9 @@ class Apixo(WireProtocol):
         """Identical to a status answer (``code`` 200 even for failed tasks)."""
         return self.status(view)[1]
 
-    def balance(self) -> tuple[int, dict[str, object]]:
+    def balance(self, credits: float) -> tuple[int, dict[str, object]]:
         """``data`` is a bare number (USD)."""
-        return 200, {"code": 200, "message": "success", "data": 100.0}
+        return 200, {"code": 200, "message": "success", "data": credits}
 
     def error(self, code: int, message: str) -> tuple[int, dict[str, object]]:
         """``{"code", "message", "data": {"error"}}`` with the same HTTP status."""
