@@ -166,7 +166,17 @@ class Client:
         self._session = session
         self._transport = transport
         self._callbacks = callbacks
-        self._journal = Journal(journal, wall_clock=wall_clock) if journal is not None else None
+        self._journal = (
+            Journal(
+                journal,
+                wall_clock=wall_clock,
+                provider=provider,
+                # local's URL is new in every process: only its name identifies it.
+                base_url=None if provider == "local" else self._base_url,
+            )
+            if journal is not None
+            else None
+        )
         self._journal_writes: set[asyncio.Task[None]] = set()
         self._journal_leases: dict[str, Lease] = {}
         self._downloader = Downloader()

@@ -10,9 +10,12 @@ before the call that made it returns, so a kill at any point leaves either no ro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +26,16 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._errors import ConfigurationError
 from ._models import ImageRequest, TaskRef
+
+if sys.platform != "win32":
+    import fcntl
+
+# Journal files this process holds the lock of: path -> (lock file descriptor, users). The lock
+# keeps other processes out; Journals of one process may share a file (a reader beside a client).
+_HELD: dict[str, tuple[int, int]] = {}
+_HELD_LOCK = threading.Lock()
 
 State = Literal["intent", "submitted", "succeeded", "failed", "unknown"]
 
@@ -38,7 +50,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     urls TEXT,
     error TEXT,
     updated_at REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -77,14 +90,35 @@ def request_to_json(request: ImageRequest) -> dict[str, object]:
 class Journal:
     """SQLite-backed journal; one writer thread, so calls never block the event loop.
 
+    One process at a time: a second one gets ``ConfigurationError`` ("in use by PID n").
+
     Args:
         path: the database file (created with its folder if missing).
         wall_clock: stamps rows (unix seconds).
+        provider: when given, the journal records it (and ``base_url``) on first use and
+            refuses to be used for another provider or URL: its task ids mean nothing there.
+        base_url: the provider's base URL, recorded with ``provider``.
+        create: False to refuse a missing file instead of creating it.
+
+    Raises (on first use):
+        ConfigurationError: the file is not a journal or is corrupt, is used by another
+            process, belongs to another provider, or is missing and ``create`` is False.
     """
 
-    def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        provider: str | None = None,
+        base_url: str | None = None,
+        create: bool = True,
+    ) -> None:
         self.path = Path(path)
         self._wall_clock = wall_clock
+        self._owner = (provider, base_url)
+        self._create = create
+        self._lock_file: str | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
@@ -94,13 +128,94 @@ class Journal:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
+            if not self._create and not self.path.is_file():
+                raise ConfigurationError(f"{self.path}: no such journal")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._hold_file_lock()
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"{self.path}: cannot open journal ({exc.strerror})"
+                ) from None
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                self._check_owner(db)
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                self._unlock()
+                raise ConfigurationError(
+                    f"{self.path}: not a nanobanana journal, or corrupt ({exc})"
+                ) from None
+            except ConfigurationError:
+                db.close()
+                self._unlock()
+                raise
             self._db = db
         return self._db
+
+    def _hold_file_lock(self) -> None:
+        # A lock file beside the database, held for the journal's life: two processes writing
+        # one journal would each trust the other's intents as their own.
+        if sys.platform == "win32":  # pragma: no cover - no cross-process lock there
+            return
+        name = str(self.path.resolve())
+        with _HELD_LOCK:
+            if name in _HELD:
+                fd, users = _HELD[name]
+                _HELD[name] = (fd, users + 1)
+                self._lock_file = name
+                return
+            fd = os.open(
+                self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise ConfigurationError(f"journal {self.path} in use by PID {holder}") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            _HELD[name] = (fd, 1)
+            self._lock_file = name
+
+    def _unlock(self) -> None:
+        if self._lock_file is None:
+            return
+        name, self._lock_file = self._lock_file, None
+        with _HELD_LOCK:
+            fd, users = _HELD.pop(name)
+            if users > 1:
+                _HELD[name] = (fd, users - 1)
+                return
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the flock
+
+    def _check_owner(self, db: sqlite3.Connection) -> None:
+        provider, base_url = self._owner
+        if provider is None:
+            return
+        stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        if not stored:
+            rows = [("provider", provider), ("base_url", base_url or "")]
+            db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
+            return
+        if (stored.get("provider"), stored.get("base_url") or None) != (provider, base_url):
+            where = stored.get("base_url") or "its default URL"
+            raise ConfigurationError(
+                f"journal {self.path} belongs to {stored.get('provider')} at {where}, "
+                f"not {provider} at {base_url or 'its default URL'}"
+            )
+
+    async def owner(self) -> tuple[str | None, str | None]:
+        """The provider and base URL recorded in the journal (None when not recorded)."""
+        stored = await self._run(lambda db: dict(db.execute("SELECT name, value FROM meta")))
+        assert isinstance(stored, dict)
+        return stored.get("provider"), stored.get("base_url") or None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], object]) -> object:
         def call() -> object:
@@ -162,6 +277,23 @@ class Journal:
             lambda db: db.execute("DELETE FROM tasks WHERE key = ? AND state = 'intent'", (key,))
         )
 
+    async def drop_unknown(self, keys: list[str]) -> int:
+        """Forget the submits of unknown outcome among ``keys`` so they can be sent again
+        (the caller accepts paying twice); returns how many were dropped."""
+
+        def drop(db: sqlite3.Connection) -> int:
+            count = 0
+            for key in keys:
+                cursor = db.execute(
+                    "DELETE FROM tasks WHERE key = ? AND state IN ('intent', 'unknown')", (key,)
+                )
+                count += cursor.rowcount
+            return count
+
+        dropped = await self._run(drop)
+        assert isinstance(dropped, int)
+        return dropped
+
     async def _update(self, key: str, **values: object) -> None:
         values["updated_at"] = self._wall_clock()
         columns = ", ".join(f"{name} = ?" for name in values)
@@ -173,6 +305,7 @@ class Journal:
         if self._db is not None:
             db, self._db = self._db, None
             await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+        self._unlock()
 
 
 def _entry(row: object) -> JournalEntry:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ from rich.table import Table
 from .._client import Client
 from .._config import Limits
 from .._download import safe_name
-from .._errors import NanoBananaError
+from .._errors import NanoBananaError, SubmitOutcomeUnknownError
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
 from ..providers import PROVIDERS
@@ -53,41 +54,67 @@ def _parser() -> argparse.ArgumentParser:
             "--provider",
             choices=PROVIDERS,
             default=None,
-            help="default: apixo with NANOBANANA_API_KEY set, else local",
+            help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else local",  # noqa: E501
         )
         p.add_argument("--model", default=None, help="default nano-banana-2")
-        p.add_argument("--resolution", default=None)
-        p.add_argument("--aspect-ratio", default=None)
+        p.add_argument("--resolution", default=None, help="e.g. 1K, 2K, 4K (provider's default)")
+        p.add_argument("--aspect-ratio", default=None, help="e.g. 1:1, 16:9 (provider's default)")
 
     generate = commands.add_parser("generate", help="generate one image and save it")
-    generate.add_argument("prompt")
+    generate.add_argument("prompt", help="what to draw")
     request_options(generate)
-    generate.add_argument("--image-url", action="append", default=[], dest="image_urls")
-    generate.add_argument("--output", "-o", default="image.png", type=Path)
+    generate.add_argument(
+        "--image-url",
+        action="append",
+        default=[],
+        dest="image_urls",
+        help="an input image URL (repeat for several)",
+    )
+    generate.add_argument(
+        "--output", "-o", default="image.png", type=Path, help="file to write (image.png)"
+    )
 
     batch = commands.add_parser("batch", help="generate every prompt of a file")
     batch.add_argument("prompts", type=Path, help=".txt (a prompt a line), .jsonl or .csv")
     batch.add_argument("--out", type=Path, required=True, help="folder for images and manifest")
     batch.add_argument("--journal", type=Path, default=None, help="default OUT/journal.db")
+    batch.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="submit again the prompts whose earlier submit has an unknown outcome "
+        "(they may be paid twice)",
+    )
     request_options(batch)
     batch.add_argument("--requests", type=int, default=10_000, help="requests per window")
     batch.add_argument("--per", type=float, default=60.0, help="window in seconds")
     batch.add_argument("--concurrent", type=int, default=1_000, help="tasks at once")
 
     status = commands.add_parser("status", help="check one task by id")
-    status.add_argument("task_id")
-    status.add_argument("--model", required=True)
-    status.add_argument("--provider", choices=PROVIDERS, default=None)
+    status.add_argument("task_id", help="the provider's task id")
+    status.add_argument(
+        "--model", default=None, help="the task's model (needed for apixo; default nano-banana-2)"
+    )
+    status.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
     status.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the end")
 
     resume = commands.add_parser("resume", help="wait for the unfinished tasks of a journal")
-    resume.add_argument("--journal", type=Path, required=True)
-    resume.add_argument("--provider", choices=PROVIDERS, default=None)
+    resume.add_argument(
+        "--journal", type=Path, required=True, help="the batch's journal (OUT/journal.db)"
+    )
+    resume.add_argument(
+        "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
+    )
 
     simulate = commands.add_parser("simulate", help="serve a provider simulator on 127.0.0.1")
-    simulate.add_argument("--provider", default="apixo")
-    simulate.add_argument("--port", type=int, default=8080)
-    simulate.add_argument("--api-key", default=None)
+    simulate.add_argument(
+        "--provider",
+        default="apixo",
+        choices=[p for p in PROVIDERS if p != "local"],
+        help="wire protocol to serve (apixo)",
+    )
+    simulate.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (8080)")
+    simulate.add_argument("--api-key", default=None, help="key to accept (random if unset)")
+    simulate.add_argument("--median", type=float, default=2.0, help="median task seconds (2)")
     return parser
 
 
@@ -103,6 +130,13 @@ def _version() -> str:
 def _provider(chosen: str | None) -> str:
     if chosen is not None:
         return chosen
+    named = os.environ.get("NANOBANANA_PROVIDER")
+    if named:
+        if named not in PROVIDERS:
+            raise InputError(
+                [f"NANOBANANA_PROVIDER={named!r} is not one of {', '.join(PROVIDERS)}"]
+            )
+        return named
     if os.environ.get("NANOBANANA_API_KEY"):
         return "apixo"
     sys.stderr.write("no NANOBANANA_API_KEY set: using the built-in local simulator\n")
@@ -173,9 +207,9 @@ def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
     table = Table(title="summary")
     table.add_column("status")
     table.add_column("count", justify="right")
-    for status in ("succeeded", "failed"):
+    for status in ("succeeded", "failed", "unknown"):
         table.add_row(status, str(sum(1 for r in rows if r["status"] == status)))
-    for row in [r for r in rows if r["status"] == "failed"][:10]:
+    for row in [r for r in rows if r["status"] != "succeeded"][:10]:
         table.add_row(f"line {row['line']}", str(row["error"])[:80])
     return table
 
@@ -220,8 +254,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         await client.aclose()
         raise InputError(_input_problems(args.prompts, exc)) from None
     lines = {_key(provider, n, r): (n, r) for n, r in requests}
+    try:
+        earlier = await _prepare_journal(journal, provider, list(lines), args.resubmit_unknown)
+    except BaseException:
+        await client.aclose()
+        raise
     state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
-    rows: list[dict[str, Any]] = []
+    manifest = args.out / "results.jsonl"
+    rows = Manifest(manifest)
 
     def refresh() -> RenderableType:
         stats = client.statistics()
@@ -266,20 +306,74 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             finally:
                 ticker.cancel()
             live.update(refresh(), refresh=True)
-    rows.sort(key=lambda row: row["line"])
-    manifest = args.out / "results.jsonl"
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    await anyio.to_thread.run_sync(manifest.write_text, text)
-    console.print(render_summary(rows))
+    await anyio.to_thread.run_sync(rows.finish)
+    console.print(render_summary(rows.rows))
+    if earlier:
+        console.print(f"resubmitted {earlier} prompt(s) of unknown outcome (--resubmit-unknown)")
+    unknown = [r for r in rows.rows if r["status"] == "unknown"]
+    if unknown:
+        numbers = ", ".join(str(r["line"]) for r in unknown[:20])
+        console.print(
+            f"{len(unknown)} prompt(s) of unknown submit outcome (lines {numbers}): not "
+            "resubmitted; --resubmit-unknown sends them again, at the risk of paying twice"
+        )
     console.print(f"manifest: {manifest}")
     return EXIT_OK if state.failed == 0 else EXIT_FAILED
+
+
+class Manifest:
+    """``results.jsonl``, written a row at a time (an interrupted run leaves a valid file),
+    then rewritten in line order at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Add one row (written and flushed at once: a few hundred bytes)."""
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def finish(self) -> None:
+        """Rewrite the file in line order."""
+        self.rows.sort(key=lambda row: row["line"])
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
+
+
+async def _prepare_journal(journal: Path, provider: str, keys: list[str], resubmit: bool) -> int:
+    """Refuse a ``local`` journal with unfinished tasks; with ``resubmit``, drop the unknown
+    submits among ``keys``. Returns how many were dropped."""
+    from .._journal import Journal
+
+    if not await anyio.to_thread.run_sync(journal.is_file):
+        return 0
+    book = Journal(journal, create=False)
+    try:
+        if provider == "local":
+            # The local simulator lives in its process: its unfinished tasks died with it, and
+            # re-attaching would poll them (404) forever. Refused rather than silently redone.
+            open_ = [e for e in await book.entries() if e.state not in ("succeeded", "failed")]
+            if open_:
+                raise InputError(
+                    [
+                        f"{journal} holds {len(open_)} unfinished task(s) of the local "
+                        "simulator, which ended with its process: they cannot be resumed; "
+                        "remove the journal (local costs nothing) or use another --out"
+                    ]
+                )
+        return await book.drop_unknown(keys) if resubmit else 0
+    finally:
+        await book.aclose()
 
 
 async def _run_batch(
     client: Client,
     lines: dict[str, tuple[int, ImageRequest]],
     state: BatchState,
-    rows: list[dict[str, Any]],
+    rows: Manifest,
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
 ) -> None:
     async with asyncio.TaskGroup() as downloads:
@@ -291,16 +385,20 @@ async def _run_batch(
             except NanoBananaError as exc:
                 state.failed += 1
                 task_id = getattr(exc, "task_id", None) or task.id
+                status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
                 rows.append(
-                    manifest_row(line, request, status="failed", task_id=task_id, error=str(exc))
+                    manifest_row(line, request, status=status, task_id=task_id, error=str(exc))
                 )
                 continue
             downloads.create_task(finish(line, request, result))
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with Client(_provider(args.provider)) as client:
-        task = client.resume(args.task_id, model=args.model)
+    provider = _provider(args.provider)
+    if args.model is None and provider == "apixo":
+        raise InputError(["apixo needs the task's model to check it: pass --model"])
+    async with Client(provider) as client:
+        task = client.resume(args.task_id, model=args.model or "nano-banana-2")
         try:
             result = await task.result(timeout=args.wait)
         except NanoBananaError as exc:
@@ -311,27 +409,73 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _line_of(key: str) -> int:
+    # Batch keys are "line-N-<digest>"; a key of another shape sorts first.
+    parts = key.split("-")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "line" and parts[1].isdigit() else 0
+
+
 async def _resume(args: argparse.Namespace) -> int:
     from .._journal import Journal
 
-    journal = Journal(args.journal)
+    journal = Journal(args.journal, create=False)
     try:
+        provider, base_url = await journal.owner()
         entries = await journal.entries()
     finally:
         await journal.aclose()
+    if provider is None:
+        provider = _provider(args.provider)
+    elif args.provider is not None and args.provider != provider:
+        sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
+        return EXIT_USAGE
     open_entries = [e for e in entries if e.state == "submitted"]
-    unknown = [e for e in entries if e.task_id is None]
+    unknown = [e for e in entries if e.state in ("intent", "unknown")]
     for entry in unknown:
-        sys.stderr.write(f"{entry.key}: outcome unknown, not resubmitted ({entry.error})\n")
+        sys.stderr.write(
+            f"line {_line_of(entry.key)}: submit outcome unknown, not resubmitted "
+            "(batch --resubmit-unknown submits it again, at the risk of paying twice)\n"
+        )
+    if not open_entries:
+        sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
+        return EXIT_OK if not unknown else EXIT_FAILED
+    out = args.journal.parent
+    rows: dict[int, dict[str, Any]] = {}
+    manifest = out / "results.jsonl"
+    if manifest.is_file():
+        for text in (await anyio.to_thread.run_sync(manifest.read_text)).splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                row = json.loads(text)
+                rows[int(row["line"])] = row
     failed = 0
-    async with Client(_provider(args.provider), journal=args.journal) as client:
+    async with Client(provider, base_url=base_url, journal=args.journal) as client:
         async for task in client.as_completed((e.key, e.request) for e in open_entries):
+            assert task.key is not None
+            line = _line_of(task.key)
+            request = next(e.request for e in open_entries if e.key == task.key)
             try:
                 result = await task
-                sys.stdout.write(f"{task.key}: succeeded {' '.join(result.urls)}\n")
+                dest = out / f"{line:05d}-{safe_name(result.task_id)}.png"
+                paths = await client.download(result, dest)
             except NanoBananaError as exc:
                 failed += 1
-                sys.stdout.write(f"{task.key}: failed ({exc})\n")
+                task_id = getattr(exc, "task_id", None) or task.id
+                rows[line] = manifest_row(
+                    line, request, status="failed", task_id=task_id, error=str(exc)
+                )
+                sys.stdout.write(f"line {line}: failed ({exc})\n")
+                continue
+            rows[line] = manifest_row(
+                line,
+                request,
+                status="succeeded",
+                task_id=result.task_id,
+                files=[p.name for p in paths],
+            )
+            sys.stdout.write(f"line {line}: {paths[0]}\n")
+    text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
+    await anyio.to_thread.run_sync(manifest.write_text, text)
+    sys.stdout.write(f"manifest: {manifest}\n")
     return EXIT_OK if not failed and not unknown else EXIT_FAILED
 
 
@@ -361,10 +505,15 @@ def _main(args: argparse.Namespace) -> int:
         from ..testing.__main__ import main as simulate
 
         extra = ["--api-key", args.api_key] if args.api_key else []
-        return simulate(["--provider", args.provider, "--port", str(args.port), *extra])
+        port = ["--port", str(args.port), "--median", str(args.median)]
+        return simulate(["--provider", args.provider, *port, *extra])
     console = Console(stderr=True)
     try:
         if args.command == "generate":
+            output: Path = args.output
+            # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
+            if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
+                raise InputError([f"--output {output}: not a file path"])
             return asyncio.run(_generate(args))
         if args.command == "batch":
             return asyncio.run(_batch(args, console))

@@ -33,13 +33,20 @@ def main(argv: list[str] | None = None) -> int:
         async with simulator:
             sys.stdout.write(
                 f"{args.provider} simulator at {simulator.base_url}\n"
-                "API key: given with --api-key (or a random one; pass --api-key to fix it)\n"
+                f"export NANOBANANA_PROVIDER={args.provider}\n"
+                f"export NANOBANANA_BASE_URL={simulator.base_url}\n"
+                f"export NANOBANANA_API_KEY={simulator.api_key}\n"
+                "(Ctrl-C stops it)\n"
             )
             sys.stdout.flush()
             await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot serve on 127.0.0.1:{args.port}: {exc.strerror}\n")
+        return 2
     return 0
 
 

@@ -122,7 +122,7 @@ def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simu
     )
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == n
-    unknown = [r for r in rows if r["status"] == "failed"]
+    unknown = [r for r in rows if r["status"] == "unknown"]
     # A kill between the journal's intent and the provider's answer leaves an unknown outcome:
     # it is reported, never resubmitted.
     assert all("may have been accepted" in r["error"] for r in unknown)

@@ -63,6 +63,13 @@ def test_simulator_command_serves_until_stopped() -> None:
         line = proc.stdout.readline()
         base_url = line.split(" at ")[1].strip()
         assert base_url.startswith("http://127.0.0.1:")
+        # The exports a user pastes, the key included (a random key is useless unseen).
+        exports = [proc.stdout.readline().strip() for _ in range(3)]
+        assert exports == [
+            "export NANOBANANA_PROVIDER=crun",
+            f"export NANOBANANA_BASE_URL={base_url}",
+            "export NANOBANANA_API_KEY=dev-key",
+        ]
         request = urllib.request.Request(  # noqa: S310  loopback http only
             base_url + "/api/v1/client/account/balance", headers={"x-api-key": "dev-key"}
         )

@@ -111,3 +111,87 @@ def test_manifest_rows_have_one_shape() -> None:
     assert (
         list(ok) == list(bad) == ["line", "prompt", "model", "status", "task_id", "files", "error"]
     )
+
+
+def test_resume_of_a_missing_journal_is_exit_2_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resume --journal nonexistent.db` used to create an empty database and exit 0."""
+    path = tmp_path / "nonexistent.db"
+    assert main(["resume", "--journal", str(path)]) == 2
+    assert "no such journal" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_resume_of_a_prompts_file_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resume --journal prompts.txt`: one line naming the file, no traceback."""
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat\n")
+    assert main(["resume", "--journal", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "prompts.txt: not a nanobanana journal" in err[0]
+
+
+async def test_resume_with_nothing_left_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished journal: 'nothing to resume', exit 0 (it used to print nothing)."""
+    from nanobanana_async._journal import Journal
+
+    path = tmp_path / "journal.db"
+    journal = Journal(path, provider="apixo", base_url="https://api.apixo.test")
+    await journal.record_intent("line-1-x", "apixo", nb.ImageRequest(prompt="a cat"))
+    await journal.record_submitted("line-1-x", "t1", "nano-banana-2")
+    await journal.record_end("line-1-x", "succeeded", urls=("https://x.test/a.png",))
+    await journal.aclose()
+    assert await _main_in_thread(["resume", "--journal", str(path)]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+
+
+async def _main_in_thread(argv: list[str]) -> int:
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(main, argv)
+
+
+def test_generate_into_a_folder_is_refused_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`generate -o SOMEDIR` used to fail after the task ran and was paid."""
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "apixo")
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9")  # nothing may be sent
+    assert main(["generate", "a cat", "-o", str(tmp_path)]) == 2
+    assert "not a file path" in capsys.readouterr().err
+
+
+def test_unknown_nanobanana_provider_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NANOBANANA_PROVIDER picks the provider; a wrong value lists the valid ones."""
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "bogus")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "out")]) == 2
+    assert "is not one of" in capsys.readouterr().err
+
+
+async def test_local_batch_with_unfinished_tasks_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process simulator's tasks die with it: a rerun says so instead of 404s forever."""
+    from nanobanana_async._journal import Journal
+
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "local")
+    out = tmp_path / "out"
+    journal = Journal(out / "journal.db", provider="local")
+    await journal.record_intent("line-1-x", "local", nb.ImageRequest(prompt="a cat"))
+    await journal.record_submitted("line-1-x", "t1", "nano-banana-2")
+    await journal.aclose()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert await _main_in_thread(["batch", str(prompts), "--out", str(out)]) == 2
+    assert "unfinished task(s) of the local simulator" in capsys.readouterr().err

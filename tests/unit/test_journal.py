@@ -1,0 +1,92 @@
+"""The journal file: typed errors naming it, one process at a time, one provider per journal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._journal import Journal
+
+REQUEST = nb.ImageRequest(prompt="a cat")
+
+
+async def _touch(journal: Journal) -> None:
+    try:
+        await journal.entries()
+    finally:
+        await journal.aclose()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"a cat\na dog\n", b"SQLite format 3\x00" + b"\x00" * 40],
+    ids=["text file", "truncated database"],
+)
+async def test_a_file_that_is_not_a_journal_is_a_typed_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A prompts file or a corrupt journal: ConfigurationError naming it, not sqlite3's."""
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(content)
+    with pytest.raises(nb.ConfigurationError, match=r"prompts\.txt: not a nanobanana journal"):
+        await _touch(Journal(path))
+    assert path.read_bytes() == content
+
+
+async def test_a_missing_journal_is_refused_when_not_creating(tmp_path: Path) -> None:
+    """resume on a missing file must not create an empty database."""
+    path = tmp_path / "nonexistent.db"
+    with pytest.raises(nb.ConfigurationError, match="no such journal"):
+        await _touch(Journal(path, create=False))
+    assert not path.exists()
+
+
+async def test_a_journal_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
+    """Another process holding the lock: 'journal ... in use by PID n', nothing written."""
+    path = tmp_path / "journal.db"
+    other = os.open(tmp_path / "journal.db.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would
+        os.write(other, b"4242")
+        with pytest.raises(nb.ConfigurationError, match=r"in use by PID 4242"):
+            await _touch(Journal(path))
+    finally:
+        os.close(other)
+    await _touch(Journal(path))  # free again once the other process is gone
+
+
+async def test_journals_of_one_process_share_the_lock(tmp_path: Path) -> None:
+    """A reader beside a client in the same process is not 'another process'."""
+    path = tmp_path / "journal.db"
+    first, second = Journal(path), Journal(path)
+    await first.record_intent("k", "apixo", REQUEST)
+    assert [e.key for e in await second.entries()] == ["k"]
+    await second.aclose()
+    await first.aclose()
+
+
+async def test_a_journal_refuses_another_provider(tmp_path: Path) -> None:
+    """Task ids of one provider mean nothing to another: the journal says whose it is."""
+    path = tmp_path / "journal.db"
+    await _touch(Journal(path, provider="apixo", base_url="https://api.apixo.test"))
+    with pytest.raises(nb.ConfigurationError, match=r"belongs to apixo at https://api\.apixo"):
+        await _touch(Journal(path, provider="crun", base_url="https://crun.test"))
+    journal = Journal(path, provider="apixo", base_url="https://api.apixo.test")
+    assert await journal.owner() == ("apixo", "https://api.apixo.test")
+    await journal.aclose()
+
+
+async def test_drop_unknown_forgets_only_unknown_submits(tmp_path: Path) -> None:
+    """--resubmit-unknown drops intents and unknowns, never a row with a task id."""
+    journal = Journal(tmp_path / "journal.db")
+    for key in ("intent", "unknown", "submitted"):
+        await journal.record_intent(key, "apixo", REQUEST)
+    await journal.record_end("unknown", "unknown", error="timeout")
+    await journal.record_submitted("submitted", "task-1", "nano-banana-2")
+    assert await journal.drop_unknown(["intent", "unknown", "submitted", "absent"]) == 2
+    assert [e.key for e in await journal.entries()] == ["submitted"]
+    await journal.aclose()
