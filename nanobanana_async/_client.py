@@ -10,6 +10,7 @@ import logging
 import os
 import random as _random
 import time
+import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Self
@@ -100,6 +101,9 @@ class Client:
 
     Use it as ``async with Client("apixo") as client:``. Every client on an event loop shares
     one polling scheduler; clients with the same provider and key share one account budget.
+    A client is bound to the event loop it first runs on: use from another loop raises
+    ``ConfigurationError`` (create one client per ``asyncio.run``). A client dropped without
+    ``aclose()`` emits a ``ResourceWarning``.
 
     Args:
         provider: ``xingchao``, ``crun``, ``nanobananaapi``, ``apixo``, or ``local`` (a
@@ -187,7 +191,30 @@ class Client:
         self._scheduler: Scheduler | None = None
         self._simulator: Simulator | None = None
         self._start_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # Like aiohttp's "Unclosed client session": a client that ran on a loop and was
+        # dropped without aclose() leaks connections and stops tracking its tasks.
+        if getattr(self, "_loop", None) is not None and not getattr(self, "_closed", True):
+            _warn(
+                f"unclosed {self!r}: use 'async with' or 'await client.aclose()'",
+                ResourceWarning,
+                source=self,
+            )
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            # Its sessions, locks and scheduler belong to the first loop: on another loop
+            # they would hang or fail with "Event loop is closed".
+            raise ConfigurationError(
+                f"{self!r} is bound to the event loop it started on; create one Client per "
+                "event loop (for example inside each asyncio.run)"
+            )
 
     def __repr__(self) -> str:
         return f"Client(provider={self._provider!r}, base_url={self._base_url!r})"
@@ -214,6 +241,7 @@ class Client:
     async def _ensure_started(self) -> Connection:
         if self._closed:
             raise ClientClosedError("the client is closed")
+        self._bind_loop()
         if self._conn is not None:
             return self._conn
         if self._start_lock is None:
@@ -297,6 +325,8 @@ class Client:
         """
         if self._closed:
             return
+        if self._loop is not None:
+            self._bind_loop()
         self._closed = True
         if self._conn is not None and self._scheduler is not None:
             self._scheduler.close_connection(self._conn)
@@ -319,7 +349,7 @@ class Client:
         model: str = "nano-banana-2",
         resolution: str | None = None,
         aspect_ratio: str | None = None,
-        image_urls: Iterable[str] = (),
+        image_urls: str | Iterable[str] = (),
         output_format: str | None = None,
         google_search: bool | None = None,
         timeout: float | None = None,
@@ -342,7 +372,7 @@ class Client:
             model=model,
             resolution=resolution,
             aspect_ratio=aspect_ratio,
-            image_urls=tuple(image_urls),
+            image_urls=image_urls,
             output_format=output_format,
             google_search=google_search,
             timeout=timeout,
@@ -595,7 +625,11 @@ class Client:
         Raises:
             BadResponseError: an image could not be fetched (for example an expired URL);
                 ``task_id`` names the task.
+            ClientClosedError: the client was closed.
         """
+        if self._closed:
+            raise ClientClosedError("the client is closed", task_id=result.task_id)
+        self._bind_loop()
         return await self._downloader.download(result, Path(dest))
 
     async def _send_submit(
@@ -733,6 +767,7 @@ class Client:
     ) -> Task:
         if self._closed:
             raise ClientClosedError("the client is closed")
+        self._bind_loop()
         conn = self._conn
         if conn is None:
             if self._provider == "local":

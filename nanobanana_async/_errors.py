@@ -26,7 +26,7 @@ bodies: provider text is cut to ``SNIPPET_LIMIT`` bytes by :func:`snippet`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ._models import ImageRequest
@@ -43,8 +43,24 @@ def snippet(data: bytes | str | None) -> str:
     return text + ("…" if len(raw) > SNIPPET_LIMIT else "")
 
 
+def _rebuild(cls: type[NanoBananaError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class NanoBananaError(Exception):
-    """Base class of every error this library raises on purpose."""
+    """Base class of every error this library raises on purpose.
+
+    Every error pickles to an equal one (type, attributes, message), so it crosses process
+    boundaries (multiprocessing, task queues) intact.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's default reduce calls cls(*args), which breaks on keyword-only
+        # attributes; rebuild from the message and the attribute dict instead.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigurationError(NanoBananaError, ValueError):
@@ -105,6 +121,8 @@ class APIError(NanoBananaError):
     """
 
     retryable_default: bool = False
+    #: How the message reads when the provider refused inside an HTTP 200 answer (crun).
+    refusal: str = "refused the request"
 
     def __init__(
         self,
@@ -122,9 +140,13 @@ class APIError(NanoBananaError):
         self.message = snippet(message)
         self.retryable = self.retryable_default if retryable is None else retryable
         self.task_id = task_id
-        parts = [f"{provider}: HTTP {status}"]
-        if code is not None:
-            parts.append(f"code {code}")
+        if status == 200 and code not in (None, 200, "200"):
+            # An HTTP 200 carrying an error code is the provider's refusal, not a success.
+            parts = [f"{provider} {self.refusal} (code {code})"]
+        else:
+            parts = [f"{provider}: HTTP {status}"]
+            if code is not None:
+                parts.append(f"code {code}")
         if task_id is not None:
             parts.append(f"task {task_id}")
         super().__init__(", ".join(parts) + (f": {self.message}" if self.message else ""))
@@ -133,9 +155,13 @@ class APIError(NanoBananaError):
 class AuthenticationError(APIError):
     """The API key was missing, wrong or not allowed to do this (401/403)."""
 
+    refusal = "refused the API key"
+
 
 class InsufficientCreditsError(APIError):
     """The account has too little balance for the request (402)."""
+
+    refusal = "refused the request: insufficient credits"
 
 
 class RateLimitError(APIError):
@@ -146,6 +172,7 @@ class RateLimitError(APIError):
     """
 
     retryable_default = True
+    refusal = "refused the request: rate limited"
 
     def __init__(
         self,

@@ -1,0 +1,101 @@
+"""The library's edges: event loops, use after close, lone strings, unclosed clients."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import warnings
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, ScriptedTransport
+from tests.fakeapi import FakeApixo
+
+
+def make_client(clock: FakeClock) -> tuple[nb.Client, ScriptedTransport]:
+    transport = ScriptedTransport(FakeApixo(clock))
+    client = nb.Client("apixo", api_key="k", transport=transport, clock=clock, random=lambda: 0.5)
+    return client, transport
+
+
+def test_a_client_used_from_a_second_loop_fails_at_once() -> None:
+    """Reused across two asyncio.run calls: ConfigurationError, not a hang or a bare
+    'Event loop is closed', and nothing is sent."""
+    client, transport = make_client(FakeClock(1000.0))
+
+    async def first() -> None:
+        await client.__aenter__()
+
+    async def second() -> None:
+        with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+            await asyncio.wait_for(client.generate("a cat"), 5)
+        with pytest.raises(nb.ConfigurationError):
+            await client.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert transport.requests == []
+    client._closed = True  # its loop is gone: nothing left to release
+
+
+async def test_image_urls_accepts_a_single_string(clock: FakeClock) -> None:
+    client, transport = make_client(clock)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat", image_urls="https://img.test/a.png"))
+        await clock.run_until(job.done)
+        job.result()
+    body = transport.requests[0].json
+    assert isinstance(body, dict)
+    assert body["input"]["image_urls"] == ["https://img.test/a.png"]  # type: ignore[index]
+
+
+async def test_download_after_aclose_raises_client_closed(clock: FakeClock, tmp_path: Path) -> None:
+    client, _ = make_client(clock)
+    async with client:
+        pass
+    now = dt.datetime.now(dt.UTC)
+    result = nb.ImageResult(
+        task_id="t0",
+        provider="apixo",
+        model="nano-banana-2",
+        urls=("http://127.0.0.1:9/a.png",),
+        request=None,
+        submitted_at=now,
+        completed_at=now,
+    )
+    with pytest.raises(nb.ClientClosedError) as info:
+        await client.download(result, tmp_path / "a.png")
+    assert info.value.task_id == "t0"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unclosed_client_warns_with_its_name() -> None:
+    """Dropped after use without aclose(): one ResourceWarning naming the client."""
+    clock = FakeClock(1000.0)
+
+    async def leak() -> None:
+        client, _ = make_client(clock)
+        await client.__aenter__()
+
+    async def tidy() -> None:
+        client, _ = make_client(clock)
+        async with client:
+            pass
+        unused, _ = make_client(clock)
+        del client, unused
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(tidy())
+        gc.collect()
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+        asyncio.run(leak())
+        gc.collect()
+    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert messages == [
+        "unclosed Client(provider='apixo', base_url='https://api.apixo.ai/api/v1'): "
+        "use 'async with' or 'await client.aclose()'"
+    ]

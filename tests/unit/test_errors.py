@@ -1,0 +1,87 @@
+"""Every exception the package exports survives pickling, and refusals read as refusals."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.providers._base import error_for
+
+ERROR_CLASSES = sorted(
+    (
+        obj
+        for obj in vars(nb).values()
+        if inspect.isclass(obj) and issubclass(obj, nb.NanoBananaError)
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+# Keyword values for every constructor argument any error takes; a new argument without an
+# entry here fails test_every_error_round_trips, so a new class is covered or loudly not.
+VALUES: dict[str, object] = {
+    "message": "something went wrong",
+    "errors": ["prompt must not be empty @ $.prompt"],
+    "provider": "crun",
+    "status": 503,
+    "code": "E42",
+    "retryable": True,
+    "retry_after": 2.5,
+    "task_id": "t-1",
+    "model": "nano-banana-2",
+    "request": nb.ImageRequest(prompt="a cat"),
+}
+
+
+def build(cls: type[nb.NanoBananaError]) -> nb.NanoBananaError:
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    if not inspect.isfunction(cls.__init__):
+        return cls(VALUES["message"])  # Exception's own constructor
+    for name, param in inspect.signature(cls).parameters.items():
+        assert name in VALUES, f"{cls.__name__}({name}=...): add a value to VALUES"
+        if param.kind is param.KEYWORD_ONLY:
+            kwargs[name] = VALUES[name]
+        else:
+            args.append(VALUES[name])
+    return cls(*args, **kwargs)
+
+
+def test_the_error_list_is_not_empty() -> None:
+    assert len(ERROR_CLASSES) >= 15
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_error_round_trips(cls: type[nb.NanoBananaError]) -> None:
+    """Type, attributes and message survive pickle (multiprocessing, task queues)."""
+    error = build(cls)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+    assert type(copy) is cls
+    assert vars(copy) == vars(error)
+    assert str(copy) == str(error)
+    assert copy.args == error.args
+
+
+def test_a_raised_error_round_trips_with_its_traceback_dropped() -> None:
+    try:
+        raise nb.GenerationFailedError("boom", task_id="t9", provider="apixo", model="m", code=7)
+    except nb.GenerationFailedError as exc:
+        copy = pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own bytes)
+    assert (copy.task_id, copy.code, str(copy)) == ("t9", 7, "apixo task t9: boom")
+
+
+def test_http_200_with_code_401_reads_as_the_providers_refusal() -> None:
+    error = error_for("crun", status=200, code=401, message="Unauthorized")
+    assert isinstance(error, nb.AuthenticationError)
+    assert str(error) == "crun refused the API key (code 401): Unauthorized"
+    assert "HTTP 200" not in str(error)
+
+
+def test_real_http_statuses_keep_their_status_in_the_message() -> None:
+    error = error_for("apixo", status=401, code=None, message="bad key")
+    assert str(error) == "apixo: HTTP 401: bad key"
+    assert str(error_for("crun", status=200, code=402, message="")) == (
+        "crun refused the request: insufficient credits (code 402)"
+    )
