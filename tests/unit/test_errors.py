@@ -31,7 +31,7 @@ VALUES: dict[str, object] = {
     "retry_after": 2.5,
     "task_id": "t-1",
     "model": "nano-banana-2",
-    "path": "/tmp/out/cat.png",
+    "path": "out/cat.png",
     "request": nb.ImageRequest(prompt="a cat"),
 }
 
