@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,7 +27,12 @@ from rich.table import Table
 from .._client import Client
 from .._config import Limits
 from .._download import safe_name
-from .._errors import NanoBananaError, SubmitOutcomeUnknownError
+from .._errors import (
+    InsufficientCreditsError,
+    NanoBananaError,
+    NotSupportedError,
+    SubmitOutcomeUnknownError,
+)
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
 from ..providers import PROVIDERS
@@ -85,9 +90,19 @@ def _parser() -> argparse.ArgumentParser:
         "(they may be paid twice)",
     )
     request_options(batch)
+    batch.add_argument(
+        "--min-balance",
+        type=float,
+        default=None,
+        metavar="N",
+        help="refuse to start when the account's balance is below N (crun, apixo, local)",
+    )
     batch.add_argument("--requests", type=int, default=10_000, help="requests per window")
     batch.add_argument("--per", type=float, default=60.0, help="window in seconds")
     batch.add_argument("--concurrent", type=int, default=1_000, help="tasks at once")
+
+    balance = commands.add_parser("balance", help="print the account's balance")
+    balance.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
 
     status = commands.add_parser("status", help="check one task by id")
     status.add_argument("task_id", help="the provider's task id")
@@ -207,7 +222,7 @@ def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
     table = Table(title="summary")
     table.add_column("status")
     table.add_column("count", justify="right")
-    for status in ("succeeded", "failed", "unknown"):
+    for status in ("succeeded", "failed", "unknown", "not_submitted"):
         table.add_row(status, str(sum(1 for r in rows if r["status"] == status)))
     for row in [r for r in rows if r["status"] != "succeeded"][:10]:
         table.add_row(f"line {row['line']}", str(row["error"])[:80])
@@ -299,6 +314,15 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             await asyncio.sleep(0.25)
 
     async with client:
+        if args.min_balance is not None:
+            balance = await client.balance()
+            if balance.credits < args.min_balance:
+                raise InputError(
+                    [
+                        f"{provider} balance is {balance.credits:g}, below --min-balance "
+                        f"{args.min_balance:g}: not started"
+                    ]
+                )
         with Live(refresh(), console=console, auto_refresh=False) as live:
             ticker = asyncio.ensure_future(tick(live))
             try:
@@ -317,8 +341,16 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             f"{len(unknown)} prompt(s) of unknown submit outcome (lines {numbers}): not "
             "resubmitted; --resubmit-unknown sends them again, at the risk of paying twice"
         )
+    skipped = [r for r in rows.rows if r["status"] == "not_submitted"]
+    if skipped:
+        numbers = ", ".join(str(r["line"]) for r in skipped[:20])
+        more = ", …" if len(skipped) > 20 else ""
+        console.print(
+            f"{len(skipped)} prompt(s) not submitted: the account ran out of credits "
+            f"(lines {numbers}{more}); top up and run the same command again"
+        )
     console.print(f"manifest: {manifest}")
-    return EXIT_OK if state.failed == 0 else EXIT_FAILED
+    return EXIT_OK if state.failed == 0 and not skipped else EXIT_FAILED
 
 
 class Manifest:
@@ -376,13 +408,34 @@ async def _run_batch(
     rows: Manifest,
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
 ) -> None:
+    out_of_credits: list[str] = []
+    seen: set[str] = set()
+
+    def pending() -> Iterator[tuple[str, ImageRequest]]:
+        for key, (_, request) in lines.items():
+            # Out of credits: every further create would be refused the same way, so none is
+            # sent; the tasks already running are still tracked to their end.
+            if out_of_credits:
+                return
+            yield key, request
+
     async with asyncio.TaskGroup() as downloads:
-        async for task in client.as_completed((key, r) for key, (_, r) in lines.items()):
+        async for task in client.as_completed(pending()):
             assert task.key is not None
+            seen.add(task.key)
             line, request = lines[task.key]
             try:
                 result = await task
             except NanoBananaError as exc:
+                if isinstance(exc, InsufficientCreditsError) and task.id is None:
+                    # Refused before acceptance: nothing created, a rerun submits it.
+                    out_of_credits.append(str(exc))
+                    rows.append(
+                        manifest_row(
+                            line, request, status="not_submitted", task_id=None, error=str(exc)
+                        )
+                    )
+                    continue
                 state.failed += 1
                 task_id = getattr(exc, "task_id", None) or task.id
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
@@ -391,6 +444,24 @@ async def _run_batch(
                 )
                 continue
             downloads.create_task(finish(line, request, result))
+    for key, (line, request) in lines.items():
+        if key not in seen:
+            reason = out_of_credits[0] if out_of_credits else "not submitted"
+            rows.append(
+                manifest_row(line, request, status="not_submitted", task_id=None, error=reason)
+            )
+
+
+async def _balance(args: argparse.Namespace) -> int:
+    provider = _provider(args.provider)
+    async with Client(provider) as client:
+        try:
+            balance = await client.balance()
+        except NotSupportedError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return EXIT_USAGE
+    sys.stdout.write(f"{provider}: {balance.credits:g}\n")
+    return EXIT_OK
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -519,6 +590,8 @@ def _main(args: argparse.Namespace) -> int:
             return asyncio.run(_batch(args, console))
         if args.command == "status":
             return asyncio.run(_status(args))
+        if args.command == "balance":
+            return asyncio.run(_balance(args))
         return asyncio.run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
