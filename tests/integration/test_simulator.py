@@ -500,4 +500,4 @@ def test_pytest_fixture_serves_sync_code(nanobanana_simulator: Simulator) -> Non
         headers={"Authorization": f"Bearer {nanobanana_simulator.api_key}"},
     )
     with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310  loopback only
-        assert json.loads(resp.read())["data"] == 100.0
+        assert json.loads(resp.read())["data"] == 1000.0  # unlimited credits
