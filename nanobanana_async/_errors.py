@@ -281,6 +281,14 @@ class ClientClosedError(NanoBananaError):
         self.model = model
 
 
+class CoordinatorUnavailableError(NanoBananaError):
+    """The shared coordinator (Redis) could not be reached for longer than the bounded wait.
+
+    Nothing was sent to the provider for this call: without a grant from the coordinator the
+    client fails closed rather than risk going over the account's limits. Retrying later is safe.
+    """
+
+
 class StorageError(NanoBananaError):
     """An image could not be written to disk (disk full, permission denied, a folder in the
     way). The task succeeded and was paid: its id is kept for a later download.

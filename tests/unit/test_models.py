@@ -75,6 +75,7 @@ PUBLIC_API = (
     "ConfigurationError",
     "ConnectError",
     "ContentPolicyError",
+    "CoordinatorUnavailableError",
     "GenerationFailedError",
     "ImageRequest",
     "ImageResult",
