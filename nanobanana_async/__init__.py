@@ -34,6 +34,7 @@ from ._errors import (
     TransportError,
     WebhookVerificationError,
 )
+from ._log import configure_logging_from_env as _configure_logging
 from ._models import Balance, ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 from ._task import Task
 from .webhooks import CallbackReceiver, CallbackStatistics
@@ -80,3 +81,5 @@ __all__ = (
     "WebhookVerificationError",
     "__version__",
 )
+
+_configure_logging()

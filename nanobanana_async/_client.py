@@ -494,7 +494,13 @@ class Client:
             self._discard_nonce(nonce)
             raise
         task._accept(ref)
-        _log.info("%s accepted task %s (model %s)", ref.provider, ref.task_id, ref.model)
+        _log.info(
+            "%s accepted task %s (model %s) in %.0f ms",
+            ref.provider,
+            ref.task_id,
+            ref.model,
+            (self._clock.now() - submitted) * 1000,
+        )
         if intent is not None:
             # Durable before the caller hears of the task: a crash from here on re-attaches.
             await intent.submitted(ref)

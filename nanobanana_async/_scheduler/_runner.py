@@ -335,9 +335,18 @@ class Scheduler:
             conn.account.ledger.note_send()
             conn.account.checks += 1
             entry.checks += 1
+            sent = self.clock.now()
             response = await conn.transport.send(
                 conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
             )
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug(
+                    "%s task %s: status check HTTP %d in %.0f ms",
+                    tracked.ref.provider,
+                    tracked.ref.task_id,
+                    response.status,
+                    (self.clock.now() - sent) * 1000,
+                )
             status = conn.driver.parse_status(response, tracked.ref)
         except RateLimitError as exc:
             entry.in_flight = False
