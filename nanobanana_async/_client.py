@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import random as _random
+import socket
 import time
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -42,7 +44,8 @@ from ._journal import Intent as _Intent
 from ._journal import Journal, JournalEntry, request_key
 from ._models import Balance, ImageRequest, ImageResult, TaskRef, is_http_url
 from ._redact import Secret
-from ._scheduler._ledger import Lease
+from ._scheduler import _redis
+from ._scheduler._ledger import Lease, Ledger
 from ._scheduler._plan import Entry
 from ._scheduler._runner import Account, Connection, Scheduler, Tracked
 from ._task import Task
@@ -121,6 +124,12 @@ class Client:
             check moves late (polling stays as the safety net). xingchao keeps polling.
         journal: an SQLite file recording each submit's intent, task id and end state, so a
             rerun re-attaches to tasks instead of paying for them again (see ``submit``).
+        coordinator: a Redis URL (``redis://host:6379/0``; default ``NANOBANANA_COORDINATOR``)
+            through which every client of this provider and key, in any process on any host,
+            shares the request window, the task slots, the pause after a 429 and the learned
+            limits. Needs ``pip install 'nanobanana-async[redis]'``. When Redis cannot be
+            reached nothing is sent; callers get ``CoordinatorUnavailableError`` after
+            ``Timeouts.coordinator`` seconds.
         clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
         wall_clock: unix time for timestamps and HTTP-date Retry-After.
         random: returns floats in [0, 1) for backoff jitter.
@@ -142,6 +151,7 @@ class Client:
         transport: Transport | None = None,
         callbacks: CallbackReceiver | None = None,
         journal: str | Path | None = None,
+        coordinator: str | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
@@ -162,6 +172,9 @@ class Client:
             )
         if url is not None and not is_http_url(url):
             raise ConfigurationError("base_url must be an absolute http(s) URL")
+        self._coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
+        if self._coordinator is not None:
+            _redis.connect(self._coordinator)  # a missing extra or bad URL fails here
         self._key = Secret(key) if key else None
         self._base_url = (url or self._driver.default_base_url).rstrip("/")
         self._limits = limits or Limits()
@@ -271,7 +284,7 @@ class Client:
             horizon = self._scheduler.horizon(conn, group, submitted)
             if horizon <= now:
                 continue
-            lease = conn.account.ledger.slots.take(conn)
+            lease = conn.account.ledger.slots.take(conn, self._lease_id(entry.key))
             conn.account.ledger.slots.hold_until(lease, horizon)
             if entry.state == "submitted":
                 self._journal_leases[entry.key] = lease
@@ -302,8 +315,27 @@ class Client:
         self._transport = transport
         scheduler = Scheduler.for_clock(self._clock)
         scheduler.attach()
+        make_ledger: Callable[[], Ledger] | None = None
+        if self._coordinator is not None:
+            url, key = self._coordinator, self._key
+            prefix = _redis.account_prefix(
+                self._driver.name, self._base_url, key.reveal() if key is not None else None
+            )
+
+            def make_ledger() -> Ledger:
+                return _redis.RedisLedger(
+                    self._limits,
+                    self._clock,
+                    redis=_redis.connect(url),
+                    prefix=prefix,
+                    max_wait=self._timeouts.coordinator,
+                )
+
         account = scheduler.account(
-            (self._driver.name, self._base_url, self._key), self._limits, self._retry
+            (self._driver.name, self._base_url, self._key, self._coordinator),
+            self._limits,
+            self._retry,
+            make_ledger,
         )
         self._scheduler = scheduler
         self._conn = Connection(
@@ -448,7 +480,8 @@ class Client:
         try:
             validate(self._driver, sent)
             conn = await self._ensure_started()
-            lease = await conn.account.ledger.slots.acquire(conn)
+            lease_id = self._lease_id(journal_key) if journal_key is not None else None
+            lease = await conn.account.ledger.slots.acquire(conn, lease_id)
         except BaseException:
             if nonce is not None and self._callbacks is not None:
                 self._callbacks._discard(nonce)
@@ -511,6 +544,12 @@ class Client:
         if nonce is not None and self._callbacks is not None and self._scheduler is not None:
             self._callbacks._bind(nonce, self._scheduler, entry)
         return task
+
+    def _lease_id(self, journal_key: str) -> str:
+        # Stable across restarts of this journal, so a shared ledger re-attaches the lease.
+        assert self._journal is not None
+        where = f"{socket.gethostname()}\0{self._journal.path.resolve()}\0{journal_key}"
+        return hashlib.sha256(where.encode()).hexdigest()[:32]
 
     def _discard_nonce(self, nonce: str | None) -> None:
         if nonce is not None and self._callbacks is not None:
@@ -650,12 +689,15 @@ class Client:
         http = driver.build_submit(request)
         for attempt in range(policy.attempts):
             last = attempt + 1 >= policy.attempts
-            await ledger.acquire_request()
-            if not ledger.slots.try_admit(lease):
-                # More creates are out than the (effective) cap: wait for a task to end, then
-                # for a fresh turn in the window (the booked one has passed).
+            if ledger.admit_first:
                 await ledger.slots.admit(lease)
                 await ledger.acquire_request()
+            else:
+                await ledger.acquire_request()
+                if not ledger.slots.try_admit(lease) and not await ledger.slots.admit(lease):
+                    # More creates were out than the (effective) cap: it waited for a task to
+                    # end, so its turn in the window has passed; take a fresh one.
+                    await ledger.acquire_request()
             if self._closed:
                 raise ClientClosedError("the client closed before this submit was sent")
             if intent is not None:

@@ -92,8 +92,11 @@ class Timeouts:
         connect: making the connection. Default 10.
         task: a task's total wait when the request sets none; None uses the provider's default
             (15 minutes).
+        coordinator: the longest a request waits for an unreachable coordinator (Redis)
+            before ``CoordinatorUnavailableError``. Default 30.
     """
 
     request: float = attrs.field(default=30.0, validator=_positive)
     connect: float = attrs.field(default=10.0, validator=_positive)
     task: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
+    coordinator: float = attrs.field(default=30.0, validator=_positive)

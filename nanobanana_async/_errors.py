@@ -17,6 +17,7 @@ NanoBananaError
 │  └─ TaskTimeoutError(TimeoutError)   the deadline passed; the task may still finish
 ├─ NotSupportedError                   the provider documents no such operation; nothing sent
 ├─ ClientClosedError                   the client was closed while the task was pending
+├─ CoordinatorUnavailableError         the shared ledger (Redis) did not answer; nothing sent
 └─ WebhookVerificationError(ValueError)
 ```
 
@@ -282,7 +283,7 @@ class ClientClosedError(NanoBananaError):
 
 
 class CoordinatorUnavailableError(NanoBananaError):
-    """The shared coordinator (Redis) could not be reached for longer than the bounded wait.
+    """The shared coordinator (Redis) could not be reached for ``Timeouts.coordinator`` seconds.
 
     Nothing was sent to the provider for this call: without a grant from the coordinator the
     client fails closed rather than risk going over the account's limits. Retrying later is safe.
@@ -302,7 +303,6 @@ class StorageError(NanoBananaError):
         super().__init__(message)
         self.task_id = task_id
         self.path = path
-
 
 class WebhookVerificationError(NanoBananaError, ValueError):
     """A callback could not be verified as coming from a task this client submitted."""

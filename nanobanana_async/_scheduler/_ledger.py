@@ -37,6 +37,8 @@ import heapq
 import itertools
 import logging
 import math
+import uuid
+import weakref
 from typing import Final
 
 import attrs
@@ -60,9 +62,14 @@ _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
 
 @attrs.define(eq=False)
 class Lease:
-    """One slot, held by ``owner`` (a client) until released or its horizon passes."""
+    """One slot, held by ``owner`` (a client) until released or its horizon passes.
+
+    ``id`` names it in a shared ledger: the journal key when there is one, so a restarted
+    process finds its leases again.
+    """
 
     owner: object
+    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
     held: bool = True
     sent: bool = False
 
@@ -81,7 +88,12 @@ class Slots:
         self.sent = 0
         self.peak = 0
         self._clock = clock
-        self._waiters: collections.deque[tuple[asyncio.Future[Lease], object]] = collections.deque()
+        self._waiters: collections.deque[tuple[asyncio.Future[Lease], object, str | None]] = (
+            collections.deque()
+        )
+        self.closed: weakref.WeakKeyDictionary[object, NanoBananaError] = (
+            weakref.WeakKeyDictionary()
+        )
         self._admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
         self._timed: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
@@ -90,7 +102,7 @@ class Slots:
     @property
     def waiting(self) -> int:
         """Callers waiting for a slot."""
-        waiting = sum(1 for future, _ in self._waiters if not future.done())
+        waiting = sum(1 for future, _, _ in self._waiters if not future.done())
         return waiting + sum(1 for future, _ in self._admits if not future.done())
 
     def try_admit(self, lease: Lease) -> bool:
@@ -102,10 +114,17 @@ class Slots:
             return True
         return False
 
-    async def admit(self, lease: Lease) -> None:
-        """Wait until ``lease``'s create may be sent (fewer than ``cap`` creates out)."""
+    async def admit(self, lease: Lease) -> bool:
+        """Wait until ``lease``'s create may be sent (fewer than ``cap`` creates out).
+
+        Returns:
+            True when it was admitted at once, False when it had to wait.
+
+        Raises:
+            NanoBananaError: what :meth:`fail` hands the waiters of ``lease.owner``.
+        """
         if self.try_admit(lease):
-            return
+            return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._admits.append((future, lease))
         self._ensure_timer()
@@ -115,6 +134,7 @@ class Slots:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.refused(lease)
             raise
+        return False
 
     def refused(self, lease: Lease) -> None:
         """The create of ``lease`` was refused (nothing created): it no longer counts as out."""
@@ -128,24 +148,24 @@ class Slots:
         self.sent += 1
         self.peak = max(self.peak, self.sent)
 
-    def try_acquire(self, owner: object) -> Lease | None:
+    def try_acquire(self, owner: object, lease_id: str | None = None) -> Lease | None:
         """A slot now, or None when none is free (or others wait first)."""
         self._expire()
         if self.held >= self.cap or self._waiters:
             return None
-        return self._grant(owner)
+        return self._grant(owner, lease_id)
 
-    async def acquire(self, owner: object) -> Lease:
+    async def acquire(self, owner: object, lease_id: str | None = None) -> Lease:
         """Wait for a slot, in arrival order.
 
         Raises:
             NanoBananaError: what :meth:`fail` hands the waiters of ``owner`` (a closed client).
         """
-        lease = self.try_acquire(owner)
+        lease = self.try_acquire(owner, lease_id)
         if lease is not None:
             return lease
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, owner))
+        self._waiters.append((future, owner, lease_id))
         self._ensure_timer()
         try:
             return await future
@@ -175,11 +195,11 @@ class Slots:
         heapq.heappush(self._timed, (horizon, next(self._seq), lease))
         self._ensure_timer()
 
-    def take(self, owner: object) -> Lease:
+    def take(self, owner: object, lease_id: str | None = None) -> Lease:
         """A sent slot now, even over the cap: for a task that already runs on the provider (a
         resumed or re-attached one), which uses a slot whether or not one is free."""
         self._expire()
-        lease = self._grant(owner)
+        lease = self._grant(owner, lease_id)
         self._mark(lease)
         return lease
 
@@ -190,13 +210,16 @@ class Slots:
 
     def fail(self, owner: object, error: NanoBananaError) -> None:
         """Fail every waiter of ``owner`` with ``error`` (its client closed)."""
-        kept: collections.deque[tuple[asyncio.Future[Lease], object]] = collections.deque()
-        for future, who in self._waiters:
+        self.closed[owner] = error
+        kept: collections.deque[tuple[asyncio.Future[Lease], object, str | None]] = (
+            collections.deque()
+        )
+        for future, who, lease_id in self._waiters:
             if who is owner:
                 if not future.done():
                     future.set_exception(error)
             else:
-                kept.append((future, who))
+                kept.append((future, who, lease_id))
         self._waiters = kept
         admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
         for waiter, lease in self._admits:
@@ -221,9 +244,9 @@ class Slots:
                 self._run_timer(), name="nanobanana-slot-horizons"
             )
 
-    def _grant(self, owner: object) -> Lease:
+    def _grant(self, owner: object, lease_id: str | None) -> Lease:
         self.held += 1
-        return Lease(owner)
+        return Lease(owner) if lease_id is None else Lease(owner, lease_id)
 
     def _wake(self) -> None:
         while self._admits and self.sent < self.cap:
@@ -232,9 +255,9 @@ class Slots:
                 self._mark(lease)
                 waiter.set_result(None)
         while self._waiters and self.held < self.cap:
-            future, owner = self._waiters.popleft()
+            future, owner, lease_id = self._waiters.popleft()
             if not future.done():
-                future.set_result(self._grant(owner))
+                future.set_result(self._grant(owner, lease_id))
 
     def _expire(self) -> None:
         now = self._clock.now()
@@ -287,6 +310,14 @@ class Ledger:
             if free <= now:
                 return
             await self._clock.sleep_until(free)
+
+    admit_first = False
+    """Whether a create waits for its slot admission before its turn in the window: a shared
+    ledger counts a turn from the moment it is granted, so a turn taken before a wait for
+    admission would be spent by the time the create goes."""
+
+    def demand(self, checks: int) -> None:
+        """Say how many status checks wait for a request (a shared ledger sizes its batches)."""
 
     def try_take_request(self, now: float) -> bool:
         """Take a request only if one is free now (status checks)."""
@@ -376,8 +407,12 @@ class Ledger:
             return self.effective.per, cut
         start = self._spell_start(now, ceiling)
         per = min(ceiling, max(1.0, now - start + retry_after))
-        shown = self._in_window(now, per)
+        shown = self._shown(now, per)
         return per, max(1, math.floor(shown * _RATE_MARGIN))
+
+    def _shown(self, now: float, per: float) -> int:
+        # What the account showed it accepts in ``per``: our own sends in one process.
+        return self._in_window(now, per)
 
     def _spell_start(self, now: float, ceiling: float) -> float:
         # The first send after the last idle gap as long as a window, within the ceiling.

@@ -1,296 +1,413 @@
-"""The account's window and slots shared through Redis, for every process on one key.
+"""The account ledger shared through Redis: every client of one provider and key, in any process
+on any host, shares the window, the slots, the pause and the effective limits (network I/O).
 
-Why own Lua scripts rather than the ``limits`` library: its Redis moving window stamps entries
-with the caller's clock (hosts' clocks then matter), grants one hit per round trip, and has no
-notion of a concurrency lease. Here three short scripts do it all atomically on the server, read
-the server's ``TIME`` (so clients' clocks never matter), grant or lease many at once (one round
-trip per batch), and are sent once and then called by SHA (redis-py's ``Script`` re-sends a
-script the server lost, e.g. after a restart).
+Why our own Lua rather than the ``limits`` library: its moving window is one round trip per
+request and knows nothing of task slots, leases with horizons, a shared pause or limits that
+move; and its asyncio Redis backend brings a second Redis client. The three scripts below do
+each decision in one atomic round trip on the Redis server's clock (``TIME``), so the hosts'
+clocks never matter.
 
-Keys derive from a SHA-256 of provider, base URL and API key; the key itself never reaches Redis.
+Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key itself):
 
-Slots are leases in a sorted set scored by their expiry (server milliseconds). A lease is taken
-with a short expiry that its live process renews; once a create may have reached the provider,
-:meth:`RedisCoordinator.hold` raises the expiry to the task's horizon. Expiries only ever move
-later (``ZADD XX GT``), so a SIGKILLed process's slots come back once the horizon has passed and
-never sooner. Lease ids derive from the caller's task/journal keys: a process restarted from its
-journal asks for the same ids and re-attaches to the leases it already holds.
+- ``win``: a sorted set of request grants scored by grant time; a grant is counted from the
+  moment it is given, whether or not its request is sent (unused grants are budget lost, never
+  a breach). Status checks take grants in small batches that expire locally after
+  :data:`_TOKEN_TTL` so a late request is never sent on a grant the window has forgotten.
+- ``slots``: a sorted set of leases (creates that may be running) scored by expiry. A lease
+  is admitted with an expiry of :data:`DEFAULT_HORIZON`; the process that holds it removes it
+  when it sees the task end, or sets its expiry to the task's horizon when it can no longer
+  see that. A killed process's leases therefore come back at their horizon, never sooner. A
+  lease id is the journal key when there is one, so a process restarted from its journal
+  re-attaches to its leases instead of taking new ones.
+- ``pause``: the end of the account's pause after a 429.
+- ``limits``: the effective limits, when a process lowered (or raised) them.
 
-Fail closed: when Redis is unreachable or failing, nothing is granted. Calls retry with a short
-backoff and raise :class:`CoordinatorUnavailableError` once ``unavailable_after`` has passed;
-when Redis comes back within it they continue. A restarted Redis has lost the window, so the
-client waits one full window (``per``) after an outage before it grants again: no breach after
-it returns.
+Fail closed: when Redis cannot be reached, nothing is sent; a caller waiting for a grant or an
+admission gets :class:`CoordinatorUnavailableError` after ``Timeouts.coordinator`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import math
 import time
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
 
+from .._clock import Clock
+from .._config import Limits
 from .._errors import ConfigurationError, CoordinatorUnavailableError
+from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
 
-INSTALL_HINT = "the Redis coordinator needs the redis extra: pip install 'nanobanana-async[redis]'"
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
-# KEYS: window, pause, alive. ARGV: limit, per_ms, wanted, token.
-# Returns {granted, wait_ms}: grants up to `wanted` requests in the sliding window. A server
-# that has no `alive` marker has never seen this account or has restarted and forgotten its
-# window: it grants nothing for one full window first.
-_GRANT = """
+_log = logging.getLogger("nanobanana_async")
+
+_SLACK_MIN: Final = 0.5
+_TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait before it is sent
+_BATCH_MAX: Final = 32
+_POLL_MIN: Final = 0.01
+_POLL_MAX: Final = 0.1
+_FLUSH_EVERY: Final = 0.02
+_LIMITS_TTL: Final = 3600
+
+# KEYS: win, pause, limits. ARGV: wanted, requests, per, margin, member prefix, slack.
+# Returns {granted, "now", "wait"}: granted > 0 with the server time, or 0 and how long to wait.
+_GRANT: Final = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, per, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('SET', KEYS[3], '1', 'NX') then
-  redis.call('SET', KEYS[2], '1', 'PX', per)
-  return {0, per}
-end
-local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {0, paused} end
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pause > now then return {0, tostring(now), tostring(pause - now), 0} end
+local requests = tonumber(redis.call('HGET', KEYS[3], 'requests') or ARGV[2])
+local per = tonumber(redis.call('HGET', KEYS[3], 'per') or ARGV[3]) + tonumber(ARGV[6])
+local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[4]))))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
-local used = redis.call('ZCARD', KEYS[1])
-local granted = math.min(wanted, limit - used)
-if granted <= 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, math.max(1, tonumber(oldest[2]) + per - now + 1)}
+local count = redis.call('ZCARD', KEYS[1])
+local free = budget - count
+if free <= 0 then
+  local oldest = redis.call('ZRANGE', KEYS[1], count - budget, count - budget, 'WITHSCORES')
+  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), count}
 end
+local granted = math.min(tonumber(ARGV[1]), free)
 local seq = redis.call('INCRBY', KEYS[1] .. ':seq', granted)
 for i = 1, granted do
-  redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. (seq - i))
+  redis.call('ZADD', KEYS[1], now, ARGV[5] .. (seq - i))
 end
-redis.call('PEXPIRE', KEYS[1], per)
-redis.call('PEXPIRE', KEYS[1] .. ':seq', per)
-return {granted, 0}
+redis.call('PEXPIRE', KEYS[1] .. ':seq', math.ceil(per * 1000) + 60000)
+redis.call('PEXPIRE', KEYS[1], math.ceil(per * 1000) + 1000)
+return {granted, tostring(now), '0', count + granted}
 """
 
-# KEYS: slots. ARGV: cap, ttl_ms, id... Returns the ids now held (re-attached or new), in order.
-_ACQUIRE = """
+# KEYS: slots, limits. ARGV: lease id, cap, expiry delta, force (1: admit over the cap).
+# Returns {admitted, "now"}; a lease already admitted keeps its place (re-attach).
+_ADMIT: Final = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local held = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  if redis.call('ZSCORE', KEYS[1], id) then
-    redis.call('ZADD', KEYS[1], 'GT', now + ttl, id)
-    table.insert(held, id)
-  elseif redis.call('ZCARD', KEYS[1]) < cap then
-    redis.call('ZADD', KEYS[1], now + ttl, id)
-    table.insert(held, id)
-  end
+local expiry = now + tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[1])
+  return {1, tostring(now)}
 end
-return held
-"""
-
-# KEYS: slots. ARGV: ttl_ms, id... Moves leases' expiry to now+ttl, never earlier. Callers
-# pass only leases they hold, so a lease a restarted server forgot is written again.
-_EXTEND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-local n = 0
-for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'GT', 'CH', now + ttl, ARGV[i])
+local cap = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[2])
+if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < cap then
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  return {1, tostring(now)}
 end
-return n
+return {0, tostring(now)}
 """
 
 
-def account_key(provider: str, base_url: str, api_key: str) -> str:
-    """The Redis key prefix of one account: a hash, never the key itself."""
-    digest = hashlib.sha256(f"{provider}\0{base_url}\0{api_key}".encode()).hexdigest()
+def _slack(limits: Limits) -> float:
+    # A grant is counted from when Redis gives it, the provider counts the request when it
+    # arrives, later: after a wait for a pooled connection, a busy event loop, the network.
+    # Counting each grant this much longer keeps our window a superset of the provider's.
+    return max(_SLACK_MIN, limits.safety_margin * limits.per)
+
+
+def account_prefix(provider: str, base_url: str, key: str | None) -> str:
+    """The Redis key prefix of an account: a hash of provider, base URL and API key."""
+    digest = hashlib.sha256("\0".join((provider, base_url, key or "")).encode()).hexdigest()
     return f"nanobanana:{digest[:32]}"
 
 
-def lease_id(journal_key: str) -> str:
-    """A lease id derived from a task's journal key, stable across restarts of the process."""
-    return hashlib.sha256(journal_key.encode()).hexdigest()[:24]
+def connect(url: str) -> Redis:
+    """A redis-py asyncio client for ``url`` (nothing is sent until first use).
+
+    Raises:
+        ConfigurationError: the ``redis`` extra is missing, or ``url`` is not a Redis URL.
+    """
+    try:
+        from redis.asyncio import Redis
+    except ImportError:
+        raise ConfigurationError(
+            "coordinator= needs redis-py: pip install 'nanobanana-async[redis]'"
+        ) from None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError("coordinator must be a redis://, rediss:// or unix:// URL")
+    try:
+        return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    except ValueError as exc:
+        raise ConfigurationError(f"coordinator URL is not valid: {exc}") from None
 
 
-class RedisCoordinator:
-    """Window grants and slot leases of one account, shared by every process through Redis.
+class _Redis:
+    """The scripts, the clock offset and the fail-closed retry around one Redis client."""
+
+    def __init__(self, redis: Redis, prefix: str, clock: Clock, max_wait: float) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self.max_wait = max_wait
+        self.offset = 0.0  # Redis server time minus our monotonic clock
+        self.round_trips = 0
+        self.window_count = 0  # grants in the shared window at the last grant
+        self._grant = redis.register_script(_GRANT)
+        self._admit = redis.register_script(_ADMIT)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def server_time(self, monotonic: float) -> float:
+        return monotonic + self.offset
+
+    async def call(self, what: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``what``; while Redis fails, retry with backoff up to ``max_wait`` seconds."""
+        give_up = self.clock.now() + self.max_wait
+        delay = _POLL_MIN
+        while True:
+            try:
+                self.round_trips += 1
+                return await what()
+            except Exception as exc:
+                if self.clock.now() + delay > give_up:
+                    raise CoordinatorUnavailableError(
+                        f"the coordinator (Redis) did not answer for {self.max_wait:g} s "
+                        f"({type(exc).__name__}); nothing was sent"
+                    ) from None
+                await self.clock.sleep_until(self.clock.now() + delay)
+                delay = min(1.0, delay * 2)
+
+    def note_now(self, server_now: bytes) -> None:
+        self.offset = float(server_now) - self.clock.now()
+
+    async def grant(self, wanted: int, limits: Limits, member: str) -> tuple[int, float]:
+        keys = [self.key("win"), self.key("pause"), self.key("limits")]
+        args: list[str | int | float] = [
+            wanted,
+            limits.requests,
+            limits.per,
+            limits.safety_margin,
+            member,
+            _slack(limits),
+        ]
+        granted, now, wait, count = await self.call(lambda: self._grant(keys=keys, args=args))
+        self.note_now(now)
+        self.window_count = int(count)
+        return int(granted), float(wait)
+
+    async def admit(self, lease_id: str, cap: int, expiry: float, *, force: bool) -> bool:
+        keys = [self.key("slots"), self.key("limits")]
+        args: list[str | int | float] = [lease_id, cap, expiry, "1" if force else "0"]
+        admitted, now = await self.call(lambda: self._admit(keys=keys, args=args))
+        self.note_now(now)
+        return bool(int(admitted))
+
+
+class RedisSlots(Slots):
+    """Slots whose admissions are shared through Redis; grants and waiting stay local."""
+
+    def __init__(self, cap: int, clock: Clock, store: _Redis) -> None:
+        super().__init__(cap, clock)
+        self._store = store
+        self._ops: list[tuple[str, str, float]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._admitting = asyncio.Lock()
+
+    def try_admit(self, lease: Lease) -> bool:
+        return lease.sent  # an admission needs a round trip: always through admit()
+
+    async def admit(self, lease: Lease) -> bool:
+        # One poller per process, the others queue behind it in arrival order: the shared cap
+        # costs one round trip per try, not one per waiting caller.
+        immediate = not self._admitting.locked()
+        async with self._admitting:
+            delay = _POLL_MIN
+            while True:
+                closed = self.closed.get(lease.owner)
+                if closed is not None:
+                    raise closed
+                if await self._store.admit(lease.id, self.cap, DEFAULT_HORIZON, force=False):
+                    self._mark(lease)
+                    return immediate
+                immediate = False
+                await self._clock.sleep_until(self._clock.now() + delay)
+                delay = min(_POLL_MAX, delay * 1.5)
+
+    def take(self, owner: object, lease_id: str | None = None) -> Lease:
+        lease = super().take(owner, lease_id)
+        self._queue("take", lease.id, DEFAULT_HORIZON)
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        if lease.held and lease.sent:
+            self._queue("release", lease.id, 0.0)
+        super().release(lease)
+
+    def refused(self, lease: Lease) -> None:
+        if lease.sent:
+            self._queue("release", lease.id, 0.0)
+        super().refused(lease)
+
+    def hold_until(self, lease: Lease, horizon: float) -> None:
+        if lease.held and lease.sent:
+            self._queue("hold", lease.id, self._store.server_time(horizon))
+        super().hold_until(lease, horizon)
+
+    def _queue(self, op: str, lease_id: str, value: float) -> None:
+        self._ops.append((op, lease_id, value))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush(), name="nanobanana-redis-slots"
+            )
+
+    async def _flush(self) -> None:
+        while self._ops:
+            await asyncio.sleep(_FLUSH_EVERY)  # gather a few: one round trip for all
+            ops, self._ops = self._ops, []
+            try:
+                await self._store.call(lambda ops=ops: self._apply(ops))  # type: ignore[misc]
+            except CoordinatorUnavailableError:
+                _log.warning("the coordinator (Redis) is unreachable: leases expire by themselves")
+
+    async def _apply(self, ops: list[tuple[str, str, float]]) -> None:
+        key = self._store.key("slots")
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for op, lease_id, value in ops:
+                if op == "release":
+                    pipe.zrem(key, lease_id)
+                elif op == "hold":
+                    pipe.zadd(key, {lease_id: value}, xx=True)
+            await pipe.execute()
+        for op, lease_id, value in ops:
+            if op == "take":
+                await self._store.admit(lease_id, self.cap, value, force=True)
+
+    async def aclose(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await super().aclose()
+
+
+class RedisLedger(Ledger):
+    """The ledger of one account, shared by every process through Redis.
 
     Args:
-        url: ``redis://host:port/db``.
-        account: :func:`account_key` of the provider, base URL and API key.
-        requests, per, concurrent: the account's limits (requests per ``per`` seconds, tasks).
-        lease_ttl: expiry of a lease; this process renews every lease it holds each third of it
-            (one round trip for all), so a dead process's leases come back after it (or after
-            their horizon, when :meth:`hold` set a later one).
-        unavailable_after: how long calls wait for an unreachable Redis before
+        limits: the configured ceiling.
+        clock: the scheduler's monotonic clock.
+        redis: the coordinator's client (closed with the ledger).
+        prefix: the account's key prefix (:func:`account_prefix`).
+        max_wait: seconds a caller waits for an unreachable Redis before
             :class:`CoordinatorUnavailableError`.
     """
 
     def __init__(
-        self,
-        url: str,
-        account: str,
-        *,
-        requests: int,
-        per: float,
-        concurrent: int,
-        lease_ttl: float = 5.0,
-        unavailable_after: float = 10.0,
+        self, limits: Limits, clock: Clock, *, redis: Redis, prefix: str, max_wait: float
     ) -> None:
-        try:
-            import redis.asyncio as aioredis  # optional extra
-        except ImportError as exc:
-            raise ConfigurationError(INSTALL_HINT) from exc
-        self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
-        self._window = f"{account}:window"
-        self._pause = f"{account}:pause"
-        self._slots = f"{account}:slots"
-        self._alive = f"{account}:alive"
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-        self._pump: asyncio.Task[None] | None = None
-        self.poll = 0.05
-        self._held: set[str] = set()
-        self._renewer: asyncio.Task[None] | None = None
-        self._grant = self._redis.register_script(_GRANT)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._extend = self._redis.register_script(_EXTEND)
-        self._set_pause = self._redis.register_script(
-            "redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) return 1"
-        )
-        self.requests, self.per, self.concurrent = requests, per, concurrent
-        self.lease_ttl = lease_ttl
-        self.unavailable_after = unavailable_after
-        self._token = hashlib.sha256(f"{id(self)}{time.time_ns()}".encode()).hexdigest()[:12]
-        self.round_trips = 0
+        super().__init__(limits, clock)
+        self.store = _Redis(redis, prefix, clock, max_wait)
+        self.slots = RedisSlots(limits.concurrent_tasks, clock, self.store)
+        self._member = f"{uuid.uuid4().hex[:12]}:"
+        self._tokens: list[float] = []  # monotonic times batch grants were given
+        self._batch = 1
+        self.admit_first = True
+        self._refill: asyncio.Task[None] | None = None
+        self._blocked_until = -math.inf
+        self._shared_count = 0
+        self._background: set[asyncio.Task[None]] = set()
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        from redis.exceptions import RedisError  # optional extra
-
-        deadline = time.monotonic() + self.unavailable_after
-        delay = 0.05
+    async def acquire_request(self) -> None:
         while True:
-            try:
-                self.round_trips += 1
-                result = await script(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
-                if time.monotonic() >= deadline:
-                    raise CoordinatorUnavailableError(
-                        f"coordinator unreachable for {self.unavailable_after:g} s "
-                        f"({type(exc).__name__}); nothing was sent"
-                    ) from None
-                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 1.0)
+            self._recover()
+            if self.is_paused():
+                await self._clock.sleep_until(self.gcra.paused_until)
                 continue
-            return result
-
-    async def grant(self, wanted: int = 1) -> int:
-        """Wait until at least one request is granted in the shared window; return how many
-        (at most ``wanted``). Raises :class:`CoordinatorUnavailableError` (fail closed)."""
-        while True:
-            granted, wait_ms = await self._call(
-                self._grant,
-                [self._window, self._pause, self._alive],
-                [self.requests, int(self.per * 1000), wanted, self._token],
-            )
+            granted, wait = await self.store.grant(1, self.effective, self._member)
             if granted:
-                return int(granted)
-            await asyncio.sleep(int(wait_ms) / 1000)
-
-    async def pause(self, seconds: float) -> None:
-        """Pause every process on the account (a 429's Retry-After)."""
-        await self._call(
-            self._set_pause,
-            [self._pause],
-            [max(1, int(seconds * 1000))],
-        )
-
-    async def try_acquire(self, ids: Sequence[str]) -> list[str]:
-        """Lease as many of ``ids`` as the cap allows, in one round trip; ids this account
-        already leases (a restarted process) are re-attached, not taken again."""
-        raw = await self._call(
-            self._acquire, [self._slots], [self.concurrent, int(self.lease_ttl * 1000), *ids]
-        )
-        held = [h.decode() if isinstance(h, bytes) else str(h) for h in raw]
-        self._held.update(held)
-        if held and (self._renewer is None or self._renewer.done()):
-            self._renewer = asyncio.create_task(self._run_renewer())
-        return held
-
-    async def _run_renewer(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.lease_ttl / 3)
-            try:
-                await self.renew(sorted(self._held))
-            except CoordinatorUnavailableError:
-                continue  # the leases keep their expiry; the next renewal tries again
-
-    async def acquire(self, lease: str) -> None:
-        """Wait for one slot. Every waiter of this process is served by one poller that asks
-        for as many leases as the cap could allow in one round trip."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[lease] = future
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._run_pump())
-        try:
-            await future
-        finally:
-            self._waiting.pop(lease, None)
-
-    async def _run_pump(self) -> None:
-        while self._waiting:
-            ids = list(self._waiting)[: self.concurrent]
-            try:
-                held = await self.try_acquire(ids)
-            except CoordinatorUnavailableError as exc:
-                for future in self._waiting.values():
-                    if not future.done():
-                        future.set_exception(exc)
                 return
-            lost = []
-            for lease in held:
-                waiter = self._waiting.pop(lease, None)
-                if waiter is None or waiter.done():
-                    lost.append(lease)  # its waiter was cancelled meanwhile
-                else:
-                    waiter.set_result(None)
-            if lost:
-                await self.release(lost)
-            if not held:
-                # Other processes release through Redis; there is no local event to wait on.
-                await asyncio.sleep(self.poll)
+            now = self._clock.now()
+            await self._clock.sleep_until(now + max(_POLL_MIN, min(wait, 1.0)))
 
-    async def renew(self, ids: Sequence[str]) -> int:
-        """Renew live leases (one round trip for all); returns how many were extended."""
-        if not ids:
-            return 0
-        return int(
-            await self._call(self._extend, [self._slots], [int(self.lease_ttl * 1000), *ids])
-        )
+    def try_take_request(self, now: float) -> bool:
+        if self.gcra.is_paused(now):
+            return False
+        # A grant counts in the shared window from when it was given, the provider counts the
+        # request when it arrives: the wait must stay well inside the slack the window adds.
+        ttl = min(_TOKEN_TTL, _slack(self.effective) / 2)
+        while self._tokens and self._tokens[0] < now - ttl:
+            self._tokens.pop(0)  # the window may have forgotten it: never send on it
+        if self._tokens:
+            self._tokens.pop(0)
+            return True
+        if now < self._blocked_until:
+            return False
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.get_running_loop().create_task(
+                self._take_batch(), name="nanobanana-redis-grants"
+            )
+        return False
 
-    async def hold(self, ids: Sequence[str], horizon: float) -> None:
-        """Hold leases until ``horizon`` seconds from now at least (a create may have reached
-        the provider): they outlive this process if it dies, and come back after it."""
-        await self._call(self._extend, [self._slots], [int(horizon * 1000), *ids])
+    def next_request_free(self) -> float:
+        now = self._clock.now()
+        if self._tokens:
+            return max(now, self.gcra.paused_until)
+        return max(now + _POLL_MIN, self._blocked_until, self.gcra.paused_until)
 
-    async def release(self, ids: Sequence[str]) -> None:
-        """Give leases back (the client knows their tasks ended)."""
-        if ids:
-            self._held.difference_update(ids)
-            self.round_trips += 1
-            await self._redis.zrem(self._slots, *ids)
+    async def _take_batch(self) -> None:
+        try:
+            granted, wait = await self.store.grant(self._batch, self.effective, self._member)
+        except CoordinatorUnavailableError:
+            _log.warning("the coordinator (Redis) is unreachable: status checks wait for it")
+            return
+        now = self._clock.now()
+        if granted:
+            self._tokens.extend([now] * granted)
 
-    async def held(self) -> int:
-        """Leases live on the account now (any process)."""
-        self.round_trips += 1
-        now_s, now_us = await self._redis.time()
-        return int(
-            await self._redis.zcount(self._slots, f"({now_s * 1000 + now_us // 1000}", "+inf")
-        )
+        else:
+            self._blocked_until = now + wait
+
+    def demand(self, checks: int) -> None:
+        # Take as many grants as checks wait, no more: an unused grant is budget lost.
+        self._batch = max(1, min(_BATCH_MAX, checks - len(self._tokens)))
+
+    def _shown(self, now: float, per: float) -> int:
+        # Every process's requests, as the shared window counted them at the last grant.
+        return max(super()._shown(now, per), self.store.window_count)
+
+    def pause(self, seconds: float) -> None:
+        super().pause(seconds)
+        until = self.store.server_time(self._clock.now() + seconds)
+        key, px = self.store.key("pause"), max(1, math.ceil(seconds * 1000))
+        self._spawn(lambda: self.store.redis.set(key, repr(until), px=px))
+
+    def _set_effective(self, limits: Limits) -> None:
+        super()._set_effective(limits)
+        key = self.store.key("limits")
+        mapping: dict[
+            bytes | bytearray | memoryview[int] | str | int | float, str | int | float
+        ] = {
+            "requests": limits.requests,
+            "per": limits.per,
+            "cap": limits.concurrent_tasks,
+            "stamp": time.time(),
+        }
+
+        async def publish() -> None:
+            async with self.store.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=mapping)
+                pipe.expire(key, _LIMITS_TTL)
+                await pipe.execute()
+
+        self._spawn(publish)
+
+    def _spawn(self, work: Callable[[], Awaitable[Any]]) -> None:
+        async def run() -> None:
+            try:
+                await self.store.call(work)
+            except CoordinatorUnavailableError:
+                _log.warning("the coordinator (Redis) is unreachable: a shared update was lost")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
-        """Stop renewing (held leases then end at their expiry or horizon) and disconnect."""
-        for task in (self._renewer, self._pump):
-            if task is not None:
-                task.cancel()
-        self._held.clear()
-        await self._redis.aclose()
+        if self._refill is not None:
+            self._refill.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await super().aclose()
+        await self.store.redis.aclose()

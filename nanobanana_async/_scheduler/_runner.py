@@ -139,11 +139,20 @@ class Scheduler:
             scheduler = per_loop[id(clock)] = cls(clock)
         return scheduler
 
-    def account(self, key: Hashable, limits: Limits, policy: RetryPolicy) -> Account:
-        """The account for ``key``; the first client's limits and policy set it up."""
+    def account(
+        self,
+        key: Hashable,
+        limits: Limits,
+        policy: RetryPolicy,
+        make_ledger: Callable[[], Ledger] | None = None,
+    ) -> Account:
+        """The account for ``key``; the first client's limits and policy set it up.
+
+        ``make_ledger`` builds a shared ledger (Redis); by default it is in memory.
+        """
         account = self._accounts.get(key)
         if account is None:
-            ledger = Ledger(limits, self.clock)
+            ledger = make_ledger() if make_ledger is not None else Ledger(limits, self.clock)
             account = self._accounts[key] = Account(ledger, policy, self.clock)
         elif account.ledger.configured != limits:
             _log.warning("clients of one account disagree on limits; the first client's apply")
@@ -286,6 +295,7 @@ class Scheduler:
         """
         ready = account.ready
         ledger = account.ledger
+        ledger.demand(len(ready))
         while ready:
             entry = ready[0]
             if entry.done or entry.in_flight:

@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--requests", type=int, default=10_000, help="requests per window")
     batch.add_argument("--per", type=float, default=60.0, help="window in seconds")
     batch.add_argument("--concurrent", type=int, default=1_000, help="tasks at once")
+    batch.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="URL",
+        help="redis://host:6379/0 shared by every worker on the key "
+        "(default NANOBANANA_COORDINATOR)",
+    )
 
     balance = commands.add_parser("balance", help="print the account's balance")
     balance.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
@@ -260,7 +267,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     provider = _provider(args.provider)
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
-    client = Client(provider, limits=limits, journal=journal)
+    client = Client(provider, limits=limits, journal=journal, coordinator=args.coordinator)
     try:
         requests = await anyio.to_thread.run_sync(
             read_requests, args.prompts, _defaults(args), client.validate

@@ -1,0 +1,204 @@
+"""``python -m benchmarks.multiprocess``: worker processes on one key through one Redis, beside one
+process doing the same prompts alone, against one simulator (needs redis-server on PATH).
+
+Each worker is the real command line (`nanobanana batch … --coordinator URL`) with its own
+journal; one of them is SIGKILLed mid-run and started again from its journal. Printed: the
+throughput ratio (one process's wall time over the workers'), the simulator's 429s, busiest
+window and most tasks at once, creates and duplicate creates, the Redis round trips per task
+(from the server's command statistics) and the added latency of one grant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nanobanana_async as nb
+from nanobanana_async._clock import DEFAULT_CLOCK
+from nanobanana_async._scheduler import _redis
+from nanobanana_async.testing import Latency, ServerLimits, Simulator
+from tests.redis_server import RedisServer
+
+
+def _batch(
+    prompts: Path, out: Path, sim: Simulator, args: argparse.Namespace, coordinator: str | None
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "nanobanana_async",
+        "batch",
+        str(prompts),
+        "--out",
+        str(out),
+        "--provider",
+        "apixo",
+        "--requests",
+        str(args.requests),
+        "--per",
+        str(args.per),
+        "--concurrent",
+        str(args.concurrent),
+    ]
+    if coordinator is not None:
+        command += ["--coordinator", coordinator]
+    env = {**os.environ, "NANOBANANA_API_KEY": sim.api_key, "NANOBANANA_BASE_URL": sim.base_url}
+    return subprocess.Popen(  # noqa: S603  our own interpreter and command line
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _simulator(args: argparse.Namespace) -> Simulator:
+    sim = Simulator(
+        "apixo",
+        latency=Latency(median=args.latency, sigma=0.25),
+        limits=ServerLimits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent),
+    )
+    return sim.start_in_thread()
+
+
+def _sim_row(sim: Simulator, wall: float) -> dict[str, Any]:
+    stats = sim.stats
+    return {
+        "wall_s": round(wall, 1),
+        "creates": stats.creates,
+        "duplicate_creates": stats.duplicate_creates,
+        "server_429s": stats.rate_limited,
+        "max_requests_in_window": stats.max_window,
+        "max_concurrent_server": stats.max_concurrent,
+    }
+
+
+def _write_prompts(folder: Path, name: str, tag: str, count: int) -> Path:
+    path = folder / f"{name}.txt"
+    path.write_text("".join(f"{tag} prompt {i}, a small orange cat\n" for i in range(count)))
+    return path
+
+
+def _outcomes(out: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    manifest = out / "results.jsonl"
+    if manifest.exists():
+        for line in manifest.read_text().splitlines():
+            status = json.loads(line).get("status", "?")
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+async def _grant_latency(url: str, n: int = 300) -> float:
+    redis = _redis.connect(url)
+    ledger = _redis.RedisLedger(
+        nb.Limits(requests=10**6, per=60.0),
+        DEFAULT_CLOCK,
+        redis=redis,
+        prefix="nanobanana:bench-latency",
+        max_wait=5.0,
+    )
+    await ledger.acquire_request()  # connect and load the scripts
+    started = time.perf_counter()
+    for _ in range(n):
+        await ledger.acquire_request()
+    elapsed = time.perf_counter() - started
+    await ledger.aclose()
+    return elapsed / n
+
+
+def _redis_calls(url: str) -> int:
+    """Round trips the ledger made: script calls plus the pipelined lease updates (a ZREM or
+    ZADD XX batch is one round trip for many, so counting its commands overstates them)."""
+
+    async def read() -> int:
+        redis = _redis.connect(url)
+        try:
+            info = await redis.info("commandstats")
+        finally:
+            await redis.aclose()
+        # Commands run inside the scripts count under their own names; only the client's
+        # calls are round trips.
+        return int(info.get("cmdstat_evalsha", {}).get("calls", 0)) + int(
+            info.get("cmdstat_zrem", {}).get("calls", 0)
+        )
+
+    return asyncio.run(read())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both arms and print one JSON report."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.multiprocess")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=150, help="per worker")
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--per", type=float, default=10.0)
+    parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--latency", type=float, default=1.0, help="median task seconds")
+    parser.add_argument("--kill-after", type=float, default=4.0, help="seconds; 0: no kill")
+    args = parser.parse_args(argv)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.stderr.write("redis-server not found (Debian: apt-get install redis-server)\n")
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        redis = RedisServer(binary, folder)
+        redis.start()
+        try:
+            report: dict[str, Any] = {"settings": vars(args)}
+            total = args.workers * args.prompts
+
+            sim = _simulator(args)
+            prompts = _write_prompts(folder, "alone", "alone", total)
+            started = time.monotonic()
+            _batch(prompts, folder / "alone", sim, args, None).wait()
+            alone = time.monotonic() - started
+            report["one_process"] = {**_sim_row(sim, alone), **_outcomes(folder / "alone")}
+            sim.stop_thread()
+
+            sim = _simulator(args)
+            calls_before = _redis_calls(redis.url)
+            files = [
+                _write_prompts(folder, f"w{n}", f"worker{n}", args.prompts)
+                for n in range(args.workers)
+            ]
+            outs = [folder / f"w{n}" for n in range(args.workers)]
+            started = time.monotonic()
+            procs = [_batch(files[n], outs[n], sim, args, redis.url) for n in range(args.workers)]
+            if args.kill_after > 0:
+                time.sleep(args.kill_after)
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait()
+                procs[0] = _batch(files[0], outs[0], sim, args, redis.url)
+            for proc in procs:
+                proc.wait()
+            together = time.monotonic() - started
+            calls = _redis_calls(redis.url) - calls_before
+            outcomes: dict[str, int] = {}
+            for out in outs:
+                for status, count in _outcomes(out).items():
+                    outcomes[status] = outcomes.get(status, 0) + count
+            report["workers"] = {
+                **_sim_row(sim, together),
+                **outcomes,
+                "redis_round_trips_per_task": round(calls / max(1, sim.stats.creates), 2),
+            }
+            sim.stop_thread()
+            report["throughput_ratio_workers_to_one"] = round(alone / together, 3)
+            latency = asyncio.run(_grant_latency(redis.url))
+            report["grant_latency_us"] = round(latency * 1e6)
+        finally:
+            redis.stop()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
