@@ -304,5 +304,6 @@ class StorageError(NanoBananaError):
         self.task_id = task_id
         self.path = path
 
+
 class WebhookVerificationError(NanoBananaError, ValueError):
     """A callback could not be verified as coming from a task this client submitted."""
