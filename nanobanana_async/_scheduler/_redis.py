@@ -55,13 +55,19 @@ _POLL_MAX: Final = 0.1
 _FLUSH_EVERY: Final = 0.02
 _LIMITS_TTL: Final = 3600
 
-# KEYS: win, pause, limits. ARGV: wanted, requests, per, margin, member prefix, slack.
+# KEYS: win, pause, limits, epoch. ARGV: wanted, requests, per, margin, member prefix, slack,
+# a new epoch. The epoch names this Redis's memory of the account: a new one after a restart.
 # Returns {granted, "now", "wait"}: granted > 0 with the server time, or 0 and how long to wait.
 _GRANT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', KEYS[4], epoch)
+end
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > now then return {0, tostring(now), tostring(pause - now), 0} end
+if pause > now then return {0, tostring(now), tostring(pause - now), 0, epoch} end
 local requests = tonumber(redis.call('HGET', KEYS[3], 'requests') or ARGV[2])
 local per = tonumber(redis.call('HGET', KEYS[3], 'per') or ARGV[3]) + tonumber(ARGV[6])
 local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[4]))))
@@ -70,7 +76,7 @@ local count = redis.call('ZCARD', KEYS[1])
 local free = budget - count
 if free <= 0 then
   local oldest = redis.call('ZRANGE', KEYS[1], count - budget, count - budget, 'WITHSCORES')
-  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), count}
+  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), count, epoch}
 end
 local granted = math.min(tonumber(ARGV[1]), free)
 local seq = redis.call('INCRBY', KEYS[1] .. ':seq', granted)
@@ -79,7 +85,7 @@ for i = 1, granted do
 end
 redis.call('PEXPIRE', KEYS[1] .. ':seq', math.ceil(per * 1000) + 60000)
 redis.call('PEXPIRE', KEYS[1], math.ceil(per * 1000) + 1000)
-return {granted, tostring(now), '0', count + granted}
+return {granted, tostring(now), '0', count + granted, epoch}
 """
 
 # KEYS: slots, limits. ARGV: lease id, cap, expiry delta, force (1: admit over the cap).
@@ -146,6 +152,8 @@ class _Redis:
         self.offset = 0.0  # Redis server time minus our monotonic clock
         self.round_trips = 0
         self.window_count = 0  # grants in the shared window at the last grant
+        self.epoch: bytes | None = None
+        self.on_restart: list[Callable[[], None]] = []
         self._grant = redis.register_script(_GRANT)
         self._admit = redis.register_script(_ADMIT)
 
@@ -176,7 +184,7 @@ class _Redis:
         self.offset = float(server_now) - self.clock.now()
 
     async def grant(self, wanted: int, limits: Limits, member: str) -> tuple[int, float]:
-        keys = [self.key("win"), self.key("pause"), self.key("limits")]
+        keys = [self.key("win"), self.key("pause"), self.key("limits"), self.key("epoch")]
         args: list[str | int | float] = [
             wanted,
             limits.requests,
@@ -184,10 +192,25 @@ class _Redis:
             limits.safety_margin,
             member,
             _slack(limits),
+            uuid.uuid4().hex,
         ]
-        granted, now, wait, count = await self.call(lambda: self._grant(keys=keys, args=args))
+        reply = await self.call(lambda: self._grant(keys=keys, args=args))
+        granted, now, wait, count, epoch = reply
         self.note_now(now)
         self.window_count = int(count)
+        if self.epoch is not None and epoch != self.epoch:
+            # Redis restarted and forgot the window, while the provider still counts what
+            # was sent before: hold every process back for one window, and write our
+            # running tasks' leases back.
+            self.epoch = epoch
+            hold = limits.per + _slack(limits)
+            pause_key = self.key("pause")
+            until = repr(float(now) + hold)
+            await self.call(lambda: self.redis.set(pause_key, until, px=math.ceil(hold * 1000)))
+            for listener in self.on_restart:
+                listener()
+            return 0, hold
+        self.epoch = epoch
         return int(granted), float(wait)
 
     async def admit(self, lease_id: str, cap: int, expiry: float, *, force: bool) -> bool:
@@ -207,6 +230,8 @@ class RedisSlots(Slots):
         self._ops: list[tuple[str, str, float]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._admitting = asyncio.Lock()
+        self._out: dict[str, Lease] = {}
+        store.on_restart.append(self.readmit)
 
     def try_admit(self, lease: Lease) -> bool:
         return lease.sent  # an admission needs a round trip: always through admit()
@@ -233,15 +258,26 @@ class RedisSlots(Slots):
         self._queue("take", lease.id, DEFAULT_HORIZON)
         return lease
 
+    def _mark(self, lease: Lease) -> None:
+        super()._mark(lease)
+        self._out[lease.id] = lease
+
     def release(self, lease: Lease) -> None:
         if lease.held and lease.sent:
             self._queue("release", lease.id, 0.0)
+            self._out.pop(lease.id, None)
         super().release(lease)
 
     def refused(self, lease: Lease) -> None:
         if lease.sent:
             self._queue("release", lease.id, 0.0)
+            self._out.pop(lease.id, None)
         super().refused(lease)
+
+    def readmit(self) -> None:
+        """Write back every lease this process holds (Redis restarted and lost them)."""
+        for lease in self._out.values():
+            self._queue("take", lease.id, DEFAULT_HORIZON)
 
     def hold_until(self, lease: Lease, horizon: float) -> None:
         if lease.held and lease.sent:

@@ -14,6 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 import nanobanana_async as nb
+from nanobanana_async._clock import DEFAULT_CLOCK
+from nanobanana_async._scheduler import _redis
 from nanobanana_async.testing import Latency, ServerLimits, Simulator
 from tests.redis_server import RedisServer
 
@@ -118,6 +120,7 @@ async def test_f37_redis_down_fails_closed_then_recovers(
         assert isinstance(await client.generate("after"), nb.ImageResult)
         assert isinstance(await running, nb.ImageResult)
     assert simulator.stats.rate_limited == 0
+    assert simulator.stats.max_window <= LIMITS.requests
     assert simulator.stats.max_concurrent <= LIMITS.concurrent_tasks
 
 
@@ -165,3 +168,26 @@ def test_coordinator_url_is_checked() -> None:
     """A coordinator that is not a Redis URL is refused before anything runs."""
     with pytest.raises(nb.ConfigurationError, match="redis://"):
         nb.Client("apixo", api_key="k", coordinator="http://127.0.0.1:6379")
+
+
+async def test_f37_no_breach_after_redis_forgets_the_window(redis_server: RedisServer) -> None:
+    """F37: a Redis restarted without persistence has forgotten the window the provider still
+    counts; a process that sees the new Redis holds every process back for one window."""
+    limits = nb.Limits(requests=5, per=1.0)
+    ledger = _redis.RedisLedger(
+        limits,
+        DEFAULT_CLOCK,
+        redis=_redis.connect(redis_server.url),
+        prefix="nanobanana:test-restart",
+        max_wait=5.0,
+    )
+    try:
+        for _ in range(4):  # the window is nearly full at the provider
+            await ledger.acquire_request()
+        redis_server.stop()
+        redis_server.start()
+        started = time.monotonic()
+        await ledger.acquire_request()
+        assert time.monotonic() - started >= limits.per
+    finally:
+        await ledger.aclose()
