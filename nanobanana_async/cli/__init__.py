@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -333,7 +333,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         with Live(refresh(), console=console, auto_refresh=False) as live:
             ticker = asyncio.ensure_future(tick(live))
             try:
-                await _run_batch(client, lines, state, rows, finish)
+                await _run_batch(client, lines, state, rows, finish, concurrent=args.concurrent)
             finally:
                 ticker.cancel()
             live.update(refresh(), refresh=True)
@@ -408,55 +408,65 @@ async def _prepare_journal(journal: Path, provider: str, keys: list[str], resubm
         await book.aclose()
 
 
+# Submits in progress at once: enough to keep the ledger's pace, few enough that when the
+# account runs out of credits only these few creates are sent and refused (none is paid).
+# as_completed would pull up to --concurrent prompts at once and send every one of them.
+SUBMIT_WINDOW: Final = 64
+
+
 async def _run_batch(
     client: Client,
     lines: dict[str, tuple[int, ImageRequest]],
     state: BatchState,
     rows: Manifest,
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
+    *,
+    concurrent: int,
 ) -> None:
     out_of_credits: list[str] = []
-    seen: set[str] = set()
+    gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
-    def pending() -> Iterator[tuple[str, ImageRequest]]:
-        for key, (_, request) in lines.items():
-            # Out of credits: every further create would be refused the same way, so none is
-            # sent; the tasks already running are still tracked to their end.
+    def not_submitted(line: int, request: ImageRequest) -> None:
+        rows.append(
+            manifest_row(
+                line, request, status="not_submitted", task_id=None, error=out_of_credits[0]
+            )
+        )
+
+    async def one(key: str, line: int, request: ImageRequest) -> None:
+        async with gate:
             if out_of_credits:
+                not_submitted(line, request)
                 return
-            yield key, request
-
-    async with asyncio.TaskGroup() as downloads:
-        async for task in client.as_completed(pending()):
-            assert task.key is not None
-            seen.add(task.key)
-            line, request = lines[task.key]
             try:
-                result = await task
+                task = await client.submit(request, key=key)
+            except InsufficientCreditsError as exc:
+                # Refused before acceptance: nothing created, a rerun submits it. Every further
+                # create would be refused the same way, so none is sent.
+                out_of_credits.append(str(exc))
+                not_submitted(line, request)
+                return
             except NanoBananaError as exc:
-                if isinstance(exc, InsufficientCreditsError) and task.id is None:
-                    # Refused before acceptance: nothing created, a rerun submits it.
-                    out_of_credits.append(str(exc))
-                    rows.append(
-                        manifest_row(
-                            line, request, status="not_submitted", task_id=None, error=str(exc)
-                        )
-                    )
-                    continue
                 state.failed += 1
-                task_id = getattr(exc, "task_id", None) or task.id
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
                 rows.append(
-                    manifest_row(line, request, status=status, task_id=task_id, error=str(exc))
+                    manifest_row(line, request, status=status, task_id=None, error=str(exc))
                 )
-                continue
-            downloads.create_task(finish(line, request, result))
-    for key, (line, request) in lines.items():
-        if key not in seen:
-            reason = out_of_credits[0] if out_of_credits else "not submitted"
+                return
+        try:
+            result = await task
+        except NanoBananaError as exc:
+            state.failed += 1
+            task_id = getattr(exc, "task_id", None) or task.id
             rows.append(
-                manifest_row(line, request, status="not_submitted", task_id=None, error=reason)
+                manifest_row(line, request, status="failed", task_id=task_id, error=str(exc))
             )
+            return
+        await finish(line, request, result)
+
+    async with asyncio.TaskGroup() as group:
+        for key, (line, request) in lines.items():
+            group.create_task(one(key, line, request))
 
 
 async def _balance(args: argparse.Namespace) -> int:

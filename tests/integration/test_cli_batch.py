@@ -132,3 +132,51 @@ def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simu
     for row in rows:
         if row["status"] == "succeeded":
             assert (out / row["files"][0]).stat().st_size > 0
+
+
+@pytest.fixture
+def poor_sim(monkeypatch: pytest.MonkeyPatch) -> object:
+    """An apixo simulator whose account pays for 100 creates, then answers 402."""
+    simulator = Simulator("apixo", latency=Latency(median=0.2, sigma=0.2), seed=11, credits=100)
+    simulator.start_in_thread()
+    monkeypatch.setenv("NANOBANANA_API_KEY", simulator.api_key)
+    monkeypatch.setenv("NANOBANANA_BASE_URL", simulator.base_url)
+    monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
+    yield simulator
+    simulator.stop_thread()
+
+
+def test_batch_out_of_credits_stops_submitting(
+    tmp_path: Path, poor_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """300 prompts, credits for 100: those 100 finish and are downloaded, the rest are listed
+    as not submitted (one message, not 200 identical failures), exit 1, no task lost."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(300)))
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 300
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("succeeded") == poor_sim.stats.creates == 100
+    assert statuses.count("not_submitted") == 200
+    assert "failed" not in statuses
+    # Only the submits already under way when the first 402 came were sent at all.
+    assert poor_sim.stats.requests["create"] <= 100 + 64
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "200 prompt(s) not submitted: the account ran out of credits" in err
+    assert err.count("not submitted") == 1
+
+
+def test_batch_min_balance_refuses_to_start(
+    tmp_path: Path, poor_sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--min-balance above the account's balance: exit 2, nothing created."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    args = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--min-balance", "500"]
+    assert main(args) == 2
+    assert "below --min-balance 500" in " ".join(capsys.readouterr().err.split())
+    assert poor_sim.stats.creates == 0
+    assert main(["balance", "--provider", "apixo"]) == 0
+    assert capsys.readouterr().out.strip() == "apixo: 100"
