@@ -40,10 +40,22 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.arg
 """
 
 
+def coordinated(simulator: Simulator, redis: RedisServer, **options: object) -> nb.Client:
+    return nb.Client(
+        "apixo",
+        api_key=simulator.api_key,
+        base_url=simulator.base_url,
+        coordinator=redis.url,
+        limits=LIMITS,
+        **options,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
-def simulator() -> Iterator[Simulator]:
+def simulator(canary: str) -> Iterator[Simulator]:
     sim = Simulator(
         "apixo",
+        api_key=canary,
         latency=Latency(median=0.3, sigma=0.2),
         limits=ServerLimits(requests=40, per=1.0, concurrent_tasks=6),
     )
@@ -95,14 +107,7 @@ async def test_f37_redis_down_fails_closed_then_recovers(
 ) -> None:
     """F37: with Redis stopped nothing is sent; a caller gets CoordinatorUnavailableError after
     the bounded wait; once Redis is back, work goes on within the limits."""
-    client = nb.Client(
-        "apixo",
-        api_key=simulator.api_key,
-        base_url=simulator.base_url,
-        coordinator=redis_server.url,
-        limits=LIMITS,
-        timeouts=nb.Timeouts(coordinator=0.5),
-    )
+    client = coordinated(simulator, redis_server, timeouts=nb.Timeouts(coordinator=0.5))
     async with client:
         assert isinstance(await client.generate("before"), nb.ImageResult)
         running = asyncio.ensure_future(client.generate("running while Redis is down"))
@@ -128,14 +133,8 @@ async def test_redis_never_holds_the_api_key(
     redis_server: RedisServer, simulator: Simulator, canary: str
 ) -> None:
     """Keys and values in Redis derive from a hash of the API key, never the key itself."""
-    client = nb.Client(
-        "apixo",
-        api_key=simulator.api_key,
-        base_url=simulator.base_url,
-        coordinator=redis_server.url,
-        limits=LIMITS,
-    )
-    async with client:
+    assert simulator.api_key == canary
+    async with coordinated(simulator, redis_server) as client:
         await client.generate("a cat")
     redis = Redis.from_url(redis_server.url)
     try:
@@ -154,7 +153,7 @@ async def test_redis_never_holds_the_api_key(
                 ).encode()
     finally:
         await redis.aclose()
-    assert simulator.api_key.encode() not in dump
+    assert canary.encode() not in dump
 
 
 def test_coordinator_needs_the_redis_extra(monkeypatch: pytest.MonkeyPatch) -> None:
