@@ -130,6 +130,9 @@ class Entry(Generic[P]):
         recheck: a callback came while a check was in flight; check once more right away.
         late: callbacks are expected, polling is only the safety net.
         hinted: a callback made the current check due, so the task ended just before it.
+        min_gap: seconds at least between the submit and the first check and between checks
+            (the provider's documented floor); no plan, callback or end-game goes below it.
+        last_check: monotonic time the last check was sent (the submit before the first).
     """
 
     payload: P
@@ -148,6 +151,8 @@ class Entry(Generic[P]):
     recheck: bool = False
     late: bool = False
     hinted: bool = False
+    min_gap: float = 0.0
+    last_check: float = 0.0
 
 
 class Planner(Generic[P]):
@@ -183,6 +188,7 @@ class Planner(Generic[P]):
         poll_interval: float,
         late: bool = False,
         pressure: float = 1.0,
+        min_gap: float = 0.0,
     ) -> Entry[P]:
         """Track a task submitted at ``now``; its first check follows the learned model."""
         self._seq += 1
@@ -193,6 +199,8 @@ class Planner(Generic[P]):
             deadline=deadline,
             seq=self._seq,
             last_running=now,
+            min_gap=min_gap,
+            last_check=now,
         )
         model = self.model(group, first_poll, poll_interval)
         entry.late = late
@@ -207,7 +215,8 @@ class Planner(Generic[P]):
         return entry
 
     def schedule(self, entry: Entry[P], at: float) -> None:
-        """Make ``entry`` due at ``at``."""
+        """Make ``entry`` due at ``at``, or at its provider's minimum gap if that is later."""
+        at = max(at, entry.last_check + entry.min_gap)
         entry.due = at
         heapq.heappush(self._due, (at, entry.seq, entry))
 

@@ -197,6 +197,7 @@ class Scheduler:
             poll_interval=driver.poll_interval,
             late=late,
             pressure=tracked.conn.account.pressure,
+            min_gap=driver.min_check_gap,
         )
         tracked.conn.entries.add(entry)
         tracked.conn.account.entries.add(entry)
@@ -345,7 +346,7 @@ class Scheduler:
             conn.account.ledger.note_send()
             conn.account.checks += 1
             entry.checks += 1
-            sent = self.clock.now()
+            sent = entry.last_check = self.clock.now()
             response = await conn.transport.send(
                 conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
             )

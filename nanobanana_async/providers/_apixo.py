@@ -87,6 +87,7 @@ class ApixoDriver:
     # The docs: Nano Banana takes ~15-20 s; wait ~10 s, then poll every 3 s.
     first_poll: float = 10.0
     poll_interval: float = 3.0
+    min_check_gap: float = 0.0  # the docs set no floor between checks of one task
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for ``nano-banana`` or ``nano-banana-2``."""

@@ -80,6 +80,8 @@ class ProviderDriver(Protocol):
     default_base_url: str
     first_poll: float
     poll_interval: float
+    #: seconds at least between a task's create and its first check, and between checks.
+    min_check_gap: float
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a provider model id, None when not sold here."""

@@ -102,6 +102,7 @@ class NanoBananaApiDriver:
     default_base_url: str = "https://api.nanobananaapi.ai"
     first_poll: float = 10.0
     poll_interval: float = 3.0
+    min_check_gap: float = 0.0  # the docs set no floor between checks of one task
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical model name (the provider has no model ids of its own)."""

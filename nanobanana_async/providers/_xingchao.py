@@ -79,6 +79,9 @@ class XingchaoDriver:
     # The docs advise polling every 2-5 s.
     first_poll: float = 5.0
     poll_interval: float = 3.0
+    # Seed 001 (xingchao docs): "Check the task status every 2–5 seconds. Polling too
+    # frequently may result in rate limiting": 2 s is the floor between checks of one task.
+    min_check_gap: float = 2.0
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a xingchao model id."""
