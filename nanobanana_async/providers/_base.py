@@ -309,13 +309,24 @@ def drop_none(body: Mapping[str, object]) -> dict[str, object]:
 
 
 def message_of(obj: Mapping[str, object]) -> str:
-    """The first text found under the keys providers use for an error message."""
+    """The provider's words: the first text under the keys providers use for an error message,
+    plus the detail apixo puts in ``data.error`` ("Missing required field: input.prompt")
+    when the top-level message is only a category ("Invalid request")."""
+    text = _first_message(obj)
+    data = obj.get("data")
+    detail = data.get("error") if isinstance(data, Mapping) else None
+    if isinstance(detail, str) and detail and detail != text:
+        return f"{text}: {detail}" if text else detail
+    return text
+
+
+def _first_message(obj: Mapping[str, object]) -> str:
     for key in ("message", "msg", "error", "errorMessage", "failMsg"):
         value = obj.get(key)
         if isinstance(value, str) and value:
             return value
         if isinstance(value, Mapping):
-            inner = message_of(value)
+            inner = _first_message(value)
             if inner:
                 return inner
     return ""
