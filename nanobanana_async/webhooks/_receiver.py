@@ -202,7 +202,15 @@ class CallbackReceiver:
         if request.content_length is not None and request.content_length > self._max_body:
             self._counts["rejected"] += 1
             return web.Response(status=413, text="callback body too large")
-        body = await request.content.read(self._max_body + 1)
+        # read(n) returns what is buffered: a body sent in several writes (chunked, or slow)
+        # needs more than one read, else a valid callback looks cut and an oversize one
+        # gets 400 instead of 413.
+        body = b""
+        while len(body) <= self._max_body:
+            more = await request.content.read(self._max_body + 1 - len(body))
+            if not more:
+                break
+            body += more
         if len(body) > self._max_body:
             self._counts["rejected"] += 1
             return web.Response(status=413, text="callback body too large")
