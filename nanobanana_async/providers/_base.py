@@ -54,7 +54,7 @@ class ModelSpec:
         wire_id: the provider's model id (for nanobananaapi, the endpoint's name).
         resolutions: canonical resolutions accepted; empty when the field does not exist.
         aspect_ratios: accepted aspect ratios.
-        max_images: reference images at most.
+        max_images: reference images at most, None when undocumented.
         max_prompt: prompt characters at most, None when undocumented.
         output_formats: canonical format (``png``/``jpeg``) → the provider's wire value.
         google_search: whether ``google_search`` can be sent.
@@ -64,7 +64,7 @@ class ModelSpec:
     wire_id: str
     resolutions: frozenset[str]
     aspect_ratios: frozenset[str]
-    max_images: int
+    max_images: int | None
     max_prompt: int | None
     output_formats: Mapping[str, str] = attrs.field(factory=dict)
     google_search: bool = False
@@ -157,7 +157,7 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
         errors.append(
             f"aspect ratio {request.aspect_ratio!r} not supported by {where} @ $.aspect_ratio"
         )
-    if len(request.image_urls) > spec.max_images:
+    if spec.max_images is not None and len(request.image_urls) > spec.max_images:
         errors.append(
             f"{len(request.image_urls)} reference images, {where} takes at most "
             f"{spec.max_images} @ $.image_urls"

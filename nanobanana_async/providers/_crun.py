@@ -32,13 +32,14 @@ _CLASSIC_FORMATS: Final = {"png": "png", "jpeg": "jpeg"}
 
 # Field tables of the Nano Banana pages could not be retrieved; caps and sets below follow
 # independent clients ([3P] in PROTOCOLS.md). The "-v2" channels take no output_format and
-# are fixed at 1K.
+# are fixed at 1K. The classic model's image and prompt caps had no source at all: not
+# checked here, crun decides and its refusal (422) is an error carrying its message.
 _CLASSIC: Final = ModelSpec(
     wire_id="google/nano-banana",
     resolutions=frozenset(),
     aspect_ratios=RATIOS_CLASSIC_AUTO,
-    max_images=5,
-    max_prompt=5_000,
+    max_images=None,
+    max_prompt=None,
     output_formats=_CLASSIC_FORMATS,
 )
 _NB2: Final = ModelSpec(
