@@ -58,7 +58,8 @@ class HttpResponse:
         """
         try:
             value = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nesting deeper than the decoder's stack (untrusted input, F32).
             raise BadResponseError(
                 f"body is not JSON: {snippet(self.body)}", provider=provider, status=self.status
             ) from None

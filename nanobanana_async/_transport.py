@@ -124,14 +124,18 @@ class AiohttpTransport:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-            raise ConnectError(self._describe("could not connect", exc)) from None
+            error: TransportError = ConnectError(self._describe("could not connect", exc))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise RequestTimeoutError(self._describe("timed out", exc)) from None
+            error = RequestTimeoutError(self._describe("timed out", exc))
         except aiohttp.ClientError as exc:
-            raise TransportError(self._describe("connection failed", exc)) from None
-        return HttpResponse(
-            status=status, headers=headers, body=body, received_at=self._wall_clock()
-        )
+            error = TransportError(self._describe("connection failed", exc))
+        else:
+            return HttpResponse(
+                status=status, headers=headers, body=body, received_at=self._wall_clock()
+            )
+        # Raised outside the except block, so not even __context__ holds aiohttp's exception,
+        # whose repr carries the request headers (the key).
+        raise error
 
     def _describe(self, what: str, exc: BaseException) -> str:
         # aiohttp's reprs can carry request headers (the key); use the type and redacted text.

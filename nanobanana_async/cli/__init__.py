@@ -532,7 +532,7 @@ async def _resume(args: argparse.Namespace) -> int:
     manifest = out / "results.jsonl"
     if manifest.is_file():
         for text in (await anyio.to_thread.run_sync(manifest.read_text)).splitlines():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+            with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
                 row = json.loads(text)
                 rows[int(row["line"])] = row
     failed = 0

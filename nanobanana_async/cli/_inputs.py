@@ -80,6 +80,9 @@ def read_requests(
                     except json.JSONDecodeError as exc:
                         problems.append(f"line {index}: not JSON ({exc.msg})")
                         continue
+                    except RecursionError:
+                        problems.append(f"line {index}: nested too deeply")
+                        continue
                     if not isinstance(value, dict):
                         problems.append(f"line {index}: not a JSON object")
                         continue
@@ -143,6 +146,9 @@ def _json_rows(text: str, problems: list[str]) -> Iterator[tuple[int, Mapping[st
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         problems.append(f"line {exc.lineno}: not JSON ({exc.msg})")
+        return
+    except RecursionError:
+        problems.append("nested too deeply to read")
         return
     if not isinstance(value, list):
         problems.append("a .json file must hold an array of prompts or objects")

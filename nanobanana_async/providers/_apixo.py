@@ -152,7 +152,7 @@ class ApixoDriver:
         if state is TaskState.SUCCEEDED and status.resultJson:
             try:
                 decoded = json.loads(status.resultJson)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise BadResponseError(
                     f"resultJson is not JSON: {snippet(status.resultJson)}",
                     provider=self.name,
