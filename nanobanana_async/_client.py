@@ -281,11 +281,10 @@ class Client:
             spec = self._driver.model_spec(model)
             group = (self._driver.name, spec.wire_id if spec is not None else model)
             submitted = now - max(0.0, wall - entry.updated_at)
-            horizon = self._scheduler.horizon(conn, group, submitted)
-            if horizon <= now:
+            if self._scheduler.horizon(conn, group, submitted) <= now:
                 continue
             lease = conn.account.ledger.slots.take(conn, self._lease_id(entry.key))
-            conn.account.ledger.slots.hold_until(lease, horizon)
+            self._scheduler.hold_to_horizon(conn, lease, group, submitted)
             if entry.state == "submitted":
                 self._journal_leases[entry.key] = lease
 
@@ -561,8 +560,7 @@ class Client:
         assert self._scheduler is not None
         spec = self._driver.model_spec(model)
         group = (self._driver.name, spec.wire_id if spec is not None else model)
-        horizon = self._scheduler.horizon(conn, group, submitted)
-        conn.account.ledger.slots.hold_until(lease, horizon)
+        self._scheduler.hold_to_horizon(conn, lease, group, submitted)
 
     def _track(
         self,

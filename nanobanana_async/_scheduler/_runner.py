@@ -128,6 +128,7 @@ class Scheduler:
         self._waiter: asyncio.Future[None] | None = None
         self._sleep_deadline = -math.inf
         self._runner: asyncio.Task[None] | None = None
+        self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
 
     @classmethod
     def for_clock(cls, clock: Clock) -> Scheduler:
@@ -237,12 +238,25 @@ class Scheduler:
         latency = model.quantile(_Z_HORIZON) if model is not None else DEFAULT_HORIZON
         return submitted + min(latency, conn.timeouts.task or DEFAULT_TASK_TIMEOUT)
 
+    def hold_to_horizon(
+        self, conn: Connection, lease: Lease, group: Hashable, submitted: float
+    ) -> None:
+        """Keep ``lease`` until the task's horizon. Before the model is learned the horizon is
+        the conservative default; it is shortened once the model is learned."""
+        conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+        if self.plan.learned_model(group) is None:
+            self._provisional.setdefault(group, []).append((conn, lease, submitted))
+
+    def _shorten_holds(self, group: Hashable) -> None:
+        # The model was just learned: holds made on the default horizon get the real one.
+        for conn, lease, submitted in self._provisional.pop(group, []):
+            conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+
     def _hold_to_horizon(self, entry: Entry[Tracked]) -> None:
         tracked = entry.payload
         lease, tracked.lease = tracked.lease, None
         if lease is not None:
-            horizon = self.horizon(tracked.conn, entry.group, entry.submitted)
-            tracked.conn.account.ledger.slots.hold_until(lease, horizon)
+            self.hold_to_horizon(tracked.conn, lease, entry.group, entry.submitted)
 
     def close_connection(self, conn: Connection) -> None:
         """Fail every pending task of a closing client with ClientClosedError.
@@ -403,6 +417,8 @@ class Scheduler:
         ref = tracked.ref
         if status.state is TaskState.SUCCEEDED:
             self.plan.record_done(entry, now, status.elapsed)
+            if entry.group in self._provisional and self.plan.learned_model(entry.group):
+                self._shorten_holds(entry.group)
             if not status.urls or not all(is_http_url(u) for u in status.urls):
                 self._resolve(
                     entry,
@@ -430,6 +446,8 @@ class Scheduler:
             return
         if status.state is TaskState.FAILED:
             self.plan.record_done(entry, now, status.elapsed)
+            if entry.group in self._provisional and self.plan.learned_model(entry.group):
+                self._shorten_holds(entry.group)
             cls = ContentPolicyError if status.content_policy else GenerationFailedError
             self._resolve(
                 entry,

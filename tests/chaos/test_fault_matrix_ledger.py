@@ -12,6 +12,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal
+from nanobanana_async._scheduler._ledger import DEFAULT_HORIZON
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -247,3 +248,21 @@ async def test_f36_default_limits_learn_a_smaller_account(
     assert stats.effective_limits.concurrent_tasks < stats.limits.concurrent_tasks
     assert stats.effective_limits.requests / stats.effective_limits.per <= 60
     assert any("account limits lowered" in r.getMessage() for r in caplog.records)
+
+
+async def test_f28_a_default_horizon_shrinks_once_latency_is_learned(clock: FakeClock) -> None:
+    """F28: a slot held on the conservative default horizon (nothing learned yet) is freed at
+    the learned p99.9 horizon as soon as the model is learned, not minutes later."""
+    server = LimitedApixo(clock, requests=1000, per=60, cap=2, latency=lambda i: 10.0)
+    server.hook = ambiguous("reset", server)  # type: ignore[assignment]
+    async with client_for(clock, server, limits=nb.Limits(concurrent_tasks=2)) as client:
+        first = asyncio.ensure_future(client.generate("lost answer"))
+        await clock.run_until(first.done)
+        start = clock.now()
+        for i in range(3):  # one slot left: three tasks one after another teach the model
+            job = asyncio.ensure_future(client.generate(f"cat {i}"))
+            await clock.run_until(job.done, step=0.5)
+        await clock.advance(1.0)
+        assert client.statistics().in_flight == 0
+        assert clock.now() - start < DEFAULT_HORIZON / 2
+    assert server.rate_limited == 0
