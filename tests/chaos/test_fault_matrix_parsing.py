@@ -14,7 +14,8 @@ import nanobanana_async as nb
 from nanobanana_async._redact import Secret
 from nanobanana_async._transport import AiohttpTransport
 from nanobanana_async.providers import DRIVERS
-from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse
+from tests.chaos.test_fault_matrix import scripted
 from tests.conftest import walk_exception
 from tests.fakeapi import FakeApixo
 
@@ -50,9 +51,7 @@ async def test_f32_deep_status_answers_fail_the_task_with_its_id(clock: FakeCloc
     server.hook = lambda r: (
         HttpResponse(status=200, headers={}, body=DEEP) if r.kind == "status" else None
     )
-    client = nb.Client(
-        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, random=lambda: 0.5
-    )
+    client, _ = scripted(clock, server)
     async with client:
         job = asyncio.ensure_future(client.generate("a cat"))
         await clock.run_until(job.done)
@@ -68,9 +67,7 @@ async def test_f32_a_deep_create_answer_is_an_unknown_outcome(clock: FakeClock) 
     server.hook = lambda r: (
         HttpResponse(status=200, headers={}, body=DEEP) if r.kind == "submit" else None
     )
-    client = nb.Client(
-        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, random=lambda: 0.5
-    )
+    client, _ = scripted(clock, server)
     async with client:
         with pytest.raises(nb.SubmitOutcomeUnknownError) as info:
             await client.generate("a cat")
