@@ -53,6 +53,7 @@ from ._transport import AiohttpTransport, Transport
 from .providers import DRIVERS, PROVIDERS, ProviderDriver, validate
 from .providers._local import LocalDriver
 from .webhooks import CallbackReceiver
+from .webhooks._receiver import Registration
 
 if TYPE_CHECKING:
     from .testing import Simulator
@@ -467,27 +468,27 @@ class Client:
                 task = await self._reattach(known)
                 task.key = key
                 return task
-        nonce: str | None = None
+        callback: Registration | None = None
         sent = request
         if (
             self._callbacks is not None
             and self._driver.supports_callback
             and request.callback_url is None
         ):
-            nonce, url = self._callbacks._prepare(self._driver)
-            sent = attrs.evolve(request, callback_url=url)
+            callback = self._callbacks._register(self._driver, self._clock.now())
+            sent = attrs.evolve(request, callback_url=callback.url)
         try:
             validate(self._driver, sent)
             conn = await self._ensure_started()
             lease_id = self._lease_id(journal_key) if journal_key is not None else None
             lease = await conn.account.ledger.slots.acquire(conn, lease_id)
         except BaseException:
-            if nonce is not None and self._callbacks is not None:
-                self._callbacks._discard(nonce)
+            if callback is not None:
+                callback.discard()
             raise
         task = Task(request, key)
         inner = asyncio.ensure_future(
-            self._submit_and_track(conn, task, sent, lease, nonce, journal_key)
+            self._submit_and_track(conn, task, sent, lease, callback, journal_key)
         )
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         return await asyncio.shield(inner)
@@ -498,7 +499,7 @@ class Client:
         task: Task,
         request: ImageRequest,
         lease: Lease,
-        nonce: str | None,
+        callback: Registration | None,
         journal_key: str | None,
     ) -> Task:
         intent = (
@@ -515,7 +516,8 @@ class Client:
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 await intent.clear()
-            self._discard_nonce(nonce)
+            if callback is not None:
+                callback.discard()
             raise
         except BaseException as exc:
             # The create may have reached the provider: the task may run, so its slot stays
@@ -523,7 +525,8 @@ class Client:
             self._hold_to_horizon(conn, lease, request.model, submitted)
             if intent is not None and isinstance(exc, SubmitOutcomeUnknownError):
                 await intent.unknown(str(exc))
-            self._discard_nonce(nonce)
+            if callback is not None:
+                callback.discard()
             raise
         task._accept(ref)
         _log.info(
@@ -538,10 +541,14 @@ class Client:
             await intent.submitted(ref)
             self._journal_on_end(task, intent.key)
         entry = self._track(
-            conn, task, ref, timeout=request.timeout, lease=lease, late=nonce is not None
+            conn, task, ref, timeout=request.timeout, lease=lease, late=callback is not None
         )
-        if nonce is not None and self._callbacks is not None and self._scheduler is not None:
-            self._callbacks._bind(nonce, self._scheduler, entry)
+        if callback is not None:
+            scheduler = self._scheduler
+            assert scheduler is not None
+            callback.bind(ref.task_id, lambda: scheduler.hint(entry))
+            clock = self._clock
+            task._future.add_done_callback(lambda _: callback.finished(clock.now()))
         return task
 
     def _lease_id(self, journal_key: str) -> str:
@@ -549,10 +556,6 @@ class Client:
         assert self._journal is not None
         where = f"{socket.gethostname()}\0{self._journal.path.resolve()}\0{journal_key}"
         return hashlib.sha256(where.encode()).hexdigest()[:32]
-
-    def _discard_nonce(self, nonce: str | None) -> None:
-        if nonce is not None and self._callbacks is not None:
-            self._callbacks._discard(nonce)
 
     def _hold_to_horizon(
         self, conn: Connection, lease: Lease, model: str, submitted: float

@@ -210,23 +210,24 @@ class Scheduler:
             self._nudge()
         return entry
 
-    def hint(self, entry: Entry[Tracked]) -> None:
+    def hint(self, entry: Entry[Tracked]) -> bool:
         """A verified callback says the task may have ended: check it now, once.
 
         The callback is never the truth; the check that follows resolves the task. Repeated
-        callbacks cost at most one extra check.
+        callbacks cost at most one extra check. True when this made a check come sooner.
         """
         if entry.done:
-            return
+            return False
         entry.hinted = True
         if entry.in_flight:
             entry.recheck = True
-            return
+            return False
         now = self.clock.now()
         if entry.due <= now:
-            return  # already due or waiting for a request slot
+            return False  # already due or waiting for a request slot
         self.plan.schedule(entry, now)
         self._nudge()
+        return True
 
     def horizon(self, conn: Connection, group: Hashable, submitted: float) -> float:
         """When a task submitted at ``submitted`` has surely ended on the provider.

@@ -2,41 +2,98 @@
 status checks (does I/O).
 
 A callback is a hint, never the truth: a verified one makes its task's check due now and only
-that check resolves the task. Forged, foreign, oversized and malformed callbacks change nothing.
+that check resolves the task. Forged, foreign, oversized, slow and malformed callbacks change
+nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import secrets
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Self
+from urllib.parse import urlsplit
 
 import attrs
 from aiohttp import web
 
 from .._errors import BadResponseError, ConfigurationError, WebhookVerificationError
 from .._models import is_http_url
+from ._guard import CappedSite
 from ._verify import mint, verify
 
 if TYPE_CHECKING:
-    from .._scheduler._plan import Entry
-    from .._scheduler._runner import Scheduler, Tracked
     from ..providers import ProviderDriver
 
 _log = logging.getLogger("nanobanana_async.webhooks")
 
 DEFAULT_PATH: Final = "/nanobanana/callback"
+# Providers call back within a second or two of a task's end and retry failures; a task seen
+# ended by polling this long ago with no callback means callbacks are not getting through.
+_CALLBACK_GRACE: Final = 10.0
+_UNHEARD_TO_WARN: Final = 3
+_EARLY_BODIES: Final = 4
+
+_Table = collections.OrderedDict[str, "Registration"]
 
 
-@attrs.define
-class _Binding:
-    driver: ProviderDriver
-    scheduler: Scheduler | None = None
-    entry: Entry[Tracked] | None = None
-    early: list[bytes] = attrs.field(factory=list)
-    prepared_at: float = 0.0
+class Registration:
+    """One submit's callback URL, from before the submit until the task ends.
+
+    The client binds it to the task once the provider accepts the submit, tells it when the task
+    ends, or discards it when the submit fails. The receiver never sees the scheduler: a verified
+    callback for a running task calls ``on_hint``, which makes the task's check due now and says
+    whether that check came sooner than planned.
+    """
+
+    __slots__ = (
+        "_driver",
+        "_early",
+        "_heard",
+        "_nonce",
+        "_on_hint",
+        "_receiver",
+        "_task_id",
+        "at",
+        "url",
+    )
+
+    def __init__(
+        self, receiver: CallbackReceiver, driver: ProviderDriver, nonce: str, url: str, now: float
+    ) -> None:
+        self._receiver = receiver
+        self._driver = driver
+        self._nonce = nonce
+        self._task_id: str | None = None
+        self._on_hint: Callable[[], bool] | None = None
+        self._early: list[bytes] = []
+        self._heard = False
+        self.url = url
+        self.at = now  # when registered, then when bound, then when ended
+
+    def bind(self, task_id: str, on_hint: Callable[[], bool]) -> None:
+        """The provider accepted the submit as ``task_id``; callbacks now mean that task."""
+        if not self._receiver._move(self._nonce, self._receiver._pending, self._receiver._running):
+            return  # registered too long ago and forgotten: polling alone sees the task
+        self._task_id, self._on_hint = task_id, on_hint
+        for body in self._early:
+            self._receiver._apply(self, body)
+        self._early.clear()
+
+    def finished(self, now: float) -> None:
+        """The task ended (by polling, a callback, a deadline or a close)."""
+        receiver = self._receiver
+        self._on_hint = None
+        self.at = now
+        if receiver._move(self._nonce, receiver._running, receiver._ended):
+            receiver._ended_unheard(self)
+        receiver._sweep(now)
+
+    def discard(self) -> None:
+        """The submit failed: nothing will call back for it."""
+        self._receiver._pending.pop(self._nonce, None)
 
 
 @attrs.frozen(kw_only=True)
@@ -47,30 +104,44 @@ class CallbackStatistics:
         accepted: verified callbacks that made a check due.
         duplicates: verified callbacks for tasks already due, checking or finished.
         early: callbacks held because they came before the submit returned.
-        rejected: forged, foreign, malformed or oversized callbacks.
+        rejected: forged, foreign, malformed, oversized or too slow callbacks.
+        remembered: callback tokens held now: one per running task, plus those of tasks that
+            ended (or submits that never returned) less than ``early_ttl`` seconds ago.
     """
 
     accepted: int
     duplicates: int
     early: int
     rejected: int
+    remembered: int
 
 
 class CallbackReceiver:
     """Receives provider callbacks for a ``Client(callbacks=receiver)``.
 
-    Standalone: ``await receiver.start("0.0.0.0", 8080, public_url="https://example.com")``.
-    Mounted in your aiohttp app: ``app.add_subapp("/hooks", receiver.app)`` and set
-    ``receiver.public_url = "https://example.com/hooks"``. Each submit gets its own callback
-    URL ``{public_url}/{token}``; the token is an HMAC only this receiver can mint.
+    Standalone: ``await receiver.start("0.0.0.0", 8080, public_url="https://example.com/cb")``
+    serves at the path of ``public_url`` (here ``/cb``), so a reverse proxy that forwards that
+    URL unchanged reaches it. Mounted in your aiohttp app: ``app.add_subapp("/hooks",
+    receiver.app)`` and set ``receiver.public_url = "https://example.com/hooks"``. Each submit
+    gets its own callback URL ``{public_url}/{token}``; the token is an HMAC only this receiver
+    can mint.
+
+    If three tasks end by polling and no callback at all has reached the receiver ten seconds
+    later, one WARNING names ``public_url``: the provider cannot reach it.
 
     Args:
         secret: key of the token HMAC; random per receiver by default (tokens then do not
             survive a restart, and callbacks for earlier tasks are answered 404).
         public_url: the URL at which providers reach ``app``; see :meth:`start` for the
             standalone default.
-        max_body: callbacks larger than this many bytes are refused with 413 unread.
-        early_ttl: seconds an unbound or finished task's token is remembered.
+        max_body: callbacks larger than this many bytes are refused with 413.
+        early_ttl: seconds the token of an ended task, or of a submit that has not returned,
+            is remembered.
+        header_timeout: seconds a connection to a started receiver has to send its request
+            head before it is closed (a mounted ``app`` follows its own server's settings).
+        body_timeout: seconds a callback's body may take to arrive; slower ones get 408.
+        max_connections: connections a started receiver holds at once; more are closed at
+            once, so memory stays bounded whatever peers do.
 
     Raises:
         ConfigurationError: ``public_url`` is not an http(s) URL.
@@ -83,6 +154,9 @@ class CallbackReceiver:
         public_url: str | None = None,
         max_body: int = 256 * 1024,
         early_ttl: float = 60.0,
+        header_timeout: float = 10.0,
+        body_timeout: float = 10.0,
+        max_connections: int = 1024,
     ) -> None:
         self._secret = secret or secrets.token_bytes(32)
         self._public_url: str | None = None
@@ -90,7 +164,18 @@ class CallbackReceiver:
             self.public_url = public_url
         self._max_body = max_body
         self._early_ttl = early_ttl
-        self._bindings: collections.OrderedDict[str, _Binding] = collections.OrderedDict()
+        self._header_timeout = header_timeout
+        self._body_timeout = body_timeout
+        self._max_connections = max_connections
+        # One table per stage, each in time order, so expiry only ever looks at the oldest:
+        # a task that runs for hours cannot hold back the expiry of those that ended.
+        self._pending: _Table = collections.OrderedDict()
+        self._running: _Table = collections.OrderedDict()
+        self._ended: _Table = collections.OrderedDict()
+        self._now = float("-inf")
+        self._reached = False
+        self._suspects: collections.deque[Registration] = collections.deque()
+        self._unheard = 0
         self._runner: web.AppRunner | None = None
         self._counts = collections.Counter[str]()
         self.app = web.Application(client_max_size=max_body)
@@ -113,21 +198,36 @@ class CallbackReceiver:
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, *, public_url: str | None = None
     ) -> None:
-        """Serve the receiver on its own at ``{host}:{port}{DEFAULT_PATH}``.
+        """Serve the receiver on its own at ``{host}:{port}``, at the path of ``public_url``.
 
         ``public_url`` defaults to ``http://{host}:{port}/nanobanana/callback``, right for
         tests and for providers on the same network only.
+
+        Raises:
+            ConfigurationError: ``public_url`` is not an http(s) URL.
         """
-        root = web.Application(client_max_size=self._max_body)
-        root.add_subapp(DEFAULT_PATH, self.app)
-        self._runner = web.AppRunner(root, access_log=None, handle_signals=False)
+        if public_url is not None:
+            self.public_url = public_url
+        path = DEFAULT_PATH if self._public_url is None else urlsplit(self._public_url).path
+        root = self.app
+        if path:
+            root = web.Application(client_max_size=self._max_body)
+            root.add_subapp(path, self.app)
+        # aiohttp closes a connection whose head has not come within keepalive_timeout (the
+        # first head too, since 3.14.4). After a refusal, the rest of a body is drained (so the
+        # peer reads the answer, not a reset) only as long as a body may take.
+        self._runner = web.AppRunner(
+            root,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._header_timeout,
+            lingering_time=self._body_timeout,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = CappedSite(self._runner, host, port, self._max_connections)
         await site.start()
-        server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio.Server
-        self.public_url = public_url or f"http://{host}:{bound}{DEFAULT_PATH}"
+        if self._public_url is None:
+            self.public_url = f"http://{host}:{site.port}{DEFAULT_PATH}"
 
     async def aclose(self) -> None:
         """Stop a receiver started with :meth:`start`."""
@@ -150,58 +250,99 @@ class CallbackReceiver:
             duplicates=self._counts["duplicates"],
             early=self._counts["early"],
             rejected=self._counts["rejected"],
+            remembered=len(self._pending) + len(self._running) + len(self._ended),
         )
 
     # ----------------------------------------------------------------- used by the client
 
-    def _prepare(self, driver: ProviderDriver) -> tuple[str, str]:
-        """A fresh nonce and its callback URL, for one submit."""
+    def _register(self, driver: ProviderDriver, now: float) -> Registration:
+        """A fresh callback URL for one submit, made at ``now`` on the client's clock."""
         if self._public_url is None:
             raise ConfigurationError(
                 "the callback receiver has no public_url: start() it or set public_url"
             )
-        self._expire_early()
+        self._sweep(now)
         nonce = secrets.token_urlsafe(12)
-        self._bindings[nonce] = _Binding(driver=driver, prepared_at=time.monotonic())
-        return nonce, f"{self._public_url}/{mint(self._secret, nonce)}"
+        url = f"{self._public_url}/{mint(self._secret, nonce)}"
+        registration = self._pending[nonce] = Registration(self, driver, nonce, url, now)
+        return registration
 
-    def _bind(self, nonce: str, scheduler: Scheduler, entry: Entry[Tracked]) -> None:
-        """The provider accepted the submit: callbacks for ``nonce`` now mean ``entry``."""
-        binding = self._bindings.get(nonce)
-        if binding is None:
-            return
-        binding.scheduler, binding.entry = scheduler, entry
-        for body in binding.early:
-            self._apply(binding, body)
-        binding.early.clear()
+    @staticmethod
+    def _move(nonce: str, source: _Table, target: _Table) -> bool:
+        registration = source.pop(nonce, None)
+        if registration is None:
+            return False
+        target[nonce] = registration
+        return True
 
-    def _discard(self, nonce: str) -> None:
-        """The submit failed: forget the nonce."""
-        self._bindings.pop(nonce, None)
+    def _sweep(self, now: float) -> None:
+        self._now = now = max(self._now, now)
+        for table in (self._pending, self._ended):
+            while table and next(iter(table.values())).at <= now - self._early_ttl:
+                table.popitem(last=False)
+        while self._suspects and self._suspects[0].at <= now - _CALLBACK_GRACE:
+            if not self._suspects.popleft()._heard:
+                self._unheard += 1
+        if self._unheard >= _UNHEARD_TO_WARN and not self._reached:
+            _log.warning(
+                "%d tasks ended by polling and no callback has reached this receiver; "
+                "providers are told to call %s/...: check that it is reachable from them "
+                "and routed here",
+                self._unheard,
+                self._public_url,
+            )
+            self._reached = True  # warn once
+            self._suspects.clear()
 
-    def _expire_early(self) -> None:
-        # Nonces whose submit never bound them (crashed caller) and finished tasks are dropped
-        # after the TTL, oldest first, so the table stays bounded on long runs.
-        horizon = time.monotonic() - self._early_ttl
-        while self._bindings:
-            binding = next(iter(self._bindings.values()))
-            unbound = binding.entry is None
-            finished = binding.entry is not None and binding.entry.done
-            if binding.prepared_at > horizon or not (unbound or finished):
-                break
-            self._bindings.popitem(last=False)
+    def _ended_unheard(self, registration: Registration) -> None:
+        if not registration._heard and not self._reached:
+            self._suspects.append(registration)
 
     # ----------------------------------------------------------------- HTTP
 
     async def _handle(self, request: web.Request) -> web.Response:
+        response = await self._answer(request)
+        # One callback per connection: a slow second head on a kept-alive connection would only
+        # be timed by keepalive_timeout again.
+        response.force_close()
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         try:
             nonce = verify(self._secret, request.match_info["token"])
         except WebhookVerificationError:
             self._counts["rejected"] += 1
             return web.Response(status=401, text="invalid callback token")
+        self._reached = True  # a URL we minted came back: the route works
+        self._suspects.clear()
         if request.content_length is not None and request.content_length > self._max_body:
             self._counts["rejected"] += 1
             return web.Response(status=413, text="callback body too large")
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                body = await self._read(request)
+        except TimeoutError:
+            self._counts["rejected"] += 1
+            return web.Response(status=408, text="callback body too slow")
+        if body is None:
+            self._counts["rejected"] += 1
+            return web.Response(status=413, text="callback body too large")
+        if (registration := self._pending.get(nonce)) is not None:
+            # The callback beat the submit's answer: hold it until the task id is known.
+            if len(registration._early) < _EARLY_BODIES:
+                registration._early.append(body)
+            self._counts["early"] += 1
+            return web.Response(text="ok")
+        if (registration := self._running.get(nonce)) is not None:
+            return self._apply(registration, body)
+        if nonce in self._ended:
+            self._counts["duplicates"] += 1
+            return web.Response(text="ok")  # a replay after the end changes nothing
+        # Signed by us, but not (or no longer) known: a restart, or a long-finished task.
+        self._counts["rejected"] += 1
+        return web.Response(status=404, text="unknown callback")
+
+    async def _read(self, request: web.Request) -> bytes | None:
         # read(n) returns what is buffered: a body sent in several writes (chunked, or slow)
         # needs more than one read, else a valid callback looks cut and an oversize one
         # gets 400 instead of 413.
@@ -209,44 +350,25 @@ class CallbackReceiver:
         while len(body) <= self._max_body:
             more = await request.content.read(self._max_body + 1 - len(body))
             if not more:
-                break
+                return body
             body += more
-        if len(body) > self._max_body:
-            self._counts["rejected"] += 1
-            return web.Response(status=413, text="callback body too large")
-        binding = self._bindings.get(nonce)
-        if binding is None:
-            # Signed by us, but not (or no longer) known: a restart, or a long-finished task.
-            self._counts["rejected"] += 1
-            return web.Response(status=404, text="unknown callback")
-        if binding.entry is None:
-            # The callback beat the submit's answer: hold it until the task id is known.
-            if len(binding.early) < 4:
-                binding.early.append(body)
-            self._counts["early"] += 1
-            return web.Response(text="ok")
-        return self._apply(binding, body)
+        return None
 
-    def _apply(self, binding: _Binding, body: bytes) -> web.Response:
-        entry, scheduler = binding.entry, binding.scheduler
-        assert entry is not None
-        assert scheduler is not None
-        if entry.done:
-            self._counts["duplicates"] += 1
-            return web.Response(text="ok")  # a replay after the end changes nothing
+    def _apply(self, registration: Registration, body: bytes) -> web.Response:
         try:
-            hint = binding.driver.parse_callback(body)
+            hint = registration._driver.parse_callback(body)
         except BadResponseError:
             self._counts["rejected"] += 1
             return web.Response(status=400, text="unreadable callback")
-        if hint.task_id != entry.payload.ref.task_id:
+        if hint.task_id != registration._task_id:
             # A valid token for one task carrying another task's body.
             self._counts["rejected"] += 1
             _log.warning("callback token for one task named another; ignored")
             return web.Response(status=404, text="callback does not match its token")
-        if entry.in_flight or entry.due <= scheduler.clock.now():
-            self._counts["duplicates"] += 1
-        else:
+        registration._heard = True
+        on_hint = registration._on_hint
+        if on_hint is not None and on_hint():
             self._counts["accepted"] += 1
-        scheduler.hint(entry)
+        else:
+            self._counts["duplicates"] += 1
         return web.Response(text="ok")

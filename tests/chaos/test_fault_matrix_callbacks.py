@@ -6,8 +6,10 @@ The client polls on a fake clock with a scripted apixo; callbacks are real HTTP 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -42,8 +44,14 @@ class Rig:
 
 @pytest.fixture
 async def rig(clock: FakeClock) -> AsyncIterator[Rig]:
+    async with rigged(clock, nb.CallbackReceiver()) as built:
+        yield built
+
+
+@contextlib.asynccontextmanager
+async def rigged(clock: FakeClock, receiver: nb.CallbackReceiver) -> AsyncIterator[Rig]:
+    """A scripted apixo on ``clock``, ``receiver`` started on 127.0.0.1, a client using both."""
     server = FakeApixo(clock, latency=lambda i: 12.0)
-    receiver = nb.CallbackReceiver()
     await receiver.start()
     client = nb.Client(
         "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, callbacks=receiver
@@ -166,3 +174,28 @@ async def test_f17_callback_poll_race(rig: Rig) -> None:
     assert task.state is nb.TaskState.SUCCEEDED
     assert (await task) == result
     assert rig.server.count("status") == checks
+
+
+@pytest.mark.parametrize("heard", [False, True], ids=["no-callback-arrives", "one-arrives"])
+async def test_receiver_warns_once_when_no_callback_ever_arrives(
+    rig: Rig, heard: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tasks that end by polling while not one callback reached the receiver (a wrong
+    public_url, a proxy, a firewall) get one WARNING naming the public URL; one callback that
+    got through proves the route, and then nothing is said."""
+    caplog.set_level(logging.WARNING, "nanobanana_async.webhooks")
+    tasks = [await rig.client.submit(nb.ImageRequest(prompt=f"p{i}")) for i in range(3)]
+    if heard:
+        await rig.clock.advance(12.5)
+        assert await rig.post(rig.urls["t0"], rig.status_body("t0")) == 200
+    await rig.clock.run_until(lambda: all(t.done() for t in tasks), limit=60)
+    for i in range(3, 6):  # later submits and ends, past the grace for late callbacks
+        await rig.clock.advance(11.0)
+        await rig.client.submit(nb.ImageRequest(prompt=f"p{i}"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if heard:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert "no callback has reached" in warnings[0]
+        assert str(rig.receiver.public_url) in warnings[0]

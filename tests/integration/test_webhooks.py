@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 
 import aiohttp
@@ -169,3 +170,29 @@ def test_receiver_needs_a_public_url_before_use() -> None:
             assert sim.stats.total_requests == 0
 
     asyncio.run(go())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("path", ["", "/hooks/nb"], ids=["root", "deep"])
+async def test_receiver_serves_at_the_path_of_its_public_url(path: str) -> None:
+    """``start(public_url=...)`` serves where that URL points (a proxy mapping the root, or a
+    deeper path), so the provider's callbacks arrive instead of meeting a 404."""
+    port = _free_port()
+    receiver = nb.CallbackReceiver()
+    await receiver.start("127.0.0.1", port, public_url=f"http://127.0.0.1:{port}{path}")
+    try:
+        async with (
+            Simulator("crun", latency=Latency(median=0.2)) as sim,
+            nb.Client("crun", api_key=sim.api_key, base_url=sim.base_url, callbacks=receiver) as c,
+        ):
+            await asyncio.gather(*(c.generate(f"p{i}") for i in range(3)))
+    finally:
+        await receiver.aclose()
+    stats = receiver.statistics()
+    assert (stats.accepted + stats.duplicates + stats.early, stats.rejected) == (3, 0)
+    assert (sim.stats.callbacks_sent, sim.stats.callbacks_failed) == (3, 0)
