@@ -322,8 +322,8 @@ async def memory_case(case: str, n: int) -> dict[str, Any]:
 def _slots_held(client: nb.Client) -> int:
     # The clock is frozen, so granted callers wait for their turn in the window and none is
     # sent (statistics().in_flight counts sent creates): count the slots granted instead.
-    conn = client._conn
-    return conn.account.ledger.slots.held if conn is not None else 0
+    submitter = client._submitter
+    return submitter.conn.account.ledger.slots.held if submitter is not None else 0
 
 
 async def _drain(tasks: Any) -> None:

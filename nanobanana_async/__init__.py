@@ -7,7 +7,7 @@ every account inside its request rate and concurrent-task limits.
 
 from __future__ import annotations
 
-from ._client import Client, ClientStatistics
+from ._client import Client
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
     APIError,
@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._log import configure_logging_from_env as _configure_logging
 from ._models import Balance, ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+from ._stats import ClientStatistics
 from ._task import Task
 from .webhooks import CallbackReceiver, CallbackStatistics
 

@@ -121,6 +121,17 @@ def account_prefix(provider: str, base_url: str, key: str | None) -> str:
     return f"nanobanana:{digest[:32]}"
 
 
+def ledger_factory(
+    url: str, prefix: str, limits: Limits, clock: Clock, max_wait: float
+) -> Callable[[], RedisLedger]:
+    """Makes the account's ledger on the Redis at ``url`` when the account is first used."""
+
+    def make() -> RedisLedger:
+        return RedisLedger(limits, clock, redis=connect(url), prefix=prefix, max_wait=max_wait)
+
+    return make
+
+
 def connect(url: str) -> Redis:
     """A redis-py asyncio client for ``url`` (nothing is sent until first use).
 

@@ -1,0 +1,85 @@
+"""What to do after a create failed: the submit pipeline's retry rules as one pure function.
+
+RELIABILITY.md's rule: a request that may have created a task is never sent again. So only
+answers that prove nothing was created are retried (no connection, a 429, a refusal the driver
+names retryable); every other failure after the send is an unknown outcome; the rest raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from .._backoff import delay
+from .._config import RetryPolicy
+from .._errors import (
+    BadResponseError,
+    ConnectError,
+    NanoBananaError,
+    ProviderRefusedError,
+    ProviderUnavailableError,
+    RateLimitError,
+    TransportError,
+)
+
+
+@attrs.frozen
+class Retry:
+    """Send again after ``after`` seconds (after a 429: the account's pause)."""
+
+    after: float
+
+
+@attrs.frozen
+class OutcomeUnknown:
+    """The create may have been accepted: never send it again; ``why`` says what happened."""
+
+    why: str
+
+
+@attrs.frozen
+class Raise:
+    """The error is final (a refusal, or no attempt or patience left): raise it as it is."""
+
+
+Decision = Retry | OutcomeUnknown | Raise
+
+
+def decide(
+    error: NanoBananaError, attempt: int, policy: RetryPolicy, random: Callable[[], float]
+) -> Decision:
+    """The next step after attempt ``attempt`` (0-based) of a create failed with ``error``.
+
+    ``Retry`` still needs the account's retry budget to pay for it; the caller asks.
+    """
+    last = attempt + 1 >= policy.attempts
+    match error:
+        case ConnectError():
+            # Nothing reached the provider, so a retry cannot create a second task.
+            return Raise() if last else Retry(delay(attempt, policy, random))
+        case TransportError():
+            return OutcomeUnknown(
+                f"may have been accepted ({error}); not retried, to avoid paying twice"
+            )
+        case RateLimitError(retry_after=hint):
+            if last or (hint is not None and hint > policy.max_retry_after):
+                return Raise()
+            after = delay(attempt, policy, random) if hint is None else hint
+            return Retry(after)
+        case ProviderRefusedError(retryable=retryable):
+            # The driver names this answer as "not created" from its docs.
+            if retryable and not last:
+                return Retry(delay(attempt, policy, random))
+            return Raise()
+        case ProviderUnavailableError():
+            return OutcomeUnknown(
+                f"failed on the provider's side ({error}); it may have been accepted, so it is "
+                "not retried"
+            )
+        case BadResponseError():
+            return OutcomeUnknown(
+                f"got an unreadable answer ({error}); it may have been accepted, so it is not "
+                "retried"
+            )
+    return Raise()

@@ -1,0 +1,102 @@
+"""The journal's side of the submit pipeline: lookups, slots held for a rerun, end records
+(does I/O through the journal)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._errors import GenerationFailedError
+from .._journal import Journal
+from .._models import ImageResult
+from .._settings import Settings
+from .._task import Task
+from ._ledger import Lease
+from ._runner import Connection
+
+if TYPE_CHECKING:
+    from ._submit import Submitter
+
+
+class JournalHooks:
+    """What the submit pipeline asks of a client's journal, and the end records it writes."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._writes: set[asyncio.Task[None]] = set()
+        self._leases: dict[str, Lease] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, settings: Settings) -> JournalHooks:
+        """The hooks of the journal at ``path``, for a client with ``settings``."""
+        journal = Journal(
+            path,
+            wall_clock=settings.wall_clock,
+            provider=settings.provider,
+            base_url=settings.journal_base_url,
+        )
+        return cls(journal)
+
+    def lease_id(self, key: str) -> str:
+        """A lease id stable across reruns on this journal, so a shared ledger re-attaches."""
+        where = f"{socket.gethostname()}\0{self.journal.path.resolve()}\0{key}"
+        return hashlib.sha256(where.encode()).hexdigest()[:32]
+
+    async def hold_slots(self, submitter: Submitter) -> None:
+        """Hold a slot until its horizon for every row that may still run on the provider.
+
+        A rerun right after a kill must not fill the account on top of the tasks the killed
+        process left running (accepted, or of unknown outcome).
+        """
+        scheduler, conn = submitter.scheduler, submitter.conn
+        now, wall = submitter.clock.now(), conn.wall_clock()
+        for entry in await self.journal.entries():
+            if entry.state not in ("intent", "submitted", "unknown"):
+                continue
+            model = group(conn, entry.model or entry.request.model)
+            submitted = now - max(0.0, wall - entry.updated_at)
+            if scheduler.horizon(conn, model, submitted) <= now:
+                continue
+            lease = conn.account.ledger.slots.take(conn, self.lease_id(entry.key))
+            scheduler.hold_to_horizon(conn, lease, model, submitted)
+            if entry.state == "submitted":
+                self._leases[entry.key] = lease
+
+    def held_lease(self, key: str) -> Lease | None:
+        """The slot :meth:`hold_slots` took for ``key``, handed over once."""
+        return self._leases.pop(key, None)
+
+    def record_end(self, task: Task, key: str) -> None:
+        """Write the task's end to the journal when it comes (not a timeout or a close)."""
+        journal = self.journal
+
+        def record(future: asyncio.Future[ImageResult]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                write = journal.record_end(key, "succeeded", urls=future.result().urls)
+            elif isinstance(error, GenerationFailedError):
+                write = journal.record_end(key, "failed", error=str(error))
+            else:
+                return  # timed out, closed, unreadable: the task id stays, resumable
+            pending = asyncio.ensure_future(write)
+            self._writes.add(pending)
+            pending.add_done_callback(self._writes.discard)
+
+        task._future.add_done_callback(record)
+
+    async def aclose(self) -> None:
+        """Finish the pending end records, then close the journal."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self.journal.aclose()
+
+
+def group(conn: Connection, model: str) -> tuple[str, str]:
+    """The latency model a task of ``model`` belongs to on ``conn``."""
+    spec = conn.driver.model_spec(model)
+    return (conn.driver.name, spec.wire_id if spec is not None else model)

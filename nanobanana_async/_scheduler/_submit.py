@@ -1,0 +1,336 @@
+"""From an ImageRequest to a tracked Task: the journal's lookup, a callback URL, a slot under the
+account's cap, the create and its retries, then tracking by the runner (does I/O).
+
+What to do after a failed create is :func:`decide`'s; this module only performs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import attrs
+
+from .._clock import Clock
+from .._errors import (
+    APIError,
+    ClientClosedError,
+    ConnectError,
+    GenerationFailedError,
+    InvalidRequestError,
+    NanoBananaError,
+    RateLimitError,
+    SubmitOutcomeUnknownError,
+)
+from .._journal import Intent, JournalEntry, request_key
+from .._models import Balance, ImageRequest, ImageResult, TaskRef
+from .._settings import Settings
+from .._task import Task
+from ..providers import validate
+from ..webhooks import CallbackReceiver
+from ..webhooks._receiver import Registration
+from ._decide import OutcomeUnknown, Raise, decide
+from ._journaled import JournalHooks, group
+from ._ledger import Lease
+from ._plan import Entry
+from ._runner import Connection, Scheduler, Tracked
+
+_log = logging.getLogger("nanobanana_async")
+
+
+@attrs.define
+class Submitter:
+    """One client's submits and resumes on its scheduler connection.
+
+    Args:
+        closed: true once the client closed; nothing is sent after that.
+        task_timeout: seconds a task is tracked when its request sets no timeout.
+    """
+
+    scheduler: Scheduler
+    conn: Connection
+    clock: Clock
+    task_timeout: float
+    closed: Callable[[], bool]
+    journal: JournalHooks | None = None
+    callbacks: CallbackReceiver | None = None
+
+    async def submit(self, request: ImageRequest, key: str | None) -> Task:
+        """See ``Client.submit``."""
+        driver, conn = self.conn.driver, self.conn
+        journal_key: str | None = None
+        if self.journal is not None:
+            journal_key = key or request_key(driver.name, request)
+            known = await self.journal.journal.get(journal_key)
+            if known is not None:
+                task = await self._reattach(known)
+                task.key = key
+                return task
+        callback: Registration | None = None
+        sent = request
+        if self.callbacks is not None and driver.supports_callback and request.callback_url is None:
+            callback = self.callbacks._register(driver, self.clock.now())
+            sent = attrs.evolve(request, callback_url=callback.url)
+        try:
+            validate(driver, sent)
+            lease_id = None
+            if self.journal is not None and journal_key is not None:
+                lease_id = self.journal.lease_id(journal_key)
+            lease = await conn.account.ledger.slots.acquire(conn, lease_id)
+        except BaseException:
+            if callback is not None:
+                callback.discard()
+            raise
+        task = Task(request, key)
+        intent = None
+        if self.journal is not None and journal_key is not None:
+            intent = Intent(self.journal.journal, journal_key, driver.name, sent)
+        inner = asyncio.ensure_future(self._submit_and_track(task, sent, lease, callback, intent))
+        inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        # Once sent, a cancelled caller must not abandon a task that may be running.
+        return await asyncio.shield(inner)
+
+    async def balance(self) -> Balance:
+        """The account's balance, read from the provider's balance endpoint."""
+        conn = self.conn
+        http = conn.driver.build_balance()
+        assert http is not None, "the client checks that the provider has one"
+        await conn.account.ledger.acquire_request()
+        conn.account.ledger.note_send()
+        response = await conn.transport.send(http, timeout=conn.timeouts.request)
+        return Balance(conn.driver.name, conn.driver.parse_balance(response))
+
+    async def _submit_and_track(
+        self,
+        task: Task,
+        request: ImageRequest,
+        lease: Lease,
+        callback: Registration | None,
+        intent: Intent | None,
+    ) -> Task:
+        conn = self.conn
+        submitted = self.clock.now()
+        try:
+            ref = await self._send(request, lease, intent)
+        except (ConnectError, APIError, ClientClosedError):
+            # Nothing was created (nothing sent, or refused before acceptance): the slot is
+            # free again and a rerun may submit this request again.
+            conn.account.ledger.slots.release(lease)
+            if intent is not None:
+                await intent.clear()
+            if callback is not None:
+                callback.discard()
+            raise
+        except BaseException as exc:
+            # The create may have reached the provider: the task may run, so its slot stays
+            # held until the task's horizon.
+            self.scheduler.hold_to_horizon(conn, lease, group(conn, request.model), submitted)
+            if intent is not None and isinstance(exc, SubmitOutcomeUnknownError):
+                await intent.unknown(str(exc))
+            if callback is not None:
+                callback.discard()
+            raise
+        task._accept(ref)
+        _log.info(
+            "%s accepted task %s (model %s) in %.0f ms",
+            ref.provider,
+            ref.task_id,
+            ref.model,
+            (self.clock.now() - submitted) * 1000,
+        )
+        if intent is not None:
+            # Durable before the caller hears of the task: a crash from here on re-attaches.
+            await intent.submitted(ref)
+            assert self.journal is not None
+            self.journal.record_end(task, intent.key)
+        entry = self._track(task, ref, request.timeout, lease, late=callback is not None)
+        if callback is not None:
+            scheduler, clock = self.scheduler, self.clock
+            callback.bind(ref.task_id, lambda: scheduler.hint(entry))
+            task._future.add_done_callback(lambda _: callback.finished(clock.now()))
+        return task
+
+    async def _send(self, request: ImageRequest, lease: Lease, intent: Intent | None) -> TaskRef:
+        conn = self.conn
+        account, policy, driver = conn.account, conn.policy, conn.driver
+        ledger = account.ledger
+        http = driver.build_submit(request)
+        for attempt in range(policy.attempts):
+            if ledger.admit_first:
+                await ledger.slots.admit(lease)
+                await ledger.acquire_request()
+            else:
+                await ledger.acquire_request()
+                if not ledger.slots.try_admit(lease) and not await ledger.slots.admit(lease):
+                    # More creates were out than the (effective) cap: it waited for a task to
+                    # end, so its turn in the window has passed; take a fresh one.
+                    await ledger.acquire_request()
+            if self.closed():
+                raise ClientClosedError("the client closed before this submit was sent")
+            if intent is not None:
+                # Written right before each send, never before a wait: a kill while waiting
+                # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
+                await intent.write()
+            ledger.note_send()
+            try:
+                response = await conn.transport.send(http, timeout=conn.timeouts.request)
+                ref = driver.parse_submit(response, request)
+            except NanoBananaError as exc:
+                if isinstance(exc, RateLimitError):
+                    account.rate_limited += 1
+                decision = decide(exc, attempt, policy, conn.random)
+                if isinstance(decision, OutcomeUnknown):
+                    raise SubmitOutcomeUnknownError(
+                        f"submit to {driver.name} {decision.why}",
+                        provider=driver.name,
+                        request=request,
+                    ) from exc
+                if isinstance(decision, Raise) or not account.budget.try_spend():
+                    raise
+                # Refused or never sent, so not created: clear the intent before the wait.
+                if intent is not None:
+                    await intent.clear()
+                if isinstance(exc, RateLimitError):
+                    cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                    ledger.slots.refused(lease)
+                    if not cap_reached:
+                        # A 429 cools down the shared account; acquire_request() waits it out.
+                        ledger.pause(decision.after)
+                    # At the task cap it waits for a task to end, not for the window.
+                    continue
+                ledger.slots.refused(lease)
+                await self.clock.sleep_until(self.clock.now() + decision.after)
+                continue
+            account.budget.refund()
+            return ref
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _track(
+        self,
+        task: Task,
+        ref: TaskRef,
+        timeout: float | None,
+        lease: Lease | None,
+        *,
+        late: bool = False,
+    ) -> Entry[Tracked]:
+        conn = self.conn
+        conn.account.tracked += 1
+        tracked = Tracked(
+            ref=ref, task=task, conn=conn, lease=lease, submitted_wall=conn.wall_clock()
+        )
+        return self.scheduler.track(tracked, timeout=timeout or self.task_timeout, late=late)
+
+    def resume(
+        self,
+        task_id: str,
+        model: str,
+        *,
+        request: ImageRequest | None = None,
+        timeout: float | None = None,
+        lease: Lease | None = None,
+    ) -> Task:
+        """Track a task that was submitted earlier; ``model`` is the provider's id."""
+        if self.closed():
+            raise ClientClosedError("the client is closed")
+        task = Task(request)
+        ref = TaskRef(self.conn.driver.name, task_id, model)
+        task._accept(ref)
+        # The task runs on the provider whether or not a slot is free, so it takes one even
+        # over the cap: new submits then wait until the account really has room.
+        if lease is None:
+            lease = self.conn.account.ledger.slots.take(self.conn)
+        self._track(task, ref, timeout, lease)
+        return task
+
+    async def _reattach(self, known: JournalEntry) -> Task:
+        if known.task_id is None or known.model is None:
+            raise SubmitOutcomeUnknownError(
+                f"the journal holds an earlier submit of this request (key {known.key[:16]}…) "
+                "with no task id: it may have been accepted, so it is not submitted again; "
+                "check with the provider, then remove it from the journal to retry",
+                provider=known.provider,
+                request=known.request,
+            )
+        assert self.journal is not None
+        if known.state not in ("succeeded", "failed"):
+            lease = self.journal.held_lease(known.key)
+            task = self.resume(known.task_id, known.model, request=known.request, lease=lease)
+            self.journal.record_end(task, known.key)
+            return task
+        ref = TaskRef(self.conn.driver.name, known.task_id, known.model)
+        task = Task(known.request)
+        task._accept(ref)
+        if known.state == "failed":
+            error = known.error or "failed (recorded in the journal)"
+            task._resolve(
+                None,
+                GenerationFailedError(
+                    error, task_id=ref.task_id, provider=ref.provider, model=ref.model
+                ),
+            )
+            return task
+        now = dt.datetime.fromtimestamp(self.conn.wall_clock(), tz=dt.UTC)
+        result = ImageResult(
+            task_id=ref.task_id,
+            provider=ref.provider,
+            model=ref.model,
+            urls=known.urls,
+            request=known.request,
+            submitted_at=now,
+            completed_at=now,
+        )
+        task._resolve(result, None)
+        return task
+
+
+def connect(
+    settings: Settings,
+    *,
+    closed: Callable[[], bool],
+    journal: JournalHooks | None = None,
+    callbacks: CallbackReceiver | None = None,
+) -> Submitter:
+    """A client's connection to its loop's scheduler and its account there, ready to submit."""
+    scheduler = Scheduler.for_clock(settings.clock)
+    scheduler.attach()
+    account = scheduler.account(
+        (settings.driver.name, settings.base_url, settings.key, settings.coordinator),
+        settings.limits,
+        settings.retry,
+        settings.ledger_factory(),
+    )
+    conn = Connection(
+        driver=settings.driver,
+        transport=settings.transport,
+        account=account,
+        policy=settings.retry,
+        timeouts=settings.timeouts,
+        wall_clock=settings.wall_clock,
+        random=settings.random,
+    )
+    return Submitter(
+        scheduler, conn, settings.clock, settings.task_timeout, closed, journal, callbacks
+    )
+
+
+def check_resume(settings: Settings, task_id: str, model: str, timeout: float | None) -> str:
+    """The provider's model id for a ``resume()`` call.
+
+    Raises:
+        InvalidRequestError: empty task id, a model the provider does not offer, or a
+            timeout that is not positive.
+    """
+    errors = []
+    if not str(task_id).strip():
+        errors.append("task id must be a non-empty string @ $.task_id")
+    spec = settings.driver.model_spec(model)
+    if spec is None:
+        errors.append(f"model {model!r} is not offered by {settings.driver.name} @ $.model")
+    if timeout is not None and timeout <= 0:
+        errors.append("timeout must be a positive number of seconds @ $.timeout")
+    if errors or spec is None:
+        raise InvalidRequestError(errors)
+    return spec.wire_id

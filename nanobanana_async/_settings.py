@@ -1,0 +1,130 @@
+"""A client's configuration, resolved once: environment read, defaults applied, checked (pure,
+apart from reading the environment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import aiohttp
+import attrs
+
+from ._clock import DEFAULT_CLOCK, Clock
+from ._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
+from ._errors import ConfigurationError
+from ._local import LOCAL_TASK_TIMEOUT, LocalTransport
+from ._models import is_http_url
+from ._redact import Secret
+from ._scheduler import _redis
+from ._transport import AiohttpTransport, Transport
+from .providers import DRIVERS, PROVIDERS, ProviderDriver
+from .providers._local import LocalDriver
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """What a Client was told, with every default filled in.
+
+    Attributes:
+        journal_base_url: the base URL a journal records (None for ``local``, whose URL is
+            new in every process, so a journal knows it by name only).
+        task_timeout: seconds a task is tracked when its request sets none.
+    """
+
+    provider: str
+    driver: ProviderDriver
+    key: Secret | None
+    base_url: str
+    journal_base_url: str | None
+    limits: Limits
+    retry: RetryPolicy
+    timeouts: Timeouts
+    task_timeout: float
+    transport: Transport
+    coordinator: str | None
+    clock: Clock
+    wall_clock: Callable[[], float]
+    random: Callable[[], float]
+
+    def ledger_factory(self) -> Callable[[], _redis.RedisLedger] | None:
+        """Makes the account's shared ledger when a coordinator is set, else None."""
+        if self.coordinator is None:
+            return None
+        key = self.key.reveal() if self.key is not None else None
+        prefix = _redis.account_prefix(self.driver.name, self.base_url, key)
+        wait = self.timeouts.coordinator
+        return _redis.ledger_factory(self.coordinator, prefix, self.limits, self.clock, wait)
+
+
+def resolve(
+    provider: str,
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    limits: Limits | None,
+    session: aiohttp.ClientSession | None,
+    retry: RetryPolicy | None,
+    timeouts: Timeouts | None,
+    transport: Transport | None,
+    coordinator: str | None,
+    clock: Clock | None,
+    wall_clock: Callable[[], float],
+    random: Callable[[], float],
+) -> Settings:
+    """The settings for ``Client(provider, ...)``; see ``Client`` for each argument.
+
+    Raises:
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), or a
+            coordinator URL that is bad or needs the missing ``[redis]`` extra.
+    """
+    if provider not in PROVIDERS:
+        raise ConfigurationError(
+            f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
+        )
+    driver: ProviderDriver = LocalDriver() if provider == "local" else DRIVERS[provider]
+    key = api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY")
+    url = base_url if base_url is not None else os.environ.get("NANOBANANA_BASE_URL")
+    timeouts = timeouts or Timeouts()
+    task_timeout = timeouts.task or DEFAULT_TASK_TIMEOUT
+    if provider == "local":
+        # The simulator brings its own key and URL when it starts.
+        key, url = None, None
+        transport = transport or LocalTransport(
+            connect_timeout=timeouts.connect, wall_clock=wall_clock
+        )
+        task_timeout = timeouts.task or LOCAL_TASK_TIMEOUT
+    elif not key and transport is None:
+        raise ConfigurationError(
+            f"no API key for {provider}: pass api_key= or set NANOBANANA_API_KEY"
+        )
+    if url is not None and not is_http_url(url):
+        raise ConfigurationError("base_url must be an absolute http(s) URL")
+    coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
+    if coordinator is not None:
+        _redis.connect(coordinator)  # a missing extra or a bad URL fails here, not mid-run
+    secret = Secret(key) if key else None
+    resolved_url = (url or driver.default_base_url).rstrip("/")
+    return Settings(
+        provider=provider,
+        driver=driver,
+        key=secret,
+        base_url=resolved_url,
+        journal_base_url=None if provider == "local" else resolved_url,
+        limits=limits or Limits(),
+        retry=retry or RetryPolicy(),
+        timeouts=timeouts,
+        task_timeout=task_timeout,
+        transport=transport
+        or AiohttpTransport(
+            base_url=resolved_url,
+            scheme=driver.auth_scheme,
+            key=secret,
+            session=session,
+            connect_timeout=timeouts.connect,
+            wall_clock=wall_clock,
+        ),
+        coordinator=coordinator,
+        clock=clock or DEFAULT_CLOCK,
+        wall_clock=wall_clock,
+        random=random,
+    )
