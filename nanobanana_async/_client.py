@@ -4,6 +4,7 @@ submits to the submit pipeline; the runner resolves every task (does I/O)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random as _random
 import time
 import warnings
@@ -198,13 +199,17 @@ class Client:
         if self._loop is not None:
             self._bind_loop()
         self._closed = True
-        if self._submitter is not None:
-            self._submitter.scheduler.close_connection(self._submitter.conn)
-            await self._submitter.scheduler.detach()
-        await self._settings.transport.aclose()
-        if self._journal is not None:
-            await self._journal.aclose()
-        await self._downloader.aclose()
+        # Every resource is closed even when an earlier step raises or this task is
+        # cancelled again (a second Ctrl-C): callbacks run last-pushed first.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self._downloader.aclose)
+            if self._journal is not None:
+                stack.push_async_callback(self._journal.aclose)
+            stack.push_async_callback(self._settings.transport.aclose)
+            if self._submitter is not None:
+                self._submitter.scheduler.close_connection(self._submitter.conn)
+                await self._submitter.stop()
+                await self._submitter.scheduler.detach()
 
     # ----------------------------------------------------------------- tasks
 

@@ -172,12 +172,12 @@ class Scheduler:
         if self._clients <= 0 and self._runner is not None:
             runner, self._runner = self._runner, None
             runner.cancel()
-            try:
-                await runner
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            # wait(), not `await runner`: the runner's own CancelledError must not read as
+            # this task's, which may already be cancelling (aclose in `async with` after
+            # Ctrl-C) and must still go on to close the sessions.
+            await asyncio.wait([runner])
+            if not runner.cancelled():
+                runner.result()
 
     # ----------------------------------------------------------------- tracking
 

@@ -56,6 +56,7 @@ class Submitter:
     closed: Callable[[], bool]
     journal: JournalHooks | None = None
     callbacks: CallbackReceiver | None = None
+    _running: set[asyncio.Future[Task]] = attrs.field(factory=set, init=False)
 
     async def submit(self, request: ImageRequest, key: str | None) -> Task:
         """See ``Client.submit``."""
@@ -89,8 +90,37 @@ class Submitter:
             intent = Intent(self.journal.journal, journal_key, driver.name, sent)
         inner = asyncio.ensure_future(self._submit_and_track(task, sent, lease, callback, intent))
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-        # Once sent, a cancelled caller must not abandon a task that may be running.
-        return await asyncio.shield(inner)
+        self._running.add(inner)
+        inner.add_done_callback(self._running.discard)
+        try:
+            # Once sent, a cancelled caller must not abandon a task that may be running.
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not inner.cancelled() or (current is not None and current.cancelling()):
+                raise
+        # stop() ended the submit while this caller, not cancelled itself, waited for it.
+        if lease.sent:
+            raise SubmitOutcomeUnknownError(
+                f"the client closed while a submit to {driver.name} was in flight: it may "
+                "have been accepted",
+                provider=driver.name,
+                request=request,
+            )
+        raise ClientClosedError("the client closed before this submit was sent")
+
+    async def stop(self) -> None:
+        """Cancel the submits still running (the client is closing) and wait for them.
+
+        A submit left running would send on (and reopen) the closed transport and outlive the
+        event loop (Ctrl-C in ``async with``). Its journal intent stays: a create already sent
+        is reported as of unknown outcome, never sent again by itself.
+        """
+        running = [submit for submit in self._running if not submit.done()]
+        for submit in running:
+            submit.cancel()
+        if running:
+            await asyncio.wait(running)
 
     async def balance(self) -> Balance:
         """The account's balance, read from the provider's balance endpoint."""

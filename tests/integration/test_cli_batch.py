@@ -180,3 +180,32 @@ def test_batch_min_balance_refuses_to_start(
     assert poor_sim.stats.creates == 0
     assert main(["balance", "--provider", "apixo"]) == 0
     assert capsys.readouterr().out.strip() == "apixo: 100"
+
+
+@pytest.mark.parametrize("after", [3, 20])
+def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, sim: Simulator, after: int) -> None:
+    """SIGINT mid-batch (submits in flight, or tasks running and downloading): exit 130 and
+    the one 'interrupted' line, no 'Unclosed client session' or pending-task noise."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(30)))
+    command = [
+        sys.executable,
+        "-m",
+        "nanobanana_async",
+        "batch",
+        str(prompts),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+    deadline = time.monotonic() + 30
+    while sim.stats.creates < after and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    # The progress table is drawn on stderr too; what follows it is the one line.
+    tail = err.decode().rsplit("┘", 1)[-1].strip().splitlines()
+    assert tail == ["interrupted: run the same command again to resume from the journal"]

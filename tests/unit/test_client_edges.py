@@ -99,3 +99,38 @@ def test_an_unclosed_client_warns_with_its_name() -> None:
         "unclosed Client(provider='apixo', base_url='https://api.apixo.ai/api/v1'): "
         "use 'async with' or 'await client.aclose()'"
     ]
+
+
+async def test_aclose_inside_a_cancelled_task_closes_everything(clock: FakeClock) -> None:
+    """Ctrl-C cancels the main task while tasks run: `async with` still closes the transport
+    (no 'Unclosed client session' at exit) and the cancellation goes on."""
+    client, transport = make_client(clock)
+    started = asyncio.Event()
+
+    async def batch() -> None:
+        async with client:
+            await client.submit(nb.ImageRequest(prompt="a cat"))
+            started.set()
+            await asyncio.Event().wait()
+
+    main = asyncio.ensure_future(batch())
+    await clock.run_until(started.is_set)
+    main.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await main
+    assert transport.closed
+
+
+async def test_aclose_stops_a_submit_in_flight(clock: FakeClock) -> None:
+    """aclose() while a create is on the wire: the caller hears the outcome is unknown, and
+    nothing is sent after the transport closed."""
+    hung: asyncio.Future[nb.ImageResult] = asyncio.get_running_loop().create_future()
+    transport = ScriptedTransport(lambda request: hung)
+    client = nb.Client("apixo", api_key="k", transport=transport, clock=clock)
+    await client.__aenter__()
+    submit = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a cat")))
+    await clock.run_until(lambda: bool(transport.requests))
+    await client.aclose()
+    with pytest.raises(nb.SubmitOutcomeUnknownError, match="may have been accepted"):
+        await asyncio.wait_for(submit, 10)  # a bound for the failure case only
+    assert len(transport.requests) == 1
