@@ -286,6 +286,7 @@ class Client:
         and the request, so identical requests share one task; batch runs pass a line key).
         A key with a task id re-attaches to that task (or returns its recorded end) instead of
         paying again; a key with an intent but no task id raises SubmitOutcomeUnknownError.
+        Submits of one key at once share one create: every caller gets the same Task.
 
         Raises:
             InvalidRequestError: before any request, for input the provider would refuse.

@@ -57,18 +57,71 @@ class Submitter:
     journal: JournalHooks | None = None
     callbacks: CallbackReceiver | None = None
     _running: set[asyncio.Future[Task]] = attrs.field(factory=set, init=False)
+    _sharing: dict[str, asyncio.Future[Task]] = attrs.field(factory=dict, init=False)
 
     async def submit(self, request: ImageRequest, key: str | None) -> Task:
         """See ``Client.submit``."""
-        driver, conn = self.conn.driver, self.conn
-        journal_key: str | None = None
-        if self.journal is not None:
-            journal_key = key or request_key(driver.name, request)
+        if self.journal is None:
+            inner, lease = await self._start(request, key, None)
+            return await self._wait(inner, lease, request)
+        journal_key = key or request_key(self.conn.driver.name, request)
+        while (shared := self._sharing.get(journal_key)) is not None:
+            # The same request is being submitted now: one create, its task for every caller.
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not shared.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # Its caller gave up before the create was sent: this caller submits it.
+        shared = asyncio.get_running_loop().create_future()
+        shared.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        # Registered before the first await: a caller arriving meanwhile joins this submit.
+        self._sharing[journal_key] = shared
+        try:
             known = await self.journal.journal.get(journal_key)
             if known is not None:
                 task = await self._reattach(known)
                 task.key = key
+                self._settle(journal_key, shared, task)
                 return task
+            inner, lease = await self._start(request, key, journal_key)
+        except BaseException as exc:
+            self._settle(journal_key, shared, exc)
+            raise
+        inner.add_done_callback(lambda f: self._settle(journal_key, shared, f))
+        return await self._wait(inner, lease, request)
+
+    def _settle(
+        self,
+        journal_key: str,
+        shared: asyncio.Future[Task],
+        outcome: Task | BaseException | asyncio.Future[Task],
+    ) -> None:
+        # Unregistered at once, not in a done callback: a later caller must never find a
+        # settled entry (a cancelled one would make it spin).
+        if self._sharing.get(journal_key) is shared:
+            del self._sharing[journal_key]
+        if shared.done():
+            return
+        if isinstance(outcome, asyncio.Future):
+            if outcome.cancelled():
+                shared.cancel()
+                return
+            error = outcome.exception()
+            outcome = outcome.result() if error is None else error
+        if isinstance(outcome, asyncio.CancelledError):
+            shared.cancel()
+        elif isinstance(outcome, BaseException):
+            shared.set_exception(outcome)
+        else:
+            shared.set_result(outcome)
+
+    async def _start(
+        self, request: ImageRequest, key: str | None, journal_key: str | None
+    ) -> tuple[asyncio.Future[Task], Lease]:
+        # Check, take a slot, then hand the create to a task of its own (see _wait).
+        driver, conn = self.conn.driver, self.conn
         callback: Registration | None = None
         sent = request
         if self.callbacks is not None and driver.supports_callback and request.callback_url is None:
@@ -92,6 +145,9 @@ class Submitter:
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self._running.add(inner)
         inner.add_done_callback(self._running.discard)
+        return inner, lease
+
+    async def _wait(self, inner: asyncio.Future[Task], lease: Lease, request: ImageRequest) -> Task:
         try:
             # Once sent, a cancelled caller must not abandon a task that may be running.
             return await asyncio.shield(inner)
@@ -100,11 +156,12 @@ class Submitter:
             if not inner.cancelled() or (current is not None and current.cancelling()):
                 raise
         # stop() ended the submit while this caller, not cancelled itself, waited for it.
+        name = self.conn.driver.name
         if lease.sent:
             raise SubmitOutcomeUnknownError(
-                f"the client closed while a submit to {driver.name} was in flight: it may "
-                "have been accepted",
-                provider=driver.name,
+                f"the client closed while a submit to {name} was in flight: it may have been "
+                "accepted",
+                provider=name,
                 request=request,
             )
         raise ClientClosedError("the client closed before this submit was sent")

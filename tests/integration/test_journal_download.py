@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -30,6 +31,51 @@ async def test_same_request_twice_is_one_task(tmp_path: Path) -> None:
     assert again.task_id == first.task_id
     assert again.urls == first.urls
     assert other.task_id != first.task_id
+    assert sim.stats.creates == 2
+
+
+async def test_identical_requests_at_once_share_one_task(tmp_path: Path) -> None:
+    """With a journal, identical requests submitted at once are one create, and every caller
+    gets its result (not a raw sqlite3.IntegrityError)."""
+    async with (
+        Simulator("apixo", latency=FAST) as sim,
+        nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, journal=tmp_path / "run.db"
+        ) as client,
+    ):
+        results = await asyncio.gather(*(client.generate("a cat") for _ in range(3)))
+        keyed = await asyncio.gather(
+            *(client.submit(nb.ImageRequest(prompt="a dog"), key="line-7") for _ in range(2))
+        )
+        dog = await keyed[1]
+    assert len({r.task_id for r in results}) == 1
+    assert keyed[0] is keyed[1]
+    assert dog.task_id == keyed[0].id
+    assert sim.stats.creates == 2
+
+
+async def test_a_joined_submit_goes_on_when_the_first_caller_gives_up(tmp_path: Path) -> None:
+    """The first of two identical submits is cancelled while waiting for a slot: the other
+    caller submits the request itself, once."""
+    async with (
+        Simulator("apixo", latency=FAST) as sim,
+        nb.Client(
+            "apixo",
+            api_key=sim.api_key,
+            base_url=sim.base_url,
+            journal=tmp_path / "run.db",
+            limits=nb.Limits(concurrent_tasks=1),
+        ) as client,
+    ):
+        busy = await client.submit(nb.ImageRequest(prompt="a cat"))
+        first = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a dog")))
+        second = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a dog")))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        await busy
+        dog = await (await second)
+    assert first.cancelled()
+    assert dog.request is not None
     assert sim.stats.creates == 2
 
 
