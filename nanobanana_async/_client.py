@@ -109,7 +109,9 @@ class Client:
         )
         self._callbacks = callbacks
         self._journal = JournalHooks.open(journal, self._settings) if journal else None
-        self._downloader = Downloader()
+        self._downloader = Downloader(
+            retry=self._settings.retry, clock=self._settings.clock, random=self._settings.random
+        )
         self._submitter: Submitter | None = None
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random as _random
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final
 
@@ -16,11 +18,13 @@ import aiohttp
 import anyio
 import anyio.to_thread
 
+from ._backoff import delay
+from ._clock import DEFAULT_CLOCK, Clock
+from ._config import RetryPolicy
 from ._errors import BadResponseError, StorageError
 from ._models import ImageResult
 
 MAX_IMAGE_BYTES: Final = 64 * 1024 * 1024
-_ATTEMPTS: Final = 3
 _CHUNK: Final = 64 * 1024
 
 
@@ -49,11 +53,24 @@ class Downloader:
         concurrency: downloads at once.
         max_bytes: a larger image is refused.
         timeout: seconds per download attempt.
+        retry: attempts per image and the backoff between them (the client's policy).
+        clock: what the backoff sleeps on (the client's).
+        random: jitter for the backoff.
     """
 
     def __init__(
-        self, *, concurrency: int = 8, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = 120.0
+        self,
+        *,
+        concurrency: int = 8,
+        max_bytes: int = MAX_IMAGE_BYTES,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        clock: Clock = DEFAULT_CLOCK,
+        random: Callable[[], float] = _random.random,
     ) -> None:
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._random = random
         self._semaphore = asyncio.Semaphore(concurrency)
         self._max_bytes = max_bytes
         self._timeout = timeout
@@ -83,14 +100,16 @@ class Downloader:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         last: BadResponseError | None = None
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(self._retry.attempts):
             try:
                 await self._stream(result, url, path)
             except BadResponseError as exc:
                 if not exc.retryable:
                     raise
                 last = exc
-                await asyncio.sleep(0.5 * 2**attempt)
+                if attempt + 1 < self._retry.attempts:
+                    wait = delay(attempt, self._retry, self._random)
+                    await self._clock.sleep_until(self._clock.now() + wait)
                 continue
             except OSError as exc:
                 raise StorageError(

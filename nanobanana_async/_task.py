@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Generator
 from typing import Any
 
+from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 
@@ -23,10 +24,13 @@ class Task:
     being tracked (it was paid for) until it finishes or its deadline passes.
     """
 
-    __slots__ = ("__weakref__", "_future", "_ref", "_request", "_status", "key")
+    __slots__ = ("__weakref__", "_clock", "_future", "_ref", "_request", "_status", "key")
 
-    def __init__(self, request: ImageRequest | None, key: str | None = None) -> None:
+    def __init__(
+        self, request: ImageRequest | None, key: str | None = None, clock: Clock = DEFAULT_CLOCK
+    ) -> None:
         self._request = request
+        self._clock = clock  # the client's: result(timeout=) waits on it, as the deadline does
         # The key it was submitted under (submit(key=) or an as_completed pair).
         self.key = key
         self._ref: TaskRef | None = None
@@ -83,16 +87,22 @@ class Task:
         """
         if timeout is None:
             return await asyncio.shield(self._future)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
-        except TimeoutError:
-            ref = self._ref
-            raise TaskTimeoutError(
-                f"not finished within {timeout} s; still tracked",
-                task_id=ref.task_id if ref else "",
-                provider=ref.provider if ref else "",
-                model=ref.model if ref else "",
-            ) from None
+        if not self._future.done():
+            alarm = asyncio.ensure_future(self._clock.sleep_until(self._clock.now() + timeout))
+            try:
+                # wait() never cancels the task's future, only stops waiting for it.
+                await asyncio.wait((self._future, alarm), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                alarm.cancel()
+        if self._future.done():
+            return self._future.result()
+        ref = self._ref
+        raise TaskTimeoutError(
+            f"not finished within {timeout} s; still tracked",
+            task_id=ref.task_id if ref else "",
+            provider=ref.provider if ref else "",
+            model=ref.model if ref else "",
+        )
 
     def __await__(self) -> Generator[Any, None, ImageResult]:
         return self.result().__await__()

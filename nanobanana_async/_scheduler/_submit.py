@@ -137,7 +137,7 @@ class Submitter:
             if callback is not None:
                 callback.discard()
             raise
-        task = Task(request, key)
+        task = Task(request, key, self.clock)
         intent = None
         if self.journal is not None and journal_key is not None:
             intent = Intent(self.journal.journal, journal_key, driver.name, sent)
@@ -322,7 +322,7 @@ class Submitter:
         """Track a task that was submitted earlier; ``model`` is the provider's id."""
         if self.closed():
             raise ClientClosedError("the client is closed")
-        task = Task(request)
+        task = Task(request, clock=self.clock)
         ref = TaskRef(self.conn.driver.name, task_id, model)
         task._accept(ref)
         # The task runs on the provider whether or not a slot is free, so it takes one even
@@ -348,7 +348,7 @@ class Submitter:
             self.journal.record_end(task, known.key)
             return task
         ref = TaskRef(self.conn.driver.name, known.task_id, known.model)
-        task = Task(known.request)
+        task = Task(known.request, clock=self.clock)
         task._accept(ref)
         if known.state == "failed":
             error = known.error or "failed (recorded in the journal)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 import nanobanana_async as nb
 from nanobanana_async._download import Downloader, safe_name
+from nanobanana_async.testing import FakeClock
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200_000  # several chunks: the body is streamed
 
@@ -96,3 +99,34 @@ def test_safe_name_keeps_untrusted_ids_inside_the_folder(raw: str, expected: str
     assert safe_name(raw) == expected
     assert "/" not in safe_name(raw)
     assert not safe_name(raw).startswith(".")
+
+
+async def test_retries_back_off_on_the_clients_clock_with_its_policy(tmp_path: Path) -> None:
+    """A failing image host is retried ``RetryPolicy.attempts`` times in all, the waits jittered
+    and slept on the injected clock (no real sleep), and the last error is raised."""
+    hits: list[float] = []
+    clock = FakeClock(0.0)
+
+    async def flaky(_: web.Request) -> web.Response:
+        hits.append(clock.now())
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/a.png", flaky)
+    policy = nb.RetryPolicy(attempts=4, base_delay=10.0, max_delay=100.0)
+    downloader = Downloader(retry=policy, clock=clock, random=lambda: 0.5)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        fetch = asyncio.ensure_future(
+            downloader.download(_result(str(server.make_url("/a.png"))), tmp_path / "a.png")
+        )
+        try:
+            while not fetch.done():
+                await clock.advance(1.0)
+                await asyncio.sleep(0.01)  # the real server answers on the real loop
+            with pytest.raises(nb.BadResponseError, match="HTTP 503"):
+                await fetch
+        finally:
+            await downloader.aclose()
+    assert len(hits) == 4
+    gaps = [round(b - a) for a, b in itertools.pairwise(hits)]
+    assert gaps == [5, 10, 20]  # 0.5 x 10 s x 2**attempt

@@ -11,7 +11,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._task import Task
-from nanobanana_async.testing import settle
+from nanobanana_async.testing import FakeClock, settle
 
 REQUEST = nb.ImageRequest(prompt="a cat")
 REF = nb.TaskRef("apixo", "t1", "nano-banana-2")
@@ -126,3 +126,24 @@ async def test_a_waiter_timeout_raises_with_the_id_and_keeps_the_task() -> None:
     done = result()
     task._resolve(done, None)
     assert await task.result(timeout=0) is done
+
+
+async def test_a_waiter_timeout_runs_on_the_clients_clock() -> None:
+    """result(timeout=) waits on the injected clock: a fake clock decides when it runs out, so
+    scenario tests never wait in real time."""
+    clock = FakeClock(100.0)
+    task = Task(REQUEST, clock=clock)
+    task._accept(REF)
+    waiter = asyncio.ensure_future(task.result(timeout=30))
+    await clock.advance(29.0)
+    assert not waiter.done()
+    await clock.advance(1.0)
+    await settle()
+    assert waiter.done()
+    with pytest.raises(nb.TaskTimeoutError):
+        await waiter
+    early = asyncio.ensure_future(task.result(timeout=30))
+    await clock.advance(5.0)
+    done = result()
+    task._resolve(done, None)
+    assert await early is done
