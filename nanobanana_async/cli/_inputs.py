@@ -103,7 +103,9 @@ def read_requests(
                 by_problem.setdefault(error, []).append(index)
             continue
         requests.append((index, request))
-    problems.extend(f"{_lines(numbers)}: {error}" for error, numbers in by_problem.items())
+    problems.extend(
+        f"{_lines(numbers, len(rows))}: {error}" for error, numbers in by_problem.items()
+    )
     if problems:
         raise InputError(problems)
     if not requests:
@@ -114,9 +116,11 @@ def read_requests(
 SUFFIXES: Final = (".txt", ".json", ".jsonl", ".csv")
 
 
-def _lines(numbers: list[int]) -> str:
+def _lines(numbers: list[int], rows: int) -> str:
     if len(numbers) == 1:
         return f"line {numbers[0]}"
+    if len(numbers) == rows:
+        return f"every prompt ({rows})"  # a bad option, such as --aspect-ratio 7:5
     shown = ", ".join(map(str, numbers[:5]))
     more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
     return f"lines {shown}{more}"

@@ -138,8 +138,12 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
     """
     spec = driver.model_spec(request.model)
     if spec is None:
+        offered = ", ".join(m for m in CANONICAL_MODELS if driver.model_spec(m) is not None)
         raise InvalidRequestError(
-            [f"model {request.model!r} is not offered by {driver.name} @ $.model"]
+            [
+                f"model {request.model!r} is not offered by {driver.name} "
+                f"(offered: {offered}) @ $.model"
+            ]
         )
     errors: list[str] = []
     where = f"{driver.name} {request.model}"
@@ -154,8 +158,10 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
                 f"(allowed: {allowed}) @ $.resolution"
             )
     if request.aspect_ratio is not None and request.aspect_ratio not in spec.aspect_ratios:
+        allowed = ", ".join(sorted(spec.aspect_ratios, key=_ratio_order))
         errors.append(
-            f"aspect ratio {request.aspect_ratio!r} not supported by {where} @ $.aspect_ratio"
+            f"aspect ratio {request.aspect_ratio!r} not supported by {where} "
+            f"(allowed: {allowed}) @ $.aspect_ratio"
         )
     if spec.max_images is not None and len(request.image_urls) > spec.max_images:
         errors.append(
@@ -172,9 +178,10 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
         if not spec.output_formats:
             errors.append(f"{where} takes no output format @ $.output_format")
         elif fmt not in spec.output_formats:
+            allowed = ", ".join(sorted(spec.output_formats))
             errors.append(
                 f"output format {request.output_format!r} not supported by {where} "
-                "@ $.output_format"
+                f"(allowed: {allowed}) @ $.output_format"
             )
     if request.google_search and not spec.google_search:
         errors.append(f"{where} offers no Google Search grounding @ $.google_search")
@@ -187,6 +194,14 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
     if errors:
         raise InvalidRequestError(errors)
     return spec
+
+
+def _ratio_order(ratio: str) -> tuple[int, float, str]:
+    # Narrowest to widest (9:16 … 1:1 … 21:9), then words such as "auto".
+    width, _, height = ratio.partition(":")
+    if width.isdigit() and height.isdigit() and int(height) > 0:
+        return (0, int(width) / int(height), ratio)
+    return (1, 0.0, ratio)
 
 
 def looks_like_content_policy(code: object, message: object) -> bool:

@@ -55,8 +55,35 @@ def test_one_message_per_distinct_problem(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         _read(path, aspect_ratio="7:5")
     assert len(info.value.lines) == 1
-    assert "lines 1, 2, 3, 4, 5 and 195 more" in info.value.lines[0]
-    assert "'7:5'" in info.value.lines[0]
+    assert info.value.lines[0].startswith("every prompt (200): aspect ratio '7:5' not supported")
+    assert (
+        "(allowed: 1:8, 1:4, 9:16, 2:3, 3:4, 4:5, 1:1, 5:4, 4:3, 3:2, 16:9" in info.value.lines[0]
+    )
+
+
+def test_a_problem_of_some_rows_names_them(tmp_path: Path) -> None:
+    """A problem shared by some rows names the first five of them and counts the rest."""
+    path = tmp_path / "p.csv"
+    rows = [f"prompt {i},{'7:5' if i % 2 else '1:1'}\n" for i in range(20)]
+    path.write_text("prompt,aspect_ratio\n" + "".join(rows))
+    with pytest.raises(InputError) as info:
+        _read(path)
+    assert info.value.lines[0].startswith("lines 3, 5, 7, 9, 11 and 5 more: aspect ratio '7:5'")
+
+
+@pytest.mark.parametrize(
+    ("fields", "allowed"),
+    [
+        ({"model": "nano-banana-pro"}, "(offered: nano-banana, nano-banana-2)"),
+        ({"output_format": "gif"}, "(allowed: jpeg, png)"),
+        ({"resolution": "8K"}, "(allowed: 1K, 2K, 4K)"),
+    ],
+)
+def test_validation_errors_list_the_allowed_values(fields: dict[str, str], allowed: str) -> None:
+    """Every refused value comes with the values this provider and model accept."""
+    with pytest.raises(nb.InvalidRequestError) as info:
+        _check(nb.ImageRequest.from_mapping({"prompt": "a cat", **fields}))
+    assert allowed in info.value.errors[0]
 
 
 @pytest.mark.parametrize(
