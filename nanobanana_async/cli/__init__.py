@@ -13,9 +13,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import anyio
 import anyio.to_thread
@@ -32,6 +32,7 @@ from .._errors import (
     NanoBananaError,
     NotSupportedError,
     SubmitOutcomeUnknownError,
+    TransportError,
 )
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
@@ -44,15 +45,41 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nanobanana", description="Generate Nano Banana images from the command line."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback on errors (for bug reports)"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def request_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -97,9 +124,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="refuse to start when the account's balance is below N (crun, apixo, local)",
     )
-    batch.add_argument("--requests", type=int, default=10_000, help="requests per window")
-    batch.add_argument("--per", type=float, default=60.0, help="window in seconds")
-    batch.add_argument("--concurrent", type=int, default=1_000, help="tasks at once")
+    batch.add_argument(
+        "--requests", type=_positive(int), default=10_000, help="requests per window"
+    )
+    batch.add_argument("--per", type=_positive(float), default=60.0, help="window in seconds")
+    batch.add_argument("--concurrent", type=_positive(int), default=1_000, help="tasks at once")
     batch.add_argument(
         "--coordinator",
         default=None,
@@ -117,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
         "--model", default=None, help="the task's model (needed for apixo; default nano-banana-2)"
     )
     status.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
-    status.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the end")
+    status.add_argument(
+        "--wait", type=_positive(float), default=30.0, help="seconds to wait for the end"
+    )
 
     resume = commands.add_parser("resume", help="wait for the unfinished tasks of a journal")
     resume.add_argument(
@@ -134,9 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=[p for p in PROVIDERS if p != "local"],
         help="wire protocol to serve (apixo)",
     )
-    simulate.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (8080)")
+    simulate.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (8080)")
     simulate.add_argument("--api-key", default=None, help="key to accept (random if unset)")
-    simulate.add_argument("--median", type=float, default=2.0, help="median task seconds (2)")
+    simulate.add_argument(
+        "--median", type=_positive(float), default=2.0, help="median task seconds (2)"
+    )
     return parser
 
 
@@ -173,13 +206,14 @@ def _defaults(args: argparse.Namespace) -> dict[str, object]:
 async def _generate(args: argparse.Namespace) -> int:
     provider = _provider(args.provider)
     async with Client(provider) as client:
-        result = await client.generate(
-            args.prompt,
-            model=args.model or "nano-banana-2",
-            resolution=args.resolution,
-            aspect_ratio=args.aspect_ratio,
-            image_urls=args.image_urls,
-        )
+        with _naming(client):
+            result = await client.generate(
+                args.prompt,
+                model=args.model or "nano-banana-2",
+                resolution=args.resolution,
+                aspect_ratio=args.aspect_ratio,
+                image_urls=args.image_urls,
+            )
         paths = await client.download(result, args.output)
     size = sum(p.stat().st_size for p in paths)
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
@@ -268,6 +302,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
     client = Client(provider, limits=limits, journal=journal, coordinator=args.coordinator)
+    args.interrupted_journal, args.interrupted_provider = journal, provider
     try:
         requests = await anyio.to_thread.run_sync(
             read_requests, args.prompts, _defaults(args), client.validate
@@ -322,7 +357,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
 
     async with client:
         if args.min_balance is not None:
-            balance = await client.balance()
+            with _naming(client):
+                balance = await client.balance()
             if balance.credits < args.min_balance:
                 raise InputError(
                     [
@@ -396,16 +432,18 @@ async def _prepare_journal(journal: Path, provider: str, keys: list[str], resubm
             # re-attaching would poll them (404) forever. Refused rather than silently redone.
             open_ = [e for e in await book.entries() if e.state not in ("succeeded", "failed")]
             if open_:
-                raise InputError(
-                    [
-                        f"{journal} holds {len(open_)} unfinished task(s) of the local "
-                        "simulator, which ended with its process: they cannot be resumed; "
-                        "remove the journal (local costs nothing) or use another --out"
-                    ]
-                )
+                raise InputError([_local_gone(journal, len(open_))])
         return await book.drop_unknown(keys) if resubmit else 0
     finally:
         await book.aclose()
+
+
+def _local_gone(journal: Path, count: int) -> str:
+    return (
+        f"{journal} holds {count} unfinished task(s) of the local simulator, which ended with "
+        "its process: they cannot be resumed; remove the journal (local costs nothing) or use "
+        "another --out"
+    )
 
 
 # Submits in progress at once: enough to keep the ledger's pace, few enough that when the
@@ -473,7 +511,8 @@ async def _balance(args: argparse.Namespace) -> int:
     provider = _provider(args.provider)
     async with Client(provider) as client:
         try:
-            balance = await client.balance()
+            with _naming(client):
+                balance = await client.balance()
         except NotSupportedError as exc:
             sys.stderr.write(f"error: {exc}\n")
             return EXIT_USAGE
@@ -519,6 +558,8 @@ async def _resume(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     open_entries = [e for e in entries if e.state == "submitted"]
     unknown = [e for e in entries if e.state in ("intent", "unknown")]
+    if provider == "local" and open_entries:
+        raise InputError([_local_gone(args.journal, len(open_entries))])
     for entry in unknown:
         sys.stderr.write(
             f"line {_line_of(entry.key)}: submit outcome unknown, not resubmitted "
@@ -536,6 +577,7 @@ async def _resume(args: argparse.Namespace) -> int:
                 row = json.loads(text)
                 rows[int(row["line"])] = row
     failed = 0
+    args.interrupted_journal, args.interrupted_provider = args.journal, provider
     async with Client(provider, base_url=base_url, journal=args.journal) as client:
         async for task in client.as_completed((e.key, e.request) for e in open_entries):
             assert task.key is not None
@@ -567,6 +609,19 @@ async def _resume(args: argparse.Namespace) -> int:
     return EXIT_OK if not failed and not unknown else EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _naming(client: Client) -> Iterator[None]:
+    """A failure to reach the provider names the provider and the URL tried."""
+    try:
+        yield
+    except TransportError as exc:
+        raise _UnreachableError(f"{client.provider} at {client.base_url}: {exc}") from None
+
+
+class _UnreachableError(Exception):
+    """The provider could not be reached (exit 1)."""
+
+
 def _input_problems(path: Path, exc: InputError | OSError | UnicodeDecodeError) -> list[str]:
     if isinstance(exc, InputError):
         return [f"{path}: {line}" for line in exc.lines]
@@ -588,6 +643,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    # What a rerun does; set by the commands that keep a journal, once it is open.
+    journal: Path | None = getattr(args, "interrupted_journal", None)
+    if journal is None:
+        return ""
+    if getattr(args, "interrupted_provider", None) == "local":
+        return (
+            ": the local simulator's unfinished tasks ended with it; "
+            f"remove {journal} to start again"
+        )
+    return ": run the same command again to resume from the journal"
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.command == "simulate":
         from ..testing.__main__ import main as simulate
@@ -604,6 +672,8 @@ def _main(args: argparse.Namespace) -> int:
                 raise InputError([f"--output {output}: not a file path"])
             return asyncio.run(_generate(args))
         if args.command == "batch":
+            if args.out.exists() and not args.out.is_dir():
+                raise InputError([f"--out {args.out}: not a folder"])
             return asyncio.run(_batch(args, console))
         if args.command == "status":
             return asyncio.run(_status(args))
@@ -615,8 +685,11 @@ def _main(args: argparse.Namespace) -> int:
             sys.stderr.write(f"error: {line}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted: run the same command again to resume from the journal\n")
+        sys.stderr.write(f"interrupted{_after_interrupt(args)}\n")
         return EXIT_INTERRUPTED
+    except _UnreachableError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_FAILED
     except NanoBananaError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED

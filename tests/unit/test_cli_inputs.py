@@ -222,3 +222,77 @@ async def test_local_batch_with_unfinished_tasks_is_refused(
     prompts.write_text("a cat\n")
     assert await _main_in_thread(["batch", str(prompts), "--out", str(out)]) == 2
     assert "unfinished task(s) of the local simulator" in capsys.readouterr().err
+    # resume says the same instead of polling a simulator that is gone (404 for each task).
+    assert await _main_in_thread(["resume", "--journal", str(out / "journal.db")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "unfinished task(s) of the local simulator" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["batch", "p.txt", "--out", "o", "--requests", "0"], "argument --requests: must be"),
+        (["batch", "p.txt", "--out", "o", "--per", "abc"], "argument --per: not a number"),
+        (["batch", "p.txt", "--out", "o", "--concurrent", "-5"], "argument --concurrent: must"),
+        (["batch", "p.txt", "--out", "o", "--provider", "nope"], "argument --provider: invalid"),
+        (["status", "t1", "--wait", "-1"], "argument --wait: must be positive"),
+        (["simulate", "--port", "70000"], "argument --port: not a port (0-65535)"),
+        (["simulate", "--median", "0"], "argument --median: must be positive"),
+        (["generate"], "the following arguments are required: prompt"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """A bad option value is one line naming the option (not the whole usage), exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert expected in err[0]
+
+
+def test_out_that_is_a_file_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch --out FILE` is one line and exit 2 (it was a FileExistsError, exit 1)."""
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "local")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(prompts)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {prompts}: not a folder"]
+
+
+def test_an_unreachable_provider_is_named_with_its_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection failure says which provider and URL were tried; exit 1."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    assert main(["balance", "--provider", "crun"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: crun at http://127.0.0.1:9: could not connect")
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        (None, "interrupted"),
+        ("apixo", "interrupted: run the same command again to resume from the journal"),
+        ("local", "interrupted: the local simulator's unfinished tasks ended with it; remove"),
+    ],
+)
+def test_the_interrupted_line_says_what_a_rerun_does(provider: str | None, expected: str) -> None:
+    """Ctrl-C's one line promises a resume only where a rerun resumes (not local, not generate)."""
+    import argparse
+
+    from nanobanana_async.cli import _after_interrupt
+
+    args = argparse.Namespace()
+    if provider is not None:
+        args.interrupted_journal, args.interrupted_provider = Path("out/journal.db"), provider
+    assert f"interrupted{_after_interrupt(args)}".startswith(expected)
