@@ -30,25 +30,21 @@ paths (``try_take_request``) then serve from a small batch of grants taken ahead
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import collections
-import heapq
-import itertools
 import logging
 import math
-import uuid
-import weakref
 from typing import Final
 
 import attrs
 
 from .._clock import Clock
 from .._config import Limits
-from .._errors import NanoBananaError
 from .._limits import Gcra, pacing
+from ._slots import Lease, Slots
 
 _log = logging.getLogger("nanobanana_async")
+
+__all__ = ("DEFAULT_HORIZON", "Lease", "Ledger", "Slots")
 
 DEFAULT_HORIZON: Final = 300.0
 """Seconds a slot of unknown fate is held before any latency is learned (5 minutes)."""
@@ -58,217 +54,6 @@ _RATE_MARGIN: Final = 0.95  # of what the account showed, after a window 429
 _BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
 _QUIET_PERIODS: Final = 3  # windows without a 429 before the limits start to climb back
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
-
-
-@attrs.define(eq=False)
-class Lease:
-    """One slot, held by ``owner`` (a client) until released or its horizon passes.
-
-    ``id`` names it in a shared ledger: the journal key when there is one, so a restarted
-    process finds its leases again.
-    """
-
-    owner: object
-    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
-    held: bool = True
-    sent: bool = False
-
-
-class Slots:
-    """The concurrent-task cap: first come, first served, leases released exactly once.
-
-    A lease is granted when a caller may prepare a create, and *admitted* right before its
-    create is sent: at most ``cap`` admitted leases at once, so a cap lowered by a 429 holds
-    back creates already granted, not only new callers. A waiter costs one future.
-    """
-
-    def __init__(self, cap: int, clock: Clock) -> None:
-        self.cap = cap
-        self.held = 0
-        self.sent = 0
-        self.peak = 0
-        self._clock = clock
-        self._waiters: collections.deque[tuple[asyncio.Future[Lease], object, str | None]] = (
-            collections.deque()
-        )
-        self.closed: weakref.WeakKeyDictionary[object, NanoBananaError] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
-        self._timed: list[tuple[float, int, Lease]] = []
-        self._seq = itertools.count()
-        self._timer: asyncio.Task[None] | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a slot."""
-        waiting = sum(1 for future, _, _ in self._waiters if not future.done())
-        return waiting + sum(1 for future, _ in self._admits if not future.done())
-
-    def try_admit(self, lease: Lease) -> bool:
-        """Admit ``lease`` now if fewer than ``cap`` creates are out; False otherwise."""
-        if lease.sent:
-            return True
-        if self.sent < self.cap and not self._admits:
-            self._mark(lease)
-            return True
-        return False
-
-    async def admit(self, lease: Lease) -> bool:
-        """Wait until ``lease``'s create may be sent (fewer than ``cap`` creates out).
-
-        Returns:
-            True when it was admitted at once, False when it had to wait.
-
-        Raises:
-            NanoBananaError: what :meth:`fail` hands the waiters of ``lease.owner``.
-        """
-        if self.try_admit(lease):
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._admits.append((future, lease))
-        self._ensure_timer()
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.refused(lease)
-            raise
-        return False
-
-    def refused(self, lease: Lease) -> None:
-        """The create of ``lease`` was refused (nothing created): it no longer counts as out."""
-        if lease.sent:
-            lease.sent = False
-            self.sent -= 1
-            self._wake()
-
-    def _mark(self, lease: Lease) -> None:
-        lease.sent = True
-        self.sent += 1
-        self.peak = max(self.peak, self.sent)
-
-    def try_acquire(self, owner: object, lease_id: str | None = None) -> Lease | None:
-        """A slot now, or None when none is free (or others wait first)."""
-        self._expire()
-        if self.held >= self.cap or self._waiters:
-            return None
-        return self._grant(owner, lease_id)
-
-    async def acquire(self, owner: object, lease_id: str | None = None) -> Lease:
-        """Wait for a slot, in arrival order.
-
-        Raises:
-            NanoBananaError: what :meth:`fail` hands the waiters of ``owner`` (a closed client).
-        """
-        lease = self.try_acquire(owner, lease_id)
-        if lease is not None:
-            return lease
-        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, owner, lease_id))
-        self._ensure_timer()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # Granted in the same tick the caller was cancelled: hand the slot back.
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.release(future.result())
-            raise
-
-    def release(self, lease: Lease) -> None:
-        """Free ``lease`` now (a second release of the same lease does nothing)."""
-        if lease.held:
-            lease.held = False
-            self.held -= 1
-            if lease.sent:
-                lease.sent = False
-                self.sent -= 1
-            self._wake()
-
-    def hold_until(self, lease: Lease, horizon: float) -> None:
-        """Keep ``lease`` until ``horizon`` (monotonic), then free it by itself."""
-        if not lease.held:
-            return
-        if horizon <= self._clock.now():
-            self.release(lease)
-            return
-        heapq.heappush(self._timed, (horizon, next(self._seq), lease))
-        self._ensure_timer()
-
-    def take(self, owner: object, lease_id: str | None = None) -> Lease:
-        """A sent slot now, even over the cap: for a task that already runs on the provider (a
-        resumed or re-attached one), which uses a slot whether or not one is free."""
-        self._expire()
-        lease = self._grant(owner, lease_id)
-        self._mark(lease)
-        return lease
-
-    def set_cap(self, cap: int) -> None:
-        """Move the cap; waiters are served if it rose."""
-        self.cap = max(1, cap)
-        self._wake()
-
-    def fail(self, owner: object, error: NanoBananaError) -> None:
-        """Fail every waiter of ``owner`` with ``error`` (its client closed)."""
-        self.closed[owner] = error
-        kept: collections.deque[tuple[asyncio.Future[Lease], object, str | None]] = (
-            collections.deque()
-        )
-        for future, who, lease_id in self._waiters:
-            if who is owner:
-                if not future.done():
-                    future.set_exception(error)
-            else:
-                kept.append((future, who, lease_id))
-        self._waiters = kept
-        admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
-        for waiter, lease in self._admits:
-            if lease.owner is owner:
-                if not waiter.done():
-                    waiter.set_exception(error)
-            else:
-                admits.append((waiter, lease))
-        self._admits = admits
-
-    async def aclose(self) -> None:
-        """Stop the horizon timer (the process is done with this account)."""
-        if self._timer is not None:
-            timer, self._timer = self._timer, None
-            timer.cancel()
-            await asyncio.gather(timer, return_exceptions=True)
-
-    def _ensure_timer(self) -> None:
-        # Only a horizon can free a slot when every other lease is out of reach.
-        if self._timed and (self._timer is None or self._timer.done()):
-            self._timer = asyncio.get_running_loop().create_task(
-                self._run_timer(), name="nanobanana-slot-horizons"
-            )
-
-    def _grant(self, owner: object, lease_id: str | None) -> Lease:
-        self.held += 1
-        return Lease(owner) if lease_id is None else Lease(owner, lease_id)
-
-    def _wake(self) -> None:
-        while self._admits and self.sent < self.cap:
-            waiter, lease = self._admits.popleft()
-            if not waiter.done() and lease.held:
-                self._mark(lease)
-                waiter.set_result(None)
-        while self._waiters and self.held < self.cap:
-            future, owner, lease_id = self._waiters.popleft()
-            if not future.done():
-                future.set_result(self._grant(owner, lease_id))
-
-    def _expire(self) -> None:
-        now = self._clock.now()
-        while self._timed and self._timed[0][0] <= now:
-            _, _, lease = heapq.heappop(self._timed)
-            self.release(lease)
-
-    async def _run_timer(self) -> None:
-        while self._timed:
-            await self._clock.sleep_until(self._timed[0][0])
-            self._expire()
 
 
 class Ledger:

@@ -29,7 +29,6 @@ admission gets :class:`CoordinatorUnavailableError` after ``Timeouts.coordinator
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
@@ -39,88 +38,27 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._clock import Clock
 from .._config import Limits
-from .._errors import ConfigurationError, CoordinatorUnavailableError
+from .._errors import CoordinatorUnavailableError
 from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
+from ._redis_store import POLL_MIN, RedisStore, account_prefix, connect, slack
+
+__all__ = ("RedisLedger", "RedisSlots", "account_prefix", "connect", "ledger_factory")
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 _log = logging.getLogger("nanobanana_async")
 
-_SLACK_MIN: Final = 0.5
 _TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait before it is sent
 _BATCH_MAX: Final = 32
-_POLL_MIN: Final = 0.01
 _POLL_MAX: Final = 0.1
 _FLUSH_EVERY: Final = 0.02
 _LIMITS_TTL: Final = 3600
 
+
 # KEYS: win, pause, limits, epoch. ARGV: wanted, requests, per, margin, member prefix, slack,
 # a new epoch. The epoch names this Redis's memory of the account: a new one after a restart.
 # Returns {granted, "now", "wait"}: granted > 0 with the server time, or 0 and how long to wait.
-_GRANT: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local epoch = redis.call('GET', KEYS[4])
-if not epoch then
-  epoch = ARGV[7]
-  redis.call('SET', KEYS[4], epoch)
-end
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > now then return {0, tostring(now), tostring(pause - now), 0, epoch} end
-local requests = tonumber(redis.call('HGET', KEYS[3], 'requests') or ARGV[2])
-local per = tonumber(redis.call('HGET', KEYS[3], 'per') or ARGV[3]) + tonumber(ARGV[6])
-local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[4]))))
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
-local count = redis.call('ZCARD', KEYS[1])
-local free = budget - count
-if free <= 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], count - budget, count - budget, 'WITHSCORES')
-  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), count, epoch}
-end
-local granted = math.min(tonumber(ARGV[1]), free)
-local seq = redis.call('INCRBY', KEYS[1] .. ':seq', granted)
-for i = 1, granted do
-  redis.call('ZADD', KEYS[1], now, ARGV[5] .. (seq - i))
-end
-redis.call('PEXPIRE', KEYS[1] .. ':seq', math.ceil(per * 1000) + 60000)
-redis.call('PEXPIRE', KEYS[1], math.ceil(per * 1000) + 1000)
-return {granted, tostring(now), '0', count + granted, epoch}
-"""
-
-# KEYS: slots, limits. ARGV: lease id, cap, expiry delta, force (1: admit over the cap).
-# Returns {admitted, "now"}; a lease already admitted keeps its place (re-attach).
-_ADMIT: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local expiry = now + tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[1])
-  return {1, tostring(now)}
-end
-local cap = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[2])
-if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < cap then
-  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-  return {1, tostring(now)}
-end
-return {0, tostring(now)}
-"""
-
-
-def _slack(limits: Limits) -> float:
-    # A grant is counted from when Redis gives it, the provider counts the request when it
-    # arrives, later: after a wait for a pooled connection, a busy event loop, the network.
-    # Counting each grant this much longer keeps our window a superset of the provider's.
-    return max(_SLACK_MIN, limits.safety_margin * limits.per)
-
-
-def account_prefix(provider: str, base_url: str, key: str | None) -> str:
-    """The Redis key prefix of an account: a hash of provider, base URL and API key."""
-    digest = hashlib.sha256("\0".join((provider, base_url, key or "")).encode()).hexdigest()
-    return f"nanobanana:{digest[:32]}"
-
-
 def ledger_factory(
     url: str, prefix: str, limits: Limits, clock: Clock, max_wait: float
 ) -> Callable[[], RedisLedger]:
@@ -132,110 +70,10 @@ def ledger_factory(
     return make
 
 
-def connect(url: str) -> Redis:
-    """A redis-py asyncio client for ``url`` (nothing is sent until first use).
-
-    Raises:
-        ConfigurationError: the ``redis`` extra is missing, or ``url`` is not a Redis URL.
-    """
-    try:
-        from redis.asyncio import Redis
-    except ImportError:
-        raise ConfigurationError(
-            "coordinator= needs redis-py: pip install 'nanobanana-async[redis]'"
-        ) from None
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigurationError("coordinator must be a redis://, rediss:// or unix:// URL")
-    try:
-        return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    except ValueError as exc:
-        raise ConfigurationError(f"coordinator URL is not valid: {exc}") from None
-
-
-class _Redis:
-    """The scripts, the clock offset and the fail-closed retry around one Redis client."""
-
-    def __init__(self, redis: Redis, prefix: str, clock: Clock, max_wait: float) -> None:
-        self.redis = redis
-        self.prefix = prefix
-        self.clock = clock
-        self.max_wait = max_wait
-        self.offset = 0.0  # Redis server time minus our monotonic clock
-        self.round_trips = 0
-        self.window_count = 0  # grants in the shared window at the last grant
-        self.epoch: bytes | None = None
-        self.on_restart: list[Callable[[], None]] = []
-        self._grant = redis.register_script(_GRANT)
-        self._admit = redis.register_script(_ADMIT)
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}:{name}"
-
-    def server_time(self, monotonic: float) -> float:
-        return monotonic + self.offset
-
-    async def call(self, what: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``what``; while Redis fails, retry with backoff up to ``max_wait`` seconds."""
-        give_up = self.clock.now() + self.max_wait
-        delay = _POLL_MIN
-        while True:
-            try:
-                self.round_trips += 1
-                return await what()
-            except Exception as exc:
-                if self.clock.now() + delay > give_up:
-                    raise CoordinatorUnavailableError(
-                        f"the coordinator (Redis) did not answer for {self.max_wait:g} s "
-                        f"({type(exc).__name__}); nothing was sent"
-                    ) from None
-                await self.clock.sleep_until(self.clock.now() + delay)
-                delay = min(1.0, delay * 2)
-
-    def note_now(self, server_now: bytes) -> None:
-        self.offset = float(server_now) - self.clock.now()
-
-    async def grant(self, wanted: int, limits: Limits, member: str) -> tuple[int, float]:
-        keys = [self.key("win"), self.key("pause"), self.key("limits"), self.key("epoch")]
-        args: list[str | int | float] = [
-            wanted,
-            limits.requests,
-            limits.per,
-            limits.safety_margin,
-            member,
-            _slack(limits),
-            uuid.uuid4().hex,
-        ]
-        reply = await self.call(lambda: self._grant(keys=keys, args=args))
-        granted, now, wait, count, epoch = reply
-        self.note_now(now)
-        self.window_count = int(count)
-        if self.epoch is not None and epoch != self.epoch:
-            # Redis restarted and forgot the window, while the provider still counts what
-            # was sent before: hold every process back for one window, and write our
-            # running tasks' leases back.
-            self.epoch = epoch
-            hold = limits.per + _slack(limits)
-            pause_key = self.key("pause")
-            until = repr(float(now) + hold)
-            await self.call(lambda: self.redis.set(pause_key, until, px=math.ceil(hold * 1000)))
-            for listener in self.on_restart:
-                listener()
-            return 0, hold
-        self.epoch = epoch
-        return int(granted), float(wait)
-
-    async def admit(self, lease_id: str, cap: int, expiry: float, *, force: bool) -> bool:
-        keys = [self.key("slots"), self.key("limits")]
-        args: list[str | int | float] = [lease_id, cap, expiry, "1" if force else "0"]
-        admitted, now = await self.call(lambda: self._admit(keys=keys, args=args))
-        self.note_now(now)
-        return bool(int(admitted))
-
-
 class RedisSlots(Slots):
     """Slots whose admissions are shared through Redis; grants and waiting stay local."""
 
-    def __init__(self, cap: int, clock: Clock, store: _Redis) -> None:
+    def __init__(self, cap: int, clock: Clock, store: RedisStore) -> None:
         super().__init__(cap, clock)
         self._store = store
         self._ops: list[tuple[str, str, float]] = []
@@ -252,7 +90,7 @@ class RedisSlots(Slots):
         # costs one round trip per try, not one per waiting caller.
         immediate = not self._admitting.locked()
         async with self._admitting:
-            delay = _POLL_MIN
+            delay = POLL_MIN
             while True:
                 closed = self.closed.get(lease.owner)
                 if closed is not None:
@@ -346,7 +184,7 @@ class RedisLedger(Ledger):
         self, limits: Limits, clock: Clock, *, redis: Redis, prefix: str, max_wait: float
     ) -> None:
         super().__init__(limits, clock)
-        self.store = _Redis(redis, prefix, clock, max_wait)
+        self.store = RedisStore(redis, prefix, clock, max_wait)
         self.slots = RedisSlots(limits.concurrent_tasks, clock, self.store)
         self._member = f"{uuid.uuid4().hex[:12]}:"
         self._tokens: list[float] = []  # monotonic times batch grants were given
@@ -367,14 +205,14 @@ class RedisLedger(Ledger):
             if granted:
                 return
             now = self._clock.now()
-            await self._clock.sleep_until(now + max(_POLL_MIN, min(wait, 1.0)))
+            await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
 
     def try_take_request(self, now: float) -> bool:
         if self.gcra.is_paused(now):
             return False
         # A grant counts in the shared window from when it was given, the provider counts the
         # request when it arrives: the wait must stay well inside the slack the window adds.
-        ttl = min(_TOKEN_TTL, _slack(self.effective) / 2)
+        ttl = min(_TOKEN_TTL, slack(self.effective) / 2)
         while self._tokens and self._tokens[0] < now - ttl:
             self._tokens.pop(0)  # the window may have forgotten it: never send on it
         if self._tokens:
@@ -392,7 +230,7 @@ class RedisLedger(Ledger):
         now = self._clock.now()
         if self._tokens:
             return max(now, self.gcra.paused_until)
-        return max(now + _POLL_MIN, self._blocked_until, self.gcra.paused_until)
+        return max(now + POLL_MIN, self._blocked_until, self.gcra.paused_until)
 
     async def _take_batch(self) -> None:
         try:
