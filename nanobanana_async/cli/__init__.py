@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
+import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -222,34 +225,107 @@ async def _generate(args: argparse.Namespace) -> int:
 
 @attrs.define
 class BatchState:
-    """What the progress display shows."""
+    """What the progress display shows, counted from the batch's own events (pure: every
+    time is passed in).
+
+    Each prompt moves forward only: waiting → running (accepted) → downloading (finished)
+    → done, or → failed / not submitted from any step; so ``submitted``, ``done`` and
+    ``failed`` never go backwards.
+    """
 
     total: int
     started: float
+    submitted: int = 0
+    running: int = 0
+    downloading: int = 0
     done: int = 0
     failed: int = 0
-    running: int = 0
+    skipped: int = 0
     requests_in_window: int = 0
     request_limit: int = 0
+    _accepted_at: dict[int, float] = attrs.field(factory=dict)
+    _last_accept: float = attrs.field(default=-math.inf)
+    _ended: collections.deque[float] = attrs.field(factory=lambda: collections.deque(maxlen=500))
+    _durations: collections.deque[float] = attrs.field(
+        factory=lambda: collections.deque(maxlen=200)
+    )
+
+    def accepted(self, line: int, now: float) -> None:
+        """The provider accepted the prompt's task (or the journal re-attached it)."""
+        self.submitted += 1
+        self.running += 1
+        self._accepted_at[line] = now
+        self._last_accept = now
+
+    def finished(self, line: int, now: float) -> None:
+        """Its task succeeded; its images are downloading."""
+        self.running -= 1
+        self.downloading += 1
+        accepted = self._accepted_at.pop(line, None)
+        if accepted is not None:
+            self._durations.append(now - accepted)
+
+    def saved(self, now: float, *, ok: bool) -> None:
+        """Its download ended: done, or failed (a full disk, an expired URL)."""
+        self.downloading -= 1
+        self._end(now, ok=ok)
+
+    def task_failed(self, line: int, now: float) -> None:
+        """Its task failed or timed out after it was accepted."""
+        self.running -= 1
+        self._accepted_at.pop(line, None)
+        self._end(now, ok=False)
+
+    def refused(self, now: float) -> None:
+        """Its submit failed (refused, or of unknown outcome)."""
+        self._end(now, ok=False)
+
+    def not_submitted(self) -> None:
+        """Not sent: the account ran out of credits."""
+        self.skipped += 1
+
+    def _end(self, now: float, *, ok: bool) -> None:
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        self._ended.append(now)
 
     def eta(self, now: float) -> str:
-        """Remaining time at the rate so far, or ``-``."""
-        finished = self.done + self.failed
-        if not finished or finished >= self.total:
+        """Time left: the prompts left at the rate they recently ended, and never less than
+        a typical task's duration after the last accept (the tail still running).
+
+        ``-`` before any prompt ended and once none is left.
+        """
+        left = self.total - self.done - self.failed - self.skipped
+        if left <= 0 or not self._ended:
             return "-"
-        seconds = (now - self.started) / finished * (self.total - finished)
+        since = max(self.started, now - ETA_WINDOW)
+        recent = sum(1 for t in self._ended if t > since)
+        if not recent:  # nothing ended lately: the whole run's rate
+            since, recent = self.started, self.done + self.failed
+        seconds = left * max(now - since, 1e-9) / recent
+        if self._durations and self.running:
+            typical = statistics.median(self._durations)
+            seconds = max(seconds, self._last_accept + typical - now)
+        seconds = max(1.0, seconds)  # something is left: never 0m00s
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+# Seconds of recent ends the ETA's rate is measured over.
+ETA_WINDOW: Final = 60.0
 
 
 def render_progress(state: BatchState, now: float) -> RenderableType:
     """The live progress table (also rendered to a string in tests)."""
     table = Table(title="nanobanana batch", show_header=True, header_style="bold")
-    for column in ("submitted", "running", "done", "failed", "requests/window", "ETA"):
+    columns = ("submitted", "running", "downloading", "done", "failed", "requests/window", "ETA")
+    for column in columns:
         table.add_column(column, justify="right")
-    submitted = state.done + state.failed + state.running
     table.add_row(
-        f"{submitted}/{state.total}",
+        f"{state.submitted}/{state.total}",
         str(state.running),
+        str(state.downloading),
         str(state.done),
         str(state.failed),
         f"{state.requests_in_window}/{state.request_limit}",
@@ -321,9 +397,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     rows = Manifest(manifest)
 
     def refresh() -> RenderableType:
-        stats = client.statistics()
-        state.running = stats.pending  # accepted and not yet finished
-        state.requests_in_window = stats.requests_in_window
+        state.requests_in_window = client.statistics().requests_in_window
         return render_progress(state, time.monotonic())
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
@@ -333,12 +407,12 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             paths = await client.download(result, dest)
         except NanoBananaError as exc:
             # A full disk or an expired URL fails this row only; the batch goes on.
-            state.failed += 1
+            state.saved(time.monotonic(), ok=False)
             rows.append(
                 manifest_row(line, request, status="failed", task_id=result.task_id, error=str(exc))
             )
             return
-        state.done += 1
+        state.saved(time.monotonic(), ok=True)
         rows.append(
             manifest_row(
                 line,
@@ -465,6 +539,7 @@ async def _run_batch(
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
     def not_submitted(line: int, request: ImageRequest) -> None:
+        state.not_submitted()
         rows.append(
             manifest_row(
                 line, request, status="not_submitted", task_id=None, error=out_of_credits[0]
@@ -485,21 +560,23 @@ async def _run_batch(
                 not_submitted(line, request)
                 return
             except NanoBananaError as exc:
-                state.failed += 1
+                state.refused(time.monotonic())
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
                 rows.append(
                     manifest_row(line, request, status=status, task_id=None, error=str(exc))
                 )
                 return
+        state.accepted(line, time.monotonic())
         try:
             result = await task
         except NanoBananaError as exc:
-            state.failed += 1
+            state.task_failed(line, time.monotonic())
             task_id = getattr(exc, "task_id", None) or task.id
             rows.append(
                 manifest_row(line, request, status="failed", task_id=task_id, error=str(exc))
             )
             return
+        state.finished(line, time.monotonic())
         await finish(line, request, result)
 
     async with asyncio.TaskGroup() as group:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -13,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from nanobanana_async.cli import BatchState, main, render_progress
+from nanobanana_async.cli import main
 from nanobanana_async.testing import Latency, Simulator
 
 
@@ -57,24 +55,6 @@ def test_bad_rows_exit_2_with_one_line_each_and_no_request(
     assert "line 2: not JSON" in err[0]
     assert "line 4" in err[2]
     assert sim.stats.total_requests == 0
-
-
-def test_progress_table_renders_the_counts() -> None:
-    """The live display shows submitted, running, done, failed, request rate and ETA."""
-    state = BatchState(
-        total=10,
-        started=0.0,
-        done=4,
-        failed=1,
-        running=3,
-        requests_in_window=120,
-        request_limit=10_000,
-    )
-    out = io.StringIO()
-    Console(file=out, width=100, force_terminal=False).print(render_progress(state, 50.0))
-    text = out.getvalue()
-    for piece in ("8/10", " 3 ", " 4 ", " 1 ", "120/10000", "0m50s"):
-        assert piece in text
 
 
 def test_batch_writes_images_and_manifest(tmp_path: Path, sim: Simulator) -> None:

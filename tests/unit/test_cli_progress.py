@@ -1,0 +1,104 @@
+"""The batch progress display's counting (pure: times are passed in)."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from rich.console import Console
+
+from nanobanana_async.cli import BatchState, render_progress
+
+
+def _text(state: BatchState, now: float) -> str:
+    out = io.StringIO()
+    Console(file=out, width=120, force_terminal=False).print(render_progress(state, now))
+    return out.getvalue()
+
+
+def test_a_finished_task_shows_as_downloading_until_saved() -> None:
+    """Between its task's end and its file, a prompt is in the downloading column."""
+    state = BatchState(total=3, started=0.0, request_limit=100)
+    for line in (1, 2, 3):
+        state.accepted(line, 0.5)
+    state.finished(1, 2.0)
+    state.finished(2, 2.1)
+    state.saved(2.5, ok=True)
+    assert (state.submitted, state.running, state.downloading, state.done) == (3, 1, 1, 1)
+    header, row = [line for line in _text(state, 3.0).splitlines() if "│" in line or "┃" in line]
+    assert "downloading" in header
+    assert [cell.strip() for cell in row.split("│")[1:6]] == ["3/3", "1", "1", "1", "0"]
+
+
+def test_counts_never_go_backwards() -> None:
+    """Seeded random event orders: submitted, done and failed only grow, and every prompt is
+    in exactly one column."""
+    rng = random.Random(12)
+    for _ in range(50):
+        total = rng.randint(1, 40)
+        state = BatchState(total=total, started=0.0)
+        phase = dict.fromkeys(range(total), "waiting")
+        now, seen = 0.0, (0, 0, 0)
+        while any(p not in ("done", "failed", "skipped") for p in phase.values()):
+            now += rng.random()
+            line = rng.choice(
+                [n for n, p in phase.items() if p not in ("done", "failed", "skipped")]
+            )
+            step = rng.random()
+            if phase[line] == "waiting":
+                if step < 0.8:
+                    state.accepted(line, now)
+                    phase[line] = "running"
+                elif step < 0.9:
+                    state.refused(now)
+                    phase[line] = "failed"
+                else:
+                    state.not_submitted()
+                    phase[line] = "skipped"
+            elif phase[line] == "running":
+                if step < 0.85:
+                    state.finished(line, now)
+                    phase[line] = "downloading"
+                else:
+                    state.task_failed(line, now)
+                    phase[line] = "failed"
+            else:
+                state.saved(now, ok=step < 0.9)
+                phase[line] = "done" if step < 0.9 else "failed"
+            counts = (state.submitted, state.done, state.failed)
+            assert all(a >= b for a, b in zip(counts, seen, strict=True))
+            seen = counts
+            waiting = sum(1 for p in phase.values() if p == "waiting")
+            columns = state.running + state.downloading + state.done + state.failed
+            assert columns + state.skipped + waiting == total
+            assert state.eta(now) != "0m00s"
+
+
+def test_eta_is_never_zero_while_tasks_run() -> None:
+    """166 of 200 ended in 2 s and 34 still run (1.5 s each): the ETA covers the tail, not
+    0m00s from the fast rate."""
+    state = BatchState(total=200, started=0.0)
+    for line in range(200):
+        state.accepted(line, 0.01 * line)
+    for line in range(166):
+        state.finished(line, 1.5 + 0.003 * line)
+        state.saved(1.5 + 0.003 * line, ok=True)
+    assert state.running == 34
+    assert state.eta(2.0) == "0m01s"  # last accept 1.99 s + 1.5 s typical, floored at 1 s
+    assert state.eta(2.6) == "0m01s"
+
+
+def test_eta_follows_the_observed_rate() -> None:
+    """One prompt ending a second, 50 left: about 50 s; '-' before any end and after the last."""
+    state = BatchState(total=100, started=0.0)
+    assert state.eta(5.0) == "-"
+    for line in range(100):
+        state.accepted(line, 0.0)
+    for line in range(50):
+        state.finished(line, line + 1.0)
+        state.saved(line + 1.0, ok=True)
+    assert state.eta(50.0) == "0m50s"
+    for line in range(50, 100):
+        state.finished(line, 60.0)
+        state.saved(60.0, ok=True)
+    assert state.eta(60.0) == "-"
