@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -501,3 +504,23 @@ def test_pytest_fixture_serves_sync_code(nanobanana_simulator: Simulator) -> Non
     )
     with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310  loopback only
         assert json.loads(resp.read())["data"] == 1000.0  # unlimited credits
+
+
+def test_readme_plugin_example_runs_in_a_project_without_asyncio_mode(tmp_path: Path) -> None:
+    """The README's pytest-plugin example, copied into a fresh project with no pytest
+    configuration and no pytest-asyncio, passes as written."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Testing your own code against the simulator", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "test_example.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # the project's own, empty config
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:asyncio", "-p", "no:xdist"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 passed" in done.stdout
