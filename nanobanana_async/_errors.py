@@ -4,6 +4,7 @@
 NanoBananaError
 ├─ ConfigurationError(ValueError)      bad client/CLI configuration
 ├─ InvalidRequestError(ValueError)     rejected before any I/O; .errors = ["… @ $.path"]
+│  └─ RequestRejectedError(APIError)   …or by the provider (400, 422), in its own words
 ├─ TransportError                      no usable HTTP response
 │  ├─ ConnectError                     nothing was sent; safe to retry
 │  ├─ RequestTimeoutError(TimeoutError)
@@ -70,6 +71,10 @@ class ConfigurationError(NanoBananaError, ValueError):
 
 class InvalidRequestError(NanoBananaError, ValueError):
     """An image request was rejected before any request was sent.
+
+    Its subclass :class:`RequestRejectedError` is the provider's own refusal of what the
+    driver's table let through, so ``except InvalidRequestError`` catches bad input wherever
+    it was found.
 
     Attributes:
         errors: one line per problem, each ending in ``@ $.field`` naming the field.
@@ -150,7 +155,39 @@ class APIError(NanoBananaError):
                 parts.append(f"code {code}")
         if task_id is not None:
             parts.append(f"task {task_id}")
-        super().__init__(", ".join(parts) + (f": {self.message}" if self.message else ""))
+        # Not super(): for RequestRejectedError the next class is InvalidRequestError, whose
+        # constructor takes a list of problems, not the message.
+        NanoBananaError.__init__(
+            self, ", ".join(parts) + (f": {self.message}" if self.message else "")
+        )
+
+
+class RequestRejectedError(APIError, InvalidRequestError):
+    """The provider refused the request's content (HTTP or body code 400 or 422).
+
+    Validation refuses only what a provider's documents forbid; everything else is the
+    provider's to judge, and this carries its message. Nothing was created.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        code: str | int | None = None,
+        retryable: bool | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            status=status,
+            code=code,
+            retryable=retryable,
+            task_id=task_id,
+        )
+        self.errors = (f"{provider}: {self.message or 'refused'} @ $",)
 
 
 class AuthenticationError(APIError):

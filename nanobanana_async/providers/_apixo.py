@@ -29,8 +29,12 @@ from ._base import (
 )
 
 _FORMATS: Final = {"png": "png", "jpeg": "jpeg"}
+# Sources: seed 004 (nano-banana-2) and apixo's nano-banana page (PROTOCOLS.md section 4 [C]).
 # No nano-banana-pro page was found in apixo's docs, so it is not offered here.
 _MODELS: Final = {
+    # nano-banana: "prompt (req.) 1–5 000 chars", "image_urls ... 1–5", "aspect_ratio ... 1:1
+    # 4:3 3:4 3:2 2:3 4:5 5:4 9:16 16:9 21:9 auto", "output_format png / jpeg"; resolution and
+    # google_search are nano-banana-2 only ("—" for nano-banana).
     "nano-banana": ModelSpec(
         wire_id="nano-banana",
         resolutions=frozenset(),
@@ -39,6 +43,10 @@ _MODELS: Final = {
         max_prompt=5_000,
         output_formats=_FORMATS,
     ),
+    # nano-banana-2, seed 004: "Nano Banana 2 supports up to 20,000 characters", "Up to 14
+    # reference image URLs", "Choose 1K, 2K, or 4K", the aspect ratios "1:1, 1:4, 1:8, 3:2,
+    # 2:3, 3:4, 4:3, 4:5, 5:4, 8:1, 9:16, 16:9, 21:9, and auto", "Use png ... or jpeg/jpg",
+    # "google_search: Optional boolean".
     "nano-banana-2": ModelSpec(
         wire_id="nano-banana-2",
         resolutions=ALL_RESOLUTIONS,

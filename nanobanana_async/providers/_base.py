@@ -19,6 +19,7 @@ from .._errors import (
     InvalidRequestError,
     ProviderUnavailableError,
     RateLimitError,
+    RequestRejectedError,
     snippet,
 )
 from .._http import HttpRequest, HttpResponse
@@ -53,7 +54,8 @@ class ModelSpec:
     Attributes:
         wire_id: the provider's model id (for nanobananaapi, the endpoint's name).
         resolutions: canonical resolutions accepted; empty when the field does not exist.
-        aspect_ratios: accepted aspect ratios.
+        aspect_ratios: accepted aspect ratios; None when no document states them for this
+            provider and model (not checked: the provider decides).
         max_images: reference images at most, None when undocumented.
         max_prompt: prompt characters at most, None when undocumented.
         output_formats: canonical format (``png``/``jpeg``) → the provider's wire value.
@@ -63,7 +65,7 @@ class ModelSpec:
 
     wire_id: str
     resolutions: frozenset[str]
-    aspect_ratios: frozenset[str]
+    aspect_ratios: frozenset[str] | None
     max_images: int | None
     max_prompt: int | None
     output_formats: Mapping[str, str] = attrs.field(factory=dict)
@@ -157,8 +159,13 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
                 f"resolution {request.resolution!r} not supported by {where} "
                 f"(allowed: {allowed}) @ $.resolution"
             )
-    if request.aspect_ratio is not None and request.aspect_ratio not in spec.aspect_ratios:
-        allowed = ", ".join(sorted(spec.aspect_ratios, key=_ratio_order))
+    ratios = spec.aspect_ratios
+    if (
+        request.aspect_ratio is not None
+        and ratios is not None
+        and request.aspect_ratio not in ratios
+    ):
+        allowed = ", ".join(sorted(ratios, key=_ratio_order))
         errors.append(
             f"aspect ratio {request.aspect_ratio!r} not supported by {where} "
             f"(allowed: {allowed}) @ $.aspect_ratio"
@@ -230,6 +237,8 @@ def error_for(
         cls = AuthenticationError
     elif effective == 402:
         cls = InsufficientCreditsError
+    elif effective in (400, 422):
+        cls = RequestRejectedError
     elif effective == 429:
         retry_after = None
         if response is not None:

@@ -30,20 +30,32 @@ from ._base import (
 _NB2_FORMATS: Final = {"png": "png", "jpeg": "jpg"}
 _CLASSIC_FORMATS: Final = {"png": "png", "jpeg": "jpeg"}
 
-# Field tables of the Nano Banana pages could not be retrieved; caps and sets below follow
-# independent clients ([3P] in PROTOCOLS.md). The "-v2" channels take no output_format and
-# are fixed at 1K. The classic model's image and prompt caps had no source at all: not
-# checked here, crun decides and its refusal (422) is an error carrying its message.
+# crun's own Nano Banana pages (seed 002) state only the model ids and the -v2 notes; their field
+# tables could not be retrieved (PROTOCOLS.md section 2). A rule below is kept only where a
+# document states it for the same Google model (nanobananaapi, seed 003 and PROTOCOLS.md
+# section 3; apixo, seed 004 and section 4); where the documents disagree, or none says
+# anything, nothing is checked and crun decides (its refusal, 422, carries its message).
+# Output-format values translate to what crun takes ([3P]); they are not a refusal source.
 _CLASSIC: Final = ModelSpec(
     wire_id="google/nano-banana",
+    # The classic model has no resolution (PROTOCOLS.md 5, mismatch 4: "nanobananaapi NB1 and
+    # apixo nano-banana have no resolution at all").
     resolutions=frozenset(),
+    # apixo's nano-banana page (PROTOCOLS.md 4): "1:1 4:3 3:4 3:2 2:3 4:5 5:4 9:16 16:9 21:9
+    # auto".
     aspect_ratios=RATIOS_CLASSIC_AUTO,
+    # apixo caps this model at 5 images and 5,000 characters, nanobananaapi states none: the
+    # documents disagree, so crun decides.
     max_images=None,
     max_prompt=None,
     output_formats=_CLASSIC_FORMATS,
 )
 _NB2: Final = ModelSpec(
     wire_id="google/nano-banana-2",
+    # Seed 003 and seed 004 for the same model: "resolution: Output quality level, one of 1K /
+    # 2K / 4K", "Supports up to 14 reference images", "up to 20,000 characters", the aspect
+    # ratios "1:1, 1:4, 1:8, 2:3, 3:2, 3:4, 4:1, 4:3, 4:5, 5:4, 8:1, 9:16, 16:9, 21:9, auto",
+    # and "googleSearch: Whether to enable Google Web Search grounding".
     resolutions=ALL_RESOLUTIONS,
     aspect_ratios=RATIOS_NB2,
     max_images=14,
@@ -51,7 +63,21 @@ _NB2: Final = ModelSpec(
     output_formats=_NB2_FORMATS,
     google_search=True,
 )
-_PRO: Final = attrs.evolve(_NB2, wire_id="google/nano-banana-pro", google_search=False)
+# Pro: nanobananaapi's pro page (PROTOCOLS.md 3) allows 8 images and the classic ratios, what
+# crun's clients send ([3P]) follows NB2's 14 and extreme ratios: the sources disagree, so
+# neither is checked. "No outputFormat/googleSearch" on that page; crun's clients send an
+# output format, so only Google Search is refused.
+_PRO: Final = attrs.evolve(
+    _NB2,
+    wire_id="google/nano-banana-pro",
+    aspect_ratios=None,
+    max_images=None,
+    google_search=False,
+)
+# The -v2 channels, seed 002: "Parameter compatibility notes for google/nano-banana-v2:
+# output_format is not supported and may be ignored. Resolution is currently fixed to 1K on v2
+# channel." PROTOCOLS.md 2 extends the note to every -v2 channel [C]; Google Search is
+# "rejected/unsupported on -v2" there.
 _MODELS: Final = {
     "nano-banana": _CLASSIC,
     "nano-banana-2": _NB2,
@@ -66,13 +92,18 @@ _MODELS: Final = {
         output_formats={},
     ),
     "google/nano-banana-2-v2": attrs.evolve(
-        _NB2, wire_id="google/nano-banana-2-v2", output_formats={}, google_search=False
+        _NB2,
+        wire_id="google/nano-banana-2-v2",
+        resolutions=frozenset({"1K"}),
+        output_formats={},
+        google_search=False,
     ),
     "google/nano-banana-pro-v2": attrs.evolve(
-        _PRO, wire_id="google/nano-banana-pro-v2", output_formats={}
+        _PRO, wire_id="google/nano-banana-pro-v2", resolutions=frozenset({"1K"}), output_formats={}
     ),
+    # Lite is known from clients only ([3P]: "NB2-lite <= 10"): no cap is checked.
     "google/nano-banana-2-lite": attrs.evolve(
-        _NB2, wire_id="google/nano-banana-2-lite", max_images=10, google_search=False
+        _NB2, wire_id="google/nano-banana-2-lite", max_images=None, google_search=False
     ),
 }
 

@@ -26,16 +26,22 @@ from ._base import (
     structure,
 )
 
-# NB1's reference-image cap and prompt cap are undocumented; 5 follows the same model on apixo.
+# Sources: seed 003 (generate-2) and PROTOCOLS.md section 3 for generate and generate-pro [C].
 _MODELS: Final = {
+    # generate: "image_size ... 1:1 9:16 16:9 3:4 4:3 3:2 2:3 5:4 4:5 21:9", "callBackUrl
+    # (required)", no resolution field. No image or prompt cap is documented: none is checked.
     "nano-banana": ModelSpec(
         wire_id="nano-banana",
         resolutions=frozenset(),
         aspect_ratios=RATIOS_CLASSIC,
-        max_images=5,
+        max_images=None,
         max_prompt=None,
         callback_required=True,
     ),
+    # Seed 003: "prompt: Text prompt (required), up to 20,000 characters", "imageUrls ... up
+    # to 14 images", "aspectRatio ... Supported: 1:1, 1:4, 1:8, 2:3, 3:2, 3:4, 4:1, 4:3, 4:5,
+    # 5:4, 8:1, 9:16, 16:9, 21:9, auto", "resolution ... one of 1K / 2K / 4K", "googleSearch",
+    # "outputFormat: Output format, either png or jpg".
     "nano-banana-2": ModelSpec(
         wire_id="nano-banana-2",
         resolutions=ALL_RESOLUTIONS,
@@ -45,12 +51,15 @@ _MODELS: Final = {
         output_formats={"png": "png", "jpeg": "jpg"},
         google_search=True,
     ),
+    # generate-pro: "imageUrls (<= 8), resolution 1K|2K|4K, aspectRatio (1:1 2:3 3:2 3:4 4:3
+    # 4:5 5:4 9:16 16:9 21:9 auto), callBackUrl (described as required). No
+    # outputFormat/googleSearch." No prompt cap is stated for pro: none is checked.
     "nano-banana-pro": ModelSpec(
         wire_id="nano-banana-pro",
         resolutions=ALL_RESOLUTIONS,
         aspect_ratios=RATIOS_CLASSIC_AUTO,
         max_images=8,
-        max_prompt=20_000,
+        max_prompt=None,
         callback_required=True,
     ),
 }

@@ -27,7 +27,13 @@ _ONE_K: Final = frozenset({"1K"})
 
 
 def _spec(wire_id: str, resolutions: frozenset[str]) -> ModelSpec:
-    # No prompt cap is documented; refs at most 6; 2k/4k only on the pro models.
+    # Every rule's source is seed 001 (docs.xingchaoyiqing.com, nano-banana-create):
+    # - aspect ratios, "size ... Supported values: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3, 5:4,
+    #   4:5, 21:9" (no "auto");
+    # - "image_urls ... You may provide up to 6 images";
+    # - the prompt has no documented maximum, so none is checked;
+    # - "Request Parameters" lists only model, prompt, resolution, size and image_urls: no
+    #   output format, Google Search or callback can be sent (ModelSpec's defaults).
     return ModelSpec(
         wire_id=wire_id,
         resolutions=resolutions,
@@ -37,9 +43,13 @@ def _spec(wire_id: str, resolutions: frozenset[str]) -> ModelSpec:
     )
 
 
+# Resolutions, seed 001: "2k ... (supported by nano-banana-pro and nano-banana-pro-stable)" and
+# "nano-banana, nano-banana-2, and nano-banana-2-stable have limited resolution capability —
+# use 1k for these models". The same page's create example sends "model": "nano-banana-2" with
+# "resolution": "2k": the docs contradict themselves for nano-banana-2, so xingchao decides.
 _MODELS: Final = {
     "nano-banana": _spec("nano-banana", _ONE_K),
-    "nano-banana-2": _spec("nano-banana-2", _ONE_K),
+    "nano-banana-2": _spec("nano-banana-2", ALL_RESOLUTIONS),
     "nano-banana-pro": _spec("nano-banana-pro", ALL_RESOLUTIONS),
     "nano-banana-2-stable": _spec("nano-banana-2-stable", _ONE_K),
     "nano-banana-pro-stable": _spec("nano-banana-pro-stable", ALL_RESOLUTIONS),

@@ -87,6 +87,7 @@ PUBLIC_API = (
     "ProviderRefusedError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "RequestRejectedError",
     "RequestTimeoutError",
     "RetryPolicy",
     "StorageError",

@@ -164,10 +164,11 @@ def test_callback_bare_or_wrapped(body: bytes) -> None:
         ({"model": "google/nano-banana-v2", "resolution": "2K"}, "$.resolution"),
         ({"model": "google/nano-banana-v2", "output_format": "png"}, "$.output_format"),
         ({"model": "nano-banana-pro", "google_search": True}, "$.google_search"),
+        ({"model": "google/nano-banana-2-v2", "resolution": "4K"}, "$.resolution"),
         (
             {
-                "model": "google/nano-banana-2-lite",
-                "image_urls": tuple(f"https://x.test/{i}" for i in range(11)),
+                "model": "nano-banana-2",
+                "image_urls": tuple(f"https://x.test/{i}" for i in range(15)),
             },
             "$.image_urls",
         ),

@@ -130,7 +130,7 @@ def test_rate_limit_reads_retry_after() -> None:
     ("kwargs", "path"),
     [
         ({"model": "nano-banana", "resolution": "4K"}, "$.resolution"),
-        ({"model": "nano-banana-2", "resolution": "2K"}, "$.resolution"),
+        ({"model": "nano-banana-2-stable", "resolution": "2K"}, "$.resolution"),
         ({"aspect_ratio": "auto"}, "$.aspect_ratio"),
         ({"aspect_ratio": "1:8"}, "$.aspect_ratio"),
         ({"image_urls": tuple(f"https://x.test/{i}" for i in range(7))}, "$.image_urls"),
