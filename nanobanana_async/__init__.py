@@ -36,7 +36,18 @@ from ._errors import (
     WebhookVerificationError,
 )
 from ._log import configure_logging_from_env as _configure_logging
-from ._models import Balance, ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+from ._models import (
+    AspectRatio,
+    Balance,
+    ImageRequest,
+    ImageResult,
+    ModelName,
+    OutputFormat,
+    Resolution,
+    TaskRef,
+    TaskState,
+    TaskStatus,
+)
 from ._stats import ClientStatistics
 from ._task import Task
 from .webhooks import CallbackReceiver, CallbackStatistics
@@ -45,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "APIError",
+    "AspectRatio",
     "AuthenticationError",
     "BadResponseError",
     "Balance",
@@ -63,13 +75,16 @@ __all__ = (
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Limits",
+    "ModelName",
     "NanoBananaError",
     "NotSupportedError",
+    "OutputFormat",
     "ProviderRefusedError",
     "ProviderUnavailableError",
     "RateLimitError",
     "RequestRejectedError",
     "RequestTimeoutError",
+    "Resolution",
     "RetryPolicy",
     "StorageError",
     "SubmitOutcomeUnknownError",

@@ -23,7 +23,15 @@ from ._errors import (
     ConfigurationError,
     NotSupportedError,
 )
-from ._models import Balance, ImageRequest, ImageResult
+from ._models import (
+    AspectRatio,
+    Balance,
+    ImageRequest,
+    ImageResult,
+    ModelName,
+    OutputFormat,
+    Resolution,
+)
 from ._scheduler._journaled import JournalHooks
 from ._scheduler._submit import Submitter, check_resume, connect
 from ._settings import resolve
@@ -219,11 +227,11 @@ class Client:
         self,
         prompt: str,
         *,
-        model: str = "nano-banana-2",
-        resolution: str | None = None,
-        aspect_ratio: str | None = None,
+        model: ModelName | str = "nano-banana-2",
+        resolution: Resolution | str | None = None,
+        aspect_ratio: AspectRatio | str | None = None,
         image_urls: str | Iterable[str] = (),
-        output_format: str | None = None,
+        output_format: OutputFormat | str | None = None,
         google_search: bool | None = None,
         timeout: float | None = None,
     ) -> ImageResult:

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import math
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import attrs
@@ -53,6 +53,19 @@ def is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+#: The canonical model names; every provider's own ids are accepted too (``str``).
+ModelName: TypeAlias = Literal["nano-banana", "nano-banana-2", "nano-banana-pro"]
+#: Resolutions, in either case.
+Resolution: TypeAlias = Literal["1K", "2K", "4K", "1k", "2k", "4k"]
+#: Every aspect ratio some provider documents; each model's own set is in the README's table.
+AspectRatio: TypeAlias = Literal[
+    "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "21:9",
+    "1:4", "4:1", "1:8", "8:1", "auto",
+]  # fmt: skip
+#: Output formats (``jpg`` is ``jpeg``).
+OutputFormat: TypeAlias = Literal["png", "jpeg", "jpg"]
+
+
 def _to_str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
     # A lone string would otherwise be split into characters.
     if isinstance(value, str):
@@ -80,12 +93,14 @@ class ImageRequest:
         InvalidRequestError: listing every provider-independent problem at once.
     """
 
+    # ``Literal | str``: editors complete the documented values, and anything else still
+    # type-checks (provider-native ids, values a provider adds later); validation decides.
     prompt: str
-    model: str = "nano-banana-2"
-    resolution: str | None = None
-    aspect_ratio: str | None = None
+    model: ModelName | str = "nano-banana-2"
+    resolution: Resolution | str | None = None
+    aspect_ratio: AspectRatio | str | None = None
     image_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_str_tuple)
-    output_format: str | None = None
+    output_format: OutputFormat | str | None = None
     google_search: bool | None = None
     timeout: float | None = None
     callback_url: str | None = None

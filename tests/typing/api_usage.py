@@ -27,7 +27,11 @@ async def main(prompts: list[str]) -> None:
                 print(exc.task_id, exc.provider, exc.model)
             except nb.SubmitOutcomeUnknownError as exc:
                 print(exc.request)
+        ratio: nb.AspectRatio = "21:9"
+        model: nb.ModelName = "nano-banana-pro"
+        native = nb.ImageRequest(prompt="x", model="google/nano-banana-2-lite", aspect_ratio=ratio)
+        await client.generate("a bird", model=model, resolution="4k", output_format="jpg")
         stats: nb.ClientStatistics = client.statistics()
-        print(urls, task_id, state, again, resumed, done, stats.mean_checks_per_task)
+        print(urls, task_id, state, again, resumed, done, stats.mean_checks_per_task, native)
     async with Simulator("crun", latency=Latency(median=0.5)) as sim:
         print(sim.base_url, sim.api_key, sim.stats.max_window, FakeClock().now())

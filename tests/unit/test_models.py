@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 import nanobanana_async as nb
 import nanobanana_async.testing
+from nanobanana_async.providers import DRIVERS
+from nanobanana_async.providers._base import CANONICAL_MODELS, normalize_format
 
 
 def test_valid_request_keeps_its_fields() -> None:
@@ -64,6 +68,7 @@ def test_terminal_states() -> None:
 
 PUBLIC_API = (
     "APIError",
+    "AspectRatio",
     "AuthenticationError",
     "BadResponseError",
     "Balance",
@@ -82,13 +87,16 @@ PUBLIC_API = (
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Limits",
+    "ModelName",
     "NanoBananaError",
     "NotSupportedError",
+    "OutputFormat",
     "ProviderRefusedError",
     "ProviderUnavailableError",
     "RateLimitError",
     "RequestRejectedError",
     "RequestTimeoutError",
+    "Resolution",
     "RetryPolicy",
     "StorageError",
     "SubmitOutcomeUnknownError",
@@ -127,3 +135,21 @@ def test_public_api_is_pinned() -> None:
         assert list(names) == sorted(names)
         for name in names:
             assert getattr(module, name) is not None
+
+
+def test_the_literal_types_name_what_the_providers_take() -> None:
+    """Editors complete these values, so each must be one some provider's table accepts, and
+    the canonical models and every ratio any table lists must be there."""
+    specs = [
+        spec
+        for driver in DRIVERS.values()
+        for model in typing.get_args(nb.ModelName)
+        if (spec := driver.model_spec(model)) is not None
+    ]
+    assert set(typing.get_args(nb.ModelName)) == set(CANONICAL_MODELS)
+    ratios = set().union(*(s.aspect_ratios for s in specs if s.aspect_ratios is not None))
+    assert set(typing.get_args(nb.AspectRatio)) == ratios
+    resolutions = set().union(*(s.resolutions for s in specs))
+    assert {r.upper() for r in typing.get_args(nb.Resolution)} == resolutions
+    formats = set().union(*(s.output_formats for s in specs))
+    assert {normalize_format(f) for f in typing.get_args(nb.OutputFormat)} == formats
