@@ -31,6 +31,8 @@ from .._client import Client
 from .._config import Limits
 from .._download import safe_name
 from .._errors import (
+    APIError,
+    AuthenticationError,
     InsufficientCreditsError,
     NanoBananaError,
     NotSupportedError,
@@ -40,7 +42,7 @@ from .._errors import (
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
 from ..providers import PROVIDERS
-from ._inputs import InputError, read_requests
+from ._inputs import InputError, lines_text, read_requests
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -300,11 +302,13 @@ class BatchState:
         left = self.total - self.done - self.failed - self.skipped
         if left <= 0 or not self._ended:
             return "-"
-        since = max(self.started, now - ETA_WINDOW)
-        recent = sum(1 for t in self._ended if t > since)
-        if not recent:  # nothing ended lately: the whole run's rate
-            since, recent = self.started, self.done + self.failed
-        seconds = left * max(now - since, 1e-9) / recent
+        recent = [t for t in self._ended if t > now - ETA_WINDOW]
+        if len(recent) >= 2:
+            # Measured from the first recent end, not the start: the first tasks' latency
+            # (no end at all for a while) would read as a rate near zero (20m for 30 s).
+            seconds = left * max(now - recent[0], 1e-9) / (len(recent) - 1)
+        else:  # one end or none lately: the whole run's rate
+            seconds = left * max(now - self.started, 1e-9) / (self.done + self.failed)
         if self._durations and self.running:
             typical = statistics.median(self._durations)
             seconds = max(seconds, self._last_accept + typical - now)
@@ -341,8 +345,13 @@ def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
     table.add_column("count", justify="right")
     for status in ("succeeded", "failed", "unknown", "not_submitted"):
         table.add_row(status, str(sum(1 for r in rows if r["status"] == status)))
-    for row in [r for r in rows if r["status"] != "succeeded"][:10]:
-        table.add_row(f"line {row['line']}", str(row["error"])[:80])
+    # One row per distinct problem (a bad key is one row for 120 prompts, not ten alike).
+    problems: dict[str, list[int]] = {}
+    for row in rows:
+        if row["status"] != "succeeded":
+            problems.setdefault(str(row["error"]), []).append(row["line"])
+    for error, numbers in list(problems.items())[:10]:
+        table.add_row(lines_text(numbers), error[:80])
     return table
 
 
@@ -388,7 +397,9 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         raise InputError(_input_problems(args.prompts, exc)) from None
     lines = {_key(provider, n, r): (n, r) for n, r in requests}
     try:
-        earlier = await _prepare_journal(journal, provider, list(lines), args.resubmit_unknown)
+        earlier, known = await _prepare_journal(
+            journal, provider, list(lines), args.resubmit_unknown
+        )
     except BaseException:
         await client.aclose()
         raise
@@ -443,12 +454,17 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         with Live(refresh(), console=console, auto_refresh=False) as live:
             ticker = asyncio.ensure_future(tick(live))
             try:
-                await _run_batch(client, lines, state, rows, finish, concurrent=args.concurrent)
+                stop = await _run_batch(
+                    client, lines, state, rows, finish, concurrent=args.concurrent
+                )
             finally:
                 ticker.cancel()
             live.update(refresh(), refresh=True)
     await anyio.to_thread.run_sync(rows.finish)
     console.print(render_summary(rows.rows))
+    if known:
+        # A changed setting (aspect ratio, model …) is a new key: this says it was.
+        console.print(f"{len(lines) - known} new prompt(s); {known} from the journal {journal}")
     if earlier:
         console.print(f"resubmitted {earlier} prompt(s) of unknown outcome (--resubmit-unknown)")
     unknown = [r for r in rows.rows if r["status"] == "unknown"]
@@ -462,9 +478,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     if skipped:
         numbers = ", ".join(str(r["line"]) for r in skipped[:20])
         more = ", …" if len(skipped) > 20 else ""
+        why = (
+            "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+            if isinstance(stop, AuthenticationError)
+            else "the account ran out of credits (lines {}); top up"
+        )
         console.print(
-            f"{len(skipped)} prompt(s) not submitted: the account ran out of credits "
-            f"(lines {numbers}{more}); top up and run the same command again"
+            f"{len(skipped)} prompt(s) not submitted: {why.format(numbers + more)} and run "
+            "the same command again"
         )
     console.print(f"manifest: {manifest}")
     return EXIT_OK if state.failed == 0 and not skipped else EXIT_FAILED
@@ -492,22 +513,32 @@ class Manifest:
         self.path.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
 
 
-async def _prepare_journal(journal: Path, provider: str, keys: list[str], resubmit: bool) -> int:
+async def _prepare_journal(
+    journal: Path, provider: str, keys: list[str], resubmit: bool
+) -> tuple[int, int]:
     """Refuse a ``local`` journal with unfinished tasks; with ``resubmit``, drop the unknown
-    submits among ``keys``. Returns how many were dropped."""
+    submits among ``keys``.
+
+    Returns:
+        how many were dropped, and how many of ``keys`` the journal then holds (their tasks
+        are re-attached, not submitted again).
+    """
     from .._journal import Journal
 
     if not await anyio.to_thread.run_sync(journal.is_file):
-        return 0
+        return 0, 0
     book = Journal(journal, create=False)
     try:
+        entries = await book.entries()
         if provider == "local":
             # The local simulator lives in its process: its unfinished tasks died with it, and
             # re-attaching would poll them (404) forever. Refused rather than silently redone.
-            open_ = [e for e in await book.entries() if e.state not in ("succeeded", "failed")]
+            open_ = [e for e in entries if e.state not in ("succeeded", "failed")]
             if open_:
                 raise InputError([_local_gone(journal, len(open_))])
-        return await book.drop_unknown(keys) if resubmit else 0
+        dropped = await book.drop_unknown(keys) if resubmit else 0
+        known = {e.key for e in await book.entries()} if dropped else {e.key for e in entries}
+        return dropped, len(known.intersection(keys))
     finally:
         await book.aclose()
 
@@ -534,29 +565,29 @@ async def _run_batch(
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
     *,
     concurrent: int,
-) -> None:
-    out_of_credits: list[str] = []
+) -> APIError | None:
+    """Run every prompt; returns the refusal that stopped the submits (no credits, a bad
+    key), if one did."""
+    stopped: list[APIError] = []
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
     def not_submitted(line: int, request: ImageRequest) -> None:
         state.not_submitted()
         rows.append(
-            manifest_row(
-                line, request, status="not_submitted", task_id=None, error=out_of_credits[0]
-            )
+            manifest_row(line, request, status="not_submitted", task_id=None, error=str(stopped[0]))
         )
 
     async def one(key: str, line: int, request: ImageRequest) -> None:
         async with gate:
-            if out_of_credits:
+            if stopped:
                 not_submitted(line, request)
                 return
             try:
                 task = await client.submit(request, key=key)
-            except InsufficientCreditsError as exc:
+            except (InsufficientCreditsError, AuthenticationError) as exc:
                 # Refused before acceptance: nothing created, a rerun submits it. Every further
                 # create would be refused the same way, so none is sent.
-                out_of_credits.append(str(exc))
+                stopped.append(exc)
                 not_submitted(line, request)
                 return
             except NanoBananaError as exc:
@@ -582,6 +613,7 @@ async def _run_batch(
     async with asyncio.TaskGroup() as group:
         for key, (line, request) in lines.items():
             group.create_task(one(key, line, request))
+    return stopped[0] if stopped else None
 
 
 async def _balance(args: argparse.Namespace) -> int:

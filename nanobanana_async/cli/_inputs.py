@@ -117,10 +117,15 @@ SUFFIXES: Final = (".txt", ".json", ".jsonl", ".csv")
 
 
 def _lines(numbers: list[int], rows: int) -> str:
+    if len(numbers) == rows > 1:
+        return f"every prompt ({rows})"  # a bad option, such as --aspect-ratio 7:5
+    return lines_text(numbers)
+
+
+def lines_text(numbers: list[int]) -> str:
+    """``line 4``, or ``lines 1, 2, 3, 4, 5 and 195 more``."""
     if len(numbers) == 1:
         return f"line {numbers[0]}"
-    if len(numbers) == rows:
-        return f"every prompt ({rows})"  # a bad option, such as --aspect-ratio 7:5
     shown = ", ".join(map(str, numbers[:5]))
     more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
     return f"lines {shown}{more}"

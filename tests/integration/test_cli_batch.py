@@ -57,8 +57,11 @@ def test_bad_rows_exit_2_with_one_line_each_and_no_request(
     assert sim.stats.total_requests == 0
 
 
-def test_batch_writes_images_and_manifest(tmp_path: Path, sim: Simulator) -> None:
-    """A batch downloads every image and writes a manifest sorted by line; rerun is free."""
+def test_batch_writes_images_and_manifest(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A batch downloads every image and writes a manifest sorted by line; rerun is free and
+    the summary says the prompts came from the journal."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(25)) + "a broken one [[fail]]\n")
     out = tmp_path / "out"
@@ -69,8 +72,11 @@ def test_batch_writes_images_and_manifest(tmp_path: Path, sim: Simulator) -> Non
     for row in rows[:25]:
         assert (out / row["files"][0]).read_bytes().startswith(b"\x89PNG")
     creates = sim.stats.creates
+    capsys.readouterr()
     assert main(["batch", str(prompts), "--out", str(out)]) == 1
     assert sim.stats.creates == creates  # the journal re-attached everything
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"0 new prompt(s); 26 from the journal {out / 'journal.db'}" in err
 
 
 def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simulator) -> None:
@@ -146,6 +152,27 @@ def test_batch_out_of_credits_stops_submitting(
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "200 prompt(s) not submitted: the account ran out of credits" in err
     assert err.count("not submitted") == 1
+
+
+def test_batch_with_a_wrong_key_stops_submitting(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused key stops the creates (it used to send all 120 and list ten identical 401
+    lines): the prompts are not submitted, one summary row names the refusal, exit 1."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "wrong")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(120)))
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["not_submitted"] * 120
+    assert sim.stats.requests["create"] <= 64
+    err = " ".join(capsys.readouterr().err.split())
+    assert "lines 1, 2, 3, 4, 5 and 115 more │ apixo: HTTP 401" in err
+    assert "120 prompt(s) not submitted: the provider refused the API key" in err
 
 
 def test_batch_min_balance_refuses_to_start(

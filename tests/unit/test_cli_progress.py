@@ -102,3 +102,15 @@ def test_eta_follows_the_observed_rate() -> None:
         state.finished(line, 60.0)
         state.saved(60.0, ok=True)
     assert state.eta(60.0) == "-"
+
+
+def test_eta_ignores_the_wait_for_the_first_results() -> None:
+    """Nothing ends for 20 s (submits, first latency), then one a second: the ETA follows
+    the pace since the first end, not the 20 s of waiting (it read 20m59s)."""
+    state = BatchState(total=120, started=0.0)
+    for line in range(120):
+        state.accepted(line, line * 0.15)
+    for line in range(5):
+        state.finished(line, 20.0 + line)
+        state.saved(20.0 + line, ok=True)
+    assert state.eta(24.0) == "1m55s"  # 115 left at one a second
