@@ -76,7 +76,7 @@ def test_batch_writes_images_and_manifest(
     assert main(["batch", str(prompts), "--out", str(out)]) == 1
     assert sim.stats.creates == creates  # the journal re-attached everything
     err = " ".join(capsys.readouterr().err.split())
-    assert f"0 new prompt(s); 26 from the journal {out / 'journal.db'}" in err
+    assert "0 new prompt(s); 26 from the journal" in err
 
 
 def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simulator) -> None:
