@@ -161,7 +161,10 @@ class ImageRequest:
         """
         unknown = sorted(set(data) - _REQUEST_FIELDS)
         if unknown:
-            raise InvalidRequestError([f"unknown field @ $.{key}" for key in unknown])
+            known = ", ".join(sorted(_REQUEST_FIELDS))
+            raise InvalidRequestError(
+                [f"unknown field (known: {known}) @ $.{key}" for key in unknown]
+            )
         try:
             return cls(**data)  # type: ignore[arg-type]  # values are checked by _problems()
         except TypeError as exc:

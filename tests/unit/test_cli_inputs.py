@@ -296,3 +296,13 @@ def test_the_interrupted_line_says_what_a_rerun_does(provider: str | None, expec
     if provider is not None:
         args.interrupted_journal, args.interrupted_provider = Path("out/journal.db"), provider
     assert f"interrupted{_after_interrupt(args)}".startswith(expected)
+
+
+def test_an_unknown_column_lists_the_known_fields(tmp_path: Path) -> None:
+    """A misspelt column or key names the fields a row may set."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a cat", "colour": "red"}\n')
+    with pytest.raises(InputError) as info:
+        _read(path)
+    assert info.value.lines[0].startswith("line 1: unknown field (known: aspect_ratio, ")
+    assert info.value.lines[0].endswith(" @ $.colour")
