@@ -112,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     batch = commands.add_parser("batch", help="generate every prompt of a file")
-    batch.add_argument("prompts", type=Path, help=".txt (a prompt a line), .jsonl or .csv")
+    batch.add_argument(
+        "prompts", type=Path, help=".txt (a prompt a line), .json (an array), .jsonl or .csv"
+    )
     batch.add_argument("--out", type=Path, required=True, help="folder for images and manifest")
     batch.add_argument("--journal", type=Path, default=None, help="default OUT/journal.db")
     batch.add_argument(
@@ -130,10 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse to start when the account's balance is below N (crun, apixo, local)",
     )
     batch.add_argument(
-        "--requests", type=_positive(int), default=10_000, help="requests per window"
+        "--requests", type=_positive(int), default=10_000, help="requests per window (10000)"
     )
-    batch.add_argument("--per", type=_positive(float), default=60.0, help="window in seconds")
-    batch.add_argument("--concurrent", type=_positive(int), default=1_000, help="tasks at once")
+    batch.add_argument("--per", type=_positive(float), default=60.0, help="window in seconds (60)")
+    batch.add_argument(
+        "--concurrent", type=_positive(int), default=1_000, help="tasks at once (1000)"
+    )
     batch.add_argument(
         "--coordinator",
         default=None,
@@ -723,12 +727,14 @@ def _naming(client: Client) -> Iterator[None]:
     """A failure to reach the provider names the provider and the URL tried."""
     try:
         yield
-    except TransportError as exc:
-        raise _UnreachableError(f"{client.provider} at {client.base_url}: {exc}") from None
+    except (TransportError, APIError) as exc:
+        # "apixo: HTTP 404 …" from a crun server: the URL says where it went.
+        text = str(exc).removeprefix(f"{client.provider}: ")
+        raise _UnreachableError(f"{client.provider} at {client.base_url}: {text}") from None
 
 
 class _UnreachableError(Exception):
-    """The provider could not be reached (exit 1)."""
+    """The provider could not be reached, or refused the call (exit 1)."""
 
 
 def _input_problems(path: Path, exc: InputError | OSError | UnicodeDecodeError) -> list[str]:

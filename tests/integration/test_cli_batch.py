@@ -216,3 +216,15 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, sim: Simulator, after: i
     # The progress table is drawn on stderr too; what follows it is the one line.
     tail = err.decode().rsplit("┘", 1)[-1].strip().splitlines()
     assert tail == ["interrupted: run the same command again to resume from the journal"]
+
+
+def test_a_refused_call_names_the_provider_and_url(
+    sim: Simulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 401 (or a 404 from a server of another protocol) says where the request went."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "wrong-key-for-this-test")
+    assert main(["balance", "--provider", "apixo"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"error: apixo at {sim.base_url}: ")
+    assert "API key" in err[0]
