@@ -455,15 +455,21 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                         f"{args.min_balance:g}: not started"
                     ]
                 )
-        with Live(refresh(), console=console, auto_refresh=False) as live:
-            ticker = asyncio.ensure_future(tick(live))
-            try:
-                stop = await _run_batch(
-                    client, lines, state, rows, finish, concurrent=args.concurrent
-                )
-            finally:
-                ticker.cancel()
-            live.update(refresh(), refresh=True)
+        try:
+            with Live(refresh(), console=console, auto_refresh=False) as live:
+                ticker = asyncio.ensure_future(tick(live))
+                try:
+                    stop = await _run_batch(
+                        client, lines, state, rows, finish, concurrent=args.concurrent
+                    )
+                finally:
+                    ticker.cancel()
+                live.update(refresh(), refresh=True)
+        finally:
+            if not console.is_terminal:
+                # Off a terminal (a log, CI) rich leaves the table's last line open: the
+                # summary or the "interrupted" line would run on after it.
+                console.line()
     await anyio.to_thread.run_sync(rows.finish)
     console.print(render_summary(rows.rows))
     if known:

@@ -213,9 +213,10 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, sim: Simulator, after: i
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    # The progress table is drawn on stderr too; what follows it is the one line.
-    tail = err.decode().rsplit("┘", 1)[-1].strip().splitlines()
-    assert tail == ["interrupted: run the same command again to resume from the journal"]
+    # The progress table is drawn on stderr too; what follows it is the one line, on a line
+    # of its own (off a terminal rich left the table's last line open).
+    tail = err.decode().rsplit("┘", 1)[-1].splitlines()
+    assert tail == ["", "interrupted: run the same command again to resume from the journal"]
 
 
 def test_a_refused_call_names_the_provider_and_url(
