@@ -214,15 +214,23 @@ def _defaults(args: argparse.Namespace) -> dict[str, object]:
 
 async def _generate(args: argparse.Namespace) -> int:
     provider = _provider(args.provider)
+    request = ImageRequest(
+        prompt=args.prompt,
+        model=args.model or "nano-banana-2",
+        resolution=args.resolution,
+        aspect_ratio=args.aspect_ratio,
+        image_urls=args.image_urls,
+    )
     async with Client(provider) as client:
         with _naming(client):
-            result = await client.generate(
-                args.prompt,
-                model=args.model or "nano-banana-2",
-                resolution=args.resolution,
-                aspect_ratio=args.aspect_ratio,
-                image_urls=args.image_urls,
+            task = await client.submit(request)
+        if provider != "local":  # local's tasks end with this process
+            # Paid from here on: a Ctrl-C must leave the way back to it.
+            args.interrupted_task = (
+                f": {provider} task {task.id} goes on; 'nanobanana status {task.id} "
+                f"--provider {provider} --model {request.model}' fetches it"
             )
+        result = await task
         paths = await client.download(result, args.output)
     size = sum(p.stat().st_size for p in paths)
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
@@ -766,6 +774,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _after_interrupt(args: argparse.Namespace) -> str:
     # What a rerun does; set by the commands that keep a journal, once it is open.
+    task: str | None = getattr(args, "interrupted_task", None)
+    if task is not None:
+        return task
     journal: Path | None = getattr(args, "interrupted_journal", None)
     if journal is None:
         return ""

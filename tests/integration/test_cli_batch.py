@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -229,3 +230,39 @@ def test_a_refused_call_names_the_provider_and_url(
     assert len(err) == 1
     assert err[0].startswith(f"error: apixo at {sim.base_url}: ")
     assert "API key" in err[0]
+
+
+def test_ctrl_c_during_generate_names_the_paid_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the create: the one line names the task and how to fetch it, exit 130."""
+    simulator = Simulator("apixo", latency=Latency(median=30.0, sigma=0.1), seed=3)
+    simulator.start_in_thread()
+    try:
+        env = {
+            **os.environ,
+            "NANOBANANA_PROVIDER": "apixo",
+            "NANOBANANA_API_KEY": simulator.api_key,
+            "NANOBANANA_BASE_URL": simulator.base_url,
+        }
+        command = [sys.executable, "-m", "nanobanana_async", "generate", "a cat"]
+        proc = subprocess.Popen(
+            [*command, "-o", str(tmp_path / "cat.png")], stderr=subprocess.PIPE, env=env
+        )
+        # The first status check shows the client holds the accepted task.
+        deadline = time.monotonic() + 30
+        while not simulator.stats.requests["status"] and time.monotonic() < deadline:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        simulator.stop_thread()
+    assert proc.returncode == 130
+    lines = err.decode().splitlines()
+    assert len(lines) == 1
+    expected = (
+        r"interrupted: apixo task (\w+) goes on; 'nanobanana status \1 --provider apixo "
+        r"--model nano-banana-2' fetches it"
+    )
+    assert re.fullmatch(expected, lines[0])
+    assert simulator.stats.creates == 1
