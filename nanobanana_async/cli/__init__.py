@@ -257,6 +257,7 @@ class BatchState:
     skipped: int = 0
     requests_in_window: int = 0
     request_limit: int = 0
+    retries: int = 0
     _accepted_at: dict[int, float] = attrs.field(factory=dict)
     _last_accept: float = attrs.field(default=-math.inf)
     _ended: collections.deque[float] = attrs.field(factory=lambda: collections.deque(maxlen=500))
@@ -335,18 +336,21 @@ ETA_WINDOW: Final = 60.0
 def render_progress(state: BatchState, now: float) -> RenderableType:
     """The live progress table (also rendered to a string in tests)."""
     table = Table(title="nanobanana batch", show_header=True, header_style="bold")
-    columns = ("submitted", "running", "downloading", "done", "failed", "requests/window", "ETA")
-    for column in columns:
+    cells = {
+        "submitted": f"{state.submitted}/{state.total}",
+        "running": str(state.running),
+        "downloading": str(state.downloading),
+        "done": str(state.done),
+        "failed": str(state.failed),
+        "requests/window": f"{state.requests_in_window}/{state.request_limit}",
+    }
+    if state.retries:
+        # Only once there are any: climbing, it is the sign of a provider that is down.
+        cells["retries"] = str(state.retries)
+    cells["ETA"] = state.eta(now)
+    for column in cells:
         table.add_column(column, justify="right")
-    table.add_row(
-        f"{state.submitted}/{state.total}",
-        str(state.running),
-        str(state.downloading),
-        str(state.done),
-        str(state.failed),
-        f"{state.requests_in_window}/{state.request_limit}",
-        state.eta(now),
-    )
+    table.add_row(*cells.values())
     return table
 
 
@@ -420,7 +424,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     rows = Manifest(manifest)
 
     def refresh() -> RenderableType:
-        state.requests_in_window = client.statistics().requests_in_window
+        stats = client.statistics()
+        state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
         return render_progress(state, time.monotonic())
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:

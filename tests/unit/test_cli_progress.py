@@ -114,3 +114,13 @@ def test_eta_ignores_the_wait_for_the_first_results() -> None:
         state.finished(line, 20.0 + line)
         state.saved(20.0 + line, ok=True)
     assert state.eta(24.0) == "1m55s"  # 115 left at one a second
+
+
+def test_a_retries_column_appears_once_there_are_retries() -> None:
+    """No retries: no column (the table fits 80 columns); then their count is shown."""
+    state = BatchState(total=1, started=0.0, request_limit=100)
+    assert "retries" not in _text(state, 1.0)
+    state.retries = 37
+    header, row = [line for line in _text(state, 1.0).splitlines() if "│" in line or "┃" in line]
+    assert header.split("┃")[7].strip() == "retries"
+    assert row.split("│")[7].strip() == "37"
