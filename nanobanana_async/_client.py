@@ -8,7 +8,7 @@ import contextlib
 import random as _random
 import time
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -29,6 +29,7 @@ from ._models import (
     ImageRequest,
     ImageResult,
     ModelName,
+    OptionValue,
     OutputFormat,
     Resolution,
 )
@@ -234,10 +235,15 @@ class Client:
         output_format: OutputFormat | str | None = None,
         google_search: bool | None = None,
         timeout: float | None = None,
+        num_images: int | None = None,
+        watermark: str | None = None,
+        callback_url: str | None = None,
+        provider_options: Mapping[str, OptionValue] | None = None,
     ) -> ImageResult:
-        """Generate one image and wait for it.
+        """Generate one image (or ``num_images``) and wait for it.
 
-        Args are those of :class:`ImageRequest`.
+        Args are those of :class:`ImageRequest`. A ``callback_url`` here is used instead of the
+        client's ``callbacks=`` receiver for this request.
 
         Returns:
             the finished task's result; ``urls`` is never empty.
@@ -257,6 +263,10 @@ class Client:
             output_format=output_format,
             google_search=google_search,
             timeout=timeout,
+            num_images=num_images,
+            watermark=watermark,
+            callback_url=callback_url,
+            provider_options=provider_options,
         )
         task = await self.submit(request)
         return await task

@@ -84,6 +84,13 @@ def request_to_json(request: ImageRequest) -> dict[str, object]:
     data = attrs.asdict(request)
     data.pop("callback_url", None)
     data["image_urls"] = list(request.image_urls)
+    data["provider_options"] = dict(request.provider_options)
+    for name in ("num_images", "watermark"):
+        if data[name] is None:
+            # Absent as before these fields existed: an old journal's keys stay valid.
+            del data[name]
+    if not data["provider_options"]:
+        del data["provider_options"]
     return data
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
@@ -23,6 +23,9 @@ _REQUEST_FIELDS: Final = frozenset(
         "output_format",
         "google_search",
         "timeout",
+        "num_images",
+        "watermark",
+        "provider_options",
         "callback_url",
     }
 )
@@ -66,6 +69,49 @@ AspectRatio: TypeAlias = Literal[
 OutputFormat: TypeAlias = Literal["png", "jpeg", "jpg"]
 
 
+#: The value of one provider-specific option (see ``ImageRequest.provider_options``).
+OptionValue: TypeAlias = str | int | float | bool
+
+
+class _Options(Mapping[str, OptionValue]):
+    """A read-only copy of ``provider_options``: the request is frozen, the caller's dict may
+    change later, and a request must still pickle and hash."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, OptionValue]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> OptionValue:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __getstate__(self) -> dict[str, OptionValue]:
+        return self._items
+
+    def __setstate__(self, items: dict[str, OptionValue]) -> None:
+        self._items = items
+
+
+def _to_options(value: Mapping[str, OptionValue] | None) -> Mapping[str, OptionValue]:
+    given: object = value
+    if given is None:
+        return _Options({})
+    # Anything but a mapping is kept as given, for _problems() to name.
+    return _Options(given) if isinstance(given, Mapping) else value  # type: ignore[return-value]
+
+
 def _to_str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
     # A lone string would otherwise be split into characters.
     if isinstance(value, str):
@@ -87,7 +133,16 @@ class ImageRequest:
         output_format: ``png`` or ``jpeg`` (``jpg`` is the same); None lets the provider choose.
         google_search: ask for Google Search grounding where the model offers it.
         timeout: seconds to wait for the task in total; None uses the client's default.
-        callback_url: where the provider should POST when the task ends (http or https).
+        callback_url: where the provider should POST when the task ends (http or https). It
+            takes the place of a ``Client(callbacks=...)`` receiver for this request, and is
+            what nanobananaapi's ``nano-banana`` and ``nano-banana-pro`` require.
+        num_images: images to make in one task (nanobananaapi ``nano-banana``: 1-4); the
+            result then holds every URL.
+        watermark: text to watermark the images with (nanobananaapi ``nano-banana``).
+        provider_options: options only one provider has, by its own name, for example
+            ``{"provider": "official"}`` for apixo's routing (``auto``, ``value``,
+            ``official``). Each driver lists what its provider documents; anything else is
+            refused before any request.
 
     Raises:
         InvalidRequestError: listing every provider-independent problem at once.
@@ -104,6 +159,9 @@ class ImageRequest:
     google_search: bool | None = None
     timeout: float | None = None
     callback_url: str | None = None
+    num_images: int | None = None
+    watermark: str | None = None
+    provider_options: Mapping[str, OptionValue] = attrs.field(factory=dict, converter=_to_options)
 
     def __attrs_post_init__(self) -> None:
         problems = self._problems()
@@ -150,6 +208,25 @@ class ImageRequest:
         callback = values["callback_url"]
         if isinstance(callback, str) and not is_http_url(callback):
             errors.append("callback URL must be an http(s) URL @ $.callback_url")
+        count: object = self.num_images
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            errors.append("num_images must be a positive integer @ $.num_images")
+        watermark: object = self.watermark
+        if watermark is not None and not isinstance(watermark, str):
+            errors.append("watermark must be a string or None @ $.watermark")
+        given: object = self.provider_options
+        if not isinstance(given, Mapping):
+            errors.append("provider_options must map names to values @ $.provider_options")
+            given = {}
+        options: Iterable[tuple[object, object]] = given.items()
+        for key, option in options:
+            if not isinstance(key, str) or not isinstance(option, str | int | float | bool):
+                errors.append(
+                    "provider options are names with a string, number or bool value "
+                    f"@ $.provider_options.{key}"
+                )
         return errors
 
     @classmethod

@@ -70,6 +70,13 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _option(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"not a port (0-65535): {text}")
@@ -96,6 +103,26 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None, help="default nano-banana-2")
         p.add_argument("--resolution", default=None, help="e.g. 1K, 2K, 4K (provider's default)")
         p.add_argument("--aspect-ratio", default=None, help="e.g. 1:1, 16:9 (provider's default)")
+        p.add_argument(
+            "--num-images",
+            type=_positive(int),
+            default=None,
+            help="images per task where the model makes several (nanobananaapi nano-banana: 1-4)",
+        )
+        p.add_argument(
+            "--watermark", default=None, help="watermark text (nanobananaapi nano-banana)"
+        )
+        p.add_argument(
+            "--callback-url", default=None, help="URL the provider POSTs to when a task ends"
+        )
+        p.add_argument(
+            "--option",
+            type=_option,
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="an option only this provider has, e.g. --option provider=official on apixo",
+        )
 
     generate = commands.add_parser("generate", help="generate one image and save it")
     generate.add_argument("prompt", help="what to draw")
@@ -208,7 +235,15 @@ def _provider(chosen: str | None) -> str:
 
 
 def _defaults(args: argparse.Namespace) -> dict[str, object]:
-    fields = {"model": args.model, "resolution": args.resolution, "aspect_ratio": args.aspect_ratio}
+    fields = {
+        "model": args.model,
+        "resolution": args.resolution,
+        "aspect_ratio": args.aspect_ratio,
+        "num_images": args.num_images,
+        "watermark": args.watermark,
+        "callback_url": args.callback_url,
+        "provider_options": dict(args.option) or None,
+    }
     return {name: value for name, value in fields.items() if value is not None}
 
 
@@ -220,6 +255,10 @@ async def _generate(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         aspect_ratio=args.aspect_ratio,
         image_urls=args.image_urls,
+        num_images=args.num_images,
+        watermark=args.watermark,
+        callback_url=args.callback_url,
+        provider_options=dict(args.option),
     )
     async with Client(provider) as client:
         with _naming(client):

@@ -39,6 +39,14 @@ def _coerce(row: Mapping[str, object]) -> dict[str, object]:
                 except ValueError:
                     out[name] = value
                 continue
+            if name == "num_images":
+                out[name] = int(value) if value.isdigit() else value
+                continue
+            if name == "provider_options":
+                # A CSV cell: "name=value" pairs separated by ";" (JSON rows give an object).
+                pairs = [part.partition("=") for part in value.split(";") if part.strip()]
+                out[name] = {k.strip(): v.strip() for k, sep, v in pairs if sep} or value
+                continue
             if name == "google_search":
                 lowered = value.lower()
                 out[name] = {"true": True, "1": True, "false": False, "0": False}.get(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -96,6 +97,12 @@ class ApixoDriver:
     first_poll: float = 10.0
     poll_interval: float = 3.0
     min_check_gap: float = 0.0  # the docs set no floor between checks of one task
+    # Seed 004, Request Body: "Routing strategy: auto, value, or official" (top-level
+    # ``provider``; PROTOCOLS.md 4: "auto (default, value-first with failover) · value
+    # (cheapest partners) · official").
+    options: Mapping[str, frozenset[str]] = MappingProxyType(
+        {"provider": frozenset({"auto", "value", "official"})}
+    )
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for ``nano-banana`` or ``nano-banana-2``."""
@@ -123,6 +130,7 @@ class ApixoDriver:
             {
                 "request_type": "callback" if request.callback_url else None,
                 "callback_url": request.callback_url,
+                "provider": request.provider_options.get("provider"),
                 "input": model_input,
             }
         )

@@ -61,6 +61,8 @@ class ModelSpec:
         output_formats: canonical format (``png``/``jpeg``) → the provider's wire value.
         google_search: whether ``google_search`` can be sent.
         callback_required: the provider documents the callback URL as required.
+        num_images: the most images one task may make, None when there is no such field.
+        watermark: whether a watermark text can be sent.
     """
 
     wire_id: str
@@ -71,6 +73,8 @@ class ModelSpec:
     output_formats: Mapping[str, str] = attrs.field(factory=dict)
     google_search: bool = False
     callback_required: bool = False
+    num_images: int | None = None
+    watermark: bool = False
 
 
 class ProviderDriver(Protocol):
@@ -84,6 +88,8 @@ class ProviderDriver(Protocol):
     poll_interval: float
     #: seconds at least between a task's create and its first check, and between checks.
     min_check_gap: float
+    #: options only this provider has (``ImageRequest.provider_options``): name → values.
+    options: Mapping[str, frozenset[str]]
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a provider model id, None when not sold here."""
@@ -198,9 +204,38 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
         errors.append(
             f"{where} requires a callback URL (set one, or use callbacks=) @ $.callback_url"
         )
+    if request.num_images is not None:
+        if spec.num_images is None:
+            errors.append(f"{where} takes no num_images (one image per task) @ $.num_images")
+        elif request.num_images > spec.num_images:
+            errors.append(
+                f"num_images {request.num_images}: {where} makes 1 to {spec.num_images} "
+                "@ $.num_images"
+            )
+    if request.watermark is not None and not spec.watermark:
+        errors.append(f"{where} takes no watermark @ $.watermark")
+    errors.extend(_option_problems(driver, request))
     if errors:
         raise InvalidRequestError(errors)
     return spec
+
+
+def _option_problems(driver: ProviderDriver, request: ImageRequest) -> list[str]:
+    problems = []
+    for name, value in request.provider_options.items():
+        allowed = driver.options.get(name)
+        if allowed is None:
+            documented = ", ".join(sorted(driver.options)) or "none"
+            problems.append(
+                f"{driver.name} documents no option {name!r} (documented: {documented}) "
+                f"@ $.provider_options.{name}"
+            )
+        elif value not in allowed:
+            problems.append(
+                f"{driver.name} option {name} {value!r} is not documented "
+                f"(allowed: {', '.join(sorted(allowed))}) @ $.provider_options.{name}"
+            )
+    return problems
 
 
 def _ratio_order(ratio: str) -> tuple[int, float, str]:

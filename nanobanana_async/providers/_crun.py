@@ -4,6 +4,7 @@ with the TaskInfo ``data`` object (pure, no I/O)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -156,6 +157,8 @@ class CrunDriver:
     first_poll: float = 10.0
     poll_interval: float = 3.0
     min_check_gap: float = 0.0  # the docs set no floor between checks of one task
+    # No provider-specific options are documented for this provider.
+    options: Mapping[str, frozenset[str]] = MappingProxyType({})
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a crun model id (``google/...``)."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -29,7 +31,8 @@ from ._base import (
 # Sources: seed 003 (generate-2) and PROTOCOLS.md section 3 for generate and generate-pro [C].
 _MODELS: Final = {
     # generate: "image_size ... 1:1 9:16 16:9 3:4 4:3 3:2 2:3 5:4 4:5 21:9", "callBackUrl
-    # (required)", no resolution field. No image or prompt cap is documented: none is checked.
+    # (required)", "numImages 1–4", "watermark (text)", no resolution field. No image or
+    # prompt cap is documented: none is checked.
     "nano-banana": ModelSpec(
         wire_id="nano-banana",
         resolutions=frozenset(),
@@ -37,6 +40,8 @@ _MODELS: Final = {
         max_images=None,
         max_prompt=None,
         callback_required=True,
+        num_images=4,
+        watermark=True,
     ),
     # Seed 003: "prompt: Text prompt (required), up to 20,000 characters", "imageUrls ... up
     # to 14 images", "aspectRatio ... Supported: 1:1, 1:4, 1:8, 2:3, 3:2, 3:4, 4:1, 4:3, 4:5,
@@ -84,8 +89,10 @@ class _Created:
 
 @attrs.frozen
 class _Images:
-    originImageUrl: str | None = None  # noqa: N815  wire name
-    resultImageUrl: str | None = None  # noqa: N815  wire name
+    originImageUrl: Any = None  # noqa: N815  wire name
+    # One URL as documented; how several come back (numImages > 1) is not documented
+    # (PROTOCOLS.md 3, [?]), so a list of URLs is read too.
+    resultImageUrl: Any = None  # noqa: N815  wire name
 
 
 @attrs.frozen
@@ -112,6 +119,8 @@ class NanoBananaApiDriver:
     first_poll: float = 10.0
     poll_interval: float = 3.0
     min_check_gap: float = 0.0  # the docs set no floor between checks of one task
+    # No provider-specific options are documented for this provider.
+    options: Mapping[str, frozenset[str]] = MappingProxyType({})
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical model name (the provider has no model ids of its own)."""
@@ -130,9 +139,10 @@ class NanoBananaApiDriver:
                     # The misspelt values are the literal wire values.
                     "type": "IMAGETOIAMGE" if urls else "TEXTTOIAMGE",
                     "callBackUrl": request.callback_url,
-                    "numImages": 1,
+                    "numImages": request.num_images or 1,
                     "imageUrls": urls or None,
                     "image_size": request.aspect_ratio,
+                    "watermark": request.watermark,
                 }
             )
         elif model == "nano-banana-2":
@@ -183,12 +193,15 @@ class NanoBananaApiDriver:
 
     def _status(self, record: _Record) -> TaskStatus:
         state = _FLAGS.get(record.successFlag, TaskState.UNKNOWN)
-        url = record.response.resultImageUrl if record.response else None
+        found = record.response.resultImageUrl if record.response else None
+        urls = [found] if isinstance(found, str) else found if isinstance(found, list) else []
         failed = state is TaskState.FAILED
         return TaskStatus(
             state=state,
             raw_state=str(record.successFlag),
-            urls=(url,) if state is TaskState.SUCCEEDED and url else (),
+            urls=tuple(u for u in urls if isinstance(u, str) and u)
+            if state is TaskState.SUCCEEDED
+            else (),
             error_code=record.errorCode if failed else None,
             error_message=record.errorMessage if failed else None,
             content_policy=failed

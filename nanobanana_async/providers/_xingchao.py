@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote
 
@@ -92,6 +94,8 @@ class XingchaoDriver:
     # Seed 001 (xingchao docs): "Check the task status every 2–5 seconds. Polling too
     # frequently may result in rate limiting": 2 s is the floor between checks of one task.
     min_check_gap: float = 2.0
+    # No provider-specific options are documented for this provider.
+    options: Mapping[str, frozenset[str]] = MappingProxyType({})
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a xingchao model id."""

@@ -7,6 +7,7 @@ When a driver's table changes, regenerate the README block with
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from nanobanana_async.providers import DRIVERS
@@ -16,6 +17,7 @@ from nanobanana_async.providers._base import (
     RATIOS_CLASSIC_AUTO,
     RATIOS_NB2,
     ModelSpec,
+    ProviderDriver,
 )
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -34,7 +36,14 @@ def _ratios(ratios: frozenset[str] | None) -> str:
     return named.get(ratios, ", ".join(sorted(ratios)))
 
 
-def _row(provider: str, model: str, spec: ModelSpec, callbacks: bool) -> str:
+def _extras(spec: ModelSpec, options: Mapping[str, frozenset[str]]) -> str:
+    extras = [f"`num_images` 1-{spec.num_images}"] if spec.num_images is not None else []
+    extras += ["`watermark`"] if spec.watermark else []
+    extras += [f"`{name}`: {', '.join(sorted(values))}" for name, values in options.items()]
+    return "; ".join(extras) or "—"
+
+
+def _row(provider: str, model: str, spec: ModelSpec, driver: ProviderDriver) -> str:
     cells = [
         provider,
         f"`{model}`",
@@ -44,7 +53,8 @@ def _row(provider: str, model: str, spec: ModelSpec, callbacks: bool) -> str:
         UNCHECKED if spec.max_prompt is None else f"{spec.max_prompt:,}",
         ", ".join(sorted(spec.output_formats)) or "—",
         "yes" if spec.google_search else "—",
-        "required" if spec.callback_required else "optional" if callbacks else "—",
+        "required" if spec.callback_required else "optional" if driver.supports_callback else "—",
+        _extras(spec, driver.options),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -53,14 +63,14 @@ def render() -> str:
     """The table, one row per provider and canonical model it sells."""
     lines = [
         "| provider | model | resolution | aspect ratio | reference images | prompt characters "
-        "| output format | Google Search | callback URL |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| output format | Google Search | callback URL | other options |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, driver in DRIVERS.items():
         for model in CANONICAL_MODELS:
             spec = driver.model_spec(model)
             if spec is not None:
-                lines.append(_row(name, model, spec, driver.supports_callback))
+                lines.append(_row(name, model, spec, driver))
     return "\n".join(lines) + "\n"
 
 
