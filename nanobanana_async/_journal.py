@@ -135,16 +135,18 @@ class Journal:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            if self.path.is_dir():
+                raise ConfigurationError(f"{self.path}: a folder, not a journal")
             if not self._create and not self.path.is_file():
                 raise ConfigurationError(f"{self.path}: no such journal")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._hold_file_lock()
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"{self.path}: cannot open journal ({exc.strerror})"
-                ) from None
+            except (OSError, sqlite3.Error) as exc:
+                self._unlock()
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise ConfigurationError(f"{self.path}: cannot open journal ({reason})") from None
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")

@@ -33,6 +33,7 @@ from .._download import safe_name
 from .._errors import (
     APIError,
     AuthenticationError,
+    CoordinatorUnavailableError,
     InsufficientCreditsError,
     NanoBananaError,
     NotSupportedError,
@@ -452,6 +453,11 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         raise InputError(_input_problems(args.prompts, exc)) from None
     lines = {_key(provider, n, r): (n, r) for n, r in requests}
     try:
+        await anyio.to_thread.run_sync(lambda: args.out.mkdir(parents=True, exist_ok=True))
+    except OSError as exc:
+        await client.aclose()
+        raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
+    try:
         earlier, known = await _prepare_journal(
             journal, provider, list(lines), args.resubmit_unknown
         )
@@ -540,11 +546,12 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     if skipped:
         numbers = ", ".join(str(r["line"]) for r in skipped[:20])
         more = ", …" if len(skipped) > 20 else ""
-        why = (
-            "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
-            if isinstance(stop, AuthenticationError)
-            else "the account ran out of credits (lines {}); top up"
-        )
+        if isinstance(stop, AuthenticationError):
+            why = "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+        elif isinstance(stop, CoordinatorUnavailableError):
+            why = "the coordinator (Redis) did not answer (lines {}); start it"
+        else:
+            why = "the account ran out of credits (lines {}); top up"
         console.print(
             f"{len(skipped)} prompt(s) not submitted: {why.format(numbers + more)} and run "
             "the same command again"
@@ -627,10 +634,10 @@ async def _run_batch(
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
     *,
     concurrent: int,
-) -> APIError | None:
+) -> NanoBananaError | None:
     """Run every prompt; returns the refusal that stopped the submits (no credits, a bad
-    key), if one did."""
-    stopped: list[APIError] = []
+    key, no coordinator), if one did."""
+    stopped: list[NanoBananaError] = []
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
     def not_submitted(line: int, request: ImageRequest) -> None:
@@ -646,7 +653,11 @@ async def _run_batch(
                 return
             try:
                 task = await client.submit(request, key=key)
-            except (InsufficientCreditsError, AuthenticationError) as exc:
+            except (
+                InsufficientCreditsError,
+                AuthenticationError,
+                CoordinatorUnavailableError,
+            ) as exc:
                 # Refused before acceptance: nothing created, a rerun submits it. Every further
                 # create would be refused the same way, so none is sent.
                 stopped.append(exc)

@@ -264,6 +264,10 @@ def test_out_that_is_a_file_is_exit_2(
     prompts.write_text("a cat\n")
     assert main(["batch", str(prompts), "--out", str(prompts)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {prompts}: not a folder"]
+    # A folder that cannot be made (under a file): one line too, not a FileNotFoundError.
+    assert main(["batch", str(prompts), "--out", str(prompts / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --out {prompts / 'out'}: Not a directory"]
 
 
 def test_an_unreachable_provider_is_named_with_its_url(

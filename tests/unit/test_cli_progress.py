@@ -1,13 +1,17 @@
-"""The batch progress display's counting (pure: times are passed in)."""
+"""The batch's progress counting (pure: times are passed in) and its submit loop."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
+from pathlib import Path
+from typing import cast
 
 from rich.console import Console
 
-from nanobanana_async.cli import BatchState, render_progress
+import nanobanana_async as nb
+from nanobanana_async.cli import SUBMIT_WINDOW, BatchState, Manifest, _run_batch, render_progress
 
 
 def _text(state: BatchState, now: float) -> str:
@@ -124,3 +128,30 @@ def test_a_retries_column_appears_once_there_are_retries() -> None:
     header, row = [line for line in _text(state, 1.0).splitlines() if "│" in line or "┃" in line]
     assert header.split("┃")[7].strip() == "retries"
     assert row.split("│")[7].strip() == "37"
+
+
+async def test_a_batch_stops_submitting_when_the_coordinator_is_gone(tmp_path: Path) -> None:
+    """No Redis: the submits in the window fail, the rest are not submitted (each would wait
+    Timeouts.coordinator and fail the same way: 16 rounds of 30 s for 1,000 prompts)."""
+    calls = 0
+
+    class NoCoordinator:
+        async def submit(self, request: nb.ImageRequest, *, key: str) -> nb.Task:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0)
+            raise nb.CoordinatorUnavailableError("the coordinator (Redis) did not answer")
+
+    lines = {f"k{n}": (n, nb.ImageRequest(prompt=f"p{n}")) for n in range(1, 201)}
+    state = BatchState(total=200, started=0.0)
+    rows = Manifest(tmp_path / "results.jsonl")
+
+    async def finish(line: int, request: nb.ImageRequest, result: nb.ImageResult) -> None:
+        raise AssertionError("nothing finishes")
+
+    client = cast("nb.Client", NoCoordinator())
+    stop = await _run_batch(client, lines, state, rows, finish, concurrent=1000)
+    assert isinstance(stop, nb.CoordinatorUnavailableError)
+    assert calls <= SUBMIT_WINDOW
+    assert [r["status"] for r in rows.rows] == ["not_submitted"] * 200
+    assert state.skipped == 200

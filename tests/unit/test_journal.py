@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,4 +90,24 @@ async def test_drop_unknown_forgets_only_unknown_submits(tmp_path: Path) -> None
     await journal.record_submitted("submitted", "task-1", "nano-banana-2")
     assert await journal.drop_unknown(["intent", "unknown", "submitted", "absent"]) == 2
     assert [e.key for e in await journal.entries()] == ["submitted"]
+    await journal.aclose()
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.mkdir(), "a folder, not a journal"),
+        (lambda p: p.parent.rmdir() or p.parent.touch(), "cannot open journal"),
+    ],
+)
+async def test_a_journal_path_that_cannot_be_opened_is_a_typed_error(
+    tmp_path: Path, make: Callable[[Path], object], expected: str
+) -> None:
+    """A folder, or a path under a file, is a ConfigurationError naming it, not sqlite's."""
+    path = tmp_path / "sub" / "journal.db"
+    path.parent.mkdir()
+    make(path)
+    journal = Journal(path)
+    with pytest.raises(nb.ConfigurationError, match=expected):
+        await journal.entries()
     await journal.aclose()
