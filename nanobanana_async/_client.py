@@ -203,7 +203,10 @@ class Client:
         """Stop tracking this client's tasks and release its connections.
 
         Tasks still pending fail with ``ClientClosedError`` carrying their ids; they keep
-        running at the provider and can be resumed. Safe to call more than once.
+        running at the provider and can be resumed. Submits still under way are stopped:
+        their callers get ``SubmitOutcomeUnknownError`` when the create was already sent,
+        else ``ClientClosedError``. Every connection is released even when this runs in a
+        cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
         """
         if self._closed:
             return
