@@ -364,6 +364,11 @@ class Intent:
         """Record the task id the provider gave."""
         await self._journal.record_submitted(self.key, ref.task_id, ref.model)
 
+    async def failed(self, task_id: str, model: str, error: str) -> None:
+        """Record a task the create's answer already reported failed."""
+        await self._journal.record_submitted(self.key, task_id, model)
+        await self._journal.record_end(self.key, "failed", error=error)
+
     async def unknown(self, error: str) -> None:
         """Record that the submit's outcome is unknown."""
         if self._written:

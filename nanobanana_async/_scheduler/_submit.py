@@ -23,6 +23,7 @@ from .._errors import (
     NanoBananaError,
     RateLimitError,
     SubmitOutcomeUnknownError,
+    TaskError,
 )
 from .._journal import Intent, JournalEntry, request_key
 from .._models import Balance, ImageRequest, ImageResult, TaskRef
@@ -207,6 +208,16 @@ class Submitter:
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 await intent.clear()
+            if callback is not None:
+                callback.discard()
+            raise
+        except TaskError as exc:
+            # The create's own answer says the task was made and failed (xingchao answers a
+            # content refusal so): it is over, with an id, so its slot is free and the journal
+            # records the failure, never an unknown outcome.
+            conn.account.ledger.slots.release(lease)
+            if intent is not None:
+                await intent.failed(exc.task_id, exc.model, str(exc))
             if callback is not None:
                 callback.discard()
             raise

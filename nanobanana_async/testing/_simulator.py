@@ -34,6 +34,7 @@ _CALLBACK_DELAYS: Final = (1.0, 2.0, 4.0)  # apixo retries up to 3 times, growin
 _MARKER_POLICY: Final = "[[policy]]"
 _MARKER_FAIL: Final = "[[fail]]"
 _MARKER_STUCK: Final = "[[stuck]]"
+_MARKER_REFUSED: Final = "[[refused]]"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -157,8 +158,9 @@ class Simulator:
     """A provider's API on 127.0.0.1, for tests, examples and benchmarks.
 
     Use ``async with Simulator("apixo") as sim:`` then pass ``sim.base_url`` and ``sim.api_key``
-    to ``Client``. Prompts containing ``[[fail]]`` fail, ``[[policy]]`` fail on content policy
-    and ``[[stuck]]`` never finish.
+    to ``Client``. Prompts containing ``[[fail]]`` fail, ``[[policy]]`` fail on content policy,
+    ``[[stuck]]`` never finish, and ``[[refused]]`` are refused on content at the create where
+    the provider answers that way (xingchao: ``status: "failed"`` with the task's id).
 
     Args:
         provider: ``xingchao``, ``crun``, ``nanobananaapi`` or ``apixo``.
@@ -456,6 +458,11 @@ class Simulator:
         except RejectError as exc:
             self.stats.rejected += 1
             return self._error(exc.code, exc.message)
+        if self.protocol.refuses_at_create and _MARKER_REFUSED in accepted.prompt:
+            self.stats.rejected += 1
+            task = self._new_task(accepted, body, now, str(request.url.origin()), refused=True)
+            status, answer = self.protocol.created(self._view(task, "policy"))
+            return self._json(status, answer)
         if (
             self.limits.concurrent_tasks is not None
             and self._active(now) >= self.limits.concurrent_tasks
@@ -488,11 +495,13 @@ class Simulator:
             self.stats.duplicate_creates += 1
         self._fingerprints.add(fingerprint)
 
-    def _new_task(self, accepted: Accepted, body: object, now: float, origin: str) -> _Task:
-        duration = self.latency.sample(self._rng)
+    def _new_task(
+        self, accepted: Accepted, body: object, now: float, origin: str, *, refused: bool = False
+    ) -> _Task:
+        duration = 0.0 if refused else self.latency.sample(self._rng)
         prompt = accepted.prompt
         outcome: State = "success"
-        if _MARKER_POLICY in prompt:
+        if refused or _MARKER_POLICY in prompt:
             outcome = "policy"
         elif _MARKER_FAIL in prompt:
             outcome = "failed"

@@ -81,13 +81,13 @@ def _optional_str(body: Mapping[str, object], key: str, allowed: frozenset[str])
     return value
 
 
-def _url_list(body: Mapping[str, object], key: str, cap: int) -> list[str]:
+def _url_list(body: Mapping[str, object], key: str, cap: int | None) -> list[str]:
     value = body.get(key, [])
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RejectError(400, f"{key} must be an array of strings")
-    if len(value) > cap:
+    if cap is not None and len(value) > cap:
         raise RejectError(400, f"{key} takes at most {cap} images")
     for url in value:
         if not url.startswith(("http://", "https://")):
@@ -113,6 +113,16 @@ def _callback(body: Mapping[str, object], key: str, *, required: bool) -> str | 
     return value
 
 
+def _only(
+    body: Mapping[str, object], fields: frozenset[str], where: str = "", code: int = 400
+) -> None:
+    # Every field a document does not define is refused, so a misnamed field (camelCase for
+    # snake_case, a field of another provider or model) fails here as it would there.
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise RejectError(code, f"Unknown field: {where}{unknown[0]}")
+
+
 def _optional_bool(body: Mapping[str, object], key: str) -> None:
     if key in body and body[key] is not None and not isinstance(body[key], bool):
         raise RejectError(400, f"{key} must be a boolean")
@@ -126,6 +136,8 @@ class WireProtocol:
     create_routes: tuple[str, ...] = ()
     status_route: str = ""
     balance_route: str | None = None
+    #: Whether a create refused on content is answered as a failed task (xingchao's docs).
+    refuses_at_create: bool = False
 
     def authorized(self, headers: Mapping[str, str], key: str) -> bool:
         """Whether the request carries the right key."""
@@ -169,6 +181,7 @@ class Xingchao(WireProtocol):
 
     name = "xingchao"
     prefix = "/kyyReactApiServer"
+    refuses_at_create = True
     create_routes = ("/v1/banana/images",)
     status_route = "/v1/result/{task_id}"
     _models: Final = frozenset(
@@ -189,15 +202,22 @@ class Xingchao(WireProtocol):
         "unknown": "warming_up",
     }
 
+    _fields: Final = frozenset({"model", "prompt", "resolution", "size", "image_urls"})
+
     def validate(self, route: str, match: Mapping[str, str], body: object) -> Accepted:
-        """model, prompt, lower-case resolution (2k/4k only on pro), size, ≤ 6 image_urls."""
+        """model, prompt, lower-case resolution (2k/4k only on pro), size, ≤ 6 image_urls.
+
+        The docs' own example sends nano-banana-2 at 2k against their resolution table, so
+        nano-banana-2 takes 2k/4k here too.
+        """
         obj = _obj(body, "body")
+        _only(obj, self._fields)
         model = _required_str(obj, "model")
         if model not in self._models:
             raise RejectError(400, f"Unknown model: {model}")
         prompt = _prompt(obj, None)
         resolution = _optional_str(obj, "resolution", frozenset({"1k", "2k", "4k"}))
-        if resolution in ("2k", "4k") and "pro" not in model:
+        if resolution in ("2k", "4k") and model in ("nano-banana", "nano-banana-2-stable"):
             raise RejectError(400, f"{resolution} is only supported by nano-banana-pro models")
         size = _optional_str(obj, "size", _CLASSIC_RATIOS)
         _url_list(obj, "image_urls", 6)
@@ -208,14 +228,19 @@ class Xingchao(WireProtocol):
         return match["task_id"]
 
     def created(self, view: TaskView) -> tuple[int, dict[str, object]]:
-        """``{id, object, created, model, status}``."""
-        return 200, {
+        """``{id, object, created, model, status}``; a create refused on content answers in
+        the same shape with ``status: "failed"`` and ``error`` (the docs' Failure Response)."""
+        answer: dict[str, object] = {
             "id": view.task_id,
             "object": "nanobanana",
             "created": int(view.created_wall),
             "model": view.model,
             "status": "queued",
         }
+        if view.state == "policy":
+            answer["status"] = "failed"
+            answer["error"] = "Invalid prompt: content policy violation"
+        return 200, answer
 
     def status(self, view: TaskView) -> tuple[int, dict[str, object]]:
         """``image_url`` only when completed, ``error`` only when failed."""
@@ -264,6 +289,11 @@ class Crun(WireProtocol):
         }
     )
     _classic: Final = frozenset({"google/nano-banana", "google/nano-banana-v2"})
+    # PROTOCOLS.md 2: prompt, aspect_ratio, output_format [C, echoed]; img_urls [I];
+    # resolution, google_search [3P]. Not image_urls: that is apixo's and xingchao's name.
+    _input_fields: Final = frozenset(
+        {"prompt", "aspect_ratio", "output_format", "img_urls", "resolution", "google_search"}
+    )
     _states: Final = {
         "queued": "pending",
         "running": "running",
@@ -278,12 +308,23 @@ class Crun(WireProtocol):
         return headers.get("x-api-key", "") == key
 
     def validate(self, route: str, match: Mapping[str, str], body: object) -> Accepted:
-        """model, ``input`` with prompt and the model's fields, snake_case ``callback_url``."""
+        """model, ``input`` with prompt and the model's fields, snake_case ``callback_url``.
+
+        Every refusal is body code 422: crun's code list has "422: Validation Error" and no 400.
+        """
+        try:
+            return self._validate(body)
+        except RejectError as exc:
+            raise RejectError(422, exc.message) from None
+
+    def _validate(self, body: object) -> Accepted:
         obj = _obj(body, "body")
+        _only(obj, frozenset({"model", "input", "callback_url"}), code=422)
         model = _required_str(obj, "model")
         if model not in self._nb2 | self._classic:
             raise RejectError(422, f"Unsupported model: {model}")
         model_input = _obj(obj.get("input"), "input")
+        _only(model_input, self._input_fields, "input.", code=422)
         nb2 = model in self._nb2
         prompt = _prompt(model_input, 20_000 if nb2 else 5_000, "input.")
         ratios = _CLASSIC_RATIOS | {"auto"} | (_EXTREME_RATIOS if nb2 else frozenset())
@@ -374,23 +415,46 @@ class NanoBananaApi(WireProtocol):
         "policy": 3,
         "unknown": 7,
     }
+    # PROTOCOLS.md 3 (seed 003 for generate-2): each endpoint's documented body.
+    _fields: Final = {
+        "generate": frozenset(
+            {"prompt", "type", "callBackUrl", "numImages", "imageUrls", "watermark", "image_size"}
+        ),
+        "generate-2": frozenset(
+            {
+                "prompt",
+                "imageUrls",
+                "aspectRatio",
+                "resolution",
+                "googleSearch",
+                "outputFormat",
+                "callBackUrl",
+            }
+        ),
+        "generate-pro": frozenset(
+            {"prompt", "imageUrls", "resolution", "aspectRatio", "callBackUrl"}
+        ),
+    }
 
     def validate(self, route: str, match: Mapping[str, str], body: object) -> Accepted:
         """Each endpoint's camelCase fields; NB1 needs ``type`` and ``callBackUrl``."""
         obj = _obj(body, "body")
         endpoint = route.rsplit("/", 1)[-1]
+        _only(obj, self._fields[endpoint])
         if endpoint == "generate":
             prompt = _prompt(obj, None)
             kind = obj.get("type")
             if kind not in ("TEXTTOIAMGE", "IMAGETOIAMGE"):
                 raise RejectError(400, "type must be TEXTTOIAMGE or IMAGETOIAMGE")
-            urls = _url_list(obj, "imageUrls", 5)
+            urls = _url_list(obj, "imageUrls", None)  # no cap is documented
             if kind == "IMAGETOIAMGE" and not urls:
                 raise RejectError(400, "IMAGETOIAMGE needs imageUrls")
             num = obj.get("numImages", 1)
             if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 4:
                 raise RejectError(400, "numImages must be 1-4")
             ratio = _optional_str(obj, "image_size", _CLASSIC_RATIOS)
+            if obj.get("watermark") is not None and not isinstance(obj["watermark"], str):
+                raise RejectError(400, "watermark must be text")
             callback = _callback(obj, "callBackUrl", required=True)
             model = "nano-banana"
         elif endpoint == "generate-2":
@@ -439,7 +503,7 @@ class NanoBananaApi(WireProtocol):
             "completeTime": _stamp(view.finished_wall) if done else "",
             "createTime": _stamp(view.created_wall),
             "response": (
-                {"originImageUrl": view.image_url, "resultImageUrl": view.image_url}
+                {"originImageUrl": view.image_url, "resultImageUrl": self._images(view)}
                 if view.state == "success"
                 else None
             ),
@@ -447,6 +511,14 @@ class NanoBananaApi(WireProtocol):
             "errorCode": error_code,
             "errorMessage": error_message,
         }
+
+    @staticmethod
+    def _images(view: TaskView) -> str | list[str]:
+        # How generate returns numImages > 1 is not documented [?]: a list of URLs here.
+        count = view.params.get("numImages", 1)
+        if not isinstance(count, int) or count <= 1:
+            return view.image_url
+        return [f"{view.image_url}?n={n}" for n in range(1, count + 1)]
 
     def status(self, view: TaskView) -> tuple[int, dict[str, object]]:
         """The record-info ``data``."""
@@ -496,6 +568,7 @@ class Apixo(WireProtocol):
         if model not in ("nano-banana", "nano-banana-2"):
             raise RejectError(404, f"Unknown model: {model}")
         obj = _obj(body, "body")
+        _only(obj, frozenset({"request_type", "callback_url", "provider", "input"}))
         request_type = obj.get("request_type", "async")
         if request_type not in ("async", "callback"):
             raise RejectError(400, "request_type must be async or callback")
@@ -504,6 +577,13 @@ class Apixo(WireProtocol):
             raise RejectError(400, "provider must be auto, value or official")
         model_input = _obj(obj.get("input"), "input")
         nb2 = model == "nano-banana-2"
+        # PROTOCOLS.md 4: resolution and google_search are nano-banana-2's only ("—").
+        fields = {"mode", "prompt", "image_urls", "aspect_ratio", "output_format"}
+        _only(
+            model_input,
+            frozenset(fields | {"resolution", "google_search"} if nb2 else fields),
+            "input.",
+        )
         mode = model_input.get("mode")
         if mode not in ("text-to-image", "image-to-image"):
             raise RejectError(400, "Missing required field: input.mode")

@@ -58,8 +58,9 @@ WIRES = {
         lambda b: b["image_url"],
         lambda p: {"model": "nano-banana", "prompt": p},
         (
-            {"model": "nano-banana-2", "prompt": "cat", "resolution": "4k"},
+            {"model": "nano-banana-2-stable", "prompt": "cat", "resolution": "4k"},
             {"model": "nano-banana", "prompt": "cat", "resolution": "1K"},
+            {"model": "nano-banana", "prompt": "cat", "aspect_ratio": "1:1"},  # it is "size"
             {"model": "nano-banana", "prompt": ""},
             {"model": "gpt-image", "prompt": "cat"},
             {"model": "nano-banana", "prompt": "cat", "size": "auto"},
@@ -92,6 +93,13 @@ WIRES = {
             {"model": "google/nano-banana", "input": {"prompt": "c", "output_format": "jpg"}},
             {"model": "google/nano-banana-2", "input": {"prompt": "x" * 20_001}},
             {"model": "google/nano-banana-pro", "input": {"prompt": "c", "google_search": True}},
+            # apixo's and xingchao's name; crun's is img_urls
+            {"model": "google/nano-banana-2", "input": {"prompt": "c", "image_urls": []}},
+            {
+                "model": "google/nano-banana-2",
+                "input": {"prompt": "c"},
+                "callBackUrl": "https://x.test/cb",  # nanobananaapi's name
+            },
             {
                 "model": "google/nano-banana-2",
                 "input": {"prompt": "c"},
@@ -125,6 +133,7 @@ WIRES = {
             {"prompt": "c", "outputFormat": "jpeg"},
             {"prompt": "c", "imageUrls": ["https://x/a"] * 15},
             {"prompt": "c", "aspectRatio": "7:3"},
+            {"prompt": "c", "callback_url": "https://x.test/cb"},  # it is callBackUrl
         ),
     ),
     "apixo": Wire(
@@ -180,6 +189,15 @@ WIRES = {
                     "prompt": "x" * 20_001,
                     "aspect_ratio": "1:1",
                     "resolution": "1k",
+                }
+            },
+            {
+                "input": {
+                    "mode": "text-to-image",
+                    "prompt": "c",
+                    "aspect_ratio": "1:1",
+                    "resolution": "1k",
+                    "googleSearch": True,  # it is google_search
                 }
             },
         ),
