@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +12,6 @@ from aiohttp.test_utils import TestServer
 
 import nanobanana_async as nb
 from nanobanana_async._download import Downloader, safe_name
-from nanobanana_async.testing import FakeClock
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200_000  # several chunks: the body is streamed
 
@@ -101,32 +98,43 @@ def test_safe_name_keeps_untrusted_ids_inside_the_folder(raw: str, expected: str
     assert not safe_name(raw).startswith(".")
 
 
+class SkippingClock:
+    """A clock whose sleeps return at once, moving time to their deadline and noting them."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep_until(self, deadline: float) -> None:
+        self.waits.append(deadline - self.time)
+        self.time = max(self.time, deadline)
+
+
 async def test_retries_back_off_on_the_clients_clock_with_its_policy(tmp_path: Path) -> None:
-    """A failing image host is retried ``RetryPolicy.attempts`` times in all, the waits jittered
-    and slept on the injected clock (no real sleep), and the last error is raised."""
-    hits: list[float] = []
-    clock = FakeClock(0.0)
+    """A failing image host is tried ``RetryPolicy.attempts`` times in all, the waits jittered
+    by the policy and slept on the injected clock (no real sleep); the last error is raised."""
+    hits = 0
 
     async def flaky(_: web.Request) -> web.Response:
-        hits.append(clock.now())
+        nonlocal hits
+        hits += 1
         return web.Response(status=503)
 
     app = web.Application()
     app.router.add_get("/a.png", flaky)
     policy = nb.RetryPolicy(attempts=4, base_delay=10.0, max_delay=100.0)
+    clock = SkippingClock()
     downloader = Downloader(retry=policy, clock=clock, random=lambda: 0.5)
     async with TestServer(app, host="127.0.0.1", port=0) as server:
-        fetch = asyncio.ensure_future(
-            downloader.download(_result(str(server.make_url("/a.png"))), tmp_path / "a.png")
-        )
         try:
-            while not fetch.done():
-                await clock.advance(1.0)
-                await asyncio.sleep(0.01)  # the real server answers on the real loop
             with pytest.raises(nb.BadResponseError, match="HTTP 503"):
-                await fetch
+                await downloader.download(
+                    _result(str(server.make_url("/a.png"))), tmp_path / "a.png"
+                )
         finally:
             await downloader.aclose()
-    assert len(hits) == 4
-    gaps = [round(b - a) for a, b in itertools.pairwise(hits)]
-    assert gaps == [5, 10, 20]  # 0.5 x 10 s x 2**attempt
+    assert hits == 4
+    assert clock.waits == [5.0, 10.0, 20.0]  # 0.5 x 10 s x 2**attempt
