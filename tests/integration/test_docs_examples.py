@@ -288,3 +288,23 @@ async def test_a_create_answered_failed_ends_the_task_it_does_not_hide_it(tmp_pa
     finally:
         await journal.aclose()
     assert (row.state, row.task_id) == ("failed", caught.value.task_id)
+
+
+async def test_the_clients_option_bodies_are_what_the_documents_accept() -> None:
+    """Against the strict simulator: apixo routing reaches the provider and an undocumented
+    value is refused before I/O; nanobananaapi nano-banana takes numImages and the per-call
+    callBackUrl, and the result holds every image."""
+    async with Simulator("apixo", latency=FAST) as sim:
+        async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
+            routed = await client.generate("a cat", provider_options={"provider": "official"})
+            with pytest.raises(nb.InvalidRequestError):
+                await client.generate("a cat", provider_options={"provider": "cheapest"})
+        assert (sim.stats.creates, sim.stats.rejected) == (1, 0)
+    assert routed.urls
+    async with Simulator("nanobananaapi", latency=FAST) as sim:
+        async with nb.Client("nanobananaapi", api_key=sim.api_key, base_url=sim.base_url) as c:
+            several = await c.generate(
+                "a fox", model="nano-banana", num_images=2, watermark="me", callback_url=NOWHERE
+            )
+        assert (sim.stats.creates, sim.stats.rejected) == (1, 0)
+    assert len(several.urls) == 2
