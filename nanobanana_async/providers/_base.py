@@ -205,9 +205,9 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
             f"{where} requires a callback URL (set one, or use callbacks=) @ $.callback_url"
         )
     if request.num_images is not None:
-        if spec.num_images is None:
+        if spec.num_images is None and request.num_images != 1:  # one is what every model makes
             errors.append(f"{where} takes no num_images (one image per task) @ $.num_images")
-        elif request.num_images > spec.num_images:
+        elif spec.num_images is not None and request.num_images > spec.num_images:
             errors.append(
                 f"num_images {request.num_images}: {where} makes 1 to {spec.num_images} "
                 "@ $.num_images"

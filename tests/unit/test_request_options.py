@@ -15,6 +15,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async._journal import request_key
 from nanobanana_async.cli._inputs import read_requests
+from nanobanana_async.providers import DRIVERS, validate
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -91,6 +92,12 @@ async def test_nanobananaapi_nb1_gets_num_images_watermark_and_the_callback(
     assert isinstance(body, dict)
     assert (body["numImages"], body["watermark"], body["callBackUrl"]) == (3, "mine", HOOK)
     assert len(result.urls) == 3
+
+
+def test_one_image_is_accepted_everywhere() -> None:
+    """num_images=1 is what every model makes, so no provider refuses it."""
+    for provider in ("xingchao", "crun", "nanobananaapi", "apixo"):
+        validate(DRIVERS[provider], nb.ImageRequest(prompt="a cat", num_images=1))
 
 
 def test_options_are_part_of_the_request() -> None:
