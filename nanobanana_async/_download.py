@@ -144,7 +144,10 @@ class Downloader:
                     raise error(f"not an image ({resp.content_type})", 200, retryable=False)
                 if (resp.content_length or 0) > self._max_bytes:
                     raise error("image larger than the size cap", 200, retryable=False)
-                tmp, handle = await anyio.to_thread.run_sync(_open_temporary, path)
+                # Opened and removed on the loop (metadata calls, microseconds): a cancelled
+                # await of a worker thread leaves the thread running, and an open finishing
+                # after Ctrl-C left its handle and a hidden .part file behind.
+                tmp, handle = _open_temporary(path)
                 try:
                     size = 0
                     async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -157,7 +160,7 @@ class Downloader:
                     await anyio.to_thread.run_sync(_commit, handle, tmp, path)
                 finally:
                     handle.close()
-                    await anyio.to_thread.run_sync(lambda: tmp.unlink(missing_ok=True))
+                    tmp.unlink(missing_ok=True)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise error(type(exc).__name__, 0, retryable=True) from None
 

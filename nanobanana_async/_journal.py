@@ -313,7 +313,14 @@ class Journal:
         """Close the database."""
         if self._db is not None:
             db, self._db = self._db, None
-            await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+
+            def close() -> None:
+                # Under the lock: a write whose caller was cancelled (Ctrl-C; anyio only
+                # cancels the await) still runs in its thread, and may be a paid task's id.
+                with self._lock:
+                    db.close()
+
+            await anyio.to_thread.run_sync(close, limiter=self._limiter)
         self._unlock()
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -138,3 +141,24 @@ async def test_retries_back_off_on_the_clients_clock_with_its_policy(tmp_path: P
             await downloader.aclose()
     assert hits == 4
     assert clock.waits == [5.0, 10.0, 20.0]  # 0.5 x 10 s x 2**attempt
+
+
+async def test_a_cancelled_download_leaves_no_temporary_file(
+    tmp_path: Path, image_url: str
+) -> None:
+    """Ctrl-C at any point of a download leaves no hidden .part file and no open handle."""
+    downloader = Downloader()
+    try:
+        for steps in range(60):
+            job = asyncio.ensure_future(downloader.download(_result(image_url), tmp_path / "a.png"))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            (tmp_path / "a.png").unlink(missing_ok=True)
+    finally:
+        await downloader.aclose()
+    await asyncio.sleep(0.1)  # worker threads of cancelled awaits run to their end
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

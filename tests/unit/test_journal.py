@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio.to_thread
 import pytest
 
 import nanobanana_async as nb
@@ -111,3 +115,30 @@ async def test_a_journal_path_that_cannot_be_opened_is_a_typed_error(
     with pytest.raises(nb.ConfigurationError, match=expected):
         await journal.entries()
     await journal.aclose()
+
+
+async def test_aclose_waits_for_a_write_whose_caller_was_cancelled(tmp_path: Path) -> None:
+    """Ctrl-C cancels a caller while its write (a paid task's id) runs in the journal's
+    thread: the write still lands before the database closes."""
+    path = tmp_path / "journal.db"
+    journal = Journal(path, provider="apixo")
+    await journal.record_intent("k", "apixo", nb.ImageRequest(prompt="a cat"))
+    started, go = threading.Event(), threading.Event()
+
+    def slow_write(db: sqlite3.Connection) -> None:
+        started.set()
+        go.wait(10)
+        db.execute("UPDATE tasks SET state = 'submitted', task_id = 't1', model = 'm' ")
+
+    write = asyncio.ensure_future(journal._run(slow_write))
+    await anyio.to_thread.run_sync(started.wait, 10)
+    write.cancel()  # anyio's worker thread goes on: only the await is cancelled
+    closing = asyncio.ensure_future(journal.aclose())
+    await asyncio.wait([closing], timeout=0.05)  # a journal that does not wait closes now
+    go.set()
+    await closing
+    again = Journal(path, create=False)
+    entry = await again.get("k")
+    await again.aclose()
+    assert entry is not None
+    assert entry.task_id == "t1"
