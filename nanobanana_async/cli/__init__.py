@@ -704,6 +704,11 @@ async def _balance(args: argparse.Namespace) -> int:
 
 async def _status(args: argparse.Namespace) -> int:
     provider = _provider(args.provider)
+    if provider == "local":
+        # A new process starts a new simulator: every id would read "not found".
+        raise InputError(
+            ["the local simulator's tasks end with the process that made them: no task to check"]
+        )
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
     async with Client(provider) as client:

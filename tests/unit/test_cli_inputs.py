@@ -310,3 +310,16 @@ def test_an_unknown_column_lists_the_known_fields(tmp_path: Path) -> None:
         _read(path)
     assert info.value.lines[0].startswith("line 1: unknown field (known: aspect_ratio, ")
     assert info.value.lines[0].endswith(" @ $.colour")
+
+
+def test_status_on_the_local_simulator_says_why_it_cannot(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status ID` without a key (local) is exit 2 and one line, not a 404 'unknown'."""
+    monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
+    assert main(["status", "0a5d2f346baa9455000000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: the local simulator's tasks end with the process that made them: no task to check"
+    )
