@@ -69,3 +69,33 @@ def test_batch_out_of_credits_lists_the_rest_as_not_submitted(
     assert sim.stats.rejected <= 4
     err = capsys.readouterr().err
     assert "20 prompt(s) not submitted" in err
+
+
+def test_300_prompts_on_an_account_that_pays_for_100(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11's done-when at its own scale: the account runs out after 100 creates. The other
+    200 prompts are listed as not submitted, exit 1; no cascade of 402s (only creates already
+    in flight meet the empty account); every prompt has exactly one row (no task lost)."""
+    simulator = Simulator("apixo", latency=Latency(median=0.1, sigma=0.2), seed=5, credits=100)
+    simulator.start_in_thread()
+    try:
+        monkeypatch.setenv("NANOBANANA_API_KEY", simulator.api_key)
+        monkeypatch.setenv("NANOBANANA_BASE_URL", simulator.base_url)
+        monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("".join(f"a cat number {i}\n" for i in range(300)))
+        out = tmp_path / "o"
+        code = main(["batch", str(prompts), "--out", str(out), "--concurrent", "20"])
+    finally:
+        simulator.stop_thread()
+    assert code == 1
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(row["prompt"] for row in rows) == sorted(f"a cat number {i}" for i in range(300))
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    assert by_status == {"succeeded": 100, "not_submitted": 200}
+    assert simulator.stats.creates == 100
+    assert simulator.stats.rejected <= 20
+    assert "200 prompt(s) not submitted" in capsys.readouterr().err
