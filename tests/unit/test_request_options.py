@@ -143,3 +143,21 @@ async def clock_run(clock: FakeClock, job: Coroutine[Any, Any, nb.ImageResult]) 
     task = asyncio.ensure_future(job)
     await clock.run_until(task.done, limit=600)
     return await task
+
+
+async def test_a_per_call_callback_url_wins_over_the_clients_receiver(clock: FakeClock) -> None:
+    """``callback_url`` given for one request is what the provider gets, and the client's
+    ``callbacks=`` receiver registers nothing for it; other requests still use the receiver."""
+    receiver = nb.CallbackReceiver(public_url="https://hooks.example.com/receiver")
+    transport = ScriptedTransport(apixo)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, callbacks=receiver
+    ) as client:
+        await clock_run(clock, client.generate("a cat", callback_url=HOOK))
+        assert receiver.statistics().remembered == 0
+        await clock_run(clock, client.generate("a dog"))
+    first, second = (r.json for r in transport.requests if r.kind == "submit")
+    assert isinstance(first, dict)
+    assert isinstance(second, dict)
+    assert (first["callback_url"], first["request_type"]) == (HOOK, "callback")
+    assert str(second["callback_url"]).startswith("https://hooks.example.com/receiver/")
