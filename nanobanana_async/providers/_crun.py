@@ -67,12 +67,14 @@ _NB2: Final = ModelSpec(
 # Pro: nanobananaapi's pro page (PROTOCOLS.md 3) allows 8 images and the classic ratios, what
 # crun's clients send ([3P]) follows NB2's 14 and extreme ratios: the sources disagree, so
 # neither is checked. "No outputFormat/googleSearch" on that page; crun's clients send an
-# output format, so only Google Search is refused.
+# output format, so only Google Search is refused. No document states a prompt cap for pro
+# (NB2's 20,000 is NB2's): none is checked.
 _PRO: Final = attrs.evolve(
     _NB2,
     wire_id="google/nano-banana-pro",
     aspect_ratios=None,
     max_images=None,
+    max_prompt=None,
     google_search=False,
 )
 # The -v2 channels, seed 002: "Parameter compatibility notes for google/nano-banana-v2:

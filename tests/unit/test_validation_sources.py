@@ -35,6 +35,9 @@ def urls(n: int) -> tuple[str, ...]:
         # crun pro: nanobananaapi's pro page (8 images, classic ratios) and crun's clients
         # (14, extreme ratios) disagree.
         ("crun", {"model": "nano-banana-pro", "image_urls": urls(12), "aspect_ratio": "1:8"}),
+        # crun pro inherited NB2's 20,000-character cap; no document states one for pro.
+        ("crun", {"model": "nano-banana-pro", "prompt": "x" * 25_000}),
+        ("crun", {"model": "google/nano-banana-pro-v2", "prompt": "x" * 25_000}),
         # nanobananaapi's generate page states no image cap; pro states no prompt cap.
         ("nanobananaapi", {"model": "nano-banana", "image_urls": urls(6), "callback_url": HOOK}),
         (
