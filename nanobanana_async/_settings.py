@@ -37,6 +37,8 @@ class Settings:
     base_url: str
     journal_base_url: str | None
     limits: Limits
+    #: the caller passed ``limits``: the account's budget is known, not assumed.
+    limits_known: bool
     retry: RetryPolicy
     timeouts: Timeouts
     task_timeout: float
@@ -111,6 +113,7 @@ def resolve(
         base_url=resolved_url,
         journal_base_url=None if provider == "local" else resolved_url,
         limits=limits or Limits(),
+        limits_known=limits is not None,
         retry=retry or RetryPolicy(),
         timeouts=timeouts,
         task_timeout=task_timeout,

@@ -32,6 +32,10 @@ _Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned duration
 _Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
 _MIN_STEP_FRACTION: Final = 0.05  # never closer than 5% of the median duration
 _WINDOW: Final = 200  # completions remembered per (provider, model)
+# A check pulled forward by idle budget comes at least this share of the median duration after
+# the task's last check: more often sees nothing new, and each check costs the client CPU.
+_SPARE_GAP_FRACTION: Final = 0.1
+_SPARE_GAP_MIN: Final = 0.05  # seconds
 
 
 class LatencyModel:
@@ -229,6 +233,35 @@ class Planner(Generic[P]):
                 continue
             out.append(entry)
         return out
+
+    def spare(self, now: float, limit: int) -> tuple[list[Entry[P]], float]:
+        """Checks worth pulling forward while the request budget is idle, and when to look again.
+
+        Up to ``limit`` live entries whose next check is planned for later, earliest planned
+        first (the plan orders them by how likely they are to have finished), each at least
+        a tenth of its model's median (and its provider's floor) after its last check. Tasks
+        that expect a callback and tasks of a model still being learned are left to their plan.
+
+        Returns:
+            the entries, and the earliest time another may become eligible (``inf``: none).
+        """
+        chosen: list[Entry[P]] = []
+        retry_at = math.inf
+        for at, _, entry in heapq.nsmallest(max(4 * limit, 64), self._due):
+            if len(chosen) >= limit:
+                break
+            if entry.done or entry.in_flight or at != entry.due or entry.late or at <= now:
+                continue
+            model = self._models.get(entry.group)
+            if model is None or not model.learned:
+                continue
+            gap = max(entry.min_gap, _SPARE_GAP_MIN, _SPARE_GAP_FRACTION * model.median)
+            eligible = entry.last_check + gap
+            if eligible <= now:
+                chosen.append(entry)
+            else:
+                retry_at = min(retry_at, eligible)
+        return chosen, retry_at
 
     def record_running(self, entry: Entry[P], now: float, pressure: float = 1.0) -> None:
         """A check saw the task still running: plan the next check."""

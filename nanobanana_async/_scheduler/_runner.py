@@ -49,6 +49,7 @@ _PRESSURE_RISE: Final = 0.5  # per second while checks wait for request slots
 _PRESSURE_FALL: Final = 1.0  # per second while slots go unused: relax faster than tighten
 _PRESSURE_MIN: Final = 0.5
 _PRESSURE_MAX: Final = 3.0
+_SPARE_BATCH: Final = 32  # checks pulled forward per pass of the loop, at most
 
 
 class Account:
@@ -65,6 +66,16 @@ class Account:
         self.rate_limited = 0
         self.checks = 0
         self.tracked = 0
+        self.limits_known = False
+
+    @property
+    def spends_spare(self) -> bool:
+        """Whether idle requests may go to earlier checks: only when the limits are known,
+        stated by the caller or learned from the account's 429s. With assumed defaults the
+        account may be smaller than they say (F36): an idle-looking request would only reach
+        its real window sooner."""
+        ledger = self.ledger
+        return self.limits_known or ledger.effective != ledger.configured
 
     def update_pressure(self, now: float, *, backlogged: bool) -> None:
         """Move ``pressure`` towards sparser checks while checks wait for request slots, and
@@ -146,15 +157,20 @@ class Scheduler:
         limits: Limits,
         policy: RetryPolicy,
         make_ledger: Callable[[], Ledger] | None = None,
+        *,
+        limits_known: bool = False,
     ) -> Account:
         """The account for ``key``; the first client's limits and policy set it up.
 
         ``make_ledger`` builds a shared ledger (Redis); by default it is in memory.
+        ``limits_known``: the caller stated the account's limits, so a request the ledger
+        has free is really free and may go to an earlier check (see :meth:`_spend_spare`).
         """
         account = self._accounts.get(key)
         if account is None:
             ledger = make_ledger() if make_ledger is not None else Ledger(limits, self.clock)
             account = self._accounts[key] = Account(ledger, policy, self.clock)
+            account.limits_known = limits_known
         elif account.ledger.configured != limits:
             _log.warning("clients of one account disagree on limits; the first client's apply")
         return account
@@ -302,6 +318,7 @@ class Scheduler:
                     if account.ready:
                         wakeup = min(wakeup, self._drain(account, now, group))
                     account.update_pressure(now, backlogged=bool(account.ready))
+                wakeup = min(wakeup, self._spend_spare(now, group))
                 await self._sleep_until(wakeup)
 
     def _drain(self, account: Account, now: float, group: asyncio.TaskGroup) -> float:
@@ -323,6 +340,31 @@ class Scheduler:
             entry.in_flight = True
             group.create_task(self._poll(entry))
         return math.inf
+
+    def _spend_spare(self, now: float, group: asyncio.TaskGroup) -> float:
+        """Pull planned checks forward while an account's request budget is idle now.
+
+        Submits book their turns ahead, so a request free *now* is one no prompt is waiting
+        for: once the last prompt is sent, or while prompts wait for task slots, the budget
+        goes to seeing finished tasks sooner, which ends them (and frees their slots) sooner.
+        Returns when to look again (``inf``: nothing to pull forward).
+        """
+        wakeup = math.inf
+        spare = [a for a in self._accounts.values() if a.spends_spare and not a.ready and a.entries]
+        if not spare:
+            return wakeup
+        entries, retry_at = self.plan.spare(now, _SPARE_BATCH)
+        wakeup = retry_at
+        for entry in entries:
+            ledger = entry.payload.conn.account.ledger
+            if entry.payload.conn.account not in spare:
+                continue
+            if not ledger.try_take_request(now):
+                wakeup = min(wakeup, ledger.next_request_free())
+                continue
+            entry.in_flight = True
+            group.create_task(self._poll(entry))
+        return wakeup
 
     async def _sleep_until(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()

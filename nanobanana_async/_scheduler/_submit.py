@@ -399,6 +399,7 @@ def connect(
         settings.limits,
         settings.retry,
         settings.ledger_factory(),
+        limits_known=settings.limits_known,
     )
     conn = Connection(
         driver=settings.driver,

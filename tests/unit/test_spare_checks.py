@@ -1,0 +1,77 @@
+"""Idle request budget goes to earlier checks (issue 13, item 5): the planner's pure choice,
+and what it buys on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._scheduler._plan import Planner
+from nanobanana_async.testing import FakeClock, ScriptedTransport
+from tests.fakeapi import FakeApixo
+
+
+def learned_planner() -> Planner[str]:
+    plan: Planner[str] = Planner()
+    model = plan.model("g", 1.0, 1.0)
+    for _ in range(5):
+        model.observe(9.0, 11.0)  # median 10 s
+    return plan
+
+
+def test_spare_picks_planned_checks_earliest_first_after_a_gap() -> None:
+    plan = learned_planner()
+    add = {"deadline": 1000.0, "first_poll": 1.0, "poll_interval": 1.0}
+    a = plan.add("a", group="g", now=0.0, **add)
+    b = plan.add("b", group="g", now=0.5, **add)
+    plan.add("late", group="g", now=0.0, late=True, **add)
+    floored = plan.add("floored", group="g", now=0.0, min_gap=5.0, **add)
+    busy = plan.add("busy", group="g", now=0.0, **add)
+    busy.in_flight = True
+    # At 0.9 s nothing is a tenth of the median (1 s) past its last check.
+    chosen, retry_at = plan.spare(0.9, 10)
+    assert chosen == []
+    assert retry_at == pytest.approx(1.0)
+    chosen, retry_at = plan.spare(1.2, 10)
+    assert chosen == [a]  # b was submitted later; the late, floored and busy ones never
+    assert retry_at == pytest.approx(1.5)  # when b becomes eligible
+    chosen, _ = plan.spare(5.0, 10)
+    assert set(chosen) == {a, b, floored}
+    assert plan.spare(5.0, 1)[0] == chosen[:1]
+
+
+def test_nothing_is_pulled_forward_before_the_model_is_learned() -> None:
+    plan: Planner[str] = Planner()
+    plan.add("x", group="g", now=0.0, deadline=100.0, first_poll=30.0, poll_interval=5.0)
+    assert plan.spare(20.0, 10) == ([], float("inf"))
+
+
+async def run(limits: nb.Limits | None) -> tuple[float, float]:
+    """40 tasks of lognormal latency at once on a roomy account: (median lag, checks/task)."""
+    clock = FakeClock(0.0)
+    rng = random.Random(3)
+    durations = [rng.lognormvariate(1.5, 0.4) for _ in range(40)]
+    server = FakeApixo(clock, latency=lambda i: durations[i])
+    client = nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=limits
+    )
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(40)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.05)
+    lags = [t.seen_done_at - t.finish for t in server.tasks.values() if t.seen_done_at]
+    return statistics.median(lags), server.count("status") / 40
+
+
+async def test_idle_budget_sees_finished_tasks_sooner_when_the_limits_are_known() -> None:
+    """Told the account's limits, a client with nothing left to submit spends its idle
+    requests on earlier checks: finished tasks are seen far sooner. With assumed defaults it
+    keeps to its plan (the account may be smaller than they say)."""
+    roomy = nb.Limits(requests=10_000, per=60, concurrent_tasks=1_000)
+    known_lag, known_checks = await run(roomy)
+    assumed_lag, assumed_checks = await run(None)
+    assert known_lag < 0.6 * assumed_lag
+    assert known_checks > assumed_checks  # the price: more checks, all within the limits
