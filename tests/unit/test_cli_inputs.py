@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async.cli import _key, main, manifest_row
+from nanobanana_async.cli import main
+from nanobanana_async.cli._batch import _key, manifest_row
 from nanobanana_async.cli._inputs import InputError, read_requests
 
 

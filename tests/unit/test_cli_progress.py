@@ -11,7 +11,8 @@ from typing import cast
 from rich.console import Console
 
 import nanobanana_async as nb
-from nanobanana_async.cli import SUBMIT_WINDOW, BatchState, Manifest, _run_batch, render_progress
+from nanobanana_async.cli._batch import SUBMIT_WINDOW, Manifest, _run_batch
+from nanobanana_async.cli._progress import BatchState, render_progress
 
 
 def _text(state: BatchState, now: float) -> str:

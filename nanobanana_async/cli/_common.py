@@ -1,0 +1,80 @@
+"""What every command shares: exit codes, the provider choice, request defaults and how a
+failure to reach the provider reads (no I/O beyond stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from .._client import Client
+from .._errors import (
+    APIError,
+    TransportError,
+)
+from ..providers import PROVIDERS
+from ._inputs import InputError
+
+EXIT_OK: Final = 0
+
+EXIT_FAILED: Final = 1
+
+EXIT_USAGE: Final = 2
+
+EXIT_INTERRUPTED: Final = 130
+
+
+def choose_provider(chosen: str | None) -> str:
+    if chosen is not None:
+        return chosen
+    named = os.environ.get("NANOBANANA_PROVIDER")
+    if named:
+        if named not in PROVIDERS:
+            raise InputError(
+                [f"NANOBANANA_PROVIDER={named!r} is not one of {', '.join(PROVIDERS)}"]
+            )
+        return named
+    if os.environ.get("NANOBANANA_API_KEY"):
+        return "apixo"
+    sys.stderr.write("no NANOBANANA_API_KEY set: using the built-in local simulator\n")
+    return "local"
+
+
+def request_defaults(args: argparse.Namespace) -> dict[str, object]:
+    fields = {
+        "model": args.model,
+        "resolution": args.resolution,
+        "aspect_ratio": args.aspect_ratio,
+        "num_images": args.num_images,
+        "watermark": args.watermark,
+        "callback_url": args.callback_url,
+        "provider_options": dict(args.option) or None,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+@contextlib.contextmanager
+def naming(client: Client) -> Iterator[None]:
+    """A failure to reach the provider names the provider and the URL tried."""
+    try:
+        yield
+    except (TransportError, APIError) as exc:
+        # "apixo: HTTP 404 …" from a crun server: the URL says where it went.
+        text = str(exc).removeprefix(f"{client.provider}: ")
+        raise UnreachableError(f"{client.provider} at {client.base_url}: {text}") from None
+
+
+class UnreachableError(Exception):
+    """The provider could not be reached, or refused the call (exit 1)."""
+
+
+def input_problems(path: Path, exc: InputError | OSError | UnicodeDecodeError) -> list[str]:
+    if isinstance(exc, InputError):
+        return [f"{path}: {line}" for line in exc.lines]
+    if isinstance(exc, UnicodeDecodeError):
+        return [f"{path}: not a UTF-8 text file"]
+    return [f"{path}: {exc.strerror or type(exc).__name__}"]
