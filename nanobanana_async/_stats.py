@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ._config import Limits, RetryPolicy
-from ._scheduler._runner import Account
+from ._scheduler._account import Account
 
 
 @attrs.frozen(kw_only=True)

@@ -14,8 +14,8 @@ from .._journal import Journal
 from .._models import ImageResult
 from .._settings import Settings
 from .._task import Task
+from ._account import Connection
 from ._ledger import Lease
-from ._runner import Connection
 
 if TYPE_CHECKING:
     from ._submit import Submitter

@@ -8,120 +8,42 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
-import collections
-import datetime as dt
 import logging
 import math
 import weakref
 from collections.abc import Callable, Hashable
 from typing import ClassVar, Final
 
-import attrs
-
-from .._backoff import RetryBudget, delay
+from .._backoff import delay
 from .._clock import Clock
-from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
+from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import (
     APIError,
     AuthenticationError,
     BadResponseError,
     ClientClosedError,
-    ContentPolicyError,
-    GenerationFailedError,
     InsufficientCreditsError,
     ProviderUnavailableError,
     RateLimitError,
     TaskTimeoutError,
     TransportError,
 )
-from .._models import ImageResult, TaskRef, TaskState, TaskStatus, is_http_url
-from .._task import Task
-from .._transport import Transport
-from ..providers import ProviderDriver
+from .._models import ImageResult, TaskState, TaskStatus
+from ._account import Account, Connection, Tracked
 from ._ledger import DEFAULT_HORIZON, Lease, Ledger
+from ._outcome import ending
 from ._plan import Entry, Planner
 
 _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
 _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
 _LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
-_PRESSURE_RISE: Final = 0.5  # per second while checks wait for request slots
-_PRESSURE_FALL: Final = 1.0  # per second while slots go unused: relax faster than tighten
-_PRESSURE_MIN: Final = 0.5
-_PRESSURE_MAX: Final = 3.0
 _SPARE_BATCH: Final = 32  # checks pulled forward per pass of the loop, at most
-
-
-class Account:
-    """One provider and key on one event loop: its ledger, and the checks waiting to be sent."""
-
-    def __init__(self, ledger: Ledger, policy: RetryPolicy, clock: Clock) -> None:
-        self.ledger = ledger
-        self.budget = RetryBudget(policy)
-        self.entries: set[Entry[Tracked]] = set()
-        # Checks that are due but wait for a free request slot, oldest due first.
-        self.ready: collections.deque[Entry[Tracked]] = collections.deque()
-        self.pressure = 1.0
-        self._pressure_at = clock.now()
-        self.rate_limited = 0
-        self.checks = 0
-        self.tracked = 0
-        self.limits_known = False
-
-    @property
-    def spends_spare(self) -> bool:
-        """Whether idle requests may go to earlier checks: only when the limits are known,
-        stated by the caller or learned from the account's 429s. With assumed defaults the
-        account may be smaller than they say (F36): an idle-looking request would only reach
-        its real window sooner."""
-        ledger = self.ledger
-        return self.limits_known or ledger.effective != ledger.configured
-
-    def update_pressure(self, now: float, *, backlogged: bool) -> None:
-        """Move ``pressure`` towards sparser checks while checks wait for request slots, and
-        towards denser ones (twice as fast) while slots go unused."""
-        elapsed = min(1.0, max(0.0, now - self._pressure_at))
-        self._pressure_at = now
-        rate = _PRESSURE_RISE if backlogged else -_PRESSURE_FALL
-        # An account that has shown limits below the configured ones may be small in every
-        # way: spare-looking requests are not spent on denser checks until it recovers.
-        ledger = self.ledger
-        floor = 1.0 if ledger.effective != ledger.configured else _PRESSURE_MIN
-        self.pressure = min(_PRESSURE_MAX, max(floor, self.pressure * math.exp(rate * elapsed)))
-
-
-@attrs.define(eq=False, kw_only=True)
-class Connection:
-    """What one client brings: how to reach its provider and what to resolve."""
-
-    driver: ProviderDriver
-    transport: Transport
-    account: Account
-    policy: RetryPolicy
-    timeouts: Timeouts
-    wall_clock: Callable[[], float]
-    random: Callable[[], float]
-    entries: set[Entry[Tracked]] = attrs.field(factory=set)
-
-
-@attrs.define(eq=False, kw_only=True)
-class Tracked:
-    """A task as the runner sees it."""
-
-    ref: TaskRef
-    task: Task
-    conn: Connection
-    lease: Lease | None
-    submitted_wall: float
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _utc(wall: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(wall, tz=dt.UTC)
 
 
 class Scheduler:
@@ -458,50 +380,21 @@ class Scheduler:
         tracked.task._observe(status)
         now = self.clock.now()
         ref = tracked.ref
-        if status.state is TaskState.SUCCEEDED:
+        end = ending(
+            status,
+            ref,
+            tracked.task.request,
+            submitted_wall=tracked.submitted_wall,
+            now_wall=tracked.conn.wall_clock(),
+        )
+        if end is not None:
             self.plan.record_done(entry, now, status.elapsed)
             if entry.group in self._provisional and self.plan.learned_model(entry.group):
                 self._shorten_holds(entry.group)
-            if not status.urls or not all(is_http_url(u) for u in status.urls):
-                self._resolve(
-                    entry,
-                    error=BadResponseError(
-                        "task succeeded without a usable image URL",
-                        provider=ref.provider,
-                        status=200,
-                        task_id=ref.task_id,
-                    ),
-                )
-                return
-            request = tracked.task.request
-            self._resolve(
-                entry,
-                result=ImageResult(
-                    task_id=ref.task_id,
-                    provider=ref.provider,
-                    model=ref.model,
-                    urls=status.urls,
-                    request=request,
-                    submitted_at=_utc(tracked.submitted_wall),
-                    completed_at=_utc(tracked.conn.wall_clock()),
-                ),
-            )
-            return
-        if status.state is TaskState.FAILED:
-            self.plan.record_done(entry, now, status.elapsed)
-            if entry.group in self._provisional and self.plan.learned_model(entry.group):
-                self._shorten_holds(entry.group)
-            cls = ContentPolicyError if status.content_policy else GenerationFailedError
-            self._resolve(
-                entry,
-                error=cls(
-                    status.error_message or f"failed ({status.raw_state})",
-                    task_id=ref.task_id,
-                    provider=ref.provider,
-                    model=ref.model,
-                    code=status.error_code,
-                ),
-            )
+            if isinstance(end, ImageResult):
+                self._resolve(entry, result=end)
+            else:
+                self._resolve(entry, error=end)
             return
         if status.state is TaskState.UNKNOWN and (ref.provider, status.raw_state) not in (
             _seen_unknown

@@ -32,11 +32,12 @@ from .._task import Task
 from ..providers import validate
 from ..webhooks import CallbackReceiver
 from ..webhooks._receiver import Registration
+from ._account import Connection, Tracked
 from ._decide import OutcomeUnknown, Raise, decide
 from ._journaled import JournalHooks, group
 from ._ledger import Lease
 from ._plan import Entry
-from ._runner import Connection, Scheduler, Tracked
+from ._runner import Scheduler
 
 _log = logging.getLogger("nanobanana_async")
 

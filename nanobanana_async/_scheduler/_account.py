@@ -1,0 +1,89 @@
+"""What the runner keeps per account and per client: the account's shared counters and
+check pressure, a client's connection, and a tracked task (no I/O)."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+from .._backoff import RetryBudget
+from .._clock import Clock
+from .._config import RetryPolicy, Timeouts
+from .._models import TaskRef
+from .._task import Task
+from .._transport import Transport
+from ..providers import ProviderDriver
+from ._ledger import Lease, Ledger
+from ._plan import Entry
+
+_PRESSURE_RISE: Final = 0.5  # per second while checks wait for request slots
+_PRESSURE_FALL: Final = 1.0  # per second while slots go unused: relax faster than tighten
+_PRESSURE_MIN: Final = 0.5
+_PRESSURE_MAX: Final = 3.0
+
+
+class Account:
+    """One provider and key on one event loop: its ledger, and the checks waiting to be sent."""
+
+    def __init__(self, ledger: Ledger, policy: RetryPolicy, clock: Clock) -> None:
+        self.ledger = ledger
+        self.budget = RetryBudget(policy)
+        self.entries: set[Entry[Tracked]] = set()
+        # Checks that are due but wait for a free request slot, oldest due first.
+        self.ready: collections.deque[Entry[Tracked]] = collections.deque()
+        self.pressure = 1.0
+        self._pressure_at = clock.now()
+        self.rate_limited = 0
+        self.checks = 0
+        self.tracked = 0
+        self.limits_known = False
+
+    @property
+    def spends_spare(self) -> bool:
+        """Whether idle requests may go to earlier checks: only when the limits are known,
+        stated by the caller or learned from the account's 429s. With assumed defaults the
+        account may be smaller than they say (F36): an idle-looking request would only reach
+        its real window sooner."""
+        ledger = self.ledger
+        return self.limits_known or ledger.effective != ledger.configured
+
+    def update_pressure(self, now: float, *, backlogged: bool) -> None:
+        """Move ``pressure`` towards sparser checks while checks wait for request slots, and
+        towards denser ones (twice as fast) while slots go unused."""
+        elapsed = min(1.0, max(0.0, now - self._pressure_at))
+        self._pressure_at = now
+        rate = _PRESSURE_RISE if backlogged else -_PRESSURE_FALL
+        # An account that has shown limits below the configured ones may be small in every
+        # way: spare-looking requests are not spent on denser checks until it recovers.
+        ledger = self.ledger
+        floor = 1.0 if ledger.effective != ledger.configured else _PRESSURE_MIN
+        self.pressure = min(_PRESSURE_MAX, max(floor, self.pressure * math.exp(rate * elapsed)))
+
+
+@attrs.define(eq=False, kw_only=True)
+class Connection:
+    """What one client brings: how to reach its provider and what to resolve."""
+
+    driver: ProviderDriver
+    transport: Transport
+    account: Account
+    policy: RetryPolicy
+    timeouts: Timeouts
+    wall_clock: Callable[[], float]
+    random: Callable[[], float]
+    entries: set[Entry[Tracked]] = attrs.field(factory=set)
+
+
+@attrs.define(eq=False, kw_only=True)
+class Tracked:
+    """A task as the runner sees it."""
+
+    ref: TaskRef
+    task: Task
+    conn: Connection
+    lease: Lease | None
+    submitted_wall: float
