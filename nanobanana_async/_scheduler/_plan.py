@@ -36,6 +36,9 @@ _WINDOW: Final = 200  # completions remembered per (provider, model)
 # the task's last check: more often sees nothing new, and each check costs the client CPU.
 _SPARE_GAP_FRACTION: Final = 0.1
 _SPARE_GAP_MIN: Final = 0.05  # seconds
+# An idle request goes to a task only if it has at least this chance of having finished since
+# its last check: below it the check most likely sees "running" and only costs CPU.
+_SPARE_MIN_CHANCE: Final = 0.2
 
 
 class LatencyModel:
@@ -77,6 +80,11 @@ class LatencyModel:
     def sigma(self) -> float:
         """Spread of log-duration, floored so checks keep moving."""
         return max(0.1, math.sqrt(self._var))
+
+    def finished_share(self, age: float) -> float:
+        """The share of tasks finished by ``age`` seconds (the lognormal CDF)."""
+        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
+        return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
     def quantile(self, z: float) -> float:
         """The duration at standard-normal score ``z``."""
@@ -237,19 +245,18 @@ class Planner(Generic[P]):
     def spare(self, now: float, limit: int) -> tuple[list[Entry[P]], float]:
         """Checks worth pulling forward while the request budget is idle, and when to look again.
 
-        Up to ``limit`` live entries whose next check is planned for later, earliest planned
-        first (the plan orders them by how likely they are to have finished), each at least
-        a tenth of its model's median (and its provider's floor) after its last check. Tasks
-        that expect a callback and tasks of a model still being learned are left to their plan.
+        Up to ``limit`` live entries planned for later, likeliest first: by the learned
+        model's chance that the task finished since its last check, and only those with at
+        least a 20% chance, each at least a tenth of the model's median (and its provider's
+        floor) after its last check. Tasks that expect a callback and tasks of a model still
+        being learned are left to their plan.
 
         Returns:
-            the entries, and the earliest time another may become eligible (``inf``: none).
+            the entries, and when to look again (``inf``: nothing is running to pull forward).
         """
-        chosen: list[Entry[P]] = []
+        scored: list[tuple[float, int, Entry[P]]] = []
         retry_at = math.inf
         for at, _, entry in heapq.nsmallest(max(4 * limit, 64), self._due):
-            if len(chosen) >= limit:
-                break
             if entry.done or entry.in_flight or at != entry.due or entry.late or at <= now:
                 continue
             model = self._models.get(entry.group)
@@ -257,11 +264,19 @@ class Planner(Generic[P]):
                 continue
             gap = max(entry.min_gap, _SPARE_GAP_MIN, _SPARE_GAP_FRACTION * model.median)
             eligible = entry.last_check + gap
-            if eligible <= now:
-                chosen.append(entry)
-            else:
+            if eligible > now:
                 retry_at = min(retry_at, eligible)
-        return chosen, retry_at
+                continue
+            seen_running = model.finished_share(entry.last_running - entry.submitted)
+            chance = (model.finished_share(now - entry.submitted) - seen_running) / max(
+                1e-9, 1.0 - seen_running
+            )
+            if chance >= _SPARE_MIN_CHANCE:
+                scored.append((-chance, entry.seq, entry))
+            else:
+                retry_at = min(retry_at, now + gap)
+        scored.sort()
+        return [entry for _, _, entry in scored[:limit]], retry_at
 
     def record_running(self, entry: Entry[P], now: float, pressure: float = 1.0) -> None:
         """A check saw the task still running: plan the next check."""

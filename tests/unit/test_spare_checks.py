@@ -23,25 +23,32 @@ def learned_planner() -> Planner[str]:
     return plan
 
 
-def test_spare_picks_planned_checks_earliest_first_after_a_gap() -> None:
-    plan = learned_planner()
+def test_spare_picks_the_likeliest_finished_after_a_gap() -> None:
+    """Of the tasks planned for later, the ones likeliest to have finished since their last
+    check (by the learned model), at least a tenth of the median apart; never a task that
+    expects a callback, one checking now, or one inside its provider's floor."""
+    plan = learned_planner()  # durations about 10 s
     add = {"deadline": 1000.0, "first_poll": 1.0, "poll_interval": 1.0}
     a = plan.add("a", group="g", now=0.0, **add)
     b = plan.add("b", group="g", now=0.5, **add)
     plan.add("late", group="g", now=0.0, late=True, **add)
-    floored = plan.add("floored", group="g", now=0.0, min_gap=5.0, **add)
+    floored = plan.add("floored", group="g", now=0.0, min_gap=9.8, **add)
     busy = plan.add("busy", group="g", now=0.0, **add)
     busy.in_flight = True
     # At 0.9 s nothing is a tenth of the median (1 s) past its last check.
     chosen, retry_at = plan.spare(0.9, 10)
     assert chosen == []
     assert retry_at == pytest.approx(1.0)
-    chosen, retry_at = plan.spare(1.2, 10)
-    assert chosen == [a]  # b was submitted later; the late, floored and busy ones never
-    assert retry_at == pytest.approx(1.5)  # when b becomes eligible
-    chosen, _ = plan.spare(5.0, 10)
-    assert set(chosen) == {a, b, floored}
-    assert plan.spare(5.0, 1)[0] == chosen[:1]
+    # At 9.5 s: a (age 9.5) has a ~30% chance of having finished, b (age 9.0) ~15%: only a;
+    # the floored one becomes eligible at 9.8 s.
+    chosen, retry_at = plan.spare(9.5, 10)
+    assert chosen == [a]
+    assert retry_at == pytest.approx(9.8)
+    # At 9.9 s a and the floored one are due (the plan checks them); b is pulled forward.
+    assert a.due <= 9.9
+    assert floored.due <= 9.9
+    assert plan.spare(9.9, 10)[0] == [b]
+    assert plan.spare(9.9, 0)[0] == []
 
 
 def test_nothing_is_pulled_forward_before_the_model_is_learned() -> None:
