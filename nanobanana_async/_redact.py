@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 _MASK: Final = "***"
@@ -27,9 +28,18 @@ class Secret:
         return text.replace(self.__value, _MASK) if self.__value else text
 
     def redact_bytes(self, data: bytes) -> bytes:
-        """Return ``data`` with every occurrence of the secret (UTF-8) replaced by ``***``."""
+        """Return ``data`` (an answer body) with the secret (UTF-8) replaced by ``***`` wherever
+        it stands as a token of its own.
+
+        A provider quotes a rejected key as a whole ("invalid key: sk-…"); inside a longer
+        word it is not the key, and masking it there would corrupt the answer (a key "k" made
+        crun's ``task_id`` read ``tas***_id``).
+        """
         raw = self.__value.encode()
-        return data.replace(raw, _MASK.encode()) if raw and raw in data else data
+        if not raw or raw not in data:
+            return data
+        token = rb"(?<![A-Za-z0-9_])" + re.escape(raw) + rb"(?![A-Za-z0-9_])"
+        return re.sub(token, _MASK.encode(), data)
 
     def __repr__(self) -> str:
         return f"Secret('{_MASK}')"
