@@ -1,8 +1,11 @@
-"""What to do after a create failed: the submit pipeline's retry rules as one pure function.
+"""What to do after a request failed, as pure functions: :func:`decide` for a create,
+:func:`decide_check` for a status check.
 
-RELIABILITY.md's rule: a request that may have created a task is never sent again. So only
-answers that prove nothing was created are retried (no connection, a 429, a refusal the driver
-names retryable); every other failure after the send is an unknown outcome; the rest raise.
+RELIABILITY.md's rule for creates: a request that may have created a task is never sent again.
+So only answers that prove nothing was created are retried (no connection, a 429, a refusal the
+driver names retryable); every other failure after the send is an unknown outcome; the rest
+raise. A status check creates nothing, so it is always safe to send again: what matters is
+whether the failure is the account's, the task's, or passing.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import attrs
 from .._backoff import delay
 from .._config import RetryPolicy
 from .._errors import (
+    APIError,
+    AuthenticationError,
     BadResponseError,
     ConnectError,
+    InsufficientCreditsError,
     NanoBananaError,
     ProviderRefusedError,
     ProviderUnavailableError,
@@ -83,3 +89,52 @@ def decide(
                 "retried"
             )
     return Raise()
+
+
+@attrs.frozen
+class PauseAccount:
+    """A 429 on a check: the whole account cools down (``retry_after``: the provider's hint)."""
+
+    retry_after: float | None
+
+
+@attrs.frozen
+class FailAccount:
+    """The key or the credits were refused: every task of the account fails now."""
+
+
+@attrs.frozen
+class CheckLater:
+    """Passing trouble: check again later (``after_timeout``: the retry costs more budget)."""
+
+    after_timeout: bool
+
+
+@attrs.frozen
+class FailTask:
+    """The task ends with this error."""
+
+
+CheckDecision = PauseAccount | FailAccount | CheckLater | FailTask
+
+
+def decide_check(error: NanoBananaError, bad_responses: int, policy: RetryPolicy) -> CheckDecision:
+    """The next step after a status check failed with ``error``.
+
+    ``bad_responses``: unreadable answers in a row for this task, this one included; after
+    ``policy.max_bad_responses`` the task fails rather than be checked forever.
+    """
+    match error:
+        case RateLimitError(retry_after=hint):
+            return PauseAccount(hint)
+        case AuthenticationError() | InsufficientCreditsError():
+            return FailAccount()
+        case BadResponseError():
+            if bad_responses >= policy.max_bad_responses:
+                return FailTask()
+            return CheckLater(after_timeout=False)
+        case TransportError() | ProviderUnavailableError():
+            return CheckLater(after_timeout=isinstance(error, TimeoutError))
+        case APIError():
+            return FailTask()
+    return FailTask()

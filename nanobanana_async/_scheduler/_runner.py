@@ -19,17 +19,14 @@ from .._clock import Clock
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import (
     APIError,
-    AuthenticationError,
     BadResponseError,
     ClientClosedError,
-    InsufficientCreditsError,
-    ProviderUnavailableError,
-    RateLimitError,
+    NanoBananaError,
     TaskTimeoutError,
-    TransportError,
 )
 from .._models import ImageResult, TaskState, TaskStatus
 from ._account import Account, Connection, Tracked
+from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
 from ._ledger import DEFAULT_HORIZON, Lease, Ledger
 from ._outcome import ending
 from ._plan import Entry, Planner
@@ -338,31 +335,21 @@ class Scheduler:
                     (self.clock.now() - sent) * 1000,
                 )
             status = conn.driver.parse_status(response, tracked.ref)
-        except RateLimitError as exc:
+        except NanoBananaError as exc:
             entry.in_flight = False
-            self._rate_limited(entry, exc)
-            return
-        except (AuthenticationError, InsufficientCreditsError) as exc:
-            entry.in_flight = False
-            self._fail_account(conn.account, exc)
-            return
-        except BadResponseError as exc:
-            entry.in_flight = False
-            entry.bad_responses += 1
-            if entry.bad_responses >= conn.policy.max_bad_responses:
-                exc.task_id = tracked.ref.task_id
-                self._resolve(entry, error=exc)
-            else:
-                self._retry_later(entry, after_timeout=False)
-            return
-        except (TransportError, ProviderUnavailableError) as exc:
-            entry.in_flight = False
-            self._retry_later(entry, after_timeout=isinstance(exc, TimeoutError))
-            return
-        except APIError as exc:
-            entry.in_flight = False
-            exc.task_id = tracked.ref.task_id
-            self._resolve(entry, error=exc)
+            if isinstance(exc, BadResponseError):
+                entry.bad_responses += 1
+            match decide_check(exc, entry.bad_responses, conn.policy):
+                case PauseAccount(retry_after=hint):
+                    self._rate_limited(entry, hint)
+                case FailAccount() if isinstance(exc, APIError):
+                    self._fail_account(conn.account, exc)
+                case CheckLater(after_timeout=after_timeout):
+                    self._retry_later(entry, after_timeout=after_timeout)
+                case _:
+                    if isinstance(exc, APIError):
+                        exc.task_id = tracked.ref.task_id
+                    self._resolve(entry, error=exc)
             return
         entry.in_flight = False
         conn.account.budget.refund()
@@ -422,16 +409,16 @@ class Scheduler:
         self.plan.schedule(entry, min(now + max(wait, 0.0), entry.deadline))
         self._nudge()
 
-    def _rate_limited(self, entry: Entry[Tracked], exc: RateLimitError) -> None:
+    def _rate_limited(self, entry: Entry[Tracked], retry_after: float | None) -> None:
         conn = entry.payload.conn
         now = self.clock.now()
         conn.account.rate_limited += 1
-        wait = exc.retry_after
+        wait = retry_after
         if wait is None or wait > _LATE_DELAY_CAP:
             entry.failures += 1
             wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
         # A 429 cools down the whole account, not just this task.
-        conn.account.ledger.rate_limited(retry_after=exc.retry_after, creating=False)
+        conn.account.ledger.rate_limited(retry_after=retry_after, creating=False)
         conn.account.ledger.pause(wait)
         self.plan.schedule(entry, min(now + wait, entry.deadline))
         self._nudge()

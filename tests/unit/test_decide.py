@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async._scheduler._decide import OutcomeUnknown, Raise, Retry, decide
+from nanobanana_async._scheduler._decide import (
+    CheckLater,
+    FailAccount,
+    FailTask,
+    OutcomeUnknown,
+    PauseAccount,
+    Raise,
+    Retry,
+    decide,
+    decide_check,
+)
 
 POLICY = nb.RetryPolicy(attempts=3, base_delay=1.0, max_delay=8.0, max_retry_after=60.0)
 
@@ -61,3 +71,28 @@ def test_a_send_that_may_have_created_a_task_is_never_retried(error: nb.NanoBana
         decision = decide(error, attempt, POLICY, half)
         assert isinstance(decision, OutcomeUnknown)
         assert str(error) in decision.why
+
+
+@pytest.mark.parametrize(
+    ("error", "bad_responses", "expected"),
+    [
+        (api(nb.RateLimitError, retry_after=3.0), 0, PauseAccount(3.0)),
+        (api(nb.RateLimitError), 0, PauseAccount(None)),
+        (api(nb.AuthenticationError), 0, FailAccount()),
+        (api(nb.InsufficientCreditsError), 0, FailAccount()),
+        (nb.RequestTimeoutError("slow"), 0, CheckLater(after_timeout=True)),
+        (nb.ConnectError("refused"), 0, CheckLater(after_timeout=False)),
+        (api(nb.ProviderUnavailableError), 0, CheckLater(after_timeout=False)),
+        # Unreadable answers are retried until the policy's cap, then end the task.
+        (api(nb.BadResponseError), POLICY.max_bad_responses - 1, CheckLater(after_timeout=False)),
+        (api(nb.BadResponseError), POLICY.max_bad_responses, FailTask()),
+        (api(nb.RequestRejectedError), 0, FailTask()),
+        (api(nb.APIError), 0, FailTask()),
+    ],
+)
+def test_a_failed_check_is_the_accounts_the_tasks_or_passing(
+    error: nb.NanoBananaError, bad_responses: int, expected: object
+) -> None:
+    """A check creates nothing, so it is always safe to repeat: the question is whose failure
+    it is (the account's 429 or key, the task's refusal) or whether it passes."""
+    assert decide_check(error, bad_responses, POLICY) == expected
