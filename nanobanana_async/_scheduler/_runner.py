@@ -35,7 +35,8 @@ _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
 _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
 _LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
-_SPARE_BATCH: Final = 32  # checks pulled forward per pass of the loop, at most
+_SPARE_BATCH: Final = 32  # checks pulled forward per look, at most
+_SPARE_EVERY: Final = 0.05  # seconds between looks for checks to pull forward
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
@@ -58,6 +59,7 @@ class Scheduler:
         self._waiter: asyncio.Future[None] | None = None
         self._sleep_deadline = -math.inf
         self._runner: asyncio.Task[None] | None = None
+        self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
 
     @classmethod
@@ -268,22 +270,26 @@ class Scheduler:
         goes to seeing finished tasks sooner, which ends them (and frees their slots) sooner.
         Returns when to look again (``inf``: nothing to pull forward).
         """
-        wakeup = math.inf
         spare = [a for a in self._accounts.values() if a.spends_spare and not a.ready and a.entries]
         if not spare:
-            return wakeup
-        entries, retry_at = self.plan.spare(now, _SPARE_BATCH)
-        wakeup = retry_at
+            return math.inf
+        if now < self._spare_next:
+            return self._spare_next
+        # At most one look per _SPARE_EVERY: each look scores candidates against their
+        # models, and the loop turns for every answer (the first cut, run on every turn, cost
+        # a third more CPU per request).
+        self._spare_next = now + _SPARE_EVERY
+        entries, wakeup = self.plan.spare(now, _SPARE_BATCH)
         for entry in entries:
-            ledger = entry.payload.conn.account.ledger
-            if entry.payload.conn.account not in spare:
+            account = entry.payload.conn.account
+            if account not in spare:
                 continue
-            if not ledger.try_take_request(now):
-                wakeup = min(wakeup, ledger.next_request_free())
+            if not account.ledger.try_take_request(now):
+                wakeup = min(wakeup, account.ledger.next_request_free())
                 continue
             entry.in_flight = True
             group.create_task(self._poll(entry))
-        return wakeup
+        return max(wakeup, self._spare_next)
 
     async def _sleep_until(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
