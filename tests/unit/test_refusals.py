@@ -15,7 +15,13 @@ from tests.chaos.test_fault_matrix import scripted
 class Crun:
     """crun's create answers: ``refuse(n)`` picks the body code for the n-th create (None = ok)."""
 
-    def __init__(self, refuse: dict[int, int] | None = None, every_other: int | None = None):
+    def __init__(
+        self,
+        refuse: dict[int, int] | None = None,
+        every_other: int | None = None,
+        mirror: bool = False,
+    ):
+        self.mirror = mirror  # HTTP status = body code (whether crun does is undocumented)
         self.creates = 0
         self.created: list[str] = []
         self.refuse = refuse or {}
@@ -29,7 +35,8 @@ class Crun:
             if code is None and self.every_other is not None and n % 2 == 0:
                 code = self.every_other
             if code is not None:
-                return json_response({"code": code, "message": f"refused {code}", "data": None})
+                body = {"code": code, "message": f"refused {code}", "data": None}
+                return json_response(body, status=code if self.mirror else 200)
             task_id = f"t{len(self.created)}"
             self.created.append(task_id)
             return json_response({"code": 200, "message": "success", "data": {"task_id": task_id}})
@@ -47,9 +54,13 @@ class Crun:
         )
 
 
-async def test_crun_455_on_half_the_creates_never_ends_unknown(clock: FakeClock) -> None:
-    """With crun answering 455 to half the creates, every prompt is created exactly once."""
-    server = Crun(every_other=455)
+@pytest.mark.parametrize("mirror", [False, True], ids=["http-200", "http-455"])
+async def test_crun_455_on_half_the_creates_never_ends_unknown(
+    clock: FakeClock, mirror: bool
+) -> None:
+    """With crun answering 455 to half the creates, every prompt is created exactly once,
+    whether the HTTP status is 200 or mirrors the body code (PROTOCOLS.md 2: [?])."""
+    server = Crun(every_other=455, mirror=mirror)
     client, _ = scripted(clock, server, provider="crun")
     async with client:
         jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(10)]
@@ -64,10 +75,14 @@ async def test_crun_455_on_half_the_creates_never_ends_unknown(clock: FakeClock)
     assert len({r.urls for r in done}) == len(done)
 
 
+@pytest.mark.parametrize("mirror", [False, True], ids=["http-200", "http-mirrored"])
 @pytest.mark.parametrize("code", [501, 505])
-async def test_crun_final_refusal_is_typed_and_not_retried(clock: FakeClock, code: int) -> None:
-    """501 / 505 mean "not created" and will not change: raised once, as ProviderRefusedError."""
-    server = Crun(refuse={0: code})
+async def test_crun_final_refusal_is_typed_and_not_retried(
+    clock: FakeClock, code: int, mirror: bool
+) -> None:
+    """501 / 505 mean "not created" and will not change: raised once, as ProviderRefusedError,
+    also when the HTTP status mirrors the body code (a 5xx that is still crun's refusal)."""
+    server = Crun(refuse={0: code}, mirror=mirror)
     client, _ = scripted(clock, server, provider="crun")
     async with client:
         job = asyncio.ensure_future(client.generate("a cat"))
@@ -107,11 +122,12 @@ async def test_crun_455_to_the_last_attempt_is_a_refusal_not_unknown(clock: Fake
         (422, nb.APIError),
     ],
 )
+@pytest.mark.parametrize("mirror", [False, True], ids=["http-200", "http-mirrored"])
 async def test_crun_documented_refusals_are_typed(
-    clock: FakeClock, code: int, error_type: type[nb.APIError]
+    clock: FakeClock, code: int, error_type: type[nb.APIError], mirror: bool
 ) -> None:
     """The docs' other create answers are typed refusals, never 'may have been accepted'."""
-    server = Crun(refuse={0: code})
+    server = Crun(refuse={0: code}, mirror=mirror)
     client, _ = scripted(clock, server, provider="crun")
     async with client:
         job = asyncio.ensure_future(client.generate("a cat"))
