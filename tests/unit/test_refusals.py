@@ -136,3 +136,99 @@ async def test_crun_documented_refusals_are_typed(
     assert isinstance(error, error_type)
     assert not isinstance(error, nb.ProviderUnavailableError)
     assert server.creates == 1
+
+
+def _refusal(provider: str, status: int) -> HttpResponse:
+    if provider == "xingchao":
+        return json_response({"error": f"refused {status}"}, status=status)
+    detail = "msg" if provider == "nanobananaapi" else "message"
+    return json_response({"code": status, detail: f"refused {status}", "data": None}, status=status)
+
+
+def _created(provider: str) -> HttpResponse:
+    if provider == "xingchao":
+        return json_response(
+            {"id": "t1", "object": "nanobanana", "created": 0, "model": "m", "status": "queued"}
+        )
+    key = "task_id" if provider == "crun" else "taskId"
+    return json_response({"code": 200, "message": "success", "data": {key: "t1"}})
+
+
+def _finished(provider: str) -> HttpResponse:
+    url = "https://i/t1.png"
+    if provider == "xingchao":
+        body: dict[str, object] = {
+            "id": "t1",
+            "object": "image.generation",
+            "created": 0,
+            "model": "m",
+            "status": "completed",
+            "image_url": url,
+            "error": None,
+        }
+        return json_response(body)
+    data: dict[str, object] = {
+        "crun": {"task_id": "t1", "status": "success", "result": {"media_urls": [url]}},
+        "nanobananaapi": {"taskId": "t1", "successFlag": 1, "response": {"resultImageUrl": url}},
+        "apixo": {
+            "taskId": "t1",
+            "state": "success",
+            "resultJson": '{"resultUrls": ["https://i/t1.png"]}',
+        },
+    }[provider]
+    return json_response({"code": 200, "msg": "success", "message": "success", "data": data})
+
+
+PROVIDERS = ["xingchao", "crun", "nanobananaapi", "apixo"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (400, nb.RequestRejectedError),
+        (401, nb.AuthenticationError),
+        (402, nb.InsufficientCreditsError),
+    ],
+)
+async def test_every_providers_400_401_402_on_create_is_a_refusal(
+    clock: FakeClock, provider: str, status: int, error_type: type[nb.APIError]
+) -> None:
+    """Issue 11 item 1: 'every provider's 400/401/402' means not created: a typed error after
+    one create, never 'may have been accepted' and never sent again."""
+    creates: list[HttpRequest] = []
+
+    def server(request: HttpRequest) -> HttpResponse:
+        assert request.kind == "submit"
+        creates.append(request)
+        return _refusal(provider, status)
+
+    client, _ = scripted(clock, server, provider=provider)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    error = job.exception()
+    assert isinstance(error, error_type)
+    assert not isinstance(error, nb.SubmitOutcomeUnknownError)
+    assert f"refused {status}" in str(error)
+    assert len(creates) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_every_providers_429_on_create_is_sent_again(clock: FakeClock, provider: str) -> None:
+    """429 created nothing and may pass: the create is sent again and the prompt gets its one
+    task."""
+    creates: list[HttpRequest] = []
+
+    def server(request: HttpRequest) -> HttpResponse:
+        if request.kind != "submit":
+            return _finished(provider)
+        creates.append(request)
+        return _refusal(provider, 429) if len(creates) == 1 else _created(provider)
+
+    client, _ = scripted(clock, server, provider=provider)
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done)
+    assert job.result().urls == ("https://i/t1.png",)
+    assert len(creates) == 2
