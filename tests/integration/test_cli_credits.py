@@ -53,7 +53,7 @@ def test_batch_out_of_credits_lists_the_rest_as_not_submitted(
     tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """30 prompts, 10 credits: 10 succeed, 20 are listed as not submitted, exit 1, no task lost
-    and no prompt reported as failed."""
+    and no prompt reported as failed; the same command with credits again sends only those 20."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"a cat number {i}\n" for i in range(30)))
     out = tmp_path / "o"
@@ -69,6 +69,15 @@ def test_batch_out_of_credits_lists_the_rest_as_not_submitted(
     assert sim.stats.rejected <= 4
     err = capsys.readouterr().err
     assert "20 prompt(s) not submitted" in err
+    # No task lost: with credits again, the same command submits exactly the 20 it did not,
+    # and none of the 10 that were paid for is created twice.
+    sim.credits = 100
+    assert main(["batch", str(prompts), "--out", str(out), "--concurrent", "4"]) == 0
+    assert (sim.stats.creates, sim.stats.duplicate_creates) == (30, 0)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(row["line"] for row in rows) == list(range(1, 31))
+    assert all(row["status"] == "succeeded" and row["files"] for row in rows)
+    assert "20 new prompt(s); 10 from the journal" in " ".join(capsys.readouterr().err.split())
 
 
 def test_300_prompts_on_an_account_that_pays_for_100(
