@@ -14,19 +14,21 @@ import attrs
 from .._errors import BadResponseError, snippet
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
+from ._answers import (
+    balance_number,
+    drop_none,
+    looks_like_content_policy,
+    open_envelope,
+    structure,
+)
 from ._base import (
     ALL_RESOLUTIONS,
     RATIOS_CLASSIC_AUTO,
     RATIOS_NB2,
     AuthScheme,
     ModelSpec,
-    balance_number,
-    drop_none,
-    looks_like_content_policy,
     normalize_format,
     normalize_resolution,
-    open_envelope,
-    structure,
 )
 
 _FORMATS: Final = {"png": "png", "jpeg": "jpeg"}

@@ -12,20 +12,22 @@ import attrs
 from .._errors import ProviderRefusedError, ProviderUnavailableError
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
+from ._answers import (
+    balance_number,
+    drop_none,
+    looks_like_content_policy,
+    open_envelope,
+    require_mapping,
+    structure,
+)
 from ._base import (
     ALL_RESOLUTIONS,
     RATIOS_CLASSIC_AUTO,
     RATIOS_NB2,
     AuthScheme,
     ModelSpec,
-    balance_number,
-    drop_none,
-    looks_like_content_policy,
     normalize_format,
     normalize_resolution,
-    open_envelope,
-    require_mapping,
-    structure,
 )
 
 _NB2_FORMATS: Final = {"png": "png", "jpeg": "jpg"}

@@ -11,6 +11,14 @@ import attrs
 
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
+from ._answers import (
+    drop_none,
+    looks_like_content_policy,
+    no_balance,
+    open_envelope,
+    require_mapping,
+    structure,
+)
 from ._base import (
     ALL_RESOLUTIONS,
     RATIOS_CLASSIC,
@@ -18,14 +26,8 @@ from ._base import (
     RATIOS_NB2,
     AuthScheme,
     ModelSpec,
-    drop_none,
-    looks_like_content_policy,
-    no_balance,
     normalize_format,
     normalize_resolution,
-    open_envelope,
-    require_mapping,
-    structure,
 )
 
 # Sources: seed 003 (generate-2) and PROTOCOLS.md section 3 for generate and generate-pro [C].

@@ -12,17 +12,19 @@ import attrs
 from .._errors import ContentPolicyError, GenerationFailedError
 from .._http import HttpRequest, HttpResponse
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
+from ._answers import (
+    drop_none,
+    error_for_response,
+    looks_like_content_policy,
+    no_balance,
+    structure,
+)
 from ._base import (
     ALL_RESOLUTIONS,
     RATIOS_CLASSIC,
     AuthScheme,
     ModelSpec,
-    drop_none,
-    error_for_response,
-    looks_like_content_policy,
-    no_balance,
     normalize_resolution,
-    structure,
 )
 
 _ONE_K: Final = frozenset({"1K"})

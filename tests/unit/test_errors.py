@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async.providers._base import error_for
+from nanobanana_async.providers._answers import error_for
 
 ERROR_CLASSES = sorted(
     (
