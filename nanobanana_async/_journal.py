@@ -350,6 +350,7 @@ class Intent:
 
     def __init__(self, journal: Journal, key: str, provider: str, request: ImageRequest) -> None:
         self.key = key
+        self.path = journal.path
         self._journal = journal
         self._provider = provider
         self._request = request

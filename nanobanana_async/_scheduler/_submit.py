@@ -22,6 +22,7 @@ from .._errors import (
     InvalidRequestError,
     NanoBananaError,
     RateLimitError,
+    StorageError,
     SubmitOutcomeUnknownError,
     TaskError,
 )
@@ -124,21 +125,23 @@ class Submitter:
     ) -> tuple[asyncio.Future[Task], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
+        receiver = self.callbacks
+        if not (receiver is not None and driver.supports_callback and request.callback_url is None):
+            receiver = None
+        # Checked as it will be sent (a model may require the callback URL) before any wait.
+        url = receiver._base_url() if receiver is not None else None
+        validate(driver, request if url is None else attrs.evolve(request, callback_url=url))
+        lease_id = None
+        if self.journal is not None and journal_key is not None:
+            lease_id = self.journal.lease_id(journal_key)
+        lease = await conn.account.ledger.slots.acquire(conn, lease_id)
+        # Registered only once a slot is held: callers waiting for slots hold no token, and a
+        # token is not forgotten while its submit waits its turn.
         callback: Registration | None = None
         sent = request
-        if self.callbacks is not None and driver.supports_callback and request.callback_url is None:
-            callback = self.callbacks._register(driver, self.clock.now())
+        if receiver is not None:
+            callback = receiver._register(driver, self.clock.now())
             sent = attrs.evolve(request, callback_url=callback.url)
-        try:
-            validate(driver, sent)
-            lease_id = None
-            if self.journal is not None and journal_key is not None:
-                lease_id = self.journal.lease_id(journal_key)
-            lease = await conn.account.ledger.slots.acquire(conn, lease_id)
-        except BaseException:
-            if callback is not None:
-                callback.discard()
-            raise
         task = Task(request, key, self.clock)
         intent = None
         if self.journal is not None and journal_key is not None:
@@ -239,16 +242,35 @@ class Submitter:
             ref.model,
             (self.clock.now() - submitted) * 1000,
         )
-        if intent is not None:
-            # Durable before the caller hears of the task: a crash from here on re-attaches.
-            await intent.submitted(ref)
-            assert self.journal is not None
-            self.journal.record_end(task, intent.key)
+        # Tracked first: whatever happens to the journal below, the paid task is polled, its
+        # slot released at its end, and its id reachable.
         entry = self._track(task, ref, request.timeout, lease, late=callback is not None)
         if callback is not None:
             scheduler, clock = self.scheduler, self.clock
             callback.bind(ref.task_id, lambda: scheduler.hint(entry))
-            task._future.add_done_callback(lambda _: callback.finished(clock.now()))
+            task._future.add_done_callback(
+                lambda done: callback.finished(clock.now(), seen_ended=_seen_ended(done))
+            )
+        if intent is not None:
+            # Durable before the caller hears of the task: a crash from here on re-attaches.
+            try:
+                await intent.submitted(ref)
+            except Exception as exc:
+                _log.warning(
+                    "%s task %s was accepted but the journal could not record it: %s",
+                    ref.provider,
+                    ref.task_id,
+                    exc,
+                )
+                raise StorageError(
+                    f"{ref.provider} accepted task {ref.task_id} but the journal could not "
+                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await it "
+                    "by id with resume()",
+                    task_id=ref.task_id,
+                    path=str(intent.path),
+                ) from None
+            assert self.journal is not None
+            self.journal.record_end(task, intent.key)
         return task
 
     async def _send(self, request: ImageRequest, lease: Lease, intent: Intent | None) -> TaskRef:
@@ -383,6 +405,15 @@ class Submitter:
         )
         task._resolve(result, None)
         return task
+
+
+def _seen_ended(done: asyncio.Future[ImageResult]) -> bool:
+    # Ended as the provider reported it (a result, or the task's own failure), not by a
+    # deadline or a close: only then was a callback due.
+    if done.cancelled():
+        return False
+    error = done.exception()
+    return error is None or isinstance(error, GenerationFailedError)
 
 
 def connect(

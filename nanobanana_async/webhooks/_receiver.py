@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger("nanobanana_async.webhooks")
 
 DEFAULT_PATH: Final = "/nanobanana/callback"
-# Providers call back within a second or two of a task's end and retry failures; a task seen
-# ended by polling this long ago with no callback means callbacks are not getting through.
+# A provider POSTs when the task ends (PROTOCOLS.md 2-4; apixo retries a failed delivery up to
+# 3 times within about 30 s). Polling sees an end at or after it, so a task seen ended this long
+# ago with not one callback having reached us means callbacks are not getting through.
 _CALLBACK_GRACE: Final = 10.0
 _UNHEARD_TO_WARN: Final = 3
 _EARLY_BODIES: Final = 4
@@ -75,19 +76,23 @@ class Registration:
 
     def bind(self, task_id: str, on_hint: Callable[[], bool]) -> None:
         """The provider accepted the submit as ``task_id``; callbacks now mean that task."""
-        if not self._receiver._move(self._nonce, self._receiver._pending, self._receiver._running):
-            return  # registered too long ago and forgotten: polling alone sees the task
+        receiver = self._receiver
+        # Even if the pending token was swept (a submit that waited past early_ttl), the
+        # provider has its URL: remember it again for the task's life.
+        receiver._pending.pop(self._nonce, None)
+        receiver._running[self._nonce] = self
         self._task_id, self._on_hint = task_id, on_hint
         for body in self._early:
             self._receiver._apply(self, body)
         self._early.clear()
 
-    def finished(self, now: float) -> None:
-        """The task ended (by polling, a callback, a deadline or a close)."""
+    def finished(self, now: float, *, seen_ended: bool) -> None:
+        """The task ended; ``seen_ended``: as the provider reported it (a result or its own
+        failure), so a callback was due, rather than by a deadline or a close."""
         receiver = self._receiver
         self._on_hint = None
         self.at = now
-        if receiver._move(self._nonce, receiver._running, receiver._ended):
+        if receiver._move(self._nonce, receiver._running, receiver._ended) and seen_ended:
             receiver._ended_unheard(self)
         receiver._sweep(now)
 
@@ -126,8 +131,9 @@ class CallbackReceiver:
     gets its own callback URL ``{public_url}/{token}``; the token is an HMAC only this receiver
     can mint.
 
-    If three tasks end by polling and no callback at all has reached the receiver ten seconds
-    later, one WARNING names ``public_url``: the provider cannot reach it.
+    If three tasks were seen ended by polling and no callback at all has reached the receiver
+    ten seconds later, one WARNING names ``public_url``: the provider cannot reach it. (It is
+    noticed at the next submit or task end through this receiver.)
 
     Args:
         secret: key of the token HMAC; random per receiver by default (tokens then do not
@@ -222,6 +228,8 @@ class CallbackReceiver:
             handle_signals=False,
             keepalive_timeout=self._header_timeout,
             lingering_time=self._body_timeout,
+            # A peer trickling a body must not hold up aclose() for its body_timeout.
+            shutdown_timeout=1.0,
         )
         await self._runner.setup()
         site = CappedSite(self._runner, host, port, self._max_connections)
@@ -255,15 +263,20 @@ class CallbackReceiver:
 
     # ----------------------------------------------------------------- used by the client
 
-    def _register(self, driver: ProviderDriver, now: float) -> Registration:
-        """A fresh callback URL for one submit, made at ``now`` on the client's clock."""
+    def _base_url(self) -> str:
+        """Where callback URLs start; raises ConfigurationError before the receiver has one."""
         if self._public_url is None:
             raise ConfigurationError(
                 "the callback receiver has no public_url: start() it or set public_url"
             )
+        return self._public_url
+
+    def _register(self, driver: ProviderDriver, now: float) -> Registration:
+        """A fresh callback URL for one submit, made at ``now`` on the client's clock."""
+        base = self._base_url()
         self._sweep(now)
         nonce = secrets.token_urlsafe(12)
-        url = f"{self._public_url}/{mint(self._secret, nonce)}"
+        url = f"{base}/{mint(self._secret, nonce)}"
         registration = self._pending[nonce] = Registration(self, driver, nonce, url, now)
         return registration
 

@@ -199,3 +199,20 @@ async def test_receiver_warns_once_when_no_callback_ever_arrives(
         assert len(warnings) == 1
         assert "no callback has reached" in warnings[0]
         assert str(rig.receiver.public_url) in warnings[0]
+
+
+async def test_tasks_ended_by_deadline_or_close_do_not_count_as_unheard(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No callback is due for a task that timed out or whose client closed (the provider has
+    not finished it): such ends never make the receiver warn that callbacks are lost."""
+    caplog.set_level(logging.WARNING, "nanobanana_async.webhooks")
+    tasks = [
+        await rig.client.submit(nb.ImageRequest(prompt=f"p{i}", timeout=5.0)) for i in range(3)
+    ]
+    await rig.clock.run_until(lambda: all(t.done() for t in tasks), limit=60)
+    assert all(isinstance(t._future.exception(), nb.TaskTimeoutError) for t in tasks)
+    for i in range(3, 6):
+        await rig.clock.advance(11.0)
+        await rig.client.submit(nb.ImageRequest(prompt=f"p{i}"))
+    assert [r for r in caplog.records if r.levelno == logging.WARNING] == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async._journal import Journal as JournalFile
 from nanobanana_async.testing import FakeClock, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
@@ -134,3 +135,37 @@ async def test_aclose_stops_a_submit_in_flight(clock: FakeClock) -> None:
     with pytest.raises(nb.SubmitOutcomeUnknownError, match="may have been accepted"):
         await asyncio.wait_for(submit, 10)  # a bound for the failure case only
     assert len(transport.requests) == 1
+
+
+async def test_a_journal_that_cannot_record_an_accepted_task_never_loses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create was accepted (paid) but the journal write fails (disk full): the caller gets
+    StorageError carrying the task id, the task is still tracked to its end, and its slot is
+    freed then, so the next submit is not stuck behind it."""
+
+    async def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    limits = nb.Limits(concurrent_tasks=1)
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=limits,
+        journal=tmp_path / "j.db",
+    )
+    async with client:
+        monkeypatch.setattr(JournalFile, "record_submitted", full)
+        with pytest.raises(nb.StorageError) as caught:
+            await client.submit(nb.ImageRequest(prompt="a cat"))
+        assert caught.value.task_id == "t0"
+        assert client.statistics().pending == 1  # still tracked
+        monkeypatch.undo()
+        second = asyncio.ensure_future(client.generate("a dog"))
+        await clock.run_until(second.done, limit=60)
+        assert (await second).task_id == "t1"
+    assert server.count("submit") == 2

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "nanobanana_async"
-PURE = ["providers", "_backoff.py", "_limits.py", "_scheduler/_plan.py", "webhooks/_verify.py"]
+PURE = [
+    "providers",
+    "_backoff.py",
+    "_limits.py",
+    "_scheduler/_plan.py",
+    "_scheduler/_decide.py",
+    "_scheduler/_outcome.py",
+    "webhooks/_verify.py",
+]
 BELOW_CLIENT = ["_scheduler", "providers", "_transport.py", "webhooks", "_journal.py"]
 
 

@@ -53,7 +53,7 @@ async def test_ended_tokens_expire_even_behind_a_task_that_runs_for_hours(
         now = i * 0.1
         registration = recv._register(APIXO, now)
         registration.bind(f"t{i}", lambda: True)
-        registration.finished(now + 1.0)
+        registration.finished(now + 1.0, seen_ended=True)
     ended_within_ttl = sum(1 for i in range(10_000) if i * 0.1 + 1.0 > 10_000 * 0.1 - TTL)
     assert recv.statistics().remembered <= 1 + ended_within_ttl + 1
     assert (await http.post(path(long.url), data=body("long"))).status == 200
@@ -65,7 +65,8 @@ async def test_a_submit_that_never_returns_is_forgotten_after_the_ttl(
     receiver: tuple[nb.CallbackReceiver, TestClient],  # type: ignore[type-arg]
 ) -> None:
     """Registrations whose submit never bound them are dropped after ``early_ttl``; their
-    callbacks are then answered 404, not held."""
+    callbacks are then answered 404, not held. A submit that binds after that (it waited its
+    turn past the TTL) is remembered again: the provider has its URL and will call it."""
     recv, http = receiver
     lost = [recv._register(APIXO, now=0.0) for _ in range(100)]
     assert recv.statistics().remembered == 100
@@ -73,8 +74,11 @@ async def test_a_submit_that_never_returns_is_forgotten_after_the_ttl(
     recv._register(APIXO, now=TTL + 1.0)
     assert recv.statistics().remembered == 1
     assert (await http.post(path(lost[1].url), data=body("x"))).status == 404
-    lost[2].bind("late", lambda: True)  # a bind after expiry changes nothing
-    assert recv.statistics().remembered == 1
+    hints: list[str] = []
+    lost[2].bind("late", hint_to(hints, "late"))
+    assert recv.statistics().remembered == 2
+    assert (await http.post(path(lost[2].url), data=body("late"))).status == 200
+    assert hints == ["late"]
 
 
 async def test_answers_by_stage(
@@ -88,7 +92,7 @@ async def test_answers_by_stage(
     assert (await http.post(path(registration.url), data=body("t1"))).status == 200
     registration.bind("t1", hint_to(hinted, "t1"))
     assert hinted == ["t1"]
-    registration.finished(5.0)
+    registration.finished(5.0, seen_ended=True)
     assert (await http.post(path(registration.url), data=body("t1"))).status == 200
     assert hinted == ["t1"]
     failed = recv._register(APIXO, now=5.0)
