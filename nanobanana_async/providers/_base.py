@@ -182,7 +182,8 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
         errors.append(f"{driver.name} offers no callbacks @ $.callback_url")
     if spec.callback_required and request.callback_url is None:
         errors.append(
-            f"{where} requires a callback URL (set one, or use callbacks=) @ $.callback_url"
+            f"{where} requires a callback URL (a per-call callback_url, or a callbacks= "
+            "receiver) @ $.callback_url"
         )
     if request.num_images is not None:
         if spec.num_images is None and request.num_images != 1:  # one is what every model makes

@@ -65,6 +65,7 @@ async def test_apixo_routing_is_sent_as_documented(clock: FakeClock) -> None:
         ("nanobananaapi", {"model": "nano-banana", "num_images": 5}, "makes 1 to 4"),
         ("nanobananaapi", {"model": "nano-banana-2", "watermark": "me"}, "takes no watermark"),
         ("xingchao", {"callback_url": HOOK}, "offers no callbacks"),
+        ("nanobananaapi", {"model": "nano-banana"}, "requires a callback URL \\(a per-call"),
     ],
 )
 async def test_undocumented_options_are_refused_before_any_request(
