@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .._http import HttpRequest, HttpResponse
 from ._fakes import FakeClock, ScriptedTransport, json_response, settle
-from ._simulator import Faults, Latency, ServerLimits, Simulator, SimulatorStats
+from ._sim_config import Faults, Latency, ServerLimits, SimulatorStats
+from ._simulator import Simulator
 
 __all__ = (
     "FakeClock",

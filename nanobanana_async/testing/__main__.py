@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import sys
 
-from ._simulator import Latency, Simulator
+from ._sim_config import Latency
+from ._simulator import Simulator
 from ._wire import PROTOCOLS
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ._simulator import Latency, Simulator
+from ._sim_config import Latency
+from ._simulator import Simulator
 
 
 def pytest_configure(config: pytest.Config) -> None:
