@@ -48,8 +48,9 @@ _MODELS: Final = {
     ),
     # nano-banana-2, seed 004: "Nano Banana 2 supports up to 20,000 characters", "Up to 14
     # reference image URLs", "Choose 1K, 2K, or 4K", the aspect ratios "1:1, 1:4, 1:8, 3:2,
-    # 2:3, 3:4, 4:3, 4:5, 5:4, 8:1, 9:16, 16:9, 21:9, and auto", "Use png ... or jpeg/jpg",
-    # "google_search: Optional boolean".
+    # 2:3, 3:4, 4:3, 4:5, 5:4, 8:1, 9:16, 16:9, 21:9, and auto" (4:1 from the model's page in
+    # PROTOCOLS.md 4: "adds 1:4 4:1 1:8 8:1"), "Use png ... or jpeg/jpg", "google_search:
+    # Optional boolean".
     "nano-banana-2": ModelSpec(
         wire_id="nano-banana-2",
         resolutions=ALL_RESOLUTIONS,

@@ -81,8 +81,10 @@ _PRO: Final = attrs.evolve(
 )
 # The -v2 channels, seed 002: "Parameter compatibility notes for google/nano-banana-v2:
 # output_format is not supported and may be ignored. Resolution is currently fixed to 1K on v2
-# channel." PROTOCOLS.md 2 extends the note to every -v2 channel [C]; Google Search is
-# "rejected/unsupported on -v2" there.
+# channel." PROTOCOLS.md 2 extends the output_format note to every -v2 channel [C]; the 1K
+# note is stated for google/nano-banana-v2 only, so the other -v2 channels are not held to it.
+# Google Search is refused only where a document says so for the model (nanobananaapi's pro
+# page: "No outputFormat/googleSearch"); crun's clients' "-v2 and lite reject it" is [3P].
 _MODELS: Final = {
     "nano-banana": _CLASSIC,
     "nano-banana-2": _NB2,
@@ -97,18 +99,14 @@ _MODELS: Final = {
         output_formats={},
     ),
     "google/nano-banana-2-v2": attrs.evolve(
-        _NB2,
-        wire_id="google/nano-banana-2-v2",
-        resolutions=frozenset({"1K"}),
-        output_formats={},
-        google_search=False,
+        _NB2, wire_id="google/nano-banana-2-v2", output_formats={}
     ),
     "google/nano-banana-pro-v2": attrs.evolve(
-        _PRO, wire_id="google/nano-banana-pro-v2", resolutions=frozenset({"1K"}), output_formats={}
+        _PRO, wire_id="google/nano-banana-pro-v2", output_formats={}
     ),
     # Lite is known from clients only ([3P]: "NB2-lite <= 10"): no cap is checked.
     "google/nano-banana-2-lite": attrs.evolve(
-        _NB2, wire_id="google/nano-banana-2-lite", max_images=None, google_search=False
+        _NB2, wire_id="google/nano-banana-2-lite", max_images=None
     ),
 }
 

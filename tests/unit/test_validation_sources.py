@@ -30,6 +30,10 @@ def urls(n: int) -> tuple[str, ...]:
     [
         # xingchao's own create example sends nano-banana-2 at 2k, against its resolution table.
         ("xingchao", {"model": "nano-banana-2", "resolution": "2K"}),
+        # crun's -v2 channels other than google/nano-banana-v2: the 1K note is that one's.
+        ("crun", {"model": "google/nano-banana-2-v2", "resolution": "4K"}),
+        # crun lite and -v2 refusing Google Search is clients' knowledge only.
+        ("crun", {"model": "google/nano-banana-2-lite", "google_search": True}),
         # crun's lite cap (10) comes from clients only.
         ("crun", {"model": "google/nano-banana-2-lite", "image_urls": urls(12)}),
         # crun pro: nanobananaapi's pro page (8 images, classic ratios) and crun's clients

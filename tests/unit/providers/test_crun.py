@@ -164,7 +164,7 @@ def test_callback_bare_or_wrapped(body: bytes) -> None:
         ({"model": "google/nano-banana-v2", "resolution": "2K"}, "$.resolution"),
         ({"model": "google/nano-banana-v2", "output_format": "png"}, "$.output_format"),
         ({"model": "nano-banana-pro", "google_search": True}, "$.google_search"),
-        ({"model": "google/nano-banana-2-v2", "resolution": "4K"}, "$.resolution"),
+        ({"model": "google/nano-banana-v2", "resolution": "4K"}, "$.resolution"),
         (
             {
                 "model": "nano-banana-2",
