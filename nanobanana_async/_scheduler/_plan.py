@@ -9,29 +9,21 @@ elsewhere. Ties go to the older task, so under a tight budget older tasks are ch
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Final, Generic, TypeVar
 
 import attrs
 
+from ._latency import MIN_SAMPLES, LatencyModel
+
 P = TypeVar("P")
 
-MIN_SAMPLES: Final = 3
-# With callbacks a check before the finish is pure waste, and the first completions seen are
-# the fastest ones (the model starts biased low): wait for more samples, and aim late.
-LATE_MIN_SAMPLES: Final = 20
-_Z_LATE: Final = 2.33
 # More probes than samples needed: the model is learned from the fastest few, not the slowest.
 PROBES: Final = 8  # tasks per (provider, model) checked on a geometric schedule while unlearned
-_PROBE_GROWTH: Final = 1.5
 _LATE_PRESSURE: Final = 3.0
-_PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
-_Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned durations
-_Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
-_MIN_STEP_FRACTION: Final = 0.05  # never closer than 5% of the median duration
-_WINDOW: Final = 200  # completions remembered per (provider, model)
 # A check pulled forward by idle budget comes at least this share of the median duration after
 # the task's last check: more often sees nothing new, and each check costs the client CPU.
 _SPARE_GAP_FRACTION: Final = 0.1
@@ -41,107 +33,71 @@ _SPARE_GAP_MIN: Final = 0.05  # seconds
 _SPARE_MIN_CHANCE: Final = 0.2
 
 
-class LatencyModel:
-    """Running estimate of one (provider, model)'s task durations as a lognormal.
+class Phase(enum.Enum):
+    """Where a tracked task stands. Only the planner moves it, by the table ``_STEPS``."""
 
-    Durations are interval-censored: a task finished after it was last seen running and before
-    it was seen finished; the midpoint is used (an exponential moving estimate over about the
-    last ``_WINDOW`` completions, so drift is followed).
+    PLANNED = "planned"  # waits in the heap for its next check
+    READY = "ready"  # due, waits for a request slot
+    CHECKING = "checking"  # a status check is in flight
+    RECHECK = "recheck"  # in flight, and a callback came meanwhile: check again at once
+    DONE = "done"  # resolved, failed, expired or closed; its heap rows are stale
+
+
+class Event(enum.Enum):
+    """What can happen to a tracked task."""
+
+    DUE = "due"  # its check time came
+    SEND = "send"  # a request slot was taken for its check
+    HINT = "hint"  # a verified callback says it may have ended
+    ANSWER = "answer"  # its check came back without ending it (running, or the check failed)
+    END = "end"  # resolved, failed, expired or closed
+
+
+_STEPS: Final[Mapping[tuple[Phase, Event], Phase]] = {
+    (Phase.PLANNED, Event.DUE): Phase.READY,
+    (Phase.PLANNED, Event.SEND): Phase.CHECKING,  # pulled forward by an idle request
+    (Phase.PLANNED, Event.HINT): Phase.PLANNED,  # made due now
+    (Phase.READY, Event.SEND): Phase.CHECKING,
+    (Phase.READY, Event.HINT): Phase.READY,  # already due
+    (Phase.CHECKING, Event.HINT): Phase.RECHECK,
+    (Phase.RECHECK, Event.HINT): Phase.RECHECK,  # repeated callbacks cost one check at most
+    (Phase.CHECKING, Event.ANSWER): Phase.PLANNED,
+    (Phase.RECHECK, Event.ANSWER): Phase.PLANNED,
+    **{(phase, Event.END): Phase.DONE for phase in Phase if phase is not Phase.DONE},
+}
+
+
+def step(phase: Phase, event: Event) -> Phase:
+    """The phase after ``event``. Anything that happens to a finished task changes nothing (a
+    late answer of a task already resolved); a step the table lacks is a bug.
+
+    Raises:
+        AssertionError: ``event`` cannot happen in ``phase``.
     """
-
-    def __init__(self, first_poll: float, poll_interval: float) -> None:
-        self.prior_first = first_poll
-        self.prior_interval = poll_interval
-        self.probes = 0
-        self.samples = 0
-        self._mean = 0.0
-        self._var = 0.0
-
-    def observe(self, low: float, high: float) -> None:
-        """Record a task that finished between ``low`` and ``high`` seconds after submit."""
-        value = math.log(max(1e-3, (low + high) / 2.0))
-        self.samples += 1
-        weight = 1.0 / min(self.samples, _WINDOW)
-        delta = value - self._mean
-        self._mean += weight * delta
-        self._var = (1 - weight) * (self._var + weight * delta * delta)
-
-    @property
-    def learned(self) -> bool:
-        """True once enough tasks finished to trust the estimate."""
-        return self.samples >= MIN_SAMPLES
-
-    @property
-    def median(self) -> float:
-        """Median duration in seconds (the prior's first check before learning)."""
-        return math.exp(self._mean) if self.learned else self.prior_first
-
-    @property
-    def sigma(self) -> float:
-        """Spread of log-duration, floored so checks keep moving."""
-        return max(0.1, math.sqrt(self._var))
-
-    def finished_share(self, age: float) -> float:
-        """The share of tasks finished by ``age`` seconds (the lognormal CDF)."""
-        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
-        return 0.5 * math.erfc(-z / math.sqrt(2.0))
-
-    def quantile(self, z: float) -> float:
-        """The duration at standard-normal score ``z``."""
-        return math.exp(self._mean + z * self.sigma)
-
-    def first_check(
-        self, *, late: bool = False, probe: bool = False, pressure: float = 1.0
-    ) -> float:
-        """Seconds after submit for the first check.
-
-        Before anything is learned the provider's advice applies, except for a few probe tasks
-        checked early and then at growing ages, which learn the real latency quickly when the
-        advice is far off. Once learned: at the 31st percentile of durations, later under
-        request-budget ``pressure`` (> 1), earlier with budget to spare (< 1); ``late`` puts it
-        at the 99th percentile once 20 tasks have finished, and at the advice until then.
-        """
-        if late:
-            return self.quantile(_Z_LATE) if self.samples >= LATE_MIN_SAMPLES else self.prior_first
-        if not self.learned:
-            return self.prior_first * _PROBE_START if probe else self.prior_first
-        return self.quantile(min(1.0, _Z_FIRST + 0.5 * (pressure - 1.0)))
-
-    def next_check(self, age: float, *, probe: bool = False, pressure: float = 1.0) -> float:
-        """Seconds after submit for the next check of a task seen running at ``age``.
-
-        Checks are ``0.6 * pressure`` standard deviations of log-duration apart, so they are
-        dense where tasks tend to finish and sparser in the tail, but at most one median
-        duration apart.
-        """
-        if not self.learned:
-            if probe:
-                return min(age * _PROBE_GROWTH, age + self.prior_interval)
-            return age + self.prior_interval
-        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
-        step = self.quantile(z + _Z_STEP * pressure) - age
-        # Never closer than 5% of the median, never further than the median itself: in the
-        # tail, quantile steps grow without bound and would leave a finished task unseen.
-        median = self.median
-        return age + min(median, max(_MIN_STEP_FRACTION * median, step))
+    if phase is Phase.DONE:
+        return phase
+    after = _STEPS.get((phase, event))
+    if after is None:
+        raise AssertionError(f"a task cannot go from {phase.value} by {event.value}")
+    return after
 
 
 @attrs.define(eq=False, kw_only=True)
 class Entry(Generic[P]):
-    """One tracked task.
+    """One tracked task. Only the :class:`Planner` changes it.
 
     Attributes:
         payload: what the runner needs to poll and resolve it.
         group: the latency model's key, usually (provider, model).
         submitted: monotonic time of submit (or resume).
         deadline: monotonic time after which the task times out.
+        phase: where it stands (see :class:`Phase`).
         due: when it should next be checked.
         last_running: when it was last seen not finished.
         checks, failures, bad_responses: counters for this task.
-        done: resolved; stale heap rows are skipped.
-        recheck: a callback came while a check was in flight; check once more right away.
         late: callbacks are expected, polling is only the safety net.
-        hinted: a callback made the current check due, so the task ended just before it.
+        probe: checked early and at growing ages while its model is learned.
+        hinted: a callback made a check due, so the task ended just before it.
         min_gap: seconds at least between the submit and the first check and between checks
             (the provider's documented floor); no plan, callback or end-game goes below it.
         last_check: monotonic time the last check was sent (the submit before the first).
@@ -152,19 +108,27 @@ class Entry(Generic[P]):
     submitted: float
     deadline: float
     seq: int
+    phase: Phase = Phase.PLANNED
     due: float = 0.0
     last_running: float = 0.0
     checks: int = 0
     failures: int = 0
     bad_responses: int = 0
-    done: bool = False
-    in_flight: bool = False
     probe: bool = False
-    recheck: bool = False
     late: bool = False
     hinted: bool = False
     min_gap: float = 0.0
     last_check: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        """Resolved, failed, expired or closed."""
+        return self.phase is Phase.DONE
+
+    @property
+    def in_flight(self) -> bool:
+        """A status check of it is being sent or awaited."""
+        return self.phase is Phase.CHECKING or self.phase is Phase.RECHECK
 
 
 class Planner(Generic[P]):
@@ -233,12 +197,14 @@ class Planner(Generic[P]):
         heapq.heappush(self._due, (at, entry.seq, entry))
 
     def due(self, now: float) -> list[Entry[P]]:
-        """Pop every live entry due at or before ``now``, earliest (then oldest) first."""
+        """Pop every planned entry due at or before ``now``, earliest (then oldest) first; they
+        are then ready, waiting for a request slot."""
         out: list[Entry[P]] = []
         while self._due and self._due[0][0] <= now:
             at, _, entry = heapq.heappop(self._due)
-            if entry.done or entry.in_flight or at != entry.due:
+            if entry.phase is not Phase.PLANNED or at != entry.due:
                 continue
+            entry.phase = step(entry.phase, Event.DUE)
             out.append(entry)
         return out
 
@@ -257,7 +223,7 @@ class Planner(Generic[P]):
         scored: list[tuple[float, int, Entry[P]]] = []
         retry_at = math.inf
         for at, _, entry in heapq.nsmallest(max(4 * limit, 64), self._due):
-            if entry.done or entry.in_flight or at != entry.due or entry.late or at <= now:
+            if entry.phase is not Phase.PLANNED or at != entry.due or entry.late or at <= now:
                 continue
             model = self._models.get(entry.group)
             if model is None or not model.learned:
@@ -278,9 +244,44 @@ class Planner(Generic[P]):
         scored.sort()
         return [entry for _, _, entry in scored[:limit]], retry_at
 
+    def sent(self, entry: Entry[P], now: float) -> None:
+        """A request slot was taken at ``now`` for a check of ``entry`` (ready, or planned and
+        pulled forward)."""
+        entry.phase = step(entry.phase, Event.SEND)
+        entry.checks += 1
+        entry.last_check = now
+
+    def hint(self, entry: Entry[P], now: float) -> bool:
+        """A verified callback says the task may have ended: make its check due now, once.
+
+        Returns True when this made a check come sooner; a check in flight is followed by one
+        more at once, and a check already due stays where it is.
+        """
+        before = entry.phase
+        if before is Phase.DONE:
+            return False
+        entry.hinted = True
+        entry.phase = step(before, Event.HINT)
+        if before is not Phase.PLANNED or entry.due <= now:
+            return False
+        self.schedule(entry, now)
+        return True
+
+    def retry(self, entry: Entry[P], at: float) -> None:
+        """A check failed without an answer: check again at ``at``, never past the deadline
+        (the deadline expires the task instead)."""
+        entry.phase = step(entry.phase, Event.ANSWER)
+        self.schedule(entry, min(at, entry.deadline))
+
     def record_running(self, entry: Entry[P], now: float, pressure: float = 1.0) -> None:
-        """A check saw the task still running: plan the next check."""
+        """A check saw the task still running: plan the next check, at once if a callback
+        came while it was in flight."""
+        recheck = entry.phase is Phase.RECHECK
+        entry.phase = step(entry.phase, Event.ANSWER)
         entry.last_running = now
+        if recheck:
+            self.schedule(entry, now)
+            return
         model = self._models[entry.group]
         if entry.late:
             pressure = _LATE_PRESSURE  # a lost callback costs a delay, not a stream of checks
@@ -312,7 +313,12 @@ class Planner(Generic[P]):
         for at, _, entry in list(self._due):
             if entry.late:
                 continue
-            if entry.group == group and not entry.done and entry.checks == 0 and at == entry.due:
+            if (
+                entry.group == group
+                and entry.phase is Phase.PLANNED
+                and entry.checks == 0
+                and at == entry.due
+            ):
                 first = min(entry.submitted + model.first_check(), entry.deadline)
                 if first != entry.due:
                     self.schedule(entry, first)
@@ -320,7 +326,7 @@ class Planner(Generic[P]):
     def finish(self, entry: Entry[P]) -> None:
         """Stop tracking ``entry`` (resolved, failed, expired or detached)."""
         if not entry.done:
-            entry.done = True
+            entry.phase = step(entry.phase, Event.END)
             self.pending -= 1
 
     def expire(self, now: float) -> list[Entry[P]]:
@@ -328,7 +334,7 @@ class Planner(Generic[P]):
         out: list[Entry[P]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, entry = self._deadlines[0]
-            if entry.in_flight and not entry.done:
+            if entry.in_flight:
                 break  # the check decides first; the deadline row stays
             heapq.heappop(self._deadlines)
             if not entry.done:

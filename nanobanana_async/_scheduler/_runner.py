@@ -14,27 +14,17 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import ClassVar, Final
 
-from .._backoff import delay
 from .._clock import Clock
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
-from .._errors import (
-    APIError,
-    BadResponseError,
-    ClientClosedError,
-    NanoBananaError,
-    TaskTimeoutError,
-)
-from .._models import ImageResult, TaskState, TaskStatus
+from .._errors import ClientClosedError, TaskTimeoutError
+from .._models import ImageResult
 from ._account import Account, Connection, Tracked
-from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
+from ._checks import Checker
 from ._ledger import DEFAULT_HORIZON, Lease, Ledger
-from ._outcome import ending
-from ._plan import Entry, Planner
+from ._plan import Entry, Phase, Planner
 
 _log = logging.getLogger("nanobanana_async")
-_seen_unknown: set[tuple[str, str]] = set()
 _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
-_LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
 _SPARE_BATCH: Final = 32  # checks pulled forward per look, at most
 _SPARE_EVERY: Final = 0.05  # seconds between looks for checks to pull forward
 
@@ -61,6 +51,9 @@ class Scheduler:
         self._runner: asyncio.Task[None] | None = None
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
+        self._checker = Checker(
+            self.plan, clock, resolve=self._resolve, nudge=self._nudge, learned=self._learned
+        )
 
     @classmethod
     def for_clock(cls, clock: Clock) -> Scheduler:
@@ -153,16 +146,8 @@ class Scheduler:
         The callback is never the truth; the check that follows resolves the task. Repeated
         callbacks cost at most one extra check. True when this made a check come sooner.
         """
-        if entry.done:
+        if not self.plan.hint(entry, self.clock.now()):
             return False
-        entry.hinted = True
-        if entry.in_flight:
-            entry.recheck = True
-            return False
-        now = self.clock.now()
-        if entry.due <= now:
-            return False  # already due or waiting for a request slot
-        self.plan.schedule(entry, now)
         self._nudge()
         return True
 
@@ -185,8 +170,11 @@ class Scheduler:
         if self.plan.learned_model(group) is None:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
 
-    def _shorten_holds(self, group: Hashable) -> None:
-        # The model was just learned: holds made on the default horizon get the real one.
+    def _learned(self, group: Hashable) -> None:
+        # A task of ``group`` finished: once its model is learned, holds made on the default
+        # horizon get the real one.
+        if group not in self._provisional or self.plan.learned_model(group) is None:
+            return
         for conn, lease, submitted in self._provisional.pop(group, []):
             conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
 
@@ -221,7 +209,7 @@ class Scheduler:
 
     async def _run(self) -> None:
         # One task group holds every status check in flight; a check never raises into it
-        # (see _poll), so one task's failure cannot stop the others.
+        # (see Checker.poll), so one task's failure cannot stop the others.
         async with asyncio.TaskGroup() as group:
             while True:
                 now = self.clock.now()
@@ -252,14 +240,14 @@ class Scheduler:
         ledger.demand(len(ready))
         while ready:
             entry = ready[0]
-            if entry.done or entry.in_flight:
-                ready.popleft()
+            if entry.phase is not Phase.READY:
+                ready.popleft()  # ended (or checked) while it waited
                 continue
             if not ledger.try_take_request(now):
                 return ledger.next_request_free()
             ready.popleft()
-            entry.in_flight = True
-            group.create_task(self._poll(entry))
+            self.plan.sent(entry, now)
+            group.create_task(self._checker.poll(entry))
         return math.inf
 
     def _spend_spare(self, now: float, group: asyncio.TaskGroup) -> float:
@@ -287,8 +275,8 @@ class Scheduler:
             if not account.ledger.try_take_request(now):
                 wakeup = min(wakeup, account.ledger.next_request_free())
                 continue
-            entry.in_flight = True
-            group.create_task(self._poll(entry))
+            self.plan.sent(entry, now)
+            group.create_task(self._checker.poll(entry))
         return max(wakeup, self._spare_next)
 
     async def _sleep_until(self, deadline: float) -> None:
@@ -311,137 +299,6 @@ class Scheduler:
         waiter = self._waiter
         if waiter is not None and self.plan.next_wakeup() < self._sleep_deadline:
             _release(waiter)
-
-    async def _poll(self, entry: Entry[Tracked]) -> None:
-        try:
-            await self._check(entry)
-        except Exception as exc:
-            # A bug must fail the one task loudly, never the runner and every other task.
-            _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
-            entry.in_flight = False
-            self._resolve(entry, error=exc)
-
-    async def _check(self, entry: Entry[Tracked]) -> None:
-        tracked = entry.payload
-        conn = tracked.conn
-        try:
-            conn.account.ledger.note_send()
-            conn.account.checks += 1
-            entry.checks += 1
-            sent = entry.last_check = self.clock.now()
-            response = await conn.transport.send(
-                conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
-            )
-            if _log.isEnabledFor(logging.DEBUG):
-                _log.debug(
-                    "%s task %s: status check HTTP %d in %.0f ms",
-                    tracked.ref.provider,
-                    tracked.ref.task_id,
-                    response.status,
-                    (self.clock.now() - sent) * 1000,
-                )
-            status = conn.driver.parse_status(response, tracked.ref)
-        except NanoBananaError as exc:
-            entry.in_flight = False
-            if isinstance(exc, BadResponseError):
-                entry.bad_responses += 1
-            match decide_check(exc, entry.bad_responses, conn.policy):
-                case PauseAccount(retry_after=hint):
-                    self._rate_limited(entry, hint)
-                case FailAccount() if isinstance(exc, APIError):
-                    self._fail_account(conn.account, exc)
-                case CheckLater(after_timeout=after_timeout):
-                    self._retry_later(entry, after_timeout=after_timeout)
-                case _:
-                    if isinstance(exc, APIError):
-                        exc.task_id = tracked.ref.task_id
-                    self._resolve(entry, error=exc)
-            return
-        entry.in_flight = False
-        conn.account.budget.refund()
-        entry.failures = 0
-        entry.bad_responses = 0
-        self._observe(entry, status)
-        # What was learned may have moved other tasks' checks earlier than the runner's sleep.
-        self._nudge()
-
-    def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
-        tracked = entry.payload
-        if entry.done:
-            # A later, possibly conflicting, observation of a resolved task changes nothing.
-            return
-        tracked.task._observe(status)
-        now = self.clock.now()
-        ref = tracked.ref
-        end = ending(
-            status,
-            ref,
-            tracked.task.request,
-            submitted_wall=tracked.submitted_wall,
-            now_wall=tracked.conn.wall_clock(),
-        )
-        if end is not None:
-            self.plan.record_done(entry, now, status.elapsed)
-            if entry.group in self._provisional and self.plan.learned_model(entry.group):
-                self._shorten_holds(entry.group)
-            if isinstance(end, ImageResult):
-                self._resolve(entry, result=end)
-            else:
-                self._resolve(entry, error=end)
-            return
-        if status.state is TaskState.UNKNOWN and (ref.provider, status.raw_state) not in (
-            _seen_unknown
-        ):
-            _seen_unknown.add((ref.provider, status.raw_state))
-            _log.warning(
-                "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
-            )
-        if entry.recheck:
-            entry.recheck = False
-            entry.last_running = now
-            self.plan.schedule(entry, now)
-            return
-        self.plan.record_running(entry, now, tracked.conn.account.pressure)
-
-    def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:
-        conn = entry.payload.conn
-        now = self.clock.now()
-        entry.failures += 1
-        model = self.plan.model(entry.group, conn.driver.first_poll, conn.driver.poll_interval)
-        wait = model.next_check(now - entry.submitted) - (now - entry.submitted)
-        if conn.account.budget.try_spend(after_timeout=after_timeout):
-            wait = delay(entry.failures - 1, conn.policy, conn.random)
-        # Backoff never stretches past the deadline; the deadline expires the task instead.
-        self.plan.schedule(entry, min(now + max(wait, 0.0), entry.deadline))
-        self._nudge()
-
-    def _rate_limited(self, entry: Entry[Tracked], retry_after: float | None) -> None:
-        conn = entry.payload.conn
-        now = self.clock.now()
-        conn.account.rate_limited += 1
-        wait = retry_after
-        if wait is None or wait > _LATE_DELAY_CAP:
-            entry.failures += 1
-            wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
-        # A 429 cools down the whole account, not just this task.
-        conn.account.ledger.rate_limited(retry_after=retry_after, creating=False)
-        conn.account.ledger.pause(wait)
-        self.plan.schedule(entry, min(now + wait, entry.deadline))
-        self._nudge()
-
-    def _fail_account(self, account: Account, exc: APIError) -> None:
-        # An auth or credit refusal applies to every task of the account: fail them all now
-        # rather than each at its deadline.
-        for entry in list(account.entries):
-            ref = entry.payload.ref
-            error = type(exc)(
-                exc.message,
-                provider=exc.provider,
-                status=exc.status,
-                code=exc.code,
-                task_id=ref.task_id,
-            )
-            self._resolve(entry, error=error)
 
     def _expire(self, entry: Entry[Tracked]) -> None:
         ref = entry.payload.ref

@@ -14,6 +14,7 @@ PURE = [
     "_backoff.py",
     "_limits.py",
     "_scheduler/_plan.py",
+    "_scheduler/_latency.py",
     "_scheduler/_decide.py",
     "_scheduler/_outcome.py",
     "webhooks/_verify.py",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import random
 
-from nanobanana_async._scheduler._plan import PROBES, LatencyModel, Planner
+import pytest
+
+from nanobanana_async._scheduler._latency import LatencyModel
+from nanobanana_async._scheduler._plan import PROBES, Event, Phase, Planner, step
 
 
 def _add(plan: Planner[str], name: str, now: float, deadline: float = 1000.0) -> object:
@@ -63,7 +66,7 @@ def test_learned_schedule_checks_near_the_finish() -> None:
     for _ in range(200):
         d = rng.lognormvariate(math.log(2.0), 0.4)
         model.observe(d, d)
-    assert model.median == __import__("pytest").approx(2.0, rel=0.15)
+    assert model.median == pytest.approx(2.0, rel=0.15)
     lags, checks = [], []
     for _ in range(500):
         d = rng.lognormvariate(math.log(2.0), 0.4)
@@ -74,3 +77,48 @@ def test_learned_schedule_checks_near_the_finish() -> None:
         checks.append(n)
     assert sum(lags) / len(lags) < 0.35 * 2.0
     assert sum(checks) / len(checks) < 3.0
+
+
+def test_a_callback_during_a_check_asks_for_one_more_check_at_once() -> None:
+    """A callback that arrives while the task's check is in flight (the check may have seen it
+    running a moment before it ended) makes one more check due as soon as the answer comes;
+    more callbacks meanwhile cost nothing more."""
+    plan: Planner[str] = Planner()
+    plan.model("g", 10.0, 3.0).observe(5.0, 5.0)  # keeps the entry off the probe schedule
+    entry = plan.add("a", group="g", now=0.0, deadline=100.0, first_poll=10.0, poll_interval=3.0)
+    assert [e.payload for e in plan.due(10.0)] == ["a"]
+    plan.sent(entry, 10.0)
+    assert plan.hint(entry, 10.1) is False  # in flight: nothing to move now
+    assert plan.hint(entry, 10.2) is False
+    plan.record_running(entry, 10.5)
+    assert entry.due == 10.5
+    assert [e.payload for e in plan.due(10.5)] == ["a"]
+    plan.sent(entry, 10.5)
+    plan.record_running(entry, 11.0)
+    assert entry.due == 11.0 + 3.0  # no callback this time: back to the plan
+
+
+def test_a_callback_makes_a_planned_check_due_now_once() -> None:
+    """A callback moves a check planned for later to now; one already due stays where it is,
+    and a finished task ignores callbacks."""
+    plan: Planner[str] = Planner()
+    entry = _add(plan, "a", 0.0)
+    assert plan.hint(entry, 0.25) is True  # type: ignore[arg-type]
+    assert entry.due == 0.25  # type: ignore[attr-defined]
+    assert plan.hint(entry, 0.3) is False  # type: ignore[arg-type]
+    assert [e.payload for e in plan.due(0.3)] == ["a"]
+    assert plan.hint(entry, 0.4) is False  # type: ignore[arg-type]
+    plan.finish(entry)  # type: ignore[arg-type]
+    assert plan.hint(entry, 0.5) is False  # type: ignore[arg-type]
+
+
+def test_steps_the_table_lacks_are_bugs_and_a_finished_task_stays_finished() -> None:
+    """The task state machine: an answer for a task never sent, or a send of a task already in
+    flight, raises; anything after the end changes nothing."""
+    assert step(Phase.PLANNED, Event.DUE) is Phase.READY
+    with pytest.raises(AssertionError, match="ready by answer"):
+        step(Phase.READY, Event.ANSWER)
+    with pytest.raises(AssertionError, match="checking by send"):
+        step(Phase.CHECKING, Event.SEND)
+    assert all(step(Phase.DONE, event) is Phase.DONE for event in Event)
+    assert all(step(phase, Event.END) is Phase.DONE for phase in Phase)

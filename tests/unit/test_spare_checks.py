@@ -34,7 +34,7 @@ def test_spare_picks_the_likeliest_finished_after_a_gap() -> None:
     plan.add("late", group="g", now=0.0, late=True, **add)
     floored = plan.add("floored", group="g", now=0.0, min_gap=9.8, **add)
     busy = plan.add("busy", group="g", now=0.0, **add)
-    busy.in_flight = True
+    plan.sent(busy, 0.0)
     # At 0.9 s nothing is a tenth of the median (1 s) past its last check.
     chosen, retry_at = plan.spare(0.9, 10)
     assert chosen == []

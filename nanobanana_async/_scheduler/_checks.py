@@ -1,0 +1,184 @@
+"""One status check: send it, read the answer, and perform what it means for the task and its
+account (does I/O). What an answer means is decided by pure code: :func:`decide_check` for a
+failed check, :func:`ending` for a status, the planner's transitions for the task's phase.
+
+Only the scheduler's runner starts checks; a check resolves its task through the runner's
+``resolve``, never the task's future directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from typing import Final, Protocol
+
+from .._backoff import delay
+from .._clock import Clock
+from .._errors import APIError, BadResponseError, NanoBananaError
+from .._models import ImageResult, TaskState, TaskStatus
+from ._account import Account, Tracked
+from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
+from ._outcome import ending
+from ._plan import Entry, Planner
+
+_log = logging.getLogger("nanobanana_async")
+_seen_unknown: set[tuple[str, str]] = set()
+_LATE_DELAY_CAP: Final = 120.0  # a poll's Retry-After beyond this falls back to backoff
+
+
+class Resolve(Protocol):
+    """Ends a tracked task with a result or an error (the runner's)."""
+
+    def __call__(
+        self,
+        entry: Entry[Tracked],
+        *,
+        result: ImageResult | None = None,
+        error: BaseException | None = None,
+    ) -> None: ...
+
+
+class Checker:
+    """Sends status checks for the runner and performs their outcomes.
+
+    Args:
+        resolve: ends a task (the runner's; it releases the slot and resolves the future).
+        nudge: wakes the runner when a change made something due sooner.
+        learned: told the group of every finished task (the runner shortens provisional holds).
+    """
+
+    def __init__(
+        self,
+        plan: Planner[Tracked],
+        clock: Clock,
+        *,
+        resolve: Resolve,
+        nudge: Callable[[], None],
+        learned: Callable[[Hashable], None],
+    ) -> None:
+        self._plan = plan
+        self._clock = clock
+        self._resolve = resolve
+        self._nudge = nudge
+        self._learned = learned
+
+    async def poll(self, entry: Entry[Tracked]) -> None:
+        """Check ``entry`` once (its request slot is taken); never raises."""
+        try:
+            await self._check(entry)
+        except Exception as exc:
+            # A bug must fail the one task loudly, never the runner and every other task.
+            _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
+            self._resolve(entry, error=exc)
+
+    async def _check(self, entry: Entry[Tracked]) -> None:
+        tracked = entry.payload
+        conn = tracked.conn
+        try:
+            conn.account.ledger.note_send()
+            conn.account.checks += 1
+            sent = entry.last_check
+            response = await conn.transport.send(
+                conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
+            )
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug(
+                    "%s task %s: status check HTTP %d in %.0f ms",
+                    tracked.ref.provider,
+                    tracked.ref.task_id,
+                    response.status,
+                    (self._clock.now() - sent) * 1000,
+                )
+            status = conn.driver.parse_status(response, tracked.ref)
+        except NanoBananaError as exc:
+            if isinstance(exc, BadResponseError):
+                entry.bad_responses += 1
+            match decide_check(exc, entry.bad_responses, conn.policy):
+                case PauseAccount(retry_after=hint):
+                    self._rate_limited(entry, hint)
+                case FailAccount() if isinstance(exc, APIError):
+                    self._fail_account(conn.account, exc)
+                case CheckLater(after_timeout=after_timeout):
+                    self._retry_later(entry, after_timeout=after_timeout)
+                case _:
+                    if isinstance(exc, APIError):
+                        exc.task_id = tracked.ref.task_id
+                    self._resolve(entry, error=exc)
+            return
+        conn.account.budget.refund()
+        entry.failures = 0
+        entry.bad_responses = 0
+        self._observe(entry, status)
+        # What was learned may have moved other tasks' checks earlier than the runner's sleep.
+        self._nudge()
+
+    def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
+        tracked = entry.payload
+        if entry.done:
+            # A later, possibly conflicting, observation of a resolved task changes nothing.
+            return
+        tracked.task._observe(status)
+        now = self._clock.now()
+        ref = tracked.ref
+        end = ending(
+            status,
+            ref,
+            tracked.task.request,
+            submitted_wall=tracked.submitted_wall,
+            now_wall=tracked.conn.wall_clock(),
+        )
+        if end is not None:
+            self._plan.record_done(entry, now, status.elapsed)
+            self._learned(entry.group)
+            if isinstance(end, ImageResult):
+                self._resolve(entry, result=end)
+            else:
+                self._resolve(entry, error=end)
+            return
+        if status.state is TaskState.UNKNOWN and (ref.provider, status.raw_state) not in (
+            _seen_unknown
+        ):
+            _seen_unknown.add((ref.provider, status.raw_state))
+            _log.warning(
+                "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
+            )
+        self._plan.record_running(entry, now, tracked.conn.account.pressure)
+
+    def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:
+        conn = entry.payload.conn
+        now = self._clock.now()
+        entry.failures += 1
+        model = self._plan.model(entry.group, conn.driver.first_poll, conn.driver.poll_interval)
+        wait = model.next_check(now - entry.submitted) - (now - entry.submitted)
+        if conn.account.budget.try_spend(after_timeout=after_timeout):
+            wait = delay(entry.failures - 1, conn.policy, conn.random)
+        self._plan.retry(entry, now + max(wait, 0.0))
+        self._nudge()
+
+    def _rate_limited(self, entry: Entry[Tracked], retry_after: float | None) -> None:
+        conn = entry.payload.conn
+        now = self._clock.now()
+        conn.account.rate_limited += 1
+        wait = retry_after
+        if wait is None or wait > _LATE_DELAY_CAP:
+            entry.failures += 1
+            wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
+        # A 429 cools down the whole account, not just this task.
+        conn.account.ledger.rate_limited(retry_after=retry_after, creating=False)
+        conn.account.ledger.pause(wait)
+        self._plan.retry(entry, now + wait)
+        self._nudge()
+
+    def _fail_account(self, account: Account, exc: APIError) -> None:
+        # An auth or credit refusal applies to every task of the account: fail them all now
+        # rather than each at its deadline.
+        for entry in list(account.entries):
+            ref = entry.payload.ref
+            error = type(exc)(
+                exc.message,
+                provider=exc.provider,
+                status=exc.status,
+                code=exc.code,
+                task_id=ref.task_id,
+            )
+            self._resolve(entry, error=error)

@@ -1,0 +1,108 @@
+"""A (provider, model)'s learned task durations, and when to check a task of it (pure, no I/O).
+
+Before enough tasks finished, checks follow the provider's documented advice (and a few probe
+tasks check early on a geometric schedule); after, they fall at fixed steps of the learned
+lognormal's quantiles: dense where tasks tend to finish, rare elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+MIN_SAMPLES: Final = 3
+_PROBE_GROWTH: Final = 1.5
+_PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
+_Z_FIRST: Final = -0.5  # first check at the 31st percentile of learned durations
+_Z_STEP: Final = 0.6  # then every 0.6 standard deviations of log-duration
+_MIN_STEP_FRACTION: Final = 0.05  # never closer than 5% of the median duration
+_WINDOW: Final = 200  # completions remembered per (provider, model)
+# With callbacks a check before the finish is pure waste, and the first completions seen are
+# the fastest ones (the model starts biased low): wait for more samples, and aim late.
+LATE_MIN_SAMPLES: Final = 20
+_Z_LATE: Final = 2.33
+
+
+class LatencyModel:
+    """Running estimate of one (provider, model)'s task durations as a lognormal.
+
+    Durations are interval-censored: a task finished after it was last seen running and before
+    it was seen finished; the midpoint is used (an exponential moving estimate over about the
+    last ``_WINDOW`` completions, so drift is followed).
+    """
+
+    def __init__(self, first_poll: float, poll_interval: float) -> None:
+        self.prior_first = first_poll
+        self.prior_interval = poll_interval
+        self.probes = 0
+        self.samples = 0
+        self._mean = 0.0
+        self._var = 0.0
+
+    def observe(self, low: float, high: float) -> None:
+        """Record a task that finished between ``low`` and ``high`` seconds after submit."""
+        value = math.log(max(1e-3, (low + high) / 2.0))
+        self.samples += 1
+        weight = 1.0 / min(self.samples, _WINDOW)
+        delta = value - self._mean
+        self._mean += weight * delta
+        self._var = (1 - weight) * (self._var + weight * delta * delta)
+
+    @property
+    def learned(self) -> bool:
+        """True once enough tasks finished to trust the estimate."""
+        return self.samples >= MIN_SAMPLES
+
+    @property
+    def median(self) -> float:
+        """Median duration in seconds (the prior's first check before learning)."""
+        return math.exp(self._mean) if self.learned else self.prior_first
+
+    @property
+    def sigma(self) -> float:
+        """Spread of log-duration, floored so checks keep moving."""
+        return max(0.1, math.sqrt(self._var))
+
+    def finished_share(self, age: float) -> float:
+        """The share of tasks finished by ``age`` seconds (the lognormal CDF)."""
+        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
+        return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+    def quantile(self, z: float) -> float:
+        """The duration at standard-normal score ``z``."""
+        return math.exp(self._mean + z * self.sigma)
+
+    def first_check(
+        self, *, late: bool = False, probe: bool = False, pressure: float = 1.0
+    ) -> float:
+        """Seconds after submit for the first check.
+
+        Before anything is learned the provider's advice applies, except for a few probe tasks
+        checked early and then at growing ages, which learn the real latency quickly when the
+        advice is far off. Once learned: at the 31st percentile of durations, later under
+        request-budget ``pressure`` (> 1), earlier with budget to spare (< 1); ``late`` puts it
+        at the 99th percentile once 20 tasks have finished, and at the advice until then.
+        """
+        if late:
+            return self.quantile(_Z_LATE) if self.samples >= LATE_MIN_SAMPLES else self.prior_first
+        if not self.learned:
+            return self.prior_first * _PROBE_START if probe else self.prior_first
+        return self.quantile(min(1.0, _Z_FIRST + 0.5 * (pressure - 1.0)))
+
+    def next_check(self, age: float, *, probe: bool = False, pressure: float = 1.0) -> float:
+        """Seconds after submit for the next check of a task seen running at ``age``.
+
+        Checks are ``0.6 * pressure`` standard deviations of log-duration apart, so they are
+        dense where tasks tend to finish and sparser in the tail, but at most one median
+        duration apart.
+        """
+        if not self.learned:
+            if probe:
+                return min(age * _PROBE_GROWTH, age + self.prior_interval)
+            return age + self.prior_interval
+        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
+        step = self.quantile(z + _Z_STEP * pressure) - age
+        # Never closer than 5% of the median, never further than the median itself: in the
+        # tail, quantile steps grow without bound and would leave a finished task unseen.
+        median = self.median
+        return age + min(median, max(_MIN_STEP_FRACTION * median, step))
