@@ -1,7 +1,7 @@
 """A loopback simulator of one provider's HTTP API, with limits, accounting and faults (does I/O).
 
 It runs an aiohttp.web server on 127.0.0.1 and speaks the provider's wire protocol strictly
-(``_wire.py``): wrong keys get the provider's 401, invalid bodies its validation error, traffic
+(``_wire``): wrong keys get the provider's 401, invalid bodies its validation error, traffic
 over the configured limits a 429 with Retry-After. Server-side statistics say what a client
 really did: requests by kind, 429s, the most requests seen in any window, the most tasks
 running at once, duplicate creates, status checks per task and detection lag.
