@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._errors import GenerationFailedError
-from .._journal import Journal
-from .._models import ImageResult
+from .._errors import GenerationFailedError, SubmitOutcomeUnknownError
+from .._journal import Journal, JournalEntry
+from .._models import ImageResult, TaskRef
 from .._settings import Settings
 from .._task import Task
 from ._account import Connection
@@ -65,9 +66,51 @@ class JournalHooks:
             if entry.state == "submitted":
                 self._leases[entry.key] = lease
 
-    def held_lease(self, key: str) -> Lease | None:
-        """The slot :meth:`hold_slots` took for ``key``, handed over once."""
-        return self._leases.pop(key, None)
+    async def reattach(self, submitter: Submitter, known: JournalEntry) -> Task:
+        """The task of a request the journal already holds, instead of paying for it again:
+        tracked again while it may still run, else ended as recorded.
+
+        Raises:
+            SubmitOutcomeUnknownError: the row has no task id (the create may have been
+                accepted); it is not sent again.
+        """
+        if known.task_id is None or known.model is None:
+            raise SubmitOutcomeUnknownError(
+                f"the journal holds an earlier submit of this request (key {known.key[:16]}…) "
+                "with no task id: it may have been accepted, so it is not submitted again; "
+                "check with the provider, then remove it from the journal to retry",
+                provider=known.provider,
+                request=known.request,
+            )
+        if known.state not in ("succeeded", "failed"):
+            lease = self._leases.pop(known.key, None)
+            task = submitter.resume(known.task_id, known.model, request=known.request, lease=lease)
+            self.record_end(task, known.key)
+            return task
+        ref = TaskRef(submitter.conn.driver.name, known.task_id, known.model)
+        task = Task(known.request, clock=submitter.clock)
+        task._accept(ref)
+        if known.state == "failed":
+            error = known.error or "failed (recorded in the journal)"
+            task._resolve(
+                None,
+                GenerationFailedError(
+                    error, task_id=ref.task_id, provider=ref.provider, model=ref.model
+                ),
+            )
+            return task
+        now = dt.datetime.fromtimestamp(submitter.conn.wall_clock(), tz=dt.UTC)
+        result = ImageResult(
+            task_id=ref.task_id,
+            provider=ref.provider,
+            model=ref.model,
+            urls=known.urls,
+            request=known.request,
+            submitted_at=now,
+            completed_at=now,
+        )
+        task._resolve(result, None)
+        return task
 
     def record_end(self, task: Task, key: str) -> None:
         """Write the task's end to the journal when it comes (not a timeout or a close)."""

@@ -1,13 +1,11 @@
 """From an ImageRequest to a tracked Task: the journal's lookup, a callback URL, a slot under the
-account's cap, the create and its retries, then tracking by the runner (does I/O).
-
-What to do after a failed create is :func:`decide`'s; this module only performs it.
+account's cap, the create (:func:`create`, with its retries), then tracking by the runner, and
+what each way a create can fail means for the slot, the journal and the callback (does I/O).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -20,13 +18,11 @@ from .._errors import (
     ConnectError,
     GenerationFailedError,
     InvalidRequestError,
-    NanoBananaError,
-    RateLimitError,
     StorageError,
     SubmitOutcomeUnknownError,
     TaskError,
 )
-from .._journal import Intent, JournalEntry, request_key
+from .._journal import Intent, request_key
 from .._models import Balance, ImageRequest, ImageResult, TaskRef
 from .._settings import Settings
 from .._task import Task
@@ -34,7 +30,7 @@ from ..providers import validate
 from ..webhooks import CallbackReceiver
 from ..webhooks._receiver import Registration
 from ._account import Connection, Tracked
-from ._decide import OutcomeUnknown, Raise, decide
+from ._create import create
 from ._journaled import JournalHooks, group
 from ._ledger import Lease
 from ._plan import Entry
@@ -84,7 +80,7 @@ class Submitter:
         try:
             known = await self.journal.journal.get(journal_key)
             if known is not None:
-                task = await self._reattach(known)
+                task = await self.journal.reattach(self, known)
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
@@ -205,7 +201,7 @@ class Submitter:
         conn = self.conn
         submitted = self.clock.now()
         try:
-            ref = await self._send(request, lease, intent)
+            ref = await create(conn, self.clock, request, lease, intent=intent, closed=self.closed)
         except (ConnectError, APIError, ClientClosedError):
             # Nothing was created (nothing sent, or refused before acceptance): the slot is
             # free again and a rerun may submit this request again.
@@ -273,61 +269,6 @@ class Submitter:
             self.journal.record_end(task, intent.key)
         return task
 
-    async def _send(self, request: ImageRequest, lease: Lease, intent: Intent | None) -> TaskRef:
-        conn = self.conn
-        account, policy, driver = conn.account, conn.policy, conn.driver
-        ledger = account.ledger
-        http = driver.build_submit(request)
-        for attempt in range(policy.attempts):
-            if ledger.admit_first:
-                await ledger.slots.admit(lease)
-                await ledger.acquire_request()
-            else:
-                await ledger.acquire_request()
-                if not ledger.slots.try_admit(lease) and not await ledger.slots.admit(lease):
-                    # More creates were out than the (effective) cap: it waited for a task to
-                    # end, so its turn in the window has passed; take a fresh one.
-                    await ledger.acquire_request()
-            if self.closed():
-                raise ClientClosedError("the client closed before this submit was sent")
-            if intent is not None:
-                # Written right before each send, never before a wait: a kill while waiting
-                # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
-                await intent.write()
-            ledger.note_send()
-            try:
-                response = await conn.transport.send(http, timeout=conn.timeouts.request)
-                ref = driver.parse_submit(response, request)
-            except NanoBananaError as exc:
-                if isinstance(exc, RateLimitError):
-                    account.rate_limited += 1
-                decision = decide(exc, attempt, policy, conn.random)
-                if isinstance(decision, OutcomeUnknown):
-                    raise SubmitOutcomeUnknownError(
-                        f"submit to {driver.name} {decision.why}",
-                        provider=driver.name,
-                        request=request,
-                    ) from exc
-                if isinstance(decision, Raise) or not account.budget.try_spend():
-                    raise
-                # Refused or never sent, so not created: clear the intent before the wait.
-                if intent is not None:
-                    await intent.clear()
-                if isinstance(exc, RateLimitError):
-                    cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
-                    ledger.slots.refused(lease)
-                    if not cap_reached:
-                        # A 429 cools down the shared account; acquire_request() waits it out.
-                        ledger.pause(decision.after)
-                    # At the task cap it waits for a task to end, not for the window.
-                    continue
-                ledger.slots.refused(lease)
-                await self.clock.sleep_until(self.clock.now() + decision.after)
-                continue
-            account.budget.refund()
-            return ref
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
     def _track(
         self,
         task: Task,
@@ -364,46 +305,6 @@ class Submitter:
         if lease is None:
             lease = self.conn.account.ledger.slots.take(self.conn)
         self._track(task, ref, timeout, lease)
-        return task
-
-    async def _reattach(self, known: JournalEntry) -> Task:
-        if known.task_id is None or known.model is None:
-            raise SubmitOutcomeUnknownError(
-                f"the journal holds an earlier submit of this request (key {known.key[:16]}…) "
-                "with no task id: it may have been accepted, so it is not submitted again; "
-                "check with the provider, then remove it from the journal to retry",
-                provider=known.provider,
-                request=known.request,
-            )
-        assert self.journal is not None
-        if known.state not in ("succeeded", "failed"):
-            lease = self.journal.held_lease(known.key)
-            task = self.resume(known.task_id, known.model, request=known.request, lease=lease)
-            self.journal.record_end(task, known.key)
-            return task
-        ref = TaskRef(self.conn.driver.name, known.task_id, known.model)
-        task = Task(known.request, clock=self.clock)
-        task._accept(ref)
-        if known.state == "failed":
-            error = known.error or "failed (recorded in the journal)"
-            task._resolve(
-                None,
-                GenerationFailedError(
-                    error, task_id=ref.task_id, provider=ref.provider, model=ref.model
-                ),
-            )
-            return task
-        now = dt.datetime.fromtimestamp(self.conn.wall_clock(), tz=dt.UTC)
-        result = ImageResult(
-            task_id=ref.task_id,
-            provider=ref.provider,
-            model=ref.model,
-            urls=known.urls,
-            request=known.request,
-            submitted_at=now,
-            completed_at=now,
-        )
-        task._resolve(result, None)
         return task
 
 

@@ -1,0 +1,92 @@
+"""One create request and its retries, under the account's window and task cap (does I/O).
+
+What to do after a failed attempt is :func:`decide`'s; this module only performs it: wait out a
+429 on the shared account, back off after a refusal, never resend what may have been accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._clock import Clock
+from .._errors import (
+    ClientClosedError,
+    NanoBananaError,
+    RateLimitError,
+    SubmitOutcomeUnknownError,
+)
+from .._journal import Intent
+from .._models import ImageRequest, TaskRef
+from ._account import Connection
+from ._decide import OutcomeUnknown, Raise, decide
+from ._ledger import Lease
+
+
+async def create(
+    conn: Connection,
+    clock: Clock,
+    request: ImageRequest,
+    lease: Lease,
+    *,
+    intent: Intent | None,
+    closed: Callable[[], bool],
+) -> TaskRef:
+    """Send the create for ``request`` (its slot ``lease`` is held) until it is accepted.
+
+    Raises:
+        SubmitOutcomeUnknownError: the create may have been accepted; it is not sent again.
+        ClientClosedError: the client closed before the create was sent.
+        APIError, ConnectError: refused, or never sent, once retries are spent.
+    """
+    account, policy, driver = conn.account, conn.policy, conn.driver
+    ledger = account.ledger
+    http = driver.build_submit(request)
+    for attempt in range(policy.attempts):
+        if ledger.admit_first:
+            await ledger.slots.admit(lease)
+            await ledger.acquire_request()
+        else:
+            await ledger.acquire_request()
+            if not ledger.slots.try_admit(lease) and not await ledger.slots.admit(lease):
+                # More creates were out than the (effective) cap: it waited for a task to
+                # end, so its turn in the window has passed; take a fresh one.
+                await ledger.acquire_request()
+        if closed():
+            raise ClientClosedError("the client closed before this submit was sent")
+        if intent is not None:
+            # Written right before each send, never before a wait: a kill while waiting
+            # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
+            await intent.write()
+        ledger.note_send()
+        try:
+            response = await conn.transport.send(http, timeout=conn.timeouts.request)
+            ref = driver.parse_submit(response, request)
+        except NanoBananaError as exc:
+            if isinstance(exc, RateLimitError):
+                account.rate_limited += 1
+            decision = decide(exc, attempt, policy, conn.random)
+            if isinstance(decision, OutcomeUnknown):
+                raise SubmitOutcomeUnknownError(
+                    f"submit to {driver.name} {decision.why}",
+                    provider=driver.name,
+                    request=request,
+                ) from exc
+            if isinstance(decision, Raise) or not account.budget.try_spend():
+                raise
+            # Refused or never sent, so not created: clear the intent before the wait.
+            if intent is not None:
+                await intent.clear()
+            if isinstance(exc, RateLimitError):
+                cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                ledger.slots.refused(lease)
+                if not cap_reached:
+                    # A 429 cools down the shared account; acquire_request() waits it out.
+                    ledger.pause(decision.after)
+                # At the task cap it waits for a task to end, not for the window.
+                continue
+            ledger.slots.refused(lease)
+            await clock.sleep_until(clock.now() + decision.after)
+            continue
+        account.budget.refund()
+        return ref
+    raise AssertionError("unreachable: the last attempt returns or raises")
