@@ -4,22 +4,20 @@ It runs an aiohttp.web server on 127.0.0.1 and speaks the provider's wire protoc
 (``_wire``): wrong keys get the provider's 401, invalid bodies its validation error, traffic
 over the configured limits a 429 with Retry-After. Server-side statistics say what a client
 really did: requests by kind, 429s, the most requests seen in any window, the most tasks
-running at once, duplicate creates, status checks per task and detection lag.
+running at once, duplicate creates, status checks per task and detection lag. The books
+behind them (request windows, tasks, fault draws) are kept by ``_sim_book``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
-import heapq
 import json
 import math
 import random
 import secrets
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Self
 
@@ -27,14 +25,11 @@ import aiohttp
 from aiohttp import web
 
 from . import _png
+from ._sim_book import _MARKER_REFUSED, Book, task_state, task_view
 from ._sim_config import Faults, Latency, ServerLimits, SimulatorStats, _Task
-from ._wire import PROTOCOLS, Accepted, Kind, RejectError, State, TaskView, WireProtocol
+from ._wire import PROTOCOLS, Kind, RejectError, WireProtocol
 
 _CALLBACK_DELAYS: Final = (1.0, 2.0, 4.0)  # apixo retries up to 3 times, growing delays
-_MARKER_POLICY: Final = "[[policy]]"
-_MARKER_FAIL: Final = "[[fail]]"
-_MARKER_STUCK: Final = "[[stuck]]"
-_MARKER_REFUSED: Final = "[[refused]]"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -95,12 +90,7 @@ class Simulator:
         self._port = port
         self._rng = random.Random(seed)
         self._callback_retry_scale = callback_retry_scale
-        self._record_timeline = record_timeline
-        self._tasks: dict[str, _Task] = {}
-        self._fingerprints: set[str] = set()
-        self._window: collections.deque[float] = collections.deque()  # every arrival
-        self._accepted: collections.deque[float] = collections.deque()  # what the limit counts
-        self._running: list[float] = []  # heap of finish times of unfinished tasks
+        self._book = Book(self._rng, record_timeline=record_timeline)
         self._runner: web.AppRunner | None = None
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -190,66 +180,10 @@ class Simulator:
         self._thread.join(timeout=10)
         self._thread = None
 
-    # ----------------------------------------------------------------- accounting
+    # ----------------------------------------------------------------- HTTP
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
-
-    def _count(self, kind: str, now: float) -> None:
-        # The statistic counts every arrival: it is what proves a client kept the limit.
-        self.stats.requests[kind] += 1
-        if self._record_timeline:
-            self.stats.arrivals.append(now)
-        self._window.append(now)
-        horizon = now - self.limits.per
-        while self._window and self._window[0] <= horizon:
-            self._window.popleft()
-        self.stats.max_window = max(self.stats.max_window, len(self._window))
-
-    def _admit(self, now: float) -> bool:
-        # The limit counts accepted requests only, as a provider's limiter does; counting
-        # refusals too would lock out a client that retries after its Retry-After.
-        if self.limits.requests is None:
-            return True
-        horizon = now - self.limits.per
-        while self._accepted and self._accepted[0] <= horizon:
-            self._accepted.popleft()
-        if len(self._accepted) >= self.limits.requests:
-            return False
-        self._accepted.append(now)
-        return True
-
-    def _active(self, now: float) -> int:
-        while self._running and self._running[0] <= now:
-            heapq.heappop(self._running)
-        return len(self._running)
-
-    def _retry_after(self, now: float) -> float:
-        if not self._accepted:
-            return 1.0
-        return max(0.001, self._accepted[0] + self.limits.per - now)
-
-    def _draw(self, kind: str) -> str | None:
-        f = self.faults
-        if kind not in f.kinds:
-            return None
-        for name, rate in (
-            ("reset", f.reset),
-            ("server_error", f.server_error),
-            ("body_429", f.body_429),
-            ("non_json", f.non_json),
-            ("truncated", f.truncated),
-            ("slow", f.slow),
-        ):
-            if rate and self._rng.random() < rate:
-                self.stats.faults[name] += 1
-                return name
-        if kind == "create" and f.reset_after_create and self._rng.random() < f.reset_after_create:
-            self.stats.faults["reset_after_create"] += 1
-            return "reset_after_create"
-        return None
-
-    # ----------------------------------------------------------------- HTTP
 
     def _json(
         self, status: int, body: object, headers: dict[str, str] | None = None
@@ -267,15 +201,15 @@ class Simulator:
 
     async def _api(self, kind: Kind, route: str, request: web.Request) -> web.StreamResponse:
         now = self._now()
-        self._count(kind, now)
+        self._book.count(kind, now, self.limits.per, self.stats)
         if not self.protocol.authorized(request.headers, self.api_key):
             self.stats.unauthorized += 1
             return self._error(401, "Invalid or missing API key")
-        if not self._admit(now):
+        if not self._book.admit(now, self.limits):
             return self._too_many(now)
         # Read the whole request first, as a real server does before it stalls or fails.
         raw = await request.read()
-        fault = self._draw(kind)
+        fault = self._book.draw(kind, self.faults, self.stats)
         if fault == "reset":
             return self._abort(request)
         if fault == "slow":
@@ -308,7 +242,7 @@ class Simulator:
 
     def _too_many(self, now: float) -> web.Response:
         self.stats.rate_limited += 1
-        wait = self._retry_after(now)
+        wait = self._book.retry_after(now, self.limits.per)
         headers = {
             "retry-after": str(math.ceil(wait)),
             "retry-after-ms": str(math.ceil(wait * 1000)),
@@ -343,14 +277,17 @@ class Simulator:
         except RejectError as exc:
             self.stats.rejected += 1
             return self._error(exc.code, exc.message)
+        origin = str(request.url.origin())
         if self.protocol.refuses_at_create and _MARKER_REFUSED in accepted.prompt:
             self.stats.rejected += 1
-            task = self._new_task(accepted, body, now, str(request.url.origin()), refused=True)
-            status, answer = self.protocol.created(self._view(task, "policy"))
+            task = self._book.new_task(
+                accepted, body, now, origin, self.latency, self.stats, refused=True
+            )
+            status, answer = self.protocol.created(task_view(task, "policy"))
             return self._json(status, answer)
         if (
             self.limits.concurrent_tasks is not None
-            and self._active(now) >= self.limits.concurrent_tasks
+            and self._book.active(now) >= self.limits.concurrent_tasks
         ):
             return self._too_many(now)
         if self.credits is not None:
@@ -358,85 +295,21 @@ class Simulator:
                 self.stats.rejected += 1
                 return self._error(402, "Insufficient credits")
             self.credits -= self.create_cost
-        self._record_fingerprint(route, request.match_info.get("model", ""), body)
-        task = self._new_task(accepted, body, now, str(request.url.origin()))
+        self._book.record_fingerprint(route, request.match_info.get("model", ""), body, self.stats)
+        task = self._book.new_task(accepted, body, now, origin, self.latency, self.stats)
         self.stats.creates += 1
         self.stats.checks[task.task_id] = 0
-        self.stats.max_concurrent = max(self.stats.max_concurrent, self._active(now))
+        self.stats.max_concurrent = max(self.stats.max_concurrent, self._book.active(now))
         if accepted.callback_url is not None and task.outcome != "queued":
             delivery = asyncio.get_running_loop().create_task(self._deliver(task))
             self._callback_tasks.add(delivery)
             delivery.add_done_callback(self._callback_tasks.discard)
-        status, answer = self.protocol.created(self._view(task, "queued"))
+        status, answer = self.protocol.created(task_view(task, "queued"))
         return self._json(status, answer)
-
-    def _record_fingerprint(self, route: str, model: str, body: object) -> None:
-        params = dict(body) if isinstance(body, dict) else {}
-        # A callback URL may carry a per-task token; the same image asked twice is a duplicate.
-        for key in ("callback_url", "callBackUrl", "request_type"):
-            params.pop(key, None)
-        fingerprint = json.dumps([route, model, params], sort_keys=True)
-        if fingerprint in self._fingerprints:
-            self.stats.duplicate_creates += 1
-        self._fingerprints.add(fingerprint)
-
-    def _new_task(
-        self, accepted: Accepted, body: object, now: float, origin: str, *, refused: bool = False
-    ) -> _Task:
-        duration = 0.0 if refused else self.latency.sample(self._rng)
-        prompt = accepted.prompt
-        outcome: State = "success"
-        if refused or _MARKER_POLICY in prompt:
-            outcome = "policy"
-        elif _MARKER_FAIL in prompt:
-            outcome = "failed"
-        finish = now + duration
-        if _MARKER_STUCK in prompt:
-            # "queued" as an outcome means: never leaves the running phase.
-            outcome, finish = "queued", math.inf
-        task_id = f"{self._rng.getrandbits(64):016x}{len(self._tasks):06d}"
-        task = _Task(
-            task_id=task_id,
-            accepted=accepted,
-            params=dict(body) if isinstance(body, dict) else {},
-            created=now,
-            created_wall=time.time(),
-            start=now + duration * self.latency.queued_fraction,
-            finish=finish,
-            outcome=outcome,
-            origin=origin,
-        )
-        self._tasks[task_id] = task
-        heapq.heappush(self._running, finish)
-        if self._record_timeline:
-            self.stats.spans.append((now, finish))
-        return task
-
-    def _state(self, task: _Task, now: float) -> State:
-        if now >= task.finish:
-            return task.outcome
-        if now < task.start:
-            return "queued"
-        return "running"
-
-    def _view(self, task: _Task, state: State) -> TaskView:
-        finished = None
-        if math.isfinite(task.finish):
-            finished = task.created_wall + (task.finish - task.created)
-        return TaskView(
-            task_id=task.task_id,
-            model=task.accepted.model,
-            endpoint=task.accepted.endpoint,
-            state=state,
-            created_wall=task.created_wall,
-            finished_wall=finished,
-            image_url=f"{task.origin}/files/{task.task_id}.png",
-            params=task.params,
-        )
 
     def _status(self, request: web.Request, now: float) -> web.Response:
         task_id = self.protocol.status_task_id(request.match_info, request.query)
-        task = self._tasks.get(task_id)
+        task = self._book.tasks.get(task_id)
         if (
             task is None
             or request.match_info.get("model", task.accepted.model) != task.accepted.model
@@ -444,7 +317,7 @@ class Simulator:
             return self._error(404, "Task not found")
         task.checks += 1
         self.stats.checks[task_id] = task.checks
-        state = self._state(task, now)
+        state = task_state(task, now)
         done = state in ("success", "failed", "policy")
         if done and not task.seen_done:
             task.seen_done = True
@@ -457,13 +330,13 @@ class Simulator:
         ):
             self.stats.faults["unknown_state"] += 1
             state = "unknown"
-        status, body = self.protocol.status(self._view(task, state))
+        status, body = self.protocol.status(task_view(task, state))
         return self._json(status, body)
 
     async def _image(self, request: web.Request) -> web.Response:
         self.stats.requests["image"] += 1
-        task = self._tasks.get(request.match_info["task_id"])
-        if task is None or self.faults.expire_images or self._state(task, self._now()) != "success":
+        task = self._book.tasks.get(request.match_info["task_id"])
+        if task is None or self.faults.expire_images or task_state(task, self._now()) != "success":
             return web.Response(status=404, text="Not found")
         png = _png.render(task.accepted.prompt, task.accepted.aspect_ratio)
         return web.Response(body=png, content_type="image/png")
@@ -477,7 +350,7 @@ class Simulator:
         if self.faults.callback_drop and self._rng.random() < self.faults.callback_drop:
             self.stats.callbacks_dropped += 1
             return
-        body = self.protocol.callback(self._view(task, self._state(task, self._now())))
+        body = self.protocol.callback(task_view(task, task_state(task, self._now())))
         if self._session is None:
             self._session = aiohttp.ClientSession()
         for delay in (0.0, *_CALLBACK_DELAYS):

@@ -18,6 +18,8 @@ PURE = [
     "_scheduler/_decide.py",
     "_scheduler/_outcome.py",
     "webhooks/_verify.py",
+    "testing/_wire",
+    "testing/_sim_book.py",
 ]
 BELOW_CLIENT = ["_scheduler", "providers", "_transport.py", "webhooks", "_journal.py"]
 
