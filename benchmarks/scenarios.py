@@ -322,7 +322,7 @@ async def memory_case(case: str, n: int) -> dict[str, Any]:
 def _slots_held(client: nb.Client) -> int:
     # The clock is frozen, so granted callers wait for their turn in the window and none is
     # sent (statistics().in_flight counts sent creates): count the slots granted instead.
-    submitter = client._submitter
+    submitter = client._life.submitter
     return submitter.conn.account.ledger.slots.held if submitter is not None else 0
 
 

@@ -3,8 +3,6 @@ submits to the submit pipeline; the runner resolves every task (does I/O)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random as _random
 import time
 import warnings
@@ -17,12 +15,8 @@ import aiohttp
 from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
-from ._download import Downloader
-from ._errors import (
-    ClientClosedError,
-    ConfigurationError,
-    NotSupportedError,
-)
+from ._errors import NotSupportedError
+from ._lifetime import Lifetime
 from ._models import (
     AspectRatio,
     Balance,
@@ -33,8 +27,7 @@ from ._models import (
     OutputFormat,
     Resolution,
 )
-from ._scheduler._journaled import JournalHooks
-from ._scheduler._submit import Submitter, check_resume, connect
+from ._scheduler._submit import check_resume
 from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
@@ -116,36 +109,17 @@ class Client:
             wall_clock=wall_clock,
             random=random,
         )
-        self._callbacks = callbacks
-        self._journal = JournalHooks.open(journal, self._settings) if journal else None
-        self._downloader = Downloader(
-            retry=self._settings.retry, clock=self._settings.clock, random=self._settings.random
-        )
-        self._submitter: Submitter | None = None
-        self._start_lock: asyncio.Lock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+        self._life = Lifetime(self._settings, journal=journal, callbacks=callbacks, name=repr(self))
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Like aiohttp's "Unclosed client session": a client that ran on a loop and was
         # dropped without aclose() leaks connections and stops tracking its tasks.
-        if getattr(self, "_loop", None) is not None and not getattr(self, "_closed", True):
+        life = getattr(self, "_life", None)
+        if life is not None and life.loop is not None and not life.closed:
             _warn(
                 f"unclosed {self!r}: use 'async with' or 'await client.aclose()'",
                 ResourceWarning,
                 source=self,
-            )
-
-    def _bind_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            # Its sessions, locks and scheduler belong to the first loop: on another loop
-            # they would hang or fail with "Event loop is closed".
-            raise ConfigurationError(
-                f"{self!r} is bound to the event loop it started on; create one Client per "
-                "event loop (for example inside each asyncio.run)"
             )
 
     def __repr__(self) -> str:
@@ -164,40 +138,11 @@ class Client:
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        await self._ensure_started()
+        await self._life.started()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    async def _ensure_started(self) -> Submitter:
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        self._bind_loop()
-        if self._submitter is not None:
-            return self._submitter
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._submitter is None:
-                submitter = self._connect()
-                if self._journal is not None:
-                    await self._journal.hold_slots(submitter)
-        return self._connected()
-
-    def _connected(self) -> Submitter:
-        # A separate method: mypy cannot see _connect() set the attribute inside the lock.
-        assert self._submitter is not None
-        return self._submitter
-
-    def _connect(self) -> Submitter:
-        self._submitter = connect(
-            self._settings,
-            closed=lambda: self._closed,
-            journal=self._journal,
-            callbacks=self._callbacks,
-        )
-        return self._submitter
 
     async def aclose(self) -> None:
         """Stop tracking this client's tasks and release its connections.
@@ -208,22 +153,7 @@ class Client:
         else ``ClientClosedError``. Every connection is released even when this runs in a
         cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
         """
-        if self._closed:
-            return
-        if self._loop is not None:
-            self._bind_loop()
-        self._closed = True
-        # Every resource is closed even when an earlier step raises or this task is
-        # cancelled again (a second Ctrl-C): callbacks run last-pushed first.
-        async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(self._downloader.aclose)
-            if self._journal is not None:
-                stack.push_async_callback(self._journal.aclose)
-            stack.push_async_callback(self._settings.transport.aclose)
-            if self._submitter is not None:
-                self._submitter.scheduler.close_connection(self._submitter.conn)
-                await self._submitter.stop()
-                await self._submitter.scheduler.detach()
+        await self._life.aclose()
 
     # ----------------------------------------------------------------- tasks
 
@@ -288,7 +218,7 @@ class Client:
             raise NotSupportedError(
                 f"{driver.name} documents no balance endpoint", provider=driver.name
             )
-        return await (await self._ensure_started()).balance()
+        return await (await self._life.started()).balance()
 
     def validate(self, request: ImageRequest) -> None:
         """Check ``request`` against this provider's capability table, sending nothing.
@@ -319,8 +249,7 @@ class Client:
         """
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
-        submitter = await self._ensure_started()
-        return await submitter.submit(request, key)
+        return await (await self._life.started()).submit(request, key)
 
     async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
         """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.
@@ -338,10 +267,8 @@ class Client:
                 ``task_id`` names the task.
             ClientClosedError: the client was closed.
         """
-        if self._closed:
-            raise ClientClosedError("the client is closed", task_id=result.task_id)
-        self._bind_loop()
-        return await self._downloader.download(result, Path(dest))
+        self._life.check_open(result.task_id)
+        return await self._life.downloader.download(result, Path(dest))
 
     def resume(self, task_id: str, *, model: str, timeout: float | None = None) -> Task:
         """Track a task submitted earlier (by another process, or before a crash).
@@ -358,10 +285,8 @@ class Client:
             InvalidRequestError: empty task id or a model the provider does not offer.
         """
         model = check_resume(self._settings, task_id, model, timeout)
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        self._bind_loop()
-        return (self._submitter or self._connect()).resume(task_id, model, timeout=timeout)
+        self._life.check_open()
+        return self._life.connected().resume(task_id, model, timeout=timeout)
 
     async def as_completed(
         self, requests: Iterable[BulkItem] | AsyncIterable[BulkItem]
@@ -375,12 +300,13 @@ class Client:
         Items are requests, prompts (strings, default settings), or ``(key, request)`` pairs
         whose key names the task in the journal and is given back as ``task.key``.
         """
-        submitter = await self._ensure_started()
+        submitter = await self._life.started()
         window = submitter.conn.account.ledger.configured.concurrent_tasks
         async for task in as_completed(lambda r, k: self.submit(r, key=k), requests, window):
             yield task
 
     def statistics(self) -> ClientStatistics:
         """A snapshot of the account's counters (zeros before the first request)."""
-        account = self._submitter.conn.account if self._submitter is not None else None
+        submitter = self._life.submitter
+        account = submitter.conn.account if submitter is not None else None
         return snapshot(account, self._settings.limits, self._settings.retry)

@@ -39,7 +39,7 @@ def test_a_client_used_from_a_second_loop_fails_at_once() -> None:
     asyncio.run(first())
     asyncio.run(second())
     assert transport.requests == []
-    client._closed = True  # its loop is gone: nothing left to release
+    client._life.closed = True  # its loop is gone: nothing left to release
 
 
 async def test_image_urls_accepts_a_single_string(clock: FakeClock) -> None:

@@ -1,0 +1,107 @@
+"""A client's lifetime: bound to the event loop it first runs on, connected to that loop's
+scheduler on first use, closed once, with every resource released (does I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from ._download import Downloader
+from ._errors import ClientClosedError, ConfigurationError
+from ._scheduler._journaled import JournalHooks
+from ._scheduler._submit import Submitter, connect
+from ._settings import Settings
+from .webhooks import CallbackReceiver
+
+
+class Lifetime:
+    """What a :class:`Client` has open: its loop, its scheduler connection, its journal and
+    its downloads. ``name`` names the client in errors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        journal: str | Path | None,
+        callbacks: CallbackReceiver | None,
+        name: str,
+    ) -> None:
+        self._settings = settings
+        self._journal = JournalHooks.open(journal, settings) if journal else None
+        self._callbacks = callbacks
+        self.downloader = Downloader(
+            retry=settings.retry, clock=settings.clock, random=settings.random
+        )
+        self._name = name
+        self.submitter: Submitter | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+        self._start_lock: asyncio.Lock | None = None
+
+    def check_open(self, task_id: str | None = None) -> None:
+        """Raise unless the client is open, on the loop it is bound to (binding it if new).
+
+        Raises:
+            ClientClosedError: the client was closed.
+            ConfigurationError: the client runs on another event loop.
+        """
+        if self.closed:
+            raise ClientClosedError("the client is closed", task_id=task_id)
+        self._bind_loop()
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif loop is not self.loop:
+            # Its sessions, locks and scheduler belong to the first loop: on another loop
+            # they would hang or fail with "Event loop is closed".
+            raise ConfigurationError(
+                f"{self._name} is bound to the event loop it started on; create one Client per "
+                "event loop (for example inside each asyncio.run)"
+            )
+
+    async def started(self) -> Submitter:
+        """The client's submitter, connected on first use (the journal's slots held first)."""
+        self.check_open()
+        if self.submitter is not None:
+            return self.submitter
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.submitter is None:
+                submitter = self.connected()
+                if self._journal is not None:
+                    await self._journal.hold_slots(submitter)
+        return self.connected()
+
+    def connected(self) -> Submitter:
+        """The client's submitter, connected now if it is not yet."""
+        if self.submitter is None:
+            self.submitter = connect(
+                self._settings,
+                closed=lambda: self.closed,
+                journal=self._journal,
+                callbacks=self._callbacks,
+            )
+        return self.submitter
+
+    async def aclose(self) -> None:
+        """See ``Client.aclose``."""
+        if self.closed:
+            return
+        if self.loop is not None:
+            self._bind_loop()
+        self.closed = True
+        # Every resource is closed even when an earlier step raises or this task is
+        # cancelled again (a second Ctrl-C): callbacks run last-pushed first.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.downloader.aclose)
+            if self._journal is not None:
+                stack.push_async_callback(self._journal.aclose)
+            stack.push_async_callback(self._settings.transport.aclose)
+            if self.submitter is not None:
+                self.submitter.scheduler.close_connection(self.submitter.conn)
+                await self.submitter.stop()
+                await self.submitter.scheduler.detach()
