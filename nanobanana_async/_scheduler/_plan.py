@@ -222,9 +222,13 @@ class Planner(Generic[P]):
         """
         scored: list[tuple[float, int, Entry[P]]] = []
         retry_at = math.inf
-        for at, _, entry in heapq.nsmallest(max(4 * limit, 64), self._due):
+        seen: set[int] = set()
+        for at, seq, entry in heapq.nsmallest(max(4 * limit, 64), self._due):
             if entry.phase is not Phase.PLANNED or at != entry.due or entry.late or at <= now:
                 continue
+            if seq in seen:
+                continue  # a task planned twice for the same time is one check, not two
+            seen.add(seq)
             model = self._models.get(entry.group)
             if model is None or not model.learned:
                 continue

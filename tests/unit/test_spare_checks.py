@@ -51,6 +51,18 @@ def test_spare_picks_the_likeliest_finished_after_a_gap() -> None:
     assert plan.spare(9.9, 0)[0] == []
 
 
+def test_a_task_planned_twice_for_one_time_is_pulled_forward_once() -> None:
+    """Two plans of one task that land on the same time (a replan after a callback, say) give
+    one early check, never two at once for one task."""
+    plan = learned_planner()
+    add = {"deadline": 1000.0, "first_poll": 20.0, "poll_interval": 1.0}
+    a = plan.add("a", group="g", now=0.0, **add)
+    plan.schedule(a, a.due)
+    chosen, _ = plan.spare(9.5, 10)
+    assert chosen == [a]
+    plan.sent(a, 9.5)  # a second pick would raise: a check of it is already out
+
+
 def test_nothing_is_pulled_forward_before_the_model_is_learned() -> None:
     plan: Planner[str] = Planner()
     plan.add("x", group="g", now=0.0, deadline=100.0, first_poll=30.0, poll_interval=5.0)
