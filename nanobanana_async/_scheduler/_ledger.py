@@ -39,7 +39,7 @@ import attrs
 
 from .._clock import Clock
 from .._config import Limits
-from .._limits import Gcra, WindowLog, pacing, window
+from .._limits import Gcra, pacing
 from ._slots import Lease, Slots
 
 _log = logging.getLogger("nanobanana_async")
@@ -62,18 +62,14 @@ class Ledger:
     Args:
         limits: the configured ceiling.
         clock: the scheduler's monotonic clock.
-        bursts: the caller stated ``limits``: spend them as the provider counts them (any
-            window may hold the whole budget, :class:`WindowLog`), rather than spread evenly
-            (:class:`Gcra`), which is safer while the limits are only assumed (F36).
     """
 
-    def __init__(self, limits: Limits, clock: Clock, *, bursts: bool = False) -> None:
+    def __init__(self, limits: Limits, clock: Clock) -> None:
         self.configured = limits
         self.effective = limits
         self._clock = clock
-        self.pace: Gcra | WindowLog = (
-            WindowLog(*window(limits)) if bursts else Gcra(*pacing(limits))
-        )
+        interval, burst = pacing(limits)
+        self.gcra = Gcra(interval, burst)
         self.slots = Slots(limits.concurrent_tasks, clock)
         self._sent: list[float] = []  # monotonic send times, oldest first
         self._last_429 = -math.inf
@@ -90,16 +86,14 @@ class Ledger:
         """
         while True:
             self._recover()
-            at = self.pace.reserve(self._clock.now())
+            at = self.gcra.reserve(self._clock.now())
             await self._clock.sleep_until(at)
             now = self._clock.now()
-            if self.pace.is_paused(now):
+            if self.gcra.is_paused(now):
                 continue
             free = self._window_free_at(now)
             if free <= now:
                 return
-            # The turn booked has passed by then: book again, so the limiter logs the real
-            # send time (a window limiter counting the stale one would see it leave too soon).
             await self._clock.sleep_until(free)
 
     admit_first = False
@@ -112,12 +106,12 @@ class Ledger:
 
     def try_take_request(self, now: float) -> bool:
         """Take a request only if one is free now (status checks)."""
-        return self._window_free_at(now) <= now and self.pace.try_take(now)
+        return self._window_free_at(now) <= now and self.gcra.try_take(now)
 
     def next_request_free(self) -> float:
         """The earliest time :meth:`try_take_request` can succeed."""
         now = self._clock.now()
-        return max(self.pace.next_free(), self._window_free_at(now))
+        return max(self.gcra.next_free(), self._window_free_at(now))
 
     def _window_free_at(self, now: float) -> float:
         # Once the limits were lowered, the requests already sent at the old pace still sit in
@@ -146,11 +140,11 @@ class Ledger:
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now."""
-        self.pace.pause(self._clock.now() + seconds)
+        self.gcra.pause(self._clock.now() + seconds)
 
     def is_paused(self) -> bool:
         """True while a 429's Retry-After runs."""
-        return self.pace.is_paused(self._clock.now())
+        return self.gcra.is_paused(self._clock.now())
 
     # ----------------------------------------------------------------- 429s
 
@@ -162,7 +156,7 @@ class Ledger:
         """
         now = self._clock.now()
         self._last_429 = now
-        if self.pace.is_paused(now):
+        if self.gcra.is_paused(now):
             return False
         running = self.slots.sent - (1 if creating else 0)
         in_window = self.requests_in_window()
@@ -238,7 +232,8 @@ class Ledger:
 
     def _set_effective(self, limits: Limits) -> None:
         old, self.effective = self.effective, limits
-        self.pace.fit(limits)
+        interval, burst = pacing(limits)
+        self.gcra.retune(interval, burst)
         self.slots.set_cap(limits.concurrent_tasks)
         lowered = (
             limits.concurrent_tasks < old.concurrent_tasks

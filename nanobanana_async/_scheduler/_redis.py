@@ -199,7 +199,7 @@ class RedisLedger(Ledger):
         while True:
             self._recover()
             if self.is_paused():
-                await self._clock.sleep_until(self.pace.paused_until)
+                await self._clock.sleep_until(self.gcra.paused_until)
                 continue
             granted, wait = await self.store.grant(1, self.effective, self._member)
             if granted:
@@ -208,7 +208,7 @@ class RedisLedger(Ledger):
             await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
 
     def try_take_request(self, now: float) -> bool:
-        if self.pace.is_paused(now):
+        if self.gcra.is_paused(now):
             return False
         # A grant counts in the shared window from when it was given, the provider counts the
         # request when it arrives: the wait must stay well inside the slack the window adds.
@@ -229,8 +229,8 @@ class RedisLedger(Ledger):
     def next_request_free(self) -> float:
         now = self._clock.now()
         if self._tokens:
-            return max(now, self.pace.paused_until)
-        return max(now + POLL_MIN, self._blocked_until, self.pace.paused_until)
+            return max(now, self.gcra.paused_until)
+        return max(now + POLL_MIN, self._blocked_until, self.gcra.paused_until)
 
     async def _take_batch(self) -> None:
         try:

@@ -82,11 +82,7 @@ class Scheduler:
         """
         account = self._accounts.get(key)
         if account is None:
-            ledger = (
-                make_ledger()
-                if make_ledger is not None
-                else Ledger(limits, self.clock, bursts=limits_known)
-            )
+            ledger = make_ledger() if make_ledger is not None else Ledger(limits, self.clock)
             account = self._accounts[key] = Account(ledger, policy, self.clock)
             account.limits_known = limits_known
         elif account.ledger.configured != limits:

@@ -1,5 +1,4 @@
-"""Request pacing: GCRA (no window over the limit, even pacing, pauses after a 429) and the
-window log used for stated limits (whole-window bursts, never over a window)."""
+"""GCRA pacing: no window over the limit, even pacing, and pauses after a 429."""
 
 from __future__ import annotations
 
@@ -9,9 +8,7 @@ import random
 import pytest
 
 from nanobanana_async import Limits
-from nanobanana_async._limits import Gcra, WindowLog, pacing, window
-from nanobanana_async._scheduler._ledger import Ledger
-from nanobanana_async.testing import FakeClock
+from nanobanana_async._limits import Gcra, pacing
 
 
 def _max_in_window(times: list[float], window: float) -> int:
@@ -64,55 +61,3 @@ def test_pause_holds_every_request() -> None:
     second = gcra.reserve(1.0)
     assert first >= 5.0
     assert second - first == pytest.approx(interval)
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_window_log_never_overfills_a_window_and_spends_it_at_once(seed: int) -> None:
-    """Stated limits: a whole window's budget may go at once (the provider counts a window,
-    not a pace), and no window of ``per`` ever holds more than ``requests``, whatever mix of
-    booked submits and taken checks, pauses and lowered limits comes."""
-    rng = random.Random(seed)
-    limits = Limits(requests=rng.choice([20, 100, 1000]), per=rng.choice([1.0, 6.0, 60.0]))
-    budget, _ = window(limits)
-    log = WindowLog(*window(limits))
-    assert [log.reserve(0.0) for _ in range(budget)] == [0.0] * budget
-    assert not log.try_take(0.0)
-    sends = [0.0] * budget
-    now = 0.0
-    for _ in range(limits.requests * 3):
-        now += rng.expovariate(limits.requests / limits.per * 2)
-        roll = rng.random()
-        if roll < 0.01:
-            log.pause(now + rng.random() * limits.per)
-        elif roll < 0.02:
-            # A 429 taught a smaller, shorter window: the configured one still holds.
-            log.fit(Limits(requests=max(1, limits.requests // 4), per=limits.per / 3))
-        if rng.random() < 0.5:
-            sends.append(log.reserve(now))
-        elif log.try_take(now):
-            sends.append(now)
-    sends.sort()
-    assert _max_in_window(sends, limits.per) <= limits.requests
-    assert len(sends) > limits.requests  # it went on sending after the first window
-
-
-def test_window_log_submits_booked_ahead_go_before_checks() -> None:
-    """A submit that booked a later turn is not overtaken by a check taken before it."""
-    log = WindowLog(2, 10.0)
-    assert log.reserve(0.0) == 0.0
-    assert log.reserve(0.0) == 0.0
-    assert log.reserve(1.0) == 10.0  # the next turn: the first request leaves the window
-    assert not log.try_take(10.0 - 1e-6)
-    assert log.next_free() == 10.0
-
-
-def test_stated_limits_spend_a_window_at_once_assumed_ones_are_paced() -> None:
-    """The ledger of a client told its limits lets the window's budget go at once; one that
-    only assumes the defaults spreads requests, so an account smaller than assumed (F36)
-    answers its first 429 while few requests are out."""
-    limits = Limits(requests=100, per=10.0)
-    clock = FakeClock()
-    stated = Ledger(limits, clock, bursts=True)
-    assumed = Ledger(limits, clock)
-    assert sum(stated.try_take_request(clock.now()) for _ in range(200)) == 98
-    assert sum(assumed.try_take_request(clock.now()) for _ in range(200)) == 1
