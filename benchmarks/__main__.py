@@ -32,6 +32,7 @@ THROUGHPUT_COLUMNS = [
     "succeeded",
     "wall_s",
     "ratio_to_clairvoyant",
+    "ratio_to_paced_clairvoyant",
     "ratio_to_bound",
     "steady_ratio",
     "checks_per_task",

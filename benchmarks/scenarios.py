@@ -16,6 +16,7 @@ import aiohttp
 import attrs
 
 import nanobanana_async as nb
+from nanobanana_async._limits import Gcra, pacing
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -82,15 +83,41 @@ def clairvoyant_wall(durations: Sequence[float], requests: int, per: float, cap:
     zero.
     """
     sent: collections.deque[float] = collections.deque(maxlen=requests)
+
+    def token(now: float) -> float:
+        # The next request may go once the one `requests` back has left the window.
+        return max(now, sent[0] + per) if len(sent) == requests else now
+
+    return _greedy(durations, cap, token, sent.append)
+
+
+def paced_clairvoyant_wall(durations: Sequence[float], limits: nb.Limits, cap: int) -> float:
+    """As :func:`clairvoyant_wall`, but sending at the client's own even pace (GCRA with its
+    safety margin and small burst) instead of spending whole windows at once: the best an
+    evenly paced client can do. On a rate-bound run a window's burst at the start and after
+    lulls is worth up to a window of requests, which pacing gives up for safety."""
+    gcra = Gcra(*pacing(limits))
+
+    def token(now: float) -> float:
+        return max(now, gcra.next_free())
+
+    return _greedy(durations, cap, token, gcra.reserve)
+
+
+def _greedy(
+    durations: Sequence[float],
+    cap: int,
+    token: Callable[[float], float],
+    send: Callable[[float], object],
+) -> float:
     running: list[float] = []  # finish times of submitted, unchecked tasks
     now = 0.0
     submitted = checked = 0
     n = len(durations)
     while checked < n:
-        # The next request may go once the one `requests` back has left the window.
-        token = max(now, sent[0] + per) if len(sent) == requests else now
-        check_at = max(running[0], token) if running else math.inf
-        submit_at = token if submitted < n and len(running) < cap else math.inf
+        free = token(now)
+        check_at = max(running[0], free) if running else math.inf
+        submit_at = free if submitted < n and len(running) < cap else math.inf
         if check_at < submit_at:
             heapq.heappop(running)
             now = check_at
@@ -99,7 +126,7 @@ def clairvoyant_wall(durations: Sequence[float], requests: int, per: float, cap:
             now = submit_at
             heapq.heappush(running, now + durations[submitted])
             submitted += 1
-        sent.append(now)
+        send(now)
     return now
 
 
@@ -164,6 +191,8 @@ def _summary(
     # The same drawn latencies, in creation order (the simulator draws one per create).
     durations = [finish - created for created, finish in sim.stats.spans]
     ideal = clairvoyant_wall(durations, regime.requests, regime.per, regime.concurrent)
+    limits = nb.Limits(requests=regime.requests, per=regime.per, concurrent_tasks=regime.concurrent)
+    paced = paced_clairvoyant_wall(durations, limits, regime.concurrent)
     return {
         "scenario": regime.name,
         "client": who,
@@ -175,6 +204,8 @@ def _summary(
         "ratio_to_bound": round(ok / wall / bound, 3),
         "clairvoyant_wall_s": round(ideal, 2),
         "ratio_to_clairvoyant": round(ideal / wall * ok / regime.tasks, 3),
+        "paced_clairvoyant_wall_s": round(paced, 2),
+        "ratio_to_paced_clairvoyant": round(paced / wall * ok / regime.tasks, 3),
         "steady_ratio": round(_steady_ratio(done_at, bound), 3),
         "requests_per_task": round(sim.stats.total_requests / max(ok, 1), 2),
         "checks_per_task": round(sim.stats.checks_per_task(), 2),

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import attrs
+import pytest
 
+import nanobanana_async as nb
 from benchmarks import scenarios
 from benchmarks.__main__ import main
 
@@ -59,6 +61,16 @@ def test_clairvoyant_checks_at_the_finish_within_the_limits() -> None:
     # A and B go at 0 and 1, A's check at 2 frees a slot, C goes at 3 and ends at 8 (checking
     # B before submitting C would end at 9).
     assert scenarios.clairvoyant_wall([0.0, 0.0, 5.0], 1, 1.0, 2) == 8.0
+
+
+def test_paced_clairvoyant_gives_up_the_window_burst() -> None:
+    """Paced as the client paces (GCRA, its margin and small burst), the clairvoyant client
+    sends evenly: it cannot use a whole window at once as the window's client can."""
+    limits = nb.Limits(requests=100, per=10.0)  # 98 usable, a burst of 1: one every ~0.1 s
+    instant = [0.0] * 40  # 80 requests
+    assert scenarios.clairvoyant_wall(instant, 100, 10.0, 1000) == 0.0
+    paced = scenarios.paced_clairvoyant_wall(instant, limits, 1000)
+    assert paced == pytest.approx(79 * 10.0 / 97)
 
 
 def test_cpu_scenario_compares_with_the_plain_loop() -> None:
