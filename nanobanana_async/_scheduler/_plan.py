@@ -223,7 +223,7 @@ class Planner(Generic[P]):
         scored: list[tuple[float, int, Entry[P]]] = []
         retry_at = math.inf
         seen: set[int] = set()
-        for at, seq, entry in heapq.nsmallest(max(4 * limit, 64), self._due):
+        for at, seq, entry in _smallest(self._due, max(4 * limit, 64)):
             if entry.phase is not Phase.PLANNED or at != entry.due or entry.late or at <= now:
                 continue
             if seq in seen:
@@ -354,3 +354,18 @@ class Planner(Generic[P]):
         first_due = self._due[0][0] if self._due else math.inf
         first_deadline = self._deadlines[0][0] if self._deadlines else math.inf
         return min(first_due, first_deadline)
+
+
+def _smallest(heap: list[tuple[float, int, Entry[P]]], k: int) -> list[tuple[float, int, Entry[P]]]:
+    """The ``k`` smallest rows of ``heap``, smallest first, walking the heap from its root
+    (O(k log k), where ``heapq.nsmallest`` reads every row)."""
+    out: list[tuple[float, int, Entry[P]]] = []
+    frontier: list[tuple[tuple[float, int, Entry[P]], int]] = [(heap[0], 0)] if heap else []
+    size = len(heap)
+    while frontier and len(out) < k:
+        row, i = heapq.heappop(frontier)
+        out.append(row)
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < size:
+                heapq.heappush(frontier, (heap[child], child))
+    return out

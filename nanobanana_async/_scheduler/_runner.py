@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import ClassVar, Final
 
-from .._clock import Clock
+from .._clock import Clock, MonotonicClock
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import ClientClosedError, TaskTimeoutError
 from .._models import ImageResult
@@ -282,8 +282,14 @@ class Scheduler:
     async def _sleep_until(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        sleeper: asyncio.Task[None] | None = None
-        if not math.isinf(deadline):
+        sleeper: asyncio.Task[None] | asyncio.TimerHandle | None = None
+        if math.isinf(deadline):
+            pass
+        elif isinstance(self.clock, MonotonicClock):
+            # The loop's own timer: the runner turns about once per request, and a sleeping
+            # task per turn cost a task, a coroutine and two callbacks each time.
+            sleeper = loop.call_later(max(0.0, deadline - self.clock.now()), _release, waiter)
+        else:
             sleeper = loop.create_task(self.clock.sleep_until(deadline))
             sleeper.add_done_callback(lambda _: _release(waiter))
         self._waiter, self._sleep_deadline = waiter, deadline
@@ -291,7 +297,7 @@ class Scheduler:
             await waiter
         finally:
             self._waiter, self._sleep_deadline = None, -math.inf
-            if sleeper is not None and not sleeper.done():
+            if sleeper is not None:
                 sleeper.cancel()
 
     def _nudge(self) -> None:

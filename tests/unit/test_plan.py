@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
+from typing import Any
 
 import pytest
 
 from nanobanana_async._scheduler._latency import LatencyModel
-from nanobanana_async._scheduler._plan import PROBES, Event, Phase, Planner, step
+from nanobanana_async._scheduler._plan import PROBES, Event, Phase, Planner, _smallest, step
 
 
 def _add(plan: Planner[str], name: str, now: float, deadline: float = 1000.0) -> object:
@@ -122,3 +124,14 @@ def test_steps_the_table_lacks_are_bugs_and_a_finished_task_stays_finished() -> 
         step(Phase.CHECKING, Event.SEND)
     assert all(step(Phase.DONE, event) is Phase.DONE for event in Event)
     assert all(step(phase, Event.END) is Phase.DONE for phase in Phase)
+
+
+def test_the_soonest_planned_checks_come_from_the_top_of_the_heap() -> None:
+    """The end-game reads only the soonest planned checks, and reads them in order: the same
+    rows, in the same order, as sorting the whole heap would give."""
+    rng = random.Random(7)
+    for size in (0, 1, 5, 300):
+        heap: list[tuple[float, int, Any]] = [(rng.random(), i, None) for i in range(size)]
+        heapq.heapify(heap)
+        for k in (0, 1, 64, 400):
+            assert _smallest(heap, k) == sorted(heap)[:k]
