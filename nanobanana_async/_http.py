@@ -57,7 +57,9 @@ class HttpResponse:
             BadResponseError: the body is not a JSON object (never a raw JSONDecodeError).
         """
         try:
-            value = json.loads(self.body)
+            # RFC 8259: JSON between systems is UTF-8 (a BOM is tolerated); decoding first
+            # skips json's encoding sniffing, a measurable share of a status check.
+            value = json.loads(self.body.decode("utf-8-sig"))
         except (ValueError, UnicodeDecodeError, RecursionError):
             # RecursionError: nesting deeper than the decoder's stack (untrusted input, F32).
             raise BadResponseError(
