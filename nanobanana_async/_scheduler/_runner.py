@@ -90,8 +90,17 @@ class Scheduler:
         return account
 
     def attach(self) -> None:
-        """A client starts using the scheduler."""
+        """A client starts using the scheduler. The runner, and the task group of the checks
+        it sends, opens with the first client and closes with the last (:meth:`detach`)."""
         self._clients += 1
+        self._open()
+
+    def _open(self) -> None:
+        # Also from track(): a runner that died of a bug is started again, not left dead.
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name="nanobanana-scheduler"
+            )
 
     async def detach(self) -> None:
         """A client stopped; the runner stops with the last client."""
@@ -132,12 +141,8 @@ class Scheduler:
         )
         tracked.conn.entries.add(entry)
         tracked.conn.account.entries.add(entry)
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.get_running_loop().create_task(
-                self._run(), name="nanobanana-scheduler"
-            )
-        else:
-            self._nudge()
+        self._open()
+        self._nudge()
         return entry
 
     def hint(self, entry: Entry[Tracked]) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
-from nanobanana_async.testing import FakeClock, ScriptedTransport
+from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response
 from tests.fakeapi import FakeApixo
 
 
@@ -169,3 +169,24 @@ async def test_a_journal_that_cannot_record_an_accepted_task_never_loses_it(
         await clock.run_until(second.done, limit=60)
         assert (await second).task_id == "t1"
     assert server.count("submit") == 2
+
+
+async def test_the_scheduler_opens_with_the_first_client_and_closes_with_the_last(
+    clock: FakeClock,
+) -> None:
+    """The runner is running once a client starts, before any submit, is shared by a second
+    client, and is gone (cancelled and awaited) once the last client closes."""
+
+    def runners() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "nanobanana-scheduler"]
+
+    transport = ScriptedTransport(lambda request: json_response({}))
+    first = nb.Client("apixo", api_key="k", transport=transport, clock=clock)
+    second = nb.Client("apixo", api_key="k", transport=transport, clock=clock)
+    assert runners() == []
+    async with first:
+        assert len(runners()) == 1
+        async with second:
+            assert len(runners()) == 1
+        assert len(runners()) == 1
+    assert runners() == []
