@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
@@ -12,6 +12,27 @@ from ._errors import BadResponseError, snippet
 
 JSONValue = object
 """Decoded JSON: dicts, lists, strings, numbers, booleans and None."""
+
+
+_DECODER: Final = json.JSONDecoder()
+
+
+def loads(data: bytes | str) -> object:
+    """``json.loads``, faster for what providers send: compact UTF-8 JSON (RFC 8259).
+
+    ``json.loads`` sniffs the encoding of bytes and matches whitespace on both sides with a
+    regex, about 2 µs of a 3 µs parse of a status answer. Anything the fast path does not take
+    whole (whitespace around the value, a BOM, UTF-16, invalid JSON) goes to ``json.loads``,
+    so results and errors are exactly its own.
+    """
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        value, end = _DECODER.raw_decode(text)
+    except (ValueError, UnicodeDecodeError):
+        return json.loads(data)
+    if end != len(text):
+        return json.loads(data)
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -57,9 +78,7 @@ class HttpResponse:
             BadResponseError: the body is not a JSON object (never a raw JSONDecodeError).
         """
         try:
-            # RFC 8259: JSON between systems is UTF-8 (a BOM is tolerated); decoding first
-            # skips json's encoding sniffing, a measurable share of a status check.
-            value = json.loads(self.body.decode("utf-8-sig"))
+            value = loads(self.body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             # RecursionError: nesting deeper than the decoder's stack (untrusted input, F32).
             raise BadResponseError(

@@ -104,12 +104,18 @@ class _Options(Mapping[str, OptionValue]):
         self._items = items
 
 
+_NO_OPTIONS: Final = _Options({})  # read-only, so every request without options shares it
+
+
 def _to_options(value: Mapping[str, OptionValue] | None) -> Mapping[str, OptionValue]:
     given: object = value
     if given is None:
-        return _Options({})
+        return _NO_OPTIONS
     # Anything but a mapping is kept as given, for _problems() to name.
     return _Options(given) if isinstance(given, Mapping) else value  # type: ignore[return-value]
+
+
+_TEXT_FIELDS: Final = ("resolution", "aspect_ratio", "output_format", "callback_url")
 
 
 def _to_str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
@@ -170,34 +176,32 @@ class ImageRequest:
 
     def _problems(self) -> list[str]:
         # Callers may pass anything at run time; the annotations are the contract, not a proof.
-        values: dict[str, object] = {
-            "model": self.model,
-            "resolution": self.resolution,
-            "aspect_ratio": self.aspect_ratio,
-            "output_format": self.output_format,
-            "callback_url": self.callback_url,
-            "google_search": self.google_search,
-            "timeout": self.timeout,
-        }
+        # Each check runs only for a value that is set: this runs for every request.
         errors: list[str] = []
         prompt: object = self.prompt
         if not isinstance(prompt, str) or not prompt.strip():
             errors.append("prompt must be a non-empty string @ $.prompt")
-        model = values["model"]
+        model: object = self.model
         if not isinstance(model, str) or not model:
             errors.append("model must be a non-empty string @ $.model")
-        for name in ("resolution", "aspect_ratio", "output_format", "callback_url"):
-            value = values[name]
-            if value is not None and not isinstance(value, str):
-                errors.append(f"{name} must be a string or None @ $.{name}")
+        texts: tuple[object, ...] = (
+            self.resolution,
+            self.aspect_ratio,
+            self.output_format,
+            self.callback_url,
+        )
+        if texts != (None, None, None, None):
+            for name, value in zip(_TEXT_FIELDS, texts, strict=True):
+                if value is not None and not isinstance(value, str):
+                    errors.append(f"{name} must be a string or None @ $.{name}")
         urls: tuple[object, ...] = self.image_urls
         for i, url in enumerate(urls):
             if not isinstance(url, str) or not is_http_url(url):
                 errors.append(f"image URL must be an http(s) URL @ $.image_urls[{i}]")
-        search = values["google_search"]
+        search: object = self.google_search
         if search is not None and not isinstance(search, bool):
             errors.append("google_search must be a bool or None @ $.google_search")
-        timeout = values["timeout"]
+        timeout: object = self.timeout
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
@@ -205,7 +209,7 @@ class ImageRequest:
             or timeout <= 0
         ):
             errors.append("timeout must be a positive number of seconds @ $.timeout")
-        callback = values["callback_url"]
+        callback: object = self.callback_url
         if isinstance(callback, str) and not is_http_url(callback):
             errors.append("callback URL must be an http(s) URL @ $.callback_url")
         count: object = self.num_images
@@ -217,6 +221,8 @@ class ImageRequest:
         if watermark is not None and not isinstance(watermark, str):
             errors.append("watermark must be a string or None @ $.watermark")
         given: object = self.provider_options
+        if given is _NO_OPTIONS:
+            return errors
         if not isinstance(given, Mapping):
             errors.append("provider_options must map names to values @ $.provider_options")
             given = {}

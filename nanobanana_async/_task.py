@@ -11,12 +11,6 @@ from ._errors import TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 
 
-def _consume(future: asyncio.Future[ImageResult]) -> None:
-    # A failed task nobody awaits must not log "exception was never retrieved".
-    if not future.cancelled():
-        future.exception()
-
-
 class Task:
     """One image task. Await it (``await task``) for its :class:`ImageResult`.
 
@@ -24,7 +18,16 @@ class Task:
     being tracked (it was paid for) until it finishes or its deadline passes.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_future", "_ref", "_request", "_status", "key")
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_future",
+        "_ref",
+        "_request",
+        "_status",
+        "_waiters",
+        "key",
+    )
 
     def __init__(
         self, request: ImageRequest | None, key: str | None = None, clock: Clock = DEFAULT_CLOCK
@@ -36,7 +39,9 @@ class Task:
         self._ref: TaskRef | None = None
         self._status: TaskStatus | None = None
         self._future: asyncio.Future[ImageResult] = asyncio.get_running_loop().create_future()
-        self._future.add_done_callback(_consume)
+        # One future per waiting caller, so cancelling a caller cancels only its own (what
+        # asyncio.shield() gave, at two loop callbacks and a future more per await).
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def __repr__(self) -> str:
         return f"<Task id={self.id!r} state={self.state.value}>"
@@ -85,8 +90,21 @@ class Task:
             TaskError: the task failed or passed its deadline (``task_id`` is set).
             APIError: the provider refused the status checks (auth, malformed answers).
         """
+        if self._future.done():
+            return self._future.result()
         if timeout is None:
-            return await asyncio.shield(self._future)
+            waiter: asyncio.Future[None] = self._future.get_loop().create_future()
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = []
+            waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                raise
+            return self._future.result()
         if not self._future.done():
             alarm = asyncio.ensure_future(self._clock.sleep_until(self._clock.now() + timeout))
             try:
@@ -119,7 +137,14 @@ class Task:
             return False
         if error is not None:
             self._future.set_exception(error)
+            # Retrieved here: a failed task nobody awaits must not log "exception was never
+            # retrieved" (a done callback did this at one loop callback per task).
+            self._future.exception()
         else:
             assert result is not None
             self._future.set_result(result)
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
         return True

@@ -19,6 +19,7 @@ _log = logging.getLogger("nanobanana_async.transport")
 
 MAX_BODY: Final = 4 * 1024 * 1024  # status answers are small; a larger body is not ours
 _POOL_SIZE: Final = 256
+_TIMEOUTS_KEPT: Final = 8  # distinct request timeouts whose ClientTimeout is kept
 
 
 class Transport(Protocol):
@@ -71,6 +72,7 @@ class AiohttpTransport:
         self._owns_session = session is None
         self._connect_timeout = connect_timeout
         self._wall_clock = wall_clock
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(base_url={self._base_url!r})"
@@ -96,15 +98,21 @@ class AiohttpTransport:
         """
         session = self._get_session()
         url = self._base_url + request.path
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout, connect=min(self._connect_timeout, timeout)
-        )
-        _log.debug("%s %s %s", request.method, request.path, request.kind)
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            # Every request of a client has the same timeout: build its value once.
+            client_timeout = aiohttp.ClientTimeout(
+                total=timeout, connect=min(self._connect_timeout, timeout)
+            )
+            if len(self._timeouts) < _TIMEOUTS_KEPT:
+                self._timeouts[timeout] = client_timeout
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s %s %s", request.method, request.path, request.kind)
         try:
             async with session.request(
                 request.method,
                 url,
-                params=dict(request.params) or None,
+                params=request.params or None,
                 json=request.json if request.method == "POST" else None,
                 headers=self._headers,
                 timeout=client_timeout,

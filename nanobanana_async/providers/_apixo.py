@@ -3,7 +3,6 @@ string (pure, no I/O)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -12,7 +11,7 @@ from urllib.parse import quote
 import attrs
 
 from .._errors import BadResponseError, snippet
-from .._http import HttpRequest, HttpResponse
+from .._http import HttpRequest, HttpResponse, loads
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
 from ._answers import (
     balance_number,
@@ -60,6 +59,13 @@ _MODELS: Final = {
         output_formats=_FORMATS,
         google_search=True,
     ),
+}
+# Quoted once: the paths of every request (a resumed task's model may be any string).
+_SUBMIT_PATHS: Final = {
+    s.wire_id: f"/generateTask/{quote(s.wire_id, safe='')}" for s in _MODELS.values()
+}
+_STATUS_PATHS: Final = {
+    s.wire_id: f"/statusTask/{quote(s.wire_id, safe='')}" for s in _MODELS.values()
 }
 _STATES: Final = {
     "pending": TaskState.QUEUED,
@@ -138,10 +144,7 @@ class ApixoDriver:
             }
         )
         return HttpRequest(
-            method="POST",
-            path=f"/generateTask/{quote(spec.wire_id, safe='')}",
-            json=body,
-            kind="submit",
+            method="POST", path=_SUBMIT_PATHS[spec.wire_id], json=body, kind="submit"
         )
 
     def parse_submit(self, response: HttpResponse, request: ImageRequest) -> TaskRef:
@@ -152,12 +155,8 @@ class ApixoDriver:
 
     def build_status(self, ref: TaskRef) -> HttpRequest:
         """``GET /statusTask/{model}?taskId=…``."""
-        return HttpRequest(
-            method="GET",
-            path=f"/statusTask/{quote(ref.model, safe='')}",
-            params={"taskId": ref.task_id},
-            kind="status",
-        )
+        path = _STATUS_PATHS.get(ref.model) or f"/statusTask/{quote(ref.model, safe='')}"
+        return HttpRequest(method="GET", path=path, params={"taskId": ref.task_id}, kind="status")
 
     def parse_status(self, response: HttpResponse, ref: TaskRef) -> TaskStatus:
         """Status from ``data.state``; URLs from the JSON string ``data.resultJson``."""
@@ -170,7 +169,7 @@ class ApixoDriver:
         urls: tuple[str, ...] = ()
         if state is TaskState.SUCCEEDED and status.resultJson:
             try:
-                decoded = json.loads(status.resultJson)
+                decoded = loads(status.resultJson)
             except (ValueError, RecursionError):
                 raise BadResponseError(
                     f"resultJson is not JSON: {snippet(status.resultJson)}",
