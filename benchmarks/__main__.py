@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
         "--scenarios",
-        default="1,1b,2,3,4,cpu",
-        help="comma-separated: 1, 1b, 2, 3, 4, cpu (default: all); 5 is --full",
+        default="1,1b,2,3,4,loop,cpu",
+        help="comma-separated: 1, 1b, 2, 3, 4, loop, cpu (default: all); 5 is --full",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument(
@@ -184,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = [asyncio.run(scenarios.overhead(n)) for n in sizes]
         report["overhead"] = rows
         print("\nScheduler overhead (in-process transport, zero latency, no limits)")
+        print(_table(rows, list(rows[0])))
+    if "loop" in chosen:
+        n = 1_000 if args.quick else 10_000
+        rows = [asyncio.run(scenarios.responsiveness(n))]
+        report["responsiveness"] = rows
+        print(f"\nLoop responsiveness: {n:,} status checks due at the same instant")
         print(_table(rows, list(rows[0])))
     if "cpu" in chosen:
         cpu_regime = scenarios.CPU_REGIME

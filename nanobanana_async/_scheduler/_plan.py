@@ -9,6 +9,7 @@ elsewhere. Ties go to the older task, so under a tight budget older tasks are ch
 
 from __future__ import annotations
 
+import collections
 import enum
 import heapq
 import math
@@ -31,6 +32,7 @@ _SPARE_GAP_MIN: Final = 0.05  # seconds
 # An idle request goes to a task only if it has at least this chance of having finished since
 # its last check: below it the check most likely sees "running" and only costs CPU.
 _SPARE_MIN_CHANCE: Final = 0.2
+_REPLAN_CHUNK: Final = 256  # first checks moved to a newly learned model per call
 
 
 class Phase(enum.Enum):
@@ -138,6 +140,9 @@ class Planner(Generic[P]):
         self._due: list[tuple[float, int, Entry[P]]] = []
         self._deadlines: list[tuple[float, int, Entry[P]]] = []
         self._models: dict[Hashable, LatencyModel] = {}
+        self._replans: collections.deque[
+            tuple[Hashable, LatencyModel, list[tuple[float, int, Entry[P]]]]
+        ] = collections.deque()
         self._seq = 0
         self.pending = 0
 
@@ -196,11 +201,11 @@ class Planner(Generic[P]):
         entry.due = at
         heapq.heappush(self._due, (at, entry.seq, entry))
 
-    def due(self, now: float) -> list[Entry[P]]:
-        """Pop every planned entry due at or before ``now``, earliest (then oldest) first; they
-        are then ready, waiting for a request slot."""
+    def due(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
+        """Pop the planned entries due at or before ``now`` (at most ``limit``), earliest (then
+        oldest) first; they are then ready, waiting for a request slot."""
         out: list[Entry[P]] = []
-        while self._due and self._due[0][0] <= now:
+        while self._due and self._due[0][0] <= now and len(out) < limit:
             at, _, entry = heapq.heappop(self._due)
             if entry.phase is not Phase.PLANNED or at != entry.due:
                 continue
@@ -311,21 +316,36 @@ class Planner(Generic[P]):
 
     def _replan_first_checks(self, group: Hashable, model: LatencyModel) -> None:
         # Tasks submitted before the model was learned wait on the provider's advice; move
-        # their first check to what the learned model says (once per group, O(pending)).
-        # Tasks expecting a callback keep the advice: an early model is biased low (the first
-        # completions are the fastest), and for them an early check is pure waste.
-        for at, _, entry in list(self._due):
-            if entry.late:
-                continue
-            if (
-                entry.group == group
-                and entry.phase is Phase.PLANNED
-                and entry.checks == 0
-                and at == entry.due
-            ):
-                first = min(entry.submitted + model.first_check(), entry.deadline)
-                if first != entry.due:
-                    self.schedule(entry, first)
+        # their first check to what the learned model says (once per group, O(pending), a
+        # chunk now and the rest a chunk per turn of the runner: see replan()).
+        self._replans.append((group, model, list(self._due)))
+        self.replan()
+
+    def replan(self, limit: int = _REPLAN_CHUNK) -> bool:
+        """Move up to ``limit`` first checks still waiting on a provider's advice to what a
+        newly learned model says. Returns True while more are left (the runner calls it on
+        every turn, so thousands of waiting tasks never block the loop at once)."""
+        seen = 0
+        while self._replans and seen < limit:
+            group, model, rows = self._replans[0]
+            while rows and seen < limit:
+                at, _, entry = rows.pop()
+                seen += 1
+                # Tasks expecting a callback keep the advice: an early model is biased low
+                # (the first completions are the fastest); for them an early check is waste.
+                if (
+                    entry.group == group
+                    and not entry.late
+                    and entry.phase is Phase.PLANNED
+                    and entry.checks == 0
+                    and at == entry.due
+                ):
+                    first = min(entry.submitted + model.first_check(), entry.deadline)
+                    if first != entry.due:
+                        self.schedule(entry, first)
+            if not rows:
+                self._replans.popleft()
+        return bool(self._replans)
 
     def finish(self, entry: Entry[P]) -> None:
         """Stop tracking ``entry`` (resolved, failed, expired or detached)."""
@@ -333,10 +353,11 @@ class Planner(Generic[P]):
             entry.phase = step(entry.phase, Event.END)
             self.pending -= 1
 
-    def expire(self, now: float) -> list[Entry[P]]:
-        """Pop live entries whose deadline has passed and that have no check in flight."""
+    def expire(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
+        """Pop live entries whose deadline has passed and that have no check in flight (at
+        most ``limit``)."""
         out: list[Entry[P]] = []
-        while self._deadlines and self._deadlines[0][0] <= now:
+        while self._deadlines and self._deadlines[0][0] <= now and len(out) < limit:
             _, _, entry = self._deadlines[0]
             if entry.in_flight:
                 break  # the check decides first; the deadline row stays

@@ -30,8 +30,8 @@ async def test_throughput_scenario_runs_both_clients() -> None:
 
 
 def test_memory_and_overhead_cases_run(tmp_path: Path) -> None:
-    """The memory cases and the overhead scenario run at small sizes and write JSON."""
-    assert main(["--scenarios", "3,4", "--quick", "--out", str(tmp_path)]) == 0
+    """The memory cases, the overhead and the loop scenario run at small sizes and write JSON."""
+    assert main(["--scenarios", "3,4,loop", "--quick", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "quick.json").read_text())
     assert {row["case"] for row in report["memory"]} == {
         "ours-gather",
@@ -40,6 +40,9 @@ def test_memory_and_overhead_cases_run(tmp_path: Path) -> None:
     }
     assert all(row["bytes_per_pending_call"] > 0 for row in report["memory"])
     assert [row["tasks"] for row in report["overhead"]] == [200, 2000]
+    (loop,) = report["responsiveness"]
+    assert loop["checks_due_at_once"] == 1000
+    assert loop["max_loop_iteration_ms"] > 0
 
 
 def test_overhead_counts_one_check_per_task() -> None:

@@ -1,0 +1,73 @@
+"""The loop stays responsive when thousands of checks come due at once (issue 13, item 4):
+the runner and the planner do a bounded amount of work per turn of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._scheduler._plan import PROBES, Planner
+from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response
+
+DONE = json_response(
+    {
+        "code": 200,
+        "message": "success",
+        "data": {
+            "taskId": "t",
+            "state": "success",
+            "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
+        },
+    }
+)
+
+
+async def test_checks_due_together_are_taken_a_bounded_batch_per_runner_turn(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 checks due at the same instant are all sent at that instant, but the runner takes
+    them a batch of at most 64 per turn of the event loop (each turn runs in one iteration),
+    so other coroutines run between batches."""
+    batches: list[int] = []
+    due = Planner.due
+
+    def recording(self: Planner[object], now: float, limit: float = math.inf) -> list[object]:
+        out = due(self, now, limit)
+        if out:
+            batches.append(len(out))
+        return out  # type: ignore[return-value]
+
+    monkeypatch.setattr(Planner, "due", recording)
+    transport = ScriptedTransport(lambda request: DONE)
+    limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=1000)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=limits
+    ) as client:
+        tasks = [client.resume(f"t{i}", model="nano-banana-2") for i in range(300)]
+        await clock.advance(11.0)  # past apixo's 10 s first check: all due by then
+        await asyncio.gather(*tasks)
+    assert transport.count("status") == 300
+    assert max(batches) == 64  # more than 64 were due at once, and no turn took more
+    assert sum(batches) == 300
+
+
+def test_a_newly_learned_model_replans_waiting_first_checks_a_chunk_at_a_time() -> None:
+    """When a model is learned, the first checks of thousands of tasks still waiting on the
+    provider's advice move to the learned plan a chunk per call, and all of them do."""
+    plan: Planner[str] = Planner()
+    add = {"group": "g", "now": 0.0, "deadline": 1000.0, "first_poll": 10.0, "poll_interval": 3.0}
+    probes = [plan.add(f"p{i}", **add) for i in range(PROBES)]  # type: ignore[arg-type]
+    waiting = [plan.add(f"w{i}", **add) for i in range(1000)]  # type: ignore[arg-type]
+    for entry in probes:
+        plan.record_done(entry, 1.25, elapsed=1.0)
+    moved = sum(entry.due < 10.0 for entry in waiting)
+    assert 0 < moved < 1000  # one chunk at once, not all
+    calls = 0
+    while plan.replan():
+        calls += 1
+    assert calls >= 2
+    assert all(entry.due < 2.0 for entry in waiting)
