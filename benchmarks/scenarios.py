@@ -369,27 +369,29 @@ def _rss() -> int:
 
 # ---------------------------------------------------------------------- overhead (scenario 4)
 
+# An apixo status answer: the task succeeded.
+_APIXO_DONE = json_response(
+    {
+        "code": 200,
+        "message": "success",
+        "data": {
+            "taskId": "t",
+            "state": "success",
+            "costTime": 1,
+            "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
+        },
+    }
+)
+
 
 async def overhead(n: int) -> dict[str, Any]:
     """CPU microseconds per task for submit, one status check and resolve, in process."""
 
     # Answers are built once: the fake server's own JSON encoding is not our overhead.
     created = json_response({"code": 200, "message": "success", "data": {"taskId": "t"}})
-    done = json_response(
-        {
-            "code": 200,
-            "message": "success",
-            "data": {
-                "taskId": "t",
-                "state": "success",
-                "costTime": 1,
-                "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
-            },
-        }
-    )
 
     def instant(request: HttpRequest) -> HttpResponse:
-        return created if request.kind == "submit" else done
+        return created if request.kind == "submit" else _APIXO_DONE
 
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n)
     transport = ScriptedTransport(instant)
@@ -416,20 +418,9 @@ async def responsiveness(n: int) -> dict[str, Any]:
     jumps past them, and a heartbeat that yields on every iteration measures how long the
     loop was busy between its turns: what any other coroutine of the application would wait.
     """
-    done = json_response(
-        {
-            "code": 200,
-            "message": "success",
-            "data": {
-                "taskId": "t",
-                "state": "success",
-                "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
-            },
-        }
-    )
     clock = FakeClock()
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n)
-    transport = ScriptedTransport(lambda request: done)
+    transport = ScriptedTransport(lambda request: _APIXO_DONE)
     gaps: list[float] = []
     stop = asyncio.Event()
 
