@@ -90,11 +90,24 @@ def _strict_int(value: object, _: object) -> int:
     # Some providers send numeric codes as digit strings; accept those, refuse the rest.
     if isinstance(value, bool):
         raise TypeError("expected an integer, got a bool")
-    if isinstance(value, int):
-        return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+        try:
+            value = int(value)
+        except ValueError:  # "--5", "²", or more digits than int() reads (F32)
+            raise TypeError("a string of digits that is not an integer") from None
+    if isinstance(value, int):
+        _fits_a_float(value)
+        return value
     raise TypeError(f"expected an integer, got {type(value).__name__}")
+
+
+def _fits_a_float(value: int) -> None:
+    # No field of any provider holds an integer beyond a float's range, and arithmetic on one
+    # (apixo's costTime / 1000) would raise OverflowError far from the answer (F32).
+    try:
+        float(value)
+    except OverflowError:
+        raise TypeError("an integer beyond any plausible value") from None
 
 
 def _strict_bool(value: object, _: object) -> bool:
@@ -106,6 +119,8 @@ def _strict_bool(value: object, _: object) -> bool:
 def _strict_float(value: object, _: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected a number, got {type(value).__name__}")
+    if isinstance(value, int):
+        _fits_a_float(value)
     return float(value)
 
 
@@ -205,7 +220,7 @@ def structure(data: object, cls: type[T], *, provider: str, response: HttpRespon
     """
     try:
         return typing.cast("T", _class_reader(cls)(data))
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError):
         raise _bad_shape(cls.__name__, provider, response) from None
 
 
@@ -264,7 +279,7 @@ def open_envelope(response: HttpResponse, provider: str, *, task_id: str | None 
             text = body.get(key)
             if text is not None and not isinstance(text, str):
                 raise TypeError(key)
-    except (TypeError, KeyError):
+    except (TypeError, ValueError, ArithmeticError, KeyError):
         raise _bad_shape("Envelope", provider, response) from None
     if code != 200:
         raise error_for(
@@ -310,13 +325,14 @@ def no_balance(provider: str) -> float:
 
 def balance_number(value: object, provider: str, response: HttpResponse) -> float:
     """``value`` as a balance, or BadResponseError."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    try:
+        return _strict_float(value, None)
+    except TypeError:
         raise BadResponseError(
             f"expected a number as the balance: {snippet(response.body)}",
             provider=provider,
             status=response.status,
-        )
-    return float(value)
+        ) from None
 
 
 def require_mapping(value: object, provider: str, response: HttpResponse) -> Mapping[str, object]:

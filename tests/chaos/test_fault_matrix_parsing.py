@@ -45,6 +45,75 @@ def test_f32_a_huge_number_in_a_duration_is_a_bad_response() -> None:
         DRIVERS["apixo"].parse_status(HttpResponse(status=200, headers={}, body=body.encode()), ref)
 
 
+HUGE = "1" + "0" * 400  # an integer no float holds (and past int()'s digit limit at 5,000)
+NUMBERS_NO_FIELD_HOLDS = {
+    "a code of digits that is no integer": b'{"code": "--5", "message": "x", "data": null}',
+    "a code of 5,000 digits": b'{"code": "' + b"1" * 5000 + b'", "data": null}',
+    "apixo costTime beyond a float": (
+        b'{"code": 200, "data": {"taskId": "t1", "state": "processing", "costTime": '
+        + HUGE.encode()
+        + b"}}"
+    ),
+}
+
+
+@pytest.mark.parametrize("body", NUMBERS_NO_FIELD_HOLDS.values(), ids=NUMBERS_NO_FIELD_HOLDS)
+def test_f32_numbers_no_field_holds_are_a_bad_response(body: bytes) -> None:
+    """F32: a number no field can hold (digits int() refuses, an integer past a float's
+    range) is a BadResponseError, never a ValueError or an OverflowError."""
+    ref = nb.TaskRef("apixo", "t1", "nano-banana-2")
+    with pytest.raises(nb.BadResponseError):
+        DRIVERS["apixo"].parse_status(HttpResponse(status=200, headers={}, body=body), ref)
+
+
+def test_f32_an_integer_past_a_float_in_a_duration_or_a_balance_is_a_bad_response() -> None:
+    """F32: crun's float duration and a balance holding an integer past a float's range."""
+    crun = DRIVERS["crun"]
+    status = '{"code": 200, "data": {"task_id": "t1", "status": "running", "duration_s": %s}}'
+    ref = nb.TaskRef("crun", "t1", "google/nano-banana")
+    answer = HttpResponse(status=200, headers={}, body=(status % HUGE).encode())
+    with pytest.raises(nb.BadResponseError):
+        crun.parse_status(answer, ref)
+    balance = HttpResponse(
+        status=200, headers={}, body=b'{"code": 200, "data": %b}' % HUGE.encode()
+    )
+    with pytest.raises(nb.BadResponseError):
+        DRIVERS["apixo"].parse_balance(balance)
+
+
+async def test_f32_a_mistyped_code_on_checks_is_retried_then_fails_with_the_id(
+    clock: FakeClock,
+) -> None:
+    """F32: a status answer whose code is digits int() refuses counts as a malformed answer
+    (checked again, up to max_bad_responses), not an unexpected error that ends the task."""
+    server = FakeApixo(clock, latency=lambda i: 1000.0)
+    bad = NUMBERS_NO_FIELD_HOLDS["a code of digits that is no integer"]
+    server.hook = lambda r: (
+        HttpResponse(status=200, headers={}, body=bad) if r.kind == "status" else None
+    )
+    client, _ = scripted(clock, server, retry=nb.RetryPolicy(max_bad_responses=3))
+    async with client:
+        job = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(job.done, limit=600)
+    error = job.exception()
+    assert isinstance(error, nb.BadResponseError)
+    assert error.task_id == "t0"
+    assert server.count("status") == 3
+
+
+async def test_f32_a_mistyped_code_on_a_create_is_an_unknown_outcome(clock: FakeClock) -> None:
+    """F32: a create answered with a code int() refuses may have been accepted."""
+    server = FakeApixo(clock)
+    bad = NUMBERS_NO_FIELD_HOLDS["a code of digits that is no integer"]
+    server.hook = lambda r: (
+        HttpResponse(status=200, headers={}, body=bad) if r.kind == "submit" else None
+    )
+    client, _ = scripted(clock, server)
+    async with client:
+        with pytest.raises(nb.SubmitOutcomeUnknownError):
+            await client.generate("a cat")
+
+
 async def test_f32_deep_status_answers_fail_the_task_with_its_id(clock: FakeClock) -> None:
     """F32: a task whose checks keep answering pathological JSON fails with its id."""
     server = FakeApixo(clock, latency=lambda i: 5.0)
