@@ -140,6 +140,7 @@ class Planner(Generic[P]):
         self._due: list[tuple[float, int, Entry[P]]] = []
         self._deadlines: list[tuple[float, int, Entry[P]]] = []
         self._models: dict[Hashable, LatencyModel] = {}
+        self._overdue: list[tuple[float, int, Entry[P]]] = []  # see expire()
         self._replans: collections.deque[
             tuple[Hashable, LatencyModel, list[tuple[float, int, Entry[P]]]]
         ] = collections.deque()
@@ -355,20 +356,49 @@ class Planner(Generic[P]):
 
     def expire(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
         """Pop live entries whose deadline has passed and that have no check in flight (at
-        most ``limit``)."""
+        most ``limit``). One with a check in flight is set aside: its check decides first,
+        and its answer plans it at its deadline, so the next call expires it then."""
+        if self._overdue:
+            waiting = []
+            for row in self._overdue:
+                if row[2].in_flight:
+                    waiting.append(row)
+                else:
+                    heapq.heappush(self._deadlines, row)
+            self._overdue = waiting
         out: list[Entry[P]] = []
         while self._deadlines and self._deadlines[0][0] <= now and len(out) < limit:
-            _, _, entry = self._deadlines[0]
+            row = heapq.heappop(self._deadlines)
+            entry = row[2]
+            if entry.done:
+                continue
             if entry.in_flight:
-                break  # the check decides first; the deadline row stays
-            heapq.heappop(self._deadlines)
-            if not entry.done:
-                out.append(entry)
+                # Not a wake-up reason while its check is out (the runner would spin until
+                # the answer came), and never a block for the deadlines behind it.
+                self._overdue.append(row)
+                continue
+            out.append(entry)
         return out
+
+    def turn(self, now: float, limit: int) -> tuple[list[Entry[P]], list[Entry[P]], float]:
+        """One turn of the runner's planning at ``now``, at most ``limit`` of each kind: the
+        entries whose deadline passed, the entries now due (ready), and when to plan again
+        (``now`` while more of either, or of a replan, is left for the next turn)."""
+        expired = self.expire(now, limit)
+        due = self.due(now, limit)
+        # Replanned before the wake-up is read, so it sees the checks the replan moved earlier.
+        more = self.replan()
+        if more or len(expired) == limit or len(due) == limit:
+            return expired, due, now
+        return expired, due, self.next_wakeup()
 
     def next_wakeup(self) -> float:
         """The earliest time something is due or expires (``inf`` when nothing is)."""
-        while self._due and (self._due[0][2].done or self._due[0][0] != self._due[0][2].due):
+        # A row counts only for a planned entry at that time: one sent early (end-game) or
+        # already ready left its row behind.
+        while self._due and (
+            self._due[0][2].phase is not Phase.PLANNED or self._due[0][0] != self._due[0][2].due
+        ):
             heapq.heappop(self._due)
         while self._deadlines and self._deadlines[0][2].done:
             heapq.heappop(self._deadlines)

@@ -223,10 +223,9 @@ class Scheduler:
         async with asyncio.TaskGroup() as group:
             while True:
                 now = self.clock.now()
-                expired = self.plan.expire(now, _TURN)
+                expired, due, wakeup = self.plan.turn(now, _TURN)
                 for entry in expired:
                     self._expire(entry)
-                due = self.plan.due(now, _TURN)
                 for entry in due:
                     ready = entry.payload.conn.account.ready
                     # A check a callback asked for is the likeliest to free a task slot.
@@ -234,9 +233,6 @@ class Scheduler:
                         ready.appendleft(entry)
                     else:
                         ready.append(entry)
-                wakeup = self.plan.next_wakeup()
-                if len(expired) == _TURN or len(due) == _TURN or self.plan.replan():
-                    wakeup = now  # more this instant: the next turn, after the loop's others
                 for account in self._accounts.values():
                     if account.ready:
                         wakeup = min(wakeup, self._drain(account, now, group))

@@ -11,7 +11,14 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._scheduler._plan import PROBES, Planner
-from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response
+from nanobanana_async._scheduler._runner import Scheduler
+from nanobanana_async.testing import (
+    FakeClock,
+    HttpRequest,
+    HttpResponse,
+    ScriptedTransport,
+    json_response,
+)
 
 DONE = json_response(
     {
@@ -71,3 +78,38 @@ def test_a_newly_learned_model_replans_waiting_first_checks_a_chunk_at_a_time() 
         calls += 1
     assert calls >= 2
     assert all(entry.due < 2.0 for entry in waiting)
+
+
+async def test_the_runner_never_sleeps_past_a_check_that_is_due(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a turn did (a newly learned model moving hundreds of waiting first checks
+    earlier, a chunk at a time), the runner then sleeps no later than the plan's next check."""
+    sleeps: list[tuple[float, float]] = []  # (sleeps until, the next check or now)
+    sleep_until = Scheduler._sleep_until
+
+    async def recording(self: Scheduler, deadline: float) -> None:
+        sleeps.append((deadline, max(self.plan.next_wakeup(), self.clock.now())))
+        await sleep_until(self, deadline)
+
+    monkeypatch.setattr(Scheduler, "_sleep_until", recording)
+    started: dict[str, float] = {}
+
+    def server(request: HttpRequest) -> HttpResponse:
+        task_id = str(request.params["taskId"])
+        if clock.now() < started[task_id] + 1.5:
+            return json_response({"code": 200, "data": {"taskId": task_id, "state": "processing"}})
+        return DONE
+
+    limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=1000)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=limits
+    ) as client:
+        tasks = []
+        for i in range(PROBES + 400):
+            started[f"t{i}"] = clock.now()
+            tasks.append(client.resume(f"t{i}", model="nano-banana-2"))
+            await clock.advance(0.001)
+        await clock.run_until(lambda: all(task.done() for task in tasks), step=0.05)
+    late = [(deadline, due) for deadline, due in sleeps if deadline > due]
+    assert late == []

@@ -135,3 +135,39 @@ def test_the_soonest_planned_checks_come_from_the_top_of_the_heap() -> None:
         heapq.heapify(heap)
         for k in (0, 1, 64, 400):
             assert _smallest(heap, k) == sorted(heap)[:k]
+
+
+def test_a_turn_wakes_for_the_first_checks_its_replan_moved_earlier() -> None:
+    """A turn that finishes replanning first checks on a newly learned model wakes the runner
+    for the earliest of them, not for what was due before the replan."""
+    plan: Planner[int] = Planner()
+    add = {"group": "g", "deadline": 600.0, "first_poll": 10.0, "poll_interval": 3.0}
+    probes = [plan.add(i, now=0.0, **add) for i in range(PROBES)]  # type: ignore[arg-type]
+    rest = [plan.add(i, now=0.2 * i, **add) for i in range(300)]  # type: ignore[arg-type]
+    now = 6.5
+    for entry in probes[:3]:  # the third finish teaches the model; a first chunk is replanned
+        plan.due(now)
+        plan.sent(entry, now)
+        plan.record_done(entry, now, elapsed=1.5)
+    _, _, wakeup = plan.turn(now, 64)
+    earliest = min(entry.due for entry in rest if entry.phase is Phase.PLANNED)
+    assert wakeup <= max(earliest, now)
+
+
+def test_an_overdue_task_with_a_check_out_neither_spins_nor_blocks_other_deadlines() -> None:
+    """A task whose deadline passes while its check is in flight waits for that answer, then
+    expires; meanwhile it is no reason to wake (the runner would spin until the answer) and
+    the deadlines after it still expire on time."""
+    plan: Planner[str] = Planner()
+    a = _add(plan, "a", 0.0, deadline=5.0)
+    b = _add(plan, "b", 0.0, deadline=6.0)
+    assert [e.payload for e in plan.due(1.0)] == ["a", "b"]
+    plan.sent(a, 1.0)  # type: ignore[arg-type]
+    plan.sent(b, 1.0)  # type: ignore[arg-type]
+    plan.record_running(b, 1.5)  # type: ignore[arg-type]
+    assert [e.payload for e in plan.expire(7.0)] == ["b"]  # a's check is still out
+    plan.finish(b)  # type: ignore[arg-type]  # the runner resolves what expired
+    assert plan.next_wakeup() == math.inf
+    plan.record_running(a, 7.5)  # its answer: still running, past its deadline
+    assert plan.next_wakeup() <= 7.5
+    assert [e.payload for e in plan.expire(7.5)] == ["a"]
