@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import typing
+from urllib.parse import urlsplit
 
 import pytest
 
 import nanobanana_async as nb
 import nanobanana_async.testing
+from nanobanana_async._models import is_http_url
 from nanobanana_async.providers import DRIVERS
 from nanobanana_async.providers._base import CANONICAL_MODELS, normalize_format
 
@@ -153,3 +155,35 @@ def test_the_literal_types_name_what_the_providers_take() -> None:
     assert {r.upper() for r in typing.get_args(nb.Resolution)} == resolutions
     formats = set().union(*(s.output_formats for s in specs))
     assert {normalize_format(f) for f in typing.get_args(nb.OutputFormat)} == formats
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://img.test/a.png",
+        "http://127.0.0.1:8080/x?y=1#z",
+        "https://h",
+        "HTTPS://img.test/a.png",
+        "https:///no-host",
+        "https://?q",
+        "https://\t/x",
+        "https://[::1]/x",
+        "https://[::1/x",
+        "https://bad]/x",
+        "https://ex\u00e4mple.test/x",
+        "https://example.test\uff0fx",
+        "ftp://img.test/a.png",
+        "httpx://img.test",
+        "//img.test/a.png",
+        " https://img.test/a.png",
+        "",
+    ],
+)
+def test_is_http_url_agrees_with_urlsplit(url: str) -> None:
+    """The fast path answers as urlsplit does: http(s) scheme and a host, else False."""
+    try:
+        parts = urlsplit(url)
+        expected = parts.scheme in ("http", "https") and bool(parts.netloc)
+    except ValueError:
+        expected = False
+    assert is_http_url(url) is expected
