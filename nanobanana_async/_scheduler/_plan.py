@@ -10,15 +10,15 @@ elsewhere. Ties go to the older task, so under a tight budget older tasks are ch
 from __future__ import annotations
 
 import collections
-import enum
 import heapq
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from typing import Final, Generic, TypeVar
 
-import attrs
-
 from ._latency import MIN_SAMPLES, LatencyModel
+from ._states import Entry, Event, Phase, step
+
+__all__ = ("PROBES", "Entry", "Event", "LatencyModel", "Phase", "Planner", "step")
 
 P = TypeVar("P")
 
@@ -33,104 +33,6 @@ _SPARE_GAP_MIN: Final = 0.05  # seconds
 # its last check: below it the check most likely sees "running" and only costs CPU.
 _SPARE_MIN_CHANCE: Final = 0.2
 _REPLAN_CHUNK: Final = 256  # first checks moved to a newly learned model per call
-
-
-class Phase(enum.Enum):
-    """Where a tracked task stands. Only the planner moves it, by the table ``_STEPS``."""
-
-    PLANNED = "planned"  # waits in the heap for its next check
-    READY = "ready"  # due, waits for a request slot
-    CHECKING = "checking"  # a status check is in flight
-    RECHECK = "recheck"  # in flight, and a callback came meanwhile: check again at once
-    DONE = "done"  # resolved, failed, expired or closed; its heap rows are stale
-
-
-class Event(enum.Enum):
-    """What can happen to a tracked task."""
-
-    DUE = "due"  # its check time came
-    SEND = "send"  # a request slot was taken for its check
-    HINT = "hint"  # a verified callback says it may have ended
-    ANSWER = "answer"  # its check came back without ending it (running, or the check failed)
-    END = "end"  # resolved, failed, expired or closed
-
-
-_STEPS: Final[Mapping[tuple[Phase, Event], Phase]] = {
-    (Phase.PLANNED, Event.DUE): Phase.READY,
-    (Phase.PLANNED, Event.SEND): Phase.CHECKING,  # pulled forward by an idle request
-    (Phase.PLANNED, Event.HINT): Phase.PLANNED,  # made due now
-    (Phase.READY, Event.SEND): Phase.CHECKING,
-    (Phase.READY, Event.HINT): Phase.READY,  # already due
-    (Phase.CHECKING, Event.HINT): Phase.RECHECK,
-    (Phase.RECHECK, Event.HINT): Phase.RECHECK,  # repeated callbacks cost one check at most
-    (Phase.CHECKING, Event.ANSWER): Phase.PLANNED,
-    (Phase.RECHECK, Event.ANSWER): Phase.PLANNED,
-    **{(phase, Event.END): Phase.DONE for phase in Phase if phase is not Phase.DONE},
-}
-
-
-def step(phase: Phase, event: Event) -> Phase:
-    """The phase after ``event``. Anything that happens to a finished task changes nothing (a
-    late answer of a task already resolved); a step the table lacks is a bug.
-
-    Raises:
-        AssertionError: ``event`` cannot happen in ``phase``.
-    """
-    if phase is Phase.DONE:
-        return phase
-    after = _STEPS.get((phase, event))
-    if after is None:
-        raise AssertionError(f"a task cannot go from {phase.value} by {event.value}")
-    return after
-
-
-@attrs.define(eq=False, kw_only=True)
-class Entry(Generic[P]):
-    """One tracked task. Only the :class:`Planner` changes it.
-
-    Attributes:
-        payload: what the runner needs to poll and resolve it.
-        group: the latency model's key, usually (provider, model).
-        submitted: monotonic time of submit (or resume).
-        deadline: monotonic time after which the task times out.
-        phase: where it stands (see :class:`Phase`).
-        due: when it should next be checked.
-        last_running: when it was last seen not finished.
-        checks, failures, bad_responses: counters for this task.
-        late: callbacks are expected, polling is only the safety net.
-        probe: checked early and at growing ages while its model is learned.
-        hinted: a callback made a check due, so the task ended just before it.
-        min_gap: seconds at least between the submit and the first check and between checks
-            (the provider's documented floor); no plan, callback or end-game goes below it.
-        last_check: monotonic time the last check was sent (the submit before the first).
-    """
-
-    payload: P
-    group: Hashable
-    submitted: float
-    deadline: float
-    seq: int
-    phase: Phase = Phase.PLANNED
-    due: float = 0.0
-    last_running: float = 0.0
-    checks: int = 0
-    failures: int = 0
-    bad_responses: int = 0
-    probe: bool = False
-    late: bool = False
-    hinted: bool = False
-    min_gap: float = 0.0
-    last_check: float = 0.0
-
-    @property
-    def done(self) -> bool:
-        """Resolved, failed, expired or closed."""
-        return self.phase is Phase.DONE
-
-    @property
-    def in_flight(self) -> bool:
-        """A status check of it is being sent or awaited."""
-        return self.phase is Phase.CHECKING or self.phase is Phase.RECHECK
 
 
 class Planner(Generic[P]):
