@@ -44,3 +44,11 @@ def test_a_body_that_is_not_utf8_json_is_a_bad_response() -> None:
     """Bytes that are not UTF-8 JSON raise BadResponseError, not a decoding error."""
     with pytest.raises(nb.BadResponseError):
         open_envelope(_answer(None, raw=b"\xff\xfe{}"), "apixo")
+
+
+@pytest.mark.parametrize("key", ["message", "msg"])
+def test_code_200_with_a_mistyped_message_is_a_bad_response(key: str) -> None:
+    """The fast path checks the message fields too: a code-200 envelope whose message is not
+    text is malformed, as the strict path says."""
+    with pytest.raises(nb.BadResponseError, match="Envelope shape"):
+        open_envelope(_answer({"code": 200, key: 5, "data": {}}), "apixo")
