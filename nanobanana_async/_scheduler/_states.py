@@ -24,6 +24,10 @@ class Phase(enum.Enum):
     RECHECK = "recheck"  # in flight, and a callback came meanwhile: check again at once
     DONE = "done"  # resolved, failed, expired or closed; its heap rows are stale
 
+    # Members are singletons: hash by identity, not Enum's Python-level hash of the name (the
+    # step table is looked up a few times per task).
+    __hash__ = object.__hash__
+
 
 class Event(enum.Enum):
     """What can happen to a tracked task."""
@@ -33,6 +37,8 @@ class Event(enum.Enum):
     HINT = "hint"  # a verified callback says it may have ended
     ANSWER = "answer"  # its check came back without ending it (running, or the check failed)
     END = "end"  # resolved, failed, expired or closed
+
+    __hash__ = object.__hash__  # see Phase
 
 
 _STEPS: Final[Mapping[tuple[Phase, Event], Phase]] = {
