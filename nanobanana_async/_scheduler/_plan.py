@@ -33,6 +33,7 @@ _SPARE_GAP_MIN: Final = 0.05  # seconds
 # its last check: below it the check most likely sees "running" and only costs CPU.
 _SPARE_MIN_CHANCE: Final = 0.2
 _REPLAN_CHUNK: Final = 256  # first checks moved to a newly learned model per call
+_STALE_ROWS_PER_CALL: Final = 256  # see Planner.next_wakeup
 
 
 class Planner(Generic[P]):
@@ -105,10 +106,13 @@ class Planner(Generic[P]):
         heapq.heappush(self._due, (at, entry.seq, entry))
 
     def due(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
-        """Pop the planned entries due at or before ``now`` (at most ``limit``), earliest (then
-        oldest) first; they are then ready, waiting for a request slot."""
+        """Pop the planned entries due at or before ``now`` (at most ``limit``, and at most
+        ``4 * limit`` rows looked at, stale ones included), earliest (then oldest) first; they
+        are then ready, waiting for a request slot."""
         out: list[Entry[P]] = []
-        while self._due and self._due[0][0] <= now and len(out) < limit:
+        rows = 4 * limit  # a replan leaves a stale row per task it moved: thousands at once
+        while self._due and self._due[0][0] <= now and len(out) < limit and rows > 0:
+            rows -= 1
             at, _, entry = heapq.heappop(self._due)
             if entry.phase is not Phase.PLANNED or at != entry.due:
                 continue
@@ -269,7 +273,9 @@ class Planner(Generic[P]):
                     heapq.heappush(self._deadlines, row)
             self._overdue = waiting
         out: list[Entry[P]] = []
-        while self._deadlines and self._deadlines[0][0] <= now and len(out) < limit:
+        rows = 4 * limit  # as in due(): ended tasks leave their deadline rows behind
+        while self._deadlines and self._deadlines[0][0] <= now and len(out) < limit and rows > 0:
+            rows -= 1
             row = heapq.heappop(self._deadlines)
             entry = row[2]
             if entry.done:
@@ -290,20 +296,30 @@ class Planner(Generic[P]):
         due = self.due(now, limit)
         # Replanned before the wake-up is read, so it sees the checks the replan moved earlier.
         more = self.replan()
-        if more or len(expired) == limit or len(due) == limit:
-            return expired, due, now
-        return expired, due, self.next_wakeup()
+        wakeup = self.next_wakeup()
+        # Rows left at or before now (the turn's share was taken) are the next turn's.
+        return expired, due, now if more or wakeup <= now else wakeup
 
     def next_wakeup(self) -> float:
-        """The earliest time something is due or expires (``inf`` when nothing is)."""
+        """The earliest time something is due or expires (``inf`` when nothing is), or an
+        earlier one while stale rows are still being cleared from the heads (at most 256 per
+        call: a replan or a burst of ends leaves thousands, and clearing them in one call
+        blocked the loop for ~10 ms per 10,000; the early wake-up clears the next share)."""
+        stale = _STALE_ROWS_PER_CALL
         # A row counts only for a planned entry at that time: one sent early (end-game) or
         # already ready left its row behind.
-        while self._due and (
-            self._due[0][2].phase is not Phase.PLANNED or self._due[0][0] != self._due[0][2].due
+        while (
+            stale
+            and self._due
+            and (
+                self._due[0][2].phase is not Phase.PLANNED or self._due[0][0] != self._due[0][2].due
+            )
         ):
             heapq.heappop(self._due)
-        while self._deadlines and self._deadlines[0][2].done:
+            stale -= 1
+        while stale and self._deadlines and self._deadlines[0][2].done:
             heapq.heappop(self._deadlines)
+            stale -= 1
         first_due = self._due[0][0] if self._due else math.inf
         first_deadline = self._deadlines[0][0] if self._deadlines else math.inf
         return min(first_due, first_deadline)

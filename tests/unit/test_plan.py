@@ -171,3 +171,18 @@ def test_an_overdue_task_with_a_check_out_neither_spins_nor_blocks_other_deadlin
     plan.record_running(a, 7.5)  # its answer: still running, past its deadline
     assert plan.next_wakeup() <= 7.5
     assert [e.payload for e in plan.expire(7.5)] == ["a"]
+
+
+def test_stale_rows_are_cleared_a_share_per_call_never_past_a_due_check() -> None:
+    """Thousands of ended tasks leave their rows in the plan; each wake-up asked for clears at
+    most a share of them, and never answers later than the next live check."""
+    plan: Planner[str] = Planner()
+    ended = [_add(plan, f"e{i}", 0.0) for i in range(1000)]
+    live = _add(plan, "live", 5.0)
+    for entry in ended:
+        plan.finish(entry)  # type: ignore[arg-type]
+    answers = []
+    while not answers or answers[-1] != live.due:  # type: ignore[attr-defined]
+        answers.append(plan.next_wakeup())
+        assert answers[-1] <= live.due  # type: ignore[attr-defined]
+    assert len(answers) >= 1000 // 256
