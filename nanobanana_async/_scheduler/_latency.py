@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Final
 
+import attrs
+
 MIN_SAMPLES: Final = 3
 _PROBE_GROWTH: Final = 1.5
 _PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
@@ -21,6 +23,28 @@ _WINDOW: Final = 200  # completions remembered per (provider, model)
 # the fastest ones (the model starts biased low): wait for more samples, and aim late.
 LATE_MIN_SAMPLES: Final = 20
 _Z_LATE: Final = 2.33
+# A model carried over from an earlier run of the process counts as this many completions: as
+# learned at once (>= MIN_SAMPLES, so the new run skips the advice and the probes), yet the new
+# run's own tasks outweigh it after ten completions and leave a quarter of it after thirty, so
+# a server that got slower or faster between runs is followed within a few dozen tasks (at the
+# full _WINDOW it would take hundreds). Under LATE_MIN_SAMPLES: callback tasks still wait for
+# this run's own completions before aiming late.
+CARRIED_SAMPLES: Final = 10
+
+
+@attrs.frozen(kw_only=True)
+class Learned:
+    """What a learned model knows, to start another run's model from (plain floats).
+
+    Attributes:
+        mean: mean of log-duration.
+        var: variance of log-duration.
+        samples: completions it was learned from.
+    """
+
+    mean: float
+    var: float
+    samples: int
 
 
 class LatencyModel:
@@ -38,6 +62,16 @@ class LatencyModel:
         self.samples = 0
         self._mean = 0.0
         self._var = 0.0
+
+    def snapshot(self) -> Learned:
+        """What the model has learned, to carry over to a later run."""
+        return Learned(mean=self._mean, var=self._var, samples=self.samples)
+
+    def carry_over(self, learned: Learned) -> None:
+        """Start from what an earlier run learned, counted as at most ``CARRIED_SAMPLES``
+        completions so this run's own tasks soon outweigh it."""
+        self._mean, self._var = learned.mean, learned.var
+        self.samples = min(learned.samples, CARRIED_SAMPLES)
 
     def observe(self, low: float, high: float) -> None:
         """Record a task that finished between ``low`` and ``high`` seconds after submit."""

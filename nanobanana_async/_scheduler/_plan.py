@@ -12,10 +12,10 @@ from __future__ import annotations
 import collections
 import heapq
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Final, Generic, TypeVar
 
-from ._latency import MIN_SAMPLES, LatencyModel
+from ._latency import MIN_SAMPLES, LatencyModel, Learned
 from ._states import Entry, Event, Phase, step
 
 __all__ = ("PROBES", "Entry", "Event", "LatencyModel", "Phase", "Planner", "step")
@@ -37,9 +37,15 @@ _STALE_ROWS_PER_CALL: Final = 256  # see Planner.next_wakeup
 
 
 class Planner(Generic[P]):
-    """Deadlines and check times of every pending task; never sleeps, never awaits."""
+    """Deadlines and check times of every pending task; never sleeps, never awaits.
 
-    def __init__(self) -> None:
+    Args:
+        recall: what an earlier run learned about a group, asked once when the group's model
+            is created (None: every model starts from the provider's advice).
+    """
+
+    def __init__(self, recall: Callable[[Hashable], Learned | None] | None = None) -> None:
+        self._recall = recall
         self._due: list[tuple[float, int, Entry[P]]] = []
         self._deadlines: list[tuple[float, int, Entry[P]]] = []
         self._models: dict[Hashable, LatencyModel] = {}
@@ -51,10 +57,14 @@ class Planner(Generic[P]):
         self.pending = 0
 
     def model(self, group: Hashable, first_poll: float, poll_interval: float) -> LatencyModel:
-        """The latency model of ``group``, created from the provider's advice on first use."""
+        """The latency model of ``group``, created on first use from what an earlier run
+        learned, else from the provider's advice."""
         model = self._models.get(group)
         if model is None:
             model = self._models[group] = LatencyModel(first_poll, poll_interval)
+            learned = self._recall(group) if self._recall is not None else None
+            if learned is not None:
+                model.carry_over(learned)
         return model
 
     def learned_model(self, group: Hashable) -> LatencyModel | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nanobanana_async._scheduler._latency import LatencyModel
+from nanobanana_async._scheduler._latency import CARRIED_SAMPLES, LatencyModel, Learned
 from nanobanana_async._scheduler._plan import PROBES, Event, Phase, Planner, _smallest, step
 
 
@@ -26,6 +26,38 @@ def test_probes_then_prior_for_the_rest() -> None:
     dues = [e.due for e in entries]  # type: ignore[attr-defined]
     assert dues[:PROBES] == [10.0 / 16] * PROBES
     assert dues[PROBES:] == [10.0, 10.0]
+
+
+def test_a_model_carried_over_skips_advice_and_probes() -> None:
+    """A group an earlier run learned starts from that model: its first task is checked at the
+    learned quantile, not probed from the advice; the earlier run is asked once per group."""
+    asked: list[object] = []
+    learned = Learned(mean=math.log(4.0), var=0.04, samples=50)
+
+    def recall(group: object) -> Learned | None:
+        asked.append(group)
+        return learned if group == "g" else None
+
+    plan: Planner[str] = Planner(recall)
+    first = _add(plan, "a", 0.0)
+    _add(plan, "b", 0.0)
+    other = plan.add("c", group="h", now=0.0, deadline=100.0, first_poll=10.0, poll_interval=3.0)
+    assert first.due == pytest.approx(4.0 * math.exp(-0.5 * 0.2))  # type: ignore[attr-defined]
+    assert other.due == 10.0 / 16  # nothing carried over: probed from the advice
+    assert asked == ["g", "h"]
+
+
+def test_a_carried_model_counts_as_a_few_samples_so_drift_is_followed() -> None:
+    """However many tasks the earlier run saw, ten of this run's outweigh it: a server twice
+    as slow now moves the median most of the way within those ten tasks."""
+    model = LatencyModel(10.0, 3.0)
+    model.carry_over(Learned(mean=math.log(10.0), var=0.01, samples=200))
+    assert model.learned
+    assert model.samples == CARRIED_SAMPLES
+    for _ in range(CARRIED_SAMPLES):
+        model.observe(20.0, 20.0)
+    # Equal weight to both runs: sqrt(10 * 20) = 14.1 s (counted as 200 samples: 10.3 s).
+    assert model.median == pytest.approx(math.sqrt(200.0))
 
 
 def test_due_orders_by_time_then_age_and_skips_finished() -> None:
