@@ -15,6 +15,7 @@ PURE = [
     "_limits.py",
     "_scheduler/_plan.py",
     "_scheduler/_latency.py",
+    "_scheduler/_memory.py",
     "_scheduler/_states.py",
     "_scheduler/_decide.py",
     "_scheduler/_outcome.py",
