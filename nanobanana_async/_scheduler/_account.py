@@ -66,16 +66,33 @@ class Account:
 
 @attrs.define(eq=False, kw_only=True)
 class Connection:
-    """What one client brings: how to reach its provider and what to resolve."""
+    """What one client brings: how to reach its provider and what to resolve.
+
+    Attributes:
+        base_url: the provider's base URL as configured (the transport's own, when it has
+            one, wins: see :meth:`group`).
+    """
 
     driver: ProviderDriver
     transport: Transport
+    base_url: str
     account: Account
     policy: RetryPolicy
     timeouts: Timeouts
     wall_clock: Callable[[], float]
     random: Callable[[], float]
     entries: set[Entry[Tracked]] = attrs.field(factory=set)
+
+    def group(self, model: str) -> tuple[str, str, str]:
+        """The latency model a task of ``model`` belongs to: (provider, base URL, model id).
+
+        The URL is part of it because another endpoint is another server, with other
+        latencies. The transport's own URL comes first: the ``local`` provider's simulator
+        only gets its port when it starts.
+        """
+        spec = self.driver.model_spec(model)
+        url = getattr(self.transport, "base_url", self.base_url)
+        return (self.driver.name, url, spec.wire_id if spec is not None else model)
 
 
 @attrs.define(eq=False, kw_only=True)

@@ -15,7 +15,6 @@ from .._journal import Journal, JournalEntry
 from .._models import ImageResult, TaskRef
 from .._settings import Settings
 from .._task import Task
-from ._account import Connection
 from ._ledger import Lease
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ class JournalHooks:
         for entry in await self.journal.entries():
             if entry.state not in ("intent", "submitted", "unknown"):
                 continue
-            model = group(conn, entry.model or entry.request.model)
+            model = conn.group(entry.model or entry.request.model)
             submitted = now - max(0.0, wall - entry.updated_at)
             if scheduler.horizon(conn, model, submitted) <= now:
                 continue
@@ -137,9 +136,3 @@ class JournalHooks:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self.journal.aclose()
-
-
-def group(conn: Connection, model: str) -> tuple[str, str]:
-    """The latency model a task of ``model`` belongs to on ``conn``."""
-    spec = conn.driver.model_spec(model)
-    return (conn.driver.name, spec.wire_id if spec is not None else model)

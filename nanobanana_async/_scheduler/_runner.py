@@ -12,7 +12,7 @@ import logging
 import math
 import weakref
 from collections.abc import Callable, Hashable
-from typing import ClassVar, Final
+from typing import ClassVar, Final, cast
 
 from .._clock import Clock, MonotonicClock
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
@@ -20,7 +20,9 @@ from .._errors import ClientClosedError, TaskTimeoutError
 from .._models import ImageResult
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
+from ._latency import Learned
 from ._ledger import DEFAULT_HORIZON, Lease, Ledger
+from ._memory import MEMORY, Key, LatencyMemory
 from ._plan import Entry, Phase, Planner
 
 _log = logging.getLogger("nanobanana_async")
@@ -32,6 +34,13 @@ _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
 _TURN: Final = 64
 _SPARE_BATCH: Final = 32  # checks pulled forward per look, at most
 _SPARE_EVERY: Final = 0.05  # seconds between looks for checks to pull forward
+
+
+def _recall_from(memory: LatencyMemory | None) -> Callable[[Hashable], Learned | None] | None:
+    if memory is None:
+        return None
+    # Every group the scheduler plans is a Key (Connection.group).
+    return lambda group: memory.recall(cast(Key, group))
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
@@ -48,7 +57,10 @@ class Scheduler:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.plan: Planner[Tracked] = Planner()
+        # Learned models carry over between runs of the process only on the real clock: a
+        # fake clock's seconds are not a server's, so such a run neither reads nor writes them.
+        self._memory = MEMORY if isinstance(clock, MonotonicClock) else None
+        self.plan: Planner[Tracked] = Planner(_recall_from(self._memory))
         self._accounts: dict[Hashable, Account] = {}
         self._clients = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -135,7 +147,7 @@ class Scheduler:
         driver = tracked.conn.driver
         entry = self.plan.add(
             tracked,
-            group=(driver.name, tracked.ref.model),
+            group=tracked.conn.group(tracked.ref.model),
             now=now,
             deadline=now + timeout,
             first_poll=driver.first_poll,
@@ -181,9 +193,15 @@ class Scheduler:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
 
     def _learned(self, group: Hashable) -> None:
-        # A task of ``group`` finished: once its model is learned, holds made on the default
-        # horizon get the real one.
-        if group not in self._provisional or self.plan.learned_model(group) is None:
+        # A task of ``group`` finished: once its model is learned, it is remembered for later
+        # runs of the process (after every completion, so a loop that is never closed cleanly
+        # still leaves it), and holds made on the default horizon get the real one.
+        model = self.plan.learned_model(group)
+        if model is None:
+            return
+        if self._memory is not None:
+            self._memory.remember(cast(Key, group), model.snapshot())
+        if group not in self._provisional:
             return
         for conn, lease, submitted in self._provisional.pop(group, []):
             conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))

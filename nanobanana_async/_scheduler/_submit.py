@@ -31,7 +31,7 @@ from ..webhooks import CallbackReceiver
 from ..webhooks._receiver import Registration
 from ._account import Connection, Tracked
 from ._create import create
-from ._journaled import JournalHooks, group
+from ._journaled import JournalHooks
 from ._ledger import Lease
 from ._plan import Entry
 from ._runner import Scheduler
@@ -224,7 +224,7 @@ class Submitter:
         except BaseException as exc:
             # The create may have reached the provider: the task may run, so its slot stays
             # held until the task's horizon.
-            self.scheduler.hold_to_horizon(conn, lease, group(conn, request.model), submitted)
+            self.scheduler.hold_to_horizon(conn, lease, conn.group(request.model), submitted)
             if intent is not None and isinstance(exc, SubmitOutcomeUnknownError):
                 await intent.unknown(str(exc))
             if callback is not None:
@@ -337,6 +337,7 @@ def connect(
     conn = Connection(
         driver=settings.driver,
         transport=settings.transport,
+        base_url=settings.base_url,
         account=account,
         policy=settings.retry,
         timeouts=settings.timeouts,

@@ -24,6 +24,7 @@ from typing import Final, Self
 import aiohttp
 from aiohttp import web
 
+from .._scheduler._memory import MEMORY
 from . import _png
 from ._sim_book import _MARKER_REFUSED, Book, task_state, task_view
 from ._sim_config import Faults, Latency, ServerLimits, SimulatorStats, _Task
@@ -123,6 +124,9 @@ class Simulator:
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio.Server
         self.origin = f"http://{self._host}:{port}"
         self.base_url = self.origin + prefix
+        # A new server listens here now: latencies a client learned from an earlier one on
+        # the same port (one test's, one benchmark run's) must not carry over to this one.
+        MEMORY.forget(self.origin)
 
     async def aclose(self) -> None:
         """Stop the server and any callback deliveries still pending."""
