@@ -1,8 +1,9 @@
-"""Secret: the key masked where it stands as a token, never inside another word."""
+"""Secret: the key masked where it stands as a token, never inside another word; found
+wherever a traceback would print it."""
 
 from __future__ import annotations
 
-from nanobanana_async._redact import Secret
+from nanobanana_async._redact import Secret, in_exception
 
 
 def test_a_quoted_key_is_masked_but_a_word_containing_it_is_not() -> None:
@@ -16,3 +17,36 @@ def test_a_quoted_key_is_masked_but_a_word_containing_it_is_not() -> None:
     long = Secret("sk-live-abc123")
     assert long.redact_bytes(b"Bearer sk-live-abc123.") == b"Bearer ***."
     assert long.redact_bytes(b"nothing here") == b"nothing here"
+
+
+def test_text_is_masked_like_a_body() -> None:
+    """Exception text follows the body's rule: "took" keeps its "k", a quoted key is masked."""
+    key = Secret("k")
+    assert key.redact_token("took 3 s; bad key k") == "took 3 s; bad key ***"
+    assert not key.appears_in("took 3 s")
+    long = Secret("sk-live-abc123")
+    assert long.redact_token("Authorization: Bearer sk-live-abc123") == "Authorization: Bearer ***"
+
+
+def test_the_key_is_found_wherever_a_traceback_prints() -> None:
+    """In a cause, a context, a note or a group's member: each is printed by a traceback."""
+    key = Secret("sk-live-abc123")
+
+    def chained(kind: str) -> BaseException:
+        inner = OSError("Bearer sk-live-abc123")
+        outer = RuntimeError("failed")
+        if kind == "cause":
+            outer.__cause__ = inner
+        elif kind == "context":
+            outer.__context__ = inner
+        elif kind == "note":
+            outer.add_note("sent Bearer sk-live-abc123")
+        else:
+            # A member's own cause: the group's repr shows the member, not what is behind it.
+            outer.__cause__ = inner
+            return ExceptionGroup("several", [ValueError("fine"), outer])
+        return outer
+
+    for kind in ("cause", "context", "note", "group"):
+        assert in_exception(key, chained(kind)), kind
+    assert not in_exception(key, RuntimeError("failed"))
