@@ -9,10 +9,11 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 import aiohttp
+import attrs
 
-from ._errors import ConnectError, RequestTimeoutError, TransportError
+from ._errors import ConnectError, NanoBananaError, RequestTimeoutError, TransportError
 from ._http import HttpRequest, HttpResponse
-from ._redact import Secret
+from ._redact import Secret, in_exception, masked_copy
 from .providers._base import AuthScheme
 
 _log = logging.getLogger("nanobanana_async.transport")
@@ -76,6 +77,10 @@ class AiohttpTransport:
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(base_url={self._base_url!r})"
+
+    def masks(self, key: Secret) -> bool:
+        """Whether this transport already masks ``key`` in what it returns and raises."""
+        return self._key == key
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -157,3 +162,84 @@ class AiohttpTransport:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def guard(transport: Transport, key: Secret | None) -> Transport:
+    """``transport`` as the client sends through it: wrapped in a :class:`KeyGuard` unless it
+    masks ``key`` itself (the built-in transport does, at the source) or there is no key."""
+    if key is None or (type(transport) is AiohttpTransport and transport.masks(key)):
+        return transport
+    return KeyGuard(transport, key)
+
+
+class KeyGuard:
+    """Masks the API key in every answer and error of a transport the package did not build.
+
+    Every create, status check and balance call goes through here, so a caller's own
+    transport cannot bring the key into an error message, a log line or the journal: a
+    provider may quote a rejected key back ("invalid key sk-…"), and an HTTP library's
+    exception may carry the request headers.
+
+    Answers: the key is replaced by ``***`` in the body (headers are read only for
+    Retry-After, never shown). Errors: one of this library's (a ConnectError …) quoting the
+    key is replaced by a masked copy of the same type with nothing chained, or by a plain
+    TransportError when the key cannot be masked out of the copy. Any other exception becomes
+    a TransportError (RequestTimeoutError for a TimeoutError), as the built-in transport maps
+    aiohttp's: the request may have been sent. It is chained to the original only when that
+    chain does not hold the key.
+    """
+
+    __slots__ = ("_inner", "_key")
+
+    def __init__(self, inner: Transport, key: Secret) -> None:
+        self._inner = inner
+        self._key = key
+
+    def __repr__(self) -> str:
+        # Not the inner repr: the caller's transport may show its headers there.
+        return f"KeyGuard({type(self._inner).__name__})"
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send through the inner transport; mask the key in what comes back.
+
+        Raises:
+            TransportError: the inner transport failed; its own error of this library keeps
+                its type.
+        """
+        try:
+            response = await self._inner.send(request, timeout=timeout)
+        except Exception as exc:
+            leaks = in_exception(self._key, exc)
+            if isinstance(exc, NanoBananaError):
+                if not leaks:
+                    raise
+                error: Exception = masked_copy(self._key, exc)
+                if in_exception(self._key, error):
+                    # The key sits deeper than a message or an attribute can be masked (a
+                    # custom __str__ over nested data): fall back to the masked text alone.
+                    error = self._translate(exc)
+            else:
+                error = self._translate(exc)
+                if not leaks:
+                    raise error from exc
+        else:
+            body = response.body
+            masked = self._key.redact_bytes(body)  # the body itself when the key is not in it
+            if masked is not body:
+                response = attrs.evolve(response, body=masked)
+            return response
+        # Raised outside the except block, so not even __context__ holds the exception that
+        # quotes the key.
+        raise error
+
+    def _translate(self, exc: Exception) -> TransportError:
+        timed_out = isinstance(exc, TimeoutError)
+        # Masked before the cut, so a cut never leaves part of the key.
+        text = self._key.redact_token(str(exc))[:200]
+        what = "timed out" if timed_out else "failed"
+        message = f"{type(self._inner).__name__} {what}: {type(exc).__name__}: {text}"
+        return RequestTimeoutError(message) if timed_out else TransportError(message)
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()

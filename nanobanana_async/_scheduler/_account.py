@@ -91,7 +91,7 @@ class Connection:
         only gets its port when it starts.
         """
         spec = self.driver.model_spec(model)
-        url = getattr(self.transport, "base_url", self.base_url)
+        url = getattr(self.transport, "base_url", None) or self.base_url
         return (self.driver.name, url, spec.wire_id if spec is not None else model)
 
 

@@ -26,6 +26,7 @@ from .._journal import Intent, request_key
 from .._models import Balance, ImageRequest, ImageResult, TaskRef
 from .._settings import Settings
 from .._task import Task
+from .._transport import guard
 from ..providers import validate
 from ..webhooks import CallbackReceiver
 from ..webhooks._receiver import Registration
@@ -336,7 +337,9 @@ def connect(
     )
     conn = Connection(
         driver=settings.driver,
-        transport=settings.transport,
+        # The one door every answer and transport error comes in by: the key is masked here,
+        # whatever transport the caller brought.
+        transport=guard(settings.transport, settings.key),
         base_url=settings.base_url,
         account=account,
         policy=settings.retry,

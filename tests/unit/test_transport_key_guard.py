@@ -1,0 +1,287 @@
+"""A transport the caller brings: the key it may echo is masked in every answer and error the
+client hands on, exactly as with the built-in transport (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, json_response
+from tests.conftest import walk_exception
+
+Answer = Callable[[HttpRequest], HttpResponse]
+CREATED = json_response({"code": 200, "message": "success", "data": {"taskId": "t1"}})
+
+
+class OwnTransport:
+    """A transport a user wrote, per the Transport protocol: ``answer`` returns or raises."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+        self.sent: list[str] = []
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        self.sent.append(request.kind)
+        return self._answer(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def echo(status: int, key: str) -> HttpResponse:
+    """A provider quoting the rejected key back in its error message."""
+    return json_response({"code": status, "message": f"invalid key {key}", "data": None}, status)
+
+
+def malformed(key: str) -> HttpResponse:
+    """An HTML error page (not JSON) that quotes the key."""
+    return HttpResponse(status=200, body=f"<html>invalid key {key}</html>".encode())
+
+
+def raise_with_key(key: str) -> None:
+    """What a careless HTTP library does: the key in the message and in the cause."""
+    try:
+        raise OSError(f"proxy refused Authorization: Bearer {key}")
+    except OSError as exc:
+        raise RuntimeError(f"upstream rejected key {key}") from exc
+
+
+def client(transport: OwnTransport, key: str, clock: FakeClock, **kwargs: object) -> nb.Client:
+    return nb.Client(
+        "apixo",
+        api_key=key,
+        transport=transport,
+        clock=clock,
+        random=lambda: 0.5,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def texts(exc: BaseException) -> list[str]:
+    """str and repr of every exception in the chain, and the whole traceback."""
+    found = [text for link in walk_exception(exc) for text in (str(link), repr(link))]
+    return [*found, "".join(traceback.format_exception(exc))]
+
+
+def assert_masked(
+    exc: BaseException, canary: str, caplog: pytest.LogCaptureFixture, survives: str
+) -> None:
+    seen = texts(exc)
+    assert [text for text in seen if canary in text] == []
+    # Only the key is cut: what the provider or library said around it still reads.
+    assert any(survives in text for text in seen), seen
+    logged = [caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert [text for text in logged if canary in text] == []
+
+
+def assert_no_file_holds(path: Path, canary: str) -> None:
+    files = [p for p in path.iterdir() if p.is_file()]
+    assert files  # the journal was written
+    assert [p.name for p in files if canary.encode() in p.read_bytes()] == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (lambda key: echo(401, key), nb.AuthenticationError),
+        (lambda key: echo(400, key), nb.RequestRejectedError),
+        (lambda key: echo(500, key), nb.SubmitOutcomeUnknownError),
+        (malformed, nb.SubmitOutcomeUnknownError),
+    ],
+    ids=["401", "400", "500", "malformed"],
+)
+async def test_a_key_echoed_in_a_create_answer_is_masked(
+    answer: Callable[[str], HttpResponse],
+    expected: type[Exception],
+    canary: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A refused or unreadable create that quotes the key: the error, its chain, the DEBUG log
+    and the journal show ``***`` where the key was."""
+    transport = OwnTransport(lambda request: answer(canary))
+    with caplog.at_level(logging.DEBUG):
+        async with client(transport, canary, clock, journal=tmp_path / "j.db") as c:
+            with pytest.raises(expected) as info:
+                await c.generate("a cat")
+    assert_masked(info.value, canary, caplog, "invalid key ***")
+    assert_no_file_holds(tmp_path, canary)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [(lambda key: echo(401, key), nb.AuthenticationError), (malformed, nb.BadResponseError)],
+    ids=["401", "malformed"],
+)
+async def test_a_key_echoed_in_a_status_answer_is_masked(
+    answer: Callable[[str], HttpResponse],
+    expected: type[Exception],
+    canary: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Status checks go through the same seam: the task's error never holds the key."""
+    transport = OwnTransport(lambda r: CREATED if r.kind == "submit" else answer(canary))
+    with caplog.at_level(logging.DEBUG):
+        async with client(transport, canary, clock) as c:
+            job = asyncio.ensure_future(c.generate("a cat"))
+            await clock.run_until(job.done)
+    assert transport.sent.count("status") >= 1
+    with pytest.raises(expected) as info:
+        job.result()
+    assert_masked(info.value, canary, caplog, "invalid key ***")
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [(lambda key: echo(500, key), nb.ProviderUnavailableError), (malformed, nb.BadResponseError)],
+    ids=["500", "malformed"],
+)
+async def test_a_key_echoed_in_a_balance_answer_is_masked(
+    answer: Callable[[str], HttpResponse],
+    expected: type[Exception],
+    canary: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The balance call, the third caller of the transport, is masked too."""
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(lambda r: answer(canary)), canary, clock) as c:
+            with pytest.raises(expected) as info:
+                await c.balance()
+    assert_masked(info.value, canary, caplog, "invalid key ***")
+
+
+async def test_a_transport_exception_holding_the_key_becomes_a_masked_transport_error(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A foreign exception whose message and cause quote the key reaches the caller as a
+    TransportError (as the built-in transport maps aiohttp's) without the key anywhere."""
+
+    def broken(request: HttpRequest) -> HttpResponse:
+        raise_with_key(canary)
+        raise AssertionError("unreachable")
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(broken), canary, clock) as c:
+            with pytest.raises(nb.TransportError) as info:
+                await c.balance()
+    assert type(info.value) is nb.TransportError
+    assert_masked(info.value, canary, caplog, "RuntimeError: upstream rejected key ***")
+
+
+async def test_a_typed_transport_error_holding_the_key_keeps_its_type(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ConnectError (nothing sent, safe to retry) stays a ConnectError once masked."""
+
+    def refused(request: HttpRequest) -> HttpResponse:
+        try:
+            raise OSError(f"refused for key {canary}")
+        except OSError as exc:
+            raise nb.ConnectError(f"could not connect with key {canary}") from exc
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(refused), canary, clock) as c:
+            with pytest.raises(nb.ConnectError) as info:
+                await c.balance()
+    assert_masked(info.value, canary, caplog, "could not connect with key ***")
+
+
+async def test_a_transport_exception_on_a_create_never_reaches_the_journal(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The create's unknown outcome is journaled with its reason, and the reason is masked."""
+
+    def broken(request: HttpRequest) -> HttpResponse:
+        raise_with_key(canary)
+        raise AssertionError("unreachable")
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(broken), canary, clock, journal=tmp_path / "j.db") as c:
+            with pytest.raises(nb.SubmitOutcomeUnknownError) as info:
+                await c.generate("a cat")
+    assert_masked(info.value, canary, caplog, "upstream rejected key ***")
+    assert_no_file_holds(tmp_path, canary)
+
+
+async def test_a_transport_exception_on_a_status_check_is_checked_again(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed status check is passing trouble, whatever the transport raised: the task is
+    checked again and ends with its result, and no log line ever held the key."""
+    failures = 0
+
+    def flaky(request: HttpRequest) -> HttpResponse:
+        nonlocal failures
+        if request.kind == "submit":
+            return CREATED
+        if failures < 2:
+            failures += 1
+            raise_with_key(canary)
+        return json_response(
+            {
+                "code": 200,
+                "data": {
+                    "taskId": "t1",
+                    "state": "success",
+                    "resultJson": '{"resultUrls": ["https://img.test/t1.png"]}',
+                },
+            }
+        )
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(flaky), canary, clock) as c:
+            job = asyncio.ensure_future(c.generate("a cat"))
+            await clock.run_until(job.done)
+    assert job.result().urls == ("https://img.test/t1.png",)
+    assert failures == 2
+    logged = [caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert [text for text in logged if canary in text] == []
+
+
+async def test_a_transport_exception_without_the_key_stays_the_cause(
+    canary: str, clock: FakeClock
+) -> None:
+    """Nothing to hide: the transport's own exception is kept as the cause, for debugging."""
+
+    def broken(request: HttpRequest) -> HttpResponse:
+        raise RuntimeError("socket closed by proxy")
+
+    async with client(OwnTransport(broken), canary, clock) as c:
+        with pytest.raises(nb.TransportError) as info:
+            await c.balance()
+    assert "RuntimeError: socket closed by proxy" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+async def test_a_typed_error_that_cannot_be_masked_is_replaced(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error showing the key from data no copy can mask becomes a plain, masked
+    TransportError: the type is lost, the key is never shown."""
+
+    class HeaderError(nb.TransportError):
+        def __init__(self, headers: dict[str, str]) -> None:
+            super().__init__("request failed")
+            self.headers = headers
+
+        def __str__(self) -> str:
+            return f"request failed with headers {self.headers}"
+
+    def failing(request: HttpRequest) -> HttpResponse:
+        raise HeaderError({"Authorization": f"Bearer {canary}"})
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(failing), canary, clock) as c:
+            with pytest.raises(nb.TransportError) as info:
+                await c.balance()
+    assert type(info.value) is nb.TransportError
+    assert_masked(info.value, canary, caplog, "HeaderError: request failed with headers")
