@@ -59,7 +59,7 @@ def client(transport: OwnTransport, key: str, clock: FakeClock, **kwargs: object
         transport=transport,
         clock=clock,
         random=lambda: 0.5,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[arg-type]  # each test passes options of the right type
     )
 
 
