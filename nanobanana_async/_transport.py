@@ -195,6 +195,13 @@ class KeyGuard:
         self._inner = inner
         self._key = key
 
+    @property
+    def base_url(self) -> str | None:
+        """The inner transport's base URL, when it tells one (the ``local`` simulator's port
+        is known only once it started): learned latencies are kept per endpoint."""
+        url = getattr(self._inner, "base_url", None)
+        return url if isinstance(url, str) else None
+
     def __repr__(self) -> str:
         # Not the inner repr: the caller's transport may show its headers there.
         return f"KeyGuard({type(self._inner).__name__})"

@@ -285,3 +285,14 @@ async def test_a_typed_error_that_cannot_be_masked_is_replaced(
                 await c.balance()
     assert type(info.value) is nb.TransportError
     assert_masked(info.value, canary, caplog, "HeaderError: request failed with headers")
+
+
+def test_a_guarded_transport_keeps_telling_its_endpoint() -> None:
+    # Learned latencies are kept per endpoint: wrapping must not hide the caller's URL.
+    from nanobanana_async._redact import Secret
+    from nanobanana_async._transport import KeyGuard
+
+    inner = OwnTransport(lambda request: json_response({}))
+    assert KeyGuard(inner, Secret("sk-x")).base_url is None
+    inner.base_url = "http://127.0.0.1:9/v1"  # type: ignore[attr-defined]
+    assert KeyGuard(inner, Secret("sk-x")).base_url == "http://127.0.0.1:9/v1"
