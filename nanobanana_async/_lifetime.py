@@ -102,6 +102,9 @@ class Lifetime:
                 stack.push_async_callback(self._journal.aclose)
             stack.push_async_callback(self._settings.transport.aclose)
             if self.submitter is not None:
-                self.submitter.scheduler.close_connection(self.submitter.conn)
-                await self.submitter.stop()
-                await self.submitter.scheduler.detach()
+                submitter = self.submitter
+                # Pushed first, run after: a close cancelled part-way still stops the submits
+                # and the runner.
+                stack.push_async_callback(submitter.scheduler.detach)
+                stack.push_async_callback(submitter.stop)
+                await submitter.scheduler.close_connection(submitter.conn)

@@ -8,6 +8,7 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import weakref
@@ -212,26 +213,40 @@ class Scheduler:
         if lease is not None:
             self.hold_to_horizon(tracked.conn, lease, entry.group, entry.submitted)
 
-    def close_connection(self, conn: Connection) -> None:
+    async def close_connection(self, conn: Connection) -> None:
         """Fail every pending task of a closing client with ClientClosedError.
 
         Its tasks keep their slots until their horizon (they still run on the provider), and
-        its callers waiting for a slot fail too.
+        its callers waiting for a slot fail too. Thousands pending are failed a share per
+        loop iteration, so the loop keeps serving the process's other work meanwhile.
         """
         conn.account.ledger.slots.fail(
             conn, ClientClosedError("the client was closed while waiting for a task slot")
         )
-        for entry in list(conn.entries):
-            ref = entry.payload.ref
-            self._hold_to_horizon(entry)
-            self._resolve(
-                entry,
-                error=ClientClosedError(
-                    f"client closed while task {ref.task_id} was pending; resume it by id",
-                    task_id=ref.task_id,
-                    model=ref.model,
-                ),
-            )
+        try:
+            while conn.entries:
+                for entry in list(itertools.islice(conn.entries, _TURN * 4)):
+                    self._close_entry(entry)
+                if conn.entries:
+                    # A yield, not a wait: nothing to time, so not through the clock.
+                    await asyncio.sleep(0)
+        finally:
+            # Cancelled meanwhile (a second Ctrl-C): no caller is left waiting on a closed
+            # client, so the rest fail at once.
+            for entry in list(conn.entries):
+                self._close_entry(entry)
+
+    def _close_entry(self, entry: Entry[Tracked]) -> None:
+        ref = entry.payload.ref
+        self._hold_to_horizon(entry)
+        self._resolve(
+            entry,
+            error=ClientClosedError(
+                f"client closed while task {ref.task_id} was pending; resume it by id",
+                task_id=ref.task_id,
+                model=ref.model,
+            ),
+        )
 
     # ----------------------------------------------------------------- the loop
 

@@ -218,6 +218,57 @@ async def test_aclose_fails_pending_tasks_with_their_ids(clock: FakeClock) -> No
     assert transport.closed
 
 
+async def test_aclose_with_thousands_pending_lets_the_loop_turn(clock: FakeClock) -> None:
+    """A client closing with 2,000 tasks pending fails each with its id, a share per loop
+    iteration: a web app's other requests keep being served while it closes."""
+    server = FakeApixo(clock)
+    limits = nb.Limits(requests=100_000, per=1.0, concurrent_tasks=5_000)
+    client, _ = make_client(clock, server, limits=limits)
+    await client.__aenter__()
+    submits = [client.submit(nb.ImageRequest(prompt=f"[[stuck]] {i}")) for i in range(2_000)]
+    gathered = asyncio.gather(*submits)
+    await clock.run_until(gathered.done)
+    tasks = gathered.result()
+    seen: list[int] = []  # tasks ended, as other coroutines see it between loop iterations
+
+    async def heartbeat() -> None:
+        while True:
+            seen.append(sum(t.done() for t in tasks))
+            await asyncio.sleep(0)
+
+    beat = asyncio.ensure_future(heartbeat())
+    await asyncio.sleep(0)
+    await client.aclose()
+    beat.cancel()
+    assert any(0 < ended < len(tasks) for ended in seen)
+    for i, task in enumerate(tasks):
+        with pytest.raises(nb.ClientClosedError) as info:
+            await task
+        assert info.value.task_id == f"t{i}"
+
+
+async def test_a_cancelled_aclose_still_fails_every_pending_task(clock: FakeClock) -> None:
+    """Ctrl-C twice: the close is cancelled part-way, yet no caller is left waiting and the
+    connections are closed."""
+    server = FakeApixo(clock)
+    limits = nb.Limits(requests=100_000, per=1.0, concurrent_tasks=5_000)
+    client, transport = make_client(clock, server, limits=limits)
+    await client.__aenter__()
+    gathered = asyncio.gather(
+        *(client.submit(nb.ImageRequest(prompt=f"[[stuck]] {i}")) for i in range(2_000))
+    )
+    await clock.run_until(gathered.done)
+    closing = asyncio.ensure_future(client.aclose())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert all(task.done() for task in gathered.result())
+    assert transport.closed
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "nanobanana-scheduler"] == []
+
+
 async def test_concurrency_cap_applies_backpressure(clock: FakeClock) -> None:
     """Beyond the cap, submits wait for a slot instead of failing; the cap is never exceeded."""
     server = FakeApixo(clock)
