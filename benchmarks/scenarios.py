@@ -452,7 +452,38 @@ async def responsiveness(n: int) -> dict[str, Any]:
         "p99_loop_iteration_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 2),
         "loop_iterations": len(gaps),
         "wall_s": round(wall, 2),
+        "max_loop_iteration_closing_ms": round(await _closing_gap(n) * 1000, 1),
     }
+
+
+async def _closing_gap(n: int) -> float:
+    """The longest loop iteration while a client with ``n`` tasks pending closes."""
+    clock = FakeClock()
+    limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n)
+    transport = ScriptedTransport(lambda request: _APIXO_DONE)
+    client = nb.Client("apixo", api_key="k", transport=transport, clock=clock, limits=limits)
+    await client.__aenter__()
+    # Nothing is checked before apixo's 10 s and the clock stays put: all n stay pending.
+    resumed = asyncio.gather(
+        *(client.resume(f"t{i}", model="nano-banana-2") for i in range(n)),
+        return_exceptions=True,
+    )
+    gaps: list[float] = []
+    closed = False
+
+    async def heartbeat() -> None:
+        while not closed:
+            before = time.perf_counter()
+            await asyncio.sleep(0)
+            gaps.append(time.perf_counter() - before)
+
+    beat = asyncio.ensure_future(heartbeat())
+    await asyncio.sleep(0)
+    await client.aclose()
+    closed = True
+    await beat
+    await resumed
+    return max(gaps)
 
 
 # ---------------------------------------------------------------------- CPU against plain aiohttp
