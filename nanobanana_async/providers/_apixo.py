@@ -113,9 +113,11 @@ class ApixoDriver:
         {"provider": frozenset({"auto", "value", "official"})}
     )
 
+    models: Mapping[str, ModelSpec] = MappingProxyType(_MODELS)
+
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for ``nano-banana`` or ``nano-banana-2``."""
-        return _MODELS.get(model)
+        return self.models.get(model)
 
     def build_submit(self, request: ImageRequest) -> HttpRequest:
         """The snake_case body; ``mode`` follows from the reference images."""

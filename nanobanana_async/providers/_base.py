@@ -70,6 +70,8 @@ class ProviderDriver(Protocol):
     min_check_gap: float
     #: options only this provider has (``ImageRequest.provider_options``): name → values.
     options: Mapping[str, frozenset[str]]
+    #: every model name accepted here, canonical names and the provider's own ids → spec.
+    models: Mapping[str, ModelSpec]
 
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a provider model id, None when not sold here."""

@@ -162,9 +162,11 @@ class CrunDriver:
     # No provider-specific options are documented for this provider.
     options: Mapping[str, frozenset[str]] = MappingProxyType({})
 
+    models: Mapping[str, ModelSpec] = MappingProxyType(_MODELS)
+
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a crun model id (``google/...``)."""
-        return _MODELS.get(model)
+        return self.models.get(model)
 
     def build_submit(self, request: ImageRequest) -> HttpRequest:
         """``POST /api/v1/client/job/CreateTask`` with the parameters under ``input``."""

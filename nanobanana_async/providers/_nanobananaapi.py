@@ -124,9 +124,11 @@ class NanoBananaApiDriver:
     # No provider-specific options are documented for this provider.
     options: Mapping[str, frozenset[str]] = MappingProxyType({})
 
+    models: Mapping[str, ModelSpec] = MappingProxyType(_MODELS)
+
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical model name (the provider has no model ids of its own)."""
-        return _MODELS.get(model)
+        return self.models.get(model)
 
     def build_submit(self, request: ImageRequest) -> HttpRequest:
         """The endpoint's camelCase body (NB1 also takes ``type`` and snake_case ``image_size``)."""

@@ -99,9 +99,11 @@ class XingchaoDriver:
     # No provider-specific options are documented for this provider.
     options: Mapping[str, frozenset[str]] = MappingProxyType({})
 
+    models: Mapping[str, ModelSpec] = MappingProxyType(_MODELS)
+
     def model_spec(self, model: str) -> ModelSpec | None:
         """The spec for a canonical name or a xingchao model id."""
-        return _MODELS.get(model)
+        return self.models.get(model)
 
     def build_submit(self, request: ImageRequest) -> HttpRequest:
         """The create request; the aspect ratio goes in ``size``, resolution lower-case."""

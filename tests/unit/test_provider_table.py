@@ -43,10 +43,11 @@ def _extras(spec: ModelSpec, options: Mapping[str, frozenset[str]]) -> str:
     return "; ".join(extras) or "—"
 
 
-def _row(provider: str, model: str, spec: ModelSpec, driver: ProviderDriver) -> str:
+def _row(provider: str, model: str, spec: ModelSpec, driver: ProviderDriver, ids: list[str]) -> str:
+    named = f"`{model}`" + "".join(f", `{i}`" for i in ids)
     cells = [
         provider,
-        f"`{model}`",
+        named,
         ", ".join(sorted(spec.resolutions)) or "—",
         _ratios(spec.aspect_ratios),
         UNCHECKED if spec.max_images is None else str(spec.max_images),
@@ -60,17 +61,24 @@ def _row(provider: str, model: str, spec: ModelSpec, driver: ProviderDriver) -> 
 
 
 def render() -> str:
-    """The table, one row per provider and canonical model it sells."""
+    """The table: a row per provider and canonical model it sells, naming the provider's own
+    ids for the same model, then a row per provider id that differs from every canonical one
+    (another channel, other limits)."""
     lines = [
         "| provider | model | resolution | aspect ratio | reference images | prompt characters "
         "| output format | Google Search | callback URL | other options |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, driver in DRIVERS.items():
+        own = {m: spec for m, spec in driver.models.items() if m not in CANONICAL_MODELS}
         for model in CANONICAL_MODELS:
-            spec = driver.model_spec(model)
+            spec = driver.models.get(model)
             if spec is not None:
-                lines.append(_row(name, model, spec, driver))
+                same = [m for m, other in own.items() if other == spec]
+                lines.append(_row(name, model, spec, driver, same))
+                for m in same:
+                    del own[m]
+        lines += [_row(name, model, spec, driver, []) for model, spec in own.items()]
     return "\n".join(lines) + "\n"
 
 
