@@ -110,6 +110,24 @@ async def test_cancelling_a_waiter_leaves_the_task_tracked() -> None:
     assert await task is done
 
 
+async def test_callers_that_give_up_leave_nothing_behind() -> None:
+    """A web handler that waits on a long task and gives up (its request cancelled), a
+    thousand times over: the task keeps no trace of those callers, only of those still
+    waiting, so memory does not grow with every abandoned wait."""
+    task = Task(REQUEST)
+    staying = asyncio.ensure_future(task.result())
+    for _ in range(10):
+        leaving = [asyncio.ensure_future(task.result()) for _ in range(100)]
+        await settle()
+        for caller in leaving:
+            caller.cancel()
+        await settle()
+    assert len(task._waiters or ()) == 1
+    done = result()
+    task._resolve(done, None)
+    assert await staying is done
+
+
 async def test_a_waiter_timeout_raises_with_the_id_and_keeps_the_task() -> None:
     """result(timeout=) running out raises TaskTimeoutError naming the task; it stays pending."""
     task = Task(REQUEST)
