@@ -183,9 +183,10 @@ class CallbackReceiver:
         self._suspects: collections.deque[Registration] = collections.deque()
         self._unheard = 0
         self._runner: web.AppRunner | None = None
+        # True while public_url is the one start() chose, so the next start() chooses again.
+        self._chosen_url = False
         self._counts = collections.Counter[str]()
-        self.app = web.Application(client_max_size=max_body)
-        self.app.router.add_post("/{token}", self._handle)
+        self.app = self._new_app()
 
     def __repr__(self) -> str:
         return f"CallbackReceiver(public_url={self._public_url!r})"
@@ -200,6 +201,7 @@ class CallbackReceiver:
         if not is_http_url(value):
             raise ConfigurationError("public_url must be an absolute http(s) URL")
         self._public_url = value.rstrip("/")
+        self._chosen_url = False
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, *, public_url: str | None = None
@@ -207,22 +209,38 @@ class CallbackReceiver:
         """Serve the receiver on its own at ``{host}:{port}``, at the path of ``public_url``.
 
         ``public_url`` defaults to ``http://{host}:{port}/nanobanana/callback``, right for
-        tests and for providers on the same network only.
+        tests and for providers on the same network only; a URL chosen so is chosen again by
+        the next ``start()`` (port 0 then picks a new port).
+
+        A receiver stopped with :meth:`aclose` can be started again. It still knows the tasks
+        it was told of: a callback for a task that is still running, arriving at the same URL
+        after the restart, makes that task's check due as before. Callbacks sent while it was
+        stopped are lost, and polling finds those tasks.
 
         Raises:
-            ConfigurationError: ``public_url`` is not an http(s) URL.
+            ConfigurationError: ``public_url`` is not an http(s) URL, or the receiver is
+                already started (``aclose()`` it first).
+            OSError: ``{host}:{port}`` cannot be listened on (in use, not local).
         """
+        if self._runner is not None:
+            raise ConfigurationError(
+                "the callback receiver is already started: aclose() it before starting it again"
+            )
         if public_url is not None:
             self.public_url = public_url
+        elif self._chosen_url:
+            self._public_url = None
         path = DEFAULT_PATH if self._public_url is None else urlsplit(self._public_url).path
-        root = self.app
+        # A fresh application per start: aiohttp freezes an application for good once it has
+        # served, and self.app stays free for the caller to mount.
+        root = inner = self._new_app()
         if path:
             root = web.Application(client_max_size=self._max_body)
-            root.add_subapp(path, self.app)
+            root.add_subapp(path, inner)
         # aiohttp closes a connection whose head has not come within keepalive_timeout (the
         # first head too, since 3.14.4). After a refusal, the rest of a body is drained (so the
         # peer reads the answer, not a reset) only as long as a body may take.
-        self._runner = web.AppRunner(
+        runner = web.AppRunner(
             root,
             access_log=None,
             handle_signals=False,
@@ -231,20 +249,31 @@ class CallbackReceiver:
             # A peer trickling a body must not hold up aclose() for its body_timeout.
             shutdown_timeout=1.0,
         )
-        await self._runner.setup()
-        site = CappedSite(self._runner, host, port, self._max_connections)
-        await site.start()
+        self._runner = runner  # before any await: a concurrent start() is refused too
+        try:
+            await runner.setup()
+            site = CappedSite(runner, host, port, self._max_connections)
+            await site.start()
+        except BaseException:
+            # Not half started: the next start() (another port, say) must be allowed.
+            if self._runner is runner:
+                self._runner = None
+            await runner.cleanup()
+            raise
         if self._public_url is None:
             self.public_url = f"http://{host}:{site.port}{DEFAULT_PATH}"
+            self._chosen_url = True
 
     async def aclose(self) -> None:
-        """Stop a receiver started with :meth:`start`."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Stop a receiver started with :meth:`start`; closing a stopped one does nothing."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def __aenter__(self) -> Self:
-        if self._runner is None and self._public_url is None:
+        """Start the receiver unless it is started or has a ``public_url`` of your own (it is
+        then mounted in your app, or you start it yourself)."""
+        if self._runner is None and (self._public_url is None or self._chosen_url):
             await self.start()
         return self
 
@@ -260,6 +289,11 @@ class CallbackReceiver:
             rejected=self._counts["rejected"],
             remembered=len(self._pending) + len(self._running) + len(self._ended),
         )
+
+    def _new_app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_post("/{token}", self._handle)
+        return app
 
     # ----------------------------------------------------------------- used by the client
 

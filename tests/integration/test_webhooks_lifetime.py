@@ -1,0 +1,147 @@
+"""The callback receiver's lifetime: start, close, start again.
+
+Receivers serve on 127.0.0.1; clients poll a scripted apixo on fake clocks.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import aiohttp
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import (
+    FakeClock,
+    HttpRequest,
+    HttpResponse,
+    ScriptedTransport,
+)
+from tests.fakeapi import FakeApixo
+
+
+def _status_body(task_id: str) -> dict[str, object]:
+    result = json.dumps({"resultUrls": [f"https://img.test/{task_id}.png"]})
+    return {"code": 200, "data": {"taskId": task_id, "state": "success", "resultJson": result}}
+
+
+def _recording(server: FakeApixo) -> list[str]:
+    """The callback URL of each submit ``server`` answers, in order."""
+    urls: list[str] = []
+    create = server.create
+
+    def recording_create(request: HttpRequest) -> HttpResponse:
+        assert isinstance(request.json, dict)
+        urls.append(request.json["callback_url"])
+        return create(request)
+
+    server.create = recording_create  # type: ignore[method-assign]
+    return urls
+
+
+def _client(server: FakeApixo, receiver: nb.CallbackReceiver) -> nb.Client:
+    transport = ScriptedTransport(server)
+    return nb.Client(
+        "apixo", api_key="k", transport=transport, clock=server.clock, callbacks=receiver
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _post(url: str, body: object) -> int:
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+        return resp.status
+
+
+async def test_a_closed_receiver_starts_again_and_still_knows_its_running_tasks(
+    clock: FakeClock,
+) -> None:
+    """start() after aclose() serves again (at the same URL on the same port), and a callback
+    for a task submitted before the close still makes its check due; the check resolves it."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    urls = _recording(server)
+    port = _free_port()
+    receiver = nb.CallbackReceiver()
+    await receiver.start("127.0.0.1", port)
+    first_url = receiver.public_url
+    async with _client(server, receiver) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a cat"))
+        await receiver.aclose()
+        await receiver.aclose()  # closing twice is harmless
+        await receiver.start("127.0.0.1", port)
+        try:
+            assert receiver.public_url == first_url
+            await clock.advance(12.5)  # the task ended; the safety-net check is later
+            checks = server.tasks["t0"].checks
+            assert await _post(urls[0], _status_body("t0")) == 200
+            await clock.advance(0.1)
+            assert task.done()
+            assert server.tasks["t0"].checks == checks + 1
+            assert (await task).urls == ("https://img.test/t0.png",)
+        finally:
+            await receiver.aclose()
+    assert receiver.statistics().accepted == 1
+
+
+async def test_async_with_starts_a_closed_receiver_again_at_its_new_port(
+    clock: FakeClock,
+) -> None:
+    """A receiver whose URL start() chose gets a fresh one when started again on port 0 (the
+    old port may be anyone's now), and ``async with`` starts a closed receiver again."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    urls = _recording(server)
+    receiver = nb.CallbackReceiver()
+    await receiver.start()
+    old_url = receiver.public_url
+    assert old_url is not None
+    await receiver.aclose()
+    # Hold the old port (bound, not listening) so the new start cannot land on it by chance.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(old_url.split(":")[2].split("/")[0])))
+        async with receiver, _client(server, receiver) as client:
+            assert receiver.public_url != old_url
+            task = await client.submit(nb.ImageRequest(prompt="a cat"))
+            assert urls[0].startswith(f"{receiver.public_url}/")
+            await clock.advance(12.5)
+            assert await _post(urls[0], _status_body("t0")) == 200
+            await clock.advance(0.1)
+            assert task.done()
+    assert receiver.statistics().accepted == 1
+
+
+async def test_start_twice_is_refused_and_the_receiver_keeps_serving() -> None:
+    """A second start() without aclose() raises ConfigurationError and changes nothing: the
+    first server still answers at the same URL."""
+    receiver = nb.CallbackReceiver()
+    await receiver.start()
+    url = receiver.public_url
+    try:
+        with pytest.raises(nb.ConfigurationError, match="already started"):
+            await receiver.start()
+        with pytest.raises(nb.ConfigurationError, match="already started"):
+            await receiver.start("127.0.0.1", 0, public_url="http://127.0.0.1:1/elsewhere")
+        assert receiver.public_url == url
+        assert await _post(f"{url}/not-a-token", {}) == 401
+    finally:
+        await receiver.aclose()
+
+
+async def test_a_start_that_cannot_listen_leaves_the_receiver_startable() -> None:
+    """A port in use fails start() with OSError; the receiver is not half started, so the
+    next start() on a free port serves."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        receiver = nb.CallbackReceiver()
+        with pytest.raises(OSError, match="in use"):
+            await receiver.start("127.0.0.1", int(taken.getsockname()[1]))
+    await receiver.start()
+    try:
+        assert await _post(f"{receiver.public_url}/not-a-token", {}) == 401
+    finally:
+        await receiver.aclose()
