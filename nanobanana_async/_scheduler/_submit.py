@@ -137,7 +137,7 @@ class Submitter:
         callback: Registration | None = None
         sent = request
         if receiver is not None:
-            callback = receiver._register(driver, self.clock.now())
+            callback = receiver._register(driver, self.clock)
             sent = attrs.evolve(request, callback_url=callback.url)
         task = Task(request, key, self.clock)
         intent = None
@@ -243,10 +243,10 @@ class Submitter:
         # slot released at its end, and its id reachable.
         entry = self._track(task, ref, request.timeout, lease, late=callback is not None)
         if callback is not None:
-            scheduler, clock = self.scheduler, self.clock
+            scheduler = self.scheduler
             callback.bind(ref.task_id, lambda: scheduler.hint(entry))
             task._future.add_done_callback(
-                lambda done: callback.finished(clock.now(), seen_ended=_seen_ended(done))
+                lambda done: callback.finished(seen_ended=_seen_ended(done))
             )
         if intent is not None:
             # Durable before the caller hears of the task: a crash from here on re-attaches.

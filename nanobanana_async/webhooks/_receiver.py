@@ -25,6 +25,7 @@ from ._guard import CappedSite
 from ._verify import mint, verify
 
 if TYPE_CHECKING:
+    from .._clock import Clock
     from ..providers import ProviderDriver
 
 _log = logging.getLogger("nanobanana_async.webhooks")
@@ -46,10 +47,12 @@ class Registration:
     The client binds it to the task once the provider accepts the submit, tells it when the task
     ends, or discards it when the submit fails. The receiver never sees the scheduler: a verified
     callback for a running task calls ``on_hint``, which makes the task's check due now and says
-    whether that check came sooner than planned.
+    whether that check came sooner than planned. Its times are read on ``clock``, the clock of
+    the client that made it, and only ever compared with that clock.
     """
 
     __slots__ = (
+        "_clock",
         "_driver",
         "_early",
         "_heard",
@@ -62,43 +65,70 @@ class Registration:
     )
 
     def __init__(
-        self, receiver: CallbackReceiver, driver: ProviderDriver, nonce: str, url: str, now: float
+        self, receiver: CallbackReceiver, driver: ProviderDriver, nonce: str, url: str, clock: Clock
     ) -> None:
         self._receiver = receiver
         self._driver = driver
         self._nonce = nonce
+        self._clock = clock
         self._task_id: str | None = None
         self._on_hint: Callable[[], bool] | None = None
         self._early: list[bytes] = []
         self._heard = False
         self.url = url
-        self.at = now  # when registered, then when bound, then when ended
+        self.at = clock.now()  # when registered, then when ended
 
     def bind(self, task_id: str, on_hint: Callable[[], bool]) -> None:
         """The provider accepted the submit as ``task_id``; callbacks now mean that task."""
         receiver = self._receiver
         # Even if the pending token was swept (a submit that waited past early_ttl), the
         # provider has its URL: remember it again for the task's life.
-        receiver._pending.pop(self._nonce, None)
+        if (line := receiver._lines.get(id(self._clock))) is not None:
+            line.pending.pop(self._nonce, None)
         receiver._running[self._nonce] = self
         self._task_id, self._on_hint = task_id, on_hint
         for body in self._early:
             self._receiver._apply(self, body)
         self._early.clear()
 
-    def finished(self, now: float, *, seen_ended: bool) -> None:
+    def finished(self, *, seen_ended: bool) -> None:
         """The task ended; ``seen_ended``: as the provider reported it (a result or its own
         failure), so a callback was due, rather than by a deadline or a close."""
         receiver = self._receiver
         self._on_hint = None
-        self.at = now
-        if receiver._move(self._nonce, receiver._running, receiver._ended) and seen_ended:
-            receiver._ended_unheard(self)
-        receiver._sweep(now)
+        self.at = self._clock.now()
+        if receiver._running.pop(self._nonce, None) is not None:
+            line = receiver._line(self._clock)
+            line.ended[self._nonce] = self
+            if seen_ended and not self._heard and not receiver._reached:
+                line.suspects.append(self)
+        receiver._sweep()
 
     def discard(self) -> None:
         """The submit failed: nothing will call back for it."""
-        self._receiver._pending.pop(self._nonce, None)
+        if (line := self._receiver._lines.get(id(self._clock))) is not None:
+            line.pending.pop(self._nonce, None)
+
+
+class _Timeline:
+    """The registrations whose times were read on one clock, each stage in time order.
+
+    Clients on different clocks (a FakeClock and the real one, two FakeClocks) may share a
+    receiver; a time read on one clock means nothing on another, so each clock's registrations
+    are aged on their own.
+    """
+
+    __slots__ = ("clock", "ended", "pending", "suspects")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.pending: _Table = collections.OrderedDict()
+        self.ended: _Table = collections.OrderedDict()
+        # Tasks seen ended by polling whose callback may still be on its way.
+        self.suspects: collections.deque[Registration] = collections.deque()
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.ended or self.suspects)
 
 
 @attrs.frozen(kw_only=True)
@@ -142,7 +172,8 @@ class CallbackReceiver:
             standalone default.
         max_body: callbacks larger than this many bytes are refused with 413.
         early_ttl: seconds the token of an ended task, or of a submit that has not returned,
-            is remembered.
+            is remembered, on the clock of the client that submitted it (clients on different
+            clocks, such as ``testing.FakeClock`` and the real one, may share a receiver).
         header_timeout: seconds a connection to a started receiver has to send its request
             head before it is closed (a mounted ``app`` follows its own server's settings).
         body_timeout: seconds a callback's body may take to arrive; slower ones get 408.
@@ -174,13 +205,12 @@ class CallbackReceiver:
         self._body_timeout = body_timeout
         self._max_connections = max_connections
         # One table per stage, each in time order, so expiry only ever looks at the oldest:
-        # a task that runs for hours cannot hold back the expiry of those that ended.
-        self._pending: _Table = collections.OrderedDict()
+        # a task that runs for hours cannot hold back the expiry of those that ended. Running
+        # tasks never expire by time; the stages that do are kept per clock (see _Timeline),
+        # keyed by id() like the schedulers, as a clock need not be hashable.
         self._running: _Table = collections.OrderedDict()
-        self._ended: _Table = collections.OrderedDict()
-        self._now = float("-inf")
+        self._lines: dict[int, _Timeline] = {}
         self._reached = False
-        self._suspects: collections.deque[Registration] = collections.deque()
         self._unheard = 0
         self._runner: web.AppRunner | None = None
         # True while public_url is the one start() chose, so the next start() chooses again.
@@ -287,7 +317,8 @@ class CallbackReceiver:
             duplicates=self._counts["duplicates"],
             early=self._counts["early"],
             rejected=self._counts["rejected"],
-            remembered=len(self._pending) + len(self._running) + len(self._ended),
+            remembered=len(self._running)
+            + sum(len(line.pending) + len(line.ended) for line in self._lines.values()),
         )
 
     def _new_app(self) -> web.Application:
@@ -305,31 +336,40 @@ class CallbackReceiver:
             )
         return self._public_url
 
-    def _register(self, driver: ProviderDriver, now: float) -> Registration:
-        """A fresh callback URL for one submit, made at ``now`` on the client's clock."""
+    def _register(self, driver: ProviderDriver, clock: Clock) -> Registration:
+        """A fresh callback URL for one submit, timed on ``clock``, the client's clock."""
         base = self._base_url()
-        self._sweep(now)
+        self._sweep()
         nonce = secrets.token_urlsafe(12)
         url = f"{base}/{mint(self._secret, nonce)}"
-        registration = self._pending[nonce] = Registration(self, driver, nonce, url, now)
+        registration = Registration(self, driver, nonce, url, clock)
+        self._line(clock).pending[nonce] = registration
         return registration
 
-    @staticmethod
-    def _move(nonce: str, source: _Table, target: _Table) -> bool:
-        registration = source.pop(nonce, None)
-        if registration is None:
-            return False
-        target[nonce] = registration
-        return True
+    def _line(self, clock: Clock) -> _Timeline:
+        line = self._lines.get(id(clock))
+        if line is None:
+            line = self._lines[id(clock)] = _Timeline(clock)
+        return line
 
-    def _sweep(self, now: float) -> None:
-        self._now = now = max(self._now, now)
-        for table in (self._pending, self._ended):
-            while table and next(iter(table.values())).at <= now - self._early_ttl:
-                table.popitem(last=False)
-        while self._suspects and self._suspects[0].at <= now - _CALLBACK_GRACE:
-            if not self._suspects.popleft()._heard:
-                self._unheard += 1
+    def _pending(self, nonce: str) -> Registration | None:
+        for line in self._lines.values():  # one per clock in use: one, in practice
+            if (registration := line.pending.get(nonce)) is not None:
+                return registration
+        return None
+
+    def _sweep(self) -> None:
+        """Forget what is past its time, each clock's registrations by that clock."""
+        for key, line in list(self._lines.items()):
+            now = line.clock.now()
+            for table in (line.pending, line.ended):
+                while table and next(iter(table.values())).at <= now - self._early_ttl:
+                    table.popitem(last=False)
+            while line.suspects and line.suspects[0].at <= now - _CALLBACK_GRACE:
+                if not line.suspects.popleft()._heard:
+                    self._unheard += 1
+            if not line:
+                del self._lines[key]  # nor hold a clock no registration uses
         if self._unheard >= _UNHEARD_TO_WARN and not self._reached:
             _log.warning(
                 "%d tasks ended by polling and no callback has reached this receiver; "
@@ -339,11 +379,11 @@ class CallbackReceiver:
                 self._public_url,
             )
             self._reached = True  # warn once
-            self._suspects.clear()
+            self._forget_suspects()
 
-    def _ended_unheard(self, registration: Registration) -> None:
-        if not registration._heard and not self._reached:
-            self._suspects.append(registration)
+    def _forget_suspects(self) -> None:
+        for line in self._lines.values():
+            line.suspects.clear()
 
     # ----------------------------------------------------------------- HTTP
 
@@ -361,7 +401,7 @@ class CallbackReceiver:
             self._counts["rejected"] += 1
             return web.Response(status=401, text="invalid callback token")
         self._reached = True  # a URL we minted came back: the route works
-        self._suspects.clear()
+        self._forget_suspects()
         if request.content_length is not None and request.content_length > self._max_body:
             self._counts["rejected"] += 1
             return web.Response(status=413, text="callback body too large")
@@ -374,7 +414,7 @@ class CallbackReceiver:
         if body is None:
             self._counts["rejected"] += 1
             return web.Response(status=413, text="callback body too large")
-        if (registration := self._pending.get(nonce)) is not None:
+        if (registration := self._pending(nonce)) is not None:
             # The callback beat the submit's answer: hold it until the task id is known.
             if len(registration._early) < _EARLY_BODIES:
                 registration._early.append(body)
@@ -382,7 +422,7 @@ class CallbackReceiver:
             return web.Response(text="ok")
         if (registration := self._running.get(nonce)) is not None:
             return self._apply(registration, body)
-        if nonce in self._ended:
+        if any(nonce in line.ended for line in self._lines.values()):
             self._counts["duplicates"] += 1
             return web.Response(text="ok")  # a replay after the end changes nothing
         # Signed by us, but not (or no longer) known: a restart, or a long-finished task.

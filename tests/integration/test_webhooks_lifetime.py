@@ -1,12 +1,14 @@
-"""The callback receiver's lifetime: start, close, start again.
+"""The callback receiver's lifetime (start, close, start again) and its clients' clocks.
 
 Receivers serve on 127.0.0.1; clients poll a scripted apixo on fake clocks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import time
 
 import aiohttp
 import pytest
@@ -17,6 +19,7 @@ from nanobanana_async.testing import (
     HttpRequest,
     HttpResponse,
     ScriptedTransport,
+    settle,
 )
 from tests.fakeapi import FakeApixo
 
@@ -40,11 +43,10 @@ def _recording(server: FakeApixo) -> list[str]:
     return urls
 
 
-def _client(server: FakeApixo, receiver: nb.CallbackReceiver) -> nb.Client:
+def _client(server: FakeApixo, receiver: nb.CallbackReceiver, clock: FakeClock | None) -> nb.Client:
+    """An apixo client of ``server`` on ``clock`` (None: the real clock)."""
     transport = ScriptedTransport(server)
-    return nb.Client(
-        "apixo", api_key="k", transport=transport, clock=server.clock, callbacks=receiver
-    )
+    return nb.Client("apixo", api_key="k", transport=transport, clock=clock, callbacks=receiver)
 
 
 def _free_port() -> int:
@@ -69,7 +71,7 @@ async def test_a_closed_receiver_starts_again_and_still_knows_its_running_tasks(
     receiver = nb.CallbackReceiver()
     await receiver.start("127.0.0.1", port)
     first_url = receiver.public_url
-    async with _client(server, receiver) as client:
+    async with _client(server, receiver, clock) as client:
         task = await client.submit(nb.ImageRequest(prompt="a cat"))
         await receiver.aclose()
         await receiver.aclose()  # closing twice is harmless
@@ -103,7 +105,7 @@ async def test_async_with_starts_a_closed_receiver_again_at_its_new_port(
     # Hold the old port (bound, not listening) so the new start cannot land on it by chance.
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(old_url.split(":")[2].split("/")[0])))
-        async with receiver, _client(server, receiver) as client:
+        async with receiver, _client(server, receiver, clock) as client:
             assert receiver.public_url != old_url
             task = await client.submit(nb.ImageRequest(prompt="a cat"))
             assert urls[0].startswith(f"{receiver.public_url}/")
@@ -145,3 +147,43 @@ async def test_a_start_that_cannot_listen_leaves_the_receiver_startable() -> Non
         assert await _post(f"{receiver.public_url}/not-a-token", {}) == 401
     finally:
         await receiver.aclose()
+
+
+@pytest.mark.parametrize("real_clock", [False, True], ids=["two-fake-clocks", "real-and-fake"])
+async def test_one_receiver_serves_clients_on_different_clocks(real_clock: bool) -> None:
+    """Each registration ages on the clock of the client that made it: a client whose clock
+    reads far ahead does not expire another's fresh token, so a callback that beats that
+    client's submit answer is still held and applied (F16 across two clocks)."""
+    behind = None if real_clock else FakeClock(1000.0)
+    ahead = FakeClock(time.monotonic() + 100_000.0)
+    # The provider's tasks end at once (latency 0) on its own clock, whatever the client's.
+    slow, other = FakeApixo(behind or FakeClock(), latency=lambda i: 0.0), FakeApixo(ahead)
+    gate = asyncio.Event()
+    urls: list[str] = []
+
+    async def gated_create(request: HttpRequest) -> HttpResponse:
+        assert isinstance(request.json, dict)
+        urls.append(request.json["callback_url"])
+        await gate.wait()
+        return slow.create(request)
+
+    slow.hook = lambda r: gated_create(r) if r.kind == "submit" else None  # type: ignore[assignment,return-value]
+    async with (
+        nb.CallbackReceiver() as receiver,
+        _client(slow, receiver, behind) as late,
+        _client(other, receiver, ahead) as prompt,
+    ):
+        pending = asyncio.ensure_future(late.submit(nb.ImageRequest(prompt="a cat")))
+        await settle()
+        assert len(urls) == 1
+        await prompt.submit(nb.ImageRequest(prompt="a dog"))  # registers 100,000 s ahead
+        assert await _post(urls[0], _status_body("t0")) == 200
+        assert receiver.statistics().early == 1
+        gate.set()
+        task = await pending
+        if behind is not None:
+            await behind.advance(0.1)
+        else:  # the check the callback asked for comes at once, not after the late first check
+            await asyncio.wait_for(task, 2.0)
+        assert task.done()
+        assert slow.tasks["t0"].checks == 1

@@ -40,6 +40,19 @@ def path(url: str) -> str:
     return "/" + url.rsplit("/", 1)[1]
 
 
+class Dial:
+    """A clock a test sets by hand (the receiver only reads ``now()``)."""
+
+    def __init__(self, at: float = 0.0) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep_until(self, deadline: float) -> None:
+        raise AssertionError("the receiver never sleeps")
+
+
 async def test_ended_tokens_expire_even_behind_a_task_that_runs_for_hours(
     receiver: tuple[nb.CallbackReceiver, TestClient],  # type: ignore[type-arg]
 ) -> None:
@@ -47,13 +60,15 @@ async def test_ended_tokens_expire_even_behind_a_task_that_runs_for_hours(
     table keeps the running task plus what ended within the TTL, and still serves the former."""
     recv, http = receiver
     hints: list[str] = []
-    long = recv._register(APIXO, now=0.0)
+    clock = Dial()
+    long = recv._register(APIXO, clock)
     long.bind("long", hint_to(hints, "long"))
     for i in range(10_000):
-        now = i * 0.1
-        registration = recv._register(APIXO, now)
+        clock.at = i * 0.1
+        registration = recv._register(APIXO, clock)
         registration.bind(f"t{i}", lambda: True)
-        registration.finished(now + 1.0, seen_ended=True)
+        clock.at += 1.0
+        registration.finished(seen_ended=True)
     ended_within_ttl = sum(1 for i in range(10_000) if i * 0.1 + 1.0 > 10_000 * 0.1 - TTL)
     assert recv.statistics().remembered <= 1 + ended_within_ttl + 1
     assert (await http.post(path(long.url), data=body("long"))).status == 200
@@ -68,10 +83,12 @@ async def test_a_submit_that_never_returns_is_forgotten_after_the_ttl(
     callbacks are then answered 404, not held. A submit that binds after that (it waited its
     turn past the TTL) is remembered again: the provider has its URL and will call it."""
     recv, http = receiver
-    lost = [recv._register(APIXO, now=0.0) for _ in range(100)]
+    clock = Dial()
+    lost = [recv._register(APIXO, clock) for _ in range(100)]
     assert recv.statistics().remembered == 100
     assert (await http.post(path(lost[0].url), data=body("x"))).status == 200  # held: early
-    recv._register(APIXO, now=TTL + 1.0)
+    clock.at = TTL + 1.0
+    recv._register(APIXO, clock)
     assert recv.statistics().remembered == 1
     assert (await http.post(path(lost[1].url), data=body("x"))).status == 404
     hints: list[str] = []
@@ -88,15 +105,43 @@ async def test_answers_by_stage(
     discarded submit's token is unknown (404)."""
     recv, http = receiver
     hinted: list[str] = []
-    registration = recv._register(APIXO, now=0.0)
+    clock = Dial()
+    registration = recv._register(APIXO, clock)
     assert (await http.post(path(registration.url), data=body("t1"))).status == 200
     registration.bind("t1", hint_to(hinted, "t1"))
     assert hinted == ["t1"]
-    registration.finished(5.0, seen_ended=True)
+    clock.at = 5.0
+    registration.finished(seen_ended=True)
     assert (await http.post(path(registration.url), data=body("t1"))).status == 200
     assert hinted == ["t1"]
-    failed = recv._register(APIXO, now=5.0)
+    failed = recv._register(APIXO, clock)
     failed.discard()
     assert (await http.post(path(failed.url), data=body("t2"))).status == 404
     stats = recv.statistics()
     assert (stats.early, stats.accepted, stats.duplicates, stats.rejected) == (1, 1, 1, 1)
+
+
+async def test_each_registration_ages_on_the_clock_of_its_client(
+    receiver: tuple[nb.CallbackReceiver, TestClient],  # type: ignore[type-arg]
+) -> None:
+    """Two clients' clocks far apart share a receiver: neither's reading expires the other's
+    tokens, and each clock's tokens go once that clock has moved past the TTL."""
+    recv, http = receiver
+    behind, ahead = Dial(1000.0), Dial(100_000.0)
+    waiting = recv._register(APIXO, behind)  # a submit that has not returned
+    ended = recv._register(APIXO, ahead)
+    ended.bind("t1", lambda: True)
+    ended.finished(seen_ended=False)
+    recv._register(APIXO, ahead)
+    recv._register(APIXO, behind)
+    assert recv.statistics().remembered == 4
+    assert (await http.post(path(waiting.url), data=body("t0"))).status == 200  # held
+    assert (await http.post(path(ended.url), data=body("t1"))).status == 200  # a replay
+    behind.at += TTL + 1.0
+    recv._register(APIXO, ahead)
+    assert recv.statistics().remembered == 3  # the ones on ``ahead``
+    assert (await http.post(path(waiting.url), data=body("t0"))).status == 404
+    ahead.at += TTL + 1.0
+    recv._register(APIXO, behind)
+    assert recv.statistics().remembered == 1
+    assert (await http.post(path(ended.url), data=body("t1"))).status == 404
