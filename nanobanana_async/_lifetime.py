@@ -102,9 +102,11 @@ class Lifetime:
                 stack.push_async_callback(self._journal.aclose)
             stack.push_async_callback(self._settings.transport.aclose)
             if self.submitter is not None:
-                submitter = self.submitter
-                # Pushed first, run after: a close cancelled part-way still stops the submits
-                # and the runner.
-                stack.push_async_callback(submitter.scheduler.detach)
-                stack.push_async_callback(submitter.stop)
-                await submitter.scheduler.close_connection(submitter.conn)
+                submitter, scheduler = self.submitter, self.submitter.scheduler
+                # Callbacks run last-pushed first, and also when a step before them is
+                # cancelled: checks stop now, the submits in flight are stopped, then the
+                # pending tasks fail (a share per loop iteration) and the runner is released.
+                stack.push_async_callback(scheduler.detach)
+                stack.push_async_callback(scheduler.close_connection, submitter.conn)
+                scheduler.stop_checking(submitter.conn)
+                await submitter.stop()

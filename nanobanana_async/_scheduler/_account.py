@@ -82,6 +82,7 @@ class Connection:
     wall_clock: Callable[[], float]
     random: Callable[[], float]
     entries: set[Entry[Tracked]] = attrs.field(factory=set)
+    closing: bool = False  # its client is closing: no check of its tasks is sent any more
 
     def group(self, model: str) -> tuple[str, str, str]:
         """The latency model a task of ``model`` belongs to: (provider, base URL, model id).

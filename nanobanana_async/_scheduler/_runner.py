@@ -213,16 +213,22 @@ class Scheduler:
         if lease is not None:
             self.hold_to_horizon(tracked.conn, lease, entry.group, entry.submitted)
 
-    async def close_connection(self, conn: Connection) -> None:
-        """Fail every pending task of a closing client with ClientClosedError.
-
-        Its tasks keep their slots until their horizon (they still run on the provider), and
-        its callers waiting for a slot fail too. Thousands pending are failed a share per
-        loop iteration, so the loop keeps serving the process's other work meanwhile.
-        """
+    def stop_checking(self, conn: Connection) -> None:
+        """A client starts closing: send no more checks of its tasks, and fail its callers
+        waiting for a task slot (:meth:`close_connection` then fails its pending tasks)."""
+        conn.closing = True
         conn.account.ledger.slots.fail(
             conn, ClientClosedError("the client was closed while waiting for a task slot")
         )
+
+    async def close_connection(self, conn: Connection) -> None:
+        """Fail every pending task of a closing client with ClientClosedError.
+
+        Its tasks keep their slots until their horizon (they still run on the provider).
+        Thousands pending are failed a share per loop iteration, so the loop keeps serving the
+        process's other work meanwhile; none of them is checked again (:meth:`stop_checking`).
+        """
+        self.stop_checking(conn)
         try:
             while conn.entries:
                 for entry in list(itertools.islice(conn.entries, _TURN * 4)):
@@ -287,8 +293,8 @@ class Scheduler:
             if sent == _TURN:
                 return now
             entry = ready[0]
-            if entry.phase is not Phase.READY:
-                ready.popleft()  # ended (or checked) while it waited
+            if entry.phase is not Phase.READY or entry.payload.conn.closing:
+                ready.popleft()  # ended (or checked) while it waited, or its client closes
                 continue
             if not ledger.try_take_request(now):
                 return ledger.next_request_free()
@@ -318,7 +324,7 @@ class Scheduler:
         entries, wakeup = self.plan.spare(now, _SPARE_BATCH)
         for entry in entries:
             account = entry.payload.conn.account
-            if account not in spare:
+            if account not in spare or entry.payload.conn.closing:
                 continue
             if not account.ledger.try_take_request(now):
                 wakeup = min(wakeup, account.ledger.next_request_free())

@@ -247,6 +247,23 @@ async def test_aclose_with_thousands_pending_lets_the_loop_turn(clock: FakeClock
         assert info.value.task_id == f"t{i}"
 
 
+async def test_a_closing_clients_checks_are_not_sent(clock: FakeClock) -> None:
+    """F30's "nothing sent after close" holds while a close is under way (it fails thousands
+    of pending tasks a share per loop iteration): checks that come due meanwhile stay unsent."""
+    server = FakeApixo(clock)
+    client, transport = make_client(clock, server)
+    await client.__aenter__()
+    tasks = [await client.submit(nb.ImageRequest(prompt=f"[[stuck]] {i}")) for i in range(20)]
+    submitter = client._life.submitter
+    assert submitter is not None
+    submitter.scheduler.stop_checking(submitter.conn)  # what aclose() does first
+    sent = len(transport.requests)
+    await clock.advance(100.0)
+    assert len(transport.requests) == sent
+    await client.aclose()
+    assert all(task.done() for task in tasks)
+
+
 async def test_a_cancelled_aclose_still_fails_every_pending_task(clock: FakeClock) -> None:
     """Ctrl-C twice: the close is cancelled part-way, yet no caller is left waiting and the
     connections are closed."""
