@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Final, TypeVar
 
@@ -20,17 +21,27 @@ def _token(escaped: str) -> str:
 E = TypeVar("E", bound=BaseException)
 
 
+def _spellings(value: str) -> tuple[str, ...]:
+    # The key as an answer may spell it: itself, and JSON-escaped (quotes, backslashes and
+    # non-ASCII escaped; "/" too by some serializers, PHP's by default). Bodies are masked
+    # before they are decoded, and decoding would turn an escaped key back into the key.
+    escaped = json.dumps(value)[1:-1]
+    return tuple(dict.fromkeys(s for s in (value, escaped, escaped.replace("/", "\\/")) if s))
+
+
 class Secret:
     """An API key that never shows itself in a repr, a str or a log line.
 
     The raw value is read only by the transport's header builder, through :meth:`reveal`.
     """
 
-    __slots__ = ("__bytes_token", "__raw", "__text_token", "__value")
+    __slots__ = ("__bytes_token", "__raw", "__spellings", "__text_token", "__value")
 
     def __init__(self, value: str) -> None:
         self.__value = value
-        self.__raw = value.encode()  # what redact_bytes looks for in every answer body
+        self.__spellings = _spellings(value)
+        # What redact_bytes looks for in every answer body.
+        self.__raw = tuple(s.encode() for s in self.__spellings)
         # Compiled on first need: most keys never show up in an answer or an error.
         self.__bytes_token: re.Pattern[bytes] | None = None
         self.__text_token: re.Pattern[str] | None = None
@@ -41,24 +52,24 @@ class Secret:
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every occurrence of the secret replaced by ``***``."""
-        return text.replace(self.__value, _MASK) if self.__value else text
+        for spelling in self.__spellings:
+            text = text.replace(spelling, _MASK)
+        return text
 
     def redact_bytes(self, data: bytes) -> bytes:
-        """Return ``data`` (an answer body) with the secret (UTF-8) replaced by ``***`` wherever
-        it stands as a token of its own.
+        """Return ``data`` (an answer body) with the secret (UTF-8, or JSON-escaped) replaced
+        by ``***`` wherever it stands as a token of its own.
 
         A provider quotes a rejected key as a whole ("invalid key: sk-…"); inside a longer
         word it is not the key, and masking it there would corrupt the answer (a key "k" made
         crun's ``task_id`` read ``tas***_id``).
         """
-        raw = self.__raw
         # The fast exit: every answer passes here, and almost none holds the key.
-        if not raw or raw not in data:
+        if not any(raw in data for raw in self.__raw):
             return data
         token = self.__bytes_token
         if token is None:
-            pattern = _token(re.escape(self.__value)).encode()
-            token = self.__bytes_token = re.compile(pattern)
+            token = self.__bytes_token = re.compile(self.__pattern().encode())
         return token.sub(_MASK.encode(), data)
 
     def redact_token(self, text: str) -> str:
@@ -70,13 +81,17 @@ class Secret:
 
     def appears_in(self, text: str) -> bool:
         """Whether the secret stands in ``text`` as a token of its own."""
-        value = self.__value
-        return bool(value) and value in text and self.__text_pattern().search(text) is not None
+        return any(s in text for s in self.__spellings) and (
+            self.__text_pattern().search(text) is not None
+        )
+
+    def __pattern(self) -> str:
+        return "|".join(_token(re.escape(s)) for s in self.__spellings)
 
     def __text_pattern(self) -> re.Pattern[str]:
         token = self.__text_token
         if token is None:
-            token = self.__text_token = re.compile(_token(re.escape(self.__value)))
+            token = self.__text_token = re.compile(self.__pattern())
         return token
 
     def __repr__(self) -> str:
@@ -98,11 +113,13 @@ class Secret:
 def _links(exc: BaseException) -> list[BaseException]:
     # Everything a traceback prints: the causes, the contexts and a group's members.
     seen: list[BaseException] = []
+    ids: set[int] = set()
     stack = [exc]
     while stack:
         link = stack.pop()
-        if any(link is s for s in seen):
+        if id(link) in ids:
             continue
+        ids.add(id(link))
         seen.append(link)
         stack += [e for e in (link.__cause__, link.__context__) if e is not None]
         if isinstance(link, BaseExceptionGroup):

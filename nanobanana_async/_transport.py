@@ -4,6 +4,7 @@ this library's errors (does I/O)."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -181,12 +182,14 @@ class KeyGuard:
     exception may carry the request headers.
 
     Answers: the key is replaced by ``***`` in the body (headers are read only for
-    Retry-After, never shown). Errors: one of this library's (a ConnectError …) quoting the
-    key is replaced by a masked copy of the same type with nothing chained, or by a plain
-    TransportError when the key cannot be masked out of the copy. Any other exception becomes
-    a TransportError (RequestTimeoutError for a TimeoutError), as the built-in transport maps
-    aiohttp's: the request may have been sent. It is chained to the original only when that
-    chain does not hold the key.
+    Retry-After, never shown). Errors: a network failure (``OSError``, ``TimeoutError``,
+    aiohttp's ``ClientError``) becomes this library's, as the built-in transport maps
+    aiohttp's: ``ConnectError`` when no connection was made (nothing sent),
+    ``RequestTimeoutError``, else ``TransportError`` (the request may have been sent). Any
+    other exception (a bug in the transport) is raised as it is, so it fails fast. One that
+    quotes the key is replaced by a masked copy of the same type with nothing chained, or,
+    when the key cannot be masked out of it, by its masked text alone (a ``TransportError``
+    for this library's errors, a ``RuntimeError`` for others).
     """
 
     __slots__ = ("_inner", "_key")
@@ -210,43 +213,77 @@ class KeyGuard:
         """Send through the inner transport; mask the key in what comes back.
 
         Raises:
-            TransportError: the inner transport failed; its own error of this library keeps
-                its type.
+            ConnectError: no connection could be made; nothing was sent.
+            RequestTimeoutError: no complete answer within ``timeout``.
+            TransportError: the connection failed after sending (the outcome is unknown).
+            Exception: the inner transport's own error of any other kind, as it is (masked).
         """
         try:
             response = await self._inner.send(request, timeout=timeout)
         except Exception as exc:
-            leaks = in_exception(self._key, exc)
-            if isinstance(exc, NanoBananaError):
-                if not leaks:
-                    raise
-                error: Exception = masked_copy(self._key, exc)
-                if in_exception(self._key, error):
-                    # The key sits deeper than a message or an attribute can be masked (a
-                    # custom __str__ over nested data): fall back to the masked text alone.
-                    error = self._translate(exc)
-            else:
-                error = self._translate(exc)
-                if not leaks:
-                    raise error from exc
+            error, chained = self._sanitize(exc)
+            if error is exc:
+                raise
+            cause = exc if chained else None
         else:
             body = response.body
             masked = self._key.redact_bytes(body)  # the body itself when the key is not in it
             if masked is not body:
                 response = attrs.evolve(response, body=masked)
             return response
-        # Raised outside the except block, so not even __context__ holds the exception that
+        # Raised outside the except block, so not even __context__ holds an exception that
         # quotes the key.
-        raise error
+        raise error from cause
+
+    def _sanitize(self, exc: Exception) -> tuple[Exception, bool]:
+        # What to raise for ``exc``, and whether it may keep ``exc`` as its cause.
+        leaks = self._leaks(exc)
+        if not isinstance(exc, NanoBananaError) and _is_network(exc):
+            return self._translate(exc), not leaks
+        if not leaks:
+            return exc, False
+        try:
+            copy = masked_copy(self._key, exc)
+            if not self._leaks(copy):
+                return copy, False
+        except Exception:  # noqa: S110 - a copy that cannot be made is replaced below
+            pass
+        # The key sits deeper than a message or an attribute can be masked (a custom
+        # __str__ over nested data): the masked text alone.
+        if isinstance(exc, NanoBananaError):
+            return self._translate(exc), False
+        return RuntimeError(self._text(exc)), False
+
+    def _leaks(self, exc: BaseException) -> bool:
+        try:
+            return in_exception(self._key, exc)
+        except Exception:
+            return True  # an exception that cannot even be printed is not trusted
+
+    def _text(self, exc: BaseException) -> str:
+        try:
+            text = str(exc)
+        except Exception:
+            text = ""
+        # Masked before the cut, so a cut never leaves part of the key.
+        return f"{type(exc).__name__}: {self._key.redact_token(text)[:200]}"
 
     def _translate(self, exc: Exception) -> TransportError:
-        timed_out = isinstance(exc, TimeoutError)
-        # Masked before the cut, so a cut never leaves part of the key.
-        text = self._key.redact_token(str(exc))[:200]
-        what = "timed out" if timed_out else "failed"
-        message = f"{type(self._inner).__name__} {what}: {type(exc).__name__}: {text}"
-        return RequestTimeoutError(message) if timed_out else TransportError(message)
+        name = type(self._inner).__name__
+        if isinstance(exc, TimeoutError):
+            return RequestTimeoutError(f"{name} timed out: {self._text(exc)}")
+        if isinstance(exc, _NOT_CONNECTED):
+            return ConnectError(f"{name} could not connect: {self._text(exc)}")
+        return TransportError(f"{name} failed: {self._text(exc)}")
 
     async def aclose(self) -> None:
         """Close the inner transport."""
         await self._inner.aclose()
+
+
+# Failures that mean no connection was made, so the request was not sent.
+_NOT_CONNECTED: Final = (ConnectionRefusedError, socket.gaierror, aiohttp.ClientConnectorError)
+
+
+def _is_network(exc: Exception) -> bool:
+    return isinstance(exc, OSError | TimeoutError | aiohttp.ClientError)

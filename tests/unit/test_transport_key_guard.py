@@ -45,11 +45,20 @@ def malformed(key: str) -> HttpResponse:
 
 
 def raise_with_key(key: str) -> None:
-    """What a careless HTTP library does: the key in the message and in the cause."""
+    """What a careless HTTP library does when the network fails: the key in the message and
+    in the cause."""
     try:
         raise OSError(f"proxy refused Authorization: Bearer {key}")
     except OSError as exc:
-        raise RuntimeError(f"upstream rejected key {key}") from exc
+        raise ConnectionResetError(f"upstream rejected key {key}") from exc
+
+
+def raise_bug_with_key(key: str) -> None:
+    """A bug in the caller's transport, not a network failure, quoting the key."""
+    try:
+        raise KeyError(f"Bearer {key}")
+    except KeyError as exc:
+        raise RuntimeError(f"no header template for key {key}") from exc
 
 
 def client(transport: OwnTransport, key: str, clock: FakeClock, **kwargs: object) -> nb.Client:
@@ -159,10 +168,10 @@ async def test_a_key_echoed_in_a_balance_answer_is_masked(
     assert_masked(info.value, canary, caplog, "invalid key ***")
 
 
-async def test_a_transport_exception_holding_the_key_becomes_a_masked_transport_error(
+async def test_a_network_failure_holding_the_key_becomes_a_masked_transport_error(
     canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A foreign exception whose message and cause quote the key reaches the caller as a
+    """A network failure whose message and cause quote the key reaches the caller as a
     TransportError (as the built-in transport maps aiohttp's) without the key anywhere."""
 
     def broken(request: HttpRequest) -> HttpResponse:
@@ -174,7 +183,7 @@ async def test_a_transport_exception_holding_the_key_becomes_a_masked_transport_
             with pytest.raises(nb.TransportError) as info:
                 await c.balance()
     assert type(info.value) is nb.TransportError
-    assert_masked(info.value, canary, caplog, "RuntimeError: upstream rejected key ***")
+    assert_masked(info.value, canary, caplog, "ConnectionResetError: upstream rejected key ***")
 
 
 async def test_a_typed_transport_error_holding_the_key_keeps_its_type(
@@ -253,13 +262,102 @@ async def test_a_transport_exception_without_the_key_stays_the_cause(
     """Nothing to hide: the transport's own exception is kept as the cause, for debugging."""
 
     def broken(request: HttpRequest) -> HttpResponse:
-        raise RuntimeError("socket closed by proxy")
+        raise ConnectionResetError("socket closed by proxy")
 
     async with client(OwnTransport(broken), canary, clock) as c:
         with pytest.raises(nb.TransportError) as info:
             await c.balance()
-    assert "RuntimeError: socket closed by proxy" in str(info.value)
-    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "ConnectionResetError: socket closed by proxy" in str(info.value)
+    assert isinstance(info.value.__cause__, ConnectionResetError)
+
+
+async def test_a_refused_connection_is_a_connect_error_and_creates_nothing(
+    canary: str, clock: FakeClock
+) -> None:
+    """Refused or unresolvable: nothing was sent, so the create fails as ConnectError (its
+    slot free again, safe to retry), never as an outcome unknown."""
+
+    def refused(request: HttpRequest) -> HttpResponse:
+        raise ConnectionRefusedError(f"connect to api failed, key {canary}")
+
+    async with client(OwnTransport(refused), canary, clock) as c:
+        job = asyncio.ensure_future(c.generate("a cat"))
+        await clock.run_until(job.done)  # retried first: nothing was sent
+        assert c.statistics().in_flight == 0
+    error = job.exception()
+    assert isinstance(error, nb.ConnectError)
+    assert canary not in "".join(traceback.format_exception(error))
+
+
+async def test_a_bug_in_the_transport_fails_fast_and_masked(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception that is no network failure (a bug in the caller's transport) is raised
+    as it is, not retried as passing trouble for the task's whole deadline; its copy quoting
+    the key is masked, cause and all."""
+    checks = 0
+
+    def buggy(request: HttpRequest) -> HttpResponse:
+        nonlocal checks
+        if request.kind == "submit":
+            return CREATED
+        checks += 1
+        raise_bug_with_key(canary)
+        raise AssertionError("unreachable")
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(buggy), canary, clock) as c:
+            job = asyncio.ensure_future(c.generate("a cat"))
+            await clock.run_until(job.done)
+    assert checks == 1
+    error = job.exception()
+    assert type(error) is RuntimeError
+    assert_masked(error, canary, caplog, "no header template for key ***")
+
+
+async def test_an_error_that_breaks_once_copied_is_replaced_without_its_chain(
+    canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subclass whose __str__ reads a slot a copy lacks: the copy cannot even be printed,
+    so the masked text of the original replaces it, with nothing chained."""
+
+    class ProxyError(nb.ConnectError):
+        __slots__ = ("detail",)
+
+        def __init__(self, detail: str) -> None:
+            super().__init__("proxy refused")
+            self.detail = detail
+
+        def __str__(self) -> str:
+            return f"proxy refused: {self.detail}"
+
+    def failing(request: HttpRequest) -> HttpResponse:
+        raise ProxyError(f"Proxy-Authorization: Bearer {canary}")
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(failing), canary, clock) as c:
+            with pytest.raises(nb.TransportError) as info:
+                await c.balance()
+    assert_masked(info.value, canary, caplog, "proxy refused: Proxy-Authorization: Bearer ***")
+
+
+async def test_a_key_the_provider_escaped_in_json_is_masked(clock: FakeClock) -> None:
+    """A serializer that escapes "/" (PHP's does) quotes a base64-like key as ``\\/``; the
+    body is masked before it is decoded, so that spelling must be masked too."""
+    key = "nbk/Q29uZmlk+ZW50aWFs"
+    escaped = key.replace("/", "\\/")
+
+    def rejecting(request: HttpRequest) -> HttpResponse:
+        body = b'{"code": 401, "msg": "invalid key ' + escaped.encode() + b'"}'
+        return HttpResponse(status=401, body=body)
+
+    async with client(OwnTransport(rejecting), key, clock) as c:
+        with pytest.raises(nb.AuthenticationError) as info:
+            await c.balance()
+    text = "".join(traceback.format_exception(info.value))
+    assert key not in text
+    assert escaped not in text
+    assert "invalid key ***" in str(info.value)
 
 
 async def test_a_typed_error_that_cannot_be_masked_is_replaced(
