@@ -133,7 +133,8 @@ class Client:
     @property
     def base_url(self) -> str:
         """The base URL requests go to (the simulator's once ``local`` has sent a request)."""
-        return getattr(self._settings.transport, "base_url", self._settings.base_url)
+        url = getattr(self._settings.transport, "base_url", None)
+        return url if isinstance(url, str) and url else self._settings.base_url
 
     # ----------------------------------------------------------------- lifecycle
 
