@@ -60,6 +60,7 @@ class LatencyModel:
         self.prior_interval = poll_interval
         self.probes = 0
         self.samples = 0
+        self.own = 0  # completions seen by this run (samples also counts a carried model's)
         self._mean = 0.0
         self._var = 0.0
 
@@ -77,6 +78,7 @@ class LatencyModel:
         """Record a task that finished between ``low`` and ``high`` seconds after submit."""
         value = math.log(max(1e-3, (low + high) / 2.0))
         self.samples += 1
+        self.own += 1
         weight = 1.0 / min(self.samples, _WINDOW)
         delta = value - self._mean
         self._mean += weight * delta
@@ -86,6 +88,12 @@ class LatencyModel:
     def learned(self) -> bool:
         """True once enough tasks finished to trust the estimate."""
         return self.samples >= MIN_SAMPLES
+
+    @property
+    def learned_here(self) -> bool:
+        """True once enough tasks finished in this run: an estimate carried from an earlier
+        run may plan checks, but not tell when a task of unknown fate has surely ended."""
+        return self.own >= MIN_SAMPLES
 
     @property
     def median(self) -> float:

@@ -24,7 +24,7 @@ from ._checks import Checker
 from ._latency import Learned
 from ._ledger import DEFAULT_HORIZON, Lease, Ledger
 from ._memory import MEMORY, Key, LatencyMemory
-from ._plan import Entry, Phase, Planner
+from ._plan import Entry, LatencyModel, Phase, Planner
 
 _log = logging.getLogger("nanobanana_async")
 _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
@@ -177,10 +177,12 @@ class Scheduler:
     def horizon(self, conn: Connection, group: Hashable, submitted: float) -> float:
         """When a task submitted at ``submitted`` has surely ended on the provider.
 
-        The model's learned p99.9 latency after the submit (``DEFAULT_HORIZON`` before anything
-        is learned), capped by the client's task timeout.
+        The model's learned p99.9 latency after the submit (``DEFAULT_HORIZON`` before this
+        run learned it: a slot freed too early lets the provider see one task too many, and
+        an earlier run's latencies may be stale, most likely when the provider is overloaded
+        and creates fail ambiguously), capped by the client's task timeout.
         """
-        model = self.plan.learned_model(group)
+        model = self._horizon_model(group)
         latency = model.quantile(_Z_HORIZON) if model is not None else DEFAULT_HORIZON
         return submitted + min(latency, conn.timeouts.task or DEFAULT_TASK_TIMEOUT)
 
@@ -190,8 +192,12 @@ class Scheduler:
         """Keep ``lease`` until the task's horizon. Before the model is learned the horizon is
         the conservative default; it is shortened once the model is learned."""
         conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
-        if self.plan.learned_model(group) is None:
+        if self._horizon_model(group) is None:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
+
+    def _horizon_model(self, group: Hashable) -> LatencyModel | None:
+        model = self.plan.learned_model(group)
+        return model if model is not None and model.learned_here else None
 
     def _learned(self, group: Hashable) -> None:
         # A task of ``group`` finished: once its model is learned, it is remembered for later
@@ -202,7 +208,7 @@ class Scheduler:
             return
         if self._memory is not None:
             self._memory.remember(cast(Key, group), model.snapshot())
-        if group not in self._provisional:
+        if group not in self._provisional or not model.learned_here:
             return
         for conn, lease, submitted in self._provisional.pop(group, []):
             conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))

@@ -81,3 +81,27 @@ async def test_fake_clock_run_neither_reads_nor_fills_the_memory(clock: FakeCloc
     assert first_check == 1000.0 + 10.0 / 16
     assert MEMORY.recall(key) is remembered
     assert len(MEMORY) == 1
+
+
+def test_a_carried_model_never_sets_how_long_a_slot_of_unknown_fate_is_held() -> None:
+    """A task whose create may or may not have reached the provider keeps its slot until its
+    horizon. An earlier run's latencies may be stale (creates fail ambiguously most when the
+    provider is overloaded, and slow): the horizon stays the conservative default until this
+    run has seen tasks of its own finish, while the carried model plans checks at once."""
+    from nanobanana_async._scheduler._ledger import DEFAULT_HORIZON
+    from nanobanana_async._scheduler._plan import Planner
+    from nanobanana_async._scheduler._runner import Scheduler
+
+    scheduler = Scheduler(FakeClock())
+    scheduler.plan = Planner(lambda group: _learned(10.0, samples=50))
+
+    class Conn:
+        class timeouts:  # noqa: N801 - the one attribute horizon() reads
+            task = 3600.0
+
+    model = scheduler.plan.model(A, 1.0, 1.0)
+    assert scheduler.plan.learned_model(A) is model  # it plans checks at once
+    assert scheduler.horizon(Conn(), A, 0.0) == DEFAULT_HORIZON  # type: ignore[arg-type]
+    for _ in range(3):
+        model.observe(9.0, 11.0)
+    assert scheduler.horizon(Conn(), A, 0.0) < 60.0  # type: ignore[arg-type]
