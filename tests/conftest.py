@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from nanobanana_async._scheduler._memory import MEMORY
 from nanobanana_async.testing import FakeClock
 from tests.redis_server import RedisServer, redis_executable
 
@@ -28,17 +27,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if any("::" in arg or not Path(arg).is_dir() for arg in config.args):
         return 0
     return min(4, 2 * (os.cpu_count() or 1))
-
-
-@pytest.fixture(autouse=True)
-def _no_carried_latency() -> None:
-    """Each test starts with nothing learned in an earlier one.
-
-    Simulators forget their own URL when they start, but real-clock tests against a mocked
-    provider URL (aioresponses) would otherwise hand their learned latencies to the next test
-    in the same worker.
-    """
-    MEMORY.clear()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
 thread, so it serves sync tests, asyncio tests and any framework alike. Pick the provider with
 ``@pytest.mark.nanobanana(provider="crun")``. ``nanobanana_client_env`` also points
 ``NANOBANANA_API_KEY`` and ``NANOBANANA_BASE_URL`` at it, so code that builds its own
-``Client("apixo")`` talks to the simulator unchanged.
+``Client("apixo")`` talks to the simulator unchanged. Every test starts with no learned task
+latency carried over from an earlier test.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .._scheduler._memory import MEMORY
 from ._sim_config import Latency
 from ._simulator import Simulator
 
@@ -22,6 +24,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "nanobanana(provider=..., median=...): configure the nanobanana simulator"
     )
+
+
+@pytest.fixture(autouse=True)
+def _nanobanana_forget_latencies() -> None:
+    """Each test starts with no task latency learned in an earlier one.
+
+    A client on the real clock hands what it learned to later clients of the process; one
+    test's mocked provider (aioresponses, a scripted transport) is not the next test's.
+    """
+    MEMORY.clear()
 
 
 @pytest.fixture
