@@ -3,55 +3,62 @@
 Four task-based providers (xingchao, crun, nanobananaapi, apixo) and a built-in loopback
 simulator (``local``) behind one :class:`Client`, with one shared polling scheduler that keeps
 every account inside its request rate and concurrent-task limits.
+
+Importing the package is cheap (no aiohttp): each public name loads its module on first use, so
+the ``nanobanana`` command can handle Ctrl-C before the heavy imports.
 """
 
 from __future__ import annotations
 
-from ._client import Client
-from ._config import Limits, RetryPolicy, Timeouts
-from ._errors import (
-    APIError,
-    AuthenticationError,
-    BadResponseError,
-    ClientClosedError,
-    ConfigurationError,
-    ConnectError,
-    ContentPolicyError,
-    CoordinatorUnavailableError,
-    GenerationFailedError,
-    InsufficientCreditsError,
-    InvalidRequestError,
-    NanoBananaError,
-    NotSupportedError,
-    ProviderRefusedError,
-    ProviderUnavailableError,
-    RateLimitError,
-    RequestRejectedError,
-    RequestTimeoutError,
-    StorageError,
-    SubmitOutcomeUnknownError,
-    TaskError,
-    TaskTimeoutError,
-    TransportError,
-    WebhookVerificationError,
-)
-from ._log import configure_logging_from_env as _configure_logging
-from ._models import (
-    AspectRatio,
-    Balance,
-    ImageRequest,
-    ImageResult,
-    ModelName,
-    OutputFormat,
-    Resolution,
-    TaskRef,
-    TaskState,
-    TaskStatus,
-)
-from ._stats import ClientStatistics
-from ._task import Task
-from .webhooks import CallbackReceiver, CallbackStatistics
+import os as _os
 
+# typing.TYPE_CHECKING without importing typing (a few ms of the command's start): type
+# checkers and linters treat any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._config import Limits, RetryPolicy, Timeouts
+    from ._errors import (
+        APIError,
+        AuthenticationError,
+        BadResponseError,
+        ClientClosedError,
+        ConfigurationError,
+        ConnectError,
+        ContentPolicyError,
+        CoordinatorUnavailableError,
+        GenerationFailedError,
+        InsufficientCreditsError,
+        InvalidRequestError,
+        NanoBananaError,
+        NotSupportedError,
+        ProviderRefusedError,
+        ProviderUnavailableError,
+        RateLimitError,
+        RequestRejectedError,
+        RequestTimeoutError,
+        StorageError,
+        SubmitOutcomeUnknownError,
+        TaskError,
+        TaskTimeoutError,
+        TransportError,
+        WebhookVerificationError,
+    )
+    from ._models import (
+        AspectRatio,
+        Balance,
+        ImageRequest,
+        ImageResult,
+        ModelName,
+        OutputFormat,
+        Resolution,
+        TaskRef,
+        TaskState,
+        TaskStatus,
+    )
+    from ._stats import ClientStatistics
+    from ._task import Task
+    from .webhooks import CallbackReceiver, CallbackStatistics
 __version__ = "0.1.0"
 
 __all__ = (
@@ -100,4 +107,74 @@ __all__ = (
     "__version__",
 )
 
-_configure_logging()
+# Where each public name lives; __getattr__ imports the module on first use.
+_HOMES: dict[str, tuple[str, ...]] = {
+    "_client": ("Client",),
+    "_config": ("Limits", "RetryPolicy", "Timeouts"),
+    "_errors": (
+        "APIError",
+        "AuthenticationError",
+        "BadResponseError",
+        "ClientClosedError",
+        "ConfigurationError",
+        "ConnectError",
+        "ContentPolicyError",
+        "CoordinatorUnavailableError",
+        "GenerationFailedError",
+        "InsufficientCreditsError",
+        "InvalidRequestError",
+        "NanoBananaError",
+        "NotSupportedError",
+        "ProviderRefusedError",
+        "ProviderUnavailableError",
+        "RateLimitError",
+        "RequestRejectedError",
+        "RequestTimeoutError",
+        "StorageError",
+        "SubmitOutcomeUnknownError",
+        "TaskError",
+        "TaskTimeoutError",
+        "TransportError",
+        "WebhookVerificationError",
+    ),
+    "_models": (
+        "AspectRatio",
+        "Balance",
+        "ImageRequest",
+        "ImageResult",
+        "ModelName",
+        "OutputFormat",
+        "Resolution",
+        "TaskRef",
+        "TaskState",
+        "TaskStatus",
+    ),
+    "_stats": ("ClientStatistics",),
+    "_task": ("Task",),
+    "webhooks": ("CallbackReceiver", "CallbackStatistics"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute
+
+    def __getattr__(name: str) -> object:
+        module = _HOME_OF.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+
+        found = importlib.import_module(f".{module}", __name__)
+        for each in _HOMES[module]:
+            globals()[each] = getattr(found, each)
+        return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+# Checked before importing _log (and logging): unset, nothing changes.
+if _os.environ.get("NANOBANANA_LOG"):
+    from ._log import configure_logging_from_env as _configure_logging
+
+    _configure_logging()
