@@ -2,330 +2,91 @@
 display; all work goes through the public Client).
 
 Exit codes: 0 all done, 1 some failed, 2 usage or configuration error, 130 interrupted.
+
+This module is the console script's target and stays import-light (``signal`` and builtins):
+the commands, aiohttp and the Client (about 0.3 s of imports) load only once
+:func:`console_main` has made a Ctrl-C read as one line and exit 130.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import atexit
+import os
+import signal
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import NoReturn
+import types
 
-from rich.console import Console
-
-from .._client import Client
-from .._errors import NanoBananaError, NotSupportedError
-from .._models import ImageRequest
-from ..providers import PROVIDERS
-from ._batch import _batch, _resume
-from ._common import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    UnreachableError,
-    choose_provider,
-    naming,
-)
-from ._inputs import InputError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not the whole usage."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
-
-
-def _option(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name.strip(), value.strip()
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text}")
-    return int(text)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="nanobanana", description="Generate Nano Banana images from the command line."
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show a traceback on errors (for bug reports)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def request_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--provider",
-            choices=PROVIDERS,
-            default=None,
-            help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else local",  # noqa: E501
-        )
-        p.add_argument("--model", default=None, help="default nano-banana-2")
-        p.add_argument("--resolution", default=None, help="e.g. 1K, 2K, 4K (provider's default)")
-        p.add_argument("--aspect-ratio", default=None, help="e.g. 1:1, 16:9 (provider's default)")
-        p.add_argument(
-            "--num-images",
-            type=_positive(int),
-            default=None,
-            help="images per task where the model makes several (nanobananaapi nano-banana: 1-4)",
-        )
-        p.add_argument(
-            "--watermark", default=None, help="watermark text (nanobananaapi nano-banana)"
-        )
-        p.add_argument(
-            "--callback-url", default=None, help="URL the provider POSTs to when a task ends"
-        )
-        p.add_argument(
-            "--option",
-            type=_option,
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="an option only this provider has, e.g. --option provider=official on apixo",
-        )
-
-    generate = commands.add_parser("generate", help="generate one image and save it")
-    generate.add_argument("prompt", help="what to draw")
-    request_options(generate)
-    generate.add_argument(
-        "--image-url",
-        action="append",
-        default=[],
-        dest="image_urls",
-        help="an input image URL (repeat for several)",
-    )
-    generate.add_argument(
-        "--output", "-o", default="image.png", type=Path, help="file to write (image.png)"
-    )
-
-    batch = commands.add_parser("batch", help="generate every prompt of a file")
-    batch.add_argument(
-        "prompts", type=Path, help=".txt (a prompt a line), .json (an array), .jsonl or .csv"
-    )
-    batch.add_argument("--out", type=Path, required=True, help="folder for images and manifest")
-    batch.add_argument("--journal", type=Path, default=None, help="default OUT/journal.db")
-    batch.add_argument(
-        "--resubmit-unknown",
-        action="store_true",
-        help="submit again the prompts whose earlier submit has an unknown outcome "
-        "(they may be paid twice)",
-    )
-    request_options(batch)
-    batch.add_argument(
-        "--min-balance",
-        type=float,
-        default=None,
-        metavar="N",
-        help="refuse to start when the account's balance is below N (crun, apixo, local)",
-    )
-    batch.add_argument(
-        "--requests", type=_positive(int), default=10_000, help="requests per window (10000)"
-    )
-    batch.add_argument("--per", type=_positive(float), default=60.0, help="window in seconds (60)")
-    batch.add_argument(
-        "--concurrent", type=_positive(int), default=1_000, help="tasks at once (1000)"
-    )
-    batch.add_argument(
-        "--coordinator",
-        default=None,
-        metavar="URL",
-        help="redis://host:6379/0 shared by every worker on the key "
-        "(default NANOBANANA_COORDINATOR)",
-    )
-
-    balance = commands.add_parser("balance", help="print the account's balance")
-    balance.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
-
-    status = commands.add_parser("status", help="check one task by id")
-    status.add_argument("task_id", help="the provider's task id")
-    status.add_argument(
-        "--model", default=None, help="the task's model (needed for apixo; default nano-banana-2)"
-    )
-    status.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
-    status.add_argument(
-        "--wait", type=_positive(float), default=30.0, help="seconds to wait for the end"
-    )
-
-    resume = commands.add_parser("resume", help="wait for the unfinished tasks of a journal")
-    resume.add_argument(
-        "--journal", type=Path, required=True, help="the batch's journal (OUT/journal.db)"
-    )
-    resume.add_argument(
-        "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
-    )
-
-    simulate = commands.add_parser("simulate", help="serve a provider simulator on 127.0.0.1")
-    simulate.add_argument(
-        "--provider",
-        default="apixo",
-        choices=[p for p in PROVIDERS if p != "local"],
-        help="wire protocol to serve (apixo)",
-    )
-    simulate.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (8080)")
-    simulate.add_argument("--api-key", default=None, help="key to accept (random if unset)")
-    simulate.add_argument(
-        "--median", type=_positive(float), default=2.0, help="median task seconds (2)"
-    )
-    return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nanobanana-async")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
-
-
-async def _generate(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
-    request = ImageRequest(
-        prompt=args.prompt,
-        model=args.model or "nano-banana-2",
-        resolution=args.resolution,
-        aspect_ratio=args.aspect_ratio,
-        image_urls=args.image_urls,
-        num_images=args.num_images,
-        watermark=args.watermark,
-        callback_url=args.callback_url,
-        provider_options=dict(args.option),
-    )
-    async with Client(provider) as client:
-        with naming(client):
-            task = await client.submit(request)
-        if provider != "local":  # local's tasks end with this process
-            # Paid from here on: a Ctrl-C must leave the way back to it.
-            args.interrupted_task = (
-                f": {provider} task {task.id} goes on; 'nanobanana status {task.id} "
-                f"--provider {provider} --model {request.model}' fetches it"
-            )
-        result = await task
-        paths = await client.download(result, args.output)
-    size = sum(p.stat().st_size for p in paths)
-    sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
-    return EXIT_OK
-
-
-async def _balance(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
-    async with Client(provider) as client:
-        try:
-            with naming(client):
-                balance = await client.balance()
-        except NotSupportedError as exc:
-            sys.stderr.write(f"error: {exc}\n")
-            return EXIT_USAGE
-    sys.stdout.write(f"{provider}: {balance.credits:g}\n")
-    return EXIT_OK
-
-
-async def _status(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
-    if provider == "local":
-        # A new process starts a new simulator: every id would read "not found".
-        raise InputError(
-            ["the local simulator's tasks end with the process that made them: no task to check"]
-        )
-    if args.model is None and provider == "apixo":
-        raise InputError(["apixo needs the task's model to check it: pass --model"])
-    async with Client(provider) as client:
-        task = client.resume(args.task_id, model=args.model or "nano-banana-2")
-        try:
-            result = await task.result(timeout=args.wait)
-        except NanoBananaError as exc:
-            state = task.status.raw_state if task.status else "unknown"
-            sys.stdout.write(f"{args.task_id}: {state} ({exc})\n")
-            return EXIT_FAILED
-    sys.stdout.write(f"{args.task_id}: succeeded {' '.join(result.urls)}\n")
-    return EXIT_OK
+# _common.EXIT_INTERRUPTED, spelt out here: importing _common loads the Client.
+_EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Leaves the process's signal handlers alone (it runs inside tests and other programs);
+    :func:`console_main` is the command itself.
+    """
+    from ._main import main as run
+
+    return run(argv)
+
+
+def console_main() -> int:
+    """The ``nanobanana`` command: :func:`main`, and a Ctrl-C at any moment is one line on
+    stderr and exit 130, never a traceback.
+
+    Returns:
+        The exit code.
+    """
+    # First of all: until a command's work starts (imports, argument checks) nothing has been
+    # sent or written, so a Ctrl-C ends the process at once; Python's KeyboardInterrupt would
+    # print a traceback from whichever import it hit.
+    signal.signal(signal.SIGINT, _interrupted_before_work)
+    code = _EXIT_INTERRUPTED
     try:
-        return _main(args)
-    except Exception as exc:
-        if args.debug:
-            raise
-        # Last resort: a bug must still read as one line, not a traceback.
-        sys.stderr.write(f"error: {type(exc).__name__}: {exc} (run with --debug for details)\n")
-        return EXIT_FAILED
-
-
-def _after_interrupt(args: argparse.Namespace) -> str:
-    # What a rerun does; set by the commands that keep a journal, once it is open.
-    task: str | None = getattr(args, "interrupted_task", None)
-    if task is not None:
-        return task
-    journal: Path | None = getattr(args, "interrupted_journal", None)
-    if journal is None:
-        return ""
-    if getattr(args, "interrupted_provider", None) == "local":
-        return (
-            ": the local simulator's unfinished tasks ended with it; "
-            f"remove {journal} to start again"
-        )
-    return ": run the same command again to resume from the journal"
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.command == "simulate":
-        from ..testing.__main__ import main as simulate
-
-        extra = ["--api-key", args.api_key] if args.api_key else []
-        port = ["--port", str(args.port), "--median", str(args.median)]
-        return simulate(["--provider", args.provider, *port, *extra])
-    console = Console(stderr=True)
-    try:
-        if args.command == "generate":
-            output: Path = args.output
-            # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
-            if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
-                raise InputError([f"--output {output}: not a file path"])
-            return asyncio.run(_generate(args))
-        if args.command == "batch":
-            if args.out.exists() and not args.out.is_dir():
-                raise InputError([f"--out {args.out}: not a folder"])
-            return asyncio.run(_batch(args, console))
-        if args.command == "status":
-            return asyncio.run(_status(args))
-        if args.command == "balance":
-            return asyncio.run(_balance(args))
-        return asyncio.run(_resume(args))
-    except InputError as exc:
-        for line in exc.lines:
-            sys.stderr.write(f"error: {line}\n")
-        return EXIT_USAGE
+        code = main()
     except KeyboardInterrupt:
-        sys.stderr.write(f"interrupted{_after_interrupt(args)}\n")
-        return EXIT_INTERRUPTED
-    except UnreachableError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_FAILED
-    except NanoBananaError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED
+        # Only from the few bytecodes after a command's own handling returned; a second
+        # Ctrl-C meanwhile changes nothing.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stderr.write("interrupted\n")
+    except SystemExit as exc:  # argparse: --help, --version, a usage error
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    finally:
+        # The outcome is decided and printed. A Ctrl-C while the interpreter shuts down must
+        # not raise in its Python code (a traceback): while it joins threads, which may hang,
+        # it exits at once with that outcome.
+        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(code))
+        # Registered last, so the first exit function to run. After the exit functions Python
+        # resets a Python handler to the default, and a Ctrl-C while it tears the modules
+        # down would end the process by SIGINT; ignored, the outcome stands.
+        atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def start_work() -> None:
+    """Hand Ctrl-C back to Python's KeyboardInterrupt, which the commands turn into their own
+    one line (what goes on, how to resume); call it inside the ``try`` that catches it.
+
+    A no-op unless :func:`console_main` installed its handler (tests call :func:`main`).
+    """
+    if signal.getsignal(signal.SIGINT) is _interrupted_before_work:
+        # default_int_handler also lets asyncio.run cancel the main task on the first Ctrl-C.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted_before_work(signum: int, frame: types.FrameType | None) -> None:
+    # os.write and os._exit: safe from a handler that may run between any two bytecodes of an
+    # import, and nothing was started that needs cleaning up.
+    os.write(2, b"interrupted\n")
+    os._exit(_EXIT_INTERRUPTED)
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):  # closed, broken pipe, or mid-write
+            continue
+    os._exit(code)

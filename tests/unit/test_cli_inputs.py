@@ -295,7 +295,7 @@ def test_the_interrupted_line_says_what_a_rerun_does(provider: str | None, expec
     """Ctrl-C's one line promises a resume only where a rerun resumes (not local, not generate)."""
     import argparse
 
-    from nanobanana_async.cli import _after_interrupt
+    from nanobanana_async.cli._main import _after_interrupt
 
     args = argparse.Namespace()
     if provider is not None:
