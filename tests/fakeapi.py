@@ -18,6 +18,7 @@ class FakeTask:
     outcome: str = "success"
     checks: int = 0
     seen_done_at: float | None = None
+    callback_url: str | None = None
 
 
 class FakeApixo:
@@ -29,6 +30,7 @@ class FakeApixo:
         self.tasks: dict[str, FakeTask] = {}
         self.log: list[tuple[float, str]] = []
         self.hook: Callable[[HttpRequest], HttpResponse | BaseException | None] | None = None
+        self.callback_urls: list[str] = []  # of the creates answered, in order
 
     def __call__(self, request: HttpRequest) -> HttpResponse | BaseException:
         self.log.append((self.clock.now(), request.kind))
@@ -48,9 +50,15 @@ class FakeApixo:
         outcome = (
             "stuck" if "[[stuck]]" in prompt else "failed" if "[[fail]]" in prompt else "success"
         )
+        callback_url = body.get("callback_url")
         self.tasks[task_id] = FakeTask(
-            task_id, self.clock.now() + self.latency(len(self.tasks)), outcome
+            task_id,
+            self.clock.now() + self.latency(len(self.tasks)),
+            outcome,
+            callback_url=callback_url,
         )
+        if callback_url is not None:
+            self.callback_urls.append(callback_url)
         return json_response({"code": 200, "message": "success", "data": {"taskId": task_id}})
 
     def status(self, request: HttpRequest) -> HttpResponse:

@@ -28,7 +28,11 @@ class Rig:
     receiver: nb.CallbackReceiver
     client: nb.Client
     http: aiohttp.ClientSession
-    urls: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Each created task's callback URL, by task id."""
+        return {i: t.callback_url for i, t in self.server.tasks.items() if t.callback_url}
 
     async def post(self, url: str, body: object, **kwargs: object) -> int:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -56,18 +60,8 @@ async def rigged(clock: FakeClock, receiver: nb.CallbackReceiver) -> AsyncIterat
     client = nb.Client(
         "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, callbacks=receiver
     )
-    urls: dict[str, str] = {}
-    create = server.create
-
-    def recording_create(request: HttpRequest) -> HttpResponse:
-        answer = create(request)
-        assert isinstance(request.json, dict)
-        urls[f"t{len(server.tasks) - 1}"] = request.json["callback_url"]
-        return answer
-
-    server.create = recording_create  # type: ignore[method-assign]
     async with client, aiohttp.ClientSession() as http:
-        yield Rig(clock, server, receiver, client, http, urls)
+        yield Rig(clock, server, receiver, client, http)
     await receiver.aclose()
 
 

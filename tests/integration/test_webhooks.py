@@ -13,8 +13,6 @@ from aiohttp import web
 import nanobanana_async as nb
 from nanobanana_async.testing import (
     FakeClock,
-    HttpRequest,
-    HttpResponse,
     Latency,
     ScriptedTransport,
     ServerLimits,
@@ -68,15 +66,7 @@ async def test_callbacks_resolve_every_task_with_about_one_check(
 async def test_lost_callbacks_cost_a_delay_never_a_task(clock: FakeClock) -> None:
     """With 30% of callbacks never delivered, polling still resolves every task, later."""
     server = FakeApixo(clock, latency=lambda i: 12.0)
-    urls: list[str] = []
-    create = server.create
-
-    def recording_create(request: HttpRequest) -> HttpResponse:
-        assert isinstance(request.json, dict)
-        urls.append(request.json["callback_url"])
-        return create(request)
-
-    server.create = recording_create  # type: ignore[method-assign]
+    urls = server.callback_urls
     async with (
         nb.CallbackReceiver() as receiver,
         nb.Client(

@@ -29,20 +29,6 @@ def _status_body(task_id: str) -> dict[str, object]:
     return {"code": 200, "data": {"taskId": task_id, "state": "success", "resultJson": result}}
 
 
-def _recording(server: FakeApixo) -> list[str]:
-    """The callback URL of each submit ``server`` answers, in order."""
-    urls: list[str] = []
-    create = server.create
-
-    def recording_create(request: HttpRequest) -> HttpResponse:
-        assert isinstance(request.json, dict)
-        urls.append(request.json["callback_url"])
-        return create(request)
-
-    server.create = recording_create  # type: ignore[method-assign]
-    return urls
-
-
 def _client(server: FakeApixo, receiver: nb.CallbackReceiver, clock: FakeClock | None) -> nb.Client:
     """An apixo client of ``server`` on ``clock`` (None: the real clock)."""
     transport = ScriptedTransport(server)
@@ -66,7 +52,7 @@ async def test_a_closed_receiver_starts_again_and_still_knows_its_running_tasks(
     """start() after aclose() serves again (at the same URL on the same port), and a callback
     for a task submitted before the close still makes its check due; the check resolves it."""
     server = FakeApixo(clock, latency=lambda i: 12.0)
-    urls = _recording(server)
+    urls = server.callback_urls
     port = _free_port()
     receiver = nb.CallbackReceiver()
     await receiver.start("127.0.0.1", port)
@@ -96,7 +82,7 @@ async def test_async_with_starts_a_closed_receiver_again_at_its_new_port(
     """A receiver whose URL start() chose gets a fresh one when started again on port 0 (the
     old port may be anyone's now), and ``async with`` starts a closed receiver again."""
     server = FakeApixo(clock, latency=lambda i: 12.0)
-    urls = _recording(server)
+    urls = server.callback_urls
     receiver = nb.CallbackReceiver()
     await receiver.start()
     old_url = receiver.public_url
