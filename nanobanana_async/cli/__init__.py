@@ -35,6 +35,10 @@ def console_main() -> int:
     """The ``nanobanana`` command: :func:`main`, and a Ctrl-C at any moment is one line on
     stderr and exit 130, never a traceback.
 
+    Only for the console script: it leaves Ctrl-C set up for the interpreter's exit (a Ctrl-C
+    after it returns ends the process at once). A program that runs the command line inside
+    itself calls :func:`main`, which leaves signal handlers alone.
+
     Returns:
         The exit code.
     """

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -290,12 +293,58 @@ def _after_interrupt(args: argparse.Namespace) -> str:
     return ": run the same command again to resume from the journal"
 
 
+def _run(work: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine; the first Ctrl-C cancels it, which closes its client.
+
+    asyncio.run would raise a second Ctrl-C as KeyboardInterrupt wherever the close happens
+    to be (a journal write, a session's close), which can leave a task that never ends and
+    the process waiting for ever, or print tracebacks. Here a second Ctrl-C while the command
+    closes is ignored, and a third ends the process at once (exit 130, as a kill would: the
+    journal is written to survive that).
+
+    Raises:
+        KeyboardInterrupt: the command was cancelled by Ctrl-C.
+    """
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        task = loop.create_task(work)
+        presses = 0
+
+        def pressed() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                task.cancel()
+            elif presses >= 3:
+                os.write(2, b"interrupted\n")
+                os._exit(EXIT_INTERRUPTED)
+
+        # Signal handlers can only be set from the main thread (a test may run us elsewhere).
+        handles = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT)
+        if handles:
+            loop.add_signal_handler(signal.SIGINT, pressed)
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if presses:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if handles:
+                loop.remove_signal_handler(signal.SIGINT)
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+
+
 def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
-        # Inside the try: from here a Ctrl-C is this command's KeyboardInterrupt.
-        start_work()
+        # Until a command's coroutine runs (_run), nothing is sent or written: the console
+        # script's Ctrl-C handler (one line, exit 130 at once) stays.
         if args.command == "simulate":
+            # Serving until Ctrl-C, which is its normal end: a KeyboardInterrupt it handles.
+            start_work()
             from ..testing.__main__ import main as simulate
 
             extra = ["--api-key", args.api_key] if args.api_key else []
@@ -306,16 +355,16 @@ def _main(args: argparse.Namespace) -> int:
             # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
             if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
                 raise InputError([f"--output {output}: not a file path"])
-            return asyncio.run(_generate(args))
+            return _run(_generate(args))
         if args.command == "batch":
             if args.out.exists() and not args.out.is_dir():
                 raise InputError([f"--out {args.out}: not a folder"])
-            return asyncio.run(_batch(args, console))
+            return _run(_batch(args, console))
         if args.command == "status":
-            return asyncio.run(_status(args))
+            return _run(_status(args))
         if args.command == "balance":
-            return asyncio.run(_balance(args))
-        return asyncio.run(_resume(args))
+            return _run(_balance(args))
+        return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
             sys.stderr.write(f"error: {line}\n")
