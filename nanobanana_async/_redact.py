@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Final, TypeVar
 
@@ -10,23 +9,27 @@ _MASK: Final = "***"
 _WORD: Final = "[A-Za-z0-9_]"
 
 
-def _token(escaped: str) -> str:
-    # The key where no word character touches it (see redact_bytes). The literal comes first
-    # and the look-behind after it (the same test, over the key and the character before):
-    # a pattern that starts with a literal is searched for as a substring, ~10x faster than
-    # one that tries a look-behind at every position.
-    return f"{escaped}(?<!{_WORD}{escaped})(?!{_WORD})"
-
-
 E = TypeVar("E", bound=BaseException)
 
+# What a JSON serializer may write for a character: itself, \uXXXX (hex in either case), and a
+# backslash before "/" (PHP's default), '"' and "\".
+_BACKSLASHED: Final = frozenset('/"\\')
 
-def _spellings(value: str) -> tuple[str, ...]:
-    # The key as an answer may spell it: itself, and JSON-escaped (quotes, backslashes and
-    # non-ASCII escaped; "/" too by some serializers, PHP's by default). Bodies are masked
-    # before they are decoded, and decoding would turn an escaped key back into the key.
-    escaped = json.dumps(value)[1:-1]
-    return tuple(dict.fromkeys(s for s in (value, escaped, escaped.replace("/", "\\/")) if s))
+
+def _spelled(value: str) -> str:
+    # A pattern for ``value`` however JSON spells it, where no word character touches it.
+    # Bodies are masked before they are decoded, and decoding would turn an escaped key back
+    # into the key ("nbk\/Q29u" from PHP, "ab\u002Bcd" from .NET's default encoder).
+    parts = []
+    for char in value:
+        code = "".join(
+            f"[{h.lower()}{h.upper()}]" if h.isalpha() else h for h in f"{ord(char):04x}"
+        )
+        alternatives = [re.escape(char), r"\\u" + code]
+        if char in _BACKSLASHED:
+            alternatives.append(re.escape("\\" + char))
+        parts.append("(?:" + "|".join(alternatives) + ")")
+    return f"(?<!{_WORD})" + "".join(parts) + f"(?!{_WORD})"
 
 
 class Secret:
@@ -35,13 +38,14 @@ class Secret:
     The raw value is read only by the transport's header builder, through :meth:`reveal`.
     """
 
-    __slots__ = ("__bytes_token", "__raw", "__spellings", "__text_token", "__value")
+    __slots__ = ("__bytes_token", "__markers", "__text_token", "__value")
 
     def __init__(self, value: str) -> None:
         self.__value = value
-        self.__spellings = _spellings(value)
-        # What redact_bytes looks for in every answer body.
-        self.__raw = tuple(s.encode() for s in self.__spellings)
+        # What redact_bytes looks for before it searches: the key itself, or an escape that
+        # could spell part of it (most answers hold neither).
+        markers = [value, "\\u"] + ["\\" + c for c in sorted(_BACKSLASHED & set(value))]
+        self.__markers = tuple(m.encode() for m in markers) if value else ()
         # Compiled on first need: most keys never show up in an answer or an error.
         self.__bytes_token: re.Pattern[bytes] | None = None
         self.__text_token: re.Pattern[str] | None = None
@@ -52,24 +56,22 @@ class Secret:
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every occurrence of the secret replaced by ``***``."""
-        for spelling in self.__spellings:
-            text = text.replace(spelling, _MASK)
-        return text
+        return text.replace(self.__value, _MASK) if self.__value else text
 
     def redact_bytes(self, data: bytes) -> bytes:
-        """Return ``data`` (an answer body) with the secret (UTF-8, or JSON-escaped) replaced
-        by ``***`` wherever it stands as a token of its own.
+        """Return ``data`` (an answer body) with the secret (UTF-8, or however JSON escapes
+        it) replaced by ``***`` wherever it stands as a token of its own.
 
         A provider quotes a rejected key as a whole ("invalid key: sk-…"); inside a longer
         word it is not the key, and masking it there would corrupt the answer (a key "k" made
         crun's ``task_id`` read ``tas***_id``).
         """
         # The fast exit: every answer passes here, and almost none holds the key.
-        if not any(raw in data for raw in self.__raw):
+        if not any(marker in data for marker in self.__markers):
             return data
         token = self.__bytes_token
         if token is None:
-            token = self.__bytes_token = re.compile(self.__pattern().encode())
+            token = self.__bytes_token = re.compile(_spelled(self.__value).encode())
         return token.sub(_MASK.encode(), data)
 
     def redact_token(self, text: str) -> str:
@@ -80,18 +82,18 @@ class Secret:
         return self.__text_pattern().sub(_MASK, text)
 
     def appears_in(self, text: str) -> bool:
-        """Whether the secret stands in ``text`` as a token of its own."""
-        return any(s in text for s in self.__spellings) and (
-            self.__text_pattern().search(text) is not None
+        """Whether the secret stands in ``text`` as a token of its own (JSON escapes too)."""
+        value = self.__value
+        return (
+            bool(value)
+            and (value in text or "\\" in text)
+            and self.__text_pattern().search(text) is not None
         )
-
-    def __pattern(self) -> str:
-        return "|".join(_token(re.escape(s)) for s in self.__spellings)
 
     def __text_pattern(self) -> re.Pattern[str]:
         token = self.__text_token
         if token is None:
-            token = self.__text_token = re.compile(self.__pattern())
+            token = self.__text_token = re.compile(_spelled(self.__value))
         return token
 
     def __repr__(self) -> str:

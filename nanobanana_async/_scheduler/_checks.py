@@ -43,6 +43,7 @@ class Checker:
 
     Args:
         resolve: ends a task (the runner's; it releases the slot and resolves the future).
+        hold: keeps a task's slot until its horizon (the task may still run on the provider).
         nudge: wakes the runner when a change made something due sooner.
         learned: told the group of every finished task (the runner shortens provisional holds).
     """
@@ -53,12 +54,14 @@ class Checker:
         clock: Clock,
         *,
         resolve: Resolve,
+        hold: Callable[[Entry[Tracked]], None],
         nudge: Callable[[], None],
         learned: Callable[[Hashable], None],
     ) -> None:
         self._plan = plan
         self._clock = clock
         self._resolve = resolve
+        self._hold = hold
         self._nudge = nudge
         self._learned = learned
 
@@ -67,8 +70,11 @@ class Checker:
         try:
             await self._check(entry)
         except Exception as exc:
-            # A bug must fail the one task loudly, never the runner and every other task.
+            # A bug must fail the one task loudly, never the runner and every other task. The
+            # task may still run on the provider: its slot stays until its horizon, or the
+            # account would go one task over its cap.
             _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
+            self._hold(entry)
             self._resolve(entry, error=exc)
 
     async def _check(self, entry: Entry[Tracked]) -> None:

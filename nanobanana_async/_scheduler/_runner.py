@@ -70,7 +70,12 @@ class Scheduler:
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
         self._checker = Checker(
-            self.plan, clock, resolve=self._resolve, nudge=self._nudge, learned=self._learned
+            self.plan,
+            clock,
+            resolve=self._resolve,
+            hold=self._hold_to_horizon,
+            nudge=self._nudge,
+            learned=self._learned,
         )
 
     @classmethod
