@@ -213,6 +213,7 @@ class CallbackReceiver:
         self._reached = False
         self._unheard = 0
         self._runner: web.AppRunner | None = None
+        self._lifecycle = asyncio.Lock()
         # True while public_url is the one start() chose, so the next start() chooses again.
         self._chosen_url = False
         self._counts = collections.Counter[str]()
@@ -252,6 +253,12 @@ class CallbackReceiver:
                 already started (``aclose()`` it first).
             OSError: ``{host}:{port}`` cannot be listened on (in use, not local).
         """
+        # One start or close at a time: a close while a start awaits its socket would clean
+        # up a runner not yet serving, and the socket opened next would listen for ever.
+        async with self._lifecycle:
+            await self._start(host, port, public_url)
+
+    async def _start(self, host: str, port: int, public_url: str | None) -> None:
         if self._runner is not None:
             raise ConfigurationError(
                 "the callback receiver is already started: aclose() it before starting it again"
@@ -296,9 +303,10 @@ class CallbackReceiver:
 
     async def aclose(self) -> None:
         """Stop a receiver started with :meth:`start`; closing a stopped one does nothing."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        async with self._lifecycle:
+            runner, self._runner = self._runner, None
+            if runner is not None:
+                await runner.cleanup()
 
     async def __aenter__(self) -> Self:
         """Start the receiver unless it is started or has a ``public_url`` of your own (it is

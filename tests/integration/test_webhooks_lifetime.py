@@ -173,3 +173,18 @@ async def test_one_receiver_serves_clients_on_different_clocks(real_clock: bool)
             await asyncio.wait_for(task, 2.0)
         assert task.done()
         assert slow.tasks["t0"].checks == 1
+
+
+async def test_a_close_while_starting_leaves_nothing_listening() -> None:
+    """aclose() while start() is still setting up waits for it and then closes: the port is
+    not left listening with nothing to close it, and the receiver can be started again."""
+    port = _free_port()
+    receiver = nb.CallbackReceiver()
+    starting = asyncio.ensure_future(receiver.start("127.0.0.1", port))
+    await asyncio.sleep(0)
+    await receiver.aclose()
+    await starting
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    await receiver.start("127.0.0.1", port)
+    await receiver.aclose()
