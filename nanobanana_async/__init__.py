@@ -154,15 +154,19 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "webhooks": ("CallbackReceiver", "CallbackStatistics"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+_SUBPACKAGES = frozenset({"providers", "testing", "webhooks"})
 
 if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute
 
     def __getattr__(name: str) -> object:
+        import importlib
+
+        if name in _SUBPACKAGES:
+            # As when the package imported them itself: ``nb.webhooks.CallbackReceiver``.
+            return importlib.import_module(f".{name}", __name__)
         module = _HOME_OF.get(name)
         if module is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        import importlib
-
         found = importlib.import_module(f".{module}", __name__)
         for each in _HOMES[module]:
             globals()[each] = getattr(found, each)
@@ -170,7 +174,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*(n for n in globals() if n != "TYPE_CHECKING"), *__all__})
 
 
 # Checked before importing _log (and logging): unset, nothing changes.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import typing
 from urllib.parse import urlsplit
 
@@ -187,3 +189,15 @@ def test_is_http_url_agrees_with_urlsplit(url: str) -> None:
     except ValueError:
         expected = False
     assert is_http_url(url) is expected
+
+
+def test_subpackages_are_reached_from_the_package_as_before() -> None:
+    """After a bare ``import nanobanana_async`` (names load on first use), ``nb.webhooks`` and
+    ``nb.providers`` are there, as when the package imported them itself."""
+    code = (
+        "import nanobanana_async as nb; "
+        "print(nb.webhooks.CallbackReceiver.__name__, sorted(nb.providers.DRIVERS)[0])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["CallbackReceiver", "apixo"]
