@@ -29,7 +29,7 @@ from .._task import Task
 from .._transport import guard
 from ..providers import validate
 from ..webhooks import CallbackReceiver
-from ..webhooks._receiver import Registration
+from ..webhooks._registration import Registration
 from ._account import Connection, Tracked
 from ._create import create
 from ._journaled import JournalHooks

@@ -20,6 +20,7 @@ PURE = [
     "_scheduler/_decide.py",
     "_scheduler/_outcome.py",
     "webhooks/_verify.py",
+    "webhooks/_registration.py",
     "testing/_wire",
     "testing/_sim_book.py",
 ]
