@@ -45,7 +45,7 @@ def console_main() -> int:
     # First of all: until a command's work starts (imports, argument checks) nothing has been
     # sent or written, so a Ctrl-C ends the process at once; Python's KeyboardInterrupt would
     # print a traceback from whichever import it hit.
-    signal.signal(signal.SIGINT, _interrupted_before_work)
+    signal.signal(signal.SIGINT, interrupted_before_work)
     code = _EXIT_INTERRUPTED
     try:
         code = main()
@@ -75,12 +75,12 @@ def start_work() -> None:
 
     A no-op unless :func:`console_main` installed its handler (tests call :func:`main`).
     """
-    if signal.getsignal(signal.SIGINT) is _interrupted_before_work:
+    if signal.getsignal(signal.SIGINT) is interrupted_before_work:
         # default_int_handler also lets asyncio.run cancel the main task on the first Ctrl-C.
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _interrupted_before_work(signum: int, frame: types.FrameType | None) -> None:
+def interrupted_before_work(signum: int, frame: types.FrameType | None) -> None:
     # os.write and os._exit: safe from a handler that may run between any two bytecodes of an
     # import, and nothing was started that needs cleaning up.
     os.write(2, b"interrupted\n")

@@ -19,7 +19,7 @@ from .._client import Client
 from .._errors import NanoBananaError, NotSupportedError
 from .._models import ImageRequest
 from ..providers import PROVIDERS
-from . import start_work
+from . import interrupted_before_work, start_work
 from ._batch import _batch, _resume
 from ._common import (
     EXIT_FAILED,
@@ -300,41 +300,49 @@ def _run(work: Coroutine[Any, Any, int]) -> int:
     to be (a journal write, a session's close), which can leave a task that never ends and
     the process waiting for ever, or print tracebacks. Here a second Ctrl-C while the command
     closes is ignored, and a third ends the process at once (exit 130, as a kill would: the
-    journal is written to survive that).
+    journal is written to survive that). A Ctrl-C ignored by the caller stays ignored.
 
     Raises:
         KeyboardInterrupt: the command was cancelled by Ctrl-C.
     """
-    with asyncio.Runner() as runner:
-        loop = runner.get_loop()
-        task = loop.create_task(work)
-        presses = 0
+    previous = signal.getsignal(signal.SIGINT)
+    # Signal handlers can only be set from the main thread (a test may run us elsewhere).
+    handles = threading.current_thread() is threading.main_thread() and (
+        previous is signal.default_int_handler or previous is interrupted_before_work
+    )
+    presses = 0
 
-        def pressed() -> None:
-            nonlocal presses
-            presses += 1
-            if presses == 1:
-                task.cancel()
-            elif presses >= 3:
-                os.write(2, b"interrupted\n")
-                os._exit(EXIT_INTERRUPTED)
+    def pressed(*_: object) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1 and not task.done():
+            task.cancel()
+        elif presses >= 3:
+            os.write(2, b"interrupted\n")
+            os._exit(EXIT_INTERRUPTED)
 
-        # Signal handlers can only be set from the main thread (a test may run us elsewhere).
-        handles = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGINT)
-        if handles:
-            loop.add_signal_handler(signal.SIGINT, pressed)
-        try:
-            return loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            if presses:
-                raise KeyboardInterrupt from None
-            raise
-        finally:
+    try:
+        with asyncio.Runner() as runner:
+            loop = runner.get_loop()
+            task = loop.create_task(work)
             if handles:
-                loop.remove_signal_handler(signal.SIGINT)
-                if previous is not None:
-                    signal.signal(signal.SIGINT, previous)
+                loop.add_signal_handler(signal.SIGINT, pressed)
+            try:
+                return loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                if presses:
+                    raise KeyboardInterrupt from None
+                raise
+            finally:
+                if handles:
+                    loop.remove_signal_handler(signal.SIGINT)
+                    # Until the loop is closed a press is only counted (a third still ends
+                    # the process): it must neither cut the close short nor turn a decided
+                    # outcome into an interruption.
+                    signal.signal(signal.SIGINT, pressed)
+    finally:
+        if handles:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _main(args: argparse.Namespace) -> int:

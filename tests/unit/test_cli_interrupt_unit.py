@@ -46,3 +46,40 @@ def test_a_command_that_ends_returns_its_code() -> None:
 
     assert _run(command()) == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_after_the_command_ended_changes_nothing() -> None:
+    """A press while the loop closes down after the command decided its outcome (a task it
+    left still finishing) is counted, not raised: the outcome stands."""
+    left: list[asyncio.Task[None]] = []
+
+    async def lingering() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            os.kill(os.getpid(), signal.SIGINT)  # pressed while the loop closes
+            await asyncio.sleep(0.05)
+            raise
+
+    async def command() -> int:
+        left.append(asyncio.get_running_loop().create_task(lingering()))
+        await asyncio.sleep(0)
+        return 0
+
+    assert _run(command()) == 0
+
+
+def test_a_ctrl_c_the_caller_ignores_stays_ignored() -> None:
+    """A program that runs the command line with Ctrl-C ignored keeps it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+
+        async def command() -> int:
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.05)
+            return 0
+
+        assert _run(command()) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
