@@ -74,8 +74,12 @@ class Checker:
             # task may still run on the provider: its slot stays until its horizon, or the
             # account would go one task over its cap.
             _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
-            self._hold(entry)
-            self._resolve(entry, error=exc)
+            try:
+                self._hold(entry)
+            except Exception:
+                _log.exception("could not hold task %s's slot", entry.payload.ref.task_id)
+            finally:
+                self._resolve(entry, error=exc)
 
     async def _check(self, entry: Entry[Tracked]) -> None:
         tracked = entry.payload

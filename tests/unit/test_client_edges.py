@@ -190,3 +190,25 @@ async def test_the_scheduler_opens_with_the_first_client_and_closes_with_the_las
             assert len(runners()) == 1
         assert len(runners()) == 1
     assert runners() == []
+
+
+async def test_a_bug_while_failing_a_task_still_ends_it(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status check that hits a bug ends its task with that bug even when holding the
+    task's slot fails too: no caller waits for ever, and the scheduler keeps running."""
+    from nanobanana_async._scheduler._runner import Scheduler
+
+    def broken_horizon(*args: object) -> float:
+        raise ValueError("horizon bug")
+
+    monkeypatch.setattr(Scheduler, "horizon", broken_horizon)
+    server = FakeApixo(clock)
+    server.hook = lambda request: RuntimeError("check bug") if request.kind == "status" else None
+    client = nb.Client("apixo", api_key="k", transport=ScriptedTransport(server), clock=clock)
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"a cat {i}")) for i in range(3)]
+        await clock.run_until(lambda: all(job.done() for job in jobs), limit=60.0)
+    for job in jobs:
+        with pytest.raises(RuntimeError, match="check bug"):
+            job.result()
