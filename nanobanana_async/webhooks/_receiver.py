@@ -121,7 +121,7 @@ class CallbackReceiver:
         self._reached = False
         self._unheard = 0
         self._runner: web.AppRunner | None = None
-        self._lifecycle = asyncio.Lock()
+        self._lifecycle: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # True while public_url is the one start() chose, so the next start() chooses again.
         self._chosen_url = False
         self._counts = collections.Counter[str]()
@@ -163,7 +163,7 @@ class CallbackReceiver:
         """
         # One start or close at a time: a close while a start awaits its socket would clean
         # up a runner not yet serving, and the socket opened next would listen for ever.
-        async with self._lifecycle:
+        async with self._lock():
             await self._start(host, port, public_url)
 
     async def _start(self, host: str, port: int, public_url: str | None) -> None:
@@ -211,10 +211,18 @@ class CallbackReceiver:
 
     async def aclose(self) -> None:
         """Stop a receiver started with :meth:`start`; closing a stopped one does nothing."""
-        async with self._lifecycle:
+        async with self._lock():
             runner, self._runner = self._runner, None
             if runner is not None:
                 await runner.cleanup()
+
+    def _lock(self) -> asyncio.Lock:
+        # One per event loop: an asyncio.Lock belongs to the loop it first waited in, and a
+        # receiver may be reused from another loop (a test's, a second asyncio.run).
+        loop = asyncio.get_running_loop()
+        if self._lifecycle is None or self._lifecycle[0] is not loop:
+            self._lifecycle = (loop, asyncio.Lock())
+        return self._lifecycle[1]
 
     async def __aenter__(self) -> Self:
         """Start the receiver unless it is started or has a ``public_url`` of your own (it is

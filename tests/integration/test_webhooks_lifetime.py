@@ -188,3 +188,16 @@ async def test_a_close_while_starting_leaves_nothing_listening() -> None:
         await asyncio.open_connection("127.0.0.1", port)
     await receiver.start("127.0.0.1", port)
     await receiver.aclose()
+
+
+def test_a_receiver_serves_one_event_loop_after_another() -> None:
+    """A receiver kept across event loops (a second asyncio.run, a test's own loop) starts
+    and closes in each, also when a close races a start."""
+    receiver = nb.CallbackReceiver()
+
+    async def race() -> None:
+        await asyncio.gather(receiver.start(), receiver.aclose())
+        await receiver.aclose()
+
+    asyncio.run(race())
+    asyncio.run(race())
