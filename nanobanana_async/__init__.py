@@ -174,7 +174,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
 
 
 def __dir__() -> list[str]:
-    return sorted({*(n for n in globals() if n != "TYPE_CHECKING"), *__all__})
+    return sorted({*(n for n in globals() if n != "TYPE_CHECKING"), *__all__, *_SUBPACKAGES})
 
 
 # Checked before importing _log (and logging): unset, nothing changes.

@@ -22,14 +22,18 @@ def _spelled(value: str) -> str:
     # into the key ("nbk\/Q29u" from PHP, "ab\u002Bcd" from .NET's default encoder).
     parts = []
     for char in value:
-        code = "".join(
-            f"[{h.lower()}{h.upper()}]" if h.isalpha() else h for h in f"{ord(char):04x}"
-        )
-        alternatives = [re.escape(char), r"\\u" + code]
+        hexes = "".join(f"[{h}{h.upper()}]" if h.isalpha() else h for h in f"{ord(char):04x}")
+        # Longest first, each group atomic: a backslash in the key has overlapping spellings,
+        # and trying every mix of them took exponential time.
+        alternatives = [r"\\u" + hexes]
         if char in _BACKSLASHED:
             alternatives.append(re.escape("\\" + char))
-        parts.append("(?:" + "|".join(alternatives) + ")")
-    return f"(?<!{_WORD})" + "".join(parts) + f"(?!{_WORD})"
+        alternatives.append(re.escape(char))
+        parts.append("(?>" + "|".join(alternatives) + ")")
+    # Also right after an escape that ends in a letter or digit ("\n", "\u00a0"): it is no
+    # part of a word, and masking there too errs on the safe side.
+    before = rf"(?:(?<!{_WORD})|(?<=\\[bfnrt])|(?<=\\u[0-9a-fA-F]{{4}}))"
+    return before + "".join(parts) + f"(?!{_WORD})"
 
 
 class Secret:

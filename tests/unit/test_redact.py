@@ -3,6 +3,8 @@ wherever a traceback would print it."""
 
 from __future__ import annotations
 
+import pytest
+
 from nanobanana_async._redact import Secret, in_exception
 
 
@@ -50,3 +52,26 @@ def test_the_key_is_found_wherever_a_traceback_prints() -> None:
     for kind in ("cause", "context", "note", "group"):
         assert in_exception(key, chained(kind)), kind
     assert not in_exception(key, RuntimeError("failed"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"m": "invalid key:\\nsk-Ab/c+d"}',  # right after an escaped newline
+        b'{"m": "key:\\u00a0sk-Ab/c+d"}',  # right after an escaped no-break space
+        b'{"m": "key sk-Ab\\/c\\u002Bd"}',  # escaped within
+    ],
+    ids=["after-newline", "after-unicode-escape", "within"],
+)
+def test_a_key_next_to_or_inside_json_escapes_is_masked(body: bytes) -> None:
+    """An escape that ends in a letter or digit is no part of a word: the key after it is
+    the key, and decoding would show it."""
+    masked = Secret("sk-Ab/c+d").redact_bytes(body)
+    assert b"***" in masked
+    assert b"Ab" not in masked
+
+
+def test_a_key_inside_a_longer_word_is_left_alone() -> None:
+    """Not the key: masking inside a word would corrupt the answer."""
+    body = b'{"taskId": "xsk-Ab/c+d"}'
+    assert Secret("sk-Ab/c+d").redact_bytes(body) is body
