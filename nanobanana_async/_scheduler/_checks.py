@@ -43,7 +43,8 @@ class Checker:
 
     Args:
         resolve: ends a task (the runner's; it releases the slot and resolves the future).
-        hold: keeps a task's slot until its horizon (the task may still run on the provider).
+        abandon: ends a task that may still run on the provider (the runner's; its slot stays
+            until the task's horizon).
         nudge: wakes the runner when a change made something due sooner.
         learned: told the group of every finished task (the runner shortens provisional holds).
     """
@@ -54,14 +55,14 @@ class Checker:
         clock: Clock,
         *,
         resolve: Resolve,
-        hold: Callable[[Entry[Tracked]], None],
+        abandon: Callable[[Entry[Tracked], BaseException], None],
         nudge: Callable[[], None],
         learned: Callable[[Hashable], None],
     ) -> None:
         self._plan = plan
         self._clock = clock
         self._resolve = resolve
-        self._hold = hold
+        self._abandon = abandon
         self._nudge = nudge
         self._learned = learned
 
@@ -70,16 +71,10 @@ class Checker:
         try:
             await self._check(entry)
         except Exception as exc:
-            # A bug must fail the one task loudly, never the runner and every other task. The
-            # task may still run on the provider: its slot stays until its horizon, or the
-            # account would go one task over its cap.
+            # A bug must fail the one task loudly, never the runner and every other task; the
+            # task may still run on the provider.
             _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
-            try:
-                self._hold(entry)
-            except Exception:
-                _log.exception("could not hold task %s's slot", entry.payload.ref.task_id)
-            finally:
-                self._resolve(entry, error=exc)
+            self._abandon(entry, exc)
 
     async def _check(self, entry: Entry[Tracked]) -> None:
         tracked = entry.payload

@@ -73,7 +73,7 @@ class Scheduler:
             self.plan,
             clock,
             resolve=self._resolve,
-            hold=self._hold_to_horizon,
+            abandon=self._abandon,
             nudge=self._nudge,
             learned=self._learned,
         )
@@ -218,6 +218,18 @@ class Scheduler:
         for conn, lease, submitted in self._provisional.pop(group, []):
             conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
 
+    def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
+        """End a task the client stops watching though it may still run on the provider
+        (closed, expired, or its check hit a bug): its slot stays until its horizon, or the
+        account could go a task over its cap."""
+        try:
+            self._hold_to_horizon(entry)
+        except Exception:
+            # Never leave the caller waiting for ever over a failed hold.
+            _log.exception("could not hold task %s's slot", entry.payload.ref.task_id)
+        finally:
+            self._resolve(entry, error=error)
+
     def _hold_to_horizon(self, entry: Entry[Tracked]) -> None:
         tracked = entry.payload
         lease, tracked.lease = tracked.lease, None
@@ -239,7 +251,8 @@ class Scheduler:
         Thousands pending are failed a share per loop iteration, so the loop keeps serving the
         process's other work meanwhile; none of them is checked again (:meth:`stop_checking`).
         """
-        self.stop_checking(conn)
+        if not conn.closing:
+            self.stop_checking(conn)
         try:
             while conn.entries:
                 for entry in list(itertools.islice(conn.entries, _TURN * 4)):
@@ -255,10 +268,9 @@ class Scheduler:
 
     def _close_entry(self, entry: Entry[Tracked]) -> None:
         ref = entry.payload.ref
-        self._hold_to_horizon(entry)
-        self._resolve(
+        self._abandon(
             entry,
-            error=ClientClosedError(
+            ClientClosedError(
                 f"client closed while task {ref.task_id} was pending; resume it by id",
                 task_id=ref.task_id,
                 model=ref.model,
@@ -373,11 +385,9 @@ class Scheduler:
 
     def _expire(self, entry: Entry[Tracked]) -> None:
         ref = entry.payload.ref
-        # The task may still be running on the provider: its slot stays until its horizon.
-        self._hold_to_horizon(entry)
-        self._resolve(
+        self._abandon(
             entry,
-            error=TaskTimeoutError(
+            TaskTimeoutError(
                 "deadline passed before the task finished; it may still finish, resume it by id",
                 task_id=ref.task_id,
                 provider=ref.provider,
