@@ -31,7 +31,7 @@ from ._scheduler._submit import check_resume
 from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
-from ._transport import Transport
+from ._transport import Transport, endpoint
 from .providers import validate
 from .webhooks import CallbackReceiver
 
@@ -133,8 +133,7 @@ class Client:
     @property
     def base_url(self) -> str:
         """The base URL requests go to (the simulator's once ``local`` has sent a request)."""
-        url = getattr(self._settings.transport, "base_url", None)
-        return url if isinstance(url, str) and url else self._settings.base_url
+        return endpoint(self._settings.transport, self._settings.base_url)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -165,6 +165,13 @@ class AiohttpTransport:
             self._session = None
 
 
+def endpoint(transport: Transport, configured: str) -> str:
+    """Where ``transport`` sends: its own base URL when it tells one (the ``local``
+    simulator's port is known only once it started), else ``configured``."""
+    url = getattr(transport, "base_url", None)
+    return url if isinstance(url, str) and url else configured
+
+
 def guard(transport: Transport, key: Secret | None) -> Transport:
     """``transport`` as the client sends through it: wrapped in a :class:`KeyGuard` unless it
     masks ``key`` itself (the built-in transport does, at the source) or there is no key."""

@@ -15,7 +15,7 @@ from .._clock import Clock
 from .._config import RetryPolicy, Timeouts
 from .._models import TaskRef
 from .._task import Task
-from .._transport import Transport
+from .._transport import Transport, endpoint
 from ..providers import ProviderDriver
 from ._ledger import Lease, Ledger
 from ._plan import Entry
@@ -92,7 +92,7 @@ class Connection:
         only gets its port when it starts.
         """
         spec = self.driver.model_spec(model)
-        url = getattr(self.transport, "base_url", None) or self.base_url
+        url = endpoint(self.transport, self.base_url)
         return (self.driver.name, url, spec.wire_id if spec is not None else model)
 
 
