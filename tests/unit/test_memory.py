@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import nanobanana_async as nb
 from nanobanana_async._scheduler._latency import Learned
@@ -95,13 +97,10 @@ def test_a_carried_model_never_sets_how_long_a_slot_of_unknown_fate_is_held() ->
     scheduler = Scheduler(FakeClock())
     scheduler.plan = Planner(lambda group: _learned(10.0, samples=50))
 
-    class Conn:
-        class timeouts:  # noqa: N801 - the one attribute horizon() reads
-            task = 3600.0
-
+    conn: Any = SimpleNamespace(timeouts=SimpleNamespace(task=3600.0))  # what horizon() reads
     model = scheduler.plan.model(A, 1.0, 1.0)
     assert scheduler.plan.learned_model(A) is model  # it plans checks at once
-    assert scheduler.horizon(Conn(), A, 0.0) == DEFAULT_HORIZON  # type: ignore[arg-type]
+    assert scheduler.horizon(conn, A, 0.0) == DEFAULT_HORIZON
     for _ in range(3):
         model.observe(9.0, 11.0)
-    assert scheduler.horizon(Conn(), A, 0.0) < 60.0  # type: ignore[arg-type]
+    assert scheduler.horizon(conn, A, 0.0) < 60.0
