@@ -121,10 +121,12 @@ TESTING_API = (
     "HttpRequest",
     "HttpResponse",
     "Latency",
+    "Outage",
     "ScriptedTransport",
     "ServerLimits",
     "Simulator",
     "SimulatorStats",
+    "Simulators",
     "json_response",
     "settle",
 )
