@@ -27,6 +27,7 @@ from .._errors import (
     InsufficientCreditsError,
     NanoBananaError,
     SubmitOutcomeUnknownError,
+    WrongAccountError,
 )
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
@@ -299,8 +300,10 @@ async def _run_batch(
             except NanoBananaError as exc:
                 state.refused(time.monotonic())
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
+                # WrongAccountError: another account's task, whose id must not be lost.
+                task_id = getattr(exc, "task_id", None)
                 rows.append(
-                    manifest_row(line, request, status=status, task_id=None, error=str(exc))
+                    manifest_row(line, request, status=status, task_id=task_id, error=str(exc))
                 )
                 return
         state.accepted(line, time.monotonic())
@@ -373,6 +376,11 @@ async def _resume(args: argparse.Namespace) -> int:
                 result = await task
                 dest = out / f"{line:05d}-{safe_name(result.task_id)}.png"
                 paths = await client.download(result, dest)
+            except WrongAccountError as exc:
+                # Another key's task: not checked with this key; its manifest row stays.
+                failed += 1
+                sys.stdout.write(f"line {line}: not resumed ({exc})\n")
+                continue
             except NanoBananaError as exc:
                 failed += 1
                 task_id = getattr(exc, "task_id", None) or task.id

@@ -113,6 +113,7 @@ PUBLIC_API = (
     "Timeouts",
     "TransportError",
     "WebhookVerificationError",
+    "WrongAccountError",
     "__version__",
 )
 TESTING_API = (
