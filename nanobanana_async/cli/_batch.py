@@ -41,7 +41,14 @@ from ._common import (
     request_defaults,
 )
 from ._inputs import InputError, read_requests
-from ._progress import BatchState, render_progress, render_summary
+from ._progress import (
+    PROGRESS_INTERVAL,
+    BatchState,
+    progress_record,
+    render_plain,
+    render_progress,
+    render_summary,
+)
 
 
 def _key(provider: str, line: int, request: ImageRequest) -> str:
@@ -101,10 +108,24 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     manifest = args.out / "results.jsonl"
     rows = Manifest(manifest)
 
+    mode = progress_mode(args)
+
     def refresh() -> RenderableType:
         stats = client.statistics()
         state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
         return render_progress(state, time.monotonic())
+
+    def emit() -> None:
+        # One line to stdout, flushed at once: a log or CI shows it as it comes.
+        stats = client.statistics()
+        state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
+        now = time.monotonic()
+        if mode == "json":
+            line = json.dumps(progress_record(state, now))
+        else:
+            line = render_plain(state, now)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
         # Task ids are the provider's, untrusted: only a sanitized form reaches a file name.
@@ -146,23 +167,36 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                         f"{args.min_balance:g}: not started"
                     ]
                 )
-        try:
-            with Live(refresh(), console=console, auto_refresh=False) as live:
-                ticker = asyncio.ensure_future(tick(live))
-                try:
-                    stop = await _run_batch(
-                        client, lines, state, rows, finish, concurrent=args.concurrent
-                    )
-                finally:
+        if mode != "table":
+            ticker = asyncio.ensure_future(every(PROGRESS_INTERVAL, emit)) if mode else None
+            try:
+                stop = await _run_batch(
+                    client, lines, state, rows, finish, concurrent=args.concurrent
+                )
+            finally:
+                if ticker is not None:
                     ticker.cancel()
-                live.update(refresh(), refresh=True)
-        finally:
-            if not console.is_terminal:
-                # Off a terminal (a log, CI) rich leaves the table's last line open: the
-                # summary or the "interrupted" line would run on after it.
-                console.line()
+            if mode:
+                emit()  # the final counts
+        else:
+            try:
+                with Live(refresh(), console=console, auto_refresh=False) as live:
+                    ticker = asyncio.ensure_future(tick(live))
+                    try:
+                        stop = await _run_batch(
+                            client, lines, state, rows, finish, concurrent=args.concurrent
+                        )
+                    finally:
+                        ticker.cancel()
+                    live.update(refresh(), refresh=True)
+            finally:
+                if not console.is_terminal:
+                    # Off a terminal (a log, CI) rich leaves the table's last line open: the
+                    # summary or the "interrupted" line would run on after it.
+                    console.line()
     await anyio.to_thread.run_sync(rows.finish)
-    console.print(render_summary(rows.rows))
+    if not args.quiet:
+        console.print(render_summary(rows.rows))
     if known:
         # A changed setting (aspect ratio, model …) is a new key: this says it was.
         console.print(f"{len(lines) - known} new prompt(s); {known} from the journal {journal}")
@@ -191,6 +225,32 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"manifest: {manifest}")
     return EXIT_OK if state.failed == 0 and not skipped else EXIT_FAILED
+
+
+def progress_mode(args: argparse.Namespace) -> str:
+    """How the batch shows progress: ``table`` (a live table on the console), ``plain`` or
+    ``json`` (a line every ``PROGRESS_INTERVAL`` seconds on stdout), or ``""`` (none).
+
+    ``--progress auto`` (the default) is the table when stdout is a terminal, else plain
+    lines: a table redrawn in place shows nothing in a file or a CI log until the end.
+    """
+    if args.quiet or args.progress == "none":
+        return ""
+    if args.progress == "auto":
+        return "table" if sys.stdout.isatty() else "plain"
+    return str(args.progress)
+
+
+async def every(interval: float, emit: Callable[[], None]) -> None:
+    """Call ``emit`` every ``interval`` seconds until cancelled."""
+    loop = asyncio.get_running_loop()
+    due = loop.time() + interval
+    while True:
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        emit()
+        # The next line is due an interval after this one was, not after it was written:
+        # a late loop does not push every later line later.
+        due = max(due + interval, loop.time() + interval / 2)
 
 
 class Manifest:
