@@ -98,6 +98,7 @@ class Simulator:
         self._site: web.TCPSite | None = None
         self._listen_port = port
         self._refusals: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._host = host
         self._rng = random.Random(seed)
         self._callback_retry_scale = callback_retry_scale
@@ -134,6 +135,7 @@ class Simulator:
         # the same port (one test's, one benchmark run's) must not carry over to this one.
         MEMORY.forget(self.origin)
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self.started_at = loop.time() if self._epoch is None else self._epoch
         windows = _merged(o for o in self.outages if o.refuse_connections)
         if windows:
@@ -170,10 +172,13 @@ class Simulator:
             await self._listen()
 
     def in_maintenance(self, kind: str = "create") -> bool:
-        """Whether a maintenance ``Outage`` refuses a request of ``kind`` now."""
-        if self.started_at is None:
+        """Whether a maintenance ``Outage`` refuses a request of ``kind`` now (callable from
+        any thread, e.g. a sync test beside :meth:`start_in_thread`)."""
+        if self.started_at is None or self._loop is None:
             return False
-        elapsed = self._now() - self.started_at
+        # The loop's own clock (a plain clock read, safe from another thread): the one
+        # ``started_at`` was taken from.
+        elapsed = self._loop.time() - self.started_at
         return any(outage.covers(elapsed, kind) for outage in self.outages)
 
     async def aclose(self) -> None:

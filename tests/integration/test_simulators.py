@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -268,3 +269,16 @@ async def test_readme_several_accounts_example_runs() -> None:
     namespace: dict[str, Any] = {}
     exec(compile(source, "README.md", "exec"), namespace)  # noqa: S102  our own README
     await namespace["example"]()
+
+
+def test_maintenance_is_readable_from_a_sync_test_beside_a_threaded_simulator() -> None:
+    """`in_maintenance` answers from another thread: True inside the outage, False after."""
+    simulator = Simulator("crun", outages=[Outage(start=0.0, end=1.0)])
+    simulator.start_in_thread()
+    try:
+        assert simulator.in_maintenance("create")
+        assert not simulator.in_maintenance("status")
+        time.sleep(1.1)
+        assert not simulator.in_maintenance("create")
+    finally:
+        simulator.stop_thread()
