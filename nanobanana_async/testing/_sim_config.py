@@ -95,7 +95,9 @@ class Outage:
         end: when it ends; ``> start``.
         refuse_connections: False (the default): the server keeps answering, but requests of
             ``kinds`` get the provider's documented maintenance refusal (crun: body code 455;
-            the others: HTTP 503), which creates nothing. True: the server stops listening, so
+            the others: HTTP 503), which creates nothing. Only crun's 455 proves that to a
+            client: a 503 to a create is an unknown outcome there (the task may exist), so to
+            test failover off apixo use refused connections. True: the server stops listening, so
             new connections are refused and idle ones are closed; it listens again at ``end``
             on the same port.
         kinds: the requests a maintenance outage refuses; default creates only.

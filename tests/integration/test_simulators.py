@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import nanobanana_async as nb
 from nanobanana_async.testing import Faults, Latency, Outage, ServerLimits, Simulator, Simulators
 from nanobanana_async.testing.__main__ import main as simulator_main
 from tests.integration.test_simulator import PROVIDERS, WIRES, _code, _create, _status
@@ -140,7 +141,7 @@ async def test_maintenance_outage_can_refuse_status_checks_too() -> None:
 async def test_connection_refusing_outage_refuses_then_serves_again_on_the_same_port() -> None:
     """Between its times the server does not listen (connect refused, pooled connections
     closed), then listens again at the same address and the account works as before."""
-    start, end = 0.4, 1.2
+    start, end = 0.6, 1.4
     outage = Outage(start=start, end=end, refuse_connections=True)
     async with (
         Simulator("apixo", latency=FAST, outages=[outage]) as sim,
@@ -282,3 +283,35 @@ def test_maintenance_is_readable_from_a_sync_test_beside_a_threaded_simulator() 
         assert not simulator.in_maintenance("create")
     finally:
         simulator.stop_thread()
+
+
+async def test_clients_read_crun_maintenance_as_a_refusal_and_apixo_503_as_unknown() -> None:
+    """Our client on crun is refused (455: documented, nothing created) during the outage and
+    gets its image once it ends, with one create; on apixo the 503 of a create is no proof
+    that nothing was created, so it reaches the caller as an unknown outcome, while the
+    server's count shows that nothing was."""
+    sims = Simulators(
+        [
+            Simulator("crun", latency=FAST, outages=[Outage(start=0.0, end=1.0)]),
+            Simulator("apixo", latency=FAST, outages=[Outage(start=0.0, end=60.0)]),
+        ]
+    )
+
+    async def generate(name: str) -> nb.ImageResult:
+        sim = sims[name]
+        # Retries spread over a few seconds, so the refusals cannot use them all up inside
+        # the outage (the default three attempts may all fall within half a second).
+        retry = nb.RetryPolicy(attempts=30, base_delay=0.2, max_delay=0.4)
+        async with nb.Client(
+            name, api_key=sim.api_key, base_url=sim.base_url, retry=retry
+        ) as client:
+            return await client.generate(f"a cat on {name}", timeout=30)
+
+    async with sims:
+        result = await generate("crun")
+        with pytest.raises(nb.SubmitOutcomeUnknownError):
+            await generate("apixo")
+    assert result.urls
+    assert sims.stats["crun"].refused >= 1
+    assert sims.stats["crun"].creates == 1
+    assert (sims.stats["apixo"].refused, sims.stats["apixo"].creates) == (1, 0)
