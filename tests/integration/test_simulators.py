@@ -315,3 +315,18 @@ async def test_clients_read_crun_maintenance_as_a_refusal_and_apixo_503_as_unkno
     assert sims.stats["crun"].refused >= 1
     assert sims.stats["crun"].creates == 1
     assert (sims.stats["apixo"].refused, sims.stats["apixo"].creates) == (1, 0)
+
+
+async def test_clients_read_refused_connections_as_nothing_sent() -> None:
+    """During a refused-connection outage our client gets ConnectError (nothing was sent,
+    safe to send elsewhere), and the server saw no request."""
+    outage = Outage(start=0.0, end=60.0, refuse_connections=True)
+    async with Simulator("apixo", latency=FAST, outages=[outage]) as sim:
+        await _sleep_until(sim, 0.05)  # the listener is closed by then
+        retry = nb.RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+        async with nb.Client(
+            "apixo", api_key=sim.api_key, base_url=sim.base_url, retry=retry
+        ) as client:
+            with pytest.raises(nb.ConnectError):
+                await client.generate("a cat", timeout=10)
+    assert sim.stats.total_requests == 0
