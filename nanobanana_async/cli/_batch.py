@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
 import time
@@ -83,7 +84,15 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
         raise InputError(input_problems(args.prompts, exc)) from None
-    lines = {_key(provider, n, r): (n, r) for n, r in requests}
+    lines: dict[str, tuple[int, ImageRequest]] = {}
+    for n, r in requests:
+        key = base = _key(provider, n, r)
+        # The same request twice on one line (a .json array on one line) is two prompts.
+        for repeat in itertools.count(2):
+            if key not in lines:
+                break
+            key = f"{base}-{repeat}"
+        lines[key] = (n, r)
     try:
         await anyio.to_thread.run_sync(lambda: args.out.mkdir(parents=True, exist_ok=True))
     except OSError as exc:

@@ -266,3 +266,68 @@ def test_ctrl_c_during_generate_names_the_paid_task(
     )
     assert re.fullmatch(expected, lines[0])
     assert simulator.stats.creates == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        # The unterminated quote used to swallow the rows after it into one paid prompt.
+        (
+            "p.csv",
+            'prompt,aspect_ratio\na cat,1:1\n"a dog,16:9\nan owl,1:1\n',
+            ["line 3: a quote opened here is never closed"],
+        ),
+        (
+            "p.csv",
+            'prompt,aspect_ratio\n"a" dog,1:1\nan owl,1:1\n',
+            ['line 2: text after a closing quote (a quote inside a cell is written "")'],
+        ),
+        # An unquoted comma used to shift the prompt's tail into aspect_ratio, the rest dropped.
+        (
+            "p.csv",
+            "prompt,aspect_ratio\nan owl,1:1\na cat, sleeping,1:1\n",
+            ["line 3: 3 cells but the header names 2 columns"],
+        ),
+        ("p.csv", "text,aspect_ratio\na cat,1:1\n", ["line 1: the header names no prompt column"]),
+        ("p.json", '[\n  "a cat",\n  "a dog"\n  "an owl"\n]\n', ["line 4: not JSON"]),
+        ("p.json", '\n{"prompt": "a cat"}\n', ["line 2: a .json file holds an array"]),
+        (
+            "p.jsonl",
+            '{"prompt": "a cat"}\n{"prompt": "a dog"\n\n7\n',
+            ["line 2: not JSON", "line 4: not a prompt or an object"],
+        ),
+    ],
+)
+def test_malformed_files_are_refused_with_line_numbers_and_nothing_is_sent(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    text: str,
+    expected: list[str],
+) -> None:
+    """A file that does not parse is refused whole: exit 2, each problem with its line, no
+    request."""
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["batch", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(expected)
+    for line, start in zip(err, expected, strict=True):
+        assert line.startswith(f"error: {path}: {start}")
+    assert sim.stats.total_requests == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_line_json_array_runs_every_item(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items sharing a line (and a request) are still one task each, none merged."""
+    path = tmp_path / "p.json"
+    path.write_text('["a cat", "a cat", "a dog"]')
+    out = tmp_path / "out"
+    assert main(["batch", str(path), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt"] for r in rows) == ["a cat", "a cat", "a dog"]
+    assert len({r["task_id"] for r in rows}) == 3
+    assert sim.stats.creates == 3
