@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import sys
@@ -36,6 +37,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     choose_provider,
+    connection,
     input_problems,
     naming,
     request_defaults,
@@ -72,18 +74,35 @@ def manifest_row(
 
 
 async def _batch(args: argparse.Namespace, console: Console) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
-    client = Client(provider, limits=limits, journal=journal, coordinator=args.coordinator)
+    client = Client(
+        provider,
+        limits=limits,
+        journal=journal,
+        coordinator=args.coordinator,
+        **options,
+    )
     args.interrupted_journal, args.interrupted_provider = journal, provider
+    stdin = str(args.prompts) == "-"
+    source = Path("<stdin>") if stdin else args.prompts
+    kind = f".{args.input_format}" if args.input_format else ".txt" if stdin else None
     try:
         requests = await anyio.to_thread.run_sync(
-            read_requests, args.prompts, request_defaults(args), client.validate
+            functools.partial(
+                read_requests,
+                source,
+                request_defaults(args),
+                client.validate,
+                kind=kind,
+                stream=sys.stdin if stdin else None,
+            )
         )
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
-        raise InputError(input_problems(args.prompts, exc)) from None
+        raise InputError(input_problems(source, exc)) from None
     lines: dict[str, tuple[int, ImageRequest]] = {}
     for n, r in requests:
         key = base = _key(provider, n, r)
@@ -347,7 +366,7 @@ async def _resume(args: argparse.Namespace) -> int:
     finally:
         await journal.aclose()
     if provider is None:
-        provider = choose_provider(args.provider)
+        provider = choose_provider(args.provider, key_env=args.api_key_env)
     elif args.provider is not None and args.provider != provider:
         sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
         return EXIT_USAGE
@@ -373,7 +392,11 @@ async def _resume(args: argparse.Namespace) -> int:
                 rows[int(row["line"])] = row
     failed = 0
     args.interrupted_journal, args.interrupted_provider = args.journal, provider
-    async with Client(provider, base_url=base_url, journal=args.journal) as client:
+    # The journal's own URL unless --base-url says otherwise (the journal then refuses a URL
+    # that is not its own: its task ids mean nothing elsewhere).
+    options = connection(args)
+    options.setdefault("base_url", base_url)
+    async with Client(provider, journal=args.journal, **options) as client:
         async for task in client.as_completed((e.key, e.request) for e in open_entries):
             assert task.key is not None
             line = _line_of(task.key)

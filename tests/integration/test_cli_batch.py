@@ -331,3 +331,65 @@ def test_one_line_json_array_runs_every_item(
     assert sorted(r["prompt"] for r in rows) == ["a cat", "a cat", "a dog"]
     assert len({r["task_id"] for r in rows}) == 3
     assert sim.stats.creates == 3
+
+
+def test_dash_reads_prompts_from_stdin(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`batch -` reads a prompt a line from stdin (other types with --input-format), checked
+    like a file; `generate -` reads its prompt from stdin."""
+    import io
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a cat\n\na dog\n"))
+    assert main(["batch", "-", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["prompt"]) for r in rows] == [(1, "a cat"), (3, "a dog")]
+    creates = sim.stats.creates
+    assert creates == 2
+    capsys.readouterr()
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"prompt": "a cat"}\n{"prompt": ""}\n'))
+    args = ["batch", "-", "--input-format", "jsonl", "--out", str(tmp_path / "o2")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: <stdin>: line 2: prompt must be a non-empty string @ $.prompt"]
+    assert sim.stats.creates == creates
+
+    # The simulator fails a prompt holding [[fail]]: the prompt sent is stdin's, not "-".
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a fox [[fail]]\n"))
+    assert main(["generate", "-", "-o", str(tmp_path / "fox.png")]) == 1
+    assert sim.stats.creates == creates + 1
+
+
+def test_api_key_env_and_base_url_flags(
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    canary: str,
+) -> None:
+    """`--api-key-env NAME` reads the key from NAME and `--base-url` points the client; the
+    key is never printed, a missing variable is exit 2 naming it."""
+    monkeypatch.delenv("NANOBANANA_API_KEY")
+    monkeypatch.delenv("NANOBANANA_BASE_URL")
+    monkeypatch.setenv("TEAM_KEY", sim.api_key)
+    flags = ["--api-key-env", "TEAM_KEY", "--base-url", sim.base_url]
+    assert main(["balance", "--provider", "apixo", *flags]) == 0
+    assert capsys.readouterr().out.startswith("apixo: ")
+    assert sim.stats.total_requests == 1
+
+    monkeypatch.setenv("TEAM_KEY", canary)
+    assert main(["balance", "--provider", "apixo", *flags]) == 1
+    out, err = capsys.readouterr()
+    assert canary not in out + err
+    assert "apixo at " + sim.base_url in err
+
+    monkeypatch.delenv("TEAM_KEY")
+    assert main(["balance", "--provider", "apixo", *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --api-key-env TEAM_KEY: no environment variable TEAM_KEY is set"
+    ]
+    assert sim.stats.total_requests == 2

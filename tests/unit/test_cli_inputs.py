@@ -370,3 +370,46 @@ def test_a_spreadsheets_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> No
     path = tmp_path / "p.csv"
     path.write_bytes("prompt,aspect_ratio\r\na cat,1:1\r\n".encode("utf-8-sig"))
     assert [(n, r.prompt) for n, r in _read(path)] == [(2, "a cat")]
+
+
+def test_out_that_is_not_writable_is_exit_2_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch --out RO_DIR` is one line and exit 2 (it was a raw PermissionError, exit 1).
+
+    The suite runs as root, whom permission bits do not stop, so the access check is what is
+    replaced: the folder reads as not writable, as a read-only mount would."""
+    import os
+
+    import nanobanana_async.cli._main as cli_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        cli_main.os, "access", lambda path, mode: False if Path(path) == out else real(path, mode)
+    )
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "apixo")
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9")  # nothing may be sent
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {out}: not writable"]
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "debug"),
+    [
+        (["batch", "p.txt", "--out", "o", "--debug"], True),
+        (["--debug", "batch", "p.txt", "--out", "o"], True),
+        (["batch", "p.txt", "--out", "o"], False),
+        (["status", "t1", "--debug"], True),
+    ],
+)
+def test_debug_is_accepted_after_the_command_too(argv: list[str], debug: bool) -> None:
+    """`nanobanana batch ... --debug` shows tracebacks (it was a usage error, exit 2)."""
+    from nanobanana_async.cli._main import _parser
+
+    assert _parser().parse_args(argv).debug is debug
