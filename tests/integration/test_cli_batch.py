@@ -393,3 +393,43 @@ def test_api_key_env_and_base_url_flags(
         "error: --api-key-env TEAM_KEY: no environment variable TEAM_KEY is set"
     ]
     assert sim.stats.total_requests == 2
+
+
+def test_out_on_a_read_only_mount_is_exit_2(tmp_path: Path) -> None:
+    """The real case behind the access check: `--out` on a read-only filesystem (a tmpfs
+    mounted read-only in a private mount namespace, which stops root too)."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a private read-only mount")
+    if subprocess.run([unshare, "-m", "true"], check=False).returncode != 0:
+        pytest.skip("no private mount namespace here")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    script = f'mount -t tmpfs -o ro tmpfs "{ro}" && exec "$0" -m nanobanana_async "$@"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")}
+    env["NANOBANANA_PROVIDER"] = "local"
+    done = subprocess.run(
+        [
+            unshare,
+            "-m",
+            "/bin/sh",
+            "-c",
+            script,
+            sys.executable,
+            "batch",
+            str(prompts),
+            "--out",
+            str(ro),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: --out {ro}: not writable"]
