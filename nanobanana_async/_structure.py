@@ -30,10 +30,6 @@ from cattrs.gen import make_dict_structure_fn
 from ._errors import InvalidRequestError
 from ._models import ImageRequest
 
-# Every field a batch row or a journal row may set, in the order the error message lists them.
-REQUEST_FIELDS: Final = tuple(sorted(field.name for field in attrs.fields(ImageRequest)))
-
-
 T = TypeVar("T")
 
 
@@ -101,8 +97,10 @@ def problems(exc: BaseException, path: str = "$") -> list[str]:
             found.extend(problems(inner, path))
         return found
     if isinstance(exc, ForbiddenExtraKeysError):
-        known = f"unknown field (known: {', '.join(REQUEST_FIELDS)})"
-        return [f"{known} @ {path}.{name}" for name in sorted(exc.extra_fields)]
+        fields = ", ".join(sorted(field.name for field in attrs.fields(exc.cl)))
+        return [
+            f"unknown field (known: {fields}) @ {path}.{name}" for name in sorted(exc.extra_fields)
+        ]
     return [_under(path, f"{_describe(exc)} @ $")]
 
 
@@ -207,10 +205,11 @@ _CELLS: Final = _request_converter(_cell_parser)
 def _strict(kind: type) -> Callable[[object, object], object]:
     def check(value: object, _: object) -> object:
         # bool is an int to Python, never to a record; an int is a fine float.
-        fits = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, bool) is not (kind is bool):
+            raise _WrongTypeError(f"expected {_NAMES[kind]}, got {type(value).__name__}")
+        if kind is float and isinstance(value, int):
             return float(value)
-        if not fits:
+        if not isinstance(value, kind):
             raise _WrongTypeError(f"expected {_NAMES[kind]}, got {type(value).__name__}")
         return value
 
