@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import io
 import itertools
 import json
 import sys
@@ -85,10 +86,9 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         coordinator=args.coordinator,
         **options,
     )
-    args.interrupted_journal, args.interrupted_provider = journal, provider
-    stdin = str(args.prompts) == "-"
-    source = Path("<stdin>") if stdin else args.prompts
-    kind = f".{args.input_format}" if args.input_format else ".txt" if stdin else None
+    stdin: str | None = args.stdin  # read by the command line before the work began
+    source = Path("<stdin>") if stdin is not None else args.prompts
+    kind = f".{args.input_format}" if args.input_format else ".txt" if stdin is not None else None
     try:
         requests = await anyio.to_thread.run_sync(
             functools.partial(
@@ -97,12 +97,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 request_defaults(args),
                 client.validate,
                 kind=kind,
-                stream=sys.stdin if stdin else None,
+                stream=io.StringIO(stdin) if stdin is not None else None,
             )
         )
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
         raise InputError(input_problems(source, exc)) from None
+    # From here the journal may hold this run's tasks: an interruption says how to resume.
+    args.interrupted_journal, args.interrupted_provider = journal, provider
     lines: dict[str, tuple[int, ImageRequest]] = {}
     for n, r in requests:
         key = base = _key(provider, n, r)

@@ -243,9 +243,8 @@ def _version() -> str:
 async def _generate(args: argparse.Namespace) -> int:
     options = connection(args)
     provider = choose_provider(args.provider, key_env=args.api_key_env)
-    prompt = sys.stdin.read().strip() if args.prompt == "-" else args.prompt
     request = ImageRequest(
-        prompt=prompt,
+        prompt=args.prompt,
         model=args.model or "nano-banana-2",
         resolution=args.resolution,
         aspect_ratio=args.aspect_ratio,
@@ -388,6 +387,25 @@ def _run(work: Coroutine[Any, Any, int]) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def _read_stdin(args: argparse.Namespace) -> None:
+    """``-`` for the prompt (generate) or the prompts (batch): stdin, read before any work.
+
+    Read here, not in a worker thread: until the command's work starts a Ctrl-C ends the
+    process at once (nothing was sent), where a thread blocked on a read would keep it alive.
+    """
+    reads = args.prompt == "-" if args.command == "generate" else str(args.prompts) == "-"
+    if not reads:
+        args.stdin = None
+        return
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError:
+        raise InputError(["<stdin>: not UTF-8 text"]) from None
+    if args.command == "generate":
+        args.prompt = text.strip()
+    args.stdin = text
+
+
 def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
@@ -401,6 +419,8 @@ def _main(args: argparse.Namespace) -> int:
             extra = ["--api-key", args.api_key] if args.api_key else []
             port = ["--port", str(args.port), "--median", str(args.median)]
             return simulate(["--provider", args.provider, *port, *extra])
+        if args.command in ("generate", "batch"):
+            _read_stdin(args)
         if args.command == "generate":
             output: Path = args.output
             # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
