@@ -433,3 +433,45 @@ def test_out_on_a_read_only_mount_is_exit_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [f"error: --out {ro}: not writable"]
+
+
+def test_ctrl_c_while_waiting_for_stdin_ends_the_process(tmp_path: Path) -> None:
+    """`batch -` waiting for input: one Ctrl-C is `interrupted`, exit 130, at once (a read
+    in a worker thread kept the process alive after the line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")}
+    env["NANOBANANA_PROVIDER"] = "local"
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "nanobanana_async", "batch", "-", "--out", str(out)],
+        stdin=subprocess.PIPE,  # open and never written: the read blocks
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        try:
+            _wait_for_a_pipe_read(proc.pid)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)  # stdin still open: a read still waiting would hang here
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines()[-1] == "interrupted"
+    assert not out.exists()
+
+
+def _wait_for_a_pipe_read(pid: int) -> None:
+    # Past start-up and blocked reading stdin, in whichever thread reads it (Linux's wchan).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            waits = [p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/wchan")]
+        except OSError:
+            waits = []
+        if any("pipe_read" in wait for wait in waits):
+            return
+        if not Path(f"/proc/{pid}/wchan").exists():
+            pytest.skip("no /proc wchan here to see the read")
+        time.sleep(0.01)
+    pytest.fail("the command never read stdin")
