@@ -241,7 +241,7 @@ class Journal:
                 (key,),
             ).fetchone()
         )
-        return _entry(row) if row is not None else None
+        return _entry(row, self.path) if row is not None else None
 
     async def entries(self) -> list[JournalEntry]:
         """Every entry, in key order."""
@@ -251,7 +251,7 @@ class Journal:
             ).fetchall()
         )
         assert isinstance(rows, list)
-        return [_entry(row) for row in rows]
+        return [_entry(row, self.path) for row in rows]
 
     async def record_intent(self, key: str, provider: str, request: ImageRequest) -> None:
         """Record that ``request`` is about to be submitted (durable before returning)."""
@@ -324,20 +324,24 @@ class Journal:
         self._unlock()
 
 
-def _entry(row: object) -> JournalEntry:
+def _entry(row: object, path: Path) -> JournalEntry:
+    # The one reading of a row, through cattrs like every other untyped input (loaded on the
+    # first read: opening a client stays cheap). A row that does not read is a damaged
+    # journal: its paid task id must not vanish into a raw exception.
+    from ._structure import RecordError, structure_record
+
     assert isinstance(row, tuple)
-    key, provider, request, state, task_id, model, urls, error, updated_at = row
-    return JournalEntry(
-        key=key,
-        provider=provider,
-        request=ImageRequest.from_mapping(json.loads(request)),
-        state=state,
-        task_id=task_id,
-        model=model,
-        urls=tuple(json.loads(urls)) if urls else (),
-        error=error,
-        updated_at=updated_at,
-    )
+    data = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    try:
+        data["request"] = json.loads(data["request"])
+        data["urls"] = json.loads(data["urls"]) if data["urls"] else []
+        return structure_record(data, JournalEntry)
+    except (ValueError, RecursionError) as exc:
+        why = "; ".join(exc.errors) if isinstance(exc, RecordError) else f"not JSON ({exc})"
+        raise ConfigurationError(
+            f"journal {path}: the row of key {data['key']!r} cannot be read ({why}): "
+            "the journal is damaged"
+        ) from None
 
 
 class Intent:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import io
+import itertools
 import json
 import sys
 import time
@@ -35,6 +38,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     choose_provider,
+    connection,
     input_problems,
     naming,
     request_defaults,
@@ -71,19 +75,45 @@ def manifest_row(
 
 
 async def _batch(args: argparse.Namespace, console: Console) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
-    client = Client(provider, limits=limits, journal=journal, coordinator=args.coordinator)
-    args.interrupted_journal, args.interrupted_provider = journal, provider
+    client = Client(
+        provider,
+        limits=limits,
+        journal=journal,
+        coordinator=args.coordinator,
+        **options,
+    )
+    stdin: str | None = args.stdin  # read by the command line before the work began
+    source = Path("<stdin>") if stdin is not None else args.prompts
+    kind = f".{args.input_format}" if args.input_format else ".txt" if stdin is not None else None
     try:
         requests = await anyio.to_thread.run_sync(
-            read_requests, args.prompts, request_defaults(args), client.validate
+            functools.partial(
+                read_requests,
+                source,
+                request_defaults(args),
+                client.validate,
+                kind=kind,
+                stream=io.StringIO(stdin) if stdin is not None else None,
+            )
         )
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
-        raise InputError(input_problems(args.prompts, exc)) from None
-    lines = {_key(provider, n, r): (n, r) for n, r in requests}
+        raise InputError(input_problems(source, exc)) from None
+    # From here the journal may hold this run's tasks: an interruption says how to resume.
+    args.interrupted_journal, args.interrupted_provider = journal, provider
+    lines: dict[str, tuple[int, ImageRequest]] = {}
+    for n, r in requests:
+        key = base = _key(provider, n, r)
+        # The same request twice on one line (a .json array on one line) is two prompts.
+        for repeat in itertools.count(2):
+            if key not in lines:
+                break
+            key = f"{base}-{repeat}"
+        lines[key] = (n, r)
     try:
         await anyio.to_thread.run_sync(lambda: args.out.mkdir(parents=True, exist_ok=True))
     except OSError as exc:
@@ -338,7 +368,7 @@ async def _resume(args: argparse.Namespace) -> int:
     finally:
         await journal.aclose()
     if provider is None:
-        provider = choose_provider(args.provider)
+        provider = choose_provider(args.provider, key_env=args.api_key_env)
     elif args.provider is not None and args.provider != provider:
         sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
         return EXIT_USAGE
@@ -364,7 +394,11 @@ async def _resume(args: argparse.Namespace) -> int:
                 rows[int(row["line"])] = row
     failed = 0
     args.interrupted_journal, args.interrupted_provider = args.journal, provider
-    async with Client(provider, base_url=base_url, journal=args.journal) as client:
+    # The journal's own URL unless --base-url says otherwise (the journal then refuses a URL
+    # that is not its own: its task ids mean nothing elsewhere).
+    options = connection(args)
+    options.setdefault("base_url", base_url)
+    async with Client(provider, journal=args.journal, **options) as client:
         async for task in client.as_completed((e.key, e.request) for e in open_entries):
             assert task.key is not None
             line = _line_of(task.key)

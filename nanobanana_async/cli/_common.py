@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 from .._client import Client
 from .._errors import (
@@ -28,7 +28,7 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 
-def choose_provider(chosen: str | None) -> str:
+def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
     if chosen is not None:
         return chosen
     named = os.environ.get("NANOBANANA_PROVIDER")
@@ -38,10 +38,40 @@ def choose_provider(chosen: str | None) -> str:
                 [f"NANOBANANA_PROVIDER={named!r} is not one of {', '.join(PROVIDERS)}"]
             )
         return named
-    if os.environ.get("NANOBANANA_API_KEY"):
+    if os.environ.get(key_env or "NANOBANANA_API_KEY"):
         return "apixo"
-    sys.stderr.write("no NANOBANANA_API_KEY set: using the built-in local simulator\n")
+    sys.stderr.write(
+        f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
+    )
     return "local"
+
+
+class Connection(TypedDict, total=False):
+    """The Client's ``api_key`` and ``base_url``, where the command line sets them."""
+
+    api_key: str
+    base_url: str | None
+
+
+def connection(args: argparse.Namespace) -> Connection:
+    """``api_key`` and ``base_url`` for the Client from ``--api-key-env NAME`` and
+    ``--base-url URL``; unset ones are left to the Client (its environment variables).
+
+    Raises:
+        InputError: ``--api-key-env`` names a variable that is not set (the message names the
+            variable, never a value).
+    """
+    options: Connection = {}
+    name: str | None = getattr(args, "api_key_env", None)
+    if name is not None:
+        key = os.environ.get(name)
+        if not key:
+            raise InputError([f"--api-key-env {name}: no environment variable {name} is set"])
+        options["api_key"] = key
+    url: str | None = getattr(args, "base_url", None)
+    if url is not None:
+        options["base_url"] = url
+    return options
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, object]:

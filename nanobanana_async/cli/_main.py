@@ -28,9 +28,10 @@ from ._common import (
     EXIT_USAGE,
     UnreachableError,
     choose_provider,
+    connection,
     naming,
 )
-from ._inputs import InputError
+from ._inputs import SUFFIXES, InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback on errors (for bug reports)"
     )
+    # Also after the command (`nanobanana batch ... --debug`); SUPPRESS: a command that is
+    # not given it leaves the one before the command as it was.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def connection_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--api-key-env",
+            default=None,
+            metavar="NAME",
+            help="read the API key from the environment variable NAME (default NANOBANANA_API_KEY)",
+        )
+        p.add_argument(
+            "--base-url",
+            default=None,
+            metavar="URL",
+            help="the provider's base URL (default NANOBANANA_BASE_URL, else the documented one)",
+        )
 
     def request_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -83,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else local",  # noqa: E501
         )
+        connection_options(p)
         p.add_argument("--model", default=None, help="default nano-banana-2")
         p.add_argument("--resolution", default=None, help="e.g. 1K, 2K, 4K (provider's default)")
         p.add_argument("--aspect-ratio", default=None, help="e.g. 1:1, 16:9 (provider's default)")
@@ -107,8 +129,10 @@ def _parser() -> argparse.ArgumentParser:
             help="an option only this provider has, e.g. --option provider=official on apixo",
         )
 
-    generate = commands.add_parser("generate", help="generate one image and save it")
-    generate.add_argument("prompt", help="what to draw")
+    generate = commands.add_parser(
+        "generate", parents=[common], help="generate one image and save it"
+    )
+    generate.add_argument("prompt", help="what to draw (- reads it from stdin)")
     request_options(generate)
     generate.add_argument(
         "--image-url",
@@ -121,9 +145,17 @@ def _parser() -> argparse.ArgumentParser:
         "--output", "-o", default="image.png", type=Path, help="file to write (image.png)"
     )
 
-    batch = commands.add_parser("batch", help="generate every prompt of a file")
+    batch = commands.add_parser("batch", parents=[common], help="generate every prompt of a file")
     batch.add_argument(
-        "prompts", type=Path, help=".txt (a prompt a line), .json (an array), .jsonl or .csv"
+        "prompts",
+        type=Path,
+        help=".txt (a prompt a line), .json (an array), .jsonl or .csv; - reads stdin",
+    )
+    batch.add_argument(
+        "--input-format",
+        choices=[suffix.lstrip(".") for suffix in SUFFIXES],
+        default=None,
+        help="the prompts' file type (default: the file name's suffix; txt for -)",
     )
     batch.add_argument("--out", type=Path, required=True, help="folder for images and manifest")
     batch.add_argument("--journal", type=Path, default=None, help="default OUT/journal.db")
@@ -156,28 +188,35 @@ def _parser() -> argparse.ArgumentParser:
         "(default NANOBANANA_COORDINATOR)",
     )
 
-    balance = commands.add_parser("balance", help="print the account's balance")
+    balance = commands.add_parser("balance", parents=[common], help="print the account's balance")
     balance.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
+    connection_options(balance)
 
-    status = commands.add_parser("status", help="check one task by id")
+    status = commands.add_parser("status", parents=[common], help="check one task by id")
     status.add_argument("task_id", help="the provider's task id")
     status.add_argument(
         "--model", default=None, help="the task's model (needed for apixo; default nano-banana-2)"
     )
     status.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
+    connection_options(status)
     status.add_argument(
         "--wait", type=_positive(float), default=30.0, help="seconds to wait for the end"
     )
 
-    resume = commands.add_parser("resume", help="wait for the unfinished tasks of a journal")
+    resume = commands.add_parser(
+        "resume", parents=[common], help="wait for the unfinished tasks of a journal"
+    )
     resume.add_argument(
         "--journal", type=Path, required=True, help="the batch's journal (OUT/journal.db)"
     )
     resume.add_argument(
         "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
     )
+    connection_options(resume)
 
-    simulate = commands.add_parser("simulate", help="serve a provider simulator on 127.0.0.1")
+    simulate = commands.add_parser(
+        "simulate", parents=[common], help="serve a provider simulator on 127.0.0.1"
+    )
     simulate.add_argument(
         "--provider",
         default="apixo",
@@ -202,7 +241,8 @@ def _version() -> str:
 
 
 async def _generate(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     request = ImageRequest(
         prompt=args.prompt,
         model=args.model or "nano-banana-2",
@@ -214,7 +254,7 @@ async def _generate(args: argparse.Namespace) -> int:
         callback_url=args.callback_url,
         provider_options=dict(args.option),
     )
-    async with Client(provider) as client:
+    async with Client(provider, **options) as client:
         with naming(client):
             task = await client.submit(request)
         if provider != "local":  # local's tasks end with this process
@@ -231,8 +271,9 @@ async def _generate(args: argparse.Namespace) -> int:
 
 
 async def _balance(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
-    async with Client(provider) as client:
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
+    async with Client(provider, **options) as client:
         try:
             with naming(client):
                 balance = await client.balance()
@@ -244,7 +285,8 @@ async def _balance(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     if provider == "local":
         # A new process starts a new simulator: every id would read "not found".
         raise InputError(
@@ -252,7 +294,7 @@ async def _status(args: argparse.Namespace) -> int:
         )
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
-    async with Client(provider) as client:
+    async with Client(provider, **options) as client:
         task = client.resume(args.task_id, model=args.model or "nano-banana-2")
         try:
             result = await task.result(timeout=args.wait)
@@ -345,6 +387,25 @@ def _run(work: Coroutine[Any, Any, int]) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def _read_stdin(args: argparse.Namespace) -> None:
+    """``-`` for the prompt (generate) or the prompts (batch): stdin, read before any work.
+
+    Read here, not in a worker thread: until the command's work starts a Ctrl-C ends the
+    process at once (nothing was sent), where a thread blocked on a read would keep it alive.
+    """
+    reads = args.prompt == "-" if args.command == "generate" else str(args.prompts) == "-"
+    if not reads:
+        args.stdin = None
+        return
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError:
+        raise InputError(["<stdin>: not UTF-8 text"]) from None
+    if args.command == "generate":
+        args.prompt = text.strip()
+    args.stdin = text
+
+
 def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
@@ -358,6 +419,8 @@ def _main(args: argparse.Namespace) -> int:
             extra = ["--api-key", args.api_key] if args.api_key else []
             port = ["--port", str(args.port), "--median", str(args.median)]
             return simulate(["--provider", args.provider, *port, *extra])
+        if args.command in ("generate", "batch"):
+            _read_stdin(args)
         if args.command == "generate":
             output: Path = args.output
             # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
@@ -367,6 +430,10 @@ def _main(args: argparse.Namespace) -> int:
         if args.command == "batch":
             if args.out.exists() and not args.out.is_dir():
                 raise InputError([f"--out {args.out}: not a folder"])
+            # Checked before anything is sent: the journal, the manifest and every image go
+            # there (a read-only mount, a folder of another user).
+            if args.out.is_dir() and not os.access(args.out, os.W_OK | os.X_OK):
+                raise InputError([f"--out {args.out}: not writable"])
             return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))

@@ -142,3 +142,54 @@ async def test_aclose_waits_for_a_write_whose_caller_was_cancelled(tmp_path: Pat
     await again.aclose()
     assert entry is not None
     assert entry.task_id == "t1"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("state", "'done'", "'done' is not one of 'intent', 'submitted', "),
+        ("request", """'{"prompt": ""}'""", "prompt must be a non-empty string @ $.request.prompt"),
+        ("request", """'{"prompt": "a cat", "size": 2}'""", "unknown field (known: "),
+        ("request", "'{\"prompt\": '", "not JSON"),
+        ("urls", """'"https://x.test/a.png"'""", "expected a list of text @ $.urls"),
+        ("task_id", "X'41'", "expected text, got bytes @ $.task_id"),
+    ],
+)
+async def test_a_damaged_row_is_a_typed_error_naming_the_journal(
+    tmp_path: Path, column: str, value: str, problem: str
+) -> None:
+    """Rows are read through cattrs: a damaged one is a ConfigurationError naming the file,
+    the row and the field, never a raw JSONDecodeError or an unknown state taken as running."""
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    await journal.record_intent("line-1-x", "apixo", REQUEST)
+    await journal.record_submitted("line-1-x", "t1", "nano-banana-2")
+    await journal.record_end("line-1-x", "succeeded", urls=("https://x.test/a.png",))
+    await journal.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE tasks SET {column} = {value}")  # noqa: S608  the test's own values
+    db.close()
+    with pytest.raises(nb.ConfigurationError) as info:
+        await _touch(Journal(path))
+    message = str(info.value)
+    assert message.startswith(f"journal {path}: the row of key 'line-1-x' cannot be read (")
+    assert problem in message
+
+
+async def test_rows_read_back_as_written(tmp_path: Path) -> None:
+    """Every field of a row comes back with its type: URLs a tuple, the stamp a float."""
+    journal = Journal(tmp_path / "journal.db", wall_clock=lambda: 1700000000)
+    request = nb.ImageRequest(prompt="a cat", num_images=2, provider_options={"provider": "value"})
+    await journal.record_intent("k", "apixo", request)
+    await journal.record_submitted("k", "t1", "nano-banana-2")
+    await journal.record_end("k", "succeeded", urls=("https://x.test/a.png",))
+    (entry,) = await journal.entries()
+    await journal.aclose()
+    assert entry.request == request
+    assert (entry.state, entry.task_id, entry.urls) == (
+        "succeeded",
+        "t1",
+        ("https://x.test/a.png",),
+    )
+    assert entry.updated_at == 1700000000.0
+    assert isinstance(entry.updated_at, float)
