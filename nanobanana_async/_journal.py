@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -209,7 +216,7 @@ class Journal:
         if provider is None:
             return
         stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
-        if not stored:
+        if "provider" not in stored:
             rows = [("provider", provider), ("base_url", base_url or "")]
             db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
             return
@@ -302,6 +309,49 @@ class Journal:
         dropped = await self._run(drop)
         assert isinstance(dropped, int)
         return dropped
+
+    async def record_file(self, path: Path, *, task_id: str, url: str, size: int) -> None:
+        """Record that the image at ``url`` of task ``task_id`` was written to ``path``."""
+        now = self._wall_clock()
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO files (path, task_id, url, size, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (str(path.absolute()), task_id, url, size, now),
+            )
+        )
+
+    async def written_file(self, task_id: str, url: str) -> tuple[Path, int] | None:
+        """The file (and its size) the image at ``url`` of ``task_id`` was last written to,
+        if that file has not been written by another image since."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT path, size FROM files WHERE task_id = ? AND url = ? "
+                "ORDER BY updated_at DESC LIMIT 1",
+                (task_id, url),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        assert isinstance(row, tuple)
+        return Path(row[0]), int(row[1])
+
+    async def note(self, name: str, value: str) -> None:
+        """Record a setting of the run that wrote this journal (e.g. the output folder)."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (f"note.{name}", value)
+            )
+        )
+
+    async def noted(self, name: str) -> str | None:
+        """A setting recorded by :meth:`note`, None when none was."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT value FROM meta WHERE name = ?", (f"note.{name}",)
+            ).fetchone()
+        )
+        return row[0] if isinstance(row, tuple) else None
 
     async def _update(self, key: str, **values: object) -> None:
         values["updated_at"] = self._wall_clock()

@@ -23,7 +23,7 @@ from .._errors import (
     TaskError,
 )
 from .._journal import Intent, request_key
-from .._models import Balance, ImageRequest, ImageResult, TaskRef
+from .._models import Balance, ImageRequest, ImageResult, TaskRef, TaskStatus
 from .._settings import Settings
 from .._task import Task
 from .._transport import guard
@@ -190,6 +190,18 @@ class Submitter:
         conn.account.ledger.note_send()
         response = await conn.transport.send(http, timeout=conn.timeouts.request)
         return Balance(conn.driver.name, conn.driver.parse_balance(response))
+
+    async def poll(self, task_id: str, model: str) -> TaskStatus:
+        """One status check of ``task_id`` (``model`` is the provider's id), sent now under the
+        account's request window: no retry, no tracking."""
+        conn = self.conn
+        ref = TaskRef(conn.driver.name, task_id, model)
+        await conn.account.ledger.acquire_request()
+        conn.account.ledger.note_send()
+        response = await conn.transport.send(
+            conn.driver.build_status(ref), timeout=conn.timeouts.request
+        )
+        return conn.driver.parse_status(response, ref)
 
     async def _submit_and_track(
         self,

@@ -49,6 +49,13 @@ def _key(provider: str, line: int, request: ImageRequest) -> str:
     return f"line-{line}-{request_key(provider, request)[:16]}"
 
 
+def image_base(out: Path, line: int, task_id: str) -> Path:
+    """Where a line's image goes, before the suffix its bytes' type gives it (``.jpg`` …)."""
+    # Task ids are the provider's, untrusted: only a sanitized form reaches a file name, and
+    # without dots, so no part of an id reads as the file's type.
+    return out / f"{line:05d}-{safe_name(task_id).replace('.', '_')}"
+
+
 def manifest_row(
     line: int,
     request: ImageRequest,
@@ -91,7 +98,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
     try:
         earlier, known = await _prepare_journal(
-            journal, provider, list(lines), args.resubmit_unknown
+            journal, provider, list(lines), args.resubmit_unknown, out=args.out
         )
     except BaseException:
         await client.aclose()
@@ -107,9 +114,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
         # Task ids are the provider's, untrusted: only a sanitized form reaches a file name.
-        dest = args.out / f"{line:05d}-{safe_name(result.task_id)}.png"
         try:
-            paths = await client.download(result, dest)
+            paths = await client.download(result, image_base(args.out, line, result.task_id))
         except NanoBananaError as exc:
             # A full disk or an expired URL fails this row only; the batch goes on.
             state.saved(time.monotonic(), ok=False)
@@ -215,10 +221,10 @@ class Manifest:
 
 
 async def _prepare_journal(
-    journal: Path, provider: str, keys: list[str], resubmit: bool
+    journal: Path, provider: str, keys: list[str], resubmit: bool, *, out: Path
 ) -> tuple[int, int]:
     """Refuse a ``local`` journal with unfinished tasks; with ``resubmit``, drop the unknown
-    submits among ``keys``.
+    submits among ``keys``; record ``out`` (``resume`` writes there).
 
     Returns:
         how many were dropped, and how many of ``keys`` the journal then holds (their tasks
@@ -226,10 +232,11 @@ async def _prepare_journal(
     """
     from .._journal import Journal
 
-    if not await anyio.to_thread.run_sync(journal.is_file):
-        return 0, 0
-    book = Journal(journal, create=False)
+    book = Journal(journal)
     try:
+        await book.note("out", str(await anyio.to_thread.run_sync(out.absolute)))
+        if not await book.entries():
+            return 0, 0
         entries = await book.entries()
         if provider == "local":
             # The local simulator lives in its process: its unfinished tasks died with it, and
@@ -335,6 +342,7 @@ async def _resume(args: argparse.Namespace) -> int:
     try:
         provider, base_url = await journal.owner()
         entries = await journal.entries()
+        noted = await journal.noted("out")
     finally:
         await journal.aclose()
     if provider is None:
@@ -342,6 +350,8 @@ async def _resume(args: argparse.Namespace) -> int:
     elif args.provider is not None and args.provider != provider:
         sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
         return EXIT_USAGE
+    # The batch's --out, recorded in the journal (older journals: the journal's folder).
+    recorded_out = Path(noted) if noted else None
     open_entries = [e for e in entries if e.state == "submitted"]
     unknown = [e for e in entries if e.state in ("intent", "unknown")]
     if provider == "local" and open_entries:
@@ -354,7 +364,11 @@ async def _resume(args: argparse.Namespace) -> int:
     if not open_entries:
         sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
         return EXIT_OK if not unknown else EXIT_FAILED
-    out = args.journal.parent
+    out = args.out if args.out is not None else recorded_out or args.journal.parent
+    try:
+        await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
+    except OSError as exc:
+        raise InputError([f"--out {out}: {exc.strerror or exc}"]) from None
     rows: dict[int, dict[str, Any]] = {}
     manifest = out / "results.jsonl"
     if manifest.is_file():
@@ -371,8 +385,7 @@ async def _resume(args: argparse.Namespace) -> int:
             request = next(e.request for e in open_entries if e.key == task.key)
             try:
                 result = await task
-                dest = out / f"{line:05d}-{safe_name(result.task_id)}.png"
-                paths = await client.download(result, dest)
+                paths = await client.download(result, image_base(out, line, result.task_id))
             except NanoBananaError as exc:
                 failed += 1
                 task_id = getattr(exc, "task_id", None) or task.id
