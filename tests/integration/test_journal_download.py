@@ -159,6 +159,16 @@ async def test_download_over_another_tasks_image_writes_the_new_one(tmp_path: Pa
     assert [p.name for p in dest.parent.iterdir()] == ["g.png"]  # no temporary file left
 
 
+async def test_local_task_ids_are_unique_across_processes() -> None:
+    """Two ``local`` clients (each starts its own simulator, as two processes do) never hand
+    out the same task id: a rerun's ids are not the last run's."""
+    ids = []
+    for _ in range(2):
+        async with nb.Client("local") as client:
+            ids.append((await client.submit(nb.ImageRequest(prompt="a cat"))).id)
+    assert ids[0] != ids[1]
+
+
 async def test_a_file_is_kept_only_when_the_journal_says_this_task_wrote_it(
     tmp_path: Path,
 ) -> None:
