@@ -32,9 +32,10 @@ from ._models import ImageRequest, TaskRef
 if sys.platform != "win32":
     import fcntl
 
-# Journal files this process holds the lock of: path -> (lock file descriptor, users). The lock
-# keeps other processes out; Journals of one process may share a file (a reader beside a client).
-_HELD: dict[str, tuple[int, int]] = {}
+# Journal files this process holds the lock of: (st_dev, st_ino) -> (the locked descriptor,
+# users, the resolved path it was opened by). The lock keeps other processes out; Journals of
+# one process may share a file (a reader beside a client).
+_HELD: dict[tuple[int, int], tuple[int, int, str]] = {}
 _HELD_LOCK = threading.Lock()
 
 State = Literal["intent", "submitted", "succeeded", "failed", "unknown"]
@@ -132,7 +133,7 @@ class Journal:
         self._wall_clock = wall_clock
         self._owner = (provider, base_url)
         self._create = create
-        self._lock_file: str | None = None
+        self._lock_file: tuple[int, int] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
@@ -173,42 +174,74 @@ class Journal:
         return self._db
 
     def _hold_file_lock(self) -> None:
-        # A lock file beside the database, held for the journal's life: two processes writing
-        # one journal would each trust the other's intents as their own.
+        # Held for the journal's life: two processes writing one journal would each trust
+        # the other's intents as their own. The lock is on the database file itself (an
+        # flock, which SQLite's own fcntl locks do not touch on Linux), so a second name for
+        # it (a symlink, a hard link, a bind mount) meets the same lock.
         if sys.platform == "win32":  # pragma: no cover - no cross-process lock there
             return
         name = str(self.path.resolve())
         with _HELD_LOCK:
-            if name in _HELD:
-                fd, users = _HELD[name]
-                _HELD[name] = (fd, users + 1)
-                self._lock_file = name
-                return
-            fd = os.open(
-                self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
-            )
+            # Looked up by stat, not by opening: closing any descriptor of a file drops the
+            # fcntl locks SQLite holds on it in this process.
+            with contextlib.suppress(FileNotFoundError):
+                info = os.stat(self.path)
+                held = _HELD.get((info.st_dev, info.st_ino))
+                if held is not None:
+                    if held[2] != name:
+                        raise ConfigurationError(
+                            f"journal {self.path} is also open here as {held[2]} (a hard "
+                            "link): SQLite keeps its log by name, so open it by one name"
+                        )
+                    _HELD[(info.st_dev, info.st_ino)] = (held[0], held[1] + 1, name)
+                    self._lock_file = (info.st_dev, info.st_ino)
+                    return
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise ConfigurationError(f"journal {self.path} in use by PID {holder}") from None
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            _HELD[name] = (fd, 1)
-            self._lock_file = name
+                info = os.fstat(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ConfigurationError(
+                        f"journal {self.path} in use by {self._holder()}"
+                    ) from None
+                if info.st_nlink > 1:
+                    # SQLite's write-ahead log is named after the path: under two names a
+                    # killed run's last writes (paid task ids) are invisible to the other.
+                    raise ConfigurationError(
+                        f"journal {self.path} has {info.st_nlink} hard links: SQLite keeps "
+                        "its log by name, so keep one (a symlink is fine)"
+                    )
+            except BaseException:
+                os.close(fd)  # closing releases the flock
+                raise
+            with contextlib.suppress(OSError):
+                # Only for the message another process shows: the lock is the flock.
+                self._pid_file().write_text(str(os.getpid()))
+            _HELD[(info.st_dev, info.st_ino)] = (fd, 1, name)
+            self._lock_file = (info.st_dev, info.st_ino)
+
+    def _pid_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _holder(self) -> str:
+        try:
+            pid = self._pid_file().read_text()[:32].strip()
+        except (OSError, UnicodeDecodeError):
+            pid = ""
+        return f"PID {pid}" if pid.isdigit() else "another process"
 
     def _unlock(self) -> None:
         if self._lock_file is None:
             return
-        name, self._lock_file = self._lock_file, None
+        inode, self._lock_file = self._lock_file, None
         with _HELD_LOCK:
-            fd, users = _HELD.pop(name)
+            fd, users, name = _HELD.pop(inode)
             if users > 1:
-                _HELD[name] = (fd, users - 1)
+                _HELD[inode] = (fd, users - 1, name)
                 return
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                self._pid_file().unlink(missing_ok=True)
             os.close(fd)  # closing releases the flock
 
     def _check_owner(self, db: sqlite3.Connection) -> None:
