@@ -15,6 +15,7 @@ from .._clock import Clock
 from .._errors import (
     APIError,
     ClientClosedError,
+    ConfigurationError,
     ConnectError,
     GenerationFailedError,
     InvalidRequestError,
@@ -215,12 +216,17 @@ class Submitter:
         submitted = self.clock.now()
         try:
             ref = await create(conn, self.clock, request, lease, intent=intent, closed=self.closed)
-        except (ConnectError, APIError, ClientClosedError):
-            # Nothing was created (nothing sent, or refused before acceptance): the slot is
-            # free again and a rerun may submit this request again.
+        except (ConnectError, APIError, ClientClosedError, StorageError, ConfigurationError):
+            # Nothing was created (nothing sent, refused before acceptance, or the journal
+            # could not be written before the send): the slot is free again and a rerun may
+            # submit this request again.
             conn.account.ledger.slots.release(lease)
             if intent is not None:
-                await intent.clear()
+                try:
+                    await intent.clear()
+                except Exception as exc:
+                    # Left as an intent, the rerun reports it of unknown outcome: safe.
+                    _log.warning("the journal could not clear an intent: %s", exc)
             if callback is not None:
                 callback.discard()
             raise
@@ -273,10 +279,11 @@ class Submitter:
                 )
                 raise StorageError(
                     f"{ref.provider} accepted task {ref.task_id} but the journal could not "
-                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await it "
-                    "by id with resume()",
+                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "
+                    "this error's task",
                     task_id=ref.task_id,
                     path=str(intent.path),
+                    task=task,
                 ) from None
             assert self.journal is not None
             self.journal.record_end(task, intent.key)

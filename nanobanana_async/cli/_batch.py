@@ -26,6 +26,7 @@ from .._errors import (
     CoordinatorUnavailableError,
     InsufficientCreditsError,
     NanoBananaError,
+    StorageError,
     SubmitOutcomeUnknownError,
 )
 from .._journal import request_key
@@ -103,6 +104,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except BaseException:
         await client.aclose()
         raise
+    unjournaled: list[str] = []
     state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
     manifest = args.out / "results.jsonl"
     rows = Manifest(manifest)
@@ -156,7 +158,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 ticker = asyncio.ensure_future(tick(live))
                 try:
                     stop = await _run_batch(
-                        client, lines, state, rows, finish, concurrent=args.concurrent
+                        client,
+                        lines,
+                        state,
+                        rows,
+                        finish,
+                        concurrent=args.concurrent,
+                        note=unjournaled.append,
+                        say=lambda text: live.console.print(text, highlight=False),
                     )
                 finally:
                     ticker.cancel()
@@ -166,8 +175,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 # Off a terminal (a log, CI) rich leaves the table's last line open: the
                 # summary or the "interrupted" line would run on after it.
                 console.line()
-    await anyio.to_thread.run_sync(rows.finish)
+    try:
+        await anyio.to_thread.run_sync(rows.finish)
+    except OSError as exc:
+        console.print(f"could not write {manifest} ({exc.strerror or exc}): results below only")
     console.print(render_summary(rows.rows))
+    for text in unjournaled:
+        # Again after the table: these ids are in no file if the disk stays full.
+        console.print(text, highlight=False)
     if known:
         # A changed setting (aspect ratio, model …) is a new key: this says it was.
         console.print(f"{len(lines) - known} new prompt(s); {known} from the journal {journal}")
@@ -188,6 +203,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             why = "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
         elif isinstance(stop, CoordinatorUnavailableError):
             why = "the coordinator (Redis) did not answer (lines {}); start it"
+        elif isinstance(stop, StorageError):
+            why = f"the journal {journal} could not be written (lines {{}}); free some space"
         else:
             why = "the account ran out of credits (lines {}); top up"
         console.print(
@@ -211,7 +228,8 @@ class Manifest:
     def append(self, row: dict[str, Any]) -> None:
         """Add one row (written and flushed at once: a few hundred bytes)."""
         self.rows.append(row)
-        with self.path.open("a") as handle:
+        # A full disk loses no row: it is kept here, and finish() writes (or says) it all.
+        with contextlib.suppress(OSError), self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
     def finish(self) -> None:
@@ -274,9 +292,15 @@ async def _run_batch(
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
     *,
     concurrent: int,
+    note: Callable[[str], None] = lambda text: None,
+    say: Callable[[str], None] = lambda text: None,
 ) -> NanoBananaError | None:
     """Run every prompt; returns the refusal that stopped the submits (no credits, a bad
-    key, no coordinator), if one did."""
+    key, no coordinator, a journal that cannot be written), if one did.
+
+    ``say`` prints a line at once and ``note`` keeps it for the summary: the id of a task
+    accepted but not journaled, which no file holds.
+    """
     stopped: list[NanoBananaError] = []
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
@@ -303,6 +327,22 @@ async def _run_batch(
                 stopped.append(exc)
                 not_submitted(line, request)
                 return
+            except StorageError as exc:
+                if exc.task is None:
+                    # The intent could not be written, so nothing was sent; every further
+                    # submit would fail the same way (a full disk).
+                    stopped.append(exc)
+                    not_submitted(line, request)
+                    return
+                # Accepted (paid) but not journaled: tracked in memory, its id said now.
+                task = exc.task
+                text = (
+                    f"line {line}: task {task.id} was accepted but is not in the journal "
+                    f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
+                    f"--provider {client.provider} --model {request.model}' fetches it"
+                )
+                say(text)
+                note(text)
             except NanoBananaError as exc:
                 state.refused(time.monotonic())
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
