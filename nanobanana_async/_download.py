@@ -7,6 +7,7 @@ Image hosts are not the provider's API: the session used here never carries the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random as _random
@@ -268,7 +269,9 @@ class Downloader:
                         raise _WriteError(path, exc) from None
                     return path, size
                 finally:
-                    handle.close()
+                    # Closing flushes: on a full disk that raises again, over the real error.
+                    with contextlib.suppress(OSError):
+                        handle.close()
                     tmp.unlink(missing_ok=True)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise error(type(exc).__name__, 0, retryable=True) from None

@@ -163,9 +163,13 @@ class Journal:
             except sqlite3.DatabaseError as exc:
                 db.close()
                 self._unlock()
-                raise ConfigurationError(
-                    f"{self.path}: not a nanobanana journal, or corrupt ({exc})"
-                ) from None
+                # OperationalError: a full disk, a read-only folder; the file itself is fine.
+                problem = (
+                    "cannot be written"
+                    if isinstance(exc, sqlite3.OperationalError)
+                    else "not a nanobanana journal, or corrupt"
+                )
+                raise ConfigurationError(f"{self.path}: {problem} ({exc})") from None
             except ConfigurationError:
                 db.close()
                 self._unlock()

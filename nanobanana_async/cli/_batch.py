@@ -23,6 +23,7 @@ from .._config import Limits
 from .._download import safe_name
 from .._errors import (
     AuthenticationError,
+    ConfigurationError,
     CoordinatorUnavailableError,
     InsufficientCreditsError,
     NanoBananaError,
@@ -165,7 +166,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                         finish,
                         concurrent=args.concurrent,
                         note=unjournaled.append,
-                        say=lambda text: live.console.print(text, highlight=False),
+                        say=lambda text: live.console.print(text, highlight=False, soft_wrap=True),
                     )
                 finally:
                     ticker.cancel()
@@ -182,7 +183,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     console.print(render_summary(rows.rows))
     for text in unjournaled:
         # Again after the table: these ids are in no file if the disk stays full.
-        console.print(text, highlight=False)
+        console.print(text, highlight=False, soft_wrap=True)  # an id must stay whole
     if known:
         # A changed setting (aspect ratio, model …) is a new key: this says it was.
         console.print(f"{len(lines) - known} new prompt(s); {known} from the journal {journal}")
@@ -252,7 +253,14 @@ async def _prepare_journal(
 
     book = Journal(journal)
     try:
-        await book.note("out", str(await anyio.to_thread.run_sync(out.absolute)))
+        try:
+            await book.note("out", str(await anyio.to_thread.run_sync(out.absolute)))
+        except ConfigurationError:
+            raise
+        except Exception:  # noqa: S110  only resume's default folder is lost
+            # A journal that cannot be written (a full disk) stops the batch at its first
+            # submit, before anything is sent, with the summary saying so.
+            pass
         if not await book.entries():
             return 0, 0
         entries = await book.entries()
