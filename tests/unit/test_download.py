@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -240,3 +241,34 @@ async def test_several_images_without_a_suffix_are_numbered_then_typed(
     finally:
         await downloader.aclose()
     assert paths == [tmp_path / "cat-1.png", tmp_path / "cat-2.jpg"]
+
+
+async def test_a_full_disk_is_a_storage_error_even_when_closing_fails_too(
+    tmp_path: Path, image_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on a write, and again when the file is closed (the flush): StorageError with
+    the task id, not the raw OSError the close raised over it; no temporary file left."""
+    from nanobanana_async import _download
+
+    class Full(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            super().close()
+            raise OSError(28, "No space left on device")
+
+    def open_full(path: Path) -> tuple[Path, io.BytesIO]:
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(b"")
+        return tmp, Full()
+
+    monkeypatch.setattr(_download, "_open_temporary", open_full)
+    downloader = Downloader()
+    try:
+        with pytest.raises(nb.StorageError, match="No space left on device") as info:
+            await downloader.download(_result(image_url), tmp_path / "a.png")
+    finally:
+        await downloader.aclose()
+    assert info.value.task_id == "task-1"
+    assert list(tmp_path.iterdir()) == []
