@@ -226,7 +226,9 @@ class Journal:
             self._lock_file = (info.st_dev, info.st_ino)
 
     def _pid_file(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
+        # Beside the real file: a symlinked opener finds the holder's PID there.
+        real = self.path.resolve()
+        return real.with_name(real.name + ".lock")
 
     def _holder(self) -> str:
         try:
