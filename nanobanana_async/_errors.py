@@ -348,6 +348,11 @@ class StorageError(NanoBananaError):
         self.path = path
         self.task = task
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The live task belongs to this process's event loop: a copy keeps its id only.
+        state = dict(self.__dict__, task=None)
+        return (_rebuild, (type(self), self.args, state))
+
 
 class WebhookVerificationError(NanoBananaError, ValueError):
     """A callback could not be verified as coming from a task this client submitted."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
+import pickle
 import sqlite3
 import warnings
 from pathlib import Path
@@ -168,6 +169,8 @@ async def test_a_journal_that_cannot_record_an_accepted_task_never_loses_it(
         kept = caught.value.task
         assert kept is not None
         assert kept.id == "t0"
+        copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301  our own bytes
+        assert (copy.task_id, copy.task) == ("t0", None)  # the live task stays here
         monkeypatch.undo()
         second = asyncio.ensure_future(client.generate("a dog"))
         await clock.run_until(second.done, limit=60)
