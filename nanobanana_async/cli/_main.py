@@ -416,9 +416,9 @@ def _main(args: argparse.Namespace) -> int:
             port = ["--port", str(args.port), "--median", str(args.median)]
             return simulate(["--provider", args.provider, *port, *extra])
         if args.command == "generate":
-            if args.output is not None:
-                # Checked before the task is paid for, as batch checks --out.
-                check_output(args.output)
+            # Checked before the task is paid for, as batch checks --out (the default's
+            # folder too: the current one may be read-only).
+            check_output(args.output if args.output is not None else Path("image.png"))
             return _run(_generate(args))
         if args.command == "batch":
             if args.out.exists() and not args.out.is_dir():

@@ -4,6 +4,7 @@ after any later failure."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -181,3 +182,24 @@ def test_resume_writes_into_the_batchs_recorded_out(
     other = tmp_path / "elsewhere"
     assert main(["resume", "--journal", str(journal), "--out", str(other)]) == 0
     assert len([p for p in other.iterdir() if p.suffix == ".png"]) == 2
+
+
+def test_status_of_a_running_task_says_to_ask_again_not_still_tracked(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status ID --wait 0.5` on a task still running: its state and "run the same command
+    again later", exit 1; "still tracked" means nothing to a command that exits."""
+
+    async def submit_stuck() -> str:
+        async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
+            task = await client.submit(nb.ImageRequest(prompt="a cat [[stuck]]"))
+            assert task.id is not None
+            return task.id
+
+    task_id = asyncio.run(submit_stuck())
+    code = main(["status", task_id, "--model", "nano-banana-2", "--wait", "0.5"])
+    out = capsys.readouterr().out.strip()
+    assert code == 1
+    assert out.startswith(f"{task_id}: ")
+    assert out.endswith("(not finished within 0.5 s; run the same command again later)")
+    assert "still tracked" not in out
