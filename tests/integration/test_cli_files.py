@@ -35,13 +35,7 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
     simulator.stop_thread()
 
 
-@pytest.fixture
-def local(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
-    monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
-
-
-@pytest.mark.usefixtures("local")
+@pytest.mark.usefixtures("sim")
 def test_generate_twice_into_one_file_writes_the_second_image(tmp_path: Path) -> None:
     """`generate "a cat" -o g.png` then `generate "a dog" -o g.png`: g.png is the dog (it
     used to say it wrote the dog and keep the cat)."""
@@ -53,7 +47,7 @@ def test_generate_twice_into_one_file_writes_the_second_image(tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == ["g.png"]
 
 
-@pytest.mark.usefixtures("local")
+@pytest.mark.usefixtures("sim")
 def test_generate_names_the_file_by_the_images_real_type(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

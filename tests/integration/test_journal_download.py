@@ -149,8 +149,10 @@ async def test_download_over_another_tasks_image_writes_the_new_one(tmp_path: Pa
     """A valid image already at ``dest`` (another task's) is replaced by this task's image,
     atomically: never kept as "already complete" (the cat, then the dog, is the dog)."""
     async with nb.Client("local") as client:
-        cat = await client.generate("a cat", aspect_ratio="3:2")
-        dog = await client.generate("a dog", aspect_ratio="3:2")
+        cat, dog = await asyncio.gather(
+            client.generate("a cat", aspect_ratio="3:2"),
+            client.generate("a dog", aspect_ratio="3:2"),
+        )
         dest = tmp_path / "out" / "g.png"
         assert await client.download(cat, dest) == [dest]
         assert dest.read_bytes() == render("a cat", "3:2")
