@@ -13,6 +13,7 @@ import os
 import random as _random
 import re
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
@@ -152,12 +153,12 @@ class Downloader:
                 paths.append(kept)
                 continue
             async with self._semaphore:
-                path, size = await self._fetch(result, url, target)
+                path, stamp = await self._fetch(result, url, target)
             paths.append(path)
             if self._journal is not None:
                 try:
                     await self._journal.record_file(
-                        path, task_id=result.task_id, url=url, size=size
+                        path, task_id=result.task_id, url=url, stamp=stamp
                     )
                 # Any failure: the image is written; without its record a rerun fetches again.
                 except Exception as exc:
@@ -175,12 +176,14 @@ class Downloader:
             return None
         if recorded is None:
             return None
-        path, size = recorded
-        if path.parent != target.parent or path.name not in _names(target):
+        path, stamp = recorded
+        if not await anyio.to_thread.run_sync(_unchanged, path, stamp, target):
             return None
-        return path if await anyio.to_thread.run_sync(_complete, path, size) else None
+        return target.with_name(path.name)  # as the caller named it (the journal's is absolute)
 
-    async def _fetch(self, result: ImageResult, url: str, target: Path) -> tuple[Path, int]:
+    async def _fetch(
+        self, result: ImageResult, url: str, target: Path
+    ) -> tuple[Path, tuple[int, int]]:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         last: BadResponseError | None = None
@@ -204,7 +207,9 @@ class Downloader:
         assert last is not None
         raise last
 
-    async def _stream(self, result: ImageResult, url: str, target: Path) -> tuple[Path, int]:
+    async def _stream(
+        self, result: ImageResult, url: str, target: Path
+    ) -> tuple[Path, tuple[int, int]]:
         assert self._session is not None
 
         def error(message: str, status: int, *, retryable: bool) -> BadResponseError:
@@ -264,10 +269,10 @@ class Downloader:
                             result.task_id,
                         )
                     try:
-                        await anyio.to_thread.run_sync(_commit, handle, tmp, path)
+                        stamp = await anyio.to_thread.run_sync(_commit, handle, tmp, path)
                     except OSError as exc:
                         raise _WriteError(path, exc) from None
-                    return path, size
+                    return path, stamp
                 finally:
                     # Closing flushes: on a full disk that raises again, over the real error.
                     with contextlib.suppress(OSError):
@@ -298,13 +303,16 @@ def _names(target: Path) -> set[str]:
     return {target.name + suffix for suffix in (*IMAGE_SUFFIXES, ".bin")}
 
 
-def _complete(path: Path, size: int) -> bool:
-    # Not "non-empty": a file cut short or replaced since it was recorded is fetched again.
-    if not path.is_file() or path.stat().st_size != size:
+def _unchanged(path: Path, stamp: tuple[int, int], target: Path) -> bool:
+    # The recorded file is where this download goes, and still as written: same size and
+    # modification time (a file edited, cut short or replaced since is fetched again).
+    if path.parent != target.absolute().parent or path.name not in _names(target):
         return False
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    return image_suffix(head) is not None
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == stamp
 
 
 def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
@@ -314,10 +322,13 @@ def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
     return tmp, tmp.open("xb")
 
 
-def _commit(handle: IO[bytes], tmp: Path, path: Path) -> None:
+def _commit(handle: IO[bytes], tmp: Path, path: Path) -> tuple[int, int]:
+    # Returns the file's size and modification time, which the journal records.
     handle.flush()
     os.fsync(handle.fileno())
     handle.close()
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
+    info = os.stat(tmp)
     tmp.replace(path)
+    return info.st_size, info.st_mtime_ns

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS files (
     task_id TEXT NOT NULL,
     url TEXT NOT NULL,
     size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
     updated_at REAL NOT NULL
 );
 """
@@ -349,23 +350,26 @@ class Journal:
         assert isinstance(dropped, int)
         return dropped
 
-    async def record_file(self, path: Path, *, task_id: str, url: str, size: int) -> None:
-        """Record that the image at ``url`` of task ``task_id`` was written to ``path``."""
+    async def record_file(
+        self, path: Path, *, task_id: str, url: str, stamp: tuple[int, int]
+    ) -> None:
+        """Record that the image at ``url`` of task ``task_id`` was written to ``path``, whose
+        size and modification time (ns) are ``stamp``."""
         now = self._wall_clock()
         await self._run(
             lambda db: db.execute(
-                "INSERT OR REPLACE INTO files (path, task_id, url, size, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (str(path.absolute()), task_id, url, size, now),
+                "INSERT OR REPLACE INTO files (path, task_id, url, size, mtime_ns, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (str(path.absolute()), task_id, url, *stamp, now),
             )
         )
 
-    async def written_file(self, task_id: str, url: str) -> tuple[Path, int] | None:
-        """The file (and its size) the image at ``url`` of ``task_id`` was last written to,
-        if that file has not been written by another image since."""
+    async def written_file(self, task_id: str, url: str) -> tuple[Path, tuple[int, int]] | None:
+        """The file (and its size and modification time) the image at ``url`` of ``task_id``
+        was last written to, if no other image was written there since."""
         row = await self._run(
             lambda db: db.execute(
-                "SELECT path, size FROM files WHERE task_id = ? AND url = ? "
+                "SELECT path, size, mtime_ns FROM files WHERE task_id = ? AND url = ? "
                 "ORDER BY updated_at DESC LIMIT 1",
                 (task_id, url),
             ).fetchone()
@@ -373,7 +377,7 @@ class Journal:
         if row is None:
             return None
         assert isinstance(row, tuple)
-        return Path(row[0]), int(row[1])
+        return Path(row[0]), (int(row[1]), int(row[2]))
 
     async def note(self, name: str, value: str) -> None:
         """Record a setting of the run that wrote this journal (e.g. the output folder)."""

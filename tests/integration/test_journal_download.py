@@ -172,7 +172,7 @@ async def test_local_task_ids_are_unique_across_processes() -> None:
 
 
 async def test_a_file_is_kept_only_when_the_journal_says_this_task_wrote_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a journal, downloading a task's image again keeps the file it wrote (no refetch);
     once another task wrote there, or the file changed, it is fetched again."""
@@ -183,18 +183,22 @@ async def test_a_file_is_kept_only_when_the_journal_says_this_task_wrote_it(
     ):
         cat = await client.generate("a cat")
         dog = await client.generate("a dog")
-        dest = tmp_path / "g"
-        assert await client.download(cat, dest) == [tmp_path / "g.png"]
+        monkeypatch.chdir(tmp_path)
+        dest = Path("g")  # relative, as a batch's --out often is
+        assert await client.download(cat, dest) == [Path("g.png")]
         fetched = sim.stats.requests["image"]
-        assert await client.download(cat, dest) == [tmp_path / "g.png"]
+        assert await client.download(cat, dest) == [Path("g.png")]
         assert sim.stats.requests["image"] == fetched  # kept: the journal says cat wrote it
         await client.download(dog, dest)
         await client.download(cat, dest)  # dog wrote g.png last: cat's image again
         assert sim.stats.requests["image"] == fetched + 2
         assert (tmp_path / "g.png").read_bytes() == render("a cat", None)
-        (tmp_path / "g.png").write_bytes(render("a dog", None))  # changed behind its back
+        edited = bytearray(render("a cat", None))
+        edited[-20] ^= 0xFF  # changed behind its back, same size
+        (tmp_path / "g.png").write_bytes(bytes(edited))
         await client.download(cat, dest)
         assert (tmp_path / "g.png").read_bytes() == render("a cat", None)
+        assert sim.stats.requests["image"] == fetched + 3
 
 
 async def test_f27_expired_result_url(tmp_path: Path) -> None:
