@@ -116,7 +116,6 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         return render_progress(state, time.monotonic())
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
-        # Task ids are the provider's, untrusted: only a sanitized form reaches a file name.
         try:
             paths = await client.download(result, image_base(args.out, line, result.task_id))
         except NanoBananaError as exc:
