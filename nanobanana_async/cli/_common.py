@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,28 @@ def input_problems(path: Path, exc: InputError | OSError | UnicodeDecodeError) -
     if isinstance(exc, UnicodeDecodeError):
         return [f"{path}: not a UTF-8 text file"]
     return [f"{path}: {exc.strerror or type(exc).__name__}"]
+
+
+def check_output(output: Path) -> None:
+    """Refuse ``--output`` before anything is paid for: a folder, a file as a parent, or a
+    folder this process cannot create a file in (read-only, no permission).
+
+    Raises:
+        InputError: naming the path and why.
+    """
+    if output.is_dir():
+        raise InputError([f"--output {output}: not a file path"])
+    folder = output.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the download creates the missing folders below it
+    if not folder.is_dir():
+        raise InputError([f"--output {output}: not a file path"])
+    # A real file made and removed: permission bits lie to root and on read-only mounts.
+    probe = folder / f".nanobanana-{secrets.token_hex(4)}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(
+            [f"--output {output}: {folder} is not writable ({exc.strerror or exc})"]
+        ) from None

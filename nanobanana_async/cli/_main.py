@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from .._client import Client
-from .._errors import NanoBananaError, NotSupportedError
+from .._download import IMAGE_KINDS, image_suffix
+from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
 from .._models import ImageRequest
 from ..providers import PROVIDERS
 from . import interrupted_before_work, start_work
@@ -27,6 +28,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     UnreachableError,
+    check_output,
     choose_provider,
     connection,
     naming,
@@ -142,7 +144,23 @@ def _parser() -> argparse.ArgumentParser:
         help="an input image URL (repeat for several)",
     )
     generate.add_argument(
-        "--output", "-o", default="image.png", type=Path, help="file to write (image.png)"
+        "--output-format",
+        default=None,
+        help="png or jpeg (jpg is the same) where the provider offers a choice",
+    )
+    generate.add_argument(
+        "--google-search",
+        action="store_true",
+        default=None,
+        help="ask for Google Search grounding where the model offers it",
+    )
+    generate.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        type=Path,
+        help="file to write, kept exactly as given (default image.png, image.jpg or "
+        "image.webp: named by the image's real type)",
     )
 
     batch = commands.add_parser("batch", parents=[common], help="generate every prompt of a file")
@@ -213,6 +231,12 @@ def _parser() -> argparse.ArgumentParser:
         "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
     )
     connection_options(resume)
+    resume.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for images and manifest (default: the batch's --out, recorded in the journal)",
+    )
 
     simulate = commands.add_parser(
         "simulate", parents=[common], help="serve a provider simulator on 127.0.0.1"
@@ -249,23 +273,44 @@ async def _generate(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         aspect_ratio=args.aspect_ratio,
         image_urls=args.image_urls,
+        output_format=args.output_format,
+        google_search=args.google_search,
         num_images=args.num_images,
         watermark=args.watermark,
         callback_url=args.callback_url,
         provider_options=dict(args.option),
     )
+    # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
+    dest: Path = args.output if args.output is not None else Path("image")
     async with Client(provider, **options) as client:
         with naming(client):
             task = await client.submit(request)
+        fetch = (
+            f"'nanobanana status {task.id} --provider {provider} --model {request.model}' "
+            "fetches it"
+        )
         if provider != "local":  # local's tasks end with this process
             # Paid from here on: a Ctrl-C must leave the way back to it.
-            args.interrupted_task = (
-                f": {provider} task {task.id} goes on; 'nanobanana status {task.id} "
-                f"--provider {provider} --model {request.model}' fetches it"
-            )
-        result = await task
-        paths = await client.download(result, args.output)
+            args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
+        try:
+            result = await task
+            paths = await client.download(result, dest)
+        except NanoBananaError as exc:
+            # Accepted, so paid: whatever went wrong, the way back to the task is printed.
+            sys.stderr.write(f"error: {exc}\n")
+            if provider != "local":
+                sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
+            return EXIT_FAILED
     size = sum(p.stat().st_size for p in paths)
+    with paths[0].open("rb") as handle:
+        real = image_suffix(handle.read(16))
+    given = paths[0].suffix.lower().replace(".jpeg", ".jpg")
+    if real is not None and given != real:
+        kind = IMAGE_KINDS[real]
+        sys.stderr.write(
+            f"warning: {paths[0]} holds {kind} bytes (kept at the path given; name it "
+            f"{paths[0].stem}{real}, or ask for another type with --output-format)\n"
+        )
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
     return EXIT_OK
 
@@ -294,10 +339,22 @@ async def _status(args: argparse.Namespace) -> int:
         )
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
+    model = args.model or "nano-banana-2"
     async with Client(provider, **options) as client:
-        task = client.resume(args.task_id, model=args.model or "nano-banana-2")
+        # One check first: an unreachable provider is said at once, as generate says it,
+        # not after --wait seconds of retries.
+        with naming(client):
+            await client.poll(args.task_id, model=model)
+        task = client.resume(args.task_id, model=model)
         try:
             result = await task.result(timeout=args.wait)
+        except TaskTimeoutError:
+            state = task.status.raw_state if task.status else "unknown"
+            sys.stdout.write(
+                f"{args.task_id}: {state} (not finished within {args.wait:g} s; run the same "
+                "command again later)\n"
+            )
+            return EXIT_FAILED
         except NanoBananaError as exc:
             state = task.status.raw_state if task.status else "unknown"
             sys.stdout.write(f"{args.task_id}: {state} ({exc})\n")
@@ -422,10 +479,9 @@ def _main(args: argparse.Namespace) -> int:
         if args.command in ("generate", "batch"):
             _read_stdin(args)
         if args.command == "generate":
-            output: Path = args.output
-            # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
-            if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
-                raise InputError([f"--output {output}: not a file path"])
+            # Checked before the task is paid for, as batch checks --out (the default's
+            # folder too: the current one may be read-only).
+            check_output(args.output if args.output is not None else Path("image.png"))
             return _run(_generate(args))
         if args.command == "batch":
             if args.out.exists() and not args.out.is_dir():

@@ -7,13 +7,16 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nanobanana_async._journal import Journal
 from nanobanana_async.cli import main
 from nanobanana_async.testing import Latency, Simulator
 
@@ -475,3 +478,50 @@ def _wait_for_a_pipe_read(pid: int) -> None:
             pytest.skip("no /proc wchan here to see the read")
         time.sleep(0.01)
     pytest.fail("the command never read stdin")
+
+
+def test_a_full_disk_mid_batch_sends_nothing_unjournaled_and_loses_no_paid_task(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills mid-batch: a prompt whose intent cannot be written is not sent (its
+    row says why), a task accepted but not journaled is said by id and still downloaded, and
+    the batch ends with its summary, not an ExceptionGroup."""
+    calls = {"intent": 0, "submitted": 0}
+    record_intent, record_submitted = Journal.record_intent, Journal.record_submitted
+
+    async def intent(self: Journal, *args: Any) -> None:
+        calls["intent"] += 1
+        if calls["intent"] > 6:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_intent(self, *args)
+
+    async def submitted(self: Journal, *args: Any) -> None:
+        calls["submitted"] += 1
+        if calls["submitted"] == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_submitted(self, *args)
+
+    monkeypatch.setattr(Journal, "record_intent", intent)
+    monkeypatch.setattr(Journal, "record_submitted", submitted)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sim.stats.creates == 6
+    assert [r["status"] for r in rows].count("succeeded") == 6
+    assert [r["status"] for r in rows].count("not_submitted") == 6
+    for row in rows:
+        if row["status"] == "succeeded":
+            assert (out / row["files"][0]).read_bytes().startswith(b"\x89PNG")
+    unjournaled = re.findall(r"task (\w+) was accepted but is not in the journal", err)
+    assert len(set(unjournaled)) == 1
+    assert unjournaled[0] in {r["task_id"] for r in rows if r["status"] == "succeeded"}
+    assert f"'nanobanana status {unjournaled[0]} --provider apixo" in err
+    assert "could not be written" in err
+    assert "Traceback" not in err
+    assert "ExceptionGroup" not in err

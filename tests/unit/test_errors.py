@@ -35,6 +35,7 @@ VALUES: dict[str, object] = {
     "model": "nano-banana-2",
     "path": "out/cat.png",
     "request": nb.ImageRequest(prompt="a cat"),
+    "task": None,  # a live Task does not cross processes: StorageError drops it when pickled
 }
 
 
