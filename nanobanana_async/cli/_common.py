@@ -125,12 +125,20 @@ def check_output(output: Path) -> None:
         folder = folder.parent  # the download creates the missing folders below it
     if not folder.is_dir():
         raise InputError([f"--output {output}: not a file path"])
-    # A real file made and removed: permission bits lie to root and on read-only mounts.
+    problem = cannot_write_in(folder)
+    if problem is not None:
+        raise InputError([f"--output {output}: {folder} is not writable ({problem})"])
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why this process cannot create a file in ``folder``, or None when it can.
+
+    A real file is made and removed: permission bits lie to root and on read-only mounts.
+    """
     probe = folder / f".nanobanana-{secrets.token_hex(4)}.probe"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as exc:
-        raise InputError(
-            [f"--output {output}: {folder} is not writable ({exc.strerror or exc})"]
-        ) from None
+        return exc.strerror or str(exc)
+    return None

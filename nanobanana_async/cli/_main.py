@@ -28,6 +28,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     UnreachableError,
+    cannot_write_in,
     check_output,
     choose_provider,
     connection,
@@ -488,7 +489,7 @@ def _main(args: argparse.Namespace) -> int:
                 raise InputError([f"--out {args.out}: not a folder"])
             # Checked before anything is sent: the journal, the manifest and every image go
             # there (a read-only mount, a folder of another user).
-            if args.out.is_dir() and not os.access(args.out, os.W_OK | os.X_OK):
+            if args.out.is_dir() and cannot_write_in(args.out) is not None:
                 raise InputError([f"--out {args.out}: not writable"])
             return _run(_batch(args, console))
         if args.command == "status":

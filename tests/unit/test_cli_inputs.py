@@ -377,18 +377,23 @@ def test_out_that_is_not_writable_is_exit_2_before_anything_is_sent(
 ) -> None:
     """`batch --out RO_DIR` is one line and exit 2 (it was a raw PermissionError, exit 1).
 
-    The suite runs as root, whom permission bits do not stop, so the access check is what is
-    replaced: the folder reads as not writable, as a read-only mount would."""
+    The suite runs as root, whom permission bits do not stop, so creating a file there is
+    what is made to fail, as on a read-only mount (tests/integration has the real mount)."""
+    import errno
     import os
 
-    import nanobanana_async.cli._main as cli_main
+    import nanobanana_async.cli._common as cli_common
 
     out = tmp_path / "out"
     out.mkdir()
-    real = os.access
-    monkeypatch.setattr(
-        cli_main.os, "access", lambda path, mode: False if Path(path) == out else real(path, mode)
-    )
+    real = os.open
+
+    def refuse(path: Path, flags: int, mode: int = 0o777) -> int:
+        if Path(path).parent == out:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(path, flags, mode)
+
+    monkeypatch.setattr(cli_common.os, "open", refuse)
     monkeypatch.setenv("NANOBANANA_PROVIDER", "apixo")
     monkeypatch.setenv("NANOBANANA_API_KEY", "k")
     monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9")  # nothing may be sent
