@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import sys
 
 from ._sim_config import Latency, Outage, ServerLimits
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     latency=Latency(median=args.median, sigma=0.3),
                     limits=limits,
                     outages=[outage for where, outage in args.outage if where == name],
+                    # Ids unique per run, like a real provider's (a seed would repeat them).
+                    seed=secrets.randbits(64),
                 )
                 for i, (name, provider) in enumerate(named)
             }

@@ -13,6 +13,7 @@ PURE = [
     "providers",
     "_backoff.py",
     "_limits.py",
+    "_structure.py",
     "_scheduler/_plan.py",
     "_scheduler/_latency.py",
     "_scheduler/_memory.py",
