@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         TransportError,
         WebhookVerificationError,
+        WrongAccountError,
     )
     from ._models import (
         AspectRatio,
@@ -104,6 +105,7 @@ __all__ = (
     "Timeouts",
     "TransportError",
     "WebhookVerificationError",
+    "WrongAccountError",
     "__version__",
 )
 
@@ -136,6 +138,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "TaskTimeoutError",
         "TransportError",
         "WebhookVerificationError",
+        "WrongAccountError",
     ),
     "_models": (
         "AspectRatio",

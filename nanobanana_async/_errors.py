@@ -3,6 +3,7 @@
 ```
 NanoBananaError
 ├─ ConfigurationError(ValueError)      bad client/CLI configuration
+│  └─ WrongAccountError               the journal holds the task on another account
 ├─ InvalidRequestError(ValueError)     rejected before any I/O; .errors = ["… @ $.path"]
 │  └─ RequestRejectedError(APIError)   …or by the provider (400, 422), in its own words
 ├─ TransportError                      no usable HTTP response
@@ -356,3 +357,26 @@ class StorageError(NanoBananaError):
 
 class WebhookVerificationError(NanoBananaError, ValueError):
     """A callback could not be verified as coming from a task this client submitted."""
+
+
+class WrongAccountError(ConfigurationError):
+    """The journal holds this request's task on another account (another provider, or another
+    key of it) than the client's: the task is neither checked with this key nor submitted again.
+    Run with that account's key (or through a ``Router`` holding it) to resume it.
+
+    Attributes:
+        key: the request's journal key.
+        provider: the provider holding the task.
+        account: the fingerprint of the key holding it (8 hex digits of its SHA-256, never
+            the key).
+        task_id: the task's id; None when its submit's outcome is unknown.
+    """
+
+    def __init__(
+        self, message: str, *, key: str, provider: str, account: str, task_id: str | None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.provider = provider
+        self.account = account
+        self.task_id = task_id

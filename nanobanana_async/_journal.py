@@ -3,9 +3,12 @@ paying twice (does file I/O, always off the event loop).
 
 Each request is keyed (by the caller, or by a hash of the request). Before a submit is sent the
 key is recorded as an *intent*; the moment the provider accepts, its task id and model are
-recorded; the end state and image URLs follow. Every write is committed (``synchronous=FULL``)
-before the call that made it returns, so a kill at any point leaves either no row, an intent
-(outcome unknown: reported, never resubmitted silently) or a task id (re-attached).
+recorded; the end state and image URLs follow. Each row names the account that holds its task:
+the provider and the key's fingerprint (never the key), so a rerun with another key neither
+polls that task with the wrong key nor pays for it again. Every write is committed
+(``synchronous=FULL``) before the call that made it returns, so a kill at any point leaves
+either no row, an intent (outcome unknown: reported, never resubmitted silently) or a task id
+(re-attached).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     model TEXT,
     urls TEXT,
     error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    account TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -77,9 +81,17 @@ class JournalEntry:
     urls: tuple[str, ...]
     error: str | None
     updated_at: float = 0.0
+    account: str | None = None
+    """The fingerprint of the key that submitted it (``key_fingerprint``); None in rows
+    written before journals recorded it."""
+
+    def held_by(self, provider: str, account: str) -> bool:
+        """Whether this row's task belongs to the account ``provider`` + ``account`` (a key
+        fingerprint). A row from before accounts were recorded belongs to its provider's."""
+        return self.provider == provider and self.account in (None, account)
 
 
-_COLUMNS: Final = "key, provider, request, state, task_id, model, urls, error, updated_at"
+_COLUMNS: Final = "key, provider, request, state, task_id, model, urls, error, updated_at, account"
 
 
 def request_key(provider: str, request: ImageRequest) -> str:
@@ -160,6 +172,7 @@ class Journal:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 db.executescript(_SCHEMA)
+                _migrate(db)
                 self._check_owner(db)
             except sqlite3.DatabaseError as exc:
                 db.close()
@@ -300,15 +313,24 @@ class Journal:
         assert isinstance(rows, list)
         return [_entry(row, self.path) for row in rows]
 
-    async def record_intent(self, key: str, provider: str, request: ImageRequest) -> None:
-        """Record that ``request`` is about to be submitted (durable before returning)."""
+    async def record_intent(
+        self, key: str, provider: str, request: ImageRequest, *, account: str | None = None
+    ) -> None:
+        """Record that ``request`` is about to be submitted (durable before returning).
+
+        Args:
+            key: the request's journal key.
+            provider: the provider it goes to.
+            request: what is submitted.
+            account: the fingerprint of the key it is submitted with (``key_fingerprint``).
+        """
         payload = json.dumps(request_to_json(request), sort_keys=True)
         now = self._wall_clock()
         await self._run(
             lambda db: db.execute(
-                "INSERT INTO tasks (key, provider, request, state, updated_at) "
-                "VALUES (?, ?, ?, 'intent', ?)",
-                (key, provider, payload, now),
+                "INSERT INTO tasks (key, provider, request, state, updated_at, account) "
+                "VALUES (?, ?, ?, 'intent', ?, ?)",
+                (key, provider, payload, now, account),
             )
         )
 
@@ -417,6 +439,15 @@ class Journal:
         self._unlock()
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    # Journals written before rows named their account lack the column; their rows keep NULL
+    # (the journal's provider, key unknown) and stay readable by older versions, which name
+    # their columns in every statement.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    if "account" not in columns:
+        db.execute("ALTER TABLE tasks ADD COLUMN account TEXT")
+
+
 def _entry(row: object, path: Path) -> JournalEntry:
     # The one reading of a row, through cattrs like every other untyped input (loaded on the
     # first read: opening a client stays cheap). A row that does not read is a damaged
@@ -445,18 +476,29 @@ class Intent:
     wait never leaves the request looking "of unknown outcome".
     """
 
-    def __init__(self, journal: Journal, key: str, provider: str, request: ImageRequest) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        key: str,
+        provider: str,
+        request: ImageRequest,
+        *,
+        account: str | None = None,
+    ) -> None:
         self.key = key
         self.path = journal.path
         self._journal = journal
         self._provider = provider
         self._request = request
+        self._account = account
         self._written = False
 
     async def write(self) -> None:
         """Record the intent (right before a send)."""
         if not self._written:
-            await self._journal.record_intent(self.key, self._provider, self._request)
+            await self._journal.record_intent(
+                self.key, self._provider, self._request, account=self._account
+            )
             self._written = True
 
     async def clear(self) -> None:

@@ -11,9 +11,10 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._errors import GenerationFailedError, SubmitOutcomeUnknownError
+from .._errors import GenerationFailedError, SubmitOutcomeUnknownError, WrongAccountError
 from .._journal import Journal, JournalEntry
 from .._models import ImageResult, TaskRef
+from .._redact import key_fingerprint
 from .._settings import Settings
 from .._task import Task
 from ._ledger import Lease
@@ -27,8 +28,11 @@ _log = logging.getLogger("nanobanana_async")
 class JournalHooks:
     """What the submit pipeline asks of a client's journal, and the end records it writes."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, provider: str, account: str) -> None:
         self.journal = journal
+        self.provider = provider
+        self.account = account
+        """The fingerprint of the client's key: the account its rows name."""
         self._writes: set[asyncio.Task[None]] = set()
         self._leases: dict[str, Lease] = {}
 
@@ -41,7 +45,8 @@ class JournalHooks:
             provider=settings.provider,
             base_url=settings.journal_base_url,
         )
-        return cls(journal)
+        key = settings.key.reveal() if settings.key is not None else None
+        return cls(journal, provider=settings.provider, account=key_fingerprint(key))
 
     def lease_id(self, key: str) -> str:
         """A lease id stable across reruns on this journal, so a shared ledger re-attaches."""
@@ -59,6 +64,8 @@ class JournalHooks:
         for entry in await self.journal.entries():
             if entry.state not in ("intent", "submitted", "unknown"):
                 continue
+            if not entry.held_by(self.provider, self.account):
+                continue  # another account's task takes none of this account's slots
             model = conn.group(entry.model or entry.request.model)
             submitted = now - max(0.0, wall - entry.updated_at)
             if scheduler.horizon(conn, model, submitted) <= now:
@@ -73,9 +80,23 @@ class JournalHooks:
         tracked again while it may still run, else ended as recorded.
 
         Raises:
+            WrongAccountError: the row is another account's (provider or key): its task is
+                not checked with this key, nor submitted again.
             SubmitOutcomeUnknownError: the row has no task id (the create may have been
                 accepted); it is not sent again.
         """
+        if not known.held_by(self.provider, self.account):
+            held = "its submit, of unknown outcome," if known.task_id is None else "its task"
+            raise WrongAccountError(
+                f"the journal {self.journal.path} holds {held} for this request (key "
+                f"{known.key[:16]}…) on {known.provider} account {known.account}, not on this "
+                f"client's ({self.provider} account {self.account}): it is not checked with "
+                "this key nor submitted again; use that account's key to resume it",
+                key=known.key,
+                provider=known.provider,
+                account=known.account or "",
+                task_id=known.task_id,
+            )
         if known.task_id is None or known.model is None:
             raise SubmitOutcomeUnknownError(
                 f"the journal holds an earlier submit of this request (key {known.key[:16]}…) "

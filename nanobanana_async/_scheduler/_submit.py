@@ -143,7 +143,9 @@ class Submitter:
         task = Task(request, key, self.clock)
         intent = None
         if self.journal is not None and journal_key is not None:
-            intent = Intent(self.journal.journal, journal_key, driver.name, sent)
+            intent = Intent(
+                self.journal.journal, journal_key, driver.name, sent, account=self.journal.account
+            )
         inner = asyncio.ensure_future(self._submit_and_track(task, sent, lease, callback, intent))
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self._running.add(inner)

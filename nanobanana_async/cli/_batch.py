@@ -32,6 +32,7 @@ from .._errors import (
     NanoBananaError,
     StorageError,
     SubmitOutcomeUnknownError,
+    WrongAccountError,
 )
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
@@ -46,7 +47,14 @@ from ._common import (
     request_defaults,
 )
 from ._inputs import InputError, read_requests
-from ._progress import BatchState, render_progress, render_summary
+from ._progress import (
+    PROGRESS_INTERVAL,
+    BatchState,
+    progress_record,
+    render_plain,
+    render_progress,
+    render_summary,
+)
 
 
 def _key(provider: str, line: int, request: ImageRequest) -> str:
@@ -140,10 +148,24 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     manifest = args.out / "results.jsonl"
     rows = Manifest(manifest)
 
+    mode = progress_mode(args)
+
     def refresh() -> RenderableType:
         stats = client.statistics()
         state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
         return render_progress(state, time.monotonic())
+
+    def emit() -> None:
+        # One line to stdout, flushed at once: a log or CI shows it as it comes.
+        stats = client.statistics()
+        state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
+        now = time.monotonic()
+        if mode == "json":
+            line = json.dumps(progress_record(state, now))
+        else:
+            line = render_plain(state, now)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
         try:
@@ -183,33 +205,50 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                         f"{args.min_balance:g}: not started"
                     ]
                 )
-        try:
-            with Live(refresh(), console=console, auto_refresh=False) as live:
-                ticker = asyncio.ensure_future(tick(live))
-                try:
-                    stop = await _run_batch(
-                        client,
-                        lines,
-                        state,
-                        rows,
-                        finish,
-                        concurrent=args.concurrent,
-                        note=unjournaled.append,
-                        say=lambda text: live.console.print(text, highlight=False, soft_wrap=True),
-                    )
-                finally:
+
+        def run(say: Callable[[str], None]) -> Coroutine[Any, Any, NanoBananaError | None]:
+            return _run_batch(
+                client,
+                lines,
+                state,
+                rows,
+                finish,
+                concurrent=args.concurrent,
+                note=unjournaled.append,
+                say=say,
+            )
+
+        if mode != "table":
+            ticker = asyncio.ensure_future(every(PROGRESS_INTERVAL, emit)) if mode else None
+            try:
+                stop = await run(lambda text: console.print(text, highlight=False, soft_wrap=True))
+            finally:
+                if ticker is not None:
                     ticker.cancel()
-                live.update(refresh(), refresh=True)
-        finally:
-            if not console.is_terminal:
-                # Off a terminal (a log, CI) rich leaves the table's last line open: the
-                # summary or the "interrupted" line would run on after it.
-                console.line()
+            if mode:
+                emit()  # the final counts
+        else:
+            try:
+                with Live(refresh(), console=console, auto_refresh=False) as live:
+                    ticker = asyncio.ensure_future(tick(live))
+                    try:
+                        stop = await run(
+                            lambda text: live.console.print(text, highlight=False, soft_wrap=True)
+                        )
+                    finally:
+                        ticker.cancel()
+                    live.update(refresh(), refresh=True)
+            finally:
+                if not console.is_terminal:
+                    # Off a terminal (a log, CI) rich leaves the table's last line open: the
+                    # summary or the "interrupted" line would run on after it.
+                    console.line()
     try:
         await anyio.to_thread.run_sync(rows.finish)
     except OSError as exc:
         console.print(f"could not write {manifest} ({exc.strerror or exc}): results below only")
-    console.print(render_summary(rows.rows))
+    if not args.quiet:
+        console.print(render_summary(rows.rows))
     for text in unjournaled:
         # Again after the table: these ids are in no file if the disk stays full.
         console.print(text, highlight=False, soft_wrap=True)  # an id must stay whole
@@ -243,6 +282,32 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"manifest: {manifest}")
     return EXIT_OK if state.failed == 0 and not skipped else EXIT_FAILED
+
+
+def progress_mode(args: argparse.Namespace) -> str:
+    """How the batch shows progress: ``table`` (a live table on the console), ``plain`` or
+    ``json`` (a line every ``PROGRESS_INTERVAL`` seconds on stdout), or ``""`` (none).
+
+    ``--progress auto`` (the default) is the table when stdout is a terminal, else plain
+    lines: a table redrawn in place shows nothing in a file or a CI log until the end.
+    """
+    if args.quiet or args.progress == "none":
+        return ""
+    if args.progress == "auto":
+        return "table" if sys.stdout.isatty() else "plain"
+    return str(args.progress)
+
+
+async def every(interval: float, emit: Callable[[], None]) -> None:
+    """Call ``emit`` every ``interval`` seconds until cancelled."""
+    loop = asyncio.get_running_loop()
+    due = loop.time() + interval
+    while True:
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        emit()
+        # The next line is due an interval after this one was, not after it was written:
+        # a late loop does not push every later line later.
+        due = max(due + interval, loop.time() + interval / 2)
 
 
 class Manifest:
@@ -383,8 +448,10 @@ async def _run_batch(
             except NanoBananaError as exc:
                 state.refused(time.monotonic())
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
+                # WrongAccountError: another account's task, whose id must not be lost.
+                task_id = getattr(exc, "task_id", None)
                 rows.append(
-                    manifest_row(line, request, status=status, task_id=None, error=str(exc))
+                    manifest_row(line, request, status=status, task_id=task_id, error=str(exc))
                 )
                 return
         state.accepted(line, time.monotonic())
@@ -467,6 +534,11 @@ async def _resume(args: argparse.Namespace) -> int:
             try:
                 result = await task
                 paths = await client.download(result, image_base(out, line, result.task_id))
+            except WrongAccountError as exc:
+                # Another key's task: not checked with this key; its manifest row stays.
+                failed += 1
+                sys.stdout.write(f"line {line}: not resumed ({exc})\n")
+                continue
             except NanoBananaError as exc:
                 failed += 1
                 task_id = getattr(exc, "task_id", None) or task.id

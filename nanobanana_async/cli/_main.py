@@ -200,6 +200,17 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrent", type=_positive(int), default=1_000, help="tasks at once (1000)"
     )
     batch.add_argument(
+        "--progress",
+        choices=("auto", "table", "plain", "json", "none"),
+        default="auto",
+        help="auto (default): table when stdout is a terminal, else plain; table: a live "
+        "table on stderr; plain: a line every few seconds on stdout (counts, rate, ETA); "
+        "json: the same as one JSON object a line; none",
+    )
+    batch.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress and no summary (errors only)"
+    )
+    batch.add_argument(
         "--coordinator",
         default=None,
         metavar="URL",

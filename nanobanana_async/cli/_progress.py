@@ -84,14 +84,31 @@ class BatchState:
         self._ended.append(now)
 
     def eta(self, now: float) -> str:
+        """Time left as ``3m05s`` (see :meth:`eta_seconds`); ``-`` when it has none."""
+        seconds = self.eta_seconds(now)
+        if seconds is None:
+            return "-"
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+    def rate(self, now: float) -> float:
+        """Prompts ended per second over the last ``ETA_WINDOW`` seconds (or since the start)."""
+        span = min(ETA_WINDOW, now - self.started)
+        if self._ended and len(self._ended) == self._ended.maxlen:
+            # The deque forgets older ends: measure only over the ends it still holds.
+            span = min(span, now - self._ended[0])
+        if span <= 0:
+            return 0.0
+        return sum(1 for t in self._ended if t > now - span) / span
+
+    def eta_seconds(self, now: float) -> float | None:
         """Time left: the prompts left at the rate they recently ended, and never less than
         a typical task's duration after the last accept (the tail still running).
 
-        ``-`` before any prompt ended and once none is left.
+        None before any prompt ended and once none is left.
         """
         left = self.total - self.done - self.failed - self.skipped
         if left <= 0 or not self._ended:
-            return "-"
+            return None
         recent = [t for t in self._ended if t > now - ETA_WINDOW]
         if len(recent) >= 2:
             # Measured from the first recent end, not the start: the first tasks' latency
@@ -102,8 +119,7 @@ class BatchState:
         if self._durations and self.running:
             typical = statistics.median(self._durations)
             seconds = max(seconds, self._last_accept + typical - now)
-        seconds = max(1.0, seconds)  # something is left: never 0m00s
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+        return max(1.0, seconds)  # something is left: never 0m00s
 
 
 # Seconds of recent ends the ETA's rate is measured over.
@@ -147,3 +163,53 @@ def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
     for error, numbers in list(problems.items())[:10]:
         table.add_row(lines_text(numbers), error[:80])
     return table
+
+
+# Seconds between two lines of plain or JSON progress: a log shows the batch moving every few
+# seconds, and a line stays within 5 s of the last even when the event loop runs late.
+
+PROGRESS_INTERVAL: Final = 3.0
+
+
+def progress_record(state: BatchState, now: float) -> dict[str, Any]:
+    """The progress as one flat JSON object (``--progress json``, one per line).
+
+    Fields: ``elapsed`` (s), ``total``, ``submitted``, ``running``, ``downloading``, ``done``,
+    ``failed``, ``not_submitted``, ``rate`` (prompts ended per second, recently), ``eta`` (s, or
+    null), ``requests_in_window``, ``request_limit``, ``retries``.
+    """
+    eta = state.eta_seconds(now)
+    return {
+        "elapsed": round(now - state.started, 1),
+        "total": state.total,
+        "submitted": state.submitted,
+        "running": state.running,
+        "downloading": state.downloading,
+        "done": state.done,
+        "failed": state.failed,
+        "not_submitted": state.skipped,
+        "rate": round(state.rate(now), 2),
+        "eta": None if eta is None else round(eta),
+        "requests_in_window": state.requests_in_window,
+        "request_limit": state.request_limit,
+        "retries": state.retries,
+    }
+
+
+def render_plain(state: BatchState, now: float) -> str:
+    """The progress as one line of text, for a log or CI (``--progress plain``)."""
+    record = progress_record(state, now)
+    text = (
+        f"[{record['elapsed']:.0f}s] {state.done}/{state.total} done, {state.failed} failed, "
+        f"{state.running} running, {state.downloading} downloading, "
+        f"{state.submitted} submitted"
+    )
+    if state.skipped:
+        text += f", {state.skipped} not submitted"
+    text += (
+        f" | {record['rate']:.1f}/s | ETA {state.eta(now)} | requests "
+        f"{state.requests_in_window}/{state.request_limit}"
+    )
+    if state.retries:
+        text += f" | {state.retries} retries"
+    return text

@@ -143,6 +143,7 @@ class Book:
             finish=finish,
             outcome=outcome,
             origin=origin,
+            refused=refused,
         )
         self.tasks[task_id] = task
         heapq.heappush(self._running, finish)

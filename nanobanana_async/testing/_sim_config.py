@@ -79,6 +79,47 @@ class ServerLimits:
     concurrent_tasks: int | None = None
 
 
+def _kinds(instance: object, attribute: object, value: frozenset[str]) -> None:
+    unknown = sorted(value - {"create", "status", "balance"})
+    if unknown or not value:
+        raise ValueError(f"kinds must be some of create, status, balance; got {sorted(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class Outage:
+    """A scheduled outage of one simulated account, ``start`` to ``end`` seconds after it starts.
+
+    Args:
+        start: seconds after the simulator started (a ``Simulators`` group: after the group
+            started) when the outage begins; ``>= 0``.
+        end: when it ends; ``> start``.
+        refuse_connections: False (the default): the server keeps answering, but requests of
+            ``kinds`` get the provider's documented maintenance refusal (crun: body code 455;
+            the others: HTTP 503), which creates nothing. Only crun's 455 proves that to a
+            client: a 503 to a create is an unknown outcome there (the task may exist), so to
+            test failover off apixo use refused connections. True: the server stops listening, so
+            new connections are refused and idle ones are closed; it listens again at ``end``
+            on the same port.
+        kinds: the requests a maintenance outage refuses; default creates only.
+    """
+
+    start: float = attrs.field(validator=attrs.validators.ge(0.0))
+    end: float = attrs.field()
+    refuse_connections: bool = False
+    kinds: frozenset[str] = attrs.field(default=frozenset({"create"}), validator=_kinds)
+
+    @end.validator
+    def _end_after_start(self, attribute: object, value: float) -> None:
+        if not value > self.start:
+            raise ValueError(f"an outage must end after it starts: start={self.start}, end={value}")
+
+    def covers(self, elapsed: float, kind: str) -> bool:
+        """Whether a request of ``kind`` ``elapsed`` seconds after the start is refused."""
+        return (
+            not self.refuse_connections and kind in self.kinds and self.start <= elapsed < self.end
+        )
+
+
 @attrs.define
 class _Task:
     task_id: str
@@ -92,6 +133,7 @@ class _Task:
     origin: str
     checks: int = 0
     seen_done: bool = False
+    refused: bool = False
 
 
 @attrs.define
@@ -101,6 +143,8 @@ class SimulatorStats:
     requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
     rate_limited: int = 0
     rejected: int = 0
+    refused: int = 0
+    """Requests answered with the provider's maintenance refusal during an ``Outage``."""
     unauthorized: int = 0
     creates: int = 0
     duplicate_creates: int = 0

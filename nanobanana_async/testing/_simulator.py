@@ -11,6 +11,7 @@ behind them (request windows, tasks, fault draws) are kept by ``_sim_book``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -18,7 +19,7 @@ import math
 import random
 import secrets
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Self
 
 import aiohttp
@@ -27,7 +28,7 @@ from aiohttp import web
 from .._scheduler._memory import MEMORY
 from . import _png
 from ._sim_book import _MARKER_REFUSED, Book, task_state, task_view
-from ._sim_config import Faults, Latency, ServerLimits, SimulatorStats, _Task
+from ._sim_config import Faults, Latency, Outage, ServerLimits, SimulatorStats, _Task
 from ._wire import PROTOCOLS, Kind, RejectError, WireProtocol
 
 _CALLBACK_DELAYS: Final = (1.0, 2.0, 4.0)  # apixo retries up to 3 times, growing delays
@@ -58,6 +59,8 @@ class Simulator:
             report it (1000 when unlimited); at less than ``create_cost`` a create gets the
             provider's own insufficient-credits answer (402) and creates nothing.
         create_cost: what each accepted create takes from ``credits``; default 1.
+        outages: scheduled outages (maintenance refusals or refused connections), timed from
+            the start; ``stats.refused`` counts the maintenance refusals.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Simulator:
         record_timeline: bool = False,
         credits: float | None = None,
         create_cost: float = 1.0,
+        outages: Sequence[Outage] = (),
     ) -> None:
         if provider not in PROTOCOLS:
             raise ValueError(f"unknown provider {provider!r}; one of {sorted(PROTOCOLS)}")
@@ -87,8 +91,15 @@ class Simulator:
         self.stats = SimulatorStats()
         self.credits = credits
         self.create_cost = create_cost
+        self.outages = tuple(outages)
+        self.started_at: float | None = None
+        """The loop time outages are timed from; set by ``start``."""
+        self._epoch: float | None = None  # a Simulators group times all of its members alike
+        self._site: web.TCPSite | None = None
+        self._listen_port = port
+        self._refusals: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._host = host
-        self._port = port
         self._rng = random.Random(seed)
         self._callback_retry_scale = callback_retry_scale
         self._book = Book(self._rng, record_timeline=record_timeline)
@@ -117,19 +128,66 @@ class Simulator:
         app.router.add_get("/files/{task_id}.png", self._image)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio.Server
-        self.origin = f"http://{self._host}:{port}"
+        await self._listen()
+        self.origin = f"http://{self._host}:{self._listen_port}"
         self.base_url = self.origin + prefix
         # A new server listens here now: latencies a client learned from an earlier one on
         # the same port (one test's, one benchmark run's) must not carry over to this one.
         MEMORY.forget(self.origin)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.started_at = loop.time() if self._epoch is None else self._epoch
+        windows = _merged(o for o in self.outages if o.refuse_connections)
+        if windows:
+            self._refusals = loop.create_task(self._refuse_connections(windows))
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self._host, self._listen_port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        # Port 0 picked a free port: listening again after an outage must reuse it.
+        self._listen_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._site = site
+
+    async def _refuse_connections(self, windows: list[tuple[float, float]]) -> None:
+        assert self.started_at is not None
+        for start, end in windows:
+            await asyncio.sleep(max(0.0, self.started_at + start - self._now()))
+            if self._site is not None:
+                await self._site.stop()
+                self._site = None
+            server = self._runner.server if self._runner is not None else None
+            # Stopping the listener leaves accepted connections open; a client would keep
+            # using its pooled ones. Idle ones (waiting for a next request, aiohttp's own
+            # keep-alive test) are closed now, busy ones once they have answered.
+            for handler in server.connections if server is not None else ():
+                waiter = handler._waiter  # aiohttp's own idle test (_process_keepalive)
+                if waiter is not None and not waiter.done():
+                    handler.force_close()
+                else:
+                    handler.close()
+            await asyncio.sleep(max(0.0, self.started_at + end - self._now()))
+            await self._listen()
+
+    def in_maintenance(self, kind: str = "create") -> bool:
+        """Whether a maintenance ``Outage`` refuses a request of ``kind`` now (callable from
+        any thread, e.g. a sync test beside :meth:`start_in_thread`)."""
+        if self.started_at is None or self._loop is None:
+            return False
+        # The loop's own clock (a plain clock read, safe from another thread): the one
+        # ``started_at`` was taken from.
+        elapsed = self._loop.time() - self.started_at
+        return any(outage.covers(elapsed, kind) for outage in self.outages)
 
     async def aclose(self) -> None:
         """Stop the server and any callback deliveries still pending."""
+        if self._refusals is not None:
+            self._refusals.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refusals
+            self._refusals = None
         for task in list(self._callback_tasks):
             task.cancel()
         for task in list(self._callback_tasks):
@@ -184,6 +242,12 @@ class Simulator:
         self._thread.join(timeout=10)
         self._thread = None
 
+    def created_prompts(self) -> collections.Counter[str]:
+        """How many tasks this account created for each prompt (refused creates excluded)."""
+        return collections.Counter(
+            task.accepted.prompt for task in self._book.tasks.values() if not task.refused
+        )
+
     # ----------------------------------------------------------------- HTTP
 
     def _now(self) -> float:
@@ -209,6 +273,11 @@ class Simulator:
         if not self.protocol.authorized(request.headers, self.api_key):
             self.stats.unauthorized += 1
             return self._error(401, "Invalid or missing API key")
+        if self.outages and self.in_maintenance(kind):
+            # Before the request window: a refusal is not an accepted request.
+            self.stats.refused += 1
+            status, body = self.protocol.maintenance()
+            return self._json(status, body)
         if not self._book.admit(now, self.limits):
             return self._too_many(now)
         # Read the whole request first, as a real server does before it stalls or fails.
@@ -369,3 +438,14 @@ class Simulator:
             except (aiohttp.ClientError, TimeoutError):
                 pass
         self.stats.callbacks_failed += 1
+
+
+def _merged(outages: Iterable[Outage]) -> list[tuple[float, float]]:
+    """The (start, end) windows of ``outages``, sorted, overlapping ones joined."""
+    windows: list[tuple[float, float]] = []
+    for outage in sorted(outages, key=lambda o: o.start):
+        if windows and outage.start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], outage.end))
+        else:
+            windows.append((outage.start, outage.end))
+    return windows

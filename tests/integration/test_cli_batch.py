@@ -193,8 +193,10 @@ def test_batch_min_balance_refuses_to_start(
     assert capsys.readouterr().out.strip() == "apixo: 100"
 
 
-@pytest.mark.parametrize("after", [3, 20])
-def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, sim: Simulator, after: int) -> None:
+@pytest.mark.parametrize(("after", "progress"), [(3, "table"), (20, "auto")])
+def test_ctrl_c_exits_130_with_one_line(
+    tmp_path: Path, sim: Simulator, after: int, progress: str
+) -> None:
     """SIGINT mid-batch (submits in flight, or tasks running and downloading): exit 130 and
     the one 'interrupted' line, no 'Unclosed client session' or pending-task noise."""
     prompts = tmp_path / "p.txt"
@@ -207,6 +209,8 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, sim: Simulator, after: i
         str(prompts),
         "--out",
         str(tmp_path / "out"),
+        "--progress",
+        progress,
     ]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
@@ -217,10 +221,15 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path, sim: Simulator, after: i
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    # The progress table is drawn on stderr too; what follows it is the one line, on a line
-    # of its own (off a terminal rich left the table's last line open).
-    tail = err.decode().rsplit("┘", 1)[-1].splitlines()
-    assert tail == ["", "interrupted: run the same command again to resume from the journal"]
+    line = "interrupted: run the same command again to resume from the journal"
+    if progress == "table":
+        # The progress table is drawn on stderr too; what follows it is the one line, on a
+        # line of its own (off a terminal rich left the table's last line open).
+        tail = err.decode().rsplit("┘", 1)[-1].splitlines()
+        assert tail == ["", line]
+    else:
+        # stdout is a pipe: progress is plain lines there, and stderr holds the one line.
+        assert err.decode().splitlines() == [line]
 
 
 def test_a_refused_call_names_the_provider_and_url(
@@ -492,11 +501,11 @@ def test_a_full_disk_mid_batch_sends_nothing_unjournaled_and_loses_no_paid_task(
     calls = {"intent": 0, "submitted": 0}
     record_intent, record_submitted = Journal.record_intent, Journal.record_submitted
 
-    async def intent(self: Journal, *args: Any) -> None:
+    async def intent(self: Journal, *args: Any, **kwargs: Any) -> None:
         calls["intent"] += 1
         if calls["intent"] > 6:
             raise sqlite3.OperationalError("database or disk is full")
-        await record_intent(self, *args)
+        await record_intent(self, *args, **kwargs)
 
     async def submitted(self: Journal, *args: Any) -> None:
         calls["submitted"] += 1

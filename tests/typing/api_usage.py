@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import nanobanana_async as nb
-from nanobanana_async.testing import FakeClock, Latency, Simulator
+from nanobanana_async.testing import (
+    FakeClock,
+    Latency,
+    Outage,
+    ServerLimits,
+    Simulator,
+    Simulators,
+    SimulatorStats,
+)
 
 
 async def main(prompts: list[str]) -> None:
@@ -34,6 +42,9 @@ async def main(prompts: list[str]) -> None:
                 print(exc.task_id, exc.provider, exc.model)
             except nb.SubmitOutcomeUnknownError as exc:
                 print(exc.request)
+            except nb.WrongAccountError as exc:
+                held: tuple[str, str, str | None] = (exc.provider, exc.account, exc.task_id)
+                print(held, exc.key)
         ratio: nb.AspectRatio = "21:9"
         model: nb.ModelName = "nano-banana-pro"
         native = nb.ImageRequest(prompt="x", model="google/nano-banana-2-lite", aspect_ratio=ratio)
@@ -44,3 +55,16 @@ async def main(prompts: list[str]) -> None:
         )
     async with Simulator("crun", latency=Latency(median=0.5)) as sim:
         print(sim.base_url, sim.api_key, sim.stats.max_window, FakeClock().now())
+    limits = ServerLimits(requests=600, per=10.0, concurrent_tasks=50)
+    async with Simulators(
+        [
+            Simulator("apixo", limits=limits),
+            Simulator("crun", limits=limits, outages=[Outage(start=1.0, end=7.0)]),
+        ]
+    ) as sims:
+        crun: Simulator = sims["crun"]
+        env: dict[str, str] = sims.env()
+        print(crun.base_url, env, crun.in_maintenance("create"))
+    per_account: dict[str, SimulatorStats] = sims.stats
+    twice: dict[str, list[str]] = sims.prompts_on_several()
+    print(per_account["crun"].refused, twice)

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 from pathlib import Path
 from typing import cast
 
+import pytest
 from rich.console import Console
 
 import nanobanana_async as nb
 from nanobanana_async.cli._batch import SUBMIT_WINDOW, Manifest, _run_batch
-from nanobanana_async.cli._progress import BatchState, render_progress
+from nanobanana_async.cli._progress import (
+    BatchState,
+    progress_record,
+    render_plain,
+    render_progress,
+)
 
 
 def _text(state: BatchState, now: float) -> str:
@@ -156,3 +163,44 @@ async def test_a_batch_stops_submitting_when_the_coordinator_is_gone(tmp_path: P
     assert calls <= SUBMIT_WINDOW
     assert [r["status"] for r in rows.rows] == ["not_submitted"] * 200
     assert state.skipped == 200
+
+
+def test_plain_and_json_progress_carry_counts_rate_and_eta() -> None:
+    """A plain line and a JSON record show the same counts, the recent rate and the ETA."""
+    state = BatchState(total=10, started=0.0, request_limit=600)
+    for line in range(1, 7):
+        state.accepted(line, 0.1 * line)
+    for line, at in ((1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0)):
+        state.finished(line, at)
+        state.saved(at, ok=True)
+    state.task_failed(5, 5.5)
+    state.requests_in_window, state.retries = 42, 3
+    record = progress_record(state, 6.0)
+    assert json.loads(json.dumps(record)) == record
+    assert record["elapsed"] == 6.0
+    assert (record["total"], record["submitted"], record["running"]) == (10, 6, 1)
+    assert (record["done"], record["failed"], record["not_submitted"]) == (4, 1, 0)
+    assert record["rate"] == pytest.approx(5 / 6.0, abs=0.01)
+    assert record["eta"] is not None
+    assert record["eta"] == pytest.approx(state.eta_seconds(6.0), abs=0.5)
+    assert (record["requests_in_window"], record["request_limit"], record["retries"]) == (
+        42,
+        600,
+        3,
+    )
+    text = render_plain(state, 6.0)
+    assert text.startswith("[6s] 4/10 done, 1 failed, 1 running, 0 downloading, 6 submitted")
+    assert f"ETA {state.eta(6.0)}" in text
+    assert "0.8/s" in text
+    assert "requests 42/600" in text
+    assert "3 retries" in text
+
+
+def test_the_rate_counts_only_recent_ends() -> None:
+    """Ends older than the ETA window no longer count toward the rate."""
+    state = BatchState(total=100, started=0.0)
+    for line in range(10):
+        state.accepted(line, 0.0)
+        state.task_failed(line, 1.0)
+    assert state.rate(10.0) == pytest.approx(1.0)
+    assert state.rate(200.0) == 0.0

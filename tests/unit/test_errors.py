@@ -35,6 +35,8 @@ VALUES: dict[str, object] = {
     "model": "nano-banana-2",
     "path": "out/cat.png",
     "request": nb.ImageRequest(prompt="a cat"),
+    "key": "line-1-abc",
+    "account": "0a1b2c3d",
     "task": None,  # a live Task does not cross processes: StorageError drops it when pickled
 }
 

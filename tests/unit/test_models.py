@@ -113,6 +113,7 @@ PUBLIC_API = (
     "Timeouts",
     "TransportError",
     "WebhookVerificationError",
+    "WrongAccountError",
     "__version__",
 )
 TESTING_API = (
@@ -121,10 +122,12 @@ TESTING_API = (
     "HttpRequest",
     "HttpResponse",
     "Latency",
+    "Outage",
     "ScriptedTransport",
     "ServerLimits",
     "Simulator",
     "SimulatorStats",
+    "Simulators",
     "json_response",
     "settle",
 )

@@ -164,6 +164,14 @@ class WireProtocol:
         """HTTP status and body for an error ``code``."""
         return code, {"code": code, "message": message, "data": None}
 
+    def maintenance(self) -> tuple[int, dict[str, object]]:
+        """HTTP status and body refusing a request while the service is in maintenance.
+
+        Only crun documents a maintenance answer (455); the others list 503 "service
+        unavailable" (apixo) or nothing ([?]: xingchao, nanobananaapi), so 503 it is.
+        """
+        return self.error(503, "Service unavailable")
+
     def body_429(self) -> tuple[int, dict[str, object]]:
         """A rate-limit refusal carried in the body with HTTP 200 (crun's style)."""
         return 200, {"code": 429, "message": "Rate limited", "data": None}

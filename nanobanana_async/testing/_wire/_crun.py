@@ -144,6 +144,10 @@ class Crun(WireProtocol):
         """``data.balance``."""
         return 200, {"code": 200, "message": "success", "data": {"balance": credits}}
 
+    def maintenance(self) -> tuple[int, dict[str, object]]:
+        """Body code 455, "Service Unavailable - System is currently undergoing maintenance"."""
+        return self.error(455, "System is currently undergoing maintenance")
+
     def error(self, code: int, message: str) -> tuple[int, dict[str, object]]:
         """Whether HTTP mirrors ``code`` is [?]: HTTP 200 is the harder case, so it is used."""
         return 200, {"code": code, "message": message, "data": None}
