@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import attrs
 
-from .._errors import BadResponseError, snippet
+from .._errors import AuthenticationError, BadResponseError, RequestRejectedError, snippet
 from .._http import HttpRequest, HttpResponse, loads
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
 from ._answers import (
@@ -18,6 +18,7 @@ from ._answers import (
     drop_none,
     looks_like_content_policy,
     open_envelope,
+    same_task,
     structure,
 )
 from ._base import (
@@ -73,6 +74,28 @@ _STATES: Final = {
     "success": TaskState.SUCCEEDED,
     "failed": TaskState.FAILED,
 }
+
+
+def _open(response: HttpResponse, provider: str, *, task_id: str | None = None) -> object:
+    """:func:`open_envelope`, with HTTP 403 read as apixo's error page documents it.
+
+    PROTOCOLS.md 4, "Errors [C]": "401 bad key · 402 insufficient balance · 403
+    forbidden/content policy". A 403 is a refusal of this request (its prompt or images), not
+    of the key: it must not fail every task of the account nor tell the user to fix the key
+    (issue 20, item 14). 401 stays the key's refusal.
+    """
+    try:
+        return open_envelope(response, provider, task_id=task_id)
+    except AuthenticationError as exc:
+        if 403 not in (exc.status, exc.code):
+            raise
+        raise RequestRejectedError(
+            f"forbidden or refused by content policy: {exc.message}",
+            provider=provider,
+            status=exc.status,
+            code=exc.code,
+            task_id=task_id,
+        ) from None
 
 
 @attrs.frozen
@@ -151,7 +174,7 @@ class ApixoDriver:
 
     def parse_submit(self, response: HttpResponse, request: ImageRequest) -> TaskRef:
         """``data.taskId``, kept with the model: polling needs it in the path."""
-        data = open_envelope(response, self.name)
+        data = _open(response, self.name)
         created = structure(data, _Created, provider=self.name, response=response)
         return TaskRef(self.name, created.taskId, _MODELS[request.model].wire_id)
 
@@ -162,8 +185,9 @@ class ApixoDriver:
 
     def parse_status(self, response: HttpResponse, ref: TaskRef) -> TaskStatus:
         """Status from ``data.state``; URLs from the JSON string ``data.resultJson``."""
-        data = open_envelope(response, self.name, task_id=ref.task_id)
+        data = _open(response, self.name, task_id=ref.task_id)
         status = structure(data, _Status, provider=self.name, response=response)
+        same_task(status.taskId, ref, self.name, response)
         return self._status(status, response)
 
     def _status(self, status: _Status, response: HttpResponse) -> TaskStatus:
@@ -198,7 +222,7 @@ class ApixoDriver:
 
     def parse_balance(self, response: HttpResponse) -> float:
         """``data`` is the bare number (US dollars)."""
-        return balance_number(open_envelope(response, self.name), self.name, response)
+        return balance_number(_open(response, self.name), self.name, response)
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """The same envelope as a status answer (``code`` is 200 even for failed tasks)."""
