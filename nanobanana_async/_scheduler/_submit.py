@@ -244,7 +244,7 @@ class Submitter:
         entry = self._track(task, ref, request.timeout, lease, late=callback is not None)
         if callback is not None:
             scheduler = self.scheduler
-            callback.bind(ref.task_id, lambda: scheduler.hint(entry))
+            callback.bind(ref.task_id, lambda claimed: scheduler.hint(entry, claimed))
             task._future.add_done_callback(
                 lambda done: callback.finished(seen_ended=_seen_ended(done))
             )

@@ -378,7 +378,7 @@ class CallbackReceiver:
             return web.Response(status=404, text="callback does not match its token")
         registration._heard = True
         on_hint = registration._on_hint
-        if on_hint is not None and on_hint():
+        if on_hint is not None and on_hint(hint.claimed_state):
             self._counts["accepted"] += 1
         else:
             self._counts["duplicates"] += 1

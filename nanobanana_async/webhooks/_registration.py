@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._models import TaskState
     from ..providers import ProviderDriver
     from ._receiver import CallbackReceiver
 
@@ -23,8 +24,8 @@ class Registration:
 
     The client binds it to the task once the provider accepts the submit, tells it when the task
     ends, or discards it when the submit fails. The receiver never sees the scheduler: a verified
-    callback for a running task calls ``on_hint``, which makes the task's check due now and says
-    whether that check came sooner than planned. Its times are read on ``clock``, the clock of
+    callback for a running task calls ``on_hint`` with the state it claims, which makes the
+    task's check due now and says whether that check came sooner than planned. Its times are read on ``clock``, the clock of
     the client that made it, and only ever compared with that clock.
     """
 
@@ -49,13 +50,13 @@ class Registration:
         self._nonce = nonce
         self._clock = clock
         self._task_id: str | None = None
-        self._on_hint: Callable[[], bool] | None = None
+        self._on_hint: Callable[[TaskState], bool] | None = None
         self._early: list[bytes] = []
         self._heard = False
         self.url = url
         self.at = clock.now()  # when registered, then when ended
 
-    def bind(self, task_id: str, on_hint: Callable[[], bool]) -> None:
+    def bind(self, task_id: str, on_hint: Callable[[TaskState], bool]) -> None:
         """The provider accepted the submit as ``task_id``; callbacks now mean that task."""
         receiver = self._receiver
         # Even if the pending token was swept (a submit that waited past early_ttl), the

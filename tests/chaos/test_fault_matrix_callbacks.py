@@ -81,6 +81,26 @@ async def test_f12_duplicate_callback(rig: Rig) -> None:
     assert rig.receiver.statistics().accepted == 1
 
 
+async def test_f12_replays_of_a_running_tasks_callback_cost_one_check_per_claimed_state(
+    rig: Rig,
+) -> None:
+    """Issue 20, item 12c: a running task's valid callback replayed hundreds of times, between
+    checks as well as during them, costs at most one extra check per state it claims; a task
+    with no callbacks at all is the baseline."""
+    replayed = await rig.client.submit(nb.ImageRequest(prompt="[[stuck]] a cat"))
+    await rig.client.submit(nb.ImageRequest(prompt="[[stuck]] a dog"))
+    await rig.clock.advance(1.0)
+    claims = [rig.status_body("t0"), rig.status_body("t0", "processing")]  # a lie, and the truth
+    for step in range(80):
+        for _ in range(3):
+            assert await rig.post(rig.urls["t0"], claims[step % 2]) == 200
+        await rig.clock.advance(0.5)
+    tasks = rig.server.tasks
+    assert not replayed.done()
+    assert tasks["t0"].checks <= tasks["t1"].checks + len(claims)
+    assert rig.receiver.statistics().accepted <= len(claims)
+
+
 async def test_f13_forged_callback(rig: Rig) -> None:
     """Missing, wrong and foreign tokens: 401/404 and no check at all."""
     first = await rig.client.submit(nb.ImageRequest(prompt="a cat"))
