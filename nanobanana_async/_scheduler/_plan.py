@@ -199,6 +199,30 @@ class Planner(Generic[P]):
         self.schedule(entry, now)
         return True
 
+    def poll_normally(self, entry: Entry[P], now: float) -> bool:
+        """Callbacks are not getting through: plan ``entry`` as a task that expects none.
+
+        Its next check moves to where polling alone would put it (never before ``now``); a
+        check in flight plans the next one so when its answer comes. Returns True when the
+        next check moved earlier.
+        """
+        if entry.done or not entry.late:
+            return False
+        entry.late = False
+        if entry.phase is not Phase.PLANNED:
+            return False
+        model = self._models[entry.group]
+        if entry.checks == 0:
+            at = entry.submitted + model.first_check(probe=entry.probe)
+        else:
+            seen = entry.last_running - entry.submitted
+            at = entry.submitted + model.next_check(seen, probe=entry.probe)
+        at = min(max(at, now), entry.deadline)
+        if at >= entry.due:
+            return False
+        self.schedule(entry, at)
+        return True
+
     def retry(self, entry: Entry[P], at: float) -> None:
         """A check failed without an answer: check again at ``at``, never past the deadline
         (the deadline expires the task instead)."""

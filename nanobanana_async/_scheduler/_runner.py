@@ -180,6 +180,11 @@ class Scheduler:
         self._nudge()
         return True
 
+    def poll_normally(self, entry: Entry[Tracked]) -> None:
+        """The callback receiver hears nothing: poll ``entry`` as if it expected no callback."""
+        if self.plan.poll_normally(entry, self.clock.now()):
+            self._nudge()
+
     def horizon(self, conn: Connection, group: Hashable, submitted: float) -> float:
         """When a task submitted at ``submitted`` has surely ended on the provider.
 
