@@ -45,6 +45,8 @@ _MODELS: Final = {
         max_images=5,
         max_prompt=5_000,
         output_formats=_FORMATS,
+        # PROTOCOLS.md 4: aspect_ratio "listed as required, default 1:1".
+        required={"aspect_ratio": "1:1"},
     ),
     # nano-banana-2, seed 004: "Nano Banana 2 supports up to 20,000 characters", "Up to 14
     # reference image URLs", "Choose 1K, 2K, or 4K", the aspect ratios "1:1, 1:4, 1:8, 3:2,
@@ -59,6 +61,12 @@ _MODELS: Final = {
         max_prompt=20_000,
         output_formats=_FORMATS,
         google_search=True,
+        # PROTOCOLS.md 4 marks both "required" for nano-banana-2, and states no default for
+        # either. Sent when the request has none: "auto", the ratio the model chooses (seed
+        # 004's set includes it; an omitted ratio means "the model uses its default" in seed
+        # 001), and "1K", this model's documented default resolution (seed 001: "Defaults to
+        # 1k for all models"; seed 002: fixed at 1K on crun's v2 channel).
+        required={"aspect_ratio": "auto", "resolution": "1K"},
     ),
 }
 # Quoted once: the paths of every request (a resumed task's model may be any string).
@@ -146,16 +154,19 @@ class ApixoDriver:
         """The snake_case body; ``mode`` follows from the reference images."""
         spec = _MODELS[request.model]
         fmt = normalize_format(request.output_format) if request.output_format else None
-        is_nb2 = bool(spec.resolutions)
-        resolution = normalize_resolution(request.resolution) if request.resolution else "1K"
+        # What was asked, else what the table sends for a field the docs mark required.
+        resolution = (
+            normalize_resolution(request.resolution)
+            if request.resolution
+            else spec.required.get("resolution")
+        )
         model_input = drop_none(
             {
                 "mode": "image-to-image" if request.image_urls else "text-to-image",
                 "prompt": request.prompt,
                 "image_urls": list(request.image_urls) or None,
-                # aspect_ratio is required on both models; these are the documented defaults.
-                "aspect_ratio": request.aspect_ratio or ("auto" if is_nb2 else "1:1"),
-                "resolution": resolution.lower() if is_nb2 else None,
+                "aspect_ratio": request.aspect_ratio or spec.required.get("aspect_ratio"),
+                "resolution": resolution.lower() if resolution else None,
                 "output_format": _FORMATS[fmt] if fmt else None,
                 "google_search": request.google_search if spec.google_search else None,
             }
