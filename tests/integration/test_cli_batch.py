@@ -266,3 +266,21 @@ def test_ctrl_c_during_generate_names_the_paid_task(
     )
     assert re.fullmatch(expected, lines[0])
     assert simulator.stats.creates == 1
+
+
+def test_an_apixo_content_refusal_fails_its_row_not_the_batch(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20, item 14: apixo answers a prompt refused on content with HTTP 403
+    (PROTOCOLS.md 4, "Errors [C]": "403 forbidden/content policy"): that row fails, the others
+    are paid and written, and the key is not blamed."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n[[refused]] something\na dog\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "NANOBANANA_API_KEY" not in err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded", "failed", "succeeded"]
+    assert "content policy" in rows[1]["error"]
+    assert sim.stats.creates == 2

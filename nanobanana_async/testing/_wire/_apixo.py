@@ -31,6 +31,8 @@ class Apixo(WireProtocol):
     create_routes = ("/generateTask/{model}",)
     status_route = "/statusTask/{model}"
     balance_route = "/apikeys/current-balance"
+    # PROTOCOLS.md 4, "Errors [C]": "403 forbidden/content policy".
+    content_refusal = 403
     _states: Final = {
         "queued": "pending",
         "running": "processing",
@@ -135,6 +137,7 @@ _APIXO_MESSAGES: Final = {
     401: "Unauthorized",
     402: "Insufficient balance",
     404: "Not found",
+    403: "Forbidden",
     429: "Rate limit exceeded",
     500: "Internal server error",
     503: "Service unavailable",

@@ -155,6 +155,9 @@ class WireProtocol:
     balance_route: str | None = None
     #: Whether a create refused on content is answered as a failed task (xingchao's docs).
     refuses_at_create: bool = False
+    #: The HTTP error a create refused on content is answered with, where the provider
+    #: documents one (apixo: 403 "forbidden/content policy"); None when it documents none.
+    content_refusal: int | None = None
 
     def authorized(self, headers: Mapping[str, str], key: str) -> bool:
         """Whether the request carries the right key."""
