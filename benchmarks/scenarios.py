@@ -370,19 +370,30 @@ def _rss() -> int:
 
 # ---------------------------------------------------------------------- overhead (scenario 4)
 
-# An apixo status answer: the task succeeded.
-_APIXO_DONE = json_response(
-    {
-        "code": 200,
-        "message": "success",
-        "data": {
-            "taskId": "t",
-            "state": "success",
-            "costTime": 1,
-            "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
-        },
-    }
-)
+
+def _apixo_done(task_id: str) -> HttpResponse:
+    """An apixo status answer: the task succeeded (an answer names the task it is about)."""
+    return json_response(
+        {
+            "code": 200,
+            "message": "success",
+            "data": {
+                "taskId": task_id,
+                "state": "success",
+                "costTime": 1,
+                "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
+            },
+        }
+    )
+
+
+def _answering_done(ids: list[str]) -> ScriptedTransport:
+    # Built once per task before the run: the fake server's JSON encoding is not our cost.
+    answers = {task_id: _apixo_done(task_id) for task_id in ids}
+    return ScriptedTransport(lambda request: answers[str(request.params["taskId"])])
+
+
+_APIXO_DONE = _apixo_done("t")  # every task of the overhead runs is created as "t"
 
 
 async def overhead(n: int) -> dict[str, Any]:
@@ -466,7 +477,7 @@ async def responsiveness(n: int) -> dict[str, Any]:
     """
     clock = FakeClock()
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n)
-    transport = ScriptedTransport(lambda request: _APIXO_DONE)
+    transport = _answering_done([f"t{i}" for i in range(n)])
     gaps: list[float] = []
     stop = asyncio.Event()
 
@@ -506,7 +517,7 @@ async def _closing_gap(n: int) -> float:
     """The longest loop iteration while a client with ``n`` tasks pending closes."""
     clock = FakeClock()
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n)
-    transport = ScriptedTransport(lambda request: _APIXO_DONE)
+    transport = _answering_done([f"t{i}" for i in range(n)])
     client = nb.Client("apixo", api_key="k", transport=transport, clock=clock, limits=limits)
     await client.__aenter__()
     # Nothing is checked before apixo's 10 s and the clock stays put: all n stay pending.

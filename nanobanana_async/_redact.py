@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from typing import Final, TypeVar
@@ -17,10 +18,17 @@ E = TypeVar("E", bound=BaseException)
 _BACKSLASHED: Final = frozenset('/"\\')
 
 
-def _spelled(value: str) -> str:
-    # A pattern for ``value`` however JSON spells it, where no word character touches it.
-    # Bodies are masked before they are decoded, and decoding would turn an escaped key back
-    # into the key ("nbk\/Q29u" from PHP, "ab\u002Bcd" from .NET's default encoder).
+#: A key at least this long is masked wherever it stands, inside a word too: no answer holds
+#: such a string by chance. A shorter one only as a token of its own (masking the key "k"
+#: inside words made crun's ``task_id`` read ``tas***_id``).
+UNAMBIGUOUS: Final = 8
+
+
+def _chars(value: str) -> str:
+    # A pattern for ``value`` however JSON spells it: each character itself, \uXXXX (hex in
+    # either case), or a backslash before "/" (PHP's default), '"' and "\". Bodies are masked
+    # before they are decoded, and decoding would turn an escaped key back into the key
+    # ("nbk\/Q29u" from PHP, "ab\u002Bcd" from .NET's default encoder).
     parts = []
     for char in value:
         hexes = "".join(f"[{h}{h.upper()}]" if h.isalpha() else h for h in f"{ord(char):04x}")
@@ -31,10 +39,37 @@ def _spelled(value: str) -> str:
             alternatives.append(re.escape("\\" + char))
         alternatives.append(re.escape(char))
         parts.append("(?>" + "|".join(alternatives) + ")")
+    return "".join(parts)
+
+
+def _base64_cores(value: str) -> list[str]:
+    """The parts of the key's base64 spelling that do not depend on what stands around it.
+
+    A key is sent base64-encoded as ``Basic`` credentials (``user:key``) or echoed so in a
+    ``Bearer`` header: whatever precedes it in the encoded text shifts it by 0, 1 or 2 bytes,
+    and the characters whose six bits all come from the key are the same for every text of
+    that shift. Standard and URL-safe alphabets both.
+    """
+    raw = value.encode()
+    cores = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode().rstrip("=")
+        first = -(-8 * shift // 6)  # the first character whose bits start inside the key
+        last = (8 * (shift + len(raw))) // 6  # one past the last one ending inside it
+        core = encoded[first:last]
+        cores += [core, core.replace("+", "-").replace("/", "_")]
+    return sorted(set(cores), key=len, reverse=True)
+
+
+def _pattern(value: str) -> str:
+    """What :class:`Secret` masks: every spelling of a key of ``UNAMBIGUOUS`` characters or
+    more, and of its base64 form; a shorter key only where no word character touches it."""
+    if len(value) >= UNAMBIGUOUS:
+        return "|".join(_chars(v) for v in [value, *_base64_cores(value)])
     # Also right after an escape that ends in a letter or digit ("\n", "\u00a0"): it is no
     # part of a word, and masking there too errs on the safe side.
     before = rf"(?:(?<!{_WORD})|(?<=\\[bfnrt])|(?<=\\u[0-9a-fA-F]{{4}}))"
-    return before + "".join(parts) + f"(?!{_WORD})"
+    return before + _chars(value) + f"(?!{_WORD})"
 
 
 class Secret:
@@ -43,14 +78,20 @@ class Secret:
     The raw value is read only by the transport's header builder, through :meth:`reveal`.
     """
 
-    __slots__ = ("__bytes_token", "__markers", "__text_token", "__value")
+    __slots__ = ("__bytes_token", "__markers", "__text_markers", "__text_token", "__value")
 
     def __init__(self, value: str) -> None:
         self.__value = value
-        # What redact_bytes looks for before it searches: the key itself, or an escape that
-        # could spell part of it (most answers hold neither).
-        markers = [value, "\\u"] + ["\\" + c for c in sorted(_BACKSLASHED & set(value))]
-        self.__markers = tuple(m.encode() for m in markers) if value else ()
+        # What redact_bytes looks for before it searches: the key itself (or its base64
+        # form), or an escape that could spell part of it (most answers hold none).
+        spellings = [value, *_base64_cores(value)] if len(value) >= UNAMBIGUOUS else [value]
+        escaped = _BACKSLASHED & set("".join(spellings))
+        markers = [*spellings, "\\u"] + ["\\" + c for c in sorted(escaped)]
+        self.__text_markers = tuple(markers) if value else ()
+        # One pass over each answer for all of them (every answer comes through here).
+        self.__markers = (
+            re.compile(b"|".join(re.escape(m.encode()) for m in markers)) if value else None
+        )
         # Compiled on first need: most keys never show up in an answer or an error.
         self.__bytes_token: re.Pattern[bytes] | None = None
         self.__text_token: re.Pattern[str] | None = None
@@ -60,45 +101,48 @@ class Secret:
         return self.__value
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with every occurrence of the secret replaced by ``***``."""
-        return text.replace(self.__value, _MASK) if self.__value else text
+        """Return ``text`` with every occurrence of the secret replaced by ``***`` (and of its
+        spellings that :meth:`redact_token` masks)."""
+        if not self.__value:
+            return text
+        return self.redact_token(text.replace(self.__value, _MASK))
 
     def redact_bytes(self, data: bytes) -> bytes:
         """Return ``data`` (an answer body) with the secret (UTF-8, or however JSON escapes
-        it) replaced by ``***`` wherever it stands as a token of its own.
+        it) replaced by ``***``.
 
-        A provider quotes a rejected key as a whole ("invalid key: sk-…"); inside a longer
-        word it is not the key, and masking it there would corrupt the answer (a key "k" made
-        crun's ``task_id`` read ``tas***_id``).
+        A key of ``UNAMBIGUOUS`` (8) characters or more is masked wherever it stands, inside a
+        word too (``apikey_<key>_v2``), and so is its base64 form (``Basic``/``Bearer``
+        credentials echoed back). A shorter key is masked only as a token of its own: inside a
+        longer word it is not the key, and masking it there would corrupt the answer (a key
+        "k" made crun's ``task_id`` read ``tas***_id``).
         """
         # The fast exit: every answer passes here, and almost none holds the key.
-        if not any(marker in data for marker in self.__markers):
+        if self.__markers is None or self.__markers.search(data) is None:
             return data
         token = self.__bytes_token
         if token is None:
-            token = self.__bytes_token = re.compile(_spelled(self.__value).encode())
+            token = self.__bytes_token = re.compile(_pattern(self.__value).encode())
         return token.sub(_MASK.encode(), data)
 
     def redact_token(self, text: str) -> str:
-        """Return ``text`` with the secret replaced by ``***`` wherever it stands as a token of
-        its own: :meth:`redact_bytes` for text (exception messages, reprs)."""
+        """Return ``text`` with the secret replaced by ``***`` by :meth:`redact_bytes`'s rule
+        (exception messages, reprs, lines written to files)."""
         if not self.appears_in(text):
             return text
         return self.__text_pattern().sub(_MASK, text)
 
     def appears_in(self, text: str) -> bool:
-        """Whether the secret stands in ``text`` as a token of its own (JSON escapes too)."""
-        value = self.__value
+        """Whether ``text`` holds the secret as :meth:`redact_token` would mask it."""
         return (
-            bool(value)
-            and (value in text or "\\" in text)
+            any(marker in text for marker in self.__text_markers)
             and self.__text_pattern().search(text) is not None
         )
 
     def __text_pattern(self) -> re.Pattern[str]:
         token = self.__text_token
         if token is None:
-            token = self.__text_token = re.compile(_spelled(self.__value))
+            token = self.__text_token = re.compile(_pattern(self.__value))
         return token
 
     def __repr__(self) -> str:

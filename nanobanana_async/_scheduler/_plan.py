@@ -177,20 +177,50 @@ class Planner(Generic[P]):
         entry.checks += 1
         entry.last_check = now
 
-    def hint(self, entry: Entry[P], now: float) -> bool:
+    def hint(self, entry: Entry[P], now: float, claim: Hashable = None) -> bool:
         """A verified callback says the task may have ended: make its check due now, once.
+
+        ``claim`` is what the callback says (its claimed state): a claim already made for this
+        task asks for nothing more, so a callback replayed any number of times costs at most
+        one check (README, RELIABILITY.md F12), whatever the checks in between saw.
 
         Returns True when this made a check come sooner; a check in flight is followed by one
         more at once, and a check already due stays where it is.
         """
         before = entry.phase
-        if before is Phase.DONE:
+        if before is Phase.DONE or claim in entry.claims:
             return False
+        entry.claims |= {claim}
         entry.hinted = True
         entry.phase = step(before, Event.HINT)
         if before is not Phase.PLANNED or entry.due <= now:
             return False
+        entry.replaced = entry.due
         self.schedule(entry, now)
+        return True
+
+    def poll_normally(self, entry: Entry[P], now: float) -> bool:
+        """Callbacks are not getting through: plan ``entry`` as a task that expects none.
+
+        Its next check moves to where polling alone would put it (never before ``now``); a
+        check in flight plans the next one so when its answer comes. Returns True when the
+        next check moved earlier.
+        """
+        if entry.done or not entry.late:
+            return False
+        entry.late = False
+        if entry.phase is not Phase.PLANNED:
+            return False
+        model = self._models[entry.group]
+        if entry.checks == 0:
+            at = entry.submitted + model.first_check(probe=entry.probe)
+        else:
+            seen = entry.last_running - entry.submitted
+            at = entry.submitted + model.next_check(seen, probe=entry.probe)
+        at = min(max(at, now), entry.deadline)
+        if at >= entry.due:
+            return False
+        self.schedule(entry, at)
         return True
 
     def retry(self, entry: Entry[P], at: float) -> None:
@@ -213,6 +243,9 @@ class Planner(Generic[P]):
             pressure = _LATE_PRESSURE  # a lost callback costs a delay, not a stream of checks
         age = now - entry.submitted
         at = entry.submitted + model.next_check(age, probe=entry.probe, pressure=pressure)
+        # A confirm a callback pulled forward, seeing the task running, does not move the plan
+        # earlier: the next check is the one planned before the callback, or later.
+        at, entry.replaced = max(at, entry.replaced), 0.0
         self.schedule(entry, min(at, entry.deadline))
 
     def record_done(self, entry: Entry[P], now: float, elapsed: float | None = None) -> None:

@@ -18,7 +18,7 @@ from typing import ClassVar, Final, cast
 from .._clock import Clock, MonotonicClock
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import ClientClosedError, TaskTimeoutError
-from .._models import ImageResult
+from .._models import ImageResult, TaskState
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
@@ -168,16 +168,22 @@ class Scheduler:
         self._nudge()
         return entry
 
-    def hint(self, entry: Entry[Tracked]) -> bool:
+    def hint(self, entry: Entry[Tracked], claimed: TaskState | None = None) -> bool:
         """A verified callback says the task may have ended: check it now, once.
 
         The callback is never the truth; the check that follows resolves the task. Repeated
-        callbacks cost at most one extra check. True when this made a check come sooner.
+        callbacks claiming the same state cost at most one extra check. True when this made a
+        check come sooner.
         """
-        if not self.plan.hint(entry, self.clock.now()):
+        if not self.plan.hint(entry, self.clock.now(), claimed):
             return False
         self._nudge()
         return True
+
+    def poll_normally(self, entry: Entry[Tracked]) -> None:
+        """The callback receiver hears nothing: poll ``entry`` as if it expected no callback."""
+        if self.plan.poll_normally(entry, self.clock.now()):
+            self._nudge()
 
     def horizon(self, conn: Connection, group: Hashable, submitted: float) -> float:
         """When a task submitted at ``submitted`` has surely ended on the provider.

@@ -86,6 +86,10 @@ class Entry(Generic[P]):
         late: callbacks are expected, polling is only the safety net.
         probe: checked early and at growing ages while its model is learned.
         hinted: a callback made a check due, so the task ended just before it.
+        claims: the states callbacks claimed so far; each costs at most one check, so replays
+            of one callback (3,000 of them, say) never become a stream of checks.
+        replaced: when the check a callback pulled forward was planned; a confirm that sees
+            the task running goes back to that plan rather than starting one from now.
         min_gap: seconds at least between the submit and the first check and between checks
             (the provider's documented floor); no plan, callback or end-game goes below it.
         last_check: monotonic time the last check was sent (the submit before the first).
@@ -105,6 +109,8 @@ class Entry(Generic[P]):
     probe: bool = False
     late: bool = False
     hinted: bool = False
+    claims: frozenset[Hashable] = frozenset()
+    replaced: float = 0.0
     min_gap: float = 0.0
     last_check: float = 0.0
 

@@ -261,10 +261,16 @@ class Submitter:
         )
         # Tracked first: whatever happens to the journal below, the paid task is polled, its
         # slot released at its end, and its id reachable.
-        entry = self._track(task, ref, request.timeout, lease, late=callback is not None)
+        # A receiver that warned no callback reaches it: polled as without one until one does.
+        late = callback is not None and callback.expects_callback()
+        entry = self._track(task, ref, request.timeout, lease, late=late)
         if callback is not None:
             scheduler = self.scheduler
-            callback.bind(ref.task_id, lambda: scheduler.hint(entry))
+            callback.bind(
+                ref.task_id,
+                lambda claimed: scheduler.hint(entry, claimed),
+                lambda: scheduler.poll_normally(entry),
+            )
             task._future.add_done_callback(
                 lambda done: callback.finished(seen_ended=_seen_ended(done))
             )

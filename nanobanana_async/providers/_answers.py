@@ -22,6 +22,7 @@ from .._errors import (
     snippet,
 )
 from .._http import HttpResponse
+from .._models import TaskRef
 
 T = TypeVar("T")
 
@@ -230,6 +231,25 @@ def _bad_shape(name: str, provider: str, response: HttpResponse) -> BadResponseE
         provider=provider,
         status=response.status,
     )
+
+
+def same_task(answered: str, ref: TaskRef, provider: str, response: HttpResponse) -> None:
+    """Check that a status answer is about the task that was asked about.
+
+    An answer naming another task (a proxy's cache, a provider's mix-up) must never hand that
+    task's image over as this one's: it is unreadable for this task, which keeps being
+    checked (issue 20, item 12b).
+
+    Raises:
+        BadResponseError: ``answered`` is not ``ref.task_id``.
+    """
+    if answered != ref.task_id:
+        raise BadResponseError(
+            f"the answer is about task {snippet(answered)[:80]!r}, not this one",
+            provider=provider,
+            status=response.status,
+            task_id=ref.task_id,
+        )
 
 
 def drop_none(body: Mapping[str, object]) -> dict[str, object]:

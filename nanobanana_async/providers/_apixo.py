@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import attrs
 
-from .._errors import BadResponseError, snippet
+from .._errors import AuthenticationError, BadResponseError, RequestRejectedError, snippet
 from .._http import HttpRequest, HttpResponse, loads
 from .._models import CallbackHint, ImageRequest, TaskRef, TaskState, TaskStatus
 from ._answers import (
@@ -18,6 +18,7 @@ from ._answers import (
     drop_none,
     looks_like_content_policy,
     open_envelope,
+    same_task,
     structure,
 )
 from ._base import (
@@ -44,6 +45,8 @@ _MODELS: Final = {
         max_images=5,
         max_prompt=5_000,
         output_formats=_FORMATS,
+        # PROTOCOLS.md 4: aspect_ratio "listed as required, default 1:1".
+        required={"aspect_ratio": "1:1"},
     ),
     # nano-banana-2, seed 004: "Nano Banana 2 supports up to 20,000 characters", "Up to 14
     # reference image URLs", "Choose 1K, 2K, or 4K", the aspect ratios "1:1, 1:4, 1:8, 3:2,
@@ -58,6 +61,12 @@ _MODELS: Final = {
         max_prompt=20_000,
         output_formats=_FORMATS,
         google_search=True,
+        # PROTOCOLS.md 4 marks both "required" for nano-banana-2, and states no default for
+        # either. Sent when the request has none: "auto", the ratio the model chooses (seed
+        # 004's set includes it; an omitted ratio means "the model uses its default" in seed
+        # 001), and "1K", this model's documented default resolution (seed 001: "Defaults to
+        # 1k for all models"; seed 002: fixed at 1K on crun's v2 channel).
+        required={"aspect_ratio": "auto", "resolution": "1K"},
     ),
 }
 # Quoted once: the paths of every request (a resumed task's model may be any string).
@@ -73,6 +82,28 @@ _STATES: Final = {
     "success": TaskState.SUCCEEDED,
     "failed": TaskState.FAILED,
 }
+
+
+def _open(response: HttpResponse, provider: str, *, task_id: str | None = None) -> object:
+    """:func:`open_envelope`, with HTTP 403 read as apixo's error page documents it.
+
+    PROTOCOLS.md 4, "Errors [C]": "401 bad key · 402 insufficient balance · 403
+    forbidden/content policy". A 403 is a refusal of this request (its prompt or images), not
+    of the key: it must not fail every task of the account nor tell the user to fix the key
+    (issue 20, item 14). 401 stays the key's refusal.
+    """
+    try:
+        return open_envelope(response, provider, task_id=task_id)
+    except AuthenticationError as exc:
+        if 403 not in (exc.status, exc.code):
+            raise
+        raise RequestRejectedError(
+            f"forbidden or refused by content policy: {exc.message}",
+            provider=provider,
+            status=exc.status,
+            code=exc.code,
+            task_id=task_id,
+        ) from None
 
 
 @attrs.frozen
@@ -123,16 +154,19 @@ class ApixoDriver:
         """The snake_case body; ``mode`` follows from the reference images."""
         spec = _MODELS[request.model]
         fmt = normalize_format(request.output_format) if request.output_format else None
-        is_nb2 = bool(spec.resolutions)
-        resolution = normalize_resolution(request.resolution) if request.resolution else "1K"
+        # What was asked, else what the table sends for a field the docs mark required.
+        resolution = (
+            normalize_resolution(request.resolution)
+            if request.resolution
+            else spec.required.get("resolution")
+        )
         model_input = drop_none(
             {
                 "mode": "image-to-image" if request.image_urls else "text-to-image",
                 "prompt": request.prompt,
                 "image_urls": list(request.image_urls) or None,
-                # aspect_ratio is required on both models; these are the documented defaults.
-                "aspect_ratio": request.aspect_ratio or ("auto" if is_nb2 else "1:1"),
-                "resolution": resolution.lower() if is_nb2 else None,
+                "aspect_ratio": request.aspect_ratio or spec.required.get("aspect_ratio"),
+                "resolution": resolution.lower() if resolution else None,
                 "output_format": _FORMATS[fmt] if fmt else None,
                 "google_search": request.google_search if spec.google_search else None,
             }
@@ -151,7 +185,7 @@ class ApixoDriver:
 
     def parse_submit(self, response: HttpResponse, request: ImageRequest) -> TaskRef:
         """``data.taskId``, kept with the model: polling needs it in the path."""
-        data = open_envelope(response, self.name)
+        data = _open(response, self.name)
         created = structure(data, _Created, provider=self.name, response=response)
         return TaskRef(self.name, created.taskId, _MODELS[request.model].wire_id)
 
@@ -162,8 +196,9 @@ class ApixoDriver:
 
     def parse_status(self, response: HttpResponse, ref: TaskRef) -> TaskStatus:
         """Status from ``data.state``; URLs from the JSON string ``data.resultJson``."""
-        data = open_envelope(response, self.name, task_id=ref.task_id)
+        data = _open(response, self.name, task_id=ref.task_id)
         status = structure(data, _Status, provider=self.name, response=response)
+        same_task(status.taskId, ref, self.name, response)
         return self._status(status, response)
 
     def _status(self, status: _Status, response: HttpResponse) -> TaskStatus:
@@ -198,7 +233,7 @@ class ApixoDriver:
 
     def parse_balance(self, response: HttpResponse) -> float:
         """``data`` is the bare number (US dollars)."""
-        return balance_number(open_envelope(response, self.name), self.name, response)
+        return balance_number(_open(response, self.name), self.name, response)
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """The same envelope as a status answer (``code`` is 200 even for failed tasks)."""

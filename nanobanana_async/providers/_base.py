@@ -43,6 +43,12 @@ class ModelSpec:
         callback_required: the provider documents the callback URL as required.
         num_images: the most images one task may make, None when there is no such field.
         watermark: whether a watermark text can be sent.
+        required: fields a document marks required though a request may leave them out
+            (``aspect_ratio``, ``resolution``) → the canonical value sent then, each with its
+            source in the driver's table. The simulator refuses a create without them.
+
+    This table is the one source of per-model rules: validation reads it before any request,
+    and the simulator (``testing``) refuses exactly what it says, no more.
     """
 
     wire_id: str
@@ -55,6 +61,7 @@ class ModelSpec:
     callback_required: bool = False
     num_images: int | None = None
     watermark: bool = False
+    required: Mapping[str, str] = attrs.field(factory=dict)
 
 
 class ProviderDriver(Protocol):

@@ -18,6 +18,7 @@ from ._answers import (
     looks_like_content_policy,
     open_envelope,
     require_mapping,
+    same_task,
     structure,
 )
 from ._base import (
@@ -117,6 +118,11 @@ _MODELS: Final = {
 # same create may be accepted later. The same list's 401, 402, 422 and 429 map to
 # AuthenticationError, InsufficientCreditsError, APIError and RateLimitError (all "not created").
 _CREATE_REFUSALS: Final = {455: True, 501: False, 505: False}
+# The same list answered on a status check (TaskInfo): 501 "Generation Failed - Content
+# generation task failed" and 505 "Feature Disabled - The requested feature is currently
+# disabled" say this task will not make an image, so it ends now with GenerationFailedError
+# (its code kept), not retried as a passing 5xx until its deadline (issue 20, item 13).
+_STATUS_ENDINGS: Final = frozenset({501, 505})
 
 _STATES: Final = {
     "pending": TaskState.QUEUED,
@@ -224,8 +230,20 @@ class CrunDriver:
 
     def parse_status(self, response: HttpResponse, ref: TaskRef) -> TaskStatus:
         """Status from ``data.status``; images from ``data.result.media_urls``."""
-        data = open_envelope(response, self.name, task_id=ref.task_id)
+        try:
+            data = open_envelope(response, self.name, task_id=ref.task_id)
+        except ProviderUnavailableError as exc:
+            if exc.code not in _STATUS_ENDINGS:
+                raise
+            return TaskStatus(
+                state=TaskState.FAILED,
+                raw_state=f"code {exc.code}",
+                error_code=exc.code,
+                error_message=exc.message or None,
+                content_policy=looks_like_content_policy(exc.code, exc.message),
+            )
         info = structure(data, _TaskInfo, provider=self.name, response=response)
+        same_task(info.task_id, ref, self.name, response)
         return self._status(info)
 
     def _status(self, info: _TaskInfo) -> TaskStatus:

@@ -17,6 +17,7 @@ from ._answers import (
     no_balance,
     open_envelope,
     require_mapping,
+    same_task,
     structure,
 )
 from ._base import (
@@ -193,6 +194,7 @@ class NanoBananaApiDriver:
         """Status from ``data.successFlag``; the image is ``data.response.resultImageUrl``."""
         data = open_envelope(response, self.name, task_id=ref.task_id)
         record = structure(data, _Record, provider=self.name, response=response)
+        same_task(record.taskId, ref, self.name, response)
         return self._status(record)
 
     def _status(self, record: _Record) -> TaskStatus:

@@ -17,6 +17,7 @@ from ._answers import (
     error_for_response,
     looks_like_content_policy,
     no_balance,
+    same_task,
     structure,
 )
 from ._base import (
@@ -151,6 +152,7 @@ class XingchaoDriver:
             raise error_for_response(response, self.name, task_id=ref.task_id)
         body = response.json_object(self.name)
         task = structure(_task_object(body), _Task, provider=self.name, response=response)
+        same_task(task.id, ref, self.name, response)
         state = _STATES.get(task.status, TaskState.UNKNOWN)
         return TaskStatus(
             state=state,

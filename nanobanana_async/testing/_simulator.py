@@ -42,7 +42,8 @@ class Simulator:
     Use ``async with Simulator("apixo") as sim:`` then pass ``sim.base_url`` and ``sim.api_key``
     to ``Client``. Prompts containing ``[[fail]]`` fail, ``[[policy]]`` fail on content policy,
     ``[[stuck]]`` never finish, and ``[[refused]]`` are refused on content at the create where
-    the provider answers that way (xingchao: ``status: "failed"`` with the task's id).
+    the provider documents how (xingchao: ``status: "failed"`` with the task's id; apixo: HTTP
+    403, "forbidden/content policy").
 
     Args:
         provider: ``xingchao``, ``crun``, ``nanobananaapi`` or ``apixo``.
@@ -358,6 +359,10 @@ class Simulator:
             )
             status, answer = self.protocol.created(task_view(task, "policy"))
             return self._json(status, answer)
+        refusal = self.protocol.content_refusal
+        if refusal is not None and _MARKER_REFUSED in accepted.prompt:
+            self.stats.rejected += 1
+            return self._error(refusal, "Content policy violation")
         if (
             self.limits.concurrent_tasks is not None
             and self._book.active(now) >= self.limits.concurrent_tasks

@@ -71,7 +71,8 @@ class CallbackReceiver:
 
     If three tasks were seen ended by polling and no callback at all has reached the receiver
     ten seconds later, one WARNING names ``public_url``: the provider cannot reach it. (It is
-    noticed at the next submit or task end through this receiver.)
+    noticed at the next submit or task end through this receiver.) From then on, until a
+    callback reaches it, its clients poll their tasks as if they expected no callback.
 
     Args:
         secret: key of the token HMAC; random per receiver by default (tokens then do not
@@ -120,6 +121,9 @@ class CallbackReceiver:
         self._lines: dict[int, _Timeline] = {}
         self._reached = False
         self._unheard = 0
+        # Set by the WARNING that no callback reaches this receiver, cleared by the next one
+        # that does: meanwhile tasks are polled as if they expected no callback.
+        self._unheard_warned = False
         self._runner: web.AppRunner | None = None
         self._lifecycle: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         # True while public_url is the one start() chose, so the next start() chooses again.
@@ -304,6 +308,9 @@ class CallbackReceiver:
             )
             self._reached = True  # warn once
             self._forget_suspects()
+            self._unheard_warned = True
+            for registration in list(self._running.values()):
+                registration._unheard()
 
     def _forget_suspects(self) -> None:
         for line in self._lines.values():
@@ -325,6 +332,7 @@ class CallbackReceiver:
             self._counts["rejected"] += 1
             return web.Response(status=401, text="invalid callback token")
         self._reached = True  # a URL we minted came back: the route works
+        self._unheard_warned = False
         self._forget_suspects()
         if request.content_length is not None and request.content_length > self._max_body:
             self._counts["rejected"] += 1
@@ -378,7 +386,7 @@ class CallbackReceiver:
             return web.Response(status=404, text="callback does not match its token")
         registration._heard = True
         on_hint = registration._on_hint
-        if on_hint is not None and on_hint():
+        if on_hint is not None and on_hint(hint.claimed_state):
             self._counts["accepted"] += 1
         else:
             self._counts["duplicates"] += 1

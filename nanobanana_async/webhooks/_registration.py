@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._models import TaskState
     from ..providers import ProviderDriver
     from ._receiver import CallbackReceiver
 
@@ -23,9 +24,10 @@ class Registration:
 
     The client binds it to the task once the provider accepts the submit, tells it when the task
     ends, or discards it when the submit fails. The receiver never sees the scheduler: a verified
-    callback for a running task calls ``on_hint``, which makes the task's check due now and says
-    whether that check came sooner than planned. Its times are read on ``clock``, the clock of
-    the client that made it, and only ever compared with that clock.
+    callback for a running task calls ``on_hint`` with the state it claims, which makes the
+    task's check due now and says whether that check came sooner than planned. Its times are
+    read on ``clock``, the clock of the client that made it, and only ever compared with that
+    clock.
     """
 
     __slots__ = (
@@ -35,6 +37,7 @@ class Registration:
         "_heard",
         "_nonce",
         "_on_hint",
+        "_on_unheard",
         "_receiver",
         "_task_id",
         "at",
@@ -49,21 +52,31 @@ class Registration:
         self._nonce = nonce
         self._clock = clock
         self._task_id: str | None = None
-        self._on_hint: Callable[[], bool] | None = None
+        self._on_hint: Callable[[TaskState], bool] | None = None
+        self._on_unheard: Callable[[], None] | None = None
         self._early: list[bytes] = []
         self._heard = False
         self.url = url
         self.at = clock.now()  # when registered, then when ended
 
-    def bind(self, task_id: str, on_hint: Callable[[], bool]) -> None:
-        """The provider accepted the submit as ``task_id``; callbacks now mean that task."""
+    def bind(
+        self,
+        task_id: str,
+        on_hint: Callable[[TaskState], bool],
+        on_unheard: Callable[[], None] | None = None,
+    ) -> None:
+        """The provider accepted the submit as ``task_id``; callbacks now mean that task.
+
+        ``on_unheard`` is called if the receiver concludes, while the task runs, that no
+        callback reaches it (the task is then polled as without callbacks).
+        """
         receiver = self._receiver
         # Even if the pending token was swept (a submit that waited past early_ttl), the
         # provider has its URL: remember it again for the task's life.
         if (line := receiver._lines.get(id(self._clock))) is not None:
             line.pending.pop(self._nonce, None)
         receiver._running[self._nonce] = self
-        self._task_id, self._on_hint = task_id, on_hint
+        self._task_id, self._on_hint, self._on_unheard = task_id, on_hint, on_unheard
         for body in self._early:
             self._receiver._apply(self, body)
         self._early.clear()
@@ -72,7 +85,7 @@ class Registration:
         """The task ended; ``seen_ended``: as the provider reported it (a result or its own
         failure), so a callback was due, rather than by a deadline or a close."""
         receiver = self._receiver
-        self._on_hint = None
+        self._on_hint = self._on_unheard = None
         self.at = self._clock.now()
         if receiver._running.pop(self._nonce, None) is not None:
             line = receiver._line(self._clock)
@@ -80,6 +93,15 @@ class Registration:
             if seen_ended and not self._heard and not receiver._reached:
                 line.suspects.append(self)
         receiver._sweep()
+
+    def expects_callback(self) -> bool:
+        """Whether a callback is likely to come: False after the receiver warned that none
+        reaches it, until one does."""
+        return not self._receiver._unheard_warned
+
+    def _unheard(self) -> None:
+        if self._on_unheard is not None:
+            self._on_unheard()
 
     def discard(self) -> None:
         """The submit failed: nothing will call back for it."""

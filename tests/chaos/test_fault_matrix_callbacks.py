@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import attrs
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 import nanobanana_async as nb
 from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport, settle
@@ -79,6 +80,26 @@ async def test_f12_duplicate_callback(rig: Rig) -> None:
     await settle()
     assert rig.server.count("status") <= 2
     assert rig.receiver.statistics().accepted == 1
+
+
+async def test_f12_replays_of_a_running_tasks_callback_cost_one_check_per_claimed_state(
+    rig: Rig,
+) -> None:
+    """Issue 20, item 12c: a running task's valid callback replayed hundreds of times, between
+    checks as well as during them, costs at most one extra check per state it claims; a task
+    with no callbacks at all is the baseline."""
+    replayed = await rig.client.submit(nb.ImageRequest(prompt="[[stuck]] a cat"))
+    await rig.client.submit(nb.ImageRequest(prompt="[[stuck]] a dog"))
+    await rig.clock.advance(1.0)
+    claims = [rig.status_body("t0"), rig.status_body("t0", "processing")]  # a lie, and the truth
+    for step in range(80):
+        for _ in range(3):
+            assert await rig.post(rig.urls["t0"], claims[step % 2]) == 200
+        await rig.clock.advance(0.5)
+    tasks = rig.server.tasks
+    assert not replayed.done()
+    assert tasks["t0"].checks <= tasks["t1"].checks + len(claims)
+    assert rig.receiver.statistics().accepted <= len(claims)
 
 
 async def test_f13_forged_callback(rig: Rig) -> None:
@@ -210,3 +231,62 @@ async def test_tasks_ended_by_deadline_or_close_do_not_count_as_unheard(
         await rig.clock.advance(11.0)
         await rig.client.submit(nb.ImageRequest(prompt=f"p{i}"))
     assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+
+
+async def test_after_the_unreachable_warning_tasks_are_polled_normally(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20, item 7: a receiver no provider can reach. After its "no callback has reached
+    this receiver" WARNING, tasks (new ones and those already waiting) are polled as without
+    callbacks, seen about as soon as polling sees any task, not 8-9 s late; a callback that
+    reaches it again brings callbacks back."""
+    finish = {f"t{i}": 8.0 + (i * 7 % 11) * 1.3 for i in range(80)}
+    finish |= {f"t{i}": 45.0 + i % 3 for i in range(5)}  # still running at the warning
+    server = FakeApixo(clock, latency=lambda i: finish[f"t{i}"])
+    receiver = nb.CallbackReceiver(public_url="http://unreachable.invalid/cb")
+
+    def lag(tasks: list[nb.Task], seen: dict[str, float]) -> float:
+        return max(seen[t.id] - server.tasks[t.id].finish for t in tasks)
+
+    seen: dict[str, float] = {}
+
+    def ended(done: object, task_id: str) -> None:
+        seen[task_id] = clock.now()
+
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, callbacks=receiver
+    ) as client:
+
+        async def batch(n: int) -> list[nb.Task]:
+            # Submits are paced on the fake clock: move it while they go out.
+            submits = asyncio.gather(
+                *(client.submit(nb.ImageRequest(prompt=f"p{i}")) for i in range(n))
+            )
+            await clock.run_until(submits.done, step=0.01, limit=10)
+            tasks = submits.result()
+            for t in tasks:
+                t._future.add_done_callback(lambda f, i=t.id: ended(f, i))
+            return tasks
+
+        with caplog.at_level(logging.WARNING, logger="nanobanana_async.webhooks"):
+            waiting = await batch(5)  # expecting callbacks, and still running at the warning
+            first = await batch(25)
+            await clock.run_until(lambda: all(t.done() for t in first), limit=60)
+            await clock.advance(11.0)  # past the grace a callback had to arrive in
+            after = await batch(10)  # by this submit at the latest: the warning
+            assert "no callback has reached this receiver" in caplog.text
+            assert not any(t.done() for t in waiting)
+            await clock.run_until(lambda: all(t.done() for t in waiting + after), limit=60)
+            # A callback reaching the receiver again: new tasks count on callbacks again.
+            again = await batch(1)
+            token = server.tasks[again[0].id].callback_url.rsplit("/", 1)[1]  # type: ignore[union-attr]
+            async with TestClient(TestServer(receiver.app)) as http:
+                body = {"code": 200, "data": {"taskId": again[0].id, "state": "processing"}}
+                assert (await http.post(f"/{token}", json=body)).status == 200
+            assert not receiver._unheard_warned
+    assert lag(first, seen) > 5.0  # expecting callbacks: polling is only the safety net
+    # As polled without a receiver (the learned model's steps are up to ~4 s here, longer in
+    # the tail where the waiting tasks end), not the safety net that waits for callbacks
+    # (30 s and more for new tasks, 9.5 s for the waiting ones).
+    assert lag(after, seen) < 6.0
+    assert lag(waiting, seen) < 7.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import pytest
 from nanobanana_async._journal import Journal
 from nanobanana_async.cli import main
 from nanobanana_async.testing import Latency, Simulator
+from nanobanana_async.testing._wire import Apixo, RejectError
 
 
 @pytest.fixture
@@ -534,3 +536,50 @@ def test_a_full_disk_mid_batch_sends_nothing_unjournaled_and_loses_no_paid_task(
     assert "could not be written" in err
     assert "Traceback" not in err
     assert "ExceptionGroup" not in err
+
+
+def test_an_apixo_content_refusal_fails_its_row_not_the_batch(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20, item 14: apixo answers a prompt refused on content with HTTP 403
+    (PROTOCOLS.md 4, "Errors [C]": "403 forbidden/content policy"): that row fails, the others
+    are paid and written, and the key is not blamed."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n[[refused]] something\na dog\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "NANOBANANA_API_KEY" not in err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded", "failed", "succeeded"]
+    assert "content policy" in rows[1]["error"]
+    assert sim.stats.creates == 2
+
+
+def test_a_key_echoed_inside_a_word_or_base64_reaches_no_output(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20, item 12d: a provider refusing each create with the key echoed next to word
+    characters and base64-encoded: results.jsonl, the summary and every file of the run show
+    neither, while the refusal itself still reads."""
+    key = sim.api_key
+    basic = base64.b64encode(f"apikey:{key}".encode()).decode()
+
+    def refuse(*args: object) -> object:
+        raise RejectError(400, f"quota for apikey_{key}_v2 exceeded (Authorization: Basic {basic})")
+
+    monkeypatch.setattr(Apixo, "validate", refuse)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("quota for apikey_***_v2 exceeded" in r["error"] for r in rows)
+    shown = [captured.out, captured.err]
+    shown += [p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file()]
+    assert [text for text in shown if key in text or basic[4:-4] in text] == []

@@ -20,17 +20,15 @@ from nanobanana_async.testing import (
     json_response,
 )
 
-DONE = json_response(
-    {
-        "code": 200,
-        "message": "success",
-        "data": {
-            "taskId": "t",
-            "state": "success",
-            "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
-        },
+
+def done(request: HttpRequest) -> HttpResponse:
+    """The task asked about, finished (an answer names the task it is about)."""
+    data = {
+        "taskId": request.params["taskId"],
+        "state": "success",
+        "resultJson": json.dumps({"resultUrls": ["https://i/x.png"]}),
     }
-)
+    return json_response({"code": 200, "message": "success", "data": data})
 
 
 async def test_checks_due_together_are_taken_a_bounded_batch_per_runner_turn(
@@ -49,7 +47,7 @@ async def test_checks_due_together_are_taken_a_bounded_batch_per_runner_turn(
         return out  # type: ignore[return-value]
 
     monkeypatch.setattr(Planner, "due", recording)
-    transport = ScriptedTransport(lambda request: DONE)
+    transport = ScriptedTransport(done)
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=1000)
     async with nb.Client(
         "apixo", api_key="k", transport=transport, clock=clock, limits=limits
@@ -99,7 +97,7 @@ async def test_the_runner_never_sleeps_past_a_check_that_is_due(
         task_id = str(request.params["taskId"])
         if clock.now() < started[task_id] + 1.5:
             return json_response({"code": 200, "data": {"taskId": task_id, "state": "processing"}})
-        return DONE
+        return done(request)
 
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=1000)
     async with nb.Client(

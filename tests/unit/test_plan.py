@@ -146,6 +146,29 @@ def test_a_callback_makes_a_planned_check_due_now_once() -> None:
     assert plan.hint(entry, 0.5) is False  # type: ignore[arg-type]
 
 
+def test_a_claim_costs_one_check_and_its_confirm_keeps_the_plan() -> None:
+    """Issue 20, item 12c: a callback claiming a state already claimed asks for nothing; one
+    claiming another state asks once more; a confirm that sees the task running goes back to
+    the check planned before the callback, not to a new plan from now."""
+    plan: Planner[str] = Planner()
+    plan.model("g", 10.0, 3.0).observe(5.0, 5.0)  # keeps the entry off the probe schedule
+    entry = plan.add(
+        "a", group="g", now=0.0, deadline=100.0, first_poll=10.0, poll_interval=3.0, late=True
+    )
+    planned = entry.due
+    assert planned == 10.0  # expecting a callback: the provider's advice
+    assert plan.hint(entry, 1.0, "succeeded") is True
+    assert [e.payload for e in plan.due(1.0)] == ["a"]
+    plan.sent(entry, 1.0)
+    plan.record_running(entry, 1.2)
+    assert entry.due == planned
+    for now in (1.3, 1.4, 1.5):  # replays of the same claim
+        assert plan.hint(entry, now, "succeeded") is False
+    assert entry.due == planned
+    assert plan.hint(entry, 1.6, "running") is True  # another claim: one more check
+    assert plan.hint(entry, 1.7, "running") is False
+
+
 def test_steps_the_table_lacks_are_bugs_and_a_finished_task_stays_finished() -> None:
     """The task state machine: an answer for a task never sent, or a send of a task already in
     flight, raises; anything after the end changes nothing."""

@@ -39,6 +39,9 @@ def _ratios(ratios: frozenset[str] | None) -> str:
 def _extras(spec: ModelSpec, options: Mapping[str, frozenset[str]]) -> str:
     extras = [f"`num_images` 1-{spec.num_images}"] if spec.num_images is not None else []
     extras += ["`watermark`"] if spec.watermark else []
+    extras += [
+        f"`{name}` always sent (`{value}` if not given)" for name, value in spec.required.items()
+    ]
     extras += [f"`{name}`: {', '.join(sorted(values))}" for name, values in options.items()]
     return "; ".join(extras) or "—"
 

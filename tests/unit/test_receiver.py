@@ -26,10 +26,10 @@ async def receiver() -> AsyncIterator[tuple[nb.CallbackReceiver, TestClient]]:  
         yield receiver, http
 
 
-def hint_to(seen: list[str], name: str) -> Callable[[], bool]:
+def hint_to(seen: list[str], name: str) -> Callable[[nb.TaskState], bool]:
     """An ``on_hint`` that records ``name`` and reports the check as moved sooner."""
 
-    def on_hint() -> bool:
+    def on_hint(claimed: nb.TaskState) -> bool:
         seen.append(name)
         return True
 

@@ -3,6 +3,10 @@ wherever a traceback would print it."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+
 import pytest
 
 from nanobanana_async._redact import Secret, in_exception
@@ -71,7 +75,74 @@ def test_a_key_next_to_or_inside_json_escapes_is_masked(body: bytes) -> None:
     assert b"Ab" not in masked
 
 
-def test_a_key_inside_a_longer_word_is_left_alone() -> None:
-    """Not the key: masking inside a word would corrupt the answer."""
-    body = b'{"taskId": "xsk-Ab/c+d"}'
-    assert Secret("sk-Ab/c+d").redact_bytes(body) is body
+def test_a_short_key_inside_a_longer_word_is_left_alone() -> None:
+    """Below 8 characters a key inside a word is not the key: masking there would corrupt
+    the answer; as a token of its own it is masked."""
+    body = b'{"taskId": "xsk-A/cd"}'
+    key = Secret("sk-A/cd")
+    assert key.redact_bytes(body) is body
+    assert key.redact_bytes(b'{"m": "bad key sk-A/cd"}') == b'{"m": "bad key ***"}'
+    assert not key.appears_in("apikey_sk-A/cd_v2")
+
+
+KEY = "nb-CANARY-7f3a9c2e51d84b06"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        f"apikey_{KEY}_v2",  # issue 20, item 12d: next to word characters on both sides
+        f"x{KEY}",
+        f"{KEY}9",
+        f"key={KEY}&x=1",
+        KEY.replace("-", "\\u002d"),  # JSON-escaped, inside nothing
+        "prefix_" + KEY.replace("-", "\\u002D") + "_suffix",
+    ],
+)
+def test_a_key_of_8_characters_or_more_is_masked_wherever_it_stands(echo: str) -> None:
+    """An unambiguous key is masked inside words too: in bodies, text and what is checked."""
+    key = Secret(KEY)
+    body = f'{{"message": "rejected {echo}"}}'.encode()
+    assert b"CANARY" not in key.redact_bytes(body)
+    assert "CANARY" not in key.redact_token(f"rejected {echo}")
+    assert "CANARY" not in key.redact(f"rejected {echo}")
+    assert key.appears_in(f"rejected {echo}")
+
+
+def _base64_echoes(key: str) -> dict[str, str]:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return {
+        "bearer": f"Bearer {b64(key)}",
+        "basic user:key": f"Basic {b64('apikey:' + key)}",
+        "basic key:": f"Basic {b64(key + ':')}",
+        "basic u:key": f"Basic {b64('u:' + key)}",
+        "urlsafe": base64.urlsafe_b64encode(("ab:" + key).encode()).decode(),
+        "json-escaped slash": json.dumps(b64("xy:" + key + "?>"))[1:-1].replace("/", "\\/"),
+    }
+
+
+def _key_pieces_decoded(text: str) -> list[bytes]:
+    """Six-byte pieces of KEY that some base64 decoding of ``text`` shows, at any offset."""
+    found = []
+    for run in re.findall(r"[A-Za-z0-9+/_-]+", text.replace("\\/", "/")):
+        for start in range(4):
+            chunk = run[start:]
+            chunk = chunk[: len(chunk) // 4 * 4].replace("-", "+").replace("_", "/")
+            raw = base64.b64decode(chunk)
+            found += [raw for i in range(len(KEY) - 5) if KEY[i : i + 6].encode() in raw]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_base64_echoes(KEY)))
+def test_the_base64_form_of_a_key_is_masked(name: str) -> None:
+    """A key echoed base64-encoded (Basic credentials, a Bearer header) is masked: no
+    decoding of what is left shows six bytes of it, whatever stood before it."""
+    key = Secret(KEY)
+    echo = _base64_echoes(KEY)[name]
+    assert _key_pieces_decoded(echo)  # the echo does hold the key
+    assert key.appears_in(f"sent {echo}")
+    for masked in (key.redact_token(f"sent {echo}"), key.redact_bytes(echo.encode()).decode()):
+        assert "***" in masked
+        assert not _key_pieces_decoded(masked), masked

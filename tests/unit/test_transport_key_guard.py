@@ -4,6 +4,7 @@ client hands on, exactly as with the built-in transport (no sockets)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, json_response
 from tests.conftest import walk_exception
+from tests.unit.test_redact import _key_pieces_decoded
 
 Answer = Callable[[HttpRequest], HttpResponse]
 CREATED = json_response({"code": 200, "message": "success", "data": {"taskId": "t1"}})
@@ -404,3 +406,35 @@ def test_a_guarded_transport_keeps_telling_its_endpoint() -> None:
     assert KeyGuard(inner, Secret("sk-x")).base_url is None
     inner.base_url = "http://127.0.0.1:9/v1"  # type: ignore[attr-defined]
     assert KeyGuard(inner, Secret("sk-x")).base_url == "http://127.0.0.1:9/v1"
+
+
+def _spellings(key: str) -> dict[str, str]:
+    basic = base64.b64encode(f"apikey:{key}".encode()).decode()
+    return {
+        "inside a word": f"apikey_{key}_v2",
+        "basic": f"Basic {basic}",
+        "bearer": f"Bearer {base64.b64encode(key.encode()).decode()}",
+    }
+
+
+@pytest.mark.parametrize("spelling", ["inside a word", "basic", "bearer"])
+async def test_a_key_echoed_next_to_word_characters_or_base64_is_masked(
+    spelling: str,
+    canary: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """Issue 20, item 12d: a key of 8 characters or more echoed inside a word
+    (``apikey_<KEY>_v2``) or base64-encoded is masked in the error, its chain, the log and
+    the journal."""
+    echoed = _spellings(canary)[spelling]
+    answer = json_response({"code": 400, "message": f"invalid key {echoed}", "data": None}, 400)
+    transport = OwnTransport(lambda request: answer)
+    with caplog.at_level(logging.DEBUG):
+        async with client(transport, canary, clock, journal=tmp_path / "j.db") as c:
+            with pytest.raises(nb.RequestRejectedError) as info:
+                await c.generate("a cat")
+    assert_masked(info.value, canary, caplog, "invalid key")
+    assert all(not _key_pieces_decoded(text) for text in texts(info.value))
+    assert_no_file_holds(tmp_path, canary)

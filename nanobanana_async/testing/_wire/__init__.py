@@ -1,9 +1,11 @@
 """The four providers' wire protocols as a server speaks them: routes, strict request
 validation, answers, error shapes and callbacks (pure, no I/O), one module per provider.
 
-Written from ``shared/providers/PROTOCOLS.md`` independently of the client's drivers, so a
-misreading in one does not hide in the other. Where the documents are silent ([?]), the choice
-made here is the stricter plausible one, noted in a comment.
+Wire names, shapes and answers are written from ``shared/providers/PROTOCOLS.md``
+independently of the client's drivers, so a misreading in one does not hide in the other. The
+per-model rules (caps, value sets, which fields a model takes, what is required) are not: they
+come from the drivers' one table (``providers`` ``ModelSpec``, each rule with its source), so
+where no document states a rule, neither side enforces it.
 """
 
 from __future__ import annotations

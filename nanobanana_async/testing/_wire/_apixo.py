@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from typing import Final
 
 from ._base import (
-    _CLASSIC_RATIOS,
-    _EXTREME_RATIOS,
     Accepted,
     RejectError,
     TaskView,
@@ -21,6 +19,7 @@ from ._base import (
     _optional_str,
     _prompt,
     _url_list,
+    spec_of,
 )
 
 
@@ -32,6 +31,8 @@ class Apixo(WireProtocol):
     create_routes = ("/generateTask/{model}",)
     status_route = "/statusTask/{model}"
     balance_route = "/apikeys/current-balance"
+    # PROTOCOLS.md 4, "Errors [C]": "403 forbidden/content policy".
+    content_refusal = 403
     _states: Final = {
         "queued": "pending",
         "running": "processing",
@@ -44,7 +45,8 @@ class Apixo(WireProtocol):
     def validate(self, route: str, match: Mapping[str, str], body: object) -> Accepted:
         """request_type/callback_url/provider and the model's snake_case ``input``."""
         model = match.get("model", "")
-        if model not in ("nano-banana", "nano-banana-2"):
+        spec = spec_of(self.name, model)
+        if spec is None:
             raise RejectError(404, f"Unknown model: {model}")
         obj = _obj(body, "body")
         _only(obj, frozenset({"request_type", "callback_url", "provider", "input"}))
@@ -55,30 +57,31 @@ class Apixo(WireProtocol):
         if obj.get("provider", "auto") not in ("auto", "value", "official"):
             raise RejectError(400, "provider must be auto, value or official")
         model_input = _obj(obj.get("input"), "input")
-        nb2 = model == "nano-banana-2"
+        # The model's rules are the drivers' table's (spec_of): nothing else is refused.
         # PROTOCOLS.md 4: resolution and google_search are nano-banana-2's only ("—").
         fields = {"mode", "prompt", "image_urls", "aspect_ratio", "output_format"}
-        _only(
-            model_input,
-            frozenset(fields | {"resolution", "google_search"} if nb2 else fields),
-            "input.",
-        )
+        fields |= {"resolution"} if spec.resolutions else set()
+        fields |= {"google_search"} if spec.google_search else set()
+        _only(model_input, frozenset(fields), "input.")
         mode = model_input.get("mode")
         if mode not in ("text-to-image", "image-to-image"):
             raise RejectError(400, "Missing required field: input.mode")
-        prompt = _prompt(model_input, 20_000 if nb2 else 5_000, "input.")
-        urls = _url_list(model_input, "image_urls", 14 if nb2 else 5)
+        prompt = _prompt(model_input, spec.max_prompt, "input.")
+        urls = _url_list(model_input, "image_urls", spec.max_images)
         if mode == "image-to-image" and not urls:
             raise RejectError(400, "image-to-image needs input.image_urls")
-        ratios = _CLASSIC_RATIOS | {"auto"} | (_EXTREME_RATIOS if nb2 else frozenset())
-        ratio = model_input.get("aspect_ratio", None if nb2 else "1:1")
-        if not isinstance(ratio, str) or ratio not in ratios:
-            raise RejectError(400, "Missing or invalid field: input.aspect_ratio")
-        if nb2:
-            resolution = model_input.get("resolution")
-            if not isinstance(resolution, str) or resolution.lower() not in ("1k", "2k", "4k"):
-                raise RejectError(400, "Missing or invalid field: input.resolution")
-        formats = {"png", "jpeg", "jpg"} if nb2 else {"png", "jpeg"}
+        for key in spec.required:
+            if model_input.get(key) is None:
+                raise RejectError(400, f"Missing required field: input.{key}")
+        ratio = _optional_str(model_input, "aspect_ratio", spec.aspect_ratios)
+        resolution = model_input.get("resolution")
+        # Seed 004: "parameter is case-insensitive (e.g. 2k or 2K both valid)".
+        if resolution is not None and (
+            not isinstance(resolution, str) or resolution.upper() not in spec.resolutions
+        ):
+            raise RejectError(400, "Invalid field: input.resolution")
+        # Seed 004: "jpeg/jpg for smaller files (jpg is normalized to jpeg)", on nano-banana-2.
+        formats = set(spec.output_formats.values()) | ({"jpg"} if spec.resolutions else set())
         _optional_str(model_input, "output_format", frozenset(formats))
         _optional_bool(model_input, "google_search")
         return Accepted(model=model, prompt=prompt, aspect_ratio=ratio, callback_url=callback)
@@ -134,6 +137,7 @@ _APIXO_MESSAGES: Final = {
     401: "Unauthorized",
     402: "Insufficient balance",
     404: "Not found",
+    403: "Forbidden",
     429: "Rate limit exceeded",
     500: "Internal server error",
     503: "Service unavailable",

@@ -9,6 +9,8 @@ from typing import Final, Literal
 
 import attrs
 
+from ...providers import DRIVERS, ModelSpec
+
 State = Literal["queued", "running", "success", "failed", "policy", "unknown"]
 Kind = Literal["create", "status", "balance"]
 
@@ -65,13 +67,35 @@ def _required_str(body: Mapping[str, object], key: str, where: str = "") -> str:
     return value
 
 
-def _optional_str(body: Mapping[str, object], key: str, allowed: frozenset[str]) -> str | None:
+def _optional_str(
+    body: Mapping[str, object], key: str, allowed: frozenset[str] | None
+) -> str | None:
+    # ``allowed`` None: any text (no document lists the values).
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or value not in allowed:
+    if not isinstance(value, str) or (allowed is not None and value not in allowed):
         raise RejectError(400, f"Invalid value for {key}: {value!r}")
     return value
+
+
+def spec_of(provider: str, wire_id: str) -> ModelSpec | None:
+    """The rules for one of ``provider``'s model ids, from the drivers' table.
+
+    Caps, value sets and which fields a model takes come from that one table (each rule with
+    its source there), so the simulator refuses exactly what validation refuses: where no
+    document states a rule, neither enforces it. Wire names and shapes stay this package's own
+    reading of the documents.
+    """
+    for spec in DRIVERS[provider].models.values():
+        if spec.wire_id == wire_id:
+            return spec
+    return None
+
+
+def wire_ids(provider: str) -> frozenset[str]:
+    """Every model id ``provider`` sells, per the drivers' table."""
+    return frozenset(spec.wire_id for spec in DRIVERS[provider].models.values())
 
 
 def _url_list(body: Mapping[str, object], key: str, cap: int | None) -> list[str]:
@@ -131,6 +155,9 @@ class WireProtocol:
     balance_route: str | None = None
     #: Whether a create refused on content is answered as a failed task (xingchao's docs).
     refuses_at_create: bool = False
+    #: The HTTP error a create refused on content is answered with, where the provider
+    #: documents one (apixo: 403 "forbidden/content policy"); None when it documents none.
+    content_refusal: int | None = None
 
     def authorized(self, headers: Mapping[str, str], key: str) -> bool:
         """Whether the request carries the right key."""

@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from typing import Final
 
 from ._base import (
-    _CLASSIC_RATIOS,
-    _EXTREME_RATIOS,
     Accepted,
     RejectError,
     TaskView,
@@ -21,6 +19,7 @@ from ._base import (
     _prompt,
     _required_str,
     _url_list,
+    spec_of,
 )
 
 
@@ -32,16 +31,6 @@ class Crun(WireProtocol):
     create_routes = ("/api/v1/client/job/CreateTask",)
     status_route = "/api/v1/client/job/TaskInfo"
     balance_route = "/api/v1/client/account/balance"
-    _nb2: Final = frozenset(
-        {
-            "google/nano-banana-2",
-            "google/nano-banana-2-v2",
-            "google/nano-banana-2-lite",
-            "google/nano-banana-pro",
-            "google/nano-banana-pro-v2",
-        }
-    )
-    _classic: Final = frozenset({"google/nano-banana", "google/nano-banana-v2"})
     # PROTOCOLS.md 2: prompt, aspect_ratio, output_format [C, echoed]; img_urls [I];
     # resolution, google_search [3P]. Not image_urls: that is apixo's and xingchao's name.
     _input_fields: Final = frozenset(
@@ -74,27 +63,24 @@ class Crun(WireProtocol):
         obj = _obj(body, "body")
         _only(obj, frozenset({"model", "input", "callback_url"}), code=422)
         model = _required_str(obj, "model")
-        if model not in self._nb2 | self._classic:
+        spec = spec_of(self.name, model)
+        if spec is None:
             raise RejectError(422, f"Unsupported model: {model}")
         model_input = _obj(obj.get("input"), "input")
         _only(model_input, self._input_fields, "input.", code=422)
-        nb2 = model in self._nb2
-        prompt = _prompt(model_input, 20_000 if nb2 else 5_000, "input.")
-        ratios = _CLASSIC_RATIOS | {"auto"} | (_EXTREME_RATIOS if nb2 else frozenset())
-        ratio = _optional_str(model_input, "aspect_ratio", ratios)
-        if not model.endswith("-v2"):
-            formats = frozenset({"png", "jpg"} if nb2 else {"png", "jpeg"})
-            _optional_str(model_input, "output_format", formats)
-        cap = 10 if model.endswith("-lite") else 14 if nb2 else 5
-        _url_list(model_input, "img_urls", cap)
-        if model == "google/nano-banana-v2":
-            _optional_str(model_input, "resolution", frozenset({"1K"}))
-        elif nb2:
-            _optional_str(model_input, "resolution", frozenset({"1K", "2K", "4K"}))
+        # The model's rules are the drivers' table's (spec_of): nothing else is refused.
+        prompt = _prompt(model_input, spec.max_prompt, "input.")
+        ratio = _optional_str(model_input, "aspect_ratio", spec.aspect_ratios)
+        if spec.output_formats:
+            # Seed 002, the -v2 channels: "output_format is not supported and may be ignored".
+            _optional_str(model_input, "output_format", frozenset(spec.output_formats.values()))
+        _url_list(model_input, "img_urls", spec.max_images)
+        if spec.resolutions:
+            _optional_str(model_input, "resolution", spec.resolutions)
         elif "resolution" in model_input:
             raise RejectError(422, "resolution is not supported by this model")
-        if "google_search" in model_input and model != "google/nano-banana-2":
-            raise RejectError(422, "google_search is only supported by google/nano-banana-2")
+        if "google_search" in model_input and not spec.google_search:
+            raise RejectError(422, f"google_search is not supported by {model}")
         _optional_bool(model_input, "google_search")
         callback = _callback(obj, "callback_url", required=False)
         return Accepted(model=model, prompt=prompt, aspect_ratio=ratio, callback_url=callback)

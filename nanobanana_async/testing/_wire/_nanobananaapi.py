@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from typing import Final
 
 from ._base import (
-    _CLASSIC_RATIOS,
-    _EXTREME_RATIOS,
     Accepted,
     RejectError,
     TaskView,
@@ -23,6 +21,7 @@ from ._base import (
     _optional_str,
     _prompt,
     _url_list,
+    spec_of,
 )
 
 
@@ -71,38 +70,35 @@ class NanoBananaApi(WireProtocol):
         obj = _obj(body, "body")
         endpoint = route.rsplit("/", 1)[-1]
         _only(obj, self._fields[endpoint])
+        # The endpoint names the model; its rules are the drivers' table's (spec_of).
+        model = {"generate": "nano-banana", "generate-2": "nano-banana-2"}.get(
+            endpoint, "nano-banana-pro"
+        )
+        spec = spec_of(self.name, model)
+        assert spec is not None, model  # every endpoint has its row
+        prompt = _prompt(obj, spec.max_prompt)
+        urls = _url_list(obj, "imageUrls", spec.max_images)
+        callback = _callback(obj, "callBackUrl", required=spec.callback_required)
         if endpoint == "generate":
-            prompt = _prompt(obj, None)
             kind = obj.get("type")
             if kind not in ("TEXTTOIAMGE", "IMAGETOIAMGE"):
                 raise RejectError(400, "type must be TEXTTOIAMGE or IMAGETOIAMGE")
-            urls = _url_list(obj, "imageUrls", None)  # no cap is documented
             if kind == "IMAGETOIAMGE" and not urls:
                 raise RejectError(400, "IMAGETOIAMGE needs imageUrls")
             num = obj.get("numImages", 1)
-            if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 4:
-                raise RejectError(400, "numImages must be 1-4")
-            ratio = _optional_str(obj, "image_size", _CLASSIC_RATIOS)
+            most = spec.num_images or 1
+            if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= most:
+                raise RejectError(400, f"numImages must be 1-{most}")
+            ratio = _optional_str(obj, "image_size", spec.aspect_ratios)
             if obj.get("watermark") is not None and not isinstance(obj["watermark"], str):
                 raise RejectError(400, "watermark must be text")
-            callback = _callback(obj, "callBackUrl", required=True)
-            model = "nano-banana"
-        elif endpoint == "generate-2":
-            prompt = _prompt(obj, 20_000)
-            _url_list(obj, "imageUrls", 14)
-            ratio = _optional_str(obj, "aspectRatio", _CLASSIC_RATIOS | _EXTREME_RATIOS | {"auto"})
-            _optional_str(obj, "resolution", frozenset({"1K", "2K", "4K"}))
-            _optional_str(obj, "outputFormat", frozenset({"png", "jpg"}))
-            _optional_bool(obj, "googleSearch")
-            callback = _callback(obj, "callBackUrl", required=False)
-            model = "nano-banana-2"
         else:
-            prompt = _prompt(obj, 20_000)
-            _url_list(obj, "imageUrls", 8)
-            _optional_str(obj, "resolution", frozenset({"1K", "2K", "4K"}))
-            ratio = _optional_str(obj, "aspectRatio", _CLASSIC_RATIOS | {"auto"})
-            callback = _callback(obj, "callBackUrl", required=True)
-            model = "nano-banana-pro"
+            ratio = _optional_str(obj, "aspectRatio", spec.aspect_ratios)
+            _optional_str(obj, "resolution", spec.resolutions)
+            if endpoint == "generate-2":
+                formats = frozenset(spec.output_formats.values())
+                _optional_str(obj, "outputFormat", formats)
+                _optional_bool(obj, "googleSearch")
         return Accepted(
             model=model,
             prompt=prompt,

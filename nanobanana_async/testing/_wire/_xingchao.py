@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Final
 
 from ._base import (
-    _CLASSIC_RATIOS,
     Accepted,
     RejectError,
     TaskView,
@@ -18,6 +17,7 @@ from ._base import (
     _prompt,
     _required_str,
     _url_list,
+    spec_of,
 )
 
 
@@ -29,15 +29,6 @@ class Xingchao(WireProtocol):
     refuses_at_create = True
     create_routes = ("/v1/banana/images",)
     status_route = "/v1/result/{task_id}"
-    _models: Final = frozenset(
-        {
-            "nano-banana",
-            "nano-banana-2",
-            "nano-banana-pro",
-            "nano-banana-2-stable",
-            "nano-banana-pro-stable",
-        }
-    )
     _states: Final = {
         "queued": "queued",
         "running": "processing",
@@ -50,22 +41,22 @@ class Xingchao(WireProtocol):
     _fields: Final = frozenset({"model", "prompt", "resolution", "size", "image_urls"})
 
     def validate(self, route: str, match: Mapping[str, str], body: object) -> Accepted:
-        """model, prompt, lower-case resolution (2k/4k only on pro), size, ≤ 6 image_urls.
-
-        The docs' own example sends nano-banana-2 at 2k against their resolution table, so
-        nano-banana-2 takes 2k/4k here too.
-        """
+        """model, prompt, lower-case resolution, size and image_urls, each model's rules from
+        the drivers' table (``spec_of``; the docs' own example sends nano-banana-2 at 2k
+        against their resolution table, so nano-banana-2 takes 2k/4k there and here)."""
         obj = _obj(body, "body")
         _only(obj, self._fields)
         model = _required_str(obj, "model")
-        if model not in self._models:
+        spec = spec_of(self.name, model)
+        if spec is None:
             raise RejectError(400, f"Unknown model: {model}")
-        prompt = _prompt(obj, None)
+        prompt = _prompt(obj, spec.max_prompt)
+        lower = frozenset(r.lower() for r in spec.resolutions)
         resolution = _optional_str(obj, "resolution", frozenset({"1k", "2k", "4k"}))
-        if resolution in ("2k", "4k") and model in ("nano-banana", "nano-banana-2-stable"):
-            raise RejectError(400, f"{resolution} is only supported by nano-banana-pro models")
-        size = _optional_str(obj, "size", _CLASSIC_RATIOS)
-        _url_list(obj, "image_urls", 6)
+        if resolution is not None and resolution not in lower:
+            raise RejectError(400, f"{resolution} is not supported by {model}")
+        size = _optional_str(obj, "size", spec.aspect_ratios)
+        _url_list(obj, "image_urls", spec.max_images)
         return Accepted(model=model, prompt=prompt, aspect_ratio=size, callback_url=None)
 
     def status_task_id(self, match: Mapping[str, str], query: Mapping[str, str]) -> str:

@@ -110,6 +110,11 @@ def test_policy_fail_codes(code: str) -> None:
             nb.APIError,
         ),
         (resp({"code": 401, "message": "Unauthorized", "data": None}, 401), nb.AuthenticationError),
+        # PROTOCOLS.md 4, "Errors [C]": "403 forbidden/content policy": not the key's refusal.
+        (
+            resp({"code": 403, "message": "Forbidden", "data": None}, 403),
+            nb.RequestRejectedError,
+        ),
         (
             resp({"code": 402, "message": "Insufficient", "data": None}, 402),
             nb.InsufficientCreditsError,
