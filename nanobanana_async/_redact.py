@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final, TypeVar
 
@@ -160,3 +161,10 @@ def masked_copy(secret: Secret, exc: E) -> E:
     copy.args = tuple(_masked(secret, a) for a in exc.args)
     copy.__dict__.update({name: _masked(secret, v) for name, v in vars(exc).items()})
     return copy
+
+
+def key_fingerprint(key: str | None) -> str:
+    """A short, stable name for an API key that reveals nothing of it: 8 hex digits of its SHA-256."""
+    if not key:
+        return "nokey"
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
