@@ -515,12 +515,15 @@ class Router:
             waiter.cancel()
 
     def _watch(self, task: Task, account: _Account) -> None:
-        # A task that failed to generate is a provider fault on its account.
+        # A task that failed to generate is a provider fault on its account. Runs before the
+        # task's awaiters resume (done callbacks come first), so its error carries the attempts.
         def ended(future: asyncio.Future[ImageResult]) -> None:
             if future.cancelled():
                 return
             error = future.exception()
-            if is_fault(error or Exception()) and isinstance(error, GenerationFailedError):
+            if isinstance(error, NanoBananaError) and not error.attempts:
+                error.attempts = task.attempts
+            if isinstance(error, GenerationFailedError) and is_fault(error):
                 account.breaker.failed(self._clock.now())
                 self._notify()
 
@@ -641,6 +644,7 @@ class Router:
                         self._resubmit
                         and isinstance(error, GenerationFailedError)
                         and not isinstance(error, ContentPolicyError)
+                        and any(i not in tried and not self._aside(i) for i in eligible)
                     ):
                         try:
                             again, where = await self._route(
