@@ -79,10 +79,12 @@ class Breaker:
         return True
 
     def succeeded(self, now: float) -> None:
-        """A create was accepted (or a task finished): the provider works."""
+        """A task finished, or the half-open probe was accepted: the provider works. Closes a
+        half-open circuit; an open one waits for its probe (tasks accepted before an outage
+        may still finish during it)."""
         self._note(now, fault=False)
         self._consecutive = 0
-        if self.state is not Circuit.CLOSED:
+        if self.state is Circuit.HALF_OPEN:
             self.state = Circuit.CLOSED
             self._probing = False
             self._cooldown = COOLDOWN

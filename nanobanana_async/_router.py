@@ -390,8 +390,11 @@ class Router:
                 raise
             finally:
                 account.routing -= 1
-            account.breaker.succeeded(self._clock.now())
-            self._notify()
+            if probe:
+                # An accepted probe closes the circuit; other creates count when their task
+                # ends, so that tasks failing to generate can open it.
+                account.breaker.succeeded(self._clock.now())
+                self._notify()
             account.accepted += 1
             self._accepted += 0 if hedge else 1
             tried.add(index)
@@ -523,9 +526,13 @@ class Router:
             error = future.exception()
             if isinstance(error, NanoBananaError) and not error.attempts:
                 error.attempts = task.attempts
-            if isinstance(error, GenerationFailedError) and is_fault(error):
+            if error is None:
+                account.breaker.succeeded(self._clock.now())
+            elif isinstance(error, GenerationFailedError) and is_fault(error):
                 account.breaker.failed(self._clock.now())
-                self._notify()
+            else:
+                return
+            self._notify()
 
         task._future.add_done_callback(ended)
 
