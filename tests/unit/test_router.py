@@ -208,15 +208,19 @@ async def test_soonest_prefers_the_account_that_learned_a_shorter_latency(
         server=FakeApixo(clock, latency=lambda i: 5.0),
         base_url="https://b.test",
     )
-    async with nb.Router([a, b], strategy="weighted", owns_clients=True) as router:
-        # Weighted (equal) teaches both accounts the latency first.
-        jobs = [asyncio.ensure_future(router.generate(f"learn {i}")) for i in range(8)]
+    async with a, b:
+        # Each account learns the model's latency from tasks sent to it directly.
+        jobs = [
+            asyncio.ensure_future(client.generate(f"learn {i}"))
+            for client in (a, b)
+            for i in range(4)
+        ]
         await clock.run_until(lambda: all(j.done() for j in jobs))
-        router._strategy = "soonest"
         before = len(sb.tasks)
-        for i in range(3):
-            task = await router.submit(nb.ImageRequest(prompt=f"p{i}"))
-            await clock.run_until(task.done)
+        async with nb.Router([a, b]) as router:
+            for i in range(3):
+                task = await router.submit(nb.ImageRequest(prompt=f"p{i}"))
+                await clock.run_until(task.done)
     assert len(sa.tasks) == 4
     assert len(sb.tasks) == before + 3
 
