@@ -14,6 +14,7 @@ import attrs
 from ._config import Limits
 from ._errors import (
     AuthenticationError,
+    ConfigurationError,
     ConnectError,
     ContentPolicyError,
     GenerationFailedError,
@@ -45,7 +46,9 @@ class Attempt:
 
 def _share(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise ValueError(f"{attribute.name} must be between 0 and 1 (exclusive), got {value!r}")
+        raise ConfigurationError(
+            f"{attribute.name} must be between 0 and 1 (exclusive), got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
