@@ -172,8 +172,15 @@ class Dispatcher:
             candidates = [i for i in eligible if i not in tried and accounts[i].set_aside is None]
             if not candidates:
                 aside = [accounts[i].set_aside for i in eligible if accounts[i].set_aside]
-                error = last or copy.copy(aside[0] if aside else None)
-                assert error is not None, "an eligible account is untried or set aside"
+                error = last or (copy.copy(aside[0]) if aside else None)
+                if error is None:
+                    # Every eligible account already holds this prompt (a hedge or resubmit).
+                    error = ProviderUnavailableError(
+                        "no other account can take this request",
+                        provider=",".join(sorted({accounts[i].client.provider for i in eligible})),
+                        status=503,
+                        code="no_account_left",
+                    )
                 error.attempts = tuple(attempts)
                 raise error
             now = self.clock.now()

@@ -67,12 +67,13 @@ class Follower:
 
     async def aclose(self) -> None:
         """Stop following; tasks still pending fail with ``ClientClosedError`` and their ids."""
+        outers = list(self._outers)
         jobs = [job for job in self._jobs if not job.done()]
         for job in jobs:
             job.cancel()
         if jobs:
             await asyncio.wait(jobs)
-        for outer in list(self._outers):
+        for outer in outers:
             ref = outer.ref
             outer._resolve(
                 None,
@@ -102,8 +103,13 @@ class Follower:
         attempts: list[Attempt],
         run: _Run,
     ) -> None:
-        hedge = self._hedge
-        if hedge is None or outer.done() or not hedge.allows(self.hedges, self._dispatch.accepted):
+        hedge, dispatch = self._hedge, self._dispatch
+        if (
+            hedge is None
+            or outer.done()
+            or not hedge.allows(self.hedges, dispatch.accepted)
+            or not dispatch.open_to(eligible, tried)
+        ):
             return
         try:
             task, where = await self._dispatch.route(
@@ -184,6 +190,10 @@ class Follower:
                     if isinstance(again, NanoBananaError):
                         again.attempts = tuple(attempts)
                     outer._resolve(None, again)
+        except Exception as exc:
+            # A bug here must not leave the caller waiting for ever.
+            _log.exception("following task %s failed", outer.id)
+            outer._resolve(None, exc)
         finally:
             self._outers.discard(outer)
 

@@ -363,3 +363,21 @@ async def test_a_set_aside_warning_never_holds_the_key(
     assert canary not in repr(task.attempts)
     assert canary not in repr(router.statistics())
     assert canary not in str(router.statistics().accounts[0].set_aside)
+
+
+async def test_closing_the_router_ends_the_tasks_it_follows_with_their_ids(
+    clock: FakeClock,
+) -> None:
+    """A hedged or resubmittable task still pending when the router closes fails with
+    ClientClosedError naming it; the clients (not owned) keep tracking it."""
+    a, sa = apixo(clock)
+    b, _ = apixo(clock, key="key-b")
+    async with a, b:
+        async with nb.Router([a, b], resubmit_failed=True) as router:
+            task = await router.submit(nb.ImageRequest(prompt="[[stuck]] x"))
+            await clock.advance(5.0)
+        with pytest.raises(nb.ClientClosedError) as info:
+            await task
+        assert info.value.task_id == "t0"
+        assert a.statistics().pending == 1
+    assert sa.tasks["t0"].checks >= 1
