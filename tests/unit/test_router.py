@@ -177,13 +177,24 @@ async def test_soonest_spreads_a_burst_over_free_slots_in_the_given_order(
 
 
 async def test_priority_fills_the_first_account_before_the_next(clock: FakeClock) -> None:
-    """ "priority": the second account only gets what the first has no slot for."""
-    a, sa = apixo(clock, limits=nb.Limits(concurrent_tasks=4))
-    b, sb = apixo(clock, key="key-b", limits=nb.Limits(concurrent_tasks=4))
-    async with nb.Router([a, b], strategy="priority", owns_clients=True) as router:
-        jobs = [asyncio.ensure_future(router.generate(f"p{i}")) for i in range(6)]
+    """ "priority": the second account, though faster, only gets what the first has no slot
+    for."""
+    limits = nb.Limits(concurrent_tasks=4)
+    a, sa = apixo(clock, server=FakeApixo(clock, latency=lambda i: 20.0), limits=limits)
+    b, sb = apixo(
+        clock,
+        key="key-b",
+        server=FakeApixo(clock, latency=lambda i: 5.0),
+        base_url="https://b.test",
+        limits=limits,
+    )
+    async with a, b:
+        jobs = [asyncio.ensure_future(c.generate(f"learn {i}")) for c in (a, b) for i in range(4)]
         await clock.run_until(lambda: all(j.done() for j in jobs))
-    assert (len(sa.tasks), len(sb.tasks)) == (4, 2)
+        async with nb.Router([a, b], strategy="priority") as router:
+            jobs = [asyncio.ensure_future(router.generate(f"p{i}")) for i in range(6)]
+            await clock.run_until(lambda: all(j.done() for j in jobs))
+    assert (len(sa.tasks), len(sb.tasks)) == (4 + 4, 4 + 2)
 
 
 async def test_weighted_shares_follow_the_weights(clock: FakeClock) -> None:
