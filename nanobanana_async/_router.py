@@ -12,6 +12,8 @@ import random as _random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Literal, Self
 
+import attrs
+
 from ._breaker import Breaker
 from ._bulk import BulkItem, as_completed
 from ._client import Client
@@ -200,7 +202,8 @@ class Router:
             provider_options=provider_options,
         )
         task = await self.submit(request)
-        return await task
+        result = await task
+        return attrs.evolve(result, attempts=task.attempts)
 
     async def submit(self, request: ImageRequest, *, key: str | None = None) -> Task:
         """Submit on the account the strategy picks, failing over as the class describes.

@@ -81,6 +81,8 @@ async def test_f39_on_unknown_failover_pays_twice_only_when_asked(clock: FakeClo
     async with nb.Router([a, b], on_unknown="failover", owns_clients=True) as router:
         result = await drive(clock, router.generate("x"))
     assert isinstance(result, nb.ImageResult)
+    assert [at.account for at in result.attempts] == list(router.accounts)
+    assert result.attempts[0].outcome.startswith("outcome unknown (may be paid twice")
     assert created(sa, sb) == 2
 
 
