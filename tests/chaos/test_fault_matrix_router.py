@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import pytest
@@ -319,3 +320,78 @@ async def test_f44_hedge_after_p99_first_result_wins_both_tracked_share_held(
     assert sb.count("submit") == 1
     assert stats.hedge_losers_ended == 1
     assert stats.hedges <= hedge.max_share * sum(s.accepted for s in stats.accounts)
+
+
+# ----------------------------------------------------------------- randomized
+
+
+class Flaky(FakeApixo):
+    """An apixo account whose creates fail at random (seeded): nothing sent, 429, 503 after
+    creating, reset after creating, or the key refused once; records each prompt it created."""
+
+    def __init__(self, clock: FakeClock, rng: random.Random) -> None:
+        super().__init__(clock, latency=lambda i: rng.uniform(2.0, 20.0))
+        self.rng = rng
+        self.prompts: list[str] = []
+        self.hook = self.fault
+
+    def fault(self, request: HttpRequest) -> Any:
+        if request.kind != "submit":
+            return None
+        roll = self.rng.random()
+        if roll < 0.15:
+            return nb.ConnectError("refused")
+        if roll < 0.25:
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "1"}
+            )
+        if roll < 0.30:
+            self.create(request)
+            return nb.TransportError("reset after the request was sent")
+        if roll < 0.33:
+            self.create(request)
+            return json_response({"code": 503, "message": "busy", "data": None}, 503)
+        if roll < 0.34:
+            return json_response({"code": 401, "message": "no", "data": None}, 401)
+        return None
+
+    def create(self, request: HttpRequest) -> HttpResponse:
+        body = request.json
+        assert isinstance(body, dict)
+        self.prompts.append(body["input"]["prompt"])
+        return super().create(request)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_faults_never_create_a_prompt_on_two_accounts(
+    clock: FakeClock, seed: int
+) -> None:
+    """Seeded random refusals, resets and refused keys on three accounts: every prompt ends
+    (a result or a typed error), is created at most once over all accounts, and each unknown
+    outcome names the account that holds it."""
+    rng = random.Random(seed)
+    servers = [Flaky(clock, rng) for _ in range(3)]
+    limits = nb.Limits(concurrent_tasks=5)
+    clients = [
+        apixo(clock, key=f"key-{i}", server=server, limits=limits)[0]
+        for i, server in enumerate(servers)
+    ]
+    strategy = ("soonest", "priority", "weighted")[seed % 3]
+    async with nb.Router(clients, strategy=strategy, owns_clients=True) as router:  # type: ignore[arg-type]
+        jobs = [asyncio.ensure_future(router.generate(f"p{i}")) for i in range(60)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), limit=7200)
+    outcomes = [j.exception() or j.result() for j in jobs]
+    created = [p for server in servers for p in server.prompts]
+    assert len(created) == len(set(created))
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, nb.SubmitOutcomeUnknownError):
+            holder = outcome.attempts[-1].account
+            assert holder in str(outcome)
+            assert f"p{i}" in servers[router.accounts.index(holder)].prompts
+        elif isinstance(outcome, nb.ImageResult):
+            assert f"p{i}" in created
+            assert outcome.attempts[-1].outcome == "accepted"
+        else:
+            assert isinstance(outcome, nb.NanoBananaError)
+            assert f"p{i}" not in created
+    assert sum(isinstance(o, nb.ImageResult) for o in outcomes) >= 30
