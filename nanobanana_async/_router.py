@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import random as _random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Literal, Self
 
 import attrs
@@ -233,6 +234,20 @@ class Router:
             return self._follower.follow(task, index, request, key, eligible, tried, attempts)
         self._dispatch.watch(task, index)
         return task
+
+    def validate(self, request: ImageRequest) -> None:
+        """Check that some account's provider accepts ``request``, sending nothing.
+
+        Raises:
+            InvalidRequestError: none does; each account's reasons, prefixed with its name.
+        """
+        self._dispatch.eligible(request)
+
+    async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
+        """Save a result's images, as ``Client.download``, through a client of the result's
+        provider (the first one given; image hosts never get a key)."""
+        same = [a.client for a in self._accounts if a.client.provider == result.provider]
+        return await (same or [self._accounts[0].client])[0].download(result, dest)
 
     def resume(
         self, task_id: str, *, model: str, timeout: float | None = None, account: str | None = None

@@ -56,3 +56,20 @@ async def test_resets_after_create_never_put_a_prompt_on_two_providers() -> None
     assert [e for e in errors if e is not None and e not in unknown] == []
     assert apixo.stats.creates + crun.stats.creates == 24
     assert crun.stats.creates > 0
+
+
+async def test_a_routed_result_downloads(tmp_path: Path) -> None:
+    """download() saves a result the router got, through a client of its provider."""
+    async with (
+        Simulator("apixo", latency=FAST) as apixo,
+        Simulator("crun", latency=FAST) as crun,
+    ):
+        clients = [
+            nb.Client(s.provider, api_key=s.api_key, base_url=s.base_url) for s in (crun, apixo)
+        ]
+        async with nb.Router(clients, owns_clients=True) as router:
+            result = await router.generate("a lighthouse", model="nano-banana-pro")
+            paths = await router.download(result, tmp_path / "lighthouse.png")
+    assert result.provider == "crun"
+    assert [p.name for p in paths] == ["lighthouse.png"]
+    assert paths[0].read_bytes().startswith(b"\x89PNG")

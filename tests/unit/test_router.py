@@ -392,3 +392,15 @@ async def test_closing_the_router_ends_the_tasks_it_follows_with_their_ids(
         assert info.value.task_id == "t0"
         assert a.statistics().pending == 1
     assert sa.tasks["t0"].checks >= 1
+
+
+async def test_validate_names_every_account_and_sends_nothing(clock: FakeClock) -> None:
+    """validate() passes when one account takes the request, else lists each one's reasons."""
+    a, sa = apixo(clock)
+    c_server = Crun()
+    async with nb.Router([a, crun(clock, c_server)], owns_clients=True) as router:
+        router.validate(nb.ImageRequest(prompt="x", model="nano-banana-pro"))
+        with pytest.raises(nb.InvalidRequestError) as info:
+            router.validate(nb.ImageRequest(prompt="x", model="nano-banana", resolution="2K"))
+    assert [line.split(":")[0] for line in info.value.errors] == ["apixo", "crun"]
+    assert (sa.log, c_server.creates) == ([], 0)
