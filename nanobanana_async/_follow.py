@@ -143,19 +143,26 @@ class Follower:
 
         run(first, index, False)
         hedge_at = self._hedge_at(index, request)
+        # The hedge's submit runs beside the tasks: a slot wait there never delays a result.
+        hedging: asyncio.Future[None] | None = None
+        last: BaseException | None = None
         try:
-            while running:
-                alarm = None
+            while running or (hedging is not None and not hedging.done()):
                 waits: set[asyncio.Future[Any]] = set(running)
+                alarm = None
                 if hedge_at < math.inf and not outer.done():
                     alarm = asyncio.ensure_future(dispatch.clock.sleep_until(hedge_at))
                     waits.add(alarm)
+                if hedging is not None and not hedging.done():
+                    waits.add(hedging)
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if alarm is not None:
                     alarm.cancel()
                     if alarm in done:
                         hedge_at = math.inf
-                        await self._hedge_now(outer, request, key, eligible, tried, attempts, run)
+                        hedging = asyncio.ensure_future(
+                            self._hedge_now(outer, request, key, eligible, tried, attempts, run)
+                        )
                 for future in [f for f in running if f.done()]:
                     task, at, hedged = running.pop(future)
                     if outer.done():
@@ -174,7 +181,8 @@ class Follower:
                         continue
                     name = dispatch.accounts[at].name
                     attempts.append(Attempt(account=name, outcome=describe(error)))
-                    if running:
+                    last = error
+                    if running or (hedging is not None and not hedging.done()):
                         continue  # the other task may still win
                     again = await self._resubmit_after(
                         error, request, key, eligible, tried, attempts
@@ -187,14 +195,19 @@ class Follower:
                         run(task, where, False)
                         hedge_at = self._hedge_at(where, request)
                         continue
-                    if isinstance(again, NanoBananaError):
-                        again.attempts = tuple(attempts)
-                    outer._resolve(None, again)
+                    last = again
+                    break
+            if not outer.done() and last is not None:
+                if isinstance(last, NanoBananaError):
+                    last.attempts = tuple(attempts)
+                outer._resolve(None, last)
         except Exception as exc:
             # A bug here must not leave the caller waiting for ever.
             _log.exception("following task %s failed", outer.id)
             outer._resolve(None, exc)
         finally:
+            if hedging is not None and not hedging.done():
+                hedging.cancel()
             self._outers.discard(outer)
 
     async def _resubmit_after(

@@ -395,3 +395,27 @@ async def test_random_faults_never_create_a_prompt_on_two_accounts(
             assert isinstance(outcome, nb.NanoBananaError)
             assert f"p{i}" not in created
     assert sum(isinstance(o, nb.ImageResult) for o in outcomes) >= 30
+
+
+async def test_f44_a_hedge_waiting_for_a_slot_never_delays_the_result(clock: FakeClock) -> None:
+    """The hedge's account has no free slot: the hedge waits there, and the first task's result
+    still reaches the caller the moment it is seen; the router's close stops the wait."""
+    sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(
+        clock, key="key-b", base_url="https://b.test", limits=nb.Limits(concurrent_tasks=1)
+    )
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with a, b:
+        blocker = await b.submit(nb.ImageRequest(prompt="[[stuck]] holds b's only slot"))
+        async with nb.Router([a, b], strategy="priority", hedge=hedge) as router:
+            for i in range(3):
+                await drive(clock, router.generate(f"learn {i}"))
+            task = await router.submit(nb.ImageRequest(prompt="slow"))
+            started = clock.now()
+            result = await drive(clock, task.result())
+            assert result.task_id == "t3"
+            assert clock.now() - started < 31.0
+            assert router.statistics().hedges == 0
+        assert sb.count("submit") == 1
+        assert not blocker.done()
