@@ -109,6 +109,28 @@ class Breaker:
         ):
             self._open(now)
 
+    @property
+    def reopen_at(self) -> float:
+        """When an open circuit half-opens."""
+        return self._reopen_at
+
+    @property
+    def cooldown(self) -> float:
+        """The cooldown the circuit opens (or opened) for."""
+        return self._cooldown
+
+    def hold_open(self, until: float, cooldown: float, now: float) -> None:
+        """Another process opened this account's circuit until ``until`` (shared through the
+        coordinator): stay open as long, and double from its ``cooldown``. A probe of this
+        process already out decides for itself."""
+        if until <= now or self._probing:
+            return
+        self._cooldown = max(self._cooldown, min(MAX_COOLDOWN, cooldown))
+        if self.state is Circuit.OPEN and self._reopen_at >= until:
+            return
+        self.state = Circuit.OPEN
+        self._reopen_at = until
+
     def released(self) -> None:
         """The probe ended in an answer that says nothing of the provider (a 429, a refused
         prompt): the next create may probe instead."""

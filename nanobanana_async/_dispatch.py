@@ -34,6 +34,8 @@ from ._routing import (
     sets_aside,
 )
 from ._scheduler._latency import LatencyModel
+from ._scheduler._redis_store import account_prefix, connect
+from ._shared_circuit import SharedCircuit
 from ._task import Task
 
 _log = logging.getLogger("nanobanana_async")
@@ -50,6 +52,17 @@ class Account:
     accepted: int = 0
     failovers: int = 0
     routing: int = 0  # submits handed to the client and not yet answered
+    shared: SharedCircuit | None = None  # the circuit as every process sees it (coordinator)
+
+
+def shared_circuit(client: Client) -> SharedCircuit | None:
+    """The account's circuit shared through the client's coordinator, None without one."""
+    settings = client._settings
+    if settings.coordinator is None:
+        return None
+    key = settings.key.reveal() if settings.key is not None else None
+    prefix = account_prefix(settings.driver.name, settings.base_url, key)
+    return SharedCircuit(connect(settings.coordinator), prefix, settings.clock)
 
 
 def account_name(client: Client) -> str:
@@ -75,6 +88,7 @@ class Dispatcher:
         self._weights = weights
         self._on_unknown = on_unknown
         self._changed: asyncio.Event | None = None
+        self._sharing: set[asyncio.Future[None]] = set()
         self.accepted = 0  # creates accepted, hedges not included
         self.failovers = 0
 
@@ -128,7 +142,9 @@ class Dispatcher:
             try:
                 task = await account.client.submit(request, key=key)
             except NanoBananaError as exc:
+                before = account.breaker.state
                 self._record(account, exc, probe=probe)
+                await self._share(account, before, probe=probe)
                 reason = failover_reason(exc, on_unknown=self._on_unknown)
                 if reason is None:
                     raise self._final(exc, account, attempts)  # noqa: B904 (it chains itself)
@@ -142,6 +158,7 @@ class Dispatcher:
                 if probe:
                     account.breaker.released()
                     self._notify()
+                    self._share_soon(account)
                 raise
             finally:
                 account.routing -= 1
@@ -150,6 +167,7 @@ class Dispatcher:
                 # ends, so that tasks failing to generate can open it.
                 account.breaker.succeeded(self.clock.now())
                 self._notify()
+                await self._share(account, Circuit.HALF_OPEN, probe=True)
             account.accepted += 1
             self.accepted += 0 if hedge else 1
             tried.add(index)
@@ -183,13 +201,24 @@ class Dispatcher:
                     )
                 error.attempts = tuple(attempts)
                 raise error
+            for i in candidates:
+                shared = accounts[i].shared
+                if shared is not None:
+                    await shared.adopt(accounts[i].breaker)
             now = self.clock.now()
             ready = [i for i in candidates if accounts[i].breaker.ready_at(now) <= now]
             outlooks = {i: self._outlook(accounts[i], request) for i in ready}
             for index in rank(self._strategy, ready, outlooks, self._weights):
-                breaker = accounts[index].breaker
-                if breaker.allow(now):
-                    return index, breaker.state is Circuit.HALF_OPEN
+                breaker, shared = accounts[index].breaker, accounts[index].shared
+                if not breaker.allow(now):
+                    continue
+                probe = breaker.state is Circuit.HALF_OPEN
+                if probe and shared is not None and not await shared.claim_probe():
+                    # Another process sends the probe: look again in a moment.
+                    breaker.released()
+                    breaker.hold_open(now + 1.0, breaker.cooldown, now)
+                    continue
+                return index, probe
             times = [accounts[i].breaker.ready_at(now) for i in candidates]
             earliest = min(times)
             # A probe out may close its circuit at any moment: wait for it, to the deadline.
@@ -262,6 +291,26 @@ class Dispatcher:
         error.attempts = tuple(attempts)
         return error
 
+    async def _share(self, account: Account, before: Circuit, *, probe: bool) -> None:
+        # Other processes see the circuit open or close, and a probe end, at once.
+        if account.shared is not None and (probe or account.breaker.state is not before):
+            await account.shared.publish(account.breaker)
+
+    def _share_soon(self, account: Account) -> None:
+        # From a done callback or a cancelled caller: published by a task of its own.
+        if account.shared is not None:
+            job = asyncio.ensure_future(account.shared.publish(account.breaker))
+            self._sharing.add(job)
+            job.add_done_callback(self._sharing.discard)
+
+    async def aclose(self) -> None:
+        """Finish publishing and close the shared circuits' connections."""
+        if self._sharing:
+            await asyncio.wait(list(self._sharing))
+        for account in self.accounts:
+            if account.shared is not None:
+                await account.shared.aclose()
+
     def _notify(self) -> None:
         # Wakes callers waiting for a circuit to half-open (a probe ended, a state moved).
         if self._changed is not None:
@@ -282,7 +331,8 @@ class Dispatcher:
     def watch(self, task: Task, index: int) -> None:
         """Count ``task``'s end on its account's circuit (a success, or a failure to generate)
         and put the attempts on its error."""
-        breaker = self.accounts[index].breaker
+        account = self.accounts[index]
+        breaker = account.breaker
 
         # Runs before the task's awaiters resume (done callbacks come first).
         def ended(future: asyncio.Future[ImageResult]) -> None:
@@ -291,6 +341,7 @@ class Dispatcher:
             error = future.exception()
             if isinstance(error, NanoBananaError) and not error.attempts:
                 error.attempts = task.attempts
+            before = breaker.state
             if error is None:
                 breaker.succeeded(self.clock.now())
             elif isinstance(error, GenerationFailedError) and is_fault(error):
@@ -298,5 +349,7 @@ class Dispatcher:
             else:
                 return
             self._notify()
+            if breaker.state is not before:
+                self._share_soon(account)
 
         task._future.add_done_callback(ended)

@@ -18,7 +18,7 @@ import attrs
 from ._breaker import Breaker
 from ._bulk import BulkItem, as_completed
 from ._client import Client
-from ._dispatch import Account, Dispatcher, account_name
+from ._dispatch import Account, Dispatcher, account_name, shared_circuit
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -67,7 +67,9 @@ class Router:
     after 5 in a row, or half of 20 or more creates in 60 s, it takes no creates for a jittered
     30 s (doubling to 5 min), then lets one through; when every eligible account is open,
     callers wait for the first to half-open, within their request's timeout. An account whose
-    key (401) or credits (402) were refused is set aside for the run, with one WARNING.
+    key (401) or credits (402) were refused is set aside for the run, with one WARNING. For
+    clients with a ``coordinator=``, the circuit is shared through Redis: every process keeps
+    off an account another one saw fail, and one probe goes among them all.
 
     Args:
         clients: the accounts, in priority order (ties follow it). All must use one clock.
@@ -121,7 +123,7 @@ class Router:
             name = account_name(client)
             taken = sum(1 for a in accounts if a.name.split("#")[0] == name)
             name = f"{name}#{taken + 1}" if taken else name
-            accounts.append(Account(client, name, Breaker(random)))
+            accounts.append(Account(client, name, Breaker(random), shared=shared_circuit(client)))
         self._accounts = accounts
         self._dispatch = Dispatcher(
             accounts, strategy=strategy, weights=Weights(weights), on_unknown=on_unknown
@@ -164,6 +166,7 @@ class Router:
             if self._owns:
                 for account in self._accounts:
                     stack.push_async_callback(account.client.aclose)
+            stack.push_async_callback(self._dispatch.aclose)
             await self._follower.aclose()
 
     # ----------------------------------------------------------------- tasks

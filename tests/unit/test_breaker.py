@@ -88,3 +88,22 @@ def test_a_task_finishing_during_an_outage_does_not_close_it() -> None:
     breaker.succeeded(5.0)
     assert breaker.state is Circuit.OPEN
     assert not breaker.allow(6.0)
+
+
+def test_a_circuit_another_process_opened_holds_here_and_doubles_from_its_cooldown() -> None:
+    """hold_open() opens a closed circuit until the shared time, takes the larger cooldown,
+    never shortens an open one, and leaves this process's own probe alone."""
+    breaker = Breaker(lambda: 0.5)
+    breaker.hold_open(40.0, 120.0, 10.0)
+    assert breaker.state is Circuit.OPEN
+    assert breaker.ready_at(10.0) == 40.0
+    breaker.hold_open(20.0, 30.0, 10.0)
+    assert breaker.ready_at(10.0) == 40.0
+    assert breaker.allow(40.0)
+    breaker.hold_open(100.0, 30.0, 40.0)
+    assert breaker.state is Circuit.HALF_OPEN
+    breaker.failed(41.0)
+    assert breaker.ready_at(41.0) == 41.0 + 240.0
+    expired = Breaker(lambda: 0.5)
+    expired.hold_open(5.0, 30.0, 10.0)
+    assert expired.state is Circuit.CLOSED
