@@ -167,7 +167,8 @@ class Dispatcher:
                 # ends, so that tasks failing to generate can open it.
                 account.breaker.succeeded(self.clock.now())
                 self._notify()
-                await self._share(account, Circuit.HALF_OPEN, probe=True)
+                # Not awaited: nothing may stand between an accepted task and its caller.
+                self._share_soon(account)
             account.accepted += 1
             self.accepted += 0 if hedge else 1
             tried.add(index)
