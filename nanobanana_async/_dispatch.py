@@ -21,6 +21,7 @@ from ._errors import (
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
 )
+from ._journal import request_key
 from ._models import ImageRequest, ImageResult
 from ._redact import key_fingerprint
 from ._routing import (
@@ -110,6 +111,21 @@ class Dispatcher:
         if not eligible:
             raise InvalidRequestError(problems)
         return eligible
+
+    async def holder(
+        self, request: ImageRequest, key: str | None, eligible: Sequence[int]
+    ) -> int | None:
+        """The account whose journal already holds this request (its key, or its default key
+        there), None when none does: a rerun goes back to it and pays nowhere else."""
+        for index in eligible:
+            client = self.accounts[index].client
+            hooks = client._life.journal
+            if hooks is None:
+                continue
+            journal_key = key or request_key(client._settings.driver.name, request)
+            if await hooks.journal.get(journal_key) is not None:
+                return index
+        return None
 
     def open_to(self, eligible: Sequence[int], tried: set[int]) -> bool:
         """Whether an eligible account is neither tried nor set aside."""

@@ -212,6 +212,10 @@ class Router:
     async def submit(self, request: ImageRequest, *, key: str | None = None) -> Task:
         """Submit on the account the strategy picks, failing over as the class describes.
 
+        With journals, a request one account's journal already holds (by ``key``, or by its
+        default key there) goes back to that account only: a rerun re-attaches, never pays
+        again elsewhere.
+
         Returns:
             the accepted task; ``task.attempts`` lists each account tried and why.
 
@@ -229,6 +233,10 @@ class Router:
         if self._closed:
             raise ClientClosedError("the router is closed")
         eligible = self._dispatch.eligible(request)
+        held = await self._dispatch.holder(request, key, eligible)
+        if held is not None:
+            # An account's journal holds this request: only that account may re-attach to it.
+            eligible = [held]
         attempts: list[Attempt] = []
         tried: set[int] = set()
         task, index = await self._dispatch.route(request, key, eligible, tried, attempts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -406,3 +407,32 @@ async def test_validate_names_every_account_and_sends_nothing(clock: FakeClock) 
             router.validate(nb.ImageRequest(prompt="x", model="nano-banana", resolution="2K"))
     assert [line.split(":")[0] for line in info.value.errors] == ["apixo", "crun"]
     assert (sa.log, c_server.creates) == ([], 0)
+
+
+@pytest.mark.parametrize("key", ["line-1", None])
+async def test_a_rerun_goes_back_to_the_account_whose_journal_holds_the_request(
+    clock: FakeClock, tmp_path: Path, key: str | None
+) -> None:
+    """A prompt that failed over from A to B is in B's journal: a rerun through a new router
+    (new clients, same journals) re-attaches on B and creates nothing anywhere."""
+    sa, sb = FakeApixo(clock), FakeApixo(clock)
+    sa.hook = lambda r: nb.ConnectError("refused") if r.kind == "submit" else None
+    request = nb.ImageRequest(prompt="x")
+
+    def clients() -> list[nb.Client]:
+        return [
+            apixo(clock, server=sa, journal=tmp_path / "a.sqlite")[0],
+            apixo(clock, key="key-b", server=sb, journal=tmp_path / "b.sqlite")[0],
+        ]
+
+    async with nb.Router(clients(), owns_clients=True) as router:
+        job = asyncio.ensure_future(router.submit(request, key=key))
+        await clock.run_until(job.done)
+        first = job.result()
+    sa.hook = None
+    async with nb.Router(clients(), owns_clients=True) as router:
+        again = await router.submit(request, key=key)
+    assert (first.id, again.id) == ("t0", "t0")
+    assert again.ref is not None
+    assert [at.account for at in again.attempts] == [router.accounts[1]]
+    assert (len(sa.tasks), len(sb.tasks)) == (0, 1)
