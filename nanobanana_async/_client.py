@@ -26,6 +26,7 @@ from ._models import (
     OptionValue,
     OutputFormat,
     Resolution,
+    TaskStatus,
 )
 from ._scheduler._submit import check_resume
 from ._settings import resolve
@@ -254,10 +255,14 @@ class Client:
     async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
         """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.
 
-        Streams with a 64 MiB cap per image, writes through a temporary file and a rename (no
-        half files), keeps files already present, checks the content type, retries transient
-        failures, and runs at most 8 downloads at once per client. The API key is never sent
-        to image hosts.
+        A ``dest`` ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``,
+        ``.gif``) is written exactly there, whatever the image's type (a mismatch is logged as
+        a WARNING); any other ``dest`` (``out/cat``) gets the suffix of the bytes' real type
+        (``out/cat.jpg``). Streams with a 64 MiB cap per image, writes through a temporary
+        file and a rename (no half files), replaces what was there unless the client's
+        journal records that this task wrote that file, checks the content type, retries
+        transient failures, and runs at most 8 downloads at once per client. The API key is
+        never sent to image hosts.
 
         Returns:
             the paths written (or kept).
@@ -265,6 +270,7 @@ class Client:
         Raises:
             BadResponseError: an image could not be fetched (for example an expired URL);
                 ``task_id`` names the task.
+            StorageError: a file could not be written; ``task_id`` and ``path`` say which.
             ClientClosedError: the client was closed.
         """
         self._life.check_open(result.task_id)
@@ -287,6 +293,24 @@ class Client:
         model = check_resume(self._settings, task_id, model, timeout)
         self._life.check_open()
         return self._life.connected().resume(task_id, model, timeout=timeout)
+
+    async def poll(self, task_id: str, *, model: str) -> TaskStatus:
+        """Check a task's status once, now: no retry, no tracking (``resume`` waits for it).
+
+        Args:
+            task_id: the provider's task id.
+            model: the model it was submitted with (canonical name or provider id).
+
+        Returns:
+            what the provider answered (``urls`` set on success).
+
+        Raises:
+            InvalidRequestError: empty task id or a model the provider does not offer.
+            TransportError: no answer (``ConnectError``: the provider could not be reached).
+            APIError: the provider refused the check or answered nonsense.
+        """
+        model = check_resume(self._settings, task_id, model, None)
+        return await (await self._life.started()).poll(task_id, model)
 
     async def as_completed(
         self, requests: Iterable[BulkItem] | AsyncIterable[BulkItem]

@@ -1,4 +1,5 @@
-"""Downloading result images to disk: streamed, size-capped, atomic (does network and file I/O).
+"""Downloading result images to disk: streamed, size-capped, atomic, named by the bytes' type
+(does network and file I/O).
 
 Image hosts are not the provider's API: the session used here never carries the API key.
 """
@@ -6,13 +7,16 @@ Image hosts are not the provider's API: the session used here never carries the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import random as _random
 import re
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import aiohttp
 import anyio
@@ -24,12 +28,36 @@ from ._config import RetryPolicy
 from ._errors import BadResponseError, StorageError
 from ._models import ImageResult
 
+if TYPE_CHECKING:
+    from ._journal import Journal
+
+_log = logging.getLogger("nanobanana_async")
+
 MAX_IMAGE_BYTES: Final = 64 * 1024 * 1024
 _CHUNK: Final = 64 * 1024
 
 
-# Signatures of the formats providers return; a file without one is not a finished image.
-_SIGNATURES: Final = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+# Signatures of the formats providers return, and the suffix each is named with; a file
+# without one is not a finished image.
+_SIGNATURES: Final = (
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"GIF87a", ".gif"),
+    (b"GIF89a", ".gif"),
+)
+# Bytes without a signature are named by their content type (else ".bin": never a false ".png").
+_CONTENT_TYPES: Final = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+}
+#: Suffixes that name an image type: a ``dest`` ending in one is used exactly as given.
+IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+_SAME: Final = {".jpeg": ".jpg"}
+#: What each suffix's type is called in messages.
+IMAGE_KINDS: Final = {".png": "PNG", ".jpg": "JPEG", ".webp": "WebP", ".gif": "GIF"}
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -39,17 +67,40 @@ def safe_name(part: str, *, limit: int = 80) -> str:
     return cleaned[:limit]
 
 
+def image_suffix(head: bytes) -> str | None:
+    """The suffix (``.png``, ``.jpg``, ``.webp``, ``.gif``) of the image whose first bytes are
+    ``head``, or None when they are no known image's."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    return next((suffix for signature, suffix in _SIGNATURES if head.startswith(signature)), None)
+
+
 def targets(result: ImageResult, dest: Path) -> list[Path]:
-    """Where each URL of ``result`` goes: ``dest`` itself for one image, else ``dest-1`` …"""
+    """Where each URL of ``result`` goes before its type is known: ``dest`` itself for one
+    image, else ``dest-1`` … (the suffix, if ``dest`` has one, kept last)."""
     if len(result.urls) == 1:
         return [dest]
-    return [dest.with_name(f"{dest.stem}-{i + 1}{dest.suffix}") for i in range(len(result.urls))]
+    if dest.suffix.lower() in IMAGE_SUFFIXES:
+        return [
+            dest.with_name(f"{dest.stem}-{i + 1}{dest.suffix}") for i in range(len(result.urls))
+        ]
+    return [dest.with_name(f"{dest.name}-{i + 1}") for i in range(len(result.urls))]
+
+
+def named(target: Path, suffix: str) -> Path:
+    """``target`` as written for an image of type ``suffix``: as given when it names an image
+    type itself (the caller chose it), else with ``suffix`` appended."""
+    if target.suffix.lower() in IMAGE_SUFFIXES:
+        return target
+    return target.with_name(target.name + suffix)
 
 
 class Downloader:
     """Bounded, retrying downloads into files, written atomically.
 
     Args:
+        journal: where written files are recorded; only a file the journal says this task
+            wrote is kept instead of downloaded again.
         concurrency: downloads at once.
         max_bytes: a larger image is refused.
         timeout: seconds per download attempt.
@@ -67,7 +118,9 @@ class Downloader:
         retry: RetryPolicy | None = None,
         clock: Clock = DEFAULT_CLOCK,
         random: Callable[[], float] = _random.random,
+        journal: Journal | None = None,
     ) -> None:
+        self._journal = journal
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._random = random
@@ -77,10 +130,15 @@ class Downloader:
         self._session: aiohttp.ClientSession | None = None
 
     async def download(self, result: ImageResult, dest: Path) -> list[Path]:
-        """Write every image of ``result``, streamed to a temporary file and renamed.
+        """Write every image of ``result``, streamed to a temporary file and renamed over
+        whatever was there.
 
-        A file already present is kept only if it is a complete image (a known signature, and
-        the server's size when it states one); anything else there is replaced.
+        ``dest`` ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``,
+        ``.gif``) is used exactly as given, whatever the bytes are (a mismatch is logged as a
+        WARNING); any other ``dest`` gets the suffix of the bytes' real type. A file already
+        present is kept only when the journal records that this task's URL wrote it and it is
+        still that complete image; anything else there is replaced (an image of another task
+        is never "already complete").
 
         Raises:
             StorageError: the file could not be written (disk full, permission denied, a
@@ -88,21 +146,50 @@ class Downloader:
             BadResponseError: an image could not be fetched (expired URL, not an image, too
                 large) after retries; ``task_id`` names the task.
         """
-        paths = targets(result, dest)
-        for url, path in zip(result.urls, paths, strict=True):
-            if await anyio.to_thread.run_sync(_complete, path):
+        paths = []
+        for url, target in zip(result.urls, targets(result, dest), strict=True):
+            kept = await self._kept(result.task_id, url, target)
+            if kept is not None:
+                paths.append(kept)
                 continue
             async with self._semaphore:
-                await self._fetch(result, url, path)
+                path, stamp = await self._fetch(result, url, target)
+            paths.append(path)
+            if self._journal is not None:
+                try:
+                    await self._journal.record_file(
+                        path, task_id=result.task_id, url=url, stamp=stamp
+                    )
+                # Any failure: the image is written; without its record a rerun fetches again.
+                except Exception as exc:
+                    _log.warning("could not record %s in the journal: %s", path, exc)
         return paths
 
-    async def _fetch(self, result: ImageResult, url: str, path: Path) -> None:
+    async def _kept(self, task_id: str, url: str, target: Path) -> Path | None:
+        # Only the journal can say a file is this task's: two tasks' images look alike.
+        if self._journal is None:
+            return None
+        try:
+            recorded = await self._journal.written_file(task_id, url)
+        # Any failure: an unreadable record is no record, and the image is fetched again.
+        except Exception:
+            return None
+        if recorded is None:
+            return None
+        path, stamp = recorded
+        if not await anyio.to_thread.run_sync(_unchanged, path, stamp, target):
+            return None
+        return target.with_name(path.name)  # as the caller named it (the journal's is absolute)
+
+    async def _fetch(
+        self, result: ImageResult, url: str, target: Path
+    ) -> tuple[Path, tuple[int, int]]:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         last: BadResponseError | None = None
         for attempt in range(self._retry.attempts):
             try:
-                await self._stream(result, url, path)
+                return await self._stream(result, url, target)
             except BadResponseError as exc:
                 if not exc.retryable:
                     raise
@@ -111,17 +198,18 @@ class Downloader:
                     wait = delay(attempt, self._retry, self._random)
                     await self._clock.sleep_until(self._clock.now() + wait)
                 continue
-            except OSError as exc:
+            except _WriteError as exc:
                 raise StorageError(
-                    f"cannot write {path}: {exc.strerror or type(exc).__name__}",
+                    f"cannot write {exc.path}: {exc.reason}",
                     task_id=result.task_id,
-                    path=str(path),
+                    path=str(exc.path),
                 ) from None
-            return
         assert last is not None
         raise last
 
-    async def _stream(self, result: ImageResult, url: str, path: Path) -> None:
+    async def _stream(
+        self, result: ImageResult, url: str, target: Path
+    ) -> tuple[Path, tuple[int, int]]:
         assert self._session is not None
 
         def error(message: str, status: int, *, retryable: bool) -> BadResponseError:
@@ -147,19 +235,48 @@ class Downloader:
                 # Opened and removed on the loop (metadata calls, microseconds): a cancelled
                 # await of a worker thread leaves the thread running, and an open finishing
                 # after Ctrl-C left its handle and a hidden .part file behind.
-                tmp, handle = _open_temporary(path)
+                try:
+                    tmp, handle = _open_temporary(target)
+                except OSError as exc:
+                    raise _WriteError(target, exc) from None
                 try:
                     size = 0
+                    head = b""
                     async for chunk in resp.content.iter_chunked(_CHUNK):
                         size += len(chunk)
                         if size > self._max_bytes:
                             raise error("image larger than the size cap", 200, retryable=False)
-                        await anyio.to_thread.run_sync(handle.write, chunk)
+                        if len(head) < 16:
+                            head += chunk[: 16 - len(head)]
+                        try:
+                            await anyio.to_thread.run_sync(handle.write, chunk)
+                        except OSError as exc:
+                            raise _WriteError(target, exc) from None
                     if resp.content_length is not None and size != resp.content_length:
                         raise error("image cut short", 200, retryable=True)
-                    await anyio.to_thread.run_sync(_commit, handle, tmp, path)
+                    real = image_suffix(head)
+                    suffix = real or _CONTENT_TYPES.get(resp.content_type, ".bin")
+                    path = named(target, suffix)
+                    if (
+                        real is not None
+                        and _SAME.get(path.suffix.lower(), path.suffix.lower()) != real
+                    ):
+                        # The caller named the file: it is kept, and the mismatch said.
+                        _log.warning(
+                            "%s holds %s bytes (task %s): kept at the path asked for",
+                            path,
+                            IMAGE_KINDS[real],
+                            result.task_id,
+                        )
+                    try:
+                        stamp = await anyio.to_thread.run_sync(_commit, handle, tmp, path)
+                    except OSError as exc:
+                        raise _WriteError(path, exc) from None
+                    return path, stamp
                 finally:
-                    handle.close()
+                    # Closing flushes: on a full disk that raises again, over the real error.
+                    with contextlib.suppress(OSError):
+                        handle.close()
                     tmp.unlink(missing_ok=True)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise error(type(exc).__name__, 0, retryable=True) from None
@@ -171,14 +288,31 @@ class Downloader:
             self._session = None
 
 
-def _complete(path: Path) -> bool:
-    # Not "non-empty": a leftover text file or a cut download must be replaced, not kept.
-    if not path.is_file():
+class _WriteError(Exception):
+    # A file-system failure while writing ``path`` (kept apart from the network's OSErrors).
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(path)
+        self.path = path
+        self.reason = exc.strerror or type(exc).__name__
+
+
+def _names(target: Path) -> set[str]:
+    # The names ``target`` may have been written under (see ``named``).
+    if target.suffix.lower() in IMAGE_SUFFIXES:
+        return {target.name}
+    return {target.name + suffix for suffix in (*IMAGE_SUFFIXES, ".bin")}
+
+
+def _unchanged(path: Path, stamp: tuple[int, int], target: Path) -> bool:
+    # The recorded file is where this download goes, and still as written: same size and
+    # modification time (a file edited, cut short or replaced since is fetched again).
+    if path.parent != target.absolute().parent or path.name not in _names(target):
         return False
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    riff_webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-    return riff_webp or any(head.startswith(signature) for signature in _SIGNATURES)
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == stamp
 
 
 def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
@@ -188,10 +322,13 @@ def _open_temporary(path: Path) -> tuple[Path, IO[bytes]]:
     return tmp, tmp.open("xb")
 
 
-def _commit(handle: IO[bytes], tmp: Path, path: Path) -> None:
+def _commit(handle: IO[bytes], tmp: Path, path: Path) -> tuple[int, int]:
+    # Returns the file's size and modification time, which the journal records.
     handle.flush()
     os.fsync(handle.fileno())
     handle.close()
     if path.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(path))
+    info = os.stat(tmp)
     tmp.replace(path)
+    return info.st_size, info.st_mtime_ns

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from ._models import ImageRequest
     from ._routing import Attempt
+    from ._task import Task
 
 SNIPPET_LIMIT: Final = 512
 
@@ -335,18 +336,29 @@ class CoordinatorUnavailableError(NanoBananaError):
 
 
 class StorageError(NanoBananaError):
-    """An image could not be written to disk (disk full, permission denied, a folder in the
-    way). The task succeeded and was paid: its id is kept for a later download.
+    """A file could not be written (disk full, permission denied, a folder in the way): an
+    image (the task succeeded and was paid: its id is kept for a later download), or the
+    journal (before a submit is sent: nothing was sent; after acceptance: the task is still
+    tracked, and ``task`` is it).
 
     Attributes:
-        task_id: the provider's task id.
+        task_id: the provider's task id; None when no task was created.
         path: the file that could not be written.
+        task: the accepted task, still tracked, when the journal could not record it.
     """
 
-    def __init__(self, message: str, *, task_id: str, path: str) -> None:
+    def __init__(
+        self, message: str, *, task_id: str | None, path: str, task: Task | None = None
+    ) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.path = path
+        self.task = task
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The live task belongs to this process's event loop: a copy keeps its id only.
+        state = dict(self.__dict__, task=None)
+        return (_rebuild, (type(self), self.args, state))
 
 
 class WebhookVerificationError(NanoBananaError, ValueError):

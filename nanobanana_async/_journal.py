@@ -32,9 +32,10 @@ from ._models import ImageRequest, TaskRef
 if sys.platform != "win32":
     import fcntl
 
-# Journal files this process holds the lock of: path -> (lock file descriptor, users). The lock
-# keeps other processes out; Journals of one process may share a file (a reader beside a client).
-_HELD: dict[str, tuple[int, int]] = {}
+# Journal files this process holds the lock of: (st_dev, st_ino) -> (the locked descriptor,
+# users, the resolved path it was opened by). The lock keeps other processes out; Journals of
+# one process may share a file (a reader beside a client).
+_HELD: dict[tuple[int, int], tuple[int, int, str]] = {}
 _HELD_LOCK = threading.Lock()
 
 State = Literal["intent", "submitted", "succeeded", "failed", "unknown"]
@@ -52,6 +53,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -125,7 +134,7 @@ class Journal:
         self._wall_clock = wall_clock
         self._owner = (provider, base_url)
         self._create = create
-        self._lock_file: str | None = None
+        self._lock_file: tuple[int, int] | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(1)
@@ -155,9 +164,13 @@ class Journal:
             except sqlite3.DatabaseError as exc:
                 db.close()
                 self._unlock()
-                raise ConfigurationError(
-                    f"{self.path}: not a nanobanana journal, or corrupt ({exc})"
-                ) from None
+                # OperationalError: a full disk, a read-only folder; the file itself is fine.
+                problem = (
+                    "cannot be written"
+                    if isinstance(exc, sqlite3.OperationalError)
+                    else "not a nanobanana journal, or corrupt"
+                )
+                raise ConfigurationError(f"{self.path}: {problem} ({exc})") from None
             except ConfigurationError:
                 db.close()
                 self._unlock()
@@ -166,42 +179,76 @@ class Journal:
         return self._db
 
     def _hold_file_lock(self) -> None:
-        # A lock file beside the database, held for the journal's life: two processes writing
-        # one journal would each trust the other's intents as their own.
+        # Held for the journal's life: two processes writing one journal would each trust
+        # the other's intents as their own. The lock is on the database file itself (an
+        # flock, which SQLite's own fcntl locks do not touch on Linux), so a second name for
+        # it (a symlink, a hard link, a bind mount) meets the same lock.
         if sys.platform == "win32":  # pragma: no cover - no cross-process lock there
             return
         name = str(self.path.resolve())
         with _HELD_LOCK:
-            if name in _HELD:
-                fd, users = _HELD[name]
-                _HELD[name] = (fd, users + 1)
-                self._lock_file = name
-                return
-            fd = os.open(
-                self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
-            )
+            # Looked up by stat, not by opening: closing any descriptor of a file drops the
+            # fcntl locks SQLite holds on it in this process.
+            with contextlib.suppress(FileNotFoundError):
+                info = os.stat(self.path)
+                held = _HELD.get((info.st_dev, info.st_ino))
+                if held is not None:
+                    if held[2] != name:
+                        raise ConfigurationError(
+                            f"journal {self.path} is also open here as {held[2]} (a hard "
+                            "link): SQLite keeps its log by name, so open it by one name"
+                        )
+                    _HELD[(info.st_dev, info.st_ino)] = (held[0], held[1] + 1, name)
+                    self._lock_file = (info.st_dev, info.st_ino)
+                    return
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise ConfigurationError(f"journal {self.path} in use by PID {holder}") from None
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            _HELD[name] = (fd, 1)
-            self._lock_file = name
+                info = os.fstat(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ConfigurationError(
+                        f"journal {self.path} in use by {self._holder()}"
+                    ) from None
+                if info.st_nlink > 1:
+                    # SQLite's write-ahead log is named after the path: under two names a
+                    # killed run's last writes (paid task ids) are invisible to the other.
+                    raise ConfigurationError(
+                        f"journal {self.path} has {info.st_nlink} hard links: SQLite keeps "
+                        "its log by name, so keep one (a symlink is fine)"
+                    )
+            except BaseException:
+                os.close(fd)  # closing releases the flock
+                raise
+            with contextlib.suppress(OSError):
+                # Only for the message another process shows: the lock is the flock.
+                self._pid_file().write_text(str(os.getpid()))
+            _HELD[(info.st_dev, info.st_ino)] = (fd, 1, name)
+            self._lock_file = (info.st_dev, info.st_ino)
+
+    def _pid_file(self) -> Path:
+        # Beside the real file: a symlinked opener finds the holder's PID there.
+        real = self.path.resolve()
+        return real.with_name(real.name + ".lock")
+
+    def _holder(self) -> str:
+        try:
+            pid = self._pid_file().read_text()[:32].strip()
+        except (OSError, UnicodeDecodeError):
+            pid = ""
+        return f"PID {pid}" if pid.isdigit() else "another process"
 
     def _unlock(self) -> None:
         if self._lock_file is None:
             return
-        name, self._lock_file = self._lock_file, None
+        inode, self._lock_file = self._lock_file, None
         with _HELD_LOCK:
-            fd, users = _HELD.pop(name)
+            fd, users, name = _HELD.pop(inode)
             if users > 1:
-                _HELD[name] = (fd, users - 1)
+                _HELD[inode] = (fd, users - 1, name)
                 return
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                self._pid_file().unlink(missing_ok=True)
             os.close(fd)  # closing releases the flock
 
     def _check_owner(self, db: sqlite3.Connection) -> None:
@@ -209,7 +256,7 @@ class Journal:
         if provider is None:
             return
         stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
-        if not stored:
+        if "provider" not in stored:
             rows = [("provider", provider), ("base_url", base_url or "")]
             db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
             return
@@ -241,7 +288,7 @@ class Journal:
                 (key,),
             ).fetchone()
         )
-        return _entry(row) if row is not None else None
+        return _entry(row, self.path) if row is not None else None
 
     async def entries(self) -> list[JournalEntry]:
         """Every entry, in key order."""
@@ -251,7 +298,7 @@ class Journal:
             ).fetchall()
         )
         assert isinstance(rows, list)
-        return [_entry(row) for row in rows]
+        return [_entry(row, self.path) for row in rows]
 
     async def record_intent(self, key: str, provider: str, request: ImageRequest) -> None:
         """Record that ``request`` is about to be submitted (durable before returning)."""
@@ -303,6 +350,52 @@ class Journal:
         assert isinstance(dropped, int)
         return dropped
 
+    async def record_file(
+        self, path: Path, *, task_id: str, url: str, stamp: tuple[int, int]
+    ) -> None:
+        """Record that the image at ``url`` of task ``task_id`` was written to ``path``, whose
+        size and modification time (ns) are ``stamp``."""
+        now = self._wall_clock()
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO files (path, task_id, url, size, mtime_ns, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (str(path.absolute()), task_id, url, *stamp, now),
+            )
+        )
+
+    async def written_file(self, task_id: str, url: str) -> tuple[Path, tuple[int, int]] | None:
+        """The file (and its size and modification time) the image at ``url`` of ``task_id``
+        was last written to, if no other image was written there since."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT path, size, mtime_ns FROM files WHERE task_id = ? AND url = ? "
+                "ORDER BY updated_at DESC LIMIT 1",
+                (task_id, url),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        assert isinstance(row, tuple)
+        return Path(row[0]), (int(row[1]), int(row[2]))
+
+    async def note(self, name: str, value: str) -> None:
+        """Record a setting of the run that wrote this journal (e.g. the output folder)."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (f"note.{name}", value)
+            )
+        )
+
+    async def noted(self, name: str) -> str | None:
+        """A setting recorded by :meth:`note`, None when none was."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT value FROM meta WHERE name = ?", (f"note.{name}",)
+            ).fetchone()
+        )
+        return row[0] if isinstance(row, tuple) else None
+
     async def _update(self, key: str, **values: object) -> None:
         values["updated_at"] = self._wall_clock()
         columns = ", ".join(f"{name} = ?" for name in values)
@@ -324,20 +417,24 @@ class Journal:
         self._unlock()
 
 
-def _entry(row: object) -> JournalEntry:
+def _entry(row: object, path: Path) -> JournalEntry:
+    # The one reading of a row, through cattrs like every other untyped input (loaded on the
+    # first read: opening a client stays cheap). A row that does not read is a damaged
+    # journal: its paid task id must not vanish into a raw exception.
+    from ._structure import RecordError, structure_record
+
     assert isinstance(row, tuple)
-    key, provider, request, state, task_id, model, urls, error, updated_at = row
-    return JournalEntry(
-        key=key,
-        provider=provider,
-        request=ImageRequest.from_mapping(json.loads(request)),
-        state=state,
-        task_id=task_id,
-        model=model,
-        urls=tuple(json.loads(urls)) if urls else (),
-        error=error,
-        updated_at=updated_at,
-    )
+    data = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    try:
+        data["request"] = json.loads(data["request"])
+        data["urls"] = json.loads(data["urls"]) if data["urls"] else []
+        return structure_record(data, JournalEntry)
+    except (ValueError, RecursionError) as exc:
+        why = "; ".join(exc.errors) if isinstance(exc, RecordError) else f"not JSON ({exc})"
+        raise ConfigurationError(
+            f"journal {path}: the row of key {data['key']!r} cannot be read ({why}): "
+            "the journal is damaged"
+        ) from None
 
 
 class Intent:

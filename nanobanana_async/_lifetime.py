@@ -31,7 +31,10 @@ class Lifetime:
         self._journal = JournalHooks.open(journal, settings) if journal else None
         self._callbacks = callbacks
         self.downloader = Downloader(
-            retry=settings.retry, clock=settings.clock, random=settings.random
+            retry=settings.retry,
+            clock=settings.clock,
+            random=settings.random,
+            journal=self._journal.journal if self._journal is not None else None,
         )
         self._name = name
         self.submitter: Submitter | None = None

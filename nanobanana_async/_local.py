@@ -7,6 +7,7 @@ The client treats ``local`` like any provider; only this transport knows a simul
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -48,7 +49,11 @@ class LocalTransport:
             if self._inner is None:
                 from .testing import Latency, Simulator  # the simulator is a test kit
 
-                simulator = Simulator("apixo", latency=Latency(median=1.5, sigma=0.3))
+                # A fresh seed per process: a seeded simulator repeats its task ids, and a rerun
+                # into the same folder would take the old run's images for its own.
+                simulator = Simulator(
+                    "apixo", latency=Latency(median=1.5, sigma=0.3), seed=secrets.randbits(64)
+                )
                 await simulator.start()
                 self._simulator = simulator
                 self._inner = AiohttpTransport(

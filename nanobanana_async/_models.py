@@ -17,23 +17,6 @@ from ._errors import InvalidRequestError
 if TYPE_CHECKING:
     from ._routing import Attempt
 
-_REQUEST_FIELDS: Final = frozenset(
-    {
-        "prompt",
-        "model",
-        "resolution",
-        "aspect_ratio",
-        "image_urls",
-        "output_format",
-        "google_search",
-        "timeout",
-        "num_images",
-        "watermark",
-        "provider_options",
-        "callback_url",
-    }
-)
-
 
 class TaskState(enum.Enum):
     """Where a task is, normalized across providers."""
@@ -259,18 +242,13 @@ class ImageRequest:
         """Build a request from a mapping such as a JSON object or a CSV row.
 
         Raises:
-            InvalidRequestError: for unknown keys or any invalid value.
+            InvalidRequestError: every problem at once: unknown or missing keys and invalid
+                values, each ``"problem @ $.field"``.
         """
-        unknown = sorted(set(data) - _REQUEST_FIELDS)
-        if unknown:
-            known = ", ".join(sorted(_REQUEST_FIELDS))
-            raise InvalidRequestError(
-                [f"unknown field (known: {known}) @ $.{key}" for key in unknown]
-            )
-        try:
-            return cls(**data)  # type: ignore[arg-type]  # values are checked by _problems()
-        except TypeError as exc:
-            raise InvalidRequestError([f"{exc} @ $"]) from None
+        # cattrs, loaded on first use: importing the package stays cheap.
+        from ._structure import structure_request
+
+        return structure_request(data)
 
 
 @attrs.frozen

@@ -6,13 +6,15 @@ What to do after a failed attempt is :func:`decide`'s; this module only performs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .._clock import Clock
 from .._errors import (
     ClientClosedError,
+    ConfigurationError,
     NanoBananaError,
     RateLimitError,
+    StorageError,
     SubmitOutcomeUnknownError,
 )
 from .._journal import Intent
@@ -56,7 +58,7 @@ async def create(
         if intent is not None:
             # Written right before each send, never before a wait: a kill while waiting
             # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
-            await intent.write()
+            await _journaled(intent.write, intent)
         ledger.note_send()
         try:
             response = await conn.transport.send(http, timeout=conn.timeouts.request)
@@ -75,7 +77,7 @@ async def create(
                 raise
             # Refused or never sent, so not created: clear the intent before the wait.
             if intent is not None:
-                await intent.clear()
+                await _journaled(intent.clear, intent)
             if isinstance(exc, RateLimitError):
                 cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
                 ledger.slots.refused(lease)
@@ -90,3 +92,26 @@ async def create(
         account.budget.refund()
         return ref
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _journaled(write: Callable[[], Awaitable[None]], intent: Intent) -> None:
+    """Run a journal write made while no task exists; a failure (a full disk) stops the
+    submit before anything more is sent.
+
+    Raises:
+        StorageError: the journal could not be written; no task was created.
+        ConfigurationError: the journal could not be opened (in use, not a journal).
+    """
+    try:
+        await write()
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        # sqlite3.OperationalError ("database or disk is full"), OSError: typed, and said
+        # to be harmless, since the create it guards was not sent.
+        raise StorageError(
+            f"the journal {intent.path} could not be written ({type(exc).__name__}: {exc}): "
+            "no task was created for this request",
+            task_id=None,
+            path=str(intent.path),
+        ) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from ._ledger import Lease
 
 if TYPE_CHECKING:
     from ._submit import Submitter
+
+_log = logging.getLogger("nanobanana_async")
 
 
 class JournalHooks:
@@ -128,6 +131,7 @@ class JournalHooks:
             pending = asyncio.ensure_future(write)
             self._writes.add(pending)
             pending.add_done_callback(self._writes.discard)
+            pending.add_done_callback(_said)
 
         task._future.add_done_callback(record)
 
@@ -136,3 +140,10 @@ class JournalHooks:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self.journal.aclose()
+
+
+def _said(write: asyncio.Future[None]) -> None:
+    # An end record that failed (a full disk) leaves the row "submitted": a rerun checks the
+    # task again, nothing is lost. Said once here, not as "exception was never retrieved".
+    if not write.cancelled() and (error := write.exception()) is not None:
+        _log.warning("the journal could not record a task's end: %s", error)

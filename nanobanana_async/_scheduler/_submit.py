@@ -15,6 +15,7 @@ from .._clock import Clock
 from .._errors import (
     APIError,
     ClientClosedError,
+    ConfigurationError,
     ConnectError,
     GenerationFailedError,
     InvalidRequestError,
@@ -23,7 +24,7 @@ from .._errors import (
     TaskError,
 )
 from .._journal import Intent, request_key
-from .._models import Balance, ImageRequest, ImageResult, TaskRef
+from .._models import Balance, ImageRequest, ImageResult, TaskRef, TaskStatus
 from .._settings import Settings
 from .._task import Task
 from .._transport import guard
@@ -191,6 +192,18 @@ class Submitter:
         response = await conn.transport.send(http, timeout=conn.timeouts.request)
         return Balance(conn.driver.name, conn.driver.parse_balance(response))
 
+    async def poll(self, task_id: str, model: str) -> TaskStatus:
+        """One status check of ``task_id`` (``model`` is the provider's id), sent now under the
+        account's request window: no retry, no tracking."""
+        conn = self.conn
+        ref = TaskRef(conn.driver.name, task_id, model)
+        await conn.account.ledger.acquire_request()
+        conn.account.ledger.note_send()
+        response = await conn.transport.send(
+            conn.driver.build_status(ref), timeout=conn.timeouts.request
+        )
+        return conn.driver.parse_status(response, ref)
+
     async def _submit_and_track(
         self,
         task: Task,
@@ -203,12 +216,17 @@ class Submitter:
         submitted = self.clock.now()
         try:
             ref = await create(conn, self.clock, request, lease, intent=intent, closed=self.closed)
-        except (ConnectError, APIError, ClientClosedError):
-            # Nothing was created (nothing sent, or refused before acceptance): the slot is
-            # free again and a rerun may submit this request again.
+        except (ConnectError, APIError, ClientClosedError, StorageError, ConfigurationError):
+            # Nothing was created (nothing sent, refused before acceptance, or the journal
+            # could not be written before the send): the slot is free again and a rerun may
+            # submit this request again.
             conn.account.ledger.slots.release(lease)
             if intent is not None:
-                await intent.clear()
+                try:
+                    await intent.clear()
+                except Exception as exc:
+                    # Left as an intent, the rerun reports it of unknown outcome: safe.
+                    _log.warning("the journal could not clear an intent: %s", exc)
             if callback is not None:
                 callback.discard()
             raise
@@ -261,10 +279,11 @@ class Submitter:
                 )
                 raise StorageError(
                     f"{ref.provider} accepted task {ref.task_id} but the journal could not "
-                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await it "
-                    "by id with resume()",
+                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "
+                    "this error's task",
                     task_id=ref.task_id,
                     path=str(intent.path),
+                    task=task,
                 ) from None
             assert self.journal is not None
             self.journal.record_end(task, intent.key)

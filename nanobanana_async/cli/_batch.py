@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import io
+import itertools
 import json
 import sys
 import time
@@ -23,9 +26,11 @@ from .._config import Limits
 from .._download import safe_name
 from .._errors import (
     AuthenticationError,
+    ConfigurationError,
     CoordinatorUnavailableError,
     InsufficientCreditsError,
     NanoBananaError,
+    StorageError,
     SubmitOutcomeUnknownError,
 )
 from .._journal import request_key
@@ -35,6 +40,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     choose_provider,
+    connection,
     input_problems,
     naming,
     request_defaults,
@@ -47,6 +53,13 @@ def _key(provider: str, line: int, request: ImageRequest) -> str:
     # The line and a digest of every request field: an edited prompt or a changed setting
     # (aspect ratio, model, ...) is a new task, never the old task's images.
     return f"line-{line}-{request_key(provider, request)[:16]}"
+
+
+def image_base(out: Path, line: int, task_id: str) -> Path:
+    """Where a line's image goes, before the suffix its bytes' type gives it (``.jpg`` …)."""
+    # Task ids are the provider's, untrusted: only a sanitized form reaches a file name, and
+    # without dots, so no part of an id reads as the file's type.
+    return out / f"{line:05d}-{safe_name(task_id).replace('.', '_')}"
 
 
 def manifest_row(
@@ -71,19 +84,45 @@ def manifest_row(
 
 
 async def _batch(args: argparse.Namespace, console: Console) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
-    client = Client(provider, limits=limits, journal=journal, coordinator=args.coordinator)
-    args.interrupted_journal, args.interrupted_provider = journal, provider
+    client = Client(
+        provider,
+        limits=limits,
+        journal=journal,
+        coordinator=args.coordinator,
+        **options,
+    )
+    stdin: str | None = args.stdin  # read by the command line before the work began
+    source = Path("<stdin>") if stdin is not None else args.prompts
+    kind = f".{args.input_format}" if args.input_format else ".txt" if stdin is not None else None
     try:
         requests = await anyio.to_thread.run_sync(
-            read_requests, args.prompts, request_defaults(args), client.validate
+            functools.partial(
+                read_requests,
+                source,
+                request_defaults(args),
+                client.validate,
+                kind=kind,
+                stream=io.StringIO(stdin) if stdin is not None else None,
+            )
         )
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
-        raise InputError(input_problems(args.prompts, exc)) from None
-    lines = {_key(provider, n, r): (n, r) for n, r in requests}
+        raise InputError(input_problems(source, exc)) from None
+    # From here the journal may hold this run's tasks: an interruption says how to resume.
+    args.interrupted_journal, args.interrupted_provider = journal, provider
+    lines: dict[str, tuple[int, ImageRequest]] = {}
+    for n, r in requests:
+        key = base = _key(provider, n, r)
+        # The same request twice on one line (a .json array on one line) is two prompts.
+        for repeat in itertools.count(2):
+            if key not in lines:
+                break
+            key = f"{base}-{repeat}"
+        lines[key] = (n, r)
     try:
         await anyio.to_thread.run_sync(lambda: args.out.mkdir(parents=True, exist_ok=True))
     except OSError as exc:
@@ -91,11 +130,12 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
     try:
         earlier, known = await _prepare_journal(
-            journal, provider, list(lines), args.resubmit_unknown
+            journal, provider, list(lines), args.resubmit_unknown, out=args.out
         )
     except BaseException:
         await client.aclose()
         raise
+    unjournaled: list[str] = []
     state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
     manifest = args.out / "results.jsonl"
     rows = Manifest(manifest)
@@ -106,10 +146,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         return render_progress(state, time.monotonic())
 
     async def finish(line: int, request: ImageRequest, result: ImageResult) -> None:
-        # Task ids are the provider's, untrusted: only a sanitized form reaches a file name.
-        dest = args.out / f"{line:05d}-{safe_name(result.task_id)}.png"
         try:
-            paths = await client.download(result, dest)
+            paths = await client.download(result, image_base(args.out, line, result.task_id))
         except NanoBananaError as exc:
             # A full disk or an expired URL fails this row only; the batch goes on.
             state.saved(time.monotonic(), ok=False)
@@ -150,7 +188,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 ticker = asyncio.ensure_future(tick(live))
                 try:
                     stop = await _run_batch(
-                        client, lines, state, rows, finish, concurrent=args.concurrent
+                        client,
+                        lines,
+                        state,
+                        rows,
+                        finish,
+                        concurrent=args.concurrent,
+                        note=unjournaled.append,
+                        say=lambda text: live.console.print(text, highlight=False, soft_wrap=True),
                     )
                 finally:
                     ticker.cancel()
@@ -160,8 +205,14 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 # Off a terminal (a log, CI) rich leaves the table's last line open: the
                 # summary or the "interrupted" line would run on after it.
                 console.line()
-    await anyio.to_thread.run_sync(rows.finish)
+    try:
+        await anyio.to_thread.run_sync(rows.finish)
+    except OSError as exc:
+        console.print(f"could not write {manifest} ({exc.strerror or exc}): results below only")
     console.print(render_summary(rows.rows))
+    for text in unjournaled:
+        # Again after the table: these ids are in no file if the disk stays full.
+        console.print(text, highlight=False, soft_wrap=True)  # an id must stay whole
     if known:
         # A changed setting (aspect ratio, model …) is a new key: this says it was.
         console.print(f"{len(lines) - known} new prompt(s); {known} from the journal {journal}")
@@ -182,6 +233,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             why = "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
         elif isinstance(stop, CoordinatorUnavailableError):
             why = "the coordinator (Redis) did not answer (lines {}); start it"
+        elif isinstance(stop, StorageError):
+            why = f"the journal {journal} could not be written (lines {{}}); free some space"
         else:
             why = "the account ran out of credits (lines {}); top up"
         console.print(
@@ -205,7 +258,8 @@ class Manifest:
     def append(self, row: dict[str, Any]) -> None:
         """Add one row (written and flushed at once: a few hundred bytes)."""
         self.rows.append(row)
-        with self.path.open("a") as handle:
+        # A full disk loses no row: it is kept here, and finish() writes (or says) it all.
+        with contextlib.suppress(OSError), self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
     def finish(self) -> None:
@@ -215,10 +269,10 @@ class Manifest:
 
 
 async def _prepare_journal(
-    journal: Path, provider: str, keys: list[str], resubmit: bool
+    journal: Path, provider: str, keys: list[str], resubmit: bool, *, out: Path
 ) -> tuple[int, int]:
     """Refuse a ``local`` journal with unfinished tasks; with ``resubmit``, drop the unknown
-    submits among ``keys``.
+    submits among ``keys``; record ``out`` (``resume`` writes there).
 
     Returns:
         how many were dropped, and how many of ``keys`` the journal then holds (their tasks
@@ -226,10 +280,18 @@ async def _prepare_journal(
     """
     from .._journal import Journal
 
-    if not await anyio.to_thread.run_sync(journal.is_file):
-        return 0, 0
-    book = Journal(journal, create=False)
+    book = Journal(journal)
     try:
+        try:
+            await book.note("out", str(await anyio.to_thread.run_sync(out.absolute)))
+        except ConfigurationError:
+            raise
+        except Exception:  # noqa: S110  only resume's default folder is lost
+            # A journal that cannot be written (a full disk) stops the batch at its first
+            # submit, before anything is sent, with the summary saying so.
+            pass
+        if not await book.entries():
+            return 0, 0
         entries = await book.entries()
         if provider == "local":
             # The local simulator lives in its process: its unfinished tasks died with it, and
@@ -267,9 +329,15 @@ async def _run_batch(
     finish: Callable[[int, ImageRequest, ImageResult], Coroutine[Any, Any, None]],
     *,
     concurrent: int,
+    note: Callable[[str], None] = lambda text: None,
+    say: Callable[[str], None] = lambda text: None,
 ) -> NanoBananaError | None:
     """Run every prompt; returns the refusal that stopped the submits (no credits, a bad
-    key, no coordinator), if one did."""
+    key, no coordinator, a journal that cannot be written), if one did.
+
+    ``say`` prints a line at once and ``note`` keeps it for the summary: the id of a task
+    accepted but not journaled, which no file holds.
+    """
     stopped: list[NanoBananaError] = []
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
@@ -296,6 +364,22 @@ async def _run_batch(
                 stopped.append(exc)
                 not_submitted(line, request)
                 return
+            except StorageError as exc:
+                if exc.task is None:
+                    # The intent could not be written, so nothing was sent; every further
+                    # submit would fail the same way (a full disk).
+                    stopped.append(exc)
+                    not_submitted(line, request)
+                    return
+                # Accepted (paid) but not journaled: tracked in memory, its id said now.
+                task = exc.task
+                text = (
+                    f"line {line}: task {task.id} was accepted but is not in the journal "
+                    f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
+                    f"--provider {client.provider} --model {request.model}' fetches it"
+                )
+                say(text)
+                note(text)
             except NanoBananaError as exc:
                 state.refused(time.monotonic())
                 status = "unknown" if isinstance(exc, SubmitOutcomeUnknownError) else "failed"
@@ -335,13 +419,16 @@ async def _resume(args: argparse.Namespace) -> int:
     try:
         provider, base_url = await journal.owner()
         entries = await journal.entries()
+        noted = await journal.noted("out")
     finally:
         await journal.aclose()
     if provider is None:
-        provider = choose_provider(args.provider)
+        provider = choose_provider(args.provider, key_env=args.api_key_env)
     elif args.provider is not None and args.provider != provider:
         sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
         return EXIT_USAGE
+    # The batch's --out, recorded in the journal (older journals: the journal's folder).
+    recorded_out = Path(noted) if noted else None
     open_entries = [e for e in entries if e.state == "submitted"]
     unknown = [e for e in entries if e.state in ("intent", "unknown")]
     if provider == "local" and open_entries:
@@ -354,7 +441,11 @@ async def _resume(args: argparse.Namespace) -> int:
     if not open_entries:
         sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
         return EXIT_OK if not unknown else EXIT_FAILED
-    out = args.journal.parent
+    out = args.out if args.out is not None else recorded_out or args.journal.parent
+    try:
+        await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
+    except OSError as exc:
+        raise InputError([f"--out {out}: {exc.strerror or exc}"]) from None
     rows: dict[int, dict[str, Any]] = {}
     manifest = out / "results.jsonl"
     if manifest.is_file():
@@ -364,15 +455,18 @@ async def _resume(args: argparse.Namespace) -> int:
                 rows[int(row["line"])] = row
     failed = 0
     args.interrupted_journal, args.interrupted_provider = args.journal, provider
-    async with Client(provider, base_url=base_url, journal=args.journal) as client:
+    # The journal's own URL unless --base-url says otherwise (the journal then refuses a URL
+    # that is not its own: its task ids mean nothing elsewhere).
+    options = connection(args)
+    options.setdefault("base_url", base_url)
+    async with Client(provider, journal=args.journal, **options) as client:
         async for task in client.as_completed((e.key, e.request) for e in open_entries):
             assert task.key is not None
             line = _line_of(task.key)
             request = next(e.request for e in open_entries if e.key == task.key)
             try:
                 result = await task
-                dest = out / f"{line:05d}-{safe_name(result.task_id)}.png"
-                paths = await client.download(result, dest)
+                paths = await client.download(result, image_base(out, line, result.task_id))
             except NanoBananaError as exc:
                 failed += 1
                 task_id = getattr(exc, "task_id", None) or task.id

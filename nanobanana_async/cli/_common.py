@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 from .._client import Client
 from .._errors import (
@@ -28,7 +29,7 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 
-def choose_provider(chosen: str | None) -> str:
+def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
     if chosen is not None:
         return chosen
     named = os.environ.get("NANOBANANA_PROVIDER")
@@ -38,10 +39,40 @@ def choose_provider(chosen: str | None) -> str:
                 [f"NANOBANANA_PROVIDER={named!r} is not one of {', '.join(PROVIDERS)}"]
             )
         return named
-    if os.environ.get("NANOBANANA_API_KEY"):
+    if os.environ.get(key_env or "NANOBANANA_API_KEY"):
         return "apixo"
-    sys.stderr.write("no NANOBANANA_API_KEY set: using the built-in local simulator\n")
+    sys.stderr.write(
+        f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
+    )
     return "local"
+
+
+class Connection(TypedDict, total=False):
+    """The Client's ``api_key`` and ``base_url``, where the command line sets them."""
+
+    api_key: str
+    base_url: str | None
+
+
+def connection(args: argparse.Namespace) -> Connection:
+    """``api_key`` and ``base_url`` for the Client from ``--api-key-env NAME`` and
+    ``--base-url URL``; unset ones are left to the Client (its environment variables).
+
+    Raises:
+        InputError: ``--api-key-env`` names a variable that is not set (the message names the
+            variable, never a value).
+    """
+    options: Connection = {}
+    name: str | None = getattr(args, "api_key_env", None)
+    if name is not None:
+        key = os.environ.get(name)
+        if not key:
+            raise InputError([f"--api-key-env {name}: no environment variable {name} is set"])
+        options["api_key"] = key
+    url: str | None = getattr(args, "base_url", None)
+    if url is not None:
+        options["base_url"] = url
+    return options
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, object]:
@@ -78,3 +109,36 @@ def input_problems(path: Path, exc: InputError | OSError | UnicodeDecodeError) -
     if isinstance(exc, UnicodeDecodeError):
         return [f"{path}: not a UTF-8 text file"]
     return [f"{path}: {exc.strerror or type(exc).__name__}"]
+
+
+def check_output(output: Path) -> None:
+    """Refuse ``--output`` before anything is paid for: a folder, a file as a parent, or a
+    folder this process cannot create a file in (read-only, no permission).
+
+    Raises:
+        InputError: naming the path and why.
+    """
+    if output.is_dir():
+        raise InputError([f"--output {output}: not a file path"])
+    folder = output.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the download creates the missing folders below it
+    if not folder.is_dir():
+        raise InputError([f"--output {output}: not a file path"])
+    problem = cannot_write_in(folder)
+    if problem is not None:
+        raise InputError([f"--output {output}: {folder} is not writable ({problem})"])
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why this process cannot create a file in ``folder``, or None when it can.
+
+    A real file is made and removed: permission bits lie to root and on read-only mounts.
+    """
+    probe = folder / f".nanobanana-{secrets.token_hex(4)}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -1,127 +1,127 @@
-"""Reading a batch's prompts from .txt, .json, .jsonl or .csv into requests (file I/O only)."""
+"""Reading a batch's prompts from .txt, .json, .jsonl or .csv into requests (file I/O only).
+
+Every format is read the same way: each row is numbered by the line it starts on, structured
+by one path (``_structure``, cattrs), and every problem of every row is one message
+``line N: problem @ $.field``, listed before anything is sent. A file that does not parse (an
+unterminated CSV quote, broken JSON) is refused whole: a row it would silently merge or drop
+could otherwise be paid with a garbage prompt.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final, TextIO
 
 from .._errors import InvalidRequestError
 from .._models import ImageRequest
+from .._structure import structure_request
 
 Check = Callable[[ImageRequest], None]
 
+#: The file types read, by suffix; ``-`` (stdin) is ``.txt`` unless told otherwise.
+SUFFIXES: Final = (".txt", ".json", ".jsonl", ".csv")
+
 
 class InputError(Exception):
-    """Some rows of the input file are invalid; ``lines`` says which and why, one per row."""
+    """Some rows of the input file are invalid; ``lines`` says which and why, one per problem."""
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
 
 
-def _coerce(row: Mapping[str, object]) -> dict[str, object]:
-    # CSV cells are text: give the typed fields their types, drop empty cells.
-    out: dict[str, object] = {}
-    for name, value in row.items():
-        if value is None or value == "":
-            continue
-        if isinstance(value, str):
-            value = value.strip()
-            if name == "image_urls":
-                out[name] = [part for part in value.replace(";", " ").split() if part]
-                continue
-            if name == "timeout":
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    out[name] = value
-                continue
-            if name == "num_images":
-                out[name] = int(value) if value.isdigit() else value
-                continue
-            if name == "provider_options":
-                # A CSV cell: "name=value" pairs separated by ";" (JSON rows give an object).
-                pairs = [part.partition("=") for part in value.split(";") if part.strip()]
-                out[name] = {k.strip(): v.strip() for k, sep, v in pairs if sep} or value
-                continue
-            if name == "google_search":
-                lowered = value.lower()
-                out[name] = {"true": True, "1": True, "false": False, "0": False}.get(
-                    lowered, value
-                )
-                continue
-        out[name] = value
-    return out
+Row = Mapping[str, object] | str
+
+
+class _Problems:
+    """One message per distinct problem, naming every line it applies to: a bad default
+    (``--aspect-ratio 7:5``) is one line of output, not one per prompt."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[int]] = {}
+
+    def add(self, line: int, problem: str) -> None:
+        numbers = self.lines.setdefault(problem, [])
+        if not numbers or numbers[-1] != line:  # items of a .json array may share a line
+            numbers.append(line)
 
 
 def read_requests(
-    path: Path, defaults: Mapping[str, object], check: Check
+    path: Path,
+    defaults: Mapping[str, object],
+    check: Check,
+    *,
+    kind: str | None = None,
+    stream: TextIO | None = None,
 ) -> list[tuple[int, ImageRequest]]:
     """Every row of ``path`` as ``(line number, request)``, ``defaults`` filling unset fields.
 
+    Args:
+        path: the file (named in messages only when ``stream`` is given).
+        defaults: request fields for every row (the command line's options); a row's own
+            non-empty value wins.
+        check: the provider's check of a request (``Client.validate``).
+        kind: the file type (``.txt``, ``.json``, ``.jsonl``, ``.csv``); default the suffix.
+        stream: read this instead of opening ``path`` (stdin).
+
     Raises:
-        InputError: one line per invalid row, naming its line number; nothing is returned
-            unless every row is valid.
-        OSError: the file cannot be read.
+        InputError: one line per distinct problem (``line N: …``, ``lines 3, 5: …``, or
+            ``every prompt (N): …``); nothing is returned unless every row is valid.
+        OSError, UnicodeDecodeError: the file cannot be read.
     """
-    suffix = path.suffix.lower()
+    suffix = (kind or path.suffix).lower()
     if suffix not in SUFFIXES:
         raise InputError([f"unknown file type {suffix or '(none)'}: use {', '.join(SUFFIXES)}"])
-    rows: list[tuple[int, Mapping[str, object] | str]] = []
-    problems: list[str] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        if suffix == ".csv":
-            rows.extend(_csv_rows(handle))
-        elif suffix == ".json":
-            rows.extend(_json_rows(handle.read(), problems))
+    if stream is not None:
+        text = stream.read()
+    else:
+        # utf-8-sig: a spreadsheet's CSV export starts with a byte-order mark.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    text = text.removeprefix("\ufeff")
+    problems = _Problems()
+    if suffix == ".csv":
+        rows = list(_csv_rows(text, problems))
+    else:
+        # Line numbers as an editor counts them, whatever the line endings.
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if suffix == ".json":
+            rows = list(_json_rows(text, problems))
         else:
-            for index, raw in enumerate(handle, start=1):
-                line = raw.strip()
-                if not line or (suffix == ".txt" and line.startswith("#")):
-                    continue
-                if suffix == ".jsonl":
-                    try:
-                        value = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        problems.append(f"line {index}: not JSON ({exc.msg})")
-                        continue
-                    except RecursionError:
-                        problems.append(f"line {index}: nested too deeply")
-                        continue
-                    if not isinstance(value, dict):
-                        problems.append(f"line {index}: not a JSON object")
-                        continue
-                    rows.append((index, value))
-                else:
-                    rows.append((index, line))
+            rows = list(_line_rows(text, problems, jsonl=suffix == ".jsonl"))
     requests: list[tuple[int, ImageRequest]] = []
-    # One message per distinct problem, naming every line it applies to: a bad default
-    # (--aspect-ratio 7:5) is one line of output, not one per prompt.
-    by_problem: dict[str, list[int]] = {}
     for index, row in rows:
-        fields = {"prompt": row} if isinstance(row, str) else _coerce(row)
         try:
-            request = ImageRequest.from_mapping({**defaults, **fields})
+            request = structure_request({**defaults, **_set(row)}, cells=suffix == ".csv")
             check(request)
         except InvalidRequestError as exc:
             for error in exc.errors:
-                by_problem.setdefault(error, []).append(index)
+                problems.add(index, error)
             continue
         requests.append((index, request))
-    problems.extend(
-        f"{_lines(numbers, len(rows))}: {error}" for error, numbers in by_problem.items()
-    )
-    if problems:
-        raise InputError(problems)
+    if problems.lines:
+        found = sorted(problems.lines.items(), key=lambda item: item[1][0])
+        raise InputError([f"{_lines(numbers, len(rows))}: {error}" for error, numbers in found])
     if not requests:
         raise InputError(["no prompts found (blank lines and, in .txt, # lines are skipped)"])
     return requests
 
 
-SUFFIXES: Final = (".txt", ".json", ".jsonl", ".csv")
+def _set(row: Row) -> dict[str, object]:
+    # The same rule for every format: an empty or null value is unset (the command line's
+    # default, else the provider's), except the prompt, which is refused as empty.
+    if isinstance(row, str):
+        return {"prompt": row}
+    return {
+        name: value
+        for name, value in row.items()
+        if name == "prompt" or not (value is None or (isinstance(value, str) and not value.strip()))
+    }
 
 
 def _lines(numbers: list[int], rows: int) -> str:
@@ -139,10 +139,39 @@ def lines_text(numbers: list[int]) -> str:
     return f"lines {shown}{more}"
 
 
-def _csv_rows(handle: TextIO) -> Iterator[tuple[int, Mapping[str, object]]]:
+def _line_rows(text: str, problems: _Problems, *, jsonl: bool) -> Iterator[tuple[int, Row]]:
+    for index, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line or (not jsonl and line.startswith("#")):
+            continue
+        if not jsonl:
+            yield index, line
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.add(index, f"not JSON ({exc.msg})")
+            continue
+        except RecursionError:
+            problems.add(index, "nested too deeply")
+            continue
+        if isinstance(value, str | dict):
+            yield index, value
+        else:
+            problems.add(index, "not a prompt or an object")
+
+
+_CSV_ERRORS: Final = {
+    "unexpected end of data": "a quote opened here is never closed",
+    "',' expected after '\"'": 'text after a closing quote (a quote inside a cell is written "")',
+}
+
+
+def _csv_rows(text: str, problems: _Problems) -> Iterator[tuple[int, Row]]:
     # csv.reader, not DictReader: line_num before each row is the line the row starts on,
-    # also after blank lines and multi-line quoted prompts.
-    reader = csv.reader(handle)
+    # also after blank lines and multi-line quoted prompts. strict: a stray quote is an
+    # error, not a cell that swallows the rows after it.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     while True:
         start = reader.line_num + 1
@@ -150,28 +179,68 @@ def _csv_rows(handle: TextIO) -> Iterator[tuple[int, Mapping[str, object]]]:
             cells = next(reader)
         except StopIteration:
             return
+        except csv.Error as exc:
+            # The rows after it cannot be told apart: nothing of the file is sent.
+            problems.add(start, _CSV_ERRORS.get(str(exc), f"not CSV ({exc})"))
+            return
         if not any(cell.strip() for cell in cells):
             continue
         if header is None:
             header = [cell.strip() for cell in cells]
+            if not _header_ok(header, start, problems):
+                return
+            continue
+        if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
+            # An unquoted comma in a prompt: the row's cells would shift into other columns.
+            problems.add(
+                start,
+                f"{len(cells)} cells but the header names {len(header)} columns "
+                '(a cell with a comma is quoted: "a cat, sleeping")',
+            )
             continue
         yield start, dict(zip(header, cells, strict=False))
 
 
-def _json_rows(text: str, problems: list[str]) -> Iterator[tuple[int, Mapping[str, object] | str]]:
+def _header_ok(header: list[str], line: int, problems: _Problems) -> bool:
+    named = [name for name in header if name]
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:
+        problems.add(line, f"column named twice in the header: {', '.join(twice)}")
+    if "prompt" not in header:
+        problems.add(
+            line, f"the header names no prompt column (it names: {', '.join(named) or 'none'})"
+        )
+    return not twice and "prompt" in header
+
+
+_SPACE: Final = re.compile(r"[ \t\n\r]*")
+
+
+def _json_rows(text: str, problems: _Problems) -> Iterator[tuple[int, Row]]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        problems.append(f"line {exc.lineno}: not JSON ({exc.msg})")
+        problems.add(exc.lineno, f"not JSON ({exc.msg})")
         return
     except RecursionError:
-        problems.append("nested too deeply to read")
+        problems.add(1, "nested too deeply")
         return
+    first = _SPACE.match(text).end()  # type: ignore[union-attr]  # matches the empty string
     if not isinstance(value, list):
-        problems.append("a .json file must hold an array of prompts or objects")
+        line = text.count("\n", 0, first) + 1
+        problems.add(line, "a .json file holds an array of prompts or objects")
         return
-    for number, item in enumerate(value, start=1):
+    # Each item is numbered by the line it starts on, as in every other format: decoded a
+    # second time, one item at a time, to learn where each starts.
+    decoder = json.JSONDecoder()
+    pos, line, counted = first + 1, 1, 0
+    for item in value:
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        line += text.count("\n", counted, pos)
+        counted = pos
         if isinstance(item, str | dict):
-            yield number, item
+            yield line, item
         else:
-            problems.append(f"item {number}: not a prompt or an object")
+            problems.add(line, "not a prompt or an object")
+        _, end = decoder.raw_decode(text, pos)
+        pos = _SPACE.match(text, end).end() + 1  # type: ignore[union-attr]  # past , or ]

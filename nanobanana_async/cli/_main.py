@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from .._client import Client
-from .._errors import NanoBananaError, NotSupportedError
+from .._download import IMAGE_KINDS, image_suffix
+from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
 from .._models import ImageRequest
 from ..providers import PROVIDERS
 from . import interrupted_before_work, start_work
@@ -27,10 +28,13 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     UnreachableError,
+    cannot_write_in,
+    check_output,
     choose_provider,
+    connection,
     naming,
 )
-from ._inputs import InputError
+from ._inputs import SUFFIXES, InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback on errors (for bug reports)"
     )
+    # Also after the command (`nanobanana batch ... --debug`); SUPPRESS: a command that is
+    # not given it leaves the one before the command as it was.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def connection_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--api-key-env",
+            default=None,
+            metavar="NAME",
+            help="read the API key from the environment variable NAME (default NANOBANANA_API_KEY)",
+        )
+        p.add_argument(
+            "--base-url",
+            default=None,
+            metavar="URL",
+            help="the provider's base URL (default NANOBANANA_BASE_URL, else the documented one)",
+        )
 
     def request_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -83,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else local",  # noqa: E501
         )
+        connection_options(p)
         p.add_argument("--model", default=None, help="default nano-banana-2")
         p.add_argument("--resolution", default=None, help="e.g. 1K, 2K, 4K (provider's default)")
         p.add_argument("--aspect-ratio", default=None, help="e.g. 1:1, 16:9 (provider's default)")
@@ -107,8 +132,10 @@ def _parser() -> argparse.ArgumentParser:
             help="an option only this provider has, e.g. --option provider=official on apixo",
         )
 
-    generate = commands.add_parser("generate", help="generate one image and save it")
-    generate.add_argument("prompt", help="what to draw")
+    generate = commands.add_parser(
+        "generate", parents=[common], help="generate one image and save it"
+    )
+    generate.add_argument("prompt", help="what to draw (- reads it from stdin)")
     request_options(generate)
     generate.add_argument(
         "--image-url",
@@ -118,12 +145,36 @@ def _parser() -> argparse.ArgumentParser:
         help="an input image URL (repeat for several)",
     )
     generate.add_argument(
-        "--output", "-o", default="image.png", type=Path, help="file to write (image.png)"
+        "--output-format",
+        default=None,
+        help="png or jpeg (jpg is the same) where the provider offers a choice",
+    )
+    generate.add_argument(
+        "--google-search",
+        action="store_true",
+        default=None,
+        help="ask for Google Search grounding where the model offers it",
+    )
+    generate.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        type=Path,
+        help="file to write, kept exactly as given (default image.png, image.jpg or "
+        "image.webp: named by the image's real type)",
     )
 
-    batch = commands.add_parser("batch", help="generate every prompt of a file")
+    batch = commands.add_parser("batch", parents=[common], help="generate every prompt of a file")
     batch.add_argument(
-        "prompts", type=Path, help=".txt (a prompt a line), .json (an array), .jsonl or .csv"
+        "prompts",
+        type=Path,
+        help=".txt (a prompt a line), .json (an array), .jsonl or .csv; - reads stdin",
+    )
+    batch.add_argument(
+        "--input-format",
+        choices=[suffix.lstrip(".") for suffix in SUFFIXES],
+        default=None,
+        help="the prompts' file type (default: the file name's suffix; txt for -)",
     )
     batch.add_argument("--out", type=Path, required=True, help="folder for images and manifest")
     batch.add_argument("--journal", type=Path, default=None, help="default OUT/journal.db")
@@ -156,28 +207,41 @@ def _parser() -> argparse.ArgumentParser:
         "(default NANOBANANA_COORDINATOR)",
     )
 
-    balance = commands.add_parser("balance", help="print the account's balance")
+    balance = commands.add_parser("balance", parents=[common], help="print the account's balance")
     balance.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
+    connection_options(balance)
 
-    status = commands.add_parser("status", help="check one task by id")
+    status = commands.add_parser("status", parents=[common], help="check one task by id")
     status.add_argument("task_id", help="the provider's task id")
     status.add_argument(
         "--model", default=None, help="the task's model (needed for apixo; default nano-banana-2)"
     )
     status.add_argument("--provider", choices=PROVIDERS, default=None, help="default as batch")
+    connection_options(status)
     status.add_argument(
         "--wait", type=_positive(float), default=30.0, help="seconds to wait for the end"
     )
 
-    resume = commands.add_parser("resume", help="wait for the unfinished tasks of a journal")
+    resume = commands.add_parser(
+        "resume", parents=[common], help="wait for the unfinished tasks of a journal"
+    )
     resume.add_argument(
         "--journal", type=Path, required=True, help="the batch's journal (OUT/journal.db)"
     )
     resume.add_argument(
         "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
     )
+    connection_options(resume)
+    resume.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for images and manifest (default: the batch's --out, recorded in the journal)",
+    )
 
-    simulate = commands.add_parser("simulate", help="serve a provider simulator on 127.0.0.1")
+    simulate = commands.add_parser(
+        "simulate", parents=[common], help="serve a provider simulator on 127.0.0.1"
+    )
     simulate.add_argument(
         "--provider",
         default="apixo",
@@ -202,37 +266,60 @@ def _version() -> str:
 
 
 async def _generate(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     request = ImageRequest(
         prompt=args.prompt,
         model=args.model or "nano-banana-2",
         resolution=args.resolution,
         aspect_ratio=args.aspect_ratio,
         image_urls=args.image_urls,
+        output_format=args.output_format,
+        google_search=args.google_search,
         num_images=args.num_images,
         watermark=args.watermark,
         callback_url=args.callback_url,
         provider_options=dict(args.option),
     )
-    async with Client(provider) as client:
+    # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
+    dest: Path = args.output if args.output is not None else Path("image")
+    async with Client(provider, **options) as client:
         with naming(client):
             task = await client.submit(request)
+        fetch = (
+            f"'nanobanana status {task.id} --provider {provider} --model {request.model}' "
+            "fetches it"
+        )
         if provider != "local":  # local's tasks end with this process
             # Paid from here on: a Ctrl-C must leave the way back to it.
-            args.interrupted_task = (
-                f": {provider} task {task.id} goes on; 'nanobanana status {task.id} "
-                f"--provider {provider} --model {request.model}' fetches it"
-            )
-        result = await task
-        paths = await client.download(result, args.output)
+            args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
+        try:
+            result = await task
+            paths = await client.download(result, dest)
+        except NanoBananaError as exc:
+            # Accepted, so paid: whatever went wrong, the way back to the task is printed.
+            sys.stderr.write(f"error: {exc}\n")
+            if provider != "local":
+                sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
+            return EXIT_FAILED
     size = sum(p.stat().st_size for p in paths)
+    with paths[0].open("rb") as handle:
+        real = image_suffix(handle.read(16))
+    given = paths[0].suffix.lower().replace(".jpeg", ".jpg")
+    if real is not None and given != real:
+        kind = IMAGE_KINDS[real]
+        sys.stderr.write(
+            f"warning: {paths[0]} holds {kind} bytes (kept at the path given; name it "
+            f"{paths[0].stem}{real}, or ask for another type with --output-format)\n"
+        )
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
     return EXIT_OK
 
 
 async def _balance(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
-    async with Client(provider) as client:
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
+    async with Client(provider, **options) as client:
         try:
             with naming(client):
                 balance = await client.balance()
@@ -244,7 +331,8 @@ async def _balance(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    provider = choose_provider(args.provider)
+    options = connection(args)
+    provider = choose_provider(args.provider, key_env=args.api_key_env)
     if provider == "local":
         # A new process starts a new simulator: every id would read "not found".
         raise InputError(
@@ -252,10 +340,22 @@ async def _status(args: argparse.Namespace) -> int:
         )
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
-    async with Client(provider) as client:
-        task = client.resume(args.task_id, model=args.model or "nano-banana-2")
+    model = args.model or "nano-banana-2"
+    async with Client(provider, **options) as client:
+        # One check first: an unreachable provider is said at once, as generate says it,
+        # not after --wait seconds of retries.
+        with naming(client):
+            await client.poll(args.task_id, model=model)
+        task = client.resume(args.task_id, model=model)
         try:
             result = await task.result(timeout=args.wait)
+        except TaskTimeoutError:
+            state = task.status.raw_state if task.status else "unknown"
+            sys.stdout.write(
+                f"{args.task_id}: {state} (not finished within {args.wait:g} s; run the same "
+                "command again later)\n"
+            )
+            return EXIT_FAILED
         except NanoBananaError as exc:
             state = task.status.raw_state if task.status else "unknown"
             sys.stdout.write(f"{args.task_id}: {state} ({exc})\n")
@@ -345,6 +445,25 @@ def _run(work: Coroutine[Any, Any, int]) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def _read_stdin(args: argparse.Namespace) -> None:
+    """``-`` for the prompt (generate) or the prompts (batch): stdin, read before any work.
+
+    Read here, not in a worker thread: until the command's work starts a Ctrl-C ends the
+    process at once (nothing was sent), where a thread blocked on a read would keep it alive.
+    """
+    reads = args.prompt == "-" if args.command == "generate" else str(args.prompts) == "-"
+    if not reads:
+        args.stdin = None
+        return
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError:
+        raise InputError(["<stdin>: not UTF-8 text"]) from None
+    if args.command == "generate":
+        args.prompt = text.strip()
+    args.stdin = text
+
+
 def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
@@ -358,15 +477,20 @@ def _main(args: argparse.Namespace) -> int:
             extra = ["--api-key", args.api_key] if args.api_key else []
             port = ["--port", str(args.port), "--median", str(args.median)]
             return simulate(["--provider", args.provider, *port, *extra])
+        if args.command in ("generate", "batch"):
+            _read_stdin(args)
         if args.command == "generate":
-            output: Path = args.output
-            # Checked before the task is paid for: a folder, or a file as parent, cannot be written.
-            if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
-                raise InputError([f"--output {output}: not a file path"])
+            # Checked before the task is paid for, as batch checks --out (the default's
+            # folder too: the current one may be read-only).
+            check_output(args.output if args.output is not None else Path("image.png"))
             return _run(_generate(args))
         if args.command == "batch":
             if args.out.exists() and not args.out.is_dir():
                 raise InputError([f"--out {args.out}: not a folder"])
+            # Checked before anything is sent: the journal, the manifest and every image go
+            # there (a read-only mount, a folder of another user).
+            if args.out.is_dir() and cannot_write_in(args.out) is not None:
+                raise InputError([f"--out {args.out}: not writable"])
             return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import sys
 
 from ._sim_config import Latency
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             api_key=args.api_key,
             latency=Latency(median=args.median, sigma=0.3),
+            # Ids unique per run, like a real provider's (a seed would repeat them).
+            seed=secrets.randbits(64),
         )
         async with simulator:
             sys.stdout.write(

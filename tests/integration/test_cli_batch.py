@@ -7,13 +7,16 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nanobanana_async._journal import Journal
 from nanobanana_async.cli import main
 from nanobanana_async.testing import Latency, Simulator
 
@@ -266,3 +269,259 @@ def test_ctrl_c_during_generate_names_the_paid_task(
     )
     assert re.fullmatch(expected, lines[0])
     assert simulator.stats.creates == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        # The unterminated quote used to swallow the rows after it into one paid prompt.
+        (
+            "p.csv",
+            'prompt,aspect_ratio\na cat,1:1\n"a dog,16:9\nan owl,1:1\n',
+            ["line 3: a quote opened here is never closed"],
+        ),
+        (
+            "p.csv",
+            'prompt,aspect_ratio\n"a" dog,1:1\nan owl,1:1\n',
+            ['line 2: text after a closing quote (a quote inside a cell is written "")'],
+        ),
+        # An unquoted comma used to shift the prompt's tail into aspect_ratio, the rest dropped.
+        (
+            "p.csv",
+            "prompt,aspect_ratio\nan owl,1:1\na cat, sleeping,1:1\n",
+            ["line 3: 3 cells but the header names 2 columns"],
+        ),
+        ("p.csv", "text,aspect_ratio\na cat,1:1\n", ["line 1: the header names no prompt column"]),
+        ("p.json", '[\n  "a cat",\n  "a dog"\n  "an owl"\n]\n', ["line 4: not JSON"]),
+        ("p.json", '\n{"prompt": "a cat"}\n', ["line 2: a .json file holds an array"]),
+        (
+            "p.jsonl",
+            '{"prompt": "a cat"}\n{"prompt": "a dog"\n\n7\n',
+            ["line 2: not JSON", "line 4: not a prompt or an object"],
+        ),
+    ],
+)
+def test_malformed_files_are_refused_with_line_numbers_and_nothing_is_sent(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    text: str,
+    expected: list[str],
+) -> None:
+    """A file that does not parse is refused whole: exit 2, each problem with its line, no
+    request."""
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["batch", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(expected)
+    for line, start in zip(err, expected, strict=True):
+        assert line.startswith(f"error: {path}: {start}")
+    assert sim.stats.total_requests == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_line_json_array_runs_every_item(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items sharing a line (and a request) are still one task each, none merged."""
+    path = tmp_path / "p.json"
+    path.write_text('["a cat", "a cat", "a dog"]')
+    out = tmp_path / "out"
+    assert main(["batch", str(path), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt"] for r in rows) == ["a cat", "a cat", "a dog"]
+    assert len({r["task_id"] for r in rows}) == 3
+    assert sim.stats.creates == 3
+
+
+def test_dash_reads_prompts_from_stdin(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`batch -` reads a prompt a line from stdin (other types with --input-format), checked
+    like a file; `generate -` reads its prompt from stdin."""
+    import io
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a cat\n\na dog\n"))
+    assert main(["batch", "-", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["prompt"]) for r in rows] == [(1, "a cat"), (3, "a dog")]
+    creates = sim.stats.creates
+    assert creates == 2
+    capsys.readouterr()
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"prompt": "a cat"}\n{"prompt": ""}\n'))
+    args = ["batch", "-", "--input-format", "jsonl", "--out", str(tmp_path / "o2")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: <stdin>: line 2: prompt must be a non-empty string @ $.prompt"]
+    assert sim.stats.creates == creates
+
+    # The simulator fails a prompt holding [[fail]]: the prompt sent is stdin's, not "-".
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a fox [[fail]]\n"))
+    assert main(["generate", "-", "-o", str(tmp_path / "fox.png")]) == 1
+    assert sim.stats.creates == creates + 1
+
+
+def test_api_key_env_and_base_url_flags(
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    canary: str,
+) -> None:
+    """`--api-key-env NAME` reads the key from NAME and `--base-url` points the client; the
+    key is never printed, a missing variable is exit 2 naming it."""
+    monkeypatch.delenv("NANOBANANA_API_KEY")
+    monkeypatch.delenv("NANOBANANA_BASE_URL")
+    monkeypatch.setenv("TEAM_KEY", sim.api_key)
+    flags = ["--api-key-env", "TEAM_KEY", "--base-url", sim.base_url]
+    assert main(["balance", "--provider", "apixo", *flags]) == 0
+    assert capsys.readouterr().out.startswith("apixo: ")
+    assert sim.stats.total_requests == 1
+
+    monkeypatch.setenv("TEAM_KEY", canary)
+    assert main(["balance", "--provider", "apixo", *flags]) == 1
+    out, err = capsys.readouterr()
+    assert canary not in out + err
+    assert "apixo at " + sim.base_url in err
+
+    monkeypatch.delenv("TEAM_KEY")
+    assert main(["balance", "--provider", "apixo", *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --api-key-env TEAM_KEY: no environment variable TEAM_KEY is set"
+    ]
+    assert sim.stats.total_requests == 2
+
+
+def test_out_on_a_read_only_mount_is_exit_2(tmp_path: Path) -> None:
+    """The real case behind the access check: `--out` on a read-only filesystem (a tmpfs
+    mounted read-only in a private mount namespace, which stops root too)."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a private read-only mount")
+    if subprocess.run([unshare, "-m", "true"], check=False).returncode != 0:
+        pytest.skip("no private mount namespace here")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    script = f'mount -t tmpfs -o ro tmpfs "{ro}" && exec "$0" -m nanobanana_async "$@"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")}
+    env["NANOBANANA_PROVIDER"] = "local"
+    done = subprocess.run(
+        [
+            unshare,
+            "-m",
+            "/bin/sh",
+            "-c",
+            script,
+            sys.executable,
+            "batch",
+            str(prompts),
+            "--out",
+            str(ro),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: --out {ro}: not writable"]
+
+
+def test_ctrl_c_while_waiting_for_stdin_ends_the_process(tmp_path: Path) -> None:
+    """`batch -` waiting for input: one Ctrl-C is `interrupted`, exit 130, at once (a read
+    in a worker thread kept the process alive after the line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")}
+    env["NANOBANANA_PROVIDER"] = "local"
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "nanobanana_async", "batch", "-", "--out", str(out)],
+        stdin=subprocess.PIPE,  # open and never written: the read blocks
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        try:
+            _wait_for_a_pipe_read(proc.pid)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)  # stdin still open: a read still waiting would hang here
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines()[-1] == "interrupted"
+    assert not out.exists()
+
+
+def _wait_for_a_pipe_read(pid: int) -> None:
+    # Past start-up and blocked reading stdin, in whichever thread reads it (Linux's wchan).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            waits = [p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/wchan")]
+        except OSError:
+            waits = []
+        if any("pipe_read" in wait for wait in waits):
+            return
+        if not Path(f"/proc/{pid}/wchan").exists():
+            pytest.skip("no /proc wchan here to see the read")
+        time.sleep(0.01)
+    pytest.fail("the command never read stdin")
+
+
+def test_a_full_disk_mid_batch_sends_nothing_unjournaled_and_loses_no_paid_task(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills mid-batch: a prompt whose intent cannot be written is not sent (its
+    row says why), a task accepted but not journaled is said by id and still downloaded, and
+    the batch ends with its summary, not an ExceptionGroup."""
+    calls = {"intent": 0, "submitted": 0}
+    record_intent, record_submitted = Journal.record_intent, Journal.record_submitted
+
+    async def intent(self: Journal, *args: Any) -> None:
+        calls["intent"] += 1
+        if calls["intent"] > 6:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_intent(self, *args)
+
+    async def submitted(self: Journal, *args: Any) -> None:
+        calls["submitted"] += 1
+        if calls["submitted"] == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_submitted(self, *args)
+
+    monkeypatch.setattr(Journal, "record_intent", intent)
+    monkeypatch.setattr(Journal, "record_submitted", submitted)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sim.stats.creates == 6
+    assert [r["status"] for r in rows].count("succeeded") == 6
+    assert [r["status"] for r in rows].count("not_submitted") == 6
+    for row in rows:
+        if row["status"] == "succeeded":
+            assert (out / row["files"][0]).read_bytes().startswith(b"\x89PNG")
+    unjournaled = re.findall(r"task (\w+) was accepted but is not in the journal", err)
+    assert len(set(unjournaled)) == 1
+    assert unjournaled[0] in {r["task_id"] for r in rows if r["status"] == "succeeded"}
+    assert f"'nanobanana status {unjournaled[0]} --provider apixo" in err
+    assert "could not be written" in err
+    assert "Traceback" not in err
+    assert "ExceptionGroup" not in err

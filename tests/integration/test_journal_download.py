@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal
 from nanobanana_async.testing import Faults, Latency, Simulator
+from nanobanana_async.testing._png import render
 
 FAST = Latency(median=0.2, sigma=0.2)
 
@@ -145,19 +145,60 @@ async def test_failed_end_is_recorded(tmp_path: Path) -> None:
     assert sim.stats.creates == 1
 
 
-async def test_download_writes_atomically_and_skips_existing(tmp_path: Path) -> None:
-    """download() writes a real PNG, leaves no temporary file, and keeps a complete one."""
+async def test_download_over_another_tasks_image_writes_the_new_one(tmp_path: Path) -> None:
+    """A valid image already at ``dest`` (another task's) is replaced by this task's image,
+    atomically: never kept as "already complete" (the cat, then the dog, is the dog)."""
     async with nb.Client("local") as client:
-        result = await client.generate("a cat", aspect_ratio="3:2")
-        dest = tmp_path / "out" / "cat.png"
-        paths = await client.download(result, dest)
-        assert paths == [dest]
-        assert dest.read_bytes().startswith(b"\x89PNG")
-        stamp = dest.stat().st_mtime_ns
-        os.utime(dest, ns=(stamp - 10**9, stamp - 10**9))
-        await client.download(result, dest)
-        assert dest.stat().st_mtime_ns == stamp - 10**9
-    assert [p.name for p in dest.parent.iterdir()] == ["cat.png"]
+        cat, dog = await asyncio.gather(
+            client.generate("a cat", aspect_ratio="3:2"),
+            client.generate("a dog", aspect_ratio="3:2"),
+        )
+        dest = tmp_path / "out" / "g.png"
+        assert await client.download(cat, dest) == [dest]
+        assert dest.read_bytes() == render("a cat", "3:2")
+        assert await client.download(dog, dest) == [dest]
+        assert dest.read_bytes() == render("a dog", "3:2")
+    assert [p.name for p in dest.parent.iterdir()] == ["g.png"]  # no temporary file left
+
+
+async def test_local_task_ids_are_unique_across_processes() -> None:
+    """Two ``local`` clients (each starts its own simulator, as two processes do) never hand
+    out the same task id: a rerun's ids are not the last run's."""
+    ids = []
+    for _ in range(2):
+        async with nb.Client("local") as client:
+            ids.append((await client.submit(nb.ImageRequest(prompt="a cat"))).id)
+    assert ids[0] != ids[1]
+
+
+async def test_a_file_is_kept_only_when_the_journal_says_this_task_wrote_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a journal, downloading a task's image again keeps the file it wrote (no refetch);
+    once another task wrote there, or the file changed, it is fetched again."""
+    db = tmp_path / "run.db"
+    async with (
+        Simulator("apixo", latency=FAST) as sim,
+        nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url, journal=db) as client,
+    ):
+        cat = await client.generate("a cat")
+        dog = await client.generate("a dog")
+        monkeypatch.chdir(tmp_path)
+        dest = Path("g")  # relative, as a batch's --out often is
+        assert await client.download(cat, dest) == [Path("g.png")]
+        fetched = sim.stats.requests["image"]
+        assert await client.download(cat, dest) == [Path("g.png")]
+        assert sim.stats.requests["image"] == fetched  # kept: the journal says cat wrote it
+        await client.download(dog, dest)
+        await client.download(cat, dest)  # dog wrote g.png last: cat's image again
+        assert sim.stats.requests["image"] == fetched + 2
+        assert (tmp_path / "g.png").read_bytes() == render("a cat", None)
+        edited = bytearray(render("a cat", None))
+        edited[-20] ^= 0xFF  # changed behind its back, same size
+        (tmp_path / "g.png").write_bytes(bytes(edited))
+        await client.download(cat, dest)
+        assert (tmp_path / "g.png").read_bytes() == render("a cat", None)
+        assert sim.stats.requests["image"] == fetched + 3
 
 
 async def test_f27_expired_result_url(tmp_path: Path) -> None:

@@ -19,6 +19,13 @@ async def main(prompts: list[str]) -> None:
         state: nb.TaskState = task.state
         again: nb.ImageResult = await task.result(timeout=30.0)
         resumed: nb.Task = client.resume("abc", model="nano-banana-2")
+        checked: nb.TaskStatus = await client.poll("abc", model="nano-banana-2")
+        try:
+            await client.submit(nb.ImageRequest(prompt="a fox"))
+        except nb.StorageError as exc:
+            kept: nb.Task | None = exc.task
+            lost_id: str | None = exc.task_id
+            print(kept, lost_id)
         done = await asyncio.gather(*(client.generate(p) for p in prompts), return_exceptions=True)
         async for finished in client.as_completed(prompts):
             try:
@@ -32,7 +39,9 @@ async def main(prompts: list[str]) -> None:
         native = nb.ImageRequest(prompt="x", model="google/nano-banana-2-lite", aspect_ratio=ratio)
         await client.generate("a bird", model=model, resolution="4k", output_format="jpg")
         stats: nb.ClientStatistics = client.statistics()
-        print(urls, task_id, state, again, resumed, done, stats.mean_checks_per_task, native)
+        print(
+            urls, task_id, state, again, resumed, checked, done, stats.mean_checks_per_task, native
+        )
     clients = [nb.Client("apixo", api_key="a"), nb.Client("crun", api_key="b")]
     hedge = nb.Hedge(after_quantile=0.99, max_share=0.05)
     async with nb.Router(clients, strategy="priority", hedge=hedge, owns_clients=True) as router:

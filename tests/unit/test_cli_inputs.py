@@ -21,13 +21,14 @@ def _read(path: Path, **defaults: object) -> list[tuple[int, nb.ImageRequest]]:
 
 
 def test_json_array_is_read_as_prompts(tmp_path: Path) -> None:
-    """A .json array is two prompts, not one per text line (8 paid tasks for 2 prompts)."""
+    """A .json array is two prompts, not one per text line (8 paid tasks for 2 prompts), each
+    numbered by the line it starts on, as in every other format."""
     path = tmp_path / "p.json"
-    path.write_text('[\n  {"prompt": "a cat", "aspect_ratio": "16:9"},\n  "a dog"\n]\n')
+    path.write_text('[\n  {"prompt": "a cat", "aspect_ratio": "16:9"},\n\n  "a dog"\n]\n')
     rows = _read(path)
     assert [(n, r.prompt, r.aspect_ratio) for n, r in rows] == [
-        (1, "a cat", "16:9"),
-        (2, "a dog", None),
+        (2, "a cat", "16:9"),
+        (4, "a dog", None),
     ]
 
 
@@ -324,3 +325,96 @@ def test_status_on_the_local_simulator_says_why_it_cannot(
     assert err[-1] == (
         "error: the local simulator's tasks end with the process that made them: no task to check"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("p.csv", 'prompt,num_images,aspect_ratio\nok,1,\n"",0,1:1\nok,x,\n'),
+        (
+            "p.json",
+            '[\n"ok",\n{"prompt": "", "num_images": 0, "aspect_ratio": "1:1"},\n'
+            '{"prompt": "ok", "num_images": "x"}\n]',
+        ),
+        (
+            "p.jsonl",
+            '\n"ok"\n{"prompt": "", "num_images": 0, "aspect_ratio": "1:1"}\n'
+            '{"prompt": "ok", "num_images": "x"}\n',
+        ),
+    ],
+)
+def test_every_format_names_a_problem_the_same_way(tmp_path: Path, name: str, text: str) -> None:
+    """An empty prompt (a raw `ImageRequest.__init__() missing` in .json) and a bad count read
+    the same in .csv, .json and .jsonl: `line N: problem @ $.field`, every problem listed."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        _read(path)
+    assert info.value.lines == [
+        "line 3: prompt must be a non-empty string @ $.prompt",
+        "lines 3, 4: num_images must be a positive integer @ $.num_images",
+    ]
+
+
+def test_a_json_object_without_a_prompt_names_the_field(tmp_path: Path) -> None:
+    """A missing prompt is `required field missing @ $.prompt`, not a TypeError's text."""
+    path = tmp_path / "p.json"
+    path.write_text('[{"aspect_ratio": "1:1"}]')
+    with pytest.raises(InputError) as info:
+        _read(path)
+    assert info.value.lines == ["line 1: required field missing @ $.prompt"]
+
+
+def test_a_spreadsheets_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: its first column is still `prompt`."""
+    path = tmp_path / "p.csv"
+    path.write_bytes("prompt,aspect_ratio\r\na cat,1:1\r\n".encode("utf-8-sig"))
+    assert [(n, r.prompt) for n, r in _read(path)] == [(2, "a cat")]
+
+
+def test_out_that_is_not_writable_is_exit_2_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batch --out RO_DIR` is one line and exit 2 (it was a raw PermissionError, exit 1).
+
+    The suite runs as root, whom permission bits do not stop, so creating a file there is
+    what is made to fail, as on a read-only mount (tests/integration has the real mount)."""
+    import errno
+    import os
+
+    import nanobanana_async.cli._common as cli_common
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real = os.open
+
+    def refuse(path: Path, flags: int, mode: int = 0o777) -> int:
+        if Path(path).parent == out:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(path, flags, mode)
+
+    monkeypatch.setattr(cli_common.os, "open", refuse)
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "apixo")
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9")  # nothing may be sent
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {out}: not writable"]
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "debug"),
+    [
+        (["batch", "p.txt", "--out", "o", "--debug"], True),
+        (["--debug", "batch", "p.txt", "--out", "o"], True),
+        (["batch", "p.txt", "--out", "o"], False),
+        (["status", "t1", "--debug"], True),
+    ],
+)
+def test_debug_is_accepted_after_the_command_too(argv: list[str], debug: bool) -> None:
+    """`nanobanana batch ... --debug` shows tracebacks (it was a usage error, exit 2)."""
+    from nanobanana_async.cli._main import _parser
+
+    assert _parser().parse_args(argv).debug is debug

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
+import pickle
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -164,11 +166,52 @@ async def test_a_journal_that_cannot_record_an_accepted_task_never_loses_it(
             await client.submit(nb.ImageRequest(prompt="a cat"))
         assert caught.value.task_id == "t0"
         assert client.statistics().pending == 1  # still tracked
+        kept = caught.value.task
+        assert kept is not None
+        assert kept.id == "t0"
+        copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301  our own bytes
+        assert (copy.task_id, copy.task) == ("t0", None)  # the live task stays here
         monkeypatch.undo()
         second = asyncio.ensure_future(client.generate("a dog"))
         await clock.run_until(second.done, limit=60)
         assert (await second).task_id == "t1"
+        assert (await kept).task_id == "t0"  # the error's task is the tracked one
     assert server.count("submit") == 2
+
+
+async def test_a_journal_that_cannot_record_the_intent_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk before the create: StorageError (no task id, nothing sent, not a raw
+    sqlite3 error), the slot is free again, and a later submit goes through once space
+    is back."""
+
+    async def full(*_: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=nb.Limits(concurrent_tasks=1),
+        journal=tmp_path / "j.db",
+    )
+    async with client:
+        monkeypatch.setattr(JournalFile, "record_intent", full)
+        with pytest.raises(nb.StorageError, match="no task was created") as caught:
+            await client.submit(nb.ImageRequest(prompt="a cat"))
+        assert caught.value.task_id is None
+        assert caught.value.task is None
+        assert server.count("submit") == 0
+        assert client.statistics().in_flight == 0
+        monkeypatch.undo()
+        later = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(later.done, limit=60)
+        assert (await later).task_id == "t0"
+    assert server.count("submit") == 1
 
 
 async def test_the_scheduler_opens_with_the_first_client_and_closes_with_the_last(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -58,7 +59,7 @@ async def test_a_file_that_is_not_an_image_is_replaced(tmp_path: Path, image_url
 
 async def test_a_folder_in_the_way_is_a_storage_error(tmp_path: Path, image_url: str) -> None:
     """A folder (or any unwritable path) raises StorageError with the task id; no temp left."""
-    dest = tmp_path / "taken"
+    dest = tmp_path / "taken.png"  # named exactly: a folder of that name is in the way
     dest.mkdir()
     downloader = Downloader()
     try:
@@ -68,7 +69,7 @@ async def test_a_folder_in_the_way_is_a_storage_error(tmp_path: Path, image_url:
         await downloader.aclose()
     assert info.value.task_id == "task-1"
     assert info.value.path == str(dest)
-    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]
 
 
 async def test_an_unwritable_folder_is_a_storage_error(tmp_path: Path, image_url: str) -> None:
@@ -162,3 +163,112 @@ async def test_a_cancelled_download_leaves_no_temporary_file(
     await asyncio.sleep(0.1)  # worker threads of cancelled awaits run to their end
     gc.collect()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 5_000
+WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x02" * 5_000
+
+
+@pytest.fixture
+async def typed_url() -> AsyncIterator[str]:
+    bodies = {"png": PNG, "jpeg": JPEG, "webp": WEBP}
+
+    async def image(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        return web.Response(body=bodies[kind], content_type=f"image/{kind}")
+
+    app = web.Application()
+    app.router.add_get("/{kind}", image)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        yield str(server.make_url("/"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "suffix"),
+    [("png", PNG, ".png"), ("jpeg", JPEG, ".jpg"), ("webp", WEBP, ".webp")],
+)
+async def test_a_dest_without_an_image_suffix_is_named_by_the_bytes(
+    tmp_path: Path, typed_url: str, kind: str, body: bytes, suffix: str
+) -> None:
+    """``out/cat`` becomes ``out/cat.jpg`` for JPEG bytes: never a JPEG named ``.png``."""
+    downloader = Downloader()
+    try:
+        paths = await downloader.download(_result(typed_url + kind), tmp_path / "cat")
+    finally:
+        await downloader.aclose()
+    assert paths == [tmp_path / f"cat{suffix}"]
+    assert paths[0].read_bytes() == body
+    assert [p.name for p in tmp_path.iterdir()] == [f"cat{suffix}"]
+
+
+async def test_a_dest_with_an_image_suffix_is_kept_and_a_mismatch_logged(
+    tmp_path: Path, typed_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller named the file: JPEG bytes asked into ``x.png`` go exactly there, with a
+    WARNING naming the real type; a matching ``.jpeg`` name is no mismatch."""
+    downloader = Downloader()
+    try:
+        with caplog.at_level("WARNING", logger="nanobanana_async"):
+            paths = await downloader.download(_result(typed_url + "jpeg"), tmp_path / "x.png")
+            same = await downloader.download(_result(typed_url + "jpeg"), tmp_path / "y.jpeg")
+    finally:
+        await downloader.aclose()
+    assert paths == [tmp_path / "x.png"]
+    assert paths[0].read_bytes() == JPEG
+    assert same == [tmp_path / "y.jpeg"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "x.png holds JPEG bytes" in warnings[0]
+
+
+async def test_several_images_without_a_suffix_are_numbered_then_typed(
+    tmp_path: Path, typed_url: str
+) -> None:
+    """Two images into ``out/cat``: ``cat-1.png`` and ``cat-2.jpg``, each by its own bytes."""
+    now = dt.datetime.now(dt.UTC)
+    result = nb.ImageResult(
+        task_id="task-2",
+        provider="apixo",
+        model="nano-banana-2",
+        urls=(typed_url + "png", typed_url + "jpeg"),
+        request=None,
+        submitted_at=now,
+        completed_at=now,
+    )
+    downloader = Downloader()
+    try:
+        paths = await downloader.download(result, tmp_path / "cat")
+    finally:
+        await downloader.aclose()
+    assert paths == [tmp_path / "cat-1.png", tmp_path / "cat-2.jpg"]
+
+
+async def test_a_full_disk_is_a_storage_error_even_when_closing_fails_too(
+    tmp_path: Path, image_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on a write, and again when the file is closed (the flush): StorageError with
+    the task id, not the raw OSError the close raised over it; no temporary file left."""
+    from nanobanana_async import _download
+
+    class Full(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            super().close()
+            raise OSError(28, "No space left on device")
+
+    def open_full(path: Path) -> tuple[Path, io.BytesIO]:
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(b"")
+        return tmp, Full()
+
+    monkeypatch.setattr(_download, "_open_temporary", open_full)
+    downloader = Downloader()
+    try:
+        with pytest.raises(nb.StorageError, match="No space left on device") as info:
+            await downloader.download(_result(image_url), tmp_path / "a.png")
+    finally:
+        await downloader.aclose()
+    assert info.value.task_id == "task-1"
+    assert list(tmp_path.iterdir()) == []

@@ -10,10 +10,12 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async.providers._answers import error_for
 
+# Read through __all__: the package loads its names lazily, so vars(nb) holds only those some
+# earlier import happened to touch, and the list would depend on which tests ran first.
 ERROR_CLASSES = sorted(
     (
         obj
-        for obj in vars(nb).values()
+        for obj in (getattr(nb, name) for name in nb.__all__)
         if inspect.isclass(obj) and issubclass(obj, nb.NanoBananaError)
     ),
     key=lambda cls: cls.__name__,
@@ -33,6 +35,7 @@ VALUES: dict[str, object] = {
     "model": "nano-banana-2",
     "path": "out/cat.png",
     "request": nb.ImageRequest(prompt="a cat"),
+    "task": None,  # a live Task does not cross processes: StorageError drops it when pickled
 }
 
 

@@ -14,6 +14,7 @@ import anyio.to_thread
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async import _journal as journal_module
 from nanobanana_async._journal import Journal
 
 REQUEST = nb.ImageRequest(prompt="a cat")
@@ -53,15 +54,53 @@ async def test_a_missing_journal_is_refused_when_not_creating(tmp_path: Path) ->
 async def test_a_journal_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
     """Another process holding the lock: 'journal ... in use by PID n', nothing written."""
     path = tmp_path / "journal.db"
-    other = os.open(tmp_path / "journal.db.lock", os.O_RDWR | os.O_CREAT)
+    other = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would
-        os.write(other, b"4242")
+        (tmp_path / "journal.db.lock").write_text("4242")
         with pytest.raises(nb.ConfigurationError, match=r"in use by PID 4242"):
             await _touch(Journal(path))
     finally:
         os.close(other)
     await _touch(Journal(path))  # free again once the other process is gone
+
+
+@pytest.mark.parametrize("second_name", ["hard link", "symlink"])
+async def test_a_journal_under_a_second_name_is_locked_by_its_inode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_name: str
+) -> None:
+    """A second process opening the journal a batch holds, by a hard link or a symlink, is
+    refused ('in use'): the lock is the file's, not its name's (20 prompts were paid twice)."""
+    path = tmp_path / "out" / "journal.db"
+    holder = Journal(path)
+    await holder.record_intent("k", "apixo", REQUEST)
+    other = tmp_path / "other.db"
+    if second_name == "hard link":
+        os.link(path, other)
+    else:
+        other.symlink_to(path)
+    # Another process: it shares none of this one's held locks (the flock is per open file).
+    monkeypatch.setattr(journal_module, "_HELD", {})
+    try:
+        with pytest.raises(
+            nb.ConfigurationError, match=rf"other\.db in use by (PID {os.getpid()}|another process)"
+        ):
+            await _touch(Journal(other))
+    finally:
+        monkeypatch.undo()
+        await holder.aclose()
+
+
+async def test_a_hard_linked_journal_is_refused(tmp_path: Path) -> None:
+    """SQLite keeps its write-ahead log by name: a journal with two names would let a killed
+    run's last writes (paid task ids) vanish under the other name, so it is refused."""
+    path = tmp_path / "journal.db"
+    await _touch(Journal(path))
+    os.link(path, tmp_path / "copy.db")
+    with pytest.raises(nb.ConfigurationError, match="has 2 hard links"):
+        await _touch(Journal(path))
+    (tmp_path / "copy.db").unlink()
+    await _touch(Journal(path))  # one name again: usable
 
 
 async def test_journals_of_one_process_share_the_lock(tmp_path: Path) -> None:
@@ -142,3 +181,54 @@ async def test_aclose_waits_for_a_write_whose_caller_was_cancelled(tmp_path: Pat
     await again.aclose()
     assert entry is not None
     assert entry.task_id == "t1"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("state", "'done'", "'done' is not one of 'intent', 'submitted', "),
+        ("request", """'{"prompt": ""}'""", "prompt must be a non-empty string @ $.request.prompt"),
+        ("request", """'{"prompt": "a cat", "size": 2}'""", "unknown field (known: "),
+        ("request", "'{\"prompt\": '", "not JSON"),
+        ("urls", """'"https://x.test/a.png"'""", "expected a list of text @ $.urls"),
+        ("task_id", "X'41'", "expected text, got bytes @ $.task_id"),
+    ],
+)
+async def test_a_damaged_row_is_a_typed_error_naming_the_journal(
+    tmp_path: Path, column: str, value: str, problem: str
+) -> None:
+    """Rows are read through cattrs: a damaged one is a ConfigurationError naming the file,
+    the row and the field, never a raw JSONDecodeError or an unknown state taken as running."""
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    await journal.record_intent("line-1-x", "apixo", REQUEST)
+    await journal.record_submitted("line-1-x", "t1", "nano-banana-2")
+    await journal.record_end("line-1-x", "succeeded", urls=("https://x.test/a.png",))
+    await journal.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE tasks SET {column} = {value}")  # noqa: S608  the test's own values
+    db.close()
+    with pytest.raises(nb.ConfigurationError) as info:
+        await _touch(Journal(path))
+    message = str(info.value)
+    assert message.startswith(f"journal {path}: the row of key 'line-1-x' cannot be read (")
+    assert problem in message
+
+
+async def test_rows_read_back_as_written(tmp_path: Path) -> None:
+    """Every field of a row comes back with its type: URLs a tuple, the stamp a float."""
+    journal = Journal(tmp_path / "journal.db", wall_clock=lambda: 1700000000)
+    request = nb.ImageRequest(prompt="a cat", num_images=2, provider_options={"provider": "value"})
+    await journal.record_intent("k", "apixo", request)
+    await journal.record_submitted("k", "t1", "nano-banana-2")
+    await journal.record_end("k", "succeeded", urls=("https://x.test/a.png",))
+    (entry,) = await journal.entries()
+    await journal.aclose()
+    assert entry.request == request
+    assert (entry.state, entry.task_id, entry.urls) == (
+        "succeeded",
+        "t1",
+        ("https://x.test/a.png",),
+    )
+    assert entry.updated_at == 1700000000.0
+    assert isinstance(entry.updated_at, float)

@@ -15,6 +15,7 @@ PURE = [
     "_limits.py",
     "_breaker.py",
     "_routing.py",
+    "_structure.py",
     "_scheduler/_plan.py",
     "_scheduler/_latency.py",
     "_scheduler/_memory.py",

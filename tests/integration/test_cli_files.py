@@ -1,0 +1,199 @@
+"""Where the commands put paid images: the file asked for or named by the bytes' type, the
+batch's recorded folder on resume, an unwritable path refused before paying, and the task id
+after any later failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._journal import Journal
+from nanobanana_async.cli import _common, main
+from nanobanana_async.testing import Latency, Simulator, _png
+from nanobanana_async.testing._png import render
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 3_000
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """An apixo simulator in a thread, with the environment pointing the CLI at it."""
+    simulator = Simulator("apixo", latency=Latency(median=0.3, sigma=0.2), seed=5)
+    simulator.start_in_thread()
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "apixo")
+    monkeypatch.setenv("NANOBANANA_API_KEY", simulator.api_key)
+    monkeypatch.setenv("NANOBANANA_BASE_URL", simulator.base_url)
+    yield simulator
+    simulator.stop_thread()
+
+
+@pytest.mark.usefixtures("sim")
+def test_generate_twice_into_one_file_writes_the_second_image(tmp_path: Path) -> None:
+    """`generate "a cat" -o g.png` then `generate "a dog" -o g.png`: g.png is the dog (it
+    used to say it wrote the dog and keep the cat)."""
+    out = tmp_path / "g.png"
+    assert main(["generate", "a cat", "-o", str(out)]) == 0
+    assert out.read_bytes() == render("a cat", None)
+    assert main(["generate", "a dog", "-o", str(out)]) == 0
+    assert out.read_bytes() == render("a dog", None)
+    assert [p.name for p in tmp_path.iterdir()] == ["g.png"]
+
+
+@pytest.mark.usefixtures("sim")
+def test_generate_names_the_file_by_the_images_real_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without -o a JPEG is saved as image.jpg; `-o x.png` keeps the path asked for and
+    warns that the bytes are JPEG."""
+    monkeypatch.setattr(_png, "render", lambda prompt, aspect_ratio: JPEG)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a cat"]) == 0
+    assert (tmp_path / "image.jpg").read_bytes() == JPEG
+    assert "image.jpg" in capsys.readouterr().out
+    assert main(["generate", "a cat", "-o", "x.png"]) == 0
+    assert (tmp_path / "x.png").read_bytes() == JPEG
+    err = capsys.readouterr().err
+    assert "warning: x.png holds JPEG bytes (kept at the path given" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.jpg", "x.png"]
+
+
+def test_generate_sends_output_format_and_google_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`generate --output-format png --google-search` puts both in the request it submits."""
+    sent: list[nb.ImageRequest] = []
+
+    async def submit(self: nb.Client, request: nb.ImageRequest, *, key: str | None = None) -> None:
+        sent.append(request)
+        raise nb.ConnectError("stop here")
+
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "crun")
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.setattr(nb.Client, "submit", submit)
+    main(["generate", "a cat", "--output-format", "png", "--google-search"])
+    main(["generate", "a cat"])
+    assert [(r.output_format, r.google_search) for r in sent] == [("png", True), (None, None)]
+
+
+def test_generate_into_an_unwritable_folder_is_refused_before_paying(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`generate -o ro/x.png` where ro is read-only: exit 2 naming the folder, nothing sent
+    (it used to pay, then fail without the task id)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    real_open = os.open
+
+    def refusing_open(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        # root ignores permission bits: refuse as the kernel does for anyone else.
+        if Path(path).parent == ro and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(_common.os, "open", refusing_open)
+    try:
+        assert main(["generate", "a cat", "-o", str(ro / "x.png")]) == 2
+    finally:
+        ro.chmod(0o700)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --output {ro / 'x.png'}: {ro} is not writable (Permission denied)"]
+    assert sim.stats.total_requests == 0
+
+
+def test_a_failure_after_acceptance_prints_the_task_id_and_how_to_fetch_it(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The task was accepted (paid) and then failed: the error, then its id and the status
+    command, exit 1."""
+    assert main(["generate", "a cat [[fail]]", "-o", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ")
+    task_id = next(iter(sim._book.tasks))
+    assert err[1] == (
+        f"apixo task {task_id} was accepted: 'nanobanana status {task_id} --provider apixo "
+        "--model nano-banana-2' fetches it"
+    )
+
+
+def test_status_with_no_network_says_could_not_connect_at_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status ID` with nothing listening: "could not connect to URL" as generate says it,
+    within seconds, not "not finished within 30 s; still tracked"."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    started = time.monotonic()
+    assert main(["status", "task-1", "--provider", "crun"]) == 1
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: crun at http://127.0.0.1:9: could not connect")
+    assert "still tracked" not in err[0]
+
+
+def test_resume_writes_into_the_batchs_recorded_out(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`resume --journal J` without --out writes images and manifest into the batch's --out
+    (recorded in the journal), not the current folder or the journal's; an explicit --out
+    is used as given."""
+    journal = tmp_path / "state" / "journal.db"
+    out = tmp_path / "out"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+
+    async def no_end(self: Journal, *args: object, **kwargs: object) -> None:
+        return None  # as if killed before the ends were written: the tasks stay open
+
+    monkeypatch.setattr(Journal, "record_end", no_end)
+    assert main(["batch", str(prompts), "--out", str(out), "--journal", str(journal)]) == 0
+    for name in list(out.iterdir()):
+        name.unlink()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["resume", "--journal", str(journal)]) == 0
+    written = re.findall(r"line \d: (\S+)", capsys.readouterr().out)
+    assert [Path(p).parent for p in written] == [out, out]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+    assert all((out / r["files"][0]).is_file() for r in rows)
+    assert sorted(p.name for p in journal.parent.iterdir()) == ["journal.db"]
+    other = tmp_path / "elsewhere"
+    assert main(["resume", "--journal", str(journal), "--out", str(other)]) == 0
+    assert len([p for p in other.iterdir() if p.suffix == ".png"]) == 2
+
+
+def test_status_of_a_running_task_says_to_ask_again_not_still_tracked(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status ID --wait 0.5` on a task still running: its state and "run the same command
+    again later", exit 1; "still tracked" means nothing to a command that exits."""
+
+    async def submit_stuck() -> str:
+        async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
+            task = await client.submit(nb.ImageRequest(prompt="a cat [[stuck]]"))
+            assert task.id is not None
+            return task.id
+
+    task_id = asyncio.run(submit_stuck())
+    code = main(["status", task_id, "--model", "nano-banana-2", "--wait", "0.5"])
+    out = capsys.readouterr().out.strip()
+    assert code == 1
+    assert out.startswith(f"{task_id}: ")
+    assert out.endswith("(not finished within 0.5 s; run the same command again later)")
+    assert "still tracked" not in out
