@@ -57,6 +57,9 @@ if TYPE_CHECKING:
         TaskState,
         TaskStatus,
     )
+    from ._protocol import ImageClient
+    from ._router import Router
+    from ._routing import AccountStatistics, Attempt, Hedge, RouterStatistics
     from ._stats import ClientStatistics
     from ._task import Task
     from .webhooks import CallbackReceiver, CallbackStatistics
@@ -64,7 +67,9 @@ __version__ = "0.1.0"
 
 __all__ = (
     "APIError",
+    "AccountStatistics",
     "AspectRatio",
+    "Attempt",
     "AuthenticationError",
     "BadResponseError",
     "Balance",
@@ -78,6 +83,8 @@ __all__ = (
     "ContentPolicyError",
     "CoordinatorUnavailableError",
     "GenerationFailedError",
+    "Hedge",
+    "ImageClient",
     "ImageRequest",
     "ImageResult",
     "InsufficientCreditsError",
@@ -94,6 +101,8 @@ __all__ = (
     "RequestTimeoutError",
     "Resolution",
     "RetryPolicy",
+    "Router",
+    "RouterStatistics",
     "StorageError",
     "SubmitOutcomeUnknownError",
     "Task",
@@ -152,6 +161,9 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "TaskState",
         "TaskStatus",
     ),
+    "_protocol": ("ImageClient",),
+    "_router": ("Router",),
+    "_routing": ("AccountStatistics", "Attempt", "Hedge", "RouterStatistics"),
     "_stats": ("ClientStatistics",),
     "_task": ("Task",),
     "webhooks": ("CallbackReceiver", "CallbackStatistics"),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ._models import ImageRequest
+    from ._routing import Attempt
     from ._task import Task
 
 SNIPPET_LIMIT: Final = 512
@@ -59,7 +60,13 @@ class NanoBananaError(Exception):
 
     Every error pickles to an equal one (type, attributes, message), so it crosses process
     boundaries (multiprocessing, task queues) intact.
+
+    Attributes:
+        attempts: through a ``Router``, each account the request went to and what happened
+            there (which accounts were tried and why it moved on); empty otherwise.
     """
+
+    attempts: tuple[Attempt, ...] = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception's default reduce calls cls(*args), which breaks on keyword-only

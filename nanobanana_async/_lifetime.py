@@ -42,6 +42,11 @@ class Lifetime:
         self.closed = False
         self._start_lock: asyncio.Lock | None = None
 
+    @property
+    def journal(self) -> JournalHooks | None:
+        """The client's journal, if it has one (read by a Router to find where a request is)."""
+        return self._journal
+
     def check_open(self, task_id: str | None = None) -> None:
         """Raise unless the client is open, on the loop it is bound to (binding it if new).
 

@@ -7,12 +7,15 @@ import enum
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from ._routing import Attempt
 
 
 class TaskState(enum.Enum):
@@ -319,6 +322,7 @@ class ImageResult:
         request: the request, when this process submitted it (None after ``resume``).
         submitted_at: when the task was submitted or resumed (UTC).
         completed_at: when the client saw it finished (UTC).
+        attempts: from ``Router.generate``, each account tried and what happened there.
     """
 
     task_id: str
@@ -328,3 +332,4 @@ class ImageResult:
     request: ImageRequest | None
     submitted_at: dt.datetime
     completed_at: dt.datetime
+    attempts: tuple[Attempt, ...] = ()

@@ -208,7 +208,11 @@ def masked_copy(secret: Secret, exc: E) -> E:
 
 
 def key_fingerprint(key: str | None) -> str:
-    """A short, stable name for an API key that reveals nothing of it: 8 hex digits of its SHA-256."""
+    """A short, stable name for an API key that reveals nothing of it.
+
+    Returns:
+        The first 8 hex digits of the key's SHA-256, or ``"nokey"`` without a key.
+    """
     if not key:
         return "nokey"
     return hashlib.sha256(key.encode()).hexdigest()[:8]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+
+if TYPE_CHECKING:
+    from ._routing import Attempt
 
 
 class Task:
@@ -26,6 +29,7 @@ class Task:
         "_request",
         "_status",
         "_waiters",
+        "attempts",
         "key",
     )
 
@@ -36,6 +40,8 @@ class Task:
         self._clock = clock  # the client's: result(timeout=) waits on it, as the deadline does
         # The key it was submitted under (submit(key=) or an as_completed pair).
         self.key = key
+        # Through a Router: each account it was sent to, and what happened there.
+        self.attempts: tuple[Attempt, ...] = ()
         self._ref: TaskRef | None = None
         self._status: TaskStatus | None = None
         self._future: asyncio.Future[ImageResult] = asyncio.get_running_loop().create_future()

@@ -53,6 +53,24 @@ async def main(prompts: list[str]) -> None:
         print(
             urls, task_id, state, again, resumed, checked, done, stats.mean_checks_per_task, native
         )
+    clients = [nb.Client("apixo", api_key="a"), nb.Client("crun", api_key="b")]
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.05)
+    async with nb.Router(clients, strategy="priority", hedge=hedge, owns_clients=True) as router:
+        either: nb.ImageClient = router
+        also: nb.ImageClient = clients[0]
+        routed: nb.Task = await either.submit(nb.ImageRequest(prompt="x"), key="line-1")
+        tried: tuple[nb.Attempt, ...] = routed.attempts
+        picked: nb.ImageResult = await also.generate("y", model="nano-banana-2")
+        again_: nb.Task = router.resume("abc", model="nano-banana-2", account="crun")
+        router_stats: nb.RouterStatistics = router.statistics()
+        per_account: tuple[nb.AccountStatistics, ...] = router_stats.accounts
+        try:
+            await router.generate("z")
+        except nb.SubmitOutcomeUnknownError as exc:
+            print([attempt.account for attempt in exc.attempts], exc.request)
+        async for each in either.as_completed(["a", "b"]):
+            print(each.attempts)
+        print(tried, picked, again_, router.accounts, per_account[0].circuit, router_stats.hedges)
     async with Simulator("crun", latency=Latency(median=0.5)) as sim:
         print(sim.base_url, sim.api_key, sim.stats.max_window, FakeClock().now())
     limits = ServerLimits(requests=600, per=10.0, concurrent_tasks=50)
@@ -65,6 +83,6 @@ async def main(prompts: list[str]) -> None:
         crun: Simulator = sims["crun"]
         env: dict[str, str] = sims.env()
         print(crun.base_url, env, crun.in_maintenance("create"))
-    per_account: dict[str, SimulatorStats] = sims.stats
+    per_sim: dict[str, SimulatorStats] = sims.stats
     twice: dict[str, list[str]] = sims.prompts_on_several()
-    print(per_account["crun"].refused, twice)
+    print(per_sim["crun"].refused, twice)

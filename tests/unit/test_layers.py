@@ -13,6 +13,8 @@ PURE = [
     "providers",
     "_backoff.py",
     "_limits.py",
+    "_breaker.py",
+    "_routing.py",
     "_structure.py",
     "_scheduler/_plan.py",
     "_scheduler/_latency.py",

@@ -72,7 +72,9 @@ def test_terminal_states() -> None:
 
 PUBLIC_API = (
     "APIError",
+    "AccountStatistics",
     "AspectRatio",
+    "Attempt",
     "AuthenticationError",
     "BadResponseError",
     "Balance",
@@ -86,6 +88,8 @@ PUBLIC_API = (
     "ContentPolicyError",
     "CoordinatorUnavailableError",
     "GenerationFailedError",
+    "Hedge",
+    "ImageClient",
     "ImageRequest",
     "ImageResult",
     "InsufficientCreditsError",
@@ -102,6 +106,8 @@ PUBLIC_API = (
     "RequestTimeoutError",
     "Resolution",
     "RetryPolicy",
+    "Router",
+    "RouterStatistics",
     "StorageError",
     "SubmitOutcomeUnknownError",
     "Task",

@@ -1,0 +1,437 @@
+"""Fault-matrix rows F39-F44: a Router over several accounts (fake clock, one scripted transport
+per account)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, json_response
+from tests.fakeapi import FakeApixo
+from tests.unit.test_refusals import Crun
+from tests.unit.test_router import apixo, crun
+
+
+class Maintenance(Crun):
+    """crun answering 455 to every create while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.refused = 0
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.kind == "submit" and self.down:
+            self.refused += 1
+            return json_response({"code": 455, "message": "maintenance", "data": None})
+        return super().__call__(request)
+
+
+async def drive(clock: FakeClock, coro: Any) -> Any:
+    """Run ``coro`` to its end, moving the fake clock; its error is returned, not raised."""
+    job = asyncio.ensure_future(coro)
+    await clock.run_until(job.done, limit=7200)
+    return job.exception() or job.result()
+
+
+def created(*servers: FakeApixo | Crun) -> int:
+    return sum(len(s.tasks) if isinstance(s, FakeApixo) else len(s.created) for s in servers)
+
+
+# ----------------------------------------------------------------- F39
+
+
+def reset_after_create(server: FakeApixo) -> None:
+    """The server creates the task, then the connection drops before its answer."""
+
+    def hook(request: HttpRequest) -> object:
+        if request.kind == "submit":
+            server.create(request)
+            return nb.TransportError("connection reset after the request was sent")
+        return None
+
+    server.hook = hook  # type: ignore[assignment]
+
+
+async def test_f39_unknown_outcome_stays_with_its_account(clock: FakeClock) -> None:
+    """A create that may have been accepted is never sent to another account: the caller gets
+    SubmitOutcomeUnknownError naming the account, and the prompt exists once."""
+    a, sa = apixo(clock)
+    b, sb = apixo(clock, key="key-b")
+    reset_after_create(sa)
+    async with nb.Router([a, b], owns_clients=True) as router:
+        error = await drive(clock, router.generate("x"))
+    assert isinstance(error, nb.SubmitOutcomeUnknownError)
+    assert router.accounts[0] in str(error)
+    assert [at.account for at in error.attempts] == [router.accounts[0]]
+    assert error.request.prompt == "x"
+    assert sb.count("submit") == 0
+    assert created(sa, sb) == 1
+
+
+async def test_f39_on_unknown_failover_pays_twice_only_when_asked(clock: FakeClock) -> None:
+    """on_unknown="failover" moves an unknown outcome on: the prompt then exists twice."""
+    a, sa = apixo(clock)
+    b, sb = apixo(clock, key="key-b")
+    reset_after_create(sa)
+    async with nb.Router([a, b], on_unknown="failover", owns_clients=True) as router:
+        result = await drive(clock, router.generate("x"))
+    assert isinstance(result, nb.ImageResult)
+    assert [at.account for at in result.attempts] == list(router.accounts)
+    assert result.attempts[0].outcome.startswith("outcome unknown (may be paid twice")
+    assert created(sa, sb) == 2
+
+
+# ----------------------------------------------------------------- F40
+
+
+def refusing(kind: str) -> Any:
+    if kind == "connect":
+        return nb.ConnectError("connection refused")
+    status = {"429": 429, "401": 401, "403": 403, "402": 402}[kind]
+    headers = {"retry-after": "99999"} if status == 429 else {}
+    return json_response({"code": status, "message": "no", "data": None}, status, headers)
+
+
+@pytest.mark.parametrize("kind", ["429", "455", "connect", "401", "402"])
+async def test_f40_refusal_moves_the_prompt_to_the_next_account_once(
+    clock: FakeClock, kind: str
+) -> None:
+    """A refusal that proves nothing was created (429, crun's 455, no connection, key or
+    credits refused) sends the prompt to the next account, once: it is created exactly once."""
+    if kind == "455":
+        first_server: FakeApixo | Crun = Crun(refuse={0: 455, 1: 455, 2: 455})
+        first = crun(clock, first_server)
+    else:
+        first_server = FakeApixo(clock)
+        answer = refusing(kind)
+        first_server.hook = lambda r: answer if r.kind == "submit" else None
+        first, _ = apixo(clock, server=first_server)
+    second, sb = apixo(clock, key="key-b")
+    async with nb.Router([first, second], owns_clients=True) as router:
+        result = await drive(clock, router.submit(nb.ImageRequest(prompt="x")))
+        assert isinstance(result, nb.Task)
+        await drive(clock, result.result())
+    assert created(first_server, sb) == 1
+    assert sb.count("submit") == 1
+    assert [at.account for at in result.attempts] == list(router.accounts)
+    assert result.attempts[-1].outcome == "accepted"
+    assert router.statistics().failovers == 1
+
+
+async def test_f40_a_request_refused_as_forbidden_is_not_sent_elsewhere(clock: FakeClock) -> None:
+    """apixo documents 403 as "forbidden/content policy": a refusal of this request, not of the
+    key, so the caller gets it and no other account is asked (nor its circuit counted)."""
+    first_server = FakeApixo(clock)
+    answer = refusing("403")
+    first_server.hook = lambda r: answer if r.kind == "submit" else None
+    first, _ = apixo(clock, server=first_server)
+    second, sb = apixo(clock, key="key-b")
+    async with nb.Router([first, second], owns_clients=True) as router:
+        error = await drive(clock, router.submit(nb.ImageRequest(prompt="x")))
+        assert isinstance(error, nb.RequestRejectedError)
+        assert router.statistics().failovers == 0
+        assert router.statistics().accounts[0].circuit == "closed"
+    assert sb.count("submit") == 0
+
+
+# ----------------------------------------------------------------- F41
+
+
+def circuit(router: nb.Router, index: int = 0) -> str:
+    return router.statistics().accounts[index].circuit
+
+
+async def test_f41_outage_opens_half_opens_with_one_request_and_closes(clock: FakeClock) -> None:
+    """crun in maintenance: after 5 refused prompts its circuit opens and it gets no creates;
+    after the 30 s cooldown one submit probes it (the others go on to apixo), a refused probe
+    reopens it for twice as long, and an accepted one closes it."""
+    down = Maintenance()
+    a = crun(clock, down)
+    b, sb = apixo(clock, key="key-b")
+    async with nb.Router([a, b], owns_clients=True, random=lambda: 0.5) as router:
+        for i in range(5):
+            assert isinstance(await drive(clock, router.generate(f"p{i}")), nb.ImageResult)
+        assert circuit(router) == "open"
+        refused = down.refused
+        opened_at = clock.now()
+        await drive(clock, router.generate("while open"))
+        assert down.refused == refused
+        # The cooldown ends: one probe, still refused, opens it again for 60 s.
+        await clock.advance(opened_at + 30.0 - clock.now())
+        probe = await drive(clock, router.submit(nb.ImageRequest(prompt="probe 1")))
+        assert down.refused == refused + 3  # one submit; the client's own three attempts
+        assert [at.account for at in probe.attempts] == list(router.accounts)
+        assert circuit(router) == "open"
+        reopened_at = clock.now()
+        await clock.advance(reopened_at + 59.0 - clock.now())
+        await drive(clock, router.generate("still open"))
+        assert down.refused == refused + 3
+        # Maintenance over: of three submits at the half-open, one probes, two go to apixo.
+        down.down = False
+        await clock.advance(reopened_at + 60.0 - clock.now())
+        before = sb.count("submit")
+        jobs = [router.submit(nb.ImageRequest(prompt=f"q{i}")) for i in range(3)]
+        tasks = await drive(clock, asyncio.gather(*jobs))
+        assert [t.ref.provider for t in tasks].count("crun") == 1
+        assert sb.count("submit") == before + 2
+        assert circuit(router) == "closed"
+        assert router.statistics().accounts[0].accepted == 1
+
+
+async def test_f41_429s_and_content_refusals_never_open_the_circuit(clock: FakeClock) -> None:
+    """Ten 429s on creates and ten content refusals on tasks leave the circuit closed."""
+    server = FakeApixo(clock)
+    limited = refusing("429")
+    refusal = {
+        "state": "failed",
+        "failCode": "CONTENT_POLICY",
+        "failMsg": "prompt flagged by the safety system",
+    }
+
+    def hook(request: HttpRequest) -> object:
+        if request.kind == "submit" and server.count("submit") <= 10:
+            return limited
+        if request.kind == "status":
+            data = {"taskId": request.params["taskId"], **refusal}
+            return json_response({"code": 200, "message": "success", "data": data})
+        return None
+
+    server.hook = hook  # type: ignore[assignment]
+    a, _ = apixo(clock, server=server)
+    b, _ = apixo(clock, key="key-b")
+    async with nb.Router([a, b], strategy="priority", owns_clients=True) as router:
+        for i in range(20):
+            await drive(clock, router.generate(f"p{i}"))
+        stats = router.statistics()
+    assert len(server.tasks) == 10
+    assert stats.accounts[0].circuit == "closed"
+    assert stats.accounts[0].failovers == 10
+
+
+async def test_f41_generation_failures_count_as_faults(clock: FakeClock) -> None:
+    """Five tasks in a row that fail to generate open the account's circuit."""
+    a, sa = apixo(clock)
+    b, _ = apixo(clock, key="key-b")
+    async with nb.Router([a, b], strategy="priority", owns_clients=True) as router:
+        for i in range(5):
+            error = await drive(clock, router.generate(f"[[fail]] {i}"))
+            assert isinstance(error, nb.GenerationFailedError)
+        assert circuit(router) == "open"
+        await drive(clock, router.generate("next"))
+    assert len(sa.tasks) == 5
+
+
+# ----------------------------------------------------------------- F42
+
+
+async def test_f42_every_circuit_open_callers_wait_for_the_first_half_open(
+    clock: FakeClock,
+) -> None:
+    """With both accounts open, a caller waits (is not failed) until the earliest half-open,
+    and its probe then succeeds; a caller whose timeout ends first fails at once."""
+    one, two = Maintenance(), Maintenance()
+    a = crun(clock, one)
+    b = crun(clock, two, key="key-d")
+    async with nb.Router([a, b], owns_clients=True, random=lambda: 0.5) as router:
+        for i in range(5):
+            error = await drive(clock, router.generate(f"p{i}"))
+            assert isinstance(error, nb.ProviderRefusedError)
+        assert (circuit(router, 0), circuit(router, 1)) == ("open", "open")
+        opened = clock.now()
+        short = await drive(clock, router.generate("short", timeout=10.0))
+        assert isinstance(short, nb.ProviderUnavailableError)
+        assert "circuit" in str(short)
+        assert clock.now() <= opened + 0.1  # one step of the fake clock's driver
+        one.down = two.down = False
+        job = asyncio.ensure_future(router.generate("waits"))
+        await clock.advance(25.0)
+        assert not job.done()
+        await clock.run_until(job.done)
+        assert isinstance(job.result(), nb.ImageResult)
+        assert clock.now() >= opened + 24.0  # the cooldown, jittered around 30 s
+
+
+# ----------------------------------------------------------------- F43
+
+
+@pytest.mark.parametrize("status", [401, 402])
+async def test_f43_refused_key_or_credits_sets_the_account_aside_with_one_warning(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """A 401 or 402 on one account sets it aside for the run with one WARNING; every prompt
+    still succeeds on the others, and the refused account gets no second create."""
+    server = FakeApixo(clock)
+    answer = json_response({"code": status, "message": "no", "data": None}, status)
+    server.hook = lambda r: answer if r.kind == "submit" else None
+    a, _ = apixo(clock, server=server)
+    b, sb = apixo(clock, key="key-b")
+    with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+        async with nb.Router([a, b], owns_clients=True) as router:
+            results = [await drive(clock, router.generate(f"p{i}")) for i in range(5)]
+            stats = router.statistics()
+    assert all(isinstance(r, nb.ImageResult) for r in results)
+    assert server.count("submit") == 1
+    assert len(sb.tasks) == 5
+    warnings = [r for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(warnings) == 1
+    assert router.accounts[0] in warnings[0].getMessage()
+    assert stats.accounts[0].set_aside is not None
+
+
+async def test_f43_every_account_refused_raises_the_refusal(clock: FakeClock) -> None:
+    """When every account's key was refused, callers get the AuthenticationError at once."""
+    servers = [FakeApixo(clock), FakeApixo(clock)]
+    answer = json_response({"code": 401, "message": "no", "data": None}, 401)
+    for server in servers:
+        server.hook = lambda r: answer if r.kind == "submit" else None
+    a, _ = apixo(clock, server=servers[0])
+    b, _ = apixo(clock, key="key-b", server=servers[1])
+    async with nb.Router([a, b], owns_clients=True) as router:
+        first = await drive(clock, router.generate("p0"))
+        later = await drive(clock, router.generate("p1"))
+    assert isinstance(first, nb.AuthenticationError)
+    assert isinstance(later, nb.AuthenticationError)
+    assert [s.count("submit") for s in servers] == [1, 1]
+
+
+# ----------------------------------------------------------------- F44
+
+
+async def test_f44_hedge_after_p99_first_result_wins_both_tracked_share_held(
+    clock: FakeClock,
+) -> None:
+    """A task past its account's learned p99 gets one submit elsewhere; the first result wins,
+    the loser is tracked to its end and counted, and hedges stay within max_share."""
+    slow = {3: 100.0, 4: 100.0}
+    sa = FakeApixo(clock, latency=lambda i: slow.get(i, 5.0))
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test")
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.25)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):  # the account learns the model's latency (about 5 s)
+            await drive(clock, router.generate(f"learn {i}"))
+        assert sb.count("submit") == 0
+        # Two slow tasks: a second hedge would exceed 25 % of the 5 submits, so one is made.
+        first = await router.submit(nb.ImageRequest(prompt="slow"))
+        second = await router.submit(nb.ImageRequest(prompt="slow too"))
+        started = clock.now()
+        result = await drive(clock, first.result())
+        assert result.task_id == "t0"  # the hedge's id, on the second account
+        assert first.id == "t0"
+        assert clock.now() - started < 30.0
+        assert not second.done()
+        stats = router.statistics()
+        assert (stats.hedges, stats.hedges_won, stats.hedge_losers_ended) == (1, 1, 0)
+        assert [at.outcome for at in first.attempts] == ["accepted", "accepted (hedge)"]
+        # The unhedged one ends on its own account; the loser runs on (paid) to its end.
+        assert (await drive(clock, second.result())).task_id == "t4"
+        await clock.advance(5.0)
+        stats = router.statistics()
+    assert sb.count("submit") == 1
+    assert stats.hedge_losers_ended == 1
+    assert stats.hedges <= hedge.max_share * sum(s.accepted for s in stats.accounts)
+
+
+# ----------------------------------------------------------------- randomized
+
+
+class Flaky(FakeApixo):
+    """An apixo account whose creates fail at random (seeded): nothing sent, 429, 503 after
+    creating, reset after creating, or the key refused once; records each prompt it created."""
+
+    def __init__(self, clock: FakeClock, rng: random.Random) -> None:
+        super().__init__(clock, latency=lambda i: rng.uniform(2.0, 20.0))
+        self.rng = rng
+        self.prompts: list[str] = []
+        self.hook = self.fault
+
+    def fault(self, request: HttpRequest) -> Any:
+        if request.kind != "submit":
+            return None
+        roll = self.rng.random()
+        if roll < 0.15:
+            return nb.ConnectError("refused")
+        if roll < 0.25:
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "1"}
+            )
+        if roll < 0.30:
+            self.create(request)
+            return nb.TransportError("reset after the request was sent")
+        if roll < 0.33:
+            self.create(request)
+            return json_response({"code": 503, "message": "busy", "data": None}, 503)
+        if roll < 0.34:
+            return json_response({"code": 401, "message": "no", "data": None}, 401)
+        return None
+
+    def create(self, request: HttpRequest) -> HttpResponse:
+        body = request.json
+        assert isinstance(body, dict)
+        self.prompts.append(body["input"]["prompt"])
+        return super().create(request)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_faults_never_create_a_prompt_on_two_accounts(
+    clock: FakeClock, seed: int
+) -> None:
+    """Seeded random refusals, resets and refused keys on three accounts: every prompt ends
+    (a result or a typed error), is created at most once over all accounts, and each unknown
+    outcome names the account that holds it."""
+    rng = random.Random(seed)
+    servers = [Flaky(clock, rng) for _ in range(3)]
+    limits = nb.Limits(concurrent_tasks=5)
+    clients = [
+        apixo(clock, key=f"key-{i}", server=server, limits=limits)[0]
+        for i, server in enumerate(servers)
+    ]
+    strategy = ("soonest", "priority", "weighted")[seed % 3]
+    async with nb.Router(clients, strategy=strategy, owns_clients=True) as router:  # type: ignore[arg-type]
+        jobs = [asyncio.ensure_future(router.generate(f"p{i}")) for i in range(60)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), limit=7200)
+    outcomes = [j.exception() or j.result() for j in jobs]
+    created = [p for server in servers for p in server.prompts]
+    assert len(created) == len(set(created))
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, nb.SubmitOutcomeUnknownError):
+            holder = outcome.attempts[-1].account
+            assert holder in str(outcome)
+            assert f"p{i}" in servers[router.accounts.index(holder)].prompts
+        elif isinstance(outcome, nb.ImageResult):
+            assert f"p{i}" in created
+            assert outcome.attempts[-1].outcome == "accepted"
+        else:
+            assert isinstance(outcome, nb.NanoBananaError)
+            assert f"p{i}" not in created
+    assert sum(isinstance(o, nb.ImageResult) for o in outcomes) >= 30
+
+
+async def test_f44_a_hedge_waiting_for_a_slot_never_delays_the_result(clock: FakeClock) -> None:
+    """The hedge's account has no free slot: the hedge waits there, and the first task's result
+    still reaches the caller the moment it is seen; the router's close stops the wait."""
+    sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(
+        clock, key="key-b", base_url="https://b.test", limits=nb.Limits(concurrent_tasks=1)
+    )
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with a, b:
+        blocker = await b.submit(nb.ImageRequest(prompt="[[stuck]] holds b's only slot"))
+        async with nb.Router([a, b], strategy="priority", hedge=hedge) as router:
+            for i in range(3):
+                await drive(clock, router.generate(f"learn {i}"))
+            task = await router.submit(nb.ImageRequest(prompt="slow"))
+            started = clock.now()
+            result = await drive(clock, task.result())
+            assert result.task_id == "t3"
+            assert clock.now() - started < 31.0
+            assert router.statistics().hedges == 0
+        assert sb.count("submit") == 1
+        assert not blocker.done()
