@@ -36,6 +36,8 @@ VALUES: dict[str, object] = {
     "path": "out/cat.png",
     "request": nb.ImageRequest(prompt="a cat"),
     "task": None,  # a live Task does not cross processes: StorageError drops it when pickled
+    "request_id": "req-7f3a",
+    "body": b'{"code": 503, "message": "down"}',
 }
 
 
