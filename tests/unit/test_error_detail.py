@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 
@@ -10,7 +11,8 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async.providers import DRIVERS
-from nanobanana_async.testing import HttpResponse
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, json_response
+from tests.chaos.test_fault_matrix import scripted
 
 
 def _answer(status: int, body: object) -> HttpResponse:
@@ -189,3 +191,31 @@ def test_only_a_printable_bounded_request_id_is_kept(value: object, expected: st
     """A hostile or odd id never puts a line break or an unbounded text into a message."""
     body = json.dumps({"code": 429, "message": "slow down", "request_id": value}).encode()
     assert HttpResponse(status=429, body=body).request_id() == expected
+
+
+async def test_an_account_wide_refusal_keeps_the_request_id_on_every_task(
+    clock: FakeClock,
+) -> None:
+    """A 401 on a status check fails every task of the account at once; each task's error
+    names its own task and the request id of the answer that refused."""
+
+    def server(request: HttpRequest) -> HttpResponse:
+        if request.kind == "submit":
+            n = len(created)
+            created.append(f"t{n}")
+            return json_response({"code": 200, "message": "success", "data": {"taskId": f"t{n}"}})
+        body = b'{"code": 401, "message": "key revoked"}'
+        return HttpResponse(status=401, headers={"x-request-id": "rq-401"}, body=body)
+
+    created: list[str] = []
+    client, _ = scripted(clock, server)
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(p)) for p in ("a cat", "a dog")]
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    errors = [j.exception() for j in jobs]
+    refused = [e for e in errors if isinstance(e, nb.AuthenticationError)]
+    assert len(refused) == 2
+    assert sorted((e.task_id, e.request_id) for e in refused) == [
+        ("t0", "rq-401"),
+        ("t1", "rq-401"),
+    ]
