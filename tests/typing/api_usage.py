@@ -34,6 +34,11 @@ async def main(prompts: list[str]) -> None:
                 print(exc.task_id, exc.provider, exc.model)
             except nb.SubmitOutcomeUnknownError as exc:
                 print(exc.request)
+            except nb.APIError as exc:
+                request_id: str | None = exc.request_id
+                status: int = exc.status
+                body: str = exc.body
+                print(request_id, status, body)
         ratio: nb.AspectRatio = "21:9"
         model: nb.ModelName = "nano-banana-pro"
         native = nb.ImageRequest(prompt="x", model="google/nano-banana-2-lite", aspect_ratio=ratio)
