@@ -10,7 +10,7 @@ NanoBananaError
 │  ├─ ConnectError                     nothing was sent; safe to retry
 │  ├─ RequestTimeoutError(TimeoutError)
 │  └─ SubmitOutcomeUnknownError        submit may have been accepted; never auto-retried
-├─ APIError                            .provider .status .code .message .retryable
+├─ APIError                            .provider .status .code .message .retryable .request_id .body
 │  ├─ AuthenticationError   ├─ InsufficientCreditsError   ├─ RateLimitError(.retry_after)
 │  ├─ ProviderUnavailableError (5xx, maintenance)          └─ BadResponseError (malformed payload)
 │  │  └─ ProviderRefusedError  a create refused before acceptance: nothing was created
@@ -133,6 +133,12 @@ class APIError(NanoBananaError):
         message: the provider's message, cut to 512 bytes.
         retryable: whether the same call may succeed later.
         task_id: the task the call was about, when it was about one.
+        request_id: the provider's id for the request (a body field ``request_id`` /
+            ``requestId`` / ``trace_id`` / ``traceId``, else an ``x-request-id`` /
+            ``request-id`` / ``x-trace-id`` header), for its support; None when the answer
+            had none.
+        body: the start of the answer's body, at most 512 bytes, the API key masked; "" when
+            there was no answer body.
     """
 
     retryable_default: bool = False
@@ -148,6 +154,8 @@ class APIError(NanoBananaError):
         code: str | int | None = None,
         retryable: bool | None = None,
         task_id: str | None = None,
+        request_id: str | None = None,
+        body: bytes | str | None = None,
     ) -> None:
         self.provider = provider
         self.status = status
@@ -155,6 +163,8 @@ class APIError(NanoBananaError):
         self.message = snippet(message)
         self.retryable = self.retryable_default if retryable is None else retryable
         self.task_id = task_id
+        self.request_id = request_id
+        self.body = snippet(body)
         if status == 200 and code not in (None, 200, "200"):
             # An HTTP 200 carrying an error code is the provider's refusal, not a success.
             parts = [f"{provider} {self.refusal} (code {code})"]
@@ -162,13 +172,15 @@ class APIError(NanoBananaError):
             parts = [f"{provider}: HTTP {status}"]
             if code is not None:
                 parts.append(f"code {code}")
+        if request_id is not None:
+            parts.append(f"request {request_id}")
         if task_id is not None:
             parts.append(f"task {task_id}")
         # Not super(): for RequestRejectedError the next class is InvalidRequestError, whose
         # constructor takes a list of problems, not the message.
-        NanoBananaError.__init__(
-            self, ", ".join(parts) + (f": {self.message}" if self.message else "")
-        )
+        # The provider's words; the raw body only when it gave none (a bare 502 page).
+        text = self.message or self.body
+        NanoBananaError.__init__(self, ", ".join(parts) + (f": {text}" if text else ""))
 
 
 class RequestRejectedError(APIError, InvalidRequestError):
@@ -187,6 +199,8 @@ class RequestRejectedError(APIError, InvalidRequestError):
         code: str | int | None = None,
         retryable: bool | None = None,
         task_id: str | None = None,
+        request_id: str | None = None,
+        body: bytes | str | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -195,6 +209,8 @@ class RequestRejectedError(APIError, InvalidRequestError):
             code=code,
             retryable=retryable,
             task_id=task_id,
+            request_id=request_id,
+            body=body,
         )
         self.errors = (f"{provider}: {self.message or 'refused'} @ $",)
 
@@ -230,8 +246,18 @@ class RateLimitError(APIError):
         code: str | int | None = None,
         retry_after: float | None = None,
         task_id: str | None = None,
+        request_id: str | None = None,
+        body: bytes | str | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, status=status, code=code, task_id=task_id)
+        super().__init__(
+            message,
+            provider=provider,
+            status=status,
+            code=code,
+            task_id=task_id,
+            request_id=request_id,
+            body=body,
+        )
         self.retry_after = retry_after
 
 

@@ -16,6 +16,14 @@ JSONValue = object
 
 _DECODER: Final = json.JSONDecoder()
 
+# Where an answer may name the provider's id for the request. No provider documents one
+# (PROTOCOLS.md), so these are the names in common use; body fields first: a header may be a
+# proxy's or a load balancer's own id, the body is the provider's.
+REQUEST_ID_FIELDS: Final = ("request_id", "requestId", "trace_id", "traceId")
+REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-trace-id")
+# Real ids are UUIDs or short hex traces; anything longer is cut, so a message stays short.
+_REQUEST_ID_LIMIT: Final = 128
+
 
 def loads(data: bytes | str) -> object:
     """``json.loads``, faster for what providers send: compact UTF-8 JSON (RFC 8259).
@@ -82,12 +90,43 @@ class HttpResponse:
         except (ValueError, UnicodeDecodeError, RecursionError):
             # RecursionError: nesting deeper than the decoder's stack (untrusted input, F32).
             raise BadResponseError(
-                f"body is not JSON: {snippet(self.body)}", provider=provider, status=self.status
+                f"body is not JSON: {snippet(self.body)}",
+                provider=provider,
+                status=self.status,
+                request_id=self.request_id(),
+                body=self.body,
             ) from None
         if not isinstance(value, dict):
             raise BadResponseError(
                 f"body is not a JSON object: {snippet(self.body)}",
                 provider=provider,
                 status=self.status,
+                request_id=self.request_id(),
+                body=self.body,
             )
         return value
+
+    def request_id(self) -> str | None:
+        """The provider's id for this request, for its support: a top-level body field
+        (``REQUEST_ID_FIELDS``), else a header (``REQUEST_ID_HEADERS``); None when neither
+        holds a usable one.
+
+        Only printable text is taken (a header could otherwise start a forged log line), cut
+        to 128 characters. Read on error paths only: it decodes the body again.
+        """
+        try:
+            body = loads(self.body) if self.body[:1] == b"{" else None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = None
+        candidates: list[object] = []
+        if isinstance(body, dict):
+            candidates += [body.get(name) for name in REQUEST_ID_FIELDS]
+        candidates += [self.headers.get(name) for name in REQUEST_ID_HEADERS]
+        for value in candidates:
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if isinstance(value, str):
+                value = value.strip()
+                if value and value.isprintable():
+                    return value[:_REQUEST_ID_LIMIT]
+        return None

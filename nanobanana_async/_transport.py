@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import aiohttp
 import attrs
 
 from ._errors import ConnectError, NanoBananaError, RequestTimeoutError, TransportError
-from ._http import HttpRequest, HttpResponse
+from ._http import REQUEST_ID_HEADERS, HttpRequest, HttpResponse
 from ._redact import Secret, in_exception, masked_copy
 from .providers._base import AuthScheme
 
@@ -136,6 +136,8 @@ class AiohttpTransport:
                     # Some providers quote a rejected key back in their error message.
                     body = self._key.redact_bytes(body)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
+                if self._key is not None:
+                    headers = _mask_shown_headers(self._key, headers) or headers
                 status = resp.status
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             error: TransportError = ConnectError(self._describe("could not connect", exc))
@@ -165,6 +167,18 @@ class AiohttpTransport:
             self._session = None
 
 
+def _mask_shown_headers(key: Secret, headers: Mapping[str, str]) -> dict[str, str] | None:
+    """``headers`` with ``key`` masked in those an error shows (the request id ones), or None
+    when none of them holds it. The others are read (Retry-After), never shown."""
+    masked: dict[str, str] | None = None
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value is not None and key.appears_in(value):
+            masked = dict(headers) if masked is None else masked
+            masked[name] = key.redact_token(value)
+    return masked
+
+
 def endpoint(transport: Transport, configured: str) -> str:
     """Where ``transport`` sends: its own base URL when it tells one (the ``local``
     simulator's port is known only once it started), else ``configured``."""
@@ -188,15 +202,15 @@ class KeyGuard:
     provider may quote a rejected key back ("invalid key sk-…"), and an HTTP library's
     exception may carry the request headers.
 
-    Answers: the key is replaced by ``***`` in the body (headers are read only for
-    Retry-After, never shown). Errors: a network failure (``OSError``, ``TimeoutError``,
-    aiohttp's ``ClientError``) becomes this library's, as the built-in transport maps
-    aiohttp's: ``ConnectError`` when no connection was made (nothing sent),
-    ``RequestTimeoutError``, else ``TransportError`` (the request may have been sent). Any
-    other exception (a bug in the transport) is raised as it is, so it fails fast. One that
-    quotes the key is replaced by a masked copy of the same type with nothing chained, or,
-    when the key cannot be masked out of it, by its masked text alone (a ``TransportError``
-    for this library's errors, a ``RuntimeError`` for others).
+    Answers: the key is replaced by ``***`` in the body and in the request-id headers an error
+    shows (the others are read only for Retry-After, never shown). Errors: a network failure
+    (``OSError``, ``TimeoutError``, aiohttp's ``ClientError``) becomes this library's, as the
+    built-in transport maps aiohttp's: ``ConnectError`` when no connection was made (nothing
+    sent), ``RequestTimeoutError``, else ``TransportError`` (the request may have been sent).
+    Any other exception (a bug in the transport) is raised as it is, so it fails fast. One that
+    quotes the key is replaced by a masked copy of the same type with nothing chained, or, when
+    the key cannot be masked out of it, by its masked text alone (a ``TransportError`` for this
+    library's errors, a ``RuntimeError`` for others).
     """
 
     __slots__ = ("_inner", "_key")
@@ -237,6 +251,9 @@ class KeyGuard:
             masked = self._key.redact_bytes(body)  # the body itself when the key is not in it
             if masked is not body:
                 response = attrs.evolve(response, body=masked)
+            headers = _mask_shown_headers(self._key, response.headers)
+            if headers is not None:
+                response = attrs.evolve(response, headers=headers)
             return response
         # Raised outside the except block, so not even __context__ holds an exception that
         # quotes the key.

@@ -185,5 +185,7 @@ class Checker:
                 status=exc.status,
                 code=exc.code,
                 task_id=ref.task_id,
+                request_id=exc.request_id,
+                body=exc.body,
             )
             self._resolve(entry, error=error)

@@ -57,6 +57,7 @@ def error_for(
     with HTTP 200.
     """
     effective = code if code is not None and code != 200 else status
+    request_id, body = (None, None) if response is None else context(response)
     cls: type[APIError] = APIError
     if effective in (401, 403):
         cls = AuthenticationError
@@ -75,10 +76,26 @@ def error_for(
             code=code,
             retry_after=retry_after,
             task_id=task_id,
+            request_id=request_id,
+            body=body,
         )
     elif effective == 455 or effective >= 500:
         cls = ProviderUnavailableError
-    return cls(message, provider=provider, status=status, code=code, task_id=task_id)
+    return cls(
+        message,
+        provider=provider,
+        status=status,
+        code=code,
+        task_id=task_id,
+        request_id=request_id,
+        body=body,
+    )
+
+
+def context(response: HttpResponse) -> tuple[str | None, bytes]:
+    """What an error keeps of the answer it was read from: the provider's request id and the
+    body (already masked by the transport; the error cuts it to 512 bytes)."""
+    return response.request_id(), response.body
 
 
 def _strict_str(value: object, _: object) -> str:
@@ -226,10 +243,13 @@ def structure(data: object, cls: type[T], *, provider: str, response: HttpRespon
 
 
 def _bad_shape(name: str, provider: str, response: HttpResponse) -> BadResponseError:
+    request_id, body = context(response)
     return BadResponseError(
         f"unexpected {name.lstrip('_')} shape: {snippet(response.body)}",
         provider=provider,
         status=response.status,
+        request_id=request_id,
+        body=body,
     )
 
 
@@ -353,19 +373,25 @@ def balance_number(value: object, provider: str, response: HttpResponse) -> floa
     try:
         return _strict_float(value, None)
     except TypeError:
+        request_id, body = context(response)
         raise BadResponseError(
             f"expected a number as the balance: {snippet(response.body)}",
             provider=provider,
             status=response.status,
+            request_id=request_id,
+            body=body,
         ) from None
 
 
 def require_mapping(value: object, provider: str, response: HttpResponse) -> Mapping[str, object]:
     """``value`` as a JSON object, or BadResponseError."""
     if not isinstance(value, Mapping):
+        request_id, body = context(response)
         raise BadResponseError(
             f"expected an object in the answer: {snippet(response.body)}",
             provider=provider,
             status=response.status,
+            request_id=request_id,
+            body=body,
         )
     return value

@@ -212,6 +212,8 @@ class ApixoDriver:
                     f"resultJson is not JSON: {snippet(status.resultJson)}",
                     provider=self.name,
                     status=response.status,
+                    request_id=response.request_id(),
+                    body=response.body,
                 ) from None
             urls = tuple(
                 structure(decoded, _ResultJson, provider=self.name, response=response).resultUrls

@@ -215,6 +215,8 @@ class CrunDriver:
                 status=exc.status,
                 code=code,
                 retryable=_CREATE_REFUSALS[code],
+                request_id=exc.request_id,
+                body=exc.body,
             ) from None
         created = structure(data, _Created, provider=self.name, response=response)
         return TaskRef(self.name, created.task_id, _MODELS[request.model].wire_id)

@@ -45,6 +45,11 @@ async def main(prompts: list[str]) -> None:
             except nb.WrongAccountError as exc:
                 held: tuple[str, str, str | None] = (exc.provider, exc.account, exc.task_id)
                 print(held, exc.key)
+            except nb.APIError as exc:
+                request_id: str | None = exc.request_id
+                status: int = exc.status
+                body: str = exc.body
+                print(request_id, status, body)
         ratio: nb.AspectRatio = "21:9"
         model: nb.ModelName = "nano-banana-pro"
         native = nb.ImageRequest(prompt="x", model="google/nano-banana-2-lite", aspect_ratio=ratio)

@@ -38,6 +38,8 @@ VALUES: dict[str, object] = {
     "key": "line-1-abc",
     "account": "0a1b2c3d",
     "task": None,  # a live Task does not cross processes: StorageError drops it when pickled
+    "request_id": "req-7f3a",
+    "body": b'{"code": 503, "message": "down"}',
 }
 
 

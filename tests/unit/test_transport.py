@@ -132,6 +132,25 @@ async def test_a_key_echoed_in_the_body_is_masked(server: Server) -> None:
     assert response.body == b'{"message": "bad key Bearer ***"}'
 
 
+async def test_a_key_echoed_in_a_request_id_header_is_masked(server: Server) -> None:
+    """The request-id headers an error shows have the key replaced by *** (any spelling of the
+    header name); other headers are left as sent."""
+
+    async def echo(request: web.Request) -> web.Response:
+        key = request.headers["Authorization"].removeprefix("Bearer ")
+        headers = {"X-Request-ID": key, "X-Trace-Id": "t-1", "X-Other": "k"}
+        return web.json_response({"message": "no"}, status=401, headers=headers)
+
+    server.handler = echo
+    t = transport(server.url, key="sk-canary-123")
+    try:
+        response = await t.send(GET, timeout=5)
+    finally:
+        await t.aclose()
+    assert (response.headers["x-request-id"], response.headers["x-trace-id"]) == ("***", "t-1")
+    assert response.request_id() == "***"
+
+
 async def test_a_huge_body_is_cut_at_the_cap(server: Server) -> None:
     """The transport never holds more than MAX_BODY + 1 bytes of an answer."""
 

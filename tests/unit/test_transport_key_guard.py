@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import pickle
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -438,3 +439,38 @@ async def test_a_key_echoed_next_to_word_characters_or_base64_is_masked(
     assert_masked(info.value, canary, caplog, "invalid key")
     assert all(not _key_pieces_decoded(text) for text in texts(info.value))
     assert_no_file_holds(tmp_path, canary)
+
+
+@pytest.mark.parametrize("header", ["x-request-id", "request-id", "x-trace-id"])
+async def test_a_key_quoted_as_the_request_id_or_in_the_body_never_reaches_the_error(
+    header: str, canary: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider that quotes the key in its body, in a request-id field and in a request-id
+    header: ``.body``, ``.request_id``, ``str``/``repr`` of the whole chain and a pickled copy
+    show ``***`` where the key was, the rest of the provider's words intact."""
+
+    def rejecting(request: HttpRequest) -> HttpResponse:
+        body = {"code": 401, "message": f"invalid key {canary}", "trace_id": canary}
+        response = json_response(body, 401)
+        return HttpResponse(status=401, headers={header: f"Bearer {canary}"}, body=response.body)
+
+    with caplog.at_level(logging.DEBUG):
+        async with client(OwnTransport(rejecting), canary, clock) as c:
+            with pytest.raises(nb.AuthenticationError) as info:
+                await c.balance()
+    error = info.value
+    assert error.request_id == "***"  # the body field, masked
+    assert "invalid key ***" in error.body
+    assert_masked(error, canary, caplog, "request ***")
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+    assert [v for v in vars(copy).values() if canary in str(v)] == []
+
+    def header_only(request: HttpRequest) -> HttpResponse:
+        body = b'{"code": 401, "message": "invalid key"}'
+        return HttpResponse(status=401, headers={header: f"Bearer {canary}"}, body=body)
+
+    async with client(OwnTransport(header_only), canary, clock) as c:
+        with pytest.raises(nb.AuthenticationError) as info:
+            await c.balance()
+    assert info.value.request_id == "Bearer ***"
+    assert_masked(info.value, canary, caplog, "request Bearer ***")
