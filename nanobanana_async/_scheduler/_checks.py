@@ -165,7 +165,9 @@ class Checker:
         now = self._clock.now()
         conn.account.rate_limited += 1
         wait = retry_after
-        if wait is None or wait > _LATE_DELAY_CAP:
+        # Retry-After 0 (or none) would pause nothing: the next check would meet the same full
+        # window at once. Back off instead, at least a second: one bounded pause per episode.
+        if wait is None or wait <= 0 or wait > _LATE_DELAY_CAP:
             entry.failures += 1
             wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
         # A 429 cools down the whole account, not just this task.

@@ -83,7 +83,15 @@ class JournalHooks:
             )
         if known.state not in ("succeeded", "failed"):
             lease = self._leases.pop(known.key, None)
-            task = submitter.resume(known.task_id, known.model, request=known.request, lease=lease)
+            # Its age is the journal's: counted from when the row was last written (the
+            # acceptance), never from this resume.
+            task = submitter.resume(
+                known.task_id,
+                known.model,
+                request=known.request,
+                lease=lease,
+                submitted_wall=known.updated_at or None,
+            )
             self.record_end(task, known.key)
             return task
         ref = TaskRef(submitter.conn.driver.name, known.task_id, known.model)

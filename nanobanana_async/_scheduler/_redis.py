@@ -128,6 +128,12 @@ class RedisSlots(Slots):
         for lease in self._out.values():
             self._queue("take", lease.id, DEFAULT_HORIZON)
 
+    def keep(self, lease: Lease) -> None:
+        if lease.held and lease.sent and lease.until is not None:
+            # Its horizon was written to Redis: the lease lives as long as a tracked one again.
+            self._queue("take", lease.id, DEFAULT_HORIZON)
+        super().keep(lease)
+
     def hold_until(self, lease: Lease, horizon: float) -> None:
         if lease.held and lease.sent:
             self._queue("hold", lease.id, self._store.server_time(horizon))
@@ -259,8 +265,8 @@ class RedisLedger(Ledger):
         key, px = self.store.key("pause"), max(1, math.ceil(seconds * 1000))
         self._spawn(lambda: self.store.redis.set(key, repr(until), px=px))
 
-    def _set_effective(self, limits: Limits) -> None:
-        super()._set_effective(limits)
+    def _set_effective(self, limits: Limits, *, level: int | None = None) -> None:
+        super()._set_effective(limits, level=level)
         key = self.store.key("limits")
         mapping: dict[
             bytes | bytearray | memoryview[int] | str | int | float, str | int | float
