@@ -19,6 +19,8 @@ from nanobanana_async.testing import (
     ScriptedTransport,
     json_response,
 )
+from nanobanana_async._journal import Journal
+from tests.chaos.test_fault_matrix_ledger import _create as create_request
 from tests.chaos.test_fault_matrix_ledger import client_for
 from tests.fakeapi import FakeApixo, LimitedApixo
 
@@ -141,7 +143,7 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
     accepted: Counter[str] = Counter()
     path = tmp_path / "journal.db"
     limits = nb.Limits(requests=600, per=10, concurrent_tasks=5)
-    killed: list[nb.Client] = []
+    killed: list[tuple[nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
     for cycle in range(cycles + 1):
         clock = FakeClock(clock.now())  # a new process: its own scheduler and ledger
         server.clock = clock
@@ -163,7 +165,7 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
             until = clock.now() + rng.uniform(3.0, 25.0)
             await clock.run_until(lambda: clock.now() >= until, step=0.25)  # noqa: B023
             door.kill()  # kill -9: the journal keeps what it had written
-            killed.append(client)
+            killed.append((client, jobs))
             continue
         await clock.run_until(lambda: all(j.done() for j in jobs), step=0.25)
         outcomes = [j.exception() or j.result() for j in jobs]
@@ -175,8 +177,9 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
         isinstance(o, nb.ImageResult | nb.SubmitOutcomeUnknownError)
         for o in outcomes  # an intent with no task id is reported, never sent again
     )
-    for dead in killed:
+    for dead, orphans in killed:
         await dead.aclose()
+        await asyncio.gather(*orphans, return_exceptions=True)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -185,3 +188,49 @@ async def test_f48_kill_and_rerun_cycles_keep_the_cap(tmp_path: Path, seed: int)
     slots while tracked and age from the journal, so 0 × 429, never over the cap, and no
     prompt paid twice."""
     await rerun_cycles(tmp_path, seed=seed, cycles=8, prompts=12)
+
+
+async def test_f48_a_reattached_task_keeps_its_slot_when_the_model_is_learned(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48: a rerun re-attaches a long task (its slot first held to the default horizon); when
+    three short tasks then teach the model a p99.9 already past for it, its slot stays held
+    while it is tracked, so no create goes over the cap; its age is the journal's."""
+    latencies = {0: 60.0}
+    server = LimitedApixo(
+        clock, requests=1000, per=10, cap=2, latency=lambda i: latencies.get(i, 2.0)
+    )
+    wall = [1_700_000_000.0]
+    path = tmp_path / "journal.db"
+    killed = Journal(path, wall_clock=lambda: wall[0])
+    request = nb.ImageRequest(prompt="a long task, accepted before the kill")
+    await killed.record_intent("a", "apixo", request)
+    server.create(create_request("a"))
+    await killed.record_submitted("a", "t0", "nano-banana-2")
+    await killed.aclose()
+    accepted_at = wall[0]
+    await clock.advance(5.0)
+    wall[0] += 5.0
+    rerun_clock = FakeClock(clock.now())  # a new process: its own scheduler and ledger
+    server.clock = rerun_clock
+    rerun = client_for(
+        rerun_clock,
+        server,
+        journal=path,
+        wall_clock=lambda: wall[0] + rerun_clock.now() - clock.now(),
+        limits=nb.Limits(concurrent_tasks=2),
+    )
+    async with rerun:
+        again = await rerun.submit(request, key="a")
+        for i in range(3):  # one slot left: three short tasks in turn teach the model
+            job = asyncio.ensure_future(rerun.generate(f"short {i}"))
+            await rerun_clock.run_until(job.done, step=0.5)
+            assert isinstance(job.result(), nb.ImageResult)
+        pair = [asyncio.ensure_future(rerun.generate(f"then {i}")) for i in range(2)]
+        await rerun_clock.run_until(lambda: all(j.done() for j in pair), step=0.5)
+        assert all(isinstance(j.result(), nb.ImageResult) for j in pair)
+        await rerun_clock.run_until(again.done, step=0.5)
+        result = await again
+    assert server.rate_limited == 0
+    assert server.max_running == 2
+    assert result.submitted_at.timestamp() == pytest.approx(accepted_at, abs=0.5)
