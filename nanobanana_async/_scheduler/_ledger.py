@@ -44,7 +44,7 @@ from ._slots import Lease, Slots
 
 _log = logging.getLogger("nanobanana_async")
 
-__all__ = ("DEFAULT_HORIZON", "Lease", "Ledger", "Slots")
+__all__ = ("DEFAULT_HORIZON", "QUIET_PERIODS", "Lease", "Ledger", "Slots")
 
 DEFAULT_HORIZON: Final = 300.0
 """Seconds a slot of unknown fate is held before any latency is learned (5 minutes)."""
@@ -52,7 +52,8 @@ DEFAULT_HORIZON: Final = 300.0
 _CONCURRENCY_SHARE: Final = 0.9  # below this share of the window, a create's 429 is the cap
 _RATE_MARGIN: Final = 0.95  # of what the account showed, after a window 429
 _BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
-_QUIET_PERIODS: Final = 3  # windows without a 429 before the limits start to climb back
+QUIET_PERIODS: Final = 3
+"""Windows without a 429 before learned limits start to climb back (and a shared cut expires)."""
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
 
 
@@ -236,7 +237,7 @@ class Ledger:
         now = self._clock.now()
         if self.effective == self.configured:
             return
-        quiet = _QUIET_PERIODS * self.effective.per
+        quiet = QUIET_PERIODS * self.effective.per
         since = max(self._last_429, self._recovered_at)
         if now - since < quiet:
             return
@@ -254,7 +255,7 @@ class Ledger:
             attrs.evolve(self.effective, requests=requests, per=per, concurrent_tasks=cap)
         )
 
-    def _set_effective(self, limits: Limits, *, level: int | None = None) -> None:
+    def _set_effective(self, limits: Limits, *, level: int | None = None, note: str = "") -> None:
         old, self.effective = self.effective, limits
         interval, burst = pacing(limits)
         self.gcra.retune(interval, burst)
@@ -268,7 +269,7 @@ class Ledger:
         _log.log(
             level,
             "account limits %s to %d requests per %.1f s and %d tasks at once "
-            "(configured: %d per %.1f s, %d tasks)",
+            "(configured: %d per %.1f s, %d tasks)%s",
             "lowered" if lowered else "raised",
             limits.requests,
             limits.per,
@@ -276,6 +277,7 @@ class Ledger:
             self.configured.requests,
             self.configured.per,
             self.configured.concurrent_tasks,
+            f"; {note}" if note else "",
         )
 
     def _trim(self, horizon: float) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async._journal import Journal
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -19,7 +20,6 @@ from nanobanana_async.testing import (
     ScriptedTransport,
     json_response,
 )
-from nanobanana_async._journal import Journal
 from tests.chaos.test_fault_matrix_ledger import _create as create_request
 from tests.chaos.test_fault_matrix_ledger import client_for
 from tests.fakeapi import FakeApixo, LimitedApixo
@@ -167,7 +167,7 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
             door.kill()  # kill -9: the journal keeps what it had written
             killed.append((client, jobs))
             continue
-        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.25)
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.25)  # noqa: B023
         outcomes = [j.exception() or j.result() for j in jobs]
         await client.aclose()
     assert server.rate_limited == 0
