@@ -29,9 +29,7 @@ TOLD = nb.Limits(requests=600, per=10.0, concurrent_tasks=50)
 
 async def run(prompts: int, *, told: bool, coordinator: str | None, seed: int) -> dict[str, Any]:
     """One client's run of ``prompts`` against a fresh simulator; its summary row."""
-    sim = Simulator(
-        "apixo", latency=Latency(median=1.0, sigma=0.3), limits=ACCOUNT, seed=seed
-    )
+    sim = Simulator("apixo", latency=Latency(median=1.0, sigma=0.3), limits=ACCOUNT, seed=seed)
     async with sim:
         options: dict[str, Any] = {"limits": TOLD} if told else {}
         if coordinator is not None:
@@ -51,6 +49,7 @@ async def run(prompts: int, *, told: bool, coordinator: str | None, seed: int) -
         "limits": "told" if told else "default",
         "succeeded": ok,
         "wall_s": round(wall, 2),
+        "requests_per_task": round(sim.stats.total_requests / max(ok, 1), 2),
         "server_429s": sim.stats.rate_limited,
         "max_window": sim.stats.max_window,
         "max_running": sim.stats.max_concurrent,
@@ -98,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     columns = list(rows[0])
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))  # noqa: T201
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
-        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))  # noqa: T201
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
     for ledger in ("memory", "redis"):
         pair = {r["limits"]: r for r in rows if r["ledger"] == ledger}
         if len(pair) == 2:
             ratio = pair["told"]["wall_s"] / pair["default"]["wall_s"]
-            print(f"{ledger}: default limits reach {ratio:.2f} of the told client's pace")  # noqa: T201
+            print(f"{ledger}: default limits reach {ratio:.2f} of the told client's pace")
     return 0
 
 

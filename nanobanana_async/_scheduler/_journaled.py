@@ -53,14 +53,18 @@ class JournalHooks:
         """
         scheduler, conn = submitter.scheduler, submitter.conn
         now, wall = submitter.clock.now(), conn.wall_clock()
+        slots = conn.account.ledger.slots
         for entry in await self.journal.entries():
             if entry.state not in ("intent", "submitted", "unknown"):
+                # Ended as the journal says: a lease a killed run left for it (its release
+                # not yet written to a shared ledger) would hold a slot for nothing.
+                slots.drop(self.lease_id(entry.key))
                 continue
             model = conn.group(entry.model or entry.request.model)
             submitted = now - max(0.0, wall - entry.updated_at)
             if scheduler.horizon(conn, model, submitted) <= now:
                 continue
-            lease = conn.account.ledger.slots.take(conn, self.lease_id(entry.key))
+            lease = slots.take(conn, self.lease_id(entry.key))
             scheduler.hold_to_horizon(conn, lease, model, submitted)
             if entry.state == "submitted":
                 self._leases[entry.key] = lease

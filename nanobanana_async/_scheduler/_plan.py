@@ -109,7 +109,7 @@ class Planner(Generic[P]):
         model = self.model(group, first_poll, poll_interval)
         entry.late = late
         # Callbacks teach the model without probing; only polled tasks probe.
-        if not late and not resumed and not model.learned and model.probes < PROBES:
+        if not late and not model.learned and model.probes < PROBES:
             model.probes += 1
             entry.probe = True
         first = model.first_check(late=late, probe=entry.probe, pressure=pressure)

@@ -131,6 +131,10 @@ class RedisSlots(Slots):
         for lease in self._out.values():
             self._queue("take", lease.id, DEFAULT_HORIZON)
 
+    def drop(self, lease_id: str) -> None:
+        if lease_id not in self._out:
+            self._queue("release", lease_id, 0.0)
+
     def keep(self, lease: Lease) -> None:
         if lease.held and lease.sent and lease.until is not None:
             # Its horizon was written to Redis: the lease lives as long as a tracked one again.
@@ -159,17 +163,26 @@ class RedisSlots(Slots):
                 _log.warning("the coordinator (Redis) is unreachable: leases expire by themselves")
 
     async def _apply(self, ops: list[tuple[str, str, float]]) -> None:
+        # In the order they were queued: a rerun takes a lease back, then holds it to its
+        # horizon; the other way round the hold would be lost under a fresh default expiry.
         key = self._store.key("slots")
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            for op, lease_id, value in ops:
-                if op == "release":
-                    pipe.zrem(key, lease_id)
-                elif op == "hold":
-                    pipe.zadd(key, {lease_id: value}, xx=True)
-            await pipe.execute()
-        for op, lease_id, value in ops:
-            if op == "take":
+        start = 0
+        while start < len(ops):
+            end = start
+            while end < len(ops) and ops[end][0] != "take":
+                end += 1
+            if end > start:
+                async with self._store.redis.pipeline(transaction=False) as pipe:
+                    for op, lease_id, value in ops[start:end]:
+                        if op == "release":
+                            pipe.zrem(key, lease_id)
+                        else:
+                            pipe.zadd(key, {lease_id: value}, xx=True)
+                    await pipe.execute()
+            if end < len(ops):
+                _, lease_id, value = ops[end]
                 await self._store.admit(lease_id, self.cap, value, force=True)
+            start = end + 1
 
     async def aclose(self) -> None:
         if self._flusher is not None and not self._flusher.done():

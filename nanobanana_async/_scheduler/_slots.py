@@ -174,6 +174,11 @@ class Slots:
         no longer frees it; it is freed when the task is seen ending, or held again."""
         lease.until = None
 
+    def drop(self, lease_id: str) -> None:
+        """A lease of ``lease_id`` left by an earlier process (killed before it could release
+        it) belongs to a task that ended: it holds no slot. In memory nothing outlives the
+        process, so there is nothing to drop."""
+
     def take(self, owner: object, lease_id: str | None = None) -> Lease:
         """A sent slot now, even over the cap: for a task that already runs on the provider (a
         resumed or re-attached one), which uses a slot whether or not one is free."""

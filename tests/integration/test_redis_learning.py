@@ -4,14 +4,22 @@ ceiling, expire and recover for every process, and are learned from sends, not g
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._clock import DEFAULT_CLOCK
 from nanobanana_async._scheduler import _redis
+from nanobanana_async.testing import Latency, ServerLimits, Simulator
 from tests.redis_server import RedisServer
 
 PREFIX = "nanobanana:test-learning"
@@ -53,9 +61,7 @@ async def test_f50_a_higher_limits_entry_never_lifts_a_process_over_its_ceiling(
     await redis.pexpire(f"{PREFIX}:limits", 60_000)
     granted, _ = await ledger.store.grant(50, ledger.effective, "p:")
     assert granted == 19  # 20 less the 2 % safety margin, not 50
-    admitted = [
-        await ledger.store.admit(f"lease {i}", 2, 300.0, force=False) for i in range(3)
-    ]
+    admitted = [await ledger.store.admit(f"lease {i}", 2, 300.0, force=False) for i in range(3)]
     assert admitted == [True, True, False]
 
 
@@ -115,3 +121,65 @@ async def test_f50_a_429_is_learned_from_sends_not_grants(ledgers: Make) -> None
     assert ledger.store.window_count == 40
     ledger.rate_limited(retry_after=1.0, creating=False)
     assert ledger.effective.requests <= 40
+
+
+RERUN_WORKER = """
+import asyncio, json, sys
+import nanobanana_async as nb
+
+async def main(base_url, key, coordinator, journal, count):
+    async with nb.Client(
+        "apixo", api_key=key, base_url=base_url, coordinator=coordinator or None,
+        journal=journal, limits=nb.Limits(requests=200, per=1.0, concurrent_tasks=4),
+        retry=nb.RetryPolicy(base_delay=0.01, max_delay=0.05), timeouts=nb.Timeouts(task=6),
+    ) as client:
+        print("started", flush=True)
+        results = await asyncio.gather(
+            *(client.generate(f"prompt {i}") for i in range(count)), return_exceptions=True
+        )
+    print(json.dumps([type(r).__name__ for r in results]), flush=True)
+
+asyncio.run(main(*sys.argv[1:5], int(sys.argv[5])))
+"""
+
+
+@pytest.mark.parametrize("coordinated", [False, True], ids=["alone", "redis"])
+def test_f48_kill_9_and_rerun_from_the_journal(
+    redis_server: RedisServer, canary: str, tmp_path: Path, coordinated: bool
+) -> None:
+    """F48: a worker SIGKILLed mid-run three times and rerun from its journal, with and
+    without a coordinator: the provider sees no 429, never more tasks than the cap and no
+    prompt created twice; the last run ends every prompt (an intent without a task id is
+    reported as of unknown outcome, never sent again)."""
+    count = 10
+    journal = tmp_path / "journal.db"
+    rng = random.Random(48)
+    sim = Simulator(
+        "apixo",
+        api_key=canary,
+        latency=Latency(median=0.8, sigma=0.4),
+        limits=ServerLimits(requests=200, per=1.0, concurrent_tasks=4),
+    ).start_in_thread()
+    try:
+
+        def worker() -> subprocess.Popen[bytes]:
+            argv = [sys.executable, "-c", RERUN_WORKER, sim.base_url, sim.api_key]
+            argv += [redis_server.url if coordinated else "", str(journal), str(count)]
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        for _ in range(3):
+            proc = worker()
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"started"
+            time.sleep(rng.uniform(0.2, 1.2))
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        out, err = worker().communicate(timeout=60)
+        outcomes = json.loads(out.decode().strip().splitlines()[-1])
+        stats = sim.stats
+    finally:
+        sim.stop_thread()
+    assert set(outcomes) <= {"ImageResult", "SubmitOutcomeUnknownError"}, err.decode()[-2000:]
+    assert stats.rate_limited == 0
+    assert stats.max_concurrent <= 4
+    assert stats.duplicate_creates == 0
