@@ -125,6 +125,12 @@ class Checker:
         tracked.task._observe(status)
         now = self._clock.now()
         ref = tracked.ref
+        if entry.resumed and status.created is not None:
+            # The provider's own create time is the task's age, better than any record's.
+            wall = tracked.conn.wall_clock()
+            created = min(wall, status.created)
+            tracked.submitted_wall = created
+            self._plan.rebase(entry, now - (wall - created))
         end = ending(
             status,
             ref,

@@ -208,6 +208,13 @@ class Planner(Generic[P]):
         entry.phase = step(entry.phase, Event.ANSWER)
         self.schedule(entry, min(at, entry.deadline))
 
+    def rebase(self, entry: Entry[P], submitted: float) -> None:
+        """A resumed task's answer says when the provider created it (monotonic
+        ``submitted``): its age counts from then, not from a record or the resume."""
+        if entry.resumed:
+            entry.submitted = submitted
+            entry.last_running = min(entry.last_running, submitted)
+
     def record_running(self, entry: Entry[P], now: float, pressure: float = 1.0) -> None:
         """A check saw the task still running: plan the next check, at once if a callback
         came while it was in flight."""

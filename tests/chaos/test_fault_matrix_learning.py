@@ -4,6 +4,7 @@ and a 429 storm is one episode with one cut (fake clock, scripted account)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections import Counter
@@ -234,3 +235,27 @@ async def test_f48_a_reattached_task_keeps_its_slot_when_the_model_is_learned(
     assert server.rate_limited == 0
     assert server.max_running == 2
     assert result.submitted_at.timestamp() == pytest.approx(accepted_at, abs=0.5)
+
+
+async def test_f48_a_resumed_task_ages_from_the_providers_create_time(clock: FakeClock) -> None:
+    """F48: a task resumed by id, whose status answers carry the provider's createTime, counts
+    its age from then (its result's ``submitted_at``), never from the resume."""
+    server = FakeApixo(clock, latency=lambda i: 80.0)
+    server.create(create_request("made before this process started"))
+    wall = 1_700_000_000.0
+    created_ms = int((wall - 60.0) * 1000)
+
+    def hook(request: HttpRequest) -> HttpResponse | None:
+        if request.kind != "status":
+            return None
+        answer = server.status(request)
+        body = json.loads(answer.body)
+        body["data"]["createTime"] = created_ms
+        return json_response(body)
+
+    server.hook = hook
+    async with client_for(clock, server, wall_clock=lambda: wall + clock.now() - 1000.0) as client:
+        task = client.resume("t0", model="nano-banana-2")
+        await clock.run_until(task.done, step=1.0)
+        result = await task
+    assert result.submitted_at.timestamp() == pytest.approx(created_ms / 1000, abs=0.01)
