@@ -50,6 +50,7 @@ async def run(prompts: int, *, told: bool, coordinator: str | None, seed: int) -
         "succeeded": ok,
         "wall_s": round(wall, 2),
         "requests_per_task": round(sim.stats.total_requests / max(ok, 1), 2),
+        "checks_per_task": round(sim.stats.requests["status"] / max(ok, 1), 2),
         "server_429s": sim.stats.rate_limited,
         "max_window": sim.stats.max_window,
         "max_running": sim.stats.max_concurrent,
