@@ -291,6 +291,7 @@ class TaskStatus:
         error_message: the provider's failure message, if it failed.
         content_policy: True when the failure is a content-policy refusal.
         elapsed: seconds from creation to completion as the provider reports them, if it does.
+        created: when the provider created the task (Unix seconds), if it says.
     """
 
     state: TaskState
@@ -300,6 +301,7 @@ class TaskStatus:
     error_message: str | None = None
     content_policy: bool = False
     elapsed: float | None = None
+    created: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -125,6 +125,12 @@ class Checker:
         tracked.task._observe(status)
         now = self._clock.now()
         ref = tracked.ref
+        if entry.resumed and status.created is not None:
+            # The provider's own create time is the task's age, better than any record's.
+            wall = tracked.conn.wall_clock()
+            created = min(wall, status.created)
+            tracked.submitted_wall = created
+            self._plan.rebase(entry, now - (wall - created))
         end = ending(
             status,
             ref,
@@ -165,7 +171,9 @@ class Checker:
         now = self._clock.now()
         conn.account.rate_limited += 1
         wait = retry_after
-        if wait is None or wait > _LATE_DELAY_CAP:
+        # Retry-After 0 (or none) would pause nothing: the next check would meet the same full
+        # window at once. Back off instead, at least a second: one bounded pause per episode.
+        if wait is None or wait <= 0 or wait > _LATE_DELAY_CAP:
             entry.failures += 1
             wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
         # A 429 cools down the whole account, not just this task.

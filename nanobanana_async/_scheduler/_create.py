@@ -90,6 +90,7 @@ async def create(
             await clock.sleep_until(clock.now() + decision.after)
             continue
         account.budget.refund()
+        ledger.note_accepted(lease)
         return ref
     raise AssertionError("unreachable: the last attempt returns or raises")
 

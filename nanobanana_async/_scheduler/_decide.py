@@ -71,7 +71,9 @@ def decide(
         case RateLimitError(retry_after=hint):
             if last or (hint is not None and hint > policy.max_retry_after):
                 return Raise()
-            after = delay(attempt, policy, random) if hint is None else hint
+            # Retry-After 0 (or none) says nothing of when the window frees: back off, so a
+            # storm of such answers is one bounded pause, not a resend per answer.
+            after = delay(attempt, policy, random) if hint is None or hint <= 0 else hint
             return Retry(after)
         case ProviderRefusedError(retryable=retryable):
             # The driver names this answer as "not created" from its docs.

@@ -61,8 +61,12 @@ class JournalHooks:
         """
         scheduler, conn = submitter.scheduler, submitter.conn
         now, wall = submitter.clock.now(), conn.wall_clock()
+        slots = conn.account.ledger.slots
         for entry in await self.journal.entries():
             if entry.state not in ("intent", "submitted", "unknown"):
+                # Ended as the journal says: a lease a killed run left for it (its release
+                # not yet written to a shared ledger) would hold a slot for nothing.
+                slots.drop(self.lease_id(entry.key))
                 continue
             if not entry.held_by(self.provider, self.account):
                 continue  # another account's task takes none of this account's slots
@@ -70,7 +74,7 @@ class JournalHooks:
             submitted = now - max(0.0, wall - entry.updated_at)
             if scheduler.horizon(conn, model, submitted) <= now:
                 continue
-            lease = conn.account.ledger.slots.take(conn, self.lease_id(entry.key))
+            lease = slots.take(conn, self.lease_id(entry.key))
             scheduler.hold_to_horizon(conn, lease, model, submitted)
             if entry.state == "submitted":
                 self._leases[entry.key] = lease
@@ -107,7 +111,15 @@ class JournalHooks:
             )
         if known.state not in ("succeeded", "failed"):
             lease = self._leases.pop(known.key, None)
-            task = submitter.resume(known.task_id, known.model, request=known.request, lease=lease)
+            # Its age is the journal's: counted from when the row was last written (the
+            # acceptance), never from this resume.
+            task = submitter.resume(
+                known.task_id,
+                known.model,
+                request=known.request,
+                lease=lease,
+                submitted_wall=known.updated_at or None,
+            )
             self.record_end(task, known.key)
             return task
         ref = TaskRef(submitter.conn.driver.name, known.task_id, known.model)

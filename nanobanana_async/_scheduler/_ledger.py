@@ -44,7 +44,7 @@ from ._slots import Lease, Slots
 
 _log = logging.getLogger("nanobanana_async")
 
-__all__ = ("DEFAULT_HORIZON", "Lease", "Ledger", "Slots")
+__all__ = ("DEFAULT_HORIZON", "QUIET_PERIODS", "Lease", "Ledger", "Slots")
 
 DEFAULT_HORIZON: Final = 300.0
 """Seconds a slot of unknown fate is held before any latency is learned (5 minutes)."""
@@ -52,7 +52,8 @@ DEFAULT_HORIZON: Final = 300.0
 _CONCURRENCY_SHARE: Final = 0.9  # below this share of the window, a create's 429 is the cap
 _RATE_MARGIN: Final = 0.95  # of what the account showed, after a window 429
 _BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
-_QUIET_PERIODS: Final = 3  # windows without a 429 before the limits start to climb back
+QUIET_PERIODS: Final = 3
+"""Windows without a 429 before learned limits start to climb back (and a shared cut expires)."""
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
 
 
@@ -74,6 +75,9 @@ class Ledger:
         self._sent: list[float] = []  # monotonic send times, oldest first
         self._last_429 = -math.inf
         self._recovered_at = -math.inf
+        # Until when a 429 belongs to the episode of the last one (see rate_limited).
+        self._window_episode = -math.inf
+        self._cap_episode = -math.inf
         self.requests = 0
 
     # ----------------------------------------------------------------- requests
@@ -151,35 +155,56 @@ class Ledger:
     def rate_limited(self, *, retry_after: float | None, creating: bool) -> bool:
         """Learn from a 429; returns True when it was about the task cap (no pause needed).
 
-        A 429 inside a running pause belongs to the same episode and teaches nothing new.
+        One episode, one cut: the 429s that answer requests sent before the limits were cut,
+        those inside the pause and those inside one window of the cut, show the same overflow
+        again and teach nothing new (no second cut, no second warning). A cap is never cut
+        below the tasks the account showed it runs (:meth:`note_accepted` raises it back).
         ``creating``: the 429 answered a create whose slot is still held by the caller.
         """
         now = self._clock.now()
         self._last_429 = now
-        if self.gcra.is_paused(now):
-            return False
         running = self.slots.sent - (1 if creating else 0)
-        in_window = self.requests_in_window()
-        window_budget = self.effective.requests * (1.0 - self.effective.safety_margin)
         # Under a cap already learned, a create's 429 cannot be about the cap.
         under_learned_cap = (
             self.effective.concurrent_tasks < self.configured.concurrent_tasks
             and running < self.effective.concurrent_tasks
         )
+        if creating and now < self._cap_episode and not under_learned_cap:
+            return True  # one more create of the burst the cap was cut for: it waits a slot
+        if self.gcra.is_paused(now) or now < self._window_episode:
+            return False
+        in_window = self.requests_in_window()
+        window_budget = self.effective.requests * (1.0 - self.effective.safety_margin)
         if (
             creating
             and running >= 1
             and in_window < _CONCURRENCY_SHARE * window_budget
             and not under_learned_cap
         ):
-            cap = max(1, running - 1) if running > 1 else 1
+            # The account runs the tasks it accepted, and refused one more: that is its cap
+            # (creates still in flight may be accepted yet, and then raise it back).
+            cap = max(1, min(running, self.slots.accepted))
             if cap < self.effective.concurrent_tasks:
                 self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
+            self._cap_episode = now + self.effective.per
             return True
+        old_per = self.effective.per
         per, requests = self._estimate_window(now, retry_after)
         if requests / per < self.effective.requests / self.effective.per:
             self._set_effective(attrs.evolve(self.effective, requests=requests, per=per))
+        # What was sent at the old pace stays in the account's window for one more window.
+        self._window_episode = now + max(old_per, self.effective.per)
         return False
+
+    def note_accepted(self, lease: Lease) -> None:
+        """A create of ``lease`` was accepted: the task runs. When more run than the learned
+        cap, the account showed a higher one: the cap goes back up to what it showed."""
+        self.slots.accept(lease)
+        shown = min(self.slots.accepted, self.configured.concurrent_tasks)
+        if shown > self.effective.concurrent_tasks:
+            self._set_effective(
+                attrs.evolve(self.effective, concurrent_tasks=shown), level=logging.DEBUG
+            )
 
     def _estimate_window(self, now: float, retry_after: float | None) -> tuple[float, int]:
         # The account's window ends when its oldest counted request leaves it, which is when
@@ -212,7 +237,7 @@ class Ledger:
         now = self._clock.now()
         if self.effective == self.configured:
             return
-        quiet = _QUIET_PERIODS * self.effective.per
+        quiet = QUIET_PERIODS * self.effective.per
         since = max(self._last_429, self._recovered_at)
         if now - since < quiet:
             return
@@ -230,7 +255,7 @@ class Ledger:
             attrs.evolve(self.effective, requests=requests, per=per, concurrent_tasks=cap)
         )
 
-    def _set_effective(self, limits: Limits) -> None:
+    def _set_effective(self, limits: Limits, *, level: int | None = None, note: str = "") -> None:
         old, self.effective = self.effective, limits
         interval, burst = pacing(limits)
         self.gcra.retune(interval, burst)
@@ -239,11 +264,12 @@ class Ledger:
             limits.concurrent_tasks < old.concurrent_tasks
             or limits.requests / limits.per < old.requests / old.per
         )
-        level = logging.WARNING if lowered else logging.INFO
+        if level is None:
+            level = logging.WARNING if lowered else logging.INFO
         _log.log(
             level,
             "account limits %s to %d requests per %.1f s and %d tasks at once "
-            "(configured: %d per %.1f s, %d tasks)",
+            "(configured: %d per %.1f s, %d tasks)%s",
             "lowered" if lowered else "raised",
             limits.requests,
             limits.per,
@@ -251,6 +277,7 @@ class Ledger:
             self.configured.requests,
             self.configured.per,
             self.configured.concurrent_tasks,
+            f"; {note}" if note else "",
         )
 
     def _trim(self, horizon: float) -> None:

@@ -84,18 +84,27 @@ class Planner(Generic[P]):
         late: bool = False,
         pressure: float = 1.0,
         min_gap: float = 0.0,
+        resumed: bool = False,
+        submitted: float | None = None,
     ) -> Entry[P]:
-        """Track a task submitted at ``now``; its first check follows the learned model."""
+        """Track a task submitted at ``now``; its first check follows the learned model.
+
+        ``resumed``: a task submitted earlier, at ``submitted`` as far as a record tells (else
+        ``now``): checked at its age, and its latency learned only from the provider's own
+        duration (its interval seen from the resume would teach the model a shorter one).
+        """
         self._seq += 1
+        born = now if submitted is None else min(now, submitted)
         entry = Entry(
             payload=payload,
             group=group,
-            submitted=now,
+            submitted=born,
             deadline=deadline,
             seq=self._seq,
-            last_running=now,
+            last_running=born,
             min_gap=min_gap,
             last_check=now,
+            resumed=resumed,
         )
         model = self.model(group, first_poll, poll_interval)
         entry.late = late
@@ -106,7 +115,7 @@ class Planner(Generic[P]):
         first = model.first_check(late=late, probe=entry.probe, pressure=pressure)
         self.pending += 1
         heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
-        self.schedule(entry, min(now + first, deadline))
+        self.schedule(entry, min(max(now, born + first), deadline))
         return entry
 
     def schedule(self, entry: Entry[P], at: float) -> None:
@@ -229,6 +238,13 @@ class Planner(Generic[P]):
         entry.phase = step(entry.phase, Event.ANSWER)
         self.schedule(entry, min(at, entry.deadline))
 
+    def rebase(self, entry: Entry[P], submitted: float) -> None:
+        """A resumed task's answer says when the provider created it (monotonic
+        ``submitted``): its age counts from then, not from a record or the resume."""
+        if entry.resumed:
+            entry.submitted = submitted
+            entry.last_running = min(entry.last_running, submitted)
+
     def record_running(self, entry: Entry[P], now: float, pressure: float = 1.0) -> None:
         """A check saw the task still running: plan the next check, at once if a callback
         came while it was in flight."""
@@ -254,11 +270,17 @@ class Planner(Generic[P]):
         ``elapsed`` is the provider's own duration, used when it fits the observed interval.
         """
         low, high = entry.last_running - entry.submitted, now - entry.submitted
-        if elapsed is not None and 0.0 < elapsed <= high:
+        model = self._models[entry.group]
+        if entry.resumed:
+            # Its submit was never seen: only the provider's own duration is a latency.
+            if elapsed is None or elapsed <= 0.0:
+                self.finish(entry)
+                return
+            low = high = elapsed
+        elif elapsed is not None and 0.0 < elapsed <= high:
             low = high = elapsed
         elif entry.hinted:
             low = high  # the callback came when the task ended; this check followed at once
-        model = self._models[entry.group]
         model.observe(low, high)
         self.finish(entry)
         if model.samples == MIN_SAMPLES:

@@ -20,7 +20,12 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
   lease id is the journal key when there is one, so a process restarted from its journal
   re-attaches to its leases instead of taking new ones.
 - ``pause``: the end of the account's pause after a 429.
-- ``limits``: the effective limits, when a process lowered (or raised) them.
+- ``limits``: the limits a process learned from a 429, for every process: they expire after
+  the quiet period (:data:`QUIET_PERIODS` of their window) that starts recovery, so each
+  process adopts them, then climbs back to its own ceiling by itself; no process is ever
+  held above its own configured limits, nor lowered by a hash that no longer expires.
+- ``sent``: a sorted set of the requests each process sent, scored by send time: a 429 is
+  learned from what was sent, not from grants (a batch grant may go unused).
 
 Fail closed: when Redis cannot be reached, nothing is sent; a caller waiting for a grant or an
 admission gets :class:`CoordinatorUnavailableError` after ``Timeouts.coordinator`` seconds.
@@ -31,15 +36,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
 from .._clock import Clock
 from .._config import Limits
 from .._errors import CoordinatorUnavailableError
-from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
+from ._ledger import DEFAULT_HORIZON, QUIET_PERIODS, Lease, Ledger, Slots
 from ._redis_store import POLL_MIN, RedisStore, account_prefix, connect, slack
 
 __all__ = ("RedisLedger", "RedisSlots", "account_prefix", "connect", "ledger_factory")
@@ -53,12 +59,9 @@ _TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait b
 _BATCH_MAX: Final = 32
 _POLL_MAX: Final = 0.1
 _FLUSH_EVERY: Final = 0.02
-_LIMITS_TTL: Final = 3600
+_SENT_FLUSH: Final = 0.05  # seconds between writes of this process's sends to ``sent``
 
 
-# KEYS: win, pause, limits, epoch. ARGV: wanted, requests, per, margin, member prefix, slack,
-# a new epoch. The epoch names this Redis's memory of the account: a new one after a restart.
-# Returns {granted, "now", "wait"}: granted > 0 with the server time, or 0 and how long to wait.
 def ledger_factory(
     url: str, prefix: str, limits: Limits, clock: Clock, max_wait: float
 ) -> Callable[[], RedisLedger]:
@@ -128,6 +131,16 @@ class RedisSlots(Slots):
         for lease in self._out.values():
             self._queue("take", lease.id, DEFAULT_HORIZON)
 
+    def drop(self, lease_id: str) -> None:
+        if lease_id not in self._out:
+            self._queue("release", lease_id, 0.0)
+
+    def keep(self, lease: Lease) -> None:
+        if lease.held and lease.sent and lease.until is not None:
+            # Its horizon was written to Redis: the lease lives as long as a tracked one again.
+            self._queue("take", lease.id, DEFAULT_HORIZON)
+        super().keep(lease)
+
     def hold_until(self, lease: Lease, horizon: float) -> None:
         if lease.held and lease.sent:
             self._queue("hold", lease.id, self._store.server_time(horizon))
@@ -150,17 +163,26 @@ class RedisSlots(Slots):
                 _log.warning("the coordinator (Redis) is unreachable: leases expire by themselves")
 
     async def _apply(self, ops: list[tuple[str, str, float]]) -> None:
+        # In the order they were queued: a rerun takes a lease back, then holds it to its
+        # horizon; the other way round the hold would be lost under a fresh default expiry.
         key = self._store.key("slots")
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            for op, lease_id, value in ops:
-                if op == "release":
-                    pipe.zrem(key, lease_id)
-                elif op == "hold":
-                    pipe.zadd(key, {lease_id: value}, xx=True)
-            await pipe.execute()
-        for op, lease_id, value in ops:
-            if op == "take":
+        start = 0
+        while start < len(ops):
+            end = start
+            while end < len(ops) and ops[end][0] != "take":
+                end += 1
+            if end > start:
+                async with self._store.redis.pipeline(transaction=False) as pipe:
+                    for op, lease_id, value in ops[start:end]:
+                        if op == "release":
+                            pipe.zrem(key, lease_id)
+                        else:
+                            pipe.zadd(key, {lease_id: value}, xx=True)
+                    await pipe.execute()
+            if end < len(ops):
+                _, lease_id, value = ops[end]
                 await self._store.admit(lease_id, self.cap, value, force=True)
+            start = end + 1
 
     async def aclose(self) -> None:
         if self._flusher is not None and not self._flusher.done():
@@ -194,6 +216,9 @@ class RedisLedger(Ledger):
         self._blocked_until = -math.inf
         self._shared_count = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._sends: list[float] = []  # server times of sends not yet written to ``sent``
+        self._send_seq = 0
+        self._send_flusher: asyncio.Task[None] | None = None
 
     async def acquire_request(self) -> None:
         while True:
@@ -202,6 +227,7 @@ class RedisLedger(Ledger):
                 await self._clock.sleep_until(self.gcra.paused_until)
                 continue
             granted, wait = await self.store.grant(1, self.effective, self._member)
+            self._adopt()
             if granted:
                 return
             now = self._clock.now()
@@ -238,6 +264,7 @@ class RedisLedger(Ledger):
         except CoordinatorUnavailableError:
             _log.warning("the coordinator (Redis) is unreachable: status checks wait for it")
             return
+        self._adopt()
         now = self._clock.now()
         if granted:
             self._tokens.extend([now] * granted)
@@ -249,35 +276,96 @@ class RedisLedger(Ledger):
         # Take as many grants as checks wait, no more: an unused grant is budget lost.
         self._batch = max(1, min(_BATCH_MAX, checks - len(self._tokens)))
 
+    def note_send(self) -> None:
+        super().note_send()
+        self._sends.append(self.store.server_time(self._clock.now()))
+        if self._send_flusher is None or self._send_flusher.done():
+            self._send_flusher = asyncio.get_running_loop().create_task(
+                self._flush_sends(), name="nanobanana-redis-sends"
+            )
+
+    async def _flush_sends(self) -> None:
+        # One write per few dozen milliseconds for every send since: what a 429 is learned from.
+        key = self.store.key("sent")
+        while self._sends:
+            await asyncio.sleep(_SENT_FLUSH)
+            sends, self._sends = self._sends, []
+            first = self._send_seq
+            self._send_seq += len(sends)
+            mapping = {f"{self._member}{first + i}": at for i, at in enumerate(sends)}
+            keep = max(self.configured.per, self.effective.per) * 2 + 1.0
+            oldest = sends[-1] - keep
+
+            ttl = math.ceil(keep * 1000)
+
+            async def write(
+                mapping: dict[str, float] = mapping, oldest: float = oldest, ttl: int = ttl
+            ) -> None:
+                async with self.store.redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(key, mapping)
+                    pipe.zremrangebyscore(key, "-inf", oldest)
+                    pipe.pexpire(key, ttl)
+                    await pipe.execute()
+
+            try:
+                await self.store.call(write)
+            except CoordinatorUnavailableError:
+                _log.warning("the coordinator (Redis) is unreachable: sends were not shared")
+
     def _shown(self, now: float, per: float) -> int:
-        # Every process's requests, as the shared window counted them at the last grant.
-        return max(super()._shown(now, per), self.store.window_count)
+        # Every process's sends: ours as we count them, the others' as the shared ``sent`` set
+        # counted them over the effective window at the last grant, spread evenly over it.
+        own = super()._shown(now, per)
+        others = max(0, self.store.window_count - super()._shown(now, self.effective.per))
+        return own + math.floor(others * min(1.0, per / self.effective.per))
 
-    def pause(self, seconds: float) -> None:
-        super().pause(seconds)
-        until = self.store.server_time(self._clock.now() + seconds)
-        key, px = self.store.key("pause"), max(1, math.ceil(seconds * 1000))
-        self._spawn(lambda: self.store.redis.set(key, repr(until), px=px))
+    def rate_limited(self, *, retry_after: float | None, creating: bool) -> bool:
+        before = self.effective
+        about_cap = super().rate_limited(retry_after=retry_after, creating=creating)
+        after = self.effective
+        if after.concurrent_tasks < before.concurrent_tasks or (
+            after.requests / after.per < before.requests / before.per
+        ):
+            self._publish(after)
+        return about_cap
 
-    def _set_effective(self, limits: Limits) -> None:
-        super()._set_effective(limits)
+    def _publish(self, limits: Limits) -> None:
+        # Only a cut is shared, and only for the quiet period: every process adopts it at its
+        # next grant and recovers from it on its own, so a cut never outlives its evidence.
         key = self.store.key("limits")
+        ttl = math.ceil(QUIET_PERIODS * limits.per * 1000)
         mapping: dict[
             bytes | bytearray | memoryview[int] | str | int | float, str | int | float
-        ] = {
-            "requests": limits.requests,
-            "per": limits.per,
-            "cap": limits.concurrent_tasks,
-            "stamp": time.time(),
-        }
+        ] = {"requests": limits.requests, "per": limits.per, "cap": limits.concurrent_tasks}
 
         async def publish() -> None:
             async with self.store.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=mapping)
-                pipe.expire(key, _LIMITS_TTL)
+                pipe.pexpire(key, ttl)
                 await pipe.execute()
 
         self._spawn(publish)
+
+    def _adopt(self) -> None:
+        # What another process learned, at most our own ceiling: ours from now on, recovered
+        # from like a 429 of our own (after the same quiet period).
+        learned = self.store.learned
+        if learned is None:
+            return
+        requests, per, cap = learned
+        current = self.effective
+        slower = requests / per < current.requests / current.per
+        if not slower and cap >= current.concurrent_tasks:
+            return
+        if slower:
+            current = attrs.evolve(current, requests=requests, per=per)
+        cap = max(1, min(cap, current.concurrent_tasks))
+        self._last_429 = max(self._last_429, self._clock.now())
+        self._set_effective(
+            attrs.evolve(current, concurrent_tasks=cap),
+            level=logging.INFO,
+            note="learned by another process",
+        )
 
     def _spawn(self, work: Callable[[], Awaitable[Any]]) -> None:
         async def run() -> None:
@@ -293,6 +381,8 @@ class RedisLedger(Ledger):
     async def aclose(self) -> None:
         if self._refill is not None:
             self._refill.cancel()
+        if self._send_flusher is not None:
+            await asyncio.gather(self._send_flusher, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         await super().aclose()
         await self.store.redis.aclose()

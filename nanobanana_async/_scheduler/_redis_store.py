@@ -32,16 +32,27 @@ if not epoch then
   redis.call('SET', KEYS[4], epoch)
 end
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > now then return {0, tostring(now), tostring(pause - now), 0, epoch} end
-local requests = tonumber(redis.call('HGET', KEYS[3], 'requests') or ARGV[2])
-local per = tonumber(redis.call('HGET', KEYS[3], 'per') or ARGV[3]) + tonumber(ARGV[6])
+if pause > now then return {0, tostring(now), tostring(pause - now), 0, epoch, {}} end
+local requests = tonumber(ARGV[2])
+local per = tonumber(ARGV[3])
+-- Limits a process learned hold for everyone until they expire, never above a caller's own.
+local learned = redis.call('HMGET', KEYS[3], 'requests', 'per', 'cap')
+local l_requests, l_per = tonumber(learned[1]), tonumber(learned[2])
+if redis.call('PTTL', KEYS[3]) < 0 or not l_requests or not l_per or l_per <= 0 then
+  learned = {false, false, false}
+elseif l_requests / l_per < requests / per then
+  requests, per = l_requests, l_per
+end
+local sent = 0
+if KEYS[5] then sent = redis.call('ZCOUNT', KEYS[5], '(' .. (now - per), '+inf') end
+per = per + tonumber(ARGV[6])
 local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[4]))))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
 local count = redis.call('ZCARD', KEYS[1])
 local free = budget - count
 if free <= 0 then
   local oldest = redis.call('ZRANGE', KEYS[1], count - budget, count - budget, 'WITHSCORES')
-  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), count, epoch}
+  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), sent, epoch, learned}
 end
 local granted = math.min(tonumber(ARGV[1]), free)
 local seq = redis.call('INCRBY', KEYS[1] .. ':seq', granted)
@@ -50,7 +61,7 @@ for i = 1, granted do
 end
 redis.call('PEXPIRE', KEYS[1] .. ':seq', math.ceil(per * 1000) + 60000)
 redis.call('PEXPIRE', KEYS[1], math.ceil(per * 1000) + 1000)
-return {granted, tostring(now), '0', count + granted, epoch}
+return {granted, tostring(now), '0', sent, epoch, learned}
 """
 
 # KEYS: slots, limits. ARGV: lease id, cap, expiry delta, force (1: admit over the cap).
@@ -64,13 +75,26 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[1])
   return {1, tostring(now)}
 end
-local cap = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[2])
+local cap = tonumber(ARGV[2])
+local learned = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[2]) or cap
+if redis.call('PTTL', KEYS[2]) > 0 and learned < cap then cap = math.max(1, learned) end
 if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < cap then
   redis.call('ZADD', KEYS[1], expiry, ARGV[1])
   return {1, tostring(now)}
 end
 return {0, tostring(now)}
 """
+
+
+def _learned(reply: list[bytes | None]) -> tuple[int, float, int] | None:
+    # The script answers the learned hash's fields, or nothing while none is in force.
+    try:
+        requests, per, cap = (float(v) if v is not None else math.nan for v in reply)
+    except (TypeError, ValueError):
+        return None
+    if not (requests >= 1 and per > 0 and cap >= 1):
+        return None
+    return int(requests), per, int(cap)
 
 
 def slack(limits: Limits) -> float:
@@ -116,7 +140,9 @@ class RedisStore:
         self.max_wait = max_wait
         self.offset = 0.0  # Redis server time minus our monotonic clock
         self.round_trips = 0
-        self.window_count = 0  # grants in the shared window at the last grant
+        self.window_count = 0  # requests every process sent in the window, at the last grant
+        # Limits another process learned, as the last grant read them (requests, per, cap).
+        self.learned: tuple[int, float, int] | None = None
         self.epoch: bytes | None = None
         self.on_restart: list[Callable[[], None]] = []
         self._grant = redis.register_script(_GRANT)
@@ -149,7 +175,13 @@ class RedisStore:
         self.offset = float(server_now) - self.clock.now()
 
     async def grant(self, wanted: int, limits: Limits, member: str) -> tuple[int, float]:
-        keys = [self.key("win"), self.key("pause"), self.key("limits"), self.key("epoch")]
+        keys = [
+            self.key("win"),
+            self.key("pause"),
+            self.key("limits"),
+            self.key("epoch"),
+            self.key("sent"),
+        ]
         args: list[str | int | float] = [
             wanted,
             limits.requests,
@@ -160,9 +192,10 @@ class RedisStore:
             uuid.uuid4().hex,
         ]
         reply = await self.call(lambda: self._grant(keys=keys, args=args))
-        granted, now, wait, count, epoch = reply
+        granted, now, wait, count, epoch, learned = reply
         self.note_now(now)
         self.window_count = int(count)
+        self.learned = _learned(learned)
         if self.epoch is not None and epoch != self.epoch:
             # Redis restarted and forgot the window, while the provider still counts what
             # was sent before: hold every process back for one window, and write our

@@ -143,11 +143,20 @@ class Scheduler:
 
     # ----------------------------------------------------------------- tracking
 
-    def track(self, tracked: Tracked, *, timeout: float, late: bool = False) -> Entry[Tracked]:
+    def track(
+        self,
+        tracked: Tracked,
+        *,
+        timeout: float,
+        late: bool = False,
+        resumed: bool = False,
+        submitted: float | None = None,
+    ) -> Entry[Tracked]:
         """Start polling a submitted task until it ends or ``timeout`` seconds pass.
 
         ``late`` (callbacks on): the first check waits until the 95th percentile of learned
-        latency, so polling is only the safety net for a lost callback.
+        latency, so polling is only the safety net for a lost callback. ``resumed``: submitted
+        earlier, at ``submitted`` (monotonic) when a record says (see :meth:`Planner.add`).
         """
         now = self.clock.now()
         driver = tracked.conn.driver
@@ -161,6 +170,8 @@ class Scheduler:
             late=late,
             pressure=tracked.conn.account.pressure,
             min_gap=driver.min_check_gap,
+            resumed=resumed,
+            submitted=submitted,
         )
         tracked.conn.entries.add(entry)
         tracked.conn.account.entries.add(entry)
@@ -222,7 +233,10 @@ class Scheduler:
         if group not in self._provisional or not model.learned_here:
             return
         for conn, lease, submitted in self._provisional.pop(group, []):
-            conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+            # A lease whose task a rerun tracks again is freed when the task ends, not at a
+            # horizon that may have passed already while the task still runs.
+            if lease.held and lease.until is not None:
+                conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
 
     def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
         """End a task the client stops watching though it may still run on the provider

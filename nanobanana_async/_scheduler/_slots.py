@@ -31,6 +31,9 @@ class Lease:
     id: str = attrs.field(factory=lambda: os.urandom(16).hex())
     held: bool = True
     sent: bool = False
+    accepted: bool = False  # its create was accepted: the task runs on the provider
+    # The horizon it is held until once nobody tracks its task (None: tracked, or not timed).
+    until: float | None = None
 
 
 class Slots:
@@ -45,6 +48,7 @@ class Slots:
         self.cap = cap
         self.held = 0
         self.sent = 0
+        self.accepted = 0
         self.peak = 0
         self._clock = clock
         self._waiters: collections.deque[tuple[asyncio.Future[Lease], object, str | None]] = (
@@ -102,6 +106,13 @@ class Slots:
             self.sent -= 1
             self._wake()
 
+    def accept(self, lease: Lease) -> None:
+        """The task of ``lease`` runs on the provider (its create was accepted, or it was
+        re-attached): it counts in :attr:`accepted` until released."""
+        if lease.held and not lease.accepted:
+            lease.accepted = True
+            self.accepted += 1
+
     def _mark(self, lease: Lease) -> None:
         lease.sent = True
         self.sent += 1
@@ -139,6 +150,9 @@ class Slots:
         if lease.held:
             lease.held = False
             self.held -= 1
+            if lease.accepted:
+                lease.accepted = False
+                self.accepted -= 1
             if lease.sent:
                 lease.sent = False
                 self.sent -= 1
@@ -151,8 +165,19 @@ class Slots:
         if horizon <= self._clock.now():
             self.release(lease)
             return
+        lease.until = horizon
         heapq.heappush(self._timed, (horizon, next(self._seq), lease))
         self._ensure_timer()
+
+    def keep(self, lease: Lease) -> None:
+        """Its task is tracked again (a rerun re-attached it): the horizon it was held until
+        no longer frees it; it is freed when the task is seen ending, or held again."""
+        lease.until = None
+
+    def drop(self, lease_id: str) -> None:
+        """A lease of ``lease_id`` left by an earlier process (killed before it could release
+        it) belongs to a task that ended: it holds no slot. In memory nothing outlives the
+        process, so there is nothing to drop."""
 
     def take(self, owner: object, lease_id: str | None = None) -> Lease:
         """A sent slot now, even over the cap: for a task that already runs on the provider (a
@@ -221,8 +246,10 @@ class Slots:
     def _expire(self) -> None:
         now = self._clock.now()
         while self._timed and self._timed[0][0] <= now:
-            _, _, lease = heapq.heappop(self._timed)
-            self.release(lease)
+            horizon, _, lease = heapq.heappop(self._timed)
+            # Only its latest hold frees it, and none once its task is tracked again (keep).
+            if lease.until == horizon:
+                self.release(lease)
 
     async def _run_timer(self) -> None:
         while self._timed:

@@ -77,7 +77,8 @@ class Entry(Generic[P]):
     Attributes:
         payload: what the runner needs to poll and resolve it.
         group: the latency model's key, usually (provider, model).
-        submitted: monotonic time of submit (or resume).
+        submitted: monotonic time of submit; of a resumed task, when the journal saw it
+            accepted (the resume's own time when nothing recorded it).
         deadline: monotonic time after which the task times out.
         phase: where it stands (see :class:`Phase`).
         due: when it should next be checked.
@@ -93,6 +94,8 @@ class Entry(Generic[P]):
         min_gap: seconds at least between the submit and the first check and between checks
             (the provider's documented floor); no plan, callback or end-game goes below it.
         last_check: monotonic time the last check was sent (the submit before the first).
+        resumed: tracked from a resume, not seen from its submit: its age is a record's, so
+            its latency is learned only from the provider's own duration.
     """
 
     payload: P
@@ -113,6 +116,7 @@ class Entry(Generic[P]):
     replaced: float = 0.0
     min_gap: float = 0.0
     last_check: float = 0.0
+    resumed: bool = False
 
     @property
     def done(self) -> bool:

@@ -305,13 +305,30 @@ class Submitter:
         lease: Lease | None,
         *,
         late: bool = False,
+        submitted_wall: float | None = None,
+        resumed: bool = False,
     ) -> Entry[Tracked]:
         conn = self.conn
         conn.account.tracked += 1
+        wall = conn.wall_clock()
+        submitted = None
+        if submitted_wall is not None:
+            submitted_wall = min(wall, submitted_wall)
+            submitted = self.clock.now() - (wall - submitted_wall)
         tracked = Tracked(
-            ref=ref, task=task, conn=conn, lease=lease, submitted_wall=conn.wall_clock()
+            ref=ref,
+            task=task,
+            conn=conn,
+            lease=lease,
+            submitted_wall=wall if submitted_wall is None else submitted_wall,
         )
-        return self.scheduler.track(tracked, timeout=timeout or self.task_timeout, late=late)
+        return self.scheduler.track(
+            tracked,
+            timeout=timeout or self.task_timeout,
+            late=late,
+            resumed=resumed,
+            submitted=submitted,
+        )
 
     def resume(
         self,
@@ -321,18 +338,28 @@ class Submitter:
         request: ImageRequest | None = None,
         timeout: float | None = None,
         lease: Lease | None = None,
+        submitted_wall: float | None = None,
     ) -> Task:
-        """Track a task that was submitted earlier; ``model`` is the provider's id."""
+        """Track a task that was submitted earlier; ``model`` is the provider's id.
+
+        ``submitted_wall``: when a record (the journal) saw it accepted, in wall-clock
+        seconds: its age, and so its checks and its slot's horizon, count from then, never
+        from the resume. ``lease``: the slot a rerun already holds for it.
+        """
         if self.closed():
             raise ClientClosedError("the client is closed")
         task = Task(request, clock=self.clock)
         ref = TaskRef(self.conn.driver.name, task_id, model)
         task._accept(ref)
+        slots = self.conn.account.ledger.slots
         # The task runs on the provider whether or not a slot is free, so it takes one even
         # over the cap: new submits then wait until the account really has room.
-        if lease is None:
-            lease = self.conn.account.ledger.slots.take(self.conn)
-        self._track(task, ref, timeout, lease)
+        if lease is None or not lease.held:
+            lease = slots.take(self.conn)
+        else:
+            slots.keep(lease)  # tracked again: freed when it ends, not at its old horizon
+        self.conn.account.ledger.note_accepted(lease)
+        self._track(task, ref, timeout, lease, submitted_wall=submitted_wall, resumed=True)
         return task
 
 

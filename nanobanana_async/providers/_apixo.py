@@ -119,6 +119,7 @@ class _Status:
     failCode: Any = None  # noqa: N815  wire name
     failMsg: str | None = None  # noqa: N815  wire name
     costTime: int | None = None  # noqa: N815  wire name (milliseconds)
+    createTime: int | None = None  # noqa: N815  wire name (Unix milliseconds)
 
 
 @attrs.frozen
@@ -227,6 +228,7 @@ class ApixoDriver:
             error_message=status.failMsg if failed else None,
             content_policy=failed and looks_like_content_policy(status.failCode, status.failMsg),
             elapsed=status.costTime / 1000.0 if status.costTime is not None else None,
+            created=status.createTime / 1000.0 if status.createTime else None,
         )
 
     def build_balance(self) -> HttpRequest | None:
