@@ -18,7 +18,7 @@ NanoBananaError                           every error raised on purpose (.attemp
 │  ├─ AuthenticationError                 the key is missing, wrong or not allowed (401, 403)
 │  ├─ InsufficientCreditsError            the balance is too low (402)
 │  ├─ RateLimitError                      a 429 the retries did not get past; .retry_after
-│  ├─ ProviderUnavailableError            5xx or maintenance the retries did not get past
+│  ├─ ProviderUnavailableError            a 5xx or maintenance on a call that creates nothing
 │  │  └─ ProviderRefusedError             a create refused before acceptance: nothing created
 │  └─ BadResponseError                    an answer that cannot be read (malformed, drifted)
 ├─ TaskError                              an accepted task gave no image; .task_id to resume
