@@ -279,12 +279,8 @@ class Submitter:
             try:
                 await intent.submitted(ref)
             except Exception as exc:
-                _log.warning(
-                    "%s task %s was accepted but the journal could not record it: %s",
-                    ref.provider,
-                    ref.task_id,
-                    exc,
-                )
+                # Raised, not also logged: the error carries the id, and its caller (the CLI)
+                # says it where the user looks.
                 raise StorageError(
                     f"{ref.provider} accepted task {ref.task_id} but the journal could not "
                     f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "

@@ -436,8 +436,17 @@ async def _run_batch(
                     stopped.append(exc)
                     not_submitted(line, request)
                     return
-                # Accepted (paid) but not journaled: tracked in memory, its id said now.
+                # Accepted (paid) but not journaled: tracked in memory, its id said now and
+                # in the summary. No further prompt is sent: its task would be in no file.
                 task = exc.task
+                if not stopped:
+                    stopped.append(
+                        StorageError(
+                            f"the journal {exc.path} could not record a task: not submitted",
+                            task_id=None,
+                            path=exc.path,
+                        )
+                    )
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
                     f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
