@@ -294,8 +294,11 @@ class Client:
         self._life.check_open()
         return self._life.connected().resume(task_id, model, timeout=timeout)
 
-    async def poll(self, task_id: str, *, model: str) -> TaskStatus:
+    async def _poll(self, task_id: str, *, model: str) -> TaskStatus:
         """Check a task's status once, now: no retry, no tracking (``resume`` waits for it).
+
+        Private: ``nanobanana status`` needs one check that fails at once when the provider
+        cannot be reached; users ``resume`` a task (no issue asked for a public check).
 
         Args:
             task_id: the provider's task id.

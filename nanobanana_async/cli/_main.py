@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,7 +19,8 @@ from rich.console import Console
 from .._client import Client
 from .._download import IMAGE_KINDS, image_suffix
 from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
-from .._models import ImageRequest
+from .._models import ImageRequest, ImageResult, TaskRef
+from .._scheduler._outcome import ending
 from ..providers import PROVIDERS
 from . import interrupted_before_work, start_work
 from ._batch import _batch, _resume
@@ -356,19 +358,30 @@ async def _status(args: argparse.Namespace) -> int:
         # One check first: an unreachable provider is said at once, as generate says it,
         # not after --wait seconds of retries.
         with naming(client):
-            await client.poll(args.task_id, model=model)
+            first = await client._poll(args.task_id, model=model)
+        ref = TaskRef(provider, args.task_id, model)
+        now = time.time()
+        end = ending(first, ref, None, submitted_wall=now, now_wall=now)
+        if isinstance(end, ImageResult):
+            sys.stdout.write(f"{args.task_id}: succeeded {' '.join(end.urls)}\n")
+            return EXIT_OK
+        if end is not None:
+            sys.stdout.write(f"{args.task_id}: {first.raw_state} ({end})\n")
+            return EXIT_FAILED
         task = client.resume(args.task_id, model=model)
         try:
             result = await task.result(timeout=args.wait)
         except TaskTimeoutError:
-            state = task.status.raw_state if task.status else "unknown"
+            # The resumed task may not have checked yet (its first check waits): the state
+            # seen a moment ago is the one to show.
+            state = (task.status or first).raw_state
             sys.stdout.write(
                 f"{args.task_id}: {state} (not finished within {args.wait:g} s; run the same "
                 "command again later)\n"
             )
             return EXIT_FAILED
         except NanoBananaError as exc:
-            state = task.status.raw_state if task.status else "unknown"
+            state = (task.status or first).raw_state
             sys.stdout.write(f"{args.task_id}: {state} ({exc})\n")
             return EXIT_FAILED
     sys.stdout.write(f"{args.task_id}: succeeded {' '.join(result.urls)}\n")

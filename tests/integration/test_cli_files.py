@@ -181,8 +181,9 @@ def test_resume_writes_into_the_batchs_recorded_out(
 def test_status_of_a_running_task_says_to_ask_again_not_still_tracked(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`status ID --wait 0.5` on a task still running: its state and "run the same command
-    again later", exit 1; "still tracked" means nothing to a command that exits."""
+    """`status ID --wait 0.5` on a task still running: the state its check saw (apixo's
+    "pending" or "processing", never "unknown") and "run the same command again later",
+    exit 1; "still tracked" means nothing to a command that exits."""
 
     async def submit_stuck() -> str:
         async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
@@ -194,6 +195,36 @@ def test_status_of_a_running_task_says_to_ask_again_not_still_tracked(
     code = main(["status", task_id, "--model", "nano-banana-2", "--wait", "0.5"])
     out = capsys.readouterr().out.strip()
     assert code == 1
-    assert out.startswith(f"{task_id}: ")
+    assert re.match(rf"{task_id}: (pending|processing) \(", out), out
     assert out.endswith("(not finished within 0.5 s; run the same command again later)")
     assert "still tracked" not in out
+
+
+def test_status_of_a_finished_task_answers_from_its_first_check(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status ID` on a task that has ended answers at once from its one check: succeeded
+    with its URLs, or failed with the provider's reason (no wait for a second check)."""
+
+    async def submit_and_wait() -> tuple[str, str]:
+        async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
+            done = await client.submit(nb.ImageRequest(prompt="a cat"))
+            failed = await client.submit(nb.ImageRequest(prompt="a dog [[fail]]"))
+            await done
+            with pytest.raises(nb.GenerationFailedError):
+                await failed
+            assert done.id is not None
+            assert failed.id is not None
+            return done.id, failed.id
+
+    done_id, failed_id = asyncio.run(submit_and_wait())
+    checks = sim.stats.requests["status"]
+    # --wait 0.01: only the first check can have seen the end in time.
+    assert main(["status", done_id, "--model", "nano-banana-2", "--wait", "0.01"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert re.fullmatch(rf"{done_id}: succeeded http://\S+", out), out
+    assert main(["status", failed_id, "--model", "nano-banana-2", "--wait", "0.01"]) == 1
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"{failed_id}: failed ("), out
+    assert "not finished" not in out
+    assert sim.stats.requests["status"] == checks + 2
