@@ -315,6 +315,15 @@ class Client:
         model = check_resume(self._settings, task_id, model, None)
         return await (await self._life.started()).poll(task_id, model)
 
+    async def _rejoin(self, key: str) -> Task:
+        """The task this client's journal holds for ``key``, tracked again; never a create.
+
+        Private: ``nanobanana resume`` uses it for a row whose recorded request no longer
+        reads (its task id and model still resume it).
+        """
+        self._life.check_open()
+        return await (await self._life.started()).rejoin(key)
+
     async def as_completed(
         self, requests: Iterable[BulkItem] | AsyncIterable[BulkItem]
     ) -> AsyncIterator[Task]:

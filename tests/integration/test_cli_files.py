@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,50 @@ def test_status_of_a_finished_task_answers_from_its_first_check(
     assert out.startswith(f"{failed_id}: failed ("), out
     assert "not finished" not in out
     assert sim.stats.requests["status"] == checks + 2
+
+
+def test_resume_skips_a_damaged_row_and_resumes_the_others(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One damaged journal row no longer blocks resuming the rest: it is named (line, why)
+    and skipped; a row whose request today's rules refuse is resumed by its task id; nothing
+    is created again; exit 1 (a row was not resumed)."""
+    out = tmp_path / "out"
+    journal = out / "journal.db"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\na fox\n")
+
+    async def no_end(self: Journal, *args: object, **kwargs: object) -> None:
+        return None  # as if killed before the ends were written: the tasks stay open
+
+    monkeypatch.setattr(Journal, "record_end", no_end)
+    assert main(["batch", str(prompts), "--out", str(out)]) == 0
+    for name in out.glob("*.png"):
+        name.unlink()
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE tasks SET state = 'done' WHERE key LIKE 'line-2-%'")
+        db.execute("""UPDATE tasks SET request = '{"prompt": ""}' WHERE key LIKE 'line-3-%'""")
+    db.close()
+    capsys.readouterr()
+    assert main(["resume", "--journal", str(journal)]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert any(
+        line.startswith(f"line 2: its row in {journal} cannot be read (")
+        and "'done' is not one of" in line
+        and line.endswith(": not resumed")
+        for line in err
+    ), err
+    assert any(
+        line.startswith("line 3: its recorded request no longer reads (prompt must be")
+        for line in err
+    ), err
+    rows = {r["line"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows[1]["status"] == rows[3]["status"] == "succeeded"
+    assert rows[3]["prompt"] is None
+    assert rows[3]["model"] == "nano-banana-2"
+    assert (out / rows[3]["files"][0]).read_bytes() == render("a fox", None)
+    assert sim.stats.requests["create"] == 3
