@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import random as _random
 import re
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
@@ -58,6 +59,26 @@ IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 _SAME: Final = {".jpeg": ".jpg"}
 #: What each suffix's type is called in messages.
 IMAGE_KINDS: Final = {".png": "PNG", ".jpg": "JPEG", ".webp": "WebP", ".gif": "GIF"}
+
+# Where a name/bytes mismatch goes instead of the log, for a caller that says it itself.
+_MISMATCHES: contextvars.ContextVar[list[tuple[Path, str]] | None] = contextvars.ContextVar(
+    "nanobanana_mismatches", default=None
+)
+
+
+@contextlib.contextmanager
+def mismatches_said_by_caller() -> Iterator[list[tuple[Path, str]]]:
+    """Downloads in this context (this task) do not log a file kept at a name of another type:
+    each is added to the yielded list as ``(path, real suffix)`` for the caller to say (the
+    command line says it once, its own way)."""
+    found: list[tuple[Path, str]] = []
+    token = _MISMATCHES.set(found)
+    try:
+        yield found
+    finally:
+        _MISMATCHES.reset(token)
+
+
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -262,12 +283,16 @@ class Downloader:
                         and _SAME.get(path.suffix.lower(), path.suffix.lower()) != real
                     ):
                         # The caller named the file: it is kept, and the mismatch said.
-                        _log.warning(
-                            "%s holds %s bytes (task %s): kept at the path asked for",
-                            path,
-                            IMAGE_KINDS[real],
-                            result.task_id,
-                        )
+                        said = _MISMATCHES.get()
+                        if said is not None:
+                            said.append((path, real))
+                        else:
+                            _log.warning(
+                                "%s holds %s bytes (task %s): kept at the path asked for",
+                                path,
+                                IMAGE_KINDS[real],
+                                result.task_id,
+                            )
                     try:
                         stamp = await anyio.to_thread.run_sync(_commit, handle, tmp, path)
                     except OSError as exc:

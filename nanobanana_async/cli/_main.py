@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from .._client import Client
-from .._download import IMAGE_KINDS, image_suffix
+from .._download import IMAGE_KINDS, mismatches_said_by_caller
 from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
 from .._models import ImageRequest, ImageResult, TaskRef
 from .._scheduler._outcome import ending
@@ -308,7 +308,9 @@ async def _generate(args: argparse.Namespace) -> int:
             args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
         try:
             result = await task
-            paths = await client.download(result, dest)
+            # A name of another type than the bytes is said once, here (not logged too).
+            with mismatches_said_by_caller() as mismatched:
+                paths = await client.download(result, dest)
         except NanoBananaError as exc:
             # Accepted, so paid: whatever went wrong, the way back to the task is printed.
             sys.stderr.write(f"error: {exc}\n")
@@ -316,14 +318,10 @@ async def _generate(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
             return EXIT_FAILED
     size = sum(p.stat().st_size for p in paths)
-    with paths[0].open("rb") as handle:
-        real = image_suffix(handle.read(16))
-    given = paths[0].suffix.lower().replace(".jpeg", ".jpg")
-    if real is not None and given != real:
-        kind = IMAGE_KINDS[real]
+    for path, real in mismatched:
         sys.stderr.write(
-            f"warning: {paths[0]} holds {kind} bytes (kept at the path given; name it "
-            f"{paths[0].stem}{real}, or ask for another type with --output-format)\n"
+            f"warning: {path} holds {IMAGE_KINDS[real]} bytes (kept at the path given; name "
+            f"it {path.stem}{real}, or ask for another type with --output-format)\n"
         )
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
     return EXIT_OK

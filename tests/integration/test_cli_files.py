@@ -50,10 +50,13 @@ def test_generate_twice_into_one_file_writes_the_second_image(tmp_path: Path) ->
 
 @pytest.mark.usefixtures("sim")
 def test_generate_names_the_file_by_the_images_real_type(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Without -o a JPEG is saved as image.jpg; `-o x.png` keeps the path asked for and
-    warns that the bytes are JPEG."""
+    warns once that the bytes are JPEG (not also as a log WARNING, which reaches stderr)."""
     monkeypatch.setattr(_png, "render", lambda prompt, aspect_ratio: JPEG)
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "a cat"]) == 0
@@ -63,6 +66,8 @@ def test_generate_names_the_file_by_the_images_real_type(
     assert (tmp_path / "x.png").read_bytes() == JPEG
     err = capsys.readouterr().err
     assert "warning: x.png holds JPEG bytes (kept at the path given" in err
+    assert err.count("holds JPEG bytes") == 1
+    assert not [r for r in caplog.records if "holds JPEG bytes" in r.getMessage()]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.jpg", "x.png"]
 
 
