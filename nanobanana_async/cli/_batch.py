@@ -36,6 +36,7 @@ from .._errors import (
 )
 from .._journal import request_key
 from .._models import ImageRequest, ImageResult
+from .._task import Task
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -72,18 +73,20 @@ def image_base(out: Path, line: int, task_id: str) -> Path:
 
 def manifest_row(
     line: int,
-    request: ImageRequest,
+    request: ImageRequest | None,
     *,
+    model: str | None = None,
     status: str,
     task_id: str | None,
     files: Sequence[str] = (),
     error: str | None = None,
 ) -> dict[str, Any]:
-    """One ``results.jsonl`` row; every row has the same fields whatever its status."""
+    """One ``results.jsonl`` row; every row has the same fields whatever its status (a
+    request that no longer reads from the journal: no prompt, the task's ``model``)."""
     return {
         "line": line,
-        "prompt": request.prompt,
-        "model": request.model,
+        "prompt": request.prompt if request is not None else None,
+        "model": request.model if request is not None else model,
         "status": status,
         "task_id": task_id,
         "files": list(files),
@@ -355,9 +358,10 @@ async def _prepare_journal(
             # A journal that cannot be written (a full disk) stops the batch at its first
             # submit, before anything is sent, with the summary saying so.
             pass
-        if not await book.entries():
+        # A damaged row is skipped here: a submit of its key fails naming it (never resent).
+        entries = await book.entries(unreadable=[])
+        if not entries:
             return 0, 0
-        entries = await book.entries()
         if provider == "local":
             # The local simulator lives in its process: its unfinished tasks died with it, and
             # re-attaching would poll them (404) forever. Refused rather than silently redone.
@@ -436,8 +440,17 @@ async def _run_batch(
                     stopped.append(exc)
                     not_submitted(line, request)
                     return
-                # Accepted (paid) but not journaled: tracked in memory, its id said now.
+                # Accepted (paid) but not journaled: tracked in memory, its id said now and
+                # in the summary. No further prompt is sent: its task would be in no file.
                 task = exc.task
+                if not stopped:
+                    stopped.append(
+                        StorageError(
+                            f"the journal {exc.path} could not record a task: not submitted",
+                            task_id=None,
+                            path=exc.path,
+                        )
+                    )
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
                     f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
@@ -480,15 +493,22 @@ def _line_of(key: str) -> int:
 
 
 async def _resume(args: argparse.Namespace) -> int:
-    from .._journal import Journal
+    from .._journal import DamagedRowError, Journal
 
     journal = Journal(args.journal, create=False)
+    unreadable: list[DamagedRowError] = []
     try:
         provider, base_url = await journal.owner()
-        entries = await journal.entries()
+        # A damaged row is said and skipped: it must not keep every other task from resuming.
+        entries = await journal.entries(unreadable=unreadable)
         noted = await journal.noted("out")
     finally:
         await journal.aclose()
+    for damaged in unreadable:
+        sys.stderr.write(
+            f"line {_line_of(damaged.key)}: its row in {args.journal} cannot be read "
+            f"({damaged.why}): not resumed\n"
+        )
     if provider is None:
         provider = choose_provider(args.provider, key_env=args.api_key_env)
     elif args.provider is not None and args.provider != provider:
@@ -505,9 +525,15 @@ async def _resume(args: argparse.Namespace) -> int:
             f"line {_line_of(entry.key)}: submit outcome unknown, not resubmitted "
             "(batch --resubmit-unknown submits it again, at the risk of paying twice)\n"
         )
+    for entry in open_entries:
+        if entry.request is None:
+            sys.stderr.write(
+                f"line {_line_of(entry.key)}: its recorded request no longer reads "
+                f"({entry.request_error}): resumed by its task id {entry.task_id}\n"
+            )
     if not open_entries:
         sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
-        return EXIT_OK if not unknown else EXIT_FAILED
+        return EXIT_OK if not unknown and not unreadable else EXIT_FAILED
     out = args.out if args.out is not None else recorded_out or args.journal.parent
     try:
         await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
@@ -526,36 +552,55 @@ async def _resume(args: argparse.Namespace) -> int:
     # that is not its own: its task ids mean nothing elsewhere).
     options = connection(args)
     options.setdefault("base_url", base_url)
-    async with Client(provider, journal=args.journal, **options) as client:
-        async for task in client.as_completed((e.key, e.request) for e in open_entries):
-            assert task.key is not None
-            line = _line_of(task.key)
-            request = next(e.request for e in open_entries if e.key == task.key)
-            try:
-                result = await task
-                paths = await client.download(result, image_base(out, line, result.task_id))
-            except WrongAccountError as exc:
-                # Another key's task: not checked with this key; its manifest row stays.
-                failed += 1
-                sys.stdout.write(f"line {line}: not resumed ({exc})\n")
-                continue
-            except NanoBananaError as exc:
-                failed += 1
-                task_id = getattr(exc, "task_id", None) or task.id
-                rows[line] = manifest_row(
-                    line, request, status="failed", task_id=task_id, error=str(exc)
-                )
-                sys.stdout.write(f"line {line}: failed ({exc})\n")
-                continue
+    by_key = {e.key: e for e in open_entries}
+
+    async def settle(client: Client, task: Task) -> None:
+        nonlocal failed
+        assert task.key is not None
+        line, entry = _line_of(task.key), by_key[task.key]
+        request, model = entry.request, entry.model
+        try:
+            result = await task
+            paths = await client.download(result, image_base(out, line, result.task_id))
+        except WrongAccountError as exc:
+            # Another key's task: not checked with this key; its manifest row stays.
+            failed += 1
+            sys.stdout.write(f"line {line}: not resumed ({exc})\n")
+            return
+        except NanoBananaError as exc:
+            failed += 1
+            task_id = getattr(exc, "task_id", None) or task.id
             rows[line] = manifest_row(
-                line,
-                request,
-                status="succeeded",
-                task_id=result.task_id,
-                files=[p.name for p in paths],
+                line, request, model=model, status="failed", task_id=task_id, error=str(exc)
             )
-            sys.stdout.write(f"line {line}: {paths[0]}\n")
+            sys.stdout.write(f"line {line}: failed ({exc})\n")
+            return
+        rows[line] = manifest_row(
+            line,
+            request,
+            model=model,
+            status="succeeded",
+            task_id=result.task_id,
+            files=[p.name for p in paths],
+        )
+        sys.stdout.write(f"line {line}: {paths[0]}\n")
+
+    async with Client(provider, journal=args.journal, **options) as client:
+        # Rows whose request no longer reads are rejoined by key: never sent again.
+        rejoined: list[Task] = []
+        for entry in open_entries:
+            if entry.request is None:
+                try:
+                    rejoined.append(await client._rejoin(entry.key))
+                except NanoBananaError as exc:
+                    failed += 1
+                    sys.stdout.write(f"line {_line_of(entry.key)}: not resumed ({exc})\n")
+        readable = ((e.key, e.request) for e in open_entries if e.request is not None)
+        async for task in client.as_completed(readable):
+            await settle(client, task)
+        for task in rejoined:
+            await settle(client, task)
     text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
     await anyio.to_thread.run_sync(manifest.write_text, text)
     sys.stdout.write(f"manifest: {manifest}\n")
-    return EXIT_OK if not failed and not unknown else EXIT_FAILED
+    return EXIT_OK if not failed and not unknown and not unreadable else EXIT_FAILED
