@@ -85,14 +85,14 @@ async def test_the_runner_never_sleeps_past_a_check_that_is_due(
 ) -> None:
     """Whatever a turn did (a newly learned model moving hundreds of waiting first checks
     earlier, a chunk at a time), the runner then sleeps no later than the plan's next check."""
-    sleeps: list[tuple[float, float]] = []  # (sleeps until, the next check or now)
-    sleep_until = Scheduler._sleep_until
+    sleeps: list[tuple[float, float]] = []  # (armed for, the next check or now)
+    wake = Scheduler._wake
 
-    async def recording(self: Scheduler, deadline: float) -> None:
-        sleeps.append((deadline, max(self.plan.next_wakeup(), self.clock.now())))
-        await sleep_until(self, deadline)
+    def recording(self: Scheduler) -> None:
+        wake(self)
+        sleeps.append((self._timer_at, max(self.plan.next_wakeup(), self.clock.now())))
 
-    monkeypatch.setattr(Scheduler, "_sleep_until", recording)
+    monkeypatch.setattr(Scheduler, "_wake", recording)
     started: dict[str, float] = {}
 
     def server(request: HttpRequest) -> HttpResponse:
