@@ -33,11 +33,11 @@ async def run(durations: list[float]) -> dict[str, list[float]]:
 
 
 async def test_cold_start_one_task_is_checked_on_the_advice_and_a_few_probes() -> None:
-    """One 17.5 s task, nothing learned yet: checked at 1/8, 1/4 and 1/2 of the advice's 10 s
-    (it probes, in case the server is far faster than its docs), then on the advice's 3 s
-    cadence: 7 checks, where it got 12 before."""
+    """One 17.5 s task, nothing learned yet: checked at 1/16, 1/8, 1/4 and 1/2 of the advice's
+    10 s (it probes, in case the server is far faster than its docs), then on the advice's 3 s
+    cadence: 8 checks, where it got 12 before."""
     checked = await run([17.5])
-    assert checked["t0"] == [1.25, 2.5, 5.0, 10.0, 13.0, 16.0, 19.0]
+    assert checked["t0"] == [0.625, 1.25, 2.5, 5.0, 10.0, 13.0, 16.0, 19.0]
 
 
 async def test_cold_start_twenty_tasks_average_few_checks() -> None:

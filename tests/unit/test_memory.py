@@ -77,10 +77,10 @@ async def test_fake_clock_run_neither_reads_nor_fills_the_memory(clock: FakeCloc
         jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(4)]
         await clock.run_until(lambda: all(job.done() for job in jobs))
     assert all(job.result().urls for job in jobs)
-    # The advice's 10 s first check, probed at an eighth; the remembered model would say
+    # The advice's 10 s first check, probed at a sixteenth; the remembered model would say
     # 30 s * e^-0.1 = 27 s.
     first_check = min(t for t, kind in server.log if kind == "status")
-    assert first_check == 1000.0 + 10.0 / 8
+    assert first_check == 1000.0 + 10.0 / 16
     assert MEMORY.recall(key) is remembered
     assert len(MEMORY) == 1
 

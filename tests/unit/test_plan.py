@@ -24,7 +24,7 @@ def test_probes_then_prior_for_the_rest() -> None:
     plan: Planner[str] = Planner()
     entries = [_add(plan, f"t{i}", 0.0) for i in range(PROBES + 2)]
     dues = [e.due for e in entries]  # type: ignore[attr-defined]
-    assert dues[:PROBES] == [10.0 / 8] * PROBES
+    assert dues[:PROBES] == [10.0 / 16] * PROBES
     assert dues[PROBES:] == [10.0, 10.0]
 
 
@@ -45,7 +45,7 @@ def test_a_model_carried_over_skips_advice_and_probes() -> None:
     # Counted as ten samples, its spread (0.2) is still drawn towards the wide prior.
     sigma = math.sqrt((10 * 0.04 + 5 * 0.5**2) / 15)
     assert first.due == pytest.approx(4.0 * math.exp(-0.5 * sigma))  # type: ignore[attr-defined]
-    assert other.due == 10.0 / 8  # nothing carried over: probed from the advice
+    assert other.due == 10.0 / 16  # nothing carried over: probed from the advice
     assert asked == ["g", "h"]
 
 
@@ -76,7 +76,7 @@ def test_expire_and_next_wakeup() -> None:
     """An entry past its deadline is expired once; the wakeup is the earliest due or deadline."""
     plan: Planner[str] = Planner()
     entry = _add(plan, "a", 0.0, deadline=5.0)
-    assert plan.next_wakeup() == 10.0 / 8
+    assert plan.next_wakeup() == 10.0 / 16
     assert plan.expire(4.9) == []
     assert [e.payload for e in plan.expire(5.0)] == ["a"]
     plan.finish(entry)  # type: ignore[arg-type]
