@@ -259,8 +259,8 @@ async def test_f09_unknown_state_keeps_polling(caplog: pytest.LogCaptureFixture)
     """An unknown state string is UNKNOWN, logged once per state, and never success."""
     faults = Faults(unknown_state=0.7, kinds=frozenset({"status"}))
     with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
-        # 3 s tasks: the cold start's probes (1.25 s and 2.5 s, an eighth and a quarter of
-        # crun's 10 s advice) see them running; 0.8 s tasks had ended by the first check.
+        # 3 s tasks: the cold start's three probes (at 0.625, 1.25 and 2.5 s: 1/16 to 1/4 of
+        # crun's 10 s advice) see them running three times each; 0.8 s tasks, once at most.
         async with (
             Simulator("crun", latency=Latency(median=3.0), faults=faults, seed=1) as sim,
             nb.Client("crun", api_key=sim.api_key, base_url=sim.base_url) as client,
