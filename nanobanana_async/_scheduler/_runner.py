@@ -35,7 +35,8 @@ _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
 _TURN: Final = 64
 _SPARE_BATCH: Final = 32  # checks pulled forward per look, at most
 _SPARE_EVERY: Final = 0.05  # seconds between looks for checks to pull forward
-_FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a bug
+_FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a bug, doubling
+_FAILED_TURN_MAX: Final = 5.0  # while every turn fails, up to this
 
 
 def _recall_from(memory: LatencyMemory | None) -> Callable[[Hashable], Learned | None] | None:
@@ -68,6 +69,7 @@ class Scheduler:
         self._checks: set[asyncio.Task[None]] = set()
         self.turns = 0  # turns of the runner so far (tests and benchmarks read it)
         self._started = 0  # status checks started so far
+        self._failed_turns = 0  # turns in a row that raised
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
         self._checker = Checker(
@@ -293,9 +295,13 @@ class Scheduler:
         self.turns += 1
         try:
             wakeup, worked = self._turn(now)
+            self._failed_turns = 0
         except Exception:
-            _log.exception("scheduler turn failed; trying again in %.1f s", _FAILED_TURN_RETRY)
-            wakeup, worked = now + _FAILED_TURN_RETRY, False
+            # Backing off: a bug that fails every turn must not flood the log or the loop.
+            self._failed_turns += 1
+            retry = min(_FAILED_TURN_MAX, _FAILED_TURN_RETRY * 2 ** (self._failed_turns - 1))
+            _log.exception("scheduler turn failed; trying again in %.1f s", retry)
+            wakeup, worked = now + retry, False
         if wakeup <= now and not worked:
             # Something claims to be due but nothing could go: a timer, not a spin.
             wakeup = now + MIN_AHEAD

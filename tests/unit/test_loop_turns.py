@@ -4,6 +4,7 @@ the runner and the planner do a bounded amount of work per turn of the event loo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 
@@ -163,3 +164,32 @@ async def test_a_turn_that_raises_is_logged_and_scheduling_goes_on(
         assert task.done()
         assert (await task.result()).task_id == "t"
     assert transport.count("status") == 1
+
+
+async def test_turns_that_keep_failing_back_off(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug that fails every turn is retried at growing intervals (0.1 s doubling, at most
+    5 s), not ten times a second for ever; the first turn that works resets the interval."""
+    turn = Planner.turn
+    failing = True
+    failed_at: list[float] = []
+
+    def broken(self: Planner[object], now: float, limit: int) -> object:
+        if failing:
+            failed_at.append(now)
+            raise RuntimeError("planner bug")
+        return turn(self, now, limit)
+
+    monkeypatch.setattr(Planner, "turn", broken)
+    transport = ScriptedTransport(lambda request: DONE)
+    async with nb.Client("apixo", api_key="k", transport=transport, clock=clock) as client:
+        task = client.resume("t", model="nano-banana-2")
+        await clock.advance(60.0)
+        gaps = [round(b - a, 3) for a, b in itertools.pairwise(failed_at)]
+        assert gaps[:6] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
+        assert max(gaps) == 5.0
+        assert len(failed_at) < 25
+        failing = False
+        await clock.advance(5.0)
+        assert (await task.result()).task_id == "t"
