@@ -8,6 +8,7 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import math
@@ -22,7 +23,7 @@ from .._models import ImageResult
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
-from ._ledger import DEFAULT_HORIZON, Lease, Ledger
+from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
 from ._memory import MEMORY, Key, LatencyMemory
 from ._plan import Entry, LatencyModel, Phase, Planner
 
@@ -72,6 +73,9 @@ class Scheduler:
         self._failed_turns = 0  # turns in a row that raised
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
+        # Slots held to a horizon, by horizon: the runner frees them on time (see _hold).
+        self._releases: list[tuple[float, int, Slots, Lease]] = []
+        self._release_seq = itertools.count()
         self._checker = Checker(
             self.plan,
             clock,
@@ -195,9 +199,20 @@ class Scheduler:
     ) -> None:
         """Keep ``lease`` until the task's horizon. Before the model is learned the horizon is
         the conservative default; it is shortened once the model is learned."""
-        conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+        self._hold(conn, lease, self.horizon(conn, group, submitted))
         if self._horizon_model(group) is None:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
+
+    def _hold(self, conn: Connection, lease: Lease, horizon: float) -> None:
+        slots = conn.account.ledger.slots
+        slots.hold_until(lease, horizon)
+        # The slots' own horizon timer sleeps until the earliest hold it knew when it went to
+        # sleep: a hold made (or shortened) after that waited behind it, up to the 5 minutes
+        # of a default horizon, with callers waiting for the slot meanwhile. The runner's
+        # timer frees it on time as well (a second release of a lease does nothing).
+        if lease.held:
+            heapq.heappush(self._releases, (horizon, next(self._release_seq), slots, lease))
+            self._arm(horizon)
 
     def _horizon_model(self, group: Hashable) -> LatencyModel | None:
         model = self.plan.learned_model(group)
@@ -215,7 +230,7 @@ class Scheduler:
         if group not in self._provisional or not model.learned_here:
             return
         for conn, lease, submitted in self._provisional.pop(group, []):
-            conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+            self._hold(conn, lease, self.horizon(conn, group, submitted))
 
     def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
         """End a task the client stops watching though it may still run on the provider
@@ -311,7 +326,15 @@ class Scheduler:
         """Expire, make ready, send what the budget allows; returns when the next turn is due
         and whether this one did anything."""
         started = self._started
+        releases = self._releases
+        freed = False
+        while releases and releases[0][0] <= now:
+            _, _, slots, lease = heapq.heappop(releases)
+            freed = freed or lease.held
+            slots.release(lease)
         expired, due, wakeup = self.plan.turn(now, _TURN)
+        if releases:
+            wakeup = min(wakeup, releases[0][0])
         for entry in expired:
             self._expire(entry)
         for entry in due:
@@ -326,7 +349,7 @@ class Scheduler:
                 wakeup = min(wakeup, self._drain(account, now))
             account.update_pressure(now, backlogged=bool(account.ready))
         wakeup = min(wakeup, self._spend_spare(now))
-        return wakeup, bool(expired or due) or self._started != started
+        return wakeup, freed or bool(expired or due) or self._started != started
 
     def _arm(self, at: float, now: float | None = None) -> None:
         """Make the runner turn at ``at``: the one timer is moved only when ``at`` is earlier
