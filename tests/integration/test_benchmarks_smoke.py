@@ -101,10 +101,16 @@ def test_router_scenarios_run_and_keep_their_invariants(tmp_path: Path) -> None:
         "apixo alone",
         "router soonest",
         "outage soonest",
+        "outage soonest, client attempts=1",
         "apixo resets 5%",
         "kill at 1/3, rerun",
     }
-    for name in ("apixo alone", "router soonest", "outage soonest"):
+    for name in (
+        "apixo alone",
+        "router soonest",
+        "outage soonest",
+        "outage soonest, client attempts=1",
+    ):
         assert rows[name]["succeeded"] == 24
     assert rows["router soonest"]["speedup"] > 0
     resets = rows["apixo resets 5%"]
