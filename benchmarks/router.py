@@ -93,7 +93,7 @@ def _accounts(sims: Simulators, names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-async def _gather(target: nb.Client | nb.Router, prompts: int) -> tuple[float, list[object]]:
+async def _batch(target: nb.Client | nb.Router, prompts: int) -> tuple[float, list[object]]:
     """The batch as ``as_completed`` feeds it (the CLI's way): at most the accounts' task caps
     added up are submitted and unfinished at once, so a prompt is given to an account only
     when it can start there soon (all 900 at once would queue half of them on each account,
@@ -121,7 +121,7 @@ async def two_accounts(prompts: int, seed: int = 1) -> list[dict[str, Any]]:
     rows = []
     async with _simulators(seed=seed) as sims:
         async with _client(sims["apixo"]) as client:
-            wall, outcomes = await _gather(client, prompts)
+            wall, outcomes = await _batch(client, prompts)
         rows.append(
             {"run": "apixo alone", "wall_s": round(wall, 2), **_outcomes(outcomes)}
             | _accounts(sims, ["apixo"])
@@ -130,7 +130,7 @@ async def two_accounts(prompts: int, seed: int = 1) -> list[dict[str, Any]]:
     async with _simulators(seed=seed) as sims:
         clients = [_client(sims[p]) for p in PROVIDERS]
         async with nb.Router(clients, owns_clients=True) as router:
-            wall, outcomes = await _gather(router, prompts)
+            wall, outcomes = await _batch(router, prompts)
         rows.append(
             {
                 "run": "router soonest",
@@ -154,7 +154,7 @@ async def outage(
     async with _simulators(outage=True, seed=seed) as sims:
         clients = [_client(sims[p], attempts) for p in PROVIDERS]
         async with nb.Router(clients, owns_clients=True, strategy=strategy) as router:
-            wall, outcomes = await _gather(router, prompts)
+            wall, outcomes = await _batch(router, prompts)
             circuit = router.statistics().accounts[1].circuit
         assert sims.started_at is not None
         created = [at - sims.started_at for at, _ in sims.stats["crun"].spans]
@@ -181,7 +181,7 @@ async def resets(prompts: int, seed: int = 1) -> dict[str, Any]:
     async with _simulators(resets=RESETS, seed=seed) as sims:
         clients = [_client(sims[p]) for p in PROVIDERS]
         async with nb.Router(clients, owns_clients=True) as router:
-            wall, outcomes = await _gather(router, prompts)
+            wall, outcomes = await _batch(router, prompts)
             apixo = router.accounts[0]
     unknown = [o for o in outcomes if isinstance(o, nb.SubmitOutcomeUnknownError)]
     stats = sims.stats
@@ -213,7 +213,7 @@ async def _child(prompts: int, journals: Path) -> dict[str, Any]:
         for p in PROVIDERS
     ]
     async with nb.Router(clients, owns_clients=True) as router:
-        _, outcomes = await _gather(router, prompts)
+        _, outcomes = await _batch(router, prompts)
     return _outcomes(outcomes)
 
 
