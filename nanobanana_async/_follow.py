@@ -37,6 +37,7 @@ class Follower:
         self._outers: set[Task] = set()
         self.resubmits = 0
         self.hedges = 0
+        self._hedges_sending = 0  # hedge creates sent and not yet answered
         self.hedges_won = 0
         self.losers_ended = 0
 
@@ -107,10 +108,12 @@ class Follower:
         if (
             hedge is None
             or outer.done()
-            or not hedge.allows(self.hedges, dispatch.accepted)
+            # Hedges still being sent count too: several tasks pass their p99 at once.
+            or not hedge.allows(self.hedges + self._hedges_sending, dispatch.accepted)
             or not dispatch.open_to(eligible, tried)
         ):
             return
+        self._hedges_sending += 1
         try:
             task, where = await self._dispatch.route(
                 request, key, eligible, tried, attempts, hedge=True
@@ -119,6 +122,8 @@ class Follower:
             # No other account takes it now: the first task goes on alone.
             _log.debug("no hedge for task %s: %s", outer.id, exc)
             return
+        finally:
+            self._hedges_sending -= 1
         self.hedges += 1
         run(task, where, True)
 

@@ -435,3 +435,34 @@ async def test_f44_a_hedge_waiting_for_a_slot_never_delays_the_result(clock: Fak
             assert router.statistics().hedges == 0
         assert sb.count("submit") == 1
         assert not blocker.done()
+
+
+async def test_f44_hedges_due_at_once_stay_within_their_share(clock: FakeClock) -> None:
+    """Three tasks pass their p99 at the same instant: their hedges are sent together, yet no
+    more of them than max_share of the submits allows (one here), however their creates
+    interleave."""
+    sa = FakeApixo(clock, latency=lambda i: 100.0 if i >= 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test")
+    answered: list[int] = []
+
+    def slow_first_answer(request: HttpRequest) -> object:
+        # The first hedge's create is answered after a second: the others are due meanwhile.
+        if request.kind == "submit" and not answered:
+            answered.append(1)
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "1"}
+            )
+        return None
+
+    sb.hook = slow_first_answer  # type: ignore[assignment]
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.2)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        slow = [await router.submit(nb.ImageRequest(prompt=f"slow {i}")) for i in range(3)]
+        await clock.run_until(lambda: all(t.done() for t in slow), limit=7200)
+        stats = router.statistics()
+    # 6 submits: one hedge is within 20 %, two are not (the first was answered 429, then 200).
+    assert sb.count("submit") == 2
+    assert stats.hedges == 1
