@@ -15,6 +15,7 @@ import attrs
 from ._breaker import Breaker, Circuit
 from ._client import Client
 from ._errors import (
+    ClientClosedError,
     GenerationFailedError,
     InvalidRequestError,
     NanoBananaError,
@@ -90,6 +91,7 @@ class Dispatcher:
         self._on_unknown = on_unknown
         self._changed: asyncio.Event | None = None
         self._sharing: set[asyncio.Future[None]] = set()
+        self._closed = False
         self.accepted = 0  # creates accepted, hedges not included
         self.failovers = 0
 
@@ -204,6 +206,12 @@ class Dispatcher:
         # The account to send to, and whether this create is its circuit's half-open probe.
         accounts = self.accounts
         while True:
+            if self._closed:
+                # Nothing was sent for this request: a create after the close would be paid
+                # for a caller the router no longer answers.
+                closed = ClientClosedError("the router closed before this request was sent")
+                closed.attempts = tuple(attempts)
+                raise closed
             candidates = [i for i in eligible if i not in tried and accounts[i].set_aside is None]
             if not candidates:
                 aside = [accounts[i].set_aside for i in eligible if accounts[i].set_aside]
@@ -319,6 +327,11 @@ class Dispatcher:
             job = asyncio.ensure_future(account.shared.publish(account.breaker))
             self._sharing.add(job)
             job.add_done_callback(self._sharing.discard)
+
+    def close(self) -> None:
+        """Send no more creates: callers waiting for a circuit get ``ClientClosedError`` now."""
+        self._closed = True
+        self._notify()
 
     async def aclose(self) -> None:
         """Finish publishing and close the shared circuits' connections."""

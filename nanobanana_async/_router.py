@@ -156,12 +156,14 @@ class Router:
     async def aclose(self) -> None:
         """Stop following hedges and resubmits, and close the clients if the router owns them.
 
-        Router tasks still pending fail with ``ClientClosedError`` carrying their ids. Safe to
-        call more than once.
+        Router tasks still pending fail with ``ClientClosedError`` carrying their ids; submits
+        still waiting for a circuit fail with it at once, and send nothing. Safe to call more
+        than once.
         """
         if self._closed:
             return
         self._closed = True
+        self._dispatch.close()
         async with contextlib.AsyncExitStack() as stack:
             if self._owns:
                 for account in self._accounts:

@@ -466,3 +466,27 @@ async def test_f44_hedges_due_at_once_stay_within_their_share(clock: FakeClock) 
     # 6 submits: one hedge is within 20 %, two are not (the first was answered 429, then 200).
     assert sb.count("submit") == 2
     assert stats.hedges == 1
+
+
+async def test_f42_closing_the_router_ends_callers_waiting_for_a_circuit(clock: FakeClock) -> None:
+    """A caller waiting for an open circuit when the router closes gets ClientClosedError at
+    once, and nothing is created for it after the close (the clients stay open: not owned)."""
+    one, two = Maintenance(), Maintenance()
+    a = crun(clock, one)
+    b = crun(clock, two, key="key-d")
+    async with a, b:
+        router = nb.Router([a, b], random=lambda: 0.5)
+        async with router:
+            for i in range(5):
+                await drive(clock, router.generate(f"p{i}"))
+            assert (circuit(router, 0), circuit(router, 1)) == ("open", "open")
+            job = asyncio.ensure_future(router.generate("waits"))
+            await clock.advance(5.0)
+            assert not job.done()
+            one.down = two.down = False
+        closed_at = clock.now()
+        await clock.run_until(job.done, limit=7200)
+        assert isinstance(job.exception(), nb.ClientClosedError)
+        assert clock.now() - closed_at < 1.0
+        await clock.advance(60.0)
+        assert created(one, two) == 0
