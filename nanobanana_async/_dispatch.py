@@ -238,11 +238,21 @@ class Dispatcher:
                 if not breaker.allow(now):
                     continue
                 probe = breaker.state is Circuit.HALF_OPEN
-                if probe and shared is not None and not await shared.claim_probe():
-                    # Another process sends the probe: look again in a moment.
-                    breaker.released()
-                    breaker.hold_open(now + 1.0, breaker.cooldown, now)
-                    continue
+                if probe and shared is not None:
+                    try:
+                        claimed = await shared.claim_probe()
+                    except BaseException:
+                        # Cancelled while asking: the probe is free for this process's next
+                        # caller. The shared claim, if it was taken, lapses after its TTL (it
+                        # may be another process's: deleting it could let two probes go).
+                        breaker.released()
+                        self._notify()
+                        raise
+                    if not claimed:
+                        # Another process sends the probe: look again in a moment.
+                        breaker.released()
+                        breaker.hold_open(now + 1.0, breaker.cooldown, now)
+                        continue
                 return index, probe
             times = [accounts[i].breaker.ready_at(now) for i in candidates]
             earliest = min(times)

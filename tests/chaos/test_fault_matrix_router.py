@@ -490,3 +490,47 @@ async def test_f42_closing_the_router_ends_callers_waiting_for_a_circuit(clock: 
         assert clock.now() - closed_at < 1.0
         await clock.advance(60.0)
         assert created(one, two) == 0
+
+
+class _SlowProbeClaim:
+    """A shared circuit (coordinator) whose probe claim takes a while to answer."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+
+    async def adopt(self, breaker: object) -> None:
+        return None
+
+    async def claim_probe(self) -> bool:
+        await self.answer.wait()
+        return True
+
+    async def publish(self, breaker: object) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_f41_a_caller_cancelled_while_claiming_the_probe_frees_it(clock: FakeClock) -> None:
+    """The caller holding the half-open probe is cancelled while the coordinator answers its
+    claim: the probe is free again, so the next caller probes (and closes) the circuit instead
+    of waiting for a probe that will never end."""
+    down = Maintenance()
+    a = crun(clock, down)
+    async with nb.Router([a], owns_clients=True, random=lambda: 0.5) as router:
+        slow = _SlowProbeClaim()
+        router._accounts[0].shared = slow  # type: ignore[assignment]
+        for i in range(5):
+            await drive(clock, router.generate(f"p{i}"))
+        assert circuit(router) == "open"
+        await clock.advance(31.0)
+        cancelled = asyncio.ensure_future(router.generate("cancelled while claiming"))
+        await clock.advance(0.5)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        slow.answer.set()
+        down.down = False
+        result = await drive(clock, router.generate("next", timeout=60.0))
+        assert isinstance(result, nb.ImageResult)
+        assert circuit(router) == "closed"
