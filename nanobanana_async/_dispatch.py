@@ -92,6 +92,7 @@ class Dispatcher:
         self._changed: asyncio.Event | None = None
         self._sharing: set[asyncio.Future[None]] = set()
         self._closed = False
+        self._unshared = False  # the shared circuits' connections are closed
         self.accepted = 0  # creates accepted, hedges not included
         self.failovers = 0
 
@@ -328,12 +329,16 @@ class Dispatcher:
 
     async def _share(self, account: Account, before: Circuit, *, probe: bool) -> None:
         # Other processes see the circuit open or close, and a probe end, at once.
-        if account.shared is not None and (probe or account.breaker.state is not before):
+        if self._unshared or account.shared is None:
+            return
+        if probe or account.breaker.state is not before:
             await account.shared.publish(account.breaker)
 
     def _share_soon(self, account: Account) -> None:
-        # From a done callback or a cancelled caller: published by a task of its own.
-        if account.shared is not None:
+        # From a done callback or a cancelled caller: published by a task of its own. Not
+        # after the close: tasks the clients still track end later, and a write then would
+        # reopen the closed connection (a job left pending past the loop's end).
+        if account.shared is not None and not self._unshared:
             job = asyncio.ensure_future(account.shared.publish(account.breaker))
             self._sharing.add(job)
             job.add_done_callback(self._sharing.discard)
@@ -347,6 +352,7 @@ class Dispatcher:
         """Finish publishing and close the shared circuits' connections."""
         if self._sharing:
             await asyncio.wait(list(self._sharing))
+        self._unshared = True
         for account in self.accounts:
             if account.shared is not None:
                 await account.shared.aclose()

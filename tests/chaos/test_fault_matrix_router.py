@@ -537,3 +537,36 @@ async def test_f41_a_caller_cancelled_while_claiming_the_probe_frees_it(clock: F
         result = await drive(clock, router.generate("next", timeout=60.0))
         assert isinstance(result, nb.ImageResult)
         assert circuit(router) == "closed"
+
+
+class _RecordedCircuit(_SlowProbeClaim):
+    """A shared circuit (coordinator) that records what is published after its close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer.set()
+        self.closed = False
+        self.published_after_close = 0
+
+    async def publish(self, breaker: object) -> None:
+        self.published_after_close += self.closed
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_f41_a_closed_router_publishes_no_circuit(clock: FakeClock) -> None:
+    """Tasks the router sent end after its close (the clients, not its own, keep tracking
+    them) and open the circuit: nothing is published on the closed coordinator connection
+    (it would reopen it, or leave a write pending past the loop's end)."""
+    a, _ = apixo(clock)
+    b, _ = apixo(clock, key="key-b")
+    shared = _RecordedCircuit()
+    async with a, b:
+        async with nb.Router([a, b], strategy="priority") as router:
+            router._accounts[0].shared = shared  # type: ignore[assignment]
+            tasks = [await router.submit(nb.ImageRequest(prompt=f"[[fail]] {i}")) for i in range(5)]
+        await clock.run_until(lambda: all(t.done() for t in tasks), limit=7200)
+        assert circuit(router) == "open"
+    assert shared.closed
+    assert shared.published_after_close == 0
