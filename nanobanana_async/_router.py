@@ -146,8 +146,13 @@ class Router:
     async def __aenter__(self) -> Self:
         if self._closed:
             raise ClientClosedError("the router is closed")
-        for account in self._accounts:
-            await account.client.__aenter__()
+        try:
+            for account in self._accounts:
+                await account.client.__aenter__()
+        except BaseException:
+            # No __aexit__ follows a failed entry: the clients it owns are closed here.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
