@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._dispatch import Dispatcher
-from ._errors import ClientClosedError, ContentPolicyError, GenerationFailedError, NanoBananaError
+from ._errors import (
+    ClientClosedError,
+    ContentPolicyError,
+    GenerationFailedError,
+    NanoBananaError,
+    SubmitOutcomeUnknownError,
+)
 from ._models import ImageRequest, ImageResult
 from ._routing import Attempt, Hedge, describe
 from ._task import Task
@@ -118,6 +124,12 @@ class Follower:
             task, where = await self._dispatch.route(
                 request, key, eligible, tried, attempts, hedge=True
             )
+        except SubmitOutcomeUnknownError as exc:
+            # The hedge may have been created (and paid): it counts against max_share, and
+            # the user hears of it. Its outcome is the account's, not the caller's.
+            self.hedges += 1
+            _log.warning("a hedge of task %s may have been created: %s", outer.id, exc)
+            return
         except NanoBananaError as exc:
             # No other account takes it now: the first task goes on alone.
             _log.debug("no hedge for task %s: %s", outer.id, exc)

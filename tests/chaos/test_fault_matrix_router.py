@@ -570,3 +570,30 @@ async def test_f41_a_closed_router_publishes_no_circuit(clock: FakeClock) -> Non
         assert circuit(router) == "open"
     assert shared.closed
     assert shared.published_after_close == 0
+
+
+async def test_f44_a_hedge_of_unknown_outcome_counts_against_the_share(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every hedge create is reset after the second account made the task: each may be paid,
+    so each counts as a hedge (max_share holds in paid creates) and is logged at WARNING with
+    its account; the first tasks still end on their own account."""
+    sa = FakeApixo(clock, latency=lambda i: 100.0 if i >= 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test")
+    reset_after_create(sb)
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.2)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        slow = []
+        with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+            for i in range(3):  # one after another: each hedge's outcome is known first
+                slow.append(await router.submit(nb.ImageRequest(prompt=f"slow {i}")))
+                await clock.advance(40.0)
+            await clock.run_until(lambda: all(t.done() for t in slow), limit=7200)
+        stats = router.statistics()
+    assert all(t.ref is not None and t.ref.provider == "apixo" for t in slow)
+    assert stats.hedges == 1
+    assert len(sb.tasks) == 1  # created once, not once per slow task
+    assert any(router.accounts[1] in r.getMessage() for r in caplog.records)
