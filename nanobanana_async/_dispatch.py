@@ -15,6 +15,7 @@ import attrs
 from ._breaker import Breaker, Circuit
 from ._client import Client
 from ._errors import (
+    ClientClosedError,
     GenerationFailedError,
     InvalidRequestError,
     NanoBananaError,
@@ -90,6 +91,8 @@ class Dispatcher:
         self._on_unknown = on_unknown
         self._changed: asyncio.Event | None = None
         self._sharing: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self._unshared = False  # the shared circuits' connections are closed
         self.accepted = 0  # creates accepted, hedges not included
         self.failovers = 0
 
@@ -204,6 +207,12 @@ class Dispatcher:
         # The account to send to, and whether this create is its circuit's half-open probe.
         accounts = self.accounts
         while True:
+            if self._closed:
+                # Nothing was sent for this request: a create after the close would be paid
+                # for a caller the router no longer answers.
+                closed = ClientClosedError("the router closed before this request was sent")
+                closed.attempts = tuple(attempts)
+                raise closed
             candidates = [i for i in eligible if i not in tried and accounts[i].set_aside is None]
             if not candidates:
                 aside = [accounts[i].set_aside for i in eligible if accounts[i].set_aside]
@@ -230,11 +239,21 @@ class Dispatcher:
                 if not breaker.allow(now):
                     continue
                 probe = breaker.state is Circuit.HALF_OPEN
-                if probe and shared is not None and not await shared.claim_probe():
-                    # Another process sends the probe: look again in a moment.
-                    breaker.released()
-                    breaker.hold_open(now + 1.0, breaker.cooldown, now)
-                    continue
+                if probe and shared is not None:
+                    try:
+                        claimed = await shared.claim_probe()
+                    except BaseException:
+                        # Cancelled while asking: the probe is free for this process's next
+                        # caller. The shared claim, if it was taken, lapses after its TTL (it
+                        # may be another process's: deleting it could let two probes go).
+                        breaker.released()
+                        self._notify()
+                        raise
+                    if not claimed:
+                        # Another process sends the probe: look again in a moment.
+                        breaker.released()
+                        breaker.hold_open(now + 1.0, breaker.cooldown, now)
+                        continue
                 return index, probe
             times = [accounts[i].breaker.ready_at(now) for i in candidates]
             earliest = min(times)
@@ -310,20 +329,30 @@ class Dispatcher:
 
     async def _share(self, account: Account, before: Circuit, *, probe: bool) -> None:
         # Other processes see the circuit open or close, and a probe end, at once.
-        if account.shared is not None and (probe or account.breaker.state is not before):
+        if self._unshared or account.shared is None:
+            return
+        if probe or account.breaker.state is not before:
             await account.shared.publish(account.breaker)
 
     def _share_soon(self, account: Account) -> None:
-        # From a done callback or a cancelled caller: published by a task of its own.
-        if account.shared is not None:
+        # From a done callback or a cancelled caller: published by a task of its own. Not
+        # after the close: tasks the clients still track end later, and a write then would
+        # reopen the closed connection (a job left pending past the loop's end).
+        if account.shared is not None and not self._unshared:
             job = asyncio.ensure_future(account.shared.publish(account.breaker))
             self._sharing.add(job)
             job.add_done_callback(self._sharing.discard)
+
+    def close(self) -> None:
+        """Send no more creates: callers waiting for a circuit get ``ClientClosedError`` now."""
+        self._closed = True
+        self._notify()
 
     async def aclose(self) -> None:
         """Finish publishing and close the shared circuits' connections."""
         if self._sharing:
             await asyncio.wait(list(self._sharing))
+        self._unshared = True
         for account in self.accounts:
             if account.shared is not None:
                 await account.shared.aclose()

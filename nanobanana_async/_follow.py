@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._dispatch import Dispatcher
-from ._errors import ClientClosedError, ContentPolicyError, GenerationFailedError, NanoBananaError
+from ._errors import (
+    ClientClosedError,
+    ContentPolicyError,
+    GenerationFailedError,
+    NanoBananaError,
+    SubmitOutcomeUnknownError,
+)
 from ._models import ImageRequest, ImageResult
 from ._routing import Attempt, Hedge, describe
 from ._task import Task
@@ -37,6 +43,7 @@ class Follower:
         self._outers: set[Task] = set()
         self.resubmits = 0
         self.hedges = 0
+        self._hedges_sending = 0  # hedge creates sent and not yet answered
         self.hedges_won = 0
         self.losers_ended = 0
 
@@ -107,18 +114,28 @@ class Follower:
         if (
             hedge is None
             or outer.done()
-            or not hedge.allows(self.hedges, dispatch.accepted)
+            # Hedges still being sent count too: several tasks pass their p99 at once.
+            or not hedge.allows(self.hedges + self._hedges_sending, dispatch.accepted)
             or not dispatch.open_to(eligible, tried)
         ):
             return
+        self._hedges_sending += 1
         try:
             task, where = await self._dispatch.route(
                 request, key, eligible, tried, attempts, hedge=True
             )
+        except SubmitOutcomeUnknownError as exc:
+            # The hedge may have been created (and paid): it counts against max_share, and
+            # the user hears of it. Its outcome is the account's, not the caller's.
+            self.hedges += 1
+            _log.warning("a hedge of task %s may have been created: %s", outer.id, exc)
+            return
         except NanoBananaError as exc:
             # No other account takes it now: the first task goes on alone.
             _log.debug("no hedge for task %s: %s", outer.id, exc)
             return
+        finally:
+            self._hedges_sending -= 1
         self.hedges += 1
         run(task, where, True)
 

@@ -146,8 +146,13 @@ class Router:
     async def __aenter__(self) -> Self:
         if self._closed:
             raise ClientClosedError("the router is closed")
-        for account in self._accounts:
-            await account.client.__aenter__()
+        try:
+            for account in self._accounts:
+                await account.client.__aenter__()
+        except BaseException:
+            # No __aexit__ follows a failed entry: the clients it owns are closed here.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -156,12 +161,14 @@ class Router:
     async def aclose(self) -> None:
         """Stop following hedges and resubmits, and close the clients if the router owns them.
 
-        Router tasks still pending fail with ``ClientClosedError`` carrying their ids. Safe to
-        call more than once.
+        Router tasks still pending fail with ``ClientClosedError`` carrying their ids; submits
+        still waiting for a circuit fail with it at once, and send nothing. Safe to call more
+        than once.
         """
         if self._closed:
             return
         self._closed = True
+        self._dispatch.close()
         async with contextlib.AsyncExitStack() as stack:
             if self._owns:
                 for account in self._accounts:

@@ -226,7 +226,8 @@ class RouterStatistics(ClientStatistics):
         accounts: each account's counters, in the order the clients were given.
         failovers: prompts moved to another account after a refusal.
         resubmits: failed tasks submitted again elsewhere (``resubmit_failed=True``).
-        hedges: second submits made by hedging (each one paid).
+        hedges: second submits made by hedging (each one paid), with those of unknown outcome
+            (they may have been).
         hedges_won: hedges that finished first.
         hedge_losers_ended: tasks that lost a hedge race and were then seen to end.
     """

@@ -431,9 +431,169 @@ async def test_f44_a_hedge_waiting_for_a_slot_never_delays_the_result(clock: Fak
             started = clock.now()
             result = await drive(clock, task.result())
             assert result.task_id == "t3"
-            # 30 s of task and a few seconds of polling lag; a result held behind the hedge's
-            # wait would come only with the close (the blocker never ends).
+            # Handed over at the status poll that saw it done (the poll after its 30 s).
+            seen = max(at for at, kind in sa.log if kind == "status")
+            assert clock.now() - seen <= 0.1  # one step of the fake clock's driver
             assert clock.now() - started < 35.0
             assert router.statistics().hedges == 0
         assert sb.count("submit") == 1
         assert not blocker.done()
+
+
+async def test_f44_hedges_due_at_once_stay_within_their_share(clock: FakeClock) -> None:
+    """Three tasks pass their p99 at the same instant: their hedges are sent together, yet no
+    more of them than max_share of the submits allows (one here), however their creates
+    interleave."""
+    sa = FakeApixo(clock, latency=lambda i: 100.0 if i >= 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test")
+    answered: list[int] = []
+
+    def slow_first_answer(request: HttpRequest) -> object:
+        # The first hedge's create is answered after a second: the others are due meanwhile.
+        if request.kind == "submit" and not answered:
+            answered.append(1)
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "1"}
+            )
+        return None
+
+    sb.hook = slow_first_answer  # type: ignore[assignment]
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.2)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        slow = [await router.submit(nb.ImageRequest(prompt=f"slow {i}")) for i in range(3)]
+        await clock.run_until(lambda: all(t.done() for t in slow), limit=7200)
+        stats = router.statistics()
+    # 6 submits: one hedge is within 20 %, two are not (the first was answered 429, then 200).
+    assert sb.count("submit") == 2
+    assert stats.hedges == 1
+
+
+async def test_f42_closing_the_router_ends_callers_waiting_for_a_circuit(clock: FakeClock) -> None:
+    """A caller waiting for an open circuit when the router closes gets ClientClosedError at
+    once, and nothing is created for it after the close (the clients stay open: not owned)."""
+    one, two = Maintenance(), Maintenance()
+    a = crun(clock, one)
+    b = crun(clock, two, key="key-d")
+    async with a, b:
+        router = nb.Router([a, b], random=lambda: 0.5)
+        async with router:
+            for i in range(5):
+                await drive(clock, router.generate(f"p{i}"))
+            assert (circuit(router, 0), circuit(router, 1)) == ("open", "open")
+            job = asyncio.ensure_future(router.generate("waits"))
+            await clock.advance(5.0)
+            assert not job.done()
+            one.down = two.down = False
+        closed_at = clock.now()
+        await clock.run_until(job.done, limit=7200)
+        assert isinstance(job.exception(), nb.ClientClosedError)
+        assert clock.now() - closed_at < 1.0
+        await clock.advance(60.0)
+        assert created(one, two) == 0
+
+
+class _SlowProbeClaim:
+    """A shared circuit (coordinator) whose probe claim takes a while to answer."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+
+    async def adopt(self, breaker: object) -> None:
+        return None
+
+    async def claim_probe(self) -> bool:
+        await self.answer.wait()
+        return True
+
+    async def publish(self, breaker: object) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_f41_a_caller_cancelled_while_claiming_the_probe_frees_it(clock: FakeClock) -> None:
+    """The caller holding the half-open probe is cancelled while the coordinator answers its
+    claim: the probe is free again, so the next caller probes (and closes) the circuit instead
+    of waiting for a probe that will never end."""
+    down = Maintenance()
+    a = crun(clock, down)
+    async with nb.Router([a], owns_clients=True, random=lambda: 0.5) as router:
+        slow = _SlowProbeClaim()
+        router._accounts[0].shared = slow  # type: ignore[assignment]
+        for i in range(5):
+            await drive(clock, router.generate(f"p{i}"))
+        assert circuit(router) == "open"
+        await clock.advance(31.0)
+        cancelled = asyncio.ensure_future(router.generate("cancelled while claiming"))
+        await clock.advance(0.5)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        slow.answer.set()
+        down.down = False
+        result = await drive(clock, router.generate("next", timeout=60.0))
+        assert isinstance(result, nb.ImageResult)
+        assert circuit(router) == "closed"
+
+
+class _RecordedCircuit(_SlowProbeClaim):
+    """A shared circuit (coordinator) that records what is published after its close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer.set()
+        self.closed = False
+        self.published_after_close = 0
+
+    async def publish(self, breaker: object) -> None:
+        self.published_after_close += self.closed
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_f41_a_closed_router_publishes_no_circuit(clock: FakeClock) -> None:
+    """Tasks the router sent end after its close (the clients, not its own, keep tracking
+    them) and open the circuit: nothing is published on the closed coordinator connection
+    (it would reopen it, or leave a write pending past the loop's end)."""
+    a, _ = apixo(clock)
+    b, _ = apixo(clock, key="key-b")
+    shared = _RecordedCircuit()
+    async with a, b:
+        async with nb.Router([a, b], strategy="priority") as router:
+            router._accounts[0].shared = shared  # type: ignore[assignment]
+            tasks = [await router.submit(nb.ImageRequest(prompt=f"[[fail]] {i}")) for i in range(5)]
+        await clock.run_until(lambda: all(t.done() for t in tasks), limit=7200)
+        assert circuit(router) == "open"
+    assert shared.closed
+    assert shared.published_after_close == 0
+
+
+async def test_f44_a_hedge_of_unknown_outcome_counts_against_the_share(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every hedge create is reset after the second account made the task: each may be paid,
+    so each counts as a hedge (max_share holds in paid creates) and is logged at WARNING with
+    its account; the first tasks still end on their own account."""
+    sa = FakeApixo(clock, latency=lambda i: 100.0 if i >= 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test")
+    reset_after_create(sb)
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.2)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        slow = []
+        with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+            for i in range(3):  # one after another: each hedge's outcome is known first
+                slow.append(await router.submit(nb.ImageRequest(prompt=f"slow {i}")))
+                await clock.advance(40.0)
+            await clock.run_until(lambda: all(t.done() for t in slow), limit=7200)
+        stats = router.statistics()
+    assert all(t.ref is not None and t.ref.provider == "apixo" for t in slow)
+    assert stats.hedges == 1
+    assert len(sb.tasks) == 1  # created once, not once per slow task
+    assert any(router.accounts[1] in r.getMessage() for r in caplog.records)

@@ -293,6 +293,20 @@ async def test_a_router_does_not_close_clients_it_does_not_own(clock: FakeClock)
         await router.submit(nb.ImageRequest(prompt="x"))
 
 
+async def test_a_router_that_fails_to_start_closes_the_clients_it_owns(clock: FakeClock) -> None:
+    """A client that cannot start (here: already closed) fails the router's entry; the owned
+    clients it had started are closed, not left running with no one to close them."""
+    a, server = apixo(clock)
+    b, _ = apixo(clock, key="key-b")
+    await b.aclose()
+    with pytest.raises(nb.ClientClosedError):
+        async with nb.Router([a, b], owns_clients=True):
+            pass
+    with pytest.raises(nb.ClientClosedError):
+        await a.submit(nb.ImageRequest(prompt="x"))
+    assert server.count("submit") == 0
+
+
 def failed_on_status(server: FakeApixo, code: str = "GENERATION_FAILED") -> None:
     """Every status check on ``server`` answers that the task failed with ``code``."""
 
