@@ -10,9 +10,10 @@ import functools
 import io
 import itertools
 import json
+import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,12 +35,17 @@ from .._errors import (
     SubmitOutcomeUnknownError,
     WrongAccountError,
 )
-from .._journal import request_key
+from .._journal import JournalEntry, request_key
 from .._models import ImageRequest, ImageResult
+from .._router import Router
+from .._routing import RouterStatistics
+from .._task import Task
+from ._accounts import Accounts
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    Connection,
     choose_provider,
     connection,
     input_problems,
@@ -49,6 +55,7 @@ from ._common import (
 from ._inputs import InputError, read_requests
 from ._progress import (
     PROGRESS_INTERVAL,
+    AccountProgress,
     BatchState,
     progress_record,
     render_plain,
@@ -91,18 +98,73 @@ def manifest_row(
     }
 
 
+def account_journal(journal: Path, name: str) -> Path:
+    """The journal of one account of a batch over several: ``journal-crun.db`` beside
+    ``journal.db``. One per account: a journal belongs to one provider and URL."""
+    return journal.with_name(f"{journal.stem}-{name}{journal.suffix}")
+
+
+@contextlib.asynccontextmanager
+async def open_router(
+    routed: Accounts,
+    *,
+    journals: Path | None,
+    limits: Limits | None = None,
+    coordinator: str | None = None,
+) -> AsyncIterator[tuple[Router, list[Client]]]:
+    """A started Router over ``routed``'s accounts (each with its journal beside
+    ``journals``, when given), closed with its clients on the way out."""
+    router, clients = build_router(
+        routed, journals=journals, limits=limits, coordinator=coordinator
+    )
+    async with router:
+        yield router, clients
+
+
+def build_router(
+    routed: Accounts,
+    *,
+    journals: Path | None,
+    limits: Limits | None = None,
+    coordinator: str | None = None,
+) -> tuple[Router, list[Client]]:
+    """A Router (not started) that owns one Client per account."""
+    clients: list[Client] = []
+    for account in routed.accounts:
+        journal = account_journal(journals, account.name) if journals is not None else None
+        clients.append(
+            account.client(limits=limits or Limits(), journal=journal, coordinator=coordinator)
+        )
+    weights = [a.weight for a in routed.accounts]
+    router = Router(clients, strategy=routed.strategy, weights=weights, owns_clients=True)
+    return router, clients
+
+
 async def _batch(args: argparse.Namespace, console: Console) -> int:
-    options = connection(args)
-    provider = choose_provider(args.provider, key_env=args.api_key_env)
+    routed: Accounts | None = args.routed
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
-    client = Client(
-        provider,
-        limits=limits,
-        journal=journal,
-        coordinator=args.coordinator,
-        **options,
-    )
+    client: Client | Router
+    if routed is None:
+        options = connection(args)
+        provider = choose_provider(args.provider, key_env=args.api_key_env)
+        client = Client(
+            provider,
+            limits=limits,
+            journal=journal,
+            coordinator=args.coordinator,
+            **options,
+        )
+        clients = [client]
+        journals = [journal]
+    else:
+        # Keys shared by every account: a journaled prompt is found whichever account holds it.
+        provider = "accounts"
+        client, clients = build_router(
+            routed, journals=journal, limits=limits, coordinator=args.coordinator
+        )
+        journals = [account_journal(journal, a.name) for a in routed.accounts]
+        limits = client.statistics().limits
     stdin: str | None = args.stdin  # read by the command line before the work began
     source = Path("<stdin>") if stdin is not None else args.prompts
     kind = f".{args.input_format}" if args.input_format else ".txt" if stdin is not None else None
@@ -122,6 +184,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         raise InputError(input_problems(source, exc)) from None
     # From here the journal may hold this run's tasks: an interruption says how to resume.
     args.interrupted_journal, args.interrupted_provider = journal, provider
+    if routed is not None and all(a.provider == "local" for a in routed.accounts):
+        args.interrupted_provider = "local"
     lines: dict[str, tuple[int, ImageRequest]] = {}
     for n, r in requests:
         key = base = _key(provider, n, r)
@@ -137,9 +201,18 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         await client.aclose()
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
     try:
-        earlier, known = await _prepare_journal(
-            journal, provider, list(lines), args.resubmit_unknown, out=args.out
-        )
+        earlier = known = 0
+        for n, (path, each) in enumerate(zip(journals, clients, strict=True)):
+            named = routed.accounts[n] if routed is not None else None
+            dropped, held = await _prepare_journal(
+                path,
+                each.provider,
+                list(lines),
+                args.resubmit_unknown,
+                out=args.out,
+                key_env=named.key_env if named is not None else None,
+            )
+            earlier, known = earlier + dropped, known + held
     except BaseException:
         await client.aclose()
         raise
@@ -150,15 +223,28 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
 
     mode = progress_mode(args)
 
-    def refresh() -> RenderableType:
+    def count() -> None:
         stats = client.statistics()
         state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
+        if isinstance(stats, RouterStatistics) and routed is not None:
+            state.accounts = [
+                AccountProgress(
+                    name=account.name,
+                    accepted=each.accepted,
+                    running=each.client.in_flight,
+                    circuit=each.circuit,
+                    set_aside=each.set_aside is not None,
+                )
+                for account, each in zip(routed.accounts, stats.accounts, strict=True)
+            ]
+
+    def refresh() -> RenderableType:
+        count()
         return render_progress(state, time.monotonic())
 
     def emit() -> None:
         # One line to stdout, flushed at once: a log or CI shows it as it comes.
-        stats = client.statistics()
-        state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
+        count()
         now = time.monotonic()
         if mode == "json":
             line = json.dumps(progress_record(state, now))
@@ -195,13 +281,13 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             await asyncio.sleep(0.25)
 
     async with client:
-        if args.min_balance is not None:
-            with naming(client):
-                balance = await client.balance()
+        for each in clients if args.min_balance is not None else ():
+            with naming(each):
+                balance = await each.balance()
             if balance.credits < args.min_balance:
                 raise InputError(
                     [
-                        f"{provider} balance is {balance.credits:g}, below --min-balance "
+                        f"{each.provider} balance is {balance.credits:g}, below --min-balance "
                         f"{args.min_balance:g}: not started"
                     ]
                 )
@@ -334,10 +420,18 @@ class Manifest:
 
 
 async def _prepare_journal(
-    journal: Path, provider: str, keys: list[str], resubmit: bool, *, out: Path
+    journal: Path,
+    provider: str,
+    keys: list[str],
+    resubmit: bool,
+    *,
+    out: Path,
+    key_env: str | None = None,
 ) -> tuple[int, int]:
     """Refuse a ``local`` journal with unfinished tasks; with ``resubmit``, drop the unknown
-    submits among ``keys``; record ``out`` (``resume`` writes there).
+    submits among ``keys``; record ``out`` (``resume`` writes there) and, for an account of
+    several, ``key_env``: the name of the variable holding its key (never the key), which
+    ``resume`` reads it from.
 
     Returns:
         how many were dropped, and how many of ``keys`` the journal then holds (their tasks
@@ -349,6 +443,8 @@ async def _prepare_journal(
     try:
         try:
             await book.note("out", str(await anyio.to_thread.run_sync(out.absolute)))
+            if key_env is not None:
+                await book.note("api_key_env", key_env)
         except ConfigurationError:
             raise
         except Exception:  # noqa: S110  only resume's default folder is lost
@@ -387,7 +483,7 @@ SUBMIT_WINDOW: Final = 64
 
 
 async def _run_batch(
-    client: Client,
+    client: Client | Router,
     lines: dict[str, tuple[int, ImageRequest]],
     state: BatchState,
     rows: Manifest,
@@ -441,7 +537,7 @@ async def _run_batch(
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
                     f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
-                    f"--provider {client.provider} --model {request.model}' fetches it"
+                    f"--provider {_provider_of(client, task)} --model {request.model}' fetches it"
                 )
                 say(text)
                 note(text)
@@ -473,33 +569,62 @@ async def _run_batch(
     return stopped[0] if stopped else None
 
 
+def _provider_of(client: Client | Router, task: Task) -> str:
+    if isinstance(client, Client):
+        return client.provider
+    # The router records the account that took the task: "crun:1a2b3c4d".
+    return task.attempts[-1].account.split(":")[0] if task.attempts else "?"
+
+
 def _line_of(key: str) -> int:
     # Batch keys are "line-N-<digest>"; a key of another shape sorts first.
     parts = key.split("-")
     return int(parts[1]) if len(parts) > 2 and parts[0] == "line" and parts[1].isdigit() else 0
 
 
+def account_journals(journal: Path) -> list[Path]:
+    """The journals ``resume --journal PATH`` reads: PATH itself, or, when a batch over
+    several accounts wrote one per account beside it (``journal-apixo.db`` …), those."""
+    if journal.exists():
+        return [journal]
+    found = sorted(journal.parent.glob(f"{journal.stem}-*{journal.suffix}"))
+    return found or [journal]
+
+
 async def _resume(args: argparse.Namespace) -> int:
     from .._journal import Journal
 
-    journal = Journal(args.journal, create=False)
-    try:
-        provider, base_url = await journal.owner()
-        entries = await journal.entries()
-        noted = await journal.noted("out")
-    finally:
-        await journal.aclose()
-    if provider is None:
-        provider = choose_provider(args.provider, key_env=args.api_key_env)
-    elif args.provider is not None and args.provider != provider:
-        sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
-        return EXIT_USAGE
+    paths = account_journals(args.journal)
+    several = len(paths) > 1 or paths[0] != args.journal
+    found: list[tuple[Path, str, str | None, list[JournalEntry], str | None, str | None]] = []
+    for path in paths:
+        journal = Journal(path, create=False)
+        try:
+            provider, base_url = await journal.owner()
+            entries = await journal.entries()
+            noted = await journal.noted("out")
+            key_env = await journal.noted("api_key_env")
+        finally:
+            await journal.aclose()
+        if provider is None:
+            if several:
+                continue  # created, never used: that account took no prompt
+            provider = choose_provider(args.provider, key_env=args.api_key_env)
+        elif args.provider is not None and args.provider != provider and not several:
+            sys.stderr.write(f"error: {path} is a {provider} journal, not {args.provider}\n")
+            return EXIT_USAGE
+        found.append((path, provider, base_url, entries, noted, key_env))
+    if several and args.provider is not None:
+        # One account of several: the others' tasks are left for a later resume.
+        found = [each for each in found if each[1] == args.provider]
     # The batch's --out, recorded in the journal (older journals: the journal's folder).
-    recorded_out = Path(noted) if noted else None
-    open_entries = [e for e in entries if e.state == "submitted"]
-    unknown = [e for e in entries if e.state in ("intent", "unknown")]
-    if provider == "local" and open_entries:
-        raise InputError([_local_gone(args.journal, len(open_entries))])
+    recorded = next((Path(each[4]) for each in found if each[4]), None)
+    open_entries = [(each, e) for each in found for e in each[3] if e.state == "submitted"]
+    unknown = [e for each in found for e in each[3] if e.state in ("intent", "unknown")]
+    for (path, provider, *_), _entry in open_entries:
+        if provider == "local":
+            count = sum(1 for (p, *_), _e in open_entries if p == path)
+            raise InputError([_local_gone(path, count)])
     for entry in unknown:
         sys.stderr.write(
             f"line {_line_of(entry.key)}: submit outcome unknown, not resubmitted "
@@ -508,7 +633,7 @@ async def _resume(args: argparse.Namespace) -> int:
     if not open_entries:
         sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
         return EXIT_OK if not unknown else EXIT_FAILED
-    out = args.out if args.out is not None else recorded_out or args.journal.parent
+    out = args.out if args.out is not None else recorded or args.journal.parent
     try:
         await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
     except OSError as exc:
@@ -521,12 +646,40 @@ async def _resume(args: argparse.Namespace) -> int:
                 row = json.loads(text)
                 rows[int(row["line"])] = row
     failed = 0
-    args.interrupted_journal, args.interrupted_provider = args.journal, provider
-    # The journal's own URL unless --base-url says otherwise (the journal then refuses a URL
-    # that is not its own: its task ids mean nothing elsewhere).
-    options = connection(args)
-    options.setdefault("base_url", base_url)
-    async with Client(provider, journal=args.journal, **options) as client:
+    args.interrupted_journal = args.journal
+    args.interrupted_provider = found[0][1] if len(found) == 1 else "accounts"
+    for path, provider, base_url, entries, _, key_env in found:
+        running = [e for e in entries if e.state == "submitted"]
+        if not running:
+            continue
+        # The journal's own URL unless --base-url says otherwise (the journal then refuses a
+        # URL that is not its own: its task ids mean nothing elsewhere).
+        options = connection(args)
+        if several and key_env is not None:
+            # Each account's key from the variable its batch read it from (never stored).
+            key = os.environ.get(key_env)
+            if not key:
+                raise InputError([f"{path}: its key variable {key_env} is not set"])
+            options.setdefault("api_key", key)
+        options.setdefault("base_url", base_url)
+        failed += await _resume_journal(path, provider, running, options, rows, out)
+    text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
+    await anyio.to_thread.run_sync(manifest.write_text, text)
+    sys.stdout.write(f"manifest: {manifest}\n")
+    return EXIT_OK if not failed and not unknown else EXIT_FAILED
+
+
+async def _resume_journal(
+    path: Path,
+    provider: str,
+    open_entries: list[JournalEntry],
+    options: Connection,
+    rows: dict[int, dict[str, Any]],
+    out: Path,
+) -> int:
+    """Wait for one journal's running tasks and download them; returns how many failed."""
+    failed = 0
+    async with Client(provider, journal=path, **options) as client:
         async for task in client.as_completed((e.key, e.request) for e in open_entries):
             assert task.key is not None
             line = _line_of(task.key)
@@ -555,7 +708,4 @@ async def _resume(args: argparse.Namespace) -> int:
                 files=[p.name for p in paths],
             )
             sys.stdout.write(f"line {line}: {paths[0]}\n")
-    text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
-    await anyio.to_thread.run_sync(manifest.write_text, text)
-    sys.stdout.write(f"manifest: {manifest}\n")
-    return EXIT_OK if not failed and not unknown else EXIT_FAILED
+    return failed
