@@ -201,6 +201,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         await client.aclose()
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
     try:
+        await _refuse_other_journals(journal, journals)
         earlier = known = 0
         for n, (path, each) in enumerate(zip(journals, clients, strict=True)):
             named = routed.accounts[n] if routed is not None else None
@@ -465,6 +466,35 @@ async def _prepare_journal(
         return dropped, len(known.intersection(keys))
     finally:
         await book.aclose()
+
+
+async def _refuse_other_journals(journal: Path, used: list[Path]) -> None:
+    """Refuse a batch whose folder has a journal of accounts this run does not use (a plain
+    ``journal.db`` beside a run over several accounts, or ``journal-crun.db`` of an account
+    dropped since): the prompts it holds would be paid for again elsewhere.
+
+    Raises:
+        InputError: naming each such journal and how many tasks it holds.
+    """
+    from .._journal import Journal
+
+    candidates = [journal, *sorted(journal.parent.glob(f"{journal.stem}-*{journal.suffix}"))]
+    problems: list[str] = []
+    for path in candidates:
+        if path in used or not path.is_file():
+            continue
+        book = Journal(path, create=False)
+        try:
+            held = len(await book.entries())
+        finally:
+            await book.aclose()
+        if held:
+            problems.append(
+                f"{path} holds {held} task(s) of an account this run does not use: run with "
+                "that account again (or the same --provider/--accounts), or use another --out"
+            )
+    if problems:
+        raise InputError(problems)
 
 
 def _local_gone(journal: Path, count: int) -> str:

@@ -10,13 +10,16 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from nanobanana_async import Limits
 from nanobanana_async.cli import main
+from nanobanana_async.cli._accounts import read_accounts
 from nanobanana_async.cli._progress import AccountProgress, BatchState, render_plain
 from nanobanana_async.testing import Latency, Simulator
 
@@ -275,3 +278,59 @@ def test_resume_over_a_two_account_journal_follows_each_account(
     assert sims["apixo"].stats.creates > 0
     assert sims["crun"].stats.creates > 0
     assert "line " in capsys.readouterr().out  # resume itself fetched some of them
+
+
+def test_a_rerun_without_an_account_holding_tasks_is_refused_before_sending(
+    tmp_path: Path,
+    sims: dict[str, Simulator],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dropping an account, or going from one provider to several, would pay again for what
+    the other journal holds: refused (exit 2), naming that journal, nothing sent."""
+    # One provider runs as it always did: NANOBANANA_API_KEY and NANOBANANA_BASE_URL.
+    monkeypatch.setenv("NANOBANANA_API_KEY", sims["apixo"].api_key)
+    monkeypatch.setenv("NANOBANANA_BASE_URL", sims["apixo"].base_url)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"kept apart {i}\n" for i in range(6)))
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "-q", "--concurrent", "3"]
+    assert main([*argv, "--provider", "apixo,crun"]) == 0
+    capsys.readouterr()
+    sent = {name: sim.stats.total_requests for name, sim in sims.items()}
+    assert main([*argv, "--provider", "apixo"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'journal-crun.db'} holds 3 task(s) of an account this run does not use" in err
+    assert {name: sim.stats.total_requests for name, sim in sims.items()} == sent
+
+    single = tmp_path / "single"
+    one = ["batch", str(prompts), "--out", str(single), "-q", "--provider", "apixo"]
+    assert main(one) == 0
+    capsys.readouterr()
+    sent = {name: sim.stats.total_requests for name, sim in sims.items()}
+    assert main([*one[:-1], "apixo,crun"]) == 2
+    assert f"{single / 'journal.db'} holds 6 task(s)" in capsys.readouterr().err
+    assert {name: sim.stats.total_requests for name, sim in sims.items()} == sent
+
+
+def test_the_readme_accounts_file_reads_as_documented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text()
+    block = text[text.index("```toml\n") + len("```toml\n") :]
+    block = textwrap.dedent(block[: block.index("```")])
+    path = tmp_path / "accounts.toml"
+    path.write_text(block.replace("https://...", "https://apixo.example"))
+    monkeypatch.setenv("CRUN_KEY", "k1")
+    monkeypatch.setenv("APIXO_KEY", "k2")
+    accounts, strategy = read_accounts(path)
+    assert strategy == "priority"
+    assert [(a.name, a.provider, a.key_env) for a in accounts] == [
+        ("crun", "crun", "CRUN_KEY"),
+        ("apixo-main", "apixo", "APIXO_KEY"),
+    ]
+    assert accounts[0].limits(Limits()) == Limits(requests=600, per=10, concurrent_tasks=50)
+    assert accounts[1].weight == 2
+    assert "k1" not in repr(accounts)
+    assert "k2" not in repr(accounts)
