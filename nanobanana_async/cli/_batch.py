@@ -356,13 +356,21 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         numbers = ", ".join(str(r["line"]) for r in skipped[:20])
         more = ", …" if len(skipped) > 20 else ""
         if isinstance(stop, AuthenticationError):
-            why = "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+            why = (
+                "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+                if routed is None
+                else "every account's key or credits were refused (lines {}); fix them"
+            )
         elif isinstance(stop, CoordinatorUnavailableError):
             why = "the coordinator (Redis) did not answer (lines {}); start it"
         elif isinstance(stop, StorageError):
             why = f"the journal {journal} could not be written (lines {{}}); free some space"
         else:
-            why = "the account ran out of credits (lines {}); top up"
+            why = (
+                "the account ran out of credits (lines {}); top up"
+                if routed is None
+                else "every account's key or credits were refused (lines {}); fix them"
+            )
         console.print(
             f"{len(skipped)} prompt(s) not submitted: {why.format(numbers + more)} and run "
             "the same command again"

@@ -4,9 +4,11 @@ per-account progress. Small real-time runs against simulators in threads."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -16,12 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from nanobanana_async import Limits
 from nanobanana_async.cli import main
 from nanobanana_async.cli._accounts import read_accounts
-from nanobanana_async.cli._progress import AccountProgress, BatchState, render_plain
-from nanobanana_async.testing import Latency, Simulator
+from nanobanana_async.cli._progress import (
+    AccountProgress,
+    BatchState,
+    render_plain,
+    render_progress,
+)
+from nanobanana_async.testing import Latency, Outage, Simulator
 
 FAST = Latency(median=0.3, sigma=0.2)
 
@@ -334,3 +342,71 @@ def test_the_readme_accounts_file_reads_as_documented(
     assert accounts[1].weight == 2
     assert "k1" not in repr(accounts)
     assert "k2" not in repr(accounts)
+
+
+def test_crun_in_maintenance_fails_over_to_apixo_and_progress_shows_its_open_circuit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """crun answers every create with its 455 maintenance refusal: each prompt moves on to
+    apixo (nothing was created on crun), and the last progress line shows crun's circuit."""
+    crun = Simulator("crun", latency=FAST, seed=5, outages=[Outage(start=0, end=600)])
+    apixo = Simulator("apixo", latency=FAST, seed=6)
+    for sim in (crun, apixo):
+        sim.start_in_thread()
+    try:
+        monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+        monkeypatch.delenv("NANOBANANA_BASE_URL", raising=False)
+        for name, sim in (("CRUN", crun), ("APIXO", apixo)):
+            monkeypatch.setenv(f"NANOBANANA_API_KEY_{name}", sim.api_key)
+            monkeypatch.setenv(f"NANOBANANA_BASE_URL_{name}", sim.base_url)
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("".join(f"during maintenance {i}\n" for i in range(12)))
+        argv = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--progress", "plain"]
+        assert main([*argv, "--provider", "crun,apixo", "--concurrent", "2"]) == 0
+        assert crun.stats.creates == 0
+        assert crun.stats.refused >= 5
+        assert apixo.stats.creates == 12
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert "crun 0 accepted, 0 running (circuit open)" in last
+        assert "apixo 12 accepted" in last
+    finally:
+        for sim in (crun, apixo):
+            sim.stop_thread()
+
+
+def test_progress_table_has_a_row_per_account_with_its_circuit() -> None:
+    state = BatchState(total=4, started=0.0)
+    state.accounts = [
+        AccountProgress(name="apixo", accepted=3, running=1, circuit="closed", set_aside=False),
+        AccountProgress(name="crun", accepted=0, running=0, circuit="half-open", set_aside=False),
+    ]
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(render_progress(state, 1.0))
+    text = console.export_text()
+    assert re.search(r"apixo\s*│\s*3\s*│\s*1\s*│\s*closed", text)
+    assert re.search(r"crun\s*│\s*0\s*│\s*0\s*│\s*half-open", text)
+    assert "account" in text
+
+
+def test_every_key_refused_stops_the_batch_and_says_so(
+    tmp_path: Path,
+    sims: dict[str, Simulator],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    canary: str,
+) -> None:
+    """Both accounts refuse their keys: nothing is created, the prompts are listed as not
+    submitted (a rerun submits them), and no key reaches the output."""
+    monkeypatch.setenv("NANOBANANA_API_KEY_APIXO", canary)
+    monkeypatch.setenv("NANOBANANA_API_KEY_CRUN", canary + "-crun")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"refused {i}\n" for i in range(5)))
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "--provider", "apixo,crun", "-q"]
+    assert main([*argv, "--concurrent", "1"]) == 1
+    assert [r["status"] for r in _rows(out)] == ["not_submitted"] * 5
+    captured = capsys.readouterr()
+    text = " ".join((captured.out + captured.err).split())
+    assert "5 prompt(s) not submitted: every account's key or credits were refused" in text
+    assert canary not in captured.out + captured.err
+    assert sims["apixo"].stats.creates == sims["crun"].stats.creates == 0
