@@ -150,7 +150,7 @@ def read_accounts(
         [[accounts]]
         provider = "apixo"
         api_key_env = "APIXO_KEY"      # the variable holding the key; never the key itself
-        base_url = "https://..."       # optional
+        base_url = "https://..."       # optional: else NANOBANANA_BASE_URL_<NAME>
         requests = 600                 # optional limits: requests per `per` seconds,
         per = 10                       #   tasks at once (default: the command's)
         concurrent_tasks = 50
@@ -253,12 +253,15 @@ def _check(entry: AccountEntry, where: str, names: Mapping[str, int]) -> tuple[A
     ):
         if value is not None and not value > 0:
             found.append(f"{where}.{field}: must be positive, got {value}")
+    # As --provider reads it: the file's URL, else NANOBANANA_BASE_URL_<NAME>, else the
+    # client's own default (NANOBANANA_BASE_URL, else the provider's documented URL).
+    url = entry.base_url or os.environ.get(f"NANOBANANA_BASE_URL_{env_suffix(name)}") or None
     account = Account(
         name=name,
         provider=entry.provider,
         key_env=key_env,
         api_key=key,
-        base_url=entry.base_url,
+        base_url=url,
         requests=entry.requests,
         per=entry.per,
         concurrent_tasks=entry.concurrent_tasks,

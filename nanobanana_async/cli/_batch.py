@@ -693,7 +693,7 @@ async def _resume(args: argparse.Namespace) -> int:
         # The journal's own URL unless --base-url says otherwise (the journal then refuses a
         # URL that is not its own: its task ids mean nothing elsewhere).
         options = connection(args)
-        if several and key_env is not None:
+        if key_env is not None and "api_key" not in options:
             # Each account's key from the variable its batch read it from (never stored).
             key = os.environ.get(key_env)
             if not key:
