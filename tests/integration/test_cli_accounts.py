@@ -410,3 +410,40 @@ def test_every_key_refused_stops_the_batch_and_says_so(
     assert "5 prompt(s) not submitted: every account's key or credits were refused" in text
     assert canary not in captured.out + captured.err
     assert sims["apixo"].stats.creates == sims["crun"].stats.creates == 0
+
+
+def test_two_keys_of_one_provider_from_a_file_each_keep_their_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two apixo accounts named in the file: keys from NANOBANANA_API_KEY_<NAME>, a journal
+    each, and --progress json lists both accounts."""
+    first = Simulator("apixo", latency=FAST, seed=7).start_in_thread()
+    second = Simulator("apixo", latency=FAST, seed=8).start_in_thread()
+    try:
+        for name, sim in (("APIXO_A", first), ("APIXO_B", second)):
+            monkeypatch.setenv(f"NANOBANANA_API_KEY_{name}", sim.api_key)
+            monkeypatch.setenv(f"NANOBANANA_BASE_URL_{name}", sim.base_url)
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(
+            'strategy = "weighted"\n'
+            '[[accounts]]\nprovider = "apixo"\nname = "apixo-a"\n'
+            '[[accounts]]\nprovider = "apixo"\nname = "apixo-b"\n'
+        )
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("".join(f"two keys {i}\n" for i in range(20)))
+        out = tmp_path / "out"
+        argv = ["batch", str(prompts), "--out", str(out), "--accounts", str(accounts)]
+        assert main([*argv, "--progress", "json"]) == 0
+        assert first.stats.creates > 0
+        assert second.stats.creates > 0
+        assert first.stats.creates + second.stats.creates == 20
+        assert (out / "journal-apixo-a.db").is_file()
+        assert (out / "journal-apixo-b.db").is_file()
+        record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert [(a["name"], a["accepted"]) for a in record["accounts"]] == [
+            ("apixo-a", first.stats.creates),
+            ("apixo-b", second.stats.creates),
+        ]
+    finally:
+        first.stop_thread()
+        second.stop_thread()
