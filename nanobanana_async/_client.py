@@ -294,8 +294,11 @@ class Client:
         self._life.check_open()
         return self._life.connected().resume(task_id, model, timeout=timeout)
 
-    async def poll(self, task_id: str, *, model: str) -> TaskStatus:
+    async def _poll(self, task_id: str, *, model: str) -> TaskStatus:
         """Check a task's status once, now: no retry, no tracking (``resume`` waits for it).
+
+        Private: ``nanobanana status`` needs one check that fails at once when the provider
+        cannot be reached; users ``resume`` a task (no issue asked for a public check).
 
         Args:
             task_id: the provider's task id.
@@ -311,6 +314,15 @@ class Client:
         """
         model = check_resume(self._settings, task_id, model, None)
         return await (await self._life.started()).poll(task_id, model)
+
+    async def _rejoin(self, key: str) -> Task:
+        """The task this client's journal holds for ``key``, tracked again; never a create.
+
+        Private: ``nanobanana resume`` uses it for a row whose recorded request no longer
+        reads (its task id and model still resume it).
+        """
+        self._life.check_open()
+        return await (await self._life.started()).rejoin(key)
 
     async def as_completed(
         self, requests: Iterable[BulkItem] | AsyncIterable[BulkItem]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import random as _random
 import re
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
@@ -25,7 +26,7 @@ import anyio.to_thread
 from ._backoff import delay
 from ._clock import DEFAULT_CLOCK, Clock
 from ._config import RetryPolicy
-from ._errors import BadResponseError, StorageError
+from ._errors import BadResponseError, ClientClosedError, StorageError
 from ._models import ImageResult
 
 if TYPE_CHECKING:
@@ -58,6 +59,26 @@ IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 _SAME: Final = {".jpeg": ".jpg"}
 #: What each suffix's type is called in messages.
 IMAGE_KINDS: Final = {".png": "PNG", ".jpg": "JPEG", ".webp": "WebP", ".gif": "GIF"}
+
+# Where a name/bytes mismatch goes instead of the log, for a caller that says it itself.
+_MISMATCHES: contextvars.ContextVar[list[tuple[Path, str]] | None] = contextvars.ContextVar(
+    "nanobanana_mismatches", default=None
+)
+
+
+@contextlib.contextmanager
+def mismatches_said_by_caller() -> Iterator[list[tuple[Path, str]]]:
+    """Downloads in this context (this task) do not log a file kept at a name of another type:
+    each is added to the yielded list as ``(path, real suffix)`` for the caller to say (the
+    command line says it once, its own way)."""
+    found: list[tuple[Path, str]] = []
+    token = _MISMATCHES.set(found)
+    try:
+        yield found
+    finally:
+        _MISMATCHES.reset(token)
+
+
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -128,6 +149,8 @@ class Downloader:
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._running: set[asyncio.Task[tuple[Path, tuple[int, int]]]] = set()
 
     async def download(self, result: ImageResult, dest: Path) -> list[Path]:
         """Write every image of ``result``, streamed to a temporary file and renamed over
@@ -184,12 +207,14 @@ class Downloader:
     async def _fetch(
         self, result: ImageResult, url: str, target: Path
     ) -> tuple[Path, tuple[int, int]]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         last: BadResponseError | None = None
         for attempt in range(self._retry.attempts):
+            if self._closed:
+                raise _closed(result)
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
             try:
-                return await self._stream(result, url, target)
+                return await self._attempt(result, url, target)
             except BadResponseError as exc:
                 if not exc.retryable:
                     raise
@@ -207,10 +232,27 @@ class Downloader:
         assert last is not None
         raise last
 
+    async def _attempt(
+        self, result: ImageResult, url: str, target: Path
+    ) -> tuple[Path, tuple[int, int]]:
+        # A task of its own, so that aclose() can stop it: a closed session does not wake a
+        # read waiting on a slow host. The caller's cancel reaches it through the await.
+        job = asyncio.ensure_future(self._stream(result, url, target))
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)
+        try:
+            return await job
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and not (current is not None and current.cancelling()):
+                raise _closed(result) from None
+            raise
+
     async def _stream(
         self, result: ImageResult, url: str, target: Path
     ) -> tuple[Path, tuple[int, int]]:
-        assert self._session is not None
+        if self._session is None:  # closed between the attempt's start and this task's run
+            raise _closed(result)
 
         def error(message: str, status: int, *, retryable: bool) -> BadResponseError:
             return BadResponseError(
@@ -262,12 +304,16 @@ class Downloader:
                         and _SAME.get(path.suffix.lower(), path.suffix.lower()) != real
                     ):
                         # The caller named the file: it is kept, and the mismatch said.
-                        _log.warning(
-                            "%s holds %s bytes (task %s): kept at the path asked for",
-                            path,
-                            IMAGE_KINDS[real],
-                            result.task_id,
-                        )
+                        said = _MISMATCHES.get()
+                        if said is not None:
+                            said.append((path, real))
+                        else:
+                            _log.warning(
+                                "%s holds %s bytes (task %s): kept at the path asked for",
+                                path,
+                                IMAGE_KINDS[real],
+                                result.task_id,
+                            )
                     try:
                         stamp = await anyio.to_thread.run_sync(_commit, handle, tmp, path)
                     except OSError as exc:
@@ -282,10 +328,29 @@ class Downloader:
             raise error(type(exc).__name__, 0, retryable=True) from None
 
     async def aclose(self) -> None:
-        """Close the download session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Stop the downloads in progress (they raise ``ClientClosedError``, their temporary
+        files removed) and close the download session."""
+        self._closed = True
+        running = list(self._running)
+        for job in running:
+            job.cancel()
+        try:
+            if running:
+                await asyncio.wait(running)
+        finally:
+            # Also when this close is cancelled (a second Ctrl-C): the session is released.
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
+
+
+def _closed(result: ImageResult) -> ClientClosedError:
+    return ClientClosedError(
+        f"the client was closed while task {result.task_id}'s image was downloading: "
+        "download the result again with an open client",
+        task_id=result.task_id,
+        model=result.model,
+    )
 
 
 class _WriteError(Exception):

@@ -1,26 +1,36 @@
 """The exception tree of nanobanana_async (no I/O).
 
+Each error under its parent class (a second base in parentheses), and when a caller meets it;
+the same tree is in README.md "Errors", and ``tests/unit/test_error_tree.py`` checks both
+against these classes.
+
 ```
-NanoBananaError
-├─ ConfigurationError(ValueError)      bad client/CLI configuration
-│  └─ WrongAccountError               the journal holds the task on another account
-├─ InvalidRequestError(ValueError)     rejected before any I/O; .errors = ["… @ $.path"]
-│  └─ RequestRejectedError(APIError)   …or by the provider (400, 422), in its own words
-├─ TransportError                      no usable HTTP response
-│  ├─ ConnectError                     nothing was sent; safe to retry
-│  ├─ RequestTimeoutError(TimeoutError)
-│  └─ SubmitOutcomeUnknownError        submit may have been accepted; never auto-retried
-├─ APIError                            .provider .status .code .message .retryable .request_id .body
-│  ├─ AuthenticationError   ├─ InsufficientCreditsError   ├─ RateLimitError(.retry_after)
-│  ├─ ProviderUnavailableError (5xx, maintenance)          └─ BadResponseError (malformed payload)
-│  │  └─ ProviderRefusedError  a create refused before acceptance: nothing was created
-├─ TaskError                           .task_id .provider .model (always resumable)
-│  ├─ GenerationFailedError(.code)     └─ ContentPolicyError
-│  └─ TaskTimeoutError(TimeoutError)   the deadline passed; the task may still finish
-├─ NotSupportedError                   the provider documents no such operation; nothing sent
-├─ ClientClosedError                   the client was closed while the task was pending
-├─ CoordinatorUnavailableError         the shared ledger (Redis) did not answer; nothing sent
-└─ WebhookVerificationError(ValueError)
+NanoBananaError                           every error raised on purpose (.attempts via a Router)
+├─ ConfigurationError (ValueError)        bad client or CLI settings: provider, key, limits, loop
+│  └─ WrongAccountError                   the journal holds this prompt's task on another key
+├─ InvalidRequestError (ValueError)       the request breaks the provider's table; nothing sent
+│  └─ RequestRejectedError (+ APIError)   the provider refused its content (400, 422); no task
+├─ TransportError                         no usable HTTP answer (from your transport= too)
+│  ├─ ConnectError                        no connection: nothing was sent (retried for you)
+│  ├─ RequestTimeoutError (TimeoutError)  sent, but no whole answer within Timeouts.request
+│  └─ SubmitOutcomeUnknownError           a create may have been accepted: never resubmitted
+├─ APIError                               the provider answered with an error (see below)
+│  ├─ AuthenticationError                 the key is missing, wrong or not allowed (401, 403)
+│  ├─ InsufficientCreditsError            the balance is too low (402)
+│  ├─ RateLimitError                      a 429 the retries did not get past; .retry_after
+│  ├─ ProviderUnavailableError            a 5xx or maintenance on a call that creates nothing
+│  │  └─ ProviderRefusedError             a create refused before acceptance: nothing created
+│  └─ BadResponseError                    an answer that cannot be read (malformed, drifted)
+├─ TaskError                              an accepted task gave no image; .task_id to resume
+│  ├─ GenerationFailedError               the provider says the task failed; .code
+│  │  └─ ContentPolicyError               …on content-policy grounds
+│  └─ TaskTimeoutError (TimeoutError)     Timeouts.task passed; the task may still finish
+├─ NotSupportedError                      no such call on this provider (balance); nothing sent
+├─ ClientClosedError                      the client closed while the call or task was pending
+├─ CoordinatorUnavailableError            Redis away for Timeouts.coordinator; nothing sent
+│  └─ CoordinatorStateError               a Redis key no client writes (.key): delete it
+├─ StorageError                           an image or the journal could not be written; .path
+└─ WebhookVerificationError (ValueError)  a callback not from a task this client submitted
 ```
 
 Context lives in keyword-only attributes. Messages never hold secrets, headers or unbounded

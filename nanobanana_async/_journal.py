@@ -74,7 +74,10 @@ class JournalEntry:
 
     key: str
     provider: str
-    request: ImageRequest
+    request: ImageRequest | None
+    """None when the stored request no longer reads (a rule got stricter since it was
+    written, or the row was damaged): ``request_error`` says why; a task id and model still
+    resume it."""
     state: State
     task_id: str | None
     model: str | None
@@ -84,6 +87,8 @@ class JournalEntry:
     account: str | None = None
     """The fingerprint of the key that submitted it (``key_fingerprint``); None in rows
     written before journals recorded it."""
+    request_error: str | None = None
+    """Why ``request`` is None."""
 
     def held_by(self, provider: str, account: str) -> bool:
         """Whether this row's task belongs to the account ``provider`` + ``account`` (a key
@@ -303,15 +308,31 @@ class Journal:
         )
         return _entry(row, self.path) if row is not None else None
 
-    async def entries(self) -> list[JournalEntry]:
-        """Every entry, in key order."""
+    async def entries(
+        self, *, unreadable: list[DamagedRowError] | None = None
+    ) -> list[JournalEntry]:
+        """Every entry, in key order.
+
+        A row whose request no longer reads is an entry with ``request`` None (its task id
+        still resumes it). A row that does not read otherwise (its state, URLs or id) raises
+        ``DamagedRowError`` (a ``ConfigurationError``), unless ``unreadable`` is given: then
+        it is skipped and its error added there, and one damaged row does not hide the others.
+        """
         rows = await self._run(
             lambda db: db.execute(
                 f"SELECT {_COLUMNS} FROM tasks ORDER BY key"  # noqa: S608  our columns
             ).fetchall()
         )
         assert isinstance(rows, list)
-        return [_entry(row, self.path) for row in rows]
+        found: list[JournalEntry] = []
+        for row in rows:
+            try:
+                found.append(_entry(row, self.path))
+            except DamagedRowError as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(exc)
+        return found
 
     async def record_intent(
         self, key: str, provider: str, request: ImageRequest, *, account: str | None = None
@@ -448,6 +469,17 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE tasks ADD COLUMN account TEXT")
 
 
+class DamagedRowError(ConfigurationError):
+    """A journal row that does not read: ``key`` is its key (as text), ``why`` every problem."""
+
+    def __init__(self, path: Path, key: object, why: str) -> None:
+        super().__init__(
+            f"journal {path}: the row of key {key!r} cannot be read ({why}): the journal is damaged"
+        )
+        self.key = str(key)
+        self.why = why
+
+
 def _entry(row: object, path: Path) -> JournalEntry:
     # The one reading of a row, through cattrs like every other untyped input (loaded on the
     # first read: opening a client stays cheap). A row that does not read is a damaged
@@ -456,16 +488,27 @@ def _entry(row: object, path: Path) -> JournalEntry:
 
     assert isinstance(row, tuple)
     data = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    # The request apart: it is checked by today's rules, which may be stricter than those
+    # it was written under, and the row's task id resumes it without it.
+    stored, data["request"] = data["request"], None
     try:
-        data["request"] = json.loads(data["request"])
         data["urls"] = json.loads(data["urls"]) if data["urls"] else []
-        return structure_record(data, JournalEntry)
+        entry = structure_record(data, JournalEntry)
     except (ValueError, RecursionError) as exc:
         why = "; ".join(exc.errors) if isinstance(exc, RecordError) else f"not JSON ({exc})"
-        raise ConfigurationError(
-            f"journal {path}: the row of key {data['key']!r} cannot be read ({why}): "
-            "the journal is damaged"
-        ) from None
+        raise DamagedRowError(path, data["key"], why) from None
+    try:
+        request = structure_record({"request": json.loads(stored)}, _Request).request
+    except (ValueError, TypeError, RecursionError) as exc:
+        why = "; ".join(exc.errors) if isinstance(exc, RecordError) else f"not JSON ({exc})"
+        return attrs.evolve(entry, request_error=why)
+    return attrs.evolve(entry, request=request)
+
+
+@attrs.frozen
+class _Request:
+    # A row's request read on its own, its problems named "@ $.request.…" as in a row.
+    request: ImageRequest
 
 
 class Intent:

@@ -69,10 +69,19 @@ def structure_request(data: Mapping[str, object], *, cells: bool = False) -> Ima
     given: object = data
     if not isinstance(given, Mapping):
         raise InvalidRequestError(["not a prompt or an object"])
+    # Unknown keys found here, not by cattrs: its forbid_extra_keys reports them alone, and
+    # a row's every problem is said at once (a misspelt column and a bad value).
+    unknown = [key for key in data if key not in _REQUEST_FIELDS]
+    if unknown:
+        data = {key: value for key, value in data.items() if key in _REQUEST_FIELDS}
+    found = [_unknown_field(ImageRequest, str(key), "$") for key in sorted(map(str, unknown))]
     try:
-        return (_CELLS if cells else _VALUES).structure(data, ImageRequest)
+        request = (_CELLS if cells else _VALUES).structure(data, ImageRequest)
     except (ClassValidationError, IterableValidationError) as exc:
-        raise InvalidRequestError(problems(exc)) from None
+        raise InvalidRequestError(found + problems(exc)) from None
+    if found:
+        raise InvalidRequestError(found)
+    return request
 
 
 def problems(exc: BaseException, path: str = "$") -> list[str]:
@@ -97,11 +106,13 @@ def problems(exc: BaseException, path: str = "$") -> list[str]:
             found.extend(problems(inner, path))
         return found
     if isinstance(exc, ForbiddenExtraKeysError):
-        fields = ", ".join(sorted(field.name for field in attrs.fields(exc.cl)))
-        return [
-            f"unknown field (known: {fields}) @ {path}.{name}" for name in sorted(exc.extra_fields)
-        ]
+        return [_unknown_field(exc.cl, name, path) for name in sorted(exc.extra_fields)]
     return [_under(path, f"{_describe(exc)} @ $")]
+
+
+def _unknown_field(cls: type, name: str, path: str) -> str:
+    fields = ", ".join(sorted(field.name for field in attrs.fields(cls)))
+    return f"unknown field (known: {fields}) @ {path}.{name}"
 
 
 def _under(path: str, error: str) -> str:
@@ -198,6 +209,7 @@ def _request_converter(
     return converter
 
 
+_REQUEST_FIELDS: Final = frozenset(field.name for field in attrs.fields(ImageRequest))
 _VALUES: Final = _request_converter(lambda kind: _as_is)
 _CELLS: Final = _request_converter(_cell_parser)
 

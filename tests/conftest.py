@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,27 @@ from nanobanana_async.testing import FakeClock
 from tests.redis_server import RedisServer, redis_executable
 
 CANARY = "nb-CANARY-7f3a9c2e51d84b06"
+
+# The event loop the async tests run on: asyncio's by default, uvloop's for the CI's uvloop leg
+# (``NANOBANANA_TEST_LOOP=uvloop``; uvicorn's default loop when installed, so most web apps'):
+# its timers count whole milliseconds on a cached clock, which the scheduler must survive.
+TEST_LOOP = os.environ.get("NANOBANANA_TEST_LOOP", "asyncio")
+if TEST_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(f"NANOBANANA_TEST_LOOP={TEST_LOOP!r}: asyncio or uvloop")
+
+if TEST_LOOP == "uvloop":
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Every async test runs on a uvloop event loop."""
+        return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which event loop the async tests run on."""
+    return f"event loop: {TEST_LOOP} (NANOBANANA_TEST_LOOP)"
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

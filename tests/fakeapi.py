@@ -107,6 +107,7 @@ class LimitedApixo(FakeApixo):
         self.requests, self.per, self.cap = requests, per, cap
         self.accepted: list[float] = []
         self.rate_limited = 0
+        self.limited_at: list[float] = []  # when each 429 was answered
         self.max_running = 0
         self.max_window = 0
 
@@ -130,6 +131,7 @@ class LimitedApixo(FakeApixo):
 
     def _too_many(self, now: float) -> HttpResponse:
         self.rate_limited += 1
+        self.limited_at.append(now)
         wait = max(0.001, self.accepted[0] + self.per - now) if self.accepted else 1.0
         return json_response(
             {"code": 429, "message": "Rate limit exceeded", "data": None},

@@ -22,7 +22,10 @@ from ._plan import Entry
 
 _PRESSURE_RISE: Final = 0.5  # per second while checks wait for request slots
 _PRESSURE_FALL: Final = 1.0  # per second while slots go unused: relax faster than tighten
-_PRESSURE_MIN: Final = 0.5
+# Never denser than the plan: idle budget is not free (issue 22, item 5). At 0.5 a large budget
+# made every task's checks twice as dense, on top of the spare checks the runner pulls forward;
+# those alone now spend it, each at a gap relative to the task's learned latency.
+_PRESSURE_MIN: Final = 1.0
 _PRESSURE_MAX: Final = 3.0
 
 
@@ -53,15 +56,12 @@ class Account:
 
     def update_pressure(self, now: float, *, backlogged: bool) -> None:
         """Move ``pressure`` towards sparser checks while checks wait for request slots, and
-        towards denser ones (twice as fast) while slots go unused."""
+        back to the plan (twice as fast) while slots go unused."""
         elapsed = min(1.0, max(0.0, now - self._pressure_at))
         self._pressure_at = now
         rate = _PRESSURE_RISE if backlogged else -_PRESSURE_FALL
-        # An account that has shown limits below the configured ones may be small in every
-        # way: spare-looking requests are not spent on denser checks until it recovers.
-        ledger = self.ledger
-        floor = 1.0 if ledger.effective != ledger.configured else _PRESSURE_MIN
-        self.pressure = min(_PRESSURE_MAX, max(floor, self.pressure * math.exp(rate * elapsed)))
+        pressure = self.pressure * math.exp(rate * elapsed)
+        self.pressure = min(_PRESSURE_MAX, max(_PRESSURE_MIN, pressure))
 
 
 @attrs.define(eq=False, kw_only=True)

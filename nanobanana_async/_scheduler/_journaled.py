@@ -11,9 +11,14 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._errors import GenerationFailedError, SubmitOutcomeUnknownError, WrongAccountError
+from .._errors import (
+    ConfigurationError,
+    GenerationFailedError,
+    SubmitOutcomeUnknownError,
+    WrongAccountError,
+)
 from .._journal import Journal, JournalEntry
-from .._models import ImageResult, TaskRef
+from .._models import ImageRequest, ImageResult, TaskRef
 from .._redact import key_fingerprint
 from .._settings import Settings
 from .._task import Task
@@ -62,7 +67,8 @@ class JournalHooks:
         scheduler, conn = submitter.scheduler, submitter.conn
         now, wall = submitter.clock.now(), conn.wall_clock()
         slots = conn.account.ledger.slots
-        for entry in await self.journal.entries():
+        # A damaged row holds no slot: a submit of its key fails naming it, and resume says it.
+        for entry in await self.journal.entries(unreadable=[]):
             if entry.state not in ("intent", "submitted", "unknown"):
                 # Ended as the journal says: a lease a killed run left for it (its release
                 # not yet written to a shared ledger) would hold a slot for nothing.
@@ -70,7 +76,10 @@ class JournalHooks:
                 continue
             if not entry.held_by(self.provider, self.account):
                 continue  # another account's task takes none of this account's slots
-            model = conn.group(entry.model or entry.request.model)
+            model_id = entry.model or (entry.request.model if entry.request else None)
+            if model_id is None:
+                continue  # an intent whose request no longer reads: no model to count it on
+            model = conn.group(model_id)
             submitted = now - max(0.0, wall - entry.updated_at)
             if scheduler.horizon(conn, model, submitted) <= now:
                 continue
@@ -79,9 +88,12 @@ class JournalHooks:
             if entry.state == "submitted":
                 self._leases[entry.key] = lease
 
-    async def reattach(self, submitter: Submitter, known: JournalEntry) -> Task:
+    async def reattach(
+        self, submitter: Submitter, known: JournalEntry, asked: ImageRequest | None
+    ) -> Task:
         """The task of a request the journal already holds, instead of paying for it again:
-        tracked again while it may still run, else ended as recorded.
+        tracked again while it may still run, else ended as recorded. ``asked`` is the
+        request submitted now (named in an error when the journal's copy no longer reads).
 
         Raises:
             WrongAccountError: the row is another account's (provider or key): its task is
@@ -102,12 +114,18 @@ class JournalHooks:
                 task_id=known.task_id,
             )
         if known.task_id is None or known.model is None:
+            request = known.request or asked
+            if request is None:
+                # Only a rejoin by key asks nothing, and nothing is sent for a row without an id.
+                raise ConfigurationError(
+                    f"the journal holds no task id for key {known.key[:16]}…: nothing to resume"
+                )
             raise SubmitOutcomeUnknownError(
                 f"the journal holds an earlier submit of this request (key {known.key[:16]}…) "
                 "with no task id: it may have been accepted, so it is not submitted again; "
                 "check with the provider, then remove it from the journal to retry",
                 provider=known.provider,
-                request=known.request,
+                request=request,
             )
         if known.state not in ("succeeded", "failed"):
             lease = self._leases.pop(known.key, None)

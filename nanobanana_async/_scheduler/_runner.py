@@ -8,6 +8,7 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import math
@@ -15,14 +16,14 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import ClassVar, Final, cast
 
-from .._clock import Clock, MonotonicClock
+from .._clock import MIN_AHEAD, Clock, MonotonicClock, Timer, timers
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import ClientClosedError, TaskTimeoutError
 from .._models import ImageResult, TaskState
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
-from ._ledger import DEFAULT_HORIZON, Lease, Ledger
+from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
 from ._memory import MEMORY, Key, LatencyMemory
 from ._plan import Entry, LatencyModel, Phase, Planner
 
@@ -35,6 +36,8 @@ _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
 _TURN: Final = 64
 _SPARE_BATCH: Final = 32  # checks pulled forward per look, at most
 _SPARE_EVERY: Final = 0.05  # seconds between looks for checks to pull forward
+_FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a bug, doubling
+_FAILED_TURN_MAX: Final = 5.0  # while every turn fails, up to this
 
 
 def _recall_from(memory: LatencyMemory | None) -> Callable[[Hashable], Learned | None] | None:
@@ -42,11 +45,6 @@ def _recall_from(memory: LatencyMemory | None) -> Callable[[Hashable], Learned |
         return None
     # Every group the scheduler plans is a Key (Connection.group).
     return lambda group: memory.recall(cast(Key, group))
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class Scheduler:
@@ -64,11 +62,20 @@ class Scheduler:
         self.plan: Planner[Tracked] = Planner(_recall_from(self._memory))
         self._accounts: dict[Hashable, Account] = {}
         self._clients = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._sleep_deadline = -math.inf
-        self._runner: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._call_at = timers(clock)
+        # The one timer the runner turns on, and the clock time it is armed for (inf: none).
+        self._timer: Timer | asyncio.Handle | None = None
+        self._timer_at = math.inf
+        self._checks: set[asyncio.Task[None]] = set()
+        self.turns = 0  # turns of the runner so far (tests and benchmarks read it)
+        self._started = 0  # status checks started so far
+        self._failed_turns = 0  # turns in a row that raised
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
+        # Slots held to a horizon, by horizon: the runner frees them on time (see _hold).
+        self._releases: list[tuple[float, int, Slots, Lease]] = []
+        self._release_seq = itertools.count()
         self._checker = Checker(
             self.plan,
             clock,
@@ -113,33 +120,30 @@ class Scheduler:
         return account
 
     def attach(self) -> None:
-        """A client starts using the scheduler. The runner, and the task group of the checks
-        it sends, opens with the first client and closes with the last (:meth:`detach`)."""
+        """A client starts using the scheduler. Its timer and the status checks it sends live
+        from the first client to the last (:meth:`detach`)."""
         self._clients += 1
-        self._open()
-
-    def _open(self) -> None:
-        # Also from track(): a runner that died of a bug is started again, not left dead.
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.get_running_loop().create_task(
-                self._run(), name="nanobanana-scheduler"
-            )
+        self._loop()
 
     async def detach(self) -> None:
-        """A client stopped; the runner stops with the last client."""
+        """A client stopped; with the last client the timer is dropped and the checks still
+        in flight are cancelled and awaited."""
         self._clients -= 1
-        if self._clients <= 0:
-            for account in self._accounts.values():
-                await account.ledger.aclose()
-        if self._clients <= 0 and self._runner is not None:
-            runner, self._runner = self._runner, None
-            runner.cancel()
-            # wait(), not `await runner`: the runner's own CancelledError must not read as
-            # this task's, which may already be cancelling (aclose in `async with` after
-            # Ctrl-C) and must still go on to close the sessions.
-            await asyncio.wait([runner])
-            if not runner.cancelled():
-                runner.result()
+        if self._clients > 0:
+            return
+        for account in self._accounts.values():
+            await account.ledger.aclose()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        checks = list(self._checks)
+        for check in checks:
+            check.cancel()
+        if checks:
+            # wait(), not gather(): their CancelledError must not read as this task's, which
+            # may already be cancelling (aclose in `async with` after Ctrl-C) and must still
+            # go on to close the sessions. A check never raises (Checker.poll).
+            await asyncio.wait(checks)
 
     # ----------------------------------------------------------------- tracking
 
@@ -175,7 +179,6 @@ class Scheduler:
         )
         tracked.conn.entries.add(entry)
         tracked.conn.account.entries.add(entry)
-        self._open()
         self._nudge()
         return entry
 
@@ -213,9 +216,20 @@ class Scheduler:
     ) -> None:
         """Keep ``lease`` until the task's horizon. Before the model is learned the horizon is
         the conservative default; it is shortened once the model is learned."""
-        conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+        self._hold(conn, lease, self.horizon(conn, group, submitted))
         if self._horizon_model(group) is None:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
+
+    def _hold(self, conn: Connection, lease: Lease, horizon: float) -> None:
+        slots = conn.account.ledger.slots
+        slots.hold_until(lease, horizon)
+        # The slots' own horizon timer sleeps until the earliest hold it knew when it went to
+        # sleep: a hold made (or shortened) after that waited behind it, up to the 5 minutes
+        # of a default horizon, with callers waiting for the slot meanwhile. The runner's
+        # timer frees it on time as well (a second release of a lease does nothing).
+        if lease.held:
+            heapq.heappush(self._releases, (horizon, next(self._release_seq), slots, lease))
+            self._arm(horizon)
 
     def _horizon_model(self, group: Hashable) -> LatencyModel | None:
         model = self.plan.learned_model(group)
@@ -236,7 +250,7 @@ class Scheduler:
             # A lease whose task a rerun tracks again is freed when the task ends, not at a
             # horizon that may have passed already while the task still runs.
             if lease.held and lease.until is not None:
-                conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
+                self._hold(conn, lease, self.horizon(conn, group, submitted))
 
     def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
         """End a task the client stops watching though it may still run on the provider
@@ -299,30 +313,94 @@ class Scheduler:
 
     # ----------------------------------------------------------------- the loop
 
-    async def _run(self) -> None:
-        # One task group holds every status check in flight; a check never raises into it
-        # (see Checker.poll), so one task's failure cannot stop the others.
-        async with asyncio.TaskGroup() as group:
-            while True:
-                now = self.clock.now()
-                expired, due, wakeup = self.plan.turn(now, _TURN)
-                for entry in expired:
-                    self._expire(entry)
-                for entry in due:
-                    ready = entry.payload.conn.account.ready
-                    # A check a callback asked for is the likeliest to free a task slot.
-                    if entry.hinted:
-                        ready.appendleft(entry)
-                    else:
-                        ready.append(entry)
-                for account in self._accounts.values():
-                    if account.ready:
-                        wakeup = min(wakeup, self._drain(account, now, group))
-                    account.update_pressure(now, backlogged=bool(account.ready))
-                wakeup = min(wakeup, self._spend_spare(now, group))
-                await self._sleep_until(wakeup)
+    def _wake(self) -> None:
+        """The timer's callback: one turn of the runner, then the timer armed for the next.
 
-    def _drain(self, account: Account, now: float, group: asyncio.TaskGroup) -> float:
+        Whatever a turn raises is logged and the timer armed again: scheduling never stops
+        silently, and every task still ends by its deadline at the latest.
+        """
+        self._timer = None
+        armed_for, self._timer_at = self._timer_at, math.inf
+        now = self.clock.now()
+        if now < armed_for:
+            # Fired before its time (uvloop's timers run on a cached, whole-millisecond
+            # clock): decide by the clock, not by the timer's promise.
+            self._arm(armed_for, now)
+            return
+        self.turns += 1
+        try:
+            wakeup, worked = self._turn(now)
+            self._failed_turns = 0
+        except Exception:
+            # Backing off: a bug that fails every turn must not flood the log or the loop.
+            self._failed_turns += 1
+            retry = min(_FAILED_TURN_MAX, _FAILED_TURN_RETRY * 2 ** (self._failed_turns - 1))
+            _log.exception("scheduler turn failed; trying again in %.1f s", retry)
+            wakeup, worked = now + retry, False
+        if wakeup <= now and not worked:
+            # Something claims to be due but nothing could go: a timer, not a spin.
+            wakeup = now + MIN_AHEAD
+        self._arm(wakeup, now)
+
+    def _turn(self, now: float) -> tuple[float, bool]:
+        """Expire, make ready, send what the budget allows; returns when the next turn is due
+        and whether this one did anything."""
+        started = self._started
+        releases = self._releases
+        freed = False
+        while releases and releases[0][0] <= now:
+            _, _, slots, lease = heapq.heappop(releases)
+            freed = freed or lease.held
+            slots.release(lease)
+        expired, due, wakeup = self.plan.turn(now, _TURN)
+        if releases:
+            wakeup = min(wakeup, releases[0][0])
+        for entry in expired:
+            self._expire(entry)
+        for entry in due:
+            ready = entry.payload.conn.account.ready
+            # A check a callback asked for is the likeliest to free a task slot.
+            if entry.hinted:
+                ready.appendleft(entry)
+            else:
+                ready.append(entry)
+        for account in self._accounts.values():
+            if account.ready:
+                wakeup = min(wakeup, self._drain(account, now))
+            account.update_pressure(now, backlogged=bool(account.ready))
+        wakeup = min(wakeup, self._spend_spare(now))
+        return wakeup, freed or bool(expired or due) or self._started != started
+
+    def _arm(self, at: float, now: float | None = None) -> None:
+        """Make the runner turn at ``at``: the one timer is moved only when ``at`` is earlier
+        than the wake it is armed for (``at`` at or before now: the loop's next iteration)."""
+        if at >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if now is None:
+            now = self.clock.now()
+        self._timer_at = at
+        if at <= now:
+            self._timer = self._loop().call_soon(self._wake)
+        else:
+            # Never less than MIN_AHEAD ahead: uvloop fires shorter timers at once.
+            self._timer = self._call_at(max(at, now + MIN_AHEAD), self._wake)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._event_loop
+        if loop is None:
+            loop = self._event_loop = asyncio.get_running_loop()
+        return loop
+
+    def _start_check(self, entry: Entry[Tracked], now: float) -> None:
+        self.plan.sent(entry, now)
+        self._started += 1
+        check = self._loop().create_task(self._checker.poll(entry))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    def _drain(self, account: Account, now: float) -> float:
         """Send the account's waiting checks while request slots are free now.
 
         Returns when the next slot frees (``inf`` when nothing waits; ``now`` when a turn's
@@ -342,12 +420,11 @@ class Scheduler:
             if not ledger.try_take_request(now):
                 return ledger.next_request_free()
             ready.popleft()
-            self.plan.sent(entry, now)
-            group.create_task(self._checker.poll(entry))
+            self._start_check(entry, now)
             sent += 1
         return math.inf
 
-    def _spend_spare(self, now: float, group: asyncio.TaskGroup) -> float:
+    def _spend_spare(self, now: float) -> float:
         """Pull planned checks forward while an account's request budget is idle now.
 
         Submits book their turns ahead, so a request free *now* is one no prompt is waiting
@@ -372,36 +449,14 @@ class Scheduler:
             if not account.ledger.try_take_request(now):
                 wakeup = min(wakeup, account.ledger.next_request_free())
                 continue
-            self.plan.sent(entry, now)
-            group.create_task(self._checker.poll(entry))
+            self._start_check(entry, now)
         return max(wakeup, self._spare_next)
 
-    async def _sleep_until(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        sleeper: asyncio.Task[None] | asyncio.TimerHandle | None = None
-        if math.isinf(deadline):
-            pass
-        elif isinstance(self.clock, MonotonicClock):
-            # The loop's own timer: the runner turns about once per request, and a sleeping
-            # task per turn cost a task, a coroutine and two callbacks each time.
-            sleeper = loop.call_later(max(0.0, deadline - self.clock.now()), _release, waiter)
-        else:
-            sleeper = loop.create_task(self.clock.sleep_until(deadline))
-            sleeper.add_done_callback(lambda _: _release(waiter))
-        self._waiter, self._sleep_deadline = waiter, deadline
-        try:
-            await waiter
-        finally:
-            self._waiter, self._sleep_deadline = None, -math.inf
-            if sleeper is not None:
-                sleeper.cancel()
-
     def _nudge(self) -> None:
-        """Wake the runner if a change made something due before its planned wake-up."""
-        waiter = self._waiter
-        if waiter is not None and self.plan.next_wakeup() < self._sleep_deadline:
-            _release(waiter)
+        """Turn the runner sooner if a change made something due before its armed wake-up."""
+        at = self.plan.next_wakeup()
+        if at < self._timer_at:
+            self._arm(at)
 
     def _expire(self, entry: Entry[Tracked]) -> None:
         ref = entry.payload.ref

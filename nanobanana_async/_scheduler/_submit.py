@@ -60,6 +60,23 @@ class Submitter:
     _running: set[asyncio.Future[Task]] = attrs.field(factory=set, init=False)
     _sharing: dict[str, asyncio.Future[Task]] = attrs.field(factory=dict, init=False)
 
+    async def rejoin(self, key: str) -> Task:
+        """The task the journal holds for ``key``, tracked again (or ended as recorded);
+        never a create, whatever the row's request reads as.
+
+        Raises:
+            ConfigurationError: no journal, no row of ``key``, or a row with no task id.
+            WrongAccountError: the row is another account's.
+        """
+        if self.journal is None:
+            raise ConfigurationError("rejoin needs a client with a journal")
+        known = await self.journal.journal.get(key)
+        if known is None:
+            raise ConfigurationError(f"the journal {self.journal.journal.path} has no key {key!r}")
+        task = await self.journal.reattach(self, known, None)
+        task.key = key
+        return task
+
     async def submit(self, request: ImageRequest, key: str | None) -> Task:
         """See ``Client.submit``."""
         if self.journal is None:
@@ -82,7 +99,7 @@ class Submitter:
         try:
             known = await self.journal.journal.get(journal_key)
             if known is not None:
-                task = await self.journal.reattach(self, known)
+                task = await self.journal.reattach(self, known, request)
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
@@ -279,12 +296,8 @@ class Submitter:
             try:
                 await intent.submitted(ref)
             except Exception as exc:
-                _log.warning(
-                    "%s task %s was accepted but the journal could not record it: %s",
-                    ref.provider,
-                    ref.task_id,
-                    exc,
-                )
+                # Raised, not also logged: the error carries the id, and its caller (the CLI)
+                # says it where the user looks.
                 raise StorageError(
                     f"{ref.provider} accepted task {ref.task_id} but the journal could not "
                     f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+import attrs
 from rich.console import Console, RenderableType
 from rich.live import Live
 
@@ -79,18 +80,20 @@ def image_base(out: Path, line: int, task_id: str) -> Path:
 
 def manifest_row(
     line: int,
-    request: ImageRequest,
+    request: ImageRequest | None,
     *,
+    model: str | None = None,
     status: str,
     task_id: str | None,
     files: Sequence[str] = (),
     error: str | None = None,
 ) -> dict[str, Any]:
-    """One ``results.jsonl`` row; every row has the same fields whatever its status."""
+    """One ``results.jsonl`` row; every row has the same fields whatever its status (a
+    request that no longer reads from the journal: no prompt, the task's ``model``)."""
     return {
         "line": line,
-        "prompt": request.prompt,
-        "model": request.model,
+        "prompt": request.prompt if request is not None else None,
+        "model": request.model if request is not None else model,
         "status": status,
         "task_id": task_id,
         "files": list(files),
@@ -460,9 +463,10 @@ async def _prepare_journal(
             # A journal that cannot be written (a full disk) stops the batch at its first
             # submit, before anything is sent, with the summary saying so.
             pass
-        if not await book.entries():
+        # A damaged row is skipped here: a submit of its key fails naming it (never resent).
+        entries = await book.entries(unreadable=[])
+        if not entries:
             return 0, 0
-        entries = await book.entries()
         if provider == "local":
             # The local simulator lives in its process: its unfinished tasks died with it, and
             # re-attaching would poll them (404) forever. Refused rather than silently redone.
@@ -570,8 +574,17 @@ async def _run_batch(
                     stopped.append(exc)
                     not_submitted(line, request)
                     return
-                # Accepted (paid) but not journaled: tracked in memory, its id said now.
+                # Accepted (paid) but not journaled: tracked in memory, its id said now and
+                # in the summary. No further prompt is sent: its task would be in no file.
                 task = exc.task
+                if not stopped:
+                    stopped.append(
+                        StorageError(
+                            f"the journal {exc.path} could not record a task: not submitted",
+                            task_id=None,
+                            path=exc.path,
+                        )
+                    )
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
                     f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
@@ -629,21 +642,43 @@ def account_journals(journal: Path) -> list[Path]:
     return found or [journal]
 
 
+@attrs.frozen
+class _Held:
+    """One journal ``resume`` reads: its account and its rows."""
+
+    path: Path
+    provider: str
+    base_url: str | None
+    entries: list[JournalEntry]
+    out: str | None
+    key_env: str | None
+
+
 async def _resume(args: argparse.Namespace) -> int:
-    from .._journal import Journal
+    from .._journal import DamagedRowError, Journal
 
     paths = account_journals(args.journal)
     several = len(paths) > 1 or paths[0] != args.journal
-    found: list[tuple[Path, str, str | None, list[JournalEntry], str | None, str | None]] = []
+    found: list[_Held] = []
+    unreadable: list[DamagedRowError] = []
     for path in paths:
         journal = Journal(path, create=False)
+        damaged_here: list[DamagedRowError] = []
         try:
             provider, base_url = await journal.owner()
-            entries = await journal.entries()
+            # A damaged row is said and skipped: it must not keep every other task from
+            # resuming.
+            entries = await journal.entries(unreadable=damaged_here)
             noted = await journal.noted("out")
             key_env = await journal.noted("api_key_env")
         finally:
             await journal.aclose()
+        for damaged in damaged_here:
+            sys.stderr.write(
+                f"line {_line_of(damaged.key)}: its row in {path} cannot be read "
+                f"({damaged.why}): not resumed\n"
+            )
+        unreadable += damaged_here
         if provider is None:
             if several:
                 continue  # created, never used: that account took no prompt
@@ -651,27 +686,35 @@ async def _resume(args: argparse.Namespace) -> int:
         elif args.provider is not None and args.provider != provider and not several:
             sys.stderr.write(f"error: {path} is a {provider} journal, not {args.provider}\n")
             return EXIT_USAGE
-        found.append((path, provider, base_url, entries, noted, key_env))
+        found.append(_Held(path, provider, base_url, entries, noted, key_env))
     if several and args.provider is not None:
         # One account of several: the others' tasks are left for a later resume.
-        found = [each for each in found if each[1] == args.provider]
+        found = [held for held in found if held.provider == args.provider]
     # The batch's --out, recorded in the journal (older journals: the journal's folder).
-    recorded = next((Path(each[4]) for each in found if each[4]), None)
-    open_entries = [(each, e) for each in found for e in each[3] if e.state == "submitted"]
-    unknown = [e for each in found for e in each[3] if e.state in ("intent", "unknown")]
-    for (path, provider, *_), _entry in open_entries:
-        if provider == "local":
-            count = sum(1 for (p, *_), _e in open_entries if p == path)
-            raise InputError([_local_gone(path, count)])
+    recorded_out = next((Path(held.out) for held in found if held.out), None)
+    unknown = [e for held in found for e in held.entries if e.state in ("intent", "unknown")]
+    running = 0
+    for held in found:
+        count = sum(1 for e in held.entries if e.state == "submitted")
+        running += count
+        if held.provider == "local" and count:
+            raise InputError([_local_gone(held.path, count)])
     for entry in unknown:
         sys.stderr.write(
             f"line {_line_of(entry.key)}: submit outcome unknown, not resubmitted "
             "(batch --resubmit-unknown submits it again, at the risk of paying twice)\n"
         )
-    if not open_entries:
+    for held in found:
+        for entry in held.entries:
+            if entry.state == "submitted" and entry.request is None:
+                sys.stderr.write(
+                    f"line {_line_of(entry.key)}: its recorded request no longer reads "
+                    f"({entry.request_error}): resumed by its task id {entry.task_id}\n"
+                )
+    if not running:
         sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
-        return EXIT_OK if not unknown else EXIT_FAILED
-    out = args.out if args.out is not None else recorded or args.journal.parent
+        return EXIT_OK if not unknown and not unreadable else EXIT_FAILED
+    out = args.out if args.out is not None else recorded_out or args.journal.parent
     try:
         await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
     except OSError as exc:
@@ -685,31 +728,31 @@ async def _resume(args: argparse.Namespace) -> int:
                 rows[int(row["line"])] = row
     failed = 0
     args.interrupted_journal = args.journal
-    args.interrupted_provider = found[0][1] if len(found) == 1 else "accounts"
-    for path, provider, base_url, entries, _, key_env in found:
-        running = [e for e in entries if e.state == "submitted"]
-        if not running:
+    args.interrupted_provider = found[0].provider if len(found) == 1 else "accounts"
+    for held in found:
+        open_entries = [e for e in held.entries if e.state == "submitted"]
+        if not open_entries:
             continue
         # The journal's own URL unless --base-url says otherwise (the journal then refuses a
         # URL that is not its own: its task ids mean nothing elsewhere).
         options = connection(args)
-        if key_env is not None and "api_key" not in options:
-            # Each account's key from the variable its batch read it from (never stored).
-            key = os.environ.get(key_env)
+        if held.key_env is not None and "api_key" not in options:
+            # An account of several: its key from the variable its batch read it from (the
+            # name is recorded, never the key).
+            key = os.environ.get(held.key_env)
             if not key:
-                raise InputError([f"{path}: its key variable {key_env} is not set"])
-            options.setdefault("api_key", key)
-        options.setdefault("base_url", base_url)
-        failed += await _resume_journal(path, provider, running, options, rows, out)
+                raise InputError([f"{held.path}: its key variable {held.key_env} is not set"])
+            options["api_key"] = key
+        options.setdefault("base_url", held.base_url)
+        failed += await _resume_journal(held, open_entries, options, rows, out)
     text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
     await anyio.to_thread.run_sync(manifest.write_text, text)
     sys.stdout.write(f"manifest: {manifest}\n")
-    return EXIT_OK if not failed and not unknown else EXIT_FAILED
+    return EXIT_OK if not failed and not unknown and not unreadable else EXIT_FAILED
 
 
 async def _resume_journal(
-    path: Path,
-    provider: str,
+    held: _Held,
     open_entries: list[JournalEntry],
     options: Connection,
     rows: dict[int, dict[str, Any]],
@@ -717,33 +760,52 @@ async def _resume_journal(
 ) -> int:
     """Wait for one journal's running tasks and download them; returns how many failed."""
     failed = 0
-    async with Client(provider, journal=path, **options) as client:
-        async for task in client.as_completed((e.key, e.request) for e in open_entries):
-            assert task.key is not None
-            line = _line_of(task.key)
-            request = next(e.request for e in open_entries if e.key == task.key)
-            try:
-                result = await task
-                paths = await client.download(result, image_base(out, line, result.task_id))
-            except WrongAccountError as exc:
-                # Another key's task: not checked with this key; its manifest row stays.
-                failed += 1
-                sys.stdout.write(f"line {line}: not resumed ({exc})\n")
-                continue
-            except NanoBananaError as exc:
-                failed += 1
-                task_id = getattr(exc, "task_id", None) or task.id
-                rows[line] = manifest_row(
-                    line, request, status="failed", task_id=task_id, error=str(exc)
-                )
-                sys.stdout.write(f"line {line}: failed ({exc})\n")
-                continue
+    by_key = {e.key: e for e in open_entries}
+
+    async def settle(client: Client, task: Task) -> None:
+        nonlocal failed
+        assert task.key is not None
+        line, entry = _line_of(task.key), by_key[task.key]
+        request, model = entry.request, entry.model
+        try:
+            result = await task
+            paths = await client.download(result, image_base(out, line, result.task_id))
+        except WrongAccountError as exc:
+            # Another key's task: not checked with this key; its manifest row stays.
+            failed += 1
+            sys.stdout.write(f"line {line}: not resumed ({exc})\n")
+            return
+        except NanoBananaError as exc:
+            failed += 1
+            task_id = getattr(exc, "task_id", None) or task.id
             rows[line] = manifest_row(
-                line,
-                request,
-                status="succeeded",
-                task_id=result.task_id,
-                files=[p.name for p in paths],
+                line, request, model=model, status="failed", task_id=task_id, error=str(exc)
             )
-            sys.stdout.write(f"line {line}: {paths[0]}\n")
+            sys.stdout.write(f"line {line}: failed ({exc})\n")
+            return
+        rows[line] = manifest_row(
+            line,
+            request,
+            model=model,
+            status="succeeded",
+            task_id=result.task_id,
+            files=[p.name for p in paths],
+        )
+        sys.stdout.write(f"line {line}: {paths[0]}\n")
+
+    async with Client(held.provider, journal=held.path, **options) as client:
+        # Rows whose request no longer reads are rejoined by key: never sent again.
+        rejoined: list[Task] = []
+        for entry in open_entries:
+            if entry.request is None:
+                try:
+                    rejoined.append(await client._rejoin(entry.key))
+                except NanoBananaError as exc:
+                    failed += 1
+                    sys.stdout.write(f"line {_line_of(entry.key)}: not resumed ({exc})\n")
+        readable = ((e.key, e.request) for e in open_entries if e.request is not None)
+        async for task in client.as_completed(readable):
+            await settle(client, task)
+        for task in rejoined:
+            await settle(client, task)
     return failed

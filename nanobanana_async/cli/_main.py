@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
@@ -16,9 +17,10 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from .._client import Client
-from .._download import IMAGE_KINDS, image_suffix
+from .._download import IMAGE_KINDS, mismatches_said_by_caller
 from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
-from .._models import ImageRequest
+from .._models import ImageRequest, ImageResult, TaskRef
+from .._scheduler._outcome import ending
 from ..providers import PROVIDERS
 from . import interrupted_before_work, start_work
 from ._accounts import Accounts, several
@@ -320,15 +322,17 @@ async def _generate(args: argparse.Namespace) -> int:
             args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
         try:
             result = await task
-            paths = await client.download(result, dest)
+            # A name of another type than the bytes is said once, here (not logged too).
+            with mismatches_said_by_caller() as mismatched:
+                paths = await client.download(result, dest)
         except NanoBananaError as exc:
             # Accepted, so paid: whatever went wrong, the way back to the task is printed.
             sys.stderr.write(f"error: {exc}\n")
             if provider != "local":
                 sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
             return EXIT_FAILED
-    _check_suffix(paths)
     size = sum(p.stat().st_size for p in paths)
+    _say_mismatched(mismatched)
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
     return EXIT_OK
 
@@ -349,14 +353,15 @@ async def _generate_routed(args: argparse.Namespace, routed: Accounts) -> int:
             args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
         try:
             result = await task
-            paths = await router.download(result, dest)
+            with mismatches_said_by_caller() as mismatched:
+                paths = await router.download(result, dest)
         except NanoBananaError as exc:
             sys.stderr.write(f"error: {exc}\n")
             if provider != "local":
                 sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
             return EXIT_FAILED
-    _check_suffix(paths)
     size = sum(p.stat().st_size for p in paths)
+    _say_mismatched(mismatched)
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
     return EXIT_OK
 
@@ -377,15 +382,11 @@ def _request(args: argparse.Namespace) -> ImageRequest:
     )
 
 
-def _check_suffix(paths: list[Path]) -> None:
-    with paths[0].open("rb") as handle:
-        real = image_suffix(handle.read(16))
-    given = paths[0].suffix.lower().replace(".jpeg", ".jpg")
-    if real is not None and given != real:
-        kind = IMAGE_KINDS[real]
+def _say_mismatched(mismatched: list[tuple[Path, str]]) -> None:
+    for path, real in mismatched:
         sys.stderr.write(
-            f"warning: {paths[0]} holds {kind} bytes (kept at the path given; name it "
-            f"{paths[0].stem}{real}, or ask for another type with --output-format)\n"
+            f"warning: {path} holds {IMAGE_KINDS[real]} bytes (kept at the path given; name "
+            f"it {path.stem}{real}, or ask for another type with --output-format)\n"
         )
 
 
@@ -418,19 +419,30 @@ async def _status(args: argparse.Namespace) -> int:
         # One check first: an unreachable provider is said at once, as generate says it,
         # not after --wait seconds of retries.
         with naming(client):
-            await client.poll(args.task_id, model=model)
+            first = await client._poll(args.task_id, model=model)
+        ref = TaskRef(provider, args.task_id, model)
+        now = time.time()
+        end = ending(first, ref, None, submitted_wall=now, now_wall=now)
+        if isinstance(end, ImageResult):
+            sys.stdout.write(f"{args.task_id}: succeeded {' '.join(end.urls)}\n")
+            return EXIT_OK
+        if end is not None:
+            sys.stdout.write(f"{args.task_id}: {first.raw_state} ({end})\n")
+            return EXIT_FAILED
         task = client.resume(args.task_id, model=model)
         try:
             result = await task.result(timeout=args.wait)
         except TaskTimeoutError:
-            state = task.status.raw_state if task.status else "unknown"
+            # The resumed task may not have checked yet (its first check waits): the state
+            # seen a moment ago is the one to show.
+            state = (task.status or first).raw_state
             sys.stdout.write(
                 f"{args.task_id}: {state} (not finished within {args.wait:g} s; run the same "
                 "command again later)\n"
             )
             return EXIT_FAILED
         except NanoBananaError as exc:
-            state = task.status.raw_state if task.status else "unknown"
+            state = (task.status or first).raw_state
             sys.stdout.write(f"{args.task_id}: {state} ({exc})\n")
             return EXIT_FAILED
     sys.stdout.write(f"{args.task_id}: succeeded {' '.join(result.urls)}\n")

@@ -13,8 +13,27 @@ from .._http import HttpRequest, HttpResponse
 Script = Callable[[HttpRequest], "HttpResponse | BaseException | Awaitable[HttpResponse]"]
 
 
+class _FakeTimer:
+    """A callback armed on a :class:`FakeClock`; run by :meth:`FakeClock.advance`."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def done(self) -> bool:
+        return self.cancelled
+
+
 class FakeClock:
     """A monotonic clock that moves only when a test calls :meth:`advance`.
+
+    Its sleepers and its timers (:meth:`call_at`, what the scheduler's runner is driven by)
+    wake in one deadline order.
 
     Args:
         start: the initial reading, in seconds.
@@ -22,7 +41,7 @@ class FakeClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None] | _FakeTimer]] = []
         self._seq = 0
 
     def now(self) -> float:
@@ -39,16 +58,33 @@ class FakeClock:
         heapq.heappush(self._sleepers, (deadline, self._seq, future))
         await future
 
+    def call_at(
+        self, deadline: float, callback: Callable[[], object]
+    ) -> asyncio.Handle | _FakeTimer:
+        """Call ``callback`` once :meth:`advance` reaches ``deadline`` (on the next iteration
+        of the loop if it already has). Returns a handle whose ``cancel()`` drops the call."""
+        if deadline <= self._now:
+            return asyncio.get_running_loop().call_soon(callback)
+        timer = _FakeTimer(callback)
+        self._seq += 1
+        heapq.heappush(self._sleepers, (deadline, self._seq, timer))
+        return timer
+
     async def advance(self, seconds: float) -> None:
-        """Move time forward, waking sleepers in deadline order and letting each run."""
+        """Move time forward, waking sleepers and running timers in deadline order and letting
+        each run."""
         target = self._now + seconds
         await settle()
         while self._sleepers and self._sleepers[0][0] <= target:
-            deadline, _, future = heapq.heappop(self._sleepers)
+            deadline, _, waiting = heapq.heappop(self._sleepers)
+            if waiting.done():
+                continue  # cancelled
             self._now = max(self._now, deadline)
-            if not future.done():
-                future.set_result(None)
-                await settle()
+            if isinstance(waiting, _FakeTimer):
+                asyncio.get_running_loop().call_soon(waiting.callback)
+            else:
+                waiting.set_result(None)
+            await settle()
         self._now = target
         await settle()
 

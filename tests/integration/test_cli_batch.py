@@ -538,6 +538,52 @@ def test_a_full_disk_mid_batch_sends_nothing_unjournaled_and_loses_no_paid_task(
     assert "ExceptionGroup" not in err
 
 
+def test_a_task_accepted_but_not_journaled_stops_new_submits(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The journal fails to record one accepted task: no new prompt is sent (only those
+    already in flight are created), that task is still downloaded, and its id is said twice:
+    as it happens and in the summary."""
+    calls = {"submitted": 0}
+    record_submitted = Journal.record_submitted
+
+    async def submitted(self: Journal, *args: Any) -> None:
+        calls["submitted"] += 1
+        if calls["submitted"] == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_submitted(self, *args)
+
+    monkeypatch.setattr(Journal, "record_submitted", submitted)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(40)))
+    out = tmp_path / "out"
+    window = 4
+    argv = ["batch", str(prompts), "--out", str(out), "--concurrent", str(window)]
+    assert main(argv) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    statuses = [r["status"] for r in rows]
+    # The two recorded before it, and at most the window's submits already under way.
+    assert sim.stats.requests["create"] <= 2 + window
+    assert statuses.count("succeeded") == sim.stats.creates
+    assert statuses.count("not_submitted") == 40 - sim.stats.creates
+    said = re.findall(r"task (\w+) was accepted but is not in the journal", err)
+    assert len(said) == 2
+    task_id = said[0]
+    assert task_id in {r["task_id"] for r in rows if r["status"] == "succeeded"}
+    # Nowhere else (a log line, the table): each time with the command that fetches it.
+    assert err.count(task_id) == 2 * 2
+    assert err.count(f"'nanobanana status {task_id} --provider apixo") == 2
+    # Nor logged (a log WARNING reaches stderr too): the error that carries it is said.
+    assert not [r for r in caplog.records if task_id in r.getMessage()]
+    assert "could not be written" in err
+    assert "Traceback" not in err
+
+
 def test_an_apixo_content_refusal_fails_its_row_not_the_batch(
     tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

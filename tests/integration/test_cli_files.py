@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,10 +50,13 @@ def test_generate_twice_into_one_file_writes_the_second_image(tmp_path: Path) ->
 
 @pytest.mark.usefixtures("sim")
 def test_generate_names_the_file_by_the_images_real_type(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Without -o a JPEG is saved as image.jpg; `-o x.png` keeps the path asked for and
-    warns that the bytes are JPEG."""
+    warns once that the bytes are JPEG (not also as a log WARNING, which reaches stderr)."""
     monkeypatch.setattr(_png, "render", lambda prompt, aspect_ratio: JPEG)
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "a cat"]) == 0
@@ -62,6 +66,8 @@ def test_generate_names_the_file_by_the_images_real_type(
     assert (tmp_path / "x.png").read_bytes() == JPEG
     err = capsys.readouterr().err
     assert "warning: x.png holds JPEG bytes (kept at the path given" in err
+    assert err.count("holds JPEG bytes") == 1
+    assert not [r for r in caplog.records if "holds JPEG bytes" in r.getMessage()]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.jpg", "x.png"]
 
 
@@ -181,8 +187,9 @@ def test_resume_writes_into_the_batchs_recorded_out(
 def test_status_of_a_running_task_says_to_ask_again_not_still_tracked(
     sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`status ID --wait 0.5` on a task still running: its state and "run the same command
-    again later", exit 1; "still tracked" means nothing to a command that exits."""
+    """`status ID --wait 0.5` on a task still running: the state its check saw (apixo's
+    "pending" or "processing", never "unknown") and "run the same command again later",
+    exit 1; "still tracked" means nothing to a command that exits."""
 
     async def submit_stuck() -> str:
         async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
@@ -194,6 +201,83 @@ def test_status_of_a_running_task_says_to_ask_again_not_still_tracked(
     code = main(["status", task_id, "--model", "nano-banana-2", "--wait", "0.5"])
     out = capsys.readouterr().out.strip()
     assert code == 1
-    assert out.startswith(f"{task_id}: ")
+    assert re.match(rf"{task_id}: (pending|processing) \(", out), out
     assert out.endswith("(not finished within 0.5 s; run the same command again later)")
     assert "still tracked" not in out
+
+
+def test_status_of_a_finished_task_answers_from_its_first_check(
+    sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status ID` on a task that has ended answers at once from its one check: succeeded
+    with its URLs, or failed with the provider's reason (no wait for a second check)."""
+
+    async def submit_and_wait() -> tuple[str, str]:
+        async with nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url) as client:
+            done = await client.submit(nb.ImageRequest(prompt="a cat"))
+            failed = await client.submit(nb.ImageRequest(prompt="a dog [[fail]]"))
+            await done
+            with pytest.raises(nb.GenerationFailedError):
+                await failed
+            assert done.id is not None
+            assert failed.id is not None
+            return done.id, failed.id
+
+    done_id, failed_id = asyncio.run(submit_and_wait())
+    checks = sim.stats.requests["status"]
+    # --wait 0.01: only the first check can have seen the end in time.
+    assert main(["status", done_id, "--model", "nano-banana-2", "--wait", "0.01"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert re.fullmatch(rf"{done_id}: succeeded http://\S+", out), out
+    assert main(["status", failed_id, "--model", "nano-banana-2", "--wait", "0.01"]) == 1
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"{failed_id}: failed ("), out
+    assert "not finished" not in out
+    assert sim.stats.requests["status"] == checks + 2
+
+
+def test_resume_skips_a_damaged_row_and_resumes_the_others(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One damaged journal row no longer blocks resuming the rest: it is named (line, why)
+    and skipped; a row whose request today's rules refuse is resumed by its task id; nothing
+    is created again; exit 1 (a row was not resumed)."""
+    out = tmp_path / "out"
+    journal = out / "journal.db"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\na fox\n")
+
+    async def no_end(self: Journal, *args: object, **kwargs: object) -> None:
+        return None  # as if killed before the ends were written: the tasks stay open
+
+    monkeypatch.setattr(Journal, "record_end", no_end)
+    assert main(["batch", str(prompts), "--out", str(out)]) == 0
+    for name in out.glob("*.png"):
+        name.unlink()
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE tasks SET state = 'done' WHERE key LIKE 'line-2-%'")
+        db.execute("""UPDATE tasks SET request = '{"prompt": ""}' WHERE key LIKE 'line-3-%'""")
+    db.close()
+    capsys.readouterr()
+    assert main(["resume", "--journal", str(journal)]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert any(
+        line.startswith(f"line 2: its row in {journal} cannot be read (")
+        and "'done' is not one of" in line
+        and line.endswith(": not resumed")
+        for line in err
+    ), err
+    assert any(
+        line.startswith("line 3: its recorded request no longer reads (prompt must be")
+        for line in err
+    ), err
+    rows = {r["line"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows[1]["status"] == rows[3]["status"] == "succeeded"
+    assert rows[3]["prompt"] is None
+    assert rows[3]["model"] == "nano-banana-2"
+    assert (out / rows[3]["files"][0]).read_bytes() == render("a fox", None)
+    assert sim.stats.requests["create"] == 3

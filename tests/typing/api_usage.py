@@ -27,7 +27,7 @@ async def main(prompts: list[str]) -> None:
         state: nb.TaskState = task.state
         again: nb.ImageResult = await task.result(timeout=30.0)
         resumed: nb.Task = client.resume("abc", model="nano-banana-2")
-        checked: nb.TaskStatus = await client.poll("abc", model="nano-banana-2")
+        checked: nb.TaskStatus | None = task.status
         try:
             await client.submit(nb.ImageRequest(prompt="a fox"))
         except nb.StorageError as exc:

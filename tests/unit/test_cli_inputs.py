@@ -418,3 +418,36 @@ def test_debug_is_accepted_after_the_command_too(argv: list[str], debug: bool) -
     from nanobanana_async.cli._main import _parser
 
     assert _parser().parse_args(argv).debug is debug
+
+
+async def test_a_rerun_reads_the_journal_once_and_past_a_damaged_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun's check of the journal reads it once (it read every row twice), and a row that
+    does not read does not stop the batch: its own submit fails naming it."""
+    import sqlite3
+
+    from nanobanana_async._journal import Journal
+    from nanobanana_async.cli._batch import _prepare_journal
+
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    for key in ("line-1-a", "line-2-b"):
+        await journal.record_intent(key, "apixo", nb.ImageRequest(prompt=key))
+        await journal.record_submitted(key, f"t-{key}", "nano-banana-2")
+    await journal.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE tasks SET state = 'done' WHERE key = 'line-2-b'")
+    db.close()
+    reads = 0
+    entries = Journal.entries
+
+    async def counted(self: Journal, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await entries(self, **kwargs)  # type: ignore[arg-type]  # passed through
+
+    monkeypatch.setattr(Journal, "entries", counted)
+    known = await _prepare_journal(path, "apixo", ["line-1-a", "line-3-c"], False, out=tmp_path)
+    assert known == (0, 1)
+    assert reads == 1

@@ -14,7 +14,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
-from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response
+from nanobanana_async.testing import FakeClock, HttpResponse, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
 
@@ -214,25 +214,39 @@ async def test_a_journal_that_cannot_record_the_intent_sends_nothing(
     assert server.count("submit") == 1
 
 
-async def test_the_scheduler_opens_with_the_first_client_and_closes_with_the_last(
+async def test_the_scheduler_is_a_timer_and_leaves_nothing_behind_the_last_client(
     clock: FakeClock,
 ) -> None:
-    """The runner is running once a client starts, before any submit, is shared by a second
-    client, and is gone (cancelled and awaited) once the last client closes."""
+    """The runner is one timer, not a task of its own: none runs beside the callers and the
+    checks. A check in flight outlives the client that asked for it while another client is
+    open, and is cancelled and awaited once the last one closes, with the timer dropped."""
+    from nanobanana_async._scheduler._runner import Scheduler
 
-    def runners() -> list[asyncio.Task[object]]:
-        return [t for t in asyncio.all_tasks() if t.get_name() == "nanobanana-scheduler"]
+    never = asyncio.Event()
 
-    transport = ScriptedTransport(lambda request: json_response({}))
+    async def hang() -> HttpResponse:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    transport = ScriptedTransport(lambda request: hang())
     first = nb.Client("apixo", api_key="k", transport=transport, clock=clock)
     second = nb.Client("apixo", api_key="k", transport=transport, clock=clock)
-    assert runners() == []
     async with first:
-        assert len(runners()) == 1
+        scheduler = Scheduler.for_clock(clock)
         async with second:
-            assert len(runners()) == 1
-        assert len(runners()) == 1
-    assert runners() == []
+            task = second.resume("t1", model="nano-banana-2")
+            await clock.advance(11.0)  # apixo's first check is 10 s after the submit
+            assert transport.count("status") == 1
+            (check,) = scheduler._checks
+            others = asyncio.all_tasks() - {asyncio.current_task(), check}
+            assert others == set()  # no runner task, no sleeper
+        assert task.done()  # its client closed: ClientClosedError
+        assert not check.done()  # the other client still uses the scheduler
+    assert check.cancelled()
+    assert scheduler._checks == set()
+    assert scheduler._timer is None
+    with pytest.raises(nb.ClientClosedError):
+        await task.result()
 
 
 async def test_a_bug_while_failing_a_task_still_ends_it(

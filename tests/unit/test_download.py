@@ -272,3 +272,37 @@ async def test_a_full_disk_is_a_storage_error_even_when_closing_fails_too(
         await downloader.aclose()
     assert info.value.task_id == "task-1"
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_closing_the_client_mid_download_is_client_closed_error(tmp_path: Path) -> None:
+    """The client is closed while an image is still arriving from a slow host: the download
+    raises ClientClosedError naming the task (not a raw AssertionError), and leaves no file."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        response.content_length = len(PNG)
+        await response.prepare(request)
+        await response.write(PNG[:1000])
+        started.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(release.wait(), 10)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/a.png", slow)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        client = nb.Client("apixo", api_key="k-canary-download", base_url=str(server.make_url("")))
+        job = asyncio.ensure_future(
+            client.download(_result(str(server.make_url("/a.png"))), tmp_path / "a.png")
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.sleep(0.05)  # the first bytes are being read
+        await client.aclose()
+        try:
+            with pytest.raises(nb.ClientClosedError) as info:
+                await asyncio.wait_for(job, 10)
+        finally:
+            release.set()
+    assert info.value.task_id == "task-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -187,9 +187,7 @@ async def test_aclose_waits_for_a_write_whose_caller_was_cancelled(tmp_path: Pat
     ("column", "value", "problem"),
     [
         ("state", "'done'", "'done' is not one of 'intent', 'submitted', "),
-        ("request", """'{"prompt": ""}'""", "prompt must be a non-empty string @ $.request.prompt"),
-        ("request", """'{"prompt": "a cat", "size": 2}'""", "unknown field (known: "),
-        ("request", "'{\"prompt\": '", "not JSON"),
+        ("urls", "'[\"https://x.test/a.png\"'", "not JSON"),
         ("urls", """'"https://x.test/a.png"'""", "expected a list of text @ $.urls"),
         ("task_id", "X'41'", "expected text, got bytes @ $.task_id"),
     ],
@@ -213,6 +211,75 @@ async def test_a_damaged_row_is_a_typed_error_naming_the_journal(
     message = str(info.value)
     assert message.startswith(f"journal {path}: the row of key 'line-1-x' cannot be read (")
     assert problem in message
+
+
+async def _damage(path: Path, keys: list[str], sql: str) -> None:
+    journal = Journal(path)
+    for n, key in enumerate(keys):
+        await journal.record_intent(key, "apixo", nb.ImageRequest(prompt=f"prompt {n}"))
+        await journal.record_submitted(key, f"t{n}", "nano-banana-2")
+    await journal.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute(sql)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("""'{"prompt": ""}'""", "prompt must be a non-empty string @ $.request.prompt"),
+        ("""'{"prompt": "a cat", "size": 2}'""", "unknown field (known: "),
+        ("'{\"prompt\": '", "not JSON"),
+    ],
+)
+async def test_a_row_whose_request_no_longer_reads_keeps_its_task(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    """A request refused by today's rules (a rule got stricter) leaves its row readable:
+    the task id and model resume it, the request is None and ``request_error`` says why."""
+    path = tmp_path / "journal.db"
+    damage = f"UPDATE tasks SET request = {value} WHERE key = 'line-1-x'"  # noqa: S608  ours
+    await _damage(path, ["line-1-x", "line-2-y"], damage)
+    journal = Journal(path)
+    first, second = await journal.entries()
+    again = await journal.get("line-1-x")
+    await journal.aclose()
+    assert (first.key, first.task_id, first.model, first.request) == (
+        "line-1-x",
+        "t0",
+        "nano-banana-2",
+        None,
+    )
+    assert first.request_error is not None
+    assert problem in first.request_error
+    assert again == first
+    assert second.request == nb.ImageRequest(prompt="prompt 1")
+    assert second.request_error is None
+
+
+async def test_one_damaged_row_is_reported_and_the_others_still_read(tmp_path: Path) -> None:
+    """With ``unreadable``, a row that does not read is skipped and described (key and why);
+    every other row is returned; ``get`` of that key still raises (never None: a None would
+    submit it again)."""
+    path = tmp_path / "journal.db"
+    keys = ["line-1-a", "line-2-b", "line-3-c"]
+    await _damage(path, keys, "UPDATE tasks SET state = 'done' WHERE key = 'line-2-b'")
+    journal = Journal(path)
+    unreadable: list[journal_module.DamagedRowError] = []
+    try:
+        entries = await journal.entries(unreadable=unreadable)
+        with pytest.raises(nb.ConfigurationError, match="line-2-b"):
+            await journal.get("line-2-b")
+    finally:
+        await journal.aclose()
+    assert [e.key for e in entries] == ["line-1-a", "line-3-c"]
+    assert [(d.key, d.why) for d in unreadable] == [
+        (
+            "line-2-b",
+            "'done' is not one of 'intent', 'submitted', 'succeeded', 'failed', "
+            "'unknown' @ $.state",
+        )
+    ]
 
 
 async def test_rows_read_back_as_written(tmp_path: Path) -> None:

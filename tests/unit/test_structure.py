@@ -63,6 +63,21 @@ def test_unknown_and_missing_fields_are_named_by_path() -> None:
     assert unknown.endswith(" @ $.colour")
 
 
+def test_an_unknown_key_and_bad_values_are_all_reported_at_once() -> None:
+    """A misspelt key does not hide the row's other problems (issue 20, item 10: every
+    problem at once), through ``from_mapping`` as through a file's rows."""
+    with pytest.raises(nb.InvalidRequestError) as info:
+        nb.ImageRequest.from_mapping({"prompt": "", "colour": "red", "num_images": 0})
+    unknown, *values = info.value.errors
+    assert unknown.startswith("unknown field (known: aspect_ratio, ")
+    assert unknown.endswith(" @ $.colour")
+    assert values == [
+        "prompt must be a non-empty string @ $.prompt",
+        "num_images must be a positive integer @ $.num_images",
+    ]
+    assert _errors({"colour": "red"}, cells=True)[1:] == ["required field missing @ $.prompt"]
+
+
 def test_from_mapping_is_the_same_path() -> None:
     """`ImageRequest.from_mapping` gives the library's callers the same typed errors."""
     with pytest.raises(nb.InvalidRequestError) as info:
