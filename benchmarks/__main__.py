@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from . import scenarios
+from . import router, scenarios
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -134,7 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios",
         default="1,1b,2,3,4,loop,cpu",
-        help="comma-separated: 1, 1b, 2, 3, 4, loop, cpu (default: all); 5 is --full",
+        help="comma-separated: 1, 1b, 2, 3, 4, loop, cpu (default: all); 5 is --full; "
+        "router (two accounts through nb.Router: speed-up, outage, resets, kill; ~3 minutes)",
+    )
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="prompts per router run (default 900, 60 with --quick)",
+    )
+    parser.add_argument(
+        "--strategies",
+        default="soonest,priority",
+        help="router strategies the outage runs under (default: soonest,priority)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument(
@@ -199,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         report["cpu"] = rows
         print("\nClient CPU against a plain aiohttp loop (simulator in another thread)")
         print(_table(rows, list(rows[0])))
+    if "router" in chosen:
+        prompts = args.prompts or (60 if args.quick else 900)
+        strategies = args.strategies.split(",")
+        rows = asyncio.run(router.run_all(prompts, strategies))
+        report["router"] = rows
+        print(
+            f"\nRouter: apixo and crun simulated, each {router.ACCOUNT.requests} requests / "
+            f"{router.ACCOUNT.per:g} s, {router.ACCOUNT.concurrent_tasks} tasks, mean "
+            f"{router.MEAN:g} s; {prompts} prompts (per-account columns: apixo/crun)"
+        )
+        for row in rows:
+            print(_table([row], list(row)), end="\n\n")
     args.out.mkdir(parents=True, exist_ok=True)
     name = "quick.json" if args.quick else "latest.json"
     (args.out / name).write_text(json.dumps(report, indent=2))

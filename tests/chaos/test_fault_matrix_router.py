@@ -431,7 +431,9 @@ async def test_f44_a_hedge_waiting_for_a_slot_never_delays_the_result(clock: Fak
             started = clock.now()
             result = await drive(clock, task.result())
             assert result.task_id == "t3"
-            assert clock.now() - started < 31.0
+            # 30 s of task and a few seconds of polling lag; a result held behind the hedge's
+            # wait would come only with the close (the blocker never ends).
+            assert clock.now() - started < 35.0
             assert router.statistics().hedges == 0
         assert sb.count("submit") == 1
         assert not blocker.done()

@@ -88,3 +88,35 @@ def test_cpu_scenario_compares_with_the_plain_loop() -> None:
     assert ours["cpu_us_per_task_vs_plain"] == round(
         ours["cpu_us_per_task"] / plain["cpu_us_per_task"], 2
     )
+
+
+def test_router_scenarios_run_and_keep_their_invariants(tmp_path: Path) -> None:
+    """``--scenarios router`` runs every router scenario at a tiny size: all prompts succeed
+    through two accounts, none is created on both, and the killed batch's rerun pays for
+    nothing twice (figures such as the speed-up are not asserted)."""
+    argv = ["--scenarios", "router", "--quick", "--prompts", "24", "--strategies", "soonest"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    rows = {row["run"]: row for row in json.loads((tmp_path / "quick.json").read_text())["router"]}
+    assert set(rows) == {
+        "apixo alone",
+        "router soonest",
+        "outage soonest",
+        "outage soonest, client attempts=1",
+        "apixo resets 5%",
+        "kill at 1/3, rerun",
+    }
+    for name in (
+        "apixo alone",
+        "router soonest",
+        "outage soonest",
+        "outage soonest, client attempts=1",
+    ):
+        assert rows[name]["succeeded"] == 24
+    assert rows["router soonest"]["speedup"] > 0
+    resets = rows["apixo resets 5%"]
+    assert resets["succeeded"] + resets["unknown"] == 24
+    assert resets["unknown_naming_apixo"] == resets["unknown"]
+    kill = rows["kill at 1/3, rerun"]
+    assert kill["created_twice"] == 0
+    assert kill["rerun_succeeded"] > 0
+    assert all(row["on_both"] == 0 for row in rows.values())
