@@ -10,14 +10,16 @@ import functools
 import io
 import itertools
 import json
+import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+import attrs
 from rich.console import Console, RenderableType
 from rich.live import Live
 
@@ -34,13 +36,17 @@ from .._errors import (
     SubmitOutcomeUnknownError,
     WrongAccountError,
 )
-from .._journal import request_key
+from .._journal import JournalEntry, request_key
 from .._models import ImageRequest, ImageResult
+from .._router import Router
+from .._routing import RouterStatistics
 from .._task import Task
+from ._accounts import Accounts
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    Connection,
     choose_provider,
     connection,
     input_problems,
@@ -50,6 +56,7 @@ from ._common import (
 from ._inputs import InputError, read_requests
 from ._progress import (
     PROGRESS_INTERVAL,
+    AccountProgress,
     BatchState,
     progress_record,
     render_plain,
@@ -94,18 +101,73 @@ def manifest_row(
     }
 
 
+def account_journal(journal: Path, name: str) -> Path:
+    """The journal of one account of a batch over several: ``journal-crun.db`` beside
+    ``journal.db``. One per account: a journal belongs to one provider and URL."""
+    return journal.with_name(f"{journal.stem}-{name}{journal.suffix}")
+
+
+@contextlib.asynccontextmanager
+async def open_router(
+    routed: Accounts,
+    *,
+    journals: Path | None,
+    limits: Limits | None = None,
+    coordinator: str | None = None,
+) -> AsyncIterator[tuple[Router, list[Client]]]:
+    """A started Router over ``routed``'s accounts (each with its journal beside
+    ``journals``, when given), closed with its clients on the way out."""
+    router, clients = build_router(
+        routed, journals=journals, limits=limits, coordinator=coordinator
+    )
+    async with router:
+        yield router, clients
+
+
+def build_router(
+    routed: Accounts,
+    *,
+    journals: Path | None,
+    limits: Limits | None = None,
+    coordinator: str | None = None,
+) -> tuple[Router, list[Client]]:
+    """A Router (not started) that owns one Client per account."""
+    clients: list[Client] = []
+    for account in routed.accounts:
+        journal = account_journal(journals, account.name) if journals is not None else None
+        clients.append(
+            account.client(limits=limits or Limits(), journal=journal, coordinator=coordinator)
+        )
+    weights = [a.weight for a in routed.accounts]
+    router = Router(clients, strategy=routed.strategy, weights=weights, owns_clients=True)
+    return router, clients
+
+
 async def _batch(args: argparse.Namespace, console: Console) -> int:
-    options = connection(args)
-    provider = choose_provider(args.provider, key_env=args.api_key_env)
+    routed: Accounts | None = args.routed
     limits = Limits(requests=args.requests, per=args.per, concurrent_tasks=args.concurrent)
     journal = args.journal or args.out / "journal.db"
-    client = Client(
-        provider,
-        limits=limits,
-        journal=journal,
-        coordinator=args.coordinator,
-        **options,
-    )
+    client: Client | Router
+    if routed is None:
+        options = connection(args)
+        provider = choose_provider(args.provider, key_env=args.api_key_env)
+        client = Client(
+            provider,
+            limits=limits,
+            journal=journal,
+            coordinator=args.coordinator,
+            **options,
+        )
+        clients = [client]
+        journals = [journal]
+    else:
+        # Keys shared by every account: a journaled prompt is found whichever account holds it.
+        provider = "accounts"
+        client, clients = build_router(
+            routed, journals=journal, limits=limits, coordinator=args.coordinator
+        )
+        journals = [account_journal(journal, a.name) for a in routed.accounts]
+        limits = client.statistics().limits
     stdin: str | None = args.stdin  # read by the command line before the work began
     source = Path("<stdin>") if stdin is not None else args.prompts
     kind = f".{args.input_format}" if args.input_format else ".txt" if stdin is not None else None
@@ -125,6 +187,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         raise InputError(input_problems(source, exc)) from None
     # From here the journal may hold this run's tasks: an interruption says how to resume.
     args.interrupted_journal, args.interrupted_provider = journal, provider
+    if routed is not None and all(a.provider == "local" for a in routed.accounts):
+        args.interrupted_provider = "local"
     lines: dict[str, tuple[int, ImageRequest]] = {}
     for n, r in requests:
         key = base = _key(provider, n, r)
@@ -140,9 +204,19 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         await client.aclose()
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
     try:
-        earlier, known = await _prepare_journal(
-            journal, provider, list(lines), args.resubmit_unknown, out=args.out
-        )
+        await _refuse_other_journals(journal, journals)
+        earlier = known = 0
+        for n, (path, each) in enumerate(zip(journals, clients, strict=True)):
+            named = routed.accounts[n] if routed is not None else None
+            dropped, held = await _prepare_journal(
+                path,
+                each.provider,
+                list(lines),
+                args.resubmit_unknown,
+                out=args.out,
+                key_env=named.key_env if named is not None else None,
+            )
+            earlier, known = earlier + dropped, known + held
     except BaseException:
         await client.aclose()
         raise
@@ -153,15 +227,28 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
 
     mode = progress_mode(args)
 
-    def refresh() -> RenderableType:
+    def count() -> None:
         stats = client.statistics()
         state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
+        if isinstance(stats, RouterStatistics) and routed is not None:
+            state.accounts = [
+                AccountProgress(
+                    name=account.name,
+                    accepted=each.accepted,
+                    running=each.client.in_flight,
+                    circuit=each.circuit,
+                    set_aside=each.set_aside is not None,
+                )
+                for account, each in zip(routed.accounts, stats.accounts, strict=True)
+            ]
+
+    def refresh() -> RenderableType:
+        count()
         return render_progress(state, time.monotonic())
 
     def emit() -> None:
         # One line to stdout, flushed at once: a log or CI shows it as it comes.
-        stats = client.statistics()
-        state.requests_in_window, state.retries = stats.requests_in_window, stats.retries
+        count()
         now = time.monotonic()
         if mode == "json":
             line = json.dumps(progress_record(state, now))
@@ -198,13 +285,13 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             await asyncio.sleep(0.25)
 
     async with client:
-        if args.min_balance is not None:
-            with naming(client):
-                balance = await client.balance()
+        for each in clients if args.min_balance is not None else ():
+            with naming(each):
+                balance = await each.balance()
             if balance.credits < args.min_balance:
                 raise InputError(
                     [
-                        f"{provider} balance is {balance.credits:g}, below --min-balance "
+                        f"{each.provider} balance is {balance.credits:g}, below --min-balance "
                         f"{args.min_balance:g}: not started"
                     ]
                 )
@@ -272,13 +359,21 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         numbers = ", ".join(str(r["line"]) for r in skipped[:20])
         more = ", …" if len(skipped) > 20 else ""
         if isinstance(stop, AuthenticationError):
-            why = "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+            why = (
+                "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+                if routed is None
+                else "every account's key or credits were refused (lines {}); fix them"
+            )
         elif isinstance(stop, CoordinatorUnavailableError):
             why = "the coordinator (Redis) did not answer (lines {}); start it"
         elif isinstance(stop, StorageError):
             why = f"the journal {journal} could not be written (lines {{}}); free some space"
         else:
-            why = "the account ran out of credits (lines {}); top up"
+            why = (
+                "the account ran out of credits (lines {}); top up"
+                if routed is None
+                else "every account's key or credits were refused (lines {}); fix them"
+            )
         console.print(
             f"{len(skipped)} prompt(s) not submitted: {why.format(numbers + more)} and run "
             "the same command again"
@@ -337,10 +432,18 @@ class Manifest:
 
 
 async def _prepare_journal(
-    journal: Path, provider: str, keys: list[str], resubmit: bool, *, out: Path
+    journal: Path,
+    provider: str,
+    keys: list[str],
+    resubmit: bool,
+    *,
+    out: Path,
+    key_env: str | None = None,
 ) -> tuple[int, int]:
     """Refuse a ``local`` journal with unfinished tasks; with ``resubmit``, drop the unknown
-    submits among ``keys``; record ``out`` (``resume`` writes there).
+    submits among ``keys``; record ``out`` (``resume`` writes there) and, for an account of
+    several, ``key_env``: the name of the variable holding its key (never the key), which
+    ``resume`` reads it from.
 
     Returns:
         how many were dropped, and how many of ``keys`` the journal then holds (their tasks
@@ -352,6 +455,8 @@ async def _prepare_journal(
     try:
         try:
             await book.note("out", str(await anyio.to_thread.run_sync(out.absolute)))
+            if key_env is not None:
+                await book.note("api_key_env", key_env)
         except ConfigurationError:
             raise
         except Exception:  # noqa: S110  only resume's default folder is lost
@@ -375,6 +480,35 @@ async def _prepare_journal(
         await book.aclose()
 
 
+async def _refuse_other_journals(journal: Path, used: list[Path]) -> None:
+    """Refuse a batch whose folder has a journal of accounts this run does not use (a plain
+    ``journal.db`` beside a run over several accounts, or ``journal-crun.db`` of an account
+    dropped since): the prompts it holds would be paid for again elsewhere.
+
+    Raises:
+        InputError: naming each such journal and how many tasks it holds.
+    """
+    from .._journal import Journal
+
+    candidates = [journal, *sorted(journal.parent.glob(f"{journal.stem}-*{journal.suffix}"))]
+    problems: list[str] = []
+    for path in candidates:
+        if path in used or not path.is_file():
+            continue
+        book = Journal(path, create=False)
+        try:
+            held = len(await book.entries())
+        finally:
+            await book.aclose()
+        if held:
+            problems.append(
+                f"{path} holds {held} task(s) of an account this run does not use: run with "
+                "that account again (or the same --provider/--accounts), or use another --out"
+            )
+    if problems:
+        raise InputError(problems)
+
+
 def _local_gone(journal: Path, count: int) -> str:
     return (
         f"{journal} holds {count} unfinished task(s) of the local simulator, which ended with "
@@ -391,7 +525,7 @@ SUBMIT_WINDOW: Final = 64
 
 
 async def _run_batch(
-    client: Client,
+    client: Client | Router,
     lines: dict[str, tuple[int, ImageRequest]],
     state: BatchState,
     rows: Manifest,
@@ -454,7 +588,7 @@ async def _run_batch(
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
                     f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
-                    f"--provider {client.provider} --model {request.model}' fetches it"
+                    f"--provider {_provider_of(client, task)} --model {request.model}' fetches it"
                 )
                 say(text)
                 note(text)
@@ -486,52 +620,98 @@ async def _run_batch(
     return stopped[0] if stopped else None
 
 
+def _provider_of(client: Client | Router, task: Task) -> str:
+    if isinstance(client, Client):
+        return client.provider
+    # The router records the account that took the task: "crun:1a2b3c4d".
+    return task.attempts[-1].account.split(":")[0] if task.attempts else "?"
+
+
 def _line_of(key: str) -> int:
     # Batch keys are "line-N-<digest>"; a key of another shape sorts first.
     parts = key.split("-")
     return int(parts[1]) if len(parts) > 2 and parts[0] == "line" and parts[1].isdigit() else 0
 
 
+def account_journals(journal: Path) -> list[Path]:
+    """The journals ``resume --journal PATH`` reads: PATH itself, or, when a batch over
+    several accounts wrote one per account beside it (``journal-apixo.db`` …), those."""
+    if journal.exists():
+        return [journal]
+    found = sorted(journal.parent.glob(f"{journal.stem}-*{journal.suffix}"))
+    return found or [journal]
+
+
+@attrs.frozen
+class _Held:
+    """One journal ``resume`` reads: its account and its rows."""
+
+    path: Path
+    provider: str
+    base_url: str | None
+    entries: list[JournalEntry]
+    out: str | None
+    key_env: str | None
+
+
 async def _resume(args: argparse.Namespace) -> int:
     from .._journal import DamagedRowError, Journal
 
-    journal = Journal(args.journal, create=False)
+    paths = account_journals(args.journal)
+    several = len(paths) > 1 or paths[0] != args.journal
+    found: list[_Held] = []
     unreadable: list[DamagedRowError] = []
-    try:
-        provider, base_url = await journal.owner()
-        # A damaged row is said and skipped: it must not keep every other task from resuming.
-        entries = await journal.entries(unreadable=unreadable)
-        noted = await journal.noted("out")
-    finally:
-        await journal.aclose()
-    for damaged in unreadable:
-        sys.stderr.write(
-            f"line {_line_of(damaged.key)}: its row in {args.journal} cannot be read "
-            f"({damaged.why}): not resumed\n"
-        )
-    if provider is None:
-        provider = choose_provider(args.provider, key_env=args.api_key_env)
-    elif args.provider is not None and args.provider != provider:
-        sys.stderr.write(f"error: {args.journal} is a {provider} journal, not {args.provider}\n")
-        return EXIT_USAGE
+    for path in paths:
+        journal = Journal(path, create=False)
+        damaged_here: list[DamagedRowError] = []
+        try:
+            provider, base_url = await journal.owner()
+            # A damaged row is said and skipped: it must not keep every other task from
+            # resuming.
+            entries = await journal.entries(unreadable=damaged_here)
+            noted = await journal.noted("out")
+            key_env = await journal.noted("api_key_env")
+        finally:
+            await journal.aclose()
+        for damaged in damaged_here:
+            sys.stderr.write(
+                f"line {_line_of(damaged.key)}: its row in {path} cannot be read "
+                f"({damaged.why}): not resumed\n"
+            )
+        unreadable += damaged_here
+        if provider is None:
+            if several:
+                continue  # created, never used: that account took no prompt
+            provider = choose_provider(args.provider, key_env=args.api_key_env)
+        elif args.provider is not None and args.provider != provider and not several:
+            sys.stderr.write(f"error: {path} is a {provider} journal, not {args.provider}\n")
+            return EXIT_USAGE
+        found.append(_Held(path, provider, base_url, entries, noted, key_env))
+    if several and args.provider is not None:
+        # One account of several: the others' tasks are left for a later resume.
+        found = [held for held in found if held.provider == args.provider]
     # The batch's --out, recorded in the journal (older journals: the journal's folder).
-    recorded_out = Path(noted) if noted else None
-    open_entries = [e for e in entries if e.state == "submitted"]
-    unknown = [e for e in entries if e.state in ("intent", "unknown")]
-    if provider == "local" and open_entries:
-        raise InputError([_local_gone(args.journal, len(open_entries))])
+    recorded_out = next((Path(held.out) for held in found if held.out), None)
+    unknown = [e for held in found for e in held.entries if e.state in ("intent", "unknown")]
+    running = 0
+    for held in found:
+        count = sum(1 for e in held.entries if e.state == "submitted")
+        running += count
+        if held.provider == "local" and count:
+            raise InputError([_local_gone(held.path, count)])
     for entry in unknown:
         sys.stderr.write(
             f"line {_line_of(entry.key)}: submit outcome unknown, not resubmitted "
             "(batch --resubmit-unknown submits it again, at the risk of paying twice)\n"
         )
-    for entry in open_entries:
-        if entry.request is None:
-            sys.stderr.write(
-                f"line {_line_of(entry.key)}: its recorded request no longer reads "
-                f"({entry.request_error}): resumed by its task id {entry.task_id}\n"
-            )
-    if not open_entries:
+    for held in found:
+        for entry in held.entries:
+            if entry.state == "submitted" and entry.request is None:
+                sys.stderr.write(
+                    f"line {_line_of(entry.key)}: its recorded request no longer reads "
+                    f"({entry.request_error}): resumed by its task id {entry.task_id}\n"
+                )
+    if not running:
         sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
         return EXIT_OK if not unknown and not unreadable else EXIT_FAILED
     out = args.out if args.out is not None else recorded_out or args.journal.parent
@@ -547,11 +727,39 @@ async def _resume(args: argparse.Namespace) -> int:
                 row = json.loads(text)
                 rows[int(row["line"])] = row
     failed = 0
-    args.interrupted_journal, args.interrupted_provider = args.journal, provider
-    # The journal's own URL unless --base-url says otherwise (the journal then refuses a URL
-    # that is not its own: its task ids mean nothing elsewhere).
-    options = connection(args)
-    options.setdefault("base_url", base_url)
+    args.interrupted_journal = args.journal
+    args.interrupted_provider = found[0].provider if len(found) == 1 else "accounts"
+    for held in found:
+        open_entries = [e for e in held.entries if e.state == "submitted"]
+        if not open_entries:
+            continue
+        # The journal's own URL unless --base-url says otherwise (the journal then refuses a
+        # URL that is not its own: its task ids mean nothing elsewhere).
+        options = connection(args)
+        if held.key_env is not None and "api_key" not in options:
+            # An account of several: its key from the variable its batch read it from (the
+            # name is recorded, never the key).
+            key = os.environ.get(held.key_env)
+            if not key:
+                raise InputError([f"{held.path}: its key variable {held.key_env} is not set"])
+            options["api_key"] = key
+        options.setdefault("base_url", held.base_url)
+        failed += await _resume_journal(held, open_entries, options, rows, out)
+    text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
+    await anyio.to_thread.run_sync(manifest.write_text, text)
+    sys.stdout.write(f"manifest: {manifest}\n")
+    return EXIT_OK if not failed and not unknown and not unreadable else EXIT_FAILED
+
+
+async def _resume_journal(
+    held: _Held,
+    open_entries: list[JournalEntry],
+    options: Connection,
+    rows: dict[int, dict[str, Any]],
+    out: Path,
+) -> int:
+    """Wait for one journal's running tasks and download them; returns how many failed."""
+    failed = 0
     by_key = {e.key: e for e in open_entries}
 
     async def settle(client: Client, task: Task) -> None:
@@ -585,7 +793,7 @@ async def _resume(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(f"line {line}: {paths[0]}\n")
 
-    async with Client(provider, journal=args.journal, **options) as client:
+    async with Client(held.provider, journal=held.path, **options) as client:
         # Rows whose request no longer reads are rejoined by key: never sent again.
         rejoined: list[Task] = []
         for entry in open_entries:
@@ -600,7 +808,4 @@ async def _resume(args: argparse.Namespace) -> int:
             await settle(client, task)
         for task in rejoined:
             await settle(client, task)
-    text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
-    await anyio.to_thread.run_sync(manifest.write_text, text)
-    sys.stdout.write(f"manifest: {manifest}\n")
-    return EXIT_OK if not failed and not unknown and not unreadable else EXIT_FAILED
+    return failed

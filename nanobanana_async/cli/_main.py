@@ -23,7 +23,8 @@ from .._models import ImageRequest, ImageResult, TaskRef
 from .._scheduler._outcome import ending
 from ..providers import PROVIDERS
 from . import interrupted_before_work, start_work
-from ._batch import _batch, _resume
+from ._accounts import Accounts, several
+from ._batch import _batch, _resume, open_router
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -66,6 +67,17 @@ def _option(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _providers(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    for name in names:
+        if name not in PROVIDERS:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {name!r} (choose from {', '.join(PROVIDERS)}; "
+                "several as apixo,crun)"
+            )
+    return names
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"not a port (0-65535): {text}")
@@ -105,9 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     def request_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--provider",
-            choices=PROVIDERS,
+            type=_providers,
             default=None,
-            help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else local",  # noqa: E501
+            metavar="NAME[,NAME...]",
+            help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else "
+            "local; several (apixo,crun) share the work, each with NANOBANANA_API_KEY_<NAME> "
+            "(else NANOBANANA_API_KEY) and NANOBANANA_BASE_URL_<NAME>",
+        )
+        p.add_argument(
+            "--accounts",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="a TOML file of accounts (provider, api_key_env, base_url, limits, weight) "
+            "and a strategy; see the README",
         )
         connection_options(p)
         p.add_argument("--model", default=None, help="default nano-banana-2")
@@ -279,21 +302,12 @@ def _version() -> str:
 
 
 async def _generate(args: argparse.Namespace) -> int:
+    routed: Accounts | None = args.routed
+    if routed is not None:
+        return await _generate_routed(args, routed)
     options = connection(args)
     provider = choose_provider(args.provider, key_env=args.api_key_env)
-    request = ImageRequest(
-        prompt=args.prompt,
-        model=args.model or "nano-banana-2",
-        resolution=args.resolution,
-        aspect_ratio=args.aspect_ratio,
-        image_urls=args.image_urls,
-        output_format=args.output_format,
-        google_search=args.google_search,
-        num_images=args.num_images,
-        watermark=args.watermark,
-        callback_url=args.callback_url,
-        provider_options=dict(args.option),
-    )
+    request = _request(args)
     # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
     dest: Path = args.output if args.output is not None else Path("image")
     async with Client(provider, **options) as client:
@@ -318,13 +332,62 @@ async def _generate(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
             return EXIT_FAILED
     size = sum(p.stat().st_size for p in paths)
+    _say_mismatched(mismatched)
+    sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
+    return EXIT_OK
+
+
+async def _generate_routed(args: argparse.Namespace, routed: Accounts) -> int:
+    """``generate`` over several accounts: the router picks one (failing over only when
+    nothing was created), and the message names the account that took the task."""
+    request = _request(args)
+    dest: Path = args.output if args.output is not None else Path("image")
+    async with open_router(routed, journals=None) as (router, _):
+        task = await router.submit(request)
+        provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
+        fetch = (
+            f"'nanobanana status {task.id} --provider {provider} --model {request.model}' "
+            "fetches it"
+        )
+        if provider != "local":
+            args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
+        try:
+            result = await task
+            with mismatches_said_by_caller() as mismatched:
+                paths = await router.download(result, dest)
+        except NanoBananaError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            if provider != "local":
+                sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
+            return EXIT_FAILED
+    size = sum(p.stat().st_size for p in paths)
+    _say_mismatched(mismatched)
+    sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
+    return EXIT_OK
+
+
+def _request(args: argparse.Namespace) -> ImageRequest:
+    return ImageRequest(
+        prompt=args.prompt,
+        model=args.model or "nano-banana-2",
+        resolution=args.resolution,
+        aspect_ratio=args.aspect_ratio,
+        image_urls=args.image_urls,
+        output_format=args.output_format,
+        google_search=args.google_search,
+        num_images=args.num_images,
+        watermark=args.watermark,
+        callback_url=args.callback_url,
+        provider_options=dict(args.option),
+    )
+
+
+def _say_mismatched(mismatched: list[tuple[Path, str]]) -> None:
     for path, real in mismatched:
         sys.stderr.write(
             f"warning: {path} holds {IMAGE_KINDS[real]} bytes (kept at the path given; name "
             f"it {path.stem}{real}, or ask for another type with --output-format)\n"
         )
-    sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
-    return EXIT_OK
 
 
 async def _balance(args: argparse.Namespace) -> int:
@@ -500,6 +563,8 @@ def _main(args: argparse.Namespace) -> int:
             port = ["--port", str(args.port), "--median", str(args.median)]
             return simulate(["--provider", args.provider, *port, *extra])
         if args.command in ("generate", "batch"):
+            # The accounts file and the key variables are read before anything is sent.
+            args.routed = several(args)
             _read_stdin(args)
         if args.command == "generate":
             # Checked before the task is paid for, as batch checks --out (the default's

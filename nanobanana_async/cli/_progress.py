@@ -8,10 +8,30 @@ import statistics
 from typing import Any, Final
 
 import attrs
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 
 from ._inputs import lines_text
+
+
+@attrs.frozen(kw_only=True)
+class AccountProgress:
+    """One account of a batch over several: what progress shows of it."""
+
+    name: str
+    accepted: int
+    running: int
+    circuit: str
+    """``closed``, ``open`` or ``half-open``."""
+    set_aside: bool
+    """Its key or credits were refused: it takes no more prompts this run."""
+
+    def text(self) -> str:
+        """``crun 12 accepted, 3 running (circuit open)``."""
+        text = f"{self.name} {self.accepted} accepted, {self.running} running"
+        if self.set_aside:
+            return text + " (set aside)"
+        return text if self.circuit == "closed" else f"{text} (circuit {self.circuit})"
 
 
 @attrs.define
@@ -35,6 +55,8 @@ class BatchState:
     requests_in_window: int = 0
     request_limit: int = 0
     retries: int = 0
+    accounts: list[AccountProgress] = attrs.field(factory=list)
+    """Each account's counts, when the batch runs on several (else empty)."""
     _accepted_at: dict[int, float] = attrs.field(factory=dict)
     _last_accept: float = attrs.field(default=-math.inf)
     _ended: collections.deque[float] = attrs.field(factory=lambda: collections.deque(maxlen=500))
@@ -145,7 +167,16 @@ def render_progress(state: BatchState, now: float) -> RenderableType:
     for column in cells:
         table.add_column(column, justify="right")
     table.add_row(*cells.values())
-    return table
+    if not state.accounts:
+        return table
+    # A row per account under the totals: where the prompts went, and which circuit is open.
+    per_account = Table(show_header=True, header_style="bold")
+    for column in ("account", "accepted", "running", "circuit"):
+        per_account.add_column(column, justify="left" if column == "account" else "right")
+    for account in state.accounts:
+        circuit = "set aside" if account.set_aside else account.circuit
+        per_account.add_row(account.name, str(account.accepted), str(account.running), circuit)
+    return Group(table, per_account)
 
 
 def render_summary(rows: list[dict[str, Any]]) -> RenderableType:
@@ -176,10 +207,11 @@ def progress_record(state: BatchState, now: float) -> dict[str, Any]:
 
     Fields: ``elapsed`` (s), ``total``, ``submitted``, ``running``, ``downloading``, ``done``,
     ``failed``, ``not_submitted``, ``rate`` (prompts ended per second, recently), ``eta`` (s, or
-    null), ``requests_in_window``, ``request_limit``, ``retries``.
+    null), ``requests_in_window``, ``request_limit``, ``retries``; over several accounts also
+    ``accounts``: a list of ``{name, accepted, running, circuit, set_aside}``.
     """
     eta = state.eta_seconds(now)
-    return {
+    record: dict[str, Any] = {
         "elapsed": round(now - state.started, 1),
         "total": state.total,
         "submitted": state.submitted,
@@ -194,6 +226,9 @@ def progress_record(state: BatchState, now: float) -> dict[str, Any]:
         "request_limit": state.request_limit,
         "retries": state.retries,
     }
+    if state.accounts:
+        record["accounts"] = [attrs.asdict(account) for account in state.accounts]
+    return record
 
 
 def render_plain(state: BatchState, now: float) -> str:
@@ -212,4 +247,6 @@ def render_plain(state: BatchState, now: float) -> str:
     )
     if state.retries:
         text += f" | {state.retries} retries"
+    if state.accounts:
+        text += " | " + "; ".join(account.text() for account in state.accounts)
     return text
