@@ -117,6 +117,14 @@ class RedisSlots(Slots):
             self._out.pop(lease.id, None)
         super().release(lease)
 
+    async def refuse(self, lease: Lease) -> None:
+        # One round trip, awaited: the retry that follows must not find this admission.
+        if lease.sent:
+            key = self._store.key("slots")
+            await self._store.call(lambda: self._store.redis.zrem(key, lease.id))
+            self._out.pop(lease.id, None)
+            Slots.refused(self, lease)
+
     def refused(self, lease: Lease) -> None:
         if lease.sent:
             self._queue("release", lease.id, 0.0)

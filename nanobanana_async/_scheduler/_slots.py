@@ -95,8 +95,19 @@ class Slots:
             raise
         return False
 
+    async def refuse(self, lease: Lease) -> None:
+        """The create of ``lease`` was refused (nothing created): hand its admission back, and
+        return only once it no longer counts as out anywhere, so a retry is admitted afresh.
+
+        Raises:
+            CoordinatorUnavailableError: a shared ledger could not be told (the lease is then
+                handed back locally and released there as soon as the coordinator answers).
+        """
+        self.refused(lease)
+
     def refused(self, lease: Lease) -> None:
-        """The create of ``lease`` was refused (nothing created): it no longer counts as out."""
+        """The create of ``lease`` was refused (nothing created): it no longer counts as out
+        here (no round trip; see :meth:`refuse`)."""
         if lease.sent:
             lease.sent = False
             self.sent -= 1

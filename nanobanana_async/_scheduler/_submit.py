@@ -16,6 +16,7 @@ from .._errors import (
     APIError,
     ClientClosedError,
     ConnectError,
+    CoordinatorUnavailableError,
     GenerationFailedError,
     InvalidRequestError,
     StorageError,
@@ -203,9 +204,9 @@ class Submitter:
         submitted = self.clock.now()
         try:
             ref = await create(conn, self.clock, request, lease, intent=intent, closed=self.closed)
-        except (ConnectError, APIError, ClientClosedError):
-            # Nothing was created (nothing sent, or refused before acceptance): the slot is
-            # free again and a rerun may submit this request again.
+        except (ConnectError, APIError, ClientClosedError, CoordinatorUnavailableError):
+            # Nothing was created (nothing sent, refused before acceptance, or no grant from
+            # the coordinator): the slot is free again and a rerun may submit this request.
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 await intent.clear()

