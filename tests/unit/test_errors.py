@@ -33,6 +33,7 @@ VALUES: dict[str, object] = {
     "model": "nano-banana-2",
     "path": "out/cat.png",
     "request": nb.ImageRequest(prompt="a cat"),
+    "key": "nanobanana:0123:slots",
 }
 
 

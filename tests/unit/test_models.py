@@ -84,6 +84,7 @@ PUBLIC_API = (
     "ConfigurationError",
     "ConnectError",
     "ContentPolicyError",
+    "CoordinatorStateError",
     "CoordinatorUnavailableError",
     "GenerationFailedError",
     "ImageRequest",
