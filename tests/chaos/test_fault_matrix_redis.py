@@ -5,15 +5,16 @@ Redis and keys of the wrong shape (real clock, short runs)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async._clock import DEFAULT_CLOCK
+from nanobanana_async._clock import DEFAULT_CLOCK, MonotonicClock
 from nanobanana_async._http import HttpRequest, HttpResponse
 from nanobanana_async._redact import Secret
-from nanobanana_async._scheduler import _redis
+from nanobanana_async._scheduler import _redis, _redis_store
 from nanobanana_async._scheduler._slots import Lease
 from nanobanana_async._transport import AiohttpTransport, Transport
 from nanobanana_async.testing import Latency, ServerLimits, Simulator
@@ -120,3 +121,71 @@ async def test_f45_refusals_through_redis_wait_for_a_slot(
     assert stats.rate_limited == len(refused) <= 6
     assert stats.max_concurrent <= 5
     assert stats.creates == 20
+
+
+@pytest.fixture
+def short_leases(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Leases admitted for 0.5 s and renewed to 0.6 s past each heartbeat (every 0.2 s)."""
+    monkeypatch.setattr(_redis, "DEFAULT_HORIZON", 0.5)
+    monkeypatch.setattr(_redis_store, "LEASE_TTL", 0.6)
+    return 0.6
+
+
+async def test_f46_live_owner_keeps_its_lease_dead_one_frees_it(
+    redis_server: RedisServer, short_leases: float
+) -> None:
+    """F46: a lease outlives every TTL while its owner heartbeats; once the owner stops, the
+    slot comes back one TTL after its last renewal (its horizon has passed)."""
+    limits = nb.Limits(concurrent_tasks=1)
+    owner = shared_ledger(redis_server, limits, "nanobanana:f46")
+    other = shared_ledger(redis_server, limits, "nanobanana:f46")
+    try:
+        lease = Lease(Owner())
+        assert await owner.slots.admit(lease)
+        waiting = asyncio.ensure_future(other.slots.admit(Lease(Owner())))
+        await asyncio.sleep(4 * short_leases)  # four TTLs: the owner still tracks its task
+        assert not waiting.done()
+        owner.slots._closing = True  # the owner dies: no release, no more heartbeats
+        await asyncio.sleep(0)
+        died = time.monotonic()
+        await asyncio.wait_for(waiting, 5)
+        assert time.monotonic() - died <= short_leases + 0.3
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
+async def test_f46_tasks_longer_than_any_lease_ttl(
+    redis_server: RedisServer, canary: str, short_leases: float
+) -> None:
+    """F46: two processes on a 5-task account through Redis, tasks three times as long as a
+    lease lives unrenewed: no process is admitted over the cap (0 x 429)."""
+    sim = Simulator(
+        "apixo",
+        api_key=canary,
+        latency=Latency(median=1.8, sigma=0.1),
+        limits=ServerLimits(requests=1000, per=10.0, concurrent_tasks=5),
+    )
+    sim.start_in_thread()
+    try:
+        clients = [
+            nb.Client(
+                "apixo",
+                api_key=sim.api_key,
+                base_url=sim.base_url,
+                coordinator=redis_server.url,
+                limits=nb.Limits(requests=1000, per=10.0, concurrent_tasks=5),
+                clock=MonotonicClock(),  # a scheduler, a ledger of its own: another process
+            )
+            for _ in range(2)
+        ]
+        async with clients[0], clients[1]:
+            results = await asyncio.gather(
+                *(c.generate(f"cat {n} {i}") for n, c in enumerate(clients) for i in range(5)),
+                return_exceptions=True,
+            )
+        assert [type(r).__name__ for r in results] == ["ImageResult"] * 10
+        assert sim.stats.rate_limited == 0
+        assert sim.stats.max_concurrent == 5
+    finally:
+        sim.stop_thread()
