@@ -355,7 +355,8 @@ class RedisStore:
 
     def _common(self, limits: Limits) -> tuple[list[str], list[str | int | float]]:
         keys = [self.key(name) for name in ("epoch", "rebuild", "slots", "old")]
-        hold = limits.per + slack(limits)
+        # One window, or two heartbeats if longer: owners learn of a restart at their next one.
+        hold = max(limits.per + slack(limits), self.lease_ttl * 2 / 3)
         return keys, [hold, 0, self.epoch]
 
     def _seen(self, epoch: bytes, ghosts: int) -> None:

@@ -5,6 +5,7 @@ Redis and keys of the wrong shape (real clock, short runs)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 
@@ -189,3 +190,70 @@ async def test_f46_tasks_longer_than_any_lease_ttl(
         assert sim.stats.max_concurrent == 5
     finally:
         sim.stop_thread()
+
+
+@pytest.mark.parametrize("persistence", ["none", "aof"])
+async def test_f47_restart_with_the_cap_full_waits_for_owners(
+    redis_server: RedisServer, short_leases: float, persistence: str
+) -> None:
+    """F47: Redis restarted (empty, or from its AOF) while one process holds the whole cap:
+    another process is admitted to nothing until the owner wrote its leases back, and once
+    the owner releases one, the other is admitted (the rebuild lasts one window at most)."""
+    redis_server.stop()
+    redis_server.persistence = persistence
+    redis_server.start()
+    limits = nb.Limits(requests=50, per=1.0, concurrent_tasks=5)
+    owner = shared_ledger(redis_server, limits, "nanobanana:f47")
+    other = shared_ledger(redis_server, limits, "nanobanana:f47")
+    try:
+        leases = [Lease(Owner()) for _ in range(5)]
+        for lease in leases:
+            await owner.slots.admit(lease)
+        await other.acquire_request()  # the other process has seen this Redis
+        redis_server.stop()
+        redis_server.start()
+        waiting = asyncio.ensure_future(other.slots.admit(Lease(Owner())))
+        await asyncio.sleep(2.5)  # past the rebuild (one window + slack = 1.5 s)
+        assert not waiting.done()  # the owner's five leases are back: the cap is still full
+        slots = await owner.store.redis.zcard(owner.store.key("slots"))
+        assert slots == 5
+        owner.slots.release(leases[0])
+        started = time.monotonic()
+        await asyncio.wait_for(waiting, 5)
+        assert time.monotonic() - started < 1.0
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
+async def test_f47_stale_snapshot_ghosts_expire_with_one_warning(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """F47: Redis restarted from a snapshot taken while five tasks ran that have ended since:
+    their leases are ghosts no owner re-registers; a new process is admitted after one
+    window (not after their 300 s horizon) and one WARNING says how many were dropped."""
+    limits = nb.Limits(requests=50, per=1.0, concurrent_tasks=5)
+    gone = shared_ledger(redis_server, limits, "nanobanana:f47s")
+    leases = [Lease(Owner()) for _ in range(5)]
+    for lease in leases:
+        await gone.slots.admit(lease)
+    await gone.store.redis.save()  # the snapshot
+    for lease in leases:
+        gone.slots.release(lease)  # the tasks end after it
+    await gone.aclose()
+    redis_server.stop()
+    redis_server.start()  # from the snapshot: five leases of tasks long over
+    fresh = shared_ledger(redis_server, limits, "nanobanana:f47s")
+    fresh.store.lease_ttl = 0.6  # heartbeats every 0.2 s: the rebuild is one window
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+            await asyncio.wait_for(fresh.slots.admit(Lease(Owner())), 5)
+        assert time.monotonic() - started < 2.0
+        ghosts = [r.getMessage() for r in caplog.records if "ghost" in r.getMessage()]
+        assert ghosts == [
+            "the coordinator (Redis) restarted from an old state: 5 ghost leases no owner "
+            "re-registered were dropped"
+        ]
+    finally:
+        await fresh.aclose()
