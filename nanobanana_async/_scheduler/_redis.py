@@ -104,7 +104,7 @@ class RedisSlots(Slots):
         # One poller per process, the others queue behind it in arrival order: the shared cap
         # costs one round trip per try, not one per waiting caller. Each caller's wait for an
         # unreachable Redis counts from when it came (see RedisStore.call).
-        since = self._clock.now()
+        since = self._clock.now() if lease.asked is None else lease.asked
         immediate = not self._admitting.locked()
         async with self._admitting:
             delay = POLL_MIN

@@ -31,6 +31,8 @@ class Lease:
     id: str = attrs.field(factory=lambda: os.urandom(16).hex())
     held: bool = True
     sent: bool = False
+    # When its caller asked for a slot (monotonic): a wait for the coordinator counts from it.
+    asked: float | None = None
 
 
 class Slots:
@@ -131,14 +133,18 @@ class Slots:
         Raises:
             NanoBananaError: what :meth:`fail` hands the waiters of ``owner`` (a closed client).
         """
+        asked = self._clock.now()
         lease = self.try_acquire(owner, lease_id)
         if lease is not None:
+            lease.asked = asked
             return lease
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters.append((future, owner, lease_id))
         self._ensure_timer()
         try:
-            return await future
+            lease = await future
+            lease.asked = asked
+            return lease
         except asyncio.CancelledError:
             # Granted in the same tick the caller was cancelled: hand the slot back.
             if future.done() and not future.cancelled() and future.exception() is None:

@@ -257,3 +257,76 @@ async def test_f47_stale_snapshot_ghosts_expire_with_one_warning(
         ]
     finally:
         await fresh.aclose()
+
+
+async def test_f51_waiters_give_up_together_when_redis_goes_away(
+    redis_server: RedisServer, small_account: Simulator
+) -> None:
+    """F51: 64 callers wait for slots another process holds when Redis goes away: they share
+    one reconnect and each fails with CoordinatorUnavailableError about Timeouts.coordinator
+    after Redis left, all at about the same time (not one after another); nothing is sent."""
+    limits = nb.Limits(requests=1000, per=10.0, concurrent_tasks=8)
+    holder = shared_ledger(redis_server, limits, "unused")
+    client = nb.Client(
+        "apixo",
+        api_key=small_account.api_key,
+        base_url=small_account.base_url,
+        coordinator=redis_server.url,
+        limits=limits,
+        timeouts=nb.Timeouts(coordinator=1.0),
+    )
+    failed_at: list[float] = []
+
+    async def one(i: int) -> BaseException | nb.ImageResult:
+        try:
+            return await client.generate(f"cat {i}")
+        except nb.CoordinatorUnavailableError as exc:
+            failed_at.append(time.monotonic())
+            return exc
+
+    try:
+        async with client:
+            # The other process holds the account's 8 slots.
+            holder.store.prefix = _redis.account_prefix(
+                "apixo", small_account.base_url, small_account.api_key
+            )
+            for _ in range(8):
+                await holder.slots.admit(Lease(Owner()))
+            callers = [asyncio.ensure_future(one(i)) for i in range(64)]
+            await asyncio.sleep(0.5)
+            assert not any(c.done() for c in callers)
+            redis_server.stop()
+            gone = time.monotonic()
+            results = await asyncio.wait_for(asyncio.gather(*callers), 20)
+    finally:
+        await holder.aclose()
+    assert all(isinstance(r, nb.CoordinatorUnavailableError) for r in results)
+    assert len(failed_at) == 64
+    assert min(failed_at) - gone >= 0.8
+    assert max(failed_at) - gone <= 3.0
+    assert max(failed_at) - min(failed_at) <= 0.5
+    assert small_account.stats.creates == 0
+
+
+async def test_f51_running_task_is_still_checked_while_redis_is_away(
+    redis_server: RedisServer, small_account: Simulator
+) -> None:
+    """F51: a task already running when Redis goes away is still checked (under a local tenth
+    of the window) and resolves with its image; no create is sent meanwhile."""
+    client = nb.Client(
+        "apixo",
+        api_key=small_account.api_key,
+        base_url=small_account.base_url,
+        coordinator=redis_server.url,
+        limits=nb.Limits(requests=1000, per=10.0, concurrent_tasks=5),
+        timeouts=nb.Timeouts(coordinator=0.5),
+    )
+    async with client:
+        running = asyncio.ensure_future(client.generate("a cat"))
+        while small_account.stats.creates == 0:
+            await asyncio.sleep(0.01)
+        redis_server.stop()
+        assert isinstance(await asyncio.wait_for(running, 10), nb.ImageResult)
+        with pytest.raises(nb.CoordinatorUnavailableError):
+            await client.generate("another cat")
+        assert small_account.stats.creates == 1
