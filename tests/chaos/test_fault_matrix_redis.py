@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 import nanobanana_async as nb
 from nanobanana_async._clock import DEFAULT_CLOCK, MonotonicClock
@@ -330,3 +331,44 @@ async def test_f51_running_task_is_still_checked_while_redis_is_away(
         with pytest.raises(nb.CoordinatorUnavailableError):
             await client.generate("another cat")
         assert small_account.stats.creates == 1
+
+
+GARBAGE = {
+    "cap 0": ("limits", ["HSET", "limits", "cap", "0"]),
+    "requests not a number": ("limits", ["HSET", "limits", "requests", "many"]),
+    "pause 1e12 without TTL": ("pause", ["SET", "pause", "1e12"]),
+    "lease at +inf": ("slots", ["ZADD", "slots", "+inf", "ghost"]),
+    "slots of the wrong type": ("slots", ["SET", "slots", "x"]),
+    "window of the wrong type": ("win", ["HSET", "win", "a", "1"]),
+}
+
+
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+async def test_f52_coordinator_keys_of_the_wrong_shape(
+    redis_server: RedisServer, small_account: Simulator, garbage: tuple[str, list[str]]
+) -> None:
+    """F52: a key of the account holding what no client writes is a CoordinatorStateError
+    naming the key, at once (not after Timeouts.coordinator, never a hang); nothing is sent."""
+    name, command = garbage
+    prefix = _redis.account_prefix("apixo", small_account.base_url, small_account.api_key)
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.execute_command(command[0], f"{prefix}:{command[1]}", *command[2:])
+    finally:
+        await redis.aclose()
+    client = nb.Client(
+        "apixo",
+        api_key=small_account.api_key,
+        base_url=small_account.base_url,
+        coordinator=redis_server.url,
+        timeouts=nb.Timeouts(coordinator=30.0),
+    )
+    async with client:
+        started = time.monotonic()
+        with pytest.raises(nb.CoordinatorStateError) as caught:
+            await asyncio.wait_for(client.generate("a cat"), 10)
+        assert time.monotonic() - started < 2.0
+    assert caught.value.key == f"{prefix}:{name}"
+    assert caught.value.key in str(caught.value)
+    assert isinstance(caught.value, nb.CoordinatorUnavailableError)
+    assert small_account.stats.total_requests == 0
