@@ -14,16 +14,23 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
   a breach). Status checks take grants in small batches that expire locally after
   :data:`_TOKEN_TTL` so a late request is never sent on a grant the window has forgotten.
 - ``slots``: a sorted set of leases (creates that may be running) scored by expiry. A lease
-  is admitted with an expiry of :data:`DEFAULT_HORIZON`; the process that holds it removes it
-  when it sees the task end, or sets its expiry to the task's horizon when it can no longer
-  see that. A killed process's leases therefore come back at their horizon, never sooner. A
-  lease id is the journal key when there is one, so a process restarted from its journal
-  re-attaches to its leases instead of taking new ones.
+  is admitted with an expiry of :data:`DEFAULT_HORIZON`; while its process tracks the task, a
+  heartbeat renews it (one round trip per process every third of :data:`LEASE_TTL`, never
+  lowering it); when the process can no longer see the task, it sets the expiry to the task's
+  horizon and stops renewing; when it sees the task end, it removes it. A killed process's
+  leases therefore come back at their horizon (or a TTL after its last heartbeat), never
+  sooner. A lease id is the journal key when there is one, so a process restarted from its
+  journal re-attaches to its leases instead of taking new ones.
+- ``epoch``, ``rebuild``, ``old``: the run id of the Redis that holds the state, the end of the
+  rebuild after a restart, and the leases a snapshot brought back that await their owners
+  (see ``_redis_store``).
 - ``pause``: the end of the account's pause after a 429.
 - ``limits``: the effective limits, when a process lowered (or raised) them.
 
-Fail closed: when Redis cannot be reached, nothing is sent; a caller waiting for a grant or an
-admission gets :class:`CoordinatorUnavailableError` after ``Timeouts.coordinator`` seconds.
+Fail closed: when Redis cannot be reached, no create is sent; one reconnect loop probes it and
+a caller waiting for a grant or an admission gets :class:`CoordinatorUnavailableError`
+``Timeouts.coordinator`` seconds after it asked (or after Redis left). Status checks of tasks
+already running go on under a local tenth of the window (see ``RedisLedger._take_away``).
 """
 
 from __future__ import annotations
