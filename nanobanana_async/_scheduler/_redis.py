@@ -221,6 +221,9 @@ class RedisSlots(Slots):
             self._beat.cancel()
             await asyncio.gather(self._beat, return_exceptions=True)
         if self._flusher is not None and not self._flusher.done():
+            if self._store.down_since is not None:
+                # Redis is away: closing does not wait for it; the leases expire by themselves.
+                self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         await super().aclose()
 
@@ -373,4 +376,5 @@ class RedisLedger(Ledger):
             self._refill.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await super().aclose()
+        await self.store.aclose()
         await self.store.redis.aclose()

@@ -350,6 +350,12 @@ class RedisStore:
             await asyncio.gather(waiter, timer, return_exceptions=True)
         return up.is_set()
 
+    async def aclose(self) -> None:
+        """Stop the reconnect loop (the ledger is closing)."""
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            await asyncio.gather(self._reconnect, return_exceptions=True)
+
     def note_now(self, server_now: bytes) -> None:
         self.offset = float(server_now) - self.clock.now()
 
