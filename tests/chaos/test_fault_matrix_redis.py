@@ -8,6 +8,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -19,6 +21,7 @@ from nanobanana_async._redact import Secret
 from nanobanana_async._scheduler import _redis, _redis_store
 from nanobanana_async._scheduler._slots import Lease
 from nanobanana_async._transport import AiohttpTransport, Transport
+from nanobanana_async.cli import main
 from nanobanana_async.testing import Latency, ServerLimits, Simulator
 from tests.redis_server import RedisServer
 
@@ -372,4 +375,35 @@ async def test_f52_coordinator_keys_of_the_wrong_shape(
     assert caught.value.key == f"{prefix}:{name}"
     assert caught.value.key in str(caught.value)
     assert isinstance(caught.value, nb.CoordinatorUnavailableError)
+    assert small_account.stats.total_requests == 0
+
+
+def test_f51_batch_exits_1_naming_the_prompts_not_submitted(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    small_account: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """F51: a batch whose coordinator is away stops submitting once the first caller gave up
+    (a coordinator wait of 1 s here), exits 1 and names every prompt not submitted; its
+    prompts fail together, not one wait after another."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", small_account.api_key)
+    monkeypatch.setenv("NANOBANANA_BASE_URL", small_account.base_url)
+    original = _redis.RedisLedger.__init__
+
+    def one_second(self: _redis.RedisLedger, *args: Any, **kwargs: Any) -> None:
+        kwargs["max_wait"] = 1.0
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_redis.RedisLedger, "__init__", one_second)
+    redis_server.stop()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(10)))
+    started = time.monotonic()
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--provider", "apixo", "--coordinator", redis_server.url]) == 1
+    assert time.monotonic() - started < 8.0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "10 prompt(s) not submitted: the coordinator (Redis) did not answer" in err
     assert small_account.stats.total_requests == 0
