@@ -20,6 +20,7 @@ NanoBananaError
 ├─ NotSupportedError                   the provider documents no such operation; nothing sent
 ├─ ClientClosedError                   the client was closed while the task was pending
 ├─ CoordinatorUnavailableError         the shared ledger (Redis) did not answer; nothing sent
+│  └─ CoordinatorStateError(.key)      …or holds a key of a shape it never writes
 └─ WebhookVerificationError(ValueError)
 ```
 
@@ -360,6 +361,20 @@ class CoordinatorUnavailableError(NanoBananaError):
     Nothing was sent to the provider for this call: without a grant from the coordinator the
     client fails closed rather than risk going over the account's limits. Retrying later is safe.
     """
+
+
+class CoordinatorStateError(CoordinatorUnavailableError):
+    """The shared coordinator (Redis) answered, but one of the account's keys holds what no
+    client of this library writes (a wrong type, a cap of 0, a pause without expiry, a lease
+    expiring at +inf): waiting would never end, so nothing is sent and the key is named.
+
+    Attributes:
+        key: the Redis key at fault ("" when Redis did not say which).
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class StorageError(NanoBananaError):

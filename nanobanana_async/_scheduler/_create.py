@@ -78,15 +78,18 @@ async def create(
             # Refused or never sent, so not created: clear the intent before the wait.
             if intent is not None:
                 await _journaled(intent.clear, intent)
+            cap_reached = False
             if isinstance(exc, RateLimitError):
                 cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
-                ledger.slots.refused(lease)
+            # Handed back before the retry asks again, in every backend (F45): a shared
+            # ledger that still held it would admit the retry on its own stale admission.
+            await ledger.slots.refuse(lease)
+            if isinstance(exc, RateLimitError):
                 if not cap_reached:
                     # A 429 cools down the shared account; acquire_request() waits it out.
                     ledger.pause(decision.after)
                 # At the task cap it waits for a task to end, not for the window.
                 continue
-            ledger.slots.refused(lease)
             await clock.sleep_until(clock.now() + decision.after)
             continue
         account.budget.refund()

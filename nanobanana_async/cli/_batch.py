@@ -27,6 +27,7 @@ from .._download import safe_name
 from .._errors import (
     AuthenticationError,
     ConfigurationError,
+    CoordinatorStateError,
     CoordinatorUnavailableError,
     InsufficientCreditsError,
     NanoBananaError,
@@ -270,6 +271,9 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         more = ", …" if len(skipped) > 20 else ""
         if isinstance(stop, AuthenticationError):
             why = "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+        elif isinstance(stop, CoordinatorStateError):
+            why = f"the coordinator (Redis) holds {stop.key or 'a key'} in a shape no client "
+            why += "writes (lines {}); delete it"
         elif isinstance(stop, CoordinatorUnavailableError):
             why = "the coordinator (Redis) did not answer (lines {}); start it"
         elif isinstance(stop, StorageError):

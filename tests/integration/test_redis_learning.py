@@ -61,7 +61,10 @@ async def test_f50_a_higher_limits_entry_never_lifts_a_process_over_its_ceiling(
     await redis.pexpire(f"{PREFIX}:limits", 60_000)
     granted, _ = await ledger.store.grant(50, ledger.effective, "p:")
     assert granted == 19  # 20 less the 2 % safety margin, not 50
-    admitted = [await ledger.store.admit(f"lease {i}", 2, 300.0, force=False) for i in range(3)]
+    admitted = [
+        (await ledger.store.admit(f"lease {i}", 2, 300.0, ledger.effective, force=False))[0]
+        for i in range(3)
+    ]
     assert admitted == [True, True, False]
 
 
@@ -73,8 +76,8 @@ async def test_f50_a_stale_limits_entry_overrides_no_process(ledgers: Make) -> N
     await redis.hset(f"{PREFIX}:limits", mapping={"requests": 1, "per": 10, "cap": 1})
     granted, _ = await ledger.store.grant(5, ledger.effective, "p:")
     assert granted == 5
-    assert await ledger.store.admit("a", 2, 300.0, force=False)
-    assert await ledger.store.admit("b", 2, 300.0, force=False)
+    assert (await ledger.store.admit("a", 2, 300.0, ledger.effective, force=False))[0]
+    assert (await ledger.store.admit("b", 2, 300.0, ledger.effective, force=False))[0]
     await ledger.acquire_request()
     assert ledger.effective == ledger.configured
 
