@@ -53,12 +53,17 @@ async def create(
                 # More creates were out than the (effective) cap: it waited for a task to
                 # end, so its turn in the window has passed; take a fresh one.
                 await ledger.acquire_request()
+        granted = clock.now()
         if closed():
             raise ClientClosedError("the client closed before this submit was sent")
         if intent is not None:
             # Written right before each send, never before a wait: a kill while waiting
             # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
             await _journaled(intent.write, intent)
+            # A slow write may have outlived the turn in a shared window; a fresh one is
+            # taken then (a kill in that wait is reported of unknown outcome: never paid
+            # twice).
+            await ledger.refresh_request(granted)
         ledger.note_send()
         try:
             response = await conn.transport.send(http, timeout=conn.timeouts.request)

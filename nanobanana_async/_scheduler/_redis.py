@@ -270,6 +270,7 @@ class RedisLedger(Ledger):
         self._away = Gcra(limits.per, 1)  # status checks while Redis is away (_take_away)
         self._debt = 0  # of those, not yet charged to the shared window
         self._shared_count = 0
+        self.stale_grants = 0  # grants a create let age past the slack, and took again
         self._background: set[asyncio.Task[None]] = set()
         self._sends: list[float] = []  # server times of sends not yet written to ``sent``
         self._send_seq = 0
@@ -288,6 +289,18 @@ class RedisLedger(Ledger):
                 return
             now = self._clock.now()
             await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
+
+    async def refresh_request(self, granted: float) -> None:
+        # A grant counts in the shared window for its window plus the slack, from when Redis
+        # gave it; the provider counts the request when it arrives. A journal write between
+        # the two (each waits its turn on the journal's one thread, behind fsyncs) took over
+        # half a second under load: a request sent that late can land after every process's
+        # window forgot its grant and overfill the provider's. So the send goes on a fresh
+        # grant, as a status check never goes on a batch grant older than the same bound.
+        if self._clock.now() - granted <= min(_TOKEN_TTL, slack(self.effective) / 2):
+            return
+        self.stale_grants += 1
+        await self.acquire_request()
 
     def try_take_request(self, now: float) -> bool:
         if self.gcra.is_paused(now):

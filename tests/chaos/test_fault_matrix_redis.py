@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 import nanobanana_async as nb
 from nanobanana_async._clock import DEFAULT_CLOCK, MonotonicClock
 from nanobanana_async._http import HttpRequest, HttpResponse
+from nanobanana_async._journal import Intent
 from nanobanana_async._redact import Secret
 from nanobanana_async._scheduler import _redis, _redis_store
 from nanobanana_async._scheduler._slots import Lease
@@ -127,6 +128,74 @@ async def test_f45_refusals_through_redis_wait_for_a_slot(
     assert stats.rate_limited == len(refused) <= 8
     assert stats.max_concurrent <= 5
     assert stats.creates == 20
+
+
+class SendTimes:
+    """Wraps a transport and keeps when each create was sent (monotonic)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.creates: list[float] = []
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        if request.kind == "submit":
+            self.creates.append(time.monotonic())
+        return await self.inner.send(request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_create_is_never_sent_on_a_grant_older_than_half_the_slack(
+    redis_server: RedisServer, small_account: Simulator, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """No breach under load: a journal write that waits 0.8 s (a busy disk, its one thread
+    behind other fsyncs) between a create's grant and its send. The create goes on a fresh
+    grant, so it reaches the provider within the slack of the grant the shared window counts
+    it by; on the stale one it could arrive after every process's window forgot it."""
+    real_write = Intent.write
+
+    async def slow_write(self: Intent) -> None:
+        await asyncio.sleep(0.8)
+        await real_write(self)
+
+    monkeypatch.setattr(Intent, "write", slow_write)
+    grants: list[float] = []
+    real_grant = _redis_store.RedisStore.grant
+
+    async def grant(
+        self: _redis_store.RedisStore,
+        wanted: int,
+        limits: nb.Limits,
+        member: str,
+        *,
+        since: float | None = None,
+    ) -> tuple[int, float]:
+        granted, wait = await real_grant(self, wanted, limits, member, since=since)
+        if granted:
+            grants.append(time.monotonic())
+        return granted, wait
+
+    monkeypatch.setattr(_redis_store.RedisStore, "grant", grant)
+    log = SendTimes(
+        AiohttpTransport(
+            base_url=small_account.base_url, scheme="bearer", key=Secret(small_account.api_key)
+        )
+    )
+    client = nb.Client(
+        "apixo",
+        api_key=small_account.api_key,
+        transport=log,
+        coordinator=redis_server.url,
+        journal=tmp_path / "journal.db",
+        limits=nb.Limits(requests=600, per=10.0, concurrent_tasks=5),
+    )
+    async with client:
+        await client.generate("a cat")
+    (sent,) = log.creates
+    latest = max(at for at in grants if at <= sent)
+    slack = _redis_store.slack(nb.Limits(requests=600, per=10.0))
+    assert sent - latest < slack / 2
 
 
 @pytest.fixture
