@@ -356,7 +356,9 @@ class RedisStore:
                 await self.redis.ping()
             except Exception as exc:
                 self._last_error = type(exc).__name__
-                delay = min(1.0, delay * 2)
+                # Backing off to 1 s, but never past a quarter of a caller's wait: a Redis back
+                # within that wait is seen before the caller gives up.
+                delay = min(1.0, self.max_wait / 4, delay * 2)
                 continue
             self.down_since = None
             if self._up is not None:
