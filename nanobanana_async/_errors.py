@@ -372,6 +372,20 @@ class CoordinatorUnavailableError(NanoBananaError):
     """
 
 
+class CoordinatorStateError(CoordinatorUnavailableError):
+    """The shared coordinator (Redis) answered, but one of the account's keys holds what no
+    client of this library writes (a wrong type, a cap of 0, a pause without expiry, a lease
+    expiring at +inf): waiting would never end, so nothing is sent and the key is named.
+
+    Attributes:
+        key: the Redis key at fault ("" when Redis did not say which).
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class StorageError(NanoBananaError):
     """A file could not be written (disk full, permission denied, a folder in the way): an
     image (the task succeeded and was paid: its id is kept for a later download), or the

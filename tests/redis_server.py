@@ -1,4 +1,5 @@
-"""A real ``redis-server`` for tests: started on 127.0.0.1 and a free port, no persistence.
+"""A real ``redis-server`` for tests: started on 127.0.0.1 and a free port, no persistence
+unless a test asks for it.
 
 Own code rather than pytest-redis: that plugin adds two dependencies (mirakuru, port-for) for what
 is one ``subprocess.Popen``, and its process fixture is session-scoped where the cross-process
@@ -37,6 +38,9 @@ class RedisServer:
         self.workdir = workdir
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
+        # "none", or "aof" (appendonly, fsync always); either way a dump.rdb left in workdir
+        # (by SAVE) is loaded at start: a restart from a snapshot.
+        self.persistence = "none"
 
     @property
     def url(self) -> str:
@@ -52,7 +56,8 @@ class RedisServer:
             return
         # No persistence: a restarted server has forgotten everything, as a crashed one may.
         argv = [self.executable, "--bind", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        aof = ["yes", "--appendfsync", "always"] if self.persistence == "aof" else ["no"]
+        argv += ["--save", "", "--appendonly", *aof, "--dir", str(self.workdir)]
         self._process = subprocess.Popen(
             argv,
             stdout=subprocess.DEVNULL,

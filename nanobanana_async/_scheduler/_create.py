@@ -53,12 +53,17 @@ async def create(
                 # More creates were out than the (effective) cap: it waited for a task to
                 # end, so its turn in the window has passed; take a fresh one.
                 await ledger.acquire_request()
+        granted = clock.now()
         if closed():
             raise ClientClosedError("the client closed before this submit was sent")
         if intent is not None:
             # Written right before each send, never before a wait: a kill while waiting
             # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
             await _journaled(intent.write, intent)
+            # A slow write may have outlived the turn in a shared window; a fresh one is
+            # taken then (a kill in that wait is reported of unknown outcome: never paid
+            # twice).
+            await ledger.refresh_request(granted)
         ledger.note_send()
         try:
             response = await conn.transport.send(http, timeout=conn.timeouts.request)
@@ -78,15 +83,18 @@ async def create(
             # Refused or never sent, so not created: clear the intent before the wait.
             if intent is not None:
                 await _journaled(intent.clear, intent)
+            cap_reached = False
             if isinstance(exc, RateLimitError):
                 cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
-                ledger.slots.refused(lease)
+            # Handed back before the retry asks again, in every backend (F45): a shared
+            # ledger that still held it would admit the retry on its own stale admission.
+            await ledger.slots.refuse(lease)
+            if isinstance(exc, RateLimitError):
                 if not cap_reached:
                     # A 429 cools down the shared account; acquire_request() waits it out.
                     ledger.pause(decision.after)
                 # At the task cap it waits for a task to end, not for the window.
                 continue
-            ledger.slots.refused(lease)
             await clock.sleep_until(clock.now() + decision.after)
             continue
         account.budget.refund()

@@ -100,6 +100,11 @@ class Ledger:
                 return
             await self._clock.sleep_until(free)
 
+    async def refresh_request(self, granted: float) -> None:
+        """The send of a turn taken at ``granted`` (monotonic) goes now: take a fresh turn if
+        a shared window may have forgotten that one. Here the turn counts from the send
+        (:meth:`note_send`), so nothing to do."""
+
     admit_first = False
     """Whether a create waits for its slot admission before its turn in the window: a shared
     ledger counts a turn from the moment it is granted, so a turn taken before a wait for

@@ -14,11 +14,16 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
   a breach). Status checks take grants in small batches that expire locally after
   :data:`_TOKEN_TTL` so a late request is never sent on a grant the window has forgotten.
 - ``slots``: a sorted set of leases (creates that may be running) scored by expiry. A lease
-  is admitted with an expiry of :data:`DEFAULT_HORIZON`; the process that holds it removes it
-  when it sees the task end, or sets its expiry to the task's horizon when it can no longer
-  see that. A killed process's leases therefore come back at their horizon, never sooner. A
-  lease id is the journal key when there is one, so a process restarted from its journal
-  re-attaches to its leases instead of taking new ones.
+  is admitted with an expiry of :data:`DEFAULT_HORIZON`; while its process tracks the task, a
+  heartbeat renews it (one round trip per process every third of :data:`LEASE_TTL`, never
+  lowering it); when the process can no longer see the task, it sets the expiry to the task's
+  horizon and stops renewing; when it sees the task end, it removes it. A killed process's
+  leases therefore come back at their horizon (or a TTL after its last heartbeat), never
+  sooner. A lease id is the journal key when there is one, so a process restarted from its
+  journal re-attaches to its leases instead of taking new ones.
+- ``epoch``, ``rebuild``, ``old``: the run id of the Redis that holds the state, the end of the
+  rebuild after a restart, and the leases a snapshot brought back that await their owners
+  (see ``_redis_store``).
 - ``pause``: the end of the account's pause after a 429.
 - ``limits``: the limits a process learned from a 429, for every process: they expire after
   the quiet period (:data:`QUIET_PERIODS` of their window) that starts recovery, so each
@@ -27,8 +32,10 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
 - ``sent``: a sorted set of the requests each process sent, scored by send time: a 429 is
   learned from what was sent, not from grants (a batch grant may go unused).
 
-Fail closed: when Redis cannot be reached, nothing is sent; a caller waiting for a grant or an
-admission gets :class:`CoordinatorUnavailableError` after ``Timeouts.coordinator`` seconds.
+Fail closed: when Redis cannot be reached, no create is sent; one reconnect loop probes it and
+a caller waiting for a grant or an admission gets :class:`CoordinatorUnavailableError`
+``Timeouts.coordinator`` seconds after it asked (or after Redis left). Status checks of tasks
+already running go on under a local tenth of the window (see ``RedisLedger._take_away``).
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ import attrs
 
 from .._clock import Clock
 from .._config import Limits
-from .._errors import CoordinatorUnavailableError
+from .._errors import CoordinatorStateError, CoordinatorUnavailableError
+from .._limits import Gcra
 from ._ledger import DEFAULT_HORIZON, QUIET_PERIODS, Lease, Ledger, Slots
 from ._redis_store import POLL_MIN, RedisStore, account_prefix, connect, slack
 
@@ -60,6 +68,7 @@ _BATCH_MAX: Final = 32
 _POLL_MAX: Final = 0.1
 _FLUSH_EVERY: Final = 0.02
 _SENT_FLUSH: Final = 0.05  # seconds between writes of this process's sends to ``sent``
+_AWAY_SHARE: Final = 0.1  # of the window, for status checks while Redis is away
 
 
 def ledger_factory(
@@ -74,15 +83,28 @@ def ledger_factory(
 
 
 class RedisSlots(Slots):
-    """Slots whose admissions are shared through Redis; grants and waiting stay local."""
+    """Slots whose admissions are shared through Redis; grants and waiting stay local.
 
-    def __init__(self, cap: int, clock: Clock, store: RedisStore) -> None:
+    A lease lives as long as its owner tracks its task: while this process tracks it, one
+    heartbeat every third of :data:`LEASE_TTL` renews all its leases in one round trip; once it
+    can no longer see the task, the lease is held to the task's horizon and no longer renewed.
+    A killed process's leases therefore come back after its tasks' horizon (or
+    :data:`LEASE_TTL` after its last heartbeat, if later), never while it still runs.
+    """
+
+    def __init__(
+        self, cap: int, clock: Clock, store: RedisStore, limits: Callable[[], Limits]
+    ) -> None:
         super().__init__(cap, clock)
         self._store = store
+        self._limits = limits
         self._ops: list[tuple[str, str, float]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._admitting = asyncio.Lock()
-        self._out: dict[str, Lease] = {}
+        self._out: dict[str, Lease] = {}  # admitted by this process, until released
+        self._held: dict[str, float] = {}  # of those, held to a horizon (server time)
+        self._beat: asyncio.Task[None] | None = None
+        self._closing = False
         store.on_restart.append(self.readmit)
 
     def try_admit(self, lease: Lease) -> bool:
@@ -90,7 +112,9 @@ class RedisSlots(Slots):
 
     async def admit(self, lease: Lease) -> bool:
         # One poller per process, the others queue behind it in arrival order: the shared cap
-        # costs one round trip per try, not one per waiting caller.
+        # costs one round trip per try, not one per waiting caller. Each caller's wait for an
+        # unreachable Redis counts from when it came (see RedisStore.call).
+        since = self._clock.now() if lease.asked is None else lease.asked
         immediate = not self._admitting.locked()
         async with self._admitting:
             delay = POLL_MIN
@@ -98,53 +122,87 @@ class RedisSlots(Slots):
                 closed = self.closed.get(lease.owner)
                 if closed is not None:
                     raise closed
-                if await self._store.admit(lease.id, self.cap, DEFAULT_HORIZON, force=False):
+                admitted, rebuilding = await self._store.admit(
+                    lease.id, self.cap, DEFAULT_HORIZON, self._limits(), force=False, since=since
+                )
+                if admitted:
                     self._mark(lease)
                     return immediate
                 immediate = False
-                await self._clock.sleep_until(self._clock.now() + delay)
+                wait = max(delay, min(rebuilding, 1.0))
+                await self._clock.sleep_until(self._clock.now() + wait)
                 delay = min(_POLL_MAX, delay * 1.5)
 
     def take(self, owner: object, lease_id: str | None = None) -> Lease:
         lease = super().take(owner, lease_id)
-        self._queue("take", lease.id, DEFAULT_HORIZON)
+        self._queue("k", lease.id, DEFAULT_HORIZON)
         return lease
 
     def _mark(self, lease: Lease) -> None:
         super()._mark(lease)
         self._out[lease.id] = lease
+        if self._beat is None or self._beat.done():
+            self._beat = asyncio.get_running_loop().create_task(
+                self._heartbeat(), name="nanobanana-redis-heartbeat"
+            )
+
+    def _forget(self, lease: Lease) -> None:
+        self._queue("r", lease.id, 0.0)
+        self._out.pop(lease.id, None)
+        self._held.pop(lease.id, None)
 
     def release(self, lease: Lease) -> None:
         if lease.held and lease.sent:
-            self._queue("release", lease.id, 0.0)
-            self._out.pop(lease.id, None)
+            self._forget(lease)
         super().release(lease)
+
+    async def refuse(self, lease: Lease) -> None:
+        # One round trip, awaited: the retry that follows must not find this admission.
+        if lease.sent:
+            await self._store.sync([("r", lease.id, 0.0)], self._limits())
+            self._out.pop(lease.id, None)
+            Slots.refused(self, lease)
 
     def refused(self, lease: Lease) -> None:
         if lease.sent:
-            self._queue("release", lease.id, 0.0)
-            self._out.pop(lease.id, None)
+            self._forget(lease)
         super().refused(lease)
 
     def readmit(self) -> None:
-        """Write back every lease this process holds (Redis restarted and lost them)."""
-        for lease in self._out.values():
-            self._queue("take", lease.id, DEFAULT_HORIZON)
+        """Write back every lease this process holds (Redis restarted and may have lost them)."""
+        ttl = self._store.lease_ttl
+        for lease_id in self._out:
+            at = self._held.get(lease_id)
+            self._queue("k", lease_id, ttl) if at is None else self._queue("h", lease_id, at)
 
     def drop(self, lease_id: str) -> None:
         if lease_id not in self._out:
-            self._queue("release", lease_id, 0.0)
+            self._queue("r", lease_id, 0.0)
 
     def keep(self, lease: Lease) -> None:
         if lease.held and lease.sent and lease.until is not None:
-            # Its horizon was written to Redis: the lease lives as long as a tracked one again.
-            self._queue("take", lease.id, DEFAULT_HORIZON)
+            # Its horizon was written to Redis: the lease lives as long as a tracked one again,
+            # renewed by the heartbeat from now on.
+            self._held.pop(lease.id, None)
+            self._queue("k", lease.id, DEFAULT_HORIZON)
         super().keep(lease)
 
     def hold_until(self, lease: Lease, horizon: float) -> None:
         if lease.held and lease.sent:
-            self._queue("hold", lease.id, self._store.server_time(horizon))
+            # No longer tracked: it stops being renewed and lives to the task's horizon.
+            at = self._store.server_time(horizon)
+            self._held[lease.id] = at
+            self._queue("h", lease.id, at)
         super().hold_until(lease, horizon)
+
+    async def _heartbeat(self) -> None:
+        # One renewal of every tracked lease per beat, in the same round trip as other updates.
+        while self._out and not self._closing:
+            ttl = self._store.lease_ttl
+            await self._clock.sleep_until(self._clock.now() + ttl / 3)
+            for lease_id in self._out:
+                if lease_id not in self._held:
+                    self._queue("k", lease_id, ttl)
 
     def _queue(self, op: str, lease_id: str, value: float) -> None:
         self._ops.append((op, lease_id, value))
@@ -158,34 +216,29 @@ class RedisSlots(Slots):
             await asyncio.sleep(_FLUSH_EVERY)  # gather a few: one round trip for all
             ops, self._ops = self._ops, []
             try:
-                await self._store.call(lambda ops=ops: self._apply(ops))  # type: ignore[misc]
+                await self._store.sync(ops, self._limits())
+            except CoordinatorStateError as exc:
+                _log.error("lease updates were dropped: %s", exc)
             except CoordinatorUnavailableError:
-                _log.warning("the coordinator (Redis) is unreachable: leases expire by themselves")
-
-    async def _apply(self, ops: list[tuple[str, str, float]]) -> None:
-        # In the order they were queued: a rerun takes a lease back, then holds it to its
-        # horizon; the other way round the hold would be lost under a fresh default expiry.
-        key = self._store.key("slots")
-        start = 0
-        while start < len(ops):
-            end = start
-            while end < len(ops) and ops[end][0] != "take":
-                end += 1
-            if end > start:
-                async with self._store.redis.pipeline(transaction=False) as pipe:
-                    for op, lease_id, value in ops[start:end]:
-                        if op == "release":
-                            pipe.zrem(key, lease_id)
-                        else:
-                            pipe.zadd(key, {lease_id: value}, xx=True)
-                    await pipe.execute()
-            if end < len(ops):
-                _, lease_id, value = ops[end]
-                await self._store.admit(lease_id, self.cap, value, force=True)
-            start = end + 1
+                if self._closing:
+                    _log.warning(
+                        "the coordinator (Redis) is unreachable: %d lease update%s lost; the "
+                        "leases expire by themselves",
+                        len(ops),
+                        "" if len(ops) == 1 else "s",
+                    )
+                    return
+                self._ops[:0] = ops  # in order, before anything queued since
 
     async def aclose(self) -> None:
+        self._closing = True
+        if self._beat is not None:
+            self._beat.cancel()
+            await asyncio.gather(self._beat, return_exceptions=True)
         if self._flusher is not None and not self._flusher.done():
+            if self._store.down_since is not None:
+                # Redis is away: closing does not wait for it; the leases expire by themselves.
+                self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         await super().aclose()
 
@@ -207,31 +260,47 @@ class RedisLedger(Ledger):
     ) -> None:
         super().__init__(limits, clock)
         self.store = RedisStore(redis, prefix, clock, max_wait)
-        self.slots = RedisSlots(limits.concurrent_tasks, clock, self.store)
+        self.slots = RedisSlots(limits.concurrent_tasks, clock, self.store, lambda: self.effective)
         self._member = f"{uuid.uuid4().hex[:12]}:"
         self._tokens: list[float] = []  # monotonic times batch grants were given
         self._batch = 1
         self.admit_first = True
         self._refill: asyncio.Task[None] | None = None
         self._blocked_until = -math.inf
+        self._away = Gcra(limits.per, 1)  # status checks while Redis is away (_take_away)
+        self._debt = 0  # of those, not yet charged to the shared window
         self._shared_count = 0
+        self.stale_grants = 0  # grants a create let age past the slack, and took again
         self._background: set[asyncio.Task[None]] = set()
         self._sends: list[float] = []  # server times of sends not yet written to ``sent``
         self._send_seq = 0
         self._send_flusher: asyncio.Task[None] | None = None
 
     async def acquire_request(self) -> None:
+        since = self._clock.now()
         while True:
             self._recover()
             if self.is_paused():
                 await self._clock.sleep_until(self.gcra.paused_until)
                 continue
-            granted, wait = await self.store.grant(1, self.effective, self._member)
+            granted, wait = await self.store.grant(1, self.effective, self._member, since=since)
             self._adopt()
             if granted:
                 return
             now = self._clock.now()
             await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
+
+    async def refresh_request(self, granted: float) -> None:
+        # A grant counts in the shared window for its window plus the slack, from when Redis
+        # gave it; the provider counts the request when it arrives. A journal write between
+        # the two (each waits its turn on the journal's one thread, behind fsyncs) took over
+        # half a second under load: a request sent that late can land after every process's
+        # window forgot its grant and overfill the provider's. So the send goes on a fresh
+        # grant, as a status check never goes on a batch grant older than the same bound.
+        if self._clock.now() - granted <= min(_TOKEN_TTL, slack(self.effective) / 2):
+            return
+        self.stale_grants += 1
+        await self.acquire_request()
 
     def try_take_request(self, now: float) -> bool:
         if self.gcra.is_paused(now):
@@ -244,6 +313,8 @@ class RedisLedger(Ledger):
         if self._tokens:
             self._tokens.pop(0)
             return True
+        if self.store.down_since is not None:
+            return self._take_away(now)
         if now < self._blocked_until:
             return False
         if self._refill is None or self._refill.done():
@@ -256,20 +327,35 @@ class RedisLedger(Ledger):
         now = self._clock.now()
         if self._tokens:
             return max(now, self.gcra.paused_until)
+        if self.store.down_since is not None:
+            return max(now + POLL_MIN, self._away.next_free(), self.gcra.paused_until)
         return max(now + POLL_MIN, self._blocked_until, self.gcra.paused_until)
 
-    async def _take_batch(self) -> None:
-        try:
-            granted, wait = await self.store.grant(self._batch, self.effective, self._member)
-        except CoordinatorUnavailableError:
-            _log.warning("the coordinator (Redis) is unreachable: status checks wait for it")
-            return
-        self._adopt()
-        now = self._clock.now()
-        if granted:
-            self._tokens.extend([now] * granted)
+    def _take_away(self, now: float) -> bool:
+        # Redis is away. A status check only reads, and it is what ends tasks and frees their
+        # slots: stopping them would strand every running task until its deadline, while a
+        # 429 on one only delays the next check. So checks go on under a small local budget
+        # (creates never do), and the shared window is charged for them once Redis is back.
+        limits = self.effective
+        interval = limits.per / max(1, math.floor(limits.requests * _AWAY_SHARE))
+        self._away.retune(interval, 1)
+        if not self._away.try_take(now):
+            return False
+        self._debt += 1
+        return True
 
-        else:
+    async def _take_batch(self) -> None:
+        debt = self._debt
+        try:
+            granted, wait = await self.store.grant(self._batch + debt, self.effective, self._member)
+        except CoordinatorUnavailableError:
+            return  # the store said so once; checks go on under the local budget
+        now = self._clock.now()
+        paid = min(granted, debt)
+        self._debt -= paid
+        if granted > paid:
+            self._tokens.extend([now] * (granted - paid))
+        elif not granted:
             self._blocked_until = now + wait
 
     def demand(self, checks: int) -> None:
@@ -385,4 +471,5 @@ class RedisLedger(Ledger):
             await asyncio.gather(self._send_flusher, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         await super().aclose()
+        await self.store.aclose()
         await self.store.redis.aclose()

@@ -4,16 +4,16 @@ the Redis server's clock, the connection, and the fail-closed retry around it (d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._clock import Clock
 from .._config import Limits
-from .._errors import ConfigurationError, CoordinatorUnavailableError
+from .._errors import ConfigurationError, CoordinatorStateError, CoordinatorUnavailableError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -23,67 +23,205 @@ _log = logging.getLogger("nanobanana_async")
 _SLACK_MIN: Final = 0.5
 POLL_MIN: Final = 0.01
 
-_GRANT: Final = """
+LEASE_TTL: Final = 15.0
+"""Seconds a lease outlives its owner's last renewal (owners renew every third of it)."""
+
+MAX_PAUSE: Final = 3600.0  # a shared pause longer than this is not one we wrote
+MAX_LEASE: Final = 86400.0  # nor a lease expiring further ahead than this
+
+# Every script starts here. KEYS[1..4]: epoch, rebuild, slots, old. ARGV[1..3]: the hold after
+# a restart (one window: the provider still counts what was sent before it), unused, the epoch
+# the caller last saw ('' for none).
+#
+# The epoch is the Redis process's run id, so any restart is seen, whether Redis came back
+# empty, from a snapshot or from its AOF, by the first process that used the account before
+# it (an empty Redis looks new to a process that never saw it: the first one that did starts
+# the rebuild). Then the ledger *rebuilds* for one window: nothing is admitted or granted
+# while owners write their leases back (each heartbeat does). Without an AOF what Redis
+# remembers may be stale: its leases move to ``old`` and those no owner re-registers by the end
+# are ghosts, dropped at once (the caller that drops them logs how many). With an AOF the state
+# is the last second's: leases stay, and a dead owner's still expire at their horizon.
+# Keys of the wrong type or absurd values raise an error naming the key, never a hang.
+_PRELUDE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local epoch = redis.call('GET', KEYS[4])
-if not epoch then
-  epoch = ARGV[7]
-  redis.call('SET', KEYS[4], epoch)
+local function bad(key, why)
+  return redis.error_reply('nanobanana-state ' .. key .. ' ' .. why)
 end
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > now then return {0, tostring(now), tostring(pause - now), 0, epoch, {}} end
-local requests = tonumber(ARGV[2])
-local per = tonumber(ARGV[3])
+local function typed(key, want)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'none' and kind ~= want then return bad(key, 'is a ' .. kind .. ', not a ' .. want) end
+end
+local err = typed(KEYS[1], 'hash') or typed(KEYS[2], 'string') or typed(KEYS[3], 'zset')
+  or typed(KEYS[4], 'zset')
+if err then return err end
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local epoch = redis.call('HGET', KEYS[1], 'run')
+local hold = tonumber(ARGV[1])
+local function rebuild(seconds)
+  local at = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if now + seconds > at then
+    redis.call('SET', KEYS[2], tostring(now + seconds), 'PX', math.ceil(seconds * 1000))
+  end
+end
+if epoch ~= run then
+  redis.call('HSET', KEYS[1], 'run', run, 'at', tostring(now))
+  if epoch then
+    if string.match(redis.call('INFO', 'persistence'), 'aof_enabled:(%d)') ~= '1' then
+      if redis.call('EXISTS', KEYS[3]) == 1 then
+        redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[3], KEYS[4], 'AGGREGATE', 'MAX')
+        redis.call('DEL', KEYS[3])
+      end
+    end
+    rebuild(hold)
+  elseif ARGV[3] ~= '' then
+    rebuild(hold)
+  end
+elseif ARGV[3] ~= '' and ARGV[3] ~= run then
+  -- The caller saw another Redis before this one: the window it counted is lost.
+  local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0') or 0
+  if at + hold > now then rebuild(at + hold - now) end
+end
+local building = tonumber(redis.call('GET', KEYS[2]) or '0')
+if building == nil then return bad(KEYS[2], 'is not a number') end
+building = math.max(0, building - now)
+local ghosts = 0
+if building == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+  ghosts = redis.call('ZCARD', KEYS[4])
+  redis.call('DEL', KEYS[4])
+end
+local far = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now + @MAX_LEASE@), '+inf', 'LIMIT', 0, 1)
+if far[1] then return bad(KEYS[3], 'holds lease ' .. far[1] .. ' expiring beyond a day') end
+""".replace("@MAX_LEASE@", repr(MAX_LEASE))
+
+# KEYS: + win, pause, limits, sent. ARGV: + wanted, requests, per, margin, member prefix, slack.
+# Returns {granted, "now", "wait", sent, epoch, ghosts, learned}: granted > 0, or 0 and how long
+# to wait; sent counts every process's sends in the window, learned is the limits hash's
+# (requests, per, cap) while a learned cut is in force (else three nils).
+_GRANT: Final = (
+    _PRELUDE
+    + """
+err = typed(KEYS[5], 'zset') or typed(KEYS[6], 'string') or typed(KEYS[7], 'hash')
+  or typed(KEYS[8], 'zset')
+if err then return err end
+local none = {false, false, false}
+if building > 0 then return {0, tostring(now), tostring(building), 0, run, ghosts, none} end
+local pause = tonumber(redis.call('GET', KEYS[6]) or '0')
+if pause == nil or pause ~= pause or pause == math.huge then
+  return bad(KEYS[6], 'is not a finite number')
+end
+if pause > now then
+  local ttl = redis.call('PTTL', KEYS[6])
+  if ttl < 0 or pause - now > @MAX_PAUSE@ then
+    return bad(KEYS[6], 'pauses for ' .. (pause - now) .. ' s (ttl ' .. ttl .. ' ms)')
+  end
+  return {0, tostring(now), tostring(pause - now), 0, run, ghosts, none}
+end
+local function limit(field, least)
+  local value = redis.call('HGET', KEYS[7], field)
+  if not value then return nil end
+  local n = tonumber(value)
+  if n == nil or n ~= n or n == math.huge or n < least then
+    return nil, bad(KEYS[7], field .. ' = ' .. value)
+  end
+  return n
+end
+local l_requests, e1 = limit('requests', 1)
+local l_per, e2 = limit('per', 0.001)
+local _, e3 = limit('cap', 1)
+if e1 or e2 or e3 then return e1 or e2 or e3 end
+local requests = tonumber(ARGV[5])
+local per = tonumber(ARGV[6])
 -- Limits a process learned hold for everyone until they expire, never above a caller's own.
-local learned = redis.call('HMGET', KEYS[3], 'requests', 'per', 'cap')
-local l_requests, l_per = tonumber(learned[1]), tonumber(learned[2])
-if redis.call('PTTL', KEYS[3]) < 0 or not l_requests or not l_per or l_per <= 0 then
-  learned = {false, false, false}
-elseif l_requests / l_per < requests / per then
-  requests, per = l_requests, l_per
+local learned = none
+if l_requests and l_per and redis.call('PTTL', KEYS[7]) >= 0 then
+  learned = redis.call('HMGET', KEYS[7], 'requests', 'per', 'cap')
+  if l_requests / l_per < requests / per then requests, per = l_requests, l_per end
 end
-local sent = 0
-if KEYS[5] then sent = redis.call('ZCOUNT', KEYS[5], '(' .. (now - per), '+inf') end
-per = per + tonumber(ARGV[6])
-local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[4]))))
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
-local count = redis.call('ZCARD', KEYS[1])
+-- What every process sent in the window (a 429 is learned from sends, not grants).
+local sent = redis.call('ZCOUNT', KEYS[8], '(' .. (now - per), '+inf')
+per = per + tonumber(ARGV[9])
+local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[7]))))
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - per)
+local count = redis.call('ZCARD', KEYS[5])
 local free = budget - count
 if free <= 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], count - budget, count - budget, 'WITHSCORES')
-  return {0, tostring(now), tostring(tonumber(oldest[2]) + per - now), sent, epoch, learned}
+  local oldest = redis.call('ZRANGE', KEYS[5], count - budget, count - budget, 'WITHSCORES')
+  local wait = tonumber(oldest[2]) + per - now
+  if wait > per then return bad(KEYS[5], 'holds a grant from the future') end
+  return {0, tostring(now), tostring(wait), sent, run, ghosts, learned}
 end
-local granted = math.min(tonumber(ARGV[1]), free)
-local seq = redis.call('INCRBY', KEYS[1] .. ':seq', granted)
+local granted = math.min(tonumber(ARGV[4]), free)
+local seq = redis.call('INCRBY', KEYS[5] .. ':seq', granted)
 for i = 1, granted do
-  redis.call('ZADD', KEYS[1], now, ARGV[5] .. (seq - i))
+  redis.call('ZADD', KEYS[5], now, ARGV[8] .. (seq - i))
 end
-redis.call('PEXPIRE', KEYS[1] .. ':seq', math.ceil(per * 1000) + 60000)
-redis.call('PEXPIRE', KEYS[1], math.ceil(per * 1000) + 1000)
-return {granted, tostring(now), '0', sent, epoch, learned}
-"""
+redis.call('PEXPIRE', KEYS[5] .. ':seq', math.ceil(per * 1000) + 60000)
+redis.call('PEXPIRE', KEYS[5], math.ceil(per * 1000) + 1000)
+return {granted, tostring(now), '0', sent, run, ghosts, learned}
+""".replace("@MAX_PAUSE@", repr(MAX_PAUSE))
+)
 
-# KEYS: slots, limits. ARGV: lease id, cap, expiry delta, force (1: admit over the cap).
-# Returns {admitted, "now"}; a lease already admitted keeps its place (re-attach).
-_ADMIT: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local expiry = now + tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[1])
-  return {1, tostring(now)}
+# KEYS: + limits. ARGV: + lease id, cap, expiry delta, force (1: a task already running: over
+# the cap, and even while the ledger rebuilds). Returns {admitted, "now", epoch, ghosts, "wait"};
+# a lease already admitted keeps its place (re-attach).
+_ADMIT: Final = (
+    _PRELUDE
+    + """
+local err = typed(KEYS[5], 'hash')
+if err then return err end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local expiry = now + tonumber(ARGV[6])
+local force = ARGV[7] == '1'
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) then
+  redis.call('ZADD', KEYS[3], 'GT', expiry, ARGV[4])
+  return {1, tostring(now), run, ghosts, '0'}
 end
-local cap = tonumber(ARGV[2])
-local learned = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[2]) or cap
-if redis.call('PTTL', KEYS[2]) > 0 and learned < cap then cap = math.max(1, learned) end
-if ARGV[4] == '1' or redis.call('ZCARD', KEYS[1]) < cap then
-  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-  return {1, tostring(now)}
+if force then
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('ZADD', KEYS[3], expiry, ARGV[4])
+  return {1, tostring(now), run, ghosts, '0'}
 end
-return {0, tostring(now)}
+if building > 0 then return {0, tostring(now), run, ghosts, tostring(building)} end
+local cap = tonumber(ARGV[5])
+local learned = redis.call('HGET', KEYS[5], 'cap')
+if learned then
+  local n = tonumber(learned)
+  if n == nil or n ~= n or n < 1 or n == math.huge then
+    return bad(KEYS[5], 'cap = ' .. learned)
+  end
+  -- A cap another process learned holds while it lasts, never above the caller's own.
+  if redis.call('PTTL', KEYS[5]) > 0 and n < cap then cap = n end
+end
+if redis.call('ZCARD', KEYS[3]) < cap then
+  redis.call('ZADD', KEYS[3], expiry, ARGV[4])
+  return {1, tostring(now), run, ghosts, '0'}
+end
+return {0, tostring(now), run, ghosts, '0'}
 """
+)
+
+# One owner's batched lease updates (a heartbeat among them). ARGV: + ops, each three values:
+# 'r' id _ (release), 'h' id at (hold until server time ``at``), 'k' id ttl (keep: renew to
+# now + ttl at least). A kept or held lease missing from Redis is written back (re-registered).
+# Returns {epoch, ghosts, "rebuilding"}.
+_SYNC: Final = (
+    _PRELUDE
+    + """
+for i = 4, #ARGV, 3 do
+  local op, id, value = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  redis.call('ZREM', KEYS[4], id)
+  if op == 'r' then
+    redis.call('ZREM', KEYS[3], id)
+  elseif op == 'h' then
+    redis.call('ZADD', KEYS[3], value, id)
+  else
+    redis.call('ZADD', KEYS[3], 'GT', now + value, id)
+  end
+end
+return {run, ghosts, tostring(building)}
+"""
+)
 
 
 def _learned(reply: list[bytes | None]) -> tuple[int, float, int] | None:
@@ -131,22 +269,34 @@ def connect(url: str) -> Redis:
 
 
 class RedisStore:
-    """The scripts, the clock offset and the fail-closed retry around one Redis client."""
+    """The scripts, the clock offset, the epoch and the fail-closed retry around one Redis
+    client.
+
+    While Redis cannot be reached, one reconnect loop probes it for every caller; each caller
+    waits for it at most ``max_wait`` seconds from when it started waiting (or from when Redis
+    went away, if later), then gets :class:`CoordinatorUnavailableError`.
+    """
 
     def __init__(self, redis: Redis, prefix: str, clock: Clock, max_wait: float) -> None:
         self.redis = redis
         self.prefix = prefix
         self.clock = clock
         self.max_wait = max_wait
+        self.lease_ttl = LEASE_TTL
         self.offset = 0.0  # Redis server time minus our monotonic clock
         self.round_trips = 0
         self.window_count = 0  # requests every process sent in the window, at the last grant
         # Limits another process learned, as the last grant read them (requests, per, cap).
         self.learned: tuple[int, float, int] | None = None
-        self.epoch: bytes | None = None
+        self.epoch = ""  # the run id of the Redis last seen ("": none yet)
+        self.down_since: float | None = None
         self.on_restart: list[Callable[[], None]] = []
+        self._up: asyncio.Event | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._last_error = ""
         self._grant = redis.register_script(_GRANT)
         self._admit = redis.register_script(_ADMIT)
+        self._sync = redis.register_script(_SYNC)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -154,66 +304,184 @@ class RedisStore:
     def server_time(self, monotonic: float) -> float:
         return monotonic + self.offset
 
-    async def call(self, what: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``what``; while Redis fails, retry with backoff up to ``max_wait`` seconds."""
-        give_up = self.clock.now() + self.max_wait
-        delay = POLL_MIN
+    async def call(self, what: Callable[[], Awaitable[Any]], *, since: float | None = None) -> Any:
+        """Run ``what``; while Redis cannot be reached, wait for the shared reconnect.
+
+        Args:
+            since: when the caller started waiting (default: now); it gives up ``max_wait``
+                seconds after this, or after Redis went away if that was later.
+
+        Raises:
+            CoordinatorUnavailableError: Redis did not come back in time.
+            CoordinatorStateError: Redis answered, but a key of the account is not in a shape
+                the ledger wrote (named in the message).
+        """
+        started = self.clock.now() if since is None else since
         while True:
+            if self.down_since is not None:
+                give_up = max(started, self.down_since) + self.max_wait
+                if not await self._wait_up(give_up):
+                    raise CoordinatorUnavailableError(
+                        f"the coordinator (Redis) did not answer for {self.max_wait:g} s "
+                        f"({self._last_error}); nothing was sent"
+                    )
             try:
                 self.round_trips += 1
                 return await what()
             except Exception as exc:
-                if self.clock.now() + delay > give_up:
-                    raise CoordinatorUnavailableError(
-                        f"the coordinator (Redis) did not answer for {self.max_wait:g} s "
-                        f"({type(exc).__name__}); nothing was sent"
-                    ) from None
-                await self.clock.sleep_until(self.clock.now() + delay)
-                delay = min(1.0, delay * 2)
+                _state_error(exc)
+                self._went_down(exc)
+
+    def _went_down(self, exc: Exception) -> None:
+        self._last_error = type(exc).__name__
+        if self.down_since is None:
+            self.down_since = self.clock.now()
+            self._up = asyncio.Event()
+            _log.warning(
+                "the coordinator (Redis) is unreachable (%s): waiting for it, nothing is "
+                "sent without it",
+                self._last_error,
+            )
+        if self._reconnect is None or self._reconnect.done():
+            self._reconnect = asyncio.get_running_loop().create_task(
+                self._reconnect_loop(), name="nanobanana-redis-reconnect"
+            )
+
+    async def _reconnect_loop(self) -> None:
+        # The one prober while Redis is away: callers wait for it instead of each retrying.
+        delay = POLL_MIN
+        while True:
+            await self.clock.sleep_until(self.clock.now() + delay)
+            try:
+                await self.redis.ping()
+            except Exception as exc:
+                self._last_error = type(exc).__name__
+                # Backing off to 1 s, but never past a quarter of a caller's wait: a Redis back
+                # within that wait is seen before the caller gives up.
+                delay = min(1.0, self.max_wait / 4, delay * 2)
+                continue
+            self.down_since = None
+            if self._up is not None:
+                self._up.set()
+            _log.info("the coordinator (Redis) answers again")
+            return
+
+    async def _wait_up(self, give_up: float) -> bool:
+        up = self._up
+        if up is None or up.is_set():
+            return True
+        if self.clock.now() >= give_up:
+            return False
+        waiter = asyncio.ensure_future(up.wait())
+        timer = asyncio.ensure_future(self.clock.sleep_until(give_up))
+        try:
+            await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            timer.cancel()
+            await asyncio.gather(waiter, timer, return_exceptions=True)
+        return up.is_set()
+
+    async def aclose(self) -> None:
+        """Stop the reconnect loop (the ledger is closing)."""
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            await asyncio.gather(self._reconnect, return_exceptions=True)
 
     def note_now(self, server_now: bytes) -> None:
         self.offset = float(server_now) - self.clock.now()
 
-    async def grant(self, wanted: int, limits: Limits, member: str) -> tuple[int, float]:
-        keys = [
-            self.key("win"),
-            self.key("pause"),
-            self.key("limits"),
-            self.key("epoch"),
-            self.key("sent"),
-        ]
-        args: list[str | int | float] = [
+    def _common(self, limits: Limits) -> tuple[list[str], list[str | int | float]]:
+        keys = [self.key(name) for name in ("epoch", "rebuild", "slots", "old")]
+        # One window, or two heartbeats if longer: owners learn of a restart at their next one.
+        hold = max(limits.per + slack(limits), self.lease_ttl * 2 / 3)
+        return keys, [hold, 0, self.epoch]
+
+    def _seen(self, epoch: bytes, ghosts: int) -> None:
+        run = epoch.decode()
+        if ghosts:
+            _log.warning(
+                "the coordinator (Redis) restarted from an old state: %d ghost lease%s no "
+                "owner re-registered %s dropped",
+                ghosts,
+                "" if ghosts == 1 else "s",
+                "was" if ghosts == 1 else "were",
+            )
+        if run != self.epoch:
+            restarted = self.epoch != ""
+            self.epoch = run
+            if restarted:
+                # Redis restarted: write back every lease this process holds, at once.
+                for listener in self.on_restart:
+                    listener()
+
+    async def grant(
+        self, wanted: int, limits: Limits, member: str, *, since: float | None = None
+    ) -> tuple[int, float]:
+        keys, args = self._common(limits)
+        keys += [self.key(name) for name in ("win", "pause", "limits", "sent")]
+        args += [
             wanted,
             limits.requests,
             limits.per,
             limits.safety_margin,
             member,
             slack(limits),
-            uuid.uuid4().hex,
         ]
-        reply = await self.call(lambda: self._grant(keys=keys, args=args))
-        granted, now, wait, count, epoch, learned = reply
+        reply = await self.call(lambda: self._grant(keys=keys, args=args), since=since)
+        granted, now, wait, count, epoch, ghosts, learned = reply
         self.note_now(now)
         self.window_count = int(count)
         self.learned = _learned(learned)
-        if self.epoch is not None and epoch != self.epoch:
-            # Redis restarted and forgot the window, while the provider still counts what
-            # was sent before: hold every process back for one window, and write our
-            # running tasks' leases back.
-            self.epoch = epoch
-            hold = limits.per + slack(limits)
-            pause_key = self.key("pause")
-            until = repr(float(now) + hold)
-            await self.call(lambda: self.redis.set(pause_key, until, px=math.ceil(hold * 1000)))
-            for listener in self.on_restart:
-                listener()
-            return 0, hold
-        self.epoch = epoch
+        self._seen(epoch, int(ghosts))
         return int(granted), float(wait)
 
-    async def admit(self, lease_id: str, cap: int, expiry: float, *, force: bool) -> bool:
-        keys = [self.key("slots"), self.key("limits")]
-        args: list[str | int | float] = [lease_id, cap, expiry, "1" if force else "0"]
-        admitted, now = await self.call(lambda: self._admit(keys=keys, args=args))
+    async def admit(
+        self,
+        lease_id: str,
+        cap: int,
+        expiry: float,
+        limits: Limits,
+        *,
+        force: bool,
+        since: float | None = None,
+    ) -> tuple[bool, float]:
+        """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds)."""
+        keys, args = self._common(limits)
+        keys.append(self.key("limits"))
+        args += [lease_id, cap, expiry, "1" if force else "0"]
+        reply = await self.call(lambda: self._admit(keys=keys, args=args), since=since)
+        admitted, now, epoch, ghosts, wait = reply
         self.note_now(now)
-        return bool(int(admitted))
+        self._seen(epoch, int(ghosts))
+        return bool(int(admitted)), float(wait)
+
+    async def sync(self, ops: list[tuple[str, str, float]], limits: Limits) -> None:
+        """Apply one owner's lease updates in one round trip (``r``elease, ``h``old, ``k``eep)."""
+        keys, args = self._common(limits)
+        for op, lease_id, value in ops:
+            args += [op, lease_id, value]
+        epoch, ghosts, _ = await self.call(lambda: self._sync(keys=keys, args=args))
+        self._seen(epoch, int(ghosts))
+
+
+def _state_error(exc: Exception) -> None:
+    # A script's own refusal (a key it did not write) or Redis refusing a command on a key of
+    # the wrong type: the account's state is corrupt, waiting would never end.
+    from redis.exceptions import ReadOnlyError, ResponseError
+
+    # A read-only replica (a failover under way) is a Redis not reachable for writes yet.
+    if not isinstance(exc, ResponseError) or isinstance(exc, ReadOnlyError):
+        return
+    text = str(exc)
+    if text.startswith("nanobanana-state "):
+        key, _, why = text.removeprefix("nanobanana-state ").partition(" ")
+        raise CoordinatorStateError(
+            f"the coordinator (Redis) holds {key} in a shape this client never writes: {why}; "
+            "delete the key (or fix it) and retry",
+            key=key,
+        ) from None
+    raise CoordinatorStateError(
+        f"the coordinator (Redis) refused an update of the account's keys: {text[:200]}",
+        key="",
+    ) from None

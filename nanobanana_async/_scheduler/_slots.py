@@ -34,6 +34,8 @@ class Lease:
     accepted: bool = False  # its create was accepted: the task runs on the provider
     # The horizon it is held until once nobody tracks its task (None: tracked, or not timed).
     until: float | None = None
+    # When its caller asked for a slot (monotonic): a wait for the coordinator counts from it.
+    asked: float | None = None
 
 
 class Slots:
@@ -99,8 +101,19 @@ class Slots:
             raise
         return False
 
+    async def refuse(self, lease: Lease) -> None:
+        """The create of ``lease`` was refused (nothing created): hand its admission back, and
+        return only once it no longer counts as out anywhere, so a retry is admitted afresh.
+
+        Raises:
+            CoordinatorUnavailableError: a shared ledger could not be told (the lease is then
+                handed back locally and released there as soon as the coordinator answers).
+        """
+        self.refused(lease)
+
     def refused(self, lease: Lease) -> None:
-        """The create of ``lease`` was refused (nothing created): it no longer counts as out."""
+        """The create of ``lease`` was refused (nothing created): it no longer counts as out
+        here (no round trip; see :meth:`refuse`)."""
         if lease.sent:
             lease.sent = False
             self.sent -= 1
@@ -131,14 +144,18 @@ class Slots:
         Raises:
             NanoBananaError: what :meth:`fail` hands the waiters of ``owner`` (a closed client).
         """
+        asked = self._clock.now()
         lease = self.try_acquire(owner, lease_id)
         if lease is not None:
+            lease.asked = asked
             return lease
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters.append((future, owner, lease_id))
         self._ensure_timer()
         try:
-            return await future
+            lease = await future
+            lease.asked = asked
+            return lease
         except asyncio.CancelledError:
             # Granted in the same tick the caller was cancelled: hand the slot back.
             if future.done() and not future.cancelled() and future.exception() is None:

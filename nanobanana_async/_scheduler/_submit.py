@@ -17,6 +17,7 @@ from .._errors import (
     ClientClosedError,
     ConfigurationError,
     ConnectError,
+    CoordinatorUnavailableError,
     GenerationFailedError,
     InvalidRequestError,
     StorageError,
@@ -235,10 +236,17 @@ class Submitter:
         submitted = self.clock.now()
         try:
             ref = await create(conn, self.clock, request, lease, intent=intent, closed=self.closed)
-        except (ConnectError, APIError, ClientClosedError, StorageError, ConfigurationError):
-            # Nothing was created (nothing sent, refused before acceptance, or the journal
-            # could not be written before the send): the slot is free again and a rerun may
-            # submit this request again.
+        except (
+            ConnectError,
+            APIError,
+            ClientClosedError,
+            StorageError,
+            ConfigurationError,
+            CoordinatorUnavailableError,
+        ):
+            # Nothing was created (nothing sent, refused before acceptance, no grant from the
+            # coordinator, or the journal could not be written before the send): the slot is
+            # free again and a rerun may submit this request again.
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 try:

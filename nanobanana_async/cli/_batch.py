@@ -29,6 +29,7 @@ from .._download import safe_name
 from .._errors import (
     AuthenticationError,
     ConfigurationError,
+    CoordinatorStateError,
     CoordinatorUnavailableError,
     InsufficientCreditsError,
     NanoBananaError,
@@ -364,6 +365,9 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 if routed is None
                 else "every account's key or credits were refused (lines {}); fix them"
             )
+        elif isinstance(stop, CoordinatorStateError):
+            why = f"the coordinator (Redis) holds {stop.key or 'a key'} in a shape no client "
+            why += "writes (lines {}); delete it"
         elif isinstance(stop, CoordinatorUnavailableError):
             why = "the coordinator (Redis) did not answer (lines {}); start it"
         elif isinstance(stop, StorageError):

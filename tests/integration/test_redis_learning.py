@@ -61,7 +61,10 @@ async def test_f50_a_higher_limits_entry_never_lifts_a_process_over_its_ceiling(
     await redis.pexpire(f"{PREFIX}:limits", 60_000)
     granted, _ = await ledger.store.grant(50, ledger.effective, "p:")
     assert granted == 19  # 20 less the 2 % safety margin, not 50
-    admitted = [await ledger.store.admit(f"lease {i}", 2, 300.0, force=False) for i in range(3)]
+    admitted = [
+        (await ledger.store.admit(f"lease {i}", 2, 300.0, ledger.effective, force=False))[0]
+        for i in range(3)
+    ]
     assert admitted == [True, True, False]
 
 
@@ -73,8 +76,8 @@ async def test_f50_a_stale_limits_entry_overrides_no_process(ledgers: Make) -> N
     await redis.hset(f"{PREFIX}:limits", mapping={"requests": 1, "per": 10, "cap": 1})
     granted, _ = await ledger.store.grant(5, ledger.effective, "p:")
     assert granted == 5
-    assert await ledger.store.admit("a", 2, 300.0, force=False)
-    assert await ledger.store.admit("b", 2, 300.0, force=False)
+    assert (await ledger.store.admit("a", 2, 300.0, ledger.effective, force=False))[0]
+    assert (await ledger.store.admit("b", 2, 300.0, ledger.effective, force=False))[0]
     await ledger.acquire_request()
     assert ledger.effective == ledger.configured
 
@@ -183,3 +186,71 @@ def test_f48_kill_9_and_rerun_from_the_journal(
     assert stats.rate_limited == 0
     assert stats.max_concurrent <= 4
     assert stats.duplicate_creates == 0
+
+
+MIXED_WORKER = """
+import asyncio, json, logging, sys
+import nanobanana_async as nb
+
+async def main(base_url, key, coordinator, requests, cap, count):
+    limits = nb.Limits(requests=requests, per=1.0, concurrent_tasks=cap)
+    async with nb.Client(
+        "apixo", api_key=key, base_url=base_url, coordinator=coordinator, limits=limits
+    ) as client:
+        results = await asyncio.gather(
+            *(client.generate(f"{requests} prompt {i}") for i in range(count)),
+            return_exceptions=True,
+        )
+        now = client.statistics().effective_limits
+    print(json.dumps({
+        "results": [type(r).__name__ for r in results],
+        "effective": [now.requests, now.per, now.concurrent_tasks],
+    }), flush=True)
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])))
+"""
+
+
+def test_f50_processes_told_different_limits_share_one_account(
+    redis_server: RedisServer, canary: str
+) -> None:
+    """F50: an account of 30 requests/s and 4 tasks, two processes on its key through one
+    Redis, one told 60/s and 6 tasks, the other 20/s and 5: every prompt gets its image,
+    neither ends above its own ceiling, and the provider sees a handful of 429s and the
+    processes a handful of warnings, not one per answer."""
+    sim = Simulator(
+        "apixo",
+        api_key=canary,
+        latency=Latency(median=0.3, sigma=0.2),
+        limits=ServerLimits(requests=30, per=1.0, concurrent_tasks=4),
+    ).start_in_thread()
+    told = [(60, 6), (20, 5)]
+    try:
+        argv = [sys.executable, "-c", MIXED_WORKER, sim.base_url, sim.api_key, redis_server.url]
+        procs = [
+            subprocess.Popen(
+                [*argv, str(requests), str(cap), "20"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for requests, cap in told
+        ]
+        outputs = [proc.communicate(timeout=90) for proc in procs]
+        stats = sim.stats
+    finally:
+        sim.stop_thread()
+    warnings = 0
+    for (out, err), (requests, cap) in zip(outputs, told, strict=True):
+        report = json.loads(out.decode().strip().splitlines()[-1])
+        assert report["results"] == ["ImageResult"] * 20, err.decode()[-2000:]
+        now_requests, now_per, now_cap = report["effective"]
+        assert now_cap <= cap
+        assert now_requests / now_per <= requests
+        warnings += err.decode().count("WARNING")
+    assert stats.creates == 40
+    assert stats.duplicate_creates == 0
+    # Measured 3-5 x 429 and 3-4 warnings (each process warns once per episode it met); the
+    # bug this guards against gave 129 x 429 and ~100 warnings.
+    assert stats.rate_limited <= 6
+    assert warnings <= 6

@@ -86,6 +86,7 @@ PUBLIC_API = (
     "ConfigurationError",
     "ConnectError",
     "ContentPolicyError",
+    "CoordinatorStateError",
     "CoordinatorUnavailableError",
     "GenerationFailedError",
     "Hedge",
