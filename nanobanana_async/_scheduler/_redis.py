@@ -362,6 +362,13 @@ class RedisLedger(Ledger):
         # Take as many grants as checks wait, no more: an unused grant is budget lost.
         self._batch = max(1, min(_BATCH_MAX, checks - len(self._tokens)))
 
+    def pause(self, seconds: float) -> None:
+        super().pause(seconds)
+        # The pause is the account's: every process's grant script reads this key and waits.
+        until = self.store.server_time(self._clock.now() + seconds)
+        key, px = self.store.key("pause"), max(1, math.ceil(seconds * 1000))
+        self._spawn(lambda: self.store.redis.set(key, repr(until), px=px))
+
     def note_send(self) -> None:
         super().note_send()
         self._sends.append(self.store.server_time(self._clock.now()))

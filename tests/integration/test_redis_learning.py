@@ -254,3 +254,17 @@ def test_f50_processes_told_different_limits_share_one_account(
     # bug this guards against gave 129 x 429 and ~100 warnings.
     assert stats.rate_limited <= 6
     assert warnings <= 6
+
+
+async def test_f35_a_429_pause_holds_every_process_on_the_key(ledgers: Make) -> None:
+    """F35: the pause after a 429 (its Retry-After) is the account's, not one process's: the
+    other process's next grant waits it out too."""
+    limits = nb.Limits(requests=100, per=1.0, concurrent_tasks=10)
+    first, second = ledgers(limits), ledgers(limits)
+    await first.acquire_request()
+    await second.acquire_request()
+    first.pause(0.6)
+    await asyncio.sleep(0.05)  # written to Redis in the background
+    started = time.monotonic()
+    await second.acquire_request()
+    assert time.monotonic() - started >= 0.45
