@@ -20,7 +20,9 @@ from .._client import Client
 from .._download import IMAGE_KINDS, mismatches_said_by_caller
 from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
 from .._models import ImageRequest, ImageResult, TaskRef
+from .._router import Router
 from .._scheduler._outcome import ending
+from .._task import Task
 from ..providers import PROVIDERS
 from . import interrupted_before_work, start_work
 from ._accounts import Accounts, several
@@ -303,63 +305,49 @@ def _version() -> str:
 
 async def _generate(args: argparse.Namespace) -> int:
     routed: Accounts | None = args.routed
+    # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
+    dest: Path = args.output if args.output is not None else Path("image")
     if routed is not None:
-        return await _generate_routed(args, routed)
+        # Over several accounts the router picks one (failing over only when nothing was
+        # created), and the messages name the account that took the task.
+        request = _request(args)
+        async with open_router(routed, journals=None) as (router, _):
+            task = await router.submit(request)
+            provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
+            return await _deliver(args, router, task, provider, request.model, dest)
     options = connection(args)
     provider = choose_provider(args.provider, key_env=args.api_key_env)
     request = _request(args)
-    # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
-    dest: Path = args.output if args.output is not None else Path("image")
     async with Client(provider, **options) as client:
         with naming(client):
             task = await client.submit(request)
-        fetch = (
-            f"'nanobanana status {task.id} --provider {provider} --model {request.model}' "
-            "fetches it"
-        )
-        if provider != "local":  # local's tasks end with this process
-            # Paid from here on: a Ctrl-C must leave the way back to it.
-            args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
-        try:
-            result = await task
-            # A name of another type than the bytes is said once, here (not logged too).
-            with mismatches_said_by_caller() as mismatched:
-                paths = await client.download(result, dest)
-        except NanoBananaError as exc:
-            # Accepted, so paid: whatever went wrong, the way back to the task is printed.
-            sys.stderr.write(f"error: {exc}\n")
-            if provider != "local":
-                sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
-            return EXIT_FAILED
-    size = sum(p.stat().st_size for p in paths)
-    _say_mismatched(mismatched)
-    sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
-    return EXIT_OK
+        return await _deliver(args, client, task, provider, request.model, dest)
 
 
-async def _generate_routed(args: argparse.Namespace, routed: Accounts) -> int:
-    """``generate`` over several accounts: the router picks one (failing over only when
-    nothing was created), and the message names the account that took the task."""
-    request = _request(args)
-    dest: Path = args.output if args.output is not None else Path("image")
-    async with open_router(routed, journals=None) as (router, _):
-        task = await router.submit(request)
-        provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
-        fetch = (
-            f"'nanobanana status {task.id} --provider {provider} --model {request.model}' "
-            "fetches it"
-        )
+async def _deliver(
+    args: argparse.Namespace,
+    client: Client | Router,
+    task: Task,
+    provider: str,
+    model: str,
+    dest: Path,
+) -> int:
+    """Wait for an accepted (so paid) task and write its image to ``dest``; whatever goes
+    wrong from here on, the way back to the task is printed."""
+    fetch = f"'nanobanana status {task.id} --provider {provider} --model {model}' fetches it"
+    if provider != "local":  # local's tasks end with this process
+        # Paid from here on: a Ctrl-C must leave the way back to it.
+        args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
+    try:
+        result = await task
+        # A name of another type than the bytes is said once, here (not logged too).
+        with mismatches_said_by_caller() as mismatched:
+            paths = await client.download(result, dest)
+    except NanoBananaError as exc:
+        sys.stderr.write(f"error: {exc}\n")
         if provider != "local":
-            args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
-        try:
-            result = await task
-            with mismatches_said_by_caller() as mismatched:
-                paths = await router.download(result, dest)
-        except NanoBananaError as exc:
-            sys.stderr.write(f"error: {exc}\n")
-            if provider != "local":
-                sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
-            return EXIT_FAILED
+            sys.stderr.write(f"{provider} task {task.id} was accepted: {fetch}\n")
+        return EXIT_FAILED
     size = sum(p.stat().st_size for p in paths)
     _say_mismatched(mismatched)
     sys.stdout.write(f"{paths[0]} ({size} bytes) from {provider} task {result.task_id}\n")
