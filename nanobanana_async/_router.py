@@ -15,7 +15,7 @@ from typing import Literal, Self
 
 import attrs
 
-from ._breaker import Breaker
+from ._breaker import Breaker, CircuitPolicy
 from ._bulk import BulkItem, as_completed
 from ._client import Client
 from ._dispatch import Account, Dispatcher, account_name, shared_circuit
@@ -85,11 +85,14 @@ class Router:
         resubmit_failed: a task that failed after acceptance (never for a content refusal) is
             submitted again on another account, and paid again. Default False.
         hedge: see :class:`Hedge`; default None (off).
+        circuit: the breakers' thresholds and cooldowns, one :class:`CircuitPolicy` for every
+            account (default: the numbers above).
         random: floats in [0, 1) for the breakers' jitter.
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
-            unknown strategy or ``on_unknown``, or bad weights.
+            unknown strategy or ``on_unknown``, bad weights, or a ``circuit`` that is not a
+            :class:`CircuitPolicy`.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Router:
         on_unknown: Literal["raise", "failover"] = "raise",
         resubmit_failed: bool = False,
         hedge: Hedge | None = None,
+        circuit: CircuitPolicy | None = None,
         random: Callable[[], float] = _random.random,
     ) -> None:
         given = list(clients)
@@ -116,6 +120,9 @@ class Router:
         weights = [1.0] * len(given) if weights is None else list(weights)
         if len(weights) != len(given) or not all(w > 0 for w in weights):
             raise ConfigurationError("weights: one positive number per client")
+        circuit = CircuitPolicy() if circuit is None else circuit
+        if not isinstance(circuit, CircuitPolicy):
+            raise ConfigurationError("circuit must be a CircuitPolicy")
         if len({id(c._settings.clock) for c in given}) != 1:
             raise ConfigurationError("the clients of a Router must share one clock")
         accounts: list[Account] = []
@@ -123,7 +130,9 @@ class Router:
             name = account_name(client)
             taken = sum(1 for a in accounts if a.name.split("#")[0] == name)
             name = f"{name}#{taken + 1}" if taken else name
-            accounts.append(Account(client, name, Breaker(random), shared=shared_circuit(client)))
+            accounts.append(
+                Account(client, name, Breaker(random, circuit), shared=shared_circuit(client))
+            )
         self._accounts = accounts
         self._dispatch = Dispatcher(
             accounts, strategy=strategy, weights=Weights(weights), on_unknown=on_unknown
