@@ -60,12 +60,14 @@ class Router:
     resubmits with ``ClientClosedError``; the clients keep tracking theirs).
 
     A request goes only to accounts whose provider accepts it. A submit moves to the next
-    account only on an answer that proves no task was created there (no connection, a 429
-    after the client's own retries, the key or credits refused, a documented maintenance
-    refusal), so a prompt is never paid twice; each account tried is on ``task.attempts`` (and
-    on the error's ``attempts``). Each account has a circuit breaker counting provider faults:
-    after 5 in a row, or half of 20 or more creates in 60 s, it takes no creates for a jittered
-    30 s (doubling to 5 min), then lets one through; when every eligible account is open,
+    account only on an answer that proves no task was created there (no connection, a 429,
+    the key or credits refused, a documented maintenance refusal), so a prompt is never paid
+    twice; while another account is ready to take it, the client does not retry such an
+    answer itself (the last account left does, as a lone client would). Each account tried is
+    on ``task.attempts`` (and on the error's ``attempts``). Each account has a circuit breaker
+    counting provider faults: after 5 in a row, or half of 20 or more creates in 60 s, it
+    takes no creates for a jittered 30 s (doubling to 5 min; see :class:`CircuitPolicy`),
+    then lets one through; when every eligible account is open,
     callers wait for the first to half-open, within their request's timeout. An account whose
     key (401) or credits (402) were refused is set aside for the run, with one WARNING. For
     clients with a ``coordinator=``, the circuit is shared through Redis: every process keeps
