@@ -174,6 +174,39 @@ async def test_f40_a_lone_client_still_retries_455(clock: FakeClock) -> None:
         assert (server.creates, len(server.created)) == (3, 1)
 
 
+@pytest.mark.parametrize("kind", ["429", "connect"])
+async def test_f40_a_429_or_refused_connection_fails_over_without_client_retries(
+    clock: FakeClock, kind: str
+) -> None:
+    """A 429 (Retry-After 1 s, which a client would wait out) or a refused connection on the
+    first of two accounts costs it one create: the prompt moves on at once. A lone client on
+    the same answers still retries, and its second create is accepted."""
+    for alone in (False, True):
+        first_server = FakeApixo(clock)
+        answer = (
+            json_response(
+                {"code": 429, "message": "slow down", "data": None}, 429, {"retry-after": "1"}
+            )
+            if kind == "429"
+            else nb.ConnectError("connection refused")
+        )
+        first_server.hook = lambda r, a=answer, s=first_server: (
+            a if r.kind == "submit" and s.count("submit") == 1 else None
+        )
+        first, _ = apixo(clock, server=first_server)
+        second, sb = apixo(clock, key="key-b")
+        clients = [first] if alone else [first, second]
+        async with nb.Router(clients, owns_clients=True) as router:
+            task = await drive(clock, router.submit(nb.ImageRequest(prompt="x")))
+            assert isinstance(task, nb.Task)
+        if alone:
+            assert (first_server.count("submit"), len(first_server.tasks)) == (2, 1)
+            await second.aclose()
+        else:
+            assert (first_server.count("submit"), len(first_server.tasks)) == (1, 0)
+            assert len(sb.tasks) == 1
+
+
 async def test_f40_the_last_account_left_retries_refusals_itself(clock: FakeClock) -> None:
     """Once the other account refused too, the last one spends its own retries: a passing
     455 there still ends in a task, not an error."""
