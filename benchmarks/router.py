@@ -5,8 +5,10 @@
    per account the simulator's 429s, busiest window and most tasks at once.
 2. *outage*: crun answers creates with its maintenance refusal (455) from 1 s to 7 s: prompts
    that succeed, creates crun refused, crun's creates before / during / after the outage, and
-   prompts created on both providers. Per strategy: a strategy that prefers another account
-   probes a recovered one only when it needs it.
+   prompts created on both providers. The router's circuits cool down for ``COOLDOWN`` s (a
+   ``CircuitPolicy``: the default 30 s is longer than this batch), and one more row with the
+   default shows the account lost for the rest of the batch. Per strategy: a strategy that
+   prefers another account probes a recovered one only when it needs it.
 3. *resets*: apixo drops 5 % of its create answers after creating the task: the unknown
    outcomes the caller gets (and how many name the apixo account), and prompts created on two
    providers.
@@ -41,6 +43,7 @@ LIMITS = nb.Limits(requests=600, per=10.0, concurrent_tasks=50)
 MEAN, SIGMA = 1.0, 0.3
 LATENCY = Latency(median=MEAN / math.exp(SIGMA**2 / 2), sigma=SIGMA)
 OUTAGE = (1.0, 7.0)  # seconds after the simulators start
+COOLDOWN = 2.0  # the outage rows' circuit cooldown: crun is probed within seconds of its end
 RESETS = 0.05
 PROVIDERS = ("apixo", "crun")
 
@@ -69,11 +72,8 @@ def _simulators(*, outage: bool = False, resets: float = 0.0, seed: int = 1) -> 
     )
 
 
-def _client(sim: Simulator, attempts: int = 3) -> nb.Client:
-    retry = nb.RetryPolicy(attempts=attempts)
-    return nb.Client(
-        sim.provider, api_key=sim.api_key, base_url=sim.base_url, limits=LIMITS, retry=retry
-    )
+def _client(sim: Simulator) -> nb.Client:
+    return nb.Client(sim.provider, api_key=sim.api_key, base_url=sim.base_url, limits=LIMITS)
 
 
 def _pair(values: Sequence[object]) -> str:
@@ -144,16 +144,19 @@ async def two_accounts(prompts: int, seed: int = 1) -> list[dict[str, Any]]:
 
 
 async def outage(
-    prompts: int, strategy: nb.Strategy, seed: int = 1, *, attempts: int = 3
+    prompts: int, strategy: nb.Strategy, seed: int = 1, *, cooldown: float = COOLDOWN
 ) -> dict[str, Any]:
     """crun refuses creates with 455 from 1 s to 7 s; crun's creates counted per phase.
 
-    ``attempts``: the clients' ``RetryPolicy.attempts`` (default 3): a client retries crun's
-    455 itself before the router sees it fail, so each prompt is refused up to that often.
+    ``cooldown``: the circuits' ``CircuitPolicy.cooldown``; with the default 30 s crun's
+    circuit stays open past the end of the batch.
     """
+    policy = nb.CircuitPolicy(cooldown=cooldown, max_cooldown=max(300.0, cooldown))
     async with _simulators(outage=True, seed=seed) as sims:
-        clients = [_client(sims[p], attempts) for p in PROVIDERS]
-        async with nb.Router(clients, owns_clients=True, strategy=strategy) as router:
+        clients = [_client(sims[p]) for p in PROVIDERS]
+        async with nb.Router(
+            clients, owns_clients=True, strategy=strategy, circuit=policy
+        ) as router:
             wall, outcomes = await _batch(router, prompts)
             circuit = router.statistics().accounts[1].circuit
         assert sims.started_at is not None
@@ -162,7 +165,7 @@ async def outage(
         "before" if t < OUTAGE[0] else "during" if t < OUTAGE[1] else "after" for t in created
     )
     return {
-        "run": f"outage {strategy}" + (f", client attempts={attempts}" if attempts != 3 else ""),
+        "run": f"outage {strategy}, cooldown {cooldown:g} s",
         "wall_s": round(wall, 2),
         **_outcomes(outcomes),
         "crun_refused": sims.stats["crun"].refused,
@@ -283,8 +286,9 @@ async def run_all(
     for strategy in strategies:
         rows.append(await outage(prompts, strategy, seed))
         done(f"outage {strategy}")
-    rows.append(await outage(prompts, strategies[0], seed, attempts=1))
-    done(f"outage {strategies[0]}, client attempts=1")
+    default = nb.CircuitPolicy().cooldown
+    rows.append(await outage(prompts, strategies[0], seed, cooldown=default))
+    done(f"outage {strategies[0]}, cooldown {default:g} s")
     rows.append(await resets(prompts, seed))
     done("resets")
     rows.append(await kill_and_rerun(prompts, seed))

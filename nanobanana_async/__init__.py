@@ -16,6 +16,7 @@ import os as _os
 # checkers and linters treat any name TYPE_CHECKING as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._breaker import CircuitPolicy
     from ._client import Client
     from ._config import Limits, RetryPolicy, Timeouts
     from ._errors import (
@@ -76,6 +77,7 @@ __all__ = (
     "Balance",
     "CallbackReceiver",
     "CallbackStatistics",
+    "CircuitPolicy",
     "Client",
     "ClientClosedError",
     "ClientStatistics",
@@ -165,6 +167,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "TaskStatus",
     ),
     "_protocol": ("ImageClient",),
+    "_breaker": ("CircuitPolicy",),
     "_router": ("Router",),
     "_routing": ("AccountStatistics", "Attempt", "Hedge", "RouterStatistics"),
     "_stats": ("ClientStatistics",),

@@ -158,8 +158,12 @@ class Dispatcher:
             index, probe = await self._choose(request, eligible, tried, deadline, last, attempts)
             account = self.accounts[index]
             account.routing += 1
+            # With another account ready to take it, a refusal that proves nothing was created
+            # moves the prompt on at once: the client's own retries would only add refusals.
+            retry_refusals = not self._alternative(eligible, tried, index)
             try:
-                task = await account.client.submit(request, key=key)
+                submitter = await account.client._life.started()
+                task = await submitter.submit(request, key, retry_refusals=retry_refusals)
             except NanoBananaError as exc:
                 before = account.breaker.state
                 self._record(account, exc, probe=probe)
@@ -194,6 +198,17 @@ class Dispatcher:
             outcome = "accepted (hedge)" if hedge else "accepted"
             attempts.append(Attempt(account=account.name, outcome=outcome))
             return task, index
+
+    def _alternative(self, eligible: Sequence[int], tried: set[int], index: int) -> bool:
+        # Another untried account, not set aside, whose circuit lets a create go now.
+        now = self.clock.now()
+        return any(
+            i != index
+            and i not in tried
+            and self.accounts[i].set_aside is None
+            and self.accounts[i].breaker.ready_at(now) <= now
+            for i in eligible
+        )
 
     async def _choose(
         self,

@@ -15,7 +15,7 @@ from typing import Literal, Self
 
 import attrs
 
-from ._breaker import Breaker
+from ._breaker import Breaker, CircuitPolicy
 from ._bulk import BulkItem, as_completed
 from ._client import Client
 from ._dispatch import Account, Dispatcher, account_name, shared_circuit
@@ -60,12 +60,14 @@ class Router:
     resubmits with ``ClientClosedError``; the clients keep tracking theirs).
 
     A request goes only to accounts whose provider accepts it. A submit moves to the next
-    account only on an answer that proves no task was created there (no connection, a 429
-    after the client's own retries, the key or credits refused, a documented maintenance
-    refusal), so a prompt is never paid twice; each account tried is on ``task.attempts`` (and
-    on the error's ``attempts``). Each account has a circuit breaker counting provider faults:
-    after 5 in a row, or half of 20 or more creates in 60 s, it takes no creates for a jittered
-    30 s (doubling to 5 min), then lets one through; when every eligible account is open,
+    account only on an answer that proves no task was created there (no connection, a 429,
+    the key or credits refused, a documented maintenance refusal), so a prompt is never paid
+    twice; while another account is ready to take it, the client does not retry such an
+    answer itself (the last account left does, as a lone client would). Each account tried is
+    on ``task.attempts`` (and on the error's ``attempts``). Each account has a circuit breaker
+    counting provider faults: after 5 in a row, or half of 20 or more creates in 60 s, it
+    takes no creates for a jittered 30 s (doubling to 5 min; see :class:`CircuitPolicy`),
+    then lets one through; when every eligible account is open,
     callers wait for the first to half-open, within their request's timeout. An account whose
     key (401) or credits (402) were refused is set aside for the run, with one WARNING. For
     clients with a ``coordinator=``, the circuit is shared through Redis: every process keeps
@@ -85,11 +87,14 @@ class Router:
         resubmit_failed: a task that failed after acceptance (never for a content refusal) is
             submitted again on another account, and paid again. Default False.
         hedge: see :class:`Hedge`; default None (off).
+        circuit: the breakers' thresholds and cooldowns, one :class:`CircuitPolicy` for every
+            account (default: the numbers above).
         random: floats in [0, 1) for the breakers' jitter.
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
-            unknown strategy or ``on_unknown``, or bad weights.
+            unknown strategy or ``on_unknown``, bad weights, or a ``circuit`` that is not a
+            :class:`CircuitPolicy`.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class Router:
         on_unknown: Literal["raise", "failover"] = "raise",
         resubmit_failed: bool = False,
         hedge: Hedge | None = None,
+        circuit: CircuitPolicy | None = None,
         random: Callable[[], float] = _random.random,
     ) -> None:
         given = list(clients)
@@ -116,6 +122,9 @@ class Router:
         weights = [1.0] * len(given) if weights is None else list(weights)
         if len(weights) != len(given) or not all(w > 0 for w in weights):
             raise ConfigurationError("weights: one positive number per client")
+        circuit = CircuitPolicy() if circuit is None else circuit
+        if not isinstance(circuit, CircuitPolicy):
+            raise ConfigurationError("circuit must be a CircuitPolicy")
         if len({id(c._settings.clock) for c in given}) != 1:
             raise ConfigurationError("the clients of a Router must share one clock")
         accounts: list[Account] = []
@@ -123,7 +132,9 @@ class Router:
             name = account_name(client)
             taken = sum(1 for a in accounts if a.name.split("#")[0] == name)
             name = f"{name}#{taken + 1}" if taken else name
-            accounts.append(Account(client, name, Breaker(random), shared=shared_circuit(client)))
+            accounts.append(
+                Account(client, name, Breaker(random, circuit), shared=shared_circuit(client))
+            )
         self._accounts = accounts
         self._dispatch = Dispatcher(
             accounts, strategy=strategy, weights=Weights(weights), on_unknown=on_unknown

@@ -32,8 +32,13 @@ async def create(
     *,
     intent: Intent | None,
     closed: Callable[[], bool],
+    retry_refusals: bool = True,
 ) -> TaskRef:
     """Send the create for ``request`` (its slot ``lease`` is held) until it is accepted.
+
+    ``retry_refusals=False`` (a Router with another account to try): an answer that proves
+    nothing was created (no connection, a 429, a retryable refusal) is raised at once, after
+    the account's 429 pause is noted, instead of being retried here.
 
     Raises:
         SubmitOutcomeUnknownError: the create may have been accepted; it is not sent again.
@@ -78,7 +83,17 @@ async def create(
                     provider=driver.name,
                     request=request,
                 ) from exc
-            if isinstance(decision, Raise) or not account.budget.try_spend():
+            if isinstance(decision, Raise):
+                raise
+            if not retry_refusals:
+                # The router sends it elsewhere now; a 429 still pauses this account for
+                # the creates that stay with it.
+                if isinstance(exc, RateLimitError):
+                    ledger.slots.refused(lease)
+                    if not ledger.rate_limited(retry_after=exc.retry_after, creating=True):
+                        ledger.pause(decision.after)
+                raise
+            if not account.budget.try_spend():
                 raise
             # Refused or never sent, so not created: clear the intent before the wait.
             if intent is not None:

@@ -78,10 +78,12 @@ class Submitter:
         task.key = key
         return task
 
-    async def submit(self, request: ImageRequest, key: str | None) -> Task:
-        """See ``Client.submit``."""
+    async def submit(
+        self, request: ImageRequest, key: str | None, *, retry_refusals: bool = True
+    ) -> Task:
+        """See ``Client.submit``; ``retry_refusals=False``: see :func:`create`."""
         if self.journal is None:
-            inner, lease = await self._start(request, key, None)
+            inner, lease = await self._start(request, key, None, retry_refusals)
             return await self._wait(inner, lease, request)
         journal_key = key or request_key(self.conn.driver.name, request)
         while (shared := self._sharing.get(journal_key)) is not None:
@@ -104,7 +106,7 @@ class Submitter:
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
-            inner, lease = await self._start(request, key, journal_key)
+            inner, lease = await self._start(request, key, journal_key, retry_refusals)
         except BaseException as exc:
             self._settle(journal_key, shared, exc)
             raise
@@ -137,7 +139,11 @@ class Submitter:
             shared.set_result(outcome)
 
     async def _start(
-        self, request: ImageRequest, key: str | None, journal_key: str | None
+        self,
+        request: ImageRequest,
+        key: str | None,
+        journal_key: str | None,
+        retry_refusals: bool = True,
     ) -> tuple[asyncio.Future[Task], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
@@ -164,7 +170,9 @@ class Submitter:
             intent = Intent(
                 self.journal.journal, journal_key, driver.name, sent, account=self.journal.account
             )
-        inner = asyncio.ensure_future(self._submit_and_track(task, sent, lease, callback, intent))
+        inner = asyncio.ensure_future(
+            self._submit_and_track(task, sent, lease, callback, intent, retry_refusals)
+        )
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self._running.add(inner)
         inner.add_done_callback(self._running.discard)
@@ -231,11 +239,20 @@ class Submitter:
         lease: Lease,
         callback: Registration | None,
         intent: Intent | None,
+        retry_refusals: bool = True,
     ) -> Task:
         conn = self.conn
         submitted = self.clock.now()
         try:
-            ref = await create(conn, self.clock, request, lease, intent=intent, closed=self.closed)
+            ref = await create(
+                conn,
+                self.clock,
+                request,
+                lease,
+                intent=intent,
+                closed=self.closed,
+                retry_refusals=retry_refusals,
+            )
         except (
             ConnectError,
             APIError,

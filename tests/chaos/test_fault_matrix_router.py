@@ -140,6 +140,86 @@ async def test_f40_a_request_refused_as_forbidden_is_not_sent_elsewhere(clock: F
     assert sb.count("submit") == 0
 
 
+async def test_f40_refusing_account_sees_one_create_per_prompt_until_its_circuit_opens(
+    clock: FakeClock,
+) -> None:
+    """crun in maintenance before apixo: each prompt costs crun exactly one create (the client
+    does not retry a 455 the router can send elsewhere) until its circuit opens after five;
+    then crun sees none, and every prompt is created once, on apixo."""
+    down = Maintenance()
+    a = crun(clock, down)
+    b, sb = apixo(clock, key="key-b")
+    async with nb.Router([a, b], owns_clients=True) as router:
+        for i in range(8):
+            task = await drive(clock, router.submit(nb.ImageRequest(prompt=f"p{i}")))
+            assert task.ref.provider == "apixo"
+            assert down.refused == min(i + 1, 5)
+        assert circuit(router) == "open"
+    assert created(down, sb) == 8
+
+
+async def test_f40_a_lone_client_still_retries_455(clock: FakeClock) -> None:
+    """With no other account to go to, the client's own retries stay: two 455s then an
+    accepted create, through the client alone or a router over it alone."""
+    for through_router in (False, True):
+        server = Crun(refuse={0: 455, 1: 455})
+        client = crun(clock, server)
+        async with client:
+            if through_router:
+                async with nb.Router([client]) as router:
+                    result = await drive(clock, router.generate("x"))
+            else:
+                result = await drive(clock, client.generate("x"))
+        assert isinstance(result, nb.ImageResult)
+        assert (server.creates, len(server.created)) == (3, 1)
+
+
+@pytest.mark.parametrize("kind", ["429", "connect"])
+async def test_f40_a_429_or_refused_connection_fails_over_without_client_retries(
+    clock: FakeClock, kind: str
+) -> None:
+    """A 429 (Retry-After 1 s, which a client would wait out) or a refused connection on the
+    first of two accounts costs it one create: the prompt moves on at once. A lone client on
+    the same answers still retries, and its second create is accepted."""
+    for alone in (False, True):
+        first_server = FakeApixo(clock)
+        answer = (
+            json_response(
+                {"code": 429, "message": "slow down", "data": None}, 429, {"retry-after": "1"}
+            )
+            if kind == "429"
+            else nb.ConnectError("connection refused")
+        )
+        first_server.hook = lambda r, a=answer, s=first_server: (
+            a if r.kind == "submit" and s.count("submit") == 1 else None
+        )
+        first, _ = apixo(clock, server=first_server)
+        second, sb = apixo(clock, key="key-b")
+        clients = [first] if alone else [first, second]
+        async with nb.Router(clients, owns_clients=True) as router:
+            task = await drive(clock, router.submit(nb.ImageRequest(prompt="x")))
+            assert isinstance(task, nb.Task)
+        if alone:
+            assert (first_server.count("submit"), len(first_server.tasks)) == (2, 1)
+            await second.aclose()
+        else:
+            assert (first_server.count("submit"), len(first_server.tasks)) == (1, 0)
+            assert len(sb.tasks) == 1
+
+
+async def test_f40_the_last_account_left_retries_refusals_itself(clock: FakeClock) -> None:
+    """Once the other account refused too, the last one spends its own retries: a passing
+    455 there still ends in a task, not an error."""
+    first, second = Maintenance(), Crun(refuse={0: 455})
+    a = crun(clock, first)
+    b = crun(clock, second, key="key-d")
+    async with nb.Router([a, b], owns_clients=True) as router:
+        result = await drive(clock, router.generate("x"))
+    assert isinstance(result, nb.ImageResult)
+    assert first.refused == 1
+    assert (second.creates, len(second.created)) == (2, 1)
+
+
 # ----------------------------------------------------------------- F41
 
 
@@ -165,13 +245,13 @@ async def test_f41_outage_opens_half_opens_with_one_request_and_closes(clock: Fa
         # The cooldown ends: one probe, still refused, opens it again for 60 s.
         await clock.advance(opened_at + 30.0 - clock.now())
         probe = await drive(clock, router.submit(nb.ImageRequest(prompt="probe 1")))
-        assert down.refused == refused + 3  # one submit; the client's own three attempts
+        assert down.refused == refused + 1  # one create: apixo is ready, so no client retries
         assert [at.account for at in probe.attempts] == list(router.accounts)
         assert circuit(router) == "open"
         reopened_at = clock.now()
         await clock.advance(reopened_at + 59.0 - clock.now())
         await drive(clock, router.generate("still open"))
-        assert down.refused == refused + 3
+        assert down.refused == refused + 1
         # Maintenance over: of three submits at the half-open, one probes, two go to apixo.
         down.down = False
         await clock.advance(reopened_at + 60.0 - clock.now())
@@ -225,6 +305,44 @@ async def test_f41_generation_failures_count_as_faults(clock: FakeClock) -> None
         assert circuit(router) == "open"
         await drive(clock, router.generate("next"))
     assert len(sa.tasks) == 5
+
+
+async def test_f41_an_outage_that_ends_gets_the_account_back_after_its_cooldown(
+    clock: FakeClock,
+) -> None:
+    """With a 2 s cooldown (CircuitPolicy), crun refused in maintenance is probed 2 s after
+    its circuit opened, under "soonest", and takes creates again once the probe is
+    accepted; with the default 30 s it would still be open then."""
+    down = Maintenance()
+    a = crun(clock, down)
+    b, _ = apixo(clock, key="key-b")
+    policy = nb.CircuitPolicy(cooldown=2.0)
+    async with nb.Router([a, b], owns_clients=True, circuit=policy, random=lambda: 0.5) as router:
+        for i in range(5):
+            # Submits, not generates: the clock stays where the circuit opened.
+            await drive(clock, router.submit(nb.ImageRequest(prompt=f"p{i}")))
+        assert circuit(router) == "open"
+        opened_at = clock.now()
+        down.down = False
+        # It opened within the last step of the fake clock (0.1 s): 1.7 s on is before 2 s.
+        await clock.advance(opened_at + 1.7 - clock.now())
+        early = await drive(clock, router.submit(nb.ImageRequest(prompt="early")))
+        assert early.ref.provider == "apixo"
+        await clock.advance(opened_at + 2.0 - clock.now())
+        probe = await drive(clock, router.submit(nb.ImageRequest(prompt="probe")))
+        assert probe.ref.provider == "crun"
+        assert circuit(router) == "closed"
+        after = await drive(clock, router.submit(nb.ImageRequest(prompt="after")))
+        assert after.ref.provider == "crun"
+    assert len(down.created) == 2
+
+
+async def test_a_router_takes_only_a_circuit_policy(clock: FakeClock) -> None:
+    """circuit= must be a CircuitPolicy: anything else is a ConfigurationError at once."""
+    a, _ = apixo(clock)
+    with pytest.raises(nb.ConfigurationError, match="CircuitPolicy"):
+        nb.Router([a], circuit={"cooldown": 2.0})  # type: ignore[arg-type]
+    await a.aclose()
 
 
 # ----------------------------------------------------------------- F42

@@ -100,16 +100,16 @@ def test_router_scenarios_run_and_keep_their_invariants(tmp_path: Path) -> None:
     assert set(rows) == {
         "apixo alone",
         "router soonest",
-        "outage soonest",
-        "outage soonest, client attempts=1",
+        "outage soonest, cooldown 2 s",
+        "outage soonest, cooldown 30 s",
         "apixo resets 5%",
         "kill at 1/3, rerun",
     }
     for name in (
         "apixo alone",
         "router soonest",
-        "outage soonest",
-        "outage soonest, client attempts=1",
+        "outage soonest, cooldown 2 s",
+        "outage soonest, cooldown 30 s",
     ):
         assert rows[name]["succeeded"] == 24
     assert rows["router soonest"]["speedup"] > 0

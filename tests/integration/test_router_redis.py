@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 import nanobanana_async as nb
-from nanobanana_async import _breaker
 from nanobanana_async.testing import ScriptedTransport
 from tests.chaos.test_fault_matrix_router import Maintenance
 from tests.redis_server import RedisServer
@@ -30,15 +27,20 @@ def router(redis: RedisServer, down: Crun, up: Crun) -> nb.Router:
         for key, server in (("key-a", down), ("key-b", up))
     ]
     # priority: A is the one to use whenever its circuit lets it.
-    return nb.Router(clients, strategy="priority", owns_clients=True, random=lambda: 0.5)
+    return nb.Router(
+        clients,
+        strategy="priority",
+        owns_clients=True,
+        circuit=nb.CircuitPolicy(cooldown=0.5),
+        random=lambda: 0.5,
+    )
 
 
 async def test_an_open_circuit_is_shared_and_probed_once_among_processes(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer,
 ) -> None:
     """Router one opens crun A's circuit after five refusals; router two sends nothing to A
     while it is open; after the cooldown, of four submits from both, exactly one probes A."""
-    monkeypatch.setattr(_breaker, "COOLDOWN", 0.5)
     down, up = Maintenance(), Crun()
     async with router(redis_server, down, up) as one, router(redis_server, down, up) as two:
         for i in range(5):

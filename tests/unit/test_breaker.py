@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
+import nanobanana_async as nb
 from nanobanana_async._breaker import COOLDOWN, MAX_COOLDOWN, Breaker, Circuit
 
 
@@ -107,3 +110,58 @@ def test_a_circuit_another_process_opened_holds_here_and_doubles_from_its_cooldo
     expired = Breaker(lambda: 0.5)
     expired.hold_open(5.0, 30.0, 10.0)
     assert expired.state is Circuit.CLOSED
+
+
+def test_circuit_policy_defaults_are_the_documented_numbers() -> None:
+    """Without a policy a breaker opens after 5 faults in a row and cools down 30 s → 5 min."""
+    policy = nb.CircuitPolicy()
+    assert (policy.failures, policy.window, policy.ratio, policy.min_attempts) == (5, 60, 0.5, 20)
+    assert (policy.cooldown, policy.max_cooldown) == (COOLDOWN, MAX_COOLDOWN) == (30.0, 300.0)
+    assert Breaker(lambda: 0.5).policy == policy
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"failures": 0}, "whole number"),
+        ({"failures": 2.5}, "whole number"),
+        ({"min_attempts": True}, "whole number"),
+        ({"ratio": 0.0}, r"in \(0, 1\]"),
+        ({"ratio": 1.5}, r"in \(0, 1\]"),
+        ({"ratio": math.nan}, r"in \(0, 1\]"),
+        ({"window": 0}, "positive"),
+        ({"cooldown": -1.0}, "positive"),
+        ({"cooldown": math.inf}, "finite"),
+        ({"cooldown": "3"}, "finite"),
+        ({"cooldown": 10.0, "max_cooldown": 5.0}, "at least cooldown"),
+    ],
+)
+def test_circuit_policy_refuses_bad_numbers(bad: dict[str, object], message: str) -> None:
+    """Each bad number is a ConfigurationError naming the field, before any router exists."""
+    with pytest.raises(nb.ConfigurationError, match=message):
+        nb.CircuitPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_a_policy_sets_the_thresholds_and_cooldowns() -> None:
+    """failures=2 opens after two faults; cooldown 2 s (jitter at its middle) doubles to the
+    4 s maximum after failed probes; the share rule follows ratio and min_attempts."""
+    policy = nb.CircuitPolicy(failures=2, cooldown=2.0, max_cooldown=4.0)
+    breaker = Breaker(lambda: 0.5, policy)
+    breaker.failed(0.0)
+    assert breaker.state is Circuit.CLOSED
+    breaker.failed(0.0)
+    assert breaker.state is Circuit.OPEN
+    assert breaker.ready_at(0.0) == 2.0
+    now = 2.0
+    for expected in (4.0, 4.0):
+        assert breaker.allow(now)
+        breaker.failed(now)
+        assert breaker.ready_at(now) == now + expected
+        now += expected
+    share = Breaker(lambda: 0.5, nb.CircuitPolicy(failures=100, ratio=0.25, min_attempts=4))
+    for fault in (True, False, False):
+        (share.failed if fault else share.succeeded)(0.0)
+    assert share.state is Circuit.CLOSED
+    share.succeeded(0.0)
+    share.failed(0.0)  # 2 of 5 ≥ 25 %
+    assert share.state is Circuit.OPEN

@@ -80,6 +80,7 @@ PUBLIC_API = (
     "Balance",
     "CallbackReceiver",
     "CallbackStatistics",
+    "CircuitPolicy",
     "Client",
     "ClientClosedError",
     "ClientStatistics",
