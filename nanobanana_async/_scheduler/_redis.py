@@ -41,6 +41,7 @@ already running go on under a local tenth of the window (see ``RedisLedger._take
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import uuid
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger("nanobanana_async")
 
 _TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait before it is sent
+# At most this old is a grant a create's batch took when another create of this process takes
+# it (they queue for it, so it is handed over within a few loop turns).
+_HANDOFF_MAX: Final = 0.05
 _BATCH_MAX: Final = 32
 _POLL_MAX: Final = 0.1
 _FLUSH_EVERY: Final = 0.02
@@ -271,24 +275,52 @@ class RedisLedger(Ledger):
         self._debt = 0  # of those, not yet charged to the shared window
         self._shared_count = 0
         self.stale_grants = 0  # grants a create let age past the slack, and took again
+        self.lost_grants = 0  # grants taken but never sent on (expired unused)
+        self._creates = 0  # callers in acquire_request (creates, mostly)
+        self._granting = asyncio.Lock()
+        self._handed: collections.deque[float] = collections.deque()  # batch grants for them
         self._background: set[asyncio.Task[None]] = set()
         self._sends: list[float] = []  # server times of sends not yet written to ``sent``
         self._send_seq = 0
         self._send_flusher: asyncio.Task[None] | None = None
 
     async def acquire_request(self) -> None:
+        # One poller per process asks for every create waiting here (the others queue behind
+        # it in arrival order and take the grants it got): one round trip per batch, not one
+        # per waiting create each time the window frees. The count it shares holds every
+        # process's status checks back while these wait (see the grant script).
         since = self._clock.now()
-        while True:
-            self._recover()
-            if self.is_paused():
-                await self._clock.sleep_until(self.gcra.paused_until)
-                continue
-            granted, wait = await self.store.grant(1, self.effective, self._member, since=since)
-            self._adopt()
-            if granted:
-                return
-            now = self._clock.now()
-            await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
+        self._creates += 1
+        try:
+            async with self._granting:
+                while True:
+                    self._recover()
+                    if self.is_paused():
+                        await self._clock.sleep_until(self.gcra.paused_until)
+                        continue
+                    now = self._clock.now()
+                    handed = self._handed
+                    while handed and handed[0] < now - _HANDOFF_MAX:
+                        handed.popleft()  # its caller left: the grant goes unused
+                        self.lost_grants += 1
+                    if handed:
+                        handed.popleft()
+                        return
+                    granted, wait = await self.store.grant(
+                        min(_BATCH_MAX, self._creates),
+                        self.effective,
+                        self._member,
+                        since=since,
+                        creates=self._creates,
+                    )
+                    self._adopt()
+                    if granted:
+                        self._handed.extend([self._clock.now()] * (granted - 1))
+                        return
+                    now = self._clock.now()
+                    await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
+        finally:
+            self._creates -= 1
 
     async def refresh_request(self, granted: float) -> None:
         # A grant counts in the shared window for its window plus the slack, from when Redis
@@ -297,7 +329,8 @@ class RedisLedger(Ledger):
         # half a second under load: a request sent that late can land after every process's
         # window forgot its grant and overfill the provider's. So the send goes on a fresh
         # grant, as a status check never goes on a batch grant older than the same bound.
-        if self._clock.now() - granted <= min(_TOKEN_TTL, slack(self.effective) / 2):
+        # A grant handed from a batch was up to _HANDOFF_MAX old when its caller got it.
+        if self._clock.now() - granted <= min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX:
             return
         self.stale_grants += 1
         await self.acquire_request()
@@ -310,6 +343,7 @@ class RedisLedger(Ledger):
         ttl = min(_TOKEN_TTL, slack(self.effective) / 2)
         while self._tokens and self._tokens[0] < now - ttl:
             self._tokens.pop(0)  # the window may have forgotten it: never send on it
+            self.lost_grants += 1
         if self._tokens:
             self._tokens.pop(0)
             return True
@@ -347,7 +381,13 @@ class RedisLedger(Ledger):
     async def _take_batch(self) -> None:
         debt = self._debt
         try:
-            granted, wait = await self.store.grant(self._batch + debt, self.effective, self._member)
+            granted, wait = await self.store.grant(
+                self._batch + debt,
+                self.effective,
+                self._member,
+                creates=self._creates,
+                for_checks=True,
+            )
         except CoordinatorUnavailableError:
             return  # the store said so once; checks go on under the local budget
         now = self._clock.now()
@@ -472,6 +512,12 @@ class RedisLedger(Ledger):
         task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
+        _log.debug(
+            "shared ledger: %d round trips to Redis, %d grants unused, %d taken again (stale)",
+            self.store.round_trips,
+            self.lost_grants + len(self._tokens) + len(self._handed),
+            self.stale_grants,
+        )
         if self._refill is not None:
             self._refill.cancel()
         if self._send_flusher is not None:

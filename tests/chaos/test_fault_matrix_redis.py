@@ -168,10 +168,9 @@ async def test_a_create_is_never_sent_on_a_grant_older_than_half_the_slack(
         wanted: int,
         limits: nb.Limits,
         member: str,
-        *,
-        since: float | None = None,
+        **options: Any,
     ) -> tuple[int, float]:
-        granted, wait = await real_grant(self, wanted, limits, member, since=since)
+        granted, wait = await real_grant(self, wanted, limits, member, **options)
         if granted:
             grants.append(time.monotonic())
         return granted, wait
