@@ -65,8 +65,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger("nanobanana_async")
 
 _TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait before it is sent
-# At most this old is a grant a create's batch took when another create of this process takes
-# it (they queue for it, so it is handed over within a few loop turns).
+_BOOK_MAX: Final = 8  # turns one call books for this process's waiting creates
+# At most this late is a turn booked for a create of this process when it takes it (they queue
+# for it, so it is handed over within a few loop turns; a later one's caller left).
 _HANDOFF_MAX: Final = 0.05
 _BATCH_MAX: Final = 32
 _POLL_MAX: Final = 0.1
@@ -276,51 +277,55 @@ class RedisLedger(Ledger):
         self._shared_count = 0
         self.stale_grants = 0  # grants a create let age past the slack, and took again
         self.lost_grants = 0  # grants taken but never sent on (expired unused)
-        self._creates = 0  # callers in acquire_request (creates, mostly)
-        self._granting = asyncio.Lock()
-        self._handed: collections.deque[float] = collections.deque()  # batch grants for them
+        self._unbooked = 0  # callers of acquire_request (creates, mostly) without a turn yet
+        self._booking = asyncio.Lock()
+        self._handed: collections.deque[float] = collections.deque()  # turns booked for them
         self._background: set[asyncio.Task[None]] = set()
         self._sends: list[float] = []  # server times of sends not yet written to ``sent``
         self._send_seq = 0
         self._send_flusher: asyncio.Task[None] | None = None
 
     async def acquire_request(self) -> None:
-        # One poller per process asks for every create waiting here (the others queue behind
-        # it in arrival order and take the grants it got): one round trip per batch, not one
-        # per waiting create each time the window frees. The count it shares holds every
-        # process's status checks back while these wait (see the grant script).
+        # A create books its turn in the shared pace (one round trip) and sleeps until it, as
+        # one process's creates book theirs: status checks, which take only turns free now,
+        # never take one a create waits for, in any process. One caller at a time books, for
+        # every create waiting here (a few at a time, so processes of equal demand interleave),
+        # and hands the others their turns in arrival order.
         since = self._clock.now()
-        self._creates += 1
-        try:
-            async with self._granting:
-                while True:
-                    self._recover()
-                    if self.is_paused():
-                        await self._clock.sleep_until(self.gcra.paused_until)
-                        continue
-                    now = self._clock.now()
-                    handed = self._handed
-                    while handed and handed[0] < now - _HANDOFF_MAX:
-                        handed.popleft()  # its caller left: the grant goes unused
-                        self.lost_grants += 1
-                    if handed:
-                        handed.popleft()
-                        return
-                    granted, wait = await self.store.grant(
-                        min(_BATCH_MAX, self._creates),
-                        self.effective,
-                        self._member,
-                        since=since,
-                        creates=self._creates,
-                    )
-                    self._adopt()
-                    if granted:
-                        self._handed.extend([self._clock.now()] * (granted - 1))
-                        return
-                    now = self._clock.now()
-                    await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
-        finally:
-            self._creates -= 1
+        while True:
+            self._unbooked += 1
+            try:
+                async with self._booking:
+                    at = await self._turn(since)
+            finally:
+                self._unbooked -= 1
+            await self._clock.sleep_until(at)
+            if not self.is_paused():
+                return
+            # A 429 came while it waited: the turn falls in the pause, book again after it.
+
+    async def _turn(self, since: float) -> float:
+        while True:
+            self._recover()
+            if self.is_paused():
+                await self._clock.sleep_until(self.gcra.paused_until)
+                continue
+            now = self._clock.now()
+            handed = self._handed
+            while handed and handed[0] < now - _HANDOFF_MAX:
+                handed.popleft()  # its caller left: the turn goes unused
+                self.lost_grants += 1
+            if handed:
+                return handed.popleft()
+            times, wait = await self.store.book(
+                min(_BOOK_MAX, self._unbooked), self.effective, self._member, since=since
+            )
+            self._adopt()
+            if times:
+                self._handed.extend(times[1:])
+                return times[0]
+            now = self._clock.now()
+            await self._clock.sleep_until(now + max(POLL_MIN, min(wait, 1.0)))
 
     async def refresh_request(self, granted: float) -> None:
         # A grant counts in the shared window for its window plus the slack, from when Redis
@@ -381,13 +386,7 @@ class RedisLedger(Ledger):
     async def _take_batch(self) -> None:
         debt = self._debt
         try:
-            granted, wait = await self.store.grant(
-                self._batch + debt,
-                self.effective,
-                self._member,
-                creates=self._creates,
-                for_checks=True,
-            )
+            granted, wait = await self.store.grant(self._batch + debt, self.effective, self._member)
         except CoordinatorUnavailableError:
             return  # the store said so once; checks go on under the local budget
         now = self._clock.now()

@@ -26,11 +26,8 @@ POLL_MIN: Final = 0.01
 LEASE_TTL: Final = 15.0
 """Seconds a lease outlives its owner's last renewal (owners renew every third of it)."""
 
-WANT_TTL: Final = 1.5
-"""Seconds a process's waiting creates hold back status checks after its last grant call (its
-creates poll at least every second while they wait)."""
-
-CHECK_WAIT: Final = 0.05  # a check held back for waiting creates asks again after this long
+MAX_AHEAD: Final = 5.0
+"""Seconds at most a create's grant is booked ahead of now (its turn in the shared pace)."""
 
 MAX_PAUSE: Final = 3600.0  # a shared pause longer than this is not one we wrote
 MAX_LEASE: Final = 86400.0  # nor a lease expiring further ahead than this
@@ -100,25 +97,25 @@ local far = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now + @MAX_LEASE@), '+i
 if far[1] then return bad(KEYS[3], 'holds lease ' .. far[1] .. ' expiring beyond a day') end
 """.replace("@MAX_LEASE@", repr(MAX_LEASE))
 
-# KEYS: + win, pause, limits, sent, want, pace. ARGV: + wanted, requests, per, margin, member
-# prefix, slack, kind ('c': for creates, 'k': for status checks), creates this process has
-# waiting, paced ('1': hold to the shared pace as well as the window).
-# Returns {granted, "now", "wait", sent, epoch, ghosts, learned}: granted > 0, or 0 and how long
-# to wait; sent counts every process's sends in the window, learned is the limits hash's
-# (requests, per, cap) while a learned cut is in force (else three nils).
+# KEYS: + win, pause, limits, sent, pace. ARGV: + wanted, requests, per, margin, member prefix,
+# slack, paced ('1': hold to the shared pace as well as to the window), ahead (seconds a grant
+# may be booked ahead of now: creates book, status checks take only what is free now).
+# Returns {granted, "now", "wait", sent, epoch, ghosts, learned, "first", "interval"}: granted
+# > 0 (the i-th counted from first + i * interval, or now if later), or 0 and how long to wait;
+# sent counts every process's sends in the window, learned is the limits hash's (requests,
+# per, cap) while a learned cut is in force (else three nils).
 #
-# ``want`` holds each process's creates waiting for a grant ("expiry:count", renewed by each
-# of its grant calls, gone after @WANT_TTL@ s without one: a killed process stops counting).
-# Creates go first, as one process's booked turns go before its checks: a check takes only
-# what every waiting create leaves, so no process's status checks (early ones that find the
-# task still running, most of all) spend the budget another process's prompts wait for. And
-# while other processes wait, one call takes at most an even share of what is free: a
-# process that asks first cannot take the whole window from processes of equal demand.
+# The pace is one process's GCRA, shared (``pace`` holds its theoretical arrival time): grants
+# spread evenly over the window instead of spending it in a burst and then stalling, so checks
+# that cannot go wait and their planner spaces them out (fewer find a task still running).
+# Creates book their turn ahead, as one process's creates do, so every process's creates go
+# before any process's status checks, which take only what is free now; and a waiting create
+# costs one round trip, not a poll each time the window frees.
 _GRANT: Final = (
     _PRELUDE
     + """
 err = typed(KEYS[5], 'zset') or typed(KEYS[6], 'string') or typed(KEYS[7], 'hash')
-  or typed(KEYS[8], 'zset') or typed(KEYS[9], 'hash') or typed(KEYS[10], 'string')
+  or typed(KEYS[8], 'zset') or typed(KEYS[9], 'string')
 if err then return err end
 local none = {false, false, false}
 if building > 0 then return {0, tostring(now), tostring(building), 0, run, ghosts, none} end
@@ -160,78 +157,49 @@ per = per + tonumber(ARGV[9])
 local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[7]))))
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - per)
 local count = redis.call('ZCARD', KEYS[5])
-local member, creating, mine = ARGV[8], ARGV[10] == 'c', tonumber(ARGV[11])
--- Creates the other processes have waiting, and how many processes wait.
-local others, waiting = 0, 0
-local wants = redis.call('HGETALL', KEYS[9])
-for i = 1, #wants, 2 do
-  if wants[i] ~= member then
-    local at, n = string.match(wants[i + 1], '^([^:]+):(%d+)$')
-    at, n = tonumber(at), tonumber(n)
-    if at == nil or n == nil or at <= now then
-      redis.call('HDEL', KEYS[9], wants[i])
-    elseif n > 0 then
-      others, waiting = others + n, waiting + 1
-    end
-  end
-end
--- The pace (GCRA, as one process paces itself): grants spread evenly over the window
--- instead of spending it in a burst and then stalling, so checks that cannot go now wait,
--- and their planner spaces them out (fewer checks that find a task still running).
 local burst = math.max(1, math.min(20, math.floor(budget / 100)))
 local interval = per / math.max(1, budget - burst)
 local tolerance = (burst - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[10]) or '0')
-if tat == nil or tat ~= tat or tat > now + per then return bad(KEYS[10], 'is not a time') end
+local tat = tonumber(redis.call('GET', KEYS[9]) or '0')
+if tat == nil or tat ~= tat or tat > now + per + @MAX_AHEAD@ then
+  return bad(KEYS[9], 'is not a time')
+end
 tat = math.max(tat, now)
-local paced = budget
-if ARGV[12] == '1' then
-  paced = 0
-  if tat - tolerance <= now then paced = math.floor((now + tolerance - tat) / interval) + 1 end
+local paced, ahead = ARGV[10] == '1', tonumber(ARGV[11])
+local room = budget
+local wait = 0
+if paced then
+  room = math.floor((now + ahead + tolerance - tat) / interval) + 1
+  wait = tat - tolerance - ahead - now
 end
-local limit = budget
-if not creating then limit = budget - others - mine end
-local free = math.min(limit - count, paced - (creating and 0 or (others + mine)))
-local function want(granted)
-  local left = mine
-  if creating then left = math.max(0, mine - granted) end
-  if left > 0 then
-    redis.call('HSET', KEYS[9], member, tostring(now + @WANT_TTL@) .. ':' .. left)
-    redis.call('PEXPIRE', KEYS[9], math.ceil(@WANT_TTL@ * 1000))
-  else
-    redis.call('HDEL', KEYS[9], member)
-  end
-end
+-- A booked grant counts from now in this window (and from its turn in later ones).
+local free = math.min(budget - count, room)
 if free <= 0 then
-  want(0)
-  -- Until the next grant leaves a full window; checks held back for waiting creates ask
-  -- again after at least @CHECK_WAIT@ s (by then those creates took the room).
-  local wait = math.max(0, tat - tolerance - now)
   if count >= budget then
     local oldest = redis.call('ZRANGE', KEYS[5], count - budget, count - budget, 'WITHSCORES')
     local left = tonumber(oldest[2]) + per - now
-    if left > per then return bad(KEYS[5], 'holds a grant from the future') end
+    if left > per + @MAX_AHEAD@ then return bad(KEYS[5], 'holds a grant from the future') end
     wait = math.max(wait, left)
   end
-  if not creating and others + mine > 0 then wait = math.max(wait, @CHECK_WAIT@) end
   return {0, tostring(now), tostring(math.max(0, wait)), sent, run, ghosts, learned}
 end
 local granted = math.min(tonumber(ARGV[4]), free)
-if waiting > 0 then granted = math.min(granted, math.max(1, math.floor(free / (waiting + 1)))) end
-want(granted)
-if ARGV[12] == '1' then
-  redis.call('SET', KEYS[10], tostring(tat + granted * interval), 'PX', math.ceil(per * 2000))
+local first = now
+if paced then
+  first = tat - tolerance
+  redis.call('SET', KEYS[9], tostring(tat + granted * interval), 'PX', math.ceil(per * 2000))
 end
 local seq = redis.call('INCRBY', KEYS[5] .. ':seq', granted)
 for i = 1, granted do
-  redis.call('ZADD', KEYS[5], now, ARGV[8] .. (seq - i))
+  local at = now
+  if paced then at = math.max(now, first + (i - 1) * interval) end
+  redis.call('ZADD', KEYS[5], at, ARGV[8] .. (seq - i))
 end
 redis.call('PEXPIRE', KEYS[5] .. ':seq', math.ceil(per * 1000) + 60000)
-redis.call('PEXPIRE', KEYS[5], math.ceil(per * 1000) + 1000)
-return {granted, tostring(now), '0', sent, run, ghosts, learned}
-""".replace("@MAX_PAUSE@", repr(MAX_PAUSE))
-    .replace("@WANT_TTL@", repr(WANT_TTL))
-    .replace("@CHECK_WAIT@", repr(CHECK_WAIT))
+redis.call('PEXPIRE', KEYS[5], math.ceil(per * 1000) + 1000 + math.ceil(ahead * 1000))
+return {granted, tostring(now), '0', sent, run, ghosts, learned, tostring(first),
+  tostring(paced and interval or 0)}
+""".replace("@MAX_PAUSE@", repr(MAX_PAUSE)).replace("@MAX_AHEAD@", repr(MAX_AHEAD))
 )
 
 # KEYS: + limits. ARGV: + lease id, cap, expiry delta, force (1: a task already running: over
@@ -494,24 +462,39 @@ class RedisStore:
         member: str,
         *,
         since: float | None = None,
-        creates: int = 0,
-        for_checks: bool = False,
         paced: bool = True,
     ) -> tuple[int, float]:
-        """Take up to ``wanted`` grants in the shared window; returns (granted, seconds to
-        wait before asking again when none was granted).
+        """Take up to ``wanted`` grants free now in the shared window; returns (granted,
+        seconds to wait before asking again when none was granted).
 
         Args:
-            creates: this process's creates waiting for a grant, this call's included (shared
-                so that every process's status checks leave the budget to them).
-            for_checks: the grants are for status checks: they take only what every process's
-                waiting creates leave.
             paced: hold to the shared pace (grants spread evenly over the window, a burst of 1%
                 of it at most) as well as to the window; False: the window alone bounds this
                 call, and it does not move the pace.
         """
+        granted, wait, _ = await self._take(wanted, limits, member, since, paced, 0.0)
+        return granted, wait
+
+    async def book(
+        self, wanted: int, limits: Limits, member: str, *, since: float | None = None
+    ) -> tuple[list[float], float]:
+        """Book up to ``wanted`` turns in the shared pace, at most :data:`MAX_AHEAD` seconds
+        ahead; returns their times (monotonic, ascending; empty when none was booked) and, if
+        none was, the seconds to wait before asking again."""
+        granted, wait, times = await self._take(wanted, limits, member, since, True, MAX_AHEAD)
+        return times[:granted], wait
+
+    async def _take(
+        self,
+        wanted: int,
+        limits: Limits,
+        member: str,
+        since: float | None,
+        paced: bool,
+        ahead: float,
+    ) -> tuple[int, float, list[float]]:
         keys, args = self._common(limits)
-        keys += [self.key(name) for name in ("win", "pause", "limits", "sent", "want", "pace")]
+        keys += [self.key(name) for name in ("win", "pause", "limits", "sent", "pace")]
         args += [
             wanted,
             limits.requests,
@@ -519,17 +502,22 @@ class RedisStore:
             limits.safety_margin,
             member,
             slack(limits),
-            "k" if for_checks else "c",
-            creates,
             "1" if paced else "0",
+            ahead,
         ]
         reply = await self.call(lambda: self._grant(keys=keys, args=args), since=since)
-        granted, now, wait, count, epoch, ghosts, learned = reply
+        granted, now, wait, count, epoch, ghosts, learned = reply[:7]
         self.note_now(now)
         self.window_count = int(count)
         self.learned = _learned(learned)
         self._seen(epoch, int(ghosts))
-        return int(granted), float(wait)
+        times: list[float] = []
+        if int(granted) and len(reply) == 9:
+            server_now, first, interval = float(now), float(reply[7]), float(reply[8])
+            times = [
+                max(server_now, first + i * interval) - self.offset for i in range(int(granted))
+            ]
+        return int(granted), float(wait), times
 
     async def admit(
         self,
