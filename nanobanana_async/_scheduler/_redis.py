@@ -55,7 +55,7 @@ from .._config import Limits
 from .._errors import CoordinatorStateError, CoordinatorUnavailableError
 from .._limits import Gcra
 from ._ledger import DEFAULT_HORIZON, QUIET_PERIODS, Lease, Ledger, Slots
-from ._redis_store import POLL_MIN, RedisStore, account_prefix, connect, slack
+from ._redis_store import POLL_MIN, RedisStore, account_prefix, connect, pace, slack
 
 __all__ = ("RedisLedger", "RedisSlots", "account_prefix", "connect", "ledger_factory")
 
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("nanobanana_async")
 
 _TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait before it is sent
+_CHECK_POLL: Final = 0.05  # seconds at least between refused asks for status checks' grants
 _BOOK_MAX: Final = 8  # turns one call books for this process's waiting creates
 # At most this late is a turn booked for a create of this process when it takes it (they queue
 # for it, so it is handed over within a few loop turns; a later one's caller left).
@@ -395,7 +396,12 @@ class RedisLedger(Ledger):
         if granted > paid:
             self._tokens.extend([now] * (granted - paid))
         elif not granted:
-            self._blocked_until = now + wait
+            # Every process's checks ask for the same few turns the pace frees: asking again
+            # at each one costs a round trip per process per turn (most of the round trips,
+            # measured), while turns left unused pile up for a few intervals (the pace's
+            # burst), so asking a little later loses none of them.
+            interval, burst = pace(self.effective)
+            self._blocked_until = now + max(wait, min(_CHECK_POLL, burst * interval))
 
     def demand(self, checks: int) -> None:
         # Take as many grants as checks wait, no more: an unused grant is budget lost.

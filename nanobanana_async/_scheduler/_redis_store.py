@@ -282,6 +282,15 @@ def slack(limits: Limits) -> float:
     return max(_SLACK_MIN, limits.safety_margin * limits.per)
 
 
+def pace(limits: Limits) -> tuple[float, int]:
+    """The shared pace's (interval, burst) for ``limits``, as the grant script computes it:
+    one process's pacing (:func:`~nanobanana_async._limits.pacing`) over the window the
+    script counts, ``per`` plus the slack."""
+    budget = max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
+    burst = max(1, min(20, budget // 100))
+    return (limits.per + slack(limits)) / max(1, budget - burst), burst
+
+
 def account_prefix(provider: str, base_url: str, key: str | None) -> str:
     """The Redis key prefix of an account: a hash of provider, base URL and API key."""
     digest = hashlib.sha256("\0".join((provider, base_url, key or "")).encode()).hexdigest()
