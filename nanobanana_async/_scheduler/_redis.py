@@ -518,8 +518,9 @@ class RedisLedger(Ledger):
 
     async def aclose(self) -> None:
         _log.debug(
-            "shared ledger: %d round trips to Redis, %d grants unused, %d taken again (stale)",
+            "shared ledger: %d round trips to Redis (%s), %d grants unused, %d taken again (stale)",
             self.store.round_trips,
+            ", ".join(f"{name} {n}" for name, n in sorted(self.store.calls.items())),
             self.lost_grants + len(self._tokens) + len(self._handed),
             self.stale_grants,
         )

@@ -5,6 +5,7 @@ the Redis server's clock, the connection, and the fail-closed retry around it (d
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import math
@@ -334,6 +335,7 @@ class RedisStore:
         self.lease_ttl = LEASE_TTL
         self.offset = 0.0  # Redis server time minus our monotonic clock
         self.round_trips = 0
+        self.calls: collections.Counter[str] = collections.Counter()  # script calls, by script
         self.window_count = 0  # requests every process sent in the window, at the last grant
         # Limits another process learned, as the last grant read them (requests, per, cap).
         self.learned: tuple[int, float, int] | None = None
@@ -514,6 +516,7 @@ class RedisStore:
             "1" if paced else "0",
             ahead,
         ]
+        self.calls["book" if ahead else "grant"] += 1
         reply = await self.call(lambda: self._grant(keys=keys, args=args), since=since)
         granted, now, wait, count, epoch, ghosts, learned = reply[:7]
         self.note_now(now)
@@ -542,6 +545,7 @@ class RedisStore:
         keys, args = self._common(limits)
         keys.append(self.key("limits"))
         args += [lease_id, cap, expiry, "1" if force else "0"]
+        self.calls["admit"] += 1
         reply = await self.call(lambda: self._admit(keys=keys, args=args), since=since)
         admitted, now, epoch, ghosts, wait = reply
         self.note_now(now)
@@ -553,6 +557,7 @@ class RedisStore:
         keys, args = self._common(limits)
         for op, lease_id, value in ops:
             args += [op, lease_id, value]
+        self.calls["sync"] += 1
         epoch, ghosts, _ = await self.call(lambda: self._sync(keys=keys, args=args))
         self._seen(epoch, int(ghosts))
 
