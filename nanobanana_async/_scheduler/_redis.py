@@ -13,6 +13,12 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
   moment it is given, whether or not its request is sent (unused grants are budget lost, never
   a breach). Status checks take grants in small batches that expire locally after
   :data:`_TOKEN_TTL` so a late request is never sent on a grant the window has forgotten.
+- ``pace``: the theoretical arrival time of the shared pace (one process's GCRA, over the
+  window plus the slack). A create *books* its turn in it, up to ``MAX_AHEAD`` seconds ahead
+  (counted in ``win`` from that turn), and is sent at it; status checks take only turns free
+  now. So creates go first in every process, as one process's booked creates do, and the window
+  is spent evenly instead of in a burst followed by a stall (measured: the burst made the
+  checks of four processes find their tasks still running, 2.6 requests per task against 2.04).
 - ``slots``: a sorted set of leases (creates that may be running) scored by expiry. A lease
   is admitted with an expiry of :data:`DEFAULT_HORIZON`; while its process tracks the task, a
   heartbeat renews it (one round trip per process every third of :data:`LEASE_TTL`, never

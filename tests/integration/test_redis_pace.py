@@ -177,3 +177,33 @@ async def test_several_processes_never_grant_more_than_the_window(ledgers: Make)
     # saw it: 20 ms of jitter either way.
     assert most_in_any_window(turns, PER - 0.02) <= BUDGET
     assert len(turns) >= BUDGET  # the window was pressed
+
+
+class Owner:
+    """A lease's owner (a client, in the library)."""
+
+
+async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers: Make) -> None:
+    """Two processes, each with more creates waiting than the account's 4 slots and each
+    task holding its slot 50 ms: over a second and a half they are admitted within 20 % of
+    each other. The process that just got a slot does not ask again at once and take every
+    slot freed after it."""
+    first, second = ledgers(), ledgers()
+    for ledger in (first, second):
+        ledger.slots.set_cap(4)
+    counts = {id(first): 0, id(second): 0}
+    stop = time.monotonic() + 1.5
+
+    async def creates(ledger: _redis.RedisLedger) -> None:
+        owner = Owner()
+        while time.monotonic() < stop:
+            lease = await ledger.slots.acquire(owner)
+            await ledger.slots.admit(lease)
+            counts[id(ledger)] += 1
+            await asyncio.sleep(0.05)
+            ledger.slots.release(lease)
+
+    await asyncio.gather(*(creates(first) for _ in range(8)), *(creates(second) for _ in range(8)))
+    a, b = counts.values()
+    assert a + b >= 1.5 / 0.05  # the slots were used (at least one at a time)
+    assert abs(a - b) <= 0.2 * max(a, b), counts
