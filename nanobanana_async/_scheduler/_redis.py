@@ -72,6 +72,9 @@ _log = logging.getLogger("nanobanana_async")
 
 _TOKEN_TTL: Final = 0.25  # at most this long may a batch-granted request wait before it is sent
 _CHECK_POLL: Final = 0.05  # seconds at least between refused asks for status checks' grants
+# A turn this close goes at once: a timer costs a loop turn (a whole millisecond on uvloop),
+# and a request sent this early still lands inside the window's slack.
+_EARLY: Final = 0.001
 _BOOK_MAX: Final = 8  # turns one call books for this process's waiting creates
 # At most this late is a turn booked for a create of this process when it takes it (they queue
 # for it, so it is handed over within a few loop turns; a later one's caller left).
@@ -325,7 +328,8 @@ class RedisLedger(Ledger):
                     at = await self._turn(since)
             finally:
                 self._unbooked -= 1
-            await self._clock.sleep_until(at)
+            if at - self._clock.now() > _EARLY:
+                await self._clock.sleep_until(at)
             if not self.is_paused():
                 return
             # A 429 came while it waited: the turn falls in the pause, book again after it.
