@@ -28,6 +28,7 @@ from ._models import (
     Resolution,
     TaskStatus,
 )
+from ._scheduler._latency import LatencyModel
 from ._scheduler._submit import check_resume
 from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
@@ -251,6 +252,43 @@ class Client:
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
         return await (await self._life.started()).submit(request, key)
+
+    async def _routed_submit(
+        self,
+        request: ImageRequest,
+        key: str | None,
+        *,
+        retry_refusals: bool,
+        wanted: Callable[[], bool] | None = None,
+    ) -> Task:
+        """``submit`` for a Router, which decides what a refusal means (no public surface).
+
+        Args:
+            retry_refusals: False while another account can take the prompt: an answer that
+                proves nothing was created is raised at once, not retried here.
+            wanted: asked right before the create is sent; False (a hedge whose first task
+                won) sends nothing and raises ``ClientClosedError``.
+        """
+        return await (await self._life.started()).submit(
+            request, key, retry_refusals=retry_refusals, wanted=wanted
+        )
+
+    def _learned_latency(self, request: ImageRequest) -> LatencyModel | None:
+        """How long tasks of ``request``'s model took on this account, None until learned
+        (or before the client started). Read by a Router to rank accounts and time hedges."""
+        submitter = self._life.submitter
+        if submitter is None:
+            return None
+        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
+
+    def _request_wait(self) -> float:
+        """Seconds until this account's request window lets the next request go (0 before
+        the client started). Read by a Router's ``"soonest"`` strategy."""
+        submitter = self._life.submitter
+        if submitter is None:
+            return 0.0
+        ledger = submitter.conn.account.ledger
+        return max(0.0, ledger.next_request_free() - self._settings.clock.now())
 
     async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
         """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.

@@ -8,7 +8,7 @@ import asyncio
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -143,9 +143,11 @@ class Dispatcher:
         attempts: list[Attempt],
         *,
         hedge: bool = False,
+        wanted: Callable[[], bool] | None = None,
     ) -> tuple[Task, int]:
         """Submit ``request`` on the best untried account, moving on after refusals; returns
         the accepted task and its account. ``tried`` and ``attempts`` grow as it goes.
+        ``wanted``: asked right before each create is sent (see ``Client._routed_submit``).
 
         Raises:
             the error that ended it, with ``attempts`` (see ``Router.submit``).
@@ -162,8 +164,9 @@ class Dispatcher:
             # moves the prompt on at once: the client's own retries would only add refusals.
             retry_refusals = not self._alternative(eligible, tried, index)
             try:
-                submitter = await account.client._life.started()
-                task = await submitter.submit(request, key, retry_refusals=retry_refusals)
+                task = await account.client._routed_submit(
+                    request, key, retry_refusals=retry_refusals, wanted=wanted
+                )
             except NanoBananaError as exc:
                 before = account.breaker.state
                 self._record(account, exc, probe=probe)
@@ -288,26 +291,18 @@ class Dispatcher:
 
     def latency_model(self, index: int, request: ImageRequest) -> LatencyModel | None:
         """The model's learned latency on account ``index``, None before it is learned."""
-        submitter = self.accounts[index].client._life.submitter
-        if submitter is None:
-            return None
-        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
+        return self.accounts[index].client._learned_latency(request)
 
     def _outlook(self, account: Account, request: ImageRequest) -> Outlook:
         # Read through the client's statistics and its scheduler: the router keeps no second
         # copy of an account's state.
         client = account.client
         stats = client.statistics()
-        request_wait = 0.0
-        submitter = client._life.submitter
-        if submitter is not None:
-            ledger = submitter.conn.account.ledger
-            request_wait = max(0.0, ledger.next_request_free() - self.clock.now())
-        model = self.latency_model(self.accounts.index(account), request)
+        model = client._learned_latency(request)
         return Outlook(
             busy=max(stats.in_flight + stats.waiting, stats.pending + account.routing),
             cap=stats.effective_limits.concurrent_tasks,
-            request_wait=request_wait,
+            request_wait=client._request_wait(),
             latency=model.median if model is not None else client._settings.driver.first_poll,
         )
 
