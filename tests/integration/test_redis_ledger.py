@@ -71,7 +71,7 @@ def test_f35_processes_on_one_key_share_one_account(
 ) -> None:
     """F35: three processes on one key through one Redis, each told the account's limits:
     the provider sees no 429, no window over the limit and never more tasks than the cap."""
-    count = 20
+    count = 12
     workers = [
         subprocess.Popen(
             [
