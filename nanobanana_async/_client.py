@@ -16,6 +16,7 @@ from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import NotSupportedError
+from ._journal import request_key
 from ._lifetime import Lifetime
 from ._models import (
     AspectRatio,
@@ -272,6 +273,15 @@ class Client:
         return await (await self._life.started()).submit(
             request, key, retry_refusals=retry_refusals, wanted=wanted
         )
+
+    async def _journal_holds(self, request: ImageRequest, key: str | None) -> bool:
+        """Whether this client's journal already holds ``request`` (by ``key``, else its
+        default key here). A Router sends such a request back to this account only."""
+        hooks = self._life.journal
+        if hooks is None:
+            return False
+        journal_key = key or request_key(self._settings.driver.name, request)
+        return await hooks.journal.get(journal_key) is not None
 
     def _learned_latency(self, request: ImageRequest) -> LatencyModel | None:
         """How long tasks of ``request``'s model took on this account, None until learned

@@ -22,7 +22,6 @@ from ._errors import (
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
 )
-from ._journal import request_key
 from ._models import ImageRequest, ImageResult
 from ._redact import key_fingerprint
 from ._routing import (
@@ -121,12 +120,7 @@ class Dispatcher:
         """The account whose journal already holds this request (its key, or its default key
         there), None when none does: a rerun goes back to it and pays nowhere else."""
         for index in eligible:
-            client = self.accounts[index].client
-            hooks = client._life.journal
-            if hooks is None:
-                continue
-            journal_key = key or request_key(client._settings.driver.name, request)
-            if await hooks.journal.get(journal_key) is not None:
+            if await self.accounts[index].client._journal_holds(request, key):
                 return index
         return None
 
