@@ -27,8 +27,9 @@ LATENCY = Latency(median=0.3, sigma=0.3)
 async def test_tasks_within_limits(provider: str) -> None:
     """90 tasks all succeed; both limits are pressed, and the server sees no 429 and no window
     or cap over the limit."""
-    # xingchao's 2 s floor between checks makes each task last >= 2 s: fewer tasks, same claims.
-    n = 30 if provider == "xingchao" else 90
+    # xingchao's 2 s floor between checks makes each task last >= 2 s: fewer tasks, same claims
+    # (two full rounds of the cap of 14; a 30th task cost a third round of 2 s).
+    n = 2 * LIMITS.concurrent_tasks if provider == "xingchao" else 90
     simulator = Simulator(provider, latency=LATENCY, limits=SERVER_LIMITS, seed=7)
     async with (
         simulator as sim,
