@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -777,4 +778,40 @@ async def test_f44_a_hedge_refused_with_429_is_not_retried_once_the_first_wins(
         stats = router.statistics()
         assert sb.count("submit") == 1  # its retry was never sent
         assert (stats.hedges, stats.hedge_losers_ended) == (0, 0)
+        assert b.statistics().in_flight == 0
+
+
+async def test_f44_a_journaled_hedge_never_sent_leaves_no_intent(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """With journals, the hedge refused with 429 writes its intent before each attempt; once
+    the first task wins its retry is not sent, and its journal keeps no row for the prompt (a
+    rerun would report an intent as a create of unknown outcome, and never submit it)."""
+    sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
+    a, _ = apixo(clock, server=sa, journal=tmp_path / "a.sqlite")
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test", journal=tmp_path / "b.sqlite")
+
+    def wait_a_minute(request: HttpRequest) -> object:
+        if request.kind == "submit":
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "60"}
+            )
+        return None
+
+    sb.hook = wait_a_minute  # type: ignore[assignment]
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        task = await router.submit(nb.ImageRequest(prompt="slow"), key="line-4")
+        assert (await drive(clock, task.result())).task_id == "t3"
+        await clock.advance(120.0)
+        assert sb.count("submit") == 1
+        journal = b._life.journal
+        assert journal is not None
+        for _ in range(200):  # the journal writes in a worker thread: real time, not fake
+            if await journal.journal.get("line-4") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await journal.journal.get("line-4") is None
         assert b.statistics().in_flight == 0
