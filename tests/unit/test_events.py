@@ -12,7 +12,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async import events as ev
 from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response, settle
-from tests.fakeapi import FakeApixo
+from tests.fakeapi import FakeApixo, LimitedApixo
 
 
 def make_client(
@@ -294,3 +294,194 @@ async def test_subscribe_and_unsubscribe_internal_listener(clock: FakeClock) -> 
         await run(clock, client, "a dog")
     assert count > 3
     assert len(seen) == count
+
+
+# ----------------------------------------------------------------- retries and 429s
+
+
+async def test_event_retrying_create_after_connect_error(clock: FakeClock) -> None:
+    """A create that could not connect is retried: ``retrying`` names the operation, the
+    cause, the backoff delay and the attempt that follows, and the resend comes that late."""
+    server = FakeApixo(clock)
+    failures = [nb.ConnectError("refused")]
+    server.hook = lambda r: failures.pop() if r.kind == "submit" and failures else None
+    seen: list[ev.Event] = []
+    async with make_client(clock, server, on_event=seen.append, key="k") as client:
+        await run(clock, client, key="row-1")
+    retrying = of(seen, ev.Retrying)
+    assert len(retrying) == 1
+    retry = retrying[0]
+    assert isinstance(retry, ev.Retrying)
+    assert (retry.operation, retry.cause, retry.attempt, retry.key) == (
+        "create",
+        "connect",
+        2,
+        "row-1",
+    )
+    assert retry.delay > 0
+    resent = of(seen, ev.Submitted)[1]
+    assert resent.at == pytest.approx(retry.at + retry.delay)
+
+
+async def test_event_rate_limited_window_scope_f_429(clock: FakeClock) -> None:
+    """A create's 429 with Retry-After is ``rate_limited`` (window scope, the hint, create) and
+    a ``retrying`` with cause 429 after that hint."""
+    server = FakeApixo(clock)
+    limited = [
+        json_response({"code": 429, "message": "x", "data": None}, 429, {"retry-after": "4"})
+    ]
+    server.hook = lambda r: limited.pop() if r.kind == "submit" and limited else None
+    seen: list[ev.Event] = []
+    async with make_client(clock, server, on_event=seen.append) as client:
+        await run(clock, client)
+    (limit,) = of(seen, ev.RateLimited)
+    assert isinstance(limit, ev.RateLimited)
+    assert (limit.scope, limit.retry_after, limit.operation) == ("window", 4.0, "create")
+    assert limit.task_id is None
+    (retry,) = of(seen, ev.Retrying)
+    assert isinstance(retry, ev.Retrying)
+    assert (retry.cause, retry.delay, retry.operation) == ("429", 4.0, "create")
+    refused = of(seen, ev.Refused)[0]
+    assert isinstance(refused, ev.Refused)
+    assert (refused.status, refused.will_retry) == (429, True)
+
+
+async def test_event_rate_limited_task_scope_and_limits_lowered(clock: FakeClock) -> None:
+    """Told 5 tasks on an account that runs 1, the second create's 429 is about the task cap:
+    ``rate_limited`` says scope ``tasks`` and ``limits_lowered`` the learned cap of 1."""
+    server = LimitedApixo(clock, requests=1000, per=10, cap=1, latency=lambda i: 5.0)
+    seen: list[ev.Event] = []
+    limits = nb.Limits(requests=1000, per=10, concurrent_tasks=5)
+    async with make_client(clock, server, on_event=seen.append, limits=limits) as client:
+        jobs = [asyncio.ensure_future(client.generate(f"p{i}")) for i in range(2)]
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    assert all(j.result().urls for j in jobs)
+    scopes = [e.scope for e in of(seen, ev.RateLimited)]  # type: ignore[attr-defined]
+    assert scopes
+    assert scopes[0] == "tasks"
+    lowered = of(seen, ev.LimitsLowered)
+    assert len(lowered) == 1
+    low = lowered[0]
+    assert isinstance(low, ev.LimitsLowered)
+    assert (low.concurrent_tasks, low.reason) == (1, "tasks")
+
+
+async def test_event_limits_lowered_then_recovered(clock: FakeClock) -> None:
+    """Status 429s without a hint cut the window once (``limits_lowered``, reason window); after
+    three quiet windows the next request raises it again (``limits_recovered``)."""
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    refused = [10]
+    too_many = json_response({"code": 429, "message": "x", "data": None}, 429)
+
+    def hook(request: nb.testing.HttpRequest) -> object:  # type: ignore[name-defined]
+        if request.kind == "status" and refused[0] > 0:
+            refused[0] -= 1
+            return too_many
+        return None
+
+    server.hook = hook  # type: ignore[assignment]
+    seen: list[ev.Event] = []
+    limits = nb.Limits(requests=600, per=10, concurrent_tasks=50)
+    async with make_client(clock, server, on_event=seen.append, limits=limits) as client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(10)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.1)
+        await clock.advance(40.0)
+        await run(clock, client, "later")
+    lowered = of(seen, ev.LimitsLowered)
+    assert len(lowered) == 1
+    assert lowered[0].reason == "window"  # type: ignore[attr-defined]
+    assert lowered[0].requests < 600  # type: ignore[attr-defined]
+    limited = of(seen, ev.RateLimited)
+    assert len(limited) == 10
+    assert {e.operation for e in limited} == {"status"}  # type: ignore[attr-defined]
+    assert {e.kind for e in of(seen, ev.Retrying)} == {"retrying"}
+    assert {e.cause for e in of(seen, ev.Retrying)} == {"429"}  # type: ignore[attr-defined]
+    recovered = of(seen, ev.LimitsRecovered)
+    assert recovered
+    assert recovered[0].at > lowered[0].at
+    assert recovered[-1].requests > lowered[0].requests  # type: ignore[attr-defined]
+
+
+async def test_event_retrying_status_after_503(clock: FakeClock) -> None:
+    """A status check answered 503 is retried: ``retrying`` (status, cause 503) carries the
+    task's id, and reaches the task's ``on_update``."""
+    server = FakeApixo(clock)
+    down = json_response({"code": 503, "message": "busy", "data": None}, 503)
+    failed = [down]
+    server.hook = lambda r: failed.pop() if r.kind == "status" and failed else None
+    seen: list[ev.Event] = []
+    updates: list[ev.Event] = []
+    async with make_client(clock, server, on_event=seen.append) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a cat"))
+        task.on_update(updates.append)
+        await clock.run_until(task.done)
+    (retry,) = of(seen, ev.Retrying)
+    assert isinstance(retry, ev.Retrying)
+    assert (retry.operation, retry.cause, retry.task_id) == ("status", "503", "t0")
+    assert retry in updates
+
+
+async def test_event_waiting_and_slot_granted(clock: FakeClock) -> None:
+    """A create beyond the cap emits ``waiting`` (running of cap), then ``slot_granted`` with
+    the seconds it waited, once the first task ends."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    seen: list[ev.Event] = []
+    limits = nb.Limits(requests=100, per=10, concurrent_tasks=1)
+    async with make_client(clock, server, on_event=seen.append, limits=limits) as client:
+        jobs = [asyncio.ensure_future(client.generate(f"p{i}")) for i in range(2)]
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    (waiting,) = of(seen, ev.WaitingForSlot)
+    (granted,) = of(seen, ev.SlotGranted)
+    assert isinstance(waiting, ev.WaitingForSlot)
+    assert isinstance(granted, ev.SlotGranted)
+    assert (waiting.running, waiting.cap) == (1, 1)
+    first_end = of(seen, ev.Resolved)[0].at
+    assert granted.at == pytest.approx(first_end)
+    assert granted.waited == pytest.approx(granted.at - waiting.at)
+    assert granted.waited >= 12.0
+
+
+# ----------------------------------------------------------------- per task and per account
+
+
+async def test_task_on_update_gets_only_its_own_events(clock: FakeClock) -> None:
+    """``Task.on_update`` hears its own task's checks and end (not another task's), with no
+    client listener; a raising second callback changes nothing for the first."""
+    server = FakeApixo(clock, latency=lambda i: (5.0, 9.0)[i])
+    async with make_client(clock, server) as client:
+        first = await client.submit(nb.ImageRequest(prompt="a"))
+        second = await client.submit(nb.ImageRequest(prompt="b"))
+        mine: list[ev.Event] = []
+        first.on_update(mine.append)
+        first.on_update(lambda e: 1 / 0)
+        assert client._events.active
+        await clock.run_until(lambda: first.done() and second.done())
+        assert not client._events.active  # its task ended: nothing listens any more
+    assert {e.task_id for e in mine} == {"t0"}
+    assert kinds(mine)[-1] == "resolved"
+    assert set(kinds(mine)[:-1]) == {"checked"}
+    assert len(of(mine, ev.Checked)) == server.tasks["t0"].checks
+
+
+async def test_account_events_reach_every_client_of_the_account(clock: FakeClock) -> None:
+    """Two clients of one account: a 429 on one's check reaches both as ``rate_limited``;
+    each hears only its own tasks' events."""
+    server = FakeApixo(clock)
+    limited = [
+        json_response({"code": 429, "message": "x", "data": None}, 429, {"retry-after": "3"})
+    ]
+    server.hook = lambda r: limited.pop() if r.kind == "status" and limited else None
+    one: list[ev.Event] = []
+    two: list[ev.Event] = []
+    async with (
+        make_client(clock, server, on_event=one.append) as a,
+        make_client(clock, server, on_event=two.append) as b,
+    ):
+        await run(clock, a, "a cat")
+    assert a.statistics().rate_limited == 1
+    assert [e.kind for e in one if e.kind == "rate_limited"] == ["rate_limited"]
+    # The 429 also cut the account's window: both hear that too, and nothing of a's task.
+    assert kinds(two) == ["limits_lowered", "rate_limited"]
+    assert [e.kind for e in one if e.kind in ("limits_lowered", "rate_limited")] == kinds(two)
+    assert all(e.task_id is None for e in two)
+    assert b is not a
