@@ -4,15 +4,20 @@ emitted where it happens, with the fields a caller maps rows and metrics by."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+from pathlib import Path
 
 import attrs
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 import nanobanana_async as nb
 from nanobanana_async import events as ev
 from nanobanana_async.testing import FakeClock, ScriptedTransport, json_response, settle
 from tests.fakeapi import FakeApixo, LimitedApixo
+from tests.unit.test_refusals import Crun
 
 
 def make_client(
@@ -99,7 +104,7 @@ async def test_event_resolved_carries_the_error(clock: FakeClock) -> None:
     assert of(seen, ev.Checked)[-1].state is nb.TaskState.FAILED  # type: ignore[attr-defined]
 
 
-async def test_event_refused_will_retry_then_accepted_f_retry(clock: FakeClock) -> None:
+async def test_f05_event_refused_will_retry_then_accepted(clock: FakeClock) -> None:
     """A connect error on a create is refused with will_retry, then sent again (attempt 2)."""
     server = FakeApixo(clock)
     failures = [nb.ConnectError("refused")]
@@ -134,7 +139,7 @@ async def test_event_refused_final_carries_status(clock: FakeClock) -> None:
     assert isinstance(refused.error, nb.AuthenticationError)
 
 
-async def test_event_outcome_unknown_carries_no_prompt(clock: FakeClock) -> None:
+async def test_f03_event_outcome_unknown_carries_no_prompt(clock: FakeClock) -> None:
     """A create that timed out after sending is outcome_unknown; the event's error names the
     provider but not the prompt, and the caller's error still holds the request."""
     server = FakeApixo(clock)
@@ -153,7 +158,7 @@ async def test_event_outcome_unknown_carries_no_prompt(clock: FakeClock) -> None
     assert info.value.request.prompt == "a secret cat prompt"
 
 
-async def test_events_carry_no_key_and_no_prompt(canary: str) -> None:
+async def test_f20_events_carry_no_key_and_no_prompt(canary: str) -> None:
     """No event, in its repr or any field, holds the API key or the prompt text, even when the
     provider echoes the key in a refusal."""
     clock = FakeClock(1000.0)
@@ -299,7 +304,7 @@ async def test_subscribe_and_unsubscribe_internal_listener(clock: FakeClock) -> 
 # ----------------------------------------------------------------- retries and 429s
 
 
-async def test_event_retrying_create_after_connect_error(clock: FakeClock) -> None:
+async def test_f05_event_retrying_create_after_connect_error(clock: FakeClock) -> None:
     """A create that could not connect is retried: ``retrying`` names the operation, the
     cause, the backoff delay and the attempt that follows, and the resend comes that late."""
     server = FakeApixo(clock)
@@ -323,7 +328,7 @@ async def test_event_retrying_create_after_connect_error(clock: FakeClock) -> No
     assert resent.at == pytest.approx(retry.at + retry.delay)
 
 
-async def test_event_rate_limited_window_scope_f_429(clock: FakeClock) -> None:
+async def test_f01_event_rate_limited_window_scope(clock: FakeClock) -> None:
     """A create's 429 with Retry-After is ``rate_limited`` (window scope, the hint, create) and
     a ``retrying`` with cause 429 after that hint."""
     server = FakeApixo(clock)
@@ -346,7 +351,7 @@ async def test_event_rate_limited_window_scope_f_429(clock: FakeClock) -> None:
     assert (refused.status, refused.will_retry) == (429, True)
 
 
-async def test_event_rate_limited_task_scope_and_limits_lowered(clock: FakeClock) -> None:
+async def test_f36_event_rate_limited_task_scope_and_limits_lowered(clock: FakeClock) -> None:
     """Told 5 tasks on an account that runs 1, the second create's 429 is about the task cap:
     ``rate_limited`` says scope ``tasks`` and ``limits_lowered`` the learned cap of 1."""
     server = LimitedApixo(clock, requests=1000, per=10, cap=1, latency=lambda i: 5.0)
@@ -366,7 +371,7 @@ async def test_event_rate_limited_task_scope_and_limits_lowered(clock: FakeClock
     assert (low.concurrent_tasks, low.reason) == (1, "tasks")
 
 
-async def test_event_limits_lowered_then_recovered(clock: FakeClock) -> None:
+async def test_f49_event_limits_lowered_then_recovered(clock: FakeClock) -> None:
     """Status 429s without a hint cut the window once (``limits_lowered``, reason window); after
     three quiet windows the next request raises it again (``limits_recovered``)."""
     server = FakeApixo(clock, latency=lambda i: 3.0)
@@ -402,7 +407,7 @@ async def test_event_limits_lowered_then_recovered(clock: FakeClock) -> None:
     assert recovered[-1].requests > lowered[0].requests  # type: ignore[attr-defined]
 
 
-async def test_event_retrying_status_after_503(clock: FakeClock) -> None:
+async def test_f02_event_retrying_status_after_503(clock: FakeClock) -> None:
     """A status check answered 503 is retried: ``retrying`` (status, cause 503) carries the
     task's id, and reaches the task's ``on_update``."""
     server = FakeApixo(clock)
@@ -421,7 +426,7 @@ async def test_event_retrying_status_after_503(clock: FakeClock) -> None:
     assert retry in updates
 
 
-async def test_event_waiting_and_slot_granted(clock: FakeClock) -> None:
+async def test_f23_event_waiting_and_slot_granted(clock: FakeClock) -> None:
     """A create beyond the cap emits ``waiting`` (running of cap), then ``slot_granted`` with
     the seconds it waited, once the first task ends."""
     server = FakeApixo(clock, latency=lambda i: 12.0)
@@ -485,3 +490,190 @@ async def test_account_events_reach_every_client_of_the_account(clock: FakeClock
     assert [e.kind for e in one if e.kind in ("limits_lowered", "rate_limited")] == kinds(two)
     assert all(e.task_id is None for e in two)
     assert b is not a
+
+
+# ----------------------------------------------------------------- through a Router
+
+
+def router_pair(
+    clock: FakeClock, first: FakeApixo, second: FakeApixo, key: str = "key-a"
+) -> tuple[nb.Client, nb.Client]:
+    a = make_client(clock, first, key=key)
+    b = make_client(clock, second, key="key-b", base_url="https://b.test")
+    return a, b
+
+
+async def test_f40_router_event_account_chosen_and_failover(clock: FakeClock) -> None:
+    """A create refused for want of a connection on the first account is chosen, refused, failed
+    over to the second and accepted there; every event names its account, and a client's own
+    listener sees its events with the account too."""
+    sa, sb = FakeApixo(clock), FakeApixo(clock)
+    sa.hook = lambda r: nb.ConnectError("refused") if r.kind == "submit" else None
+    a, b = router_pair(clock, sa, sb)
+    own: list[ev.Event] = []
+    a._events.subscribe(own.append)
+    seen: list[ev.Event] = []
+    async with nb.Router(
+        [a, b], strategy="priority", owns_clients=True, on_event=seen.append
+    ) as router:
+        first, second = router.accounts
+        job = asyncio.ensure_future(router.generate("a cat"))
+        await clock.run_until(job.done)
+    assert job.result().urls
+    head = [(e.kind, e.account) for e in seen if e.kind != "checked"]
+    assert head == [
+        ("account_chosen", first),
+        ("submitted", first),
+        ("refused", first),
+        ("failover", first),
+        ("account_chosen", second),
+        ("submitted", second),
+        ("accepted", second),
+        ("resolved", second),
+    ]
+    failover = of(seen, ev.FailedOver)[0]
+    assert isinstance(failover, ev.FailedOver)
+    assert (failover.to_account, failover.reason) == (second, "ConnectError")
+    chosen = of(seen, ev.AccountChosen)[0]
+    assert chosen.strategy == "priority"  # type: ignore[attr-defined]
+    assert of(seen, ev.Refused)[0].will_retry is False  # type: ignore[attr-defined]
+    assert {e.account for e in own} == {first}
+    assert {e.kind for e in own} == {"submitted", "refused"}
+
+
+async def test_f43_router_event_failover_to_no_account_left(clock: FakeClock) -> None:
+    """When the last account refuses too, the failover names no account to go to."""
+    sa, sb = FakeApixo(clock), FakeApixo(clock)
+    denied = json_response({"code": 401, "message": "no", "data": None}, 401)
+    sa.hook = sb.hook = lambda r: denied if r.kind == "submit" else None
+    a, b = router_pair(clock, sa, sb)
+    seen: list[ev.Event] = []
+    async with nb.Router(
+        [a, b], strategy="priority", owns_clients=True, on_event=seen.append
+    ) as router:
+        with pytest.raises(nb.AuthenticationError):
+            await router.generate("a cat")
+        names = router.accounts
+    moves = [(e.account, e.to_account, e.reason) for e in of(seen, ev.FailedOver)]  # type: ignore[attr-defined]
+    assert moves == [
+        (names[0], names[1], "AuthenticationError"),
+        (names[1], None, "AuthenticationError"),
+    ]
+
+
+async def test_f41_router_event_circuit_opens_half_opens_and_closes(clock: FakeClock) -> None:
+    """Five maintenance refusals in a row open each account's circuit (``circuit`` open); once
+    the provider is back, the probe half-opens it and its success closes it."""
+
+    class Maintenance(Crun):
+        down = True
+
+        def __call__(self, request: nb.testing.HttpRequest) -> nb.testing.HttpResponse:  # type: ignore[name-defined]
+            if request.kind == "submit" and self.down:
+                return json_response({"code": 455, "message": "maintenance", "data": None})
+            return super().__call__(request)
+
+    one, two = Maintenance(), Maintenance()
+    a = nb.Client(
+        "crun", api_key="key-c", transport=ScriptedTransport(one), clock=clock, random=lambda: 0.5
+    )
+    b = nb.Client(
+        "crun", api_key="key-d", transport=ScriptedTransport(two), clock=clock, random=lambda: 0.5
+    )
+    seen: list[ev.Event] = []
+    async with nb.Router(
+        [a, b], owns_clients=True, random=lambda: 0.5, on_event=seen.append
+    ) as router:
+        for i in range(5):
+            job = asyncio.ensure_future(router.generate(f"p{i}"))
+            await clock.run_until(job.done, limit=7200)
+            assert isinstance(job.exception(), nb.ProviderRefusedError)
+        opened = [(e.account, e.state) for e in of(seen, ev.CircuitChanged)]  # type: ignore[attr-defined]
+        assert sorted(opened) == sorted((name, "open") for name in router.accounts)
+        one.down = two.down = False
+        job = asyncio.ensure_future(router.generate("back"))
+        await clock.run_until(job.done, limit=7200)
+        assert job.result().urls
+    moves = [e.state for e in of(seen, ev.CircuitChanged)]  # type: ignore[attr-defined]
+    assert moves[2:] == ["half_open", "closed"]
+
+
+async def test_f44_router_event_hedge(clock: FakeClock) -> None:
+    """A task past its account's learned p99 gets a hedge on the other account: ``hedge`` names
+    that account, after its ``account_chosen``."""
+    slow = {3: 100.0}
+    sa = FakeApixo(clock, latency=lambda i: slow.get(i, 5.0))
+    sb = FakeApixo(clock)
+    a, b = router_pair(clock, sa, sb)
+    seen: list[ev.Event] = []
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with nb.Router(
+        [a, b], strategy="priority", hedge=hedge, owns_clients=True, on_event=seen.append
+    ) as router:
+        for i in range(3):
+            job = asyncio.ensure_future(router.generate(f"learn {i}"))
+            await clock.run_until(job.done)
+        assert of(seen, ev.HedgeSent) == []
+        task = await router.submit(nb.ImageRequest(prompt="slow"), key="row-9")
+        job = asyncio.ensure_future(task.result())
+        await clock.run_until(job.done)
+        names = router.accounts
+    (hedged,) = of(seen, ev.HedgeSent)
+    assert (hedged.account, hedged.key) == (names[1], "row-9")
+    before = seen[seen.index(hedged) - 1]
+    assert (before.kind, before.account) == ("account_chosen", names[1])
+    assert job.result().task_id == "t0"  # the hedge's task, on the second account
+
+
+async def test_router_events_stream_ends_on_close_and_carries_no_key(
+    clock: FakeClock, canary: str
+) -> None:
+    """``router.events()`` yields the router's and its clients' events, each with its account,
+    none holding a key, and ends when the router closes."""
+    sa, sb = FakeApixo(clock), FakeApixo(clock)
+    a, b = router_pair(clock, sa, sb, key=canary)
+    async with nb.Router([a, b], owns_clients=True) as router:
+        stream = router.events()
+        job = asyncio.ensure_future(router.generate("a cat"))
+        await clock.run_until(job.done)
+    got = [e async for e in stream]
+    assert kinds(got)[0] == "account_chosen"
+    assert "resolved" in kinds(got)
+    assert all(e.account in router.accounts for e in got)
+    assert not any(canary in repr(e) for e in got)
+    assert stream.dropped == 0
+
+
+async def test_event_downloaded_after_a_retry(tmp_path: Path, canary: str) -> None:
+    """An image host answering 503 once: the download emits ``retrying`` (download, 503), then
+    ``downloaded`` with the path written and its size in bytes."""
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 1000
+    answers = [web.Response(status=503)]
+
+    async def image(_: web.Request) -> web.Response:
+        return answers.pop() if answers else web.Response(body=png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/a.png", image)
+    seen: list[ev.Event] = []
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        url = str(server.make_url("/a.png"))
+        result = nb.ImageResult(
+            task_id="t9",
+            provider="apixo",
+            model="nano-banana-2",
+            urls=(url,),
+            request=None,
+            submitted_at=dt.datetime.now(dt.UTC),
+            completed_at=dt.datetime.now(dt.UTC),
+        )
+        retry = nb.RetryPolicy(base_delay=0.01, max_delay=0.01)
+        async with nb.Client("apixo", api_key=canary, retry=retry, on_event=seen.append) as client:
+            (path,) = await client.download(result, tmp_path / "cat")
+    assert kinds(seen) == ["retrying", "downloaded"]
+    retrying, downloaded = seen
+    assert isinstance(retrying, ev.Retrying)
+    assert (retrying.operation, retrying.cause, retrying.attempt) == ("download", "503", 2)
+    assert isinstance(downloaded, ev.Downloaded)
+    assert (downloaded.task_id, downloaded.url, downloaded.path) == ("t9", url, str(path))
+    assert downloaded.size == len(png) == path.stat().st_size
