@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 import attrs
@@ -677,3 +678,37 @@ async def test_event_downloaded_after_a_retry(tmp_path: Path, canary: str) -> No
     assert isinstance(downloaded, ev.Downloaded)
     assert (downloaded.task_id, downloaded.url, downloaded.path) == ("t9", url, str(path))
     assert downloaded.size == len(png) == path.stat().st_size
+
+
+# ----------------------------------------------------------------- the README's table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE = re.compile(r"<!-- events:begin -->\n(.*?)<!-- events:end -->", re.S)
+ROW = re.compile(r"^\| `(?P<kind>\w+)` \| `(?P<cls>\w+)` \| (?P<fields>.*) \|$")
+
+
+def test_readme_events_table_lists_every_kind_class_and_field() -> None:
+    """README's one events table has a row per event class in ``nanobanana_async.events``
+    (its kind and class), naming exactly the fields the class adds to ``Event``."""
+    block = TABLE.search(README.read_text(encoding="utf-8"))
+    assert block is not None, "README.md lost its <!-- events:begin/end --> block"
+    rows = {}
+    for line in block.group(1).splitlines()[2:]:
+        match = ROW.match(line)
+        assert match is not None, f"unreadable row: {line!r}"
+        # Field names are the backquoted words outside parentheses (those say what they hold).
+        named = re.sub(r"\([^)]*\)", "", match["fields"])
+        rows[match["cls"]] = (match["kind"], set(re.findall(r"`(\w+)`", named)))
+    common = {f.name for f in attrs.fields(ev.Event)}
+    classes = {
+        name: cls
+        for name, cls in vars(ev).items()
+        if isinstance(cls, type) and issubclass(cls, ev.Event) and cls is not ev.Event
+    }
+    assert set(rows) == set(classes)
+    for name, cls in classes.items():
+        fields = {f.name for f in attrs.fields(cls)} - common
+        assert rows[name] == (cls.kind, fields), name
+    assert len({kind for kind, _ in rows.values()}) == len(rows)
+    assert set(classes) == {c.__name__ for c in ev.AnyEvent.__args__}  # type: ignore[attr-defined]
+    assert set(ev.__all__) == {*classes, "Event", "EventStream", "AnyEvent"}
