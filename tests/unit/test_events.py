@@ -712,3 +712,24 @@ def test_readme_events_table_lists_every_kind_class_and_field() -> None:
     assert len({kind for kind, _ in rows.values()}) == len(rows)
     assert set(classes) == {c.__name__ for c in ev.AnyEvent.__args__}  # type: ignore[attr-defined]
     assert set(ev.__all__) == {*classes, "Event", "EventStream", "AnyEvent"}
+
+
+def test_resolved_result_is_the_result_without_its_request() -> None:
+    """The result a ``resolved`` event carries equals the task's result in every field but the
+    request (so a field added to ImageResult is not lost on the event)."""
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, object] = {
+        "task_id": "t1",
+        "provider": "apixo",
+        "model": "nano-banana-2",
+        "urls": ("https://img.test/a.png",),
+        "request": nb.ImageRequest(prompt="a private prompt"),
+        "submitted_at": now,
+        "completed_at": now + dt.timedelta(seconds=3),
+        "attempts": (nb.Attempt(account="apixo:1234", outcome="accepted"),),
+    }
+    assert set(values) == {f.name for f in attrs.fields(nb.ImageResult)}
+    result = nb.ImageResult(**values)  # type: ignore[arg-type]
+    copied = ev._result_without_prompt(result)
+    assert copied == attrs.evolve(result, request=None)
+    assert "private" not in repr(copied)
