@@ -616,6 +616,8 @@ async def test_f44_router_event_hedge(clock: FakeClock) -> None:
             await clock.run_until(job.done)
         assert of(seen, ev.HedgeSent) == []
         task = await router.submit(nb.ImageRequest(prompt="slow"), key="row-9")
+        updates: list[ev.Event] = []
+        task.on_update(updates.append)
         job = asyncio.ensure_future(task.result())
         await clock.run_until(job.done)
         names = router.accounts
@@ -624,6 +626,9 @@ async def test_f44_router_event_hedge(clock: FakeClock) -> None:
     before = seen[seen.index(hedged) - 1]
     assert (before.kind, before.account) == ("account_chosen", names[1])
     assert job.result().task_id == "t0"  # the hedge's task, on the second account
+    # The router's task hears the tasks it follows: the slow one's checks, the hedge's end.
+    assert {(e.account, e.task_id) for e in of(updates, ev.Checked)} >= {(names[0], "t3")}
+    assert (names[1], "t0") in {(e.account, e.task_id) for e in of(updates, ev.Resolved)}
 
 
 async def test_router_events_stream_ends_on_close_and_carries_no_key(
