@@ -343,7 +343,8 @@ class EventStream:
 
     When the buffer is full the oldest event is dropped (``dropped`` counts them): a slow
     consumer never holds up the client. Iteration ends when the client closes or
-    :meth:`close` is called (events already buffered are still given).
+    :meth:`close` is called (events already buffered are still given). One reader per stream:
+    open another stream for another reader.
     """
 
     def __init__(self, maxsize: int, unsubscribe: Callable[[], None] | None = None) -> None:
