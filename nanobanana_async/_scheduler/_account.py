@@ -16,6 +16,7 @@ from .._config import RetryPolicy, Timeouts
 from .._models import TaskRef
 from .._task import Task
 from .._transport import Transport, endpoint
+from ..events import _Emitter
 from ..providers import ProviderDriver
 from ._ledger import Lease, Ledger
 from ._plan import Entry
@@ -83,6 +84,8 @@ class Connection:
     random: Callable[[], float]
     entries: set[Entry[Tracked]] = attrs.field(factory=set)
     closing: bool = False  # its client is closing: no check of its tasks is sent any more
+    # The client's events: every emission site checks ``emitter.active`` first.
+    emitter: _Emitter = attrs.field(factory=_Emitter)
 
     def group(self, model: str) -> tuple[str, str, str]:
         """The latency model a task of ``model`` belongs to: (provider, base URL, model id).
@@ -105,3 +108,4 @@ class Tracked:
     conn: Connection
     lease: Lease | None
     submitted_wall: float
+    callbacks: int = 0  # verified callbacks received (the Resolved event says how many)

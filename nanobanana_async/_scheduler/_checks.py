@@ -16,6 +16,7 @@ from .._backoff import delay
 from .._clock import Clock
 from .._errors import APIError, BadResponseError, NanoBananaError
 from .._models import ImageResult, TaskState, TaskStatus
+from ..events import Checked
 from ._account import Account, Tracked
 from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
 from ._outcome import ending
@@ -125,6 +126,21 @@ class Checker:
         tracked.task._observe(status)
         now = self._clock.now()
         ref = tracked.ref
+        emitter = tracked.conn.emitter
+        if emitter.active:
+            emitter.emit(
+                Checked(
+                    provider=ref.provider,
+                    at=now,
+                    task_id=ref.task_id,
+                    key=tracked.task.key,
+                    account=emitter.account,
+                    state=status.state,
+                    queue_position=None,  # no provider's status answer says it (PROTOCOLS.md)
+                    checks=entry.checks,
+                ),
+                tracked.task,
+            )
         if entry.resumed and status.created is not None:
             # The provider's own create time is the task's age, better than any record's.
             wall = tracked.conn.wall_clock()

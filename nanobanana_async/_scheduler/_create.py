@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from .._clock import Clock
 from .._errors import (
+    APIError,
     ClientClosedError,
     ConfigurationError,
     NanoBananaError,
@@ -19,6 +20,8 @@ from .._errors import (
 )
 from .._journal import Intent
 from .._models import ImageRequest, TaskRef
+from ..events import Accepted, Refused, Submitted, _unknown_without_prompt
+from ..events import OutcomeUnknown as OutcomeUnknownEvent
 from ._account import Connection
 from ._decide import OutcomeUnknown, Raise, decide
 from ._ledger import Lease
@@ -33,12 +36,14 @@ async def create(
     intent: Intent | None,
     closed: Callable[[], bool],
     retry_refusals: bool = True,
+    key: str | None = None,
 ) -> TaskRef:
     """Send the create for ``request`` (its slot ``lease`` is held) until it is accepted.
 
     ``retry_refusals=False`` (a Router with another account to try): an answer that proves
     nothing was created (no connection, a 429, a retryable refusal) is raised at once, after
-    the account's 429 pause is noted, instead of being retried here.
+    the account's 429 pause is noted, instead of being retried here. ``key`` (the caller's)
+    goes on the events.
 
     Raises:
         SubmitOutcomeUnknownError: the create may have been accepted; it is not sent again.
@@ -46,7 +51,7 @@ async def create(
         APIError, ConnectError: refused, or never sent, once retries are spent.
     """
     account, policy, driver = conn.account, conn.policy, conn.driver
-    ledger = account.ledger
+    ledger, emitter = account.ledger, conn.emitter
     http = driver.build_submit(request)
     for attempt in range(policy.attempts):
         if ledger.admit_first:
@@ -70,6 +75,18 @@ async def create(
             # twice).
             await ledger.refresh_request(granted)
         ledger.note_send()
+        if emitter.active:
+            emitter.emit(
+                Submitted(
+                    provider=driver.name,
+                    at=clock.now(),
+                    key=key,
+                    account=emitter.account,
+                    attempt=attempt + 1,
+                    model=str(request.model),
+                    resolution=request.resolution,
+                )
+            )
         try:
             response = await conn.transport.send(http, timeout=conn.timeouts.request)
             ref = driver.parse_submit(response, request)
@@ -78,11 +95,38 @@ async def create(
                 account.rate_limited += 1
             decision = decide(exc, attempt, policy, conn.random)
             if isinstance(decision, OutcomeUnknown):
-                raise SubmitOutcomeUnknownError(
+                unknown = SubmitOutcomeUnknownError(
                     f"submit to {driver.name} {decision.why}",
                     provider=driver.name,
                     request=request,
-                ) from exc
+                )
+                if emitter.active:
+                    emitter.emit(
+                        OutcomeUnknownEvent(
+                            provider=driver.name,
+                            at=clock.now(),
+                            key=key,
+                            account=emitter.account,
+                            error=_unknown_without_prompt(unknown),
+                        )
+                    )
+                raise unknown from exc
+            will_retry = not isinstance(decision, Raise) and retry_refusals
+            if will_retry and not account.budget.try_spend():
+                will_retry = False
+            if emitter.active:
+                emitter.emit(
+                    Refused(
+                        provider=driver.name,
+                        at=clock.now(),
+                        key=key,
+                        account=emitter.account,
+                        attempt=attempt + 1,
+                        error=exc,
+                        status=exc.status if isinstance(exc, APIError) else None,
+                        will_retry=will_retry,
+                    )
+                )
             if isinstance(decision, Raise):
                 raise
             if not retry_refusals:
@@ -93,7 +137,7 @@ async def create(
                     if not ledger.rate_limited(retry_after=exc.retry_after, creating=True):
                         ledger.pause(decision.after)
                 raise
-            if not account.budget.try_spend():
+            if not will_retry:  # the retry budget is spent
                 raise
             # Refused or never sent, so not created: clear the intent before the wait.
             if intent is not None:
@@ -114,6 +158,17 @@ async def create(
             continue
         account.budget.refund()
         ledger.note_accepted(lease)
+        if emitter.active:
+            emitter.emit(
+                Accepted(
+                    provider=driver.name,
+                    at=clock.now(),
+                    task_id=ref.task_id,
+                    key=key,
+                    account=emitter.account,
+                    attempt=attempt + 1,
+                )
+            )
         return ref
     raise AssertionError("unreachable: the last attempt returns or raises")
 

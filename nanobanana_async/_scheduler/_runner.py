@@ -18,8 +18,9 @@ from typing import ClassVar, Final, cast
 
 from .._clock import MIN_AHEAD, Clock, MonotonicClock, Timer, timers
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
-from .._errors import ClientClosedError, TaskTimeoutError
+from .._errors import ClientClosedError, NanoBananaError, TaskTimeoutError
 from .._models import ImageResult, TaskState
+from ..events import Resolved, _result_without_prompt
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
@@ -484,4 +485,22 @@ class Scheduler:
         if tracked.lease is not None:
             lease, tracked.lease = tracked.lease, None
             tracked.conn.account.ledger.slots.release(lease)
+        emitter = tracked.conn.emitter
+        if emitter.active:
+            # Before the future: a task's on_update hears its end before its awaiter does.
+            emitter.emit(
+                Resolved(
+                    provider=tracked.ref.provider,
+                    at=self.clock.now(),
+                    task_id=tracked.ref.task_id,
+                    key=tracked.task.key,
+                    account=emitter.account,
+                    result=_result_without_prompt(result),
+                    error=error if isinstance(error, NanoBananaError) else None,
+                    latency=self.clock.now() - entry.submitted,
+                    checks=entry.checks,
+                    callbacks=tracked.callbacks,
+                ),
+                tracked.task,
+            )
         tracked.task._resolve(result, error)
