@@ -11,10 +11,11 @@ import contextlib
 import random as _random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import attrs
 
+from . import _telemetry
 from ._breaker import Breaker, CircuitPolicy
 from ._bulk import BulkItem, as_completed
 from ._client import Client
@@ -46,6 +47,9 @@ from ._routing import (
     describe,
 )
 from ._task import Task
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ("Router",)
 
@@ -90,6 +94,10 @@ class Router:
         circuit: the breakers' thresholds and cooldowns, one :class:`CircuitPolicy` for every
             account (default: the numbers above).
         random: floats in [0, 1) for the breakers' jitter.
+        telemetry: a :class:`nanobanana_async.otel.Telemetry` for the clients that report to
+            none of their own (each client's ``telemetry=``), their spans and labels naming
+            the router's account; default None: each client reports as it was told. A task
+            tried on several accounts has a span on each.
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
@@ -109,6 +117,7 @@ class Router:
         hedge: Hedge | None = None,
         circuit: CircuitPolicy | None = None,
         random: Callable[[], float] = _random.random,
+        telemetry: Telemetry | Literal[False] | None = None,
     ) -> None:
         given = list(clients)
         if not given or not all(isinstance(c, Client) for c in given):
@@ -143,6 +152,12 @@ class Router:
         self._follows = hedge is not None or resubmit_failed
         self._owns = owns_clients
         self._closed = False
+        for account in accounts if telemetry is not None else ():
+            client = account.client
+            if client._telemetry is None:
+                client._telemetry = _telemetry.attach(
+                    telemetry, client._events, client._settings, account.name
+                )
 
     def __repr__(self) -> str:
         return f"Router(accounts={[a.name for a in self._accounts]!r})"

@@ -76,9 +76,15 @@ def _configured() -> bool:
 
 
 def attach(
-    telemetry: Telemetry | Literal[False] | None, emitter: _Emitter, settings: Settings
+    telemetry: Telemetry | Literal[False] | None,
+    emitter: _Emitter,
+    settings: Settings,
+    account: str | None = None,
 ) -> _Bridge | None:
     """Subscribe the chosen telemetry's bridge to a client's events; None when none is.
+
+    ``account`` names the account in spans and labels (a Router's name for it); default
+    ``provider:fingerprint``.
 
     Raises:
         ConfigurationError: see :func:`choose`.
@@ -86,11 +92,9 @@ def attach(
     chosen = choose(telemetry)
     if chosen is None:
         return None
-    key = settings.key.reveal() if settings.key is not None else None
-    bridge = chosen._bridge(
-        settings.driver.name,
-        f"{settings.provider}:{key_fingerprint(key)}",
-        settings.limits.concurrent_tasks,
-    )
+    if account is None:
+        key = settings.key.reveal() if settings.key is not None else None
+        account = f"{settings.provider}:{key_fingerprint(key)}"
+    bridge = chosen._bridge(settings.driver.name, account, settings.limits.concurrent_tasks)
     emitter.subscribe(bridge)
     return bridge

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import Span, SpanKind, StatusCode, TracerProvider
 
 from . import __version__
@@ -89,26 +89,6 @@ class Telemetry:
             description="Time from a task's first submit to its known end.",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
-        self._requests = meter.create_counter(
-            "nanobanana.requests",
-            unit="{request}",
-            description="API requests answered, by kind (create, status, download) and outcome.",
-        )
-        self._rate_limits = meter.create_counter(
-            "nanobanana.rate_limits",
-            unit="{response}",
-            description="429 answers, by scope (window, tasks, unknown) and request kind.",
-        )
-        self._in_flight = meter.create_up_down_counter(
-            "nanobanana.tasks.in_flight",
-            unit="{task}",
-            description="Tasks accepted by the provider and not yet ended.",
-        )
-        self._cap = meter.create_gauge(
-            "nanobanana.tasks.cap",
-            unit="{task}",
-            description="The account's concurrent-task cap in force.",
-        )
         self._slot_wait = meter.create_histogram(
             "nanobanana.slot.wait",
             unit="s",
@@ -121,13 +101,47 @@ class Telemetry:
             description="Status checks each task used.",
             explicit_bucket_boundaries_advisory=_CHECK_BUCKETS,
         )
-        self._updates = meter.create_counter(
+        # Counts are plain ints on the loop, read by the SDK when it collects: an add costs a
+        # dict update instead of an SDK measurement (11 µs each, measured).
+        self._requests = _Tally()
+        self._rate_limits = _Tally()
+        self._in_flight = _Tally()
+        self._cap = _Tally()
+        self._updates = _Tally()
+        self._unknown = _Tally()
+        meter.create_observable_counter(
+            "nanobanana.requests",
+            [self._requests.observe],
+            unit="{request}",
+            description="API requests answered, by kind (create, status, download) and outcome.",
+        )
+        meter.create_observable_counter(
+            "nanobanana.rate_limits",
+            [self._rate_limits.observe],
+            unit="{response}",
+            description="429 answers, by scope (window, tasks, unknown) and request kind.",
+        )
+        meter.create_observable_up_down_counter(
+            "nanobanana.tasks.in_flight",
+            [self._in_flight.observe],
+            unit="{task}",
+            description="Tasks accepted by the provider and not yet ended.",
+        )
+        meter.create_observable_gauge(
+            "nanobanana.tasks.cap",
+            [self._cap.observe],
+            unit="{task}",
+            description="The account's concurrent-task cap in force.",
+        )
+        meter.create_observable_counter(
             "nanobanana.task.updates",
+            [self._updates.observe],
             unit="{update}",
             description="Task states learned, by source: poll or callback.",
         )
-        self._unknown = meter.create_counter(
+        meter.create_observable_counter(
             "nanobanana.submits.unknown_outcome",
+            [self._unknown.observe],
             unit="{submit}",
             description="Submits that may have been accepted (never sent again).",
         )
@@ -139,8 +153,28 @@ class Telemetry:
         """A subscriber for one client's events (``account``: ``provider:fingerprint``)."""
         bridge = _Bridge(self, provider, account)
         if cap is not None:
-            self._cap.set(cap, bridge.labels(None))
+            self._cap.counts[bridge.key(None)] = cap
         return bridge
+
+
+Key = tuple[tuple[str, str], ...]
+
+
+class _Tally:
+    """Counts by label set, reported to the SDK only when it collects."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[Key, int] = {}
+
+    def add(self, key: Key, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Called from the SDK's collecting thread: copy() is one step under the GIL, so the
+        # loop's adds never break the iteration.
+        return [Observation(n, dict(key)) for key, n in self.counts.copy().items()]
 
 
 @attrs.define(slots=True)
@@ -153,6 +187,7 @@ class _Open:
     account: str
     http: Span | None = None
     accepted: bool = False
+    task_id: str | None = None
 
 
 class _Bridge:
@@ -197,10 +232,17 @@ class _Bridge:
             labels.update(more)
         return labels
 
+    def key(self, account: str | None, *more: tuple[str, str]) -> Key:
+        """The labels of a count of this client (and ``more``)."""
+        return (
+            ("gen_ai.provider.name", self._provider),
+            ("nanobanana.account", account or self._account),
+            *more,
+        )
+
     def _count(self, event: ev.Event, kind: str, outcome: str) -> None:
         self._t._requests.add(
-            1,
-            self.labels(event.account, {"nanobanana.kind": kind, "nanobanana.outcome": outcome}),
+            self.key(event.account, ("nanobanana.kind", kind), ("nanobanana.outcome", outcome))
         )
 
     # ------------------------------------------------------------- the submit
@@ -251,9 +293,9 @@ class _Bridge:
         _end_ok(task.http)
         task.http = None
         task.accepted = True
-        task.span.set_attribute("nanobanana.task_id", event.task_id)
+        task.task_id = event.task_id
         self._open[event.task_id] = task
-        self._t._in_flight.add(1, self.labels(task.account))
+        self._t._in_flight.add(self.key(task.account))
 
     def _refused(self, event: ev.Refused) -> None:
         self._count(event, "create", "rate_limited" if event.status == 429 else "refused")
@@ -269,11 +311,11 @@ class _Bridge:
         if event.will_retry:
             return
         self._drop_pending()
-        self._end_task(task, error, event.task_id)
+        self._end_task(task, error)
 
     def _outcome_unknown(self, event: ev.OutcomeUnknown) -> None:
         self._count(event, "create", "unknown")
-        self._t._unknown.add(1, self.labels(event.account))
+        self._t._unknown.add(self.key(event.account))
         task = self._pending()
         if task is None:
             return
@@ -281,7 +323,7 @@ class _Bridge:
         _end_error(task.http, error)
         task.http = None
         self._drop_pending()
-        self._end_task(task, error, None)
+        self._end_task(task, error)
 
     def _pending(self) -> _Open | None:
         owner = asyncio.current_task()
@@ -302,13 +344,13 @@ class _Bridge:
         error = "CancelledError" if owner.cancelled() else type(owner.exception()).__name__
         _end_error(task.http, error)
         task.http = None
-        self._end_task(task, error, None)
+        self._end_task(task, error)
 
     # ------------------------------------------------------------- the task
 
     def _checked(self, event: ev.Checked) -> None:
         self._count(event, "status", "ok")
-        self._t._updates.add(1, self.labels(event.account, {"nanobanana.source": "poll"}))
+        self._t._updates.add(self.key(event.account, ("nanobanana.source", "poll")))
         task = self._open.get(event.task_id) if event.task_id is not None else None
         if task is not None:
             attributes: Attributes = {
@@ -320,7 +362,7 @@ class _Bridge:
             task.span.add_event("status_check", attributes, time.time_ns())
 
     def _callback(self, event: ev.CallbackReceived) -> None:
-        self._t._updates.add(1, self.labels(event.account, {"nanobanana.source": "callback"}))
+        self._t._updates.add(self.key(event.account, ("nanobanana.source", "callback")))
         task = self._open.get(event.task_id) if event.task_id is not None else None
         if task is not None:
             task.span.add_event("callback", {"nanobanana.state": event.state.value}, time.time_ns())
@@ -345,27 +387,32 @@ class _Bridge:
         task = self._open.pop(event.task_id, None) if event.task_id is not None else None
         if task is None:
             return
-        self._t._in_flight.add(-1, self.labels(task.account))
-        task.span.set_attribute("nanobanana.checks", event.checks)
-        task.span.set_attribute("nanobanana.callbacks", event.callbacks)
+        self._t._in_flight.add(self.key(task.account), -1)
         self._t._checks.record(
             event.checks, self.labels(task.account, {"gen_ai.request.model": task.model})
         )
         error = type(event.error).__name__ if event.error is not None else None
-        self._end_task(task, error, event.task_id)
+        self._end_task(
+            task,
+            error,
+            {"nanobanana.checks": event.checks, "nanobanana.callbacks": event.callbacks},
+        )
 
-    def _end_task(self, task: _Open, error: str | None, task_id: str | None) -> None:
+    def _end_task(self, task: _Open, error: str | None, ended: Attributes | None = None) -> None:
         now = time.time_ns()
-        if task_id is not None:
-            task.span.set_attribute("nanobanana.task_id", task_id)
+        # One call: each attribute set on a live SDK span takes its lock.
+        attributes: Attributes = ended or {}
+        if task.task_id is not None:
+            attributes["nanobanana.task_id"] = task.task_id
         labels = self.labels(
             task.account,
             {"gen_ai.operation.name": OPERATION, "gen_ai.request.model": task.model},
         )
         if error is not None:
             labels["error.type"] = error
-            task.span.set_attribute("error.type", error)
+            attributes["error.type"] = error
             task.span.set_status(StatusCode.ERROR)
+        task.span.set_attributes(attributes)
         task.span.end(now)
         self._t._duration.record((now - task.started) / 1e9, labels)
 
@@ -376,18 +423,18 @@ class _Bridge:
 
     def _rate_limited(self, event: ev.RateLimited) -> None:
         self._t._rate_limits.add(
-            1,
-            self.labels(
+            self.key(
                 event.account,
-                {"nanobanana.scope": event.scope, "nanobanana.kind": event.operation},
-            ),
+                ("nanobanana.scope", event.scope),
+                ("nanobanana.kind", event.operation),
+            )
         )
 
     def _slot_granted(self, event: ev.SlotGranted) -> None:
         self._t._slot_wait.record(event.waited, self.labels(event.account))
 
     def _limits(self, event: ev.LimitsLowered | ev.LimitsRecovered) -> None:
-        self._t._cap.set(event.concurrent_tasks, self.labels(event.account))
+        self._t._cap.counts[self.key(event.account)] = event.concurrent_tasks
 
 
 def _end_ok(span: Span | None) -> None:

@@ -345,3 +345,41 @@ print(json.dumps({"loaded": loaded, "spans": [s.name for s in spans.get_finished
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["loaded"] == []
     assert found["spans"].count("generate_image") == 1
+
+
+async def test_router_names_its_accounts_and_keeps_a_clients_own(
+    clock: FakeClock, otel: Otel
+) -> None:
+    """``Router(telemetry=)`` reports the clients that have no telemetry of their own, under
+    the router's account names; a task refused on one account and accepted on the next has a
+    span on each, the refused one with ``error.type``."""
+    refusing, accepting = FakeApixo(clock), FakeApixo(clock)
+    refusing.hook = lambda r: json_response({"code": 401, "message": "no", "data": None}, 401)
+    own = Telemetry(tracer_provider=TracerProvider())
+    first = nb.Client("apixo", api_key="key-a", transport=ScriptedTransport(refusing), clock=clock)
+    second = nb.Client(
+        "apixo", api_key="key-b", transport=ScriptedTransport(accepting), clock=clock
+    )
+    third = nb.Client(
+        "apixo",
+        api_key="key-c",
+        transport=ScriptedTransport(FakeApixo(clock)),
+        clock=clock,
+        telemetry=own,
+    )
+    router = nb.Router(
+        [first, second, third], strategy="priority", owns_clients=True, telemetry=otel.telemetry
+    )
+    async with router:
+        job = asyncio.ensure_future(router.generate("a cat"))
+        await clock.run_until(job.done)
+    assert job.result().urls
+    spans = {s.attributes["nanobanana.account"]: s for s in otel.finished() if s.attributes}
+    a, b, _ = router.accounts
+    assert set(spans) == {a, b}
+    assert spans[a].attributes is not None
+    assert spans[a].attributes["error.type"] == "AuthenticationError"
+    assert spans[b].status.status_code is not StatusCode.ERROR
+    # The third client had its own telemetry: the router left it as it was.
+    assert third._telemetry is not None
+    assert third._telemetry._t is own
