@@ -126,7 +126,8 @@ class Client:
         )
         if on_event is not None and not callable(on_event):
             raise ConfigurationError("on_event must be callable")
-        self._events = _Emitter(on_event, secret=self._settings.key, name=repr(self))
+        key = self._settings.key
+        self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
         self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)
         self._life = Lifetime(
             self._settings,

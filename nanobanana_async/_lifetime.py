@@ -30,7 +30,8 @@ class Lifetime:
         events: _Emitter | None = None,
     ) -> None:
         self._settings = settings
-        self.events = events if events is not None else _Emitter()
+        events = events if events is not None else _Emitter()
+        self.events = events
         self._journal = JournalHooks.open(journal, settings) if journal else None
         self._callbacks = callbacks
         self.downloader = Downloader(
@@ -38,6 +39,7 @@ class Lifetime:
             clock=settings.clock,
             random=settings.random,
             journal=self._journal.journal if self._journal is not None else None,
+            events=events,
         )
         self._name = name
         self.submitter: Submitter | None = None

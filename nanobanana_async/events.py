@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
 
-from ._errors import ConfigurationError, NanoBananaError, SubmitOutcomeUnknownError
+from ._errors import (
+    APIError,
+    BadResponseError,
+    ConfigurationError,
+    ConnectError,
+    NanoBananaError,
+    RateLimitError,
+    RequestTimeoutError,
+    SubmitOutcomeUnknownError,
+    TransportError,
+)
 from ._models import ImageResult, TaskState
 
 if TYPE_CHECKING:
@@ -136,8 +146,9 @@ class CallbackReceived(Event):
 class Retrying(Event):
     """A request failed and is sent again after ``delay`` seconds.
 
-    ``cause`` is short: ``"429"``, ``"503"``, ``"connect"``, ``"timeout"``, ``"reset"``,
-    ``"bad_response"``.
+    ``cause`` is short: ``"429"``, ``"503"`` (an HTTP status), ``"connect"``, ``"timeout"``,
+    ``"reset"``, ``"bad_response"``. ``attempt`` numbers the send that follows: for a create
+    or a download, 2 is its first resend; for a status check, the task's check count.
     """
 
     kind: ClassVar[str] = "retrying"
@@ -281,6 +292,23 @@ AnyEvent = (
 )
 
 
+def _cause(error: BaseException) -> str:
+    """The short cause a :class:`Retrying` event names for ``error``."""
+    if isinstance(error, RateLimitError):
+        return "429"
+    if isinstance(error, BadResponseError):
+        return "bad_response"
+    if isinstance(error, APIError):
+        return str(error.status)
+    if isinstance(error, ConnectError):
+        return "connect"
+    if isinstance(error, RequestTimeoutError):
+        return "timeout"
+    if isinstance(error, TransportError):
+        return "reset"
+    return type(error).__name__
+
+
 def _unknown_without_prompt(error: SubmitOutcomeUnknownError) -> SubmitOutcomeUnknownError:
     """A copy of ``error`` whose request's prompt reads ``***``: events carry no prompt."""
     copy = SubmitOutcomeUnknownError.__new__(type(error))
@@ -365,17 +393,26 @@ class EventStream:
 
 class _Emitter:
     """One client's (or router's) event delivery. ``active`` is True only while something
-    listens, so an emission site costs one attribute check when nothing does."""
+    listens (a listener here or on a parent, or a task's ``on_update``), so an emission site
+    costs one attribute check when nothing does.
+
+    A Router's emitter is the parent of its clients' (:meth:`attach`): their events reach the
+    router's listeners too, with the account's name on them.
+    """
 
     __slots__ = (
+        "_children",
         "_closed",
+        "_fanouts",
         "_listeners",
-        "_secret",
+        "_parents",
+        "_secrets",
         "_streams",
         "_warned",
         "_watched",
         "account",
         "active",
+        "listening",
         "name",
     )
 
@@ -383,35 +420,65 @@ class _Emitter:
         self,
         on_event: Callable[[Event], object] | None = None,
         *,
-        secret: Secret | None = None,
+        secrets: tuple[Secret, ...] = (),
         name: str = "client",
     ) -> None:
         self._listeners: list[Callable[[Event], object]] = []
         self._streams: list[EventStream] = []
-        self._secret = secret
+        self._parents: list[_Emitter] = []
+        self._children: list[_Emitter] = []
+        self._fanouts: list[_AccountEvents] = []
+        self._secrets = secrets
         self._warned = False
         self._watched = 0  # tasks with on_update callbacks, not yet resolved
         self._closed = False
         self.name = name
         #: set by a Router for the clients it routes through (None: a plain client).
         self.account: str | None = None
+        #: something takes every event (a listener here or on a parent).
+        self.listening = False
+        #: something takes an event now: ``listening``, or a task's ``on_update``.
         self.active = False
         if on_event is not None:
             self._listeners.append(on_event)
-            self.active = True
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Runs only when a listener comes or goes: the emission sites read the flags.
+        self.listening = bool(self._listeners) or any(p.listening for p in self._parents)
+        self.active = self.listening or self._watched > 0
+        for fanout in self._fanouts:
+            fanout.refresh()
+        for child in self._children:
+            child._refresh()
 
     def subscribe(self, callback: Callable[[Event], object]) -> Callable[[], None]:
-        """Deliver every event to ``callback`` (internal listeners: the OpenTelemetry bridge,
-        a Router). Returns the callable that stops it."""
+        """Deliver every event to ``callback`` (internal listeners: the OpenTelemetry bridge).
+        Returns the callable that stops it."""
         self._listeners.append(callback)
-        self.active = True
+        self._refresh()
 
         def unsubscribe() -> None:
             if callback in self._listeners:
                 self._listeners.remove(callback)
-            self.active = bool(self._listeners) or self._watched > 0
+                self._refresh()
 
         return unsubscribe
+
+    def attach(self, parent: _Emitter) -> Callable[[], None]:
+        """Deliver this emitter's events to ``parent``'s listeners too (a Router's); returns
+        the callable that stops it."""
+        self._parents.append(parent)
+        parent._children.append(self)
+        self._refresh()
+
+        def detach() -> None:
+            if parent in self._parents:
+                self._parents.remove(parent)
+                parent._children.remove(self)
+                self._refresh()
+
+        return detach
 
     def watch(self) -> None:
         """A task got an ``on_update`` callback: emit until :meth:`unwatch`."""
@@ -421,7 +488,7 @@ class _Emitter:
     def unwatch(self) -> None:
         """A watched task ended."""
         self._watched -= 1
-        self.active = bool(self._listeners) or self._watched > 0
+        self.active = self.listening or self._watched > 0
 
     def stream(self, maxsize: int) -> EventStream:
         """A new :class:`EventStream` of the events from now on."""
@@ -434,29 +501,77 @@ class _Emitter:
         return stream
 
     def emit(self, event: Event, task: Task | None = None) -> None:
-        """Deliver ``event`` to every listener (and to ``task``'s ``on_update`` callbacks);
-        a listener's exception is logged once, never raised."""
+        """Deliver ``event`` to every listener, the parents' too, and to ``task``'s
+        ``on_update`` callbacks; a listener's exception is logged once, never raised."""
+        self._deliver(event)
+        if task is not None:
+            task._notify(event)
+
+    def _deliver(self, event: Event) -> None:
         for listener in tuple(self._listeners):
             try:
                 listener(event)
             except Exception as exc:
                 self._failed(exc)
-        if task is not None:
-            task._notify(event)
+        for parent in self._parents:
+            if parent.listening:
+                parent._deliver(event)
 
     def _failed(self, exc: Exception) -> None:
         if self._warned:
             return
         self._warned = True
         text = f"{type(exc).__name__}: {exc}"
-        if self._secret is not None:
-            text = self._secret.redact(text)
+        for secret in self._secrets:
+            text = secret.redact(text)
         # Once per client: a broken callback on every event would flood the log.
         _log.warning("an event callback of %s raised (%s); events go on", self.name, text)
 
     def close(self) -> None:
-        """End every open stream (the client closes)."""
+        """End every open stream and leave the account's events (the client closes)."""
         self._closed = True
         streams, self._streams = self._streams, []
         for stream in streams:
             stream.close()
+        for fanout in list(self._fanouts):
+            fanout.remove(self)
+
+
+class _AccountEvents:
+    """An account's events (429s, slot waits, limits): delivered to every client of that
+    account on the loop. ``active`` is True while one of them listens."""
+
+    __slots__ = ("_emitters", "active", "provider")
+
+    def __init__(self) -> None:
+        self._emitters: list[_Emitter] = []
+        self.active = False
+        self.provider = ""
+
+    def add(self, emitter: _Emitter, provider: str) -> None:
+        """``emitter``'s client uses this account."""
+        self.provider = provider
+        if emitter not in self._emitters:
+            self._emitters.append(emitter)
+            emitter._fanouts.append(self)
+        self.refresh()
+
+    def remove(self, emitter: _Emitter) -> None:
+        """``emitter``'s client closed."""
+        if emitter in self._emitters:
+            self._emitters.remove(emitter)
+            emitter._fanouts.remove(self)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute ``active`` (a client's listeners changed)."""
+        self.active = any(e.listening for e in self._emitters)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every listening client, with its Router account name."""
+        for emitter in tuple(self._emitters):
+            if emitter.listening:
+                named = event
+                if emitter.account is not None:
+                    named = attrs.evolve(event, account=emitter.account)
+                emitter.emit(named)

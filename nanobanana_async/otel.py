@@ -82,6 +82,7 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        self._last_account_event: ev.Event | None = None
         meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
         self._duration = meter.create_histogram(
             "gen_ai.client.operation.duration",
@@ -148,6 +149,14 @@ class Telemetry:
 
     def __repr__(self) -> str:
         return "Telemetry()"
+
+    def _seen(self, event: ev.Event) -> bool:
+        """True for an account event already counted: the account delivers the same event to
+        each of its clients, and they may share this Telemetry."""
+        if event is self._last_account_event:
+            return True
+        self._last_account_event = event
+        return False
 
     def _bridge(self, provider: str, account: str, cap: int | None) -> _Bridge:
         """A subscriber for one client's events (``account``: ``provider:fingerprint``)."""
@@ -368,6 +377,10 @@ class _Bridge:
             task.span.add_event("callback", {"nanobanana.state": event.state.value}, time.time_ns())
 
     def _retrying(self, event: ev.Retrying) -> None:
+        # A failed check or download is counted here (a create by its refusal; a 429 by
+        # its rate_limited event).
+        if event.operation != "create" and event.cause != "429":
+            self._count(event, event.operation, event.cause)
         task = self._pending() if event.operation == "create" else None
         if task is None and event.task_id is not None:
             task = self._open.get(event.task_id)
@@ -422,6 +435,10 @@ class _Bridge:
         self._count(event, "download", "ok")
 
     def _rate_limited(self, event: ev.RateLimited) -> None:
+        if self._t._seen(event):
+            return
+        if event.operation == "status":
+            self._count(event, "status", "rate_limited")
         self._t._rate_limits.add(
             self.key(
                 event.account,
@@ -431,6 +448,8 @@ class _Bridge:
         )
 
     def _slot_granted(self, event: ev.SlotGranted) -> None:
+        if self._t._seen(event):
+            return
         self._t._slot_wait.record(event.waited, self.labels(event.account))
 
     def _limits(self, event: ev.LimitsLowered | ev.LimitsRecovered) -> None:

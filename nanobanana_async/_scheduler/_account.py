@@ -35,6 +35,9 @@ class Account:
 
     def __init__(self, ledger: Ledger, policy: RetryPolicy, clock: Clock) -> None:
         self.ledger = ledger
+        # Every client of the account on the loop hears its 429s, slot waits and limits.
+        self.events = ledger.events
+        ledger.slots.events = ledger.events
         self.budget = RetryBudget(policy)
         self.entries: set[Entry[Tracked]] = set()
         # Checks that are due but wait for a free request slot, oldest due first.

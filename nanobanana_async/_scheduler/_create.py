@@ -7,6 +7,7 @@ What to do after a failed attempt is :func:`decide`'s; this module only performs
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from .._clock import Clock
 from .._errors import (
@@ -20,7 +21,15 @@ from .._errors import (
 )
 from .._journal import Intent
 from .._models import ImageRequest, TaskRef
-from ..events import Accepted, Refused, Submitted, _unknown_without_prompt
+from ..events import (
+    Accepted,
+    RateLimited,
+    Refused,
+    Retrying,
+    Submitted,
+    _cause,
+    _unknown_without_prompt,
+)
 from ..events import OutcomeUnknown as OutcomeUnknownEvent
 from ._account import Connection
 from ._decide import OutcomeUnknown, Raise, decide
@@ -128,13 +137,21 @@ async def create(
                     )
                 )
             if isinstance(decision, Raise):
+                if isinstance(exc, RateLimitError) and account.events.active:
+                    # Not learned from (its Retry-After is past patience): scope not known.
+                    account.events.emit(_limited(driver.name, clock, "unknown", exc))
                 raise
             if not retry_refusals:
                 # The router sends it elsewhere now; a 429 still pauses this account for
                 # the creates that stay with it.
                 if isinstance(exc, RateLimitError):
                     ledger.slots.refused(lease)
-                    if not ledger.rate_limited(retry_after=exc.retry_after, creating=True):
+                    about_cap = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                    if account.events.active:
+                        account.events.emit(
+                            _limited(driver.name, clock, "tasks" if about_cap else "window", exc)
+                        )
+                    if not about_cap:
                         ledger.pause(decision.after)
                 raise
             if not will_retry:  # the retry budget is spent
@@ -145,6 +162,24 @@ async def create(
             cap_reached = False
             if isinstance(exc, RateLimitError):
                 cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                if account.events.active:
+                    account.events.emit(
+                        _limited(driver.name, clock, "tasks" if cap_reached else "window", exc)
+                    )
+            if emitter.active:
+                emitter.emit(
+                    Retrying(
+                        provider=driver.name,
+                        at=clock.now(),
+                        key=key,
+                        account=emitter.account,
+                        operation="create",
+                        cause=_cause(exc),
+                        # At the task cap it waits for a task to end: no delay is known.
+                        delay=0.0 if cap_reached else decision.after,
+                        attempt=attempt + 2,
+                    )
+                )
             # Handed back before the retry asks again, in every backend (F45): a shared
             # ledger that still held it would admit the retry on its own stale admission.
             await ledger.slots.refuse(lease)
@@ -171,6 +206,18 @@ async def create(
             )
         return ref
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _limited(
+    provider: str, clock: Clock, scope: Literal["window", "tasks", "unknown"], exc: RateLimitError
+) -> RateLimited:
+    return RateLimited(
+        provider=provider,
+        at=clock.now(),
+        scope=scope,
+        retry_after=exc.retry_after,
+        operation="create",
+    )
 
 
 async def _journaled(write: Callable[[], Awaitable[None]], intent: Intent) -> None:

@@ -20,7 +20,7 @@ from .._clock import MIN_AHEAD, Clock, MonotonicClock, Timer, timers
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import ClientClosedError, NanoBananaError, TaskTimeoutError
 from .._models import ImageResult, TaskState
-from ..events import Resolved, _result_without_prompt
+from ..events import CallbackReceived, Resolved, _result_without_prompt
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
@@ -190,6 +190,21 @@ class Scheduler:
         callbacks claiming the same state cost at most one extra check. True when this made a
         check come sooner.
         """
+        tracked = entry.payload
+        tracked.callbacks += 1
+        emitter = tracked.conn.emitter
+        if emitter.active:
+            emitter.emit(
+                CallbackReceived(
+                    provider=tracked.ref.provider,
+                    at=self.clock.now(),
+                    task_id=tracked.ref.task_id,
+                    key=tracked.task.key,
+                    account=emitter.account,
+                    state=claimed if claimed is not None else TaskState.UNKNOWN,
+                ),
+                tracked.task,
+            )
         if not self.plan.hint(entry, self.clock.now(), claimed):
             return False
         self._nudge()

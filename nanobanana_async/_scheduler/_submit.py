@@ -432,6 +432,9 @@ def connect(
         settings.ledger_factory(),
         limits_known=settings.limits_known,
     )
+    if emitter is None:
+        emitter = _Emitter()
+    account.events.add(emitter, settings.driver.name)
     conn = Connection(
         driver=settings.driver,
         # The one door every answer and transport error comes in by: the key is masked here,
@@ -443,7 +446,7 @@ def connect(
         timeouts=settings.timeouts,
         wall_clock=settings.wall_clock,
         random=settings.random,
-        emitter=emitter if emitter is not None else _Emitter(),
+        emitter=emitter,
     )
     return Submitter(
         scheduler, conn, settings.clock, settings.task_timeout, closed, journal, callbacks
