@@ -1,12 +1,13 @@
 """What events and OpenTelemetry cost: CPU per task with the bridge on and off, side by side.
 
 ``python -m benchmarks --scenarios otel`` (or ``python -m benchmarks.telemetry``). Each round
-runs the same work three times, in a rotated order so that the machine's drift falls on all:
+runs the same work four times, in a rotated order so that the machine's drift falls on all:
 ``off`` (``telemetry=False``: nothing subscribes to the client's events, so none is built),
 ``events`` (an ``on_event`` callback that does nothing: the cost of building the events) and
 ``on`` (the bridge into an OpenTelemetry SDK: a tracer provider with a batch processor into
 an in-memory exporter, and a meter provider with an in-memory reader; the spans' flush and one
-collection at the end count in the measured time where the workload counts the process).
+collection at the end count in the measured time where the workload counts the process) and
+``sampled`` (the same, keeping a tenth of the traces: ``ParentBased(TraceIdRatioBased(0.1))``).
 Two workloads:
 
 - ``in-process``: a scripted transport answering at once (scenario 4's shape): the client's
@@ -32,18 +33,21 @@ from nanobanana_async.testing import HttpRequest, HttpResponse, ScriptedTranspor
 from . import scenarios
 
 
-def _sdk() -> tuple[Any, Any]:
-    """An SDK ``Telemetry`` and a function that flushes what it recorded (the export cost)."""
+def _sdk(ratio: float | None = None) -> tuple[Any, Any]:
+    """An SDK ``Telemetry`` (keeping the share ``ratio`` of traces, default all) and a function
+    that flushes what it recorded (the export cost) and returns the task spans exported."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from nanobanana_async.otel import Telemetry
 
     spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
+    sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
+    tracer_provider = TracerProvider(sampler=sampler)
     # As an application exports: batched, from the SDK's own thread.
     tracer_provider.add_span_processor(BatchSpanProcessor(spans, max_queue_size=100_000))
     reader = InMemoryMetricReader()
@@ -108,7 +112,7 @@ async def _against_simulator(n: int, options: dict[str, Any]) -> float:
     return cpu
 
 
-VARIANTS = ("off", "events", "on")
+VARIANTS = ("off", "events", "on", "sampled")
 
 
 def _one(workload: str, n: int, variant: str) -> float:
@@ -120,22 +124,26 @@ def _one(workload: str, n: int, variant: str) -> float:
         options["on_event"] = lambda event: None
     elif variant == "on":
         options["telemetry"], flush = _sdk()
+    elif variant == "sampled":
+        options["telemetry"], flush = _sdk(0.1)
     run = _in_process if workload == "in-process" else _against_simulator
     cpu = asyncio.run(run(n, options))
     if flush is not None:
         started = time.process_time()
         exported = flush()
         cpu += time.process_time() - started
-        assert exported == n, f"{exported} spans exported for {n} tasks"
+        if variant == "on":
+            assert exported == n, f"{exported} spans exported for {n} tasks"
     return cpu / n * 1e6
 
 
 def telemetry_cost(workload: str, n: int, rounds: int) -> dict[str, Any]:
-    """Median and range of CPU per task off, with events only and with OpenTelemetry on,
-    over ``rounds`` rounds, each running the three in a rotated order."""
+    """Median and range of CPU per task off, with events only, with OpenTelemetry on and
+    with a tenth of the traces sampled, over ``rounds`` rounds, each running the four in a
+    rotated order."""
     runs: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for i in range(rounds):
-        for variant in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+        for variant in VARIANTS[i % 4 :] + VARIANTS[: i % 4]:
             runs[variant].append(_one(workload, n, variant))
     off = statistics.median(runs["off"])
     row: dict[str, Any] = {"workload": workload, "tasks": n, "rounds": rounds}

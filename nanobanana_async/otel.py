@@ -197,6 +197,8 @@ class _Open:
     http: Span | None = None
     accepted: bool = False
     task_id: str | None = None
+    #: False when the sampler dropped the trace: no child span, event or attribute is made.
+    recording: bool = True
 
 
 class _Bridge:
@@ -279,10 +281,12 @@ class _Bridge:
                 attributes=attributes,
                 start_time=now,
             )
-            task = _Open(span, now, event.model, account)
+            task = _Open(span, now, event.model, account, recording=span.is_recording())
             if owner is not None:
                 self._creating[owner] = task
                 owner.add_done_callback(self._create_ended)
+        if not task.recording:
+            return  # sampled out: its children would be too, so none is made
         http_attributes: Attributes = {"http.request.method": "POST"}
         if event.attempt > 1:
             http_attributes["http.request.resend_count"] = event.attempt - 1
@@ -361,7 +365,7 @@ class _Bridge:
         self._count(event, "status", "ok")
         self._t._updates.add(self.key(event.account, ("nanobanana.source", "poll")))
         task = self._open.get(event.task_id) if event.task_id is not None else None
-        if task is not None:
+        if task is not None and task.recording:
             attributes: Attributes = {
                 "nanobanana.state": event.state.value,
                 "nanobanana.checks": event.checks,
@@ -384,7 +388,7 @@ class _Bridge:
         task = self._pending() if event.operation == "create" else None
         if task is None and event.task_id is not None:
             task = self._open.get(event.task_id)
-        if task is not None:
+        if task is not None and task.recording:
             task.span.add_event(
                 "retry",
                 {
