@@ -91,3 +91,16 @@ async def main(prompts: list[str]) -> None:
     per_sim: dict[str, SimulatorStats] = sims.stats
     twice: dict[str, list[str]] = sims.prompts_on_several()
     print(per_sim["crun"].refused, twice)
+
+
+def telemetry_usage() -> None:
+    """OpenTelemetry: explicit providers, off, and through a Router."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nanobanana_async.otel import Telemetry
+
+    telemetry = Telemetry(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
+    traced = nb.Client("local", telemetry=telemetry)
+    silent = nb.Client("local", telemetry=False)
+    print(nb.Router([traced, silent], telemetry=telemetry), Telemetry())
