@@ -29,6 +29,7 @@ class Task:
         "_future",
         "_ref",
         "_request",
+        "_sources",
         "_status",
         "_updates",
         "_waiters",
@@ -54,6 +55,9 @@ class Task:
         # Its client's events (set when a client tracks it) and the on_update callbacks.
         self._emitter: _Emitter | None = None
         self._updates: list[Callable[[Event], object]] | None = None
+        # Through a Router that follows hedges or resubmits: the tasks this one stands for,
+        # whose events its on_update callbacks hear.
+        self._sources: list[Task] | None = None
 
     def __repr__(self) -> str:
         return f"<Task id={self.id!r} state={self.state.value}>"
@@ -139,12 +143,15 @@ class Task:
         ``callback``, ``retrying``, ``resolved`` …; see :mod:`nanobanana_async.events`).
 
         It runs on the event loop as each event happens; an exception from it is logged once
-        and never reaches the task. Nothing more comes once the task is done.
+        and never reaches the task. Nothing more comes once the task is done. A Router task
+        that is hedged or resubmitted hears the events of each task it follows.
         """
         if self._updates is None:
             self._updates = []
             if self._emitter is not None and not self._future.done():
                 self._emitter.watch()
+            for source in self._sources or ():
+                source.on_update(self._notify)
         self._updates.append(callback)
 
     def _notify(self, event: Event) -> None:

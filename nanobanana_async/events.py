@@ -322,7 +322,17 @@ def _result_without_prompt(result: ImageResult | None) -> ImageResult | None:
     """``result`` without its request: events carry no prompt."""
     if result is None or result.request is None:
         return result
-    return attrs.evolve(result, request=None)
+    # Built field by field: attrs.evolve cost twice as much, on every task's end.
+    return ImageResult(
+        task_id=result.task_id,
+        provider=result.provider,
+        model=result.model,
+        urls=result.urls,
+        request=None,
+        submitted_at=result.submitted_at,
+        completed_at=result.completed_at,
+        attempts=result.attempts,
+    )
 
 
 # ----------------------------------------------------------------- delivery
@@ -333,7 +343,8 @@ class EventStream:
 
     When the buffer is full the oldest event is dropped (``dropped`` counts them): a slow
     consumer never holds up the client. Iteration ends when the client closes or
-    :meth:`close` is called (events already buffered are still given).
+    :meth:`close` is called (events already buffered are still given). One reader per stream:
+    open another stream for another reader.
     """
 
     def __init__(self, maxsize: int, unsubscribe: Callable[[], None] | None = None) -> None:

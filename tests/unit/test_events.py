@@ -616,6 +616,8 @@ async def test_f44_router_event_hedge(clock: FakeClock) -> None:
             await clock.run_until(job.done)
         assert of(seen, ev.HedgeSent) == []
         task = await router.submit(nb.ImageRequest(prompt="slow"), key="row-9")
+        updates: list[ev.Event] = []
+        task.on_update(updates.append)
         job = asyncio.ensure_future(task.result())
         await clock.run_until(job.done)
         names = router.accounts
@@ -624,6 +626,9 @@ async def test_f44_router_event_hedge(clock: FakeClock) -> None:
     before = seen[seen.index(hedged) - 1]
     assert (before.kind, before.account) == ("account_chosen", names[1])
     assert job.result().task_id == "t0"  # the hedge's task, on the second account
+    # The router's task hears the tasks it follows: the slow one's checks, the hedge's end.
+    assert {(e.account, e.task_id) for e in of(updates, ev.Checked)} >= {(names[0], "t3")}
+    assert (names[1], "t0") in {(e.account, e.task_id) for e in of(updates, ev.Resolved)}
 
 
 async def test_router_events_stream_ends_on_close_and_carries_no_key(
@@ -712,3 +717,24 @@ def test_readme_events_table_lists_every_kind_class_and_field() -> None:
     assert len({kind for kind, _ in rows.values()}) == len(rows)
     assert set(classes) == {c.__name__ for c in ev.AnyEvent.__args__}  # type: ignore[attr-defined]
     assert set(ev.__all__) == {*classes, "Event", "EventStream", "AnyEvent"}
+
+
+def test_resolved_result_is_the_result_without_its_request() -> None:
+    """The result a ``resolved`` event carries equals the task's result in every field but the
+    request (so a field added to ImageResult is not lost on the event)."""
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, object] = {
+        "task_id": "t1",
+        "provider": "apixo",
+        "model": "nano-banana-2",
+        "urls": ("https://img.test/a.png",),
+        "request": nb.ImageRequest(prompt="a private prompt"),
+        "submitted_at": now,
+        "completed_at": now + dt.timedelta(seconds=3),
+        "attempts": (nb.Attempt(account="apixo:1234", outcome="accepted"),),
+    }
+    assert set(values) == {f.name for f in attrs.fields(nb.ImageResult)}
+    result = nb.ImageResult(**values)  # type: ignore[arg-type]
+    copied = ev._result_without_prompt(result)
+    assert copied == attrs.evolve(result, request=None)
+    assert "private" not in repr(copied)
