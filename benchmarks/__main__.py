@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: 1, 1b, 2, 3, 4, loop, cpu (default: all); 5 is --full; "
         "router (two accounts through nb.Router: speed-up, outage, resets, kill; ~3 minutes); "
         "otel (CPU per task with events and OpenTelemetry on and off, interleaved; needs "
-        "opentelemetry-sdk; ~2 minutes)",
+        "opentelemetry-sdk; ~5 minutes)",
     )
     parser.add_argument(
         "--prompts",
