@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import aiohttp
 import attrs
 import pytest
 
@@ -382,3 +383,65 @@ async def test_router_names_its_accounts_and_keeps_a_clients_own(
     # The third client had its own telemetry: the router left it as it was.
     assert third._telemetry is not None
     assert third._telemetry._t is own
+
+
+async def test_callback_is_a_span_event_and_counted_apart_from_polls(
+    clock: FakeClock, otel: Otel
+) -> None:
+    """A verified callback is an event on its task span and a ``callback`` update, apart from
+    the ``poll`` updates; the span says how many callbacks the task had."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    async with (
+        nb.CallbackReceiver() as receiver,
+        nb.Client(
+            "apixo",
+            api_key="k",
+            transport=ScriptedTransport(server),
+            clock=clock,
+            callbacks=receiver,
+            telemetry=otel.telemetry,
+        ) as client,
+        aiohttp.ClientSession() as http,
+    ):
+        task = await client.submit(nb.ImageRequest(prompt="a cat"))
+        await clock.advance(12.5)
+        body = {"code": 200, "data": {"taskId": task.id, "state": "success"}}
+        async with http.post(server.callback_urls[0], json=body) as resp:
+            assert resp.status == 200
+        await clock.run_until(task.done)
+    (span,) = otel.finished()
+    assert [e.name for e in span.events].count("callback") == 1
+    assert span.attributes is not None
+    assert span.attributes["nanobanana.callbacks"] == 1
+    assert otel.total("nanobanana.task.updates", **{"nanobanana.source": "callback"}) == 1
+    assert otel.total("nanobanana.task.updates", **{"nanobanana.source": "poll"}) == (
+        server.count("status")
+    )
+
+
+async def test_slot_wait_in_flight_and_cap(clock: FakeClock, otel: Otel) -> None:
+    """Under a cap of one task, the second submit's wait for the slot is recorded, the cap is
+    reported, and tasks in flight go up to one and back to none."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=nb.Limits(requests=100, per=1.0, concurrent_tasks=1),
+        telemetry=otel.telemetry,
+    )
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(p)) for p in ("a cat", "a dog")]
+        await clock.run_until(lambda: server.count("submit") == 1 and bool(server.tasks))
+        await clock.advance(1.0)
+        assert otel.total("nanobanana.tasks.in_flight") == 1
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    assert all(j.result().urls for j in jobs)
+    assert otel.total("nanobanana.tasks.in_flight") == 0
+    ((_, cap),) = otel.points("nanobanana.tasks.cap")
+    assert cap.value == 1  # type: ignore[attr-defined]
+    ((_, wait),) = otel.points("nanobanana.slot.wait")
+    assert wait.count == 1  # type: ignore[attr-defined]
+    # It waited for the first task to end: about the first task's 12 s.
+    assert wait.sum >= 11.0  # type: ignore[attr-defined]
