@@ -738,3 +738,20 @@ def test_resolved_result_is_the_result_without_its_request() -> None:
     copied = ev._result_without_prompt(result)
     assert copied == attrs.evolve(result, request=None)
     assert "private" not in repr(copied)
+
+
+async def test_f01_event_rate_limited_unknown_scope_past_patience(clock: FakeClock) -> None:
+    """A create's 429 whose Retry-After is past ``max_retry_after`` is raised, not learned from:
+    ``rate_limited`` says scope ``unknown`` (with the hint) and the refusal is final."""
+    server = FakeApixo(clock)
+    err = json_response({"code": 429, "message": "x", "data": None}, 429, {"retry-after": "99999"})
+    server.hook = lambda r: err
+    seen: list[ev.Event] = []
+    async with make_client(clock, server, on_event=seen.append) as client:
+        with pytest.raises(nb.RateLimitError):
+            await client.generate("a cat")
+    assert kinds(seen) == ["submitted", "refused", "rate_limited"]
+    limited = seen[2]
+    assert isinstance(limited, ev.RateLimited)
+    assert (limited.scope, limited.retry_after, limited.operation) == ("unknown", 99999.0, "create")
+    assert of(seen, ev.Refused)[0].will_retry is False  # type: ignore[attr-defined]
