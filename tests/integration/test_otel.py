@@ -445,3 +445,10 @@ async def test_slot_wait_in_flight_and_cap(clock: FakeClock, otel: Otel) -> None
     assert wait.count == 1  # type: ignore[attr-defined]
     # It waited for the first task to end: about the first task's 12 s.
     assert wait.sum >= 11.0  # type: ignore[attr-defined]
+
+
+def test_telemetry_of_another_type_is_refused() -> None:
+    """``telemetry=`` takes a Telemetry, False or None: anything else is a ConfigurationError
+    when the client is made."""
+    with pytest.raises(nb.ConfigurationError, match="telemetry must be"):
+        nb.Client("local", telemetry=True)  # type: ignore[arg-type]
