@@ -8,10 +8,11 @@ import time
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import aiohttp
 
+from . import _telemetry
 from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
@@ -36,6 +37,9 @@ from ._transport import Transport, endpoint
 from .events import Event, EventStream, _Emitter
 from .providers import validate
 from .webhooks import CallbackReceiver
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ("Client", "ClientStatistics")
 
@@ -74,6 +78,10 @@ class Client:
         on_event: called on the event loop with each :mod:`nanobanana_async.events` value as
             it happens (submits, checks, retries, 429s, ends …); an exception from it is
             logged once at WARNING and never reaches the client. See also :meth:`events`.
+        telemetry: OpenTelemetry spans and metrics of this client's tasks (the ``[otel]``
+            extra): a :class:`nanobanana_async.otel.Telemetry` reports to its providers;
+            False to none; None (the default) to the global ones when the application has set
+            an SDK provider by the time the client is made, else to none, at no cost.
         clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
         wall_clock: unix time for timestamps and HTTP-date Retry-After.
         random: returns floats in [0, 1) for backoff jitter.
@@ -97,6 +105,7 @@ class Client:
         journal: str | Path | None = None,
         coordinator: str | None = None,
         on_event: Callable[[Event], object] | None = None,
+        telemetry: Telemetry | Literal[False] | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
@@ -119,6 +128,7 @@ class Client:
             raise ConfigurationError("on_event must be callable")
         key = self._settings.key
         self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
+        self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)
         self._life = Lifetime(
             self._settings,
             journal=journal,

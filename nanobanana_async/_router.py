@@ -11,10 +11,11 @@ import contextlib
 import random as _random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import attrs
 
+from . import _telemetry
 from ._breaker import Breaker, CircuitPolicy
 from ._bulk import BulkItem, as_completed
 from ._client import Client
@@ -47,6 +48,9 @@ from ._routing import (
 )
 from ._task import Task
 from .events import Event, EventStream, _Emitter
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ("Router",)
 
@@ -95,6 +99,10 @@ class Router:
             ``account``; an exception from it is logged once and never reaches the router.
             See also :meth:`events`.
         random: floats in [0, 1) for the breakers' jitter.
+        telemetry: a :class:`nanobanana_async.otel.Telemetry` for the clients that report to
+            none of their own (each client's ``telemetry=``), their spans and labels naming
+            the router's account; default None: each client reports as it was told. A task
+            tried on several accounts has a span on each.
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
@@ -115,6 +123,7 @@ class Router:
         circuit: CircuitPolicy | None = None,
         on_event: Callable[[Event], object] | None = None,
         random: Callable[[], float] = _random.random,
+        telemetry: Telemetry | Literal[False] | None = None,
     ) -> None:
         given = list(clients)
         if not given or not all(isinstance(c, Client) for c in given):
@@ -164,6 +173,12 @@ class Router:
         self._follows = hedge is not None or resubmit_failed
         self._owns = owns_clients
         self._closed = False
+        for account in accounts if telemetry is not None else ():
+            client = account.client
+            if client._telemetry is None:
+                client._telemetry = _telemetry.attach(
+                    telemetry, client._events, client._settings, account.name
+                )
 
     def __repr__(self) -> str:
         return f"Router(accounts={[a.name for a in self._accounts]!r})"

@@ -118,3 +118,16 @@ async def watch_events(router: nb.Router) -> None:
     any_event: events.AnyEvent = events.HedgeSent(provider="apixo", at=0.0, account="a")
     print(any_event.kind, router.events(maxsize=10))
     nb.Router([client], on_event=on_event)
+
+
+def telemetry_usage() -> None:
+    """OpenTelemetry: explicit providers, off, and through a Router."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nanobanana_async.otel import Telemetry
+
+    telemetry = Telemetry(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
+    traced = nb.Client("local", telemetry=telemetry)
+    silent = nb.Client("local", telemetry=False)
+    print(nb.Router([traced, silent], telemetry=telemetry), Telemetry())
