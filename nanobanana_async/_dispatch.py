@@ -179,14 +179,15 @@ class Dispatcher:
                 raise
             account = self.accounts[index]
             if self.events.active:
-                self._chosen(account, left, last, key, hedge=hedge)
+                self._chosen(account, left, last, key)
             account.routing += 1
             # With another account ready to take it, a refusal that proves nothing was created
             # moves the prompt on at once: the client's own retries would only add refusals.
             retry_refusals = not self._alternative(eligible, tried, index)
+            gate = self._hedge_gate(account, key, wanted) if hedge else wanted
             try:
                 task = await account.client._routed_submit(
-                    request, key, retry_refusals=retry_refusals, wanted=wanted
+                    request, key, retry_refusals=retry_refusals, wanted=gate
                 )
             except NanoBananaError as exc:
                 before = account.breaker.state
@@ -233,8 +234,6 @@ class Dispatcher:
         left: Account | None,
         last: NanoBananaError | None,
         key: str | None,
-        *,
-        hedge: bool,
     ) -> None:
         # The circuit moves a choice made (a half-open probe, another process's state).
         self._circuits()
@@ -247,8 +246,31 @@ class Dispatcher:
                 provider=provider, at=at, key=key, account=account.name, strategy=self._strategy
             )
         )
-        if hedge:
-            events.emit(HedgeSent(provider=provider, at=at, key=key, account=account.name))
+
+    def _hedge_gate(
+        self, account: Account, key: str | None, wanted: Callable[[], bool] | None
+    ) -> Callable[[], bool]:
+        # A hedge is "sent" when its create goes out, not when its account is chosen: one that
+        # waited for a slot until the first task won is never sent, and no event says it was.
+        told = False
+
+        def gate() -> bool:
+            nonlocal told
+            if wanted is not None and not wanted():
+                return False
+            if not told and self.events.active:
+                told = True
+                self.events.emit(
+                    HedgeSent(
+                        provider=account.client.provider,
+                        at=self.clock.now(),
+                        key=key,
+                        account=account.name,
+                    )
+                )
+            return True
+
+        return gate
 
     def _failed_over(
         self, left: Account, to: Account | None, error: BaseException | None, key: str | None

@@ -723,7 +723,8 @@ async def test_f44_a_hedge_still_waiting_for_a_slot_when_the_first_wins_is_never
 ) -> None:
     """The hedge waits for the second account's only slot; the first task wins meanwhile, then
     the slot frees while the router is still open: the hedge's create is never sent (nobody
-    needs it), nothing counts as a hedge, and the slot it waited for is free again."""
+    needs it), nothing counts as a hedge (no ``hedge`` event either), and the slot it waited
+    for is free again."""
     sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
     a, _ = apixo(clock, server=sa)
     sb = FakeApixo(clock, latency=lambda i: 60.0)  # the blocker ends after the winner
@@ -732,7 +733,10 @@ async def test_f44_a_hedge_still_waiting_for_a_slot_when_the_first_wins_is_never
     hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
     async with a, b:
         blocker = await b.submit(nb.ImageRequest(prompt="holds b's only slot for 60 s"))
-        async with nb.Router([a, b], strategy="priority", hedge=hedge) as router:
+        seen: list[Any] = []
+        async with nb.Router(
+            [a, b], strategy="priority", hedge=hedge, on_event=seen.append
+        ) as router:
             for i in range(3):
                 await drive(clock, router.generate(f"learn {i}"))
             task = await router.submit(nb.ImageRequest(prompt="slow"))
@@ -747,6 +751,8 @@ async def test_f44_a_hedge_still_waiting_for_a_slot_when_the_first_wins_is_never
             assert b.statistics().in_flight == 0
             # b takes creates again: the dropped hedge left no slot or admission behind.
             assert (await drive(clock, b.generate("after"))).task_id == "t1"
+        assert [e for e in seen if e.kind == "hedge"] == []
+        assert any(e.kind == "account_chosen" and e.account == router.accounts[1] for e in seen)
 
 
 async def test_f44_a_hedge_refused_with_429_is_not_retried_once_the_first_wins(
