@@ -17,6 +17,7 @@ from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import ConfigurationError, NotSupportedError
+from ._journal import request_key
 from ._lifetime import Lifetime
 from ._models import (
     AspectRatio,
@@ -29,6 +30,7 @@ from ._models import (
     Resolution,
     TaskStatus,
 )
+from ._scheduler._latency import LatencyModel
 from ._scheduler._submit import check_resume
 from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
@@ -288,6 +290,52 @@ class Client:
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
         return await (await self._life.started()).submit(request, key)
+
+    async def _routed_submit(
+        self,
+        request: ImageRequest,
+        key: str | None,
+        *,
+        retry_refusals: bool,
+        wanted: Callable[[], bool] | None = None,
+    ) -> Task:
+        """``submit`` for a Router, which decides what a refusal means (no public surface).
+
+        Args:
+            retry_refusals: False while another account can take the prompt: an answer that
+                proves nothing was created is raised at once, not retried here.
+            wanted: asked right before the create is sent; False (a hedge whose first task
+                won) sends nothing and raises ``ClientClosedError``.
+        """
+        return await (await self._life.started()).submit(
+            request, key, retry_refusals=retry_refusals, wanted=wanted
+        )
+
+    async def _journal_holds(self, request: ImageRequest, key: str | None) -> bool:
+        """Whether this client's journal already holds ``request`` (by ``key``, else its
+        default key here). A Router sends such a request back to this account only."""
+        hooks = self._life.journal
+        if hooks is None:
+            return False
+        journal_key = key or request_key(self._settings.driver.name, request)
+        return await hooks.journal.get(journal_key) is not None
+
+    def _learned_latency(self, request: ImageRequest) -> LatencyModel | None:
+        """How long tasks of ``request``'s model took on this account, None until learned
+        (or before the client started). Read by a Router to rank accounts and time hedges."""
+        submitter = self._life.submitter
+        if submitter is None:
+            return None
+        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
+
+    def _request_wait(self) -> float:
+        """Seconds until this account's request window lets the next request go (0 before
+        the client started). Read by a Router's ``"soonest"`` strategy."""
+        submitter = self._life.submitter
+        if submitter is None:
+            return 0.0
+        ledger = submitter.conn.account.ledger
+        return max(0.0, ledger.next_request_free() - self._settings.clock.now())
 
     async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
         """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.

@@ -8,7 +8,7 @@ import asyncio
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -23,7 +23,6 @@ from ._errors import (
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
 )
-from ._journal import request_key
 from ._models import ImageRequest, ImageResult
 from ._redact import key_fingerprint
 from ._routing import (
@@ -138,12 +137,7 @@ class Dispatcher:
         """The account whose journal already holds this request (its key, or its default key
         there), None when none does: a rerun goes back to it and pays nowhere else."""
         for index in eligible:
-            client = self.accounts[index].client
-            hooks = client._life.journal
-            if hooks is None:
-                continue
-            journal_key = key or request_key(client._settings.driver.name, request)
-            if await hooks.journal.get(journal_key) is not None:
+            if await self.accounts[index].client._journal_holds(request, key):
                 return index
         return None
 
@@ -160,9 +154,11 @@ class Dispatcher:
         attempts: list[Attempt],
         *,
         hedge: bool = False,
+        wanted: Callable[[], bool] | None = None,
     ) -> tuple[Task, int]:
         """Submit ``request`` on the best untried account, moving on after refusals; returns
         the accepted task and its account. ``tried`` and ``attempts`` grow as it goes.
+        ``wanted``: asked right before each create is sent (see ``Client._routed_submit``).
 
         Raises:
             the error that ended it, with ``attempts`` (see ``Router.submit``).
@@ -183,14 +179,16 @@ class Dispatcher:
                 raise
             account = self.accounts[index]
             if self.events.active:
-                self._chosen(account, left, last, key, hedge=hedge)
+                self._chosen(account, left, last, key)
             account.routing += 1
             # With another account ready to take it, a refusal that proves nothing was created
             # moves the prompt on at once: the client's own retries would only add refusals.
             retry_refusals = not self._alternative(eligible, tried, index)
+            gate = self._hedge_gate(account, key, wanted) if hedge else wanted
             try:
-                submitter = await account.client._life.started()
-                task = await submitter.submit(request, key, retry_refusals=retry_refusals)
+                task = await account.client._routed_submit(
+                    request, key, retry_refusals=retry_refusals, wanted=gate
+                )
             except NanoBananaError as exc:
                 before = account.breaker.state
                 self._record(account, exc, probe=probe)
@@ -236,8 +234,6 @@ class Dispatcher:
         left: Account | None,
         last: NanoBananaError | None,
         key: str | None,
-        *,
-        hedge: bool,
     ) -> None:
         # The circuit moves a choice made (a half-open probe, another process's state).
         self._circuits()
@@ -250,8 +246,31 @@ class Dispatcher:
                 provider=provider, at=at, key=key, account=account.name, strategy=self._strategy
             )
         )
-        if hedge:
-            events.emit(HedgeSent(provider=provider, at=at, key=key, account=account.name))
+
+    def _hedge_gate(
+        self, account: Account, key: str | None, wanted: Callable[[], bool] | None
+    ) -> Callable[[], bool]:
+        # A hedge is "sent" when its create goes out, not when its account is chosen: one that
+        # waited for a slot until the first task won is never sent, and no event says it was.
+        told = False
+
+        def gate() -> bool:
+            nonlocal told
+            if wanted is not None and not wanted():
+                return False
+            if not told and self.events.active:
+                told = True
+                self.events.emit(
+                    HedgeSent(
+                        provider=account.client.provider,
+                        at=self.clock.now(),
+                        key=key,
+                        account=account.name,
+                    )
+                )
+            return True
+
+        return gate
 
     def _failed_over(
         self, left: Account, to: Account | None, error: BaseException | None, key: str | None
@@ -372,26 +391,18 @@ class Dispatcher:
 
     def latency_model(self, index: int, request: ImageRequest) -> LatencyModel | None:
         """The model's learned latency on account ``index``, None before it is learned."""
-        submitter = self.accounts[index].client._life.submitter
-        if submitter is None:
-            return None
-        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
+        return self.accounts[index].client._learned_latency(request)
 
     def _outlook(self, account: Account, request: ImageRequest) -> Outlook:
         # Read through the client's statistics and its scheduler: the router keeps no second
         # copy of an account's state.
         client = account.client
         stats = client.statistics()
-        request_wait = 0.0
-        submitter = client._life.submitter
-        if submitter is not None:
-            ledger = submitter.conn.account.ledger
-            request_wait = max(0.0, ledger.next_request_free() - self.clock.now())
-        model = self.latency_model(self.accounts.index(account), request)
+        model = client._learned_latency(request)
         return Outlook(
             busy=max(stats.in_flight + stats.waiting, stats.pending + account.routing),
             cap=stats.effective_limits.concurrent_tasks,
-            request_wait=request_wait,
+            request_wait=client._request_wait(),
             latency=model.median if model is not None else client._settings.driver.first_poll,
         )
 

@@ -27,6 +27,21 @@ _log = logging.getLogger("nanobanana_async")
 _Run = Callable[[Task, int, bool], None]
 
 
+class _HedgeSend:
+    """Whether a hedge's create may still go out: only while its prompt has no result. Asked
+    by the client right before the send, so it also records that the create went out."""
+
+    def __init__(self, outer: Task) -> None:
+        self._outer = outer
+        self.sent = False  # a create of this hedge went out: its task may exist (and be paid)
+
+    def wanted(self) -> bool:
+        if self._outer.done():
+            return False
+        self.sent = True
+        return True
+
+
 class Follower:
     """Follows router tasks to their end, with hedging and resubmits.
 
@@ -110,6 +125,7 @@ class Follower:
         tried: set[int],
         attempts: list[Attempt],
         run: _Run,
+        send: _HedgeSend,
     ) -> None:
         hedge, dispatch = self._hedge, self._dispatch
         if (
@@ -123,7 +139,7 @@ class Follower:
         self._hedges_sending += 1
         try:
             task, where = await self._dispatch.route(
-                request, key, eligible, tried, attempts, hedge=True
+                request, key, eligible, tried, attempts, hedge=True, wanted=send.wanted
             )
         except SubmitOutcomeUnknownError as exc:
             # The hedge may have been created (and paid): it counts against max_share, and
@@ -167,6 +183,7 @@ class Follower:
         hedge_at = self._hedge_at(index, request)
         # The hedge's submit runs beside the tasks: a slot wait there never delays a result.
         hedging: asyncio.Future[None] | None = None
+        send = _HedgeSend(outer)
         last: BaseException | None = None
         try:
             while running or (hedging is not None and not hedging.done()):
@@ -183,7 +200,9 @@ class Follower:
                     if alarm in done:
                         hedge_at = math.inf
                         hedging = asyncio.ensure_future(
-                            self._hedge_now(outer, request, key, eligible, tried, attempts, run)
+                            self._hedge_now(
+                                outer, request, key, eligible, tried, attempts, run, send
+                            )
                         )
                 for future in [f for f in running if f.done()]:
                     task, at, hedged = running.pop(future)
@@ -219,6 +238,10 @@ class Follower:
                         continue
                     last = again
                     break
+                if outer.done() and hedging is not None and not hedging.done() and not send.sent:
+                    # The result is in before the hedge's create went out: stop its wait for a
+                    # slot or the window (its create would not be sent anyway).
+                    hedging.cancel()
             if not outer.done() and last is not None:
                 if isinstance(last, NanoBananaError):
                     last.attempts = tuple(attempts)

@@ -36,6 +36,10 @@ from ._decide import OutcomeUnknown, Raise, decide
 from ._ledger import Lease
 
 
+class NotWantedError(ClientClosedError):
+    """A create its caller no longer wanted when it was due to be sent; nothing was sent."""
+
+
 async def create(
     conn: Connection,
     clock: Clock,
@@ -46,6 +50,7 @@ async def create(
     closed: Callable[[], bool],
     retry_refusals: bool = True,
     key: str | None = None,
+    wanted: Callable[[], bool] | None = None,
 ) -> TaskRef:
     """Send the create for ``request`` (its slot ``lease`` is held) until it is accepted.
 
@@ -54,7 +59,11 @@ async def create(
     the account's 429 pause is noted, instead of being retried here. ``key`` (the caller's)
     goes on the events.
 
+    ``wanted`` (a Router's hedge) is asked right before each send: False means nobody needs
+    the task any more, and nothing is sent (:class:`NotWantedError`).
+
     Raises:
+        NotWantedError: ``wanted`` said no before the create was sent.
         SubmitOutcomeUnknownError: the create may have been accepted; it is not sent again.
         ClientClosedError: the client closed before the create was sent.
         APIError, ConnectError: refused, or never sent, once retries are spent.
@@ -83,6 +92,10 @@ async def create(
             # taken then (a kill in that wait is reported of unknown outcome: never paid
             # twice).
             await ledger.refresh_request(granted)
+        if wanted is not None and not wanted():
+            # Asked after the last wait, with no await before the send: a hedge whose first
+            # task won meanwhile is never created (it would be paid for nothing).
+            raise NotWantedError("not sent: the task is no longer wanted")
         ledger.note_send()
         if emitter.active:
             emitter.emit(

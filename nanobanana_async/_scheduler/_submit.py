@@ -34,7 +34,7 @@ from ..providers import validate
 from ..webhooks import CallbackReceiver
 from ..webhooks._registration import Registration
 from ._account import Connection, Tracked
-from ._create import create
+from ._create import NotWantedError, create
 from ._journaled import JournalHooks
 from ._ledger import Lease
 from ._plan import Entry
@@ -80,11 +80,16 @@ class Submitter:
         return task
 
     async def submit(
-        self, request: ImageRequest, key: str | None, *, retry_refusals: bool = True
+        self,
+        request: ImageRequest,
+        key: str | None,
+        *,
+        retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
     ) -> Task:
-        """See ``Client.submit``; ``retry_refusals=False``: see :func:`create`."""
+        """See ``Client.submit``; ``retry_refusals=False`` and ``wanted``: see :func:`create`."""
         if self.journal is None:
-            inner, lease = await self._start(request, key, None, retry_refusals)
+            inner, lease = await self._start(request, key, None, retry_refusals, wanted)
             return await self._wait(inner, lease, request)
         journal_key = key or request_key(self.conn.driver.name, request)
         while (shared := self._sharing.get(journal_key)) is not None:
@@ -107,7 +112,7 @@ class Submitter:
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
-            inner, lease = await self._start(request, key, journal_key, retry_refusals)
+            inner, lease = await self._start(request, key, journal_key, retry_refusals, wanted)
         except BaseException as exc:
             self._settle(journal_key, shared, exc)
             raise
@@ -132,7 +137,8 @@ class Submitter:
                 return
             error = outcome.exception()
             outcome = outcome.result() if error is None else error
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, asyncio.CancelledError | NotWantedError):
+            # Nothing was sent for it: a caller sharing this create submits it itself.
             shared.cancel()
         elif isinstance(outcome, BaseException):
             shared.set_exception(outcome)
@@ -145,6 +151,7 @@ class Submitter:
         key: str | None,
         journal_key: str | None,
         retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
     ) -> tuple[asyncio.Future[Task], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
@@ -173,7 +180,7 @@ class Submitter:
                 self.journal.journal, journal_key, driver.name, sent, account=self.journal.account
             )
         inner = asyncio.ensure_future(
-            self._submit_and_track(task, sent, lease, callback, intent, retry_refusals)
+            self._submit_and_track(task, sent, lease, callback, intent, retry_refusals, wanted)
         )
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self._running.add(inner)
@@ -242,6 +249,7 @@ class Submitter:
         callback: Registration | None,
         intent: Intent | None,
         retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
     ) -> Task:
         conn = self.conn
         submitted = self.clock.now()
@@ -255,6 +263,7 @@ class Submitter:
                 closed=self.closed,
                 retry_refusals=retry_refusals,
                 key=task.key,
+                wanted=wanted,
             )
         except (
             ConnectError,
