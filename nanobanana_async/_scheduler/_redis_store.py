@@ -5,6 +5,7 @@ the Redis server's clock, the connection, and the fail-closed retry around it (d
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import math
@@ -25,6 +26,13 @@ POLL_MIN: Final = 0.01
 
 LEASE_TTL: Final = 15.0
 """Seconds a lease outlives its owner's last renewal (owners renew every third of it)."""
+
+MAX_AHEAD: Final = 5.0
+"""Seconds at most a create's grant is booked ahead of now (its turn in the shared pace)."""
+
+ADMIT_GONE: Final = 0.5
+"""Seconds after its last ask a process waiting for a slot loses its place in line (killed, or
+nothing left to admit); waiting processes ask every few dozen milliseconds."""
 
 MAX_PAUSE: Final = 3600.0  # a shared pause longer than this is not one we wrote
 MAX_LEASE: Final = 86400.0  # nor a lease expiring further ahead than this
@@ -94,15 +102,25 @@ local far = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now + @MAX_LEASE@), '+i
 if far[1] then return bad(KEYS[3], 'holds lease ' .. far[1] .. ' expiring beyond a day') end
 """.replace("@MAX_LEASE@", repr(MAX_LEASE))
 
-# KEYS: + win, pause, limits, sent. ARGV: + wanted, requests, per, margin, member prefix, slack.
-# Returns {granted, "now", "wait", sent, epoch, ghosts, learned}: granted > 0, or 0 and how long
-# to wait; sent counts every process's sends in the window, learned is the limits hash's
-# (requests, per, cap) while a learned cut is in force (else three nils).
+# KEYS: + win, pause, limits, sent, pace. ARGV: + wanted, requests, per, margin, member prefix,
+# slack, paced ('1': hold to the shared pace as well as to the window), ahead (seconds a grant
+# may be booked ahead of now: creates book, status checks take only what is free now).
+# Returns {granted, "now", "wait", sent, epoch, ghosts, learned, "first", "interval"}: granted
+# > 0 (the i-th counted from first + i * interval, or now if later), or 0 and how long to wait;
+# sent counts every process's sends in the window, learned is the limits hash's (requests,
+# per, cap) while a learned cut is in force (else three nils).
+#
+# The pace is one process's GCRA, shared (``pace`` holds its theoretical arrival time): grants
+# spread evenly over the window instead of spending it in a burst and then stalling, so checks
+# that cannot go wait and their planner spaces them out (fewer find a task still running).
+# Creates book their turn ahead, as one process's creates do, so every process's creates go
+# before any process's status checks, which take only what is free now; and a waiting create
+# costs one round trip, not a poll each time the window frees.
 _GRANT: Final = (
     _PRELUDE
     + """
 err = typed(KEYS[5], 'zset') or typed(KEYS[6], 'string') or typed(KEYS[7], 'hash')
-  or typed(KEYS[8], 'zset')
+  or typed(KEYS[8], 'zset') or typed(KEYS[9], 'string')
 if err then return err end
 local none = {false, false, false}
 if building > 0 then return {0, tostring(now), tostring(building), 0, run, ghosts, none} end
@@ -144,38 +162,77 @@ per = per + tonumber(ARGV[9])
 local budget = math.max(1, math.floor(requests * (1 - tonumber(ARGV[7]))))
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - per)
 local count = redis.call('ZCARD', KEYS[5])
-local free = budget - count
+local burst = math.max(1, math.min(20, math.floor(budget / 100)))
+local interval = per / math.max(1, budget - burst)
+local tolerance = (burst - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[9]) or '0')
+if tat == nil or tat ~= tat or tat > now + per + @MAX_AHEAD@ then
+  return bad(KEYS[9], 'is not a time')
+end
+tat = math.max(tat, now)
+local paced, ahead = ARGV[10] == '1', tonumber(ARGV[11])
+local room = budget
+local wait = 0
+if paced then
+  room = math.floor((now + ahead + tolerance - tat) / interval) + 1
+  wait = tat - tolerance - ahead - now
+end
+-- A booked grant counts from now in this window (and from its turn in later ones).
+local free = math.min(budget - count, room)
 if free <= 0 then
-  local oldest = redis.call('ZRANGE', KEYS[5], count - budget, count - budget, 'WITHSCORES')
-  local wait = tonumber(oldest[2]) + per - now
-  if wait > per then return bad(KEYS[5], 'holds a grant from the future') end
-  return {0, tostring(now), tostring(wait), sent, run, ghosts, learned}
+  if count >= budget then
+    local oldest = redis.call('ZRANGE', KEYS[5], count - budget, count - budget, 'WITHSCORES')
+    local left = tonumber(oldest[2]) + per - now
+    if left > per + @MAX_AHEAD@ then return bad(KEYS[5], 'holds a grant from the future') end
+    wait = math.max(wait, left)
+  end
+  return {0, tostring(now), tostring(math.max(0, wait)), sent, run, ghosts, learned}
 end
 local granted = math.min(tonumber(ARGV[4]), free)
+local first = now
+if paced then
+  first = tat - tolerance
+  redis.call('SET', KEYS[9], tostring(tat + granted * interval), 'PX', math.ceil(per * 2000))
+end
 local seq = redis.call('INCRBY', KEYS[5] .. ':seq', granted)
 for i = 1, granted do
-  redis.call('ZADD', KEYS[5], now, ARGV[8] .. (seq - i))
+  local at = now
+  if paced then at = math.max(now, first + (i - 1) * interval) end
+  redis.call('ZADD', KEYS[5], at, ARGV[8] .. (seq - i))
 end
 redis.call('PEXPIRE', KEYS[5] .. ':seq', math.ceil(per * 1000) + 60000)
-redis.call('PEXPIRE', KEYS[5], math.ceil(per * 1000) + 1000)
-return {granted, tostring(now), '0', sent, run, ghosts, learned}
-""".replace("@MAX_PAUSE@", repr(MAX_PAUSE))
+redis.call('PEXPIRE', KEYS[5], math.ceil(per * 1000) + 1000 + math.ceil(ahead * 1000))
+return {granted, tostring(now), '0', sent, run, ghosts, learned, tostring(first),
+  tostring(paced and interval or 0)}
+""".replace("@MAX_PAUSE@", repr(MAX_PAUSE)).replace("@MAX_AHEAD@", repr(MAX_AHEAD))
 )
 
-# KEYS: + limits. ARGV: + lease id, cap, expiry delta, force (1: a task already running: over
-# the cap, and even while the ledger rebuilds). Returns {admitted, "now", epoch, ghosts, "wait"};
-# a lease already admitted keeps its place (re-attach).
+# KEYS: + limits, queue, asked. ARGV: + lease id, cap, expiry delta, force (1: a task already
+# running: over the cap, and even while the ledger rebuilds), the caller's process ('' for
+# none). Returns {admitted, "now", epoch, ghosts, "wait", slots left under the cap, processes
+# waiting before the caller}; a lease already admitted keeps its place (re-attach).
+#
+# While the cap is full, processes wait for slots in the order they came (``queue``, scored by
+# when each joined; ``asked``, by when each last asked: a process that stopped asking for
+# @GONE@ s left). A slot freed goes to the first in line, then it joins the end again if it has
+# more to admit: processes of equal demand are admitted in turn, not whichever asks first.
 _ADMIT: Final = (
     _PRELUDE
     + """
-local err = typed(KEYS[5], 'hash')
+local err = typed(KEYS[5], 'hash') or typed(KEYS[6], 'zset') or typed(KEYS[7], 'zset')
 if err then return err end
+local member = ARGV[8]
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - @GONE@)) do
+  redis.call('ZREM', KEYS[6], gone)
+  redis.call('ZREM', KEYS[7], gone)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local expiry = now + tonumber(ARGV[6])
 local force = ARGV[7] == '1'
 if redis.call('ZSCORE', KEYS[3], ARGV[4]) then
   redis.call('ZADD', KEYS[3], 'GT', expiry, ARGV[4])
-  return {1, tostring(now), run, ghosts, '0'}
+  return {1, tostring(now), run, ghosts, '0',
+    math.max(0, tonumber(ARGV[5]) - redis.call('ZCARD', KEYS[3]))}
 end
 if force then
   redis.call('ZREM', KEYS[4], ARGV[4])
@@ -193,12 +250,26 @@ if learned then
   -- A cap another process learned holds while it lasts, never above the caller's own.
   if redis.call('PTTL', KEYS[5]) > 0 and n < cap then cap = n end
 end
-if redis.call('ZCARD', KEYS[3]) < cap then
+local held = redis.call('ZCARD', KEYS[3])
+local before = redis.call('ZCARD', KEYS[6])
+local rank = member ~= '' and redis.call('ZRANK', KEYS[6], member)
+if rank then before = rank end
+if held + before < cap then
   redis.call('ZADD', KEYS[3], expiry, ARGV[4])
-  return {1, tostring(now), run, ghosts, '0'}
+  if rank then
+    redis.call('ZREM', KEYS[6], member)
+    redis.call('ZREM', KEYS[7], member)
+  end
+  return {1, tostring(now), run, ghosts, '0', cap - held - 1 - before, 0}
 end
-return {0, tostring(now), run, ghosts, '0'}
-"""
+if member ~= '' then
+  redis.call('ZADD', KEYS[6], 'NX', now, member)
+  redis.call('ZADD', KEYS[7], now, member)
+  redis.call('PEXPIRE', KEYS[6], math.ceil(@GONE@ * 1000))
+  redis.call('PEXPIRE', KEYS[7], math.ceil(@GONE@ * 1000))
+end
+return {0, tostring(now), run, ghosts, '0', 0, before}
+""".replace("@GONE@", repr(ADMIT_GONE))
 )
 
 # One owner's batched lease updates (a heartbeat among them). ARGV: + ops, each three values:
@@ -240,6 +311,15 @@ def slack(limits: Limits) -> float:
     # arrives, later: after a wait for a pooled connection, a busy event loop, the network.
     # Counting each grant this much longer keeps our window a superset of the provider's.
     return max(_SLACK_MIN, limits.safety_margin * limits.per)
+
+
+def pace(limits: Limits) -> tuple[float, int]:
+    """The shared pace's (interval, burst) for ``limits``, as the grant script computes it:
+    one process's pacing (:func:`~nanobanana_async._limits.pacing`) over the window the
+    script counts, ``per`` plus the slack."""
+    budget = max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
+    burst = max(1, min(20, budget // 100))
+    return (limits.per + slack(limits)) / max(1, budget - burst), burst
 
 
 def account_prefix(provider: str, base_url: str, key: str | None) -> str:
@@ -285,6 +365,7 @@ class RedisStore:
         self.lease_ttl = LEASE_TTL
         self.offset = 0.0  # Redis server time minus our monotonic clock
         self.round_trips = 0
+        self.calls: collections.Counter[str] = collections.Counter()  # script calls, by script
         self.window_count = 0  # requests every process sent in the window, at the last grant
         # Limits another process learned, as the last grant read them (requests, per, cap).
         self.learned: tuple[int, float, int] | None = None
@@ -416,10 +497,45 @@ class RedisStore:
                     listener()
 
     async def grant(
-        self, wanted: int, limits: Limits, member: str, *, since: float | None = None
+        self,
+        wanted: int,
+        limits: Limits,
+        member: str,
+        *,
+        since: float | None = None,
+        paced: bool = True,
     ) -> tuple[int, float]:
+        """Take up to ``wanted`` grants free now in the shared window; returns (granted,
+        seconds to wait before asking again when none was granted).
+
+        Args:
+            paced: hold to the shared pace (grants spread evenly over the window, a burst of 1%
+                of it at most) as well as to the window; False: the window alone bounds this
+                call, and it does not move the pace.
+        """
+        granted, wait, _ = await self._take(wanted, limits, member, since, paced, 0.0)
+        return granted, wait
+
+    async def book(
+        self, wanted: int, limits: Limits, member: str, *, since: float | None = None
+    ) -> tuple[list[float], float]:
+        """Book up to ``wanted`` turns in the shared pace, at most :data:`MAX_AHEAD` seconds
+        ahead; returns their times (monotonic, ascending; empty when none was booked) and, if
+        none was, the seconds to wait before asking again."""
+        granted, wait, times = await self._take(wanted, limits, member, since, True, MAX_AHEAD)
+        return times[:granted], wait
+
+    async def _take(
+        self,
+        wanted: int,
+        limits: Limits,
+        member: str,
+        since: float | None,
+        paced: bool,
+        ahead: float,
+    ) -> tuple[int, float, list[float]]:
         keys, args = self._common(limits)
-        keys += [self.key(name) for name in ("win", "pause", "limits", "sent")]
+        keys += [self.key(name) for name in ("win", "pause", "limits", "sent", "pace")]
         args += [
             wanted,
             limits.requests,
@@ -427,14 +543,23 @@ class RedisStore:
             limits.safety_margin,
             member,
             slack(limits),
+            "1" if paced else "0",
+            ahead,
         ]
+        self.calls["book" if ahead else "grant"] += 1
         reply = await self.call(lambda: self._grant(keys=keys, args=args), since=since)
-        granted, now, wait, count, epoch, ghosts, learned = reply
+        granted, now, wait, count, epoch, ghosts, learned = reply[:7]
         self.note_now(now)
         self.window_count = int(count)
         self.learned = _learned(learned)
         self._seen(epoch, int(ghosts))
-        return int(granted), float(wait)
+        times: list[float] = []
+        if int(granted) and len(reply) == 9:
+            server_now, first, interval = float(now), float(reply[7]), float(reply[8])
+            times = [
+                max(server_now, first + i * interval) - self.offset for i in range(int(granted))
+            ]
+        return int(granted), float(wait), times
 
     async def admit(
         self,
@@ -445,22 +570,35 @@ class RedisStore:
         *,
         force: bool,
         since: float | None = None,
-    ) -> tuple[bool, float]:
-        """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds)."""
+        member: str = "",
+    ) -> tuple[bool, float, int]:
+        """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds, and
+        slots left free after it or, when not admitted, processes in line before this one).
+
+        Args:
+            member: the caller's process: while the cap is full it waits in line for a slot
+                (``""``: it takes a slot only when every process in line would have one).
+        """
         keys, args = self._common(limits)
-        keys.append(self.key("limits"))
-        args += [lease_id, cap, expiry, "1" if force else "0"]
+        keys += [self.key(name) for name in ("limits", "queue", "asked")]
+        args += [lease_id, cap, expiry, "1" if force else "0", member]
+        self.calls["admit"] += 1
         reply = await self.call(lambda: self._admit(keys=keys, args=args), since=since)
-        admitted, now, epoch, ghosts, wait = reply
+        admitted, now, epoch, ghosts, wait = reply[:5]
         self.note_now(now)
         self._seen(epoch, int(ghosts))
-        return bool(int(admitted)), float(wait)
+        # Slots left, or processes before this one (0 when the script did not say: a
+        # re-attach of a running task).
+        room = int(reply[5]) if len(reply) > 5 else 0
+        before = int(reply[6]) if len(reply) > 6 else 0
+        return bool(int(admitted)), float(wait), room if int(admitted) else before
 
     async def sync(self, ops: list[tuple[str, str, float]], limits: Limits) -> None:
         """Apply one owner's lease updates in one round trip (``r``elease, ``h``old, ``k``eep)."""
         keys, args = self._common(limits)
         for op, lease_id, value in ops:
             args += [op, lease_id, value]
+        self.calls["sync"] += 1
         epoch, ghosts, _ = await self.call(lambda: self._sync(keys=keys, args=args))
         self._seen(epoch, int(ghosts))
 

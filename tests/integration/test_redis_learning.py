@@ -59,7 +59,7 @@ async def test_f50_a_higher_limits_entry_never_lifts_a_process_over_its_ceiling(
     redis = ledger.store.redis
     await redis.hset(f"{PREFIX}:limits", mapping={"requests": 1000, "per": 10, "cap": 100})
     await redis.pexpire(f"{PREFIX}:limits", 60_000)
-    granted, _ = await ledger.store.grant(50, ledger.effective, "p:")
+    granted, _ = await ledger.store.grant(50, ledger.effective, "p:", paced=False)
     assert granted == 19  # 20 less the 2 % safety margin, not 50
     admitted = [
         (await ledger.store.admit(f"lease {i}", 2, 300.0, ledger.effective, force=False))[0]
@@ -74,7 +74,7 @@ async def test_f50_a_stale_limits_entry_overrides_no_process(ledgers: Make) -> N
     ledger = ledgers(nb.Limits(requests=20, per=10.0, concurrent_tasks=2))
     redis = ledger.store.redis
     await redis.hset(f"{PREFIX}:limits", mapping={"requests": 1, "per": 10, "cap": 1})
-    granted, _ = await ledger.store.grant(5, ledger.effective, "p:")
+    granted, _ = await ledger.store.grant(5, ledger.effective, "p:", paced=False)
     assert granted == 5
     assert (await ledger.store.admit("a", 2, 300.0, ledger.effective, force=False))[0]
     assert (await ledger.store.admit("b", 2, 300.0, ledger.effective, force=False))[0]
@@ -115,7 +115,7 @@ async def test_f50_a_429_is_learned_from_sends_not_grants(ledgers: Make) -> None
     """F50: of 100 requests granted in a batch only 40 were sent when the 429 came: the limit
     learned is what the account showed (at most 40 in the window), not what was granted."""
     ledger = ledgers(nb.Limits(requests=600, per=10.0))
-    granted, _ = await ledger.store.grant(100, ledger.effective, "batch:")
+    granted, _ = await ledger.store.grant(100, ledger.effective, "batch:", paced=False)
     assert granted == 100
     for _ in range(40):
         ledger.note_send()

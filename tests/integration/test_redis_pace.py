@@ -1,0 +1,211 @@
+"""The shared window's throughput through a real Redis: grants follow one even pace, creates
+book their turns before any process's status checks, a booking follows the creates waiting,
+processes of equal demand share the budget, and no window ever holds more than the budget
+(real clock, runs of a second or two)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+import nanobanana_async as nb
+from nanobanana_async._clock import DEFAULT_CLOCK
+from nanobanana_async._scheduler import _redis, _redis_store
+from tests.redis_server import RedisServer
+
+PREFIX = "nanobanana:test-pace"
+# 98 grants per second (the 2 % margin off), counted 0.5 s longer (the slack): one turn every
+# 1.5 / 97 s, about 15 ms.
+LIMITS = nb.Limits(requests=100, per=1.0, concurrent_tasks=50)
+PER = LIMITS.per + _redis_store.slack(LIMITS)
+BUDGET = 98
+INTERVAL, BURST = _redis_store.pace(LIMITS)
+
+Make = Callable[[], _redis.RedisLedger]
+
+
+@pytest.fixture
+async def ledgers(redis_server: RedisServer) -> AsyncIterator[Make]:
+    """Makes ledgers of one account on the test's Redis (each as another process would)."""
+    made: list[_redis.RedisLedger] = []
+
+    def make() -> _redis.RedisLedger:
+        ledger = _redis.RedisLedger(
+            LIMITS,
+            DEFAULT_CLOCK,
+            redis=_redis.connect(redis_server.url),
+            prefix=PREFIX,
+            max_wait=5.0,
+        )
+        made.append(ledger)
+        return ledger
+
+    try:
+        yield make
+    finally:
+        for ledger in made:
+            await ledger.aclose()
+
+
+def most_in_any_window(times: list[float], span: float) -> int:
+    """The most of ``times`` inside any half-open window ``span`` seconds long."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + span) - i for i, t in enumerate(times)), default=0)
+
+
+async def test_creates_book_their_turns_before_any_process_checks(ledgers: Make) -> None:
+    """Ten creates waiting in one process book ten turns an even pace apart; another
+    process's status checks get no grant until the last of those turns has come."""
+    first, other = ledgers(), ledgers()
+    await first.store.grant(1, LIMITS, "warm:")  # both see the account's Redis first
+    await asyncio.sleep(0.1)  # the pace is idle again
+    returned: list[float] = []
+
+    async def create() -> None:
+        await first.acquire_request()
+        returned.append(time.monotonic())
+
+    creates = [asyncio.ensure_future(create()) for _ in range(10)]
+    await asyncio.sleep(0.02)  # every create booked (one round trip)
+    refused: list[float] = []
+    while True:
+        granted, _ = await other.store.grant(1, LIMITS, "checks:")
+        if granted:
+            break
+        refused.append(time.monotonic())
+        await asyncio.sleep(0.005)
+    checked = time.monotonic()
+    await asyncio.gather(*creates)
+    assert len(returned) == 10
+    # The turns were an even pace apart, not a burst.
+    assert returned[-1] - returned[0] >= 8 * INTERVAL
+    # The checks waited for the creates' turns, all of them.
+    assert refused
+    assert checked >= returned[-1] - 0.01
+
+
+async def test_a_booking_follows_the_creates_waiting(
+    ledgers: Make, redis_server: RedisServer
+) -> None:
+    """Three creates waiting book three turns, no more: a turn booked for nobody would be
+    budget lost for every process."""
+    ledger = ledgers()
+    await asyncio.gather(*(ledger.acquire_request() for _ in range(3)))
+    redis = Redis.from_url(redis_server.url)
+    try:
+        assert await redis.zcard(f"{PREFIX}:win") == 3
+    finally:
+        await redis.aclose()
+
+
+async def test_grants_follow_an_even_pace_not_a_burst(ledgers: Make) -> None:
+    """Status checks asking for 50 grants at once on an idle account get a 1% burst, and
+    over a second no more than the pace: the window is not spent in one go and then
+    stalled, with every check that found its task still running."""
+    ledger = ledgers()
+    granted, _ = await ledger.store.grant(50, LIMITS, "checks:")
+    assert granted == BURST
+    started = time.monotonic()
+    again, wait = await ledger.store.grant(50, LIMITS, "checks:")
+    assert again == 0
+    assert 0 < wait <= INTERVAL
+    total = granted
+    while time.monotonic() - started < 1.0:
+        granted, wait = await ledger.store.grant(50, LIMITS, "checks:")
+        total += granted
+        await asyncio.sleep(max(0.001, wait))
+    assert total <= 1.0 / INTERVAL + 2
+
+
+async def test_processes_of_equal_demand_get_turns_within_20_percent(ledgers: Make) -> None:
+    """Two processes, each with 20 creates waiting all the time, take turns within 20 % of
+    each other over a second and a half: the one that asked first does not take the budget."""
+    first, second = ledgers(), ledgers()
+    counts = {id(first): 0, id(second): 0}
+    stop = time.monotonic() + 1.5
+
+    async def creates(ledger: _redis.RedisLedger) -> None:
+        while time.monotonic() < stop:
+            await ledger.acquire_request()
+            counts[id(ledger)] += 1
+
+    await asyncio.gather(
+        *(creates(first) for _ in range(20)), *(creates(second) for _ in range(20))
+    )
+    a, b = counts.values()
+    assert a + b >= 1.2 / INTERVAL  # the budget was used
+    assert abs(a - b) <= 0.2 * max(a, b), counts
+
+
+async def test_several_processes_never_grant_more_than_the_window(ledgers: Make) -> None:
+    """Three processes, creates and status checks in each, and a batch that ignores the pace:
+    no window as long as the shared one (the account's plus the slack) holds more grants
+    than the budget, so none of the account's own windows can."""
+    processes = [ledgers() for _ in range(3)]
+    turns: list[float] = []
+    stop = time.monotonic() + PER * 1.6
+
+    async def creates(ledger: _redis.RedisLedger) -> None:
+        while time.monotonic() < stop:
+            await ledger.acquire_request()
+            turns.append(time.monotonic())
+
+    async def checks(ledger: _redis.RedisLedger) -> None:
+        while time.monotonic() < stop:
+            granted, wait = await ledger.store.grant(8, LIMITS, "checks:")
+            turns.extend([time.monotonic()] * granted)
+            await asyncio.sleep(max(0.001, min(wait, 0.05)))
+
+    async def burst(ledger: _redis.RedisLedger) -> None:
+        # Unpaced: only the window bounds it (it takes whatever the others left).
+        while time.monotonic() < stop:
+            granted, wait = await ledger.store.grant(40, LIMITS, "burst:", paced=False)
+            turns.extend([time.monotonic()] * granted)
+            await asyncio.sleep(max(0.01, min(wait, 0.1)))
+
+    await asyncio.gather(
+        *(creates(p) for p in processes for _ in range(5)),
+        *(checks(p) for p in processes),
+        burst(processes[0]),
+    )
+    # The shared window counts each grant from when Redis gave it, a little before the caller
+    # saw it: 20 ms of jitter either way.
+    assert most_in_any_window(turns, PER - 0.02) <= BUDGET
+    assert len(turns) >= BUDGET  # the window was pressed
+
+
+class Owner:
+    """A lease's owner (a client, in the library)."""
+
+
+async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers: Make) -> None:
+    """Two processes, each with more creates waiting than the account's 4 slots and each
+    task holding its slot 50 ms, wait in line for slots: over two seconds neither gets less
+    than 60 % of the other's admissions (the line, not whoever asks first; before it, the
+    process that had just got a slot asked again at once and took most slots freed after it:
+    16 against 68 in one run). A bound this loose because 80-odd admissions two ways vary by
+    chance alone (the whole runs' workers are compared within 20 % in the benchmark)."""
+    first, second = ledgers(), ledgers()
+    for ledger in (first, second):
+        ledger.slots.set_cap(4)
+    counts = {id(first): 0, id(second): 0}
+    stop = time.monotonic() + 2.0
+
+    async def creates(ledger: _redis.RedisLedger) -> None:
+        owner = Owner()
+        while time.monotonic() < stop:
+            lease = await ledger.slots.acquire(owner)
+            await ledger.slots.admit(lease)
+            counts[id(ledger)] += 1
+            await asyncio.sleep(0.05)
+            ledger.slots.release(lease)
+
+    await asyncio.gather(*(creates(first) for _ in range(8)), *(creates(second) for _ in range(8)))
+    a, b = counts.values()
+    assert a + b >= 2.0 / 0.05  # the slots were used (at least one at a time)
+    assert min(a, b) >= 0.6 * max(a, b), counts
