@@ -85,6 +85,7 @@ class Ledger:
         # books again, after a slot is free if it is a create (see acquire_request).
         self._bookings = 0
         self._shown_tasks = 0  # the most tasks the account accepted at once (see _may_burst)
+        self._seeded_until = -math.inf  # an earlier process's sends count until then
         # Whether the last window cut was measured (not blind): refusals of requests sent
         # before it then come off what it counted as accepted.
         self._measured: int | None = None  # what it counted as accepted
@@ -151,7 +152,7 @@ class Ledger:
     def _window_free_at(self, now: float) -> float:
         # Once the limits were lowered, the requests already sent at the old pace still sit in
         # the account's window: pacing alone would overfill it, so the send log bounds it too.
-        if self.effective == self.configured:
+        if self.effective == self.configured and now >= self._seeded_until:
             return now
         per = self.effective.per
         budget = max(1, math.floor(self.effective.requests * (1.0 - self.effective.safety_margin)))
@@ -165,6 +166,28 @@ class Ledger:
         self.requests += 1
         self._sent.append(now)
         self._trim(now - max(self.configured.per, self.effective.per))
+
+    window_in_journal = True
+    """Whether a journal should remember this ledger's recent sends for a rerun (a shared
+    ledger's window outlives the process by itself)."""
+
+    def recent_sends(self) -> list[float]:
+        """Monotonic times of the requests sent in the longest window the account may have."""
+        horizon = self._clock.now() - max(self.configured.per, self.effective.per)
+        return self._sent[bisect.bisect_right(self._sent, horizon) :]
+
+    def seed_sends(self, times: list[float]) -> None:
+        """Count requests an earlier process sent on this account, at these monotonic times
+        (a killed run, as its journal remembers them): the provider's window still holds
+        them, so until they leave it this process's sends are bounded by the send log too,
+        not by the pace alone (which starts afresh and would overfill the window)."""
+        now = self._clock.now()
+        per = max(self.configured.per, self.effective.per)
+        kept = [at for at in times if at > now - per]
+        if not kept:
+            return
+        self._sent = sorted(self._sent + kept)
+        self._seeded_until = max(self._seeded_until, max(kept) + per)
 
     def requests_in_window(self) -> int:
         """Requests sent in the last effective ``per`` seconds."""

@@ -276,6 +276,11 @@ class RedisLedger(Ledger):
         self._send_seq = 0
         self._send_flusher: asyncio.Task[None] | None = None
 
+    window_in_journal = False  # every process's grants stay in Redis's window
+
+    def seed_sends(self, times: list[float]) -> None:
+        """Nothing to seed: the shared window still holds the grants of the earlier run."""
+
     async def acquire_request(self, lease: Lease | None = None) -> None:
         since = self._clock.now()
         # This process's own pace first, as in memory: creates go one after another, so the
