@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from .._config import Limits
 from .._errors import (
     ConfigurationError,
     GenerationFailedError,
@@ -128,7 +129,16 @@ class JournalHooks:
             # Killed: it may have sent at its pace after its last write, until it died.
             end = min(wall, at + _UNWRITTEN)
             times += [now - (wall - end)] * math.ceil(pace * max(0.0, end - at))
-        submitter.conn.account.ledger.seed_sends(times)
+        ledger = submitter.conn.account.ledger
+        ledger.seed_sends(times)
+        learned = data.get("learned")
+        try:
+            if learned is not None:
+                requests, per, cap = int(learned[0]), float(learned[1]), int(learned[2])
+                limits = Limits(requests=requests, per=per, concurrent_tasks=cap)
+                ledger.adopt_learned(limits, age=max(0.0, wall - at))
+        except (ValueError, TypeError, IndexError, ConfigurationError):
+            return  # a damaged entry teaches nothing; the 429s will
 
     def _window(self, submitter: Submitter, *, closed: bool) -> str:
         ledger = submitter.conn.account.ledger
@@ -139,12 +149,17 @@ class JournalHooks:
             bucket = round(math.ceil((wall - (now - at)) / _BUCKET) * _BUCKET, 3)
             buckets[bucket] = buckets.get(bucket, 0) + 1
         limits = ledger.effective
+        # What this run learned of the account, for a rerun (before its quiet period ends).
+        learned = None
+        if limits != ledger.configured:
+            learned = [limits.requests, limits.per, limits.concurrent_tasks]
         return json.dumps(
             {
                 "at": wall,
                 "closed": closed,
                 "pace": limits.requests / limits.per,
                 "sends": sorted(buckets.items()),
+                "learned": learned,
             }
         )
 

@@ -189,6 +189,22 @@ class Ledger:
         self._sent = sorted(self._sent + kept)
         self._seeded_until = max(self._seeded_until, max(kept) + per)
 
+    def adopt_learned(self, limits: Limits, *, age: float) -> None:
+        """Hold limits an earlier run on this account learned ``age`` seconds ago (its journal
+        says so) as if learned here then: they recover after the same quiet period, and are
+        never above the configured ceiling. Limits older than the quiet period are dropped."""
+        ceiling = self.configured
+        if age >= QUIET_PERIODS * limits.per:
+            return
+        rate = min(limits.requests / limits.per, ceiling.requests / ceiling.per)
+        requests = max(1, math.floor(rate * limits.per))
+        cap = max(1, min(limits.concurrent_tasks, ceiling.concurrent_tasks))
+        learned = attrs.evolve(ceiling, requests=requests, per=limits.per, concurrent_tasks=cap)
+        if learned == self.effective or learned == ceiling:
+            return
+        self._last_429 = max(self._last_429, self._clock.now() - age)
+        self._set_effective(learned, level=logging.INFO, note="learned by an earlier run")
+
     def requests_in_window(self) -> int:
         """Requests sent in the last effective ``per`` seconds."""
         return self._in_window(self._clock.now(), self.effective.per)

@@ -36,14 +36,24 @@ def client_for(clock: FakeClock, door: Killable, path: Path, limits: nb.Limits) 
     )
 
 
-async def window_reruns(tmp_path: Path, *, seed: int, cycles: int, prompts: int) -> LimitedApixo:
+async def window_reruns(
+    tmp_path: Path,
+    *,
+    seed: int,
+    cycles: int,
+    prompts: int,
+    limits: nb.Limits | None = None,
+    cap: int = 5,
+) -> LimitedApixo:
     """``cycles`` kills, each rerun at the instant of the kill, on an account whose window
-    binds (30 requests / 10 s, 5 tasks of ~1.7 s); the account, after the last run ended."""
+    binds (30 requests / 10 s, ``cap`` tasks of ~1.7 s), told ``limits`` (default: the
+    account's); the account, after the last run ended."""
     rng = random.Random(seed)
     durations = [rng.lognormvariate(0.5, 0.4) for _ in range(4 * prompts)]
     clock = FakeClock(1000.0)
-    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: durations[i])
-    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    server = LimitedApixo(clock, requests=30, per=10, cap=cap, latency=lambda i: durations[i])
+    if limits is None:
+        limits = nb.Limits(requests=30, per=10, concurrent_tasks=cap)
     accepted: Counter[str] = Counter()
     path = tmp_path / "journal.db"
     killed: list[tuple[nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
@@ -75,12 +85,38 @@ async def test_f48_a_rerun_inside_the_killed_runs_window_draws_no_429(
 ) -> None:
     """F48: killed five times on an account whose window binds, each rerun starting at the
     instant of the kill: it counts the killed run's requests still in the window (remembered
-    by the journal), so 0 × 429 and never more than 30 requests in 10 s (before: a 429 or
-    more per rerun, its fresh pace on top of a full window)."""
+    by the journal) and paces from there, so 0 × 429 and never more than 30 requests in 10 s
+    (the pace alone kept this one too: a rerun told the limits starts at the pace, no
+    burst)."""
     server = await window_reruns(tmp_path, seed=seed, cycles=5, prompts=12)
     assert server.rate_limited == 0
     assert server.max_window <= 30
     assert server.max_running <= 5
+
+
+@pytest.mark.parametrize(("age", "kept"), [(5.0, True), (31.0, False)])
+async def test_f48_a_rerun_keeps_what_the_killed_run_learned(
+    clock: FakeClock, tmp_path: Path, age: float, kept: bool
+) -> None:
+    """F48: the journal says the killed run learned 29 requests / 10 s and 5 tasks ``age``
+    seconds ago: a rerun told nothing holds those limits from its first request (it would
+    learn them again from 429s), until the quiet period after them (3 windows) ends."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    at = WALL + clock.now() - age
+    record = {"at": at, "closed": True, "pace": 2.9, "sends": [], "learned": [29, 10.0, 5]}
+    await journal.note(f"window.apixo.{key_fingerprint('k')}", json.dumps(record))
+    await journal.aclose()
+    async with client_for(clock, Killable(server, Counter()), path, nb.Limits()) as client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(job.done, step=0.5)
+        learned = client.statistics().effective_limits
+    if kept:
+        assert (learned.requests, learned.per, learned.concurrent_tasks) == (29, 10.0, 5)
+    else:
+        assert learned == nb.Limits()
+    assert server.rate_limited == 0
 
 
 async def test_f48_a_rerun_counts_what_the_killed_run_may_have_sent_unwritten(
@@ -102,9 +138,9 @@ async def test_f48_a_rerun_counts_what_the_killed_run_may_have_sent_unwritten(
         await journal.aclose()
         async with client_for(clock, Killable(server, Counter()), path, limits) as client:
             job = asyncio.ensure_future(client.generate(f"cat {closed}"))
-            await clock.run_until(lambda: server.tasks != {}, step=0.05)  # noqa: B023
+            await clock.run_until(lambda: server.tasks != {}, step=0.05)
             counted.append(client.statistics().requests_in_window)
-            await clock.run_until(job.done, step=0.5)  # noqa: B023
+            await clock.run_until(job.done, step=0.5)
         await clock.advance(20.0)  # the next run starts on an empty window
         server.tasks.clear()
     # Killed: 20, then 3 / s for the 1 s since the last write, then this run's create.
