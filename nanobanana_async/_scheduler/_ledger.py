@@ -120,12 +120,14 @@ class Ledger:
             await self._clock.sleep_until(free)
 
     def _may_burst(self, lease: Lease | None) -> bool:
-        # Creates beyond the most tasks the account has shown it runs go at the steady pace,
-        # one after another: the cap may be there, and each create sent before the first
-        # one's 429 comes back would draw its own.
+        # A create beyond the most tasks the account has shown it runs, while another create
+        # is still unanswered, goes at the steady pace: the cap may be there, and each create
+        # sent before the first one's 429 comes back would draw its own.
         if lease is None:
             return True
-        return self.slots.sent - (1 if lease.sent else 0) < self._shown_tasks
+        own = 1 if lease.sent else 0
+        unanswered = self.slots.sent - self.slots.accepted - own
+        return unanswered <= 0 or self.slots.sent - own < self._shown_tasks
 
     async def refresh_request(self, granted: float) -> None:
         """The send of a turn taken at ``granted`` (monotonic) goes now: take a fresh turn if
