@@ -104,6 +104,8 @@ class Ledger:
         """
         while True:
             self._recover()
+            if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
+                self.slots.refused(lease)  # admitted here before a cap cut: over the new cap
             if lease is not None and not lease.sent and self.slots.full:
                 await self.slots.admit(lease)
             booked = self._bookings
