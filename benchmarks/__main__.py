@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from . import router, scenarios
+from . import router, scenarios, telemetry
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -67,16 +67,24 @@ async def _throughput(
 
 
 def _memory(n: int) -> list[dict[str, Any]]:
-    rows = []
-    for case in ("ours-gather", "ours-as-completed", "baseline-gather"):
-        # A fresh interpreter per case, so one case's garbage never counts against another.
-        proc = subprocess.run(  # noqa: S603  our own module, fixed arguments
+    # A fresh interpreter per case, so one case's garbage never counts against another; the
+    # three run at once (each measures its own allocations, not time).
+    cases = ("ours-gather", "ours-as-completed", "baseline-gather")
+    procs = [
+        subprocess.Popen(  # noqa: S603  our own module, fixed arguments
             [sys.executable, "-m", "benchmarks", "--memory-case", case, "--memory-n", str(n)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
         )
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for case in cases
+    ]
+    rows = []
+    for case, proc in zip(cases, procs, strict=True):
+        out, err = proc.communicate()
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
+        rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"  done: memory {case}", file=sys.stderr)
     return rows
 
@@ -135,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         default="1,1b,2,3,4,loop,cpu",
         help="comma-separated: 1, 1b, 2, 3, 4, loop, cpu (default: all); 5 is --full; "
-        "router (two accounts through nb.Router: speed-up, outage, resets, kill; ~3 minutes)",
+        "router (two accounts through nb.Router: speed-up, outage, resets, kill; ~3 minutes); "
+        "otel (CPU per task with events and OpenTelemetry on and off, interleaved; needs "
+        "opentelemetry-sdk; ~5 minutes)",
     )
     parser.add_argument(
         "--prompts",
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(_table(rows, THROUGHPUT_COLUMNS))
     if "3" in chosen:
-        rows = _memory(2_000 if args.quick else 100_000)
+        rows = _memory(1_200 if args.quick else 100_000)  # quick: over the cap of 1,000
         report["memory"] = rows
         print("\nMemory with 100,000 generate() calls pending (cap 1,000 tasks in flight)")
         print(_table(rows, list(rows[0])))
@@ -211,15 +221,24 @@ def main(argv: list[str] | None = None) -> int:
         report["cpu"] = rows
         print("\nClient CPU against a plain aiohttp loop (simulator in another thread)")
         print(_table(rows, list(rows[0])))
+    if "otel" in chosen:
+        rows = telemetry.run_all(args.quick)
+        report["otel"] = rows
+        print(
+            "\nEvents and OpenTelemetry: CPU per task off (nothing subscribed) and on (SDK, "
+            "in-memory exporter and reader), interleaved rounds; median and range"
+        )
+        print(_table(rows, list(rows[0])))
     if "router" in chosen:
         prompts = args.prompts or (60 if args.quick else 900)
         strategies = args.strategies.split(",")
-        rows = asyncio.run(router.run_all(prompts, strategies))
+        mean = router.QUICK_MEAN if args.quick else router.MEAN
+        rows = asyncio.run(router.run_all(prompts, strategies, mean=mean))
         report["router"] = rows
         print(
             f"\nRouter: apixo and crun simulated, each {router.ACCOUNT.requests} requests / "
             f"{router.ACCOUNT.per:g} s, {router.ACCOUNT.concurrent_tasks} tasks, mean "
-            f"{router.MEAN:g} s; {prompts} prompts (per-account columns: apixo/crun)"
+            f"{mean:g} s; {prompts} prompts (per-account columns: apixo/crun)"
         )
         for row in rows:
             print(_table([row], list(row)), end="\n\n")

@@ -41,20 +41,30 @@ from nanobanana_async.testing import Faults, Latency, Outage, ServerLimits, Simu
 ACCOUNT = ServerLimits(requests=600, per=10.0, concurrent_tasks=50)
 LIMITS = nb.Limits(requests=600, per=10.0, concurrent_tasks=50)
 MEAN, SIGMA = 1.0, 0.3
-LATENCY = Latency(median=MEAN / math.exp(SIGMA**2 / 2), sigma=SIGMA)
+QUICK_MEAN = 0.2  # --quick: shorter tasks, so a smoke run takes seconds, not tens of seconds
 OUTAGE = (1.0, 7.0)  # seconds after the simulators start
 COOLDOWN = 2.0  # the outage rows' circuit cooldown: crun is probed within seconds of its end
 RESETS = 0.05
 PROVIDERS = ("apixo", "crun")
 
 
-def _simulators(*, outage: bool = False, resets: float = 0.0, seed: int = 1) -> Simulators:
+def latency(mean: float) -> Latency:
+    """Lognormal task durations of mean ``mean`` seconds and log-spread ``SIGMA``."""
+    return Latency(median=mean / math.exp(SIGMA**2 / 2), sigma=SIGMA)
+
+
+LATENCY = latency(MEAN)
+
+
+def _simulators(
+    *, outage: bool = False, resets: float = 0.0, seed: int = 1, durations: Latency = LATENCY
+) -> Simulators:
     crun_outages = [Outage(start=OUTAGE[0], end=OUTAGE[1])] if outage else []
     return Simulators(
         [
             Simulator(
                 "apixo",
-                latency=LATENCY,
+                latency=durations,
                 limits=ACCOUNT,
                 faults=Faults(reset_after_create=resets, kinds=frozenset({"create"})),
                 seed=seed,
@@ -62,7 +72,7 @@ def _simulators(*, outage: bool = False, resets: float = 0.0, seed: int = 1) -> 
             ),
             Simulator(
                 "crun",
-                latency=LATENCY,
+                latency=durations,
                 limits=ACCOUNT,
                 outages=crun_outages,
                 seed=seed + 1,
@@ -116,10 +126,12 @@ def _outcomes(outcomes: Sequence[object]) -> dict[str, Any]:
     return {"succeeded": ok, "errors": dict(kinds) or ""}
 
 
-async def two_accounts(prompts: int, seed: int = 1) -> list[dict[str, Any]]:
+async def two_accounts(
+    prompts: int, seed: int = 1, durations: Latency = LATENCY
+) -> list[dict[str, Any]]:
     """One account alone, then two through a Router; the second row carries the ratio."""
     rows = []
-    async with _simulators(seed=seed) as sims:
+    async with _simulators(seed=seed, durations=durations) as sims:
         async with _client(sims["apixo"]) as client:
             wall, outcomes = await _batch(client, prompts)
         rows.append(
@@ -127,7 +139,7 @@ async def two_accounts(prompts: int, seed: int = 1) -> list[dict[str, Any]]:
             | _accounts(sims, ["apixo"])
         )
     alone = wall
-    async with _simulators(seed=seed) as sims:
+    async with _simulators(seed=seed, durations=durations) as sims:
         clients = [_client(sims[p]) for p in PROVIDERS]
         async with nb.Router(clients, owns_clients=True) as router:
             wall, outcomes = await _batch(router, prompts)
@@ -144,7 +156,12 @@ async def two_accounts(prompts: int, seed: int = 1) -> list[dict[str, Any]]:
 
 
 async def outage(
-    prompts: int, strategy: nb.Strategy, seed: int = 1, *, cooldown: float = COOLDOWN
+    prompts: int,
+    strategy: nb.Strategy,
+    seed: int = 1,
+    *,
+    cooldown: float = COOLDOWN,
+    durations: Latency = LATENCY,
 ) -> dict[str, Any]:
     """crun refuses creates with 455 from 1 s to 7 s; crun's creates counted per phase.
 
@@ -152,7 +169,7 @@ async def outage(
     circuit stays open past the end of the batch.
     """
     policy = nb.CircuitPolicy(cooldown=cooldown, max_cooldown=max(300.0, cooldown))
-    async with _simulators(outage=True, seed=seed) as sims:
+    async with _simulators(outage=True, seed=seed, durations=durations) as sims:
         clients = [_client(sims[p]) for p in PROVIDERS]
         async with nb.Router(
             clients, owns_clients=True, strategy=strategy, circuit=policy
@@ -179,9 +196,9 @@ async def outage(
     } | _accounts(sims, PROVIDERS)
 
 
-async def resets(prompts: int, seed: int = 1) -> dict[str, Any]:
+async def resets(prompts: int, seed: int = 1, durations: Latency = LATENCY) -> dict[str, Any]:
     """apixo drops ``RESETS`` of its create answers after creating the task."""
-    async with _simulators(resets=RESETS, seed=seed) as sims:
+    async with _simulators(resets=RESETS, seed=seed, durations=durations) as sims:
         clients = [_client(sims[p]) for p in PROVIDERS]
         async with nb.Router(clients, owns_clients=True) as router:
             wall, outcomes = await _batch(router, prompts)
@@ -248,10 +265,12 @@ async def _run_child(
     return result
 
 
-async def kill_and_rerun(prompts: int, seed: int = 1) -> dict[str, Any]:
+async def kill_and_rerun(
+    prompts: int, seed: int = 1, durations: Latency = LATENCY
+) -> dict[str, Any]:
     """A journaled batch through both accounts, SIGKILLed a third of the way, then rerun."""
     with tempfile.TemporaryDirectory() as folder:
-        async with _simulators(seed=seed) as sims:
+        async with _simulators(seed=seed, durations=durations) as sims:
             await _run_child(sims, prompts, Path(folder), kill_after=prompts // 3)
             at_kill = _pair([sims.stats[p].creates for p in PROVIDERS])
             # Let the tasks the dead batch left finish, so the rerun finds them done.
@@ -273,25 +292,27 @@ async def kill_and_rerun(prompts: int, seed: int = 1) -> dict[str, Any]:
 
 
 async def run_all(
-    prompts: int, strategies: Sequence[nb.Strategy], seed: int = 1
+    prompts: int, strategies: Sequence[nb.Strategy], seed: int = 1, *, mean: float = MEAN
 ) -> list[dict[str, Any]]:
-    """Every router scenario at ``prompts`` prompts, one row each (scenario 1: two rows)."""
+    """Every router scenario at ``prompts`` prompts, one row each (scenario 1: two rows);
+    ``mean``: the tasks' mean duration in seconds (``QUICK_MEAN`` for a smoke run)."""
     began = time.perf_counter()
+    durations = latency(mean)
 
     def done(what: str) -> None:
         print(f"  done: router {what} ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
 
-    rows = await two_accounts(prompts, seed)
+    rows = await two_accounts(prompts, seed, durations)
     done("two accounts")
     for strategy in strategies:
-        rows.append(await outage(prompts, strategy, seed))
+        rows.append(await outage(prompts, strategy, seed, durations=durations))
         done(f"outage {strategy}")
     default = nb.CircuitPolicy().cooldown
-    rows.append(await outage(prompts, strategies[0], seed, cooldown=default))
+    rows.append(await outage(prompts, strategies[0], seed, cooldown=default, durations=durations))
     done(f"outage {strategies[0]}, cooldown {default:g} s")
-    rows.append(await resets(prompts, seed))
+    rows.append(await resets(prompts, seed, durations))
     done("resets")
-    rows.append(await kill_and_rerun(prompts, seed))
+    rows.append(await kill_and_rerun(prompts, seed, durations))
     done("kill and rerun")
     return rows
 

@@ -8,14 +8,16 @@ import time
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import aiohttp
 
+from . import _telemetry
 from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
-from ._errors import NotSupportedError
+from ._errors import ConfigurationError, NotSupportedError
+from ._journal import request_key
 from ._lifetime import Lifetime
 from ._models import (
     AspectRatio,
@@ -28,13 +30,18 @@ from ._models import (
     Resolution,
     TaskStatus,
 )
+from ._scheduler._latency import LatencyModel
 from ._scheduler._submit import check_resume
 from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
 from ._transport import Transport, endpoint
+from .events import Event, EventStream, _Emitter
 from .providers import validate
 from .webhooks import CallbackReceiver
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ("Client", "ClientStatistics")
 
@@ -70,6 +77,13 @@ class Client:
             limits. Needs ``pip install 'nanobanana-async[redis]'``. When Redis cannot be
             reached nothing is sent; callers get ``CoordinatorUnavailableError`` after
             ``Timeouts.coordinator`` seconds.
+        on_event: called on the event loop with each :mod:`nanobanana_async.events` value as
+            it happens (submits, checks, retries, 429s, ends …); an exception from it is
+            logged once at WARNING and never reaches the client. See also :meth:`events`.
+        telemetry: OpenTelemetry spans and metrics of this client's tasks (the ``[otel]``
+            extra): a :class:`nanobanana_async.otel.Telemetry` reports to its providers;
+            False to none; None (the default) to the global ones when the application has set
+            an SDK provider by the time the client is made, else to none, at no cost.
         clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
         wall_clock: unix time for timestamps and HTTP-date Retry-After.
         random: returns floats in [0, 1) for backoff jitter.
@@ -92,6 +106,8 @@ class Client:
         callbacks: CallbackReceiver | None = None,
         journal: str | Path | None = None,
         coordinator: str | None = None,
+        on_event: Callable[[Event], object] | None = None,
+        telemetry: Telemetry | Literal[False] | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
@@ -110,7 +126,18 @@ class Client:
             wall_clock=wall_clock,
             random=random,
         )
-        self._life = Lifetime(self._settings, journal=journal, callbacks=callbacks, name=repr(self))
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError("on_event must be callable")
+        key = self._settings.key
+        self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
+        self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)
+        self._life = Lifetime(
+            self._settings,
+            journal=journal,
+            callbacks=callbacks,
+            name=repr(self),
+            events=self._events,
+        )
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Like aiohttp's "Unclosed client session": a client that ran on a loop and was
@@ -155,6 +182,18 @@ class Client:
         cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
         """
         await self._life.aclose()
+
+    def events(self, maxsize: int = 1000) -> EventStream:
+        """A stream of this client's events from now on: ``async for event in client.events():``.
+
+        The buffer holds ``maxsize`` events; when it is full the oldest is dropped and
+        ``stream.dropped`` counts it, so a slow consumer never holds up the client. The stream
+        ends when the client closes or ``stream.close()`` is called. Several may be open.
+
+        Raises:
+            ConfigurationError: ``maxsize`` is not an int of at least 1.
+        """
+        return self._events.stream(maxsize)
 
     # ----------------------------------------------------------------- tasks
 
@@ -251,6 +290,52 @@ class Client:
         if not isinstance(request, ImageRequest):
             raise TypeError("submit() takes an ImageRequest")
         return await (await self._life.started()).submit(request, key)
+
+    async def _routed_submit(
+        self,
+        request: ImageRequest,
+        key: str | None,
+        *,
+        retry_refusals: bool,
+        wanted: Callable[[], bool] | None = None,
+    ) -> Task:
+        """``submit`` for a Router, which decides what a refusal means (no public surface).
+
+        Args:
+            retry_refusals: False while another account can take the prompt: an answer that
+                proves nothing was created is raised at once, not retried here.
+            wanted: asked right before the create is sent; False (a hedge whose first task
+                won) sends nothing and raises ``ClientClosedError``.
+        """
+        return await (await self._life.started()).submit(
+            request, key, retry_refusals=retry_refusals, wanted=wanted
+        )
+
+    async def _journal_holds(self, request: ImageRequest, key: str | None) -> bool:
+        """Whether this client's journal already holds ``request`` (by ``key``, else its
+        default key here). A Router sends such a request back to this account only."""
+        hooks = self._life.journal
+        if hooks is None:
+            return False
+        journal_key = key or request_key(self._settings.driver.name, request)
+        return await hooks.journal.get(journal_key) is not None
+
+    def _learned_latency(self, request: ImageRequest) -> LatencyModel | None:
+        """How long tasks of ``request``'s model took on this account, None until learned
+        (or before the client started). Read by a Router to rank accounts and time hedges."""
+        submitter = self._life.submitter
+        if submitter is None:
+            return None
+        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
+
+    def _request_wait(self) -> float:
+        """Seconds until this account's request window lets the next request go (0 before
+        the client started). Read by a Router's ``"soonest"`` strategy."""
+        submitter = self._life.submitter
+        if submitter is None:
+            return 0.0
+        ledger = submitter.conn.account.ledger
+        return max(0.0, ledger.next_request_free() - self._settings.clock.now())
 
     async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
         """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.

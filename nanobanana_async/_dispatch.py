@@ -8,7 +8,8 @@ import asyncio
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Final, Literal
 
 import attrs
 
@@ -22,7 +23,6 @@ from ._errors import (
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
 )
-from ._journal import request_key
 from ._models import ImageRequest, ImageResult
 from ._redact import key_fingerprint
 from ._routing import (
@@ -39,6 +39,13 @@ from ._scheduler._latency import LatencyModel
 from ._scheduler._redis_store import account_prefix, connect
 from ._shared_circuit import SharedCircuit
 from ._task import Task
+from .events import AccountChosen, CircuitChanged, FailedOver, HedgeSent, _Emitter
+
+_CIRCUIT_STATES: Final[dict[Circuit, Literal["open", "half_open", "closed"]]] = {
+    Circuit.OPEN: "open",
+    Circuit.HALF_OPEN: "half_open",
+    Circuit.CLOSED: "closed",
+}
 
 _log = logging.getLogger("nanobanana_async")
 
@@ -82,9 +89,18 @@ class Dispatcher:
     """
 
     def __init__(
-        self, accounts: list[Account], *, strategy: str, weights: Weights, on_unknown: str
+        self,
+        accounts: list[Account],
+        *,
+        strategy: str,
+        weights: Weights,
+        on_unknown: str,
+        events: _Emitter | None = None,
     ) -> None:
         self.accounts = accounts
+        self.events = events if events is not None else _Emitter()
+        # Each circuit's state as the last ``circuit`` event told it.
+        self._told = [Circuit.CLOSED] * len(accounts)
         self.clock = accounts[0].client._settings.clock
         self._strategy = strategy
         self._weights = weights
@@ -121,12 +137,7 @@ class Dispatcher:
         """The account whose journal already holds this request (its key, or its default key
         there), None when none does: a rerun goes back to it and pays nowhere else."""
         for index in eligible:
-            client = self.accounts[index].client
-            hooks = client._life.journal
-            if hooks is None:
-                continue
-            journal_key = key or request_key(client._settings.driver.name, request)
-            if await hooks.journal.get(journal_key) is not None:
+            if await self.accounts[index].client._journal_holds(request, key):
                 return index
         return None
 
@@ -143,9 +154,11 @@ class Dispatcher:
         attempts: list[Attempt],
         *,
         hedge: bool = False,
+        wanted: Callable[[], bool] | None = None,
     ) -> tuple[Task, int]:
         """Submit ``request`` on the best untried account, moving on after refusals; returns
         the accepted task and its account. ``tried`` and ``attempts`` grow as it goes.
+        ``wanted``: asked right before each create is sent (see ``Client._routed_submit``).
 
         Raises:
             the error that ended it, with ``attempts`` (see ``Router.submit``).
@@ -154,19 +167,33 @@ class Dispatcher:
         timeout = request.timeout or self.accounts[eligible[0]].client._settings.task_timeout
         deadline = -math.inf if hedge else self.clock.now() + timeout
         last: NanoBananaError | None = None
+        left: Account | None = None  # the account the last refusal moved the request off
         while True:
-            index, probe = await self._choose(request, eligible, tried, deadline, last, attempts)
+            try:
+                index, probe = await self._choose(
+                    request, eligible, tried, deadline, last, attempts
+                )
+            except NanoBananaError:
+                if left is not None and self.events.active:
+                    self._failed_over(left, None, last, key)
+                raise
             account = self.accounts[index]
+            if self.events.active:
+                self._chosen(account, left, last, key)
             account.routing += 1
             # With another account ready to take it, a refusal that proves nothing was created
             # moves the prompt on at once: the client's own retries would only add refusals.
             retry_refusals = not self._alternative(eligible, tried, index)
+            gate = self._hedge_gate(account, key, wanted) if hedge else wanted
             try:
-                submitter = await account.client._life.started()
-                task = await submitter.submit(request, key, retry_refusals=retry_refusals)
+                task = await account.client._routed_submit(
+                    request, key, retry_refusals=retry_refusals, wanted=gate
+                )
             except NanoBananaError as exc:
                 before = account.breaker.state
                 self._record(account, exc, probe=probe)
+                if self.events.active:
+                    self._circuits()
                 await self._share(account, before, probe=probe)
                 reason = failover_reason(exc, on_unknown=self._on_unknown)
                 if reason is None:
@@ -175,7 +202,7 @@ class Dispatcher:
                 self.failovers += 1
                 attempts.append(Attempt(account=account.name, outcome=f"{reason}: {exc}"))
                 tried.add(index)
-                last = exc
+                last, left = exc, account
                 continue
             except BaseException:
                 if probe:
@@ -190,6 +217,8 @@ class Dispatcher:
                 # ends, so that tasks failing to generate can open it.
                 account.breaker.succeeded(self.clock.now())
                 self._notify()
+                if self.events.active:
+                    self._circuits()
                 # Not awaited: nothing may stand between an accepted task and its caller.
                 self._share_soon(account)
             account.accepted += 1
@@ -198,6 +227,80 @@ class Dispatcher:
             outcome = "accepted (hedge)" if hedge else "accepted"
             attempts.append(Attempt(account=account.name, outcome=outcome))
             return task, index
+
+    def _chosen(
+        self,
+        account: Account,
+        left: Account | None,
+        last: NanoBananaError | None,
+        key: str | None,
+    ) -> None:
+        # The circuit moves a choice made (a half-open probe, another process's state).
+        self._circuits()
+        if left is not None:
+            self._failed_over(left, account, last, key)
+        at, events = self.clock.now(), self.events
+        provider = account.client.provider
+        events.emit(
+            AccountChosen(
+                provider=provider, at=at, key=key, account=account.name, strategy=self._strategy
+            )
+        )
+
+    def _hedge_gate(
+        self, account: Account, key: str | None, wanted: Callable[[], bool] | None
+    ) -> Callable[[], bool]:
+        # A hedge is "sent" when its create goes out, not when its account is chosen: one that
+        # waited for a slot until the first task won is never sent, and no event says it was.
+        told = False
+
+        def gate() -> bool:
+            nonlocal told
+            if wanted is not None and not wanted():
+                return False
+            if not told and self.events.active:
+                told = True
+                self.events.emit(
+                    HedgeSent(
+                        provider=account.client.provider,
+                        at=self.clock.now(),
+                        key=key,
+                        account=account.name,
+                    )
+                )
+            return True
+
+        return gate
+
+    def _failed_over(
+        self, left: Account, to: Account | None, error: BaseException | None, key: str | None
+    ) -> None:
+        self.events.emit(
+            FailedOver(
+                provider=left.client.provider,
+                at=self.clock.now(),
+                key=key,
+                account=left.name,
+                to_account=to.name if to is not None else None,
+                reason=type(error).__name__,
+            )
+        )
+
+    def _circuits(self) -> None:
+        # Every circuit that moved since the last look: few accounts, looked at only while
+        # something listens.
+        for index, account in enumerate(self.accounts):
+            state = account.breaker.state
+            if state is not self._told[index]:
+                self._told[index] = state
+                self.events.emit(
+                    CircuitChanged(
+                        provider=account.client.provider,
+                        at=self.clock.now(),
+                        account=account.name,
+                        state=_CIRCUIT_STATES[state],
+                    )
+                )
 
     def _alternative(self, eligible: Sequence[int], tried: set[int], index: int) -> bool:
         # Another untried account, not set aside, whose circuit lets a create go now.
@@ -288,26 +391,18 @@ class Dispatcher:
 
     def latency_model(self, index: int, request: ImageRequest) -> LatencyModel | None:
         """The model's learned latency on account ``index``, None before it is learned."""
-        submitter = self.accounts[index].client._life.submitter
-        if submitter is None:
-            return None
-        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
+        return self.accounts[index].client._learned_latency(request)
 
     def _outlook(self, account: Account, request: ImageRequest) -> Outlook:
         # Read through the client's statistics and its scheduler: the router keeps no second
         # copy of an account's state.
         client = account.client
         stats = client.statistics()
-        request_wait = 0.0
-        submitter = client._life.submitter
-        if submitter is not None:
-            ledger = submitter.conn.account.ledger
-            request_wait = max(0.0, ledger.next_request_free() - self.clock.now())
-        model = self.latency_model(self.accounts.index(account), request)
+        model = client._learned_latency(request)
         return Outlook(
             busy=max(stats.in_flight + stats.waiting, stats.pending + account.routing),
             cap=stats.effective_limits.concurrent_tasks,
-            request_wait=request_wait,
+            request_wait=client._request_wait(),
             latency=model.median if model is not None else client._settings.driver.first_poll,
         )
 
@@ -411,6 +506,8 @@ class Dispatcher:
                 return
             self._notify()
             if breaker.state is not before:
+                if self.events.active:
+                    self._circuits()
                 self._share_soon(account)
 
         task._future.add_done_callback(ended)

@@ -27,6 +27,21 @@ _log = logging.getLogger("nanobanana_async")
 _Run = Callable[[Task, int, bool], None]
 
 
+class _HedgeSend:
+    """Whether a hedge's create may still go out: only while its prompt has no result. Asked
+    by the client right before the send, so it also records that the create went out."""
+
+    def __init__(self, outer: Task) -> None:
+        self._outer = outer
+        self.sent = False  # a create of this hedge went out: its task may exist (and be paid)
+
+    def wanted(self) -> bool:
+        if self._outer.done():
+            return False
+        self.sent = True
+        return True
+
+
 class Follower:
     """Follows router tasks to their end, with hedging and resubmits.
 
@@ -60,6 +75,7 @@ class Follower:
         """The caller's task for ``first`` (accepted on account ``index``): it resolves with
         the first result of ``first``, its hedge or its resubmit."""
         outer = Task(request, key, self._dispatch.clock)
+        outer._emitter = self._dispatch.events
         ref = first.ref
         assert ref is not None, "an accepted task has its ref"
         outer._accept(ref)
@@ -109,6 +125,7 @@ class Follower:
         tried: set[int],
         attempts: list[Attempt],
         run: _Run,
+        send: _HedgeSend,
     ) -> None:
         hedge, dispatch = self._hedge, self._dispatch
         if (
@@ -122,7 +139,7 @@ class Follower:
         self._hedges_sending += 1
         try:
             task, where = await self._dispatch.route(
-                request, key, eligible, tried, attempts, hedge=True
+                request, key, eligible, tried, attempts, hedge=True, wanted=send.wanted
             )
         except SubmitOutcomeUnknownError as exc:
             # The hedge may have been created (and paid): it counts against max_share, and
@@ -157,11 +174,16 @@ class Follower:
         def run(task: Task, at: int, hedged: bool) -> None:
             running[task._future] = (task, at, hedged)
             dispatch.watch(task, at)
+            # The caller's on_update hears each task followed for it.
+            outer._sources = [*(outer._sources or ()), task]
+            if outer._updates is not None:
+                task.on_update(outer._notify)
 
         run(first, index, False)
         hedge_at = self._hedge_at(index, request)
         # The hedge's submit runs beside the tasks: a slot wait there never delays a result.
         hedging: asyncio.Future[None] | None = None
+        send = _HedgeSend(outer)
         last: BaseException | None = None
         try:
             while running or (hedging is not None and not hedging.done()):
@@ -178,7 +200,9 @@ class Follower:
                     if alarm in done:
                         hedge_at = math.inf
                         hedging = asyncio.ensure_future(
-                            self._hedge_now(outer, request, key, eligible, tried, attempts, run)
+                            self._hedge_now(
+                                outer, request, key, eligible, tried, attempts, run, send
+                            )
                         )
                 for future in [f for f in running if f.done()]:
                     task, at, hedged = running.pop(future)
@@ -214,6 +238,10 @@ class Follower:
                         continue
                     last = again
                     break
+                if outer.done() and hedging is not None and not hedging.done() and not send.sent:
+                    # The result is in before the hedge's create went out: stop its wait for a
+                    # slot or the window (its create would not be sent anyway).
+                    hedging.cancel()
             if not outer.done() and last is not None:
                 if isinstance(last, NanoBananaError):
                     last.attempts = tuple(attempts)

@@ -29,11 +29,12 @@ from .._models import Balance, ImageRequest, ImageResult, TaskRef, TaskStatus
 from .._settings import Settings
 from .._task import Task
 from .._transport import guard
+from ..events import _Emitter
 from ..providers import validate
 from ..webhooks import CallbackReceiver
 from ..webhooks._registration import Registration
 from ._account import Connection, Tracked
-from ._create import create
+from ._create import NotWantedError, create
 from ._journaled import JournalHooks
 from ._ledger import Lease
 from ._plan import Entry
@@ -79,11 +80,16 @@ class Submitter:
         return task
 
     async def submit(
-        self, request: ImageRequest, key: str | None, *, retry_refusals: bool = True
+        self,
+        request: ImageRequest,
+        key: str | None,
+        *,
+        retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
     ) -> Task:
-        """See ``Client.submit``; ``retry_refusals=False``: see :func:`create`."""
+        """See ``Client.submit``; ``retry_refusals=False`` and ``wanted``: see :func:`create`."""
         if self.journal is None:
-            inner, lease = await self._start(request, key, None, retry_refusals)
+            inner, lease = await self._start(request, key, None, retry_refusals, wanted)
             return await self._wait(inner, lease, request)
         journal_key = key or request_key(self.conn.driver.name, request)
         while (shared := self._sharing.get(journal_key)) is not None:
@@ -106,7 +112,7 @@ class Submitter:
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
-            inner, lease = await self._start(request, key, journal_key, retry_refusals)
+            inner, lease = await self._start(request, key, journal_key, retry_refusals, wanted)
         except BaseException as exc:
             self._settle(journal_key, shared, exc)
             raise
@@ -131,7 +137,8 @@ class Submitter:
                 return
             error = outcome.exception()
             outcome = outcome.result() if error is None else error
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, asyncio.CancelledError | NotWantedError):
+            # Nothing was sent for it: a caller sharing this create submits it itself.
             shared.cancel()
         elif isinstance(outcome, BaseException):
             shared.set_exception(outcome)
@@ -144,6 +151,7 @@ class Submitter:
         key: str | None,
         journal_key: str | None,
         retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
     ) -> tuple[asyncio.Future[Task], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
@@ -165,13 +173,14 @@ class Submitter:
             callback = receiver._register(driver, self.clock)
             sent = attrs.evolve(request, callback_url=callback.url)
         task = Task(request, key, self.clock)
+        task._emitter = conn.emitter
         intent = None
         if self.journal is not None and journal_key is not None:
             intent = Intent(
                 self.journal.journal, journal_key, driver.name, sent, account=self.journal.account
             )
         inner = asyncio.ensure_future(
-            self._submit_and_track(task, sent, lease, callback, intent, retry_refusals)
+            self._submit_and_track(task, sent, lease, callback, intent, retry_refusals, wanted)
         )
         inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self._running.add(inner)
@@ -240,6 +249,7 @@ class Submitter:
         callback: Registration | None,
         intent: Intent | None,
         retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
     ) -> Task:
         conn = self.conn
         submitted = self.clock.now()
@@ -252,6 +262,8 @@ class Submitter:
                 intent=intent,
                 closed=self.closed,
                 retry_refusals=retry_refusals,
+                key=task.key,
+                wanted=wanted,
             )
         except (
             ConnectError,
@@ -387,6 +399,7 @@ class Submitter:
         if self.closed():
             raise ClientClosedError("the client is closed")
         task = Task(request, clock=self.clock)
+        task._emitter = self.conn.emitter
         ref = TaskRef(self.conn.driver.name, task_id, model)
         task._accept(ref)
         slots = self.conn.account.ledger.slots
@@ -416,6 +429,7 @@ def connect(
     closed: Callable[[], bool],
     journal: JournalHooks | None = None,
     callbacks: CallbackReceiver | None = None,
+    emitter: _Emitter | None = None,
 ) -> Submitter:
     """A client's connection to its loop's scheduler and its account there, ready to submit."""
     scheduler = Scheduler.for_clock(settings.clock)
@@ -427,6 +441,9 @@ def connect(
         settings.ledger_factory(),
         limits_known=settings.limits_known,
     )
+    if emitter is None:
+        emitter = _Emitter()
+    account.events.add(emitter, settings.driver.name)
     conn = Connection(
         driver=settings.driver,
         # The one door every answer and transport error comes in by: the key is masked here,
@@ -438,6 +455,7 @@ def connect(
         timeouts=settings.timeouts,
         wall_clock=settings.wall_clock,
         random=settings.random,
+        emitter=emitter,
     )
     return Submitter(
         scheduler, conn, settings.clock, settings.task_timeout, closed, journal, callbacks

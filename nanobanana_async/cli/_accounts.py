@@ -102,8 +102,8 @@ def env_suffix(name: str) -> str:
 
 def from_providers(providers: Sequence[str]) -> list[Account]:
     """The accounts of ``--provider apixo,crun``: each key from ``NANOBANANA_API_KEY_<NAME>``,
-    else ``NANOBANANA_API_KEY``; each URL from ``NANOBANANA_BASE_URL_<NAME>``, else
-    ``NANOBANANA_BASE_URL``.
+    else ``NANOBANANA_API_KEY``; each URL from ``NANOBANANA_BASE_URL_<NAME>``, else the
+    provider's documented one (``NANOBANANA_BASE_URL`` is one server's: see :func:`several`).
 
     Raises:
         InputError: a provider named twice, or one with no key variable set.
@@ -123,9 +123,7 @@ def from_providers(providers: Sequence[str]) -> list[Account]:
         key = os.environ.get(key_env) or None
         if key is None and provider != "local":
             raise InputError([f"--provider {provider}: set {own} (or NANOBANANA_API_KEY)"])
-        url = os.environ.get(f"NANOBANANA_BASE_URL_{env_suffix(provider)}") or os.environ.get(
-            "NANOBANANA_BASE_URL"
-        )
+        url = os.environ.get(f"NANOBANANA_BASE_URL_{env_suffix(provider)}")
         accounts.append(
             Account(
                 name=provider,
@@ -254,7 +252,7 @@ def _check(entry: AccountEntry, where: str, names: Mapping[str, int]) -> tuple[A
         if value is not None and not value > 0:
             found.append(f"{where}.{field}: must be positive, got {value}")
     # As --provider reads it: the file's URL, else NANOBANANA_BASE_URL_<NAME>, else the
-    # client's own default (NANOBANANA_BASE_URL, else the provider's documented URL).
+    # provider's documented URL (several() refuses a shared NANOBANANA_BASE_URL standing in).
     url = entry.base_url or os.environ.get(f"NANOBANANA_BASE_URL_{env_suffix(name)}") or None
     account = Account(
         name=name,
@@ -282,9 +280,15 @@ def several(args: argparse.Namespace) -> Accounts | None:
     """The accounts of ``--accounts FILE`` or of ``--provider a,b``; None for one provider,
     which then runs exactly as before (``args.provider`` is left as that one name, or None).
 
+    ``NANOBANANA_BASE_URL`` names one server, so it applies to one provider only: with several
+    accounts each URL comes from the file's ``base_url`` or ``NANOBANANA_BASE_URL_<NAME>``,
+    else the provider's documented one, and while ``NANOBANANA_BASE_URL`` is set an account
+    with no URL of its own is refused (the client would send its key to that one server).
+
     Raises:
         InputError: both given, ``--api-key-env``/``--base-url`` with several accounts (they
-            name one), or any problem of the file or of the key variables.
+            name one), any problem of the file or of the key variables, or an account that
+            would fall back to ``NANOBANANA_BASE_URL``.
     """
     chosen: tuple[str, ...] | None = args.provider
     args.provider = chosen[0] if chosen is not None and len(chosen) == 1 else None
@@ -301,6 +305,18 @@ def several(args: argparse.Namespace) -> Accounts | None:
             )
     if file is not None:
         accounts, strategy = read_accounts(file)
-        return Accounts(tuple(accounts), strategy)
-    assert chosen is not None
-    return Accounts(tuple(from_providers(chosen)))
+    else:
+        assert chosen is not None
+        accounts, strategy = from_providers(chosen), "soonest"
+    if len(accounts) > 1 and os.environ.get("NANOBANANA_BASE_URL"):
+        bare = [a for a in accounts if a.base_url is None and a.provider != "local"]
+        if bare:
+            names = ", ".join(f"NANOBANANA_BASE_URL_{env_suffix(a.name)}" for a in bare)
+            raise InputError(
+                [
+                    f"NANOBANANA_BASE_URL is one server's URL, not every account's: set {names} "
+                    f"(or base_url in an accounts file), or unset NANOBANANA_BASE_URL to use "
+                    f"the documented URL"
+                ]
+            )
+    return Accounts(tuple(accounts), strategy)

@@ -124,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
             metavar="NAME[,NAME...]",
             help="default: $NANOBANANA_PROVIDER, else apixo if NANOBANANA_API_KEY is set, else "
             "local; several (apixo,crun) share the work, each with NANOBANANA_API_KEY_<NAME> "
-            "(else NANOBANANA_API_KEY) and NANOBANANA_BASE_URL_<NAME>",
+            "(else NANOBANANA_API_KEY) and NANOBANANA_BASE_URL_<NAME> (else the documented "
+            "URL; NANOBANANA_BASE_URL is one server's, so an account without its own is "
+            "refused while it is set)",
         )
         p.add_argument(
             "--accounts",

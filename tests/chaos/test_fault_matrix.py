@@ -259,10 +259,11 @@ async def test_f09_unknown_state_keeps_polling(caplog: pytest.LogCaptureFixture)
     """An unknown state string is UNKNOWN, logged once per state, and never success."""
     faults = Faults(unknown_state=0.7, kinds=frozenset({"status"}))
     with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
-        # 3 s tasks: the cold start's three probes (at 0.625, 1.25 and 2.5 s: 1/16 to 1/4 of
-        # crun's 10 s advice) see them running three times each; 0.8 s tasks, once at most.
+        # 1.6 s tasks: the cold start's probes (at 0.625, 1.25 and 2.5 s: 1/16 to 1/4 of crun's
+        # 10 s advice) see them running twice each and ended at 2.5 s (3 s tasks waited for
+        # the 5 s probe); 0.8 s tasks, once at most.
         async with (
-            Simulator("crun", latency=Latency(median=3.0), faults=faults, seed=1) as sim,
+            Simulator("crun", latency=Latency(median=1.6, sigma=0.1), faults=faults, seed=1) as sim,
             nb.Client("crun", api_key=sim.api_key, base_url=sim.base_url) as client,
         ):
             results = await asyncio.gather(*(client.generate(f"c{i}") for i in range(8)))

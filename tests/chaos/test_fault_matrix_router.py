@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -715,3 +716,108 @@ async def test_f44_a_hedge_of_unknown_outcome_counts_against_the_share(
     assert stats.hedges == 1
     assert len(sb.tasks) == 1  # created once, not once per slow task
     assert any(router.accounts[1] in r.getMessage() for r in caplog.records)
+
+
+async def test_f44_a_hedge_still_waiting_for_a_slot_when_the_first_wins_is_never_sent(
+    clock: FakeClock,
+) -> None:
+    """The hedge waits for the second account's only slot; the first task wins meanwhile, then
+    the slot frees while the router is still open: the hedge's create is never sent (nobody
+    needs it), nothing counts as a hedge (no ``hedge`` event either), and the slot it waited
+    for is free again."""
+    sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    sb = FakeApixo(clock, latency=lambda i: 60.0)  # the blocker ends after the winner
+    limits = nb.Limits(concurrent_tasks=1)
+    b, _ = apixo(clock, key="key-b", server=sb, base_url="https://b.test", limits=limits)
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with a, b:
+        blocker = await b.submit(nb.ImageRequest(prompt="holds b's only slot for 60 s"))
+        seen: list[Any] = []
+        async with nb.Router(
+            [a, b], strategy="priority", hedge=hedge, on_event=seen.append
+        ) as router:
+            for i in range(3):
+                await drive(clock, router.generate(f"learn {i}"))
+            task = await router.submit(nb.ImageRequest(prompt="slow"))
+            assert (await drive(clock, task.result())).task_id == "t3"
+            await clock.advance(1.0)
+            assert b.statistics().waiting == 0  # the hedge stopped waiting for b's slot
+            await drive(clock, blocker.result())  # b's slot frees, the router still open
+            await clock.advance(120.0)
+            stats = router.statistics()
+            assert sb.count("submit") == 1  # the blocker's create only
+            assert (stats.hedges, stats.hedge_losers_ended) == (0, 0)
+            assert b.statistics().in_flight == 0
+            # b takes creates again: the dropped hedge left no slot or admission behind.
+            assert (await drive(clock, b.generate("after"))).task_id == "t1"
+        assert [e for e in seen if e.kind == "hedge"] == []
+        assert any(e.kind == "account_chosen" and e.account == router.accounts[1] for e in seen)
+
+
+async def test_f44_a_hedge_refused_with_429_is_not_retried_once_the_first_wins(
+    clock: FakeClock,
+) -> None:
+    """The hedge's create is answered 429 with Retry-After 60 s (nothing created), so its retry
+    waits for the account's window; the first task wins meanwhile: the retry is never sent,
+    nothing counts as a hedge, and the hedge's slot is released."""
+    sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
+    a, _ = apixo(clock, server=sa)
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test")
+
+    def wait_a_minute(request: HttpRequest) -> object:
+        if request.kind == "submit":
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "60"}
+            )
+        return None
+
+    sb.hook = wait_a_minute  # type: ignore[assignment]
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        task = await router.submit(nb.ImageRequest(prompt="slow"))
+        assert (await drive(clock, task.result())).task_id == "t3"
+        assert sb.count("submit") == 1  # the hedge's first create, refused
+        await clock.advance(120.0)
+        stats = router.statistics()
+        assert sb.count("submit") == 1  # its retry was never sent
+        assert (stats.hedges, stats.hedge_losers_ended) == (0, 0)
+        assert b.statistics().in_flight == 0
+
+
+async def test_f44_a_journaled_hedge_never_sent_leaves_no_intent(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """With journals, the hedge refused with 429 writes its intent before each attempt; once
+    the first task wins its retry is not sent, and its journal keeps no row for the prompt (a
+    rerun would report an intent as a create of unknown outcome, and never submit it)."""
+    sa = FakeApixo(clock, latency=lambda i: 30.0 if i == 3 else 5.0)
+    a, _ = apixo(clock, server=sa, journal=tmp_path / "a.sqlite")
+    b, sb = apixo(clock, key="key-b", base_url="https://b.test", journal=tmp_path / "b.sqlite")
+
+    def wait_a_minute(request: HttpRequest) -> object:
+        if request.kind == "submit":
+            return json_response(
+                {"code": 429, "message": "x", "data": None}, 429, {"retry-after": "60"}
+            )
+        return None
+
+    sb.hook = wait_a_minute  # type: ignore[assignment]
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            await drive(clock, router.generate(f"learn {i}"))
+        task = await router.submit(nb.ImageRequest(prompt="slow"), key="line-4")
+        assert (await drive(clock, task.result())).task_id == "t3"
+        await clock.advance(120.0)
+        assert sb.count("submit") == 1
+        journal = b._life.journal
+        assert journal is not None
+        for _ in range(200):  # the journal writes in a worker thread: real time, not fake
+            if await journal.journal.get("line-4") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await journal.journal.get("line-4") is None
+        assert b.statistics().in_flight == 0

@@ -199,6 +199,52 @@ def test_several_providers_refuse_a_missing_key_or_a_single_account_flag(
     assert sims["apixo"].stats.total_requests == sims["crun"].stats.total_requests == 0
 
 
+def test_several_accounts_never_share_nanobanana_base_url(
+    tmp_path: Path,
+    sims: dict[str, Simulator],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """NANOBANANA_BASE_URL is one server: with several accounts, one that has no URL of its own
+    would send its key there. The command stops with one line naming its variable (exit 2,
+    nothing sent); with every account's own URL set, the shared one is simply not used."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "out"), "-q"]
+    monkeypatch.setenv("NANOBANANA_BASE_URL", sims["apixo"].base_url)
+    monkeypatch.delenv("NANOBANANA_BASE_URL_CRUN")
+    assert main([*argv, "--provider", "apixo,crun"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "NANOBANANA_BASE_URL_CRUN" in line
+    assert "unset NANOBANANA_BASE_URL" in line
+    # An accounts file's account without base_url reads the same way.
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        textwrap.dedent(
+            """
+            [[accounts]]
+            provider = "apixo"
+            api_key_env = "NANOBANANA_API_KEY_APIXO"
+            [[accounts]]
+            provider = "crun"
+            api_key_env = "NANOBANANA_API_KEY_CRUN"
+            """
+        )
+    )
+    assert main([*argv, "--accounts", str(accounts)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "NANOBANANA_BASE_URL_CRUN" in line
+    assert sims["apixo"].stats.total_requests == sims["crun"].stats.total_requests == 0
+    # One provider: the shared variable is its URL, as it always was.
+    monkeypatch.setenv("NANOBANANA_API_KEY", sims["apixo"].api_key)
+    assert main([*argv, "--provider", "apixo", "--out", str(tmp_path / "one")]) == 0
+    assert sims["apixo"].stats.creates == 1
+    # Each account with its own URL: the shared one is not used, and the batch runs.
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9/not-used")
+    monkeypatch.setenv("NANOBANANA_BASE_URL_CRUN", sims["crun"].base_url)
+    assert main([*argv, "--provider", "apixo,crun", "--out", str(tmp_path / "both")]) == 0
+
+
 def test_progress_line_shows_an_open_circuit_and_a_set_aside_account() -> None:
     state = BatchState(total=10, started=0.0)
     state.accounts = [
@@ -273,7 +319,9 @@ def test_resume_over_a_two_account_journal_follows_each_account(
     # Eight tasks at once per account: sixteen prompts fill both.
     command += ["--provider", "apixo,crun", "--concurrent", "8"]
     for sim in sims.values():
-        sim.latency = Latency(median=3.0, sigma=0.1)  # still running when resume starts
+        # Still running when the batch is killed (a second after the last create) and resume
+        # starts; seen ended at the resume's check 2.5 s after each create, not at its 5 s one.
+        sim.latency = Latency(median=2.2, sigma=0.05)
     proc = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
     )

@@ -15,7 +15,8 @@ import sys
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async.testing import Latency, ServerLimits, Simulator
+from nanobanana_async.testing import FakeClock, Latency, ScriptedTransport, ServerLimits, Simulator
+from tests.fakeapi import LimitedApixo
 
 LIMITS = nb.Limits(requests=120, per=2.0, concurrent_tasks=14)
 SERVER_LIMITS = ServerLimits(requests=120, per=2.0, concurrent_tasks=14)
@@ -26,8 +27,9 @@ LATENCY = Latency(median=0.3, sigma=0.3)
 async def test_tasks_within_limits(provider: str) -> None:
     """90 tasks all succeed; both limits are pressed, and the server sees no 429 and no window
     or cap over the limit."""
-    # xingchao's 2 s floor between checks makes each task last >= 2 s: fewer tasks, same claims.
-    n = 30 if provider == "xingchao" else 90
+    # xingchao's 2 s floor between checks makes each task last >= 2 s: fewer tasks, same claims
+    # (two full rounds of the cap of 14; a 30th task cost a third round of 2 s).
+    n = 2 * LIMITS.concurrent_tasks if provider == "xingchao" else 90
     simulator = Simulator(provider, latency=LATENCY, limits=SERVER_LIMITS, seed=7)
     async with (
         simulator as sim,
@@ -55,9 +57,11 @@ async def test_tasks_within_limits(provider: str) -> None:
     assert sim.stats.max_concurrent <= LIMITS.concurrent_tasks
     # The run really pressed both limits, or the two checks above would prove nothing. Not on
     # xingchao: its documented 2 s floor between checks of a task (0.3 s tasks here) keeps the
-    # request rate far below the window.
+    # request rate far below the window. In real time a loaded machine slows the client (about
+    # 112 of 120 quiet, under 96 seen under load): half the window here, and the 80 % it
+    # reaches when nothing slows it in test_tasks_press_both_limits_without_passing_them.
     if provider != "xingchao":
-        assert sim.stats.max_window >= LIMITS.requests * 0.8
+        assert sim.stats.max_window >= LIMITS.requests * 0.5
     assert stats.peak_in_flight == LIMITS.concurrent_tasks
     assert stats.in_flight == 0
     assert stats.pending == 0
@@ -72,3 +76,28 @@ async def test_tasks_within_limits(provider: str) -> None:
         f"max concurrent {sim.stats.max_concurrent}/{LIMITS.concurrent_tasks}; "
         f"lag p50 {lag:.2f} s\n"
     )
+
+
+async def test_tasks_press_both_limits_without_passing_them(clock: FakeClock) -> None:
+    """The claim above on a fake clock, where load cannot slow the client: 90 short tasks keep
+    the account's window at least 80 % full (and never over it) and its cap full, with no
+    429."""
+    server = LimitedApixo(
+        clock, requests=120, per=2.0, cap=14, latency=lambda i: 0.2 + 0.05 * (i % 5)
+    )
+    async with nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        random=lambda: 0.5,
+        limits=LIMITS,
+    ) as client:
+        jobs = [asyncio.ensure_future(client.generate(f"prompt {i}")) for i in range(90)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), limit=600)
+        stats = client.statistics()
+    assert all(j.result().urls for j in jobs)
+    assert server.rate_limited == 0
+    assert LIMITS.requests * 0.8 <= server.max_window <= LIMITS.requests, server.max_window
+    assert server.max_running <= LIMITS.concurrent_tasks
+    assert stats.peak_in_flight == LIMITS.concurrent_tasks

@@ -71,7 +71,7 @@ def test_f35_processes_on_one_key_share_one_account(
 ) -> None:
     """F35: three processes on one key through one Redis, each told the account's limits:
     the provider sees no 429, no window over the limit and never more tasks than the cap."""
-    count = 20
+    count = 12
     workers = [
         subprocess.Popen(
             [
@@ -110,6 +110,10 @@ async def test_f37_redis_down_fails_closed_then_recovers(
     wait; once Redis is back, work goes on within the limits."""
     client = coordinated(simulator, redis_server, timeouts=nb.Timeouts(coordinator=0.5))
     async with client:
+        # Heartbeats every 0.2 s: the restarted Redis admits after one window (1.5 s), not
+        # after two default heartbeats (10 s); the wait it asserts is the same rule.
+        ledger = client._life.submitter.conn.account.ledger  # type: ignore[union-attr]
+        ledger.store.lease_ttl = 0.6  # type: ignore[attr-defined]
         assert isinstance(await client.generate("before"), nb.ImageResult)
         running = asyncio.ensure_future(client.generate("running while Redis is down"))
         await asyncio.sleep(0.05)
@@ -183,6 +187,9 @@ async def test_f37_no_breach_after_redis_forgets_the_window(redis_server: RedisS
         prefix="nanobanana:test-restart",
         max_wait=5.0,
     )
+    # Heartbeats every 0.2 s: the rebuild after a restart lasts one window (1.5 s with its
+    # slack), not two default heartbeats (10 s).
+    ledger.store.lease_ttl = 0.6
     try:
         for _ in range(4):  # the window is nearly full at the provider
             await ledger.acquire_request()
