@@ -45,9 +45,10 @@ class Gcra:
         self.interval = interval
         self.tolerance = (burst - 1) * interval
 
-    def reserve(self, now: float) -> float:
-        """Book one request and return the earliest time it may be sent (``>= now``)."""
-        start = max(now, self._tat - self.tolerance, self.paused_until)
+    def reserve(self, now: float, *, burst: bool = True) -> float:
+        """Book one request and return the earliest time it may be sent (``>= now``);
+        ``burst=False``: at the steady pace, never back to back after an idle spell."""
+        start = max(now, self._tat - (self.tolerance if burst else 0.0), self.paused_until)
         self._tat = max(self._tat, start) + self.interval
         return start
 
@@ -61,6 +62,11 @@ class Gcra:
             return False
         self.reserve(now)
         return True
+
+    def cancel_bookings(self, now: float) -> None:
+        """Forget the turns booked ahead of ``now``: their holders book again (the ledger
+        tells them), so a backlog booked under old limits does not hold back what comes next."""
+        self._tat = min(self._tat, now)
 
     def next_free(self) -> float:
         """The earliest time :meth:`try_take` can succeed."""

@@ -74,9 +74,9 @@ async def create(
     for attempt in range(policy.attempts):
         if ledger.admit_first:
             await ledger.slots.admit(lease)
-            await ledger.acquire_request()
+            await ledger.acquire_request(lease)
         else:
-            await ledger.acquire_request()
+            await ledger.acquire_request(lease)
             if not ledger.slots.try_admit(lease) and not await ledger.slots.admit(lease):
                 # More creates were out than the (effective) cap: it waited for a task to
                 # end, so its turn in the window has passed; take a fresh one.

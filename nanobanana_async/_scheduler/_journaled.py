@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
+import math
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from .._config import Limits
 from .._errors import (
     ConfigurationError,
     GenerationFailedError,
@@ -29,6 +33,13 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("nanobanana_async")
 
+WINDOW_EVERY: Final = 1.0
+"""Seconds between two writes of the account's recent sends to the journal (while it sends)."""
+_BUCKET: Final = 0.1  # seconds: sends are remembered per tenth of a second, rounded up
+# A killed run may have sent for this long after its last write (one write interval, plus a
+# journal thread busy with other writes): a rerun counts it as sending at its pace until then.
+_UNWRITTEN: Final = WINDOW_EVERY + 0.5
+
 
 class JournalHooks:
     """What the submit pipeline asks of a client's journal, and the end records it writes."""
@@ -40,6 +51,8 @@ class JournalHooks:
         """The fingerprint of the client's key: the account its rows name."""
         self._writes: set[asyncio.Task[None]] = set()
         self._leases: dict[str, Lease] = {}
+        self._window_writer: asyncio.Task[None] | None = None
+        self._submitter: Submitter | None = None
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings) -> JournalHooks:
@@ -87,6 +100,83 @@ class JournalHooks:
             scheduler.hold_to_horizon(conn, lease, model, submitted)
             if entry.state == "submitted":
                 self._leases[entry.key] = lease
+        if conn.account.ledger.window_in_journal:
+            await self._seed_window(submitter)
+            self._submitter = submitter
+            self._window_writer = asyncio.get_running_loop().create_task(
+                self._write_window(submitter), name="nanobanana-journal-window"
+            )
+
+    @property
+    def _window_name(self) -> str:
+        return f"window.{self.provider}.{self.account}"
+
+    async def _seed_window(self, submitter: Submitter) -> None:
+        # The requests a killed run sent in the last window still count at the provider: a
+        # rerun that started its window empty would overfill it (a 429 on its first sends).
+        raw = await self.journal.noted(self._window_name)
+        if raw is None:
+            return
+        try:
+            data = json.loads(raw)
+            at, pace, closed = float(data["at"]), float(data["pace"]), bool(data["closed"])
+            sends = [(float(w), int(n)) for w, n in data["sends"]]
+        except (ValueError, KeyError, TypeError):
+            return  # a damaged note seeds nothing; the pace and the 429s still hold
+        now, wall = submitter.clock.now(), submitter.conn.wall_clock()
+        times = [now - (wall - w) for w, n in sends for _ in range(n)]
+        if not closed:
+            # Killed: it may have sent at its pace after its last write, until it died.
+            end = min(wall, at + _UNWRITTEN)
+            times += [now - (wall - end)] * math.ceil(pace * max(0.0, end - at))
+        ledger = submitter.conn.account.ledger
+        ledger.seed_sends(times)
+        learned = data.get("learned")
+        try:
+            if learned is not None:
+                requests, per, cap = int(learned[0]), float(learned[1]), int(learned[2])
+                limits = Limits(requests=requests, per=per, concurrent_tasks=cap)
+                ledger.adopt_learned(limits, age=max(0.0, wall - at))
+        except (ValueError, TypeError, IndexError, ConfigurationError):
+            return  # a damaged entry teaches nothing; the 429s will
+
+    def _window(self, submitter: Submitter, *, closed: bool) -> str:
+        ledger = submitter.conn.account.ledger
+        now, wall = submitter.clock.now(), submitter.conn.wall_clock()
+        buckets: dict[float, int] = {}
+        for at in ledger.recent_sends():
+            # Rounded up: a send remembered later leaves the window later, never sooner.
+            bucket = round(math.ceil((wall - (now - at)) / _BUCKET) * _BUCKET, 3)
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+        limits = ledger.effective
+        # What this run learned of the account, for a rerun (before its quiet period ends).
+        learned = None
+        if limits != ledger.configured:
+            learned = [limits.requests, limits.per, limits.concurrent_tasks]
+        return json.dumps(
+            {
+                "at": wall,
+                "closed": closed,
+                "pace": limits.requests / limits.per,
+                "sends": sorted(buckets.items()),
+                "learned": learned,
+            }
+        )
+
+    async def _write_window(self, submitter: Submitter) -> None:
+        # One small write a second while requests go, so a rerun after a kill -9 knows them.
+        ledger, clock = submitter.conn.account.ledger, submitter.clock
+        written = ledger.requests
+        while True:
+            await clock.sleep_until(clock.now() + WINDOW_EVERY)
+            if ledger.requests == written:
+                continue
+            written = ledger.requests
+            try:
+                await self.journal.note(self._window_name, self._window(submitter, closed=False))
+            except Exception as exc:  # a full disk: the tasks' own records matter more
+                _log.warning("the journal could not record the account's recent sends: %s", exc)
+                return
 
     async def reattach(
         self, submitter: Submitter, known: JournalEntry, asked: ImageRequest | None
@@ -187,9 +277,17 @@ class JournalHooks:
         task._future.add_done_callback(record)
 
     async def aclose(self) -> None:
-        """Finish the pending end records, then close the journal."""
+        """Finish the pending end records (and the account's recent sends), then close the
+        journal."""
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._window_writer is not None and self._submitter is not None:
+            self._window_writer.cancel()
+            await asyncio.gather(self._window_writer, return_exceptions=True)
+            # A clean close says so: a rerun counts exactly these, nothing sent after them.
+            window = self._window(self._submitter, closed=True)
+            with contextlib.suppress(Exception):
+                await self.journal.note(self._window_name, window)
         await self.journal.aclose()
 
 

@@ -51,7 +51,10 @@ DEFAULT_HORIZON: Final = 300.0
 """Seconds a slot of unknown fate is held before any latency is learned (5 minutes)."""
 
 _CONCURRENCY_SHARE: Final = 0.9  # below this share of the window, a create's 429 is the cap
-_RATE_MARGIN: Final = 0.95  # of what the account showed, after a window 429
+# Of what the account showed it accepts, after a window 429: the count is exact once the
+# refusals of requests already in flight are taken off it (see rate_limited), so the margin
+# only covers the skew between our send times and the provider's arrival times.
+_RATE_MARGIN: Final = 0.98
 _BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
 QUIET_PERIODS: Final = 3
 """Windows without a 429 before learned limits start to climb back (and a shared cut expires)."""
@@ -81,20 +84,38 @@ class Ledger:
         # Until when a 429 belongs to the episode of the last one (see rate_limited).
         self._window_episode = -math.inf
         self._cap_episode = -math.inf
+        # Bumped when the turns booked ahead are dropped (a cut of the task cap): each holder
+        # books again, after a slot is free if it is a create (see acquire_request).
+        self._bookings = 0
+        self._shown_tasks = 0  # the most tasks the account accepted at once (see _may_burst)
+        self._seeded_until = -math.inf  # an earlier process's sends count until then
+        # Whether the last window cut was measured (not blind): refusals of requests sent
+        # before it then come off what it counted as accepted.
+        self._measured: int | None = None  # what it counted as accepted
         self.requests = 0
 
     # ----------------------------------------------------------------- requests
 
-    async def acquire_request(self) -> None:
+    async def acquire_request(self, lease: Lease | None = None) -> None:
         """Wait for a submit's turn in the window (booked ahead, so submits go first).
 
         A 429 that arrives while we wait moves the turn: a booked time that falls inside a
-        pause is booked again after it.
+        pause is booked again after it, and a turn booked before the task cap was cut is
+        booked again. ``lease``: the create's slot; while no slot is free it books no turn
+        (a turn it could not use would be lost to the status checks): it waits for its
+        admission first, and returns with the lease admitted.
         """
         while True:
             self._recover()
-            at = self.gcra.reserve(self._clock.now())
+            if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
+                self.slots.refused(lease)  # admitted here before a cap cut: over the new cap
+            if lease is not None and not lease.sent and self.slots.full:
+                await self.slots.admit(lease)
+            booked = self._bookings
+            at = self.gcra.reserve(self._clock.now(), burst=self._may_burst(lease))
             await self._clock.sleep_until(at)
+            if booked != self._bookings:
+                continue
             now = self._clock.now()
             if self.gcra.is_paused(now):
                 continue
@@ -102,6 +123,16 @@ class Ledger:
             if free <= now:
                 return
             await self._clock.sleep_until(free)
+
+    def _may_burst(self, lease: Lease | None) -> bool:
+        # A create beyond the most tasks the account has shown it runs, while another create
+        # is still unanswered, goes at the steady pace: the cap may be there, and each create
+        # sent before the first one's 429 comes back would draw its own.
+        if lease is None:
+            return True
+        own = 1 if lease.sent else 0
+        unanswered = self.slots.sent - self.slots.accepted - own
+        return unanswered <= 0 or self.slots.sent - own < self._shown_tasks
 
     async def refresh_request(self, granted: float) -> None:
         """The send of a turn taken at ``granted`` (monotonic) goes now: take a fresh turn if
@@ -128,7 +159,7 @@ class Ledger:
     def _window_free_at(self, now: float) -> float:
         # Once the limits were lowered, the requests already sent at the old pace still sit in
         # the account's window: pacing alone would overfill it, so the send log bounds it too.
-        if self.effective == self.configured:
+        if self.effective == self.configured and now >= self._seeded_until:
             return now
         per = self.effective.per
         budget = max(1, math.floor(self.effective.requests * (1.0 - self.effective.safety_margin)))
@@ -142,6 +173,44 @@ class Ledger:
         self.requests += 1
         self._sent.append(now)
         self._trim(now - max(self.configured.per, self.effective.per))
+
+    window_in_journal = True
+    """Whether a journal should remember this ledger's recent sends for a rerun (a shared
+    ledger's window outlives the process by itself)."""
+
+    def recent_sends(self) -> list[float]:
+        """Monotonic times of the requests sent in the longest window the account may have."""
+        horizon = self._clock.now() - max(self.configured.per, self.effective.per)
+        return self._sent[bisect.bisect_right(self._sent, horizon) :]
+
+    def seed_sends(self, times: list[float]) -> None:
+        """Count requests an earlier process sent on this account, at these monotonic times
+        (a killed run, as its journal remembers them): the provider's window still holds
+        them, so until they leave it this process's sends are bounded by the send log too,
+        not by the pace alone (which starts afresh and would overfill the window)."""
+        now = self._clock.now()
+        per = max(self.configured.per, self.effective.per)
+        kept = [at for at in times if at > now - per]
+        if not kept:
+            return
+        self._sent = sorted(self._sent + kept)
+        self._seeded_until = max(self._seeded_until, max(kept) + per)
+
+    def adopt_learned(self, limits: Limits, *, age: float) -> None:
+        """Hold limits an earlier run on this account learned ``age`` seconds ago (its journal
+        says so) as if learned here then: they recover after the same quiet period, and are
+        never above the configured ceiling. Limits older than the quiet period are dropped."""
+        ceiling = self.configured
+        if age >= QUIET_PERIODS * limits.per:
+            return
+        rate = min(limits.requests / limits.per, ceiling.requests / ceiling.per)
+        requests = max(1, math.floor(rate * limits.per))
+        cap = max(1, min(limits.concurrent_tasks, ceiling.concurrent_tasks))
+        learned = attrs.evolve(ceiling, requests=requests, per=limits.per, concurrent_tasks=cap)
+        if learned == self.effective or learned == ceiling:
+            return
+        self._last_429 = max(self._last_429, self._clock.now() - age)
+        self._set_effective(learned, level=logging.INFO, note="learned by an earlier run")
 
     def requests_in_window(self) -> int:
         """Requests sent in the last effective ``per`` seconds."""
@@ -179,7 +248,12 @@ class Ledger:
         )
         if creating and now < self._cap_episode and not under_learned_cap:
             return True  # one more create of the burst the cap was cut for: it waits a slot
-        if self.gcra.is_paused(now) or now < self._window_episode:
+        if self.gcra.is_paused(now):
+            # Nothing is sent during the pause: this answers a request sent before the cut,
+            # which the cut counted as accepted. It was refused: count it off.
+            self._refused_in_flight()
+            return False
+        if now < self._window_episode:
             return False
         in_window = self.requests_in_window()
         window_budget = self.effective.requests * (1.0 - self.effective.safety_margin)
@@ -194,12 +268,19 @@ class Ledger:
             cap = max(1, min(running, self.slots.accepted))
             if cap < self.effective.concurrent_tasks:
                 self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
+                # The creates that booked turns under the old cap mostly cannot go now: their
+                # turns would go unused while status checks (which end tasks and free slots)
+                # wait behind them. Drop them; each books again once it has a slot.
+                self._bookings += 1
+                self.gcra.cancel_bookings(now)
             self._cap_episode = now + self.effective.per
             return True
         old_per = self.effective.per
         per, requests = self._estimate_window(now, retry_after)
         if requests / per < self.effective.requests / self.effective.per:
             self._set_effective(attrs.evolve(self.effective, requests=requests, per=per))
+        else:
+            self._measured = None  # nothing was cut: nothing to make exact
         # What was sent at the old pace stays in the account's window for one more window.
         self._window_episode = now + max(old_per, self.effective.per)
         return False
@@ -208,6 +289,7 @@ class Ledger:
         """A create of ``lease`` was accepted: the task runs. When more run than the learned
         cap, the account showed a higher one: the cap goes back up to what it showed."""
         self.slots.accept(lease)
+        self._shown_tasks = max(self._shown_tasks, self.slots.accepted)
         shown = min(self.slots.accepted, self.configured.concurrent_tasks)
         if shown > self.effective.concurrent_tasks:
             self._set_effective(
@@ -221,12 +303,25 @@ class Ledger:
         # the window: cut the rate multiplicatively instead, as AIMD does.
         ceiling = max(self.configured.per, self.effective.per)
         if retry_after is None or not 0 < retry_after <= ceiling:
+            self._measured = None
             cut = max(1, math.floor(self.effective.requests * _BLIND_CUT))
             return self.effective.per, cut
         start = self._spell_start(now, ceiling)
         per = min(ceiling, max(1.0, now - start + retry_after))
-        shown = self._shown(now, per)
-        return per, max(1, math.floor(shown * _RATE_MARGIN))
+        # Less the request this 429 refused: it was sent, but the account did not take it.
+        self._measured = max(1, self._shown(now, per) - 1)
+        return per, max(1, math.floor(self._measured * _RATE_MARGIN))
+
+    def _refused_in_flight(self) -> None:
+        if self._measured is None or self._measured <= 1:
+            return
+        self._measured -= 1
+        requests = max(1, math.floor(self._measured * _RATE_MARGIN))
+        if requests < self.effective.requests:
+            # The same episode's count made exact, not a new cut: no second warning.
+            self._set_effective(
+                attrs.evolve(self.effective, requests=requests), level=logging.DEBUG
+            )
 
     def _shown(self, now: float, per: float) -> int:
         # What the account showed it accepts in ``per``: our own sends in one process.

@@ -314,13 +314,38 @@ class RedisLedger(Ledger):
         self._send_seq = 0
         self._send_flusher: asyncio.Task[None] | None = None
 
-    async def acquire_request(self) -> None:
+    window_in_journal = False  # every process's grants stay in Redis's window
+
+    def seed_sends(self, times: list[float]) -> None:
+        """Nothing to seed: the shared window still holds the grants of the earlier run."""
+
+    async def acquire_request(self, lease: Lease | None = None) -> None:
+        since = self._clock.now()
+        # This process's own pace first, as in memory: creates go one after another, so the
+        # 429 of the first create over a cap not yet learned comes back before the next one
+        # goes (sent at once, every create in flight draws its own 429).
+        while True:
+            self._recover()
+            if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
+                # A create is admitted before its turn here (admit_first): admitted under a
+                # cap cut since, it hands its admission back and waits for a slot again.
+                await self.slots.refuse(lease)
+                await self.slots.admit(lease)
+            booked = self._bookings
+            at = self.gcra.reserve(self._clock.now(), burst=self._may_burst(lease))
+            await self._clock.sleep_until(at)
+            if booked != self._bookings:
+                continue  # the cap was cut while this turn waited: book again
+            await self._grant_one(since)
+            if booked == self._bookings:
+                return
+
+    async def _grant_one(self, since: float) -> None:
         # A create books its turn in the shared pace (one round trip) and sleeps until it, as
         # one process's creates book theirs: status checks, which take only turns free now,
         # never take one a create waits for, in any process. One caller at a time books, for
         # every create waiting here (a few at a time, so processes of equal demand interleave),
         # and hands the others their turns in arrival order.
-        since = self._clock.now()
         while True:
             self._unbooked += 1
             try:

@@ -73,6 +73,11 @@ class Slots:
         waiting = sum(1 for future, _, _ in self._waiters if not future.done())
         return waiting + sum(1 for future, _ in self._admits if not future.done())
 
+    @property
+    def full(self) -> bool:
+        """True when a create could not be admitted now (the cap is reached, or others wait)."""
+        return self.sent >= self.cap or bool(self._admits)
+
     def try_admit(self, lease: Lease) -> bool:
         """Admit ``lease`` now if fewer than ``cap`` creates are out; False otherwise."""
         if lease.sent:

@@ -1,0 +1,147 @@
+"""Fault matrix row F48, the request window across kill -9 and rerun: the journal remembers
+the account's recent sends, so a rerun inside the killed run's window does not overfill it
+(fake clock, scripted account)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._journal import Journal
+from nanobanana_async._redact import key_fingerprint
+from nanobanana_async.testing import FakeClock, ScriptedTransport
+from tests.chaos.test_fault_matrix_learning import Killable
+from tests.fakeapi import LimitedApixo
+
+WALL = 1_700_000_000.0
+
+
+def client_for(clock: FakeClock, door: Killable, path: Path, limits: nb.Limits) -> nb.Client:
+    return nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(door),
+        clock=clock,
+        random=lambda: 0.5,
+        journal=path,
+        limits=limits,
+        wall_clock=lambda: WALL + clock.now(),
+        timeouts=nb.Timeouts(task=300),
+    )
+
+
+async def window_reruns(
+    tmp_path: Path,
+    *,
+    seed: int,
+    cycles: int,
+    prompts: int,
+    limits: nb.Limits | None = None,
+    cap: int = 5,
+) -> LimitedApixo:
+    """``cycles`` kills, each rerun at the instant of the kill, on an account whose window
+    binds (30 requests / 10 s, ``cap`` tasks of ~1.7 s), told ``limits`` (default: the
+    account's); the account, after the last run ended."""
+    rng = random.Random(seed)
+    durations = [rng.lognormvariate(0.5, 0.4) for _ in range(4 * prompts)]
+    clock = FakeClock(1000.0)
+    server = LimitedApixo(clock, requests=30, per=10, cap=cap, latency=lambda i: durations[i])
+    if limits is None:
+        limits = nb.Limits(requests=30, per=10, concurrent_tasks=cap)
+    accepted: Counter[str] = Counter()
+    path = tmp_path / "journal.db"
+    killed: list[tuple[nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
+    for cycle in range(cycles + 1):
+        clock = FakeClock(clock.now())  # a new process: its own scheduler and ledger
+        server.clock = clock
+        door = Killable(server, accepted)
+        client = client_for(clock, door, path, limits)
+        await client.__aenter__()
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(prompts)]
+        if cycle < cycles:
+            until = clock.now() + rng.uniform(4.0, 12.0)
+            await clock.run_until(lambda: clock.now() >= until, step=0.1)  # noqa: B023
+            door.kill()  # kill -9: the journal keeps what it had written
+            killed.append((client, jobs))
+            continue
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.1)  # noqa: B023
+        await client.aclose()
+    for dead, orphans in killed:
+        await dead.aclose()
+        await asyncio.gather(*orphans, return_exceptions=True)
+    assert max(accepted.values()) == 1  # no prompt paid twice
+    return server
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_f48_a_rerun_inside_the_killed_runs_window_draws_no_429(
+    tmp_path: Path, seed: int
+) -> None:
+    """F48: killed five times on an account whose window binds, each rerun starting at the
+    instant of the kill: it counts the killed run's requests still in the window (remembered
+    by the journal) and paces from there, so 0 × 429 and never more than 30 requests in 10 s
+    (the pace alone kept this one too: a rerun told the limits starts at the pace, no
+    burst)."""
+    server = await window_reruns(tmp_path, seed=seed, cycles=5, prompts=12)
+    assert server.rate_limited == 0
+    assert server.max_window <= 30
+    assert server.max_running <= 5
+
+
+@pytest.mark.parametrize(("age", "kept"), [(5.0, True), (31.0, False)])
+async def test_f48_a_rerun_keeps_what_the_killed_run_learned(
+    clock: FakeClock, tmp_path: Path, age: float, kept: bool
+) -> None:
+    """F48: the journal says the killed run learned 29 requests / 10 s and 5 tasks ``age``
+    seconds ago: a rerun told nothing holds those limits from its first request (it would
+    learn them again from 429s), until the quiet period after them (3 windows) ends."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    at = WALL + clock.now() - age
+    record = {"at": at, "closed": True, "pace": 2.9, "sends": [], "learned": [29, 10.0, 5]}
+    await journal.note(f"window.apixo.{key_fingerprint('k')}", json.dumps(record))
+    await journal.aclose()
+    async with client_for(clock, Killable(server, Counter()), path, nb.Limits()) as client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(job.done, step=0.5)
+        learned = client.statistics().effective_limits
+    if kept:
+        assert (learned.requests, learned.per, learned.concurrent_tasks) == (29, 10.0, 5)
+    else:
+        assert learned == nb.Limits()
+    assert server.rate_limited == 0
+
+
+async def test_f48_a_rerun_counts_what_the_killed_run_may_have_sent_unwritten(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48: the journal's last record of sends says 20 sent and the run was killed after it
+    (not closed): a rerun a second later counts those 20 plus what the killed run may have
+    sent at its pace until it died; after a clean close it counts the 20 alone."""
+    path = tmp_path / "journal.db"
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    name = f"window.apixo.{key_fingerprint('k')}"
+    counted = []
+    for closed in (False, True):
+        journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+        sends = [[WALL + clock.now() - 1.0, 20]]
+        record = {"at": WALL + clock.now() - 1.0, "closed": closed, "pace": 3.0, "sends": sends}
+        await journal.note(name, json.dumps(record))
+        await journal.aclose()
+        async with client_for(clock, Killable(server, Counter()), path, limits) as client:
+            job = asyncio.ensure_future(client.generate(f"cat {closed}"))
+            await clock.run_until(lambda: server.tasks != {}, step=0.05)
+            counted.append(client.statistics().requests_in_window)
+            await clock.run_until(job.done, step=0.5)
+        await clock.advance(20.0)  # the next run starts on an empty window
+        server.tasks.clear()
+    # Killed: 20, then 3 / s for the 1 s since the last write, then this run's create.
+    assert counted == [20 + 3 + 1, 20 + 1]
