@@ -8,7 +8,6 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import math
@@ -23,7 +22,7 @@ from .._models import ImageResult, TaskState
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
-from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
+from ._ledger import DEFAULT_HORIZON, Lease, Ledger
 from ._memory import MEMORY, Key, LatencyMemory
 from ._plan import Entry, LatencyModel, Phase, Planner
 
@@ -73,9 +72,6 @@ class Scheduler:
         self._failed_turns = 0  # turns in a row that raised
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
-        # Slots held to a horizon, by horizon: the runner frees them on time (see _hold).
-        self._releases: list[tuple[float, int, Slots, Lease]] = []
-        self._release_seq = itertools.count()
         self._checker = Checker(
             self.plan,
             clock,
@@ -216,20 +212,9 @@ class Scheduler:
     ) -> None:
         """Keep ``lease`` until the task's horizon. Before the model is learned the horizon is
         the conservative default; it is shortened once the model is learned."""
-        self._hold(conn, lease, self.horizon(conn, group, submitted))
+        conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
         if self._horizon_model(group) is None:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
-
-    def _hold(self, conn: Connection, lease: Lease, horizon: float) -> None:
-        slots = conn.account.ledger.slots
-        slots.hold_until(lease, horizon)
-        # The slots' own horizon timer sleeps until the earliest hold it knew when it went to
-        # sleep: a hold made (or shortened) after that waited behind it, up to the 5 minutes
-        # of a default horizon, with callers waiting for the slot meanwhile. The runner's
-        # timer frees it on time as well (a second release of a lease does nothing).
-        if lease.held:
-            heapq.heappush(self._releases, (horizon, next(self._release_seq), slots, lease))
-            self._arm(horizon)
 
     def _horizon_model(self, group: Hashable) -> LatencyModel | None:
         model = self.plan.learned_model(group)
@@ -250,7 +235,9 @@ class Scheduler:
             # A lease whose task a rerun tracks again is freed when the task ends, not at a
             # horizon that may have passed already while the task still runs.
             if lease.held and lease.until is not None:
-                self._hold(conn, lease, self.horizon(conn, group, submitted))
+                conn.account.ledger.slots.hold_until(
+                    lease, self.horizon(conn, group, submitted)
+                )
 
     def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
         """End a task the client stops watching though it may still run on the provider
@@ -346,15 +333,7 @@ class Scheduler:
         """Expire, make ready, send what the budget allows; returns when the next turn is due
         and whether this one did anything."""
         started = self._started
-        releases = self._releases
-        freed = False
-        while releases and releases[0][0] <= now:
-            _, _, slots, lease = heapq.heappop(releases)
-            freed = freed or lease.held
-            slots.release(lease)
         expired, due, wakeup = self.plan.turn(now, _TURN)
-        if releases:
-            wakeup = min(wakeup, releases[0][0])
         for entry in expired:
             self._expire(entry)
         for entry in due:
@@ -369,7 +348,7 @@ class Scheduler:
                 wakeup = min(wakeup, self._drain(account, now))
             account.update_pressure(now, backlogged=bool(account.ready))
         wakeup = min(wakeup, self._spend_spare(now))
-        return wakeup, freed or bool(expired or due) or self._started != started
+        return wakeup, bool(expired or due) or self._started != started
 
     def _arm(self, at: float, now: float | None = None) -> None:
         """Make the runner turn at ``at``: the one timer is moved only when ``at`` is earlier

@@ -192,29 +192,3 @@ async def test_turns_that_keep_failing_back_off(
         failing = False
         await clock.advance(5.0)
         assert (await task.result()).task_id == "t"
-
-
-async def test_a_slot_held_after_a_longer_hold_is_freed_at_its_own_horizon(
-    clock: FakeClock,
-) -> None:
-    """A slot held to a near horizon after another was held to the 5-minute default (a lost
-    create early on, then an expired task once the model is learned) is freed at its own
-    horizon: the slots' timer sleeping until the later one must not keep it (the soak test
-    hung there, with callers waiting for slots that had long been free)."""
-    from types import SimpleNamespace
-
-    from nanobanana_async._scheduler._ledger import DEFAULT_HORIZON, Slots
-
-    scheduler = Scheduler.for_clock(clock)
-    slots = Slots(2, clock)
-    conn: Any = SimpleNamespace(account=SimpleNamespace(ledger=SimpleNamespace(slots=slots)))
-    early, late = slots.take("a"), slots.take("b")
-    scheduler._hold(conn, early, clock.now() + DEFAULT_HORIZON)
-    await clock.advance(1.0)
-    scheduler._hold(conn, late, clock.now() + 10.0)
-    await clock.advance(10.0)
-    assert not late.held
-    assert early.held
-    await clock.advance(DEFAULT_HORIZON)
-    assert not early.held
-    await slots.aclose()
