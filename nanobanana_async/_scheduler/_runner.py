@@ -235,9 +235,7 @@ class Scheduler:
             # A lease whose task a rerun tracks again is freed when the task ends, not at a
             # horizon that may have passed already while the task still runs.
             if lease.held and lease.until is not None:
-                conn.account.ledger.slots.hold_until(
-                    lease, self.horizon(conn, group, submitted)
-                )
+                conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
 
     def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
         """End a task the client stops watching though it may still run on the provider

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import math
-from typing import Any
 
 import pytest
 
