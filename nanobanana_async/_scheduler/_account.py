@@ -38,6 +38,8 @@ class Account:
         self.entries: set[Entry[Tracked]] = set()
         # Checks that are due but wait for a free request slot, oldest due first.
         self.ready: collections.deque[Entry[Tracked]] = collections.deque()
+        # The earliest deadline among them (inf: none): the runner expires them then.
+        self.ready_deadline = math.inf
         self.pressure = 1.0
         self._pressure_at = clock.now()
         self.rate_limited = 0

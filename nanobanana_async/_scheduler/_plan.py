@@ -2,7 +2,7 @@
 
 Tasks sit in one time-ordered heap keyed by their next check, which is never after their
 deadline: the same row that makes a check due expires the task once its deadline has come (a
-task waiting for a request slot has a row at its deadline instead). First checks and intervals start
+task waiting for a request slot is the runner's to expire). First checks and intervals start
 from the provider's documented advice and, once a (provider, model) has finished enough tasks,
 follow the learned lognormal distribution of its durations: checks fall at fixed steps of the
 distribution's quantiles, so a task is checked densely where tasks tend to finish and rarely
@@ -51,8 +51,9 @@ class Planner(Generic[P]):
 
     def __init__(self, recall: Callable[[Hashable], Learned | None] | None = None) -> None:
         self._recall = recall
-        # One row per planned task (its next check, at the latest its deadline), one per task
-        # waiting for a request slot (its deadline), plus stale rows left by moves and ends.
+        # One row per planned task (its next check, at the latest its deadline), plus stale rows
+        # left by moves and ends. A ready task has none: the runner, which holds it until a
+        # request slot is free, expires it if its deadline comes first.
         self._due: list[tuple[float, int, Entry[P]]] = []
         self._models: dict[Hashable, LatencyModel] = {}
         # Popped from the heap and not yet handed out by due() / expire() (see _pop).
@@ -144,9 +145,9 @@ class Planner(Generic[P]):
 
     def _pop(self, now: float, limit: float) -> None:
         # Rows at or before now: a planned check becomes ready, or expires its task when the
-        # deadline has come; a ready task's deadline row expires it. A task with a check in
-        # flight has no row: its answer plans it (at its deadline at the latest) and the row
-        # that leaves expires it then, so an overdue check never makes the runner spin.
+        # deadline has come. A task with a check in flight has no row: its answer plans it (at
+        # its deadline at the latest) and the row that leaves expires it then, so an overdue
+        # check never makes the runner spin.
         ready, expired = self._ready, self._expired
         rows = 4 * limit  # a replan leaves a stale row per task it moved: thousands at once
         heap = self._due
@@ -154,20 +155,13 @@ class Planner(Generic[P]):
             if rows <= 0:
                 return
             rows -= 1
-            at, seq, entry = heapq.heappop(heap)
-            phase = entry.phase
-            if phase is Phase.PLANNED:
-                if at != entry.due:
-                    continue
-                if now >= entry.deadline:
-                    if entry not in expired:  # two rows at one time (moved there twice)
-                        expired.append(entry)
-                    continue
-                entry.phase = step(phase, Event.DUE)
+            at, _, entry = heapq.heappop(heap)
+            if entry.phase is not Phase.PLANNED or at != entry.due:
+                continue
+            if now < entry.deadline:
+                entry.phase = step(Phase.PLANNED, Event.DUE)
                 ready.append(entry)
-                # Waiting for a request slot (an account paused by a 429) ends at the deadline.
-                heapq.heappush(heap, (entry.deadline, seq, entry))
-            elif phase is Phase.READY and at == entry.deadline and entry not in expired:
+            elif entry not in expired:  # two rows at one time (moved there twice)
                 expired.append(entry)
 
     def spare(self, now: float, limit: int) -> tuple[list[Entry[P]], float]:
@@ -398,12 +392,9 @@ class Planner(Generic[P]):
 
 
 def _live(row: tuple[float, int, Entry[P]]) -> bool:
-    """A row still means something: a planned check, or a ready task's deadline."""
+    """A row still means something: a planned check (or deadline) of a live task."""
     at, _, entry = row
-    phase = entry.phase
-    if phase is Phase.PLANNED:
-        return at == entry.due
-    return phase is Phase.READY and at == entry.deadline
+    return entry.phase is Phase.PLANNED and at == entry.due
 
 
 def _smallest(heap: list[tuple[float, int, Entry[P]]], k: int) -> list[tuple[float, int, Entry[P]]]:

@@ -8,6 +8,7 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import math
@@ -335,12 +336,15 @@ class Scheduler:
         for entry in expired:
             self._expire(entry)
         for entry in due:
-            ready = entry.payload.conn.account.ready
+            account = entry.payload.conn.account
+            ready = account.ready
             # A check a callback asked for is the likeliest to free a task slot.
             if entry.hinted:
                 ready.appendleft(entry)
             else:
                 ready.append(entry)
+            if entry.deadline < account.ready_deadline:
+                account.ready_deadline = entry.deadline
         for account in self._accounts.values():
             if account.ready:
                 wakeup = min(wakeup, self._drain(account, now))
@@ -383,6 +387,8 @@ class Scheduler:
         Returns when the next slot frees (``inf`` when nothing waits; ``now`` when a turn's
         worth was sent and more may go).
         """
+        if now >= account.ready_deadline:
+            self._expire_waiting(account, now)
         ready = account.ready
         ledger = account.ledger
         ledger.demand(len(ready))
@@ -395,11 +401,32 @@ class Scheduler:
                 ready.popleft()  # ended (or checked) while it waited, or its client closes
                 continue
             if not ledger.try_take_request(now):
-                return ledger.next_request_free()
+                # Waiting for a request slot (a 429's pause) ends at the deadline at the latest.
+                return min(ledger.next_request_free(), account.ready_deadline)
             ready.popleft()
             self._start_check(entry, now)
             sent += 1
+        account.ready_deadline = math.inf
         return math.inf
+
+    def _expire_waiting(self, account: Account, now: float) -> None:
+        """Expire the account's checks whose deadline came while they waited for a request
+        slot: a few hundred per turn, the rest on the next (a ready task has no row in the
+        plan, which expires only planned ones). Rare: a wait as long as a task's deadline."""
+        kept: collections.deque[Entry[Tracked]] = collections.deque()
+        expired = 0
+        soonest = math.inf
+        for entry in account.ready:
+            if entry.phase is not Phase.READY:
+                continue  # ended or sent meanwhile
+            if entry.deadline <= now and expired < _TURN * 4:
+                expired += 1
+                self._expire(entry)
+                continue
+            kept.append(entry)
+            soonest = min(soonest, entry.deadline)
+        account.ready = kept
+        account.ready_deadline = soonest
 
     def _spend_spare(self, now: float) -> float:
         """Pull planned checks forward while an account's request budget is idle now.

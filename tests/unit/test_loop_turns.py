@@ -191,3 +191,25 @@ async def test_turns_that_keep_failing_back_off(
         failing = False
         await clock.advance(5.0)
         assert (await task.result()).task_id == "t"
+
+
+async def test_a_check_waiting_for_a_request_slot_expires_at_its_deadline(
+    clock: FakeClock,
+) -> None:
+    """A task whose check is due but waits for a request slot (a window of one request a
+    minute, spent on its create) fails with TaskTimeoutError at its own deadline, not when the
+    window next has room; no check is sent for it."""
+    created = json_response({"code": 200, "message": "success", "data": {"taskId": "t"}})
+    transport = ScriptedTransport(lambda request: created if request.kind == "submit" else done)
+    limits = nb.Limits(requests=1, per=60.0, concurrent_tasks=5)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=limits
+    ) as client:
+        start = clock.now()
+        task = await client.submit(nb.ImageRequest(prompt="cat", timeout=20.0))
+        result = asyncio.ensure_future(task.result())
+        await clock.run_until(result.done, step=0.5, limit=120.0)
+        with pytest.raises(nb.TaskTimeoutError):
+            result.result()
+        assert clock.now() - start <= 20.5
+        assert transport.count("status") == 0
