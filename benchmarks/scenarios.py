@@ -453,6 +453,7 @@ async def pending_objects(n: int) -> float:
             await asyncio.sleep(0.01)
             if transport.count("submit") == n + 1:
                 break
+        await asyncio.sleep(0.01)  # the last answers are read and their tasks tracked
         transport.requests.clear()  # the fake transport's log is not the client's
         gc.collect()
         objects = (len(gc.get_objects()) - before - 1) / n  # less the list of waiters
