@@ -16,10 +16,11 @@ from .._backoff import delay
 from .._clock import Clock
 from .._errors import APIError, BadResponseError, NanoBananaError
 from .._models import ImageResult, TaskState, TaskStatus
+from .._task import Task
 from ._account import Account, Tracked
 from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
 from ._outcome import ending
-from ._plan import Entry, Planner
+from ._plan import Planner
 
 _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
@@ -31,7 +32,7 @@ class Resolve(Protocol):
 
     def __call__(
         self,
-        entry: Entry[Tracked],
+        entry: Tracked,
         *,
         result: ImageResult | None = None,
         error: BaseException | None = None,
@@ -51,11 +52,11 @@ class Checker:
 
     def __init__(
         self,
-        plan: Planner[Tracked],
+        plan: Planner[Task],
         clock: Clock,
         *,
         resolve: Resolve,
-        abandon: Callable[[Entry[Tracked], BaseException], None],
+        abandon: Callable[[Tracked, BaseException], None],
         nudge: Callable[[], None],
         learned: Callable[[Hashable], None],
     ) -> None:
@@ -66,13 +67,13 @@ class Checker:
         self._nudge = nudge
         self._learned = learned
 
-    async def poll(self, entry: Entry[Tracked]) -> None:
+    async def poll(self, entry: Tracked) -> None:
         """Check ``entry`` once (its request slot is taken); never raises.
 
         One flat coroutine per check (send, mask, parse, then plan or resolve): a coroutine
         more per request was measurable CPU at thousands of checks a second.
         """
-        tracked = entry.payload
+        tracked = entry
         conn = tracked.conn
         try:
             try:
@@ -107,9 +108,9 @@ class Checker:
             _log.exception("unexpected error checking task %s", tracked.ref.task_id)
             self._abandon(entry, exc)
 
-    def _failed(self, entry: Entry[Tracked], exc: NanoBananaError) -> None:
+    def _failed(self, entry: Tracked, exc: NanoBananaError) -> None:
         # The check got no usable answer: what that means is decide_check's.
-        tracked = entry.payload
+        tracked = entry
         conn = tracked.conn
         if isinstance(exc, BadResponseError):
             entry.bad_responses += 1
@@ -125,8 +126,8 @@ class Checker:
                     exc.task_id = tracked.ref.task_id
                 self._resolve(entry, error=exc)
 
-    def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
-        tracked = entry.payload
+    def _observe(self, entry: Tracked, status: TaskStatus) -> None:
+        tracked = entry
         if entry.done:
             # A later, possibly conflicting, observation of a resolved task changes nothing.
             return
@@ -163,8 +164,8 @@ class Checker:
             )
         self._plan.record_running(entry, now, tracked.conn.account.pressure)
 
-    def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool) -> None:
-        conn = entry.payload.conn
+    def _retry_later(self, entry: Tracked, *, after_timeout: bool) -> None:
+        conn = entry.conn
         now = self._clock.now()
         entry.failures += 1
         model = self._plan.model(entry.group, conn.driver.first_poll, conn.driver.poll_interval)
@@ -174,8 +175,8 @@ class Checker:
         self._plan.retry(entry, now + max(wait, 0.0))
         self._nudge()
 
-    def _rate_limited(self, entry: Entry[Tracked], retry_after: float | None) -> None:
-        conn = entry.payload.conn
+    def _rate_limited(self, entry: Tracked, retry_after: float | None) -> None:
+        conn = entry.conn
         now = self._clock.now()
         conn.account.rate_limited += 1
         wait = retry_after
@@ -194,7 +195,7 @@ class Checker:
         # An auth or credit refusal applies to every task of the account: fail them all now
         # rather than each at its deadline.
         for entry in list(account.entries):
-            ref = entry.payload.ref
+            ref = entry.ref
             error = type(exc)(
                 exc.message,
                 provider=exc.provider,

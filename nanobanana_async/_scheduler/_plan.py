@@ -95,8 +95,12 @@ class Planner(Generic[P]):
         min_gap: float = 0.0,
         resumed: bool = False,
         submitted: float | None = None,
+        make: Callable[..., Entry[P]] | None = None,
     ) -> Entry[P]:
         """Track a task submitted at ``now``; its first check follows the learned model.
+
+        ``make`` builds the entry from its fields (a subclass carrying what its owner needs
+        too: one object per task, not an entry and a payload); by default an :class:`Entry`.
 
         ``resumed``: a task submitted earlier, at ``submitted`` as far as a record tells (else
         ``now``): checked at its age, and its latency learned only from the provider's own
@@ -104,7 +108,7 @@ class Planner(Generic[P]):
         """
         self._seq += 1
         born = now if submitted is None else min(now, submitted)
-        entry = Entry(
+        entry = (make or Entry)(
             payload=payload,
             group=group,
             submitted=born,
