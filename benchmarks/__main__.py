@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from . import router, scenarios
+from . import router, scenarios, telemetry
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         default="1,1b,2,3,4,loop,cpu",
         help="comma-separated: 1, 1b, 2, 3, 4, loop, cpu (default: all); 5 is --full; "
-        "router (two accounts through nb.Router: speed-up, outage, resets, kill; ~3 minutes)",
+        "router (two accounts through nb.Router: speed-up, outage, resets, kill; ~3 minutes); "
+        "otel (CPU per task with events and OpenTelemetry on and off, interleaved; needs "
+        "opentelemetry-sdk; ~5 minutes)",
     )
     parser.add_argument(
         "--prompts",
@@ -210,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = scenarios.cpu_against_plain(cpu_regime)
         report["cpu"] = rows
         print("\nClient CPU against a plain aiohttp loop (simulator in another thread)")
+        print(_table(rows, list(rows[0])))
+    if "otel" in chosen:
+        rows = telemetry.run_all(args.quick)
+        report["otel"] = rows
+        print(
+            "\nEvents and OpenTelemetry: CPU per task off (nothing subscribed) and on (SDK, "
+            "in-memory exporter and reader), interleaved rounds; median and range"
+        )
         print(_table(rows, list(rows[0])))
     if "router" in chosen:
         prompts = args.prompts or (60 if args.quick else 900)

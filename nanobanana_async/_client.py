@@ -8,14 +8,15 @@ import time
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import aiohttp
 
+from . import _telemetry
 from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
-from ._errors import NotSupportedError
+from ._errors import ConfigurationError, NotSupportedError
 from ._lifetime import Lifetime
 from ._models import (
     AspectRatio,
@@ -33,8 +34,12 @@ from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
 from ._transport import Transport, endpoint
+from .events import Event, EventStream, _Emitter
 from .providers import validate
 from .webhooks import CallbackReceiver
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ("Client", "ClientStatistics")
 
@@ -70,6 +75,13 @@ class Client:
             limits. Needs ``pip install 'nanobanana-async[redis]'``. When Redis cannot be
             reached nothing is sent; callers get ``CoordinatorUnavailableError`` after
             ``Timeouts.coordinator`` seconds.
+        on_event: called on the event loop with each :mod:`nanobanana_async.events` value as
+            it happens (submits, checks, retries, 429s, ends …); an exception from it is
+            logged once at WARNING and never reaches the client. See also :meth:`events`.
+        telemetry: OpenTelemetry spans and metrics of this client's tasks (the ``[otel]``
+            extra): a :class:`nanobanana_async.otel.Telemetry` reports to its providers;
+            False to none; None (the default) to the global ones when the application has set
+            an SDK provider by the time the client is made, else to none, at no cost.
         clock: monotonic clock for the scheduler (tests use ``testing.FakeClock``).
         wall_clock: unix time for timestamps and HTTP-date Retry-After.
         random: returns floats in [0, 1) for backoff jitter.
@@ -92,6 +104,8 @@ class Client:
         callbacks: CallbackReceiver | None = None,
         journal: str | Path | None = None,
         coordinator: str | None = None,
+        on_event: Callable[[Event], object] | None = None,
+        telemetry: Telemetry | Literal[False] | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
@@ -110,7 +124,18 @@ class Client:
             wall_clock=wall_clock,
             random=random,
         )
-        self._life = Lifetime(self._settings, journal=journal, callbacks=callbacks, name=repr(self))
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError("on_event must be callable")
+        key = self._settings.key
+        self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
+        self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)
+        self._life = Lifetime(
+            self._settings,
+            journal=journal,
+            callbacks=callbacks,
+            name=repr(self),
+            events=self._events,
+        )
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Like aiohttp's "Unclosed client session": a client that ran on a loop and was
@@ -155,6 +180,18 @@ class Client:
         cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
         """
         await self._life.aclose()
+
+    def events(self, maxsize: int = 1000) -> EventStream:
+        """A stream of this client's events from now on: ``async for event in client.events():``.
+
+        The buffer holds ``maxsize`` events; when it is full the oldest is dropped and
+        ``stream.dropped`` counts it, so a slow consumer never holds up the client. The stream
+        ends when the client closes or ``stream.close()`` is called. Several may be open.
+
+        Raises:
+            ConfigurationError: ``maxsize`` is not an int of at least 1.
+        """
+        return self._events.stream(maxsize)
 
     # ----------------------------------------------------------------- tasks
 

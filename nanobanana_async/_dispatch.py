@@ -9,6 +9,7 @@ import copy
 import logging
 import math
 from collections.abc import Sequence
+from typing import Final, Literal
 
 import attrs
 
@@ -39,6 +40,13 @@ from ._scheduler._latency import LatencyModel
 from ._scheduler._redis_store import account_prefix, connect
 from ._shared_circuit import SharedCircuit
 from ._task import Task
+from .events import AccountChosen, CircuitChanged, FailedOver, HedgeSent, _Emitter
+
+_CIRCUIT_STATES: Final[dict[Circuit, Literal["open", "half_open", "closed"]]] = {
+    Circuit.OPEN: "open",
+    Circuit.HALF_OPEN: "half_open",
+    Circuit.CLOSED: "closed",
+}
 
 _log = logging.getLogger("nanobanana_async")
 
@@ -82,9 +90,18 @@ class Dispatcher:
     """
 
     def __init__(
-        self, accounts: list[Account], *, strategy: str, weights: Weights, on_unknown: str
+        self,
+        accounts: list[Account],
+        *,
+        strategy: str,
+        weights: Weights,
+        on_unknown: str,
+        events: _Emitter | None = None,
     ) -> None:
         self.accounts = accounts
+        self.events = events if events is not None else _Emitter()
+        # Each circuit's state as the last ``circuit`` event told it.
+        self._told = [Circuit.CLOSED] * len(accounts)
         self.clock = accounts[0].client._settings.clock
         self._strategy = strategy
         self._weights = weights
@@ -154,9 +171,19 @@ class Dispatcher:
         timeout = request.timeout or self.accounts[eligible[0]].client._settings.task_timeout
         deadline = -math.inf if hedge else self.clock.now() + timeout
         last: NanoBananaError | None = None
+        left: Account | None = None  # the account the last refusal moved the request off
         while True:
-            index, probe = await self._choose(request, eligible, tried, deadline, last, attempts)
+            try:
+                index, probe = await self._choose(
+                    request, eligible, tried, deadline, last, attempts
+                )
+            except NanoBananaError:
+                if left is not None and self.events.active:
+                    self._failed_over(left, None, last, key)
+                raise
             account = self.accounts[index]
+            if self.events.active:
+                self._chosen(account, left, last, key, hedge=hedge)
             account.routing += 1
             # With another account ready to take it, a refusal that proves nothing was created
             # moves the prompt on at once: the client's own retries would only add refusals.
@@ -167,6 +194,8 @@ class Dispatcher:
             except NanoBananaError as exc:
                 before = account.breaker.state
                 self._record(account, exc, probe=probe)
+                if self.events.active:
+                    self._circuits()
                 await self._share(account, before, probe=probe)
                 reason = failover_reason(exc, on_unknown=self._on_unknown)
                 if reason is None:
@@ -175,7 +204,7 @@ class Dispatcher:
                 self.failovers += 1
                 attempts.append(Attempt(account=account.name, outcome=f"{reason}: {exc}"))
                 tried.add(index)
-                last = exc
+                last, left = exc, account
                 continue
             except BaseException:
                 if probe:
@@ -190,6 +219,8 @@ class Dispatcher:
                 # ends, so that tasks failing to generate can open it.
                 account.breaker.succeeded(self.clock.now())
                 self._notify()
+                if self.events.active:
+                    self._circuits()
                 # Not awaited: nothing may stand between an accepted task and its caller.
                 self._share_soon(account)
             account.accepted += 1
@@ -198,6 +229,59 @@ class Dispatcher:
             outcome = "accepted (hedge)" if hedge else "accepted"
             attempts.append(Attempt(account=account.name, outcome=outcome))
             return task, index
+
+    def _chosen(
+        self,
+        account: Account,
+        left: Account | None,
+        last: NanoBananaError | None,
+        key: str | None,
+        *,
+        hedge: bool,
+    ) -> None:
+        # The circuit moves a choice made (a half-open probe, another process's state).
+        self._circuits()
+        if left is not None:
+            self._failed_over(left, account, last, key)
+        at, events = self.clock.now(), self.events
+        provider = account.client.provider
+        events.emit(
+            AccountChosen(
+                provider=provider, at=at, key=key, account=account.name, strategy=self._strategy
+            )
+        )
+        if hedge:
+            events.emit(HedgeSent(provider=provider, at=at, key=key, account=account.name))
+
+    def _failed_over(
+        self, left: Account, to: Account | None, error: BaseException | None, key: str | None
+    ) -> None:
+        self.events.emit(
+            FailedOver(
+                provider=left.client.provider,
+                at=self.clock.now(),
+                key=key,
+                account=left.name,
+                to_account=to.name if to is not None else None,
+                reason=type(error).__name__,
+            )
+        )
+
+    def _circuits(self) -> None:
+        # Every circuit that moved since the last look: few accounts, looked at only while
+        # something listens.
+        for index, account in enumerate(self.accounts):
+            state = account.breaker.state
+            if state is not self._told[index]:
+                self._told[index] = state
+                self.events.emit(
+                    CircuitChanged(
+                        provider=account.client.provider,
+                        at=self.clock.now(),
+                        account=account.name,
+                        state=_CIRCUIT_STATES[state],
+                    )
+                )
 
     def _alternative(self, eligible: Sequence[int], tried: set[int], index: int) -> bool:
         # Another untried account, not set aside, whose circuit lets a create go now.
@@ -411,6 +495,8 @@ class Dispatcher:
                 return
             self._notify()
             if breaker.state is not before:
+                if self.events.active:
+                    self._circuits()
                 self._share_soon(account)
 
         task._future.add_done_callback(ended)

@@ -28,6 +28,7 @@ from ._clock import DEFAULT_CLOCK, Clock
 from ._config import RetryPolicy
 from ._errors import BadResponseError, ClientClosedError, StorageError
 from ._models import ImageResult
+from .events import Downloaded, Retrying, _Emitter
 
 if TYPE_CHECKING:
     from ._journal import Journal
@@ -128,6 +129,7 @@ class Downloader:
         retry: attempts per image and the backoff between them (the client's policy).
         clock: what the backoff sleeps on (the client's).
         random: jitter for the backoff.
+        events: the client's events (``downloaded``, and ``retrying`` of a download).
     """
 
     def __init__(
@@ -140,8 +142,10 @@ class Downloader:
         clock: Clock = DEFAULT_CLOCK,
         random: Callable[[], float] = _random.random,
         journal: Journal | None = None,
+        events: _Emitter | None = None,
     ) -> None:
         self._journal = journal
+        self._events = events if events is not None else _Emitter()
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._random = random
@@ -178,6 +182,19 @@ class Downloader:
             async with self._semaphore:
                 path, stamp = await self._fetch(result, url, target)
             paths.append(path)
+            events = self._events
+            if events.active:
+                events.emit(
+                    Downloaded(
+                        provider=result.provider,
+                        at=self._clock.now(),
+                        task_id=result.task_id,
+                        account=events.account,
+                        url=url,
+                        path=str(path),
+                        size=stamp[0],
+                    )
+                )
             if self._journal is not None:
                 try:
                     await self._journal.record_file(
@@ -221,6 +238,8 @@ class Downloader:
                 last = exc
                 if attempt + 1 < self._retry.attempts:
                     wait = delay(attempt, self._retry, self._random)
+                    if self._events.active:
+                        self._events.emit(_retrying(result, self._clock.now(), exc, wait, attempt))
                     await self._clock.sleep_until(self._clock.now() + wait)
                 continue
             except _WriteError as exc:
@@ -342,6 +361,28 @@ class Downloader:
             if self._session is not None:
                 session, self._session = self._session, None
                 await session.close()
+
+
+def _retrying(
+    result: ImageResult, now: float, exc: BadResponseError, wait: float, attempt: int
+) -> Retrying:
+    # status 0: no answer (aiohttp's error or a timeout, named in the message).
+    status = exc.status or 0
+    if status >= 500:
+        cause = str(status)
+    elif status == 0:
+        cause = "timeout" if "Timeout" in exc.message else "reset"
+    else:
+        cause = "bad_response"  # cut short
+    return Retrying(
+        provider=result.provider,
+        at=now,
+        task_id=result.task_id,
+        operation="download",
+        cause=cause,
+        delay=wait,
+        attempt=attempt + 2,
+    )
 
 
 def _closed(result: ImageResult) -> ClientClosedError:

@@ -60,6 +60,7 @@ class Follower:
         """The caller's task for ``first`` (accepted on account ``index``): it resolves with
         the first result of ``first``, its hedge or its resubmit."""
         outer = Task(request, key, self._dispatch.clock)
+        outer._emitter = self._dispatch.events
         ref = first.ref
         assert ref is not None, "an accepted task has its ref"
         outer._accept(ref)
@@ -157,6 +158,10 @@ class Follower:
         def run(task: Task, at: int, hedged: bool) -> None:
             running[task._future] = (task, at, hedged)
             dispatch.watch(task, at)
+            # The caller's on_update hears each task followed for it.
+            outer._sources = [*(outer._sources or ()), task]
+            if outer._updates is not None:
+                task.on_update(outer._notify)
 
         run(first, index, False)
         hedge_at = self._hedge_at(index, request)

@@ -12,6 +12,7 @@ from ._errors import ClientClosedError, ConfigurationError
 from ._scheduler._journaled import JournalHooks
 from ._scheduler._submit import Submitter, connect
 from ._settings import Settings
+from .events import _Emitter
 from .webhooks import CallbackReceiver
 
 
@@ -26,8 +27,11 @@ class Lifetime:
         journal: str | Path | None,
         callbacks: CallbackReceiver | None,
         name: str,
+        events: _Emitter | None = None,
     ) -> None:
         self._settings = settings
+        events = events if events is not None else _Emitter()
+        self.events = events
         self._journal = JournalHooks.open(journal, settings) if journal else None
         self._callbacks = callbacks
         self.downloader = Downloader(
@@ -35,6 +39,7 @@ class Lifetime:
             clock=settings.clock,
             random=settings.random,
             journal=self._journal.journal if self._journal is not None else None,
+            events=events,
         )
         self._name = name
         self.submitter: Submitter | None = None
@@ -92,6 +97,7 @@ class Lifetime:
                 closed=lambda: self.closed,
                 journal=self._journal,
                 callbacks=self._callbacks,
+                emitter=self.events,
             )
         return self.submitter
 
@@ -105,6 +111,8 @@ class Lifetime:
         # Every resource is closed even when an earlier step raises or this task is
         # cancelled again (a second Ctrl-C): callbacks run last-pushed first.
         async with contextlib.AsyncExitStack() as stack:
+            # Last of all: the streams see the closing client's final events, then end.
+            stack.callback(self.events.close)
             stack.push_async_callback(self.downloader.aclose)
             if self._journal is not None:
                 stack.push_async_callback(self._journal.aclose)

@@ -11,10 +11,11 @@ import contextlib
 import random as _random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import attrs
 
+from . import _telemetry
 from ._breaker import Breaker, CircuitPolicy
 from ._bulk import BulkItem, as_completed
 from ._client import Client
@@ -46,6 +47,10 @@ from ._routing import (
     describe,
 )
 from ._task import Task
+from .events import Event, EventStream, _Emitter
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ("Router",)
 
@@ -89,7 +94,15 @@ class Router:
         hedge: see :class:`Hedge`; default None (off).
         circuit: the breakers' thresholds and cooldowns, one :class:`CircuitPolicy` for every
             account (default: the numbers above).
+        on_event: called on the event loop with every event of the router (``account_chosen``,
+            ``failover``, ``circuit``, ``hedge``) and of its clients, each naming its
+            ``account``; an exception from it is logged once and never reaches the router.
+            See also :meth:`events`.
         random: floats in [0, 1) for the breakers' jitter.
+        telemetry: a :class:`nanobanana_async.otel.Telemetry` for the clients that report to
+            none of their own (each client's ``telemetry=``), their spans and labels naming
+            the router's account; default None: each client reports as it was told. A task
+            tried on several accounts has a span on each.
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
@@ -108,7 +121,9 @@ class Router:
         resubmit_failed: bool = False,
         hedge: Hedge | None = None,
         circuit: CircuitPolicy | None = None,
+        on_event: Callable[[Event], object] | None = None,
         random: Callable[[], float] = _random.random,
+        telemetry: Telemetry | Literal[False] | None = None,
     ) -> None:
         given = list(clients)
         if not given or not all(isinstance(c, Client) for c in given):
@@ -127,6 +142,8 @@ class Router:
             raise ConfigurationError("circuit must be a CircuitPolicy")
         if len({id(c._settings.clock) for c in given}) != 1:
             raise ConfigurationError("the clients of a Router must share one clock")
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError("on_event must be callable")
         accounts: list[Account] = []
         for client in given:
             name = account_name(client)
@@ -136,13 +153,32 @@ class Router:
                 Account(client, name, Breaker(random, circuit), shared=shared_circuit(client))
             )
         self._accounts = accounts
+        keys = tuple(a.client._settings.key for a in accounts)
+        self._events = _Emitter(
+            on_event, secrets=tuple(k for k in keys if k is not None), name="Router"
+        )
+        # Each client's events name its account and reach the router's listeners too.
+        self._detach: list[Callable[[], None]] = []
+        for account in accounts:
+            account.client._events.account = account.name
+            self._detach.append(account.client._events.attach(self._events))
         self._dispatch = Dispatcher(
-            accounts, strategy=strategy, weights=Weights(weights), on_unknown=on_unknown
+            accounts,
+            strategy=strategy,
+            weights=Weights(weights),
+            on_unknown=on_unknown,
+            events=self._events,
         )
         self._follower = Follower(self._dispatch, hedge=hedge, resubmit=resubmit_failed)
         self._follows = hedge is not None or resubmit_failed
         self._owns = owns_clients
         self._closed = False
+        for account in accounts if telemetry is not None else ():
+            client = account.client
+            if client._telemetry is None:
+                client._telemetry = _telemetry.attach(
+                    telemetry, client._events, client._settings, account.name
+                )
 
     def __repr__(self) -> str:
         return f"Router(accounts={[a.name for a in self._accounts]!r})"
@@ -151,6 +187,15 @@ class Router:
     def accounts(self) -> tuple[str, ...]:
         """The accounts as ``provider:fingerprint`` (8 hex digits of the key's SHA-256)."""
         return tuple(a.name for a in self._accounts)
+
+    def events(self, maxsize: int = 1000) -> EventStream:
+        """A stream of the router's and its clients' events from now on (see
+        :meth:`Client.events`); each names its ``account``. It ends when the router closes.
+
+        Raises:
+            ConfigurationError: ``maxsize`` is not an int of at least 1.
+        """
+        return self._events.stream(maxsize)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -181,11 +226,18 @@ class Router:
         self._closed = True
         self._dispatch.close()
         async with contextlib.AsyncExitStack() as stack:
+            # Last of all: the streams see the clients' final events, then end.
+            stack.callback(self._stop_events)
             if self._owns:
                 for account in self._accounts:
                     stack.push_async_callback(account.client.aclose)
             stack.push_async_callback(self._dispatch.aclose)
             await self._follower.aclose()
+
+    def _stop_events(self) -> None:
+        for detach in self._detach:
+            detach()
+        self._events.close()
 
     # ----------------------------------------------------------------- tasks
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._clock import DEFAULT_CLOCK, Clock
@@ -12,6 +12,7 @@ from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 
 if TYPE_CHECKING:
     from ._routing import Attempt
+    from .events import Event, _Emitter
 
 
 class Task:
@@ -24,10 +25,13 @@ class Task:
     __slots__ = (
         "__weakref__",
         "_clock",
+        "_emitter",
         "_future",
         "_ref",
         "_request",
+        "_sources",
         "_status",
+        "_updates",
         "_waiters",
         "attempts",
         "key",
@@ -50,6 +54,12 @@ class Task:
         # waiter most tasks have is kept bare, a list only from the second: a pending task
         # keeps a dozen objects, each walked by every full collection.
         self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
+        # Its client's events (set when a client tracks it) and the on_update callbacks.
+        self._emitter: _Emitter | None = None
+        self._updates: list[Callable[[Event], object]] | None = None
+        # Through a Router that follows hedges or resubmits: the tasks this one stands for,
+        # whose events its on_update callbacks hear.
+        self._sources: list[Task] | None = None
 
     def __repr__(self) -> str:
         return f"<Task id={self.id!r} state={self.state.value}>"
@@ -119,6 +129,33 @@ class Task:
             model=ref.model if ref else "",
         )
 
+    def on_update(self, callback: Callable[[Event], object]) -> None:
+        """Call ``callback`` with each of this task's events from now on (``checked``,
+        ``callback``, ``retrying``, ``resolved`` …; see :mod:`nanobanana_async.events`).
+
+        It runs on the event loop as each event happens; an exception from it is logged once
+        and never reaches the task. Nothing more comes once the task is done. A Router task
+        that is hedged or resubmitted hears the events of each task it follows.
+        """
+        if self._updates is None:
+            self._updates = []
+            if self._emitter is not None and not self._future.done():
+                self._emitter.watch()
+            for source in self._sources or ():
+                source.on_update(self._notify)
+        self._updates.append(callback)
+
+    def _notify(self, event: Event) -> None:
+        updates = self._updates
+        if not updates:
+            return
+        for callback in tuple(updates):
+            try:
+                callback(event)
+            except Exception as exc:
+                if self._emitter is not None:
+                    self._emitter._failed(exc)
+
     def __await__(self) -> Generator[Any, None, ImageResult]:
         # A generator, not result()'s coroutine: one object less per waiting caller.
         if not self._future.done():
@@ -165,6 +202,10 @@ class Task:
         else:
             assert result is not None
             self._future.set_result(result)
+        if self._updates is not None and self._emitter is not None:
+            # Its Resolved event was emitted before this: the client may stop emitting.
+            self._emitter.unwatch()
+            self._emitter = None
         waiters, self._waiters = self._waiters, None
         if isinstance(waiters, asyncio.Future):
             waiters = [waiters]

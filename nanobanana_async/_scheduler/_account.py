@@ -16,6 +16,7 @@ from .._config import RetryPolicy, Timeouts
 from .._models import TaskRef
 from .._task import Task
 from .._transport import Transport, endpoint
+from ..events import _Emitter
 from ..providers import ProviderDriver
 from ._ledger import Lease, Ledger
 from ._plan import Entry
@@ -34,6 +35,9 @@ class Account:
 
     def __init__(self, ledger: Ledger, policy: RetryPolicy, clock: Clock) -> None:
         self.ledger = ledger
+        # Every client of the account on the loop hears its 429s, slot waits and limits.
+        self.events = ledger.events
+        ledger.slots.events = ledger.events
         self.budget = RetryBudget(policy)
         self.entries: set[Tracked] = set()
         # Checks that are due but wait for a free request slot, oldest due first.
@@ -85,6 +89,8 @@ class Connection:
     random: Callable[[], float]
     entries: set[Tracked] = attrs.field(factory=set)
     closing: bool = False  # its client is closing: no check of its tasks is sent any more
+    # The client's events: every emission site checks ``emitter.active`` first.
+    emitter: _Emitter = attrs.field(factory=_Emitter)
 
     def group(self, model: str) -> tuple[str, str, str]:
         """The latency model a task of ``model`` belongs to: (provider, base URL, model id).
@@ -107,6 +113,7 @@ class Tracked(Entry[Task]):
     conn: Connection
     lease: Lease | None
     submitted_wall: float
+    callbacks: int = 0  # verified callbacks received (the Resolved event says how many)
 
     @property
     def task(self) -> Task:

@@ -17,6 +17,7 @@ from .._clock import Clock
 from .._errors import APIError, BadResponseError, NanoBananaError
 from .._models import ImageResult, TaskState, TaskStatus
 from .._task import Task
+from ..events import Checked, RateLimited, Retrying, _cause
 from ._account import Account, Tracked
 from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
 from ._outcome import ending
@@ -120,7 +121,7 @@ class Checker:
             case FailAccount() if isinstance(exc, APIError):
                 self._fail_account(conn.account, exc)
             case CheckLater(after_timeout=after_timeout):
-                self._retry_later(entry, after_timeout=after_timeout)
+                self._retry_later(entry, after_timeout=after_timeout, cause=_cause(exc))
             case _:
                 if isinstance(exc, APIError):
                     exc.task_id = tracked.ref.task_id
@@ -134,6 +135,21 @@ class Checker:
         tracked.task._observe(status)
         now = self._clock.now()
         ref = tracked.ref
+        emitter = tracked.conn.emitter
+        if emitter.active:
+            emitter.emit(
+                Checked(
+                    provider=ref.provider,
+                    at=now,
+                    task_id=ref.task_id,
+                    key=tracked.task.key,
+                    account=emitter.account,
+                    state=status.state,
+                    queue_position=None,  # no provider's status answer says it (PROTOCOLS.md)
+                    checks=entry.checks,
+                ),
+                tracked.task,
+            )
         if entry.resumed and status.created is not None:
             # The provider's own create time is the task's age, better than any record's.
             wall = tracked.conn.wall_clock()
@@ -164,7 +180,21 @@ class Checker:
             )
         self._plan.record_running(entry, now, tracked.conn.account.pressure)
 
-    def _retry_later(self, entry: Tracked, *, after_timeout: bool) -> None:
+    def _retrying(self, entry: Tracked, now: float, cause: str, wait: float) -> Retrying:
+        tracked = entry
+        return Retrying(
+            provider=tracked.ref.provider,
+            at=now,
+            task_id=tracked.ref.task_id,
+            key=tracked.task.key,
+            account=tracked.conn.emitter.account,
+            operation="status",
+            cause=cause,
+            delay=wait,
+            attempt=entry.checks + 1,  # the check that follows, counted over the task
+        )
+
+    def _retry_later(self, entry: Tracked, *, after_timeout: bool, cause: str) -> None:
         conn = entry.conn
         now = self._clock.now()
         entry.failures += 1
@@ -172,6 +202,9 @@ class Checker:
         wait = model.next_check(now - entry.submitted) - (now - entry.submitted)
         if conn.account.budget.try_spend(after_timeout=after_timeout):
             wait = delay(entry.failures - 1, conn.policy, conn.random)
+        emitter = conn.emitter
+        if emitter.active:
+            emitter.emit(self._retrying(entry, now, cause, max(wait, 0.0)), entry.task)
         self._plan.retry(entry, now + max(wait, 0.0))
         self._nudge()
 
@@ -186,7 +219,20 @@ class Checker:
             entry.failures += 1
             wait = max(delay(entry.failures - 1, conn.policy, conn.random), 1.0)
         # A 429 cools down the whole account, not just this task.
-        conn.account.ledger.rate_limited(retry_after=retry_after, creating=False)
+        about_cap = conn.account.ledger.rate_limited(retry_after=retry_after, creating=False)
+        events = conn.account.events
+        if events.active:
+            events.emit(
+                RateLimited(
+                    provider=events.provider,
+                    at=now,
+                    scope="tasks" if about_cap else "window",
+                    retry_after=retry_after,
+                    operation="status",
+                )
+            )
+        if conn.emitter.active:
+            conn.emitter.emit(self._retrying(entry, now, "429", wait), entry.task)
         conn.account.ledger.pause(wait)
         self._plan.retry(entry, now + wait)
         self._nudge()

@@ -7,9 +7,11 @@ What to do after a failed attempt is :func:`decide`'s; this module only performs
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from .._clock import Clock
 from .._errors import (
+    APIError,
     ClientClosedError,
     ConfigurationError,
     NanoBananaError,
@@ -19,6 +21,16 @@ from .._errors import (
 )
 from .._journal import Intent
 from .._models import ImageRequest, TaskRef
+from ..events import (
+    Accepted,
+    RateLimited,
+    Refused,
+    Retrying,
+    Submitted,
+    _cause,
+    _unknown_without_prompt,
+)
+from ..events import OutcomeUnknown as OutcomeUnknownEvent
 from ._account import Connection
 from ._decide import OutcomeUnknown, Raise, decide
 from ._ledger import Lease
@@ -33,12 +45,14 @@ async def create(
     intent: Intent | None,
     closed: Callable[[], bool],
     retry_refusals: bool = True,
+    key: str | None = None,
 ) -> TaskRef:
     """Send the create for ``request`` (its slot ``lease`` is held) until it is accepted.
 
     ``retry_refusals=False`` (a Router with another account to try): an answer that proves
     nothing was created (no connection, a 429, a retryable refusal) is raised at once, after
-    the account's 429 pause is noted, instead of being retried here.
+    the account's 429 pause is noted, instead of being retried here. ``key`` (the caller's)
+    goes on the events.
 
     Raises:
         SubmitOutcomeUnknownError: the create may have been accepted; it is not sent again.
@@ -46,7 +60,7 @@ async def create(
         APIError, ConnectError: refused, or never sent, once retries are spent.
     """
     account, policy, driver = conn.account, conn.policy, conn.driver
-    ledger = account.ledger
+    ledger, emitter = account.ledger, conn.emitter
     http = driver.build_submit(request)
     for attempt in range(policy.attempts):
         if ledger.admit_first:
@@ -70,6 +84,18 @@ async def create(
             # twice).
             await ledger.refresh_request(granted)
         ledger.note_send()
+        if emitter.active:
+            emitter.emit(
+                Submitted(
+                    provider=driver.name,
+                    at=clock.now(),
+                    key=key,
+                    account=emitter.account,
+                    attempt=attempt + 1,
+                    model=str(request.model),
+                    resolution=request.resolution,
+                )
+            )
         try:
             response = await conn.transport.send(http, timeout=conn.timeouts.request)
             ref = driver.parse_submit(response, request)
@@ -78,22 +104,57 @@ async def create(
                 account.rate_limited += 1
             decision = decide(exc, attempt, policy, conn.random)
             if isinstance(decision, OutcomeUnknown):
-                raise SubmitOutcomeUnknownError(
+                unknown = SubmitOutcomeUnknownError(
                     f"submit to {driver.name} {decision.why}",
                     provider=driver.name,
                     request=request,
-                ) from exc
+                )
+                if emitter.active:
+                    emitter.emit(
+                        OutcomeUnknownEvent(
+                            provider=driver.name,
+                            at=clock.now(),
+                            key=key,
+                            account=emitter.account,
+                            error=_unknown_without_prompt(unknown),
+                        )
+                    )
+                raise unknown from exc
+            will_retry = not isinstance(decision, Raise) and retry_refusals
+            if will_retry and not account.budget.try_spend():
+                will_retry = False
+            if emitter.active:
+                emitter.emit(
+                    Refused(
+                        provider=driver.name,
+                        at=clock.now(),
+                        key=key,
+                        account=emitter.account,
+                        attempt=attempt + 1,
+                        error=exc,
+                        status=exc.status if isinstance(exc, APIError) else None,
+                        will_retry=will_retry,
+                    )
+                )
             if isinstance(decision, Raise):
+                if isinstance(exc, RateLimitError) and account.events.active:
+                    # Not learned from (its Retry-After is past patience): scope not known.
+                    account.events.emit(_limited(driver.name, clock, "unknown", exc))
                 raise
             if not retry_refusals:
                 # The router sends it elsewhere now; a 429 still pauses this account for
                 # the creates that stay with it.
                 if isinstance(exc, RateLimitError):
                     ledger.slots.refused(lease)
-                    if not ledger.rate_limited(retry_after=exc.retry_after, creating=True):
+                    about_cap = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                    if account.events.active:
+                        account.events.emit(
+                            _limited(driver.name, clock, "tasks" if about_cap else "window", exc)
+                        )
+                    if not about_cap:
                         ledger.pause(decision.after)
                 raise
-            if not account.budget.try_spend():
+            if not will_retry:  # the retry budget is spent
                 raise
             # Refused or never sent, so not created: clear the intent before the wait.
             if intent is not None:
@@ -101,6 +162,24 @@ async def create(
             cap_reached = False
             if isinstance(exc, RateLimitError):
                 cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                if account.events.active:
+                    account.events.emit(
+                        _limited(driver.name, clock, "tasks" if cap_reached else "window", exc)
+                    )
+            if emitter.active:
+                emitter.emit(
+                    Retrying(
+                        provider=driver.name,
+                        at=clock.now(),
+                        key=key,
+                        account=emitter.account,
+                        operation="create",
+                        cause=_cause(exc),
+                        # At the task cap it waits for a task to end: no delay is known.
+                        delay=0.0 if cap_reached else decision.after,
+                        attempt=attempt + 2,
+                    )
+                )
             # Handed back before the retry asks again, in every backend (F45): a shared
             # ledger that still held it would admit the retry on its own stale admission.
             await ledger.slots.refuse(lease)
@@ -114,8 +193,31 @@ async def create(
             continue
         account.budget.refund()
         ledger.note_accepted(lease)
+        if emitter.active:
+            emitter.emit(
+                Accepted(
+                    provider=driver.name,
+                    at=clock.now(),
+                    task_id=ref.task_id,
+                    key=key,
+                    account=emitter.account,
+                    attempt=attempt + 1,
+                )
+            )
         return ref
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _limited(
+    provider: str, clock: Clock, scope: Literal["window", "tasks", "unknown"], exc: RateLimitError
+) -> RateLimited:
+    return RateLimited(
+        provider=provider,
+        at=clock.now(),
+        scope=scope,
+        retry_after=exc.retry_after,
+        operation="create",
+    )
 
 
 async def _journaled(write: Callable[[], Awaitable[None]], intent: Intent) -> None:

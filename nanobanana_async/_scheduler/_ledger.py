@@ -40,6 +40,7 @@ import attrs
 from .._clock import Clock
 from .._config import Limits
 from .._limits import Gcra, pacing
+from ..events import LimitsLowered, LimitsRecovered, _AccountEvents
 from ._slots import Lease, Slots
 
 _log = logging.getLogger("nanobanana_async")
@@ -72,6 +73,8 @@ class Ledger:
         interval, burst = pacing(limits)
         self.gcra = Gcra(interval, burst)
         self.slots = Slots(limits.concurrent_tasks, clock)
+        # The account's events; its Account hands the same to the slots (a subclass's too).
+        self.events = _AccountEvents()
         self._sent: list[float] = []  # monotonic send times, oldest first
         self._last_429 = -math.inf
         self._recovered_at = -math.inf
@@ -271,6 +274,30 @@ class Ledger:
         )
         if level is None:
             level = logging.WARNING if lowered else logging.INFO
+        events = self.events
+        if events.active:
+            if lowered:
+                cap_cut = limits.concurrent_tasks < old.concurrent_tasks
+                events.emit(
+                    LimitsLowered(
+                        provider=events.provider,
+                        at=self._clock.now(),
+                        requests=limits.requests,
+                        per=limits.per,
+                        concurrent_tasks=limits.concurrent_tasks,
+                        reason=note or ("tasks" if cap_cut else "window"),
+                    )
+                )
+            else:
+                events.emit(
+                    LimitsRecovered(
+                        provider=events.provider,
+                        at=self._clock.now(),
+                        requests=limits.requests,
+                        per=limits.per,
+                        concurrent_tasks=limits.concurrent_tasks,
+                    )
+                )
         _log.log(
             level,
             "account limits %s to %d requests per %.1f s and %d tasks at once "

@@ -19,9 +19,10 @@ from typing import ClassVar, Final, cast
 
 from .._clock import MIN_AHEAD, Clock, MonotonicClock, Timer, timers
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
-from .._errors import ClientClosedError, TaskTimeoutError
+from .._errors import ClientClosedError, NanoBananaError, TaskTimeoutError
 from .._models import ImageResult, TaskRef, TaskState
 from .._task import Task
+from ..events import CallbackReceived, Resolved, _result_without_prompt
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
@@ -199,6 +200,21 @@ class Scheduler:
         callbacks claiming the same state cost at most one extra check. True when this made a
         check come sooner.
         """
+        tracked = entry
+        tracked.callbacks += 1
+        emitter = tracked.conn.emitter
+        if emitter.active:
+            emitter.emit(
+                CallbackReceived(
+                    provider=tracked.ref.provider,
+                    at=self.clock.now(),
+                    task_id=tracked.ref.task_id,
+                    key=tracked.task.key,
+                    account=emitter.account,
+                    state=claimed if claimed is not None else TaskState.UNKNOWN,
+                ),
+                tracked.task,
+            )
         if not self.plan.hint(entry, self.clock.now(), claimed):
             return False
         self._nudge()
@@ -503,4 +519,22 @@ class Scheduler:
         if tracked.lease is not None:
             lease, tracked.lease = tracked.lease, None
             tracked.conn.account.ledger.slots.release(lease)
+        emitter = tracked.conn.emitter
+        if emitter.active:
+            # Before the future: a task's on_update hears its end before its awaiter does.
+            emitter.emit(
+                Resolved(
+                    provider=tracked.ref.provider,
+                    at=self.clock.now(),
+                    task_id=tracked.ref.task_id,
+                    key=tracked.task.key,
+                    account=emitter.account,
+                    result=_result_without_prompt(result),
+                    error=error if isinstance(error, NanoBananaError) else None,
+                    latency=self.clock.now() - entry.submitted,
+                    checks=entry.checks,
+                    callbacks=tracked.callbacks,
+                ),
+                tracked.task,
+            )
         tracked.task._resolve(result, error)

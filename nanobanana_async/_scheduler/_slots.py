@@ -18,6 +18,7 @@ import attrs
 
 from .._clock import Clock, Timer, timers
 from .._errors import NanoBananaError
+from ..events import SlotGranted, WaitingForSlot, _AccountEvents
 
 _log = logging.getLogger("nanobanana_async")
 
@@ -71,6 +72,8 @@ class Slots:
         self._call_at = timers(clock)
         self._timer: Timer | None = None
         self._timer_at = math.inf
+        # The account's events (its Account shares the ledger's here).
+        self.events = _AccountEvents()
 
     @property
     def waiting(self) -> int:
@@ -101,12 +104,24 @@ class Slots:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._admits.append((future, lease))
         self._ensure_timer()
+        events = self.events
+        waiting = None  # when a waiting event was emitted: a slot_granted follows it
+        if events.active:
+            waiting = self._clock.now()
+            events.emit(
+                WaitingForSlot(
+                    provider=events.provider, at=waiting, running=self.sent, cap=self.cap
+                )
+            )
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.refused(lease)
             raise
+        if waiting is not None and events.active:
+            now = self._clock.now()
+            events.emit(SlotGranted(provider=events.provider, at=now, waited=now - waiting))
         return False
 
     async def refuse(self, lease: Lease) -> None:
@@ -160,9 +175,18 @@ class Slots:
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters.append((future, owner, lease_id))
         self._ensure_timer()
+        events = self.events
+        told = events.active  # a slot_granted follows only a waiting event
+        if told:
+            events.emit(
+                WaitingForSlot(provider=events.provider, at=asked, running=self.held, cap=self.cap)
+            )
         try:
             lease = await future
             lease.asked = asked
+            if told and events.active:
+                now = self._clock.now()
+                events.emit(SlotGranted(provider=events.provider, at=now, waited=now - asked))
             return lease
         except asyncio.CancelledError:
             # Granted in the same tick the caller was cancelled: hand the slot back.

@@ -29,6 +29,7 @@ from .._models import Balance, ImageRequest, ImageResult, TaskRef, TaskStatus
 from .._settings import Settings
 from .._task import Task
 from .._transport import guard
+from ..events import _Emitter
 from ..providers import validate
 from ..webhooks import CallbackReceiver
 from ..webhooks._registration import Registration
@@ -164,6 +165,7 @@ class Submitter:
             callback = receiver._register(driver, self.clock)
             sent = attrs.evolve(request, callback_url=callback.url)
         task = Task(request, key, self.clock)
+        task._emitter = conn.emitter
         intent = None
         if self.journal is not None and journal_key is not None:
             intent = Intent(
@@ -251,6 +253,7 @@ class Submitter:
                 intent=intent,
                 closed=self.closed,
                 retry_refusals=retry_refusals,
+                key=task.key,
             )
         except (
             ConnectError,
@@ -383,6 +386,7 @@ class Submitter:
         if self.closed():
             raise ClientClosedError("the client is closed")
         task = Task(request, clock=self.clock)
+        task._emitter = self.conn.emitter
         ref = TaskRef(self.conn.driver.name, task_id, model)
         task._accept(ref)
         slots = self.conn.account.ledger.slots
@@ -412,6 +416,7 @@ def connect(
     closed: Callable[[], bool],
     journal: JournalHooks | None = None,
     callbacks: CallbackReceiver | None = None,
+    emitter: _Emitter | None = None,
 ) -> Submitter:
     """A client's connection to its loop's scheduler and its account there, ready to submit."""
     scheduler = Scheduler.for_clock(settings.clock)
@@ -423,6 +428,9 @@ def connect(
         settings.ledger_factory(),
         limits_known=settings.limits_known,
     )
+    if emitter is None:
+        emitter = _Emitter()
+    account.events.add(emitter, settings.driver.name)
     conn = Connection(
         driver=settings.driver,
         # The one door every answer and transport error comes in by: the key is masked here,
@@ -434,6 +442,7 @@ def connect(
         timeouts=settings.timeouts,
         wall_clock=settings.wall_clock,
         random=settings.random,
+        emitter=emitter,
     )
     return Submitter(
         scheduler, conn, settings.clock, settings.task_timeout, closed, journal, callbacks

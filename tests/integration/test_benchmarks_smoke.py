@@ -120,3 +120,15 @@ def test_router_scenarios_run_and_keep_their_invariants(tmp_path: Path) -> None:
     assert kill["created_twice"] == 0
     assert kill["rerun_succeeded"] > 0
     assert all(row["on_both"] == 0 for row in rows.values())
+
+
+def test_telemetry_cost_runs_every_variant() -> None:
+    """The OpenTelemetry cost scenario runs off, events, on and sampled in process; with the
+    SDK on it exports one task span per task (checked inside the run)."""
+    pytest.importorskip("opentelemetry.sdk")
+    from benchmarks import telemetry
+
+    row = telemetry.telemetry_cost("in-process", 40, 1)
+    assert row["tasks"] == 40
+    for variant in telemetry.VARIANTS:
+        assert row[f"{variant}_us_per_task"] > 0

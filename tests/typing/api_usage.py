@@ -91,3 +91,43 @@ async def main(prompts: list[str]) -> None:
     per_sim: dict[str, SimulatorStats] = sims.stats
     twice: dict[str, list[str]] = sims.prompts_on_several()
     print(per_sim["crun"].refused, twice)
+
+
+async def watch_events(router: nb.Router) -> None:
+    """The events API as a caller types it (issue 23)."""
+    from nanobanana_async import events
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Resolved):
+            latency: float = event.latency
+            checks: int = event.checks
+            print(latency, checks, event.result, event.error)
+
+    async with nb.Client("apixo", on_event=on_event) as client:
+        stream: events.EventStream = client.events(maxsize=100)
+        task = await client.submit(nb.ImageRequest(prompt="x"), key="row-1")
+        task.on_update(on_event)
+        async for event in stream:
+            kind: str = event.kind
+            task_id: str | None = event.task_id
+            if isinstance(event, events.RateLimited):
+                scope: str = event.scope
+                print(scope, event.retry_after, event.operation)
+            print(kind, task_id, event.key, event.account, event.at, stream.dropped)
+            stream.close()
+    any_event: events.AnyEvent = events.HedgeSent(provider="apixo", at=0.0, account="a")
+    print(any_event.kind, router.events(maxsize=10))
+    nb.Router([client], on_event=on_event)
+
+
+def telemetry_usage() -> None:
+    """OpenTelemetry: explicit providers, off, and through a Router."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nanobanana_async.otel import Telemetry
+
+    telemetry = Telemetry(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
+    traced = nb.Client("local", telemetry=telemetry)
+    silent = nb.Client("local", telemetry=False)
+    print(nb.Router([traced, silent], telemetry=telemetry), Telemetry())
