@@ -421,11 +421,46 @@ async def overhead(n: int) -> dict[str, Any]:
         "tasks": n,
         "cpu_us_per_task": round(cpu / n * 1e6, 1),
         "gc_us_per_task": round(collecting.seconds / n * 1e6, 1),
+        "objects_per_pending_task": await pending_objects(min(n, 2000)),
         "status_checks_per_task": round(statuses / n, 2),
         "wall_s": round(wall, 2),
         "plain_cpu_us_per_task": round(plain / n * 1e6, 1),
         "ratio_to_plain": round(cpu / plain, 2),
     }
+
+
+async def pending_objects(n: int) -> float:
+    """GC-tracked objects per task while ``n`` ``generate()`` calls wait for their task
+    (submitted, none checked yet): what every full collection walks again, the coroutine each
+    caller runs in included (a ``gather`` makes a task of it in any program)."""
+    answers = iter(range(10**9))
+
+    def created(request: HttpRequest) -> HttpResponse:
+        # Only creates: apixo's first check is 10 s after the submit, past the count.
+        return json_response(
+            {"code": 200, "message": "success", "data": {"taskId": f"t{next(answers)}"}}
+        )
+
+    limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n + 1)
+    transport = ScriptedTransport(created)
+    async with nb.Client("apixo", api_key="k", transport=transport, limits=limits) as client:
+        warm = asyncio.ensure_future(client.generate("warm"))
+        await asyncio.sleep(0.05)
+        gc.collect()
+        before = len(gc.get_objects())
+        waiting = [asyncio.ensure_future(client.generate(f"p{i}")) for i in range(n)]
+        for _ in range(3000):  # the creates are answered at once: a few loop turns each
+            await asyncio.sleep(0.01)
+            if transport.count("submit") == n + 1:
+                break
+        await asyncio.sleep(0.01)  # the last answers are read and their tasks tracked
+        transport.requests.clear()  # the fake transport's log is not the client's
+        gc.collect()
+        objects = (len(gc.get_objects()) - before - 1) / n  # less the list of waiters
+        for job in [*waiting, warm]:
+            job.cancel()
+        await asyncio.gather(*waiting, warm, return_exceptions=True)
+    return round(objects, 1)
 
 
 class _GcTimer:

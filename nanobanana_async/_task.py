@@ -50,8 +50,10 @@ class Task:
         self._status: TaskStatus | None = None
         self._future: asyncio.Future[ImageResult] = asyncio.get_running_loop().create_future()
         # One future per waiting caller, so cancelling a caller cancels only its own (what
-        # asyncio.shield() gave, at two loop callbacks and a future more per await).
-        self._waiters: list[asyncio.Future[None]] | None = None
+        # asyncio.shield() gave, at two loop callbacks and a future more per await). The one
+        # waiter most tasks have is kept bare, a list only from the second: a pending task
+        # keeps a dozen objects, each walked by every full collection.
+        self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
         # Its client's events (set when a client tracks it) and the on_update callbacks.
         self._emitter: _Emitter | None = None
         self._updates: list[Callable[[Event], object]] | None = None
@@ -109,18 +111,7 @@ class Task:
         if self._future.done():
             return self._future.result()
         if timeout is None:
-            waiter: asyncio.Future[None] = self._future.get_loop().create_future()
-            waiters = self._waiters
-            if waiters is None:
-                waiters = self._waiters = []
-            waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                raise
-            return self._future.result()
+            return await self
         if not self._future.done():
             alarm = asyncio.ensure_future(self._clock.sleep_until(self._clock.now() + timeout))
             try:
@@ -166,7 +157,32 @@ class Task:
                     self._emitter._failed(exc)
 
     def __await__(self) -> Generator[Any, None, ImageResult]:
-        return self.result().__await__()
+        # A generator, not result()'s coroutine: one object less per waiting caller.
+        if not self._future.done():
+            waiter: asyncio.Future[None] = self._future.get_loop().create_future()
+            self._add_waiter(waiter)
+            try:
+                yield from waiter
+            except asyncio.CancelledError:
+                self._drop_waiter(waiter)
+                raise
+        return self._future.result()
+
+    def _add_waiter(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = waiter
+        elif isinstance(waiters, list):
+            waiters.append(waiter)
+        else:
+            self._waiters = [waiters, waiter]
+
+    def _drop_waiter(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters
+        if waiters is waiter:
+            self._waiters = None
+        elif isinstance(waiters, list) and waiter in waiters:
+            waiters.remove(waiter)
 
     # Called by the client and the scheduler only.
     def _accept(self, ref: TaskRef) -> None:
@@ -191,6 +207,8 @@ class Task:
             self._emitter.unwatch()
             self._emitter = None
         waiters, self._waiters = self._waiters, None
+        if isinstance(waiters, asyncio.Future):
+            waiters = [waiters]
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)

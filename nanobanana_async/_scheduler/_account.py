@@ -39,9 +39,11 @@ class Account:
         self.events = ledger.events
         ledger.slots.events = ledger.events
         self.budget = RetryBudget(policy)
-        self.entries: set[Entry[Tracked]] = set()
+        self.entries: set[Tracked] = set()
         # Checks that are due but wait for a free request slot, oldest due first.
-        self.ready: collections.deque[Entry[Tracked]] = collections.deque()
+        self.ready: collections.deque[Tracked] = collections.deque()
+        # The earliest deadline among them (inf: none): the runner expires them then.
+        self.ready_deadline = math.inf
         self.pressure = 1.0
         self._pressure_at = clock.now()
         self.rate_limited = 0
@@ -85,7 +87,7 @@ class Connection:
     timeouts: Timeouts
     wall_clock: Callable[[], float]
     random: Callable[[], float]
-    entries: set[Entry[Tracked]] = attrs.field(factory=set)
+    entries: set[Tracked] = attrs.field(factory=set)
     closing: bool = False  # its client is closing: no check of its tasks is sent any more
     # The client's events: every emission site checks ``emitter.active`` first.
     emitter: _Emitter = attrs.field(factory=_Emitter)
@@ -103,12 +105,17 @@ class Connection:
 
 
 @attrs.define(eq=False, kw_only=True)
-class Tracked:
-    """A task as the runner sees it."""
+class Tracked(Entry[Task]):
+    """A task as the runner sees it: its plan entry (the payload is the caller's Task) and what
+    it is checked and resolved with, in one slotted object per task."""
 
     ref: TaskRef
-    task: Task
     conn: Connection
     lease: Lease | None
     submitted_wall: float
     callbacks: int = 0  # verified callbacks received (the Resolved event says how many)
+
+    @property
+    def task(self) -> Task:
+        """The caller's handle, resolved when the task ends."""
+        return self.payload

@@ -16,11 +16,12 @@ from .._backoff import delay
 from .._clock import Clock
 from .._errors import APIError, BadResponseError, NanoBananaError
 from .._models import ImageResult, TaskState, TaskStatus
+from .._task import Task
 from ..events import Checked, RateLimited, Retrying, _cause
 from ._account import Account, Tracked
 from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
 from ._outcome import ending
-from ._plan import Entry, Planner
+from ._plan import Planner
 
 _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
@@ -32,7 +33,7 @@ class Resolve(Protocol):
 
     def __call__(
         self,
-        entry: Entry[Tracked],
+        entry: Tracked,
         *,
         result: ImageResult | None = None,
         error: BaseException | None = None,
@@ -52,11 +53,11 @@ class Checker:
 
     def __init__(
         self,
-        plan: Planner[Tracked],
+        plan: Planner[Task],
         clock: Clock,
         *,
         resolve: Resolve,
-        abandon: Callable[[Entry[Tracked], BaseException], None],
+        abandon: Callable[[Tracked, BaseException], None],
         nudge: Callable[[], None],
         learned: Callable[[Hashable], None],
     ) -> None:
@@ -67,59 +68,67 @@ class Checker:
         self._nudge = nudge
         self._learned = learned
 
-    async def poll(self, entry: Entry[Tracked]) -> None:
-        """Check ``entry`` once (its request slot is taken); never raises."""
+    async def poll(self, entry: Tracked) -> None:
+        """Check ``entry`` once (its request slot is taken); never raises.
+
+        One flat coroutine per check (send, mask, parse, then plan or resolve): a coroutine
+        more per request was measurable CPU at thousands of checks a second.
+        """
+        tracked = entry
+        conn = tracked.conn
         try:
-            await self._check(entry)
+            try:
+                conn.account.ledger.note_send()
+                conn.account.checks += 1
+                sent = entry.last_check
+                response = await conn.transport.send(
+                    conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
+                )
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug(
+                        "%s task %s: status check HTTP %d in %.0f ms",
+                        tracked.ref.provider,
+                        tracked.ref.task_id,
+                        response.status,
+                        (self._clock.now() - sent) * 1000,
+                    )
+                status = conn.driver.parse_status(response, tracked.ref)
+            except NanoBananaError as exc:
+                self._failed(entry, exc)
+                return
+            conn.account.budget.refund()
+            entry.failures = 0
+            entry.bad_responses = 0
+            self._observe(entry, status)
+            # What was learned may have moved other tasks' checks earlier than the runner's
+            # sleep.
+            self._nudge()
         except Exception as exc:
             # A bug must fail the one task loudly, never the runner and every other task; the
             # task may still run on the provider.
-            _log.exception("unexpected error checking task %s", entry.payload.ref.task_id)
+            _log.exception("unexpected error checking task %s", tracked.ref.task_id)
             self._abandon(entry, exc)
 
-    async def _check(self, entry: Entry[Tracked]) -> None:
-        tracked = entry.payload
+    def _failed(self, entry: Tracked, exc: NanoBananaError) -> None:
+        # The check got no usable answer: what that means is decide_check's.
+        tracked = entry
         conn = tracked.conn
-        try:
-            conn.account.ledger.note_send()
-            conn.account.checks += 1
-            sent = entry.last_check
-            response = await conn.transport.send(
-                conn.driver.build_status(tracked.ref), timeout=conn.timeouts.request
-            )
-            if _log.isEnabledFor(logging.DEBUG):
-                _log.debug(
-                    "%s task %s: status check HTTP %d in %.0f ms",
-                    tracked.ref.provider,
-                    tracked.ref.task_id,
-                    response.status,
-                    (self._clock.now() - sent) * 1000,
-                )
-            status = conn.driver.parse_status(response, tracked.ref)
-        except NanoBananaError as exc:
-            if isinstance(exc, BadResponseError):
-                entry.bad_responses += 1
-            match decide_check(exc, entry.bad_responses, conn.policy):
-                case PauseAccount(retry_after=hint):
-                    self._rate_limited(entry, hint)
-                case FailAccount() if isinstance(exc, APIError):
-                    self._fail_account(conn.account, exc)
-                case CheckLater(after_timeout=after_timeout):
-                    self._retry_later(entry, after_timeout=after_timeout, cause=_cause(exc))
-                case _:
-                    if isinstance(exc, APIError):
-                        exc.task_id = tracked.ref.task_id
-                    self._resolve(entry, error=exc)
-            return
-        conn.account.budget.refund()
-        entry.failures = 0
-        entry.bad_responses = 0
-        self._observe(entry, status)
-        # What was learned may have moved other tasks' checks earlier than the runner's sleep.
-        self._nudge()
+        if isinstance(exc, BadResponseError):
+            entry.bad_responses += 1
+        match decide_check(exc, entry.bad_responses, conn.policy):
+            case PauseAccount(retry_after=hint):
+                self._rate_limited(entry, hint)
+            case FailAccount() if isinstance(exc, APIError):
+                self._fail_account(conn.account, exc)
+            case CheckLater(after_timeout=after_timeout):
+                self._retry_later(entry, after_timeout=after_timeout, cause=_cause(exc))
+            case _:
+                if isinstance(exc, APIError):
+                    exc.task_id = tracked.ref.task_id
+                self._resolve(entry, error=exc)
 
-    def _observe(self, entry: Entry[Tracked], status: TaskStatus) -> None:
-        tracked = entry.payload
+    def _observe(self, entry: Tracked, status: TaskStatus) -> None:
+        tracked = entry
         if entry.done:
             # A later, possibly conflicting, observation of a resolved task changes nothing.
             return
@@ -171,8 +180,8 @@ class Checker:
             )
         self._plan.record_running(entry, now, tracked.conn.account.pressure)
 
-    def _retrying(self, entry: Entry[Tracked], now: float, cause: str, wait: float) -> Retrying:
-        tracked = entry.payload
+    def _retrying(self, entry: Tracked, now: float, cause: str, wait: float) -> Retrying:
+        tracked = entry
         return Retrying(
             provider=tracked.ref.provider,
             at=now,
@@ -185,8 +194,8 @@ class Checker:
             attempt=entry.checks + 1,  # the check that follows, counted over the task
         )
 
-    def _retry_later(self, entry: Entry[Tracked], *, after_timeout: bool, cause: str) -> None:
-        conn = entry.payload.conn
+    def _retry_later(self, entry: Tracked, *, after_timeout: bool, cause: str) -> None:
+        conn = entry.conn
         now = self._clock.now()
         entry.failures += 1
         model = self._plan.model(entry.group, conn.driver.first_poll, conn.driver.poll_interval)
@@ -195,12 +204,12 @@ class Checker:
             wait = delay(entry.failures - 1, conn.policy, conn.random)
         emitter = conn.emitter
         if emitter.active:
-            emitter.emit(self._retrying(entry, now, cause, max(wait, 0.0)), entry.payload.task)
+            emitter.emit(self._retrying(entry, now, cause, max(wait, 0.0)), entry.task)
         self._plan.retry(entry, now + max(wait, 0.0))
         self._nudge()
 
-    def _rate_limited(self, entry: Entry[Tracked], retry_after: float | None) -> None:
-        conn = entry.payload.conn
+    def _rate_limited(self, entry: Tracked, retry_after: float | None) -> None:
+        conn = entry.conn
         now = self._clock.now()
         conn.account.rate_limited += 1
         wait = retry_after
@@ -223,7 +232,7 @@ class Checker:
                 )
             )
         if conn.emitter.active:
-            conn.emitter.emit(self._retrying(entry, now, "429", wait), entry.payload.task)
+            conn.emitter.emit(self._retrying(entry, now, "429", wait), entry.task)
         conn.account.ledger.pause(wait)
         self._plan.retry(entry, now + wait)
         self._nudge()
@@ -232,7 +241,7 @@ class Checker:
         # An auth or credit refusal applies to every task of the account: fail them all now
         # rather than each at its deadline.
         for entry in list(account.entries):
-            ref = entry.payload.ref
+            ref = entry.ref
             error = type(exc)(
                 exc.message,
                 provider=exc.provider,

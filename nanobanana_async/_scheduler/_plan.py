@@ -1,6 +1,8 @@
 """The poll planner: which tasks to check when, learned from completion times (pure, no I/O).
 
-Tasks sit in one time-ordered heap keyed by their next check. First checks and intervals start
+Tasks sit in one time-ordered heap keyed by their next check, which is never after their
+deadline: the same row that makes a check due expires the task once its deadline has come (a
+task waiting for a request slot is the runner's to expire). First checks and intervals start
 from the provider's documented advice and, once a (provider, model) has finished enough tasks,
 follow the learned lognormal distribution of its durations: checks fall at fixed steps of the
 distribution's quantiles, so a task is checked densely where tasks tend to finish and rarely
@@ -49,10 +51,14 @@ class Planner(Generic[P]):
 
     def __init__(self, recall: Callable[[Hashable], Learned | None] | None = None) -> None:
         self._recall = recall
+        # One row per planned task (its next check, at the latest its deadline), plus stale rows
+        # left by moves and ends. A ready task has none: the runner, which holds it until a
+        # request slot is free, expires it if its deadline comes first.
         self._due: list[tuple[float, int, Entry[P]]] = []
-        self._deadlines: list[tuple[float, int, Entry[P]]] = []
         self._models: dict[Hashable, LatencyModel] = {}
-        self._overdue: list[tuple[float, int, Entry[P]]] = []  # see expire()
+        # Popped from the heap and not yet handed out by due() / expire() (see _pop).
+        self._ready: list[Entry[P]] = []
+        self._expired: list[Entry[P]] = []
         self._replans: collections.deque[
             tuple[Hashable, LatencyModel, list[tuple[float, int, Entry[P]]]]
         ] = collections.deque()
@@ -89,8 +95,12 @@ class Planner(Generic[P]):
         min_gap: float = 0.0,
         resumed: bool = False,
         submitted: float | None = None,
+        make: Callable[..., Entry[P]] | None = None,
     ) -> Entry[P]:
         """Track a task submitted at ``now``; its first check follows the learned model.
+
+        ``make`` builds the entry from its fields (a subclass carrying what its owner needs
+        too: one object per task, not an entry and a payload); by default an :class:`Entry`.
 
         ``resumed``: a task submitted earlier, at ``submitted`` as far as a record tells (else
         ``now``): checked at its age, and its latency learned only from the provider's own
@@ -98,7 +108,7 @@ class Planner(Generic[P]):
         """
         self._seq += 1
         born = now if submitted is None else min(now, submitted)
-        entry = Entry(
+        entry = (make or Entry)(
             payload=payload,
             group=group,
             submitted=born,
@@ -117,30 +127,46 @@ class Planner(Generic[P]):
             entry.probe = True
         first = model.first_check(late=late, probe=entry.probe, pressure=pressure)
         self.pending += 1
-        heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
-        self.schedule(entry, min(max(now, born + first), deadline))
+        self.schedule(entry, max(now, born + first))
         return entry
 
     def schedule(self, entry: Entry[P], at: float) -> None:
-        """Make ``entry`` due at ``at``, or at its provider's minimum gap if that is later."""
-        at = max(at, entry.last_check + entry.min_gap)
+        """Make ``entry`` due at ``at``, or at its provider's minimum gap if that is later;
+        never after its deadline (the row then expires it)."""
+        at = min(max(at, entry.last_check + entry.min_gap), entry.deadline)
         entry.due = at
         heapq.heappush(self._due, (at, entry.seq, entry))
 
     def due(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
         """Pop the planned entries due at or before ``now`` (at most ``limit``, and at most
         ``4 * limit`` rows looked at, stale ones included), earliest (then oldest) first; they
-        are then ready, waiting for a request slot."""
-        out: list[Entry[P]] = []
+        are then ready, waiting for a request slot. Entries whose deadline has come are kept
+        for :meth:`expire` instead."""
+        self._pop(now, limit)
+        out = self._ready[: int(min(limit, len(self._ready)))]
+        del self._ready[: len(out)]
+        return out
+
+    def _pop(self, now: float, limit: float) -> None:
+        # Rows at or before now: a planned check becomes ready, or expires its task when the
+        # deadline has come. A task with a check in flight has no row: its answer plans it (at
+        # its deadline at the latest) and the row that leaves expires it then, so an overdue
+        # check never makes the runner spin.
+        ready, expired = self._ready, self._expired
         rows = 4 * limit  # a replan leaves a stale row per task it moved: thousands at once
-        while self._due and self._due[0][0] <= now and len(out) < limit and rows > 0:
+        heap = self._due
+        while heap and heap[0][0] <= now and len(ready) < limit and len(expired) < limit:
+            if rows <= 0:
+                return
             rows -= 1
-            at, _, entry = heapq.heappop(self._due)
+            at, _, entry = heapq.heappop(heap)
             if entry.phase is not Phase.PLANNED or at != entry.due:
                 continue
-            entry.phase = step(entry.phase, Event.DUE)
-            out.append(entry)
-        return out
+            if now < entry.deadline:
+                entry.phase = step(Phase.PLANNED, Event.DUE)
+                ready.append(entry)
+            elif entry not in expired:  # two rows at one time (moved there twice)
+                expired.append(entry)
 
     def spare(self, now: float, limit: int) -> tuple[list[Entry[P]], float]:
         """Checks worth pulling forward while the request budget is idle, and when to look again.
@@ -330,36 +356,20 @@ class Planner(Generic[P]):
 
     def expire(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
         """Pop live entries whose deadline has passed and that have no check in flight (at
-        most ``limit``). One with a check in flight is set aside: its check decides first,
-        and its answer plans it at its deadline, so the next call expires it then."""
-        if self._overdue:
-            waiting = []
-            for row in self._overdue:
-                if row[2].in_flight:
-                    waiting.append(row)
-                else:
-                    heapq.heappush(self._deadlines, row)
-            self._overdue = waiting
-        out: list[Entry[P]] = []
-        rows = 4 * limit  # as in due(): ended tasks leave their deadline rows behind
-        while self._deadlines and self._deadlines[0][0] <= now and len(out) < limit and rows > 0:
-            rows -= 1
-            row = heapq.heappop(self._deadlines)
-            entry = row[2]
-            if entry.done:
-                continue
-            if entry.in_flight:
-                # Not a wake-up reason while its check is out (the runner would spin until
-                # the answer came), and never a block for the deadlines behind it.
-                self._overdue.append(row)
-                continue
-            out.append(entry)
-        return out
+        most ``limit``). One with a check in flight waits for its answer, which plans it at
+        its deadline, so the next call expires it then. Entries found due meanwhile are kept
+        for :meth:`due`."""
+        self._pop(now, limit)
+        out = self._expired[: int(min(limit, len(self._expired)))]
+        del self._expired[: len(out)]
+        # Ended since they were popped (resolved by another path): nothing to expire.
+        return [entry for entry in out if not entry.done]
 
     def turn(self, now: float, limit: int) -> tuple[list[Entry[P]], list[Entry[P]], float]:
         """One turn of the runner's planning at ``now``, at most ``limit`` of each kind: the
         entries whose deadline passed, the entries now due (ready), and when to plan again
         (``now`` while more of either, or of a replan, is left for the next turn)."""
+        self._pop(now, limit)
         expired = self.expire(now, limit)
         due = self.due(now, limit)
         # Replanned before the wake-up is read, so it sees the checks the replan moved earlier.
@@ -376,21 +386,19 @@ class Planner(Generic[P]):
         stale = _STALE_ROWS_PER_CALL
         # A row counts only for a planned entry at that time: one sent early (end-game) or
         # already ready left its row behind.
-        while (
-            stale
-            and self._due
-            and (
-                self._due[0][2].phase is not Phase.PLANNED or self._due[0][0] != self._due[0][2].due
-            )
-        ):
-            heapq.heappop(self._due)
+        if self._ready or self._expired:
+            return -math.inf  # popped, not yet handed out: the next turn takes them
+        heap = self._due
+        while stale and heap and not _live(heap[0]):
+            heapq.heappop(heap)
             stale -= 1
-        while stale and self._deadlines and self._deadlines[0][2].done:
-            heapq.heappop(self._deadlines)
-            stale -= 1
-        first_due = self._due[0][0] if self._due else math.inf
-        first_deadline = self._deadlines[0][0] if self._deadlines else math.inf
-        return min(first_due, first_deadline)
+        return heap[0][0] if heap else math.inf
+
+
+def _live(row: tuple[float, int, Entry[P]]) -> bool:
+    """A row still means something: a planned check (or deadline) of a live task."""
+    at, _, entry = row
+    return entry.phase is Phase.PLANNED and at == entry.due
 
 
 def _smallest(heap: list[tuple[float, int, Entry[P]]], k: int) -> list[tuple[float, int, Entry[P]]]:

@@ -8,7 +8,8 @@ using the same provider and key share one :class:`Account` (one request budget, 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import collections
+import functools
 import itertools
 import logging
 import math
@@ -19,14 +20,15 @@ from typing import ClassVar, Final, cast
 from .._clock import MIN_AHEAD, Clock, MonotonicClock, Timer, timers
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import ClientClosedError, NanoBananaError, TaskTimeoutError
-from .._models import ImageResult, TaskState
+from .._models import ImageResult, TaskRef, TaskState
+from .._task import Task
 from ..events import CallbackReceived, Resolved, _result_without_prompt
 from ._account import Account, Connection, Tracked
 from ._checks import Checker
 from ._latency import Learned
-from ._ledger import DEFAULT_HORIZON, Lease, Ledger, Slots
+from ._ledger import DEFAULT_HORIZON, Lease, Ledger
 from ._memory import MEMORY, Key, LatencyMemory
-from ._plan import Entry, LatencyModel, Phase, Planner
+from ._plan import LatencyModel, Phase, Planner
 
 _log = logging.getLogger("nanobanana_async")
 _Z_HORIZON: Final = 3.09  # the standard-normal score of the 99.9th percentile
@@ -60,7 +62,8 @@ class Scheduler:
         # Learned models carry over between runs of the process only on the real clock: a
         # fake clock's seconds are not a server's, so such a run neither reads nor writes them.
         self._memory = MEMORY if isinstance(clock, MonotonicClock) else None
-        self.plan: Planner[Tracked] = Planner(_recall_from(self._memory))
+        # Its entries are all Tracked (see track()): one object per task.
+        self.plan: Planner[Task] = Planner(_recall_from(self._memory))
         self._accounts: dict[Hashable, Account] = {}
         self._clients = 0
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -74,9 +77,6 @@ class Scheduler:
         self._failed_turns = 0  # turns in a row that raised
         self._spare_next = -math.inf
         self._provisional: dict[Hashable, list[tuple[Connection, Lease, float]]] = {}
-        # Slots held to a horizon, by horizon: the runner frees them on time (see _hold).
-        self._releases: list[tuple[float, int, Slots, Lease]] = []
-        self._release_seq = itertools.count()
         self._checker = Checker(
             self.plan,
             clock,
@@ -150,47 +150,57 @@ class Scheduler:
 
     def track(
         self,
-        tracked: Tracked,
+        task: Task,
         *,
+        ref: TaskRef,
+        conn: Connection,
+        lease: Lease | None,
+        submitted_wall: float,
         timeout: float,
         late: bool = False,
         resumed: bool = False,
         submitted: float | None = None,
-    ) -> Entry[Tracked]:
+    ) -> Tracked:
         """Start polling a submitted task until it ends or ``timeout`` seconds pass.
 
-        ``late`` (callbacks on): the first check waits until the 95th percentile of learned
-        latency, so polling is only the safety net for a lost callback. ``resumed``: submitted
-        earlier, at ``submitted`` (monotonic) when a record says (see :meth:`Planner.add`).
+        ``lease`` is its slot, released when it ends; ``submitted_wall`` when it was accepted
+        (wall clock). ``late`` (callbacks on): the first check waits until the 95th
+        percentile of learned latency, so polling is only the safety net for a lost callback.
+        ``resumed``: submitted earlier, at ``submitted`` (monotonic) when a record says (see
+        :meth:`Planner.add`).
         """
         now = self.clock.now()
-        driver = tracked.conn.driver
-        entry = self.plan.add(
-            tracked,
-            group=tracked.conn.group(tracked.ref.model),
+        driver = conn.driver
+        made = self.plan.add(
+            task,
+            make=functools.partial(
+                Tracked, ref=ref, conn=conn, lease=lease, submitted_wall=submitted_wall
+            ),
+            group=conn.group(ref.model),
             now=now,
             deadline=now + timeout,
             first_poll=driver.first_poll,
             poll_interval=driver.poll_interval,
             late=late,
-            pressure=tracked.conn.account.pressure,
+            pressure=conn.account.pressure,
             min_gap=driver.min_check_gap,
             resumed=resumed,
             submitted=submitted,
         )
-        tracked.conn.entries.add(entry)
-        tracked.conn.account.entries.add(entry)
+        entry = cast(Tracked, made)
+        conn.entries.add(entry)
+        conn.account.entries.add(entry)
         self._nudge()
         return entry
 
-    def hint(self, entry: Entry[Tracked], claimed: TaskState | None = None) -> bool:
+    def hint(self, entry: Tracked, claimed: TaskState | None = None) -> bool:
         """A verified callback says the task may have ended: check it now, once.
 
         The callback is never the truth; the check that follows resolves the task. Repeated
         callbacks claiming the same state cost at most one extra check. True when this made a
         check come sooner.
         """
-        tracked = entry.payload
+        tracked = entry
         tracked.callbacks += 1
         emitter = tracked.conn.emitter
         if emitter.active:
@@ -210,7 +220,7 @@ class Scheduler:
         self._nudge()
         return True
 
-    def poll_normally(self, entry: Entry[Tracked]) -> None:
+    def poll_normally(self, entry: Tracked) -> None:
         """The callback receiver hears nothing: poll ``entry`` as if it expected no callback."""
         if self.plan.poll_normally(entry, self.clock.now()):
             self._nudge()
@@ -232,20 +242,9 @@ class Scheduler:
     ) -> None:
         """Keep ``lease`` until the task's horizon. Before the model is learned the horizon is
         the conservative default; it is shortened once the model is learned."""
-        self._hold(conn, lease, self.horizon(conn, group, submitted))
+        conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
         if self._horizon_model(group) is None:
             self._provisional.setdefault(group, []).append((conn, lease, submitted))
-
-    def _hold(self, conn: Connection, lease: Lease, horizon: float) -> None:
-        slots = conn.account.ledger.slots
-        slots.hold_until(lease, horizon)
-        # The slots' own horizon timer sleeps until the earliest hold it knew when it went to
-        # sleep: a hold made (or shortened) after that waited behind it, up to the 5 minutes
-        # of a default horizon, with callers waiting for the slot meanwhile. The runner's
-        # timer frees it on time as well (a second release of a lease does nothing).
-        if lease.held:
-            heapq.heappush(self._releases, (horizon, next(self._release_seq), slots, lease))
-            self._arm(horizon)
 
     def _horizon_model(self, group: Hashable) -> LatencyModel | None:
         model = self.plan.learned_model(group)
@@ -266,9 +265,9 @@ class Scheduler:
             # A lease whose task a rerun tracks again is freed when the task ends, not at a
             # horizon that may have passed already while the task still runs.
             if lease.held and lease.until is not None:
-                self._hold(conn, lease, self.horizon(conn, group, submitted))
+                conn.account.ledger.slots.hold_until(lease, self.horizon(conn, group, submitted))
 
-    def _abandon(self, entry: Entry[Tracked], error: BaseException) -> None:
+    def _abandon(self, entry: Tracked, error: BaseException) -> None:
         """End a task the client stops watching though it may still run on the provider
         (closed, expired, or its check hit a bug): its slot stays until its horizon, or the
         account could go a task over its cap."""
@@ -276,12 +275,12 @@ class Scheduler:
             self._hold_to_horizon(entry)
         except Exception:
             # Never leave the caller waiting for ever over a failed hold.
-            _log.exception("could not hold task %s's slot", entry.payload.ref.task_id)
+            _log.exception("could not hold task %s's slot", entry.ref.task_id)
         finally:
             self._resolve(entry, error=error)
 
-    def _hold_to_horizon(self, entry: Entry[Tracked]) -> None:
-        tracked = entry.payload
+    def _hold_to_horizon(self, entry: Tracked) -> None:
+        tracked = entry
         lease, tracked.lease = tracked.lease, None
         if lease is not None:
             self.hold_to_horizon(tracked.conn, lease, entry.group, entry.submitted)
@@ -316,8 +315,8 @@ class Scheduler:
             for entry in list(conn.entries):
                 self._close_entry(entry)
 
-    def _close_entry(self, entry: Entry[Tracked]) -> None:
-        ref = entry.payload.ref
+    def _close_entry(self, entry: Tracked) -> None:
+        ref = entry.ref
         self._abandon(
             entry,
             ClientClosedError(
@@ -362,30 +361,27 @@ class Scheduler:
         """Expire, make ready, send what the budget allows; returns when the next turn is due
         and whether this one did anything."""
         started = self._started
-        releases = self._releases
-        freed = False
-        while releases and releases[0][0] <= now:
-            _, _, slots, lease = heapq.heappop(releases)
-            freed = freed or lease.held
-            slots.release(lease)
-        expired, due, wakeup = self.plan.turn(now, _TURN)
-        if releases:
-            wakeup = min(wakeup, releases[0][0])
+        planned = self.plan.turn(now, _TURN)
+        expired, due = cast(list[Tracked], planned[0]), cast(list[Tracked], planned[1])
+        wakeup = planned[2]
         for entry in expired:
             self._expire(entry)
         for entry in due:
-            ready = entry.payload.conn.account.ready
+            account = entry.conn.account
+            ready = account.ready
             # A check a callback asked for is the likeliest to free a task slot.
             if entry.hinted:
                 ready.appendleft(entry)
             else:
                 ready.append(entry)
+            if entry.deadline < account.ready_deadline:
+                account.ready_deadline = entry.deadline
         for account in self._accounts.values():
             if account.ready:
                 wakeup = min(wakeup, self._drain(account, now))
             account.update_pressure(now, backlogged=bool(account.ready))
         wakeup = min(wakeup, self._spend_spare(now))
-        return wakeup, freed or bool(expired or due) or self._started != started
+        return wakeup, bool(expired or due) or self._started != started
 
     def _arm(self, at: float, now: float | None = None) -> None:
         """Make the runner turn at ``at``: the one timer is moved only when ``at`` is earlier
@@ -409,7 +405,7 @@ class Scheduler:
             loop = self._event_loop = asyncio.get_running_loop()
         return loop
 
-    def _start_check(self, entry: Entry[Tracked], now: float) -> None:
+    def _start_check(self, entry: Tracked, now: float) -> None:
         self.plan.sent(entry, now)
         self._started += 1
         check = self._loop().create_task(self._checker.poll(entry))
@@ -422,6 +418,8 @@ class Scheduler:
         Returns when the next slot frees (``inf`` when nothing waits; ``now`` when a turn's
         worth was sent and more may go).
         """
+        if now >= account.ready_deadline:
+            self._expire_waiting(account, now)
         ready = account.ready
         ledger = account.ledger
         ledger.demand(len(ready))
@@ -430,15 +428,36 @@ class Scheduler:
             if sent == _TURN:
                 return now
             entry = ready[0]
-            if entry.phase is not Phase.READY or entry.payload.conn.closing:
+            if entry.phase is not Phase.READY or entry.conn.closing:
                 ready.popleft()  # ended (or checked) while it waited, or its client closes
                 continue
             if not ledger.try_take_request(now):
-                return ledger.next_request_free()
+                # Waiting for a request slot (a 429's pause) ends at the deadline at the latest.
+                return min(ledger.next_request_free(), account.ready_deadline)
             ready.popleft()
             self._start_check(entry, now)
             sent += 1
+        account.ready_deadline = math.inf
         return math.inf
+
+    def _expire_waiting(self, account: Account, now: float) -> None:
+        """Expire the account's checks whose deadline came while they waited for a request
+        slot: a few hundred per turn, the rest on the next (a ready task has no row in the
+        plan, which expires only planned ones). Rare: a wait as long as a task's deadline."""
+        kept: collections.deque[Tracked] = collections.deque()
+        expired = 0
+        soonest = math.inf
+        for entry in account.ready:
+            if entry.phase is not Phase.READY:
+                continue  # ended or sent meanwhile
+            if entry.deadline <= now and expired < _TURN * 4:
+                expired += 1
+                self._expire(entry)
+                continue
+            kept.append(entry)
+            soonest = min(soonest, entry.deadline)
+        account.ready = kept
+        account.ready_deadline = soonest
 
     def _spend_spare(self, now: float) -> float:
         """Pull planned checks forward while an account's request budget is idle now.
@@ -458,9 +477,9 @@ class Scheduler:
         # a third more CPU per request).
         self._spare_next = now + _SPARE_EVERY
         entries, wakeup = self.plan.spare(now, _SPARE_BATCH)
-        for entry in entries:
-            account = entry.payload.conn.account
-            if account not in spare or entry.payload.conn.closing:
+        for entry in cast(list[Tracked], entries):
+            account = entry.conn.account
+            if account not in spare or entry.conn.closing:
                 continue
             if not account.ledger.try_take_request(now):
                 wakeup = min(wakeup, account.ledger.next_request_free())
@@ -474,8 +493,8 @@ class Scheduler:
         if at < self._timer_at:
             self._arm(at)
 
-    def _expire(self, entry: Entry[Tracked]) -> None:
-        ref = entry.payload.ref
+    def _expire(self, entry: Tracked) -> None:
+        ref = entry.ref
         self._abandon(
             entry,
             TaskTimeoutError(
@@ -488,12 +507,12 @@ class Scheduler:
 
     def _resolve(
         self,
-        entry: Entry[Tracked],
+        entry: Tracked,
         *,
         result: ImageResult | None = None,
         error: BaseException | None = None,
     ) -> None:
-        tracked = entry.payload
+        tracked = entry
         self.plan.finish(entry)
         tracked.conn.entries.discard(entry)
         tracked.conn.account.entries.discard(entry)

@@ -9,14 +9,18 @@ import asyncio
 import collections
 import heapq
 import itertools
+import logging
+import math
 import os
 import weakref
 
 import attrs
 
-from .._clock import Clock
+from .._clock import Clock, Timer, timers
 from .._errors import NanoBananaError
 from ..events import SlotGranted, WaitingForSlot, _AccountEvents
+
+_log = logging.getLogger("nanobanana_async")
 
 
 @attrs.define(eq=False)
@@ -63,7 +67,11 @@ class Slots:
         self._admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
         self._timed: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
-        self._timer: asyncio.Task[None] | None = None
+        # One timer for the earliest horizon, moved earlier when a nearer hold comes (a timer
+        # left sleeping until the hold it knew freed a later, nearer one minutes late).
+        self._call_at = timers(clock)
+        self._timer: Timer | None = None
+        self._timer_at = math.inf
         # The account's events (its Account shares the ledger's here).
         self.events = _AccountEvents()
 
@@ -263,16 +271,31 @@ class Slots:
     async def aclose(self) -> None:
         """Stop the horizon timer (the process is done with this account)."""
         if self._timer is not None:
-            timer, self._timer = self._timer, None
-            timer.cancel()
-            await asyncio.gather(timer, return_exceptions=True)
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
 
     def _ensure_timer(self) -> None:
-        # Only a horizon can free a slot when every other lease is out of reach.
-        if self._timed and (self._timer is None or self._timer.done()):
-            self._timer = asyncio.get_running_loop().create_task(
-                self._run_timer(), name="nanobanana-slot-horizons"
-            )
+        # Only a horizon can free a slot when every other lease is out of reach. Rows of leases
+        # released (or held again) since are dropped first: no wake-up for them.
+        timed = self._timed
+        while timed and (not timed[0][2].held or timed[0][2].until != timed[0][0]):
+            heapq.heappop(timed)
+        if not timed or timed[0][0] >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = timed[0][0]
+        self._timer = self._call_at(self._timer_at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        try:
+            # The clock decides, not the timer (uvloop's fire up to a millisecond early).
+            self._expire()
+        except Exception:
+            # A failing release must not stop every later horizon from freeing its slot.
+            _log.exception("freeing slots held to their horizon failed")
+        self._ensure_timer()
 
     def _grant(self, owner: object, lease_id: str | None) -> Lease:
         self.held += 1
@@ -296,8 +319,3 @@ class Slots:
             # Only its latest hold frees it, and none once its task is tracked again (keep).
             if lease.until == horizon:
                 self.release(lease)
-
-    async def _run_timer(self) -> None:
-        while self._timed:
-            await self._clock.sleep_until(self._timed[0][0])
-            self._expire()

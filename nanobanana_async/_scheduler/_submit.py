@@ -37,7 +37,6 @@ from ._account import Connection, Tracked
 from ._create import NotWantedError, create
 from ._journaled import JournalHooks
 from ._ledger import Lease
-from ._plan import Entry
 from ._runner import Scheduler
 
 _log = logging.getLogger("nanobanana_async")
@@ -357,7 +356,7 @@ class Submitter:
         late: bool = False,
         submitted_wall: float | None = None,
         resumed: bool = False,
-    ) -> Entry[Tracked]:
+    ) -> Tracked:
         conn = self.conn
         conn.account.tracked += 1
         wall = conn.wall_clock()
@@ -365,15 +364,12 @@ class Submitter:
         if submitted_wall is not None:
             submitted_wall = min(wall, submitted_wall)
             submitted = self.clock.now() - (wall - submitted_wall)
-        tracked = Tracked(
+        return self.scheduler.track(
+            task,
             ref=ref,
-            task=task,
             conn=conn,
             lease=lease,
             submitted_wall=wall if submitted_wall is None else submitted_wall,
-        )
-        return self.scheduler.track(
-            tracked,
             timeout=timeout or self.task_timeout,
             late=late,
             resumed=resumed,

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import math
-from typing import Any
 
 import pytest
 
@@ -194,27 +193,23 @@ async def test_turns_that_keep_failing_back_off(
         assert (await task.result()).task_id == "t"
 
 
-async def test_a_slot_held_after_a_longer_hold_is_freed_at_its_own_horizon(
+async def test_a_check_waiting_for_a_request_slot_expires_at_its_deadline(
     clock: FakeClock,
 ) -> None:
-    """A slot held to a near horizon after another was held to the 5-minute default (a lost
-    create early on, then an expired task once the model is learned) is freed at its own
-    horizon: the slots' timer sleeping until the later one must not keep it (the soak test
-    hung there, with callers waiting for slots that had long been free)."""
-    from types import SimpleNamespace
-
-    from nanobanana_async._scheduler._ledger import DEFAULT_HORIZON, Slots
-
-    scheduler = Scheduler.for_clock(clock)
-    slots = Slots(2, clock)
-    conn: Any = SimpleNamespace(account=SimpleNamespace(ledger=SimpleNamespace(slots=slots)))
-    early, late = slots.take("a"), slots.take("b")
-    scheduler._hold(conn, early, clock.now() + DEFAULT_HORIZON)
-    await clock.advance(1.0)
-    scheduler._hold(conn, late, clock.now() + 10.0)
-    await clock.advance(10.0)
-    assert not late.held
-    assert early.held
-    await clock.advance(DEFAULT_HORIZON)
-    assert not early.held
-    await slots.aclose()
+    """A task whose check is due but waits for a request slot (a window of one request a
+    minute, spent on its create) fails with TaskTimeoutError at its own deadline, not when the
+    window next has room; no check is sent for it."""
+    created = json_response({"code": 200, "message": "success", "data": {"taskId": "t"}})
+    transport = ScriptedTransport(lambda request: created if request.kind == "submit" else done)
+    limits = nb.Limits(requests=1, per=60.0, concurrent_tasks=5)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=limits
+    ) as client:
+        start = clock.now()
+        task = await client.submit(nb.ImageRequest(prompt="cat", timeout=20.0))
+        result = asyncio.ensure_future(task.result())
+        await clock.run_until(result.done, step=0.5, limit=120.0)
+        with pytest.raises(nb.TaskTimeoutError):
+            result.result()
+        assert clock.now() - start <= 20.5
+        assert transport.count("status") == 0

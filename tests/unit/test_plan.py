@@ -73,15 +73,18 @@ def test_due_orders_by_time_then_age_and_skips_finished() -> None:
 
 
 def test_expire_and_next_wakeup() -> None:
-    """An entry past its deadline is expired once; the wakeup is the earliest due or deadline."""
+    """An entry past its deadline is expired once; its check is never planned after the
+    deadline, so the wakeup is the earliest check or deadline (one heap row per task)."""
     plan: Planner[str] = Planner()
-    entry = _add(plan, "a", 0.0, deadline=5.0)
-    assert plan.next_wakeup() == 10.0 / 16
-    assert plan.expire(4.9) == []
-    assert [e.payload for e in plan.expire(5.0)] == ["a"]
+    entry = _add(plan, "a", 0.0, deadline=0.5)  # its first check would be at 10 / 16 s
+    assert plan.next_wakeup() == 0.5
+    assert plan.expire(0.49) == []
+    assert plan.due(0.49) == []
+    assert [e.payload for e in plan.expire(0.5)] == ["a"]
     plan.finish(entry)  # type: ignore[arg-type]
     assert plan.expire(6.0) == []
     assert math.isinf(plan.next_wakeup())
+    assert len(plan._due) == 0
 
 
 def test_learning_replans_waiting_first_checks() -> None:

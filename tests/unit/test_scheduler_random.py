@@ -53,7 +53,7 @@ async def test_invariants_hold_under_random_load(
     original = Scheduler._resolve
 
     def counting(self: Scheduler, entry: Any, **kwargs: object) -> None:
-        key = entry.payload.ref.task_id
+        key = entry.ref.task_id
         resolutions[key] = resolutions.get(key, 0) + 1
         original(self, entry, **kwargs)  # type: ignore[arg-type]
 

@@ -110,6 +110,35 @@ async def test_cancelling_a_waiter_leaves_the_task_tracked() -> None:
     assert await task is done
 
 
+async def test_waiters_coming_and_leaving_in_any_order_all_get_the_result() -> None:
+    """The first waiter leaving while a second waits, and a third coming after: those still
+    waiting are all resolved, and the one that left stays cancelled."""
+    task = Task(REQUEST)
+    first = asyncio.ensure_future(task.result())
+    await settle()
+    second = asyncio.ensure_future(task.result())
+    await settle()
+    first.cancel()
+    await settle()
+    third = asyncio.ensure_future(task.result())
+    await settle()
+    done = result()
+    task._resolve(done, None)
+    assert await second is done
+    assert await third is done
+    assert first.cancelled()
+    lone = Task(REQUEST)
+    leaving = asyncio.ensure_future(lone.result())
+    await settle()
+    leaving.cancel()
+    await settle()
+    assert lone._waiters is None  # nothing kept of a caller that left
+    staying = asyncio.ensure_future(lone.result())
+    await settle()
+    lone._resolve(done, None)
+    assert await staying is done
+
+
 async def test_callers_that_give_up_leave_nothing_behind() -> None:
     """A web handler that waits on a long task and gives up (its request cancelled), a
     thousand times over: the task keeps no trace of those callers, only of those still
