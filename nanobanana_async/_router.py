@@ -47,7 +47,7 @@ from ._routing import (
     describe,
 )
 from ._task import Task
-from .events import Event, EventStream, _Emitter
+from .events import Event, EventStream, _check_callback, _Emitter
 
 if TYPE_CHECKING:
     from .otel import Telemetry
@@ -142,8 +142,8 @@ class Router:
             raise ConfigurationError("circuit must be a CircuitPolicy")
         if len({id(c._settings.clock) for c in given}) != 1:
             raise ConfigurationError("the clients of a Router must share one clock")
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError("on_event must be callable")
+        if on_event is not None:
+            _check_callback(on_event, "on_event")
         accounts: list[Account] = []
         for client in given:
             name = account_name(client)
