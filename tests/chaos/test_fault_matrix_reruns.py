@@ -145,3 +145,33 @@ async def test_f48_a_rerun_counts_what_the_killed_run_may_have_sent_unwritten(
         server.tasks.clear()
     # Killed: 20, then 3 / s for the 1 s since the last write, then this run's create.
     assert counted == [20 + 3 + 1, 20 + 1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"at": %(at)s, "closed": false, "pace": NaN, "sends": []}',
+        '{"at": %(at)s, "closed": false, "pace": 1e999, "sends": []}',
+        '{"at": NaN, "closed": false, "pace": 3.0, "sends": []}',
+        '{"at": %(at)s, "closed": true, "pace": 3.0, "sends": [[%(at)s, 1e999]]}',
+        '{"at": %(at)s, "closed": false, "pace": 1e300, "sends": []}',
+    ],
+)
+async def test_f48_a_damaged_record_of_sends_seeds_nothing_and_the_rerun_runs(
+    clock: FakeClock, tmp_path: Path, raw: str
+) -> None:
+    """F48: a record of sends whose numbers are damaged (NaN, infinite) seeds nothing: the
+    rerun starts, sends and finishes its prompt (it must never fail to start over it)."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    await journal.note(
+        f"window.apixo.{key_fingerprint('k')}", raw % {"at": repr(WALL + clock.now() - 1.0)}
+    )
+    await journal.aclose()
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    async with client_for(clock, Killable(server, Counter()), path, limits) as client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(job.done, step=0.5)
+        assert client.statistics().requests_sent >= 2  # its create and a check
+    assert job.result().urls
