@@ -89,7 +89,8 @@ class Client:
         random: returns floats in [0, 1) for backoff jitter.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, or a base URL that is not http(s).
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), or
+            an ``on_event`` that is not callable or is an ``async def`` (never awaited).
     """
 
     def __init__(

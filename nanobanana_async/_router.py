@@ -106,8 +106,8 @@ class Router:
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
-            unknown strategy or ``on_unknown``, bad weights, or a ``circuit`` that is not a
-            :class:`CircuitPolicy`.
+            unknown strategy or ``on_unknown``, bad weights, a ``circuit`` that is not a
+            :class:`CircuitPolicy`, or an ``on_event`` that is not callable or is an ``async def``.
     """
 
     def __init__(
