@@ -130,7 +130,9 @@ class JournalHooks:
         except (ValueError, KeyError, TypeError, OverflowError):
             return  # a damaged note seeds nothing; the pace and the 429s still hold
         now, wall = submitter.clock.now(), submitter.conn.wall_clock()
-        times = [now - (wall - w) for w, n in sends for _ in range(n)]
+        # A send recorded ahead of this wall clock (set back since, or another machine's) counts
+        # as sent now: placed in the future it would hold the window shut until then.
+        times = [now - max(0.0, wall - w) for w, n in sends for _ in range(n)]
         if not closed:
             # Killed: it may have sent at its pace after its last write, until it died.
             end = min(wall, at + _UNWRITTEN)

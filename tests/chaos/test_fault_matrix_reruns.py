@@ -175,3 +175,26 @@ async def test_f48_a_damaged_record_of_sends_seeds_nothing_and_the_rerun_runs(
         await clock.run_until(job.done, step=0.5)
         assert client.statistics().requests_sent >= 2  # its create and a check
     assert job.result().urls
+
+
+async def test_f48_sends_recorded_ahead_of_this_wall_clock_count_as_sent_now(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48: the journal says 30 requests were sent an hour ahead of this machine's wall clock
+    (the clock was set back, or another machine wrote it): they count as sent now, so the rerun
+    waits one window at most, never the hour until they would leave a window in the future."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    ahead = WALL + clock.now() + 3600.0
+    record = {"at": ahead, "closed": True, "pace": 3.0, "sends": [[ahead, 30]]}
+    await journal.note(f"window.apixo.{key_fingerprint('k')}", json.dumps(record))
+    await journal.aclose()
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    started = clock.now()
+    async with client_for(clock, Killable(server, Counter()), path, limits) as client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(job.done, step=0.5, limit=7200)
+    assert job.result().urls
+    assert clock.now() - started < 60.0
+    assert server.rate_limited == 0
