@@ -144,6 +144,9 @@ class Router:
             raise ConfigurationError("the clients of a Router must share one clock")
         if on_event is not None:
             _check_callback(on_event, "on_event")
+        # Checked before any client is touched (their events are attached to the router below).
+        # None: each client reports as it was told (no global telemetry is looked up here).
+        chosen = _telemetry.choose(telemetry) if telemetry is not None else None
         accounts: list[Account] = []
         for client in given:
             name = account_name(client)
@@ -173,11 +176,11 @@ class Router:
         self._follows = hedge is not None or resubmit_failed
         self._owns = owns_clients
         self._closed = False
-        for account in accounts if telemetry is not None else ():
+        for account in accounts if chosen is not None else ():
             client = account.client
             if client._telemetry is None:
                 client._telemetry = _telemetry.attach(
-                    telemetry, client._events, client._settings, account.name
+                    chosen, client._events, client._settings, account.name
                 )
 
     def __repr__(self) -> str:

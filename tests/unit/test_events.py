@@ -805,3 +805,21 @@ async def test_on_event_returning_a_coroutine_is_closed_and_warned_once(
     assert len(warnings) == 1
     assert "coroutine" in warnings[0]
     assert "events()" in warnings[0]
+
+
+async def test_a_router_refused_for_bad_telemetry_leaves_its_clients_as_they_were(
+    clock: FakeClock,
+) -> None:
+    """A Router refused over its ``telemetry=`` raises before it touches its clients: its
+    ``on_event`` hears nothing of them afterwards, and the clients' own events do not name an
+    account of that dead router."""
+    server = FakeApixo(clock)
+    dead: list[ev.Event] = []
+    own: list[ev.Event] = []
+    async with make_client(clock, server, on_event=own.append) as client:
+        with pytest.raises(nb.ConfigurationError):
+            nb.Router([client], on_event=dead.append, telemetry="otel")  # type: ignore[arg-type]
+        await run(clock, client)
+    assert own
+    assert dead == []
+    assert {e.account for e in own} == {None}
