@@ -153,7 +153,9 @@ class Task:
 
     def _notify(self, event: Event) -> None:
         updates = self._updates
-        if not updates:
+        # Nothing once it is done: a Router task's hedge that lost is followed to its end, and
+        # its own ``resolved`` would read as this task's second end.
+        if not updates or self._future.done():
             return
         for callback in tuple(updates):
             try:

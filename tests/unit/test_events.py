@@ -823,3 +823,30 @@ async def test_a_router_refused_for_bad_telemetry_leaves_its_clients_as_they_wer
     assert own
     assert dead == []
     assert {e.account for e in own} == {None}
+
+
+async def test_f44_router_task_on_update_hears_nothing_after_its_result(
+    clock: FakeClock,
+) -> None:
+    """A hedged router task's ``on_update`` hears one ``resolved`` (the winner's): the losing
+    task, followed to its end on the provider, sends its later checks and its own end to
+    nobody's ``on_update`` (a second ``resolved`` would mark the row done twice)."""
+    slow = {3: 100.0}
+    sa = FakeApixo(clock, latency=lambda i: slow.get(i, 5.0))
+    sb = FakeApixo(clock)
+    a, b = router_pair(clock, sa, sb)
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            job = asyncio.ensure_future(router.generate(f"learn {i}"))
+            await clock.run_until(job.done)
+        task = await router.submit(nb.ImageRequest(prompt="slow"), key="row-9")
+        updates: list[ev.Event] = []
+        task.on_update(updates.append)
+        job = asyncio.ensure_future(task.result())
+        await clock.run_until(job.done)
+        heard = len(updates)
+        await clock.run_until(lambda: router.statistics().hedge_losers_ended == 1, limit=600)
+    assert job.result().task_id == "t0"
+    assert [e.task_id for e in of(updates, ev.Resolved)] == ["t0"]
+    assert len(updates) == heard
