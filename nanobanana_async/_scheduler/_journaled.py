@@ -101,7 +101,7 @@ class JournalHooks:
             scheduler.hold_to_horizon(conn, lease, model, submitted)
             if entry.state == "submitted":
                 self._leases[entry.key] = lease
-        if conn.account.ledger.window_in_journal:
+        if conn.account.ledger.window_in_journal and self._window_writer is None:
             await self._seed_window(submitter)
             self._submitter = submitter
             self._window_writer = asyncio.get_running_loop().create_task(

@@ -198,3 +198,29 @@ async def test_f48_sends_recorded_ahead_of_this_wall_clock_count_as_sent_now(
     assert job.result().urls
     assert clock.now() - started < 60.0
     assert server.rate_limited == 0
+
+
+async def test_f48_concurrent_first_submits_of_a_rerun_wait_for_the_killed_runs_window(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48: the journal says the killed run sent 30 requests half a second ago; a rerun's
+    first submits come all at once (``gather``): none goes before the client has read that
+    record (each one counts the killed run's sends), so 0 × 429 and at most 30 in 10 s."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    # The killed run's 30 are in the provider's window too: it is full for 9.5 s.
+    server.accepted = [clock.now() - 0.5] * 30
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    sends = [[WALL + clock.now() - 0.5, 30]]
+    record = {"at": WALL + clock.now() - 0.5, "closed": True, "pace": 3.0, "sends": sends}
+    await journal.note(f"window.apixo.{key_fingerprint('k')}", json.dumps(record))
+    await journal.aclose()
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    client = client_for(clock, Killable(server, Counter()), path, limits)
+    try:  # not entered first: the first submit starts the client
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(4)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.1, limit=600)
+    finally:
+        await client.aclose()
+    assert all(j.result().urls for j in jobs)
+    assert server.rate_limited == 0
