@@ -153,9 +153,11 @@ class Telemetry:
     def _seen(self, event: ev.Event) -> bool:
         """True for an account event already counted: the account delivers the same event to
         each of its clients, and they may share this Telemetry."""
-        if event is self._last_account_event:
+        # Each client gets its own copy when a Router renames it: the origin is the one event.
+        origin = ev._account_origin(event)
+        if origin is self._last_account_event:
             return True
-        self._last_account_event = event
+        self._last_account_event = origin
         return False
 
     def _bridge(self, provider: str, account: str, cap: int | None) -> _Bridge:

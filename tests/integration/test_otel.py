@@ -452,3 +452,35 @@ def test_telemetry_of_another_type_is_refused() -> None:
     when the client is made."""
     with pytest.raises(nb.ConfigurationError, match="telemetry must be"):
         nb.Client("local", telemetry=True)  # type: ignore[arg-type]
+
+
+async def test_account_event_of_two_clients_on_one_key_is_counted_once(
+    clock: FakeClock, otel: Otel
+) -> None:
+    """Two clients of one key behind a Router share the account: its events (here the second
+    task's wait for the only slot) reach both clients, each renamed for its Router account,
+    and a Telemetry they share records each once."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    limits = nb.Limits(requests=100, per=1.0, concurrent_tasks=1)
+    clients = [
+        nb.Client(
+            "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=limits
+        )
+        for _ in range(2)
+    ]
+    seen: list[nb.events.Event] = []
+    router = nb.Router(
+        clients,
+        strategy="priority",
+        owns_clients=True,
+        telemetry=otel.telemetry,
+        on_event=seen.append,
+    )
+    async with router:
+        jobs = [asyncio.ensure_future(router.generate(p)) for p in ("a cat", "a dog")]
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    assert all(j.result().urls for j in jobs)
+    granted = [e for e in seen if e.kind == "slot_granted"]
+    # Each client had its own renamed copy of the one wait: the case being tested.
+    assert {e.account for e in granted} == set(router.accounts)
+    assert otel.total("nanobanana.slot.wait") == 1
