@@ -321,6 +321,7 @@ class _Bridge:
         task = self._pending()
         if task is None or event.task_id is None:
             return
+        self._drop_pending()
         _end_ok(task.http)
         task.http = None
         task.accepted = True
@@ -362,8 +363,10 @@ class _Bridge:
 
     def _drop_pending(self) -> None:
         owner = asyncio.current_task()
-        if owner is not None:
-            self._creating.pop(owner, None)
+        if owner is not None and self._creating.pop(owner, None) is not None:
+            # Its span has moved on: nothing to do when the sending task ends, and a done
+            # callback left in place would cost a turn of the loop per task.
+            owner.remove_done_callback(self._create_ended)
 
     def _create_ended(self, owner: asyncio.Task[object]) -> None:
         # The sending task ended: accepted or refused, its span has moved on already. Left

@@ -27,6 +27,8 @@ from nanobanana_async._redact import key_fingerprint
 from nanobanana_async.otel import Telemetry
 from nanobanana_async.testing import (
     FakeClock,
+    HttpRequest,
+    HttpResponse,
     Latency,
     ScriptedTransport,
     ServerLimits,
@@ -484,3 +486,37 @@ async def test_account_event_of_two_clients_on_one_key_is_counted_once(
     # Each client had its own renamed copy of the one wait: the case being tested.
     assert {e.account for e in granted} == set(router.accounts)
     assert otel.total("nanobanana.slot.wait") == 1
+
+
+async def test_create_stopped_by_close_ends_its_span(clock: FakeClock, otel: Otel) -> None:
+    """A create still unanswered when the client closes has its task span and POST span
+    ended, with the error that stopped it; an accepted task's span is ended by its end
+    alone (one span each)."""
+    server = FakeApixo(clock)
+    hang: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def never(request: HttpRequest) -> HttpResponse:
+        await hang
+        raise AssertionError("unreachable")
+
+    transport = ScriptedTransport(
+        lambda r: never(r) if r.kind == "submit" and server.count("submit") >= 1 else server(r)
+    )
+    client = nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, telemetry=otel.telemetry
+    )
+    async with client:
+        done = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(done.done)
+        stuck = asyncio.ensure_future(client.generate("a dog"))
+        await clock.run_until(lambda: transport.count("submit") == 2)
+    with pytest.raises(nb.NanoBananaError):
+        await stuck
+    ok, stopped = sorted(otel.finished(), key=lambda s: s.status.status_code is StatusCode.ERROR)
+    assert ok.status.status_code is not StatusCode.ERROR
+    assert stopped.status.status_code is StatusCode.ERROR
+    assert stopped.attributes is not None
+    assert stopped.attributes["error.type"]
+    posts = otel.finished("POST")
+    assert len(posts) == 2
+    assert sum(p.status.status_code is StatusCode.ERROR for p in posts) == 1
