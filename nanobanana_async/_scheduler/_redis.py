@@ -140,7 +140,7 @@ class RedisSlots(Slots):
         since = self._clock.now() if lease.asked is None else lease.asked
         immediate = not self._admitting.locked()
         events = self.events
-        waiting = False  # a waiting event was emitted: a slot_granted follows it
+        waiting: float | None = None  # when a waiting event was emitted: slot_granted follows
         async with self._admitting:
             while True:
                 closed = self.closed.get(lease.owner)
@@ -148,8 +148,8 @@ class RedisSlots(Slots):
                     raise closed
                 if self._next > self._clock.now():
                     immediate = False
-                    if not waiting and events.active:
-                        waiting = self._waiting(since)
+                    if waiting is None and events.active:
+                        waiting = self._waiting()
                     await self._clock.sleep_until(self._next)
                     continue  # its owner may have closed meanwhile
                 admitted, rebuilding, room = await self._store.admit(
@@ -166,27 +166,27 @@ class RedisSlots(Slots):
                     # The cap is full now: this process's next lease waits its turn in line.
                     self._next = now + _ADMIT_POLL if room == 0 else now
                     self._mark(lease)
-                    if waiting and events.active:
+                    if waiting is not None and events.active:
                         events.emit(
-                            SlotGranted(provider=events.provider, at=now, waited=now - since)
+                            SlotGranted(provider=events.provider, at=now, waited=now - waiting)
                         )
                     return immediate
                 immediate = False
-                if not waiting and events.active:
-                    waiting = self._waiting(since)
+                if waiting is None and events.active:
+                    waiting = self._waiting()
                 # First in line: ask again soon; further back, a little later.
                 poll = 2 * POLL_MIN if room == 0 else _ADMIT_POLL
                 self._next = now + max(poll, min(rebuilding, 1.0))
 
-    def _waiting(self, since: float) -> bool:
+    def _waiting(self) -> float:
         # Only once Redis refused this process (or its next ask waits for the line): a caller
         # merely queued behind another's round trip is not waiting for a slot. The account's
         # count is not read here; a refusal means its cap is taken (or others wait first).
-        events = self.events
+        events, now = self.events, self._clock.now()
         events.emit(
-            WaitingForSlot(provider=events.provider, at=since, running=self.cap, cap=self.cap)
+            WaitingForSlot(provider=events.provider, at=now, running=self.cap, cap=self.cap)
         )
-        return True
+        return now
 
     def take(self, owner: object, lease_id: str | None = None) -> Lease:
         lease = super().take(owner, lease_id)
