@@ -342,13 +342,9 @@ class RedisLedger(Ledger):
 
     async def acquire_request(self, lease: Lease | None = None) -> None:
         since = self._clock.now()
-        # This process's own pace too, as in memory: creates go one after another, so the
+        # This process's own pace first, as in memory: creates go one after another, so the
         # 429 of the first create over a cap not yet learned comes back before the next one
-        # goes (sent at once, every create in flight draws its own 429). The two waits run
-        # side by side: the shared turn is booked on arrival, as before the local pace came,
-        # and the create goes at the later of the two. Booked only once the local turn had
-        # come, each create cost its own round trip, and the other processes' status checks
-        # took the turns free meanwhile (measured: four workers 0.70-0.76 of one process).
+        # goes (sent at once, every create in flight draws its own 429).
         while True:
             self._recover()
             if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
@@ -357,13 +353,15 @@ class RedisLedger(Ledger):
                 await self.slots.refuse(lease)
                 await self.slots.admit(lease)
             booked = self._bookings
-            own = self.gcra.reserve(self._clock.now(), burst=self._may_burst(lease))
-            await self._grant_one(since, own)
+            at = self.gcra.reserve(self._clock.now(), burst=self._may_burst(lease))
+            await self._clock.sleep_until(at)
+            if booked != self._bookings:
+                continue  # the cap was cut while this turn waited: book again
+            await self._grant_one(since)
             if booked == self._bookings:
                 return
-            # The cap was cut while this turn waited: book again.
 
-    async def _grant_one(self, since: float, own: float = -math.inf) -> None:
+    async def _grant_one(self, since: float) -> None:
         # A create books its turn in the shared pace (one round trip) and sleeps until it, as
         # one process's creates book theirs: status checks, which take only turns free now,
         # never take one a create waits for, in any process. One caller at a time books, for
@@ -376,14 +374,6 @@ class RedisLedger(Ledger):
                     at = await self._turn(since)
             finally:
                 self._unbooked -= 1
-            if own - at > _HANDOFF_MAX:
-                # The shared turn comes well before this process's own: sent at its own, the
-                # request would reach the provider later than a grant may age (see
-                # refresh_request). The turn goes unused; book again once its own has come.
-                self.lost_grants += 1
-                await self._clock.sleep_until(own)
-                continue
-            at = max(at, own)
             if at - self._clock.now() > _EARLY:
                 await self._clock.sleep_until(at)
             if not self.is_paused():

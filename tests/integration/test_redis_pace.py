@@ -89,31 +89,6 @@ async def test_creates_book_their_turns_before_any_process_checks(ledgers: Make)
     assert checked >= returned[-1] - 0.01
 
 
-async def test_creates_book_shared_turns_on_arrival_and_keep_their_own_pace(
-    ledgers: Make,
-) -> None:
-    """Ten creates arriving at once in one process book their shared turns in three round
-    trips (one, the eight waiting behind it, the last), not one each after its own pace's turn
-    had come: that double wait let other processes' checks take the turns meanwhile (four
-    workers 0.70-0.76 of one process against 0.78-0.88). Each still goes no sooner than its
-    own pace allows (see test_redis_learning for what that buys)."""
-    ledger = ledgers()
-    await ledger.store.grant(1, LIMITS, "warm:")
-    await asyncio.sleep(0.1)  # the pace is idle again
-    books = ledger.store.calls["book"]
-    returned: list[float] = []
-
-    async def create() -> None:
-        await ledger.acquire_request()
-        returned.append(time.monotonic())
-
-    await asyncio.gather(*(create() for _ in range(10)))
-    assert ledger.store.calls["book"] - books <= 3  # 1, then the 8 waiting behind it, then 1
-    assert ledger.lost_grants == 0
-    # An even pace apart (the shared one, the slower of the two here), not a burst.
-    assert returned[-1] - returned[0] >= 8 * INTERVAL
-
-
 async def test_a_booking_follows_the_creates_waiting(
     ledgers: Make, redis_server: RedisServer
 ) -> None:
