@@ -1,12 +1,14 @@
 """What events and OpenTelemetry cost: CPU per task with the bridge on and off, side by side.
 
 ``python -m benchmarks --scenarios otel`` (or ``python -m benchmarks.telemetry``). Each round
-runs the same work four times, in a rotated order so that the machine's drift falls on all:
+runs the same work five times, in a rotated order so that the machine's drift falls on all:
 ``off`` (``telemetry=False``: nothing subscribes to the client's events, so none is built),
-``events`` (an ``on_event`` callback that does nothing: the cost of building the events) and
+``events`` (an ``on_event`` callback that does nothing: the cost of building the events),
+``noop`` (the bridge into the API's no-op providers: the bridge's own work, not the SDK's),
 ``on`` (the bridge into an OpenTelemetry SDK: a tracer provider with a batch processor into
-an in-memory exporter, and a meter provider with an in-memory reader; the spans' flush and one
-collection at the end count in the measured time where the workload counts the process) and
+an exporter that counts the task spans and keeps none, and a meter provider with an
+in-memory reader; the spans' flush and one collection at the end count in the measured time
+where the workload counts the process) and
 ``sampled`` (the same, keeping a tenth of the traces: ``ParentBased(TraceIdRatioBased(0.1))``).
 Two workloads:
 
@@ -39,13 +41,27 @@ def _sdk(ratio: float | None = None) -> tuple[Any, Any]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from nanobanana_async.otel import Telemetry
 
-    spans = InMemorySpanExporter()
+    class Counting(SpanExporter):
+        # Counts the task spans and keeps none, as an exporter that sends them away does:
+        # an in-memory exporter holding every span would make each garbage collection of
+        # the run walk them all, a cost no application pays.
+        def __init__(self) -> None:
+            self.tasks = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            self.tasks += sum(s.name == "generate_image" for s in spans)
+            return SpanExportResult.SUCCESS
+
+    spans = Counting()
     sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
     tracer_provider = TracerProvider(sampler=sampler)
     # As an application exports: batched, from the SDK's own thread.
@@ -57,8 +73,7 @@ def _sdk(ratio: float | None = None) -> tuple[Any, Any]:
     def flush() -> int:
         tracer_provider.force_flush()
         reader.get_metrics_data()
-        exported = sum(s.name == "generate_image" for s in spans.get_finished_spans())
-        spans.clear()
+        exported, spans.tasks = spans.tasks, 0
         return exported
 
     return telemetry, flush
@@ -112,7 +127,18 @@ async def _against_simulator(n: int, options: dict[str, Any]) -> float:
     return cpu
 
 
-VARIANTS = ("off", "events", "on", "sampled")
+VARIANTS = ("off", "events", "noop", "on", "sampled")
+
+
+def _noop() -> Any:
+    """The bridge into the API's no-op providers: the bridge's own work (its spans do not
+    record, so it skips what a sampled-out task skips), without the SDK's."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from nanobanana_async.otel import Telemetry
+
+    return Telemetry(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
 
 
 def _one(workload: str, n: int, variant: str) -> float:
@@ -122,6 +148,8 @@ def _one(workload: str, n: int, variant: str) -> float:
     flush = None
     if variant == "events":
         options["on_event"] = lambda event: None
+    elif variant == "noop":
+        options["telemetry"] = _noop()
     elif variant == "on":
         options["telemetry"], flush = _sdk()
     elif variant == "sampled":
@@ -138,12 +166,13 @@ def _one(workload: str, n: int, variant: str) -> float:
 
 
 def telemetry_cost(workload: str, n: int, rounds: int) -> dict[str, Any]:
-    """Median and range of CPU per task off, with events only, with OpenTelemetry on and
-    with a tenth of the traces sampled, over ``rounds`` rounds, each running the four in a
-    rotated order."""
+    """Median and range of CPU per task off, with events only, into no-op providers, with
+    OpenTelemetry on and with a tenth of the traces sampled, over ``rounds`` rounds, each
+    running the five in a rotated order."""
     runs: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for i in range(rounds):
-        for variant in VARIANTS[i % 4 :] + VARIANTS[: i % 4]:
+        turn = i % len(VARIANTS)
+        for variant in VARIANTS[turn:] + VARIANTS[:turn]:
             runs[variant].append(_one(workload, n, variant))
     off = statistics.median(runs["off"])
     row: dict[str, Any] = {"workload": workload, "tasks": n, "rounds": rounds}
@@ -158,11 +187,11 @@ def telemetry_cost(workload: str, n: int, rounds: int) -> dict[str, Any]:
     return row
 
 
-def run_all(quick: bool) -> list[dict[str, Any]]:
-    """Both workloads; ``quick`` is a smoke run."""
+def run_all(quick: bool, rounds: int | None = None) -> list[dict[str, Any]]:
+    """Both workloads; ``quick`` is a smoke run; ``rounds`` overrides the number of rounds."""
     rows = [
-        telemetry_cost("in-process", 200 if quick else 2_000, 3 if quick else 9),
-        telemetry_cost("simulator", 60 if quick else 600, 3 if quick else 6),
+        telemetry_cost("in-process", 200 if quick else 2_000, rounds or (3 if quick else 9)),
+        telemetry_cost("simulator", 60 if quick else 600, rounds or (3 if quick else 6)),
     ]
     for row in rows:
         print(f"  done: otel {row['workload']}", file=sys.stderr)
@@ -173,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     """Print the table and the JSON rows."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.telemetry", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per workload")
     args = parser.parse_args(argv)
-    rows = run_all(args.quick)
+    rows = run_all(args.quick, args.rounds)
     for row in rows:
         print(json.dumps(row))
     return 0

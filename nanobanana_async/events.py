@@ -13,6 +13,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -614,9 +615,29 @@ class _AccountEvents:
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to every listening client, with its Router account name."""
-        for emitter in tuple(self._emitters):
-            if emitter.listening:
-                named = event
-                if emitter.account is not None:
-                    named = attrs.evolve(event, account=emitter.account)
-                emitter.emit(named)
+        # While the copies go out, _account_origin() names the one event they copy: a
+        # listener shared by several of these clients (one Telemetry) counts it once.
+        previous, _fanout.origin = _fanout.origin, event
+        try:
+            for emitter in tuple(self._emitters):
+                if emitter.listening:
+                    named = event
+                    if emitter.account is not None:
+                        named = attrs.evolve(event, account=emitter.account)
+                    emitter.emit(named)
+        finally:
+            _fanout.origin = previous
+
+
+class _Fanout(threading.local):
+    origin: Event | None = None
+
+
+_fanout = _Fanout()
+
+
+def _account_origin(event: Event) -> Event:
+    """The account event that ``event`` is a client's copy of (``event`` itself when it is
+    not being delivered to an account's clients)."""
+    origin = _fanout.origin
+    return event if origin is None else origin

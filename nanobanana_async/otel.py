@@ -153,9 +153,11 @@ class Telemetry:
     def _seen(self, event: ev.Event) -> bool:
         """True for an account event already counted: the account delivers the same event to
         each of its clients, and they may share this Telemetry."""
-        if event is self._last_account_event:
+        # Each client gets its own copy when a Router renames it: the origin is the one event.
+        origin = ev._account_origin(event)
+        if origin is self._last_account_event:
             return True
-        self._last_account_event = event
+        self._last_account_event = origin
         return False
 
     def _bridge(self, provider: str, account: str, cap: int | None) -> _Bridge:
@@ -212,6 +214,7 @@ class _Bridge:
         # id until accepted); an accepted task by its id.
         self._creating: dict[asyncio.Task[object], _Open] = {}
         self._open: dict[str, _Open] = {}
+        self._labels: dict[tuple[str, str, str, str | None], Attributes] = {}
         self._handlers: dict[str, Callable[[ev.Event], None]] = {
             "submitted": self._submitted,  # type: ignore[dict-item]  # each takes its own kind
             "accepted": self._accepted,  # type: ignore[dict-item]
@@ -250,6 +253,21 @@ class _Bridge:
             ("nanobanana.account", account or self._account),
             *more,
         )
+
+    def _task_labels(self, task: _Open, error: str | None, metric: str) -> Attributes:
+        """The labels of a task histogram's record, made once per label set: the SDK reads
+        them and never changes them, so the same dict serves every task that shares them."""
+        found = self._labels.get((metric, task.account, task.model, error))
+        if found is None:
+            more: Attributes = {"gen_ai.request.model": task.model}
+            if metric == "duration":
+                more["gen_ai.operation.name"] = OPERATION
+                if error is not None:
+                    more["error.type"] = error
+            found = self._labels[metric, task.account, task.model, error] = self.labels(
+                task.account, more
+            )
+        return found
 
     def _count(self, event: ev.Event, kind: str, outcome: str) -> None:
         self._t._requests.add(
@@ -303,6 +321,7 @@ class _Bridge:
         task = self._pending()
         if task is None or event.task_id is None:
             return
+        self._drop_pending()
         _end_ok(task.http)
         task.http = None
         task.accepted = True
@@ -344,8 +363,10 @@ class _Bridge:
 
     def _drop_pending(self) -> None:
         owner = asyncio.current_task()
-        if owner is not None:
-            self._creating.pop(owner, None)
+        if owner is not None and self._creating.pop(owner, None) is not None:
+            # Its span has moved on: nothing to do when the sending task ends, and a done
+            # callback left in place would cost a turn of the loop per task.
+            owner.remove_done_callback(self._create_ended)
 
     def _create_ended(self, owner: asyncio.Task[object]) -> None:
         # The sending task ended: accepted or refused, its span has moved on already. Left
@@ -377,7 +398,7 @@ class _Bridge:
     def _callback(self, event: ev.CallbackReceived) -> None:
         self._t._updates.add(self.key(event.account, ("nanobanana.source", "callback")))
         task = self._open.get(event.task_id) if event.task_id is not None else None
-        if task is not None:
+        if task is not None and task.recording:
             task.span.add_event("callback", {"nanobanana.state": event.state.value}, time.time_ns())
 
     def _retrying(self, event: ev.Retrying) -> None:
@@ -405,9 +426,7 @@ class _Bridge:
         if task is None:
             return
         self._t._in_flight.add(self.key(task.account), -1)
-        self._t._checks.record(
-            event.checks, self.labels(task.account, {"gen_ai.request.model": task.model})
-        )
+        self._t._checks.record(event.checks, self._task_labels(task, None, "checks"))
         error = type(event.error).__name__ if event.error is not None else None
         self._end_task(
             task,
@@ -421,12 +440,8 @@ class _Bridge:
         attributes: Attributes = ended or {}
         if task.task_id is not None:
             attributes["nanobanana.task_id"] = task.task_id
-        labels = self.labels(
-            task.account,
-            {"gen_ai.operation.name": OPERATION, "gen_ai.request.model": task.model},
-        )
+        labels = self._task_labels(task, error, "duration")
         if error is not None:
-            labels["error.type"] = error
             attributes["error.type"] = error
             task.span.set_status(StatusCode.ERROR)
         task.span.set_attributes(attributes)

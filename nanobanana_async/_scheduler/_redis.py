@@ -60,6 +60,7 @@ from .._clock import Clock
 from .._config import Limits
 from .._errors import CoordinatorStateError, CoordinatorUnavailableError
 from .._limits import Gcra
+from ..events import SlotGranted, WaitingForSlot
 from ._ledger import DEFAULT_HORIZON, QUIET_PERIODS, Lease, Ledger, Slots
 from ._redis_store import POLL_MIN, RedisStore, account_prefix, connect, pace, slack
 
@@ -138,6 +139,8 @@ class RedisSlots(Slots):
         # lease: 53 admissions against 27 for two processes of equal demand, in 1.5 s.
         since = self._clock.now() if lease.asked is None else lease.asked
         immediate = not self._admitting.locked()
+        events = self.events
+        waiting: float | None = None  # when a waiting event was emitted: slot_granted follows
         async with self._admitting:
             while True:
                 closed = self.closed.get(lease.owner)
@@ -145,6 +148,8 @@ class RedisSlots(Slots):
                     raise closed
                 if self._next > self._clock.now():
                     immediate = False
+                    if waiting is None and events.active:
+                        waiting = self._waiting()
                     await self._clock.sleep_until(self._next)
                     continue  # its owner may have closed meanwhile
                 admitted, rebuilding, room = await self._store.admit(
@@ -161,11 +166,27 @@ class RedisSlots(Slots):
                     # The cap is full now: this process's next lease waits its turn in line.
                     self._next = now + _ADMIT_POLL if room == 0 else now
                     self._mark(lease)
+                    if waiting is not None and events.active:
+                        events.emit(
+                            SlotGranted(provider=events.provider, at=now, waited=now - waiting)
+                        )
                     return immediate
                 immediate = False
+                if waiting is None and events.active:
+                    waiting = self._waiting()
                 # First in line: ask again soon; further back, a little later.
                 poll = 2 * POLL_MIN if room == 0 else _ADMIT_POLL
                 self._next = now + max(poll, min(rebuilding, 1.0))
+
+    def _waiting(self) -> float:
+        # Only once Redis refused this process (or its next ask waits for the line): a caller
+        # merely queued behind another's round trip is not waiting for a slot. The account's
+        # count is not read here; a refusal means its cap is taken (or others wait first).
+        events, now = self.events, self._clock.now()
+        events.emit(
+            WaitingForSlot(provider=events.provider, at=now, running=self.cap, cap=self.cap)
+        )
+        return now
 
     def take(self, owner: object, lease_id: str | None = None) -> Lease:
         lease = super().take(owner, lease_id)

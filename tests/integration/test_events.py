@@ -11,6 +11,9 @@ import aiohttp
 
 import nanobanana_async as nb
 from nanobanana_async import events as ev
+from nanobanana_async._clock import DEFAULT_CLOCK
+from nanobanana_async._scheduler import _redis
+from nanobanana_async._scheduler._slots import Lease
 from nanobanana_async.testing import (
     FakeClock,
     Faults,
@@ -20,6 +23,7 @@ from nanobanana_async.testing import (
     Simulator,
 )
 from tests.fakeapi import FakeApixo
+from tests.redis_server import RedisServer
 
 
 async def test_f02_f36_events_add_up_to_the_simulators_counts_under_faults(
@@ -95,3 +99,55 @@ async def test_event_callback_received(clock: FakeClock) -> None:
     assert isinstance(resolved, ev.Resolved)
     assert resolved.callbacks == 1
     assert resolved.checks == server.tasks[str(task.id)].checks
+
+
+class Owner:
+    """A lease's owner in another process (a client, in the library)."""
+
+
+async def test_a_create_waiting_for_a_slot_through_redis_is_told(
+    redis_server: RedisServer, canary: str
+) -> None:
+    """Through a coordinator, a create that waits because another process holds the account's
+    slots emits ``waiting`` (the cap taken) and, once a slot is freed there, ``slot_granted``
+    with the time it waited; a create admitted at once emits neither."""
+    limits = nb.Limits(requests=1000, per=10.0, concurrent_tasks=2)
+    sim = Simulator("apixo", api_key=canary, latency=Latency(median=0.05, sigma=0.1))
+    sim.start_in_thread()
+    holder = _redis.RedisLedger(
+        limits,
+        DEFAULT_CLOCK,
+        redis=_redis.connect(redis_server.url),
+        prefix=_redis.account_prefix("apixo", sim.base_url, sim.api_key),
+        max_wait=5.0,
+    )
+    seen: list[ev.Event] = []
+    try:
+        async with nb.Client(
+            "apixo",
+            api_key=sim.api_key,
+            base_url=sim.base_url,
+            coordinator=redis_server.url,
+            limits=limits,
+            on_event=seen.append,
+        ) as client:
+            await client.generate("alone")
+            assert not [e for e in seen if e.kind in ("waiting", "slot_granted")]
+            # Another process takes both slots of the account.
+            held = [Lease(Owner()), Lease(Owner())]
+            for lease in held:
+                await holder.slots.admit(lease)
+            waiter = asyncio.ensure_future(client.generate("waits"))
+            await asyncio.sleep(0.4)
+            assert not waiter.done()
+            (waiting,) = (e for e in seen if isinstance(e, ev.WaitingForSlot))
+            assert (waiting.running, waiting.cap) == (2, 2)
+            assert not [e for e in seen if isinstance(e, ev.SlotGranted)]
+            await holder.slots.refuse(held[0])  # one slot freed in Redis
+            await asyncio.wait_for(waiter, 5)
+    finally:
+        await holder.aclose()
+        sim.stop_thread()
+    (granted,) = (e for e in seen if isinstance(e, ev.SlotGranted))
+    assert granted.waited >= 0.4
+    assert granted.at >= waiting.at + 0.4

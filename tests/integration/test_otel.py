@@ -27,6 +27,8 @@ from nanobanana_async._redact import key_fingerprint
 from nanobanana_async.otel import Telemetry
 from nanobanana_async.testing import (
     FakeClock,
+    HttpRequest,
+    HttpResponse,
     Latency,
     ScriptedTransport,
     ServerLimits,
@@ -452,3 +454,69 @@ def test_telemetry_of_another_type_is_refused() -> None:
     when the client is made."""
     with pytest.raises(nb.ConfigurationError, match="telemetry must be"):
         nb.Client("local", telemetry=True)  # type: ignore[arg-type]
+
+
+async def test_account_event_of_two_clients_on_one_key_is_counted_once(
+    clock: FakeClock, otel: Otel
+) -> None:
+    """Two clients of one key behind a Router share the account: its events (here the second
+    task's wait for the only slot) reach both clients, each renamed for its Router account,
+    and a Telemetry they share records each once."""
+    server = FakeApixo(clock, latency=lambda i: 12.0)
+    limits = nb.Limits(requests=100, per=1.0, concurrent_tasks=1)
+    clients = [
+        nb.Client(
+            "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=limits
+        )
+        for _ in range(2)
+    ]
+    seen: list[nb.events.Event] = []
+    router = nb.Router(
+        clients,
+        strategy="priority",
+        owns_clients=True,
+        telemetry=otel.telemetry,
+        on_event=seen.append,
+    )
+    async with router:
+        jobs = [asyncio.ensure_future(router.generate(p)) for p in ("a cat", "a dog")]
+        await clock.run_until(lambda: all(j.done() for j in jobs))
+    assert all(j.result().urls for j in jobs)
+    granted = [e for e in seen if e.kind == "slot_granted"]
+    # Each client had its own renamed copy of the one wait: the case being tested.
+    assert {e.account for e in granted} == set(router.accounts)
+    assert otel.total("nanobanana.slot.wait") == 1
+
+
+async def test_create_stopped_by_close_ends_its_span(clock: FakeClock, otel: Otel) -> None:
+    """A create still unanswered when the client closes has its task span and POST span
+    ended, with the error that stopped it; an accepted task's span is ended by its end
+    alone (one span each)."""
+    server = FakeApixo(clock)
+    hang: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def never(request: HttpRequest) -> HttpResponse:
+        await hang
+        raise AssertionError("unreachable")
+
+    transport = ScriptedTransport(
+        lambda r: never(r) if r.kind == "submit" and server.count("submit") >= 1 else server(r)
+    )
+    client = nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, telemetry=otel.telemetry
+    )
+    async with client:
+        done = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(done.done)
+        stuck = asyncio.ensure_future(client.generate("a dog"))
+        await clock.run_until(lambda: transport.count("submit") == 2)
+    with pytest.raises(nb.NanoBananaError):
+        await stuck
+    ok, stopped = sorted(otel.finished(), key=lambda s: s.status.status_code is StatusCode.ERROR)
+    assert ok.status.status_code is not StatusCode.ERROR
+    assert stopped.status.status_code is StatusCode.ERROR
+    assert stopped.attributes is not None
+    assert stopped.attributes["error.type"]
+    posts = otel.finished("POST")
+    assert len(posts) == 2
+    assert sum(p.status.status_code is StatusCode.ERROR for p in posts) == 1
