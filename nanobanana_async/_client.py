@@ -16,7 +16,7 @@ from . import _telemetry
 from ._bulk import BulkItem, as_completed
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
-from ._errors import ConfigurationError, NotSupportedError
+from ._errors import NotSupportedError
 from ._journal import request_key
 from ._lifetime import Lifetime
 from ._models import (
@@ -36,7 +36,7 @@ from ._settings import resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
 from ._transport import Transport, endpoint
-from .events import Event, EventStream, _Emitter
+from .events import Event, EventStream, _check_callback, _Emitter
 from .providers import validate
 from .webhooks import CallbackReceiver
 
@@ -89,7 +89,8 @@ class Client:
         random: returns floats in [0, 1) for backoff jitter.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, or a base URL that is not http(s).
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), or
+            an ``on_event`` that is not callable or is an ``async def`` (never awaited).
     """
 
     def __init__(
@@ -126,8 +127,8 @@ class Client:
             wall_clock=wall_clock,
             random=random,
         )
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError("on_event must be callable")
+        if on_event is not None:
+            _check_callback(on_event, "on_event")
         key = self._settings.key
         self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
         self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)

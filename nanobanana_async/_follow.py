@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._dispatch import Dispatcher
@@ -29,17 +29,25 @@ _Run = Callable[[Task, int, bool], None]
 
 class _HedgeSend:
     """Whether a hedge's create may still go out: only while its prompt has no result. Asked
-    by the client right before the send, so it also records that the create went out."""
+    by the client right before the send, so it also records that the create went out.
 
-    def __init__(self, outer: Task) -> None:
+    ``running``: the tasks followed for the prompt. One that has its result ends the hedge
+    even before the follower (a few loop turns later) hands it to ``outer``."""
+
+    def __init__(self, outer: Task, running: Mapping[asyncio.Future[ImageResult], object]) -> None:
         self._outer = outer
+        self._running = running
         self.sent = False  # a create of this hedge went out: its task may exist (and be paid)
 
     def wanted(self) -> bool:
-        if self._outer.done():
+        if self._outer.done() or any(_succeeded(future) for future in self._running):
             return False
         self.sent = True
         return True
+
+
+def _succeeded(future: asyncio.Future[ImageResult]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class Follower:
@@ -183,7 +191,7 @@ class Follower:
         hedge_at = self._hedge_at(index, request)
         # The hedge's submit runs beside the tasks: a slot wait there never delays a result.
         hedging: asyncio.Future[None] | None = None
-        send = _HedgeSend(outer)
+        send = _HedgeSend(outer, running)
         last: BaseException | None = None
         try:
             while running or (hedging is not None and not hedging.done()):

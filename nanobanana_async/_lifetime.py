@@ -43,6 +43,7 @@ class Lifetime:
         )
         self._name = name
         self.submitter: Submitter | None = None
+        self._ready: Submitter | None = None  # connected, and the journal's slots held
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         self._start_lock: asyncio.Lock | None = None
@@ -78,16 +79,19 @@ class Lifetime:
     async def started(self) -> Submitter:
         """The client's submitter, connected on first use (the journal's slots held first)."""
         self.check_open()
-        if self.submitter is not None:
-            return self.submitter
+        if self._ready is not None:
+            return self._ready
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self.submitter is None:
+            if self._ready is None:
                 submitter = self.connected()
                 if self._journal is not None:
+                    # Every caller waits for this, not only the first: a submit sent before
+                    # the killed run's slots and recent sends are counted overfills the account.
                     await self._journal.hold_slots(submitter)
-        return self.connected()
+                self._ready = submitter
+        return self._ready
 
     def connected(self) -> Submitter:
         """The client's submitter, connected now if it is not yet."""

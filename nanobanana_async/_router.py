@@ -47,7 +47,7 @@ from ._routing import (
     describe,
 )
 from ._task import Task
-from .events import Event, EventStream, _Emitter
+from .events import Event, EventStream, _check_callback, _Emitter
 
 if TYPE_CHECKING:
     from .otel import Telemetry
@@ -106,8 +106,8 @@ class Router:
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
-            unknown strategy or ``on_unknown``, bad weights, or a ``circuit`` that is not a
-            :class:`CircuitPolicy`.
+            unknown strategy or ``on_unknown``, bad weights, a ``circuit`` that is not a
+            :class:`CircuitPolicy`, or an ``on_event`` that is not callable or is an ``async def``.
     """
 
     def __init__(
@@ -142,8 +142,11 @@ class Router:
             raise ConfigurationError("circuit must be a CircuitPolicy")
         if len({id(c._settings.clock) for c in given}) != 1:
             raise ConfigurationError("the clients of a Router must share one clock")
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError("on_event must be callable")
+        if on_event is not None:
+            _check_callback(on_event, "on_event")
+        # Checked before any client is touched (their events are attached to the router below).
+        # None: each client reports as it was told (no global telemetry is looked up here).
+        chosen = _telemetry.choose(telemetry) if telemetry is not None else None
         accounts: list[Account] = []
         for client in given:
             name = account_name(client)
@@ -173,11 +176,11 @@ class Router:
         self._follows = hedge is not None or resubmit_failed
         self._owns = owns_clients
         self._closed = False
-        for account in accounts if telemetry is not None else ():
+        for account in accounts if chosen is not None else ():
             client = account.client
             if client._telemetry is None:
                 client._telemetry = _telemetry.attach(
-                    telemetry, client._events, client._settings, account.name
+                    chosen, client._events, client._settings, account.name
                 )
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+from .events import _check_callback, _unawaited
 
 if TYPE_CHECKING:
     from ._routing import Attempt
@@ -136,7 +137,12 @@ class Task:
         It runs on the event loop as each event happens; an exception from it is logged once
         and never reaches the task. Nothing more comes once the task is done. A Router task
         that is hedged or resubmitted hears the events of each task it follows.
+
+        Raises:
+            ConfigurationError: ``callback`` is not callable, or is an ``async def`` (it
+                would never be awaited: iterate ``client.events()`` instead).
         """
+        _check_callback(callback, "on_update")
         if self._updates is None:
             self._updates = []
             if self._emitter is not None and not self._future.done():
@@ -147,11 +153,15 @@ class Task:
 
     def _notify(self, event: Event) -> None:
         updates = self._updates
-        if not updates:
+        # Nothing once it is done: a Router task's hedge that lost is followed to its end, and
+        # its own ``resolved`` would read as this task's second end.
+        if not updates or self._future.done():
             return
         for callback in tuple(updates):
             try:
-                callback(event)
+                result = callback(event)
+                if result is not None and (wrong := _unawaited(result)) is not None:
+                    raise wrong
             except Exception as exc:
                 if self._emitter is not None:
                     self._emitter._failed(exc)

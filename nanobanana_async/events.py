@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -403,6 +404,36 @@ class EventStream:
         return self._buffer.popleft()
 
 
+def _check_callback(callback: object, what: str) -> None:
+    """Refuse what cannot take events: not callable, or a coroutine function, which would be
+    called and never awaited (its body would never run).
+
+    Raises:
+        ConfigurationError: ``callback`` is either.
+    """
+    if not callable(callback):
+        raise ConfigurationError(f"{what} must be callable")
+    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 (an object with an async __call__)
+    ):
+        raise ConfigurationError(
+            f"{what} must be a plain function: it is called on the event loop, never awaited; "
+            "to handle events in a coroutine, iterate events()"
+        )
+
+
+def _unawaited(result: object) -> Exception | None:
+    # A plain callback that returned a coroutine (``lambda e: queue.put(e)``): closed here, so
+    # no "never awaited" warning comes later from the garbage collector, and said once.
+    if inspect.iscoroutine(result):
+        result.close()
+        return TypeError(
+            "it returned a coroutine, which is never awaited; to handle events in a "
+            "coroutine, iterate events()"
+        )
+    return None
+
+
 class _Emitter:
     """One client's (or router's) event delivery. ``active`` is True only while something
     listens (a listener here or on a parent, or a task's ``on_update``), so an emission site
@@ -522,9 +553,12 @@ class _Emitter:
     def _deliver(self, event: Event) -> None:
         for listener in tuple(self._listeners):
             try:
-                listener(event)
+                result = listener(event)
             except Exception as exc:
                 self._failed(exc)
+                continue
+            if result is not None and (wrong := _unawaited(result)) is not None:
+                self._failed(wrong)
         for parent in self._parents:
             if parent.listening:
                 parent._deliver(event)

@@ -39,6 +39,7 @@ _BUCKET: Final = 0.1  # seconds: sends are remembered per tenth of a second, rou
 # A killed run may have sent for this long after its last write (one write interval, plus a
 # journal thread busy with other writes): a rerun counts it as sending at its pace until then.
 _UNWRITTEN: Final = WINDOW_EVERY + 0.5
+_MOST_SENDS: Final = 1_000_000  # more in one record is damage (each becomes a list entry)
 
 
 class JournalHooks:
@@ -100,7 +101,7 @@ class JournalHooks:
             scheduler.hold_to_horizon(conn, lease, model, submitted)
             if entry.state == "submitted":
                 self._leases[entry.key] = lease
-        if conn.account.ledger.window_in_journal:
+        if conn.account.ledger.window_in_journal and self._window_writer is None:
             await self._seed_window(submitter)
             self._submitter = submitter
             self._window_writer = asyncio.get_running_loop().create_task(
@@ -121,10 +122,17 @@ class JournalHooks:
             data = json.loads(raw)
             at, pace, closed = float(data["at"]), float(data["pace"]), bool(data["closed"])
             sends = [(float(w), int(n)) for w, n in data["sends"]]
-        except (ValueError, KeyError, TypeError):
+            # NaN or infinity (JSON takes both) would stop the client from starting.
+            if not all(math.isfinite(x) for x in (at, pace, *(w for w, _ in sends))):
+                raise ValueError("not a finite number")
+            if not 0 <= pace <= _MOST_SENDS or sum(n for _, n in sends) > _MOST_SENDS:
+                raise ValueError("more sends than any window holds")
+        except (ValueError, KeyError, TypeError, OverflowError):
             return  # a damaged note seeds nothing; the pace and the 429s still hold
         now, wall = submitter.clock.now(), submitter.conn.wall_clock()
-        times = [now - (wall - w) for w, n in sends for _ in range(n)]
+        # A send recorded ahead of this wall clock (set back since, or another machine's) counts
+        # as sent now: placed in the future it would hold the window shut until then.
+        times = [now - max(0.0, wall - w) for w, n in sends for _ in range(n)]
         if not closed:
             # Killed: it may have sent at its pace after its last write, until it died.
             end = min(wall, at + _UNWRITTEN)

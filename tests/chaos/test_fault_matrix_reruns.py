@@ -145,3 +145,82 @@ async def test_f48_a_rerun_counts_what_the_killed_run_may_have_sent_unwritten(
         server.tasks.clear()
     # Killed: 20, then 3 / s for the 1 s since the last write, then this run's create.
     assert counted == [20 + 3 + 1, 20 + 1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"at": %(at)s, "closed": false, "pace": NaN, "sends": []}',
+        '{"at": %(at)s, "closed": false, "pace": 1e999, "sends": []}',
+        '{"at": NaN, "closed": false, "pace": 3.0, "sends": []}',
+        '{"at": %(at)s, "closed": true, "pace": 3.0, "sends": [[%(at)s, 1e999]]}',
+        '{"at": %(at)s, "closed": false, "pace": 1e300, "sends": []}',
+    ],
+)
+async def test_f48_a_damaged_record_of_sends_seeds_nothing_and_the_rerun_runs(
+    clock: FakeClock, tmp_path: Path, raw: str
+) -> None:
+    """F48: a record of sends whose numbers are damaged (NaN, infinite) seeds nothing: the
+    rerun starts, sends and finishes its prompt (it must never fail to start over it)."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    await journal.note(
+        f"window.apixo.{key_fingerprint('k')}", raw % {"at": repr(WALL + clock.now() - 1.0)}
+    )
+    await journal.aclose()
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    async with client_for(clock, Killable(server, Counter()), path, limits) as client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(job.done, step=0.5)
+        assert client.statistics().requests_sent >= 2  # its create and a check
+    assert job.result().urls
+
+
+async def test_f48_sends_recorded_ahead_of_this_wall_clock_count_as_sent_now(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48: the journal says 30 requests were sent an hour ahead of this machine's wall clock
+    (the clock was set back, or another machine wrote it): they count as sent now, so the rerun
+    waits one window at most, never the hour until they would leave a window in the future."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    ahead = WALL + clock.now() + 3600.0
+    record = {"at": ahead, "closed": True, "pace": 3.0, "sends": [[ahead, 30]]}
+    await journal.note(f"window.apixo.{key_fingerprint('k')}", json.dumps(record))
+    await journal.aclose()
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    started = clock.now()
+    async with client_for(clock, Killable(server, Counter()), path, limits) as client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(job.done, step=0.5, limit=7200)
+    assert job.result().urls
+    assert clock.now() - started < 60.0
+    assert server.rate_limited == 0
+
+
+async def test_f48_concurrent_first_submits_of_a_rerun_wait_for_the_killed_runs_window(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48: the journal says the killed run sent 30 requests half a second ago; a rerun's
+    first submits come all at once (``gather``): none goes before the client has read that
+    record (each one counts the killed run's sends), so 0 × 429 and at most 30 in 10 s."""
+    path = tmp_path / "journal.db"
+    server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
+    # The killed run's 30 are in the provider's window too: it is full for 9.5 s.
+    server.accepted = [clock.now() - 0.5] * 30
+    journal = Journal(path, wall_clock=lambda: WALL + clock.now())
+    sends = [[WALL + clock.now() - 0.5, 30]]
+    record = {"at": WALL + clock.now() - 0.5, "closed": True, "pace": 3.0, "sends": sends}
+    await journal.note(f"window.apixo.{key_fingerprint('k')}", json.dumps(record))
+    await journal.aclose()
+    limits = nb.Limits(requests=30, per=10, concurrent_tasks=5)
+    client = client_for(clock, Killable(server, Counter()), path, limits)
+    try:  # not entered first: the first submit starts the client
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(4)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.1, limit=600)
+    finally:
+        await client.aclose()
+    assert all(j.result().urls for j in jobs)
+    assert server.rate_limited == 0

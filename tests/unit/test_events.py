@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import re
 from pathlib import Path
@@ -755,3 +756,97 @@ async def test_f01_event_rate_limited_unknown_scope_past_patience(clock: FakeClo
     assert isinstance(limited, ev.RateLimited)
     assert (limited.scope, limited.retry_after, limited.operation) == ("unknown", 99999.0, "create")
     assert of(seen, ev.Refused)[0].will_retry is False  # type: ignore[attr-defined]
+
+
+async def test_async_event_callbacks_are_refused_before_anything_runs(clock: FakeClock) -> None:
+    """An ``async def`` callback would never run (it is called, not awaited, on the loop): the
+    client, the router and ``Task.on_update`` refuse it at once with a ConfigurationError."""
+
+    async def coro(event: ev.Event) -> None:
+        del event
+
+    class AsyncCall:
+        async def __call__(self, event: ev.Event) -> None:
+            del event
+
+    server = FakeApixo(clock)
+    for callback in (coro, AsyncCall()):
+        with pytest.raises(nb.ConfigurationError, match="events\\(\\)"):
+            make_client(clock, server, on_event=callback)
+    async with make_client(clock, server) as client:
+        with pytest.raises(nb.ConfigurationError, match="events\\(\\)"):
+            nb.Router([client], on_event=coro)
+        task = await client.submit(nb.ImageRequest(prompt="a"))
+        with pytest.raises(nb.ConfigurationError, match="events\\(\\)"):
+            task.on_update(coro)
+        await clock.run_until(task.done)
+    assert (await task).urls
+
+
+async def test_on_event_returning_a_coroutine_is_closed_and_warned_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain callback that returns a coroutine (``lambda e: queue.put(e)``) has it closed, not
+    left un-awaited (no RuntimeWarning), with one warning that says to use ``events()``; the
+    task still ends, and so does one whose ``on_update`` does the same."""
+    queue: asyncio.Queue[ev.Event] = asyncio.Queue()
+    server = FakeApixo(clock)
+    with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+        async with make_client(clock, server, on_event=lambda e: queue.put(e)) as client:
+            done = await run(clock, client)
+            task = await client.submit(nb.ImageRequest(prompt="b"))
+            task.on_update(lambda e: queue.put(e))
+            await clock.run_until(task.done)
+    gc.collect()  # an un-awaited coroutine warns (an error here) when collected
+    assert done.result().urls  # type: ignore[attr-defined]
+    assert (await task).urls
+    assert queue.empty()
+    warnings = [r.getMessage() for r in caplog.records if "event callback" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "coroutine" in warnings[0]
+    assert "events()" in warnings[0]
+
+
+async def test_a_router_refused_for_bad_telemetry_leaves_its_clients_as_they_were(
+    clock: FakeClock,
+) -> None:
+    """A Router refused over its ``telemetry=`` raises before it touches its clients: its
+    ``on_event`` hears nothing of them afterwards, and the clients' own events do not name an
+    account of that dead router."""
+    server = FakeApixo(clock)
+    dead: list[ev.Event] = []
+    own: list[ev.Event] = []
+    async with make_client(clock, server, on_event=own.append) as client:
+        with pytest.raises(nb.ConfigurationError):
+            nb.Router([client], on_event=dead.append, telemetry="otel")  # type: ignore[arg-type]
+        await run(clock, client)
+    assert own
+    assert dead == []
+    assert {e.account for e in own} == {None}
+
+
+async def test_f44_router_task_on_update_hears_nothing_after_its_result(
+    clock: FakeClock,
+) -> None:
+    """A hedged router task's ``on_update`` hears one ``resolved`` (the winner's): the losing
+    task, followed to its end on the provider, sends its later checks and its own end to
+    nobody's ``on_update`` (a second ``resolved`` would mark the row done twice)."""
+    slow = {3: 100.0}
+    sa = FakeApixo(clock, latency=lambda i: slow.get(i, 5.0))
+    sb = FakeApixo(clock)
+    a, b = router_pair(clock, sa, sb)
+    hedge = nb.Hedge(after_quantile=0.99, max_share=0.5)
+    async with nb.Router([a, b], strategy="priority", hedge=hedge, owns_clients=True) as router:
+        for i in range(3):
+            job = asyncio.ensure_future(router.generate(f"learn {i}"))
+            await clock.run_until(job.done)
+        task = await router.submit(nb.ImageRequest(prompt="slow"), key="row-9")
+        updates: list[ev.Event] = []
+        task.on_update(updates.append)
+        job = asyncio.ensure_future(task.result())
+        await clock.run_until(job.done)
+        heard = len(updates)
+        await clock.run_until(lambda: router.statistics().hedge_losers_ended == 1, limit=600)
+    assert job.result().task_id == "t0"
+    assert [e.task_id for e in of(updates, ev.Resolved)] == ["t0"]
+    assert len(updates) == heard

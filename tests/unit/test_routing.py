@@ -105,3 +105,34 @@ def test_hedge_values_are_checked_and_its_share_holds() -> None:
     for bad in ({"after_quantile": 1.0}, {"max_share": 0.0}, {"after_quantile": -0.5}):
         with pytest.raises(nb.ConfigurationError, match="between 0 and 1"):
             nb.Hedge(**bad)  # type: ignore[arg-type]
+
+
+async def test_f44_a_hedge_is_not_sent_once_a_followed_task_has_its_result() -> None:
+    """A hedge's create asks right before it is sent whether it is still wanted: not once a
+    task followed for the same prompt has its result, even in the loop turns before the router
+    hands that result to the caller's task (it would be a second task paid for nothing). A
+    followed task that failed leaves the hedge wanted."""
+    import datetime as dt
+
+    from nanobanana_async._follow import _HedgeSend
+    from nanobanana_async._task import Task
+
+    outer, first, failed = Task(REQUEST), Task(REQUEST), Task(REQUEST)
+    running = {first._future: (first, 0, False), failed._future: (failed, 1, False)}
+    send = _HedgeSend(outer, running)
+    assert send.wanted()
+    failed._resolve(None, nb.GenerationFailedError("x", task_id="t1", provider="p", model="m"))
+    assert send.wanted()
+    now = dt.datetime.now(dt.UTC)
+    result = nb.ImageResult(
+        task_id="t0",
+        provider="apixo",
+        model="nano-banana-2",
+        urls=("http://127.0.0.1:9/a.png",),
+        request=None,
+        submitted_at=now,
+        completed_at=now,
+    )
+    first._resolve(result, None)
+    assert not outer.done()  # the router has not handed it over yet
+    assert not send.wanted()
