@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sized
 
 from .._http import HttpRequest, HttpResponse
 
@@ -101,9 +102,33 @@ class FakeClock:
 
 
 async def settle(rounds: int = 30) -> None:
-    """Let ready callbacks and the tasks they wake run (a bounded number of loop turns)."""
+    """Let ready callbacks and the tasks they wake run (a bounded number of loop turns).
+
+    Stops early, on asyncio's own loop, once nothing is ready to run, no timer is due and the
+    loop has no worker threads.
+    """
+    loop = asyncio.get_running_loop()
+    # asyncio's queues of callbacks due now and of timers; uvloop keeps its own out of reach, so
+    # there every round is taken. Stopping at quiet is what makes FakeClock tests cheap: a test
+    # that advances through thousands of wakes would otherwise spin 30 idle turns for each.
+    ready: Sized | None = getattr(loop, "_ready", None)
+    timers: list[asyncio.TimerHandle] | None = getattr(loop, "_scheduled", None)
     for _ in range(rounds):
         await asyncio.sleep(0)
+        if ready is None or timers is None or ready:
+            continue
+        if (not timers or timers[0].when() > loop.time()) and not _has_threads(loop):
+            return
+
+
+def _has_threads(loop: asyncio.AbstractEventLoop) -> bool:
+    # Work handed to a thread (the journal's sqlite, a download's writes) reports back through
+    # the loop's self-pipe at a real moment its queues cannot show: while the loop has worker
+    # threads (anyio's carry their loop; asyncio's sit in its default executor), every round is
+    # taken, each polling for that report, as settle always did.
+    if getattr(loop, "_default_executor", None) is not None:
+        return True
+    return any(getattr(thread, "loop", None) is loop for thread in threading.enumerate())
 
 
 def json_response(

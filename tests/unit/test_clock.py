@@ -11,7 +11,7 @@ import asyncio
 import functools
 
 from nanobanana_async._clock import MIN_AHEAD, MonotonicClock, timers
-from nanobanana_async.testing import FakeClock
+from nanobanana_async.testing import FakeClock, settle
 
 
 async def test_a_sleep_under_a_millisecond_never_returns_before_its_deadline() -> None:
@@ -92,3 +92,28 @@ async def test_a_clock_without_timers_drives_the_runner_by_sleeping() -> None:
     arm(3.0, lambda: calls.append(-1.0)).cancel()
     await clock.inner.advance(10.0)
     assert calls == [5.0]
+
+
+async def test_settle_lets_a_chain_of_ready_work_finish_before_it_returns() -> None:
+    """``settle()`` (what FakeClock.advance waits with) returns only once work woken step by
+    step has run: a 20-hop chain of tasks, each woken by the one before, plus a loop timer
+    due now. It may stop early when the loop is quiet, never while something is ready."""
+    loop = asyncio.get_running_loop()
+    events = [asyncio.Event() for _ in range(21)]
+    finished: list[int] = []
+
+    async def hop(i: int) -> None:
+        await events[i].wait()
+        finished.append(i)
+        events[i + 1].set()
+
+    hops = [asyncio.ensure_future(hop(i)) for i in range(20)]
+    timer_ran: list[bool] = []
+    loop.call_later(0, timer_ran.append, True)
+    await asyncio.sleep(0)  # every hop now waits on its event
+    events[0].set()
+    await settle()
+    assert finished == list(range(20))
+    assert events[20].is_set()
+    assert timer_ran == [True]
+    await asyncio.gather(*hops)
