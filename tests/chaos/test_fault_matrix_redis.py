@@ -103,8 +103,8 @@ async def test_f45_refusals_through_redis_wait_for_a_slot(
 ) -> None:
     """F45: an account that runs 5 tasks, a client told 50, 20 prompts through Redis: every
     caller gets its image (a refused one waits for a slot instead of spending its attempts
-    on its own stale admission), and the account draws at most 3 × 429 (1 when the machine is quiet; 3-5 before
-    creates through Redis went one after another at the process's own pace)."""
+    on its own stale admission), and the account draws at most 3 × 429 (1 on a quiet machine;
+    3-5 before creates through Redis went one after another at the process's own pace)."""
     log = CreateLog(
         AiohttpTransport(
             base_url=small_account.base_url, scheme="bearer", key=Secret(small_account.api_key)
