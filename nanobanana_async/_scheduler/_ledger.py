@@ -241,13 +241,13 @@ class Ledger:
         now = self._clock.now()
         self._last_429 = now
         running = self.slots.sent - (1 if creating else 0)
-        # Under a cap already learned, a create's 429 cannot be about the cap.
-        under_learned_cap = (
-            self.effective.concurrent_tasks < self.configured.concurrent_tasks
-            and running < self.effective.concurrent_tasks
-        )
-        if creating and now < self._cap_episode and not under_learned_cap:
-            return True  # one more create of the burst the cap was cut for: it waits a slot
+        if creating and running >= 1 and now < self._cap_episode:
+            # One more create of the burst the cap was cut for: it waits a slot. Refused with
+            # fewer running than the cap, it shows the cap is lower still: the same episode's
+            # count made exact (the cap learned back up counted a task the provider had ended).
+            # Only to what runs: creates of the burst still unanswered may be accepted yet.
+            self._lower_cap(running, warn=False)
+            return True
         if self.gcra.is_paused(now):
             # Nothing is sent during the pause: this answers a request sent before the cut,
             # which the cut counted as accepted. It was refused: count it off.
@@ -257,22 +257,13 @@ class Ledger:
             return False
         in_window = self.requests_in_window()
         window_budget = self.effective.requests * (1.0 - self.effective.safety_margin)
-        if (
-            creating
-            and running >= 1
-            and in_window < _CONCURRENCY_SHARE * window_budget
-            and not under_learned_cap
-        ):
+        if creating and running >= 1 and in_window < _CONCURRENCY_SHARE * window_budget:
             # The account runs the tasks it accepted, and refused one more: that is its cap
-            # (creates still in flight may be accepted yet, and then raise it back).
-            cap = max(1, min(running, self.slots.accepted))
-            if cap < self.effective.concurrent_tasks:
-                self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
-                # The creates that booked turns under the old cap mostly cannot go now: their
-                # turns would go unused while status checks (which end tasks and free slots)
-                # wait behind them. Drop them; each books again once it has a slot.
-                self._bookings += 1
-                self.gcra.cancel_bookings(now)
+            # (creates still in flight may be accepted yet, and then raise it back). Even under
+            # a cap already learned: the tasks we count as running include some the provider
+            # has ended unseen, so a learned cap can be one too high, and a window this far
+            # from full cannot be what refused it.
+            self._lower_cap(min(running, self.slots.accepted), warn=True)
             self._cap_episode = now + self.effective.per
             return True
         old_per = self.effective.per
@@ -284,6 +275,18 @@ class Ledger:
         # What was sent at the old pace stays in the account's window for one more window.
         self._window_episode = now + max(old_per, self.effective.per)
         return False
+
+    def _lower_cap(self, cap: int, *, warn: bool) -> None:
+        cap = max(1, cap)
+        if cap >= self.effective.concurrent_tasks:
+            return
+        level = None if warn else logging.DEBUG
+        self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap), level=level)
+        # The creates that booked turns under the old cap mostly cannot go now: their turns
+        # would go unused while status checks (which end tasks and free slots) wait behind
+        # them. Drop them; each books again once it has a slot.
+        self._bookings += 1
+        self.gcra.cancel_bookings(self._clock.now())
 
     def note_accepted(self, lease: Lease) -> None:
         """A create of ``lease`` was accepted: the task runs. When more run than the learned
