@@ -241,12 +241,12 @@ class Ledger:
         now = self._clock.now()
         self._last_429 = now
         running = self.slots.sent - (1 if creating else 0)
-        if creating and running >= 1 and now < self._cap_episode:
-            # One more create of the burst the cap was cut for: it waits a slot. Refused with
-            # fewer running than the cap, it shows the cap is lower still: the same episode's
-            # count made exact (the cap learned back up counted a task the provider had ended).
-            # Only to what runs: creates of the burst still unanswered may be accepted yet.
-            self._lower_cap(running, warn=False)
+        if creating and now < self._cap_episode:
+            # One more create of the burst the cap was cut for: it waits a slot. Even with
+            # fewer running than the cap (learned back up, it may count a task the provider
+            # had ended unseen): never a window 429. The cap is not lowered on it, as what
+            # runs now is not what ran when the provider refused it (tasks seen ending since
+            # would walk the cap below the account's); the next cap 429 after the episode does.
             return True
         if self.gcra.is_paused(now):
             # Nothing is sent during the pause: this answers a request sent before the cut,
@@ -263,7 +263,14 @@ class Ledger:
             # a cap already learned: the tasks we count as running include some the provider
             # has ended unseen, so a learned cap can be one too high, and a window this far
             # from full cannot be what refused it.
-            self._lower_cap(min(running, self.slots.accepted), warn=True)
+            cap = max(1, min(running, self.slots.accepted))
+            if cap < self.effective.concurrent_tasks:
+                self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
+                # The creates that booked turns under the old cap mostly cannot go now: their
+                # turns would go unused while status checks (which end tasks and free slots)
+                # wait behind them. Drop them; each books again once it has a slot.
+                self._bookings += 1
+                self.gcra.cancel_bookings(now)
             self._cap_episode = now + self.effective.per
             return True
         old_per = self.effective.per
@@ -275,18 +282,6 @@ class Ledger:
         # What was sent at the old pace stays in the account's window for one more window.
         self._window_episode = now + max(old_per, self.effective.per)
         return False
-
-    def _lower_cap(self, cap: int, *, warn: bool) -> None:
-        cap = max(1, cap)
-        if cap >= self.effective.concurrent_tasks:
-            return
-        level = None if warn else logging.DEBUG
-        self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap), level=level)
-        # The creates that booked turns under the old cap mostly cannot go now: their turns
-        # would go unused while status checks (which end tasks and free slots) wait behind
-        # them. Drop them; each books again once it has a slot.
-        self._bookings += 1
-        self.gcra.cancel_bookings(self._clock.now())
 
     def note_accepted(self, lease: Lease) -> None:
         """A create of ``lease`` was accepted: the task runs. When more run than the learned
