@@ -241,13 +241,13 @@ class Ledger:
         now = self._clock.now()
         self._last_429 = now
         running = self.slots.sent - (1 if creating else 0)
-        # Under a cap already learned, a create's 429 cannot be about the cap.
-        under_learned_cap = (
-            self.effective.concurrent_tasks < self.configured.concurrent_tasks
-            and running < self.effective.concurrent_tasks
-        )
-        if creating and now < self._cap_episode and not under_learned_cap:
-            return True  # one more create of the burst the cap was cut for: it waits a slot
+        if creating and now < self._cap_episode:
+            # One more create of the burst the cap was cut for: it waits a slot. Even with
+            # fewer running than the cap (learned back up, it may count a task the provider
+            # had ended unseen): never a window 429. The cap is not lowered on it, as what
+            # runs now is not what ran when the provider refused it (tasks seen ending since
+            # would walk the cap below the account's); the next cap 429 after the episode does.
+            return True
         if self.gcra.is_paused(now):
             # Nothing is sent during the pause: this answers a request sent before the cut,
             # which the cut counted as accepted. It was refused: count it off.
@@ -257,14 +257,12 @@ class Ledger:
             return False
         in_window = self.requests_in_window()
         window_budget = self.effective.requests * (1.0 - self.effective.safety_margin)
-        if (
-            creating
-            and running >= 1
-            and in_window < _CONCURRENCY_SHARE * window_budget
-            and not under_learned_cap
-        ):
+        if creating and running >= 1 and in_window < _CONCURRENCY_SHARE * window_budget:
             # The account runs the tasks it accepted, and refused one more: that is its cap
-            # (creates still in flight may be accepted yet, and then raise it back).
+            # (creates still in flight may be accepted yet, and then raise it back). Even under
+            # a cap already learned: the tasks we count as running include some the provider
+            # has ended unseen, so a learned cap can be one too high, and a window this far
+            # from full cannot be what refused it.
             cap = max(1, min(running, self.slots.accepted))
             if cap < self.effective.concurrent_tasks:
                 self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))

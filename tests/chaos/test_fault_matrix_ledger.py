@@ -12,7 +12,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal
-from nanobanana_async._scheduler._ledger import DEFAULT_HORIZON
+from nanobanana_async._scheduler._ledger import DEFAULT_HORIZON, Lease, Ledger
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -271,3 +271,53 @@ async def test_f28_a_default_horizon_shrinks_once_latency_is_learned(clock: Fake
         assert client.statistics().in_flight == 0
         assert clock.now() - start < DEFAULT_HORIZON / 2
     assert server.rate_limited == 0
+
+
+@pytest.mark.parametrize("later", [1.0, 30.0], ids=["same-episode", "next-episode"])
+async def test_f36_a_cap_429_under_a_cap_learned_one_too_high_lowers_the_cap_not_the_pace(
+    clock: FakeClock, later: float
+) -> None:
+    """F36 (issue 19): told the defaults on an account of 50 tasks, the client learned a cap of
+    51 (a create sent before the cut was accepted while a task the provider had finished still
+    counted as running). A create refused at 50 running, with the window nearly empty, is
+    the cap again: the cap goes back to 50 and the pace stays where it was (it used to be
+    read as a window 429 and the pace cut to what the window held, 0.35 of the told client)."""
+    ledger = Ledger(nb.Limits(), clock)
+    owner = object()
+
+    def create() -> Lease:
+        lease = ledger.slots.take(owner)  # admitted and sent
+        ledger.note_send()
+        return lease
+
+    running = [create() for _ in range(50)]
+    for lease in running:
+        ledger.note_accepted(lease)
+    refused, in_flight = create(), create()  # both sent before the provider's answer
+    assert ledger.rate_limited(retry_after=None, creating=True)  # the cap: 50
+    ledger.slots.release(refused)
+    assert ledger.effective.concurrent_tasks == 50
+    # One running task ends on the provider (the client has not seen it yet), so the create
+    # in flight is accepted: 51 seem to run, and the learned cap goes back up to 51.
+    ledger.note_accepted(in_flight)
+    assert ledger.effective.concurrent_tasks == 51
+    await clock.advance(later)
+    ledger.slots.release(running.pop())  # the client sees that task end: 50 seem to run
+    pace = ledger.effective.requests / ledger.effective.per
+    refused = create()
+    assert ledger.requests_in_window() < 60  # the window (10,000 / 60 s) is nearly empty
+
+    assert ledger.rate_limited(retry_after=1.0, creating=True)  # read as the cap
+    assert ledger.effective.requests / ledger.effective.per == pace  # the pace is not cut
+    assert not ledger.is_paused()
+    if later < ledger.effective.per:
+        # Inside the episode of the first cut the cap stays (what runs now is not what ran
+        # when the provider refused): the first cap 429 after the episode lowers it.
+        assert ledger.effective.concurrent_tasks == 51
+        ledger.slots.release(refused)
+        await clock.advance(ledger.effective.per)
+        refused = create()
+        assert ledger.rate_limited(retry_after=1.0, creating=True)
+        assert ledger.effective.requests / ledger.effective.per == pace
+    assert ledger.effective.concurrent_tasks == 50
+    await ledger.aclose()

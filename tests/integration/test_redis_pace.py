@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -58,9 +59,16 @@ def most_in_any_window(times: list[float], span: float) -> int:
     return max((bisect.bisect_left(times, t + span) - i for i, t in enumerate(times)), default=0)
 
 
-async def test_creates_book_their_turns_before_any_process_checks(ledgers: Make) -> None:
-    """Ten creates waiting in one process book ten turns an even pace apart; another
-    process's status checks get no grant until the last of those turns has come."""
+async def test_creates_book_their_turns_before_any_process_checks(
+    ledgers: Make, redis_server: RedisServer
+) -> None:
+    """Thirty creates waiting in one process book thirty turns an even pace apart; another
+    process's status checks get no grant until the last of those turns has come.
+
+    Judged on the times Redis itself gave (each grant's score in the shared window), not on
+    when our event loop woke: on a loaded machine a wake-up can come late by more than the
+    whole pace, which used to fail this test although the order in Redis was right. The check
+    asks as soon as the turns are booked, about 0.45 s before the last one."""
     first, other = ledgers(), ledgers()
     await first.store.grant(1, LIMITS, "warm:")  # both see the account's Redis first
     await asyncio.sleep(0.1)  # the pace is idle again
@@ -70,23 +78,36 @@ async def test_creates_book_their_turns_before_any_process_checks(ledgers: Make)
         await first.acquire_request()
         returned.append(time.monotonic())
 
-    creates = [asyncio.ensure_future(create()) for _ in range(10)]
-    await asyncio.sleep(0.02)  # every create booked (one round trip)
-    refused: list[float] = []
-    while True:
-        granted, _ = await other.store.grant(1, LIMITS, "checks:")
-        if granted:
-            break
-        refused.append(time.monotonic())
-        await asyncio.sleep(0.005)
-    checked = time.monotonic()
-    await asyncio.gather(*creates)
-    assert len(returned) == 10
-    # The turns were an even pace apart, not a burst.
-    assert returned[-1] - returned[0] >= 8 * INTERVAL
-    # The checks waited for the creates' turns, all of them.
-    assert refused
-    assert checked >= returned[-1] - 0.01
+    count = 30
+    redis = Redis.from_url(redis_server.url)
+    try:
+        creates = [asyncio.ensure_future(create()) for _ in range(count)]
+        deadline = time.monotonic() + 5.0
+        while True:  # every create booked (a round trip or two, however late it is)
+            window = await redis.zrange(f"{PREFIX}:win", 0, -1, withscores=True)
+            turns = sorted(at for m, at in window if m.decode().startswith(first._member))
+            if len(turns) + len(returned) >= count or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.002)
+        while True:
+            granted, _ = await other.store.grant(1, LIMITS, "checks:")
+            if granted:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*creates)
+        window = await redis.zrange(f"{PREFIX}:win", 0, -1, withscores=True)
+    finally:
+        await redis.aclose()
+    assert len(returned) == count
+    turns = sorted(at for m, at in window if m.decode().startswith(first._member))
+    (check,) = [at for m, at in window if m.decode().startswith("checks:")]
+    assert len(turns) == count
+    # The turns were an even pace apart, not a burst (Lua writes times to 14 digits: to 0.1
+    # ms, so a gap may come out that much short of the 15 ms pace).
+    gaps = [b - a for a, b in itertools.pairwise(turns)]
+    assert all(gap >= INTERVAL - 2e-4 for gap in gaps), (INTERVAL, gaps)
+    # The check waited for the creates' turns, all of them.
+    assert check >= turns[-1]
 
 
 async def test_a_booking_follows_the_creates_waiting(
@@ -185,27 +206,33 @@ class Owner:
 
 async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers: Make) -> None:
     """Two processes, each with more creates waiting than the account's 4 slots and each
-    task holding its slot 50 ms, wait in line for slots: over two seconds neither gets less
-    than 60 % of the other's admissions (the line, not whoever asks first; before it, the
-    process that had just got a slot asked again at once and took most slots freed after it:
-    16 against 68 in one run). A bound this loose because 80-odd admissions two ways vary by
-    chance alone (the whole runs' workers are compared within 20 % in the benchmark)."""
+    task holding its slot 50 ms, wait in line for slots: over 80 admissions neither gets less
+    than 60 % of the other's (the line, not whoever asks first; before it, the process that
+    had just got a slot asked again at once and took most slots freed after it: 16 against
+    68 in one run). A bound this loose because 80-odd admissions two ways vary by chance
+    alone (the whole runs' workers are compared within 20 % in the benchmark). Counted to a
+    number of admissions, not over a fixed time, so a loaded machine makes the run longer,
+    not the sample smaller."""
     first, second = ledgers(), ledgers()
     for ledger in (first, second):
         ledger.slots.set_cap(4)
     counts = {id(first): 0, id(second): 0}
-    stop = time.monotonic() + 2.0
+    total = 80
+    holding = [0, 0]  # admitted and not yet released, now and at most
 
     async def creates(ledger: _redis.RedisLedger) -> None:
         owner = Owner()
-        while time.monotonic() < stop:
+        while sum(counts.values()) < total:
             lease = await ledger.slots.acquire(owner)
             await ledger.slots.admit(lease)
             counts[id(ledger)] += 1
+            holding[0] += 1
+            holding[1] = max(holding)
             await asyncio.sleep(0.05)
+            holding[0] -= 1
             ledger.slots.release(lease)
 
     await asyncio.gather(*(creates(first) for _ in range(8)), *(creates(second) for _ in range(8)))
     a, b = counts.values()
-    assert a + b >= 2.0 / 0.05  # the slots were used (at least one at a time)
+    assert holding[1] == 4  # the slots were used, all of them at once, and never more
     assert min(a, b) >= 0.6 * max(a, b), counts
