@@ -715,14 +715,7 @@ async def _resume(args: argparse.Namespace) -> int:
                     f"line {_line_of(entry.key)}: its recorded request no longer reads "
                     f"({entry.request_error}): resumed by its task id {entry.task_id}\n"
                 )
-    if not running:
-        sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
-        return EXIT_OK if not unknown and not unreadable else EXIT_FAILED
     out = args.out if args.out is not None else recorded_out or args.journal.parent
-    try:
-        await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
-    except OSError as exc:
-        raise InputError([f"--out {out}: {exc.strerror or exc}"]) from None
     rows: dict[int, dict[str, Any]] = {}
     manifest = out / "results.jsonl"
     if manifest.is_file():
@@ -730,11 +723,23 @@ async def _resume(args: argparse.Namespace) -> int:
             with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
                 row = json.loads(text)
                 rows[int(row["line"])] = row
+    # A batch killed after the journal recorded a task's end but before its image and row
+    # were written: that paid task is delivered from the journal (never submitted again).
+    ended = {
+        held.path: await anyio.to_thread.run_sync(_undelivered, held, rows, out) for held in found
+    }
+    if not running and not any(ended.values()):
+        sys.stdout.write(f"nothing to resume: no task of {args.journal} is still running\n")
+        return EXIT_OK if not unknown and not unreadable else EXIT_FAILED
+    try:
+        await anyio.to_thread.run_sync(lambda: out.mkdir(parents=True, exist_ok=True))
+    except OSError as exc:
+        raise InputError([f"--out {out}: {exc.strerror or exc}"]) from None
     failed = 0
     args.interrupted_journal = args.journal
     args.interrupted_provider = found[0].provider if len(found) == 1 else "accounts"
     for held in found:
-        open_entries = [e for e in held.entries if e.state == "submitted"]
+        open_entries = [e for e in held.entries if e.state == "submitted"] + ended[held.path]
         if not open_entries:
             continue
         # The journal's own URL unless --base-url says otherwise (the journal then refuses a
@@ -755,6 +760,36 @@ async def _resume(args: argparse.Namespace) -> int:
     return EXIT_OK if not failed and not unknown and not unreadable else EXIT_FAILED
 
 
+def _undelivered(held: _Held, rows: dict[int, dict[str, Any]], out: Path) -> list[JournalEntry]:
+    """The batch lines of ``held`` that ended in the journal but were not delivered: a
+    success without a succeeded manifest row whose files are all in ``out``, a failure
+    without any row."""
+    if held.provider == "local":
+        return []  # its images lived in the process that ran it
+    found = []
+    for entry in held.entries:
+        line = _line_of(entry.key)
+        row = rows.get(line)
+        if line == 0 or entry.state not in ("succeeded", "failed"):
+            continue
+        if entry.state == "failed":
+            if row is None:
+                found.append(entry)
+            continue
+        files = row.get("files") if row is not None else None
+        delivered = (
+            row is not None
+            and row.get("status") == "succeeded"
+            and row.get("task_id") == entry.task_id
+            and isinstance(files, list)
+            and bool(files)
+            and all(isinstance(f, str) and (out / f).is_file() for f in files)
+        )
+        if not delivered:
+            found.append(entry)
+    return found
+
+
 async def _resume_journal(
     held: _Held,
     open_entries: list[JournalEntry],
@@ -762,7 +797,8 @@ async def _resume_journal(
     rows: dict[int, dict[str, Any]],
     out: Path,
 ) -> int:
-    """Wait for one journal's running tasks and download them; returns how many failed."""
+    """Wait for one journal's running tasks (and take its ended, undelivered ones as
+    recorded) and download them; returns how many failed."""
     failed = 0
     by_key = {e.key: e for e in open_entries}
 

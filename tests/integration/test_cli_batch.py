@@ -126,6 +126,38 @@ def test_f19_killed_batch_resumes_without_paying_twice(tmp_path: Path, sim: Simu
             assert (out / row["files"][0]).stat().st_size > 0
 
 
+def test_f19_resume_delivers_ended_tasks_that_have_no_manifest_row(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """A batch killed after the journal recorded a task's end but before its image and row
+    were written: resume downloads it from the journal's urls and writes its row (a failed
+    end gets its failed row), without a create."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\na fox\na broken one [[fail]]\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 1
+    manifest = out / "results.jsonl"
+    rows = {json.loads(t)["line"]: json.loads(t) for t in manifest.read_text().splitlines()}
+    assert [rows[n]["status"] for n in (1, 2, 3, 4)] == ["succeeded"] * 3 + ["failed"]
+    # Line 2: neither row nor file; line 3: its row, but its file is gone; line 4: no row.
+    (out / rows[2]["files"][0]).unlink()
+    (out / rows[3]["files"][0]).unlink()
+    kept = [rows[1], rows[3]]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    creates = sim.stats.creates
+    journal = out / "journal.db"
+    assert journal.is_file()
+    assert main(["resume", "--journal", str(journal)]) == 1  # line 4 failed, as in the batch
+    again = {json.loads(t)["line"]: json.loads(t) for t in manifest.read_text().splitlines()}
+    assert sorted(again) == [1, 2, 3, 4]
+    assert [again[n]["status"] for n in (1, 2, 3, 4)] == ["succeeded"] * 3 + ["failed"]
+    for n in (1, 2, 3):
+        assert again[n]["task_id"] == rows[n]["task_id"]
+        assert (out / again[n]["files"][0]).read_bytes().startswith(b"\x89PNG")
+    assert again[4]["task_id"] == rows[4]["task_id"]
+    assert sim.stats.creates == creates
+
+
 @pytest.fixture
 def poor_sim(monkeypatch: pytest.MonkeyPatch) -> object:
     """An apixo simulator whose account pays for 100 creates, then answers 402."""

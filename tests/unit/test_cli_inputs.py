@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,10 @@ async def test_resume_with_nothing_left_says_so(
     await journal.record_submitted("line-1-x", "t1", "nano-banana-2")
     await journal.record_end("line-1-x", "succeeded", urls=("https://x.test/a.png",))
     await journal.aclose()
+    # Delivered: its row and its image are in the batch's folder.
+    (tmp_path / "00001-t1.png").write_bytes(b"\x89PNG")
+    row = {"line": 1, "status": "succeeded", "task_id": "t1", "files": ["00001-t1.png"]}
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
     assert await _main_in_thread(["resume", "--journal", str(path)]) == 0
     assert "nothing to resume" in capsys.readouterr().out
 
