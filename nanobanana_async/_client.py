@@ -38,10 +38,10 @@ from ._task import Task
 from ._transport import Transport, endpoint
 from .events import Event, EventStream, _check_callback, _Emitter
 from .providers import validate
-from .webhooks import CallbackReceiver
 
 if TYPE_CHECKING:
     from .otel import Telemetry
+    from .webhooks import CallbackReceiver
 
 __all__ = ("Client", "ClientStatistics")
 
