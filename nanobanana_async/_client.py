@@ -3,6 +3,7 @@ submits to the submit pipeline; the runner resolves every task (does I/O)."""
 
 from __future__ import annotations
 
+import os
 import random as _random
 import time
 import warnings
@@ -32,7 +33,7 @@ from ._models import (
 )
 from ._scheduler._latency import LatencyModel
 from ._scheduler._submit import check_resume
-from ._settings import resolve
+from ._settings import check_type, resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
 from ._transport import Transport, endpoint
@@ -89,8 +90,10 @@ class Client:
         random: returns floats in [0, 1) for backoff jitter.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), or
-            an ``on_event`` that is not callable or is an ``async def`` (never awaited).
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), an
+            argument of the wrong type (``limits={...}`` for ``Limits(...)``, a number for
+            ``api_key``), or an ``on_event`` that is not callable or is an ``async def``
+            (never awaited).
     """
 
     def __init__(
@@ -129,6 +132,8 @@ class Client:
         )
         if on_event is not None:
             _check_callback(on_event, "on_event")
+        check_type("callbacks", callbacks, CallbackReceiver, "a nanobanana_async.CallbackReceiver")
+        check_type("journal", journal, (str, os.PathLike), "a file path (str or Path)")
         key = self._settings.key
         self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
         self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)

@@ -269,3 +269,28 @@ async def test_a_bug_while_failing_a_task_still_ends_it(
     for job in jobs:
         with pytest.raises(RuntimeError, match="check bug"):
             job.result()
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "named"),
+    [
+        ("api_key", 12345678, "api_key must be a string or None, got int"),
+        ("base_url", 8080, "base_url must be a string or None, got int"),
+        ("limits", {"requests": 5}, "limits must be a nanobanana_async.Limits or None, got dict"),
+        ("retry", {"attempts": 2}, "retry must be a nanobanana_async.RetryPolicy"),
+        ("timeouts", 30, "timeouts must be a nanobanana_async.Timeouts or None, got int"),
+        ("session", "s", "session must be an aiohttp.ClientSession or None, got str"),
+        ("callbacks", "http://x", "callbacks must be a nanobanana_async.CallbackReceiver"),
+        ("journal", 5, "journal must be a file path (str or Path) or None, got int"),
+        ("coordinator", 6379, "coordinator must be a redis:// URL string or None, got int"),
+    ],
+)
+def test_a_client_argument_of_the_wrong_type_is_refused_by_name(
+    argument: str, value: object, named: str
+) -> None:
+    """A wrong type is a ConfigurationError naming the argument at construction, not an
+    AttributeError from inside the first request."""
+    with pytest.raises(nb.ConfigurationError) as caught:
+        nb.Client("apixo", **{"api_key": "sk-canary-wrong-types", argument: value})
+    assert named in str(caught.value)
+    assert "sk-canary" not in str(caught.value)
