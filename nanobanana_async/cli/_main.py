@@ -37,6 +37,7 @@ from ._common import (
     check_output,
     choose_provider,
     connection,
+    environment_warnings,
     naming,
 )
 from ._inputs import SUFFIXES, InputError
@@ -541,6 +542,8 @@ def _read_stdin(args: argparse.Namespace) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    for line in environment_warnings():
+        sys.stderr.write(f"{line}\n")
     try:
         # Until a command's coroutine runs (_run), nothing is sent or written: the console
         # script's Ctrl-C handler (one line, exit 130 at once) stays.

@@ -1,0 +1,81 @@
+"""The command line's word on NANOBANANA_* variables it does not read (misspelt names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nanobanana_async.cli import main
+from nanobanana_async.cli._common import environment_warnings
+
+
+def test_a_misspelt_variable_is_named_with_the_one_meant() -> None:
+    """NANOBANANA_PROVIDR=crun would silently leave the default provider: it is named, with
+    the variable it resembles, and its value (maybe a key) is never printed."""
+    lines = environment_warnings(
+        {"NANOBANANA_PROVIDR": "crun", "NANOBANANA_APIKEY": "sk-canary-misspelt", "HOME": "/"}
+    )
+    assert lines == [
+        "warning: NANOBANANA_APIKEY is set but not read by nanobanana "
+        "(did you mean NANOBANANA_API_KEY?)",
+        "warning: NANOBANANA_PROVIDR is set but not read by nanobanana "
+        "(did you mean NANOBANANA_PROVIDER?)",
+    ]
+
+
+def test_variables_read_and_per_account_ones_raise_no_warning() -> None:
+    """Every variable the library reads, and any NANOBANANA_API_KEY_<NAME> or
+    NANOBANANA_BASE_URL_<NAME>, is quiet."""
+    environ = {
+        "NANOBANANA_API_KEY": "k",
+        "NANOBANANA_BASE_URL": "http://127.0.0.1:1",
+        "NANOBANANA_PROVIDER": "crun",
+        "NANOBANANA_COORDINATOR": "redis://127.0.0.1:1/0",
+        "NANOBANANA_LOG": "DEBUG",
+        "NANOBANANA_API_KEY_APIXO_MAIN": "k",
+        "NANOBANANA_BASE_URL_CRUN": "http://127.0.0.1:2",
+    }
+    assert environment_warnings(environ) == []
+
+
+def test_a_log_level_other_than_debug_or_info_is_named() -> None:
+    """NANOBANANA_LOG=verbose logged nothing without a word."""
+    assert environment_warnings({"NANOBANANA_LOG": "verbose"}) == [
+        "warning: NANOBANANA_LOG is set but is neither debug nor info: no logging"
+    ]
+
+
+def test_the_command_warns_on_stderr_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`NANOBANANA_PROVIDR=crun nanobanana generate ...` says so on stderr once; the warning
+    changes neither the command nor its exit code."""
+    for name in ("NANOBANANA_PROVIDER", "NANOBANANA_API_KEY", "NANOBANANA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NANOBANANA_PROVIDR", "crun")
+    out = tmp_path / "cat.png"
+    assert main(["generate", "a cat", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("NANOBANANA_PROVIDR is set but not read") == 1
+    assert "crun" not in err
+    assert out.exists()
+
+
+@pytest.mark.parametrize("command", [["generate", "a cat"], ["balance"], ["status", "t-1"]])
+def test_a_provider_without_its_key_says_which_variable_to_set(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--provider crun` with no key set: one line in the command line's terms (the variable,
+    --api-key-env), not the library's `pass api_key=`; exit 2."""
+    for name in ("NANOBANANA_PROVIDER", "NANOBANANA_API_KEY", "NANOBANANA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main([*command, "--provider", "crun"]) == 2
+    assert capsys.readouterr().err == (
+        "error: no API key for crun: set NANOBANANA_API_KEY, "
+        "or name the variable holding it with --api-key-env\n"
+    )
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "crun")
+    monkeypatch.setenv("TEAM_KEY", "")
+    assert main([*command, "--api-key-env", "TEAM_KEY"]) == 2
+    assert "TEAM_KEY" in capsys.readouterr().err
