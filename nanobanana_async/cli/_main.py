@@ -55,12 +55,22 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            # "--concurrent 1.5: not a number" read as a riddle: it is one, not a whole one.
+            what = "a whole number" if kind is int and _is_float(text) else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
         if not value > 0 or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
 
     return parse
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _option(text: str) -> tuple[str, str]:

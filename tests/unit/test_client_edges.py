@@ -294,3 +294,14 @@ def test_a_client_argument_of_the_wrong_type_is_refused_by_name(
         nb.Client("apixo", **{"api_key": "sk-canary-wrong-types", argument: value})
     assert named in str(caught.value)
     assert "sk-canary" not in str(caught.value)
+
+
+async def test_generate_given_an_image_request_points_to_submit(clock: FakeClock) -> None:
+    """generate(ImageRequest(...)) says to pass the request to submit(), not that the prompt
+    must be a non-empty string (it was a request); nothing is sent."""
+    client, transport = make_client(clock)
+    async with client:
+        request = nb.ImageRequest(prompt="a cat")
+        with pytest.raises(nb.InvalidRequestError, match=r"pass an ImageRequest to submit\(\)"):
+            await client.generate(request)  # type: ignore[arg-type]
+    assert transport.requests == []
