@@ -294,7 +294,10 @@ class Client:
             ClientClosedError: the client closed before the submit was sent.
         """
         if not isinstance(request, ImageRequest):
-            raise TypeError("submit() takes an ImageRequest")
+            raise TypeError(
+                f"submit() takes an ImageRequest, got {type(request).__name__}: "
+                "submit(ImageRequest(prompt=...)), or generate(prompt) to wait for the image"
+            )
         return await (await self._life.started()).submit(request, key)
 
     async def _routed_submit(

@@ -55,8 +55,9 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
         try:
             value = kind(text)
         except ValueError:
-            # "--concurrent 1.5: not a number" read as a riddle: it is one, not a whole one.
-            what = "a whole number" if kind is int and _is_float(text) else "a number"
+            # "--concurrent 1.5: not a number" read as a riddle: it is one, not a whole one
+            # (only an int option refuses a text that float() reads).
+            what = "a whole number" if _is_float(text) else "a number"
             raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
         if not value > 0 or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")

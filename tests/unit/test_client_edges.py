@@ -305,3 +305,12 @@ async def test_generate_given_an_image_request_points_to_submit(clock: FakeClock
         with pytest.raises(nb.InvalidRequestError, match=r"pass an ImageRequest to submit\(\)"):
             await client.generate(request)  # type: ignore[arg-type]
     assert transport.requests == []
+
+
+async def test_submit_given_a_prompt_string_says_how_to_make_a_request(clock: FakeClock) -> None:
+    """submit("a cat") names what it got and the two calls that take it; nothing is sent."""
+    client, transport = make_client(clock)
+    async with client:
+        with pytest.raises(TypeError, match=r"got str: submit\(ImageRequest\(prompt=\.\.\.\)\)"):
+            await client.submit("a cat")  # type: ignore[arg-type]
+    assert transport.requests == []
