@@ -352,7 +352,8 @@ class Client:
         A ``dest`` ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``,
         ``.gif``) is written exactly there, whatever the image's type (a mismatch is logged as
         a WARNING); any other ``dest`` (``out/cat``) gets the suffix of the bytes' real type
-        (``out/cat.jpg``). Streams with a 64 MiB cap per image, writes through a temporary
+        (``out/cat.jpg``); an existing folder ``out`` gets ``out/<task id>.png`` (or
+        ``.jpg`` …). Streams with a 64 MiB cap per image, writes through a temporary
         file and a rename (no half files), replaces what was there unless the client's
         journal records that this task wrote that file, checks the content type, retries
         transient failures, and runs at most 8 downloads at once per client. The API key is
