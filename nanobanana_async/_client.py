@@ -224,6 +224,10 @@ class Client:
         Args are those of :class:`ImageRequest`. A ``callback_url`` here is used instead of the
         client's ``callbacks=`` receiver for this request.
 
+        Cancelling it (or a ``wait_for`` around it) stops only this wait: an accepted task runs
+        on and is paid, but its id is not returned. Where a wait may be cancelled, ``submit``
+        first and keep ``task.id``, or give the client a ``journal=``.
+
         Returns:
             the finished task's result; ``urls`` is never empty.
 
