@@ -202,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         type=Path,
         help="file to write, kept exactly as given (default image.png, image.jpg or "
-        "image.webp: named by the image's real type)",
+        "image.webp: named by the image's real type; image/<task id>.png when a folder "
+        "image is here)",
     )
 
     batch = commands.add_parser("batch", parents=[common], help="generate every prompt of a file")

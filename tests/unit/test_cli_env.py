@@ -79,3 +79,19 @@ def test_a_provider_without_its_key_says_which_variable_to_set(
     monkeypatch.setenv("TEAM_KEY", "")
     assert main([*command, "--api-key-env", "TEAM_KEY"]) == 2
     assert "TEAM_KEY" in capsys.readouterr().err
+
+
+def test_generate_without_output_beside_a_folder_named_image_writes_into_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a folder ./image, `generate "a cat"` writes image/<task id>.png (a download into
+    a folder) and says where; nothing lands beside it."""
+    monkeypatch.setenv("NANOBANANA_PROVIDER", "local")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "image").mkdir()
+    assert main(["generate", "a cat"]) == 0
+    written = list((tmp_path / "image").iterdir())
+    assert len(written) == 1
+    assert written[0].suffix == ".png"
+    assert f"{Path('image') / written[0].name} (" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
