@@ -61,7 +61,8 @@ class Client:
             built-in simulator on 127.0.0.1 that needs no key).
         api_key: defaults to the ``NANOBANANA_API_KEY`` environment variable.
         base_url: replaces the provider's documented base URL (scheme, host and path prefix);
-            defaults to ``NANOBANANA_BASE_URL``, then the documented one.
+            defaults to ``NANOBANANA_BASE_URL``, then the documented one. Refused for
+            ``local``, which starts its own simulator (and ignores ``NANOBANANA_BASE_URL``).
         limits: the account's budget; default 10,000 requests per 60 s, 1,000 tasks at once.
         session: a caller-owned ``aiohttp.ClientSession``, never closed by the client.
         retry: retry policy; see :class:`RetryPolicy`.

@@ -87,9 +87,9 @@ def resolve(
     """The settings for ``Client(provider, ...)``; see ``Client`` for each argument.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), an
-            argument of the wrong type, or a coordinator URL that is bad or needs the missing
-            ``[redis]`` extra.
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s) or
+            given to ``local``, an argument of the wrong type, or a coordinator URL that is
+            bad or needs the missing ``[redis]`` extra.
     """
     # Checked here, before anything is built: a wrong type would otherwise be an
     # AttributeError from deep inside the first request, after the client had started.
@@ -109,6 +109,14 @@ def resolve(
     url = base_url if base_url is not None else os.environ.get("NANOBANANA_BASE_URL")
     timeouts = timeouts or Timeouts()
     task_timeout = timeouts.task or DEFAULT_TASK_TIMEOUT
+    if provider == "local" and base_url is not None:
+        # It was silently ignored: a request meant for the server at that URL went to a
+        # fresh in-process simulator instead. (NANOBANANA_BASE_URL is still ignored here: it
+        # may be set for another provider's client in the same process.)
+        raise ConfigurationError(
+            "base_url does not apply to local, which starts its own simulator; for a server "
+            "at a URL, name the protocol it speaks (xingchao, crun, nanobananaapi, apixo)"
+        )
     if provider == "local":
         # The simulator brings its own key and URL when it starts.
         key, url = None, None

@@ -95,3 +95,17 @@ def test_generate_without_output_beside_a_folder_named_image_writes_into_it(
     assert written[0].suffix == ".png"
     assert f"{Path('image') / written[0].name} (" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
+
+
+def test_base_url_on_the_local_fallback_is_refused_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`generate --base-url URL` with no key set fell back to the local simulator and ignored
+    the URL: now one line, exit 2, no image written."""
+    for name in ("NANOBANANA_PROVIDER", "NANOBANANA_API_KEY", "NANOBANANA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a cat", "--base-url", "http://127.0.0.1:18431"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: base_url does not apply to local")
+    assert list(tmp_path.iterdir()) == []

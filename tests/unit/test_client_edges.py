@@ -314,3 +314,10 @@ async def test_submit_given_a_prompt_string_says_how_to_make_a_request(clock: Fa
         with pytest.raises(TypeError, match=r"got str: submit\(ImageRequest\(prompt=\.\.\.\)\)"):
             await client.submit("a cat")  # type: ignore[arg-type]
     assert transport.requests == []
+
+
+def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:
+    """Client("local", base_url=...) said nothing and ran its own simulator, so requests meant
+    for the server at that URL went elsewhere; NANOBANANA_BASE_URL alone is still ignored."""
+    with pytest.raises(nb.ConfigurationError, match="base_url does not apply to local"):
+        nb.Client("local", base_url="http://127.0.0.1:18431")
