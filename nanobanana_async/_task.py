@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._clock import DEFAULT_CLOCK, Clock
-from ._errors import TaskTimeoutError
+from ._errors import InvalidRequestError, TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
 from .events import _check_callback, _unawaited
 
@@ -106,9 +107,15 @@ class Task:
                 out raises ``TaskTimeoutError`` but leaves the task tracked.
 
         Raises:
+            InvalidRequestError: ``timeout`` is not a number of seconds, 0 or more.
             TaskError: the task failed or passed its deadline (``task_id`` is set).
             APIError: the provider refused the status checks (auth, malformed answers).
         """
+        if timeout is not None and not _seconds(timeout):
+            # result(timeout=-1) said "not finished within -1 s"; "5" was a bare TypeError.
+            raise InvalidRequestError(
+                ["timeout must be a number of seconds, 0 or more @ $.timeout"]
+            )
         if self._future.done():
             return self._future.result()
         if timeout is None:
@@ -223,3 +230,12 @@ class Task:
             if not waiter.done():
                 waiter.set_result(None)
         return True
+
+
+def _seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
