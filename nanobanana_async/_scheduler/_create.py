@@ -88,10 +88,10 @@ async def create(
             # Written right before each send, never before a wait: a kill while waiting
             # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
             await _journaled(intent.write, intent)
-            # A slow write may have outlived the turn in a shared window; a fresh one is
-            # taken then (a kill in that wait is reported of unknown outcome: never paid
-            # twice).
-            await ledger.refresh_request(granted)
+        # A slow write may have outlived the turn in a shared window, or a 429 come back
+        # since the turn: a fresh one is taken then (a kill in that wait is reported of
+        # unknown outcome: never paid twice).
+        await ledger.refresh_request(granted)
         if wanted is not None and not wanted():
             # Asked after the last wait, with no await before the send: a hedge whose first
             # task won meanwhile is never created (it would be paid for nothing).
