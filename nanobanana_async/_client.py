@@ -133,7 +133,12 @@ class Client:
         )
         if on_event is not None:
             _check_callback(on_event, "on_event")
-        check_type("callbacks", callbacks, CallbackReceiver, "a nanobanana_async.CallbackReceiver")
+        if callbacks is not None:
+            # Imported only here: a client without callbacks never loads the receiver.
+            from .webhooks import CallbackReceiver
+
+            what = "a nanobanana_async.CallbackReceiver"
+            check_type("callbacks", callbacks, CallbackReceiver, what)
         check_type("journal", journal, (str, os.PathLike), "a file path (str or Path)")
         key = self._settings.key
         self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
