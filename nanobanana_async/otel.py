@@ -221,6 +221,7 @@ class _Bridge:
         self._open: dict[str, _Open] = {}
         self._labels: dict[tuple[str, str, str | None], Attributes] = {}
         self._keys: dict[tuple[str | None, ...], Key] = {}
+        self._single: dict[tuple[str | None, str, str], Key] = {}
         self._handlers: dict[str, Callable[[ev.Event], None]] = {
             "submitted": self._submitted,  # type: ignore[dict-item]  # each takes its own kind
             "accepted": self._accepted,  # type: ignore[dict-item]
@@ -283,6 +284,15 @@ class _Bridge:
             )
         return found
 
+    def _one_key(self, account: str | None, name: str = "", value: str = "") -> Key:
+        """The labels of a count of this client, and ``name``: ``value`` when given, made
+        once per label set."""
+        found = self._single.get((account, name, value))
+        if found is None:
+            more = ((name, value),) if name else ()
+            found = self._single[account, name, value] = self.key(account, *more)
+        return found
+
     def _count(self, event: ev.Event, kind: str, outcome: str) -> None:
         # A request's labels are made once per set: tuples of tuples cost more to build than
         # the count's add.
@@ -337,16 +347,19 @@ class _Bridge:
 
     def _accepted(self, event: ev.Accepted) -> None:
         self._count(event, "create", "accepted")
-        task = self._pending()
-        if task is None or event.task_id is None:
+        owner = asyncio.current_task()
+        task = self._creating.get(owner) if owner is not None else None
+        if task is None or owner is None or event.task_id is None:
             return
-        self._drop_pending()
+        del self._creating[owner]
+        # Its span moves on: nothing to do when the sending task ends.
+        owner.remove_done_callback(self._create_ended)
         _end_ok(task.http)
         task.http = None
         task.accepted = True
         task.task_id = event.task_id
         self._open[event.task_id] = task
-        self._t._in_flight.add(self.key(task.account))
+        self._t._in_flight.add(self._one_key(task.account))
 
     def _refused(self, event: ev.Refused) -> None:
         self._count(event, "create", "rate_limited" if event.status == 429 else "refused")
@@ -403,7 +416,7 @@ class _Bridge:
 
     def _checked(self, event: ev.Checked) -> None:
         self._count(event, "status", "ok")
-        self._t._updates.add(self.key(event.account, ("nanobanana.source", "poll")))
+        self._t._updates.add(self._one_key(event.account, "nanobanana.source", "poll"))
         task = self._open.get(event.task_id) if event.task_id is not None else None
         if task is not None and task.recording:
             attributes: Attributes = {
@@ -415,7 +428,7 @@ class _Bridge:
             task.span.add_event("status_check", attributes, time.time_ns())
 
     def _callback(self, event: ev.CallbackReceived) -> None:
-        self._t._updates.add(self.key(event.account, ("nanobanana.source", "callback")))
+        self._t._updates.add(self._one_key(event.account, "nanobanana.source", "callback"))
         task = self._open.get(event.task_id) if event.task_id is not None else None
         if task is not None and task.recording:
             task.span.add_event("callback", {"nanobanana.state": event.state.value}, time.time_ns())
@@ -444,7 +457,7 @@ class _Bridge:
         task = self._open.pop(event.task_id, None) if event.task_id is not None else None
         if task is None:
             return
-        self._t._in_flight.add(self.key(task.account), -1)
+        self._t._in_flight.add(self._one_key(task.account), -1)
         self._t._task_checks.add(self._model_key(task), event.checks)
         error = type(event.error).__name__ if event.error is not None else None
         self._end_task(
