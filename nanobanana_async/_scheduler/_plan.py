@@ -39,6 +39,7 @@ _SPARE_GAP_MIN: Final = 0.05  # seconds
 _SPARE_MIN_CHANCE: Final = 0.2
 _REPLAN_CHUNK: Final = 256  # first checks moved to a newly learned model per call
 _STALE_ROWS_PER_CALL: Final = 256  # see Planner.next_wakeup
+_NO_GROUP: Final = object()  # no group's model looked up yet (see Planner.spare)
 
 
 class Planner(Generic[P]):
@@ -182,27 +183,36 @@ class Planner(Generic[P]):
         """
         scored: list[tuple[float, int, Entry[P]]] = []
         retry_at = math.inf
-        seen: set[int] = set()
+        last_seq = -1
+        # Most candidates share a group: its model and gap floor are looked up once per run of
+        # one group, not per candidate (a look scores up to 128 of them every 50 ms).
+        group: Hashable = _NO_GROUP
+        model: LatencyModel | None = None
+        floor = 0.0
         for at, seq, entry in _smallest(self._due, max(4 * limit, 64)):
-            if entry.phase is not Phase.PLANNED or at != entry.due or entry.late or at <= now:
+            if at <= now or entry.late or at != entry.due or entry.phase is not Phase.PLANNED:
                 continue
-            if seq in seen:
+            if seq == last_seq:
                 continue  # a task planned twice for the same time is one check, not two
-            seen.add(seq)
-            model = self._models.get(entry.group)
-            if model is None or not model.learned:
+            last_seq = seq  # rows come sorted by (time, seq): a task's twin rows are adjacent
+            if entry.group is not group:
+                group = entry.group
+                model = self._models.get(group)
+                if model is not None and model.learned:
+                    floor = max(_SPARE_GAP_MIN, _SPARE_GAP_FRACTION * model.median)
+                else:
+                    model = None
+            if model is None:
                 continue
-            gap = max(entry.min_gap, _SPARE_GAP_MIN, _SPARE_GAP_FRACTION * model.median)
+            gap = max(entry.min_gap, floor)
             eligible = entry.last_check + gap
             if eligible > now:
                 retry_at = min(retry_at, eligible)
                 continue
-            seen_running = model.finished_share(entry.last_running - entry.submitted)
-            chance = (model.finished_share(now - entry.submitted) - seen_running) / max(
-                1e-9, 1.0 - seen_running
-            )
+            submitted = entry.submitted
+            chance = model.chance_finished(entry.last_running - submitted, now - submitted)
             if chance >= _SPARE_MIN_CHANCE:
-                scored.append((-chance, entry.seq, entry))
+                scored.append((-chance, seq, entry))
             else:
                 retry_at = min(retry_at, now + gap)
         scored.sort()
@@ -405,12 +415,21 @@ def _smallest(heap: list[tuple[float, int, Entry[P]]], k: int) -> list[tuple[flo
     """The ``k`` smallest rows of ``heap``, smallest first, walking the heap from its root
     (O(k log k), where ``heapq.nsmallest`` reads every row)."""
     out: list[tuple[float, int, Entry[P]]] = []
-    frontier: list[tuple[tuple[float, int, Entry[P]], int]] = [(heap[0], 0)] if heap else []
+    if not heap:
+        return out
     size = len(heap)
+    # The frontier holds (time, seq, index): flat keys compare cheaper than nested rows.
+    frontier: list[tuple[float, int, int]] = [(heap[0][0], heap[0][1], 0)]
+    push, pop = heapq.heappush, heapq.heappop
     while frontier and len(out) < k:
-        row, i = heapq.heappop(frontier)
-        out.append(row)
-        for child in (2 * i + 1, 2 * i + 2):
+        i = pop(frontier)[2]
+        out.append(heap[i])
+        child = 2 * i + 1
+        if child < size:
+            row = heap[child]
+            push(frontier, (row[0], row[1], child))
+            child += 1
             if child < size:
-                heapq.heappush(frontier, (heap[child], child))
+                row = heap[child]
+                push(frontier, (row[0], row[1], child))
     return out
