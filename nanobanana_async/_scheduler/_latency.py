@@ -110,7 +110,7 @@ class LatencyModel:
         seen = min(self.samples, _WINDOW)
         var = (seen * self._var + _PRIOR_WEIGHT * _PRIOR_SIGMA**2) / (seen + _PRIOR_WEIGHT)
         self._sigma = max(0.1, math.sqrt(var))
-        self._median = math.exp(self._mean) if self.learned else self.prior_first
+        self._median = math.exp(self._mean) if self.samples >= MIN_SAMPLES else self.prior_first
 
     @property
     def learned(self) -> bool:

@@ -40,6 +40,9 @@ _SPARE_MIN_CHANCE: Final = 0.2
 _REPLAN_CHUNK: Final = 256  # first checks moved to a newly learned model per call
 _STALE_ROWS_PER_CALL: Final = 256  # see Planner.next_wakeup
 _NO_GROUP: Final = object()  # no group's model looked up yet (see Planner.spare)
+# Read from the table once: looked up per task on the hot path, the step costs a call.
+_DUE_PHASE: Final = step(Phase.PLANNED, Event.DUE)
+_END_PHASE: Final = step(Phase.CHECKING, Event.END)
 
 
 class Planner(Generic[P]):
@@ -134,7 +137,12 @@ class Planner(Generic[P]):
     def schedule(self, entry: Entry[P], at: float) -> None:
         """Make ``entry`` due at ``at``, or at its provider's minimum gap if that is later;
         never after its deadline (the row then expires it)."""
-        at = min(max(at, entry.last_check + entry.min_gap), entry.deadline)
+        # Comparisons, not min()/max(): this runs for every planned check.
+        floor = entry.last_check + entry.min_gap
+        if at < floor:
+            at = floor
+        if at > entry.deadline:
+            at = entry.deadline
         entry.due = at
         heapq.heappush(self._due, (at, entry.seq, entry))
 
@@ -164,7 +172,7 @@ class Planner(Generic[P]):
             if entry.phase is not Phase.PLANNED or at != entry.due:
                 continue
             if now < entry.deadline:
-                entry.phase = step(Phase.PLANNED, Event.DUE)
+                entry.phase = _DUE_PHASE
                 ready.append(entry)
             elif entry not in expired:  # two rows at one time (moved there twice)
                 expired.append(entry)
@@ -360,8 +368,8 @@ class Planner(Generic[P]):
 
     def finish(self, entry: Entry[P]) -> None:
         """Stop tracking ``entry`` (resolved, failed, expired or detached)."""
-        if not entry.done:
-            entry.phase = step(entry.phase, Event.END)
+        if entry.phase is not Phase.DONE:
+            entry.phase = _END_PHASE  # the table's step for an end from any live phase
             self.pending -= 1
 
     def expire(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
@@ -399,16 +407,16 @@ class Planner(Generic[P]):
         if self._ready or self._expired:
             return -math.inf  # popped, not yet handed out: the next turn takes them
         heap = self._due
-        while stale and heap and not _live(heap[0]):
+        planned = Phase.PLANNED
+        while heap:
+            at, _, entry = heap[0]  # a planned check (or deadline) of a live task?
+            if entry.phase is planned and at == entry.due:
+                return at
+            if not stale:
+                return at
             heapq.heappop(heap)
             stale -= 1
-        return heap[0][0] if heap else math.inf
-
-
-def _live(row: tuple[float, int, Entry[P]]) -> bool:
-    """A row still means something: a planned check (or deadline) of a live task."""
-    at, _, entry = row
-    return entry.phase is Phase.PLANNED and at == entry.due
+        return math.inf
 
 
 def _smallest(heap: list[tuple[float, int, Entry[P]]], k: int) -> list[tuple[float, int, Entry[P]]]:
