@@ -177,7 +177,7 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
     assert all(
         isinstance(o, nb.ImageResult | nb.SubmitOutcomeUnknownError)
         for o in outcomes  # an intent with no task id is reported, never sent again
-    )
+    ), [repr(o)[:200] for o in outcomes]
     for dead, orphans in killed:
         await dead.aclose()
         await asyncio.gather(*orphans, return_exceptions=True)

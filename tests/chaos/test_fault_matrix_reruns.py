@@ -208,8 +208,12 @@ async def test_f48_concurrent_first_submits_of_a_rerun_wait_for_the_killed_runs_
     record (each one counts the killed run's sends), so 0 × 429 and at most 30 in 10 s."""
     path = tmp_path / "journal.db"
     server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
-    # The killed run's 30 are in the provider's window too: it is full for 9.5 s.
-    server.accepted = [clock.now() - 0.5] * 30
+    # The killed run's 30 are in the provider's window too: it is full for 9.45 s. Its note
+    # says half a second ago, each send rounded up to its tenth of a second as the client
+    # writes them: a note at the server's very instant would leave the rerun's first send on a
+    # knife edge, early by the float error of the wall clock (1e-7 s at 1.7e9), at a rounding
+    # that depends on how far the fake clock ran while the journal was read (the load).
+    server.accepted = [clock.now() - 0.55] * 30
     journal = Journal(path, wall_clock=lambda: WALL + clock.now())
     sends = [[WALL + clock.now() - 0.5, 30]]
     record = {"at": WALL + clock.now() - 0.5, "closed": True, "pace": 3.0, "sends": sends}
