@@ -23,7 +23,7 @@ WALL = 1_700_000_000.0
 
 
 def client_for(clock: FakeClock, door: Killable, path: Path, limits: nb.Limits) -> nb.Client:
-    return nb.Client(
+    client = nb.Client(
         "apixo",
         api_key="k",
         transport=ScriptedTransport(door),
@@ -34,6 +34,7 @@ def client_for(clock: FakeClock, door: Killable, path: Path, limits: nb.Limits) 
         wall_clock=lambda: WALL + clock.now(),
         timeouts=nb.Timeouts(task=300),
     )
+    return door.watch(client)
 
 
 async def window_reruns(
@@ -56,7 +57,7 @@ async def window_reruns(
         limits = nb.Limits(requests=30, per=10, concurrent_tasks=cap)
     accepted: Counter[str] = Counter()
     path = tmp_path / "journal.db"
-    killed: list[tuple[nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
+    killed: list[tuple[Killable, nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
     for cycle in range(cycles + 1):
         clock = FakeClock(clock.now())  # a new process: its own scheduler and ledger
         server.clock = clock
@@ -67,12 +68,13 @@ async def window_reruns(
         if cycle < cycles:
             until = clock.now() + rng.uniform(4.0, 12.0)
             await clock.run_until(lambda: clock.now() >= until, step=0.1)  # noqa: B023
-            door.kill()  # kill -9: the journal keeps what it had written
-            killed.append((client, jobs))
+            await door.kill()  # kill -9: the journal keeps what it had written
+            killed.append((door, client, jobs))
             continue
         await clock.run_until(lambda: all(j.done() for j in jobs), step=0.1)  # noqa: B023
         await client.aclose()
-    for dead, orphans in killed:
+    for door, dead, orphans in killed:
+        door.bury()
         await dead.aclose()
         await asyncio.gather(*orphans, return_exceptions=True)
     assert max(accepted.values()) == 1  # no prompt paid twice
