@@ -192,6 +192,33 @@ def _wait_for(lock: threading.Lock) -> None:
         pass
 
 
+async def test_f48_the_simulated_kill_lets_no_later_journal_write_land(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48's simulated kill -9: a journal write the killed client starts after the kill never
+    reaches the file (the rerun reads what a dead process left); the test's cleanup fails it."""
+    path = tmp_path / "journal.db"
+    door = Killable(LimitedApixo(clock, requests=1000, per=10, cap=5), Counter())
+    client = door.watch(client_for(clock, door.server, journal=path))
+    hooks = client._life.journal
+    assert hooks is not None
+    await hooks.journal.record_intent("before", "apixo", nb.ImageRequest(prompt="a cat"))
+    await door.kill()
+    late = asyncio.ensure_future(
+        hooks.journal.record_intent("after", "apixo", nb.ImageRequest(prompt="a dog"))
+    )
+    await asyncio.sleep(0.05)  # real time: the journal's thread would have written it by now
+    reader = Journal(path)
+    keys = [entry.key for entry in await reader.entries()]
+    await reader.aclose()
+    assert not late.done()
+    assert keys == ["before"]
+    door.bury()
+    with pytest.raises(OSError, match="kill -9"):
+        await late
+    await client.aclose()
+
+
 async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) -> None:
     rng = random.Random(seed)
     durations = [rng.lognormvariate(2.5, 0.5) for _ in range(4 * prompts)]  # ~12 s median
