@@ -211,9 +211,9 @@ async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers:
     ``test_a_freed_slot_goes_to_the_process_first_in_line``: two processes that poll alike
     share fairly even without it (the line removed, this passed). 200, not 80: on a loaded
     machine a stalled loop drops both processes from the line (``ADMIT_GONE``) and turns
-    come by chance; 80 coin flips fall under 60 % one run in 50 (it failed once in a full
-    suite), 200 one in 3,000. Counted to a number of admissions, not over a fixed time, so
-    a loaded machine makes the run longer, not the sample smaller."""
+    come by chance; 80 coin flips fall under 60 % one run in 50, 200 one in 3,000. Counted
+    to a number of admissions, not over a fixed time, so a loaded machine makes the run
+    longer, not the sample smaller."""
     first, second = ledgers(LIMITS), ledgers(LIMITS)
     for ledger in (first, second):
         ledger.slots.set_cap(4)
