@@ -6,6 +6,7 @@ what each way a create can fail means for the slot, the journal and the callback
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -88,8 +89,8 @@ class Submitter:
     ) -> Task:
         """See ``Client.submit``; ``retry_refusals=False`` and ``wanted``: see :func:`create`."""
         if self.journal is None:
-            inner, lease = await self._start(request, key, None, retry_refusals, wanted)
-            return await self._wait(inner, lease, request)
+            inner, waiter, lease = await self._start(request, key, None, retry_refusals, wanted)
+            return await self._wait(inner, waiter, lease, request)
         journal_key = key or request_key(self.conn.driver.name, request)
         while (shared := self._sharing.get(journal_key)) is not None:
             # The same request is being submitted now: one create, its task for every caller.
@@ -111,12 +112,18 @@ class Submitter:
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
-            inner, lease = await self._start(request, key, journal_key, retry_refusals, wanted)
+            inner, waiter, lease = await self._start(
+                request,
+                key,
+                journal_key,
+                retry_refusals,
+                wanted,
+                settle=functools.partial(self._settle, journal_key, shared),
+            )
         except BaseException as exc:
             self._settle(journal_key, shared, exc)
             raise
-        inner.add_done_callback(lambda f: self._settle(journal_key, shared, f))
-        return await self._wait(inner, lease, request)
+        return await self._wait(inner, waiter, lease, request)
 
     def _settle(
         self,
@@ -151,7 +158,9 @@ class Submitter:
         journal_key: str | None,
         retry_refusals: bool = True,
         wanted: Callable[[], bool] | None = None,
-    ) -> tuple[asyncio.Future[Task], Lease]:
+        *,
+        settle: Callable[[asyncio.Future[Task]], None] | None = None,
+    ) -> tuple[asyncio.Future[Task], asyncio.Future[Task], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
         receiver = self.callbacks
@@ -178,18 +187,51 @@ class Submitter:
             intent = Intent(
                 self.journal.journal, journal_key, driver.name, sent, account=self.journal.account
             )
-        inner = asyncio.ensure_future(
+        loop = asyncio.get_running_loop()
+        inner = loop.create_task(
             self._submit_and_track(task, sent, lease, callback, intent, retry_refusals, wanted)
         )
-        inner.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        # The caller awaits ``waiter``, not the create's task: once sent, a cancelled caller
+        # must not abandon a task that may be running, so cancelling the caller cancels only
+        # the waiter. One done callback hands the outcome over (what asyncio.shield did with
+        # three loop callbacks, plus one to retrieve the error and one to forget the task:
+        # ~1.1 of the ~9 loop callbacks per request, measured in benchmarks.loops).
+        waiter: asyncio.Future[Task] = loop.create_future()
         self._running.add(inner)
-        inner.add_done_callback(self._running.discard)
-        return inner, lease
+        inner.add_done_callback(functools.partial(self._handed_over, waiter, settle))
+        return inner, waiter, lease
 
-    async def _wait(self, inner: asyncio.Future[Task], lease: Lease, request: ImageRequest) -> Task:
+    def _handed_over(
+        self,
+        waiter: asyncio.Future[Task],
+        settle: Callable[[asyncio.Future[Task]], None] | None,
+        inner: asyncio.Future[Task],
+    ) -> None:
+        # The create's task ended: forget it, settle the callers sharing it, and hand its
+        # outcome to the caller unless that caller gave up (cancelled, so the waiter is).
+        self._running.discard(inner)
+        if settle is not None:
+            settle(inner)
+        if inner.cancelled():
+            waiter.cancel()
+            return
+        error = inner.exception()  # retrieved here: a caller that gave up never reads it
+        if waiter.done():
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(inner.result())
+
+    async def _wait(
+        self,
+        inner: asyncio.Future[Task],
+        waiter: asyncio.Future[Task],
+        lease: Lease,
+        request: ImageRequest,
+    ) -> Task:
         try:
-            # Once sent, a cancelled caller must not abandon a task that may be running.
-            return await asyncio.shield(inner)
+            return await waiter
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if not inner.cancelled() or (current is not None and current.cancelling()):

@@ -14,7 +14,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
-from nanobanana_async.testing import FakeClock, HttpResponse, ScriptedTransport
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
 
@@ -269,3 +269,34 @@ async def test_a_bug_while_failing_a_task_still_ends_it(
     for job in jobs:
         with pytest.raises(RuntimeError, match="check bug"):
             job.result()
+
+
+async def test_a_submit_whose_caller_is_cancelled_on_the_wire_is_still_tracked(
+    clock: FakeClock,
+) -> None:
+    """Cancelling submit()'s caller while its create is on the wire cancels only that caller:
+    the create's answer is still read, the paid task tracked to its end and its slot freed."""
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    limits = nb.Limits(concurrent_tasks=1)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=limits
+    ) as client:
+        caller = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a cat")))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        answer.set_result(server(transport.requests[0]))  # accepted after the caller left
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        # Its slot is freed when the task ends: the next submit (cap 1) then goes.
+        job = asyncio.ensure_future(client.generate("a dog"))
+        await clock.run_until(job.done)
+        assert job.result().task_id == "t1"
+    assert server.count("submit") == 2
+    assert server.count("status") >= 2  # the abandoned caller's task was checked too
