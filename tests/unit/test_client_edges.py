@@ -300,3 +300,22 @@ async def test_a_submit_whose_caller_is_cancelled_on_the_wire_is_still_tracked(
         assert job.result().task_id == "t1"
     assert server.count("submit") == 2
     assert server.count("status") >= 2  # the abandoned caller's task was checked too
+
+
+async def test_aclose_before_a_submits_create_started_fails_its_caller(clock: FakeClock) -> None:
+    """aclose() in the same loop iteration a submit handed its create to a task of its own
+    (so that task never ran): the caller hears the client closed, nothing is sent."""
+    client, transport = make_client(clock)
+    await client.__aenter__()
+    submitter = client._life.submitter
+    assert submitter is not None
+    submit = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a cat")))
+    for _ in range(100):  # until the create's task is made, and before it steps
+        if submitter._running:
+            break
+        await asyncio.sleep(0)
+    assert submitter._running
+    await client.aclose()
+    with pytest.raises(nb.ClientClosedError):
+        await asyncio.wait_for(submit, 10)  # a bound for the failure case only
+    assert transport.requests == []
