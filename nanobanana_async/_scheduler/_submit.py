@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import attrs
 
@@ -41,8 +42,9 @@ from ._ledger import Lease
 from ._runner import Scheduler
 
 _log = logging.getLogger("nanobanana_async")
-# A create's caller's waiter, and how to settle the callers sharing that create (journal).
-_Handover = tuple[asyncio.Future[Task], Callable[[Task | BaseException], None] | None]
+# A create's caller's waiter, how to settle the callers sharing that create (journal), and
+# whether the caller waits for the task's end (generate) rather than its acceptance.
+_Handover = tuple[asyncio.Future[Task | None], Callable[[Task | BaseException], None] | None, bool]
 
 
 @attrs.define
@@ -92,8 +94,8 @@ class Submitter:
     ) -> Task:
         """See ``Client.submit``; ``retry_refusals=False`` and ``wanted``: see :func:`create`."""
         if self.journal is None:
-            inner, waiter, lease = await self._start(request, key, None, retry_refusals, wanted)
-            return await self._wait(inner, waiter, lease, request)
+            _, inner, waiter, lease = await self._start(request, key, None, retry_refusals, wanted)
+            return await self._accepted(inner, waiter, lease, request)
         journal_key = key or request_key(self.conn.driver.name, request)
         while (shared := self._sharing.get(journal_key)) is not None:
             # The same request is being submitted now: one create, its task for every caller.
@@ -115,7 +117,7 @@ class Submitter:
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
-            inner, waiter, lease = await self._start(
+            _, inner, waiter, lease = await self._start(
                 request,
                 key,
                 journal_key,
@@ -126,7 +128,34 @@ class Submitter:
         except BaseException as exc:
             self._settle(journal_key, shared, exc)
             raise
-        return await self._wait(inner, waiter, lease, request)
+        return await self._accepted(inner, waiter, lease, request)
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        """See ``Client.generate``: :meth:`submit`, then the task's result.
+
+        Without a journal its caller is woken once, at the task's end, not also at the
+        acceptance (one loop callback less per task).
+        """
+        if self.journal is not None:
+            return await (await self.submit(request, None))
+        task, inner, waiter, lease = await self._start(request, None, None, to_end=True)
+        try:
+            await self._wait(inner, waiter, lease, request)
+        except asyncio.CancelledError:
+            task._drop_waiter(cast("asyncio.Future[None]", waiter))
+            raise
+        return await task  # ended: returns at once
+
+    async def _accepted(
+        self,
+        inner: asyncio.Task[None],
+        waiter: asyncio.Future[Task | None],
+        lease: Lease,
+        request: ImageRequest,
+    ) -> Task:
+        task = await self._wait(inner, waiter, lease, request)
+        assert task is not None, "only generate() waits for the task's end"
+        return task
 
     def _settle(
         self,
@@ -163,7 +192,8 @@ class Submitter:
         wanted: Callable[[], bool] | None = None,
         *,
         settle: Callable[[Task | BaseException], None] | None = None,
-    ) -> tuple[asyncio.Task[None], asyncio.Future[Task], Lease]:
+        to_end: bool = False,
+    ) -> tuple[Task, asyncio.Task[None], asyncio.Future[Task | None], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
         receiver = self.callbacks
@@ -196,14 +226,21 @@ class Submitter:
         # the waiter. The create's task hands its outcome over itself as it ends (what
         # asyncio.shield did with three loop callbacks, plus one to retrieve the error and one
         # to forget the task: ~1.4 of the ~9 loop callbacks per request, benchmarks.loops).
-        waiter: asyncio.Future[Task] = loop.create_future()
+        waiter: asyncio.Future[Task | None] = loop.create_future()
         inner = loop.create_task(
             self._create(
-                (waiter, settle), task, sent, lease, callback, intent, retry_refusals, wanted
+                (waiter, settle, to_end),
+                task,
+                sent,
+                lease,
+                callback,
+                intent,
+                retry_refusals,
+                wanted,
             )
         )
-        self._running[inner] = (waiter, settle)
-        return inner, waiter, lease
+        self._running[inner] = (waiter, settle, to_end)
+        return task, inner, waiter, lease
 
     async def _create(
         self,
@@ -218,27 +255,22 @@ class Submitter:
     ) -> None:
         # The create's own task: it never raises but to be cancelled (stop()), so nothing is
         # left for a done callback to retrieve; the outcome goes to the caller's waiter.
-        waiter, settle = handover
         try:
             made = await self._submit_and_track(
                 task, request, lease, callback, intent, retry_refusals, wanted
             )
         except Exception as exc:
-            self._hand_over(waiter, settle, exc)
+            self._hand_over(handover, exc)
             return
         except BaseException as exc:
-            self._hand_over(waiter, settle, exc)
+            self._hand_over(handover, exc)
             raise
-        self._hand_over(waiter, settle, made)
+        self._hand_over(handover, made)
 
-    def _hand_over(
-        self,
-        waiter: asyncio.Future[Task],
-        settle: Callable[[Task | BaseException], None] | None,
-        outcome: Task | BaseException,
-    ) -> None:
+    def _hand_over(self, handover: _Handover, outcome: Task | BaseException) -> None:
         # Forget the create's task, settle the callers sharing it, and hand its outcome to
         # the caller unless that caller gave up (cancelled, so its waiter is).
+        waiter, settle, to_end = handover
         current = asyncio.current_task()
         if current is not None:
             self._running.pop(current, None)
@@ -250,16 +282,19 @@ class Submitter:
             return
         elif isinstance(outcome, BaseException):
             waiter.set_exception(outcome)
+        elif to_end and not outcome.done():
+            # Woken by the task's end, as any of its waiters (set to None then).
+            outcome._add_waiter(cast("asyncio.Future[None]", waiter))
         else:
             waiter.set_result(outcome)
 
     async def _wait(
         self,
         inner: asyncio.Task[None],
-        waiter: asyncio.Future[Task],
+        waiter: asyncio.Future[Task | None],
         lease: Lease,
         request: ImageRequest,
-    ) -> Task:
+    ) -> Task | None:
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -291,8 +326,8 @@ class Submitter:
             await asyncio.wait(running)
         # A create's task cancelled before its first step never ran to hand over: its caller
         # and sharers hear the cancellation here.
-        for waiter, settle in [self._running.pop(submit) for submit in list(self._running)]:
-            self._hand_over(waiter, settle, asyncio.CancelledError())
+        for handover in [self._running.pop(submit) for submit in list(self._running)]:
+            self._hand_over(handover, asyncio.CancelledError())
 
     async def balance(self) -> Balance:
         """The account's balance, read from the provider's balance endpoint."""

@@ -319,3 +319,28 @@ async def test_aclose_before_a_submits_create_started_fails_its_caller(clock: Fa
     with pytest.raises(nb.ClientClosedError):
         await asyncio.wait_for(submit, 10)  # a bound for the failure case only
     assert transport.requests == []
+
+
+async def test_a_generate_cancelled_while_its_task_runs_leaves_it_tracked(
+    clock: FakeClock,
+) -> None:
+    """Cancelling a generate() whose task was accepted detaches only that caller: the task is
+    still checked to its end (its slot then freed) and keeps no waiter for the caller."""
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    transport = ScriptedTransport(server)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=nb.Limits(concurrent_tasks=1)
+    ) as client:
+        caller = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        submitter = client._life.submitter
+        assert submitter is not None
+        (entry,) = submitter.conn.entries
+        assert entry.task._waiters is None  # the cancelled caller's waiter is dropped
+        second = asyncio.ensure_future(client.generate("a dog"))  # waits for t0's slot
+        await clock.run_until(second.done)
+        assert second.result().task_id == "t1"
+        assert entry.task.state is nb.TaskState.SUCCEEDED
