@@ -9,7 +9,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import cast
+from typing import NoReturn, cast
 
 import attrs
 
@@ -94,8 +94,8 @@ class Submitter:
     ) -> Task:
         """See ``Client.submit``; ``retry_refusals=False`` and ``wanted``: see :func:`create`."""
         if self.journal is None:
-            _, inner, waiter, lease = await self._start(request, key, None, retry_refusals, wanted)
-            return await self._accepted(inner, waiter, lease, request)
+            _, waiter, lease = await self._start(request, key, None, retry_refusals, wanted)
+            return await self._wait(waiter, lease, request)
         journal_key = key or request_key(self.conn.driver.name, request)
         while (shared := self._sharing.get(journal_key)) is not None:
             # The same request is being submitted now: one create, its task for every caller.
@@ -117,7 +117,7 @@ class Submitter:
                 task.key = key
                 self._settle(journal_key, shared, task)
                 return task
-            _, inner, waiter, lease = await self._start(
+            _, waiter, lease = await self._start(
                 request,
                 key,
                 journal_key,
@@ -128,7 +128,7 @@ class Submitter:
         except BaseException as exc:
             self._settle(journal_key, shared, exc)
             raise
-        return await self._accepted(inner, waiter, lease, request)
+        return await self._wait(waiter, lease, request)
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         """See ``Client.generate``: :meth:`submit`, then the task's result.
@@ -138,24 +138,17 @@ class Submitter:
         """
         if self.journal is not None:
             return await (await self.submit(request, None))
-        task, inner, waiter, lease = await self._start(request, None, None, to_end=True)
+        task, waiter, lease = await self._start(request, None, None, to_end=True)
+        # Awaited here, not through _wait(): a coroutine less kept per pending task.
         try:
-            await self._wait(inner, waiter, lease, request)
+            await waiter
         except asyncio.CancelledError:
             task._drop_waiter(cast("asyncio.Future[None]", waiter))
-            raise
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise
+            self._closed_while_submitting(lease, request)
         return await task  # ended: returns at once
-
-    async def _accepted(
-        self,
-        inner: asyncio.Task[None],
-        waiter: asyncio.Future[Task | None],
-        lease: Lease,
-        request: ImageRequest,
-    ) -> Task:
-        task = await self._wait(inner, waiter, lease, request)
-        assert task is not None, "only generate() waits for the task's end"
-        return task
 
     def _settle(
         self,
@@ -193,7 +186,7 @@ class Submitter:
         *,
         settle: Callable[[Task | BaseException], None] | None = None,
         to_end: bool = False,
-    ) -> tuple[Task, asyncio.Task[None], asyncio.Future[Task | None], Lease]:
+    ) -> tuple[Task, asyncio.Future[Task | None], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
         driver, conn = self.conn.driver, self.conn
         receiver = self.callbacks
@@ -240,7 +233,7 @@ class Submitter:
             )
         )
         self._running[inner] = (waiter, settle, to_end)
-        return task, inner, waiter, lease
+        return task, waiter, lease
 
     async def _create(
         self,
@@ -289,19 +282,20 @@ class Submitter:
             waiter.set_result(outcome)
 
     async def _wait(
-        self,
-        inner: asyncio.Task[None],
-        waiter: asyncio.Future[Task | None],
-        lease: Lease,
-        request: ImageRequest,
-    ) -> Task | None:
+        self, waiter: asyncio.Future[Task | None], lease: Lease, request: ImageRequest
+    ) -> Task:
         try:
-            return await waiter
+            task = await waiter
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if not inner.cancelled() or (current is not None and current.cancelling()):
+            if current is None or current.cancelling():
                 raise
-        # stop() ended the submit while this caller, not cancelled itself, waited for it.
+            self._closed_while_submitting(lease, request)
+        assert task is not None, "only generate() waits for the task's end"
+        return task
+
+    def _closed_while_submitting(self, lease: Lease, request: ImageRequest) -> NoReturn:
+        # The waiter was cancelled and its caller was not: stop() ended the submit.
         name = self.conn.driver.name
         if lease.sent:
             raise SubmitOutcomeUnknownError(
