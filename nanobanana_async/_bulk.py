@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
-from ._errors import NanoBananaError
+from ._errors import InvalidRequestError, NanoBananaError
 from ._models import ImageRequest
 from ._task import Task
 
@@ -41,18 +41,38 @@ async def as_completed(
 
 
 async def _run_one(submit: Submit, item: BulkItem) -> Task:
-    key, request = item if isinstance(item, tuple) else (None, item)
+    # Items come from the caller's data at run time (a None from a CSV column, a bare
+    # number): each one of the wrong type fails alone, as a bad prompt does, rather than
+    # ending the whole loop with a TypeError while the tasks already paid for run on.
+    key: object = None
+    request: object = item
+    if isinstance(item, tuple) and len(item) == len(("key", "request")):
+        key, request = item
+    name = key if isinstance(key, str) else None
     try:
         if isinstance(request, str):
             request = ImageRequest(prompt=request)
-        task = await submit(request, key)
+        if not isinstance(request, ImageRequest) or (name is None and key is not None):
+            raise InvalidRequestError(
+                [
+                    "an item must be a prompt, an ImageRequest or a (key, ImageRequest) pair, "
+                    f"got {_kind(item)} @ $"
+                ]
+            )
+        task = await submit(request, name)
     except NanoBananaError as exc:
-        failed = Task(request if isinstance(request, ImageRequest) else None, key)
+        failed = Task(request if isinstance(request, ImageRequest) else None, name)
         failed._resolve(None, exc)
         return failed
     with contextlib.suppress(NanoBananaError):
         await task  # the caller reads the error from the yielded task
     return task
+
+
+def _kind(item: object) -> str:
+    if isinstance(item, tuple):
+        return "(" + ", ".join(type(part).__name__ for part in item) + ")"
+    return type(item).__name__
 
 
 async def _aiter(items: Iterable[BulkItem] | AsyncIterable[BulkItem]) -> AsyncIterator[BulkItem]:

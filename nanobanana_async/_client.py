@@ -3,6 +3,7 @@ submits to the submit pipeline; the runner resolves every task (does I/O)."""
 
 from __future__ import annotations
 
+import os
 import random as _random
 import time
 import warnings
@@ -32,16 +33,16 @@ from ._models import (
 )
 from ._scheduler._latency import LatencyModel
 from ._scheduler._submit import check_resume
-from ._settings import resolve
+from ._settings import check_type, resolve
 from ._stats import ClientStatistics, snapshot
 from ._task import Task
 from ._transport import Transport, endpoint
 from .events import Event, EventStream, _check_callback, _Emitter
 from .providers import validate
-from .webhooks import CallbackReceiver
 
 if TYPE_CHECKING:
     from .otel import Telemetry
+    from .webhooks import CallbackReceiver
 
 __all__ = ("Client", "ClientStatistics")
 
@@ -60,7 +61,8 @@ class Client:
             built-in simulator on 127.0.0.1 that needs no key).
         api_key: defaults to the ``NANOBANANA_API_KEY`` environment variable.
         base_url: replaces the provider's documented base URL (scheme, host and path prefix);
-            defaults to ``NANOBANANA_BASE_URL``, then the documented one.
+            defaults to ``NANOBANANA_BASE_URL``, then the documented one. Refused for
+            ``local``, which starts its own simulator (and ignores ``NANOBANANA_BASE_URL``).
         limits: the account's budget; default 10,000 requests per 60 s, 1,000 tasks at once.
         session: a caller-owned ``aiohttp.ClientSession``, never closed by the client.
         retry: retry policy; see :class:`RetryPolicy`.
@@ -89,8 +91,10 @@ class Client:
         random: returns floats in [0, 1) for backoff jitter.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), or
-            an ``on_event`` that is not callable or is an ``async def`` (never awaited).
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), an
+            argument of the wrong type (``limits={...}`` for ``Limits(...)``, a number for
+            ``api_key``), or an ``on_event`` that is not callable or is an ``async def``
+            (never awaited).
     """
 
     def __init__(
@@ -129,6 +133,13 @@ class Client:
         )
         if on_event is not None:
             _check_callback(on_event, "on_event")
+        if callbacks is not None:
+            # Imported only here: a client without callbacks never loads the receiver.
+            from .webhooks import CallbackReceiver
+
+            what = "a nanobanana_async.CallbackReceiver"
+            check_type("callbacks", callbacks, CallbackReceiver, what)
+        check_type("journal", journal, (str, os.PathLike), "a file path (str or Path)")
         key = self._settings.key
         self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
         self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)
@@ -219,6 +230,10 @@ class Client:
         Args are those of :class:`ImageRequest`. A ``callback_url`` here is used instead of the
         client's ``callbacks=`` receiver for this request.
 
+        Cancelling it (or a ``wait_for`` around it) stops only this wait: an accepted task runs
+        on and is paid, but its id is not returned. Where a wait may be cancelled, ``submit``
+        first and keep ``task.id``, or give the client a ``journal=``.
+
         Returns:
             the finished task's result; ``urls`` is never empty.
 
@@ -288,7 +303,10 @@ class Client:
             ClientClosedError: the client closed before the submit was sent.
         """
         if not isinstance(request, ImageRequest):
-            raise TypeError("submit() takes an ImageRequest")
+            raise TypeError(
+                f"submit() takes an ImageRequest, got {type(request).__name__}: "
+                "submit(ImageRequest(prompt=...)), or generate(prompt) to wait for the image"
+            )
         return await (await self._life.started()).submit(request, key)
 
     async def _routed_submit(
@@ -343,7 +361,8 @@ class Client:
         A ``dest`` ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``,
         ``.gif``) is written exactly there, whatever the image's type (a mismatch is logged as
         a WARNING); any other ``dest`` (``out/cat``) gets the suffix of the bytes' real type
-        (``out/cat.jpg``). Streams with a 64 MiB cap per image, writes through a temporary
+        (``out/cat.jpg``); an existing folder ``out`` gets ``out/<task id>.png`` (or
+        ``.jpg`` …). Streams with a 64 MiB cap per image, writes through a temporary
         file and a rename (no half files), replaces what was there unless the client's
         journal records that this task wrote that file, checks the content type, retries
         transient failures, and runs at most 8 downloads at once per client. The API key is

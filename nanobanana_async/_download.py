@@ -162,7 +162,8 @@ class Downloader:
 
         ``dest`` ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``,
         ``.gif``) is used exactly as given, whatever the bytes are (a mismatch is logged as a
-        WARNING); any other ``dest`` gets the suffix of the bytes' real type. A file already
+        WARNING); any other ``dest`` gets the suffix of the bytes' real type, and an existing
+        folder (not named like an image) gets ``<task id>`` inside it, typed so. A file already
         present is kept only when the journal records that this task's URL wrote it and it is
         still that complete image; anything else there is replaced (an image of another task
         is never "already complete").
@@ -173,6 +174,9 @@ class Downloader:
             BadResponseError: an image could not be fetched (expired URL, not an image, too
                 large) after retries; ``task_id`` names the task.
         """
+        if dest.suffix.lower() not in IMAGE_SUFFIXES and await anyio.Path(dest).is_dir():
+            # download(result, "images") means into that folder: it wrote images.png beside it.
+            dest = dest / safe_name(result.task_id)
         paths = []
         for url, target in zip(result.urls, targets(result, dest), strict=True):
             kept = await self._kept(result.task_id, url, target)

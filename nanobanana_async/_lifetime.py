@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._download import Downloader
 from ._errors import ClientClosedError, ConfigurationError
@@ -13,7 +14,9 @@ from ._scheduler._journaled import JournalHooks
 from ._scheduler._submit import Submitter, connect
 from ._settings import Settings
 from .events import _Emitter
-from .webhooks import CallbackReceiver
+
+if TYPE_CHECKING:
+    from .webhooks import CallbackReceiver
 
 
 class Lifetime:

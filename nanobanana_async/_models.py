@@ -181,7 +181,12 @@ class ImageRequest:
         # Each check runs only for a value that is set: this runs for every request.
         errors: list[str] = []
         prompt: object = self.prompt
-        if not isinstance(prompt, str) or not prompt.strip():
+        if isinstance(prompt, ImageRequest):
+            # generate(ImageRequest(...)): "must be a non-empty string" read as a riddle.
+            errors.append(
+                "prompt must be the prompt's text; pass an ImageRequest to submit() @ $.prompt"
+            )
+        elif not isinstance(prompt, str) or not prompt.strip():
             errors.append("prompt must be a non-empty string @ $.prompt")
         model: object = self.model
         if not isinstance(model, str) or not model:

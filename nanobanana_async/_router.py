@@ -106,8 +106,9 @@ class Router:
 
     Raises:
         ConfigurationError: no clients, a client given twice, clients on different clocks, an
-            unknown strategy or ``on_unknown``, bad weights, a ``circuit`` that is not a
-            :class:`CircuitPolicy`, or an ``on_event`` that is not callable or is an ``async def``.
+            unknown strategy or ``on_unknown``, bad weights, a ``hedge`` that is not a
+            :class:`Hedge`, a ``circuit`` that is not a :class:`CircuitPolicy`, or an
+            ``on_event`` that is not callable or is an ``async def``.
     """
 
     def __init__(
@@ -135,8 +136,13 @@ class Router:
         if on_unknown not in ("raise", "failover"):
             raise ConfigurationError("on_unknown must be 'raise' or 'failover'")
         weights = [1.0] * len(given) if weights is None else list(weights)
-        if len(weights) != len(given) or not all(w > 0 for w in weights):
+        if len(weights) != len(given) or not all(_positive_number(w) for w in weights):
             raise ConfigurationError("weights: one positive number per client")
+        if hedge is not None and not isinstance(hedge, Hedge):
+            # Hedge(...) is a policy object; a bare number was taken and failed mid-run.
+            raise ConfigurationError(
+                f"hedge must be a nanobanana_async.Hedge or None, got {type(hedge).__name__}"
+            )
         circuit = CircuitPolicy() if circuit is None else circuit
         if not isinstance(circuit, CircuitPolicy):
             raise ConfigurationError("circuit must be a CircuitPolicy")
@@ -302,7 +308,10 @@ class Router:
             APIError, ConnectError: the last account's refusal, when every account refused.
         """
         if not isinstance(request, ImageRequest):
-            raise TypeError("submit() takes an ImageRequest")
+            raise TypeError(
+                f"submit() takes an ImageRequest, got {type(request).__name__}: "
+                "submit(ImageRequest(prompt=...)), or generate(prompt) to wait for the image"
+            )
         if self._closed:
             raise ClientClosedError("the router is closed")
         eligible = self._dispatch.eligible(request)
@@ -384,3 +393,8 @@ class Router:
             hedges_won=follower.hedges_won,
             hedge_losers_ended=follower.losers_ended,
         )
+
+
+def _positive_number(value: object) -> bool:
+    # Weights come from the caller's data at run time: "1" is refused, not a TypeError.
+    return isinstance(value, int | float) and value > 0

@@ -58,6 +58,17 @@ class Settings:
         return _redis.ledger_factory(self.coordinator, prefix, self.limits, self.clock, wait)
 
 
+def check_type(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
+    """Refuse a ``Client`` argument of the wrong type by its name (None is always allowed).
+
+    Raises:
+        ConfigurationError: ``value`` is neither None nor an instance of ``kind``; the message
+            names the argument and the type given, never the value (it may be a key).
+    """
+    if value is not None and not isinstance(value, kind):
+        raise ConfigurationError(f"{name} must be {what} or None, got {type(value).__name__}")
+
+
 def resolve(
     provider: str,
     *,
@@ -76,9 +87,19 @@ def resolve(
     """The settings for ``Client(provider, ...)``; see ``Client`` for each argument.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), or a
-            coordinator URL that is bad or needs the missing ``[redis]`` extra.
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s) or
+            given to ``local``, an argument of the wrong type, or a coordinator URL that is
+            bad or needs the missing ``[redis]`` extra.
     """
+    # Checked here, before anything is built: a wrong type would otherwise be an
+    # AttributeError from deep inside the first request, after the client had started.
+    check_type("api_key", api_key, str, "a string")
+    check_type("base_url", base_url, str, "a string")
+    check_type("limits", limits, Limits, "a nanobanana_async.Limits")
+    check_type("retry", retry, RetryPolicy, "a nanobanana_async.RetryPolicy")
+    check_type("timeouts", timeouts, Timeouts, "a nanobanana_async.Timeouts")
+    check_type("session", session, aiohttp.ClientSession, "an aiohttp.ClientSession")
+    check_type("coordinator", coordinator, str, "a redis:// URL string")
     if provider not in PROVIDERS:
         raise ConfigurationError(
             f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
@@ -88,6 +109,14 @@ def resolve(
     url = base_url if base_url is not None else os.environ.get("NANOBANANA_BASE_URL")
     timeouts = timeouts or Timeouts()
     task_timeout = timeouts.task or DEFAULT_TASK_TIMEOUT
+    if provider == "local" and base_url is not None:
+        # It was silently ignored: a request meant for the server at that URL went to a
+        # fresh in-process simulator instead. (NANOBANANA_BASE_URL is still ignored here: it
+        # may be set for another provider's client in the same process.)
+        raise ConfigurationError(
+            "base_url does not apply to local, which starts its own simulator; for a server "
+            "at a URL, name the protocol it speaks (xingchao, crun, nanobananaapi, apixo)"
+        )
     if provider == "local":
         # The simulator brings its own key and URL when it starts.
         key, url = None, None

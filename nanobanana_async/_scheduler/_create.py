@@ -88,10 +88,10 @@ async def create(
             # Written right before each send, never before a wait: a kill while waiting
             # leaves no intent, so the rerun submits instead of reporting an unknown outcome.
             await _journaled(intent.write, intent)
-            # A slow write may have outlived the turn in a shared window; a fresh one is
-            # taken then (a kill in that wait is reported of unknown outcome: never paid
-            # twice).
-            await ledger.refresh_request(granted)
+        # A slow write may have outlived the turn in a shared window, or a 429 come back
+        # since the turn: a fresh one is taken then (a kill in that wait is reported of
+        # unknown outcome: never paid twice).
+        await ledger.refresh_request(granted)
         if wanted is not None and not wanted():
             # Asked after the last wait, with no await before the send: a hedge whose first
             # task won meanwhile is never created (it would be paid for nothing).
@@ -193,13 +193,15 @@ async def create(
                         attempt=attempt + 2,
                     )
                 )
+            if isinstance(exc, RateLimitError) and not cap_reached:
+                # A 429 cools down the shared account; acquire_request() waits it out. Paused
+                # before the hand-back below: that is a round trip to a shared ledger, and the
+                # checks sent meanwhile met the same full window (one 429 each).
+                ledger.pause(decision.after)
             # Handed back before the retry asks again, in every backend (F45): a shared
             # ledger that still held it would admit the retry on its own stale admission.
             await ledger.slots.refuse(lease)
             if isinstance(exc, RateLimitError):
-                if not cap_reached:
-                    # A 429 cools down the shared account; acquire_request() waits it out.
-                    ledger.pause(decision.after)
                 # At the task cap it waits for a task to end, not for the window.
                 continue
             await clock.sleep_until(clock.now() + decision.after)

@@ -76,6 +76,8 @@ class Ledger:
         interval, burst = pacing(limits)
         self.gcra = Gcra(interval, burst)
         self.slots = Slots(limits.concurrent_tasks, clock)
+        self.steady = False
+        """Whether requests go at the steady pace, never in a burst (see _set_effective)."""
         # The account's events; its Account hands the same to the slots (a subclass's too).
         self.events = _AccountEvents()
         self._sent: list[float] = []  # monotonic send times, oldest first
@@ -92,6 +94,8 @@ class Ledger:
         # Whether the last window cut was measured (not blind): refusals of requests sent
         # before it then come off what it counted as accepted.
         self._measured: int | None = None  # what it counted as accepted
+        # The cap a create's 429 taught (never raised by an acceptance; see _has_room).
+        self._taught_cap: int | None = None
         self.requests = 0
 
     # ----------------------------------------------------------------- requests
@@ -136,8 +140,10 @@ class Ledger:
 
     async def refresh_request(self, granted: float) -> None:
         """The send of a turn taken at ``granted`` (monotonic) goes now: take a fresh turn if
-        a shared window may have forgotten that one. Here the turn counts from the send
-        (:meth:`note_send`), so nothing to do."""
+        a 429 paused the account since, or a shared window may have forgotten that one (here
+        the turn counts from the send, :meth:`note_send`)."""
+        if self.is_paused():
+            await self.acquire_request()
 
     admit_first = False
     """Whether a create waits for its slot admission before its turn in the window: a shared
@@ -241,6 +247,11 @@ class Ledger:
         now = self._clock.now()
         self._last_429 = now
         running = self.slots.sent - (1 if creating else 0)
+        if creating and self._has_room(running, now):
+            # Not the cap: by our own count the account runs fewer tasks than the cap it
+            # refused at, so its window is full. Read as the cap (no pause), the creates and
+            # checks that follow went on into the full window, each drawing its own 429.
+            creating = False
         if creating and now < self._cap_episode:
             # One more create of the burst the cap was cut for: it waits a slot. Even with
             # fewer running than the cap (learned back up, it may count a task the provider
@@ -264,6 +275,7 @@ class Ledger:
             # has ended unseen, so a learned cap can be one too high, and a window this far
             # from full cannot be what refused it.
             cap = max(1, min(running, self.slots.accepted))
+            self._taught_cap = cap
             if cap < self.effective.concurrent_tasks:
                 self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
                 # The creates that booked turns under the old cap mostly cannot go now: their
@@ -282,6 +294,28 @@ class Ledger:
         # What was sent at the old pace stays in the account's window for one more window.
         self._window_episode = now + max(old_per, self.effective.per)
         return False
+
+    def _has_room(self, running: int, now: float) -> bool:
+        # Whether a create's 429 cannot have been the task cap: the window is not known yet
+        # (its rate was never cut below the ceiling's), and we run fewer tasks than the cap a
+        # 429 taught. The provider runs no more than we count (a task ended unseen is still
+        # counted), and that cap was exact: taught during the ramp, before any task ended.
+        # Under a learned window the window's own count tells them apart instead.
+        taught = self._taught_cap
+        return (
+            taught is not None
+            and running < taught
+            and self._window_unknown()
+            and self._sole_sender(now)
+        )
+
+    def _window_unknown(self) -> bool:
+        ceiling, limits = self.configured, self.effective
+        return limits.requests / limits.per >= ceiling.requests / ceiling.per
+
+    def _sole_sender(self, now: float) -> bool:
+        # Whether this process's count of running tasks is the account's (see RedisLedger).
+        return True
 
     def note_accepted(self, lease: Lease) -> None:
         """A create of ``lease`` was accepted: the task runs. When more run than the learned
@@ -359,7 +393,13 @@ class Ledger:
     def _set_effective(self, limits: Limits, *, level: int | None = None, note: str = "") -> None:
         old, self.effective = self.effective, limits
         interval, burst = pacing(limits)
-        self.gcra.retune(interval, burst)
+        # The account showed it is smaller than configured, so its window may be too: no
+        # bursts until a 429 tells. A burst at the window's edge is sent whole before the
+        # first refusal comes back, and each request of it draws its own 429.
+        self.steady = (
+            limits.concurrent_tasks < self.configured.concurrent_tasks and self._window_unknown()
+        )
+        self.gcra.retune(interval, 1 if self.steady else burst)
         self.slots.set_cap(limits.concurrent_tasks)
         lowered = (
             limits.concurrent_tasks < old.concurrent_tasks

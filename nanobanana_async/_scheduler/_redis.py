@@ -411,7 +411,8 @@ class RedisLedger(Ledger):
         # window forgot its grant and overfill the provider's. So the send goes on a fresh
         # grant, as a status check never goes on a batch grant older than the same bound.
         # A grant handed from a batch was up to _HANDOFF_MAX old when its caller got it.
-        if self._clock.now() - granted <= min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX:
+        fresh = min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX
+        if self._clock.now() - granted <= fresh and not self.is_paused():
             return
         self.stale_grants += 1
         await self.acquire_request()
@@ -481,6 +482,10 @@ class RedisLedger(Ledger):
     def demand(self, checks: int) -> None:
         # Take as many grants as checks wait, no more: an unused grant is budget lost.
         self._batch = max(1, min(_BATCH_MAX, checks - len(self._tokens)))
+        if self.steady:
+            # No bursts while the window may be smaller than configured (see _set_effective):
+            # a batch of grants is a burst of checks.
+            self._batch = 1
 
     def pause(self, seconds: float) -> None:
         super().pause(seconds)
@@ -531,6 +536,12 @@ class RedisLedger(Ledger):
         own = super()._shown(now, per)
         others = max(0, self.store.window_count - super()._shown(now, self.effective.per))
         return own + math.floor(others * min(1.0, per / self.effective.per))
+
+    def _sole_sender(self, now: float) -> bool:
+        # Other processes' tasks run on the account too when they send on it: then our count
+        # of running tasks is not the account's, and a create's 429 may be the cap after all.
+        own = super()._shown(now, self.effective.per)
+        return self.store.window_count <= own
 
     def rate_limited(self, *, retry_after: float | None, creating: bool) -> bool:
         before = self.effective

@@ -9,7 +9,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import attrs
 
@@ -33,13 +33,16 @@ from .._task import Task
 from .._transport import guard
 from ..events import _Emitter
 from ..providers import validate
-from ..webhooks import CallbackReceiver
 from ..webhooks._registration import Registration
 from ._account import Connection, Tracked
 from ._create import NotWantedError, create
 from ._journaled import JournalHooks
 from ._ledger import Lease
 from ._runner import Scheduler
+
+if TYPE_CHECKING:
+    # Only a type here: the receiver (aiohttp.web) loads when a caller makes one.
+    from ..webhooks import CallbackReceiver
 
 _log = logging.getLogger("nanobanana_async")
 # A create's caller's waiter, how to settle the callers sharing that create (journal), and

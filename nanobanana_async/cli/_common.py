@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final, TypedDict
 
@@ -29,22 +30,77 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 
+#: The variables the library and the command line read (the test suite's loop choice too).
+KNOWN_VARIABLES: Final = (
+    "NANOBANANA_API_KEY",
+    "NANOBANANA_BASE_URL",
+    "NANOBANANA_PROVIDER",
+    "NANOBANANA_COORDINATOR",
+    "NANOBANANA_LOG",
+    "NANOBANANA_TEST_LOOP",
+)
+#: ``NANOBANANA_API_KEY_<NAME>`` and ``NANOBANANA_BASE_URL_<NAME>``: one account's, any name.
+_PER_ACCOUNT: Final = ("NANOBANANA_API_KEY_", "NANOBANANA_BASE_URL_")
+
+
+def environment_warnings(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """One line for each ``NANOBANANA_*`` variable set that nothing reads (a misspelt name
+    otherwise leaves the default in force without a word: ``NANOBANANA_PROVIDR=crun`` ran the
+    local simulator) and for a ``NANOBANANA_LOG`` that is neither ``debug`` nor ``info``.
+
+    Never the value of a variable: a misspelt key variable holds the key.
+    """
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith("NANOBANANA_") or name in KNOWN_VARIABLES:
+            continue
+        if name.startswith(_PER_ACCOUNT) and name not in _PER_ACCOUNT:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"warning: {name} is set but not read by nanobanana{hint}")
+    log = environ.get("NANOBANANA_LOG", "").strip().lower()
+    if log not in ("", "debug", "info"):
+        lines.append("warning: NANOBANANA_LOG is set but is neither debug nor info: no logging")
+    return lines
+
+
 def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
+    """The provider from ``--provider``, else ``NANOBANANA_PROVIDER``, else apixo with a key
+    set, else ``local`` (said on stderr).
+
+    Raises:
+        InputError: ``NANOBANANA_PROVIDER`` names no provider, or the provider needs a key and
+            its variable is not set (in the command line's terms, not the Client's
+            ``api_key=``).
+    """
     if chosen is not None:
-        return chosen
+        return _keyed(chosen, key_env)
     named = os.environ.get("NANOBANANA_PROVIDER")
     if named:
         if named not in PROVIDERS:
             raise InputError(
                 [f"NANOBANANA_PROVIDER={named!r} is not one of {', '.join(PROVIDERS)}"]
             )
-        return named
+        return _keyed(named, key_env)
     if os.environ.get(key_env or "NANOBANANA_API_KEY"):
         return "apixo"
     sys.stderr.write(
         f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
     )
     return "local"
+
+
+def _keyed(provider: str, key_env: str | None) -> str:
+    variable = key_env or "NANOBANANA_API_KEY"
+    if provider != "local" and not os.environ.get(variable):
+        raise InputError(
+            [
+                f"no API key for {provider}: set {variable}"
+                + ("" if key_env else ", or name the variable holding it with --api-key-env")
+            ]
+        )
+    return provider
 
 
 class Connection(TypedDict, total=False):

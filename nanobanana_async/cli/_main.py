@@ -37,6 +37,7 @@ from ._common import (
     check_output,
     choose_provider,
     connection,
+    environment_warnings,
     naming,
 )
 from ._inputs import SUFFIXES, InputError
@@ -54,12 +55,23 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            # "--concurrent 1.5: not a number" read as a riddle: it is one, not a whole one
+            # (only an int option refuses a text that float() reads).
+            what = "a whole number" if _is_float(text) else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
         if not value > 0 or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
 
     return parse
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -190,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         type=Path,
         help="file to write, kept exactly as given (default image.png, image.jpg or "
-        "image.webp: named by the image's real type)",
+        "image.webp: named by the image's real type; image/<task id>.png when a folder "
+        "image is here)",
     )
 
     batch = commands.add_parser("batch", parents=[common], help="generate every prompt of a file")
@@ -541,6 +554,8 @@ def _read_stdin(args: argparse.Namespace) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    for line in environment_warnings():
+        sys.stderr.write(f"{line}\n")
     try:
         # Until a command's coroutine runs (_run), nothing is sent or written: the console
         # script's Ctrl-C handler (one line, exit 130 at once) stays.

@@ -4,14 +4,16 @@ first 429s teach, and what the turns booked before them become (fake clock, scri
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
+from collections.abc import Awaitable
 
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async._scheduler._ledger import Ledger
-from nanobanana_async.testing import FakeClock, ScriptedTransport
+from nanobanana_async._scheduler._ledger import Lease, Ledger
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.fakeapi import LimitedApixo
 
 ACCOUNT = {"requests": 600, "per": 10.0, "cap": 50}
@@ -106,3 +108,112 @@ async def test_f36_default_limits_reach_084_of_the_told_clients_pace() -> None:
     assert server.max_running <= 50
     assert server.max_window <= 600
     assert 0.96 * 60 <= learned.requests / learned.per <= 60
+
+
+class Delayed:
+    """The account behind a network: each request arrives ``rtt / 2`` after its send and its
+    answer comes back as long after; every arrival (refused ones too) is counted, as the
+    simulator's busiest window counts them."""
+
+    def __init__(self, clock: FakeClock, server: LimitedApixo, rtt: float) -> None:
+        self.clock, self.server, self.rtt = clock, server, rtt
+        self.arrivals: list[float] = []
+
+    def __call__(self, request: HttpRequest) -> Awaitable[HttpResponse | BaseException]:
+        return self._send(request)
+
+    async def _send(self, request: HttpRequest) -> HttpResponse | BaseException:
+        await self.clock.sleep_until(self.clock.now() + self.rtt / 2)
+        self.arrivals.append(self.clock.now())
+        answer = self.server(request)
+        await self.clock.sleep_until(self.clock.now() + self.rtt / 2)
+        return answer
+
+    def max_window(self, per: float) -> int:
+        """The most arrivals in any ``per`` seconds."""
+        return max(
+            i + 1 - bisect.bisect_right(self.arrivals, at - per)
+            for i, at in enumerate(self.arrivals)
+        )
+
+
+async def test_f36_default_limits_behind_a_network_overrun_the_window_by_one_429() -> None:
+    """F36 (issue 19): told the defaults, 300 prompts on 600 / 10 s and 50 tasks with a 2 ms
+    round trip draw 2 × 429 (the one that teaches the cap, the one that teaches the window) and
+    the account's busiest window holds 601 arrivals (the 600 it took and the one it refused).
+    Before: 7 × 429 and 606, every check of a burst sent at the window's edge refused at once;
+    with a 10 ms round trip a window 429 on a create was read as the cap, and creates and
+    checks went on into the full window."""
+    clock = FakeClock(1000.0)
+    server = account(clock, 300)
+    network = Delayed(clock, server, rtt=0.002)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(network), clock=clock, random=lambda: 0.5
+    ) as client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(300)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.05)
+        learned = client.statistics().effective_limits
+    assert all(isinstance(j.result(), nb.ImageResult) for j in jobs)
+    assert len(server.tasks) == 300  # nothing paid twice
+    assert server.rate_limited <= 2
+    assert network.max_window(10.0) <= 601
+    assert server.max_running <= 50
+    assert learned.requests / learned.per <= 60
+
+
+async def test_f36_a_window_429_on_a_create_under_a_learned_cap_pauses_the_account(
+    clock: FakeClock,
+) -> None:
+    """F36: told the defaults, the client learned a cap of 50 from a create's 429; a create
+    refused later while it runs 49 tasks (the window is not known yet) cannot be the cap: it
+    is a window 429, which pauses the account and cuts the window (it used to be read as the
+    cap, with no pause, while creates and checks went on into the full window)."""
+    ledger = Ledger(nb.Limits(), clock)
+    owner = object()
+
+    def create() -> Lease:
+        lease = ledger.slots.take(owner)
+        ledger.note_send()
+        return lease
+
+    running = [create() for _ in range(50)]
+    for lease in running:
+        ledger.note_accepted(lease)
+    refused = create()
+    assert ledger.rate_limited(retry_after=None, creating=True)  # the cap: 50
+    ledger.slots.release(refused)
+    assert ledger.effective.concurrent_tasks == 50
+    for _ in range(500):  # checks and creates fill the account's window (600 / 10 s)
+        ledger.note_send()
+        await clock.advance(0.008)
+    ledger.slots.release(running.pop())  # a task ended: its slot goes to the next create
+    create()
+    assert not ledger.rate_limited(retry_after=6.0, creating=True)  # the window
+    assert ledger.effective.requests / ledger.effective.per <= 60
+    assert ledger.effective.concurrent_tasks == 50
+
+
+async def test_f36_after_a_cap_cut_requests_go_one_by_one_until_the_window_is_known(
+    clock: FakeClock,
+) -> None:
+    """F36: once the account showed a cap below the configured one, its window may be smaller
+    too: status checks take no burst (a burst at the window's edge is refused whole), until a
+    window 429 teaches the window; a client told its limits keeps its burst."""
+    told = Ledger(nb.Limits(requests=600, per=10, concurrent_tasks=50), clock)
+    ledger = Ledger(nb.Limits(), clock)
+    owner = object()
+    for fresh in (told, ledger):  # a burst after an idle spell
+        assert fresh.try_take_request(clock.now())
+        assert fresh.try_take_request(clock.now())
+    leases = [ledger.slots.take(owner) for _ in range(51)]
+    for lease in leases[:50]:
+        ledger.note_accepted(lease)
+    assert ledger.rate_limited(retry_after=None, creating=True)  # the cap: 50
+    await clock.advance(1.0)
+    assert ledger.try_take_request(clock.now())
+    assert not ledger.try_take_request(clock.now())  # the next one at the steady pace
+    await clock.advance(ledger.gcra.interval)
+    assert ledger.try_take_request(clock.now())
+    assert not ledger.rate_limited(retry_after=5.0, creating=False)  # the window
+    await clock.advance(6.0)
+    assert not ledger.steady

@@ -242,6 +242,11 @@ async def test_local_batch_with_unfinished_tasks_is_refused(
         (["batch", "p.txt", "--out", "o", "--requests", "0"], "argument --requests: must be"),
         (["batch", "p.txt", "--out", "o", "--per", "abc"], "argument --per: not a number"),
         (["batch", "p.txt", "--out", "o", "--concurrent", "-5"], "argument --concurrent: must"),
+        (
+            ["batch", "p.txt", "--out", "o", "--concurrent", "1.5"],
+            "argument --concurrent: not a whole number: '1.5'",
+        ),
+        (["batch", "p.txt", "--out", "o", "--requests", "1e3"], "--requests: not a whole number"),
         (["batch", "p.txt", "--out", "o", "--provider", "nope"], "argument --provider: invalid"),
         (["status", "t1", "--wait", "-1"], "argument --wait: must be positive"),
         (["simulate", "--port", "70000"], "argument --port: not a port (0-65535)"),

@@ -350,6 +350,35 @@ async def test_as_completed_yields_every_task_with_backpressure(clock: FakeClock
     assert all(t.state is nb.TaskState.SUCCEEDED for t in seen if t.id is not None)
 
 
+async def test_as_completed_an_item_of_the_wrong_type_fails_alone(clock: FakeClock) -> None:
+    """A None, a number or a malformed pair among the items is a failed task (id None,
+    InvalidRequestError naming the type), not a TypeError that ends the whole loop."""
+    client, transport = make_client(clock, FakeApixo(clock, latency=lambda i: 5.0))
+    items: list[object] = ["a cat", None, 5, ("k", 7), (1, nb.ImageRequest(prompt="x")), "a dog"]
+    seen: list[nb.Task] = []
+    async with client:
+
+        async def consume() -> None:
+            async for task in client.as_completed(items):  # type: ignore[arg-type]
+                seen.append(task)
+
+        job = asyncio.ensure_future(consume())
+        await clock.run_until(job.done)
+        job.result()
+    assert len(seen) == 6
+    failed = [t for t in seen if t.id is None]
+    assert len(failed) == 4
+    messages = []
+    for task in failed:
+        with pytest.raises(nb.InvalidRequestError) as caught:
+            await task
+        messages.append(str(caught.value))
+    assert any("got NoneType @ $" in m for m in messages)
+    assert any("got (str, int) @ $" in m for m in messages)
+    assert sum(t.state is nb.TaskState.SUCCEEDED for t in seen) == 2
+    assert len([r for r in transport.requests if r.method == "POST"]) == 2
+
+
 async def test_canary_key_never_leaks(canary: str, caplog: pytest.LogCaptureFixture) -> None:
     """Through the real transport, the key is in every request's header and nowhere else:
     not in reprs, any exception in the chain, DEBUG logs, even when the server echoes it."""

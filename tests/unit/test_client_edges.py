@@ -344,3 +344,55 @@ async def test_a_generate_cancelled_while_its_task_runs_leaves_it_tracked(
         await clock.run_until(second.done)
         assert second.result().task_id == "t1"
         assert entry.task.state is nb.TaskState.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "named"),
+    [
+        ("api_key", 12345678, "api_key must be a string or None, got int"),
+        ("base_url", 8080, "base_url must be a string or None, got int"),
+        ("limits", {"requests": 5}, "limits must be a nanobanana_async.Limits or None, got dict"),
+        ("retry", {"attempts": 2}, "retry must be a nanobanana_async.RetryPolicy"),
+        ("timeouts", 30, "timeouts must be a nanobanana_async.Timeouts or None, got int"),
+        ("session", "s", "session must be an aiohttp.ClientSession or None, got str"),
+        ("callbacks", "http://x", "callbacks must be a nanobanana_async.CallbackReceiver"),
+        ("journal", 5, "journal must be a file path (str or Path) or None, got int"),
+        ("coordinator", 6379, "coordinator must be a redis:// URL string or None, got int"),
+    ],
+)
+def test_a_client_argument_of_the_wrong_type_is_refused_by_name(
+    argument: str, value: object, named: str
+) -> None:
+    """A wrong type is a ConfigurationError naming the argument at construction, not an
+    AttributeError from inside the first request."""
+    with pytest.raises(nb.ConfigurationError) as caught:
+        nb.Client("apixo", **{"api_key": "sk-canary-wrong-types", argument: value})
+    assert named in str(caught.value)
+    assert "sk-canary" not in str(caught.value)
+
+
+async def test_generate_given_an_image_request_points_to_submit(clock: FakeClock) -> None:
+    """generate(ImageRequest(...)) says to pass the request to submit(), not that the prompt
+    must be a non-empty string (it was a request); nothing is sent."""
+    client, transport = make_client(clock)
+    async with client:
+        request = nb.ImageRequest(prompt="a cat")
+        with pytest.raises(nb.InvalidRequestError, match=r"pass an ImageRequest to submit\(\)"):
+            await client.generate(request)  # type: ignore[arg-type]
+    assert transport.requests == []
+
+
+async def test_submit_given_a_prompt_string_says_how_to_make_a_request(clock: FakeClock) -> None:
+    """submit("a cat") names what it got and the two calls that take it; nothing is sent."""
+    client, transport = make_client(clock)
+    async with client:
+        with pytest.raises(TypeError, match=r"got str: submit\(ImageRequest\(prompt=\.\.\.\)\)"):
+            await client.submit("a cat")  # type: ignore[arg-type]
+    assert transport.requests == []
+
+
+def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:
+    """Client("local", base_url=...) said nothing and ran its own simulator, so requests meant
+    for the server at that URL went elsewhere; NANOBANANA_BASE_URL alone is still ignored."""
+    with pytest.raises(nb.ConfigurationError, match="base_url does not apply to local"):
+        nb.Client("local", base_url="http://127.0.0.1:18431")

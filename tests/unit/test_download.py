@@ -201,6 +201,23 @@ async def test_a_dest_without_an_image_suffix_is_named_by_the_bytes(
     assert [p.name for p in tmp_path.iterdir()] == [f"cat{suffix}"]
 
 
+async def test_a_dest_that_is_a_folder_gets_the_image_inside_named_by_the_task(
+    tmp_path: Path, image_url: str
+) -> None:
+    """``download(result, "images")`` with ``images/`` existing writes ``images/<task id>.png``
+    (it wrote ``images.png`` beside the folder); the task id is made file-name safe."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    downloader = Downloader()
+    try:
+        paths = await downloader.download(_result(image_url, task_id="../t-1"), folder)
+    finally:
+        await downloader.aclose()
+    assert paths == [folder / "t-1.png"]
+    assert paths[0].read_bytes() == PNG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
 async def test_a_dest_with_an_image_suffix_is_kept_and_a_mismatch_logged(
     tmp_path: Path, typed_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

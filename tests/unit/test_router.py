@@ -141,6 +141,8 @@ def test_accounts_are_named_by_provider_and_key_fingerprint(canary: str, clock: 
         ({"on_unknown": "retry"}, "on_unknown"),
         ({"weights": [1.0]}, "weights"),
         ({"weights": [1.0, 0.0]}, "weights"),
+        ({"weights": ["1", "2"]}, "weights"),
+        ({"hedge": 0.5}, "hedge must be a nanobanana_async.Hedge or None, got float"),
     ],
 )
 def test_bad_router_configuration_fails_at_once(

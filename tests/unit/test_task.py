@@ -194,3 +194,14 @@ async def test_a_waiter_timeout_runs_on_the_clients_clock() -> None:
     done = result()
     task._resolve(done, None)
     assert await early is done
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "5", True])
+async def test_result_with_a_bad_timeout_is_refused_at_once(timeout: object) -> None:
+    """result(timeout=-1) is InvalidRequestError naming the timeout, not a TaskTimeoutError
+    'not finished within -1 s' (nor a bare TypeError for "5"); the task is untouched."""
+    task = Task(REQUEST)
+    task._accept(REF)
+    with pytest.raises(nb.InvalidRequestError, match=r"timeout must be a number of seconds"):
+        await task.result(timeout=timeout)  # type: ignore[arg-type]
+    assert not task.done()
