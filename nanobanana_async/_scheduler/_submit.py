@@ -140,7 +140,12 @@ class Submitter:
         acceptance (one loop callback less per task).
         """
         if self.journal is not None:
-            return await (await self.submit(request, None))
+            task = await self.submit(request, None)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                _orphaned(task, "generate() was cancelled after")
+                raise
         task, waiter, lease = await self._start(request, None, None, to_end=True)
         # Awaited here, not through _wait(): a coroutine less kept per pending task.
         try:
@@ -149,6 +154,8 @@ class Submitter:
             task._drop_waiter(cast("asyncio.Future[None]", waiter))
             current = asyncio.current_task()
             if current is None or current.cancelling():
+                # Not yet accepted: the create's task logs the id if it is (_hand_over).
+                _orphaned(task, "generate() was cancelled after")
                 raise
             self._closed_while_submitting(lease, request)
         return await task  # ended: returns at once
@@ -275,6 +282,9 @@ class Submitter:
         if isinstance(outcome, asyncio.CancelledError):
             waiter.cancel()
         elif waiter.done():
+            # Its caller was cancelled while the create was on the wire: nobody holds the id.
+            if not isinstance(outcome, BaseException):
+                _orphaned(outcome, "the caller had stopped waiting when")
             return
         elif isinstance(outcome, BaseException):
             waiter.set_exception(outcome)
@@ -292,6 +302,11 @@ class Submitter:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is None or current.cancelling():
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Accepted in the iteration its caller was cancelled: the Task is lost.
+                    made = waiter.result()
+                    if made is not None:
+                        _orphaned(made, "submit() was cancelled after")
                 raise
             self._closed_while_submitting(lease, request)
         assert task is not None, "only generate() waits for the task's end"
@@ -516,6 +531,33 @@ class Submitter:
         self.conn.account.ledger.note_accepted(lease)
         self._track(task, ref, timeout, lease, submitted_wall=submitted_wall, resumed=True)
         return task
+
+
+def _orphaned(task: Task, what: str) -> None:
+    """Log, once per task, the id of an accepted task whose caller went away (a cancelled
+    ``generate``, ``wait_for`` or web handler): it runs on and is paid for, so its id must be
+    reachable. Never the key or the prompt: provider, id and model only."""
+    ref = task.ref
+    if ref is None or not task._orphan():
+        return
+    if task.done():
+        now = "it is no longer tracked"
+    else:
+        now = (
+            "it stays tracked until it ends or the client closes (its end goes to the "
+            "journal, if any, and to events)"
+        )
+    _log.warning(
+        "%s %s accepted task %s (model %s): it runs on and is paid for; %s; get its result "
+        "with client.resume(%r, model=%r)",
+        what,
+        ref.provider,
+        ref.task_id,
+        ref.model,
+        now,
+        ref.task_id,
+        ref.model,
+    )
 
 
 def _seen_ended(done: asyncio.Future[ImageResult]) -> bool:
