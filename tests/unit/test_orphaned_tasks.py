@@ -247,3 +247,33 @@ async def test_f18_a_journaled_generate_cancelled_after_acceptance_logs_its_id_o
         assert len(naming(caplog, "t0")) == 1
     assert len(naming(caplog, "t0")) == 1
     assert canary.encode() not in journal.read_bytes()
+
+
+async def test_f18_a_submit_cancelled_in_the_turn_its_task_is_accepted_logs_the_id(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The create hands the Task to submit()'s caller and the caller is cancelled before it
+    resumes: the Task never reaches it, so its id is logged once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt=PROMPT)))
+        await clock.run_until(lambda: bool(transport.requests))
+        answer.set_result(server(transport.requests[0]))
+        for _ in range(100):
+            if client.statistics().pending == 1:
+                break
+            await asyncio.sleep(0)
+        assert not caller.done()  # handed over, not yet resumed
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        assert len(naming(caplog, "t0")) == 1
+        assert "submit() was cancelled after" in naming(caplog, "t0")[0]
+    assert len(naming(caplog, "t0")) == 1
