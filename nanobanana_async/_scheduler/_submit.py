@@ -263,12 +263,28 @@ class Submitter:
                 task, request, lease, callback, intent, retry_refusals, wanted
             )
         except Exception as exc:
+            if isinstance(exc, SubmitOutcomeUnknownError):
+                self._unknown_unheard(handover, lease)
             self._hand_over(handover, exc)
             return
         except BaseException as exc:
+            self._unknown_unheard(handover, lease)
             self._hand_over(handover, exc)
             raise
         self._hand_over(handover, made)
+
+    def _unknown_unheard(self, handover: _Handover, lease: Lease) -> None:
+        # A create that was sent ended of unknown outcome (timed out, or stopped by aclose)
+        # after its caller was cancelled: no id is known, but it may be paid for, so say so.
+        waiter = handover[0]
+        if waiter.done() and lease.sent:
+            journal = self.journal
+            _log.warning(
+                "a create to %s whose caller had stopped waiting ended of unknown outcome: it "
+                "may have been accepted and paid for, and no task id is known%s",
+                self.conn.driver.name,
+                f" (the journal {journal.journal.path} keeps its intent)" if journal else "",
+            )
 
     def _hand_over(self, handover: _Handover, outcome: Task | BaseException) -> None:
         # Forget the create's task, settle the callers sharing it, and hand its outcome to

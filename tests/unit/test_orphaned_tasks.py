@@ -277,3 +277,48 @@ async def test_f18_a_submit_cancelled_in_the_turn_its_task_is_accepted_logs_the_
         assert len(naming(caplog, "t0")) == 1
         assert "submit() was cancelled after" in naming(caplog, "t0")[0]
     assert len(naming(caplog, "t0")) == 1
+
+
+async def test_f18_aclose_stopping_a_create_whose_caller_left_says_it_may_be_paid(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generate cancelled while its create is on the wire, then aclose() stops that create:
+    no id exists, and one WARNING says a task may have been accepted and paid for."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert warnings_of(caplog) == []
+    (line,) = warnings_of(caplog)
+    assert "unknown outcome" in line
+    assert "may have been accepted" in line
+    assert_clean([line], canary)
+
+
+async def test_f18_aclose_stopping_a_create_its_caller_awaits_logs_nothing(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aclose() stopping a create whose caller still waits: the caller hears it (as
+    SubmitOutcomeUnknownError), so nothing is logged."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer
+
+    transport = ScriptedTransport(held)
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+    with pytest.raises(nb.SubmitOutcomeUnknownError):
+        await caller
+    assert warnings_of(caplog) == []
