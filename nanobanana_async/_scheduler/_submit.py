@@ -144,7 +144,7 @@ class Submitter:
             try:
                 return await task
             except asyncio.CancelledError:
-                _orphaned(task, "generate() was cancelled after")
+                log_orphaned(task, "generate() was cancelled after")
                 raise
         task, waiter, lease = await self._start(request, None, None, to_end=True)
         # Awaited here, not through _wait(): a coroutine less kept per pending task.
@@ -155,7 +155,7 @@ class Submitter:
             current = asyncio.current_task()
             if current is None or current.cancelling():
                 # Not yet accepted: the create's task logs the id if it is (_hand_over).
-                _orphaned(task, "generate() was cancelled after")
+                log_orphaned(task, "generate() was cancelled after")
                 raise
             self._closed_while_submitting(lease, request)
         return await task  # ended: returns at once
@@ -300,7 +300,7 @@ class Submitter:
         elif waiter.done():
             # Its caller was cancelled while the create was on the wire: nobody holds the id.
             if not isinstance(outcome, BaseException):
-                _orphaned(outcome, "the caller had stopped waiting when")
+                log_orphaned(outcome, "the caller had stopped waiting when")
             return
         elif isinstance(outcome, BaseException):
             waiter.set_exception(outcome)
@@ -322,7 +322,7 @@ class Submitter:
                     # Accepted in the iteration its caller was cancelled: the Task is lost.
                     made = waiter.result()
                     if made is not None:
-                        _orphaned(made, "submit() was cancelled after")
+                        log_orphaned(made, "submit() was cancelled after")
                 raise
             self._closed_while_submitting(lease, request)
         assert task is not None, "only generate() waits for the task's end"
@@ -549,7 +549,7 @@ class Submitter:
         return task
 
 
-def _orphaned(task: Task, what: str) -> None:
+def log_orphaned(task: Task, what: str) -> None:
     """Log, once per task, the id of an accepted task whose caller went away (a cancelled
     ``generate``, ``wait_for`` or web handler): it runs on and is paid for, so its id must be
     reachable. Never the key or the prompt: provider, id and model only."""

@@ -322,3 +322,23 @@ async def test_f18_aclose_stopping_a_create_its_caller_awaits_logs_nothing(
     with pytest.raises(nb.SubmitOutcomeUnknownError):
         await caller
     assert warnings_of(caplog) == []
+
+
+async def test_f18_a_router_generate_cancelled_after_acceptance_logs_its_id_once(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Router.generate cancelled after its account accepted the task logs the id once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    client = client_of(clock, canary, ScriptedTransport(server))
+    async with nb.Router([client], owns_clients=True) as router:
+        caller = asyncio.ensure_future(router.generate(PROMPT))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        await asyncio.sleep(0)
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        (line,) = naming(caplog, "t0")
+        assert "client.resume('t0', model=" in line
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)
