@@ -276,14 +276,12 @@ class Submitter:
     def _unknown_unheard(self, handover: _Handover, lease: Lease) -> None:
         # A create that was sent ended of unknown outcome (timed out, or stopped by aclose)
         # after its caller was cancelled: no id is known, but it may be paid for, so say so.
-        waiter = handover[0]
-        if waiter.done() and lease.sent:
-            journal = self.journal
+        # A journal keeps its intent and a rerun reports it (the CLI's Ctrl-C says so once).
+        if self.journal is None and handover[0].done() and lease.sent:
             _log.warning(
                 "a create to %s whose caller had stopped waiting ended of unknown outcome: it "
-                "may have been accepted and paid for, and no task id is known%s",
+                "may have been accepted and paid for, and no task id is known",
                 self.conn.driver.name,
-                f" (the journal {journal.journal.path} keeps its intent)" if journal else "",
             )
 
     def _hand_over(self, handover: _Handover, outcome: Task | BaseException) -> None:

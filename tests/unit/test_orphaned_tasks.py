@@ -342,3 +342,27 @@ async def test_f18_a_router_generate_cancelled_after_acceptance_logs_its_id_once
         assert "client.resume('t0', model=" in line
     assert len(naming(caplog, "t0")) == 1
     assert_clean(warnings_of(caplog), canary)
+
+
+async def test_f18_with_a_journal_a_stopped_create_of_a_caller_that_left_is_not_logged(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """With a journal the stopped create's intent is kept (a rerun reports it of unknown
+    outcome), so the close logs nothing for it: the CLI's Ctrl-C stays one line."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer
+
+    transport = ScriptedTransport(held)
+    journal = tmp_path / "run.db"
+    async with client_of(clock, canary, transport, journal=journal) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+    assert warnings_of(caplog) == []
+    async with client_of(clock, canary, ScriptedTransport(held), journal=journal) as rerun:
+        with pytest.raises(nb.SubmitOutcomeUnknownError):
+            await rerun.generate(PROMPT)
