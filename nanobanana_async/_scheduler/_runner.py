@@ -43,21 +43,16 @@ _FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a b
 _FAILED_TURN_MAX: Final = 5.0  # while every turn fails, up to this
 
 
-_UNHEARD_SHOWN: Final = 10  # ids named in the close's one WARNING line; the rest counted
-
-
 def _log_unheard(provider: str, refs: list[TaskRef]) -> None:
     """One WARNING line for the pending tasks a closing client failed while no caller waited
-    for them: their ClientClosedError reaches no one, so their ids go to the log."""
-    shown = ", ".join(f"{ref.task_id} (model {ref.model})" for ref in refs[:_UNHEARD_SHOWN])
-    more = len(refs) - _UNHEARD_SHOWN
+    for them: their ClientClosedError reaches no one, so their ids go to the log, every one
+    (without a journal the log is the only place a paid task's id is kept)."""
     _log.warning(
-        "the client closed while %d accepted %s task(s) no caller waits for were pending: %s%s; "
+        "the client closed while %d accepted %s task(s) no caller waits for were pending: %s; "
         "they run on and are paid for: get each result with client.resume(task_id, model=...)",
         len(refs),
         provider,
-        shown,
-        f" and {more} more" if more > 0 else "",
+        ", ".join(f"{ref.task_id} (model {ref.model})" for ref in refs),
     )
 
 
