@@ -159,7 +159,9 @@ async def create(
                 # the creates that stay with it.
                 if isinstance(exc, RateLimitError):
                     ledger.slots.refused(lease)
-                    about_cap = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                    about_cap = ledger.rate_limited(
+                        retry_after=exc.retry_after, creating=True, lease=lease
+                    )
                     if account.events.active:
                         account.events.emit(
                             _limited(driver.name, clock, "tasks" if about_cap else "window", exc)
@@ -174,7 +176,9 @@ async def create(
                 await _journaled(intent.clear, intent)
             cap_reached = False
             if isinstance(exc, RateLimitError):
-                cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                cap_reached = ledger.rate_limited(
+                    retry_after=exc.retry_after, creating=True, lease=lease
+                )
                 if account.events.active:
                     account.events.emit(
                         _limited(driver.name, clock, "tasks" if cap_reached else "window", exc)

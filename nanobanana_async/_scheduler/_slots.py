@@ -41,6 +41,8 @@ class Lease:
     until: float | None = None
     # When its caller asked for a slot (monotonic): a wait for the coordinator counts from it.
     asked: float | None = None
+    # The order of its latest admission among this process's creates (see Ledger.note_accepted).
+    seq: int = 0
 
 
 class Slots:
@@ -67,6 +69,7 @@ class Slots:
         self._admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
         self._timed: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
+        self.admitted = 0  # creates admitted so far (the last Lease.seq given)
         # One timer for the earliest horizon, moved earlier when a nearer hold comes (a timer
         # left sleeping until the hold it knew freed a later, nearer one minutes late).
         self._call_at = timers(clock)
@@ -155,6 +158,8 @@ class Slots:
             self.accepted += 1
 
     def _mark(self, lease: Lease) -> None:
+        self.admitted += 1
+        lease.seq = self.admitted
         lease.sent = True
         self.sent += 1
         self.peak = max(self.peak, self.sent)
