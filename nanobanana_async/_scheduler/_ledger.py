@@ -56,6 +56,8 @@ _CONCURRENCY_SHARE: Final = 0.9  # below this share of the window, a create's 42
 # only covers the skew between our send times and the provider's arrival times.
 _RATE_MARGIN: Final = 0.98
 _BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
+# Seconds a cap episode lasts while the account's window is not known (see rate_limited).
+_CAP_EPISODE: Final = 10.0
 QUIET_PERIODS: Final = 3
 """Windows without a 429 before learned limits start to climb back (and a shared cut expires)."""
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
@@ -292,7 +294,13 @@ class Ledger:
                 # wait behind them. Drop them; each books again once it has a slot.
                 self._bookings += 1
                 self.gcra.cancel_bookings(now)
-            self._cap_episode = now + self.effective.per
+            episode = self.effective.per
+            if self._window_unknown():
+                # The configured per says nothing of the account (the default's 60 s made a
+                # minute of cap 429s "the same burst", never taught from). The creates in
+                # flight at the cut come back within a round trip, well inside this.
+                episode = min(episode, _CAP_EPISODE)
+            self._cap_episode = now + episode
             return True
         old_per = self.effective.per
         per, requests = self._estimate_window(now, retry_after)

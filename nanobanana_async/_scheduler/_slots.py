@@ -77,6 +77,8 @@ class Slots:
         self._timer_at = math.inf
         # The account's events (its Account shares the ledger's here).
         self.events = _AccountEvents()
+        # Creates the cap refused while our count showed room (see freed), oldest first.
+        self._freed: collections.deque[asyncio.Future[bool]] = collections.deque()
 
     @property
     def waiting(self) -> int:
@@ -216,6 +218,32 @@ class Slots:
                 lease.sent = False
                 self.sent -= 1
             self._wake()
+
+    async def freed(self, deadline: float) -> bool:
+        """Wait until a lease is released here (one of this process's tasks was seen ending,
+        or its horizon passed) and no waiting create took its slot, or until ``deadline``
+        (monotonic), whichever is first.
+
+        A create the cap refused while our count showed room waits here, still admitted,
+        before it asks again: only a task ending frees a slot at the provider, and asked
+        again at once it would be refused again. Each such release wakes one waiter, oldest
+        first.
+
+        Returns:
+            True when a release woke it, False when the deadline did.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._freed.append(future)
+
+        def expire() -> None:
+            if not future.done():
+                future.set_result(False)
+
+        timer = self._call_at(deadline, expire)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def hold_until(self, lease: Lease, horizon: float) -> None:
         """Keep ``lease`` until ``horizon`` (monotonic), then free it by itself."""

@@ -12,7 +12,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async._scheduler import _redis
 from nanobanana_async._scheduler._ledger import Lease, Ledger
-from nanobanana_async.testing import FakeClock, ScriptedTransport
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.chaos.test_fault_matrix_adaptive import Delayed
 from tests.fakeapi import LimitedApixo
 from tests.redis_server import RedisServer
@@ -117,3 +117,52 @@ async def test_f36_a_lagging_loop_learns_the_cap_the_account_has() -> None:
     assert learned
     assert max(learned) == 50
     assert server.max_running <= 50
+
+
+async def test_f45_a_cap_429_while_our_count_shows_room_waits_for_a_task_to_end(
+    clock: FakeClock,
+) -> None:
+    """F45: told 600 / 10 s and 50 tasks, 10 prompts of 3 s on an account of 5 tasks, its
+    window known (590 / 10 s, learned by an earlier run). Once the cap is learned (5), another
+    process runs 2 tasks there for 6 s: creates our count has room for are refused. A refused
+    one keeps its slot until one of our tasks ends (or its backoff passes), so it and the
+    others wait instead of being sent into the full account: 2 refusals, every caller gets
+    its image. Before, each refusal handed its slot to the next create at once: 6 refusals in
+    90 ms and two callers failed, their attempts spent inside one cap episode."""
+    server = LimitedApixo(clock, requests=600, per=10.0, cap=5, latency=lambda i: 3.0)
+    other: list[float] = []  # when the other process started its 2 tasks
+    refusals: list[tuple[str, float]] = []  # (prompt, when) of each create refused for them
+
+    def other_process(request: HttpRequest) -> HttpResponse | None:
+        now = clock.now()
+        if request.kind == "status" and server.rate_limited and not other:
+            other.append(now)  # the cap was learned: the other process starts now
+        busy = bool(other) and now < other[0] + 6.0
+        if request.kind == "submit" and busy and server.running() + 2 >= server.cap:
+            body = request.json
+            assert isinstance(body, dict)
+            refusals.append((str(body["input"]["prompt"]), now))
+            return server._too_many(now)
+        return None
+
+    server.hook = other_process
+    limits = nb.Limits(requests=600, per=10, concurrent_tasks=50)
+    async with nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        random=lambda: 0.5,
+        limits=limits,
+    ) as client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(10)]
+        await clock.advance(0.0)
+        submitter = client._life.submitter
+        assert submitter is not None
+        learned = nb.Limits(requests=590, per=10, concurrent_tasks=50)
+        submitter.conn.account.ledger.adopt_learned(learned, age=0.0)
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.05)
+    assert [type(j.result()).__name__ for j in jobs] == ["ImageResult"] * 10
+    assert len(server.tasks) == 10  # nothing paid twice
+    assert [prompt for prompt, _ in refusals] == ["cat 8", "cat 9"]
+    assert server.rate_limited == 3  # with the one that taught the cap
