@@ -218,6 +218,13 @@ class Slots:
                 lease.sent = False
                 self.sent -= 1
             self._wake()
+            if self.sent < self.cap and not self._admits:
+                # A slot no waiting create took: a create held after a refusal asks again.
+                while self._freed:
+                    waiter = self._freed.popleft()
+                    if not waiter.done():
+                        waiter.set_result(True)
+                        break
 
     async def freed(self, deadline: float) -> bool:
         """Wait until a lease is released here (one of this process's tasks was seen ending,

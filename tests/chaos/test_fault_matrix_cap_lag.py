@@ -166,3 +166,43 @@ async def test_f45_a_cap_429_while_our_count_shows_room_waits_for_a_task_to_end(
     assert len(server.tasks) == 10  # nothing paid twice
     assert [prompt for prompt, _ in refusals] == ["cat 8", "cat 9"]
     assert server.rate_limited == 3  # with the one that taught the cap
+
+
+async def test_f45_a_create_held_after_a_refusal_asks_again_when_a_task_ends(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """F45: a create refused at the cap while our count shows room waits, still admitted, for
+    one of our tasks to end (its lease released), or for its backoff at the latest."""
+    running = burst(ledger, 3)
+    held = asyncio.ensure_future(ledger.slots.freed(clock.now() + 5.0))
+    await clock.advance(1.0)
+    assert not held.done()  # nothing ended: it does not ask again
+    ledger.slots.release(running[0])  # a task seen ending
+    await clock.advance(0.0)
+    assert held.done()
+    assert held.result() is True
+    timed_out = asyncio.ensure_future(ledger.slots.freed(clock.now() + 5.0))
+    await clock.advance(5.0)
+    assert timed_out.done()
+    assert timed_out.result() is False  # the backoff passed: it asks again
+
+
+async def test_f45_a_slot_freed_goes_to_a_waiting_create_before_a_held_one(
+    clock: FakeClock,
+) -> None:
+    """F45: a task's end frees one slot at the provider: a create waiting for admission takes
+    it, and the create held after a refusal keeps waiting (both sent, one would be refused)."""
+    ledger = Ledger(nb.Limits(concurrent_tasks=3), clock)
+    running = burst(ledger, 3)  # the cap is reached
+    held = asyncio.ensure_future(ledger.slots.freed(clock.now() + 5.0))
+    waiting = Lease(object())
+    admitted = asyncio.ensure_future(ledger.slots.admit(waiting))
+    await clock.advance(0.0)
+    ledger.slots.release(running[0])
+    await clock.advance(0.0)
+    assert admitted.done()
+    assert not held.done()
+    ledger.slots.release(running[1])  # nobody waits for this one: the held create asks again
+    await clock.advance(0.0)
+    assert held.done()
+    assert held.result() is True
