@@ -257,8 +257,7 @@ class Client:
             callback_url=callback_url,
             provider_options=provider_options,
         )
-        task = await self.submit(request)
-        return await task
+        return await (await self._life.started()).generate(request)
 
     async def balance(self) -> Balance:
         """The account's balance, from the provider's balance endpoint (crun, apixo, local).

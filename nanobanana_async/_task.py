@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._clock import DEFAULT_CLOCK, Clock
-from ._errors import InvalidRequestError, TaskTimeoutError
+from ._errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
-from .events import _check_callback, _unawaited
+from .events import Resolved, _check_callback, _result_without_prompt, _unawaited
 
 if TYPE_CHECKING:
     from ._routing import Attempt
     from .events import Event, _Emitter
+
+_log = logging.getLogger("nanobanana_async")
 
 
 class Task:
@@ -28,6 +31,7 @@ class Task:
         "__weakref__",
         "_clock",
         "_emitter",
+        "_ended",
         "_future",
         "_ref",
         "_request",
@@ -59,6 +63,8 @@ class Task:
         # Its client's events (set when a client tracks it) and the on_update callbacks.
         self._emitter: _Emitter | None = None
         self._updates: list[Callable[[Event], object]] | None = None
+        # Its Resolved event when one was emitted, for an on_update that comes after the end.
+        self._ended: Resolved | None = None
         # Through a Router that follows hedges or resubmits: the tasks this one stands for,
         # whose events its on_update callbacks hear.
         self._sources: list[Task] | None = None
@@ -145,11 +151,20 @@ class Task:
         and never reaches the task. Nothing more comes once the task is done. A Router task
         that is hedged or resubmitted hears the events of each task it follows.
 
+        On a task that has already ended (awaited before, or re-attached from a journal that
+        recorded its end) ``callback`` is called once, soon (as asyncio calls a done future's
+        callbacks), with its ``resolved`` event: the one emitted at its end when events were
+        on, else one made now, whose ``checks`` and ``callbacks`` are 0 and whose
+        ``latency`` is the result's ``completed_at - submitted_at`` (0 on a failure).
+
         Raises:
             ConfigurationError: ``callback`` is not callable, or is an ``async def`` (it
                 would never be awaited: iterate ``client.events()`` instead).
         """
         _check_callback(callback, "on_update")
+        if self._future.done():
+            self._future.get_loop().call_soon(self._late_update, callback)
+            return
         if self._updates is None:
             self._updates = []
             if self._emitter is not None and not self._future.done():
@@ -159,19 +174,57 @@ class Task:
         self._updates.append(callback)
 
     def _notify(self, event: Event) -> None:
-        updates = self._updates
         # Nothing once it is done: a Router task's hedge that lost is followed to its end, and
         # its own ``resolved`` would read as this task's second end.
-        if not updates or self._future.done():
+        if self._future.done():
             return
-        for callback in tuple(updates):
-            try:
-                result = callback(event)
-                if result is not None and (wrong := _unawaited(result)) is not None:
-                    raise wrong
-            except Exception as exc:
-                if self._emitter is not None:
-                    self._emitter._failed(exc)
+        if type(event) is Resolved:
+            self._ended = event
+        for callback in tuple(self._updates or ()):
+            self._call(callback, event)
+
+    def _call(self, callback: Callable[[Event], object], event: Event) -> None:
+        try:
+            result = callback(event)
+            if result is not None and (wrong := _unawaited(result)) is not None:
+                raise wrong
+        except Exception as exc:
+            if self._emitter is not None:
+                self._emitter._failed(exc, callback)
+            else:  # a Task no client made: no key is known to mask, so the type alone
+                _log.warning("an on_update callback raised %s", type(exc).__name__)
+
+    def _late_update(self, callback: Callable[[Event], object]) -> None:
+        """An ``on_update`` that came after the end hears the end."""
+        self._call(callback, self._ended or self._end_event())
+
+    def _end_event(self) -> Resolved:
+        """The ``resolved`` event of this ended task, made now (none was emitted)."""
+        ref = self._ref
+        result: ImageResult | None = None
+        error: NanoBananaError | None = None
+        latency = 0.0
+        if not self._future.cancelled():
+            failure = self._future.exception()
+            if failure is None:
+                result = _result_without_prompt(self._future.result())
+                assert result is not None
+                elapsed = result.completed_at - result.submitted_at
+                latency = max(0.0, elapsed.total_seconds())
+            elif isinstance(failure, NanoBananaError):
+                error = failure
+        return Resolved(
+            provider=ref.provider if ref is not None else "",
+            at=self._clock.now(),
+            task_id=ref.task_id if ref is not None else None,
+            key=self.key,
+            account=self._emitter.account if self._emitter is not None else None,
+            result=result,
+            error=error,
+            latency=latency,
+            checks=0,
+            callbacks=0,
+        )
 
     def __await__(self) -> Generator[Any, None, ImageResult]:
         # A generator, not result()'s coroutine: one object less per waiting caller.
@@ -220,9 +273,9 @@ class Task:
             assert result is not None
             self._future.set_result(result)
         if self._updates is not None and self._emitter is not None:
-            # Its Resolved event was emitted before this: the client may stop emitting.
+            # Its Resolved event was emitted before this: the client may stop emitting. The
+            # emitter is kept: a later on_update's failure is logged through it.
             self._emitter.unwatch()
-            self._emitter = None
         waiters, self._waiters = self._waiters, None
         if isinstance(waiters, asyncio.Future):
             waiters = [waiters]

@@ -345,8 +345,12 @@ class EventStream:
 
     When the buffer is full the oldest event is dropped (``dropped`` counts them): a slow
     consumer never holds up the client. Iteration ends when the client closes or
-    :meth:`close` is called (events already buffered are still given). One reader per stream:
-    open another stream for another reader.
+    :meth:`close` is called (events already buffered are still given).
+
+    Each ``events()`` call is its own stream with every event from then on, so several readers
+    each open one. A stream has one reader: a second ``async for`` over the same stream while
+    the first waits raises :class:`~nanobanana_async.ConfigurationError` (sharing one would
+    hand each event to one of them at random, and leave the other waiting for ever).
     """
 
     def __init__(self, maxsize: int, unsubscribe: Callable[[], None] | None = None) -> None:
@@ -396,6 +400,11 @@ class EventStream:
         while not self._buffer:
             if self._closed:
                 raise StopAsyncIteration
+            if self._waiter is not None:
+                raise ConfigurationError(
+                    "this event stream already has a reader: open another client.events() "
+                    "for each reader (each gets every event)"
+                )
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -432,6 +441,14 @@ def _unawaited(result: object) -> Exception | None:
             "coroutine, iterate events()"
         )
     return None
+
+
+def _who(callback: Callable[[Event], object]) -> object:
+    """What names a callback in the failures said once: its function's code (a method's, a
+    lambda's made anew for each task), else the callable object itself."""
+    function = getattr(callback, "__func__", callback)
+    code = getattr(function, "__code__", None)
+    return code if code is not None else id(callback)
 
 
 class _Emitter:
@@ -472,7 +489,7 @@ class _Emitter:
         self._children: list[_Emitter] = []
         self._fanouts: list[_AccountEvents] = []
         self._secrets = secrets
-        self._warned = False
+        self._warned: set[object] = set()
         self._watched = 0  # tasks with on_update callbacks, not yet resolved
         self._closed = False
         self.name = name
@@ -555,22 +572,26 @@ class _Emitter:
             try:
                 result = listener(event)
             except Exception as exc:
-                self._failed(exc)
+                self._failed(exc, listener)
                 continue
             if result is not None and (wrong := _unawaited(result)) is not None:
-                self._failed(wrong)
+                self._failed(wrong, listener)
         for parent in self._parents:
             if parent.listening:
                 parent._deliver(event)
 
-    def _failed(self, exc: Exception) -> None:
-        if self._warned:
+    def _failed(self, exc: Exception, callback: Callable[[Event], object]) -> None:
+        # Once per callback: a broken callback on every event would flood the log, and one
+        # listener's failure (the OpenTelemetry bridge's) must not hide another's (the user's).
+        # A callback is known by its code: ``on_update(lambda e: ...)`` on each of a batch's
+        # tasks is one callback, said once.
+        who = _who(callback)
+        if who in self._warned:
             return
-        self._warned = True
+        self._warned.add(who)
         text = f"{type(exc).__name__}: {exc}"
         for secret in self._secrets:
             text = secret.redact(text)
-        # Once per client: a broken callback on every event would flood the log.
         _log.warning("an event callback of %s raised (%s); events go on", self.name, text)
 
     def close(self) -> None:

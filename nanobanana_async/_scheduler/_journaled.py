@@ -240,6 +240,7 @@ class JournalHooks:
             return task
         ref = TaskRef(submitter.conn.driver.name, known.task_id, known.model)
         task = Task(known.request, clock=submitter.clock)
+        task._emitter = submitter.conn.emitter  # a late on_update hears its end, account named
         task._accept(ref)
         if known.state == "failed":
             error = known.error or "failed (recorded in the journal)"

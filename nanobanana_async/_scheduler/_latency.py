@@ -42,6 +42,7 @@ _Z_LATE: Final = 2.33
 # full _WINDOW it would take hundreds). Under LATE_MIN_SAMPLES: callback tasks still wait for
 # this run's own completions before aiming late.
 CARRIED_SAMPLES: Final = 10
+_SQRT2: Final = math.sqrt(2.0)
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +76,11 @@ class LatencyModel:
         self.own = 0  # completions seen by this run (samples also counts a carried model's)
         self._mean = 0.0
         self._var = 0.0
+        # Derived from the two above, kept current by _derive(): read several times per check
+        # (every plan and every spare look), where a sqrt and an exp each time were measurable.
+        self._sigma = 0.0
+        self._median = 0.0
+        self._derive()
 
     def snapshot(self) -> Learned:
         """What the model has learned, to carry over to a later run."""
@@ -85,6 +91,7 @@ class LatencyModel:
         completions so this run's own tasks soon outweigh it."""
         self._mean, self._var = learned.mean, learned.var
         self.samples = min(learned.samples, CARRIED_SAMPLES)
+        self._derive()
 
     def observe(self, low: float, high: float) -> None:
         """Record a task that finished between ``low`` and ``high`` seconds after submit."""
@@ -95,6 +102,15 @@ class LatencyModel:
         delta = value - self._mean
         self._mean += weight * delta
         self._var = (1 - weight) * (self._var + weight * delta * delta)
+        self._derive()
+
+    def _derive(self) -> None:
+        # The spread is floored so checks keep moving, and drawn towards a wide prior while
+        # few completions were seen.
+        seen = min(self.samples, _WINDOW)
+        var = (seen * self._var + _PRIOR_WEIGHT * _PRIOR_SIGMA**2) / (seen + _PRIOR_WEIGHT)
+        self._sigma = max(0.1, math.sqrt(var))
+        self._median = math.exp(self._mean) if self.samples >= MIN_SAMPLES else self.prior_first
 
     @property
     def learned(self) -> bool:
@@ -110,24 +126,32 @@ class LatencyModel:
     @property
     def median(self) -> float:
         """Median duration in seconds (the prior's first check before learning)."""
-        return math.exp(self._mean) if self.learned else self.prior_first
+        return self._median
 
     @property
     def sigma(self) -> float:
         """Spread of log-duration, floored so checks keep moving, and drawn towards a wide
         prior while few completions were seen."""
-        seen = min(self.samples, _WINDOW)
-        var = (seen * self._var + _PRIOR_WEIGHT * _PRIOR_SIGMA**2) / (seen + _PRIOR_WEIGHT)
-        return max(0.1, math.sqrt(var))
+        return self._sigma
 
     def finished_share(self, age: float) -> float:
         """The share of tasks finished by ``age`` seconds (the lognormal CDF)."""
-        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
-        return 0.5 * math.erfc(-z / math.sqrt(2.0))
+        z = (math.log(max(age, 1e-3)) - self._mean) / self._sigma
+        return 0.5 * math.erfc(-z / _SQRT2)
+
+    def chance_finished(self, seen_running: float, age: float) -> float:
+        """The chance that a task seen running at ``seen_running`` seconds has finished by
+        ``age``: the lognormal's share finishing between the two, over the share still
+        running at the first."""
+        # finished_share() twice, inline: this scores every candidate of every spare look.
+        mean, sigma = self._mean, self._sigma
+        before = 0.5 * math.erfc(-((math.log(max(seen_running, 1e-3)) - mean) / sigma) / _SQRT2)
+        after = 0.5 * math.erfc(-((math.log(max(age, 1e-3)) - mean) / sigma) / _SQRT2)
+        return (after - before) / max(1e-9, 1.0 - before)
 
     def quantile(self, z: float) -> float:
         """The duration at standard-normal score ``z``."""
-        return math.exp(self._mean + z * self.sigma)
+        return math.exp(self._mean + z * self._sigma)
 
     def first_check(
         self, *, late: bool = False, probe: bool = False, pressure: float = 1.0
@@ -158,9 +182,9 @@ class LatencyModel:
                 # Geometric up to the advice's first check, then the advice's cadence.
                 return min(age * _PROBE_GROWTH, self.prior_first)
             return age + self.prior_interval
-        z = (math.log(max(age, 1e-3)) - self._mean) / self.sigma
+        z = (math.log(max(age, 1e-3)) - self._mean) / self._sigma
         step = self.quantile(z + _Z_STEP * pressure) - age
         # Never closer than 5% of the median, never further than the median itself: in the
         # tail, quantile steps grow without bound and would leave a finished task unseen.
-        median = self.median
+        median = self._median
         return age + min(median, max(_MIN_STEP_FRACTION * median, step))

@@ -39,6 +39,10 @@ _SPARE_GAP_MIN: Final = 0.05  # seconds
 _SPARE_MIN_CHANCE: Final = 0.2
 _REPLAN_CHUNK: Final = 256  # first checks moved to a newly learned model per call
 _STALE_ROWS_PER_CALL: Final = 256  # see Planner.next_wakeup
+_NO_GROUP: Final = object()  # no group's model looked up yet (see Planner.spare)
+# Read from the table once: looked up per task on the hot path, the step costs a call.
+_DUE_PHASE: Final = step(Phase.PLANNED, Event.DUE)
+_END_PHASE: Final = step(Phase.CHECKING, Event.END)
 
 
 class Planner(Generic[P]):
@@ -133,7 +137,12 @@ class Planner(Generic[P]):
     def schedule(self, entry: Entry[P], at: float) -> None:
         """Make ``entry`` due at ``at``, or at its provider's minimum gap if that is later;
         never after its deadline (the row then expires it)."""
-        at = min(max(at, entry.last_check + entry.min_gap), entry.deadline)
+        # Comparisons, not min()/max(): this runs for every planned check.
+        floor = entry.last_check + entry.min_gap
+        if at < floor:
+            at = floor
+        if at > entry.deadline:
+            at = entry.deadline
         entry.due = at
         heapq.heappush(self._due, (at, entry.seq, entry))
 
@@ -163,7 +172,7 @@ class Planner(Generic[P]):
             if entry.phase is not Phase.PLANNED or at != entry.due:
                 continue
             if now < entry.deadline:
-                entry.phase = step(Phase.PLANNED, Event.DUE)
+                entry.phase = _DUE_PHASE
                 ready.append(entry)
             elif entry not in expired:  # two rows at one time (moved there twice)
                 expired.append(entry)
@@ -182,27 +191,36 @@ class Planner(Generic[P]):
         """
         scored: list[tuple[float, int, Entry[P]]] = []
         retry_at = math.inf
-        seen: set[int] = set()
+        last_seq = -1
+        # Most candidates share a group: its model and gap floor are looked up once per run of
+        # one group, not per candidate (a look scores up to 128 of them every 50 ms).
+        group: Hashable = _NO_GROUP
+        model: LatencyModel | None = None
+        floor = 0.0
         for at, seq, entry in _smallest(self._due, max(4 * limit, 64)):
-            if entry.phase is not Phase.PLANNED or at != entry.due or entry.late or at <= now:
+            if at <= now or entry.late or at != entry.due or entry.phase is not Phase.PLANNED:
                 continue
-            if seq in seen:
+            if seq == last_seq:
                 continue  # a task planned twice for the same time is one check, not two
-            seen.add(seq)
-            model = self._models.get(entry.group)
-            if model is None or not model.learned:
+            last_seq = seq  # rows come sorted by (time, seq): a task's twin rows are adjacent
+            if entry.group is not group:
+                group = entry.group
+                model = self._models.get(group)
+                if model is not None and model.learned:
+                    floor = max(_SPARE_GAP_MIN, _SPARE_GAP_FRACTION * model.median)
+                else:
+                    model = None
+            if model is None:
                 continue
-            gap = max(entry.min_gap, _SPARE_GAP_MIN, _SPARE_GAP_FRACTION * model.median)
+            gap = max(entry.min_gap, floor)
             eligible = entry.last_check + gap
             if eligible > now:
                 retry_at = min(retry_at, eligible)
                 continue
-            seen_running = model.finished_share(entry.last_running - entry.submitted)
-            chance = (model.finished_share(now - entry.submitted) - seen_running) / max(
-                1e-9, 1.0 - seen_running
-            )
+            submitted = entry.submitted
+            chance = model.chance_finished(entry.last_running - submitted, now - submitted)
             if chance >= _SPARE_MIN_CHANCE:
-                scored.append((-chance, entry.seq, entry))
+                scored.append((-chance, seq, entry))
             else:
                 retry_at = min(retry_at, now + gap)
         scored.sort()
@@ -350,8 +368,8 @@ class Planner(Generic[P]):
 
     def finish(self, entry: Entry[P]) -> None:
         """Stop tracking ``entry`` (resolved, failed, expired or detached)."""
-        if not entry.done:
-            entry.phase = step(entry.phase, Event.END)
+        if entry.phase is not Phase.DONE:
+            entry.phase = _END_PHASE  # the table's step for an end from any live phase
             self.pending -= 1
 
     def expire(self, now: float, limit: float = math.inf) -> list[Entry[P]]:
@@ -389,28 +407,37 @@ class Planner(Generic[P]):
         if self._ready or self._expired:
             return -math.inf  # popped, not yet handed out: the next turn takes them
         heap = self._due
-        while stale and heap and not _live(heap[0]):
+        planned = Phase.PLANNED
+        while heap:
+            at, _, entry = heap[0]  # a planned check (or deadline) of a live task?
+            if entry.phase is planned and at == entry.due:
+                return at
+            if not stale:
+                return at
             heapq.heappop(heap)
             stale -= 1
-        return heap[0][0] if heap else math.inf
-
-
-def _live(row: tuple[float, int, Entry[P]]) -> bool:
-    """A row still means something: a planned check (or deadline) of a live task."""
-    at, _, entry = row
-    return entry.phase is Phase.PLANNED and at == entry.due
+        return math.inf
 
 
 def _smallest(heap: list[tuple[float, int, Entry[P]]], k: int) -> list[tuple[float, int, Entry[P]]]:
     """The ``k`` smallest rows of ``heap``, smallest first, walking the heap from its root
     (O(k log k), where ``heapq.nsmallest`` reads every row)."""
     out: list[tuple[float, int, Entry[P]]] = []
-    frontier: list[tuple[tuple[float, int, Entry[P]], int]] = [(heap[0], 0)] if heap else []
+    if not heap:
+        return out
     size = len(heap)
+    # The frontier holds (time, seq, index): flat keys compare cheaper than nested rows.
+    frontier: list[tuple[float, int, int]] = [(heap[0][0], heap[0][1], 0)]
+    push, pop = heapq.heappush, heapq.heappop
     while frontier and len(out) < k:
-        row, i = heapq.heappop(frontier)
-        out.append(row)
-        for child in (2 * i + 1, 2 * i + 2):
+        i = pop(frontier)[2]
+        out.append(heap[i])
+        child = 2 * i + 1
+        if child < size:
+            row = heap[child]
+            push(frontier, (row[0], row[1], child))
+            child += 1
             if child < size:
-                heapq.heappush(frontier, (heap[child], child))
+                row = heap[child]
+                push(frontier, (row[0], row[1], child))
     return out

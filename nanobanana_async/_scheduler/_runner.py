@@ -145,6 +145,7 @@ class Scheduler:
             # may already be cancelling (aclose in `async with` after Ctrl-C) and must still
             # go on to close the sessions. A check never raises (Checker.poll).
             await asyncio.wait(checks)
+            self._checks.difference_update(checks)
 
     # ----------------------------------------------------------------- tracking
 
@@ -408,9 +409,15 @@ class Scheduler:
     def _start_check(self, entry: Tracked, now: float) -> None:
         self.plan.sent(entry, now)
         self._started += 1
-        check = self._loop().create_task(self._checker.poll(entry))
-        self._checks.add(check)
-        check.add_done_callback(self._checks.discard)
+        self._checks.add(self._loop().create_task(self._check(entry)))
+
+    async def _check(self, entry: Tracked) -> None:
+        # The check forgets itself as it ends rather than by a done callback: one loop
+        # callback less per request (detach() forgets those cancelled before they started).
+        try:
+            await self._checker.poll(entry)
+        finally:
+            self._checks.discard(cast("asyncio.Task[None]", asyncio.current_task()))
 
     def _drain(self, account: Account, now: float) -> float:
         """Send the account's waiting checks while request slots are free now.

@@ -4,12 +4,17 @@ and a 429 storm is one episode with one cut (fake clock, scripted account)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import sqlite3
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import anyio.to_thread
 import pytest
 
 import nanobanana_async as nb
@@ -110,14 +115,27 @@ async def test_f49_a_burst_of_create_429s_is_one_cut_never_below_the_cap_shown(
     assert lowered(caplog) == 1
 
 
+class KilledError(Exception):
+    """A journal write the killed process never made."""
+
+
 class Killable:
-    """One process's door to the account: after :meth:`kill` nothing it sends arrives (its
-    sends hang for ever, as a process stopped by kill -9 sends nothing more)."""
+    """One process's doors to the account and to its journal: after :meth:`kill` nothing it
+    sends arrives and nothing more it writes reaches the journal, as for a process stopped by
+    kill -9 (its sends and journal calls hang for ever).
+
+    The killed client stays alive in the test's process and shares the journal's file with
+    the rerun: without the journal door its writes still in the journal's queue would land
+    after the rerun has read the journal (under load, seconds of fake time later), which a
+    dead process never does.
+    """
 
     def __init__(self, server: LimitedApixo, prompts: Counter[str]) -> None:
         self.server = server
         self.prompts = prompts
         self.dead = False
+        self._journals: list[Journal] = []
+        self._buried = asyncio.Event()
 
     def __call__(
         self, request: HttpRequest
@@ -132,8 +150,73 @@ class Killable:
             self.prompts[body["input"]["prompt"]] += 1
         return answer
 
-    def kill(self) -> None:
+    def watch(self, client: nb.Client) -> nb.Client:
+        """Put ``client``'s journal (if it has one) behind this door; returns ``client``."""
+        hooks = client._life.journal
+        if hooks is None:
+            return client
+        journal, run = hooks.journal, hooks.journal._run
+
+        async def guarded(fn: Callable[[sqlite3.Connection], object]) -> object:
+            def call(db: sqlite3.Connection) -> object:
+                # On the journal's thread, under its lock: nothing starts after the kill.
+                if self.dead:
+                    raise KilledError
+                return fn(db)
+
+            if not self.dead:
+                with contextlib.suppress(KilledError):
+                    return await run(call)
+            await self._buried.wait()  # the test is over: let the orphan fail and close
+            raise OSError("killed by kill -9")
+
+        # The instance's own journal call, so every write of this client goes through here.
+        journal._run = guarded  # type: ignore[method-assign]
+        self._journals.append(journal)
+        return client
+
+    async def kill(self) -> None:
+        """kill -9: no more sends or journal writes. A write the journal's thread is making
+        at this instant lands first (the process died right after it committed)."""
         self.dead = True
+        for journal in self._journals:
+            await anyio.to_thread.run_sync(_wait_for, journal._lock)
+
+    def bury(self) -> None:
+        """After the test's checks: the killed client's hung journal calls fail, so it closes."""
+        self._buried.set()
+
+
+def _wait_for(lock: threading.Lock) -> None:
+    with lock:
+        pass
+
+
+async def test_f48_the_simulated_kill_lets_no_later_journal_write_land(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """F48's simulated kill -9: a journal write the killed client starts after the kill never
+    reaches the file (the rerun reads what a dead process left); the test's cleanup fails it."""
+    path = tmp_path / "journal.db"
+    door = Killable(LimitedApixo(clock, requests=1000, per=10, cap=5), Counter())
+    client = door.watch(client_for(clock, door.server, journal=path))
+    hooks = client._life.journal
+    assert hooks is not None
+    await hooks.journal.record_intent("before", "apixo", nb.ImageRequest(prompt="a cat"))
+    await door.kill()
+    late = asyncio.ensure_future(
+        hooks.journal.record_intent("after", "apixo", nb.ImageRequest(prompt="a dog"))
+    )
+    await asyncio.sleep(0.05)  # real time: the journal's thread would have written it by now
+    reader = Journal(path)
+    keys = [entry.key for entry in await reader.entries()]
+    await reader.aclose()
+    assert not late.done()
+    assert keys == ["before"]
+    door.bury()
+    with pytest.raises(OSError, match="kill -9"):
+        await late
+    await client.aclose()
 
 
 async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) -> None:
@@ -144,7 +227,7 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
     accepted: Counter[str] = Counter()
     path = tmp_path / "journal.db"
     limits = nb.Limits(requests=600, per=10, concurrent_tasks=5)
-    killed: list[tuple[nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
+    killed: list[tuple[Killable, nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
     for cycle in range(cycles + 1):
         clock = FakeClock(clock.now())  # a new process: its own scheduler and ledger
         server.clock = clock
@@ -160,13 +243,14 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
             wall_clock=lambda clock=clock: 1_700_000_000.0 + clock.now(),  # type: ignore[misc]
             timeouts=nb.Timeouts(task=300),
         )
+        door.watch(client)
         await client.__aenter__()
         jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(prompts)]
         if cycle < cycles:
             until = clock.now() + rng.uniform(3.0, 25.0)
             await clock.run_until(lambda: clock.now() >= until, step=0.25)  # noqa: B023
-            door.kill()  # kill -9: the journal keeps what it had written
-            killed.append((client, jobs))
+            await door.kill()  # kill -9: the journal keeps what it had written
+            killed.append((door, client, jobs))
             continue
         await clock.run_until(lambda: all(j.done() for j in jobs), step=0.25)  # noqa: B023
         outcomes = [j.exception() or j.result() for j in jobs]
@@ -177,8 +261,9 @@ async def rerun_cycles(tmp_path: Path, *, seed: int, cycles: int, prompts: int) 
     assert all(
         isinstance(o, nb.ImageResult | nb.SubmitOutcomeUnknownError)
         for o in outcomes  # an intent with no task id is reported, never sent again
-    )
-    for dead, orphans in killed:
+    ), [repr(o)[:200] for o in outcomes]
+    for door, dead, orphans in killed:
+        door.bury()
         await dead.aclose()
         await asyncio.gather(*orphans, return_exceptions=True)
 

@@ -23,7 +23,7 @@ WALL = 1_700_000_000.0
 
 
 def client_for(clock: FakeClock, door: Killable, path: Path, limits: nb.Limits) -> nb.Client:
-    return nb.Client(
+    client = nb.Client(
         "apixo",
         api_key="k",
         transport=ScriptedTransport(door),
@@ -34,6 +34,7 @@ def client_for(clock: FakeClock, door: Killable, path: Path, limits: nb.Limits) 
         wall_clock=lambda: WALL + clock.now(),
         timeouts=nb.Timeouts(task=300),
     )
+    return door.watch(client)
 
 
 async def window_reruns(
@@ -56,7 +57,7 @@ async def window_reruns(
         limits = nb.Limits(requests=30, per=10, concurrent_tasks=cap)
     accepted: Counter[str] = Counter()
     path = tmp_path / "journal.db"
-    killed: list[tuple[nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
+    killed: list[tuple[Killable, nb.Client, list[asyncio.Future[nb.ImageResult]]]] = []
     for cycle in range(cycles + 1):
         clock = FakeClock(clock.now())  # a new process: its own scheduler and ledger
         server.clock = clock
@@ -67,12 +68,13 @@ async def window_reruns(
         if cycle < cycles:
             until = clock.now() + rng.uniform(4.0, 12.0)
             await clock.run_until(lambda: clock.now() >= until, step=0.1)  # noqa: B023
-            door.kill()  # kill -9: the journal keeps what it had written
-            killed.append((client, jobs))
+            await door.kill()  # kill -9: the journal keeps what it had written
+            killed.append((door, client, jobs))
             continue
         await clock.run_until(lambda: all(j.done() for j in jobs), step=0.1)  # noqa: B023
         await client.aclose()
-    for dead, orphans in killed:
+    for door, dead, orphans in killed:
+        door.bury()
         await dead.aclose()
         await asyncio.gather(*orphans, return_exceptions=True)
     assert max(accepted.values()) == 1  # no prompt paid twice
@@ -208,8 +210,12 @@ async def test_f48_concurrent_first_submits_of_a_rerun_wait_for_the_killed_runs_
     record (each one counts the killed run's sends), so 0 × 429 and at most 30 in 10 s."""
     path = tmp_path / "journal.db"
     server = LimitedApixo(clock, requests=30, per=10, cap=5, latency=lambda i: 1.0)
-    # The killed run's 30 are in the provider's window too: it is full for 9.5 s.
-    server.accepted = [clock.now() - 0.5] * 30
+    # The killed run's 30 are in the provider's window too: it is full for 9.45 s. Its note
+    # says half a second ago, each send rounded up to its tenth of a second as the client
+    # writes them: a note at the server's very instant would leave the rerun's first send on a
+    # knife edge, early by the float error of the wall clock (1e-7 s at 1.7e9), at a rounding
+    # that depends on how far the fake clock ran while the journal was read (the load).
+    server.accepted = [clock.now() - 0.55] * 30
     journal = Journal(path, wall_clock=lambda: WALL + clock.now())
     sends = [[WALL + clock.now() - 0.5, 30]]
     record = {"at": WALL + clock.now() - 0.5, "closed": True, "pace": 3.0, "sends": sends}

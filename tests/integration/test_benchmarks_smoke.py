@@ -132,3 +132,16 @@ def test_telemetry_cost_runs_every_variant() -> None:
     assert row["tasks"] == 40
     for variant in telemetry.VARIANTS:
         assert row[f"{variant}_us_per_task"] > 0
+
+
+def test_otel_split_runs_every_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    """The split of the OpenTelemetry cost (bridge, SDK every trace and a tenth, no-op, the
+    SDK calls made directly) runs each variant and prints a figure for each."""
+    pytest.importorskip("opentelemetry.sdk")
+    from benchmarks import otel_split
+
+    otel_split.main(n=30, rounds=1)
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == ["none", "noop", "sdk", "sdk10", "direct", "spans", "metrics", "sampled"]
+    assert all(float(line.split()[2]) > 0 for line in lines)

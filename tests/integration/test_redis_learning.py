@@ -11,43 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async._clock import DEFAULT_CLOCK
-from nanobanana_async._scheduler import _redis
 from nanobanana_async.testing import Latency, ServerLimits, Simulator
+from tests.integration.conftest import PREFIX, Make
 from tests.redis_server import RedisServer
-
-PREFIX = "nanobanana:test-learning"
-
-Make = Callable[[nb.Limits], _redis.RedisLedger]
-
-
-@pytest.fixture
-async def ledgers(redis_server: RedisServer) -> AsyncIterator[Make]:
-    """Makes ledgers of one account on the test's Redis (each as another process would)."""
-    made: list[_redis.RedisLedger] = []
-
-    def make(limits: nb.Limits) -> _redis.RedisLedger:
-        ledger = _redis.RedisLedger(
-            limits,
-            DEFAULT_CLOCK,
-            redis=_redis.connect(redis_server.url),
-            prefix=PREFIX,
-            max_wait=5.0,
-        )
-        made.append(ledger)
-        return ledger
-
-    try:
-        yield make
-    finally:
-        for ledger in made:
-            await ledger.aclose()
 
 
 async def test_f50_a_higher_limits_entry_never_lifts_a_process_over_its_ceiling(

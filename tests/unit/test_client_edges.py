@@ -14,7 +14,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
-from nanobanana_async.testing import FakeClock, HttpResponse, ScriptedTransport
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
 
@@ -269,6 +269,81 @@ async def test_a_bug_while_failing_a_task_still_ends_it(
     for job in jobs:
         with pytest.raises(RuntimeError, match="check bug"):
             job.result()
+
+
+async def test_a_submit_whose_caller_is_cancelled_on_the_wire_is_still_tracked(
+    clock: FakeClock,
+) -> None:
+    """Cancelling submit()'s caller while its create is on the wire cancels only that caller:
+    the create's answer is still read, the paid task tracked to its end and its slot freed."""
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    limits = nb.Limits(concurrent_tasks=1)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=limits
+    ) as client:
+        caller = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a cat")))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        answer.set_result(server(transport.requests[0]))  # accepted after the caller left
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        # Its slot is freed when the task ends: the next submit (cap 1) then goes.
+        job = asyncio.ensure_future(client.generate("a dog"))
+        await clock.run_until(job.done)
+        assert job.result().task_id == "t1"
+    assert server.count("submit") == 2
+    assert server.count("status") >= 2  # the abandoned caller's task was checked too
+
+
+async def test_aclose_before_a_submits_create_started_fails_its_caller(clock: FakeClock) -> None:
+    """aclose() in the same loop iteration a submit handed its create to a task of its own
+    (so that task never ran): the caller hears the client closed, nothing is sent."""
+    client, transport = make_client(clock)
+    await client.__aenter__()
+    submitter = client._life.submitter
+    assert submitter is not None
+    submit = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt="a cat")))
+    for _ in range(100):  # until the create's task is made, and before it steps
+        if submitter._running:
+            break
+        await asyncio.sleep(0)
+    assert submitter._running
+    await client.aclose()
+    with pytest.raises(nb.ClientClosedError):
+        await asyncio.wait_for(submit, 10)  # a bound for the failure case only
+    assert transport.requests == []
+
+
+async def test_a_generate_cancelled_while_its_task_runs_leaves_it_tracked(
+    clock: FakeClock,
+) -> None:
+    """Cancelling a generate() whose task was accepted detaches only that caller: the task is
+    still checked to its end (its slot then freed) and keeps no waiter for the caller."""
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    transport = ScriptedTransport(server)
+    async with nb.Client(
+        "apixo", api_key="k", transport=transport, clock=clock, limits=nb.Limits(concurrent_tasks=1)
+    ) as client:
+        caller = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        submitter = client._life.submitter
+        assert submitter is not None
+        (entry,) = submitter.conn.entries
+        assert entry.task._waiters is None  # the cancelled caller's waiter is dropped
+        second = asyncio.ensure_future(client.generate("a dog"))  # waits for t0's slot
+        await clock.run_until(second.done)
+        assert second.result().task_id == "t1"
+        assert entry.task.state is nb.TaskState.SUCCEEDED
 
 
 @pytest.mark.parametrize(

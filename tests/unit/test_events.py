@@ -788,7 +788,8 @@ async def test_on_event_returning_a_coroutine_is_closed_and_warned_once(
 ) -> None:
     """A plain callback that returns a coroutine (``lambda e: queue.put(e)``) has it closed, not
     left un-awaited (no RuntimeWarning), with one warning that says to use ``events()``; the
-    task still ends, and so does one whose ``on_update`` does the same."""
+    task still ends, and so does one whose ``on_update`` does the same (a callback of its own,
+    warned about once too)."""
     queue: asyncio.Queue[ev.Event] = asyncio.Queue()
     server = FakeApixo(clock)
     with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
@@ -802,9 +803,8 @@ async def test_on_event_returning_a_coroutine_is_closed_and_warned_once(
     assert (await task).urls
     assert queue.empty()
     warnings = [r.getMessage() for r in caplog.records if "event callback" in r.getMessage()]
-    assert len(warnings) == 1
-    assert "coroutine" in warnings[0]
-    assert "events()" in warnings[0]
+    assert len(warnings) == 2
+    assert all("coroutine" in w and "events()" in w for w in warnings)
 
 
 async def test_a_router_refused_for_bad_telemetry_leaves_its_clients_as_they_were(
@@ -850,3 +850,102 @@ async def test_f44_router_task_on_update_hears_nothing_after_its_result(
     assert job.result().task_id == "t0"
     assert [e.task_id for e in of(updates, ev.Resolved)] == ["t0"]
     assert len(updates) == heard
+
+
+# ----------------------------------------------------------------- readers and failures
+
+
+async def test_events_each_reader_its_own_stream_and_a_second_reader_of_one_is_refused(
+    clock: FakeClock,
+) -> None:
+    """Each ``events()`` call is its own stream with every event, so two readers each get the
+    whole task's life; a second reader of one stream, while its first waits, is told so with a
+    ConfigurationError (it used to wait for ever, the first reader getting every event)."""
+    server = FakeApixo(clock)
+
+    async def consume(stream: ev.EventStream) -> list[ev.Event]:
+        return [event async for event in stream]
+
+    async with make_client(clock, server) as client:
+        first, second = client.events(), client.events()
+        readers = [asyncio.ensure_future(consume(s)) for s in (first, second)]
+        await settle()
+        with pytest.raises(nb.ConfigurationError, match="already has a reader"):
+            await asyncio.wait_for(first.__anext__(), 1.0)
+        await run(clock, client)
+    one, two = [await asyncio.wait_for(r, 1.0) for r in readers]
+    assert kinds(one)[0] == "submitted"
+    assert kinds(one)[-1] == "resolved"
+    assert one == two
+
+
+async def test_a_failing_listener_does_not_hide_another_listeners_failure(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, canary: str
+) -> None:
+    """Failures are said once per callback: after an internal listener (the OpenTelemetry
+    bridge) has failed, a user's ``on_event`` failing is still logged, once, masked; a task
+    ``on_update`` made anew for each task (one lambda) is one callback, logged once."""
+
+    class Bridge:
+        def __call__(self, event: ev.Event) -> None:
+            raise RuntimeError("bridge broke")
+
+    def mine(event: ev.Event) -> None:
+        if event.kind == "resolved":
+            raise ValueError(f"user broke {canary}")
+
+    server = FakeApixo(clock)
+    with caplog.at_level(logging.WARNING, logger="nanobanana_async"):
+        async with make_client(clock, server, key=canary) as client:
+            client._events.subscribe(Bridge())
+            client._events.subscribe(mine)
+            await run(clock, client)
+            for prompt in ("a", "b"):
+                task = await client.submit(nb.ImageRequest(prompt=prompt))
+                task.on_update(lambda e: 1 / 0)
+                await clock.run_until(task.done)
+    warnings = [r.getMessage() for r in caplog.records if "event callback" in r.getMessage()]
+    assert len(warnings) == 3
+    assert sum("bridge broke" in w for w in warnings) == 1
+    assert sum("user broke" in w for w in warnings) == 1
+    assert sum("ZeroDivisionError" in w for w in warnings) == 1
+    assert not any(canary in w for w in warnings)
+
+
+async def test_on_update_on_a_reattached_ended_task_hears_its_resolved(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """A task re-attached from a journal that recorded its end (a rerun) is done at once;
+    ``on_update`` on it still hears one ``resolved``, soon, with its task id, key and result
+    (checks 0: none was sent here), as does one on a task awaited before, which gets the event
+    emitted at its end."""
+    server = FakeApixo(clock)
+    journal = tmp_path / "j.db"
+    heard: list[ev.Event] = []
+    async with make_client(clock, server, journal=journal) as client:
+        first = await run(clock, client, "a cat", key="row-1")
+        awaited = await client.submit(nb.ImageRequest(prompt="a dog"), key="row-2")
+        awaited.on_update(heard.append)
+        await clock.run_until(awaited.done)
+    assert kinds(heard)[-1] == "resolved"
+    live_end = heard[-1]
+    async with make_client(clock, server, journal=journal) as client:
+        again = await client.submit(nb.ImageRequest(prompt="a cat"), key="row-1")
+        assert again.done()
+        late: list[ev.Event] = []
+        again.on_update(late.append)
+        assert late == []  # soon, not inside on_update
+        await settle()
+        assert len(late) == 1
+        end = late[0]
+        assert isinstance(end, ev.Resolved)
+        assert (end.task_id, end.key, end.error, end.checks) == ("t0", "row-1", None, 0)
+        assert end.result is not None
+        assert end.result.urls == first.result().urls  # type: ignore[attr-defined]
+        assert end.result.request is None  # events carry no prompt
+        assert end.latency >= 0.0
+        after: list[ev.Event] = []
+        awaited.on_update(after.append)
+        await settle()
+        assert after == [live_end]
+    assert server.count("submit") == 2  # the rerun paid for nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from typing import Any
@@ -195,6 +196,23 @@ def test_the_soonest_planned_checks_come_from_the_top_of_the_heap() -> None:
         heapq.heapify(heap)
         for k in (0, 1, 64, 400):
             assert _smallest(heap, k) == sorted(heap)[:k]
+
+
+def test_the_soonest_rows_keep_ties_in_order_and_twin_rows_together() -> None:
+    """Rows at one time come oldest first, and a task planned twice for one time gives two
+    adjacent rows (the spare look counts them as one check)."""
+    rng = random.Random(11)
+    entries = [object() for _ in range(50)]
+    heap: list[tuple[float, int, Any]] = []
+    for seq, entry in enumerate(entries):
+        at = float(rng.randrange(4))
+        for _ in range(rng.choice((1, 2))):
+            heapq.heappush(heap, (at, seq, entry))
+    rows = _smallest(heap, len(heap))
+    assert [row[:2] for row in rows] == sorted(row[:2] for row in heap)
+    for before, after in itertools.pairwise(rows):
+        if before[1] == after[1]:
+            assert before[2] is after[2]
 
 
 def test_a_turn_wakes_for_the_first_checks_its_replan_moved_earlier() -> None:

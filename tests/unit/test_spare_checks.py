@@ -64,6 +64,28 @@ def test_a_task_planned_twice_for_one_time_is_pulled_forward_once() -> None:
     plan.sent(a, 7.6)  # a second pick would raise: a check of it is already out
 
 
+def test_each_task_is_scored_by_its_own_groups_model() -> None:
+    """Tasks of a fast and a slow model, planned in turns for the same times: only the fast
+    ones are likely finished, and the slow ones wait for their own gap (a quarter of their
+    median), whatever order their rows come in."""
+    plan = learned_planner()  # "g": durations about 10 s
+    slow = plan.model(("slow", "m"), 1.0, 1.0)
+    for _ in range(5):
+        slow.observe(90.0, 110.0)  # median 100 s
+    add = {"deadline": 1000.0, "first_poll": 50.0, "poll_interval": 1.0}
+    fast, slow_ones = [], []
+    model = "m"
+    for i in range(6):
+        fast.append(plan.add(f"f{i}", group="g", now=0.0, **add))
+        # An equal key, not the same object: each client's task builds its own.
+        slow_ones.append(plan.add(f"s{i}", group=("slow", model), now=0.0, **add))
+    for entry in [*fast, *slow_ones]:
+        plan.schedule(entry, 50.0)  # every row at one time: groups alternate by age
+    chosen, retry_at = plan.spare(12.0, 10)
+    assert chosen == fast  # likeliest first, ties to the older task
+    assert retry_at == pytest.approx(25.0)  # a quarter of the slow median after the submit
+
+
 def test_nothing_is_pulled_forward_before_the_model_is_learned() -> None:
     plan: Planner[str] = Planner()
     plan.add("x", group="g", now=0.0, deadline=100.0, first_poll=30.0, poll_interval=5.0)
