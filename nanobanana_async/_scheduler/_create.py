@@ -159,7 +159,9 @@ async def create(
                 # the creates that stay with it.
                 if isinstance(exc, RateLimitError):
                     ledger.slots.refused(lease)
-                    about_cap = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                    about_cap = ledger.rate_limited(
+                        retry_after=exc.retry_after, creating=True, lease=lease
+                    )
                     if account.events.active:
                         account.events.emit(
                             _limited(driver.name, clock, "tasks" if about_cap else "window", exc)
@@ -174,7 +176,9 @@ async def create(
                 await _journaled(intent.clear, intent)
             cap_reached = False
             if isinstance(exc, RateLimitError):
-                cap_reached = ledger.rate_limited(retry_after=exc.retry_after, creating=True)
+                cap_reached = ledger.rate_limited(
+                    retry_after=exc.retry_after, creating=True, lease=lease
+                )
                 if account.events.active:
                     account.events.emit(
                         _limited(driver.name, clock, "tasks" if cap_reached else "window", exc)
@@ -198,6 +202,13 @@ async def create(
                 # before the hand-back below: that is a round trip to a shared ledger, and the
                 # checks sent meanwhile met the same full window (one 429 each).
                 ledger.pause(decision.after)
+            if cap_reached and lease.sent and ledger.slots.sent <= ledger.slots.cap:
+                # Refused at the cap while our count has room (another process's tasks, or
+                # a cap learned one too high): the slot is taken at the provider. Handed back
+                # now, it would admit the next create at once, refused in turn, for the whole
+                # episode. Held until one of our tasks ends and no other create took its
+                # slot, or the backoff at the latest (F45).
+                await ledger.slots.freed(clock.now() + decision.after)
             # Handed back before the retry asks again, in every backend (F45): a shared
             # ledger that still held it would admit the retry on its own stale admission.
             await ledger.slots.refuse(lease)

@@ -56,6 +56,8 @@ _CONCURRENCY_SHARE: Final = 0.9  # below this share of the window, a create's 42
 # only covers the skew between our send times and the provider's arrival times.
 _RATE_MARGIN: Final = 0.98
 _BLIND_CUT: Final = 0.7  # of the rate, after a window 429 that says nothing of the window
+# Seconds a cap episode lasts while the account's window is not known (see rate_limited).
+_CAP_EPISODE: Final = 10.0
 QUIET_PERIODS: Final = 3
 """Windows without a 429 before learned limits start to climb back (and a shared cut expires)."""
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
@@ -96,6 +98,9 @@ class Ledger:
         self._measured: int | None = None  # what it counted as accepted
         # The cap a create's 429 taught (never raised by an acceptance; see _has_room).
         self._taught_cap: int | None = None
+        # The admission order (Lease.seq) of the earliest create the cap refused in its
+        # episode: a create admitted after it and accepted shows no more running at once.
+        self._refused_seq: int | None = None
         self.requests = 0
 
     # ----------------------------------------------------------------- requests
@@ -235,14 +240,17 @@ class Ledger:
 
     # ----------------------------------------------------------------- 429s
 
-    def rate_limited(self, *, retry_after: float | None, creating: bool) -> bool:
+    def rate_limited(
+        self, *, retry_after: float | None, creating: bool, lease: Lease | None = None
+    ) -> bool:
         """Learn from a 429; returns True when it was about the task cap (no pause needed).
 
         One episode, one cut: the 429s that answer requests sent before the limits were cut,
         those inside the pause and those inside one window of the cut, show the same overflow
         again and teach nothing new (no second cut, no second warning). A cap is never cut
         below the tasks the account showed it runs (:meth:`note_accepted` raises it back).
-        ``creating``: the 429 answered a create whose slot is still held by the caller.
+        ``creating``: the 429 answered a create whose slot is still held by the caller;
+        ``lease``: that slot (its admission order bounds what later acceptances teach).
         """
         now = self._clock.now()
         self._last_429 = now
@@ -258,6 +266,7 @@ class Ledger:
             # had ended unseen): never a window 429. The cap is not lowered on it, as what
             # runs now is not what ran when the provider refused it (tasks seen ending since
             # would walk the cap below the account's); the next cap 429 after the episode does.
+            self._note_refused(lease)
             return True
         if self.gcra.is_paused(now):
             # Nothing is sent during the pause: this answers a request sent before the cut,
@@ -276,6 +285,8 @@ class Ledger:
             # from full cannot be what refused it.
             cap = max(1, min(running, self.slots.accepted))
             self._taught_cap = cap
+            self._refused_seq = None
+            self._note_refused(lease)
             if cap < self.effective.concurrent_tasks:
                 self._set_effective(attrs.evolve(self.effective, concurrent_tasks=cap))
                 # The creates that booked turns under the old cap mostly cannot go now: their
@@ -283,7 +294,13 @@ class Ledger:
                 # wait behind them. Drop them; each books again once it has a slot.
                 self._bookings += 1
                 self.gcra.cancel_bookings(now)
-            self._cap_episode = now + self.effective.per
+            episode = self.effective.per
+            if self._window_unknown():
+                # The configured per says nothing of the account (the default's 60 s made a
+                # minute of cap 429s "the same burst", never taught from). The creates in
+                # flight at the cut come back within a round trip, well inside this.
+                episode = min(episode, _CAP_EPISODE)
+            self._cap_episode = now + episode
             return True
         old_per = self.effective.per
         per, requests = self._estimate_window(now, retry_after)
@@ -318,15 +335,31 @@ class Ledger:
         return True
 
     def note_accepted(self, lease: Lease) -> None:
-        """A create of ``lease`` was accepted: the task runs. When more run than the learned
-        cap, the account showed a higher one: the cap goes back up to what it showed."""
+        """A create of ``lease`` was accepted: the task runs. When more ran at once than the
+        learned cap, the account showed a higher one, and the cap goes back up: by one per
+        create admitted before the one the cap refused (the provider took it before that
+        refusal, so it ran then), never for one admitted after. The provider took that one
+        because a task had ended, which the client may not have seen yet: counted, it raised
+        the cap far above the account's under a lagging loop (64-152 for 50)."""
         self.slots.accept(lease)
         self._shown_tasks = max(self._shown_tasks, self.slots.accepted)
+        refused = self._refused_seq
+        if refused is not None and lease.seq > refused:
+            return
+        cap = self.effective.concurrent_tasks
         shown = min(self.slots.accepted, self.configured.concurrent_tasks)
-        if shown > self.effective.concurrent_tasks:
+        if refused is not None:
+            shown = min(shown, cap + 1)
+        if shown > cap:
             self._set_effective(
                 attrs.evolve(self.effective, concurrent_tasks=shown), level=logging.DEBUG
             )
+
+    def _note_refused(self, lease: Lease | None) -> None:
+        # Without the refused lease, every create admitted so far may still show more.
+        seq = lease.seq if lease is not None else self.slots.admitted
+        if self._refused_seq is None or seq < self._refused_seq:
+            self._refused_seq = seq
 
     def _estimate_window(self, now: float, retry_after: float | None) -> tuple[float, int]:
         # The account's window ends when its oldest counted request leaves it, which is when

@@ -543,9 +543,11 @@ class RedisLedger(Ledger):
         own = super()._shown(now, self.effective.per)
         return self.store.window_count <= own
 
-    def rate_limited(self, *, retry_after: float | None, creating: bool) -> bool:
+    def rate_limited(
+        self, *, retry_after: float | None, creating: bool, lease: Lease | None = None
+    ) -> bool:
         before = self.effective
-        about_cap = super().rate_limited(retry_after=retry_after, creating=creating)
+        about_cap = super().rate_limited(retry_after=retry_after, creating=creating, lease=lease)
         after = self.effective
         if after.concurrent_tasks < before.concurrent_tasks or (
             after.requests / after.per < before.requests / before.per

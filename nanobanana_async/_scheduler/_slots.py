@@ -41,6 +41,8 @@ class Lease:
     until: float | None = None
     # When its caller asked for a slot (monotonic): a wait for the coordinator counts from it.
     asked: float | None = None
+    # The order of its latest admission among this process's creates (see Ledger.note_accepted).
+    seq: int = 0
 
 
 class Slots:
@@ -67,6 +69,7 @@ class Slots:
         self._admits: collections.deque[tuple[asyncio.Future[None], Lease]] = collections.deque()
         self._timed: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
+        self.admitted = 0  # creates admitted so far (the last Lease.seq given)
         # One timer for the earliest horizon, moved earlier when a nearer hold comes (a timer
         # left sleeping until the hold it knew freed a later, nearer one minutes late).
         self._call_at = timers(clock)
@@ -74,6 +77,8 @@ class Slots:
         self._timer_at = math.inf
         # The account's events (its Account shares the ledger's here).
         self.events = _AccountEvents()
+        # Creates the cap refused while our count showed room (see freed), oldest first.
+        self._freed: collections.deque[asyncio.Future[bool]] = collections.deque()
 
     @property
     def waiting(self) -> int:
@@ -155,6 +160,8 @@ class Slots:
             self.accepted += 1
 
     def _mark(self, lease: Lease) -> None:
+        self.admitted += 1
+        lease.seq = self.admitted
         lease.sent = True
         self.sent += 1
         self.peak = max(self.peak, self.sent)
@@ -211,6 +218,39 @@ class Slots:
                 lease.sent = False
                 self.sent -= 1
             self._wake()
+            if self.sent < self.cap and not self._admits:
+                # A slot no waiting create took: a create held after a refusal asks again.
+                while self._freed:
+                    waiter = self._freed.popleft()
+                    if not waiter.done():
+                        waiter.set_result(True)
+                        break
+
+    async def freed(self, deadline: float) -> bool:
+        """Wait until a lease is released here (one of this process's tasks was seen ending,
+        or its horizon passed) and no waiting create took its slot, or until ``deadline``
+        (monotonic), whichever is first.
+
+        A create the cap refused while our count showed room waits here, still admitted,
+        before it asks again: only a task ending frees a slot at the provider, and asked
+        again at once it would be refused again. Each such release wakes one waiter, oldest
+        first.
+
+        Returns:
+            True when a release woke it, False when the deadline did.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._freed.append(future)
+
+        def expire() -> None:
+            if not future.done():
+                future.set_result(False)
+
+        timer = self._call_at(deadline, expire)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def hold_until(self, lease: Lease, horizon: float) -> None:
         """Keep ``lease`` until ``horizon`` (monotonic), then free it by itself."""
