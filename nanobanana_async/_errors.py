@@ -7,7 +7,8 @@ against these classes.
 ```
 NanoBananaError                           every error raised on purpose (.attempts via a Router)
 ├─ ConfigurationError (ValueError)        bad client or CLI settings: provider, key, limits, loop
-│  └─ WrongAccountError                   the journal holds this prompt's task on another key
+│  ├─ WrongAccountError                   the journal holds this prompt's task on another key
+│  └─ DuplicateSubmitError                another client on the journal is submitting it; unsent
 ├─ InvalidRequestError (ValueError)       the request breaks the provider's table; nothing sent
 │  └─ RequestRejectedError (+ APIError)   the provider refused its content (400, 422); no task
 ├─ TransportError                         no usable HTTP answer (from your transport= too)
@@ -437,3 +438,24 @@ class WrongAccountError(ConfigurationError):
         self.provider = provider
         self.account = account
         self.task_id = task_id
+
+
+class DuplicateSubmitError(ConfigurationError):
+    """Another client sharing this journal (in this process) began submitting the same
+    request between this submit's journal lookup and its own record: this one sent nothing,
+    so only the other may be paid. Await the other client's task: a later submit of this
+    request re-attaches to it once the provider has accepted it.
+
+    A configuration error, not an unknown outcome: nothing was sent by this call (its slot is
+    free again, and a Router does not send it to another account). One client per journal,
+    or a ``Router`` over clients, never races itself.
+
+    Attributes:
+        key: the request's journal key.
+        path: the journal's file.
+    """
+
+    def __init__(self, message: str, *, key: str, path: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.path = path

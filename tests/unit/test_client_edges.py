@@ -214,6 +214,50 @@ async def test_a_journal_that_cannot_record_the_intent_sends_nothing(
     assert server.count("submit") == 1
 
 
+async def test_two_clients_on_one_journal_racing_one_request_send_it_once(
+    tmp_path: Path,
+) -> None:
+    """Two live clients sharing a journal submit the same request at once: one create is
+    sent, the other caller gets DuplicateSubmitError naming the journal and the key (not a
+    StorageError about a write), its slot is free again, and the winner's task finishes."""
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+
+    def client() -> nb.Client:
+        return nb.Client(
+            "apixo",
+            api_key="k",
+            transport=ScriptedTransport(server),
+            clock=clock,
+            limits=nb.Limits(concurrent_tasks=1),
+            journal=tmp_path / "j.db",
+        )
+
+    request = nb.ImageRequest(prompt="a cat")
+    async with client() as first, client() as second:
+        both = asyncio.gather(first.submit(request), second.submit(request), return_exceptions=True)
+        job = asyncio.ensure_future(both)
+        await clock.run_until(job.done, limit=60)
+        tasks = [r for r in job.result() if isinstance(r, nb.Task)]
+        errors = [r for r in job.result() if isinstance(r, BaseException)]
+        assert len(tasks) == 1
+        assert [type(e) for e in errors] == [nb.DuplicateSubmitError]
+        error = errors[0]
+        assert isinstance(error, nb.DuplicateSubmitError)
+        assert isinstance(error, nb.ConfigurationError)
+        assert error.path == str(tmp_path / "j.db")
+        assert "in flight from another client" in str(error)
+        assert "nothing was sent" in str(error)
+        # One key, one account (one ledger): the loser waited for the slot, then found the
+        # winner's row; its slot is free again, not held as for an unknown outcome.
+        stats = second.statistics()
+        assert (stats.in_flight, stats.peak_in_flight) == (0, 1)
+        done = asyncio.ensure_future(tasks[0].result())
+        await clock.run_until(done.done, limit=60)
+        assert done.result().task_id == "t0"
+    assert server.count("submit") == 1
+
+
 async def test_the_scheduler_is_a_timer_and_leaves_nothing_behind_the_last_client(
     clock: FakeClock,
 ) -> None:
