@@ -402,6 +402,10 @@ async def test_a_generate_cancelled_while_its_task_runs_leaves_it_tracked(
         ("callbacks", "http://x", "callbacks must be a nanobanana_async.CallbackReceiver"),
         ("journal", 5, "journal must be a file path (str or Path) or None, got int"),
         ("coordinator", 6379, "coordinator must be a redis:// URL string or None, got int"),
+        ("clock", 5, "clock must be a Clock (now() and async sleep_until()) or None, got int"),
+        ("clock", 0, "clock must be a Clock (now() and async sleep_until()) or None, got int"),
+        ("wall_clock", 1.5, "wall_clock must be a function returning a float, got float"),
+        ("random", 0.5, "random must be a function returning a float, got float"),
     ],
 )
 def test_a_client_argument_of_the_wrong_type_is_refused_by_name(
