@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -146,6 +147,18 @@ def resolve(
         )
     if url is not None and not is_http_url(url):
         raise ConfigurationError("base_url must be an absolute http(s) URL")
+    if (
+        url is not None
+        and transport is None
+        and driver.auth_scheme == "bearer"
+        and "@" in urlsplit(url).netloc
+    ):
+        # aiohttp refused it at the first request with a bare ValueError (a password in the
+        # URL beside the key's Authorization header). The URL is not echoed: it holds one.
+        raise ConfigurationError(
+            f"base_url must not hold a user name or password for {provider}: its API key "
+            "goes in the Authorization header"
+        )
     coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
     if coordinator is not None:
         _redis.connect(coordinator)  # a missing extra or a bad URL fails here, not mid-run

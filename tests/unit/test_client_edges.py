@@ -439,6 +439,15 @@ async def test_submit_given_a_prompt_string_says_how_to_make_a_request(clock: Fa
     assert transport.requests == []
 
 
+def test_a_base_url_with_a_password_is_refused_at_construction_for_a_bearer_key() -> None:
+    """base_url="http://user:pw@host/api/v1" for a bearer-key provider is a ConfigurationError
+    when the client is made, not aiohttp's bare ValueError at the first request; the password
+    is not echoed."""
+    with pytest.raises(nb.ConfigurationError, match="must not hold a user name or password") as e:
+        nb.Client("apixo", api_key="k", base_url="http://u:hunter2@127.0.0.1:9/api/v1")
+    assert "hunter2" not in str(e.value)
+
+
 def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:
     """Client("local", base_url=...) said nothing and ran its own simulator, so requests meant
     for the server at that URL went elsewhere; NANOBANANA_BASE_URL alone is still ignored."""
