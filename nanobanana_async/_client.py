@@ -188,10 +188,11 @@ class Client:
         """Stop tracking this client's tasks and release its connections.
 
         Tasks still pending fail with ``ClientClosedError`` carrying their ids; they keep
-        running at the provider and can be resumed. Submits still under way are stopped:
-        their callers get ``SubmitOutcomeUnknownError`` when the create was already sent,
-        else ``ClientClosedError``. Every connection is released even when this runs in a
-        cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
+        running at the provider and can be resumed. Those whose caller had just been cancelled
+        (so the error reaches no one) are named in one WARNING line. Submits still under way
+        are stopped: their callers get ``SubmitOutcomeUnknownError`` when the create was
+        already sent, else ``ClientClosedError``. Every connection is released even when this
+        runs in a cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
         """
         await self._life.aclose()
 
@@ -231,7 +232,9 @@ class Client:
         client's ``callbacks=`` receiver for this request.
 
         Cancelling it (or a ``wait_for`` around it) stops only this wait: an accepted task runs
-        on and is paid, but its id is not returned. Where a wait may be cancelled, ``submit``
+        on and is paid, and stays tracked until it ends or the client closes. Its id is logged
+        once at WARNING (logger ``nanobanana_async``) with the ``resume`` call that gets it,
+        also when the create is accepted after the cancel; to hold the id in code, ``submit``
         first and keep ``task.id``, or give the client a ``journal=``.
 
         Returns:

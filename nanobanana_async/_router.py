@@ -7,6 +7,7 @@ and sends, ``_follow`` follows hedges and resubmits; this module is the public s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random as _random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,7 @@ from ._routing import (
     combine,
     describe,
 )
+from ._scheduler._submit import log_orphaned
 from ._task import Task
 from .events import Event, EventStream, _check_callback, _Emitter
 
@@ -285,7 +287,12 @@ class Router:
             provider_options=provider_options,
         )
         task = await self.submit(request)
-        result = await task
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            # As Client.generate: the accepted task runs on and is paid; its id goes to the log.
+            log_orphaned(task, "generate() was cancelled after")
+            raise
         return attrs.evolve(result, attempts=task.attempts)
 
     async def submit(self, request: ImageRequest, *, key: str | None = None) -> Task:

@@ -33,6 +33,7 @@ class Task:
         "_emitter",
         "_ended",
         "_future",
+        "_orphaned",
         "_ref",
         "_request",
         "_sources",
@@ -68,6 +69,8 @@ class Task:
         # Through a Router that follows hedges or resubmits: the tasks this one stands for,
         # whose events its on_update callbacks hear.
         self._sources: list[Task] | None = None
+        # Its id was logged as one no caller will hear (see _orphan): logged once only.
+        self._orphaned = False
 
     def __repr__(self) -> str:
         return f"<Task id={self.id!r} state={self.state.value}>"
@@ -253,6 +256,24 @@ class Task:
             self._waiters = None
         elif isinstance(waiters, list) and waiter in waiters:
             waiters.remove(waiter)
+
+    def _unheard(self) -> bool:
+        """Whether it waited for callers and every one of them was cancelled (a cancelled
+        ``generate`` whose own clean-up has not run yet)."""
+        waiters = self._waiters
+        if waiters is None:
+            return False
+        if isinstance(waiters, asyncio.Future):
+            return waiters.cancelled()
+        return all(waiter.cancelled() for waiter in waiters)
+
+    def _orphan(self) -> bool:
+        """Mark its id as logged for a caller that went away: True the first time only, so
+        each accepted task no caller hears is logged once, whichever path sees it first."""
+        if self._orphaned or self._ref is None:
+            return False
+        self._orphaned = True
+        return True
 
     # Called by the client and the scheduler only.
     def _accept(self, ref: TaskRef) -> None:

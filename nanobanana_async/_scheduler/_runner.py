@@ -43,6 +43,19 @@ _FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a b
 _FAILED_TURN_MAX: Final = 5.0  # while every turn fails, up to this
 
 
+def _log_unheard(provider: str, refs: list[TaskRef]) -> None:
+    """One WARNING line for the pending tasks a closing client failed while no caller waited
+    for them: their ClientClosedError reaches no one, so their ids go to the log, every one
+    (without a journal the log is the only place a paid task's id is kept)."""
+    _log.warning(
+        "the client closed while %d accepted %s task(s) no caller waits for were pending: %s; "
+        "they run on and are paid for: get each result with client.resume(task_id, model=...)",
+        len(refs),
+        provider,
+        ", ".join(f"{ref.task_id} (model {ref.model})" for ref in refs),
+    )
+
+
 def _recall_from(memory: LatencyMemory | None) -> Callable[[Hashable], Learned | None] | None:
     if memory is None:
         return None
@@ -303,10 +316,11 @@ class Scheduler:
         """
         if not conn.closing:
             self.stop_checking(conn)
+        unheard: list[TaskRef] = []
         try:
             while conn.entries:
                 for entry in list(itertools.islice(conn.entries, _TURN * 4)):
-                    self._close_entry(entry)
+                    self._close_entry(entry, unheard)
                 if conn.entries:
                     # A yield, not a wait: nothing to time, so not through the clock.
                     await asyncio.sleep(0)
@@ -314,10 +328,17 @@ class Scheduler:
             # Cancelled meanwhile (a second Ctrl-C): no caller is left waiting on a closed
             # client, so the rest fail at once.
             for entry in list(conn.entries):
-                self._close_entry(entry)
+                self._close_entry(entry, unheard)
+            if unheard:
+                _log_unheard(conn.driver.name, unheard)
 
-    def _close_entry(self, entry: Tracked) -> None:
+    def _close_entry(self, entry: Tracked, unheard: list[TaskRef] | None = None) -> None:
         ref = entry.ref
+        task = entry.task
+        # Its caller was cancelled in this same loop turn and has not logged the id yet:
+        # the ClientClosedError below reaches no one, so the close names it (once).
+        if unheard is not None and task._unheard() and task._orphan():
+            unheard.append(ref)
         self._abandon(
             entry,
             ClientClosedError(

@@ -141,7 +141,12 @@ class Submitter:
         acceptance (one loop callback less per task).
         """
         if self.journal is not None:
-            return await (await self.submit(request, None))
+            task = await self.submit(request, None)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                log_orphaned(task, "generate() was cancelled after")
+                raise
         task, waiter, lease = await self._start(request, None, None, to_end=True)
         # Awaited here, not through _wait(): a coroutine less kept per pending task.
         try:
@@ -150,6 +155,8 @@ class Submitter:
             task._drop_waiter(cast("asyncio.Future[None]", waiter))
             current = asyncio.current_task()
             if current is None or current.cancelling():
+                # Not yet accepted: the create's task logs the id if it is (_hand_over).
+                log_orphaned(task, "generate() was cancelled after")
                 raise
             self._closed_while_submitting(lease, request)
         return await task  # ended: returns at once
@@ -257,12 +264,26 @@ class Submitter:
                 task, request, lease, callback, intent, retry_refusals, wanted
             )
         except Exception as exc:
+            if isinstance(exc, SubmitOutcomeUnknownError):
+                self._unknown_unheard(handover, lease)
             self._hand_over(handover, exc)
             return
         except BaseException as exc:
+            self._unknown_unheard(handover, lease)
             self._hand_over(handover, exc)
             raise
         self._hand_over(handover, made)
+
+    def _unknown_unheard(self, handover: _Handover, lease: Lease) -> None:
+        # A create that was sent ended of unknown outcome (timed out, or stopped by aclose)
+        # after its caller was cancelled: no id is known, but it may be paid for, so say so.
+        # A journal keeps its intent and a rerun reports it (the CLI's Ctrl-C says so once).
+        if self.journal is None and handover[0].done() and lease.sent:
+            _log.warning(
+                "a create to %s whose caller had stopped waiting ended of unknown outcome: it "
+                "may have been accepted and paid for, and no task id is known",
+                self.conn.driver.name,
+            )
 
     def _hand_over(self, handover: _Handover, outcome: Task | BaseException) -> None:
         # Forget the create's task, settle the callers sharing it, and hand its outcome to
@@ -276,6 +297,9 @@ class Submitter:
         if isinstance(outcome, asyncio.CancelledError):
             waiter.cancel()
         elif waiter.done():
+            # Its caller was cancelled while the create was on the wire: nobody holds the id.
+            if not isinstance(outcome, BaseException):
+                log_orphaned(outcome, "the caller had stopped waiting when")
             return
         elif isinstance(outcome, BaseException):
             waiter.set_exception(outcome)
@@ -293,6 +317,11 @@ class Submitter:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is None or current.cancelling():
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Accepted in the iteration its caller was cancelled: the Task is lost.
+                    made = waiter.result()
+                    if made is not None:
+                        log_orphaned(made, "submit() was cancelled after")
                 raise
             self._closed_while_submitting(lease, request)
         assert task is not None, "only generate() waits for the task's end"
@@ -517,6 +546,33 @@ class Submitter:
         self.conn.account.ledger.note_accepted(lease)
         self._track(task, ref, timeout, lease, submitted_wall=submitted_wall, resumed=True)
         return task
+
+
+def log_orphaned(task: Task, what: str) -> None:
+    """Log, once per task, the id of an accepted task whose caller went away (a cancelled
+    ``generate``, ``wait_for`` or web handler): it runs on and is paid for, so its id must be
+    reachable. Never the key or the prompt: provider, id and model only."""
+    ref = task.ref
+    if ref is None or not task._orphan():
+        return
+    if task.done():
+        now = "it is no longer tracked"
+    else:
+        now = (
+            "it stays tracked until it ends or the client closes (its end goes to the "
+            "journal, if any, and to events)"
+        )
+    _log.warning(
+        "%s %s accepted task %s (model %s): it runs on and is paid for; %s; get its result "
+        "with client.resume(%r, model=%r)",
+        what,
+        ref.provider,
+        ref.task_id,
+        ref.model,
+        now,
+        ref.task_id,
+        ref.model,
+    )
 
 
 def _seen_ended(done: asyncio.Future[ImageResult]) -> bool:

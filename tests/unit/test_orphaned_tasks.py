@@ -1,0 +1,368 @@
+"""A paid task whose caller went away (cancelled generate, wait_for, closed client): its id is
+logged once, at WARNING, with how to get its result; never the key or the prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
+from tests.fakeapi import FakeApixo
+
+PROMPT = "a secret cat prompt"
+
+
+def naming(caplog: pytest.LogCaptureFixture, task_id: str) -> list[str]:
+    """The package's WARNING lines that name ``task_id``."""
+    word = re.compile(rf"\b{re.escape(task_id)}\b")
+    return [line for line in warnings_of(caplog) if word.search(line)]
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("nanobanana_async") and record.levelno >= logging.WARNING
+    ]
+
+
+def client_of(clock: FakeClock, key: str, transport: ScriptedTransport, **kw: object) -> nb.Client:
+    limits = nb.Limits(concurrent_tasks=20)
+    return nb.Client(
+        "apixo",
+        api_key=key,
+        transport=transport,
+        clock=clock,
+        limits=limits,
+        random=lambda: 0.5,
+        **kw,  # type: ignore[arg-type]  # journal= only
+    )
+
+
+def assert_clean(lines: list[str], canary: str) -> None:
+    for line in lines:
+        assert canary not in line
+        assert PROMPT not in line
+
+
+async def test_f18_a_generate_cancelled_after_acceptance_logs_its_id_once(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelling a generate whose task was accepted logs the id, model and how to resume it,
+    once: the task's later end logs nothing more."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    async with client_of(clock, canary, ScriptedTransport(server)) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        assert naming(caplog, "t0") == []
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        (line,) = naming(caplog, "t0")
+        assert "apixo" in line
+        assert "client.resume('t0', model=" in line
+        assert "stays tracked" in line
+        submitter = client._life.submitter
+        assert submitter is not None
+        (entry,) = submitter.conn.entries
+        await clock.run_until(entry.task.done)  # still checked to its end
+        assert entry.task.state is nb.TaskState.SUCCEEDED
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)
+
+
+async def test_f18_a_generate_cancelled_on_the_wire_logs_the_id_when_accepted(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled while its create is on the wire: nothing is known then; when the create is
+    accepted after, its id is logged once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        assert warnings_of(caplog) == []
+        answer.set_result(server(transport.requests[0]))  # accepted after the caller left
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        (line,) = naming(caplog, "t0")
+        assert "had stopped waiting" in line
+        assert "client.resume('t0', model=" in line
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)
+
+
+async def test_f18_a_submit_cancelled_on_the_wire_logs_the_id_when_accepted(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """submit()'s caller cancelled while the create is on the wire never gets its Task: the
+    accepted id is logged once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt=PROMPT)))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        answer.set_result(server(transport.requests[0]))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        assert len(naming(caplog, "t0")) == 1
+    assert len(naming(caplog, "t0")) == 1
+
+
+async def test_f18_wait_for_timing_out_around_generate_logs_the_id(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``asyncio.wait_for(client.generate(...), t)`` timing out after acceptance logs the id."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    async with client_of(clock, canary, ScriptedTransport(server)) as client:
+        # wait_for runs on the loop's real clock; the fake one never moves the task on.
+        job = asyncio.ensure_future(asyncio.wait_for(client.generate(PROMPT), 0.2))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        with pytest.raises(TimeoutError):
+            await job
+        assert len(naming(caplog, "t0")) == 1
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)
+
+
+async def test_a_generate_that_completes_or_fails_logs_no_warning(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generate whose caller waits to the end, and a submitted task awaited to its end, log
+    no WARNING at all."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 5.0)
+    async with client_of(clock, canary, ScriptedTransport(server)) as client:
+        job = asyncio.ensure_future(client.generate(PROMPT))
+        task = await client.submit(nb.ImageRequest(prompt="a dog"))
+        await clock.run_until(lambda: job.done() and task.done())
+        assert {job.result().task_id, (await task).task_id} == {"t0", "t1"}
+    assert warnings_of(caplog) == []
+
+
+async def test_f18_cancel_then_aclose_in_the_same_turn_logs_the_id_once(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``t.cancel(); await client.aclose()``: the ClientClosedError the close makes reaches no
+    caller, so the id is logged, once, whichever of the two sees it first."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    client = client_of(clock, canary, ScriptedTransport(server))
+    async with client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        caller.cancel()
+        await client.aclose()
+    await asyncio.sleep(0)
+    assert caller.cancelled()
+    (line,) = naming(caplog, "t0")
+    assert "model" in line
+    assert "client.resume(" in line
+    assert_clean(warnings_of(caplog), canary)
+
+
+async def test_f18_cancel_then_aclose_later_logs_the_id_once(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generate cancelled, then the client closed turns later: the cancel logged the id; the
+    close, which fails the task, does not log it again."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    async with client_of(clock, canary, ScriptedTransport(server)) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        caller.cancel()
+        await asyncio.sleep(0)
+        await clock.advance(1.0)
+    assert len(naming(caplog, "t0")) == 1
+
+
+async def test_f18_aclose_names_every_unheard_task_in_one_line(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twelve cancelled generates closed in the same turn: one WARNING line naming all twelve
+    ids (without a journal the log is the only place they are kept), not twelve lines."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    client = client_of(clock, canary, ScriptedTransport(server))
+    async with client:
+        callers = [asyncio.ensure_future(client.generate(f"{PROMPT} {i}")) for i in range(12)]
+        await clock.run_until(lambda: client.statistics().pending == 12)
+        for caller in callers:
+            caller.cancel()
+        await client.aclose()
+    await asyncio.sleep(0)
+    lines = warnings_of(caplog)
+    assert len(lines) == 1
+    (line,) = lines
+    assert "12 accepted apixo task(s)" in line
+    assert line.count("(model ") == 12
+    assert all(f"{task_id} (model " in line for task_id in server.tasks)
+    assert_clean(lines, canary)
+
+
+async def test_f18_a_journaled_generate_cancelled_after_acceptance_logs_its_id_once(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """With a journal the id is recorded too, and the cancelled generate still logs it once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    journal = tmp_path / "run.db"
+    async with client_of(clock, canary, ScriptedTransport(server), journal=journal) as client:
+        submitter = client._life.submitter
+        assert submitter is not None
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        (entry,) = submitter.conn.entries
+        for _ in range(500):  # the journal writes in a thread: real time, bounded
+            if entry.task._waiters is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert entry.task._waiters is not None  # submit() returned: generate awaits the task
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        assert len(naming(caplog, "t0")) == 1
+    assert len(naming(caplog, "t0")) == 1
+    assert canary.encode() not in journal.read_bytes()
+
+
+async def test_f18_a_submit_cancelled_in_the_turn_its_task_is_accepted_logs_the_id(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The create hands the Task to submit()'s caller and the caller is cancelled before it
+    resumes: the Task never reaches it, so its id is logged once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.submit(nb.ImageRequest(prompt=PROMPT)))
+        await clock.run_until(lambda: bool(transport.requests))
+        answer.set_result(server(transport.requests[0]))
+        for _ in range(100):
+            if client.statistics().pending == 1:
+                break
+            await asyncio.sleep(0)
+        assert not caller.done()  # handed over, not yet resumed
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        assert len(naming(caplog, "t0")) == 1
+        assert "submit() was cancelled after" in naming(caplog, "t0")[0]
+    assert len(naming(caplog, "t0")) == 1
+
+
+async def test_f18_aclose_stopping_a_create_whose_caller_left_says_it_may_be_paid(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generate cancelled while its create is on the wire, then aclose() stops that create:
+    no id exists, and one WARNING says a task may have been accepted and paid for."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert warnings_of(caplog) == []
+    (line,) = warnings_of(caplog)
+    assert "unknown outcome" in line
+    assert "may have been accepted" in line
+    assert_clean([line], canary)
+
+
+async def test_f18_aclose_stopping_a_create_its_caller_awaits_logs_nothing(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aclose() stopping a create whose caller still waits: the caller hears it (as
+    SubmitOutcomeUnknownError), so nothing is logged."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer
+
+    transport = ScriptedTransport(held)
+    async with client_of(clock, canary, transport) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+    with pytest.raises(nb.SubmitOutcomeUnknownError):
+        await caller
+    assert warnings_of(caplog) == []
+
+
+async def test_f18_a_router_generate_cancelled_after_acceptance_logs_its_id_once(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Router.generate cancelled after its account accepted the task logs the id once."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    client = client_of(clock, canary, ScriptedTransport(server))
+    async with nb.Router([client], owns_clients=True) as router:
+        caller = asyncio.ensure_future(router.generate(PROMPT))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        await asyncio.sleep(0)
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        (line,) = naming(caplog, "t0")
+        assert "client.resume('t0', model=" in line
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)
+
+
+async def test_f18_with_a_journal_a_stopped_create_of_a_caller_that_left_is_not_logged(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """With a journal the stopped create's intent is kept (a rerun reports it of unknown
+    outcome), so the close logs nothing for it: the CLI's Ctrl-C stays one line."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer
+
+    transport = ScriptedTransport(held)
+    journal = tmp_path / "run.db"
+    async with client_of(clock, canary, transport, journal=journal) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+    assert warnings_of(caplog) == []
+    async with client_of(clock, canary, ScriptedTransport(held), journal=journal) as rerun:
+        with pytest.raises(nb.SubmitOutcomeUnknownError):
+            await rerun.generate(PROMPT)
