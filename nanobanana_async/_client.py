@@ -395,7 +395,8 @@ class Client:
             timeout: seconds to keep checking; None uses the client's default.
 
         Raises:
-            InvalidRequestError: empty task id or a model the provider does not offer.
+            InvalidRequestError: an empty task id, a model the provider does not offer, or a
+                timeout that is not a positive number of seconds.
         """
         model = check_resume(self._settings, task_id, model, timeout)
         self._life.check_open()

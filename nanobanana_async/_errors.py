@@ -7,7 +7,8 @@ against these classes.
 ```
 NanoBananaError                           every error raised on purpose (.attempts via a Router)
 ├─ ConfigurationError (ValueError)        bad client or CLI settings: provider, key, limits, loop
-│  └─ WrongAccountError                   the journal holds this prompt's task on another key
+│  ├─ WrongAccountError                   the journal holds this prompt's task on another key
+│  └─ DuplicateSubmitError                another client on the journal is submitting it; unsent
 ├─ InvalidRequestError (ValueError)       the request breaks the provider's table; nothing sent
 │  └─ RequestRejectedError (+ APIError)   the provider refused its content (400, 422); no task
 ├─ TransportError                         no usable HTTP answer (from your transport= too)
@@ -149,6 +150,8 @@ class APIError(NanoBananaError):
             had none.
         body: the start of the answer's body, at most 512 bytes, the API key masked; "" when
             there was no answer body.
+        request_line: ``METHOD URL`` (no query) of a call answered 404 or 405, which most
+            often means a wrong ``base_url``; None for other answers.
     """
 
     retryable_default: bool = False
@@ -166,6 +169,7 @@ class APIError(NanoBananaError):
         task_id: str | None = None,
         request_id: str | None = None,
         body: bytes | str | None = None,
+        request_line: str | None = None,
     ) -> None:
         self.provider = provider
         self.status = status
@@ -175,6 +179,7 @@ class APIError(NanoBananaError):
         self.task_id = task_id
         self.request_id = request_id
         self.body = snippet(body)
+        self.request_line = request_line
         if status == 200 and code not in (None, 200, "200"):
             # An HTTP 200 carrying an error code is the provider's refusal, not a success.
             parts = [f"{provider} {self.refusal} (code {code})"]
@@ -186,10 +191,20 @@ class APIError(NanoBananaError):
             parts.append(f"request {request_id}")
         if task_id is not None:
             parts.append(f"task {task_id}")
+        if request_line is not None:
+            parts.append(request_line)
         # Not super(): for RequestRejectedError the next class is InvalidRequestError, whose
         # constructor takes a list of problems, not the message.
         # The provider's words; the raw body only when it gave none (a bare 502 page).
         text = self.message or self.body
+        if request_line is not None:
+            # A new user's first call to a server without the provider's path prefix.
+            # The paths are appended to base_url, so it keeps the documented prefix (apixo's
+            # https://api.apixo.ai/api/v1).
+            text += (
+                " (no such path: check base_url; it keeps the path of the provider's "
+                "documented URL, such as /api/v1)"
+            )
         NanoBananaError.__init__(self, ", ".join(parts) + (f": {text}" if text else ""))
 
 
@@ -211,6 +226,7 @@ class RequestRejectedError(APIError, InvalidRequestError):
         task_id: str | None = None,
         request_id: str | None = None,
         body: bytes | str | None = None,
+        request_line: str | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -221,6 +237,7 @@ class RequestRejectedError(APIError, InvalidRequestError):
             task_id=task_id,
             request_id=request_id,
             body=body,
+            request_line=request_line,
         )
         self.errors = (f"{provider}: {self.message or 'refused'} @ $",)
 
@@ -437,3 +454,24 @@ class WrongAccountError(ConfigurationError):
         self.provider = provider
         self.account = account
         self.task_id = task_id
+
+
+class DuplicateSubmitError(ConfigurationError):
+    """Another client sharing this journal (in this process) began submitting the same
+    request between this submit's journal lookup and its own record: this one sent nothing,
+    so only the other may be paid. Await the other client's task: a later submit of this
+    request re-attaches to it once the provider has accepted it.
+
+    A configuration error, not an unknown outcome: nothing was sent by this call (its slot is
+    free again, and a Router does not send it to another account). One client per journal,
+    or a ``Router`` over clients, never races itself.
+
+    Attributes:
+        key: the request's journal key.
+        path: the journal's file.
+    """
+
+    def __init__(self, message: str, *, key: str, path: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.path = path

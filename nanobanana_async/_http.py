@@ -72,12 +72,15 @@ class HttpResponse:
         body: the raw body.
         received_at: wall-clock time (unix seconds) the answer arrived, for HTTP-date
             Retry-After values.
+        request_line: ``METHOD URL`` of the request a 404 or 405 answered (no query, no user
+            info), so the error can name where it went (a wrong base URL); "" otherwise.
     """
 
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = b""
     received_at: float = 0.0
+    request_line: str = ""
 
     def json_object(self, provider: str) -> dict[str, object]:
         """Decode the body as a JSON object.

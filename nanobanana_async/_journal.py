@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, DuplicateSubmitError
 from ._models import ImageRequest, TaskRef
 
 if sys.platform != "win32":
@@ -344,16 +344,33 @@ class Journal:
             provider: the provider it goes to.
             request: what is submitted.
             account: the fingerprint of the key it is submitted with (``key_fingerprint``).
+
+        Raises:
+            DuplicateSubmitError: the journal already holds a row of ``key``: another client
+                sharing this file wrote it since this one looked (nothing is sent then).
         """
         payload = json.dumps(request_to_json(request), sort_keys=True)
         now = self._wall_clock()
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO tasks (key, provider, request, state, updated_at, account) "
-                "VALUES (?, ?, ?, 'intent', ?, ?)",
-                (key, provider, payload, now, account),
+        try:
+            await self._run(
+                lambda db: db.execute(
+                    "INSERT INTO tasks (key, provider, request, state, updated_at, account) "
+                    "VALUES (?, ?, ?, 'intent', ?, ?)",
+                    (key, provider, payload, now, account),
+                )
             )
-        )
+        except sqlite3.IntegrityError:
+            # The key is the only constraint, and a client writes it only after finding no
+            # row: another client of this process (the file lock keeps other processes out)
+            # wrote it in between, and is sending it.
+            raise DuplicateSubmitError(
+                f"the journal {self.path} already holds a submit of this request (key "
+                f"{key[:16]}…) in flight from another client sharing the journal: nothing "
+                "was sent by this one, so it is not paid twice; await the other client's "
+                "task (a later submit of this request re-attaches it once it is accepted)",
+                key=key,
+                path=str(self.path),
+            ) from None
 
     async def record_submitted(self, key: str, task_id: str, model: str) -> None:
         """Record the provider's task id the moment it accepted the submit."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -69,6 +70,10 @@ def check_type(name: str, value: object, kind: type | tuple[type, ...], what: st
         raise ConfigurationError(f"{name} must be {what} or None, got {type(value).__name__}")
 
 
+def _offers(value: object, *methods: str) -> bool:
+    return all(callable(getattr(value, method, None)) for method in methods)
+
+
 def resolve(
     provider: str,
     *,
@@ -100,6 +105,18 @@ def resolve(
     check_type("timeouts", timeouts, Timeouts, "a nanobanana_async.Timeouts")
     check_type("session", session, aiohttp.ClientSession, "an aiohttp.ClientSession")
     check_type("coordinator", coordinator, str, "a redis:// URL string")
+    # Protocols, not classes: checked by what they must offer. clock=5 was accepted, and
+    # clock=0 silently replaced by the real clock.
+    if clock is not None and not _offers(clock, "now", "sleep_until"):
+        raise ConfigurationError(
+            "clock must be a Clock (now() and async sleep_until()) or None, "
+            f"got {type(clock).__name__}"
+        )
+    for name, function in (("wall_clock", wall_clock), ("random", random)):
+        if not callable(function):
+            raise ConfigurationError(
+                f"{name} must be a function returning a float, got {type(function).__name__}"
+            )
     if provider not in PROVIDERS:
         raise ConfigurationError(
             f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
@@ -130,6 +147,18 @@ def resolve(
         )
     if url is not None and not is_http_url(url):
         raise ConfigurationError("base_url must be an absolute http(s) URL")
+    if (
+        url is not None
+        and transport is None
+        and driver.auth_scheme == "bearer"
+        and "@" in urlsplit(url).netloc
+    ):
+        # aiohttp refused it at the first request with a bare ValueError (a password in the
+        # URL beside the key's Authorization header). The URL is not echoed: it holds one.
+        raise ConfigurationError(
+            f"base_url must not hold a user name or password for {provider}: its API key "
+            "goes in the Authorization header"
+        )
     coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
     if coordinator is not None:
         _redis.connect(coordinator)  # a missing extra or a bad URL fails here, not mid-run

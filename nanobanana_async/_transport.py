@@ -11,6 +11,7 @@ from typing import Final, Protocol
 
 import aiohttp
 import attrs
+import yarl
 
 from ._errors import ConnectError, NanoBananaError, RequestTimeoutError, TransportError
 from ._http import REQUEST_ID_HEADERS, HttpRequest, HttpResponse
@@ -21,6 +22,8 @@ _log = logging.getLogger("nanobanana_async.transport")
 
 MAX_BODY: Final = 4 * 1024 * 1024  # status answers are small; a larger body is not ours
 _POOL_SIZE: Final = 256
+# Statuses whose error names the URL asked: most often a base URL without its path prefix.
+_NO_SUCH_PATH: Final = frozenset({404, 405})
 _TIMEOUTS_KEPT: Final = 8  # distinct request timeouts whose ClientTimeout is kept
 
 
@@ -146,12 +149,28 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             error = TransportError(self._describe("connection failed", exc))
         else:
+            if status in _NO_SUCH_PATH:
+                return HttpResponse(
+                    status=status,
+                    headers=headers,
+                    body=body,
+                    received_at=self._wall_clock(),
+                    request_line=self._request_line(request.method, url),
+                )
             return HttpResponse(
                 status=status, headers=headers, body=body, received_at=self._wall_clock()
             )
         # Raised outside the except block, so not even __context__ holds aiohttp's exception,
         # whose repr carries the request headers (the key).
         raise error
+
+    def _request_line(self, method: str, url: str) -> str:
+        # Only on a 404/405 (a base URL missing its /api/v1, a typo): the common answer pays
+        # nothing. No query (it may carry tokens), no user info, the key masked.
+        shown = str(yarl.URL(url).with_user(None).with_query(None).with_fragment(None))
+        if self._key is not None:
+            shown = self._key.redact(shown)
+        return f"{method} {shown}"
 
     def _describe(self, what: str, exc: BaseException) -> str:
         # aiohttp's reprs can carry request headers (the key); use the type and redacted text.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -622,20 +623,28 @@ def connect(
     )
 
 
-def check_resume(settings: Settings, task_id: str, model: str, timeout: float | None) -> str:
-    """The provider's model id for a ``resume()`` call.
+def check_resume(settings: Settings, task_id: object, model: object, timeout: object) -> str:
+    """The provider's model id for a ``resume()`` call (its arguments as the caller passed
+    them: typed ``object`` because the check is for what the annotations do not hold).
 
     Raises:
-        InvalidRequestError: empty task id, a model the provider does not offer, or a
-            timeout that is not positive.
+        InvalidRequestError: a task id that is not a non-empty string, a model the provider
+            does not offer, or a timeout that is not a positive, finite number of seconds.
     """
     errors = []
-    if not str(task_id).strip():
+    if not isinstance(task_id, str) or not task_id.strip():
         errors.append("task id must be a non-empty string @ $.task_id")
-    spec = settings.driver.model_spec(model)
+    # Not a string (a list is not even hashable): no model, and not a bare TypeError.
+    spec = settings.driver.model_spec(model) if isinstance(model, str) else None
     if spec is None:
         errors.append(f"model {model!r} is not offered by {settings.driver.name} @ $.model")
-    if timeout is not None and timeout <= 0:
+    # As ImageRequest's timeout: "5" was a bare TypeError, NaN and True were taken.
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
         errors.append("timeout must be a positive number of seconds @ $.timeout")
     if errors or spec is None:
         raise InvalidRequestError(errors)

@@ -343,7 +343,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     for text in unjournaled:
         # Again after the table: these ids are in no file if the disk stays full.
         console.print(text, highlight=False, soft_wrap=True)  # an id must stay whole
-    if known:
+    if known and not args.quiet:
         # A changed setting (aspect ratio, model …) is a new key: this says it was.
         console.print(f"{len(lines) - known} new prompt(s); {known} from the journal {journal}")
     if earlier:
@@ -382,7 +382,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
             f"{len(skipped)} prompt(s) not submitted: {why.format(numbers + more)} and run "
             "the same command again"
         )
-    console.print(f"manifest: {manifest}")
+    if not args.quiet:  # errors only: the manifest is where --out says
+        console.print(f"manifest: {manifest}")
     return EXIT_OK if state.failed == 0 and not skipped else EXIT_FAILED
 
 

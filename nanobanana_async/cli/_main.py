@@ -98,6 +98,19 @@ def _port(text: str) -> int:
     return int(text)
 
 
+_COORDINATOR_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _coordinator(text: str) -> str:
+    # The client's own check, made here so the message names the flag. The URL is not echoed:
+    # it may hold the Redis password.
+    if not text.startswith(_COORDINATOR_SCHEMES):
+        raise argparse.ArgumentTypeError(
+            "must be a redis://, rediss:// or unix:// URL, such as redis://localhost:6379/0"
+        )
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nanobanana", description="Generate Nano Banana images from the command line."
@@ -254,6 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     batch.add_argument(
         "--coordinator",
+        type=_coordinator,
         default=None,
         metavar="URL",
         help="redis://host:6379/0 shared by every worker on the key "
@@ -454,7 +468,16 @@ async def _status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from_env = os.environ.get("NANOBANANA_COORDINATOR")
+    if (
+        hasattr(args, "coordinator")
+        and args.coordinator is None
+        and from_env
+        and not from_env.startswith(_COORDINATOR_SCHEMES)
+    ):
+        parser.error("NANOBANANA_COORDINATOR must be a redis://, rediss:// or unix:// URL")
     try:
         return _main(args)
     except Exception as exc:

@@ -89,6 +89,7 @@ def error_for(
         task_id=task_id,
         request_id=request_id,
         body=body,
+        request_line=(response.request_line or None) if response is not None else None,
     )
 
 

@@ -45,8 +45,13 @@ async def main(prompts: list[str]) -> None:
             except nb.WrongAccountError as exc:
                 held: tuple[str, str, str | None] = (exc.provider, exc.account, exc.task_id)
                 print(held, exc.key)
+            except nb.DuplicateSubmitError as exc:
+                racing: tuple[str, str] = (exc.key, exc.path)
+                print(racing)
             except nb.APIError as exc:
                 request_id: str | None = exc.request_id
+                request_line: str | None = exc.request_line
+                print(request_line)
                 status: int = exc.status
                 body: str = exc.body
                 print(request_id, status, body)

@@ -109,3 +109,29 @@ def test_base_url_on_the_local_fallback_is_refused_before_anything_runs(
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("error: base_url does not apply to local")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_coordinator_that_is_not_a_redis_url_names_the_flag_or_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--coordinator foo://x` (or NANOBANANA_COORDINATOR=foo://x) is a usage error naming
+    the flag (or the variable), never the URL (it may hold the Redis password); exit 2,
+    nothing written."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    monkeypatch.delenv("NANOBANANA_COORDINATOR", raising=False)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "out"
+    argv = ["batch", str(prompts), "--out", str(out), "-q"]
+    with pytest.raises(SystemExit) as flag:
+        main([*argv, "--coordinator", "foo://:hunter2@x"])
+    err = capsys.readouterr().err
+    assert "argument --coordinator: must be a redis://, rediss:// or unix:// URL" in err
+    monkeypatch.setenv("NANOBANANA_COORDINATOR", "foo://:hunter2@x")
+    with pytest.raises(SystemExit) as variable:
+        main(argv)
+    err += capsys.readouterr().err
+    assert "NANOBANANA_COORDINATOR must be a redis://, rediss:// or unix:// URL" in err
+    assert (flag.value.code, variable.value.code) == (2, 2)
+    assert "hunter2" not in err
+    assert not out.exists()

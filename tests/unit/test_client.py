@@ -320,6 +320,34 @@ async def test_resume_tracks_an_earlier_task(clock: FakeClock) -> None:
         client.resume("", model="nope")
 
 
+@pytest.mark.parametrize(
+    ("task_id", "model", "timeout", "path"),
+    [
+        ("t0", "nano-banana-2", "5", "$.timeout"),
+        ("t0", "nano-banana-2", float("nan"), "$.timeout"),
+        ("t0", "nano-banana-2", float("inf"), "$.timeout"),
+        ("t0", "nano-banana-2", True, "$.timeout"),
+        ("t0", "nano-banana-2", 0, "$.timeout"),
+        (5, "nano-banana-2", None, "$.task_id"),
+        (None, "nano-banana-2", None, "$.task_id"),
+        ("t0", ["nano-banana-2"], None, "$.model"),
+    ],
+)
+async def test_resume_refuses_wrong_types_with_a_typed_error(
+    clock: FakeClock, task_id: object, model: object, timeout: object, path: str
+) -> None:
+    """resume() with a timeout of "5" (or NaN, True), a task id that is not a string or an
+    unhashable model is InvalidRequestError naming the field, not a bare TypeError, and
+    nothing is checked."""
+    client, transport = make_client(clock, FakeApixo(clock))
+    async with client:
+        with pytest.raises(nb.InvalidRequestError) as caught:
+            client.resume(task_id, model=model, timeout=timeout)  # type: ignore[arg-type]
+        assert [e.split(" @ ")[1] for e in caught.value.errors] == [path]
+        assert client.statistics().pending == 0
+    assert transport.count("status") == 0
+
+
 async def test_as_completed_yields_every_task_with_backpressure(clock: FakeClock) -> None:
     """as_completed pulls requests only as slots free and yields each finished task once."""
     server = FakeApixo(clock, latency=lambda i: 5.0 + (i % 4))

@@ -214,6 +214,50 @@ async def test_a_journal_that_cannot_record_the_intent_sends_nothing(
     assert server.count("submit") == 1
 
 
+async def test_two_clients_on_one_journal_racing_one_request_send_it_once(
+    tmp_path: Path,
+) -> None:
+    """Two live clients sharing a journal submit the same request at once: one create is
+    sent, the other caller gets DuplicateSubmitError naming the journal and the key (not a
+    StorageError about a write), its slot is free again, and the winner's task finishes."""
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+
+    def client() -> nb.Client:
+        return nb.Client(
+            "apixo",
+            api_key="k",
+            transport=ScriptedTransport(server),
+            clock=clock,
+            limits=nb.Limits(concurrent_tasks=1),
+            journal=tmp_path / "j.db",
+        )
+
+    request = nb.ImageRequest(prompt="a cat")
+    async with client() as first, client() as second:
+        both = asyncio.gather(first.submit(request), second.submit(request), return_exceptions=True)
+        job = asyncio.ensure_future(both)
+        await clock.run_until(job.done, limit=60)
+        tasks = [r for r in job.result() if isinstance(r, nb.Task)]
+        errors = [r for r in job.result() if isinstance(r, BaseException)]
+        assert len(tasks) == 1
+        assert [type(e) for e in errors] == [nb.DuplicateSubmitError]
+        error = errors[0]
+        assert isinstance(error, nb.DuplicateSubmitError)
+        assert isinstance(error, nb.ConfigurationError)
+        assert error.path == str(tmp_path / "j.db")
+        assert "in flight from another client" in str(error)
+        assert "nothing was sent" in str(error)
+        # One key, one account (one ledger): the loser waited for the slot, then found the
+        # winner's row; its slot is free again, not held as for an unknown outcome.
+        stats = second.statistics()
+        assert (stats.in_flight, stats.peak_in_flight) == (0, 1)
+        done = asyncio.ensure_future(tasks[0].result())
+        await clock.run_until(done.done, limit=60)
+        assert done.result().task_id == "t0"
+    assert server.count("submit") == 1
+
+
 async def test_the_scheduler_is_a_timer_and_leaves_nothing_behind_the_last_client(
     clock: FakeClock,
 ) -> None:
@@ -358,6 +402,10 @@ async def test_a_generate_cancelled_while_its_task_runs_leaves_it_tracked(
         ("callbacks", "http://x", "callbacks must be a nanobanana_async.CallbackReceiver"),
         ("journal", 5, "journal must be a file path (str or Path) or None, got int"),
         ("coordinator", 6379, "coordinator must be a redis:// URL string or None, got int"),
+        ("clock", 5, "clock must be a Clock (now() and async sleep_until()) or None, got int"),
+        ("clock", 0, "clock must be a Clock (now() and async sleep_until()) or None, got int"),
+        ("wall_clock", 1.5, "wall_clock must be a function returning a float, got float"),
+        ("random", 0.5, "random must be a function returning a float, got float"),
     ],
 )
 def test_a_client_argument_of_the_wrong_type_is_refused_by_name(
@@ -389,6 +437,15 @@ async def test_submit_given_a_prompt_string_says_how_to_make_a_request(clock: Fa
         with pytest.raises(TypeError, match=r"got str: submit\(ImageRequest\(prompt=\.\.\.\)\)"):
             await client.submit("a cat")  # type: ignore[arg-type]
     assert transport.requests == []
+
+
+def test_a_base_url_with_a_password_is_refused_at_construction_for_a_bearer_key() -> None:
+    """base_url="http://user:pw@host/api/v1" for a bearer-key provider is a ConfigurationError
+    when the client is made, not aiohttp's bare ValueError at the first request; the password
+    is not echoed."""
+    with pytest.raises(nb.ConfigurationError, match="must not hold a user name or password") as e:
+        nb.Client("apixo", api_key="k", base_url="http://u:hunter2@127.0.0.1:9/api/v1")
+    assert "hunter2" not in str(e.value)
 
 
 def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:

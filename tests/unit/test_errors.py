@@ -39,6 +39,7 @@ VALUES: dict[str, object] = {
     "account": "0a1b2c3d",
     "task": None,  # a live Task does not cross processes: StorageError drops it when pickled
     "request_id": "req-7f3a",
+    "request_line": "POST http://127.0.0.1:9/generateTask/nano-banana-2",
     "body": b'{"code": 503, "message": "down"}',
 }
 

@@ -89,6 +89,7 @@ PUBLIC_API = (
     "ContentPolicyError",
     "CoordinatorStateError",
     "CoordinatorUnavailableError",
+    "DuplicateSubmitError",
     "GenerationFailedError",
     "Hedge",
     "ImageClient",

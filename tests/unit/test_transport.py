@@ -288,3 +288,37 @@ def test_repr_shows_the_url_not_the_key() -> None:
     """The repr names the base URL only."""
     t = transport("http://127.0.0.1:9/api/", key="sk-canary-123")
     assert repr(t) == "AiohttpTransport(base_url='http://127.0.0.1:9/api')"
+
+
+async def test_a_404_names_the_method_and_url_and_hints_at_the_base_url(
+    server: Server, canary: str
+) -> None:
+    """A base URL without the provider's /api/v1: the APIError names the method and URL asked
+    (no query, no key) and says to check base_url, instead of a bare "HTTP 404: Not Found"."""
+
+    async def prefixed(request: web.Request) -> web.Response:
+        if request.path.startswith("/api/v1/"):
+            return web.json_response({"ok": True})
+        raise web.HTTPNotFound
+
+    server.handler = prefixed
+    root = server.url.removesuffix("/api/v1")
+    async with nb.Client("apixo", api_key=canary, base_url=root) as client:
+        with pytest.raises(nb.APIError) as caught:
+            await client.submit(nb.ImageRequest(prompt="a cat"))
+    error = caught.value
+    assert error.status == 404
+    assert error.request_line == f"POST {root}/generateTask/nano-banana-2"
+    assert f"POST {root}/generateTask/nano-banana-2" in str(error)
+    assert "check base_url" in str(error)
+    assert canary not in str(error)
+    assert canary not in repr(error)
+    # A status check's query (the task id, or a token some URL carries) is left out.
+    t = transport(root, key=canary)
+    try:
+        missing = await t.send(GET, timeout=5)
+        found = await t.send(HttpRequest(method="GET", path="/api/v1/x", kind="status"), timeout=5)
+    finally:
+        await t.aclose()
+    assert missing.request_line == f"GET {root}/status"
+    assert found.request_line == ""  # only a 404/405 pays for naming its URL
