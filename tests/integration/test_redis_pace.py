@@ -237,3 +237,88 @@ async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers:
     a, b = counts.values()
     assert holding[1] == 4  # the slots were used, all of them at once, and never more
     assert min(a, b) >= 0.6 * max(a, b), counts
+
+
+async def test_slots_freed_at_once_are_shared_one_per_process_in_turn(ledgers: Make) -> None:
+    """With the account's 4 slots taken and processes a and b waiting with 4 creates each,
+    the 4 slots freed at once go 2 to a and 2 to b, although a, first in line, asks for all
+    of them before b asks again (the head of the line took 3 of 4 before). Judged on Redis's
+    answers alone."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    running = [f"running-{i}" for i in range(4)]
+    for lease in running:
+        assert await ask(lease, "c", 1)
+    assert not await ask("a-1", "a", 4)  # a first in line, then b
+    assert not await ask("b-1", "b", 4)
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    # a asks for its next lease at once after each admission, as RedisSlots.admit does.
+    a = [lease for lease in ("a-1", "a-2", "a-3", "a-4") if await ask(lease, "a", 4)]
+    b = [lease for lease in ("b-1", "b-2", "b-3", "b-4") if await ask(lease, "b", 4)]
+    assert (a, b) == (["a-1", "a-2"], ["b-1", "b-2"])
+
+
+async def test_the_next_slots_freed_go_first_to_the_process_served_least(
+    ledgers: Make,
+) -> None:
+    """Three slots freed at once with a and b waiting go 2 to a (first in line) and 1 to b;
+    the next three freed go 2 to b and 1 to a, even when a asks first: over both, equal
+    demand got equal shares."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int = 8) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 3, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    async def take(member: str, leases: list[str]) -> list[str]:
+        # A process asks for its next lease until refused (the lease refused waits).
+        taken = []
+        for lease in leases:
+            if not await ask(lease, member):
+                break
+            taken.append(lease)
+        return taken
+
+    running = ["running-0", "running-1", "running-2"]
+    for left, lease in enumerate(running):
+        assert await ask(lease, "c", 3 - left)
+    assert not await ask("a-1", "a")
+    assert not await ask("b-1", "b")
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    first = await take("a", ["a-1", "a-2", "a-3"]), await take("b", ["b-1", "b-2", "b-3"])
+    assert first == (["a-1", "a-2"], ["b-1"])
+    await store.sync([("r", lease, 0.0) for lease in [*first[0], *first[1]]], LIMITS)
+    second = await take("a", ["a-3", "a-4", "a-5"]), await take("b", ["b-2", "b-3", "b-4"])
+    assert second == (["a-3"], ["b-2", "b-3"])
+
+
+async def test_a_process_waiting_for_one_slot_is_handed_one(ledgers: Make) -> None:
+    """Four slots freed with a waiting for 1 create and b for 4: a is handed 1 and b the
+    other 3, at once; no slot is kept for a process that does not want it."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int) -> tuple[bool, float, int]:
+        return await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+
+    running = [f"running-{i}" for i in range(4)]
+    for lease in running:
+        assert (await ask(lease, "c", 1))[0]
+    assert not (await ask("a-1", "a", 1))[0]
+    assert not (await ask("b-1", "b", 4))[0]
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    # b asks first: it may take 2 more at once after this one (slots it was handed).
+    assert await ask("b-1", "b", 4) == (True, 0.0, 2)
+    assert (await ask("b-2", "b", 3))[0]
+    assert (await ask("b-3", "b", 2))[0]
+    assert not (await ask("b-4", "b", 1))[0]  # the fourth slot is a's
+    assert (await ask("a-1", "a", 1))[0]
