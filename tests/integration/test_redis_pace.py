@@ -322,3 +322,65 @@ async def test_a_process_waiting_for_one_slot_is_handed_one(ledgers: Make) -> No
     assert (await ask("b-3", "b", 2))[0]
     assert not (await ask("b-4", "b", 1))[0]  # the fourth slot is a's
     assert (await ask("a-1", "a", 1))[0]
+
+
+async def test_slots_handed_out_never_admit_over_a_cap_learned_since(
+    ledgers: Make, redis_server: RedisServer
+) -> None:
+    """Four slots freed and handed out to a and b, then another process learns a cap of 2:
+    however a and b ask afterwards, no more than 2 leases are ever held."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int = 4) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    running = [f"running-{i}" for i in range(4)]
+    for lease in running:
+        assert await ask(lease, "c", 1)
+    assert not await ask("a-1", "a")
+    assert not await ask("b-1", "b")
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    assert await ask("a-1", "a")  # a and b were handed 2 slots each; a took one
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.hset(f"{PREFIX}:limits", "cap", "2")
+        await redis.pexpire(f"{PREFIX}:limits", 60_000)
+        for i in range(2, 5):
+            await ask(f"b-{i}", "b")
+            await ask(f"a-{i}", "a")
+        held = await redis.zcard(f"{PREFIX}:slots")
+    finally:
+        await redis.aclose()
+    assert held == 2
+
+
+async def test_a_process_that_stops_asking_loses_the_slots_handed_to_it(ledgers: Make) -> None:
+    """Two slots freed with a and b waiting: one is handed to each; a never asks again (it
+    was killed) while b keeps asking, and ``ADMIT_GONE`` after a's last ask its slot goes to
+    b: no slot is lost to a process that is gone."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int = 2) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 2, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    running = ["running-0", "running-1"]
+    for left, lease in enumerate(running):
+        assert await ask(lease, "c", 2 - left)
+    assert not await ask("a-1", "a")
+    asked = time.monotonic()
+    assert not await ask("b-1", "b")
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    assert await ask("b-1", "b")
+    assert not await ask("b-2", "b")  # the other slot is a's, while a may still ask
+    # Slower than this, a would have left the line before b asked.
+    assert time.monotonic() - asked < _redis_store.ADMIT_GONE
+    while not await ask("b-2", "b"):  # b keeps asking, as a waiting process does
+        assert time.monotonic() - asked < 3.0, "a's slot was never handed on"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - asked >= _redis_store.ADMIT_GONE
