@@ -289,17 +289,39 @@ if held + reserved > cap then
   reserved = 0
 end
 local free = cap - held - reserved
-while free > 0 do
-  local served = 0
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
-    if free == 0 then break end
-    if count(KEYS[8], m) < (tonumber(redis.call('HGET', KEYS[9], m) or '1') or 1) then
-      redis.call('HINCRBY', KEYS[8], m, 1)
-      redis.call('ZADD', KEYS[6], last() + 1, m)
-      free, reserved, served = free - 1, reserved + 1, served + 1
-    end
+if free > 0 then
+  -- The rounds are played in memory (a cap of 1,000 is 1,000 rounds for one process), then
+  -- written back: each process's turns, and the line with those served at its end in the
+  -- order they were last served.
+  local order = redis.call('ZRANGE', KEYS[6], 0, -1)
+  local have, want, given = {}, {}, {}
+  for _, m in ipairs(order) do
+    have[m] = count(KEYS[8], m)
+    want[m] = tonumber(redis.call('HGET', KEYS[9], m) or '1') or 1
+    given[m] = 0
   end
-  if served == 0 then break end
+  while free > 0 do
+    local waiting, served = {}, {}
+    for _, m in ipairs(order) do
+      if free > 0 and have[m] < want[m] then
+        have[m], given[m], free = have[m] + 1, given[m] + 1, free - 1
+        served[#served + 1] = m
+      else
+        waiting[#waiting + 1] = m
+      end
+    end
+    if #served == 0 then break end
+    for _, m in ipairs(served) do waiting[#waiting + 1] = m end
+    order = waiting
+  end
+  local base = last()
+  for i, m in ipairs(order) do
+    if given[m] > 0 then
+      redis.call('HSET', KEYS[8], m, have[m])
+      reserved = reserved + given[m]
+    end
+    redis.call('ZADD', KEYS[6], base + i, m)
+  end
 end
 local mine = member ~= '' and count(KEYS[8], member) or 0
 for i = 6, 9 do redis.call('PEXPIRE', KEYS[i], math.ceil(@GONE@ * 1000)) end
