@@ -175,8 +175,11 @@ class RedisSlots(Slots):
                 )
                 now = self._clock.now()
                 if admitted:
-                    # The cap is full now: this process's next lease waits its turn in line.
-                    self._next = now + _ADMIT_POLL if room == 0 else now
+                    # The cap is full now: this process's next lease waits its turn in line,
+                    # asking as often as the first in line (a slot handed to it while it
+                    # waited longer stayed unused: 40 admissions a second, not 80, with two
+                    # processes and 4 slots held 50 ms each).
+                    self._next = now + 2 * POLL_MIN if room == 0 else now
                     self._mark(lease)
                     if waiting is not None and events.active:
                         events.emit(

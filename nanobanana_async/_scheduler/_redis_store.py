@@ -345,15 +345,12 @@ if mine > 0 or (member == '' and held + reserved < cap) then
   end
   return {1, tostring(now), run, ghosts, '0', mine - 1 + free, 0}
 end
--- Refused: served before the caller are the processes holding turns, wherever they stand,
--- and those ahead of it in line (a caller outside the line: everyone in it).
-local before, ahead = 0, true
+-- Refused: served before the caller at the next slot freed are those ahead of it in line
+-- that hold no turn yet (a caller outside the line: everyone in it); 0 tells it to ask often.
+local before = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
-  if m == member then
-    ahead = false
-  elseif ahead or count(KEYS[8], m) > 0 then
-    before = before + 1
-  end
+  if m == member then break end
+  if member == '' or count(KEYS[8], m) == 0 then before = before + 1 end
 end
 return {0, tostring(now), run, ghosts, '0', 0, before}
 """.replace("@GONE@", repr(ADMIT_GONE))

@@ -178,7 +178,7 @@ class Owner:
 
 async def test_a_freed_slot_goes_to_the_process_first_in_line(ledgers: Make) -> None:
     """With the account's one slot taken, process a asks for it, then b: when it frees, b
-    asking first is refused (one process before it) and a, asking after, is admitted; then b.
+    asking first is refused (the slot is a's) and a, asking after, is admitted; then b.
     The line, not whoever asks first after a release. Judged on Redis's answers alone, so the
     machine's load cannot decide it (only a wait of ``ADMIT_GONE`` between asks could)."""
     store = ledgers(LIMITS).store
@@ -197,7 +197,8 @@ async def test_a_freed_slot_goes_to_the_process_first_in_line(ledgers: Make) -> 
     a_then = await ask("a-1", "a")
     # Slower than this, a would have left the line as a process that stopped asking.
     assert time.monotonic() - asked < _redis_store.ADMIT_GONE
-    assert b_first == (False, 0.0, 1)
+    # Refused: the freed slot was handed to a; b is next (nobody before it at the next one).
+    assert b_first == (False, 0.0, 0)
     assert a_then[0]
     await store.sync([("r", "a-1", 0.0)], LIMITS)
     assert (await ask("b-1", "b"))[0]
