@@ -209,7 +209,8 @@ async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers:
     task holding its slot 50 ms: over 200 admissions neither gets less than 60 % of the
     other's, and the 4 slots are all used at once, never more. The whole path (the line in
     Redis and each process's polling); the line alone is pinned by
-    ``test_a_freed_slot_goes_to_the_process_first_in_line``: two processes that poll alike
+    ``test_a_freed_slot_goes_to_the_process_first_in_line`` and slots freed together by
+    ``test_slots_freed_at_once_are_shared_one_per_process_in_turn``: two processes that poll alike
     share fairly even without it (the line removed, this passed). 200, not 80: on a loaded
     machine a stalled loop drops both processes from the line (``ADMIT_GONE``) and turns
     come by chance; 80 coin flips fall under 60 % one run in 50, 200 one in 3,000. Counted
