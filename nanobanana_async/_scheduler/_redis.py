@@ -172,6 +172,7 @@ class RedisSlots(Slots):
                     since=since,
                     member=self._member,
                     waiting=self._asking,
+                    holding=len(self._out),
                 )
                 now = self._clock.now()
                 if admitted:

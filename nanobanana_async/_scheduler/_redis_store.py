@@ -207,26 +207,28 @@ return {granted, tostring(now), '0', sent, run, ghosts, learned, tostring(first)
 """.replace("@MAX_PAUSE@", repr(MAX_PAUSE)).replace("@MAX_AHEAD@", repr(MAX_AHEAD))
 )
 
-# KEYS: + limits, queue, asked, turns, wants. ARGV: + lease id, cap, expiry delta, force (1: a
-# task already running: over the cap, and even while the ledger rebuilds), the caller's process
-# ('' for none), how many of its creates wait for a slot (this one included). Returns
+# KEYS: + limits, queue, asked, turns, wants, holds. ARGV: + lease id, cap, expiry delta, force
+# (1: a task already running: over the cap, and even while the ledger rebuilds), the caller's
+# process ('' for none), how many of its creates wait for a slot (this one included), how many
+# slots it holds. Returns
 # {admitted, "now", epoch, ghosts, "wait", slots the caller may take at once after this one,
 # processes served before the caller}; a lease already admitted keeps its place (re-attach).
 #
 # Processes wait for slots in a line (``queue``, scored by turn: a process joins at the end;
 # ``asked``, by when each last asked: a process that stopped asking for @GONE@ s left). Each
 # ask first hands the slots free under the cap out as turns (``turns``: process -> slots kept
-# for it), one per process in line order, round after round, never more than a process has
-# creates waiting (``wants``, as it said at its last ask); a process served goes to the end of
-# the line. A caller is admitted on a turn of its own, so several slots freed at once are
-# shared among the processes waiting, not taken by whichever asks first (the head of the line
-# used to take all but one), and the next slots go first to those served least recently.
+# for it), each to the process holding fewest (``holds``, as it said at its last ask; among
+# equals, the first in line: one per process in turn), never more than a process has creates
+# waiting (``wants``); a process served goes to the end of the line. A caller is admitted on a
+# turn of its own, so several slots freed at once are shared among the processes waiting, not
+# taken by whichever asks first (the head of the line used to take all but one), and a process
+# that came first to a free account and took its slots does not keep more than its share.
 # Turns count against the cap like leases: never more admitted than the cap.
 _ADMIT: Final = (
     _PRELUDE
     + """
 local err = typed(KEYS[5], 'hash') or typed(KEYS[6], 'zset') or typed(KEYS[7], 'zset')
-  or typed(KEYS[8], 'hash') or typed(KEYS[9], 'hash')
+  or typed(KEYS[8], 'hash') or typed(KEYS[9], 'hash') or typed(KEYS[10], 'hash')
 if err then return err end
 local member = ARGV[8]
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - @GONE@)) do
@@ -234,6 +236,7 @@ for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - @GONE@)
   redis.call('ZREM', KEYS[7], gone)
   redis.call('HDEL', KEYS[8], gone)
   redis.call('HDEL', KEYS[9], gone)
+  redis.call('HDEL', KEYS[10], gone)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local expiry = now + tonumber(ARGV[6])
@@ -275,6 +278,7 @@ if member ~= '' then
     redis.call('ZADD', KEYS[6], last() + 1, member)
   end
   redis.call('HSET', KEYS[9], member, math.max(1, math.floor(tonumber(ARGV[9]) or 1)))
+  redis.call('HSET', KEYS[10], member, math.max(0, math.floor(tonumber(ARGV[10]) or 0)))
 end
 local reserved = 0
 local kept = redis.call('HVALS', KEYS[8])
@@ -290,29 +294,29 @@ if held + reserved > cap then
 end
 local free = cap - held - reserved
 if free > 0 then
-  -- The rounds are played in memory (a cap of 1,000 is 1,000 rounds for one process), then
-  -- written back: each process's turns, and the line with those served at its end in the
-  -- order they were last served.
+  -- Each slot goes to the process holding fewest (its leases as it said at its last ask,
+  -- plus its turns), the first in line among equals. Played in memory (a cap of 1,000 is
+  -- 1,000 slots), then written back: each process's turns, and the line with those served
+  -- at its end in the order they were last served.
   local order = redis.call('ZRANGE', KEYS[6], 0, -1)
-  local have, want, given = {}, {}, {}
+  local have, want, holds, given = {}, {}, {}, {}
   for _, m in ipairs(order) do
     have[m] = count(KEYS[8], m)
     want[m] = tonumber(redis.call('HGET', KEYS[9], m) or '1') or 1
+    holds[m] = count(KEYS[10], m)
     given[m] = 0
   end
   while free > 0 do
-    local waiting, served = {}, {}
-    for _, m in ipairs(order) do
-      if free > 0 and have[m] < want[m] then
-        have[m], given[m], free = have[m] + 1, given[m] + 1, free - 1
-        served[#served + 1] = m
-      else
-        waiting[#waiting + 1] = m
+    local pick, least = nil, math.huge
+    for i, m in ipairs(order) do
+      if have[m] < want[m] and holds[m] + have[m] < least then
+        pick, least = i, holds[m] + have[m]
       end
     end
-    if #served == 0 then break end
-    for _, m in ipairs(served) do waiting[#waiting + 1] = m end
-    order = waiting
+    if not pick then break end
+    local m = table.remove(order, pick)
+    have[m], given[m], free = have[m] + 1, given[m] + 1, free - 1
+    order[#order + 1] = m
   end
   local base = last()
   for i, m in ipairs(order) do
@@ -324,7 +328,7 @@ if free > 0 then
   end
 end
 local mine = member ~= '' and count(KEYS[8], member) or 0
-for i = 6, 9 do redis.call('PEXPIRE', KEYS[i], math.ceil(@GONE@ * 1000)) end
+for i = 6, 10 do redis.call('PEXPIRE', KEYS[i], math.ceil(@GONE@ * 1000)) end
 if mine > 0 or (member == '' and held + reserved < cap) then
   redis.call('ZADD', KEYS[3], expiry, ARGV[4])
   if member == '' then
@@ -342,6 +346,7 @@ if mine > 0 or (member == '' and held + reserved < cap) then
     redis.call('ZREM', KEYS[6], member)
     redis.call('ZREM', KEYS[7], member)
     redis.call('HDEL', KEYS[9], member)
+    redis.call('HDEL', KEYS[10], member)
   end
   return {1, tostring(now), run, ghosts, '0', mine - 1 + free, 0}
 end
@@ -656,6 +661,7 @@ class RedisStore:
         since: float | None = None,
         member: str = "",
         waiting: int = 1,
+        holding: int = 0,
     ) -> tuple[bool, float, int]:
         """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds, and
         slots the caller may take at once after it or, when not admitted, processes served
@@ -667,10 +673,12 @@ class RedisStore:
                 when every process in line has one).
             waiting: how many of the process's creates wait for a slot, this one included
                 (the most slots handed out to it at once).
+            holding: how many slots the process holds (slots freed go first to the processes
+                holding fewest).
         """
         keys, args = self._common(limits)
-        keys += [self.key(name) for name in ("limits", "queue", "asked", "turns", "wants")]
-        args += [lease_id, cap, expiry, "1" if force else "0", member, waiting]
+        keys += [self.key(name) for name in ("limits", "queue", "asked", "turns", "wants", "holds")]
+        args += [lease_id, cap, expiry, "1" if force else "0", member, waiting, holding]
         self.calls["admit"] += 1
         reply = await self.call(lambda: self._admit(keys=keys, args=args), since=since)
         admitted, now, epoch, ghosts, wait = reply[:5]

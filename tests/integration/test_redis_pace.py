@@ -386,3 +386,29 @@ async def test_a_process_that_stops_asking_loses_the_slots_handed_to_it(ledgers:
         assert time.monotonic() - asked < 3.0, "a's slot was never handed on"
         await asyncio.sleep(0.05)
     assert time.monotonic() - asked >= _redis_store.ADMIT_GONE
+
+
+async def test_a_process_that_came_first_and_holds_most_is_handed_slots_last(
+    ledgers: Make,
+) -> None:
+    """a comes alone to a free account and takes its 4 slots; b comes just after. When two of
+    a's tasks end, both freed slots go to b (it holds none, a still 2), although a is first in
+    line and asks first: a head start does not become a larger share. Judged on Redis's
+    answers alone."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int, holding: int) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting, holding=holding
+        )
+        return admitted
+
+    for held in range(4):  # a, alone, with 8 creates waiting
+        assert await ask(f"a-{held}", "a", 8 - held, held)
+    assert not await ask("a-4", "a", 4, 4)
+    assert not await ask("b-0", "b", 4, 0)
+    await store.sync([("r", "a-0", 0.0), ("r", "a-1", 0.0)], LIMITS)
+    assert not await ask("a-4", "a", 4, 2)
+    assert await ask("b-0", "b", 4, 0)
+    assert await ask("b-1", "b", 3, 1)
+    assert not await ask("a-4", "a", 4, 2)
