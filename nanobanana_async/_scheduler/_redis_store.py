@@ -207,24 +207,36 @@ return {granted, tostring(now), '0', sent, run, ghosts, learned, tostring(first)
 """.replace("@MAX_PAUSE@", repr(MAX_PAUSE)).replace("@MAX_AHEAD@", repr(MAX_AHEAD))
 )
 
-# KEYS: + limits, queue, asked. ARGV: + lease id, cap, expiry delta, force (1: a task already
-# running: over the cap, and even while the ledger rebuilds), the caller's process ('' for
-# none). Returns {admitted, "now", epoch, ghosts, "wait", slots left under the cap, processes
-# waiting before the caller}; a lease already admitted keeps its place (re-attach).
+# KEYS: + limits, queue, asked, turns, wants, holds. ARGV: + lease id, cap, expiry delta, force
+# (1: a task already running: over the cap, and even while the ledger rebuilds), the caller's
+# process ('' for none), how many of its creates wait for a slot (this one included), how many
+# slots it holds. Returns
+# {admitted, "now", epoch, ghosts, "wait", slots the caller may take at once after this one,
+# processes served before the caller}; a lease already admitted keeps its place (re-attach).
 #
-# While the cap is full, processes wait for slots in the order they came (``queue``, scored by
-# when each joined; ``asked``, by when each last asked: a process that stopped asking for
-# @GONE@ s left). A slot freed goes to the first in line, then it joins the end again if it has
-# more to admit: processes of equal demand are admitted in turn, not whichever asks first.
+# Processes wait for slots in a line (``queue``, scored by turn: a process joins at the end;
+# ``asked``, by when each last asked: a process that stopped asking for @GONE@ s left). Each
+# ask first hands the slots free under the cap out as turns (``turns``: process -> slots kept
+# for it), each to the process holding fewest (``holds``, as it said at its last ask; among
+# equals, the first in line: one per process in turn), never more than a process has creates
+# waiting (``wants``); a process served goes to the end of the line. A caller is admitted on a
+# turn of its own, so several slots freed at once are shared among the processes waiting, not
+# taken by whichever asks first (the head of the line used to take all but one), and a process
+# that came first to a free account and took its slots does not keep more than its share.
+# Turns count against the cap like leases: never more admitted than the cap.
 _ADMIT: Final = (
     _PRELUDE
     + """
 local err = typed(KEYS[5], 'hash') or typed(KEYS[6], 'zset') or typed(KEYS[7], 'zset')
+  or typed(KEYS[8], 'hash') or typed(KEYS[9], 'hash') or typed(KEYS[10], 'hash')
 if err then return err end
 local member = ARGV[8]
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - @GONE@)) do
   redis.call('ZREM', KEYS[6], gone)
   redis.call('ZREM', KEYS[7], gone)
+  redis.call('HDEL', KEYS[8], gone)
+  redis.call('HDEL', KEYS[9], gone)
+  redis.call('HDEL', KEYS[10], gone)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local expiry = now + tonumber(ARGV[6])
@@ -250,23 +262,100 @@ if learned then
   -- A cap another process learned holds while it lasts, never above the caller's own.
   if redis.call('PTTL', KEYS[5]) > 0 and n < cap then cap = n end
 end
+local function last()
+  local tail = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
+  return tail[2] and tonumber(tail[2]) or 0
+end
+local function count(hash, m)
+  local n = tonumber(redis.call('HGET', hash, m) or '0')
+  if n == nil then return 0 end
+  return n
+end
 local held = redis.call('ZCARD', KEYS[3])
-local before = redis.call('ZCARD', KEYS[6])
-local rank = member ~= '' and redis.call('ZRANK', KEYS[6], member)
-if rank then before = rank end
-if held + before < cap then
+if member ~= '' then
+  redis.call('ZADD', KEYS[7], now, member)
+  if not redis.call('ZSCORE', KEYS[6], member) then
+    redis.call('ZADD', KEYS[6], last() + 1, member)
+  end
+  redis.call('HSET', KEYS[9], member, math.max(1, math.floor(tonumber(ARGV[9]) or 1)))
+  redis.call('HSET', KEYS[10], member, math.max(0, math.floor(tonumber(ARGV[10]) or 0)))
+end
+local reserved = 0
+local kept = redis.call('HVALS', KEYS[8])
+for _, value in ipairs(kept) do
+  local n = tonumber(value)
+  if n == nil or n < 0 or n > 1e9 then return bad(KEYS[8], 'holds ' .. value .. ' turns') end
+  reserved = reserved + n
+end
+if held + reserved > cap then
+  -- The cap came down (learned, or leases forced over it): turns are handed out anew.
+  redis.call('DEL', KEYS[8])
+  reserved = 0
+end
+local free = cap - held - reserved
+if free > 0 then
+  -- Each slot goes to the process holding fewest (its leases as it said at its last ask,
+  -- plus its turns), the first in line among equals. Played in memory (a cap of 1,000 is
+  -- 1,000 slots), then written back: each process's turns, and the line with those served
+  -- at its end in the order they were last served.
+  local order = redis.call('ZRANGE', KEYS[6], 0, -1)
+  local have, want, holds, given = {}, {}, {}, {}
+  for _, m in ipairs(order) do
+    have[m] = count(KEYS[8], m)
+    want[m] = tonumber(redis.call('HGET', KEYS[9], m) or '1') or 1
+    holds[m] = count(KEYS[10], m)
+    given[m] = 0
+  end
+  while free > 0 do
+    local pick, least = nil, math.huge
+    for i, m in ipairs(order) do
+      if have[m] < want[m] and holds[m] + have[m] < least then
+        pick, least = i, holds[m] + have[m]
+      end
+    end
+    if not pick then break end
+    local m = table.remove(order, pick)
+    have[m], given[m], free = have[m] + 1, given[m] + 1, free - 1
+    order[#order + 1] = m
+  end
+  local base = last()
+  for i, m in ipairs(order) do
+    if given[m] > 0 then
+      redis.call('HSET', KEYS[8], m, have[m])
+      reserved = reserved + given[m]
+    end
+    redis.call('ZADD', KEYS[6], base + i, m)
+  end
+end
+local mine = member ~= '' and count(KEYS[8], member) or 0
+for i = 6, 10 do redis.call('PEXPIRE', KEYS[i], math.ceil(@GONE@ * 1000)) end
+if mine > 0 or (member == '' and held + reserved < cap) then
   redis.call('ZADD', KEYS[3], expiry, ARGV[4])
-  if rank then
+  if member == '' then
+    return {1, tostring(now), run, ghosts, '0', cap - held - 1 - reserved, 0}
+  end
+  if mine == 1 then
+    redis.call('HDEL', KEYS[8], member)
+  else
+    redis.call('HINCRBY', KEYS[8], member, -1)
+  end
+  local left = count(KEYS[9], member) - 1
+  if left > 0 then
+    redis.call('HSET', KEYS[9], member, left)
+  else
     redis.call('ZREM', KEYS[6], member)
     redis.call('ZREM', KEYS[7], member)
+    redis.call('HDEL', KEYS[9], member)
+    redis.call('HDEL', KEYS[10], member)
   end
-  return {1, tostring(now), run, ghosts, '0', cap - held - 1 - before, 0}
+  return {1, tostring(now), run, ghosts, '0', mine - 1 + free, 0}
 end
-if member ~= '' then
-  redis.call('ZADD', KEYS[6], 'NX', now, member)
-  redis.call('ZADD', KEYS[7], now, member)
-  redis.call('PEXPIRE', KEYS[6], math.ceil(@GONE@ * 1000))
-  redis.call('PEXPIRE', KEYS[7], math.ceil(@GONE@ * 1000))
+-- Refused: served before the caller at the next slot freed are those ahead of it in line
+-- that hold no turn yet (a caller outside the line: everyone in it); 0 tells it to ask often.
+local before = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+  if m == member then break end
+  if member == '' or count(KEYS[8], m) == 0 then before = before + 1 end
 end
 return {0, tostring(now), run, ghosts, '0', 0, before}
 """.replace("@GONE@", repr(ADMIT_GONE))
@@ -571,17 +660,25 @@ class RedisStore:
         force: bool,
         since: float | None = None,
         member: str = "",
+        waiting: int = 1,
+        holding: int = 0,
     ) -> tuple[bool, float, int]:
         """Admit a lease under ``cap``; returns (admitted, how long the ledger rebuilds, and
-        slots left free after it or, when not admitted, processes in line before this one).
+        slots the caller may take at once after it or, when not admitted, processes served
+        before this one).
 
         Args:
-            member: the caller's process: while the cap is full it waits in line for a slot
-                (``""``: it takes a slot only when every process in line would have one).
+            member: the caller's process: it waits in line for a slot, and slots free are
+                handed out one per process in line, in turn (``""``: it takes a slot only
+                when every process in line has one).
+            waiting: how many of the process's creates wait for a slot, this one included
+                (the most slots handed out to it at once).
+            holding: how many slots the process holds (slots freed go first to the processes
+                holding fewest).
         """
         keys, args = self._common(limits)
-        keys += [self.key(name) for name in ("limits", "queue", "asked")]
-        args += [lease_id, cap, expiry, "1" if force else "0", member]
+        keys += [self.key(name) for name in ("limits", "queue", "asked", "turns", "wants", "holds")]
+        args += [lease_id, cap, expiry, "1" if force else "0", member, waiting, holding]
         self.calls["admit"] += 1
         reply = await self.call(lambda: self._admit(keys=keys, args=args), since=since)
         admitted, now, epoch, ghosts, wait = reply[:5]

@@ -178,7 +178,7 @@ class Owner:
 
 async def test_a_freed_slot_goes_to_the_process_first_in_line(ledgers: Make) -> None:
     """With the account's one slot taken, process a asks for it, then b: when it frees, b
-    asking first is refused (one process before it) and a, asking after, is admitted; then b.
+    asking first is refused (the slot is a's) and a, asking after, is admitted; then b.
     The line, not whoever asks first after a release. Judged on Redis's answers alone, so the
     machine's load cannot decide it (only a wait of ``ADMIT_GONE`` between asks could)."""
     store = ledgers(LIMITS).store
@@ -197,7 +197,8 @@ async def test_a_freed_slot_goes_to_the_process_first_in_line(ledgers: Make) -> 
     a_then = await ask("a-1", "a")
     # Slower than this, a would have left the line as a process that stopped asking.
     assert time.monotonic() - asked < _redis_store.ADMIT_GONE
-    assert b_first == (False, 0.0, 1)
+    # Refused: the freed slot was handed to a; b is next (nobody before it at the next one).
+    assert b_first == (False, 0.0, 0)
     assert a_then[0]
     await store.sync([("r", "a-1", 0.0)], LIMITS)
     assert (await ask("b-1", "b"))[0]
@@ -208,7 +209,8 @@ async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers:
     task holding its slot 50 ms: over 200 admissions neither gets less than 60 % of the
     other's, and the 4 slots are all used at once, never more. The whole path (the line in
     Redis and each process's polling); the line alone is pinned by
-    ``test_a_freed_slot_goes_to_the_process_first_in_line``: two processes that poll alike
+    ``test_a_freed_slot_goes_to_the_process_first_in_line`` and slots freed together by
+    ``test_slots_freed_at_once_are_shared_one_per_process_in_turn``: two processes that poll alike
     share fairly even without it (the line removed, this passed). 200, not 80: on a loaded
     machine a stalled loop drops both processes from the line (``ADMIT_GONE``) and turns
     come by chance; 80 coin flips fall under 60 % one run in 50, 200 one in 3,000. Counted
@@ -237,3 +239,176 @@ async def test_processes_of_equal_demand_are_admitted_within_20_percent(ledgers:
     a, b = counts.values()
     assert holding[1] == 4  # the slots were used, all of them at once, and never more
     assert min(a, b) >= 0.6 * max(a, b), counts
+
+
+async def test_slots_freed_at_once_are_shared_one_per_process_in_turn(ledgers: Make) -> None:
+    """With the account's 4 slots taken and processes a and b waiting with 4 creates each,
+    the 4 slots freed at once go 2 to a and 2 to b, although a, first in line, asks for all
+    of them before b asks again (the head of the line took 3 of 4 before). Judged on Redis's
+    answers alone."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    running = [f"running-{i}" for i in range(4)]
+    for lease in running:
+        assert await ask(lease, "c", 1)
+    assert not await ask("a-1", "a", 4)  # a first in line, then b
+    assert not await ask("b-1", "b", 4)
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    # a asks for its next lease at once after each admission, as RedisSlots.admit does.
+    a = [lease for lease in ("a-1", "a-2", "a-3", "a-4") if await ask(lease, "a", 4)]
+    b = [lease for lease in ("b-1", "b-2", "b-3", "b-4") if await ask(lease, "b", 4)]
+    assert (a, b) == (["a-1", "a-2"], ["b-1", "b-2"])
+
+
+async def test_the_next_slots_freed_go_first_to_the_process_served_least(
+    ledgers: Make,
+) -> None:
+    """Three slots freed at once with a and b waiting go 2 to a (first in line) and 1 to b;
+    the next three freed go 2 to b and 1 to a, even when a asks first: over both, equal
+    demand got equal shares."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int = 8) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 3, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    async def take(member: str, leases: list[str]) -> list[str]:
+        # A process asks for its next lease until refused (the lease refused waits).
+        taken = []
+        for lease in leases:
+            if not await ask(lease, member):
+                break
+            taken.append(lease)
+        return taken
+
+    running = ["running-0", "running-1", "running-2"]
+    for left, lease in enumerate(running):
+        assert await ask(lease, "c", 3 - left)
+    assert not await ask("a-1", "a")
+    assert not await ask("b-1", "b")
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    first = await take("a", ["a-1", "a-2", "a-3"]), await take("b", ["b-1", "b-2", "b-3"])
+    assert first == (["a-1", "a-2"], ["b-1"])
+    await store.sync([("r", lease, 0.0) for lease in [*first[0], *first[1]]], LIMITS)
+    second = await take("a", ["a-3", "a-4", "a-5"]), await take("b", ["b-2", "b-3", "b-4"])
+    assert second == (["a-3"], ["b-2", "b-3"])
+
+
+async def test_a_process_waiting_for_one_slot_is_handed_one(ledgers: Make) -> None:
+    """Four slots freed with a waiting for 1 create and b for 4: a is handed 1 and b the
+    other 3, at once; no slot is kept for a process that does not want it."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int) -> tuple[bool, float, int]:
+        return await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+
+    running = [f"running-{i}" for i in range(4)]
+    for lease in running:
+        assert (await ask(lease, "c", 1))[0]
+    assert not (await ask("a-1", "a", 1))[0]
+    assert not (await ask("b-1", "b", 4))[0]
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    # b asks first: it may take 2 more at once after this one (slots it was handed).
+    assert await ask("b-1", "b", 4) == (True, 0.0, 2)
+    assert (await ask("b-2", "b", 3))[0]
+    assert (await ask("b-3", "b", 2))[0]
+    assert not (await ask("b-4", "b", 1))[0]  # the fourth slot is a's
+    assert (await ask("a-1", "a", 1))[0]
+
+
+async def test_slots_handed_out_never_admit_over_a_cap_learned_since(
+    ledgers: Make, redis_server: RedisServer
+) -> None:
+    """Four slots freed and handed out to a and b, then another process learns a cap of 2:
+    however a and b ask afterwards, no more than 2 leases are ever held."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int = 4) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    running = [f"running-{i}" for i in range(4)]
+    for lease in running:
+        assert await ask(lease, "c", 1)
+    assert not await ask("a-1", "a")
+    assert not await ask("b-1", "b")
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    assert await ask("a-1", "a")  # a and b were handed 2 slots each; a took one
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.hset(f"{PREFIX}:limits", "cap", "2")
+        await redis.pexpire(f"{PREFIX}:limits", 60_000)
+        for i in range(2, 5):
+            await ask(f"b-{i}", "b")
+            await ask(f"a-{i}", "a")
+        held = await redis.zcard(f"{PREFIX}:slots")
+    finally:
+        await redis.aclose()
+    assert held == 2
+
+
+async def test_a_process_that_stops_asking_loses_the_slots_handed_to_it(ledgers: Make) -> None:
+    """Two slots freed with a and b waiting: one is handed to each; a never asks again (it
+    was killed) while b keeps asking, and ``ADMIT_GONE`` after a's last ask its slot goes to
+    b: no slot is lost to a process that is gone."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int = 2) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 2, 60.0, LIMITS, force=False, member=member, waiting=waiting
+        )
+        return admitted
+
+    running = ["running-0", "running-1"]
+    for left, lease in enumerate(running):
+        assert await ask(lease, "c", 2 - left)
+    assert not await ask("a-1", "a")
+    asked = time.monotonic()
+    assert not await ask("b-1", "b")
+    await store.sync([("r", lease, 0.0) for lease in running], LIMITS)
+    assert await ask("b-1", "b")
+    assert not await ask("b-2", "b")  # the other slot is a's, while a may still ask
+    # Slower than this, a would have left the line before b asked.
+    assert time.monotonic() - asked < _redis_store.ADMIT_GONE
+    while not await ask("b-2", "b"):  # b keeps asking, as a waiting process does
+        assert time.monotonic() - asked < 3.0, "a's slot was never handed on"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - asked >= _redis_store.ADMIT_GONE
+
+
+async def test_a_process_that_came_first_and_holds_most_is_handed_slots_last(
+    ledgers: Make,
+) -> None:
+    """a comes alone to a free account and takes its 4 slots; b comes just after. When two of
+    a's tasks end, both freed slots go to b (it holds none, a still 2), although a is first in
+    line and asks first: a head start does not become a larger share. Judged on Redis's
+    answers alone."""
+    store = ledgers(LIMITS).store
+
+    async def ask(lease: str, member: str, waiting: int, holding: int) -> bool:
+        admitted, _, _ = await store.admit(
+            lease, 4, 60.0, LIMITS, force=False, member=member, waiting=waiting, holding=holding
+        )
+        return admitted
+
+    for held in range(4):  # a, alone, with 8 creates waiting
+        assert await ask(f"a-{held}", "a", 8 - held, held)
+    assert not await ask("a-4", "a", 4, 4)
+    assert not await ask("b-0", "b", 4, 0)
+    await store.sync([("r", "a-0", 0.0), ("r", "a-1", 0.0)], LIMITS)
+    assert not await ask("a-4", "a", 4, 2)
+    assert await ask("b-0", "b", 4, 0)
+    assert await ask("b-1", "b", 3, 1)
+    assert not await ask("a-4", "a", 4, 2)
