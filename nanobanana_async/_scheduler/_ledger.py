@@ -39,7 +39,7 @@ import attrs
 
 from .._clock import Clock
 from .._config import Limits
-from .._limits import Gcra, pacing
+from .._limits import Gcra, on_grid, pacing
 from ..events import LimitsLowered, LimitsRecovered, _AccountEvents
 from ._slots import Lease, Slots
 
@@ -121,8 +121,12 @@ class Ledger:
             if lease is not None and not lease.sent and self.slots.full:
                 await self.slots.admit(lease)
             booked = self._bookings
-            at = self.gcra.reserve(self._clock.now(), burst=self._may_burst(lease))
-            await self._clock.sleep_until(at)
+            now = self._clock.now()
+            at = self.gcra.reserve(now, burst=self._may_burst(lease))
+            if at > now:
+                # Woken on the wake grid, after the booked turn: creates booked a few ms
+                # apart (and the checks due then) go in one turn of the loop, none early.
+                await self._clock.sleep_until(on_grid(at))
             if booked != self._bookings:
                 continue
             now = self._clock.now()
@@ -131,7 +135,7 @@ class Ledger:
             free = self._window_free_at(now)
             if free <= now:
                 return
-            await self._clock.sleep_until(free)
+            await self._clock.sleep_until(on_grid(free))
 
     def _may_burst(self, lease: Lease | None) -> bool:
         # A create beyond the most tasks the account has shown it runs, while another create

@@ -51,10 +51,18 @@ class Planner(Generic[P]):
     Args:
         recall: what an earlier run learned about a group, asked once when the group's model
             is created (None: every model starts from the provider's advice).
+        grid: rounds a planned check's time up (never down, never past the task's deadline),
+            so checks due close together come due at one time; None: planned as computed.
     """
 
-    def __init__(self, recall: Callable[[Hashable], Learned | None] | None = None) -> None:
+    def __init__(
+        self,
+        recall: Callable[[Hashable], Learned | None] | None = None,
+        *,
+        grid: Callable[[float], float] | None = None,
+    ) -> None:
         self._recall = recall
+        self._grid = grid
         # One row per planned task (its next check, at the latest its deadline), plus stale rows
         # left by moves and ends. A ready task has none: the runner, which holds it until a
         # request slot is free, expires it if its deadline comes first.
@@ -141,6 +149,8 @@ class Planner(Generic[P]):
         floor = entry.last_check + entry.min_gap
         if at < floor:
             at = floor
+        if self._grid is not None:
+            at = self._grid(at)
         if at > entry.deadline:
             at = entry.deadline
         entry.due = at

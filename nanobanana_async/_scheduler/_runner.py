@@ -20,6 +20,7 @@ from typing import ClassVar, Final, cast
 from .._clock import MIN_AHEAD, Clock, MonotonicClock, Timer, timers
 from .._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy
 from .._errors import ClientClosedError, NanoBananaError, TaskTimeoutError
+from .._limits import on_grid
 from .._models import ImageResult, TaskRef, TaskState
 from .._task import Task
 from ..events import CallbackReceived, Resolved, _result_without_prompt
@@ -76,7 +77,8 @@ class Scheduler:
         # fake clock's seconds are not a server's, so such a run neither reads nor writes them.
         self._memory = MEMORY if isinstance(clock, MonotonicClock) else None
         # Its entries are all Tracked (see track()): one object per task.
-        self.plan: Planner[Task] = Planner(_recall_from(self._memory))
+        # Checks are planned on the wake grid: those due a few ms apart share a turn.
+        self.plan: Planner[Task] = Planner(_recall_from(self._memory), grid=on_grid)
         self._accounts: dict[Hashable, Account] = {}
         self._clients = 0
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -461,7 +463,9 @@ class Scheduler:
                 continue
             if not ledger.try_take_request(now):
                 # Waiting for a request slot (a 429's pause) ends at the deadline at the latest.
-                return min(ledger.next_request_free(), account.ready_deadline)
+                # On the wake grid: the checks that wait wake once for the requests freed
+                # by then (each still goes at or after its slot frees).
+                return min(on_grid(ledger.next_request_free()), account.ready_deadline)
             ready.popleft()
             self._start_check(entry, now)
             sent += 1

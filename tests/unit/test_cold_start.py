@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 import nanobanana_async as nb
+from nanobanana_async._limits import WAKE_GRID
 from nanobanana_async._scheduler._plan import PROBES
 from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.fakeapi import FakeApixo
@@ -51,6 +54,8 @@ async def test_cold_start_twenty_tasks_average_few_checks() -> None:
     probes = [times for times in checked.values() if times[0] < 10.0]
     assert len(probes) == PROBES <= 3
     advised = [checked[f"t{i}"] for i in range(PROBES, 20)]
-    assert all(times[:3] == [10.0, 13.0, 16.0] for times in advised if len(times) >= 3)
+    # A create paced past the burst goes on the wake grid, up to one step after its turn.
+    advice = pytest.approx([10.0, 13.0, 16.0], abs=WAKE_GRID)
+    assert all(times[:3] == advice for times in advised if len(times) >= 3)
     average = sum(len(times) for times in checked.values()) / 20
     assert average <= 6.0, average
