@@ -240,18 +240,28 @@ async def test_two_clients_on_one_journal_racing_one_request_send_it_once(
         await clock.run_until(job.done, limit=60)
         tasks = [r for r in job.result() if isinstance(r, nb.Task)]
         errors = [r for r in job.result() if isinstance(r, BaseException)]
-        assert len(tasks) == 1
-        assert [type(e) for e in errors] == [nb.DuplicateSubmitError]
-        error = errors[0]
-        assert isinstance(error, nb.DuplicateSubmitError)
-        assert isinstance(error, nb.ConfigurationError)
-        assert error.path == str(tmp_path / "j.db")
-        assert "in flight from another client" in str(error)
-        assert "nothing was sent" in str(error)
-        # One key, one account (one ledger): the loser waited for the slot, then found the
-        # winner's row; its slot is free again, not held as for an unknown outcome.
-        stats = second.statistics()
-        assert (stats.in_flight, stats.peak_in_flight) == (0, 1)
+        if len(tasks) == 2:
+            # The loser read the journal after the winner's task id was written (the journal
+            # writes in a thread, so load decides the order): it re-attached to the same task.
+            assert errors == []
+            assert [task.id for task in tasks] == ["t0", "t0"]
+        else:
+            assert len(tasks) == 1
+            (error,) = errors
+            if isinstance(error, nb.SubmitOutcomeUnknownError):
+                # The loser read the winner's intent before its task id was written: what a
+                # rerun is told for the same journal state, and it sent nothing either.
+                assert "not submitted again" in str(error)
+            else:
+                assert isinstance(error, nb.DuplicateSubmitError)
+                assert isinstance(error, nb.ConfigurationError)
+                assert error.path == str(tmp_path / "j.db")
+                assert "in flight from another client" in str(error)
+                assert "nothing was sent" in str(error)
+                # One key, one account (one ledger): the loser waited for the slot, then found
+                # the winner's row; its slot is free again, not held as for an unknown outcome.
+                stats = second.statistics()
+                assert (stats.in_flight, stats.peak_in_flight) == (0, 1)
         done = asyncio.ensure_future(tasks[0].result())
         await clock.run_until(done.done, limit=60)
         assert done.result().task_id == "t0"
