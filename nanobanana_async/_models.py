@@ -127,6 +127,17 @@ def _to_str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def is_seconds(value: object, *, zero: bool = False) -> bool:
+    """A number of seconds a caller may give: finite, not a bool, and positive (or zero when
+    ``zero``). One rule for every timeout the public API takes."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero else value > 0)
+    )
+
+
 @attrs.frozen(kw_only=True)
 class ImageRequest:
     """One image to generate, independent of the provider.
@@ -209,12 +220,7 @@ class ImageRequest:
         if search is not None and not isinstance(search, bool):
             errors.append("google_search must be a bool or None @ $.google_search")
         timeout: object = self.timeout
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
+        if timeout is not None and not is_seconds(timeout):
             errors.append("timeout must be a positive number of seconds @ $.timeout")
         callback: object = self.callback_url
         if isinstance(callback, str) and not is_http_url(callback):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
-from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus
+from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus, is_seconds
 from .events import Resolved, _check_callback, _result_without_prompt, _unawaited
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ class Task:
             TaskError: the task failed or passed its deadline (``task_id`` is set).
             APIError: the provider refused the status checks (auth, malformed answers).
         """
-        if timeout is not None and not _seconds(timeout):
+        if timeout is not None and not is_seconds(timeout, zero=True):
             # result(timeout=-1) said "not finished within -1 s"; "5" was a bare TypeError.
             raise InvalidRequestError(
                 ["timeout must be a number of seconds, 0 or more @ $.timeout"]
@@ -304,12 +303,3 @@ class Task:
             if not waiter.done():
                 waiter.set_result(None)
         return True
-
-
-def _seconds(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -28,7 +27,7 @@ from .._errors import (
     TaskError,
 )
 from .._journal import Intent, request_key
-from .._models import Balance, ImageRequest, ImageResult, TaskRef, TaskStatus
+from .._models import Balance, ImageRequest, ImageResult, TaskRef, TaskStatus, is_seconds
 from .._settings import Settings
 from .._task import Task
 from .._transport import guard
@@ -639,12 +638,7 @@ def check_resume(settings: Settings, task_id: object, model: object, timeout: ob
     if spec is None:
         errors.append(f"model {model!r} is not offered by {settings.driver.name} @ $.model")
     # As ImageRequest's timeout: "5" was a bare TypeError, NaN and True were taken.
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    if timeout is not None and not is_seconds(timeout):
         errors.append("timeout must be a positive number of seconds @ $.timeout")
     if errors or spec is None:
         raise InvalidRequestError(errors)
