@@ -104,6 +104,28 @@ def test_an_unclosed_client_warns_with_its_name() -> None:
     ]
 
 
+def test_a_client_whose_async_with_fails_to_enter_is_closed(tmp_path: Path) -> None:
+    """`async with Client(journal=...)` on a journal of another URL raises at entry, where no
+    __aexit__ runs: the client is closed anyway, no 'unclosed Client' warning at exit."""
+    clock = FakeClock(1000.0)
+    path = tmp_path / "j.db"
+
+    async def enter(url: str) -> None:
+        transport = ScriptedTransport(FakeApixo(clock))
+        async with nb.Client(
+            "apixo", api_key="k", base_url=url, transport=transport, clock=clock, journal=path
+        ):
+            pass
+
+    asyncio.run(enter("https://one.test/api/v1"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(nb.ConfigurationError, match="belongs to apixo at https://one"):
+            asyncio.run(enter("https://two.test/api/v1"))
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 async def test_aclose_inside_a_cancelled_task_closes_everything(clock: FakeClock) -> None:
     """Ctrl-C cancels the main task while tasks run: `async with` still closes the transport
     (no 'Unclosed client session' at exit) and the cancellation goes on."""
@@ -456,6 +478,26 @@ def test_a_base_url_with_a_password_is_refused_at_construction_for_a_bearer_key(
     with pytest.raises(nb.ConfigurationError, match="must not hold a user name or password") as e:
         nb.Client("apixo", api_key="k", base_url="http://u:hunter2@127.0.0.1:9/api/v1")
     assert "hunter2" not in str(e.value)
+
+
+@pytest.mark.parametrize("given", ["transport", "none"])
+def test_a_base_url_with_a_password_is_refused_for_an_x_api_key_provider_too(
+    clock: FakeClock, given: str
+) -> None:
+    """crun's key goes in x-api-key, so aiohttp never objected: the URL was kept as given and
+    stored in the journal. Now refused like a bearer key's, with a transport of one's own too
+    (the URL still reaches the journal and Client.base_url), the password not echoed."""
+    transport = ScriptedTransport(FakeApixo(clock)) if given == "transport" else None
+    with pytest.raises(nb.ConfigurationError, match="must not hold a user name or password") as e:
+        nb.Client(
+            "crun",
+            api_key="k",
+            base_url="https://u:hunter2@api.crun.test",
+            transport=transport,
+            clock=clock,
+        )
+    assert "hunter2" not in str(e.value)
+    assert "x-api-key" in str(e.value)
 
 
 def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:
