@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,13 @@ _BUCKET: Final = 0.1  # seconds: sends are remembered per tenth of a second, rou
 _UNWRITTEN: Final = WINDOW_EVERY + 0.5
 _MOST_SENDS: Final = 1_000_000  # more in one record is damage (each becomes a list entry)
 
+# The submits in flight through any client of this process, by the journal file (resolved)
+# and the request's key: the future settles once that submit's row says what became of it.
+# Process-wide because two clients of one journal (one key, one account) each have their own
+# Journal connection and lookups, and the journal's own rows, written in a thread, cannot tell
+# a second client whether the first is about to write its task id.
+_IN_FLIGHT: dict[tuple[str, str], asyncio.Future[Task]] = {}
+
 
 class JournalHooks:
     """What the submit pipeline asks of a client's journal, and the end records it writes."""
@@ -54,6 +62,7 @@ class JournalHooks:
         self._leases: dict[str, Lease] = {}
         self._window_writer: asyncio.Task[None] | None = None
         self._submitter: Submitter | None = None
+        self._where = str(journal.path.resolve())
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings) -> JournalHooks:
@@ -66,6 +75,28 @@ class JournalHooks:
         )
         key = settings.key.reveal() if settings.key is not None else None
         return cls(journal, provider=settings.provider, account=key_fingerprint(key))
+
+    async def after_others(self, key: str, mine: asyncio.Future[Task]) -> None:
+        """Wait until no other client of this journal is submitting ``key``, then mark this
+        client's submit of it (settling ``mine``) as the one in flight.
+
+        Called before the journal lookup: the caller then reads the row the other client's
+        submit left, as a rerun does (its task re-attached, an outcome-unknown error when its
+        outcome is unknown, or no row when nothing was created: then it submits). Bounded by
+        the other submit itself (its slot wait, its sends and their timeouts, its client's
+        close), which settles however it ends; cancelling this wait leaves it alone.
+        """
+        loop = asyncio.get_running_loop()
+        while (other := _IN_FLIGHT.get((self._where, key))) is not None and other is not mine:
+            if other.get_loop() is not loop:
+                # A client on another loop (thread): not awaitable from here. Its row still
+                # decides: DuplicateSubmitError or an unknown outcome, never a second create.
+                return
+            await asyncio.wait([other])
+        if mine.done():
+            return
+        _IN_FLIGHT[(self._where, key)] = mine
+        mine.add_done_callback(functools.partial(_landed, (self._where, key)))
 
     def lease_id(self, key: str) -> str:
         """A lease id stable across reruns on this journal, so a shared ledger re-attaches."""
@@ -298,6 +329,12 @@ class JournalHooks:
             with contextlib.suppress(Exception):
                 await self.journal.note(self._window_name, window)
         await self.journal.aclose()
+
+
+def _landed(where: tuple[str, str], submit: asyncio.Future[Task]) -> None:
+    # Its row now says what became of it: the next client waiting for it reads that.
+    if _IN_FLIGHT.get(where) is submit:
+        del _IN_FLIGHT[where]
 
 
 def _said(write: asyncio.Future[None]) -> None:
