@@ -62,7 +62,9 @@ class Client:
         api_key: defaults to the ``NANOBANANA_API_KEY`` environment variable.
         base_url: replaces the provider's documented base URL (scheme, host and path prefix);
             defaults to ``NANOBANANA_BASE_URL``, then the documented one. Refused for
-            ``local``, which starts its own simulator (and ignores ``NANOBANANA_BASE_URL``).
+            ``local``, which starts its own simulator (and ignores ``NANOBANANA_BASE_URL``),
+            and when it holds a user name or password (``https://user:pw@host``): the key
+            goes in a header, and a URL is stored in journals and shown in messages.
         limits: the account's budget; default 10,000 requests per 60 s, 1,000 tasks at once.
         session: a caller-owned ``aiohttp.ClientSession``, never closed by the client.
         retry: retry policy; see :class:`RetryPolicy`.
@@ -91,10 +93,10 @@ class Client:
         random: returns floats in [0, 1) for backoff jitter.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, a base URL that is not http(s), an
-            argument of the wrong type (``limits={...}`` for ``Limits(...)``, a number for
-            ``api_key``), or an ``on_event`` that is not callable or is an ``async def``
-            (never awaited).
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s) or
+            holds a password, an argument of the wrong type (``limits={...}`` for
+            ``Limits(...)``, a number for ``api_key``), or an ``on_event`` that is not
+            callable or is an ``async def`` (never awaited).
     """
 
     def __init__(
@@ -178,7 +180,13 @@ class Client:
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        await self._life.started()
+        try:
+            await self._life.started()
+        except BaseException:
+            # No __aexit__ runs when entering fails (a journal of another URL, in use by
+            # another process): the client was already bound to this loop and was left open.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -8,7 +8,7 @@ against these classes.
 NanoBananaError                           every error raised on purpose (.attempts via a Router)
 ├─ ConfigurationError (ValueError)        bad client or CLI settings: provider, key, limits, loop
 │  ├─ WrongAccountError                   the journal holds this prompt's task on another key
-│  └─ DuplicateSubmitError                another client on the journal is submitting it; unsent
+│  └─ DuplicateSubmitError                a client on another loop is submitting it; unsent
 ├─ InvalidRequestError (ValueError)       the request breaks the provider's table; nothing sent
 │  └─ RequestRejectedError (+ APIError)   the provider refused its content (400, 422); no task
 ├─ TransportError                         no usable HTTP answer (from your transport= too)
@@ -457,10 +457,11 @@ class WrongAccountError(ConfigurationError):
 
 
 class DuplicateSubmitError(ConfigurationError):
-    """Another client sharing this journal (in this process) began submitting the same
-    request between this submit's journal lookup and its own record: this one sent nothing,
-    so only the other may be paid. Await the other client's task: a later submit of this
-    request re-attaches to it once the provider has accepted it.
+    """Another client sharing this journal (in this process, on another event loop: one on
+    the same loop is waited for and re-attached to) began submitting the same request
+    between this submit's journal lookup and its own record: this one sent nothing, so only
+    the other may be paid. Await the other client's task: a later submit of this request
+    re-attaches to it once the provider has accepted it.
 
     A configuration error, not an unknown outcome: nothing was sent by this call (its slot is
     free again, and a Router does not send it to another account). One client per journal,

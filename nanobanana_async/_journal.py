@@ -31,6 +31,7 @@ import attrs
 
 from ._errors import ConfigurationError, DuplicateSubmitError
 from ._models import ImageRequest, TaskRef
+from ._redact import without_userinfo
 
 if sys.platform != "win32":
     import fcntl
@@ -270,9 +271,13 @@ class Journal:
             os.close(fd)  # closing releases the flock
 
     def _check_owner(self, db: sqlite3.Connection) -> None:
+        _scrub_owner_url(db)
         provider, base_url = self._owner
         if provider is None:
             return
+        # Stored and compared without a user name or password: clients refuse them now, and a
+        # journal whose URL held one must still open for the same host.
+        base_url = without_userinfo(base_url) if base_url is not None else None
         stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
         if "provider" not in stored:
             rows = [("provider", provider), ("base_url", base_url or "")]
@@ -484,6 +489,19 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
     if "account" not in columns:
         db.execute("ALTER TABLE tasks ADD COLUMN account TEXT")
+
+
+def _scrub_owner_url(db: sqlite3.Connection) -> None:
+    # Journals written before clients refused one hold a crun base URL as given, a password
+    # in it included: it leaves the file on the first open. secure_delete zeroes the old
+    # row's bytes in its page (the default of some SQLite builds only), and the checkpoint
+    # copies that page over the database file now, not at close, and empties the log.
+    row = db.execute("SELECT value FROM meta WHERE name = 'base_url'").fetchone()
+    if row is None or without_userinfo(row[0]) == row[0]:
+        return
+    db.execute("PRAGMA secure_delete=ON")
+    db.execute("UPDATE meta SET value = ? WHERE name = 'base_url'", (without_userinfo(row[0]),))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 class DamagedRowError(ConfigurationError):

@@ -72,6 +72,20 @@ def _pattern(value: str) -> str:
     return before + _chars(value) + f"(?!{_WORD})"
 
 
+# The authority's user part: everything from "//" up to its last "@" (a password may hold
+# another "@"), and no further than the first "/", "?" or "#", where the authority ends.
+_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without the ``user:password@`` before its host, if it has one.
+
+    What a journal stores and a message shows of a base URL: a password there would
+    otherwise reach a file and every "belongs to ... at URL" line.
+    """
+    return _USERINFO.sub(r"\1", url, count=1)
+
+
 class Secret:
     """An API key that never shows itself in a repr, a str or a log line.
 

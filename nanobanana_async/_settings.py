@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -15,7 +14,7 @@ from ._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
 from ._errors import ConfigurationError
 from ._local import LOCAL_TASK_TIMEOUT, LocalTransport
 from ._models import is_http_url
-from ._redact import Secret
+from ._redact import Secret, without_userinfo
 from ._scheduler import _redis
 from ._transport import AiohttpTransport, Transport
 from .providers import DRIVERS, PROVIDERS, ProviderDriver
@@ -92,9 +91,9 @@ def resolve(
     """The settings for ``Client(provider, ...)``; see ``Client`` for each argument.
 
     Raises:
-        ConfigurationError: unknown provider, missing key, a base URL that is not http(s) or
-            given to ``local``, an argument of the wrong type, or a coordinator URL that is
-            bad or needs the missing ``[redis]`` extra.
+        ConfigurationError: unknown provider, missing key, a base URL that is not http(s),
+            holds a user name or password, or is given to ``local``, an argument of the wrong
+            type, or a coordinator URL that is bad or needs the missing ``[redis]`` extra.
     """
     # Checked here, before anything is built: a wrong type would otherwise be an
     # AttributeError from deep inside the first request, after the client had started.
@@ -147,17 +146,16 @@ def resolve(
         )
     if url is not None and not is_http_url(url):
         raise ConfigurationError("base_url must be an absolute http(s) URL")
-    if (
-        url is not None
-        and transport is None
-        and driver.auth_scheme == "bearer"
-        and "@" in urlsplit(url).netloc
-    ):
-        # aiohttp refused it at the first request with a bare ValueError (a password in the
-        # URL beside the key's Authorization header). The URL is not echoed: it holds one.
+    if url is not None and without_userinfo(url) != url:
+        # Refused for every provider, not kept for the wire and hidden: none of them reads
+        # credentials from the URL (the key goes in a header), and a URL is stored in the
+        # journal and shown in messages, reprs and the CLI, each a place a password could leak
+        # from. A bearer key's provider also met aiohttp's bare ValueError at the first
+        # request. The URL is not echoed: it holds the password.
+        header = "Authorization" if driver.auth_scheme == "bearer" else "x-api-key"
         raise ConfigurationError(
             f"base_url must not hold a user name or password for {provider}: its API key "
-            "goes in the Authorization header"
+            f"goes in the {header} header"
         )
     coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
     if coordinator is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from .._task import Task
 from ._ledger import Lease
 
 if TYPE_CHECKING:
+    from ._runner import Scheduler
     from ._submit import Submitter
 
 _log = logging.getLogger("nanobanana_async")
@@ -40,6 +42,13 @@ _BUCKET: Final = 0.1  # seconds: sends are remembered per tenth of a second, rou
 # journal thread busy with other writes): a rerun counts it as sending at its pace until then.
 _UNWRITTEN: Final = WINDOW_EVERY + 0.5
 _MOST_SENDS: Final = 1_000_000  # more in one record is damage (each becomes a list entry)
+
+# The submits in flight through any client of this process, by the journal file (resolved)
+# and the request's key, with the scheduler (loop and clock) they run on: the future settles
+# once that submit's row says what became of it. Process-wide because two clients of one
+# journal each have their own Journal connection and lookups, and the rows, written in a
+# thread, cannot tell a second client whether the first is about to write its task id.
+_IN_FLIGHT: dict[tuple[str, str], tuple[Scheduler, asyncio.Future[Task]]] = {}
 
 
 class JournalHooks:
@@ -54,6 +63,7 @@ class JournalHooks:
         self._leases: dict[str, Lease] = {}
         self._window_writer: asyncio.Task[None] | None = None
         self._submitter: Submitter | None = None
+        self._where = str(journal.path.resolve())
 
     @classmethod
     def open(cls, path: str | Path, settings: Settings) -> JournalHooks:
@@ -66,6 +76,31 @@ class JournalHooks:
         )
         key = settings.key.reveal() if settings.key is not None else None
         return cls(journal, provider=settings.provider, account=key_fingerprint(key))
+
+    async def after_others(
+        self, key: str, mine: asyncio.Future[Task], scheduler: Scheduler
+    ) -> None:
+        """Wait until no other client of this journal on ``scheduler`` is submitting ``key``,
+        then mark this client's submit of it (settling ``mine``) as the one in flight.
+
+        Called before the journal lookup: the caller then reads the row the other client's
+        submit left, as a rerun does (its task re-attached, an outcome-unknown error when its
+        outcome is unknown, or no row when nothing was created: then it submits). Bounded by
+        the other submit itself (its slot wait, its sends and their timeouts, its client's
+        close), which settles however it ends; cancelling this wait leaves it alone.
+        """
+        where = (self._where, key)
+        while (other := _IN_FLIGHT.get(where)) is not None and other[1] is not mine:
+            if other[0] is not scheduler:
+                # A client on another loop or clock (a test's "other process"): not awaitable
+                # here, and it may never settle. Its row still decides: DuplicateSubmitError
+                # or an unknown outcome, never a second create.
+                break
+            await asyncio.wait([other[1]])
+        if mine.done():
+            return
+        _IN_FLIGHT[where] = (scheduler, mine)
+        mine.add_done_callback(functools.partial(_landed, where))
 
     def lease_id(self, key: str) -> str:
         """A lease id stable across reruns on this journal, so a shared ledger re-attaches."""
@@ -298,6 +333,13 @@ class JournalHooks:
             with contextlib.suppress(Exception):
                 await self.journal.note(self._window_name, window)
         await self.journal.aclose()
+
+
+def _landed(where: tuple[str, str], submit: asyncio.Future[Task]) -> None:
+    # Its row now says what became of it: the next client waiting for it reads that.
+    entry = _IN_FLIGHT.get(where)
+    if entry is not None and entry[1] is submit:
+        del _IN_FLIGHT[where]
 
 
 def _said(write: asyncio.Future[None]) -> None:

@@ -114,6 +114,9 @@ class Submitter:
         # Registered before the first await: a caller arriving meanwhile joins this submit.
         self._sharing[journal_key] = shared
         try:
+            # Another client sharing the journal submitting it now: its row decides, once
+            # written (as for a rerun), not the moment this lookup meets its thread's writes.
+            await self.journal.after_others(journal_key, shared, self.scheduler)
             known = await self.journal.journal.get(journal_key)
             if known is not None:
                 task = await self.journal.reattach(self, known, request)

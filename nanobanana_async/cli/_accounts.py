@@ -16,6 +16,7 @@ import attrs
 
 from .._client import Client
 from .._config import Limits
+from .._redact import without_userinfo
 from .._structure import RecordError, structure_record
 from ..providers import PROVIDERS
 from ._inputs import InputError
@@ -242,7 +243,12 @@ def _check(entry: AccountEntry, where: str, names: Mapping[str, int]) -> tuple[A
         if key is None:
             found.append(f"{where}.api_key_env: no environment variable {key_env} is set")
     if entry.base_url is not None and not entry.base_url.startswith(("http://", "https://")):
-        found.append(f"{where}.base_url: {entry.base_url!r} is not an http(s) URL")
+        shown = without_userinfo(entry.base_url)
+        found.append(f"{where}.base_url: {shown!r} is not an http(s) URL")
+    elif entry.base_url is not None and without_userinfo(entry.base_url) != entry.base_url:
+        # Not echoed: it holds the password. Client() refuses it too; said here with the
+        # file's other problems, before anything is sent.
+        found.append(f"{where}.base_url: must not hold a user name or password")
     for field, value in (
         ("requests", entry.requests),
         ("per", entry.per),

@@ -14,7 +14,13 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
-from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
+from nanobanana_async.testing import (
+    FakeClock,
+    HttpRequest,
+    HttpResponse,
+    ScriptedTransport,
+    json_response,
+)
 from tests.fakeapi import FakeApixo
 
 
@@ -102,6 +108,28 @@ def test_an_unclosed_client_warns_with_its_name() -> None:
         "unclosed Client(provider='apixo', base_url='https://api.apixo.ai/api/v1'): "
         "use 'async with' or 'await client.aclose()'"
     ]
+
+
+def test_a_client_whose_async_with_fails_to_enter_is_closed(tmp_path: Path) -> None:
+    """`async with Client(journal=...)` on a journal of another URL raises at entry, where no
+    __aexit__ runs: the client is closed anyway, no 'unclosed Client' warning at exit."""
+    clock = FakeClock(1000.0)
+    path = tmp_path / "j.db"
+
+    async def enter(url: str) -> None:
+        transport = ScriptedTransport(FakeApixo(clock))
+        async with nb.Client(
+            "apixo", api_key="k", base_url=url, transport=transport, clock=clock, journal=path
+        ):
+            pass
+
+    asyncio.run(enter("https://one.test/api/v1"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(nb.ConfigurationError, match="belongs to apixo at https://one"):
+            asyncio.run(enter("https://two.test/api/v1"))
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 async def test_aclose_inside_a_cancelled_task_closes_everything(clock: FakeClock) -> None:
@@ -214,58 +242,124 @@ async def test_a_journal_that_cannot_record_the_intent_sends_nothing(
     assert server.count("submit") == 1
 
 
+def _journal_client(tmp_path: Path, clock: FakeClock, server: FakeApixo) -> nb.Client:
+    return nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=nb.Limits(concurrent_tasks=1),
+        journal=tmp_path / "j.db",
+    )
+
+
 async def test_two_clients_on_one_journal_racing_one_request_send_it_once(
     tmp_path: Path,
 ) -> None:
     """Two live clients sharing a journal submit the same request at once: one create is
-    sent, the other caller gets DuplicateSubmitError naming the journal and the key (not a
-    StorageError about a write), its slot is free again, and the winner's task finishes."""
+    sent and both callers get its task (the second re-attached, as a rerun is), whenever the
+    journal's thread writes the first one's rows."""
     clock = FakeClock(0.0)
     server = FakeApixo(clock, latency=lambda i: 3.0)
-
-    def client() -> nb.Client:
-        return nb.Client(
-            "apixo",
-            api_key="k",
-            transport=ScriptedTransport(server),
-            clock=clock,
-            limits=nb.Limits(concurrent_tasks=1),
-            journal=tmp_path / "j.db",
-        )
-
     request = nb.ImageRequest(prompt="a cat")
-    async with client() as first, client() as second:
+    async with (
+        _journal_client(tmp_path, clock, server) as first,
+        _journal_client(tmp_path, clock, server) as second,
+    ):
+        job = asyncio.ensure_future(asyncio.gather(first.submit(request), second.submit(request)))
+        await clock.run_until(job.done, limit=60)
+        tasks = job.result()
+        assert [task.id for task in tasks] == ["t0", "t0"]
+        done = asyncio.ensure_future(asyncio.gather(*(task.result() for task in tasks)))
+        await clock.run_until(done.done, limit=60)
+        assert [result.task_id for result in done.result()] == ["t0", "t0"]
+    assert server.count("submit") == 1
+
+
+@pytest.mark.parametrize("held", ["record_intent", "record_submitted"])
+async def test_a_second_client_of_a_journal_waits_for_the_first_ones_row_and_reattaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: str
+) -> None:
+    """The first client's journal thread held before its intent is written (the second then
+    got DuplicateSubmitError) or before its task id is (an outcome-unknown error): the second
+    caller waits for the first's submit, then re-attaches to its task; one create."""
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    request = nb.ImageRequest(prompt="a cat")
+    reached, gate = asyncio.Event(), asyncio.Event()
+    original = getattr(JournalFile, held)
+
+    async def slow(self: JournalFile, *args: object, **kwargs: object) -> None:
+        reached.set()
+        await gate.wait()
+        await original(self, *args, **kwargs)
+
+    async with (
+        _journal_client(tmp_path, clock, server) as first,
+        _journal_client(tmp_path, clock, server) as second,
+    ):
+        monkeypatch.setattr(JournalFile, held, slow)
+        winner = asyncio.ensure_future(first.submit(request))
+        await clock.run_until(reached.is_set, limit=10)
+        loser = asyncio.ensure_future(second.submit(request))
+        await clock.advance(5.0)
+        assert not loser.done()
+        gate.set()
+        await clock.run_until(lambda: winner.done() and loser.done(), limit=60)
+        assert winner.result().id == loser.result().id == "t0"
+        ended = asyncio.ensure_future(loser.result().result())
+        await clock.run_until(ended.done, limit=60)
+        assert ended.result().task_id == "t0"
+    assert server.count("submit") == 1
+
+
+async def test_a_second_client_of_a_journal_is_told_outcome_unknown_only_when_it_is(
+    tmp_path: Path,
+) -> None:
+    """The first client's create timed out after sending (its outcome really is unknown): the
+    second caller gets SubmitOutcomeUnknownError too and sends nothing."""
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    server.hook = lambda r: nb.RequestTimeoutError("read timed out") if r.kind == "submit" else None
+    request = nb.ImageRequest(prompt="a cat")
+    async with (
+        _journal_client(tmp_path, clock, server) as first,
+        _journal_client(tmp_path, clock, server) as second,
+    ):
         both = asyncio.gather(first.submit(request), second.submit(request), return_exceptions=True)
         job = asyncio.ensure_future(both)
         await clock.run_until(job.done, limit=60)
-        tasks = [r for r in job.result() if isinstance(r, nb.Task)]
-        errors = [r for r in job.result() if isinstance(r, BaseException)]
-        if len(tasks) == 2:
-            # The loser read the journal after the winner's task id was written (the journal
-            # writes in a thread, so load decides the order): it re-attached to the same task.
-            assert errors == []
-            assert [task.id for task in tasks] == ["t0", "t0"]
-        else:
-            assert len(tasks) == 1
-            (error,) = errors
-            if isinstance(error, nb.SubmitOutcomeUnknownError):
-                # The loser read the winner's intent before its task id was written: what a
-                # rerun is told for the same journal state, and it sent nothing either.
-                assert "not submitted again" in str(error)
-            else:
-                assert isinstance(error, nb.DuplicateSubmitError)
-                assert isinstance(error, nb.ConfigurationError)
-                assert error.path == str(tmp_path / "j.db")
-                assert "in flight from another client" in str(error)
-                assert "nothing was sent" in str(error)
-                # One key, one account (one ledger): the loser waited for the slot, then found
-                # the winner's row; its slot is free again, not held as for an unknown outcome.
-                stats = second.statistics()
-                assert (stats.in_flight, stats.peak_in_flight) == (0, 1)
-        done = asyncio.ensure_future(tasks[0].result())
-        await clock.run_until(done.done, limit=60)
-        assert done.result().task_id == "t0"
+        winner, loser = job.result()
+    assert isinstance(winner, nb.SubmitOutcomeUnknownError)
+    assert isinstance(loser, nb.SubmitOutcomeUnknownError)
+    assert "not submitted again" in str(loser)
     assert server.count("submit") == 1
+
+
+async def test_a_second_client_of_a_journal_sends_it_when_the_first_created_nothing(
+    tmp_path: Path,
+) -> None:
+    """The first client's create was refused (401: nothing created, its intent cleared): the
+    second caller, which waited for it, sends its own create; one task is made."""
+    clock = FakeClock(0.0)
+    server = FakeApixo(clock, latency=lambda i: 3.0)
+    refusal = json_response({"code": 401, "message": "bad key", "data": None}, 401)
+    answers = iter([refusal])
+    server.hook = lambda r: next(answers, None) if r.kind == "submit" else None
+    request = nb.ImageRequest(prompt="a cat")
+    async with (
+        _journal_client(tmp_path, clock, server) as first,
+        _journal_client(tmp_path, clock, server) as second,
+    ):
+        both = asyncio.gather(first.submit(request), second.submit(request), return_exceptions=True)
+        job = asyncio.ensure_future(both)
+        await clock.run_until(job.done, limit=60)
+        winner, loser = job.result()
+        assert isinstance(winner, nb.AuthenticationError)
+        assert isinstance(loser, nb.Task)
+        assert loser.id == "t0"
+    assert server.count("submit") == 2
+    assert list(server.tasks) == ["t0"]
 
 
 async def test_the_scheduler_is_a_timer_and_leaves_nothing_behind_the_last_client(
@@ -456,6 +550,26 @@ def test_a_base_url_with_a_password_is_refused_at_construction_for_a_bearer_key(
     with pytest.raises(nb.ConfigurationError, match="must not hold a user name or password") as e:
         nb.Client("apixo", api_key="k", base_url="http://u:hunter2@127.0.0.1:9/api/v1")
     assert "hunter2" not in str(e.value)
+
+
+@pytest.mark.parametrize("given", ["transport", "none"])
+def test_a_base_url_with_a_password_is_refused_for_an_x_api_key_provider_too(
+    clock: FakeClock, given: str
+) -> None:
+    """crun's key goes in x-api-key, so aiohttp never objected: the URL was kept as given and
+    stored in the journal. Now refused like a bearer key's, with a transport of one's own too
+    (the URL still reaches the journal and Client.base_url), the password not echoed."""
+    transport = ScriptedTransport(FakeApixo(clock)) if given == "transport" else None
+    with pytest.raises(nb.ConfigurationError, match="must not hold a user name or password") as e:
+        nb.Client(
+            "crun",
+            api_key="k",
+            base_url="https://u:hunter2@api.crun.test",
+            transport=transport,
+            clock=clock,
+        )
+    assert "hunter2" not in str(e.value)
+    assert "x-api-key" in str(e.value)
 
 
 def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:

@@ -124,6 +124,37 @@ async def test_a_journal_refuses_another_provider(tmp_path: Path) -> None:
     await journal.aclose()
 
 
+async def test_a_journal_records_and_compares_a_base_url_without_its_password(
+    tmp_path: Path,
+) -> None:
+    """A URL's user name and password are neither stored nor compared: the same host opens the
+    journal with or without them, and owner() (what a rerun reconnects to) holds none."""
+    path = tmp_path / "journal.db"
+    await _touch(Journal(path, provider="crun", base_url="https://u:hunter2@crun.test/x"))
+    assert b"hunter2" not in path.read_bytes()
+    journal = Journal(path, provider="crun", base_url="https://crun.test/x")
+    assert await journal.owner() == ("crun", "https://crun.test/x")
+    await journal.aclose()
+    with pytest.raises(nb.ConfigurationError, match=r"to crun at https://crun\.test/x,") as e:
+        await _touch(Journal(path, provider="crun", base_url="https://u:hunter2@other.test"))
+    assert "hunter2" not in str(e.value)
+
+
+async def test_a_second_intent_for_one_key_is_a_duplicate_submit(tmp_path: Path) -> None:
+    """Two Journals of one file (clients on two event loops, which cannot wait for each
+    other): the second intent of a key is DuplicateSubmitError naming the file and the key,
+    and the first one's row is left as it was."""
+    path = tmp_path / "journal.db"
+    first, second = Journal(path), Journal(path)
+    await first.record_intent("k", "apixo", REQUEST)
+    with pytest.raises(nb.DuplicateSubmitError, match="in flight from another client") as e:
+        await second.record_intent("k", "apixo", REQUEST)
+    assert (e.value.key, e.value.path) == ("k", str(path))
+    assert [(x.key, x.state) for x in await second.entries()] == [("k", "intent")]
+    await second.aclose()
+    await first.aclose()
+
+
 async def test_drop_unknown_forgets_only_unknown_submits(tmp_path: Path) -> None:
     """--resubmit-unknown drops intents and unknowns, never a row with a task id."""
     journal = Journal(tmp_path / "journal.db")

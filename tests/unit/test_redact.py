@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from nanobanana_async._redact import Secret, in_exception
+from nanobanana_async._redact import Secret, in_exception, without_userinfo
 
 
 def test_a_quoted_key_is_masked_but_a_word_containing_it_is_not() -> None:
@@ -146,3 +146,22 @@ def test_the_base64_form_of_a_key_is_masked(name: str) -> None:
     for masked in (key.redact_token(f"sent {echo}"), key.redact_bytes(echo.encode()).decode()):
         assert "***" in masked
         assert not _key_pieces_decoded(masked), masked
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:pw@host/api/v1", "http://host/api/v1"),
+        ("https://user@host:8443", "https://host:8443"),
+        ("https://u:p@ss@host/x?q=a@b#c@d", "https://host/x?q=a@b#c@d"),
+        ("http://host/a@b", "http://host/a@b"),
+        ("http://host?next=u:p@x", "http://host?next=u:p@x"),
+        ("https://api.crun.ai", "https://api.crun.ai"),
+    ],
+)
+def test_without_userinfo_drops_the_user_and_password_before_the_host_only(
+    url: str, shown: str
+) -> None:
+    """Up to the authority's last "@" (a password may hold one), never an "@" in the path,
+    query or fragment."""
+    assert without_userinfo(url) == shown

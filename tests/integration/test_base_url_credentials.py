@@ -1,0 +1,141 @@
+"""A user name or password in a base URL (F20): refused for every provider before anything is
+sent or written, and a journal written before that, which stored one, opens for its host and
+keeps it no longer. The password is in no file, log record, repr, exception chain or CLI line."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async.cli import main
+from nanobanana_async.testing import Latency, Simulator
+from tests.conftest import walk_exception
+
+FAST = Latency(median=0.2, sigma=0.1)
+PASSWORD = "pw-CANARY-9f3e1d"  # a canary, asserted absent everywhere
+
+
+def _with_password(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://user:{PASSWORD}@{rest}"
+
+
+def _files_holding_it(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+
+
+def _texts(error: BaseException) -> list[str]:
+    return [text for link in walk_exception(error) for text in (str(link), repr(link))]
+
+
+@pytest.mark.parametrize("provider", ["crun", "apixo", "xingchao", "nanobananaapi"])
+async def test_f20_a_password_in_base_url_is_refused_before_anything_is_sent_or_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    canary: str,
+    provider: str,
+) -> None:
+    """Client(base_url="http://user:pw@host", journal=...) and NANOBANANA_BASE_URL holding one
+    are a ConfigurationError for each provider (crun's x-api-key as well as the bearer keys):
+    no request reaches the server, no journal is made, and the password is in no message."""
+    caught: list[BaseException] = []
+    with caplog.at_level(logging.DEBUG):
+        async with Simulator(provider, latency=FAST, api_key=canary) as sim:
+            with pytest.raises(nb.ConfigurationError, match="user name or password") as given:
+                nb.Client(
+                    provider,
+                    api_key=canary,
+                    base_url=_with_password(sim.base_url),
+                    journal=tmp_path / "j.db",
+                )
+            caught.append(given.value)
+            monkeypatch.setenv("NANOBANANA_BASE_URL", _with_password(sim.base_url))
+            with pytest.raises(nb.ConfigurationError, match="user name or password") as env:
+                nb.Client(provider, api_key=canary, journal=tmp_path / "j.db")
+            caught.append(env.value)
+            assert sim.stats.total_requests == 0
+    texts = [text for error in caught for text in _texts(error)]
+    texts += [record.getMessage() for record in caplog.records]
+    assert all(PASSWORD not in text and canary not in text for text in texts)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_f20_a_journal_that_stored_a_password_opens_for_its_host_and_forgets_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, canary: str
+) -> None:
+    """A crun journal whose meta holds "http://user:pw@host" (as clients wrote it before they
+    refused one) re-attaches its task for a client of that host without the password, and the
+    password leaves the file; a client of another URL is told the host, never the password."""
+    db = tmp_path / "run.db"
+    request = nb.ImageRequest(prompt="a cat")
+    with caplog.at_level(logging.DEBUG):
+        async with Simulator("crun", latency=FAST, api_key=canary) as sim:
+            async with nb.Client(
+                "crun", api_key=canary, base_url=sim.base_url, journal=db
+            ) as first:
+                paid = await (await first.submit(request))
+            # What the journal held when the client kept the URL as given.
+            with sqlite3.connect(db) as raw:
+                raw.execute(
+                    "UPDATE meta SET value = ? WHERE name = 'base_url'",
+                    (_with_password(sim.base_url),),
+                )
+            raw.close()
+            assert _files_holding_it(tmp_path) == [db]  # the test starts from the leak
+            async with nb.Client(
+                "crun", api_key=canary, base_url=sim.base_url, journal=db
+            ) as again:
+                rerun = await (await again.submit(request))
+                texts = [repr(again), str(again), again.base_url]
+                # While the journal is still open: not left for SQLite's checkpoint at close.
+                assert _files_holding_it(tmp_path) == []
+            assert rerun.task_id == paid.task_id
+            assert sim.stats.creates == 1
+            elsewhere = sim.base_url.replace("127.0.0.1", "localhost")
+            with pytest.raises(nb.ConfigurationError, match="belongs to crun at http") as other:
+                async with nb.Client("crun", api_key=canary, base_url=elsewhere, journal=db) as c:
+                    await c.submit(request)
+    assert sim.base_url in str(other.value)
+    texts += _texts(other.value)
+    texts += [record.getMessage() for record in caplog.records]
+    assert all(PASSWORD not in text and canary not in text for text in texts)
+    assert _files_holding_it(tmp_path) == []
+
+
+def test_f20_cli_refuses_a_password_in_a_url_without_printing_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    canary: str,
+) -> None:
+    """--base-url and an accounts file's base_url holding a password: exit 2 saying so, the
+    password in no output line and no file, nothing sent."""
+    sim = Simulator("crun", latency=FAST, api_key=canary).start_in_thread()
+    try:
+        for name in ("NANOBANANA_BASE_URL", "NANOBANANA_PROVIDER", "NANOBANANA_COORDINATOR"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NANOBANANA_API_KEY", canary)
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("a cat\n")
+        url = _with_password(sim.base_url)
+        batch = ["batch", str(prompts), "--out", str(tmp_path / "out")]
+        assert main([*batch, "--provider", "crun", "--base-url", url]) == 2
+        flag = capsys.readouterr()
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(f'[[accounts]]\nprovider = "crun"\nbase_url = "{url}"\n')
+        assert main([*batch, "--accounts", str(accounts)]) == 2
+        listed = capsys.readouterr()
+        assert sim.stats.total_requests == 0
+    finally:
+        sim.stop_thread()
+    assert "user name or password" in flag.err
+    assert "accounts[0].base_url: must not hold a user name or password" in listed.err
+    for text in (flag.out, flag.err, listed.out, listed.err):
+        assert PASSWORD not in text
+        assert canary not in text
+    assert _files_holding_it(tmp_path) == [accounts]  # the user's own file, nothing else
