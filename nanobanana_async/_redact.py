@@ -107,10 +107,10 @@ class Secret:
         markers = [*spellings, "\\u"] + ["\\" + c for c in sorted(escaped)]
         self.__text_markers = tuple(markers) if value else ()
         # One pass over each answer for all of them (every answer comes through here).
-        self.__markers = (
-            re.compile(b"|".join(re.escape(m.encode()) for m in markers)) if value else None
-        )
-        if value and len(value) < UNAMBIGUOUS:
+        self.__markers: re.Pattern[bytes] | None = None
+        if len(value) >= UNAMBIGUOUS:
+            self.__markers = re.compile(b"|".join(re.escape(m.encode()) for m in markers))
+        elif value:
             self.__markers = re.compile(_short_markers(value, escaped).encode())
         # Compiled on first need: most keys never show up in an answer or an error.
         self.__bytes_token: re.Pattern[bytes] | None = None
