@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Mapping
 from typing import Final, Literal
 
@@ -15,6 +16,9 @@ JSONValue = object
 
 
 _DECODER: Final = json.JSONDecoder()
+# What raw_decode calls: (text, index) -> (value, end), StopIteration when no value starts there.
+# The ignore: typeshed wants a scanner as the argument; json.decoder passes its decoder, as here.
+_SCAN: Final = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 
 # Where an answer may name the provider's id for the request. No provider documents one
 # (PROTOCOLS.md), so these are the names in common use; body fields first: a header may be a
@@ -35,8 +39,9 @@ def loads(data: bytes | str) -> object:
     """
     try:
         text = data.decode() if isinstance(data, bytes) else data
-        value, end = _DECODER.raw_decode(text)
-    except (ValueError, UnicodeDecodeError):
+        # The C scanner itself: raw_decode is a Python frame around it, on every answer.
+        value, end = _SCAN(text, 0)
+    except (ValueError, UnicodeDecodeError, StopIteration):
         return json.loads(data)
     if end != len(text):
         return json.loads(data)

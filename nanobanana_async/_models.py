@@ -6,8 +6,8 @@ import datetime as dt
 import enum
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, TypeVar, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -71,6 +71,8 @@ AspectRatio: TypeAlias = Literal[
 OutputFormat: TypeAlias = Literal["png", "jpeg", "jpg"]
 
 
+_T = TypeVar("_T")
+
 #: The value of one provider-specific option (see ``ImageRequest.provider_options``).
 OptionValue: TypeAlias = str | int | float | bool
 
@@ -92,6 +94,20 @@ class _Options(Mapping[str, OptionValue]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    # The dict's own get and items: Mapping's get raises and catches a KeyError for every
+    # option a create does not set (drivers look theirs up on every create).
+    @overload
+    def get(self, name: str, /) -> OptionValue | None: ...
+
+    @overload
+    def get(self, name: str, /, default: OptionValue | _T) -> OptionValue | _T: ...
+
+    def get(self, name: str, /, default: object = None) -> object:
+        return self._items.get(name, default)
+
+    def items(self) -> ItemsView[str, OptionValue]:
+        return self._items.items()
 
     def __hash__(self) -> int:
         return hash(frozenset(self._items.items()))

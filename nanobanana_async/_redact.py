@@ -86,6 +86,24 @@ def without_userinfo(url: str) -> str:
     return _USERINFO.sub(r"\1", url, count=1)
 
 
+def _short_markers(value: str, escaped: frozenset[str]) -> str:
+    """What redact_bytes looks for before it searches for a key under ``UNAMBIGUOUS``
+    characters: the key with no word character on either side, or an escape that could stand
+    before it or spell part of it.
+
+    A short key's bare characters are in most answers ("k" in "taskId"), and searching with
+    the masking pattern cost ~10 µs per answer; this finds a superset of its matches in ~1 µs.
+    The key is matched first and its neighbours checked after (a pattern that starts with a
+    lookbehind is tried at every position, 3 times slower).
+    """
+    key = re.escape(value)
+    bare = rf"{key}(?<!{_WORD}{key})(?!{_WORD})"
+    # Before the key: \b \f \n \r \t or \uXXXX; within it: \uXXXX or a backslashed
+    # character of the key.
+    escapes = "[bfnrtu" + "".join(re.escape(c) for c in sorted(escaped)) + "]"
+    return bare + r"|\\" + escapes
+
+
 class Secret:
     """An API key that never shows itself in a repr, a str or a log line.
 
@@ -103,9 +121,11 @@ class Secret:
         markers = [*spellings, "\\u"] + ["\\" + c for c in sorted(escaped)]
         self.__text_markers = tuple(markers) if value else ()
         # One pass over each answer for all of them (every answer comes through here).
-        self.__markers = (
-            re.compile(b"|".join(re.escape(m.encode()) for m in markers)) if value else None
-        )
+        self.__markers: re.Pattern[bytes] | None = None
+        if len(value) >= UNAMBIGUOUS:
+            self.__markers = re.compile(b"|".join(re.escape(m.encode()) for m in markers))
+        elif value:
+            self.__markers = re.compile(_short_markers(value, escaped).encode())
         # Compiled on first need: most keys never show up in an answer or an error.
         self.__bytes_token: re.Pattern[bytes] | None = None
         self.__text_token: re.Pattern[str] | None = None

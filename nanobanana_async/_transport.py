@@ -186,9 +186,16 @@ class AiohttpTransport:
             self._session = None
 
 
+_SHOWN_HEADERS: Final = frozenset(REQUEST_ID_HEADERS)
+
+
 def _mask_shown_headers(key: Secret, headers: Mapping[str, str]) -> dict[str, str] | None:
     """``headers`` with ``key`` masked in those an error shows (the request id ones), or None
     when none of them holds it. The others are read (Retry-After), never shown."""
+    if type(headers) is dict and _SHOWN_HEADERS.isdisjoint(headers):
+        # Most answers carry none of them: one test in C, not a lookup each. Only for a plain
+        # dict: another mapping may match names in any case, as its get() does below.
+        return None
     masked: dict[str, str] | None = None
     for name in REQUEST_ID_HEADERS:
         value = headers.get(name)

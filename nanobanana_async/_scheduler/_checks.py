@@ -132,36 +132,38 @@ class Checker:
         if entry.done:
             # A later, possibly conflicting, observation of a resolved task changes nothing.
             return
-        tracked.task._observe(status)
+        task = tracked.task
+        task._observe(status)
         now = self._clock.now()
         ref = tracked.ref
-        emitter = tracked.conn.emitter
+        conn = tracked.conn
+        emitter = conn.emitter
         if emitter.active:
             emitter.emit(
                 Checked(
                     provider=ref.provider,
                     at=now,
                     task_id=ref.task_id,
-                    key=tracked.task.key,
+                    key=task.key,
                     account=emitter.account,
                     state=status.state,
                     queue_position=None,  # no provider's status answer says it (PROTOCOLS.md)
                     checks=entry.checks,
                 ),
-                tracked.task,
+                task,
             )
         if entry.resumed and status.created is not None:
             # The provider's own create time is the task's age, better than any record's.
-            wall = tracked.conn.wall_clock()
+            wall = conn.wall_clock()
             created = min(wall, status.created)
             tracked.submitted_wall = created
             self._plan.rebase(entry, now - (wall - created))
         end = ending(
             status,
             ref,
-            tracked.task.request,
+            task.request,
             submitted_wall=tracked.submitted_wall,
-            now_wall=tracked.conn.wall_clock(),
+            now_wall=conn.wall_clock(),
         )
         if end is not None:
             self._plan.record_done(entry, now, status.elapsed)
@@ -178,7 +180,7 @@ class Checker:
             _log.warning(
                 "%s sent unknown task state %r; polling on", ref.provider, status.raw_state
             )
-        self._plan.record_running(entry, now, tracked.conn.account.pressure)
+        self._plan.record_running(entry, now, conn.account.pressure)
 
     def _retrying(self, entry: Tracked, now: float, cause: str, wait: float) -> Retrying:
         tracked = entry

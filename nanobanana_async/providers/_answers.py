@@ -150,11 +150,30 @@ def _any(value: object) -> object:
     return value
 
 
-def _optional(read: Reader) -> Reader:
-    def optional(value: object) -> object:
-        return None if value is None else read(value)
+def _read_str(value: object) -> object:
+    # The common case first, in one call: most fields of most answers are strings.
+    if type(value) is str:
+        return value
+    return _strict_str(value, None)
 
-    return optional
+
+def _read_int(value: object) -> object:
+    # An exact int well inside a float's range passes at once; the rest (bools, digit
+    # strings, huge numbers) takes the full check, so errors are unchanged.
+    if type(value) is int and -_FAST_INT <= value <= _FAST_INT:
+        return value
+    return _strict_int(value, None)
+
+
+_FAST_INT: Final = 2**1000  # float() of any int up to here cannot overflow
+
+
+def _read_bool(value: object) -> object:
+    return _strict_bool(value, None)
+
+
+def _read_float(value: object) -> object:
+    return _strict_float(value, None)
 
 
 def _list_of(read: Reader) -> Reader:
@@ -168,29 +187,46 @@ def _list_of(read: Reader) -> Reader:
 
 
 _SCALARS: Final[dict[object, Reader]] = {
-    str: lambda v: _strict_str(v, None),
-    int: lambda v: _strict_int(v, None),
-    bool: lambda v: _strict_bool(v, None),
-    float: lambda v: _strict_float(v, None),
+    str: _read_str,
+    int: _read_int,
+    bool: _read_bool,
+    float: _read_float,
     Any: _any,
     object: _any,
 }
-_STR_READER: Final = _SCALARS[str]
 
 
-def _reader_for(hint: object) -> Reader:
+def _reader_for(hint: object) -> tuple[Reader | None, bool]:
+    """How to read a field of type ``hint``: its reader (None: taken as it is) and whether
+    None is allowed."""
     if hint in _SCALARS:
-        return _SCALARS[hint]
+        read = _SCALARS[hint]
+        return (None if read is _any else read), False
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1 and len(args) == 2:
-            return _optional(_reader_for(inner[0]))
+            return _reader_for(inner[0])[0], True
     if typing.get_origin(hint) is list:
-        return _list_of(_reader_for(args[0]) if args else _any)
+        return _list_of(_value_reader(args[0]) if args else _any), False
     if isinstance(hint, type) and attrs.has(hint):
-        return _class_reader(hint)
+        return _class_reader(hint), False
     raise NotImplementedError(f"no wire reader for {hint!r}")
+
+
+def _value_reader(hint: object) -> Reader:
+    # A list item's reader: one call per item, None only where the hint allows it.
+    read, optional = _reader_for(hint)
+    if read is None:
+        return _any
+    if not optional:
+        return read
+    inner = read
+
+    def optional_item(value: object) -> object:
+        return None if value is None else inner(value)
+
+    return optional_item
 
 
 _MISSING: Final = object()
@@ -202,28 +238,34 @@ def _class_reader(cls: type) -> Reader:
 
     What cattrs did here, without its generic dispatch on every field of every answer (it
     cost ~2.5 µs per object on the per-request path): a required field must be present,
-    an optional one may be absent; extra keys are ignored; types are strict.
+    an optional one may be absent; extra keys are ignored; types are strict. Every answer
+    passes here, so a field costs one lookup and at most one call: ``Any`` fields and
+    allowed Nones are taken as they are.
     """
     known = _CLASS_READERS.get(cls)
     if known is not None:
         return known
     hints = typing.get_type_hints(cls)
-    plan: list[tuple[str, Reader, object]] = []
+    plan: list[tuple[str, Reader | None, bool, bool]] = []
     for field in attrs.fields(cls):
-        default = _MISSING if field.default is attrs.NOTHING else field.default
-        plan.append((field.name, _reader_for(hints[field.name]), default))
+        read_field, optional = _reader_for(hints[field.name])
+        plan.append((field.name, read_field, optional, field.default is attrs.NOTHING))
 
     def read(value: object) -> object:
         if not isinstance(value, dict):
             raise TypeError(f"expected an object, got {type(value).__name__}")
         kwargs = {}
-        for name, read_field, default in plan:
-            raw = value.get(name, _MISSING)
+        get = value.get
+        for name, read_field, optional, required in plan:
+            raw = get(name, _MISSING)
             if raw is _MISSING:
-                if default is _MISSING:
+                if required:
                     raise KeyError(name)
                 continue
-            kwargs[name] = read_field(raw)
+            if read_field is None or (optional and raw is None):
+                kwargs[name] = raw
+            else:
+                kwargs[name] = read_field(raw)
         return cls(**kwargs)
 
     _CLASS_READERS[cls] = read
@@ -237,8 +279,11 @@ def structure(data: object, cls: type[T], *, provider: str, response: HttpRespon
     Raises:
         BadResponseError: the shape or a type is wrong (with a snippet of the body).
     """
+    read = _CLASS_READERS.get(cls) or _class_reader(cls)
     try:
-        return typing.cast("T", _class_reader(cls)(data))
+        # The ignore: the reader built for ``cls`` returns a ``cls`` (typing.cast would be
+        # a call more on every answer).
+        return read(data)  # type: ignore[return-value]
     except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError):
         raise _bad_shape(cls.__name__, provider, response) from None
 

@@ -29,11 +29,16 @@ def test_loads_gives_what_json_loads_gives(body: bytes) -> None:
     assert loads(body) == expected
 
 
-@pytest.mark.parametrize("body", [b'{"a": 1} trailing', b'{"a": ', b"", b"\xff\xfe\x00", b"{}{}"])
+@pytest.mark.parametrize(
+    "body", [b'{"a": 1} trailing', b'{"a": ', b"", b"\xff\xfe\x00", b"{}{}", b"nul", b'"abc']
+)
 def test_invalid_json_raises_like_json_loads(body: bytes) -> None:
-    """Invalid or trailing data is refused, as json.loads refuses it."""
-    with pytest.raises(ValueError):  # noqa: PT011  JSONDecodeError and UnicodeDecodeError
+    """Invalid or trailing data is refused with json.loads' own error and message."""
+    with pytest.raises(ValueError) as caught:  # noqa: PT011  JSONDecodeError, UnicodeDecodeError
         loads(body)
+    with pytest.raises(ValueError) as expected:  # noqa: PT011  the same, from json itself
+        json.loads(body)
+    assert (type(caught.value), str(caught.value)) == (type(expected.value), str(expected.value))
 
 
 @pytest.mark.parametrize("body", [b'{"a": 1} x', b"[1]", b"not json"])

@@ -8,8 +8,10 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from nanobanana_async._redact import Secret, in_exception, without_userinfo
+from nanobanana_async._redact import UNAMBIGUOUS, Secret, _pattern, in_exception, without_userinfo
 
 
 def test_a_quoted_key_is_masked_but_a_word_containing_it_is_not() -> None:
@@ -165,3 +167,47 @@ def test_without_userinfo_drops_the_user_and_password_before_the_host_only(
     """Up to the authority's last "@" (a password may hold one), never an "@" in the path,
     query or fragment."""
     assert without_userinfo(url) == shown
+
+
+def _masked_by_pattern(key: str, body: bytes) -> bytes:
+    # The masking pattern applied to every body, with no fast exit in front of it.
+    return re.sub(_pattern(key).encode(), b"***", body)
+
+
+_SHORT_KEYS = ["k", "sk-A/cd", 'a"b\\c', "x9"]
+_AROUND = ["", " ", "a", "_", "\\n", "\\t", "\\u00a0", "\\u00A0x", "\\\\", "\\/", '"']
+
+
+@pytest.mark.parametrize("key", _SHORT_KEYS)
+def test_a_short_key_is_found_by_the_fast_exit_wherever_the_pattern_masks_it(key: str) -> None:
+    """The short key's quick test before the search lets no spelling through: bare, after an
+    escape, escaped within, at either end of the body; and leaves a body without one alone."""
+    spellings = {
+        key,
+        json.dumps(key)[1:-1],
+        json.dumps(key, ensure_ascii=False).replace("/", "\\/"),
+        "".join(f"\\u{ord(c):04X}" for c in key),
+        key[:1] + "".join(f"\\u{ord(c):04x}" for c in key[1:]),
+    }
+    secret = Secret(key)
+    masked = 0
+    for spelling in spellings:
+        for before in _AROUND:
+            for after in _AROUND:
+                body = f"{before}{spelling}{after}".encode()
+                expected = _masked_by_pattern(key, body)
+                assert secret.redact_bytes(body) == expected, body
+                masked += expected != body
+    assert masked > len(spellings) * 10  # most of them are the key, and were masked
+    answer = b'{"code":200,"data":{"taskId":"t","resultJson":"{\\"u\\": [\\"x\\"]}"}}'
+    assert secret.redact_bytes(answer) is answer
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.text(min_size=1, max_size=UNAMBIGUOUS - 1), body=st.text(max_size=40))
+def test_short_key_fast_exit_agrees_with_the_pattern_on_any_body(key: str, body: str) -> None:
+    """Whatever the key and the body (the key put in at a random place), the answer is
+    masked exactly as the masking pattern alone masks it."""
+    secret = Secret(key)
+    for data in (body.encode(), (body[:7] + key + body[7:]).encode()):
+        assert secret.redact_bytes(data) == _masked_by_pattern(key, data)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 import nanobanana_async as nb
 from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, json_response
@@ -474,3 +475,21 @@ async def test_a_key_quoted_as_the_request_id_or_in_the_body_never_reaches_the_e
             await c.balance()
     assert info.value.request_id == "Bearer ***"
     assert_masked(info.value, canary, caplog, "request Bearer ***")
+
+
+async def test_a_key_in_a_request_id_header_of_any_mapping_never_reaches_the_error(
+    canary: str, clock: FakeClock
+) -> None:
+    """Headers that are not a plain dict (a case-insensitive mapping, names in any case)
+    skip the quick test for request-id headers: the key there is masked all the same."""
+    headers = CIMultiDictProxy(CIMultiDict({"X-Request-Id": f"Bearer {canary}"}))
+
+    def rejecting(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(status=401, headers=headers, body=b'{"code": 401}')
+
+    async with client(OwnTransport(rejecting), canary, clock) as c:
+        with pytest.raises(nb.AuthenticationError) as info:
+            await c.balance()
+    assert info.value.request_id == "Bearer ***"
+    assert canary not in str(info.value)
+    assert canary not in repr(info.value)

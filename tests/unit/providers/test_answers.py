@@ -8,6 +8,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._http import HttpResponse
+from nanobanana_async.providers import DRIVERS
 from nanobanana_async.providers._answers import open_envelope
 
 
@@ -52,3 +53,68 @@ def test_code_200_with_a_mistyped_message_is_a_bad_response(key: str) -> None:
     text is malformed, as the strict path says."""
     with pytest.raises(nb.BadResponseError, match="Envelope shape"):
         open_envelope(_answer({"code": 200, key: 5, "data": {}}), "apixo")
+
+
+_REF = nb.TaskRef("apixo", "t1", "nano-banana-2")
+
+
+def _apixo_status(**fields: object) -> HttpResponse:
+    data = {"taskId": "t1", "state": "processing", **fields}
+    return _answer({"code": 200, "message": "success", "data": data})
+
+
+@pytest.mark.parametrize(
+    ("fields", "elapsed"),
+    [
+        ({"costTime": 1500}, 1.5),
+        ({"costTime": "1500"}, 1.5),  # digits in a string, as some providers send numbers
+        ({"costTime": 2**1000}, 2**1000 / 1000),  # the largest int the quick test passes
+        ({"costTime": 2**1000 + 1}, (2**1000 + 1) / 1000),  # past it: the full check, still read
+        ({"costTime": None, "failMsg": None}, None),  # optional fields may be null
+        ({"failCode": [1, {"x": None}]}, None),  # an untyped field is taken as it is
+    ],
+)
+def test_fields_are_read_on_the_quick_path_as_on_the_full_one(
+    fields: dict[str, object], elapsed: float | None
+) -> None:
+    """An answer the quick checks pass reads as the full checks read it."""
+    status = DRIVERS["apixo"].parse_status(_apixo_status(**fields), _REF)
+    assert status.elapsed == elapsed
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"costTime": True},  # a bool is not a number of milliseconds
+        {"costTime": 1.5},
+        {"costTime": 10**400},  # past a float's range (F32)
+        {"costTime": "15x"},
+        {"state": None},  # a required field may not be null
+        {"state": 3},
+        {"taskId": ["t1"]},
+        {"failMsg": 5},
+    ],
+)
+def test_a_mistyped_field_is_the_same_bad_response_on_every_path(fields: dict[str, object]) -> None:
+    """Whichever check refuses a field, the error is the one BadResponseError, its message
+    naming the shape and quoting the body."""
+    answer = _apixo_status(**fields)
+    with pytest.raises(nb.BadResponseError) as caught:
+        DRIVERS["apixo"].parse_status(answer, _REF)
+    assert caught.value.message.startswith("unexpected Status shape: {")
+
+
+def test_a_missing_required_field_is_a_bad_response() -> None:
+    """An answer without the task's state is malformed, never a task still running."""
+    answer = _answer({"code": 200, "data": {"taskId": "t1"}})
+    with pytest.raises(nb.BadResponseError, match="unexpected Status shape"):
+        DRIVERS["apixo"].parse_status(answer, _REF)
+
+
+@pytest.mark.parametrize("urls", [["https://i/x.png", None], "https://i/x.png", [5]])
+def test_result_urls_are_read_strictly(urls: object) -> None:
+    """Every item of a list of URLs must be text: a null or a number is no URL."""
+    result = {"resultUrls": urls}
+    answer = _apixo_status(state="success", resultJson=json.dumps(result))
+    with pytest.raises(nb.BadResponseError, match="unexpected ResultJson shape"):
+        DRIVERS["apixo"].parse_status(answer, _REF)
