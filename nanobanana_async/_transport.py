@@ -200,7 +200,10 @@ def _mask_shown_headers(key: Secret, headers: Mapping[str, str]) -> dict[str, st
     for name in REQUEST_ID_HEADERS:
         value = headers.get(name)
         if value is not None and key.appears_in(value):
-            masked = dict(headers) if masked is None else masked
+            if masked is None:
+                # Names lower-cased as the built-in transport keeps them: a copy keyed as the
+                # caller's mapping had them ("X-Request-Id") would keep the key beside the mask.
+                masked = {k.lower(): v for k, v in headers.items()}
             masked[name] = key.redact_token(value)
     return masked
 

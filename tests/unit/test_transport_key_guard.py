@@ -493,3 +493,25 @@ async def test_a_key_in_a_request_id_header_of_any_mapping_never_reaches_the_err
     assert info.value.request_id == "Bearer ***"
     assert canary not in str(info.value)
     assert canary not in repr(info.value)
+
+
+async def test_a_masked_request_id_header_leaves_no_copy_of_the_key_in_the_answer(
+    canary: str,
+) -> None:
+    """The answer a caller's transport gave comes back from the guard with the key masked in
+    every copy of the header, whatever the case of its name."""
+    headers = CIMultiDictProxy(
+        CIMultiDict({"X-Request-Id": f"Bearer {canary}", "Retry-After": "2"})
+    )
+
+    from nanobanana_async._redact import Secret
+    from nanobanana_async._transport import KeyGuard
+
+    def answering(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(status=200, headers=headers, body=b"{}")
+
+    guarded = KeyGuard(OwnTransport(answering), Secret(canary))
+    answer = await guarded.send(HttpRequest(method="GET", path="/x"), timeout=5.0)
+    assert canary not in repr(dict(answer.headers))
+    assert answer.headers.get("x-request-id") == "Bearer ***"
+    assert answer.headers.get("retry-after") == "2"
