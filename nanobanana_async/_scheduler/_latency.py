@@ -18,8 +18,8 @@ MIN_SAMPLES: Final = 3
 # 1.5x, and past the first check too, one 17.5 s task got 12). Starting later (1/8) saved one
 # check per probe but saw tasks of a fast server (0.4 s against apixo's 10 s advice) finish
 # 0.3 s late at the median instead of 0.09 s, as no model was learned before 1.25 s.
-_PROBE_GROWTH: Final = 2.0
-_PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
+PROBE_GROWTH: Final = 2.0
+PROBE_START: Final = 1 / 16  # a probe's first check, as a fraction of the prior first check
 # Few completions say little about the spread: the first ones are also the fastest, so a
 # model learned from three of them was sure every task ends within a second of its median and
 # checked the slower ones every 0.8 s through their tail. Until the model has seen enough, its
@@ -167,7 +167,7 @@ class LatencyModel:
         if late:
             return self.quantile(_Z_LATE) if self.samples >= LATE_MIN_SAMPLES else self.prior_first
         if not self.learned:
-            return self.prior_first * _PROBE_START if probe else self.prior_first
+            return self.prior_first * PROBE_START if probe else self.prior_first
         return self.quantile(min(1.0, _Z_FIRST + 0.5 * (pressure - 1.0)))
 
     def next_check(self, age: float, *, probe: bool = False, pressure: float = 1.0) -> float:
@@ -180,7 +180,7 @@ class LatencyModel:
         if not self.learned:
             if probe and age < self.prior_first:
                 # Geometric up to the advice's first check, then the advice's cadence.
-                return min(age * _PROBE_GROWTH, self.prior_first)
+                return min(age * PROBE_GROWTH, self.prior_first)
             return age + self.prior_interval
         z = (math.log(max(age, 1e-3)) - self._mean) / self._sigma
         step = self.quantile(z + _Z_STEP * pressure) - age

@@ -10,6 +10,7 @@ import statistics
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async._scheduler import _plan
 from nanobanana_async._scheduler._account import Account
 from nanobanana_async._scheduler._plan import Planner
 from nanobanana_async.testing import FakeClock, ScriptedTransport
@@ -52,6 +53,31 @@ def test_spare_picks_the_likeliest_finished_after_a_gap() -> None:
     assert plan.spare(8.5, 0)[0] == []
 
 
+def test_a_task_in_the_tail_is_looked_at_again_a_quarter_median_after_a_spare_check() -> None:
+    """A task among the slowest tenth that is checked early is due a look again as soon as
+    it may go (a quarter of the median later): the last task of a run is then checked that
+    often while the budget is idle, not only at its plan's checks a median apart. A task not
+    in the tail waits for the runner's next turn."""
+    plan = learned_planner()  # median ~10 s: the slowest 10% take over ~17.7 s
+    add = {"deadline": 1000.0, "first_poll": 1.0, "poll_interval": 1.0}
+    slow = plan.add("slow", group="g", now=0.0, **add)
+    plan.sent(slow, 30.0)
+    plan.record_running(slow, 30.0)
+    assert slow.due > 36.0  # the plan: its steps grow in the tail
+    chosen, retry_at = plan.spare(32.6, 10)
+    assert chosen == [slow]
+    assert retry_at == pytest.approx(32.6 + 2.5)
+    # Not in the tail: picked, and no look asked for on its account.
+    plan2 = learned_planner()
+    mid = plan2.add("mid", group="g", now=0.0, **add)
+    plan2.sent(mid, 12.0)
+    plan2.record_running(mid, 12.0)
+    assert mid.due > 14.6
+    chosen, retry_at = plan2.spare(14.6, 10)
+    assert chosen == [mid]
+    assert retry_at == float("inf")
+
+
 def test_a_task_planned_twice_for_one_time_is_pulled_forward_once() -> None:
     """Two plans of one task that land on the same time (a replan after a callback, say) give
     one early check, never two at once for one task."""
@@ -86,10 +112,68 @@ def test_each_task_is_scored_by_its_own_groups_model() -> None:
     assert retry_at == pytest.approx(25.0)  # a quarter of the slow median after the submit
 
 
-def test_nothing_is_pulled_forward_before_the_model_is_learned() -> None:
+def test_a_probe_keeps_its_own_schedule_while_the_model_is_learned() -> None:
+    """A probe's planned checks already come at doubling ages: idle budget pulls none of them
+    forward (a task waiting on the advice is the spare probes' case, below)."""
     plan: Planner[str] = Planner()
-    plan.add("x", group="g", now=0.0, deadline=100.0, first_poll=30.0, poll_interval=5.0)
-    assert plan.spare(20.0, 10) == ([], float("inf"))
+    x = plan.add("x", group="g", now=0.0, deadline=100.0, first_poll=32.0, poll_interval=5.0)
+    assert x.probe
+    assert x.due == pytest.approx(2.0)  # 1/16 of the advice
+    assert plan.spare(1.0, 10) == ([], pytest.approx(2.0))
+
+
+def test_spare_probes_learn_a_model_from_more_tasks_than_the_three_probes() -> None:
+    """While a model is being learned, idle budget makes at most 16 more of its tasks probes:
+    each waiting on the advice (10 s) is checked from 1/16 of it, oldest first, then at
+    doubling ages up to the advice, never once the model is learned (the advice was 10 s;
+    the tasks take ~1.5 s, and three probes alone wait for the slowest of three)."""
+    plan: Planner[str] = Planner()
+    add = {"group": "g", "deadline": 100.0, "first_poll": 10.0, "poll_interval": 5.0}
+    tasks = [plan.add(f"t{i}", now=i * 0.01, **add) for i in range(30)]
+    assert [t.probe for t in tasks[:4]] == [True, True, True, False]
+    waiting = tasks[3:]
+    assert all(t.due == pytest.approx(t.submitted + 10.0) for t in waiting)
+    # Before 1/16 of the advice nothing is worth a check.
+    assert plan.spare(0.6, 32) == ([], pytest.approx(0.625))  # the first probe's own check
+    chosen, _ = plan.spare(0.9, 32)
+    assert chosen == waiting[:16]  # oldest first, and no more than 16 made probes
+    assert all(t.probe for t in chosen)
+    assert not waiting[16].probe
+    for t in chosen:
+        plan.sent(t, 0.9)
+        plan.record_running(t, 0.95)
+        assert t.due == pytest.approx(t.submitted + 2 * (0.95 - t.submitted))
+    # The rest keep to the advice: the room for probes is taken. The probes may go again at
+    # twice their age at their last check.
+    again = min(2 * 0.9 - t.submitted for t in chosen)
+    assert plan.spare(1.0, 32) == ([], pytest.approx(again))
+    # Once learned, they are scored by the model instead (a quarter of its median apart).
+    for t in tasks[:3]:
+        plan.sent(t, 1.5)
+        plan.record_done(t, 1.6)
+    assert plan.learned_model("g") is not None
+    chosen, _ = plan.spare(1.7, 32)
+    assert chosen
+    assert all(t.checks <= 1 for t in chosen)
+
+
+def test_nothing_is_probed_past_the_advice_or_for_a_callback() -> None:
+    """A task expecting a callback or resumed (its age is a record's) is never probed, and no
+    probe is pulled forward at or past the advice's first check: from there the advice's own
+    cadence applies."""
+    plan: Planner[str] = Planner()
+    add = {"group": "g", "deadline": 100.0, "first_poll": 8.0, "poll_interval": 5.0}
+    for i in range(3):
+        plan.add(f"p{i}", now=0.0, **add)
+    late = plan.add("late", now=0.0, late=True, **add)
+    resumed = plan.add("resumed", now=0.0, resumed=True, **add)
+    old = plan.add("old", now=0.0, **add)
+    plan.sent(old, 4.5)
+    plan.record_running(old, 4.5)  # seen running at 4.5 s: doubling would be 9 s, past 8 s
+    chosen, _ = plan.spare(7.0, 10)
+    assert late not in chosen
+    assert resumed not in chosen
+    assert old not in chosen
 
 
 async def run(limits: nb.Limits | None, tasks: int = 40) -> tuple[float, float]:
@@ -136,3 +220,39 @@ async def test_a_large_budget_does_not_double_the_checks_per_task(
     plan_lag, plan_checks = await run(roomy, tasks=200)
     assert spare_checks <= 1.35 * plan_checks, (spare_checks, plan_checks)
     assert spare_lag < 0.8 * plan_lag, (spare_lag, plan_lag)
+
+
+async def first_wave(tasks: int = 40) -> tuple[float, int]:
+    """40 tasks at once (median 1.5 s against apixo's 10 s advice) on a roomy account told
+    its limits: (worst lag, checks sent before the check that saw the third task finished,
+    which teaches the model)."""
+    clock = FakeClock(0.0)
+    rng = random.Random(5)
+    durations = [rng.lognormvariate(0.4, 0.5) for _ in range(tasks)]
+    server = FakeApixo(clock, latency=lambda i: durations[i])
+    roomy = nb.Limits(requests=10_000, per=60, concurrent_tasks=1_000)
+    client = nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=roomy
+    )
+    async with client:
+        jobs = [asyncio.ensure_future(client.generate(f"cat {i}")) for i in range(tasks)]
+        await clock.run_until(lambda: all(j.done() for j in jobs), step=0.05)
+    seen = sorted(t.seen_done_at for t in server.tasks.values() if t.seen_done_at is not None)
+    learning = sum(1 for at, kind in server.log if kind == "status" and at < seen[2])
+    lags = [t.seen_done_at - t.finish for t in server.tasks.values() if t.seen_done_at]
+    return max(lags), learning
+
+
+async def test_spare_probes_see_the_first_wave_finish_sooner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the model is learned, idle budget probes up to 16 more tasks than the three
+    probes, so the model is learned from the first completions, not from the slowest probe:
+    the worst lag of a first wave falls by more than half, for at most four checks per probe
+    while the model is learned (the advice's first check comes later)."""
+    probed_worst, probed_learning = await first_wave()
+    monkeypatch.setattr(_plan, "_SPARE_PROBES", 0)
+    three_worst, three_learning = await first_wave()
+    assert probed_worst < 0.5 * three_worst, (probed_worst, three_worst)
+    assert three_learning <= 3 * 4
+    assert probed_learning <= (3 + 16) * 4, probed_learning
