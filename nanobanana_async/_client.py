@@ -260,7 +260,8 @@ class Client:
             callback_url=callback_url,
             provider_options=provider_options,
         )
-        return await (await self._life.started()).generate(request)
+        submitter = self._life.ready() or await self._life.started()
+        return await submitter.generate(request)
 
     async def balance(self) -> Balance:
         """The account's balance, from the provider's balance endpoint (crun, apixo, local).
@@ -310,7 +311,8 @@ class Client:
                 f"submit() takes an ImageRequest, got {type(request).__name__}: "
                 "submit(ImageRequest(prompt=...)), or generate(prompt) to wait for the image"
             )
-        return await (await self._life.started()).submit(request, key)
+        submitter = self._life.ready() or await self._life.started()
+        return await submitter.submit(request, key)
 
     async def _routed_submit(
         self,

@@ -6,8 +6,8 @@ import datetime as dt
 import enum
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import attrs
@@ -93,6 +93,17 @@ class _Options(Mapping[str, OptionValue]):
     def __len__(self) -> int:
         return len(self._items)
 
+    # The dict's own, not Mapping's mixins: a driver's build_submit reads an option per
+    # request, and the mixin's get() raised and caught a KeyError for each one not given.
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._items.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def items(self) -> ItemsView[str, OptionValue]:
+        return self._items.items()
+
     def __hash__(self) -> int:
         return hash(frozenset(self._items.items()))
 
@@ -111,7 +122,7 @@ _NO_OPTIONS: Final = _Options({})  # read-only, so every request without options
 
 def _to_options(value: Mapping[str, OptionValue] | None) -> Mapping[str, OptionValue]:
     given: object = value
-    if given is None:
+    if given is None or (type(given) is dict and not given):  # the default: {}
         return _NO_OPTIONS
     # Anything but a mapping is kept as given, for _problems() to name.
     return _Options(given) if isinstance(given, Mapping) else value  # type: ignore[return-value]

@@ -258,10 +258,27 @@ class Submitter:
     ) -> None:
         # The create's own task: it never raises but to be cancelled (stop()), so nothing is
         # left for a done callback to retrieve; the outcome goes to the caller's waiter.
+        conn = self.conn
+        submitted = self.clock.now()
         try:
-            made = await self._submit_and_track(
-                task, request, lease, callback, intent, retry_refusals, wanted
-            )
+            try:
+                ref = await create(
+                    conn,
+                    self.clock,
+                    request,
+                    lease,
+                    intent=intent,
+                    closed=self.closed,
+                    retry_refusals=retry_refusals,
+                    key=task.key,
+                    wanted=wanted,
+                )
+            except BaseException as exc:
+                await self._not_accepted(exc, request, lease, callback, intent, submitted)
+                raise
+            made = self._accepted(task, ref, request, lease, callback, submitted)
+            if intent is not None:
+                await self._record(task, ref, intent)
         except Exception as exc:
             if isinstance(exc, SubmitOutcomeUnknownError):
                 self._unknown_unheard(handover, lease)
@@ -377,37 +394,26 @@ class Submitter:
         )
         return conn.driver.parse_status(response, ref)
 
-    async def _submit_and_track(
+    async def _not_accepted(
         self,
-        task: Task,
+        exc: BaseException,
         request: ImageRequest,
         lease: Lease,
         callback: Registration | None,
         intent: Intent | None,
-        retry_refusals: bool = True,
-        wanted: Callable[[], bool] | None = None,
-    ) -> Task:
+        submitted: float,
+    ) -> None:
+        # What a create that raised ``exc`` leaves behind: its slot, its intent, its callback
+        # URL. The caller raises ``exc`` on.
         conn = self.conn
-        submitted = self.clock.now()
-        try:
-            ref = await create(
-                conn,
-                self.clock,
-                request,
-                lease,
-                intent=intent,
-                closed=self.closed,
-                retry_refusals=retry_refusals,
-                key=task.key,
-                wanted=wanted,
-            )
-        except (
-            ConnectError,
-            APIError,
-            ClientClosedError,
-            StorageError,
-            ConfigurationError,
-            CoordinatorUnavailableError,
+        if isinstance(
+            exc,
+            ConnectError
+            | APIError
+            | ClientClosedError
+            | StorageError
+            | ConfigurationError
+            | CoordinatorUnavailableError,
         ):
             # Nothing was created (nothing sent, refused before acceptance, no grant from the
             # coordinator, or the journal could not be written before the send): the slot is
@@ -416,41 +422,45 @@ class Submitter:
             if intent is not None:
                 try:
                     await intent.clear()
-                except Exception as exc:
+                except Exception as error:
                     # Left as an intent, the rerun reports it of unknown outcome: safe.
-                    _log.warning("the journal could not clear an intent: %s", exc)
-            if callback is not None:
-                callback.discard()
-            raise
-        except TaskError as exc:
+                    _log.warning("the journal could not clear an intent: %s", error)
+        elif isinstance(exc, TaskError):
             # The create's own answer says the task was made and failed (xingchao answers a
             # content refusal so): it is over, with an id, so its slot is free and the journal
             # records the failure, never an unknown outcome.
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 await intent.failed(exc.task_id, exc.model, str(exc))
-            if callback is not None:
-                callback.discard()
-            raise
-        except BaseException as exc:
+        else:
             # The create may have reached the provider: the task may run, so its slot stays
             # held until the task's horizon.
             self.scheduler.hold_to_horizon(conn, lease, conn.group(request.model), submitted)
             if intent is not None and isinstance(exc, SubmitOutcomeUnknownError):
                 await intent.unknown(str(exc))
-            if callback is not None:
-                callback.discard()
-            raise
+        if callback is not None:
+            callback.discard()
+
+    def _accepted(
+        self,
+        task: Task,
+        ref: TaskRef,
+        request: ImageRequest,
+        lease: Lease,
+        callback: Registration | None,
+        submitted: float,
+    ) -> Task:
+        # Tracked first, before any await: whatever happens to the journal after, the paid
+        # task is polled, its slot released at its end, and its id reachable.
         task._accept(ref)
-        _log.info(
-            "%s accepted task %s (model %s) in %.0f ms",
-            ref.provider,
-            ref.task_id,
-            ref.model,
-            (self.clock.now() - submitted) * 1000,
-        )
-        # Tracked first: whatever happens to the journal below, the paid task is polled, its
-        # slot released at its end, and its id reachable.
+        if _log.isEnabledFor(logging.INFO):  # the clock is read for this line only
+            _log.info(
+                "%s accepted task %s (model %s) in %.0f ms",
+                ref.provider,
+                ref.task_id,
+                ref.model,
+                (self.clock.now() - submitted) * 1000,
+            )
         # A receiver that warned no callback reaches it: polled as without one until one does.
         late = callback is not None and callback.expects_callback()
         entry = self._track(task, ref, request.timeout, lease, late=late)
@@ -464,24 +474,25 @@ class Submitter:
             task._future.add_done_callback(
                 lambda done: callback.finished(seen_ended=_seen_ended(done))
             )
-        if intent is not None:
-            # Durable before the caller hears of the task: a crash from here on re-attaches.
-            try:
-                await intent.submitted(ref)
-            except Exception as exc:
-                # Raised, not also logged: the error carries the id, and its caller (the CLI)
-                # says it where the user looks.
-                raise StorageError(
-                    f"{ref.provider} accepted task {ref.task_id} but the journal could not "
-                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "
-                    "this error's task",
-                    task_id=ref.task_id,
-                    path=str(intent.path),
-                    task=task,
-                ) from None
-            assert self.journal is not None
-            self.journal.record_end(task, intent.key)
         return task
+
+    async def _record(self, task: Task, ref: TaskRef, intent: Intent) -> None:
+        # Durable before the caller hears of the task: a crash from here on re-attaches.
+        try:
+            await intent.submitted(ref)
+        except Exception as exc:
+            # Raised, not also logged: the error carries the id, and its caller (the CLI)
+            # says it where the user looks.
+            raise StorageError(
+                f"{ref.provider} accepted task {ref.task_id} but the journal could not "
+                f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "
+                "this error's task",
+                task_id=ref.task_id,
+                path=str(intent.path),
+                task=task,
+            ) from None
+        assert self.journal is not None
+        self.journal.record_end(task, intent.key)
 
     def _track(
         self,
