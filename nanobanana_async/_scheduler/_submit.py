@@ -146,7 +146,11 @@ class Submitter:
             except asyncio.CancelledError:
                 log_orphaned(task, "generate() was cancelled after")
                 raise
-        task, waiter, lease = await self._start(request, None, None, to_end=True)
+        # _start()'s steps, without its coroutine or the slot's when one is free now.
+        receiver = self._checked(request)
+        slots = self.conn.account.ledger.slots
+        lease = slots.try_acquire(self.conn) or await slots.acquire(self.conn)
+        task, waiter = self._launch(request, None, None, lease, receiver, to_end=True)
         # Awaited here, not through _wait(): a coroutine less kept per pending task.
         try:
             await waiter
@@ -195,20 +199,50 @@ class Submitter:
         wanted: Callable[[], bool] | None = None,
         *,
         settle: Callable[[Task | BaseException], None] | None = None,
-        to_end: bool = False,
     ) -> tuple[Task, asyncio.Future[Task | None], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
-        driver, conn = self.conn.driver, self.conn
-        receiver = self.callbacks
-        if not (receiver is not None and driver.supports_callback and request.callback_url is None):
-            receiver = None
-        # Checked as it will be sent (a model may require the callback URL) before any wait.
-        url = receiver._base_url() if receiver is not None else None
-        validate(driver, request if url is None else attrs.evolve(request, callback_url=url))
+        receiver = self._checked(request)
         lease_id = None
         if self.journal is not None and journal_key is not None:
             lease_id = self.journal.lease_id(journal_key)
-        lease = await conn.account.ledger.slots.acquire(conn, lease_id)
+        slots = self.conn.account.ledger.slots
+        lease = slots.try_acquire(self.conn, lease_id) or await slots.acquire(self.conn, lease_id)
+        task, waiter = self._launch(
+            request, key, journal_key, lease, receiver, retry_refusals, wanted, settle=settle
+        )
+        return task, waiter, lease
+
+    def _checked(self, request: ImageRequest) -> CallbackReceiver | None:
+        # Checked as it will be sent (a model may require the callback URL) before any wait;
+        # the client's receiver when the request will carry its callback URL.
+        receiver = self.callbacks
+        if not (
+            receiver is not None
+            and self.conn.driver.supports_callback
+            and request.callback_url is None
+        ):
+            validate(self.conn.driver, request)
+            return None
+        url = receiver._base_url()
+        validate(self.conn.driver, attrs.evolve(request, callback_url=url))
+        return receiver
+
+    def _launch(
+        self,
+        request: ImageRequest,
+        key: str | None,
+        journal_key: str | None,
+        lease: Lease,
+        receiver: CallbackReceiver | None,
+        retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
+        *,
+        settle: Callable[[Task | BaseException], None] | None = None,
+        to_end: bool = False,
+    ) -> tuple[Task, asyncio.Future[Task | None]]:
+        # No await in here: between the slot's grant and the create's task that frees it
+        # however it ends, nothing can cancel the caller and leave the slot held.
+        driver, conn = self.conn.driver, self.conn
         # Registered only once a slot is held: callers waiting for slots hold no token, and a
         # token is not forgotten while its submit waits its turn.
         callback: Registration | None = None
@@ -230,9 +264,10 @@ class Submitter:
         # asyncio.shield did with three loop callbacks, plus one to retrieve the error and one
         # to forget the task: ~1.4 of the ~9 loop callbacks per request, benchmarks.loops).
         waiter: asyncio.Future[Task | None] = loop.create_future()
+        handover = (waiter, settle, to_end)
         inner = loop.create_task(
             self._create(
-                (waiter, settle, to_end),
+                handover,
                 task,
                 sent,
                 lease,
@@ -242,8 +277,8 @@ class Submitter:
                 wanted,
             )
         )
-        self._running[inner] = (waiter, settle, to_end)
-        return task, waiter, lease
+        self._running[inner] = handover
+        return task, waiter
 
     async def _create(
         self,
