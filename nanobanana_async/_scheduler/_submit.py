@@ -151,18 +151,58 @@ class Submitter:
         slots = self.conn.account.ledger.slots
         lease = slots.try_acquire(self.conn) or await slots.acquire(self.conn)
         task, waiter = self._launch(request, None, None, lease, receiver, to_end=True)
-        # Awaited here, not through _wait(): a coroutine less kept per pending task.
         try:
             await waiter
         except asyncio.CancelledError:
-            task._drop_waiter(cast("asyncio.Future[None]", waiter))
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
-                # Not yet accepted: the create's task logs the id if it is (_hand_over).
-                log_orphaned(task, "generate() was cancelled after")
-                raise
-            self._closed_while_submitting(lease, request)
+            self.generate_cancelled(task, waiter, lease, request)
+            raise
         return await task  # ended: returns at once
+
+    def start_generate(
+        self, request: ImageRequest
+    ) -> tuple[Task, asyncio.Future[Task | None], Lease] | None:
+        """:meth:`generate`'s start when nothing has to wait (no journal, a slot free now):
+        the task, the waiter its caller awaits (woken at the task's end, or with the create's
+        error) and its slot; None when the caller must ``await generate(request)`` instead.
+
+        A caller that awaits the waiter in its own coroutine keeps one object less per
+        pending ``generate()`` than one awaiting :meth:`generate`; on ``CancelledError`` it
+        calls :meth:`generate_cancelled`, then re-raises, and else returns ``await task``.
+
+        Raises:
+            InvalidRequestError: as ``generate``.
+        """
+        if self.journal is not None:
+            return None
+        receiver = self._checked(request)
+        lease = self.conn.account.ledger.slots.try_acquire(self.conn)
+        if lease is None:
+            return None  # generate() checks the request again: only when slots are full
+        task, waiter = self._launch(request, None, None, lease, receiver, to_end=True)
+        return task, waiter, lease
+
+    def generate_cancelled(
+        self,
+        task: Task,
+        waiter: asyncio.Future[Task | None],
+        lease: Lease,
+        request: ImageRequest,
+    ) -> None:
+        """A wait on :meth:`start_generate`'s waiter ended in ``CancelledError``: returns
+        when the caller itself was cancelled (it re-raises), after logging an accepted
+        task's id; raises when the client closed under the submit.
+
+        Raises:
+            SubmitOutcomeUnknownError: the client closed after the create was sent.
+            ClientClosedError: the client closed before it was sent.
+        """
+        task._drop_waiter(cast("asyncio.Future[None]", waiter))
+        current = asyncio.current_task()
+        if current is None or current.cancelling():
+            # Not yet accepted: the create's task logs the id if it is (_hand_over).
+            log_orphaned(task, "generate() was cancelled after")
+            return
+        self._closed_while_submitting(lease, request)
 
     def _settle(
         self,
