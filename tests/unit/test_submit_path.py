@@ -6,12 +6,18 @@ undone."""
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import time
+from typing import cast
 
 import pytest
 
 import nanobanana_async as nb
-from nanobanana_async._scheduler import _slots
+from nanobanana_async._scheduler._account import Account, Connection
 from nanobanana_async._scheduler._slots import Lease
+from nanobanana_async._transport import Transport
+from nanobanana_async.providers import DRIVERS
 from nanobanana_async.testing import FakeClock, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
@@ -115,9 +121,35 @@ async def test_the_in_memory_path_makes_no_random_lease_id(
     def refused(n: int) -> bytes:
         raise AssertionError("a lease id was made")
 
-    monkeypatch.setattr(_slots.os, "urandom", refused)
+    monkeypatch.setattr(os, "urandom", refused)  # nothing else here reads random bytes
     server = FakeApixo(clock, latency=lambda i: 3.0)
     async with _client(clock, server) as client:
         job = asyncio.ensure_future(client.generate("a cat"))
         await clock.run_until(job.done, limit=60)
         assert (await job).task_id == "t0"
+
+
+def test_a_latency_group_is_kept_per_model_and_follows_the_transports_url() -> None:
+    """A connection answers the same latency group for a model each time, and a new one once
+    its transport tells another URL (the local simulator's port is known once it started)."""
+
+    class Moving:
+        base_url: str | None = None
+
+    transport = Moving()
+    conn = Connection(
+        driver=DRIVERS["apixo"],
+        transport=cast(Transport, transport),
+        base_url="https://configured.example",
+        account=cast(Account, None),  # not read by group()
+        policy=nb.RetryPolicy(),
+        timeouts=nb.Timeouts(),
+        wall_clock=time.time,
+        random=random.random,
+    )
+    first = conn.group("nano-banana-2")
+    assert first == ("apixo", "https://configured.example", "nano-banana-2")
+    assert conn.group("nano-banana-2") is first
+    transport.base_url = "http://127.0.0.1:5555"
+    assert conn.group("nano-banana-2") == ("apixo", "http://127.0.0.1:5555", "nano-banana-2")
+    assert conn.group("nano-banana")[2] == "nano-banana"
