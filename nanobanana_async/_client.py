@@ -3,6 +3,7 @@ submits to the submit pipeline; the runner resolves every task (does I/O)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random as _random
 import time
@@ -268,7 +269,20 @@ class Client:
             callback_url=callback_url,
             provider_options=provider_options,
         )
-        return await (await self._life.started()).generate(request)
+        submitter = self._life.ready() or await self._life.started()
+        started = submitter.start_generate(request)
+        if started is None:
+            return await submitter.generate(request)
+        # Awaited here, not in a coroutine of the submitter's: a pending call keeps one
+        # object less, which every full collection walks (issue 22, item 4).
+        task, waiter, lease = started
+        del started  # the tuple would be one more object kept while it waits
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            submitter.generate_cancelled(task, waiter, lease, request)
+            raise
+        return await task  # ended: returns at once
 
     async def balance(self) -> Balance:
         """The account's balance, from the provider's balance endpoint (crun, apixo, local).
@@ -318,7 +332,8 @@ class Client:
                 f"submit() takes an ImageRequest, got {type(request).__name__}: "
                 "submit(ImageRequest(prompt=...)), or generate(prompt) to wait for the image"
             )
-        return await (await self._life.started()).submit(request, key)
+        submitter = self._life.ready() or await self._life.started()
+        return await submitter.submit(request, key)
 
     async def _routed_submit(
         self,
