@@ -257,3 +257,45 @@ async def test_a_check_takes_no_request_while_a_create_waits(clock: FakeClock) -
         assert clock.now() >= t0 + burst * interval
     finally:
         await scheduler.detach()
+
+
+async def test_a_cap_cut_sends_queued_creates_back_to_wait_for_a_slot(
+    clock: FakeClock, account_ledger: Ledger
+) -> None:
+    """When a create's 429 cuts the task cap, the creates waiting in the queue leave it and
+    wait for a slot first (a turn they could not use would be lost): status checks, which
+    end tasks and free slots, may take requests at once. Once a task ends, the next create
+    is admitted and goes at its turn."""
+    ledger = account_ledger
+    slots = ledger.slots
+    running = [slots.try_acquire("client") for _ in range(4)]
+    for lease in running:
+        assert lease is not None
+        assert slots.try_admit(lease)
+    for lease in running[:3]:
+        assert lease is not None
+        ledger.note_accepted(lease)
+    await ledger.acquire_request()  # the turn free now: the queue starts behind it
+    waiting = [slots.try_acquire("client") for _ in range(2)]
+    creates = [asyncio.ensure_future(ledger.acquire_request(lease)) for lease in waiting]
+    await clock.advance(0.0)
+    assert ledger.creates_waiting
+    refused = running[3]
+    assert refused is not None
+    assert ledger.rate_limited(retry_after=None, creating=True, lease=refused)  # the cap: 3
+    slots.refused(refused)
+    assert slots.cap == 3
+    await clock.advance(0.0)
+    assert not ledger.creates_waiting
+    assert ledger.try_take_request(clock.now())  # a check goes now
+    await clock.advance(1.0)
+    assert not any(create.done() for create in creates)  # no slot yet: no turn taken
+    assert ledger.dispensed == 0
+    ended = running[0]
+    assert ended is not None
+    slots.release(ended)  # a task ended: one create is admitted, and goes at its turn
+    await clock.advance(1.0)
+    assert creates[0].done()
+    assert not creates[1].done()
+    for create in creates[1:]:
+        create.cancel()
