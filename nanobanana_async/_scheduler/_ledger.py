@@ -155,12 +155,14 @@ class Ledger:
                 await self.slots.admit(lease)
             now = self._clock.now()
             creates = self._creates
+            free = self._window_free_at(now)
             if not creates:
                 burst = self._may_burst(lease)
-                if self.gcra.turn(now, burst=burst) <= now and self._window_free_at(now) <= now:
+                if self.gcra.turn(now, burst=burst) <= now and free <= now:
                     self.gcra.reserve(now, burst=burst)
                     return
-            waiting = _Waiting(asyncio.get_running_loop().create_future(), lease, now)
+            # Asking while the window is full is asking when it frees (see dispense).
+            waiting = _Waiting(asyncio.get_running_loop().create_future(), lease, max(now, free))
             creates.append(waiting)
             if len(creates) == 1:
                 self._wake_at(self._next_turn(waiting, now))
@@ -204,9 +206,15 @@ class Ledger:
             at = gcra.turn(waiting.since, burst=burst)
             if at > now:
                 return on_grid(at)
-            if self._window_free_at(now, handed) > now:
-                # The creates woken here are counted once they are sent: look again then.
-                return now if handed else on_grid(self._window_free_at(now))
+            free = self._window_free_at(now, handed)
+            if free > now:
+                if handed:
+                    return now  # those woken here are counted once sent: look again then
+                # Its pace turn passed while the window was full: paced from when the window
+                # frees, not from then (booked in the past, the creates behind it would all go
+                # at once, as far as the window lets them).
+                waiting.since = max(waiting.since, free)
+                return on_grid(free)
             gcra.reserve(at, burst=burst)
             creates.popleft()
             waiting.future.set_result(True)

@@ -384,8 +384,8 @@ class Scheduler:
         self._arm(wakeup, now)
 
     def _turn(self, now: float) -> tuple[float, bool]:
-        """Expire, make ready, send what the budget allows; returns when the next turn is due
-        and whether this one did anything."""
+        """Expire, make ready, hand queued creates their turns, send the checks the budget
+        allows; returns when the next turn is due and whether this one did anything."""
         started = self._started
         planned = self.plan.turn(now, _TURN)
         expired, due = cast(list[Tracked], planned[0]), cast(list[Tracked], planned[1])

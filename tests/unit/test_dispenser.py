@@ -299,3 +299,21 @@ async def test_a_cap_cut_sends_queued_creates_back_to_wait_for_a_slot(
     assert not creates[1].done()
     for create in creates[1:]:
         create.cancel()
+
+
+async def test_creates_held_by_a_full_window_go_at_the_pace_once_it_frees(
+    clock: FakeClock, account_ledger: Ledger
+) -> None:
+    """Creates that waited for a full window (sends of an earlier run still in it) go one
+    pace interval apart once it frees, not all at once: their pace turns passed meanwhile,
+    but the pace counts from when the window frees."""
+    ledger, t0 = account_ledger, clock.now()
+    ledger.seed_sends([t0 - 4.0] * 60)  # the window (49 of 50 in 5 s) is full until t0 + 1
+    _, got = _takers(ledger, clock, 10)
+    await clock.advance(0.5)
+    assert got == {}
+    await clock.advance(2.0)
+    assert sorted(got) == list(range(10))
+    for i in range(10):
+        turn = t0 + 1.0 + i * INTERVAL
+        assert turn - 1e-9 <= got[i] <= on_grid(turn) + 1e-9, (i, got[i] - t0)
