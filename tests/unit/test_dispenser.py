@@ -317,3 +317,28 @@ async def test_creates_held_by_a_full_window_go_at_the_pace_once_it_frees(
     for i in range(10):
         turn = t0 + 1.0 + i * INTERVAL
         assert turn - 1e-9 <= got[i] <= on_grid(turn) + 1e-9, (i, got[i] - t0)
+
+
+async def test_closing_a_client_fails_its_queued_creates_and_sends_none(clock: FakeClock) -> None:
+    """Submits still waiting in the queue for their turn when their client closes fail with
+    ClientClosedError; none of them is sent, and the queue is left empty."""
+    provider = Recorder(clock)
+    client = nb.Client(
+        "apixo", api_key="k", transport=provider.transport, clock=clock, limits=STEADY
+    )
+    ledger = None
+    async with client:
+        jobs = [
+            asyncio.ensure_future(client.submit(nb.ImageRequest(prompt=f"p{i}"))) for i in range(5)
+        ]
+        await clock.advance(0.0)
+        ledger = next(iter(Scheduler.for_clock(clock)._accounts.values())).ledger
+        assert ledger.creates_waiting
+        first = await jobs[0]
+    await asyncio.wait(jobs)
+    assert ledger is not None
+    assert not ledger.creates_waiting
+    assert [task_id for _, task_id in provider.creates] == ["p0"]
+    for job in jobs[1:]:
+        assert isinstance(job.exception(), nb.ClientClosedError)
+    assert first.done()  # failed by the close, its id kept
