@@ -139,3 +139,23 @@ def test_f20_cli_refuses_a_password_in_a_url_without_printing_it(
         assert PASSWORD not in text
         assert canary not in text
     assert _files_holding_it(tmp_path) == [accounts]  # the user's own file, nothing else
+
+
+@pytest.mark.parametrize("cut", ["/", "?", "#"])
+def test_f20_a_password_cut_by_a_slash_in_base_url_is_refused_unechoed(
+    tmp_path: Path, cut: str
+) -> None:
+    """A password with an unencoded "/", "?" or "#" ends the URL's authority there, so no
+    user part is seen ("user" reads as the host, the password's start as its port): the URL
+    is still refused before anything is written, without echoing it; it was kept, and
+    stored in the journal as given."""
+    secret = f"pw{cut}{PASSWORD}"
+    with pytest.raises(nb.ConfigurationError) as given:
+        nb.Client(
+            "apixo",
+            api_key="k",
+            base_url=f"https://user:{secret}@api.example.com/v1",
+            journal=tmp_path / "j.db",
+        )
+    assert not any(PASSWORD in text for text in _texts(given.value))
+    assert _files_holding_it(tmp_path) == []
