@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -176,6 +177,13 @@ def resolve(
             f"base_url must not hold a user name or password for {provider}: its API key "
             f"goes in the {header} header"
         )
+    if url is not None and _bad_port(url):
+        # "https://user:pa/ss@host": a password's "/", "?" or "#" ends the authority, so no
+        # user part is seen and its start reads as the port. Never a usable URL; not echoed.
+        raise ConfigurationError(
+            "base_url's host part does not parse (a port that is not a number, or a user name "
+            "or password with '/', '?' or '#' in it)"
+        )
     coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
     if coordinator is not None:
         _redis.connect(coordinator)  # a missing extra or a bad URL fails here, not mid-run
@@ -206,3 +214,11 @@ def resolve(
         wall_clock=wall_clock,
         random=random,
     )
+
+
+def _bad_port(url: str) -> bool:
+    try:
+        port = urlsplit(url).port  # parsed on read: ValueError when it is not a number
+    except ValueError:
+        return True
+    return port is not None and not 0 <= port <= 65535
