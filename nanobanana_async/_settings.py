@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import attrs
@@ -18,6 +18,7 @@ from ._models import is_http_url
 from ._redact import UNAMBIGUOUS, Secret, without_userinfo
 from ._scheduler import _redis
 from ._transport import AiohttpTransport, Transport
+from .events import _check_callback
 from .providers import DRIVERS, PROVIDERS, ProviderDriver
 from .providers._local import LocalDriver
 
@@ -68,6 +69,24 @@ def check_type(name: str, value: object, kind: type | tuple[type, ...], what: st
     """
     if value is not None and not isinstance(value, kind):
         raise ConfigurationError(f"{name} must be {what} or None, got {type(value).__name__}")
+
+
+def check_parts(*, on_event: object, callbacks: object, journal: object) -> None:
+    """Refuse a ``Client``'s ``on_event``, ``callbacks`` or ``journal`` of the wrong kind.
+
+    Raises:
+        ConfigurationError: ``on_event`` is not callable or is an ``async def``, ``callbacks``
+            is not a ``CallbackReceiver``, or ``journal`` is not a path; named as ``check_type``.
+    """
+    if on_event is not None:
+        _check_callback(on_event, "on_event")
+    if callbacks is not None:
+        # Imported only here: a client without callbacks never loads the receiver.
+        from .webhooks import CallbackReceiver
+
+        what = "a nanobanana_async.CallbackReceiver"
+        check_type("callbacks", callbacks, CallbackReceiver, what)
+    check_type("journal", journal, (str, os.PathLike), "a file path (str or Path)")
 
 
 def _offers(value: object, *methods: str) -> bool:
@@ -165,6 +184,13 @@ def resolve(
             f"base_url must not hold a user name or password for {provider}: its API key "
             f"goes in the {header} header"
         )
+    if url is not None and _bad_port(url):
+        # "https://user:pa/ss@host": a password's "/", "?" or "#" ends the authority, so no
+        # user part is seen and its start reads as the port. Never a usable URL; not echoed.
+        raise ConfigurationError(
+            "base_url's host part does not parse (a port that is not a number, or a user name "
+            "or password with '/', '?' or '#' in it)"
+        )
     coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
     if coordinator is not None:
         _redis.connect(coordinator)  # a missing extra or a bad URL fails here, not mid-run
@@ -195,3 +221,11 @@ def resolve(
         wall_clock=wall_clock,
         random=random,
     )
+
+
+def _bad_port(url: str) -> bool:
+    try:
+        port = urlsplit(url).port  # parsed on read: ValueError when it is not a number
+    except ValueError:
+        return True
+    return port is not None and not 0 <= port <= 65535

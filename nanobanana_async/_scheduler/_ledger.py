@@ -110,7 +110,8 @@ class Ledger:
         self._window_episode = -math.inf
         self._cap_episode = -math.inf
         # Bumped when the turns booked ahead are dropped (a cut of the task cap): each holder
-        # books again, after a slot is free if it is a create (see acquire_request).
+        # books again, after a slot is free if it is a create (RedisLedger.acquire_request;
+        # here the queued creates are sent back instead, see _bounce).
         self._bookings = 0
         self._shown_tasks = 0  # the most tasks the account accepted at once (see _may_burst)
         self._seeded_until = -math.inf  # an earlier process's sends count until then

@@ -113,7 +113,8 @@ if far[1] then return bad(KEYS[3], 'holds lease ' .. far[1] .. ' expiring beyond
 # The pace is one process's GCRA, shared (``pace`` holds its theoretical arrival time): grants
 # spread evenly over the window instead of spending it in a burst and then stalling, so checks
 # that cannot go wait and their planner spaces them out (fewer find a task still running).
-# Creates book their turn ahead, as one process's creates do, so every process's creates go
+# Creates book their turn ahead (as in one process, where they wait in the account's queue of
+# creates ahead of the checks: Ledger.dispense), so every process's creates go
 # before any process's status checks, which take only what is free now; and a waiting create
 # costs one round trip, not a poll each time the window frees.
 _GRANT: Final = (

@@ -503,9 +503,10 @@ class Scheduler:
     def _spend_spare(self, now: float) -> float:
         """Pull planned checks forward while an account's request budget is idle now.
 
-        Submits book their turns ahead, so a request free *now* is one no prompt is waiting
-        for: once the last prompt is sent, or while prompts wait for task slots, the budget
-        goes to seeing finished tasks sooner, which ends them (and frees their slots) sooner.
+        A request is free *now* only while no create waits in the account's queue for its
+        turn (``try_take_request`` refuses then), so it is one no prompt is waiting for: once
+        the last prompt is sent, or while prompts wait for task slots, the budget goes to
+        seeing finished tasks sooner, which ends them (and frees their slots) sooner.
         Returns when to look again (``inf``: nothing to pull forward).
         """
         spare = [a for a in self._accounts.values() if a.spends_spare and not a.ready and a.entries]

@@ -510,6 +510,11 @@ class Submitter:
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 await intent.failed(exc.task_id, exc.model, str(exc))
+        elif isinstance(exc, asyncio.CancelledError) and not lease.sent:
+            # Stopped (its client closing) before its slot was admitted, so before any send:
+            # nothing was created, and a slot held to the horizon would keep the account's
+            # other clients waiting (a create queued for its turn is stopped so).
+            conn.account.ledger.slots.release(lease)
         else:
             # The create may have reached the provider: the task may run, so its slot stays
             # held until the task's horizon.

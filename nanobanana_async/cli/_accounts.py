@@ -244,7 +244,9 @@ def _check(entry: AccountEntry, where: str, names: Mapping[str, int]) -> tuple[A
             found.append(f"{where}.api_key_env: no environment variable {key_env} is set")
     if entry.base_url is not None and not entry.base_url.startswith(("http://", "https://")):
         shown = without_userinfo(entry.base_url)
-        found.append(f"{where}.base_url: {shown!r} is not an http(s) URL")
+        # No scheme, no authority to cut the user part from ("user:pw@host"): not echoed.
+        said = "(not shown: it may hold a password)" if "@" in shown else repr(shown)
+        found.append(f"{where}.base_url: {said} is not an http(s) URL")
     elif entry.base_url is not None and without_userinfo(entry.base_url) != entry.base_url:
         # Not echoed: it holds the password. Client() refuses it too; said here with the
         # file's other problems, before anything is sent.

@@ -178,3 +178,45 @@ def test_the_api_key_in_base_url_is_refused_and_never_shown(
         "error: base_url must not hold the API key for apixo: it goes in the Authorization header"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cut", ["/", "?", "#"])
+def test_f20_a_password_cut_by_a_slash_in_base_url_is_refused_unechoed(
+    tmp_path: Path, cut: str
+) -> None:
+    """A password with an unencoded "/", "?" or "#" ends the URL's authority there, so no
+    user part is seen ("user" reads as the host, the password's start as its port): the URL
+    is still refused before anything is written, without echoing it; it was kept, and
+    stored in the journal as given."""
+    secret = f"pw{cut}{PASSWORD}"
+    with pytest.raises(nb.ConfigurationError) as given:
+        nb.Client(
+            "apixo",
+            api_key="k",
+            base_url=f"https://user:{secret}@api.example.com/v1",
+            journal=tmp_path / "j.db",
+        )
+    assert not any(PASSWORD in text for text in _texts(given.value))
+    assert _files_holding_it(tmp_path) == []
+
+
+def test_f20_an_accounts_file_url_without_scheme_is_refused_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An accounts file's base_url with a password and no scheme ("user:pw@host") is not an
+    http(s) URL: said so, without echoing the password (it was printed as given)."""
+    for name in ("NANOBANANA_BASE_URL", "NANOBANANA_PROVIDER", "NANOBANANA_COORDINATOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        f'[[accounts]]\nprovider = "crun"\nbase_url = "user:{PASSWORD}@api.example.com"\n'
+    )
+    batch = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--accounts", str(accounts)]
+    assert main(batch) == 2
+    said = capsys.readouterr()
+    assert "accounts[0].base_url:" in said.err
+    assert "not an http(s) URL" in said.err
+    assert PASSWORD not in said.err + said.out

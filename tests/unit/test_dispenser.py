@@ -342,3 +342,38 @@ async def test_closing_a_client_fails_its_queued_creates_and_sends_none(clock: F
     for job in jobs[1:]:
         assert isinstance(job.exception(), nb.ClientClosedError)
     assert first.done()  # failed by the close, its id kept
+
+
+async def test_f30_closing_a_client_frees_the_slots_of_its_queued_creates(clock: FakeClock) -> None:
+    """Creates stopped by their client's close before they were sent give their slots back at
+    once: held to a task's horizon, they kept the account's other client from creating."""
+    provider = Recorder(clock)
+    limits = nb.Limits(requests=STEADY.requests, per=STEADY.per, concurrent_tasks=6)
+    other = nb.Client(
+        "apixo", api_key="k", transport=provider.transport, clock=clock, limits=limits
+    )
+    closing = nb.Client(
+        "apixo", api_key="k", transport=provider.transport, clock=clock, limits=limits
+    )
+    async with other:
+        first = await other.submit(nb.ImageRequest(prompt="first"))
+        ledger = next(iter(Scheduler.for_clock(clock)._accounts.values())).ledger
+        async with closing:
+            jobs = [
+                asyncio.ensure_future(closing.submit(nb.ImageRequest(prompt=f"p{i}")))
+                for i in range(5)
+            ]
+            await clock.advance(0.0)
+            assert ledger.creates_waiting
+            assert ledger.slots.held == 6  # the cap: every slot taken
+        await asyncio.wait(jobs)
+        for job in jobs:
+            assert isinstance(job.exception(), nb.ClientClosedError)
+        assert [task_id for _, task_id in provider.creates] == ["first"]
+        # Only the open client's task holds a slot: its next create goes without waiting.
+        assert ledger.slots.held == 1
+        second = asyncio.ensure_future(other.submit(nb.ImageRequest(prompt="second")))
+        await clock.advance(1.0)  # ten pace intervals: its turn, not a task's horizon
+        assert second.done()
+        assert second.result().id == "second"
+        await first
