@@ -201,9 +201,12 @@ class APIError(NanoBananaError):
             # A new user's first call to a server without the provider's path prefix.
             # The paths are appended to base_url, so it keeps the documented prefix (apixo's
             # https://api.apixo.ai/api/v1).
+            # A check of a known task id is more often a task this server never made (another
+            # `local` client's simulator, a resume against another base_url) than a bad path.
             text += (
-                " (no such path: check base_url; it keeps the path of the provider's "
-                "documented URL, such as /api/v1)"
+                f" (no such {'task there, or no such ' if task_id is not None else ''}path: "
+                "check base_url; it keeps the path of the provider's documented URL, such as "
+                "/api/v1)"
             )
         NanoBananaError.__init__(self, ", ".join(parts) + (f": {text}" if text else ""))
 

@@ -7,7 +7,7 @@ import enum
 import math
 import re
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -139,11 +139,18 @@ def _to_options(value: Mapping[str, OptionValue] | None) -> Mapping[str, OptionV
 _TEXT_FIELDS: Final = ("resolution", "aspect_ratio", "output_format", "callback_url")
 
 
-def _to_str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
+def _to_str_tuple(value: Iterable[str] | str | None) -> tuple[str, ...]:
     # A lone string would otherwise be split into characters.
     if isinstance(value, str):
         return (value,)
-    return tuple(value)
+    if value is None:  # unset, as None is for every other optional field
+        return ()
+    try:
+        return tuple(value)
+    except TypeError:
+        # Kept whole so validation names it (@ $.image_urls[0]): tuple(5) was a bare
+        # TypeError "'int' object is not iterable" from attrs' converter.
+        return (cast(str, value),)
 
 
 def is_seconds(value: object, *, zero: bool = False) -> bool:

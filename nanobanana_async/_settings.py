@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import attrs
@@ -15,7 +15,7 @@ from ._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
 from ._errors import ConfigurationError
 from ._local import LOCAL_TASK_TIMEOUT, LocalTransport
 from ._models import is_http_url
-from ._redact import Secret, without_userinfo
+from ._redact import UNAMBIGUOUS, Secret, without_userinfo
 from ._scheduler import _redis
 from ._transport import AiohttpTransport, Transport
 from .events import _check_callback
@@ -112,8 +112,9 @@ def resolve(
 
     Raises:
         ConfigurationError: unknown provider, missing key, a base URL that is not http(s),
-            holds a user name or password, or is given to ``local``, an argument of the wrong
-            type, or a coordinator URL that is bad or needs the missing ``[redis]`` extra.
+            holds a user name or password or the API key, or is given to ``local``, an argument
+            of the wrong type, or a coordinator URL that is bad or needs the missing ``[redis]``
+            extra.
     """
     # Checked here, before anything is built: a wrong type would otherwise be an
     # AttributeError from deep inside the first request, after the client had started.
@@ -166,13 +167,19 @@ def resolve(
         )
     if url is not None and not is_http_url(url):
         raise ConfigurationError("base_url must be an absolute http(s) URL")
+    header = "Authorization" if driver.auth_scheme == "bearer" else "x-api-key"
+    if url is not None and key and len(key) >= UNAMBIGUOUS and (key in url or key in unquote(url)):
+        # A key in the path or query (?key=...) went on the wire and into the journal, and
+        # the CLI's "apixo at <url>" and the client's repr showed it. Not echoed either.
+        raise ConfigurationError(
+            f"base_url must not hold the API key for {provider}: it goes in the {header} header"
+        )
     if url is not None and without_userinfo(url) != url:
         # Refused for every provider, not kept for the wire and hidden: none of them reads
         # credentials from the URL (the key goes in a header), and a URL is stored in the
         # journal and shown in messages, reprs and the CLI, each a place a password could leak
         # from. A bearer key's provider also met aiohttp's bare ValueError at the first
         # request. The URL is not echoed: it holds the password.
-        header = "Authorization" if driver.auth_scheme == "bearer" else "x-api-key"
         raise ConfigurationError(
             f"base_url must not hold a user name or password for {provider}: its API key "
             f"goes in the {header} header"

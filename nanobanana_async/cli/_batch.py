@@ -340,6 +340,16 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         console.print(f"could not write {manifest} ({exc.strerror or exc}): results below only")
     if not args.quiet:
         console.print(render_summary(rows.rows))
+    elif failed := [r for r in rows.rows if r["status"] == "failed"]:
+        # The summary is the only other place failures show: without it an exit 1 said nothing.
+        numbers = ", ".join(str(r["line"]) for r in failed[:20])
+        more = ", …" if len(failed) > 20 else ""
+        console.print(
+            f"{len(failed)} prompt(s) failed (lines {numbers}{more}): {failed[0]['error']}; "
+            f"see {manifest}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for text in unjournaled:
         # Again after the table: these ids are in no file if the disk stays full.
         console.print(text, highlight=False, soft_wrap=True)  # an id must stay whole

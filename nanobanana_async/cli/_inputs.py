@@ -74,6 +74,10 @@ def read_requests(
             ``every prompt (N): …``); nothing is returned unless every row is valid.
         OSError, UnicodeDecodeError: the file cannot be read.
     """
+    if stream is None and path.is_dir():
+        # Said as it is: a folder without a suffix read "unknown file type (none)", one named
+        # like a file (prompts.txt/) "Is a directory".
+        raise InputError([f"a folder, not a prompt file ({', '.join(SUFFIXES)})"])
     suffix = (kind or path.suffix).lower()
     if suffix not in SUFFIXES:
         raise InputError([f"unknown file type {suffix or '(none)'}: use {', '.join(SUFFIXES)}"])

@@ -90,7 +90,8 @@ class CallbackReceiver:
             once, so memory stays bounded whatever peers do.
 
     Raises:
-        ConfigurationError: ``public_url`` is not an http(s) URL.
+        ConfigurationError: ``public_url`` is not an http(s) URL, or ``secret`` is not
+            non-empty bytes.
     """
 
     def __init__(
@@ -104,6 +105,14 @@ class CallbackReceiver:
         body_timeout: float = 10.0,
         max_connections: int = 1024,
     ) -> None:
+        given: object = secret  # checked as what a caller may really pass
+        if given is not None and (not isinstance(given, bytes) or not given):
+            # A str (read from the environment) failed as hmac's TypeError at the first
+            # submit, after the client had started; b"" silently became a random secret.
+            raise ConfigurationError(
+                f"secret must be non-empty bytes or None, got {type(given).__name__}"
+                + (" (encode it: secret=text.encode())" if isinstance(given, str) else "")
+            )
         self._secret = secret or secrets.token_bytes(32)
         self._public_url: str | None = None
         if public_url is not None:

@@ -141,6 +141,45 @@ def test_f20_cli_refuses_a_password_in_a_url_without_printing_it(
     assert _files_holding_it(tmp_path) == [accounts]  # the user's own file, nothing else
 
 
+def test_the_api_key_in_base_url_is_refused_and_never_shown(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    canary: str,
+) -> None:
+    """The key in base_url's path or query (plain or percent-encoded): a ConfigurationError
+    naming the header it belongs in, before anything is sent or written; at the command line
+    exit 2 and one line, the key in no output (the CLI printed "apixo at <url>" with it, and
+    the client's repr showed it). A URL that merely shares a short key's letters is kept."""
+    sim = Simulator("apixo", latency=FAST, api_key=canary).start_in_thread()
+    try:
+        encoded = "".join(f"%{ord(c):02X}" for c in canary)
+        for url in (
+            f"{sim.base_url}?key={canary}",
+            sim.base_url.replace("/api/v1", f"/{canary}/api/v1"),
+            f"{sim.base_url}?key={encoded}",
+        ):
+            with pytest.raises(nb.ConfigurationError, match="must not hold the API key") as got:
+                nb.Client("apixo", api_key=canary, base_url=url, journal=tmp_path / "j.db")
+            assert all(canary not in text and encoded not in text for text in _texts(got.value))
+        short = nb.Client("apixo", api_key="api", base_url=sim.base_url)  # /api/v1 is no key
+        assert repr(short).endswith("/api/v1')")
+        for name in ("NANOBANANA_BASE_URL", "NANOBANANA_PROVIDER", "NANOBANANA_COORDINATOR"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("NANOBANANA_API_KEY", canary)
+        argv = ["generate", "a cat", "-o", str(tmp_path / "c.png"), "--provider", "apixo"]
+        assert main([*argv, "--base-url", f"{sim.base_url}?key={canary}"]) == 2
+        shown = capsys.readouterr()
+        assert sim.stats.total_requests == 0
+    finally:
+        sim.stop_thread()
+    assert shown.out == ""
+    assert shown.err.splitlines() == [
+        "error: base_url must not hold the API key for apixo: it goes in the Authorization header"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("cut", ["/", "?", "#"])
 def test_f20_a_password_cut_by_a_slash_in_base_url_is_refused_unechoed(
     tmp_path: Path, cut: str

@@ -112,3 +112,22 @@ def test_quiet_prints_no_progress_and_no_summary(
         captured = capsys.readouterr()
         assert (captured.out, captured.err) == ("", "")
         assert len((out / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_quiet_names_the_failed_prompts_in_one_line(
+    tmp_path: Path, sim: Simulator, canary: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quiet prints errors only, but a failed prompt is an error: one line names the failed
+    lines, the first error and the manifest, so an exit 1 does not come with an empty screen."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na broken one [[fail]]\na fox\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("1 prompt(s) failed (lines 2): ")
+    assert lines[0].endswith(f"see {out / 'results.jsonl'}")
+    assert "summary" not in captured.err
+    assert canary not in captured.err

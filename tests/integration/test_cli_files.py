@@ -133,6 +133,31 @@ def test_a_failure_after_acceptance_prints_the_task_id_and_how_to_fetch_it(
     )
 
 
+def test_the_status_command_printed_after_acceptance_keeps_key_env_and_base_url(
+    sim: Simulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """generate with --api-key-env and --base-url: the status command it prints carries both
+    (copied as printed it reached another URL with another key), and runs as printed."""
+    monkeypatch.delenv("NANOBANANA_API_KEY")
+    monkeypatch.delenv("NANOBANANA_BASE_URL")
+    monkeypatch.setenv("TEAM_KEY", sim.api_key)
+    flags = ["--api-key-env", "TEAM_KEY", "--base-url", sim.base_url]
+    assert main(["generate", "a cat [[fail]]", "-o", str(tmp_path / "x.png"), *flags]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    task_id = next(iter(sim._book.tasks))
+    command = (
+        f"nanobanana status {task_id} --provider apixo --api-key-env TEAM_KEY "
+        f"--base-url {sim.base_url} --model nano-banana-2"
+    )
+    assert err[1] == f"apixo task {task_id} was accepted: '{command}' fetches it"
+    assert main(command.split()[1:]) == 1  # reaches the task: it failed
+    shown = capsys.readouterr()
+    assert f"{task_id}: failed" in shown.out + shown.err
+
+
 def test_status_with_no_network_says_could_not_connect_at_once(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

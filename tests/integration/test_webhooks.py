@@ -143,6 +143,16 @@ async def test_receiver_mounted_in_a_user_app() -> None:
     assert sim.stats.callbacks_sent == 5
 
 
+@pytest.mark.parametrize("secret", ["from-the-env", b"", 5])
+def test_a_secret_that_is_not_bytes_is_refused_at_construction(secret: object) -> None:
+    """secret="text" (read from the environment) was accepted and failed as hmac's TypeError
+    at the first submit, after the client started; b"" silently became a random secret, so
+    callbacks stopped surviving a restart. Both are a ConfigurationError when made."""
+    with pytest.raises(nb.ConfigurationError, match="secret must be non-empty bytes"):
+        nb.CallbackReceiver(secret=secret, public_url="https://hooks.example.com")  # type: ignore[arg-type]
+    assert nb.CallbackReceiver(secret=b"k").public_url is None  # bytes still taken
+
+
 def test_receiver_needs_a_public_url_before_use() -> None:
     """Submitting through a receiver that has no public URL is a configuration error."""
     with pytest.raises(nb.ConfigurationError):

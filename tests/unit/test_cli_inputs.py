@@ -120,6 +120,21 @@ def test_bad_input_files_are_one_line_and_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name", ["images", "prompts.txt"])
+def test_a_folder_given_as_the_prompt_file_is_named_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """`nanobanana batch images --out images` (the folder for the prompt file): one line that
+    says it is a folder, exit 2, nothing written in it (it said "unknown file type (none)")."""
+    folder = tmp_path / name
+    folder.mkdir()
+    assert main(["batch", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {folder}: a folder, not a prompt file (.txt, .json, .jsonl, .csv)"
+    assert list(folder.iterdir()) == []
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_changed_setting_is_a_new_journal_key() -> None:
     """Rerunning with another aspect ratio or model never returns the old images."""
     base = nb.ImageRequest(prompt="a cat")

@@ -94,3 +94,24 @@ def test_real_http_statuses_keep_their_status_in_the_message() -> None:
     assert str(error_for("crun", status=200, code=402, message="")) == (
         "crun refused the request: insufficient credits (code 402)"
     )
+
+
+def test_a_404_on_a_known_task_says_the_task_may_be_unknown_there() -> None:
+    """A 404 answering a status check of a task id (another `local` client's task, a resume
+    against another server) does not claim the path is wrong: it names both causes. A 404 with
+    no task id (a create) still points at the path only."""
+    check = nb.APIError(
+        "Task not found",
+        provider="local",
+        status=404,
+        task_id="t-1",
+        request_line="GET http://127.0.0.1:9/api/v1/statusTask/nano-banana-2",
+    )
+    assert "(no such task there, or no such path: check base_url" in str(check)
+    create = nb.APIError(
+        "Not Found",
+        provider="apixo",
+        status=404,
+        request_line="POST http://127.0.0.1:9/generateTask/nano-banana-2",
+    )
+    assert "(no such path: check base_url" in str(create)

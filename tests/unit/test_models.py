@@ -35,6 +35,7 @@ def test_valid_request_keeps_its_fields() -> None:
         ({"prompt": "a", "timeout": float("nan")}, "$.timeout"),
         ({"prompt": "a", "image_urls": ["ftp://x.test/a.png"]}, "$.image_urls[0]"),
         ({"prompt": "a", "image_urls": ["not a url"]}, "$.image_urls[0]"),
+        ({"prompt": "a", "image_urls": 5}, "$.image_urls[0]"),  # was a bare TypeError
         ({"prompt": "a", "callback_url": "file:///etc/passwd"}, "$.callback_url"),
         ({"prompt": "a", "google_search": "yes"}, "$.google_search"),
         ({"prompt": "a", "model": ""}, "$.model"),
@@ -213,3 +214,9 @@ def test_subpackages_are_reached_from_the_package_as_before() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["CallbackReceiver", "apixo"]
+
+
+def test_image_urls_none_is_unset_like_the_other_optional_fields() -> None:
+    """image_urls=None (a JSON null, an unset option) means no reference images, as None does
+    for every other optional field; it was a bare TypeError."""
+    assert nb.ImageRequest(prompt="a", image_urls=None).image_urls == ()
