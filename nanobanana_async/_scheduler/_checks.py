@@ -78,7 +78,12 @@ class Checker:
         conn = tracked.conn
         try:
             try:
-                conn.account.ledger.note_send()
+                ledger = conn.account.ledger
+                if not ledger.has_send_room():
+                    # Its turn was taken before a stall of the loop, with others due then:
+                    # held until the send log has room, no window of sends overfills.
+                    await ledger.wait_send_room()
+                ledger.note_send()
                 conn.account.checks += 1
                 sent = entry.last_check
                 response = await conn.transport.send(
