@@ -7,7 +7,10 @@ import asyncio
 import bisect
 import math
 
+import pytest
+
 import nanobanana_async as nb
+from nanobanana_async._scheduler import _runner
 from nanobanana_async.testing import FakeClock, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
@@ -22,7 +25,9 @@ class StallingClock(FakeClock):
 def most_in_window(times: list[float], per: float) -> int:
     """The most times in any half-open window ``(t - per, t]`` (as the simulator counts)."""
     times = sorted(times)
-    return max((i + 1 - bisect.bisect_right(times, t - per) for i, t in enumerate(times)), default=0)
+    return max(
+        (i + 1 - bisect.bisect_right(times, t - per) for i, t in enumerate(times)), default=0
+    )
 
 
 async def test_a_stalled_loop_never_bunches_sends_over_the_pace_bound() -> None:
@@ -50,3 +55,41 @@ async def test_a_stalled_loop_never_bunches_sends_over_the_pace_bound() -> None:
     assert all(job.result() for job in jobs)
     sends = [at for at, _ in server.log]
     assert most_in_window(sends, limits.per) <= budget
+
+
+async def test_a_check_whose_turn_was_taken_before_the_log_filled_waits_at_its_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A check's turn is taken in the runner's turn and sent when its task first runs: under
+    a lagging loop, requests due meanwhile (creates woken on their booked turns) can fill
+    the window first. The check then waits at its send until the oldest request leaves the
+    window, instead of going as the budget's one too many."""
+    clock = FakeClock()
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    limits = nb.Limits(requests=100, per=1.0, concurrent_tasks=10)
+    budget = math.floor(limits.requests * (1 - limits.safety_margin))
+    client = nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=limits
+    )
+    others: list[float] = []
+    turn = _runner.Scheduler._turn
+
+    def lagging_turn(self: _runner.Scheduler, now: float) -> tuple[float, bool]:
+        out = turn(self, now)
+        if self._checks and not others:
+            # Between this turn and the check's first step, the rest of the window is sent.
+            ledger = next(iter(self._accounts.values())).ledger
+            for _ in range(budget - ledger.requests_in_window()):
+                others.append(clock.now())
+                ledger.note_send()
+        return out
+
+    monkeypatch.setattr(_runner.Scheduler, "_turn", lagging_turn)
+    async with client:
+        job = asyncio.ensure_future(client.generate("cat"))
+        await clock.run_until(lambda: server.count("status") > 0, step=0.05, limit=60.0)
+        job.cancel()
+    created, checked = (at for at, _ in server.log[:2])
+    assert others, "the check's turn was never taken"
+    assert checked >= created + limits.per  # held until the create left the window
+    assert most_in_window([at for at, _ in server.log] + others, limits.per) <= budget
