@@ -80,8 +80,9 @@ class Checker:
             try:
                 ledger = conn.account.ledger
                 if not ledger.has_send_room():
-                    # Its turn was taken before a stall of the loop, with others due then:
-                    # held until the send log has room, no window of sends overfills.
+                    # Its turn was taken in the runner's turn; requests due since (a stall
+                    # of the loop wakes them together) filled the window first: it waits
+                    # for the oldest to leave rather than go as the window's one too many.
                     await ledger.wait_send_room()
                 ledger.note_send()
                 conn.account.checks += 1

@@ -150,7 +150,8 @@ class Ledger:
     async def refresh_request(self, granted: float) -> None:
         """The send of a turn taken at ``granted`` (monotonic) goes now: take a fresh turn if
         a 429 paused the account since, or a shared window may have forgotten that one (here
-        the turn counts from the send, :meth:`note_send`)."""
+        the turn counts from the send, :meth:`note_send`); and while the send log is full
+        (others went first after a stall of the loop), wait for room."""
         if self.is_paused():
             await self.acquire_request()
         if not self.has_send_room():
