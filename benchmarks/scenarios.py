@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import heapq
 import json
+import logging
 import math
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -443,24 +445,39 @@ async def pending_objects(n: int) -> float:
 
     limits = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=n + 1)
     transport = ScriptedTransport(created)
-    async with nb.Client("apixo", api_key="k", transport=transport, limits=limits) as client:
-        warm = asyncio.ensure_future(client.generate("warm"))
-        await asyncio.sleep(0.05)
-        gc.collect()
-        before = len(gc.get_objects())
-        waiting = [asyncio.ensure_future(client.generate(f"p{i}")) for i in range(n)]
-        for _ in range(3000):  # the creates are answered at once: a few loop turns each
-            await asyncio.sleep(0.01)
-            if transport.count("submit") == n + 1:
-                break
-        await asyncio.sleep(0.01)  # the last answers are read and their tasks tracked
-        transport.requests.clear()  # the fake transport's log is not the client's
-        gc.collect()
-        objects = (len(gc.get_objects()) - before - 1) / n  # less the list of waiters
-        for job in [*waiting, warm]:
-            job.cancel()
-        await asyncio.gather(*waiting, warm, return_exceptions=True)
+    # Cancelling the callers logs each accepted task's id at WARNING (right for a user, who
+    # would lose it otherwise), and the close names them again: here, thousands of lines.
+    with _silenced("nanobanana_async"):
+        async with nb.Client("apixo", api_key="k", transport=transport, limits=limits) as client:
+            warm = asyncio.ensure_future(client.generate("warm"))
+            await asyncio.sleep(0.05)
+            gc.collect()
+            before = len(gc.get_objects())
+            waiting = [asyncio.ensure_future(client.generate(f"p{i}")) for i in range(n)]
+            for _ in range(3000):  # the creates are answered at once: a few loop turns each
+                await asyncio.sleep(0.01)
+                if transport.count("submit") == n + 1:
+                    break
+            await asyncio.sleep(0.01)  # the last answers are read and their tasks tracked
+            transport.requests.clear()  # the fake transport's log is not the client's
+            gc.collect()
+            objects = (len(gc.get_objects()) - before - 1) / n  # less the list of waiters
+            for job in [*waiting, warm]:
+                job.cancel()
+            await asyncio.gather(*waiting, warm, return_exceptions=True)
     return round(objects, 1)
+
+
+@contextlib.contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    """The logger ``name`` says nothing inside the block."""
+    logger = logging.getLogger(name)
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
 
 
 class _GcTimer:

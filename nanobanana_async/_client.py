@@ -3,22 +3,20 @@ submits to the submit pipeline; the runner resolves every task (does I/O)."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import random as _random
 import time
-import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
 import aiohttp
 
 from . import _telemetry
-from ._bulk import BulkItem, as_completed
+from ._client_results import ClientResults
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import NotSupportedError
-from ._journal import request_key
 from ._lifetime import Lifetime
 from ._models import (
     AspectRatio,
@@ -29,15 +27,12 @@ from ._models import (
     OptionValue,
     OutputFormat,
     Resolution,
-    TaskStatus,
 )
-from ._scheduler._latency import LatencyModel
-from ._scheduler._submit import check_resume
-from ._settings import check_type, resolve
-from ._stats import ClientStatistics, snapshot
+from ._settings import check_parts, resolve
+from ._stats import ClientStatistics
 from ._task import Task
 from ._transport import Transport, endpoint
-from .events import Event, EventStream, _check_callback, _Emitter
+from .events import Event, EventStream, _Emitter
 from .providers import validate
 
 if TYPE_CHECKING:
@@ -47,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ("Client", "ClientStatistics")
 
 
-class Client:
+class Client(ClientResults):
     """An asyncio client for Nano Banana image generation on one provider.
 
     Use it as ``async with Client("apixo") as client:``. Every client on an event loop shares
@@ -133,15 +128,7 @@ class Client:
             wall_clock=wall_clock,
             random=random,
         )
-        if on_event is not None:
-            _check_callback(on_event, "on_event")
-        if callbacks is not None:
-            # Imported only here: a client without callbacks never loads the receiver.
-            from .webhooks import CallbackReceiver
-
-            what = "a nanobanana_async.CallbackReceiver"
-            check_type("callbacks", callbacks, CallbackReceiver, what)
-        check_type("journal", journal, (str, os.PathLike), "a file path (str or Path)")
+        check_parts(on_event=on_event, callbacks=callbacks, journal=journal)
         key = self._settings.key
         self._events = _Emitter(on_event, secrets=(key,) if key else (), name=repr(self))
         self._telemetry = _telemetry.attach(telemetry, self._events, self._settings)
@@ -152,17 +139,6 @@ class Client:
             name=repr(self),
             events=self._events,
         )
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        # Like aiohttp's "Unclosed client session": a client that ran on a loop and was
-        # dropped without aclose() leaks connections and stops tracking its tasks.
-        life = getattr(self, "_life", None)
-        if life is not None and life.loop is not None and not life.closed:
-            _warn(
-                f"unclosed {self!r}: use 'async with' or 'await client.aclose()'",
-                ResourceWarning,
-                source=self,
-            )
 
     def __repr__(self) -> str:
         return f"Client(provider={self.provider!r}, base_url={self.base_url!r})"
@@ -268,7 +244,20 @@ class Client:
             callback_url=callback_url,
             provider_options=provider_options,
         )
-        return await (await self._life.started()).generate(request)
+        submitter = self._life.ready() or await self._life.started()
+        started = submitter.start_generate(request)
+        if started is None:
+            return await submitter.generate(request)
+        # Awaited here, not in a coroutine of the submitter's: a pending call keeps one
+        # object less, which every full collection walks (issue 22, item 4).
+        task, waiter, lease = started
+        del started  # the tuple would be one more object kept while it waits
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            submitter.generate_cancelled(task, waiter, lease, request)
+            raise
+        return await task  # ended: returns at once
 
     async def balance(self) -> Balance:
         """The account's balance, from the provider's balance endpoint (crun, apixo, local).
@@ -318,147 +307,5 @@ class Client:
                 f"submit() takes an ImageRequest, got {type(request).__name__}: "
                 "submit(ImageRequest(prompt=...)), or generate(prompt) to wait for the image"
             )
-        return await (await self._life.started()).submit(request, key)
-
-    async def _routed_submit(
-        self,
-        request: ImageRequest,
-        key: str | None,
-        *,
-        retry_refusals: bool,
-        wanted: Callable[[], bool] | None = None,
-    ) -> Task:
-        """``submit`` for a Router, which decides what a refusal means (no public surface).
-
-        Args:
-            retry_refusals: False while another account can take the prompt: an answer that
-                proves nothing was created is raised at once, not retried here.
-            wanted: asked right before the create is sent; False (a hedge whose first task
-                won) sends nothing and raises ``ClientClosedError``.
-        """
-        return await (await self._life.started()).submit(
-            request, key, retry_refusals=retry_refusals, wanted=wanted
-        )
-
-    async def _journal_holds(self, request: ImageRequest, key: str | None) -> bool:
-        """Whether this client's journal already holds ``request`` (by ``key``, else its
-        default key here). A Router sends such a request back to this account only."""
-        hooks = self._life.journal
-        if hooks is None:
-            return False
-        journal_key = key or request_key(self._settings.driver.name, request)
-        return await hooks.journal.get(journal_key) is not None
-
-    def _learned_latency(self, request: ImageRequest) -> LatencyModel | None:
-        """How long tasks of ``request``'s model took on this account, None until learned
-        (or before the client started). Read by a Router to rank accounts and time hedges."""
-        submitter = self._life.submitter
-        if submitter is None:
-            return None
-        return submitter.scheduler.plan.learned_model(submitter.conn.group(request.model))
-
-    def _request_wait(self) -> float:
-        """Seconds until this account's request window lets the next request go (0 before
-        the client started). Read by a Router's ``"soonest"`` strategy."""
-        submitter = self._life.submitter
-        if submitter is None:
-            return 0.0
-        ledger = submitter.conn.account.ledger
-        return max(0.0, ledger.next_request_free() - self._settings.clock.now())
-
-    async def download(self, result: ImageResult, dest: str | Path) -> list[Path]:
-        """Save a result's images: ``dest`` for one image, ``dest-1``, ``dest-2`` … for more.
-
-        A ``dest`` ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``,
-        ``.gif``) is written exactly there, whatever the image's type (a mismatch is logged as
-        a WARNING); any other ``dest`` (``out/cat``) gets the suffix of the bytes' real type
-        (``out/cat.jpg``); an existing folder ``out`` gets ``out/<task id>.png`` (or
-        ``.jpg`` …). Streams with a 64 MiB cap per image, writes through a temporary
-        file and a rename (no half files), replaces what was there unless the client's
-        journal records that this task wrote that file, checks the content type, retries
-        transient failures, and runs at most 8 downloads at once per client. The API key is
-        never sent to image hosts.
-
-        Returns:
-            the paths written (or kept).
-
-        Raises:
-            BadResponseError: an image could not be fetched (for example an expired URL);
-                ``task_id`` names the task.
-            StorageError: a file could not be written; ``task_id`` and ``path`` say which.
-            ClientClosedError: the client was closed.
-        """
-        self._life.check_open(result.task_id)
-        return await self._life.downloader.download(result, Path(dest))
-
-    def resume(self, task_id: str, *, model: str, timeout: float | None = None) -> Task:
-        """Track a task submitted earlier (by another process, or before a crash).
-
-        Must be called inside ``async with client`` (the client must be started). The task
-        takes a concurrent-task slot when one is free.
-
-        Args:
-            task_id: the provider's task id.
-            model: the model it was submitted with (canonical name or provider id).
-            timeout: seconds to keep checking; None uses the client's default.
-
-        Raises:
-            InvalidRequestError: an empty task id, a model the provider does not offer, or a
-                timeout that is not a positive number of seconds.
-        """
-        model = check_resume(self._settings, task_id, model, timeout)
-        self._life.check_open()
-        return self._life.connected().resume(task_id, model, timeout=timeout)
-
-    async def _poll(self, task_id: str, *, model: str) -> TaskStatus:
-        """Check a task's status once, now: no retry, no tracking (``resume`` waits for it).
-
-        Private: ``nanobanana status`` needs one check that fails at once when the provider
-        cannot be reached; users ``resume`` a task (no issue asked for a public check).
-
-        Args:
-            task_id: the provider's task id.
-            model: the model it was submitted with (canonical name or provider id).
-
-        Returns:
-            what the provider answered (``urls`` set on success).
-
-        Raises:
-            InvalidRequestError: empty task id or a model the provider does not offer.
-            TransportError: no answer (``ConnectError``: the provider could not be reached).
-            APIError: the provider refused the check or answered nonsense.
-        """
-        model = check_resume(self._settings, task_id, model, None)
-        return await (await self._life.started()).poll(task_id, model)
-
-    async def _rejoin(self, key: str) -> Task:
-        """The task this client's journal holds for ``key``, tracked again; never a create.
-
-        Private: ``nanobanana resume`` uses it for a row whose recorded request no longer
-        reads (its task id and model still resume it).
-        """
-        self._life.check_open()
-        return await (await self._life.started()).rejoin(key)
-
-    async def as_completed(
-        self, requests: Iterable[BulkItem] | AsyncIterable[BulkItem]
-    ) -> AsyncIterator[Task]:
-        """Submit many requests with back-pressure and yield each task once it has ended.
-
-        Requests are pulled from the iterable only as concurrent-task slots free up, so a
-        million-line generator never means a million coroutines. Every yielded task is done:
-        ``await task`` returns its result or raises its error. A request refused before
-        acceptance yields a task with ``id`` None whose await raises that error.
-        Items are requests, prompts (strings, default settings), or ``(key, request)`` pairs
-        whose key names the task in the journal and is given back as ``task.key``.
-        """
-        submitter = await self._life.started()
-        window = submitter.conn.account.ledger.configured.concurrent_tasks
-        async for task in as_completed(lambda r, k: self.submit(r, key=k), requests, window):
-            yield task
-
-    def statistics(self) -> ClientStatistics:
-        """A snapshot of the account's counters (zeros before the first request)."""
-        submitter = self._life.submitter
-        account = submitter.conn.account if submitter is not None else None
-        return snapshot(account, self._settings.limits, self._settings.retry)
+        submitter = self._life.ready() or await self._life.started()
+        return await submitter.submit(request, key)

@@ -79,6 +79,14 @@ class Lifetime:
                 "event loop (for example inside each asyncio.run)"
             )
 
+    def ready(self) -> Submitter | None:
+        """The submitter when the client is started, open and on its own loop, else None
+        (then :meth:`started` connects it or raises): the per-call path, without a coroutine."""
+        ready = self._ready
+        if ready is None or self.closed or asyncio.get_running_loop() is not self.loop:
+            return None
+        return ready
+
     async def started(self) -> Submitter:
         """The client's submitter, connected on first use (the journal's slots held first)."""
         self.check_open()

@@ -74,6 +74,11 @@ class Gcra:
         self._tat = max(self._tat, start) + self.interval
         return start
 
+    def turn(self, now: float, *, burst: bool = True) -> float:
+        """The time :meth:`reserve` would return for a request asking at ``now``, booking
+        nothing (a create waiting in its account's queue books only once its turn comes)."""
+        return max(now, self._tat - (self.tolerance if burst else 0.0), self.paused_until)
+
     def try_take(self, now: float) -> bool:
         """Take a request slot only if one is free now (never books ahead).
 

@@ -106,6 +106,9 @@ class _Options(Mapping[str, OptionValue]):
     def get(self, name: str, /, default: object = None) -> object:
         return self._items.get(name, default)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
     def items(self) -> ItemsView[str, OptionValue]:
         return self._items.items()
 
@@ -127,7 +130,7 @@ _NO_OPTIONS: Final = _Options({})  # read-only, so every request without options
 
 def _to_options(value: Mapping[str, OptionValue] | None) -> Mapping[str, OptionValue]:
     given: object = value
-    if given is None:
+    if given is None or (type(given) is dict and not given):  # the default: {}
         return _NO_OPTIONS
     # Anything but a mapping is kept as given, for _problems() to name.
     return _Options(given) if isinstance(given, Mapping) else value  # type: ignore[return-value]

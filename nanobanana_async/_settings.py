@@ -17,6 +17,7 @@ from ._models import is_http_url
 from ._redact import Secret, without_userinfo
 from ._scheduler import _redis
 from ._transport import AiohttpTransport, Transport
+from .events import _check_callback
 from .providers import DRIVERS, PROVIDERS, ProviderDriver
 from .providers._local import LocalDriver
 
@@ -67,6 +68,24 @@ def check_type(name: str, value: object, kind: type | tuple[type, ...], what: st
     """
     if value is not None and not isinstance(value, kind):
         raise ConfigurationError(f"{name} must be {what} or None, got {type(value).__name__}")
+
+
+def check_parts(*, on_event: object, callbacks: object, journal: object) -> None:
+    """Refuse a ``Client``'s ``on_event``, ``callbacks`` or ``journal`` of the wrong kind.
+
+    Raises:
+        ConfigurationError: ``on_event`` is not callable or is an ``async def``, ``callbacks``
+            is not a ``CallbackReceiver``, or ``journal`` is not a path; named as ``check_type``.
+    """
+    if on_event is not None:
+        _check_callback(on_event, "on_event")
+    if callbacks is not None:
+        # Imported only here: a client without callbacks never loads the receiver.
+        from .webhooks import CallbackReceiver
+
+        what = "a nanobanana_async.CallbackReceiver"
+        check_type("callbacks", callbacks, CallbackReceiver, what)
+    check_type("journal", journal, (str, os.PathLike), "a file path (str or Path)")
 
 
 def _offers(value: object, *methods: str) -> bool:

@@ -91,6 +91,7 @@ class Connection:
     closing: bool = False  # its client is closing: no check of its tasks is sent any more
     # The client's events: every emission site checks ``emitter.active`` first.
     emitter: _Emitter = attrs.field(factory=_Emitter)
+    _groups: dict[str, tuple[str, str, str]] = attrs.field(factory=dict, init=False)
 
     def group(self, model: str) -> tuple[str, str, str]:
         """The latency model a task of ``model`` belongs to: (provider, base URL, model id).
@@ -99,9 +100,14 @@ class Connection:
         latencies. The transport's own URL comes first: the ``local`` provider's simulator
         only gets its port when it starts.
         """
-        spec = self.driver.model_spec(model)
         url = endpoint(self.transport, self.base_url)
-        return (self.driver.name, url, spec.wire_id if spec is not None else model)
+        # One tuple per model, kept: asked for every task tracked (a new URL makes a new one).
+        group = self._groups.get(model)
+        if group is None or group[1] != url:
+            spec = self.driver.model_spec(model)
+            group = (self.driver.name, url, spec.wire_id if spec is not None else model)
+            self._groups[model] = group
+        return group
 
 
 @attrs.define(eq=False, kw_only=True)

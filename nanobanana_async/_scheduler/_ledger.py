@@ -2,8 +2,10 @@
 
 What an account uses is four things, kept here and mutated nowhere else:
 
-- **requests** in the sliding window: submits book a send time ahead and wait for it; status
-  checks take a request only if one is free now, so they spend what submits leave;
+- **requests** in the sliding window: a create whose turn has not come waits in the account's
+  queue of creates (first in, first out), and the scheduler's runner hands out the turns at
+  its wake-ups (:meth:`Ledger.dispense`); status checks take a request only if one is free now
+  and no create waits, so they spend what creates leave;
 - **slots**, one per task that may be running on the provider;
 - the **pause** after a 429 (its Retry-After);
 - the **effective limits**: the configured :class:`Limits` are a ceiling, not a belief. A 429
@@ -30,15 +32,19 @@ paths (``try_take_request``) then serve from a small batch of grants taken ahead
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import collections
 import logging
 import math
+from collections.abc import Callable
 from typing import Final
 
 import attrs
 
-from .._clock import Clock
+from .._clock import Clock, Timer, timers
 from .._config import Limits
+from .._errors import ClientClosedError
 from .._limits import Gcra, on_grid, pacing
 from ..events import LimitsLowered, LimitsRecovered, _AccountEvents
 from ._slots import Lease, Slots
@@ -61,6 +67,21 @@ _CAP_EPISODE: Final = 10.0
 QUIET_PERIODS: Final = 3
 """Windows without a 429 before learned limits start to climb back (and a shared cut expires)."""
 _RECOVERY_STEP: Final = 0.05  # of the ceiling's requests, per quiet window
+# Creates handed their turns per wake, at most: as many checks are sent per turn of the
+# runner, so a turn stays a few milliseconds however many creates come due at once.
+_HAND_OUT: Final = 64
+
+
+class _Waiting:
+    """A create in its account's queue: woken with True once its turn is booked, with False
+    when it must ask again (the task cap was cut meanwhile: it waits for its slot first)."""
+
+    __slots__ = ("future", "lease", "since")
+
+    def __init__(self, future: asyncio.Future[bool], lease: Lease | None, since: float) -> None:
+        self.future = future
+        self.lease = lease
+        self.since = since  # when it asked: its turn is never before (see Gcra.turn)
 
 
 class Ledger:
@@ -102,17 +123,29 @@ class Ledger:
         # episode: a create admitted after it and accepted shows no more running at once.
         self._refused_seq: int | None = None
         self.requests = 0
+        # Creates waiting for their turn, oldest first (see dispense), and how to have the
+        # runner wake at a time (its one timer; without a runner, a timer of the ledger's own).
+        self._creates: collections.deque[_Waiting] = collections.deque()
+        self._wake_at: Callable[[float], None] = self._arm_own
+        self._own: Timer | None = None
+        self._own_at = math.inf
+        self.dispensed = 0  # creates handed their turn from the queue so far
 
     # ----------------------------------------------------------------- requests
 
     async def acquire_request(self, lease: Lease | None = None) -> None:
-        """Wait for a submit's turn in the window (booked ahead, so submits go first).
+        """Wait for a request's turn in the window (creates go before status checks).
 
-        A 429 that arrives while we wait moves the turn: a booked time that falls inside a
-        pause is booked again after it, and a turn booked before the task cap was cut is
-        booked again. ``lease``: the create's slot; while no slot is free it books no turn
-        (a turn it could not use would be lost to the status checks): it waits for its
-        admission first, and returns with the lease admitted.
+        A request whose turn is free now and that no other create waits before goes at
+        once; any other waits in the account's queue of creates, without a timer of its own:
+        the runner's wake-ups hand out the turns (:meth:`dispense`), so a 429's pause or a
+        limit lowered while it waits moves its turn, and a cut of the task cap sends it back
+        to wait for its slot. ``lease``: the create's slot; while no slot is free it asks for
+        no turn (a turn it could not use would be lost to the status checks): it waits for
+        its admission first, and returns with the lease admitted.
+
+        Raises:
+            ClientClosedError: the scheduler stopped (its last client closed) while it waited.
         """
         while True:
             self._recover()
@@ -120,22 +153,122 @@ class Ledger:
                 self.slots.refused(lease)  # admitted here before a cap cut: over the new cap
             if lease is not None and not lease.sent and self.slots.full:
                 await self.slots.admit(lease)
-            booked = self._bookings
             now = self._clock.now()
-            at = self.gcra.reserve(now, burst=self._may_burst(lease))
-            if at > now:
-                # Woken on the wake grid, after the booked turn: creates booked a few ms
-                # apart (and the checks due then) go in one turn of the loop, none early.
-                await self._clock.sleep_until(on_grid(at))
-            if booked != self._bookings:
-                continue
-            now = self._clock.now()
-            if self.gcra.is_paused(now):
-                continue
+            creates = self._creates
             free = self._window_free_at(now)
-            if free <= now:
-                return
-            await self._clock.sleep_until(on_grid(free))
+            if not creates:
+                burst = self._may_burst(lease)
+                if self.gcra.turn(now, burst=burst) <= now and free <= now:
+                    self.gcra.reserve(now, burst=burst)
+                    return
+            # Asking while the window is full is asking when it frees (see dispense).
+            waiting = _Waiting(asyncio.get_running_loop().create_future(), lease, max(now, free))
+            creates.append(waiting)
+            if len(creates) == 1:
+                self._wake_at(self._next_turn(waiting, now))
+            try:
+                if await waiting.future:
+                    return
+            except asyncio.CancelledError:
+                if not waiting.future.done() or waiting.future.cancelled():
+                    # Cancelled while queued: it booked nothing, and leaves its place.
+                    self._leave(waiting)
+                raise
+
+    def dispense(self, now: float) -> float:
+        """Hand their turns to the queued creates whose turn has come, oldest first (the
+        runner calls this at each of its wake-ups, before it sends status checks).
+
+        A turn is what :class:`Gcra` books for a create asking when it joined the queue,
+        after the ones before it: never before it, so the window bound is the even pace's.
+        Returns when to call again: the next create's turn on the wake grid, ``now`` when
+        more may go after the creates woken here run, ``inf`` when none waits.
+        """
+        creates = self._creates
+        if not creates:
+            return math.inf
+        self._recover()
+        handed = 0
+        gcra = self.gcra
+        while creates:
+            waiting = creates[0]
+            if waiting.future.done():
+                creates.popleft()  # its caller was cancelled
+                continue
+            lease = waiting.lease
+            if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
+                creates.popleft()  # over a cap cut since: it waits for its slot again
+                waiting.future.set_result(False)
+                continue
+            if handed == _HAND_OUT:
+                return now
+            burst = self._may_burst(lease)
+            at = gcra.turn(waiting.since, burst=burst)
+            if at > now:
+                return on_grid(at)
+            free = self._window_free_at(now, handed)
+            if free > now:
+                if handed:
+                    return now  # those woken here are counted once sent: look again then
+                # Its pace turn passed while the window was full: paced from when the window
+                # frees, not from then (booked in the past, the creates behind it would all go
+                # at once, as far as the window lets them).
+                waiting.since = max(waiting.since, free)
+                return on_grid(free)
+            gcra.reserve(at, burst=burst)
+            creates.popleft()
+            waiting.future.set_result(True)
+            handed += 1
+            self.dispensed += 1
+        return math.inf
+
+    @property
+    def creates_waiting(self) -> bool:
+        """Whether a create waits in the queue for its turn."""
+        return bool(self._creates)
+
+    def dispense_through(self, wake_at: Callable[[float], None]) -> None:
+        """Have ``wake_at(time)`` (the runner's one timer) wake the caller of :meth:`dispense`
+        when a queued create's turn comes, instead of a timer of the ledger's own."""
+        self._wake_at = wake_at
+
+    def _next_turn(self, waiting: _Waiting, now: float) -> float:
+        at = max(self.gcra.turn(waiting.since, burst=self._may_burst(waiting.lease)), now)
+        return on_grid(max(at, self._window_free_at(now)))
+
+    def _leave(self, waiting: _Waiting) -> None:
+        creates = self._creates
+        was_first = bool(creates) and creates[0] is waiting
+        try:
+            creates.remove(waiting)
+        except ValueError:
+            return
+        if was_first:
+            # The checks it held back, or the create after it, may go sooner.
+            now = self._clock.now()
+            self._wake_at(self._next_turn(creates[0], now) if creates else now)
+
+    def _bounce(self) -> None:
+        # The queued creates ask again (see rate_limited): each waits for its slot first.
+        creates, self._creates = self._creates, collections.deque()
+        for waiting in creates:
+            if not waiting.future.done():
+                waiting.future.set_result(False)
+
+    def _arm_own(self, at: float) -> None:
+        # Without a runner (a ledger on its own): one timer of the ledger's, for the head.
+        if at >= self._own_at:
+            return
+        if self._own is not None:
+            self._own.cancel()
+        self._own_at = at
+        self._own = timers(self._clock)(at, self._own_wake)
+
+    def _own_wake(self) -> None:
+        self._own, self._own_at = None, math.inf
+        at = self.dispense(self._clock.now())
+        if at < math.inf:
+            self._arm_own(at)
 
     def _may_burst(self, lease: Lease | None) -> bool:
         # A create beyond the most tasks the account has shown it runs, while another create
@@ -177,26 +310,34 @@ class Ledger:
         """Say how many status checks wait for a request (a shared ledger sizes its batches)."""
 
     def try_take_request(self, now: float) -> bool:
-        """Take a request only if one is free now (status checks)."""
-        return self._window_free_at(now) <= now and self.gcra.try_take(now)
+        """Take a request only if one is free now and no create waits for one (status
+        checks)."""
+        return not self._creates and self._window_free_at(now) <= now and self.gcra.try_take(now)
 
     def next_request_free(self) -> float:
-        """The earliest time :meth:`try_take_request` can succeed."""
+        """The earliest time :meth:`try_take_request` can succeed (not before the first
+        queued create's turn)."""
         now = self._clock.now()
-        return max(self.gcra.next_free(), self._window_free_at(now))
+        free = max(self.gcra.next_free(), self._window_free_at(now))
+        if self._creates:
+            free = max(free, self._next_turn(self._creates[0], now))
+        return free
 
-    def _window_free_at(self, now: float) -> float:
+    def _window_free_at(self, now: float, pending: int = 0) -> float:
         # The pace bounds the turns, not the sends: a turn is sent after it is taken, later
         # when the loop lags, and the turns booked through a stall of the loop all go when it
         # ends, on top of the paced ones after it (a window then held the turns of a window
         # plus the stall: 1,001 of 1,000 in scenario 1b). Once the limits were lowered, the
         # requests sent at the old pace sit in the account's window too. So the send log
         # bounds every send as well: one comparison, as the log is in send order.
+        # ``pending``: requests let go but not sent yet (counted once sent, see note_send).
         sent, budget = self._sent, self._budget
-        if len(sent) < budget:
+        room = budget - pending
+        if room > 0 and (len(sent) < room or sent[-room] + self.effective.per <= now):
             return now
-        free = sent[-budget] + self.effective.per
-        return free if free > now else now
+        if pending:
+            return math.nextafter(now, math.inf)
+        return sent[-budget] + self.effective.per
 
     def note_send(self) -> None:
         """Count one request sent now (sent means counted, whatever its outcome)."""
@@ -313,6 +454,7 @@ class Ledger:
                 # wait behind them. Drop them; each books again once it has a slot.
                 self._bookings += 1
                 self.gcra.cancel_bookings(now)
+                self._bounce()
             episode = self.effective.per
             if self._window_unknown():
                 # The configured per says nothing of the account (the default's 60 s made a
@@ -505,7 +647,17 @@ class Ledger:
             del self._sent[:stale]
 
     async def aclose(self) -> None:
-        """Stop the ledger's timers."""
+        """Stop the ledger's timers; the creates still waiting for a turn fail with
+        :class:`ClientClosedError`."""
+        if self._own is not None:
+            self._own.cancel()
+            self._own, self._own_at = None, math.inf
+        creates, self._creates = self._creates, collections.deque()
+        for waiting in creates:
+            if not waiting.future.done():
+                waiting.future.set_exception(
+                    ClientClosedError("the client was closed while a request waited for its turn")
+                )
         await self.slots.aclose()
 
 

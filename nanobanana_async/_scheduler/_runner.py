@@ -130,6 +130,8 @@ class Scheduler:
         if account is None:
             ledger = make_ledger() if make_ledger is not None else Ledger(limits, self.clock)
             account = self._accounts[key] = Account(ledger, policy, self.clock)
+            # Its creates waiting for a turn are woken by this runner's one timer.
+            ledger.dispense_through(self._arm)
             account.limits_known = limits_known
         elif account.ledger.configured != limits:
             _log.warning("clients of one account disagree on limits; the first client's apply")
@@ -382,8 +384,8 @@ class Scheduler:
         self._arm(wakeup, now)
 
     def _turn(self, now: float) -> tuple[float, bool]:
-        """Expire, make ready, send what the budget allows; returns when the next turn is due
-        and whether this one did anything."""
+        """Expire, make ready, hand queued creates their turns, send the checks the budget
+        allows; returns when the next turn is due and whether this one did anything."""
         started = self._started
         planned = self.plan.turn(now, _TURN)
         expired, due = cast(list[Tracked], planned[0]), cast(list[Tracked], planned[1])
@@ -400,12 +402,19 @@ class Scheduler:
                 ready.append(entry)
             if entry.deadline < account.ready_deadline:
                 account.ready_deadline = entry.deadline
+        handed = 0
         for account in self._accounts.values():
+            ledger = account.ledger
+            if ledger.creates_waiting:
+                # Creates first: their turns are handed out before the checks take any.
+                dispensed = ledger.dispensed
+                wakeup = min(wakeup, ledger.dispense(now))
+                handed += ledger.dispensed - dispensed
             if account.ready:
                 wakeup = min(wakeup, self._drain(account, now))
             account.update_pressure(now, backlogged=bool(account.ready))
         wakeup = min(wakeup, self._spend_spare(now))
-        return wakeup, bool(expired or due) or self._started != started
+        return wakeup, bool(expired or due or handed) or self._started != started
 
     def _arm(self, at: float, now: float | None = None) -> None:
         """Make the runner turn at ``at``: the one timer is moved only when ``at`` is earlier

@@ -149,19 +149,63 @@ class Submitter:
             except asyncio.CancelledError:
                 log_orphaned(task, "generate() was cancelled after")
                 raise
-        task, waiter, lease = await self._start(request, None, None, to_end=True)
-        # Awaited here, not through _wait(): a coroutine less kept per pending task.
+        # _start()'s steps, without its coroutine or the slot's when one is free now.
+        receiver = self._checked(request)
+        slots = self.conn.account.ledger.slots
+        lease = slots.try_acquire(self.conn) or await slots.acquire(self.conn)
+        task, waiter = self._launch(request, None, None, lease, receiver, to_end=True)
         try:
             await waiter
         except asyncio.CancelledError:
-            task._drop_waiter(cast("asyncio.Future[None]", waiter))
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
-                # Not yet accepted: the create's task logs the id if it is (_hand_over).
-                log_orphaned(task, "generate() was cancelled after")
-                raise
-            self._closed_while_submitting(lease, request)
+            self.generate_cancelled(task, waiter, lease, request)
+            raise
         return await task  # ended: returns at once
+
+    def start_generate(
+        self, request: ImageRequest
+    ) -> tuple[Task, asyncio.Future[Task | None], Lease] | None:
+        """:meth:`generate`'s start when nothing has to wait (no journal, a slot free now):
+        the task, the waiter its caller awaits (woken at the task's end, or with the create's
+        error) and its slot; None when the caller must ``await generate(request)`` instead.
+
+        A caller that awaits the waiter in its own coroutine keeps one object less per
+        pending ``generate()`` than one awaiting :meth:`generate`; on ``CancelledError`` it
+        calls :meth:`generate_cancelled`, then re-raises, and else returns ``await task``.
+
+        Raises:
+            InvalidRequestError: as ``generate``.
+        """
+        if self.journal is not None:
+            return None
+        receiver = self._checked(request)
+        lease = self.conn.account.ledger.slots.try_acquire(self.conn)
+        if lease is None:
+            return None  # generate() checks the request again: only when slots are full
+        task, waiter = self._launch(request, None, None, lease, receiver, to_end=True)
+        return task, waiter, lease
+
+    def generate_cancelled(
+        self,
+        task: Task,
+        waiter: asyncio.Future[Task | None],
+        lease: Lease,
+        request: ImageRequest,
+    ) -> None:
+        """A wait on :meth:`start_generate`'s waiter ended in ``CancelledError``: returns
+        when the caller itself was cancelled (it re-raises), after logging an accepted
+        task's id; raises when the client closed under the submit.
+
+        Raises:
+            SubmitOutcomeUnknownError: the client closed after the create was sent.
+            ClientClosedError: the client closed before it was sent.
+        """
+        task._drop_waiter(cast("asyncio.Future[None]", waiter))
+        current = asyncio.current_task()
+        if current is None or current.cancelling():
+            # Not yet accepted: the create's task logs the id if it is (_hand_over).
+            log_orphaned(task, "generate() was cancelled after")
+            return
+        self._closed_while_submitting(lease, request)
 
     def _settle(
         self,
@@ -198,20 +242,50 @@ class Submitter:
         wanted: Callable[[], bool] | None = None,
         *,
         settle: Callable[[Task | BaseException], None] | None = None,
-        to_end: bool = False,
     ) -> tuple[Task, asyncio.Future[Task | None], Lease]:
         # Check, take a slot, then hand the create to a task of its own (see _wait).
-        driver, conn = self.conn.driver, self.conn
-        receiver = self.callbacks
-        if not (receiver is not None and driver.supports_callback and request.callback_url is None):
-            receiver = None
-        # Checked as it will be sent (a model may require the callback URL) before any wait.
-        url = receiver._base_url() if receiver is not None else None
-        validate(driver, request if url is None else attrs.evolve(request, callback_url=url))
+        receiver = self._checked(request)
         lease_id = None
         if self.journal is not None and journal_key is not None:
             lease_id = self.journal.lease_id(journal_key)
-        lease = await conn.account.ledger.slots.acquire(conn, lease_id)
+        slots = self.conn.account.ledger.slots
+        lease = slots.try_acquire(self.conn, lease_id) or await slots.acquire(self.conn, lease_id)
+        task, waiter = self._launch(
+            request, key, journal_key, lease, receiver, retry_refusals, wanted, settle=settle
+        )
+        return task, waiter, lease
+
+    def _checked(self, request: ImageRequest) -> CallbackReceiver | None:
+        # Checked as it will be sent (a model may require the callback URL) before any wait;
+        # the client's receiver when the request will carry its callback URL.
+        receiver = self.callbacks
+        if not (
+            receiver is not None
+            and self.conn.driver.supports_callback
+            and request.callback_url is None
+        ):
+            validate(self.conn.driver, request)
+            return None
+        url = receiver._base_url()
+        validate(self.conn.driver, attrs.evolve(request, callback_url=url))
+        return receiver
+
+    def _launch(
+        self,
+        request: ImageRequest,
+        key: str | None,
+        journal_key: str | None,
+        lease: Lease,
+        receiver: CallbackReceiver | None,
+        retry_refusals: bool = True,
+        wanted: Callable[[], bool] | None = None,
+        *,
+        settle: Callable[[Task | BaseException], None] | None = None,
+        to_end: bool = False,
+    ) -> tuple[Task, asyncio.Future[Task | None]]:
+        # No await in here: between the slot's grant and the create's task that frees it
+        # however it ends, nothing can cancel the caller and leave the slot held.
+        driver, conn = self.conn.driver, self.conn
         # Registered only once a slot is held: callers waiting for slots hold no token, and a
         # token is not forgotten while its submit waits its turn.
         callback: Registration | None = None
@@ -233,9 +307,10 @@ class Submitter:
         # asyncio.shield did with three loop callbacks, plus one to retrieve the error and one
         # to forget the task: ~1.4 of the ~9 loop callbacks per request, benchmarks.loops).
         waiter: asyncio.Future[Task | None] = loop.create_future()
+        handover = (waiter, settle, to_end)
         inner = loop.create_task(
             self._create(
-                (waiter, settle, to_end),
+                handover,
                 task,
                 sent,
                 lease,
@@ -245,8 +320,8 @@ class Submitter:
                 wanted,
             )
         )
-        self._running[inner] = (waiter, settle, to_end)
-        return task, waiter, lease
+        self._running[inner] = handover
+        return task, waiter
 
     async def _create(
         self,
@@ -261,10 +336,27 @@ class Submitter:
     ) -> None:
         # The create's own task: it never raises but to be cancelled (stop()), so nothing is
         # left for a done callback to retrieve; the outcome goes to the caller's waiter.
+        conn = self.conn
+        submitted = self.clock.now()
         try:
-            made = await self._submit_and_track(
-                task, request, lease, callback, intent, retry_refusals, wanted
-            )
+            try:
+                ref = await create(
+                    conn,
+                    self.clock,
+                    request,
+                    lease,
+                    intent=intent,
+                    closed=self.closed,
+                    retry_refusals=retry_refusals,
+                    key=task.key,
+                    wanted=wanted,
+                )
+            except BaseException as exc:
+                await self._not_accepted(exc, request, lease, callback, intent, submitted)
+                raise
+            made = self._accepted(task, ref, request, lease, callback, submitted)
+            if intent is not None:
+                await self._record(task, ref, intent)
         except Exception as exc:
             if isinstance(exc, SubmitOutcomeUnknownError):
                 self._unknown_unheard(handover, lease)
@@ -380,37 +472,26 @@ class Submitter:
         )
         return conn.driver.parse_status(response, ref)
 
-    async def _submit_and_track(
+    async def _not_accepted(
         self,
-        task: Task,
+        exc: BaseException,
         request: ImageRequest,
         lease: Lease,
         callback: Registration | None,
         intent: Intent | None,
-        retry_refusals: bool = True,
-        wanted: Callable[[], bool] | None = None,
-    ) -> Task:
+        submitted: float,
+    ) -> None:
+        # What a create that raised ``exc`` leaves behind: its slot, its intent, its callback
+        # URL. The caller raises ``exc`` on.
         conn = self.conn
-        submitted = self.clock.now()
-        try:
-            ref = await create(
-                conn,
-                self.clock,
-                request,
-                lease,
-                intent=intent,
-                closed=self.closed,
-                retry_refusals=retry_refusals,
-                key=task.key,
-                wanted=wanted,
-            )
-        except (
-            ConnectError,
-            APIError,
-            ClientClosedError,
-            StorageError,
-            ConfigurationError,
-            CoordinatorUnavailableError,
+        if isinstance(
+            exc,
+            ConnectError
+            | APIError
+            | ClientClosedError
+            | StorageError
+            | ConfigurationError
+            | CoordinatorUnavailableError,
         ):
             # Nothing was created (nothing sent, refused before acceptance, no grant from the
             # coordinator, or the journal could not be written before the send): the slot is
@@ -419,41 +500,45 @@ class Submitter:
             if intent is not None:
                 try:
                     await intent.clear()
-                except Exception as exc:
+                except Exception as error:
                     # Left as an intent, the rerun reports it of unknown outcome: safe.
-                    _log.warning("the journal could not clear an intent: %s", exc)
-            if callback is not None:
-                callback.discard()
-            raise
-        except TaskError as exc:
+                    _log.warning("the journal could not clear an intent: %s", error)
+        elif isinstance(exc, TaskError):
             # The create's own answer says the task was made and failed (xingchao answers a
             # content refusal so): it is over, with an id, so its slot is free and the journal
             # records the failure, never an unknown outcome.
             conn.account.ledger.slots.release(lease)
             if intent is not None:
                 await intent.failed(exc.task_id, exc.model, str(exc))
-            if callback is not None:
-                callback.discard()
-            raise
-        except BaseException as exc:
+        else:
             # The create may have reached the provider: the task may run, so its slot stays
             # held until the task's horizon.
             self.scheduler.hold_to_horizon(conn, lease, conn.group(request.model), submitted)
             if intent is not None and isinstance(exc, SubmitOutcomeUnknownError):
                 await intent.unknown(str(exc))
-            if callback is not None:
-                callback.discard()
-            raise
+        if callback is not None:
+            callback.discard()
+
+    def _accepted(
+        self,
+        task: Task,
+        ref: TaskRef,
+        request: ImageRequest,
+        lease: Lease,
+        callback: Registration | None,
+        submitted: float,
+    ) -> Task:
+        # Tracked first, before any await: whatever happens to the journal after, the paid
+        # task is polled, its slot released at its end, and its id reachable.
         task._accept(ref)
-        _log.info(
-            "%s accepted task %s (model %s) in %.0f ms",
-            ref.provider,
-            ref.task_id,
-            ref.model,
-            (self.clock.now() - submitted) * 1000,
-        )
-        # Tracked first: whatever happens to the journal below, the paid task is polled, its
-        # slot released at its end, and its id reachable.
+        if _log.isEnabledFor(logging.INFO):  # the clock is read for this line only
+            _log.info(
+                "%s accepted task %s (model %s) in %.0f ms",
+                ref.provider,
+                ref.task_id,
+                ref.model,
+                (self.clock.now() - submitted) * 1000,
+            )
         # A receiver that warned no callback reaches it: polled as without one until one does.
         late = callback is not None and callback.expects_callback()
         entry = self._track(task, ref, request.timeout, lease, late=late)
@@ -467,24 +552,25 @@ class Submitter:
             task._future.add_done_callback(
                 lambda done: callback.finished(seen_ended=_seen_ended(done))
             )
-        if intent is not None:
-            # Durable before the caller hears of the task: a crash from here on re-attaches.
-            try:
-                await intent.submitted(ref)
-            except Exception as exc:
-                # Raised, not also logged: the error carries the id, and its caller (the CLI)
-                # says it where the user looks.
-                raise StorageError(
-                    f"{ref.provider} accepted task {ref.task_id} but the journal could not "
-                    f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "
-                    "this error's task",
-                    task_id=ref.task_id,
-                    path=str(intent.path),
-                    task=task,
-                ) from None
-            assert self.journal is not None
-            self.journal.record_end(task, intent.key)
         return task
+
+    async def _record(self, task: Task, ref: TaskRef, intent: Intent) -> None:
+        # Durable before the caller hears of the task: a crash from here on re-attaches.
+        try:
+            await intent.submitted(ref)
+        except Exception as exc:
+            # Raised, not also logged: the error carries the id, and its caller (the CLI)
+            # says it where the user looks.
+            raise StorageError(
+                f"{ref.provider} accepted task {ref.task_id} but the journal could not "
+                f"record it ({type(exc).__name__}: {exc}); it is still tracked: await "
+                "this error's task",
+                task_id=ref.task_id,
+                path=str(intent.path),
+                task=task,
+            ) from None
+        assert self.journal is not None
+        self.journal.record_end(task, intent.key)
 
     def _track(
         self,

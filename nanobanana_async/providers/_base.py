@@ -12,7 +12,7 @@ from .._errors import (
     InvalidRequestError,
 )
 from .._http import HttpRequest, HttpResponse
-from .._models import CallbackHint, ImageRequest, TaskRef, TaskStatus
+from .._models import _NO_OPTIONS, CallbackHint, ImageRequest, TaskRef, TaskStatus
 
 AuthScheme = Literal["bearer", "x-api-key"]
 T = TypeVar("T")
@@ -204,7 +204,8 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
             )
     if request.watermark is not None and not spec.watermark:
         errors.append(f"{where} takes no watermark @ $.watermark")
-    errors.extend(_option_problems(driver, request))
+    if request.provider_options is not _NO_OPTIONS:  # most requests have none: a call less
+        errors.extend(_option_problems(driver, request))
     if errors:
         raise InvalidRequestError(errors)
     return spec
