@@ -78,7 +78,13 @@ class Checker:
         conn = tracked.conn
         try:
             try:
-                conn.account.ledger.note_send()
+                ledger = conn.account.ledger
+                if not ledger.has_send_room():
+                    # Its turn was taken in the runner's turn; requests due since (a stall
+                    # of the loop wakes them together) filled the window first: it waits
+                    # for the oldest to leave rather than go as the window's one too many.
+                    await ledger.wait_send_room()
+                ledger.note_send()
                 conn.account.checks += 1
                 sent = entry.last_check
                 response = await conn.transport.send(

@@ -98,6 +98,7 @@ class Ledger:
         self._clock = clock
         interval, burst = pacing(limits)
         self.gcra = Gcra(interval, burst)
+        self._budget = _budget(limits)  # the most requests the send log may hold in a window
         self.slots = Slots(limits.concurrent_tasks, clock)
         self.steady = False
         """Whether requests go at the steady pace, never in a burst (see _set_effective)."""
@@ -114,7 +115,6 @@ class Ledger:
         # here the queued creates are sent back instead, see _bounce).
         self._bookings = 0
         self._shown_tasks = 0  # the most tasks the account accepted at once (see _may_burst)
-        self._seeded_until = -math.inf  # an earlier process's sends count until then
         # Whether the last window cut was measured (not blind): refusals of requests sent
         # before it then come off what it counted as accepted.
         self._measured: int | None = None  # what it counted as accepted
@@ -284,9 +284,23 @@ class Ledger:
     async def refresh_request(self, granted: float) -> None:
         """The send of a turn taken at ``granted`` (monotonic) goes now: take a fresh turn if
         a 429 paused the account since, or a shared window may have forgotten that one (here
-        the turn counts from the send, :meth:`note_send`)."""
+        the turn counts from the send, :meth:`note_send`); and while the send log is full
+        (others went first after a stall of the loop), wait for room."""
         if self.is_paused():
             await self.acquire_request()
+        if not self.has_send_room():
+            await self.wait_send_room()
+
+    def has_send_room(self) -> bool:
+        """Whether a request sent now keeps the send log within the budget in every window."""
+        now = self._clock.now()
+        return self._window_free_at(now) <= now
+
+    async def wait_send_room(self) -> None:
+        """Wait until a request sent now keeps the send log within the budget (the sender
+        has its turn already: this only holds it while a stall's backlog leaves the window)."""
+        while (free := self._window_free_at(now := self._clock.now())) > now:
+            await self._clock.sleep_until(on_grid(free))
 
     admit_first = False
     """Whether a create waits for its slot admission before its turn in the window: a shared
@@ -311,19 +325,20 @@ class Ledger:
         return free
 
     def _window_free_at(self, now: float, pending: int = 0) -> float:
-        # Once the limits were lowered, the requests already sent at the old pace still sit in
-        # the account's window: pacing alone would overfill it, so the send log bounds it too.
-        if self.effective == self.configured and now >= self._seeded_until:
-            return now
-        per = self.effective.per
-        budget = max(1, math.floor(self.effective.requests * (1.0 - self.effective.safety_margin)))
+        # The pace bounds the turns, not the sends: a turn is sent after it is taken, later
+        # when the loop lags, and the turns booked through a stall of the loop all go when it
+        # ends, on top of the paced ones after it (a window then held the turns of a window
+        # plus the stall: 1,001 of 1,000 in scenario 1b). Once the limits were lowered, the
+        # requests sent at the old pace sit in the account's window too. So the send log
+        # bounds every send as well: one comparison, as the log is in send order.
         # ``pending``: requests let go but not sent yet (counted once sent, see note_send).
-        used = self._in_window(now, per) + pending
-        if used < budget:
+        sent, budget = self._sent, self._budget
+        room = budget - pending
+        if room > 0 and (len(sent) < room or sent[-room] + self.effective.per <= now):
             return now
         if pending:
             return math.nextafter(now, math.inf)
-        return self._sent[-budget] + per
+        return sent[-budget] + self.effective.per
 
     def note_send(self) -> None:
         """Count one request sent now (sent means counted, whatever its outcome)."""
@@ -352,7 +367,6 @@ class Ledger:
         if not kept:
             return
         self._sent = sorted(self._sent + kept)
-        self._seeded_until = max(self._seeded_until, max(kept) + per)
 
     def adopt_learned(self, limits: Limits, *, age: float) -> None:
         """Hold limits an earlier run on this account learned ``age`` seconds ago (its journal
@@ -573,6 +587,7 @@ class Ledger:
 
     def _set_effective(self, limits: Limits, *, level: int | None = None, note: str = "") -> None:
         old, self.effective = self.effective, limits
+        self._budget = _budget(limits)
         interval, burst = pacing(limits)
         # The account showed it is smaller than configured, so its window may be too: no
         # bursts until a 429 tells. A burst at the window's edge is sent whole before the
@@ -645,3 +660,8 @@ class Ledger:
                     ClientClosedError("the client was closed while a request waited for its turn")
                 )
         await self.slots.aclose()
+
+
+def _budget(limits: Limits) -> int:
+    # The requests the pace lets into one window (see pacing): the send log holds no more.
+    return max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
