@@ -149,12 +149,13 @@ class Ledger:
             ClientClosedError: the scheduler stopped (its last client closed) while it waited.
         """
         while True:
-            self._recover()
+            now = self._clock.now()
+            self._recover(now)
             if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
                 self.slots.refused(lease)  # admitted here before a cap cut: over the new cap
             if lease is not None and not lease.sent and self.slots.full:
                 await self.slots.admit(lease)
-            now = self._clock.now()
+                now = self._clock.now()  # read once per step: again only after a wait
             creates = self._creates
             free = self._window_free_at(now)
             if not creates:
@@ -188,7 +189,7 @@ class Ledger:
         creates = self._creates
         if not creates:
             return math.inf
-        self._recover()
+        self._recover(now)
         handed = 0
         gcra = self.gcra
         while creates:
@@ -313,7 +314,12 @@ class Ledger:
     def _window_free_at(self, now: float, pending: int = 0) -> float:
         # Once the limits were lowered, the requests already sent at the old pace still sit in
         # the account's window: pacing alone would overfill it, so the send log bounds it too.
-        if self.effective == self.configured and now >= self._seeded_until:
+        # ``is`` first: attrs' generated __eq__ is a call, and unlowered limits are the same
+        # object (the equal test stays for limits set back to equal values).
+        effective = self.effective
+        if (
+            effective is self.configured or effective == self.configured
+        ) and now >= self._seeded_until:
             return now
         per = self.effective.per
         budget = max(1, math.floor(self.effective.requests * (1.0 - self.effective.safety_margin)))
@@ -549,9 +555,9 @@ class Ledger:
             start = at
         return start
 
-    def _recover(self) -> None:
-        now = self._clock.now()
-        if self.effective == self.configured:
+    def _recover(self, now: float) -> None:
+        effective = self.effective
+        if effective is self.configured or effective == self.configured:  # `is`: no __eq__ call
             return
         quiet = QUIET_PERIODS * self.effective.per
         since = max(self._last_429, self._recovered_at)
