@@ -150,7 +150,8 @@ class Ledger:
         """
         while True:
             now = self._clock.now()
-            self._recover(now)
+            if self.effective is not self.configured:  # unlowered: nothing to recover, no call
+                self._recover(now)
             if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
                 self.slots.refused(lease)  # admitted here before a cap cut: over the new cap
             if lease is not None and not lease.sent and self.slots.full:

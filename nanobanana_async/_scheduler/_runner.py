@@ -582,4 +582,4 @@ class Scheduler:
                 ),
                 tracked.task,
             )
-        tracked.task._resolve(result, error)
+        tracked.payload._resolve(result, error)  # its Task (``task`` property: a call more)
