@@ -209,7 +209,9 @@ class Scheduler:
         entry: Tracked = made  # type: ignore[assignment]
         conn.entries.add(entry)
         conn.account.entries.add(entry)
-        self._nudge()
+        at = self.plan.next_wakeup()  # _nudge(), inline: once per task
+        if at < self._timer_at:
+            self._arm(at)
         return entry
 
     def hint(self, entry: Tracked, claimed: TaskState | None = None) -> bool:
@@ -558,7 +560,8 @@ class Scheduler:
         error: BaseException | None = None,
     ) -> None:
         tracked = entry
-        self.plan.finish(entry)
+        if entry.phase is not Phase.DONE:  # a check's record_done finished it already
+            self.plan.finish(entry)
         tracked.conn.entries.discard(entry)
         tracked.conn.account.entries.discard(entry)
         if tracked.lease is not None:
