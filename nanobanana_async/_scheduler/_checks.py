@@ -22,6 +22,7 @@ from ._account import Account, Tracked
 from ._decide import CheckLater, FailAccount, PauseAccount, decide_check
 from ._outcome import ending
 from ._plan import Planner
+from ._states import Phase
 
 _log = logging.getLogger("nanobanana_async")
 _seen_unknown: set[tuple[str, str]] = set()
@@ -135,10 +136,10 @@ class Checker:
 
     def _observe(self, entry: Tracked, status: TaskStatus) -> None:
         tracked = entry
-        if entry.done:
+        if entry.phase is Phase.DONE:  # ``done``, without the property's call
             # A later, possibly conflicting, observation of a resolved task changes nothing.
             return
-        task = tracked.task
+        task = tracked.payload  # the Task (not the ``task`` property: a call per answer)
         task._observe(status)
         now = self._clock.now()
         ref = tracked.ref

@@ -110,12 +110,10 @@ class LatencyModel:
         seen = min(self.samples, _WINDOW)
         var = (seen * self._var + _PRIOR_WEIGHT * _PRIOR_SIGMA**2) / (seen + _PRIOR_WEIGHT)
         self._sigma = max(0.1, math.sqrt(var))
-        self._median = math.exp(self._mean) if self.samples >= MIN_SAMPLES else self.prior_first
-
-    @property
-    def learned(self) -> bool:
+        # An attribute, not a property: read a few times per task (a call each).
+        self.learned = self.samples >= MIN_SAMPLES
         """True once enough tasks finished to trust the estimate."""
-        return self.samples >= MIN_SAMPLES
+        self._median = math.exp(self._mean) if self.learned else self.prior_first
 
     @property
     def learned_here(self) -> bool:

@@ -149,12 +149,14 @@ class Ledger:
             ClientClosedError: the scheduler stopped (its last client closed) while it waited.
         """
         while True:
-            self._recover()
+            now = self._clock.now()
+            if self.effective is not self.configured:  # unlowered: nothing to recover, no call
+                self._recover(now)
             if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
                 self.slots.refused(lease)  # admitted here before a cap cut: over the new cap
             if lease is not None and not lease.sent and self.slots.full:
                 await self.slots.admit(lease)
-            now = self._clock.now()
+                now = self._clock.now()  # read once per step: again only after a wait
             creates = self._creates
             free = self._window_free_at(now)
             if not creates:
@@ -188,7 +190,7 @@ class Ledger:
         creates = self._creates
         if not creates:
             return math.inf
-        self._recover()
+        self._recover(now)
         handed = 0
         gcra = self.gcra
         while creates:
@@ -563,9 +565,9 @@ class Ledger:
             start = at
         return start
 
-    def _recover(self) -> None:
-        now = self._clock.now()
-        if self.effective == self.configured:
+    def _recover(self, now: float) -> None:
+        effective = self.effective
+        if effective is self.configured or effective == self.configured:  # `is`: no __eq__ call
             return
         quiet = QUIET_PERIODS * self.effective.per
         since = max(self._last_429, self._recovered_at)

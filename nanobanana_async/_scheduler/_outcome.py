@@ -22,7 +22,13 @@ def ending(
     A success without a usable image URL is an error, never a result with no image.
     """
     if status.state is TaskState.SUCCEEDED:
-        if not status.urls or not all(is_http_url(u) for u in status.urls):
+        # A loop, not all() over a generator: that is two calls more per task.
+        usable = bool(status.urls)
+        for url in status.urls:
+            if not is_http_url(url):
+                usable = False
+                break
+        if not usable:
             return BadResponseError(
                 "task succeeded without a usable image URL",
                 provider=ref.provider,
@@ -35,8 +41,8 @@ def ending(
             model=ref.model,
             urls=status.urls,
             request=request,
-            submitted_at=_utc(submitted_wall),
-            completed_at=_utc(now_wall),
+            submitted_at=dt.datetime.fromtimestamp(submitted_wall, tz=dt.UTC),
+            completed_at=dt.datetime.fromtimestamp(now_wall, tz=dt.UTC),
         )
     if status.state is TaskState.FAILED:
         cls = ContentPolicyError if status.content_policy else GenerationFailedError
@@ -48,7 +54,3 @@ def ending(
             code=status.error_code,
         )
     return None
-
-
-def _utc(wall: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(wall, tz=dt.UTC)

@@ -362,7 +362,7 @@ class RedisLedger(Ledger):
         # 429 of the first create over a cap not yet learned comes back before the next one
         # goes (sent at once, every create in flight draws its own 429).
         while True:
-            self._recover()
+            self._recover(self._clock.now())
             if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
                 # A create is admitted before its turn here (admit_first): admitted under a
                 # cap cut since, it hands its admission back and waits for a slot again.
@@ -398,7 +398,7 @@ class RedisLedger(Ledger):
 
     async def _turn(self, since: float) -> float:
         while True:
-            self._recover()
+            self._recover(self._clock.now())
             if self.is_paused():
                 await self._clock.sleep_until(self.gcra.paused_until)
                 continue

@@ -205,10 +205,13 @@ class Scheduler:
             resumed=resumed,
             submitted=submitted,
         )
-        entry = cast(Tracked, made)
+        # typing.cast is a call at run time, once per task: make built a Tracked.
+        entry: Tracked = made  # type: ignore[assignment]
         conn.entries.add(entry)
         conn.account.entries.add(entry)
-        self._nudge()
+        at = self.plan.next_wakeup()  # _nudge(), inline: once per task
+        if at < self._timer_at:
+            self._arm(at)
         return entry
 
     def hint(self, entry: Tracked, claimed: TaskState | None = None) -> bool:
@@ -276,7 +279,8 @@ class Scheduler:
         if model is None:
             return
         if self._memory is not None:
-            self._memory.remember(cast(Key, group), model.snapshot())
+            # Not typing.cast (a call per task): the runner's groups are Keys (Connection.group).
+            self._memory.remember(group, model.snapshot())  # type: ignore[arg-type]
         if group not in self._provisional or not model.learned_here:
             return
         for conn, lease, submitted in self._provisional.pop(group, []):
@@ -449,7 +453,8 @@ class Scheduler:
         try:
             await self._checker.poll(entry)
         finally:
-            self._checks.discard(cast("asyncio.Task[None]", asyncio.current_task()))
+            # Not typing.cast (a call per check): the current task is this check's own.
+            self._checks.discard(asyncio.current_task())
 
     def _drain(self, account: Account, now: float) -> float:
         """Send the account's waiting checks while request slots are free now.
@@ -555,7 +560,8 @@ class Scheduler:
         error: BaseException | None = None,
     ) -> None:
         tracked = entry
-        self.plan.finish(entry)
+        if entry.phase is not Phase.DONE:  # a check's record_done finished it already
+            self.plan.finish(entry)
         tracked.conn.entries.discard(entry)
         tracked.conn.account.entries.discard(entry)
         if tracked.lease is not None:
@@ -579,4 +585,4 @@ class Scheduler:
                 ),
                 tracked.task,
             )
-        tracked.task._resolve(result, error)
+        tracked.payload._resolve(result, error)  # its Task (``task`` property: a call more)

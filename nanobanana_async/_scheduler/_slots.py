@@ -178,7 +178,8 @@ class Slots:
     def try_acquire(self, owner: object, lease_id: str | None = None) -> Lease | None:
         """A slot now, or None when none is free (or others wait first); what
         :meth:`acquire` gives when it need not wait."""
-        self._expire()
+        if self._timed:  # _expire()'s own first test, without its call per task
+            self._expire()
         if self.held >= self.cap or self._waiters:
             return None
         lease = self._grant(owner, lease_id)
@@ -228,7 +229,8 @@ class Slots:
             if lease.sent:
                 lease.sent = False
                 self.sent -= 1
-            self._wake()
+            if self._admits or self._waiters:  # _wake() has someone to wake: no call per task
+                self._wake()
             if self.sent < self.cap and not self._admits:
                 # A slot no waiting create took: a create held after a refusal asks again.
                 while self._freed:

@@ -399,7 +399,8 @@ class Submitter:
             waiter.set_exception(outcome)
         elif to_end and not outcome.done():
             # Woken by the task's end, as any of its waiters (set to None then).
-            outcome._add_waiter(cast("asyncio.Future[None]", waiter))
+            # Not typing.cast (a call per task): it is set to None, as Task's own waiters.
+            outcome._add_waiter(waiter)  # type: ignore[arg-type]
         else:
             waiter.set_result(outcome)
 
