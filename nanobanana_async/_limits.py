@@ -36,16 +36,24 @@ def on_grid(at: float) -> float:
     return math.ceil(at * _GRID_STEPS) / _GRID_STEPS
 
 
-def pacing(limits: Limits) -> tuple[float, int]:
-    """Return ``(interval, burst)`` so no ``per``-second window holds more than allowed.
+def budget(limits: Limits) -> int:
+    """The most requests one window may hold: ``floor(requests * (1 - safety_margin))``."""
+    return max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
 
-    The budget is ``floor(requests * (1 - safety_margin))``; burst is 1% of it (at least 1, at
-    most 20), and ``interval = per / (budget - burst)``.
-    """
-    budget = max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
-    burst = max(1, min(20, budget // 100))
-    usable = max(1, budget - burst)
-    return limits.per / usable, burst
+
+def paced_share(limits: Limits) -> tuple[int, int]:
+    """``(paced, burst)``: the burst is 1% of the :func:`budget` (at least 1, at most 20), and
+    the rest of it is spread evenly over the window."""
+    whole = budget(limits)
+    burst = max(1, min(20, whole // 100))
+    return max(1, whole - burst), burst
+
+
+def pacing(limits: Limits) -> tuple[float, int]:
+    """Return ``(interval, burst)`` so no ``per``-second window holds more than allowed:
+    ``interval = per / paced`` (see :func:`paced_share`)."""
+    paced, burst = paced_share(limits)
+    return limits.per / paced, burst
 
 
 class Gcra:

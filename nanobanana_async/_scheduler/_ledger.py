@@ -45,7 +45,7 @@ import attrs
 from .._clock import Clock, Timer, timers
 from .._config import Limits
 from .._errors import ClientClosedError
-from .._limits import Gcra, on_grid, pacing
+from .._limits import Gcra, budget, on_grid, pacing
 from ..events import LimitsLowered, LimitsRecovered, _AccountEvents
 from ._slots import Lease, Slots
 
@@ -98,7 +98,7 @@ class Ledger:
         self._clock = clock
         interval, burst = pacing(limits)
         self.gcra = Gcra(interval, burst)
-        self._budget = _budget(limits)  # the most requests the send log may hold in a window
+        self._budget = budget(limits)  # the most requests the send log may hold in a window
         self.slots = Slots(limits.concurrent_tasks, clock)
         self.steady = False
         """Whether requests go at the steady pace, never in a burst (see _set_effective)."""
@@ -589,7 +589,7 @@ class Ledger:
 
     def _set_effective(self, limits: Limits, *, level: int | None = None, note: str = "") -> None:
         old, self.effective = self.effective, limits
-        self._budget = _budget(limits)
+        self._budget = budget(limits)
         interval, burst = pacing(limits)
         # The account showed it is smaller than configured, so its window may be too: no
         # bursts until a 429 tells. A burst at the window's edge is sent whole before the
@@ -662,8 +662,3 @@ class Ledger:
                     ClientClosedError("the client was closed while a request waited for its turn")
                 )
         await self.slots.aclose()
-
-
-def _budget(limits: Limits) -> int:
-    # The requests the pace lets into one window (see pacing): the send log holds no more.
-    return max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._clock import Clock
 from .._config import Limits
 from .._errors import ConfigurationError, CoordinatorStateError, CoordinatorUnavailableError
+from .._limits import paced_share
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -407,9 +408,8 @@ def pace(limits: Limits) -> tuple[float, int]:
     """The shared pace's (interval, burst) for ``limits``, as the grant script computes it:
     one process's pacing (:func:`~nanobanana_async._limits.pacing`) over the window the
     script counts, ``per`` plus the slack."""
-    budget = max(1, math.floor(limits.requests * (1.0 - limits.safety_margin)))
-    burst = max(1, min(20, budget // 100))
-    return (limits.per + slack(limits)) / max(1, budget - burst), burst
+    paced, burst = paced_share(limits)
+    return (limits.per + slack(limits)) / paced, burst
 
 
 def account_prefix(provider: str, base_url: str, key: str | None) -> str:
