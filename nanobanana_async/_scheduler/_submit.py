@@ -372,7 +372,13 @@ class Submitter:
         # A create that was sent ended of unknown outcome (timed out, or stopped by aclose)
         # after its caller was cancelled: no id is known, but it may be paid for, so say so.
         # A journal keeps its intent and a rerun reports it (the CLI's Ctrl-C says so once).
-        if self.journal is None and handover[0].done() and lease.sent:
+        # The local simulator's tasks are paid by no one and end with the process.
+        if (
+            self.journal is None
+            and handover[0].done()
+            and lease.sent
+            and self.conn.driver.name != "local"
+        ):
             _log.warning(
                 "a create to %s whose caller had stopped waiting ended of unknown outcome: it "
                 "may have been accepted and paid for, and no task id is known",

@@ -304,6 +304,23 @@ async def test_f18_aclose_stopping_a_create_whose_caller_left_says_it_may_be_pai
     assert_clean([line], canary)
 
 
+async def test_f18_aclose_stopping_a_local_create_whose_caller_left_logs_nothing(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on the local simulator: nothing is paid there, so nothing is said (the CLI's
+    Ctrl-C during a local create stays one line)."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+    transport = ScriptedTransport(lambda request: answer)
+    async with nb.Client("local", transport=transport, clock=clock) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+    assert caller.cancelled()
+    assert warnings_of(caplog) == []
+
+
 async def test_f18_aclose_stopping_a_create_its_caller_awaits_logs_nothing(
     clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture
 ) -> None:
