@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async._scheduler._account import Tracked
 from nanobanana_async._scheduler._runner import Scheduler
 from nanobanana_async._task import Task
+from nanobanana_async.events import Event
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -66,17 +68,23 @@ class Server:
         return later()
 
 
-async def test_a_generate_sends_its_checks_from_its_own_task(clock: FakeClock) -> None:
+async def test_a_generate_sends_its_checks_from_its_own_task(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every status check of a generate() call is sent from that call's own asyncio task, and
     the runner starts no check task for it."""
     server = Server(running=2)
+    spawned: list[object] = []
+    spawn = Scheduler._spawn_check
+
+    def recording(self: Scheduler, entry: Tracked) -> None:
+        spawned.append(entry)
+        spawn(self, entry)
+
+    monkeypatch.setattr(Scheduler, "_spawn_check", recording)
     async with nb.Client(
         "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
     ) as client:
-        scheduler = Scheduler.for_clock(clock)
-        spawned: list[object] = []
-        spawn = scheduler._spawn_check
-        scheduler._spawn_check = lambda entry: (spawned.append(entry), spawn(entry))  # type: ignore[method-assign]
         caller = asyncio.ensure_future(client.generate("a cat"))
         await clock.run_until(caller.done, step=1.0, limit=300.0)
         result = caller.result()
@@ -191,3 +199,39 @@ async def test_a_caller_cancelled_as_its_check_is_handed_gives_it_back(
         assert (await task).task_id == "a-hen"
     assert len(server.senders) == 1
     assert server.senders[0] is not callers[0]
+
+
+async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_the_end(
+    clock: FakeClock,
+) -> None:
+    """A generate() whose check is on the wire when its client closes gets ClientClosedError
+    with the task's id; the check's late failure (the closed connection) plans nothing and
+    emits nothing after the task's ``resolved`` event."""
+    server = Server(running=0)
+    released = asyncio.Event()
+    on_wire = asyncio.Event()
+
+    async def hold() -> None:
+        on_wire.set()
+        await released.wait()
+        raise nb.TransportError("connection closed")
+
+    server.hold = hold
+    events: list[Event] = []
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=LIMITS,
+        on_event=events.append,
+    )
+    async with client:
+        caller = asyncio.ensure_future(client.generate("a pig"))
+        await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
+    released.set()
+    with pytest.raises(nb.ClientClosedError) as raised:
+        await caller
+    assert raised.value.task_id == "a-pig"
+    kinds = [event.kind for event in events if getattr(event, "task_id", None) == "a-pig"]
+    assert kinds[-1] == "resolved", kinds
