@@ -53,6 +53,7 @@ from ._common import (
     input_problems,
     naming,
     request_defaults,
+    status_command,
 )
 from ._inputs import InputError, read_requests
 from ._progress import (
@@ -307,6 +308,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 concurrent=args.concurrent,
                 note=unjournaled.append,
                 say=say,
+                fetch=functools.partial(status_command, args, client),
             )
 
         if mode != "table":
@@ -549,13 +551,18 @@ async def _run_batch(
     concurrent: int,
     note: Callable[[str], None] = lambda text: None,
     say: Callable[[str], None] = lambda text: None,
+    fetch: Callable[[Task, str], str] | None = None,
 ) -> NanoBananaError | None:
     """Run every prompt; returns the refusal that stopped the submits (no credits, a bad
     key, no coordinator, a journal that cannot be written), if one did.
 
     ``say`` prints a line at once and ``note`` keeps it for the summary: the id of a task
-    accepted but not journaled, which no file holds.
+    accepted but not journaled, which no file holds; ``fetch(task, model)`` is the
+    ``nanobanana status`` command that fetches such a task (default: without the command's
+    ``--api-key-env`` and ``--base-url``).
     """
+    if fetch is None:
+        fetch = functools.partial(status_command, argparse.Namespace(), client)
     stopped: list[NanoBananaError] = []
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
@@ -602,8 +609,7 @@ async def _run_batch(
                     )
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
-                    f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
-                    f"--provider {_provider_of(client, task)} --model {request.model}' fetches it"
+                    f"({exc.path}): if this run stops, '{fetch(task, request.model)}' fetches it"
                 )
                 say(text)
                 note(text)
@@ -633,13 +639,6 @@ async def _run_batch(
         for key, (line, request) in lines.items():
             group.create_task(one(key, line, request))
     return stopped[0] if stopped else None
-
-
-def _provider_of(client: Client | Router, task: Task) -> str:
-    if isinstance(client, Client):
-        return client.provider
-    # The router records the account that took the task: "crun:1a2b3c4d".
-    return task.attempts[-1].account.split(":")[0] if task.attempts else "?"
 
 
 def _line_of(key: str) -> int:

@@ -8,6 +8,7 @@ import contextlib
 import difflib
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ from .._errors import (
     APIError,
     TransportError,
 )
+from .._router import Router
+from .._task import Task
 from ..providers import PROVIDERS
 from ._inputs import InputError
 
@@ -198,3 +201,39 @@ def cannot_write_in(folder: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+def status_command(
+    args: argparse.Namespace, client: Client | Router, task: Task, model: str
+) -> str:
+    """The ``nanobanana status`` command that fetches an accepted task, quoted for a POSIX
+    shell: it reaches the task's own account, with the key variable and URL that account was
+    reached with (copied without them, it used ``NANOBANANA_API_KEY`` and the documented URL).
+
+    Neither is a secret: the key is named by its variable, and a ``base_url`` holding the key
+    or a password was refused before anything was sent.
+    """
+    provider, key_env, base_url = _account_of(args, client, task)
+    words = ["nanobanana", "status", str(task.id), "--provider", provider]  # accepted: an id
+    if key_env is not None:
+        words += ["--api-key-env", key_env]
+    if base_url is not None:
+        words += ["--base-url", base_url]
+    return shlex.join([*words, "--model", model])
+
+
+def _account_of(
+    args: argparse.Namespace, client: Client | Router, task: Task
+) -> tuple[str, str | None, str | None]:
+    # (provider, key variable, base URL) of the account holding the task.
+    if isinstance(client, Client):
+        return client.provider, getattr(args, "api_key_env", None), getattr(args, "base_url", None)
+    # The router records the account that took the task ("crun:1a2b3c4d"); the command's
+    # accounts are its clients, in order.
+    taken = task.attempts[-1].account if task.attempts else None
+    routed = getattr(args, "routed", None)
+    accounts = routed.accounts if routed is not None else ()
+    for name, account in zip(client.accounts, accounts, strict=False):
+        if name == taken:
+            return account.provider, account.key_env, account.base_url
+    return (taken or "?").split(":")[0], None, None

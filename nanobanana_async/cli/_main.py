@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -40,6 +39,7 @@ from ._common import (
     connection,
     environment_warnings,
     naming,
+    status_command,
 )
 from ._inputs import SUFFIXES, InputError
 
@@ -364,15 +364,7 @@ async def _deliver(
 ) -> int:
     """Wait for an accepted (so paid) task and write its image to ``dest``; whatever goes
     wrong from here on, the way back to the task is printed."""
-    where = ""
-    if args.routed is None:
-        # The status command must reach the same account: copied as printed it used
-        # NANOBANANA_API_KEY and the documented URL. Neither is a secret (base_url holding the
-        # key or a password was refused).
-        for flag in ("api_key_env", "base_url"):
-            if (value := getattr(args, flag, None)) is not None:
-                where += f" --{flag.replace('_', '-')} {shlex.quote(value)}"
-    fetch = f"'nanobanana status {task.id} --provider {provider}{where} --model {model}' fetches it"
+    fetch = f"'{status_command(args, client, task, model)}' fetches it"
     if provider != "local":  # local's tasks end with this process
         # Paid from here on: a Ctrl-C must leave the way back to it.
         args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"

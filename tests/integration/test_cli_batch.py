@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -614,6 +615,45 @@ def test_a_task_accepted_but_not_journaled_stops_new_submits(
     assert not [r for r in caplog.records if task_id in r.getMessage()]
     assert "could not be written" in err
     assert "Traceback" not in err
+
+
+def test_the_status_command_for_a_task_not_journaled_keeps_key_env_and_base_url(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """batch with --api-key-env and --base-url: the status command printed for a task
+    accepted but not journaled carries both, and runs as printed (without them it asked the
+    documented URL with NANOBANANA_API_KEY)."""
+    calls = {"submitted": 0}
+    record_submitted = Journal.record_submitted
+
+    async def submitted(self: Journal, *args: Any) -> None:
+        calls["submitted"] += 1
+        if calls["submitted"] == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_submitted(self, *args)
+
+    monkeypatch.setattr(Journal, "record_submitted", submitted)
+    monkeypatch.delenv("NANOBANANA_API_KEY")
+    monkeypatch.delenv("NANOBANANA_BASE_URL")
+    monkeypatch.setenv("TEAM_KEY", sim.api_key)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "out"
+    flags = ["--provider", "apixo", "--api-key-env", "TEAM_KEY", "--base-url", sim.base_url]
+    assert main(["batch", str(prompts), "--out", str(out), *flags]) == 0  # delivered
+    err = capsys.readouterr().err
+    commands = re.findall(r"'(nanobanana status [^']+)' fetches it", err)
+    assert len(commands) == 2  # as it happens and in the summary
+    task_id = next(iter(sim._book.tasks))
+    assert commands[0] == (
+        f"nanobanana status {task_id} --provider apixo --api-key-env TEAM_KEY "
+        f"--base-url {sim.base_url} --model nano-banana-2"
+    )
+    assert main(shlex.split(commands[0])[1:]) == 0  # reaches the task as printed
+    assert f"{task_id}: succeeded" in capsys.readouterr().out
 
 
 def test_an_apixo_content_refusal_fails_its_row_not_the_batch(
