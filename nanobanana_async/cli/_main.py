@@ -18,7 +18,12 @@ from rich.console import Console
 
 from .._client import Client
 from .._download import IMAGE_KINDS, mismatches_said_by_caller
-from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
+from .._errors import (
+    NanoBananaError,
+    NotSupportedError,
+    SubmitOutcomeUnknownError,
+    TaskTimeoutError,
+)
 from .._models import ImageRequest, ImageResult, TaskRef
 from .._router import Router
 from .._scheduler._outcome import ending
@@ -337,21 +342,65 @@ async def _generate(args: argparse.Namespace) -> int:
     routed: Accounts | None = args.routed
     # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
     dest: Path = args.output if args.output is not None else Path("image")
-    if routed is not None:
-        # Over several accounts the router picks one (failing over only when nothing was
-        # created), and the messages name the account that took the task.
+    submitting: asyncio.Future[Task] | None = None
+    client: Client | Router | None = None
+    try:
+        if routed is not None:
+            # Over several accounts the router picks one (failing over only when nothing was
+            # created), and the messages name the account that took the task.
+            request = _request(args)
+            async with open_router(routed, journals=None) as (client, _):
+                submitting = asyncio.ensure_future(client.submit(request))
+                task = await asyncio.shield(submitting)
+                provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
+                return await _deliver(args, client, task, provider, request.model, dest)
+        options = connection(args)
+        provider = choose_provider(args.provider, key_env=args.api_key_env)
         request = _request(args)
-        async with open_router(routed, journals=None) as (router, _):
-            task = await router.submit(request)
-            provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
-            return await _deliver(args, router, task, provider, request.model, dest)
-    options = connection(args)
-    provider = choose_provider(args.provider, key_env=args.api_key_env)
-    request = _request(args)
-    async with Client(provider, **options) as client:
-        with naming(client):
-            task = await client.submit(request)
-        return await _deliver(args, client, task, provider, request.model, dest)
+        async with Client(provider, **options) as client:
+            with naming(client):
+                submitting = asyncio.ensure_future(client.submit(request))
+                task = await asyncio.shield(submitting)
+            return await _deliver(args, client, task, provider, request.model, dest)
+    except asyncio.CancelledError:
+        # Ctrl-C. The submit was shielded, so the client's close settled it as for a caller
+        # still waiting (no WARNING logged beside the one line): accepted, of unknown outcome
+        # once sent, or never sent. That outcome is the line's end.
+        if submitting is not None and client is not None and not _said(args):
+            model = args.model or "nano-banana-2"
+            args.interrupted_task = await _interrupted_submit(args, client, submitting, model)
+        raise
+
+
+def _said(args: argparse.Namespace) -> bool:
+    return getattr(args, "interrupted_task", None) is not None
+
+
+async def _interrupted_submit(
+    args: argparse.Namespace,
+    client: Client | Router,
+    submitting: asyncio.Future[Task],
+    model: str,
+) -> str | None:
+    """What the ``interrupted`` line says of a submit that the client's close ended."""
+    # The close has stopped the create; the submit's own coroutine needs a turn to end.
+    await asyncio.wait([submitting], timeout=5.0)
+    if not submitting.done() or submitting.cancelled():
+        return None
+    error = submitting.exception()
+    if error is None:
+        task = submitting.result()
+        if task.ref is None or task.ref.provider == "local":
+            return None  # local's tasks end with this process
+        fetch = f"'{status_command(args, client, task, model)}' fetches it"
+        return f": {task.ref.provider} task {task.id} goes on; {fetch}"
+    if isinstance(error, SubmitOutcomeUnknownError) and error.provider != "local":
+        return (
+            f": the create sent to {error.provider} may have been accepted and paid for, and "
+            f"no task id is known: look for it in {error.provider}'s task list before "
+            "generating it again"
+        )
+    return None  # never sent, or refused: nothing was created
 
 
 async def _deliver(

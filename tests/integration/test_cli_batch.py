@@ -20,7 +20,7 @@ import pytest
 
 from nanobanana_async._journal import Journal
 from nanobanana_async.cli import main
-from nanobanana_async.testing import Latency, Simulator
+from nanobanana_async.testing import Faults, Latency, Simulator
 from nanobanana_async.testing._wire import Apixo, RejectError
 
 
@@ -313,6 +313,45 @@ def test_ctrl_c_during_generate_names_the_paid_task(
     )
     assert re.fullmatch(expected, lines[0])
     assert simulator.stats.creates == 1
+
+
+@pytest.mark.parametrize("provider", ["apixo", "crun"])
+def test_ctrl_c_during_the_create_of_generate_is_one_line_saying_the_outcome_is_unknown(
+    tmp_path: Path, provider: str
+) -> None:
+    """Ctrl-C while the create is on the wire (no journal, a hosted provider): one line that
+    says the create may have been accepted and paid for with no task id known, exit 130; not
+    a logged WARNING beside the interrupted line."""
+    slow = Faults(slow=1.0, slow_seconds=30.0, kinds=frozenset({"create"}))
+    simulator = Simulator(provider, faults=slow, seed=4)
+    simulator.start_in_thread()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")},
+            "NANOBANANA_PROVIDER": provider,
+            "NANOBANANA_API_KEY": simulator.api_key,
+            "NANOBANANA_BASE_URL": simulator.base_url,
+        }
+        command = [sys.executable, "-m", "nanobanana_async", "generate", "a cat"]
+        proc = subprocess.Popen(
+            [*command, "-o", str(tmp_path / "cat.png")], stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.monotonic() + 30
+        while not simulator.stats.requests["create"] and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        simulator.stop_thread()
+    assert proc.returncode == 130
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"interrupted: the create sent to {provider} ")
+    assert "may have been accepted and paid for" in lines[0]
+    assert "no task id is known" in lines[0]
+    assert simulator.api_key not in lines[0]
+    assert not (tmp_path / "cat.png").exists()
 
 
 @pytest.mark.parametrize(
