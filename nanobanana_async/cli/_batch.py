@@ -28,6 +28,7 @@ from .._config import Limits
 from .._download import safe_name
 from .._errors import (
     AuthenticationError,
+    BadResponseError,
     ConfigurationError,
     CoordinatorStateError,
     CoordinatorUnavailableError,
@@ -54,6 +55,7 @@ from ._common import (
     naming,
     request_defaults,
     status_command,
+    status_words,
 )
 from ._inputs import InputError, read_requests
 from ._progress import (
@@ -656,6 +658,11 @@ def account_journals(journal: Path) -> list[Path]:
     return found or [journal]
 
 
+#: An image host's answers to a URL the provider gave that has expired (or was withdrawn):
+#: fetching it again will not help.
+_EXPIRED: Final = (403, 404, 410)
+
+
 @attrs.frozen
 class _Held:
     """One journal ``resume`` reads: its account and its rows."""
@@ -763,7 +770,8 @@ async def _resume(args: argparse.Namespace) -> int:
                 raise InputError([f"{held.path}: its key variable {held.key_env} is not set"])
             options["api_key"] = key
         options.setdefault("base_url", held.base_url)
-        failed += await _resume_journal(held, open_entries, options, rows, out)
+        key_env = args.api_key_env or held.key_env
+        failed += await _resume_journal(held, open_entries, options, rows, out, key_env=key_env)
     text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
     await anyio.to_thread.run_sync(manifest.write_text, text)
     sys.stdout.write(f"manifest: {manifest}\n")
@@ -806,10 +814,14 @@ async def _resume_journal(
     options: Connection,
     rows: dict[int, dict[str, Any]],
     out: Path,
+    *,
+    key_env: str | None = None,
 ) -> int:
     """Wait for one journal's running tasks (and take its ended, undelivered ones as
-    recorded) and download them; returns how many failed."""
+    recorded) and download them; returns how many failed. ``key_env`` names the variable the
+    key came from, for the commands it prints (None: ``NANOBANANA_API_KEY``)."""
     failed = 0
+    url = options.get("base_url")
     by_key = {e.key: e for e in open_entries}
 
     async def settle(client: Client, task: Task) -> None:
@@ -819,7 +831,37 @@ async def _resume_journal(
         request, model = entry.request, entry.model
         try:
             result = await task
-            paths = await client.download(result, image_base(out, line, result.task_id))
+            try:
+                paths = await client.download(result, image_base(out, line, result.task_id))
+            except BadResponseError as exc:
+                if exc.status not in _EXPIRED:
+                    raise
+                # The journal's URLs of a task that ended long ago: the task is paid and
+                # done, only its link is gone. Say so, and how to see what the provider
+                # gives now.
+                failed += 1
+                rows[line] = manifest_row(
+                    line,
+                    request,
+                    model=model,
+                    status="failed",
+                    task_id=result.task_id,
+                    error=f"the task succeeded, but its image URL has expired (HTTP {exc.status})",
+                )
+                fetch = status_words(
+                    result.task_id,
+                    held.provider,
+                    model or result.model,
+                    key_env=key_env,
+                    base_url=url,
+                )
+                sys.stdout.write(
+                    f"line {line}: {held.provider} task {result.task_id} succeeded, but its "
+                    f"image URL has expired (HTTP {exc.status}; result URLs last about a day on "
+                    f"some providers): '{fetch}' shows the URLs it gives now; generating the "
+                    "prompt again pays again\n"
+                )
+                return
         except WrongAccountError as exc:
             # Another key's task: not checked with this key; its manifest row stays.
             failed += 1

@@ -214,7 +214,15 @@ def status_command(
     or a password was refused before anything was sent.
     """
     provider, key_env, base_url = _account_of(args, client, task)
-    words = ["nanobanana", "status", str(task.id), "--provider", provider]  # accepted: an id
+    return status_words(str(task.id), provider, model, key_env=key_env, base_url=base_url)
+
+
+def status_words(
+    task_id: str, provider: str, model: str, *, key_env: str | None, base_url: str | None
+) -> str:
+    """``nanobanana status TASK_ID --provider P [--api-key-env K] [--base-url U] --model M``,
+    quoted for a POSIX shell."""
+    words = ["nanobanana", "status", task_id, "--provider", provider]
     if key_env is not None:
         words += ["--api-key-env", key_env]
     if base_url is not None:

@@ -159,6 +159,45 @@ def test_f19_resume_delivers_ended_tasks_that_have_no_manifest_row(
     assert sim.stats.creates == creates
 
 
+def test_f27_resume_out_after_the_urls_expired_says_so_and_what_to_do(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """resume --out elsewhere once the recorded image URLs answer 404: each line says the
+    task succeeded but its URL expired, with the status command that shows the provider's
+    URLs now; its row is failed with that reason and the task id; nothing is created; exit 1."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 0
+    creates = sim.stats.creates
+    sim.faults = Faults(expire_images=True)
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    argv = ["resume", "--journal", str(out / "journal.db"), "--out", str(elsewhere)]
+    assert main(argv) == 1
+    shown = capsys.readouterr()
+    said = " ".join(shown.out.split())
+    assert shown.err == ""
+    rows = [json.loads(t) for t in (elsewhere / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    for row in rows:
+        task_id = row["task_id"]
+        assert "expired" in row["error"]
+        assert (
+            f"line {row['line']}: apixo task {task_id} succeeded, but its image URL has "
+            "expired (HTTP 404;"
+        ) in said
+        command = (
+            f"nanobanana status {task_id} --provider apixo --base-url {sim.base_url} "
+            "--model nano-banana-2"
+        )
+        assert f"'{command}' shows the URLs it gives now" in said
+        assert main(shlex.split(command)[1:]) == 0  # runs as printed
+        assert f"{task_id}: succeeded" in capsys.readouterr().out
+    assert sim.stats.creates == creates
+    assert [p.name for p in elsewhere.iterdir()] == ["results.jsonl"]
+
+
 @pytest.fixture
 def poor_sim(monkeypatch: pytest.MonkeyPatch) -> object:
     """An apixo simulator whose account pays for 100 creates, then answers 402."""
