@@ -49,6 +49,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     Connection,
+    announce_local,
     choose_provider,
     connection,
     input_problems,
@@ -154,7 +155,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     client: Client | Router
     if routed is None:
         options = connection(args)
-        provider = choose_provider(args.provider, key_env=args.api_key_env)
+        provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
         client = Client(
             provider,
             limits=limits,
@@ -189,6 +190,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
         raise InputError(input_problems(source, exc)) from None
+    if routed is None:
+        announce_local(args.provider, key_env=args.api_key_env)
     # From here the journal may hold this run's tasks: an interruption says how to resume.
     args.interrupted_journal, args.interrupted_provider = journal, provider
     if routed is not None and all(a.provider == "local" for a in routed.accounts):

@@ -68,9 +68,13 @@ def environment_warnings(environ: Mapping[str, str] = os.environ) -> list[str]:
     return lines
 
 
-def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
+def choose_provider(
+    chosen: str | None, *, key_env: str | None = None, announce: bool = True
+) -> str:
     """The provider from ``--provider``, else ``NANOBANANA_PROVIDER``, else apixo with a key
-    set, else ``local`` (said on stderr).
+    set, else ``local`` (said on stderr by :func:`announce_local`, at once unless
+    ``announce`` is false: a command whose input may still be refused says it once that
+    input is checked, so a refusal stays one line).
 
     Raises:
         InputError: ``NANOBANANA_PROVIDER`` names no provider, or the provider needs a key and
@@ -88,10 +92,27 @@ def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
         return _keyed(named, key_env)
     if os.environ.get(key_env or "NANOBANANA_API_KEY"):
         return "apixo"
-    sys.stderr.write(
-        f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
-    )
+    if announce:
+        announce_local(chosen, key_env=key_env)
     return "local"
+
+
+def fell_back(chosen: str | None, *, key_env: str | None = None) -> bool:
+    """Whether :func:`choose_provider` chose ``local`` for want of a key (no provider named)."""
+    return (
+        chosen is None
+        and not os.environ.get("NANOBANANA_PROVIDER")
+        and not os.environ.get(key_env or "NANOBANANA_API_KEY")
+    )
+
+
+def announce_local(chosen: str | None, *, key_env: str | None = None) -> None:
+    """Say on stderr that the built-in simulator runs, when no provider was named and no key
+    is set (a user expecting their provider learns why nothing is paid)."""
+    if fell_back(chosen, key_env=key_env):
+        sys.stderr.write(
+            f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
+        )
 
 
 def _keyed(provider: str, key_env: str | None) -> str:

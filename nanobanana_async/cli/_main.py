@@ -38,11 +38,13 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     UnreachableError,
+    announce_local,
     cannot_write_in,
     check_output,
     choose_provider,
     connection,
     environment_warnings,
+    fell_back,
     naming,
     status_command,
 )
@@ -355,9 +357,11 @@ async def _generate(args: argparse.Namespace) -> int:
                 provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
                 return await _deliver(args, client, task, provider, request.model, dest)
         options = connection(args)
-        provider = choose_provider(args.provider, key_env=args.api_key_env)
+        provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
         request = _request(args)
         async with Client(provider, **options) as client:
+            client.validate(request)
+            announce_local(args.provider, key_env=args.api_key_env)
             with naming(client):
                 submitting = asyncio.ensure_future(client.submit(request))
                 task = await asyncio.shield(submitting)
@@ -473,12 +477,19 @@ async def _balance(args: argparse.Namespace) -> int:
 
 async def _status(args: argparse.Namespace) -> int:
     options = connection(args)
-    provider = choose_provider(args.provider, key_env=args.api_key_env)
+    provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
     if provider == "local":
         # A new process starts a new simulator: every id would read "not found".
-        raise InputError(
-            ["the local simulator's tasks end with the process that made them: no task to check"]
-        )
+        gone = "the local simulator's tasks end with the process that made them"
+        if fell_back(args.provider, key_env=args.api_key_env):
+            variable = args.api_key_env or "NANOBANANA_API_KEY"
+            raise InputError(
+                [
+                    f"no {variable} set: set it and name the task's provider with --provider "
+                    f"to check a task ({gone})"
+                ]
+            )
+        raise InputError([f"{gone}: no task to check"])
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
     model = args.model or "nano-banana-2"

@@ -347,9 +347,15 @@ def test_status_on_the_local_simulator_says_why_it_cannot(
     monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
     assert main(["status", "0a5d2f346baa9455000000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (
+    assert err == [
+        "error: no NANOBANANA_API_KEY set: set it and name the task's provider with --provider "
+        "to check a task (the local simulator's tasks end with the process that made them)"
+    ]
+    assert main(["status", "0a5d2f346baa9455000000", "--provider", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
         "error: the local simulator's tasks end with the process that made them: no task to check"
-    )
+    ]
 
 
 @pytest.mark.parametrize(
