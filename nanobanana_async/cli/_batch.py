@@ -190,8 +190,6 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except (InputError, OSError, UnicodeDecodeError) as exc:
         await client.aclose()
         raise InputError(input_problems(source, exc)) from None
-    if routed is None:
-        announce_local(args.provider, key_env=args.api_key_env)
     # From here the journal may hold this run's tasks: an interruption says how to resume.
     args.interrupted_journal, args.interrupted_provider = journal, provider
     if routed is not None and all(a.provider == "local" for a in routed.accounts):
@@ -210,6 +208,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except OSError as exc:
         await client.aclose()
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
+    if routed is None:
+        announce_local(args.provider, key_env=args.api_key_env)
     try:
         await _refuse_other_journals(journal, journals)
         earlier = known = 0
