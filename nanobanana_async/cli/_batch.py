@@ -378,7 +378,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         more = ", …" if len(skipped) > 20 else ""
         if isinstance(stop, AuthenticationError):
             why = (
-                "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+                "the provider refused the API key (lines {}); fix "
+                + (args.api_key_env or "NANOBANANA_API_KEY")
                 if routed is None
                 else "every account's key or credits were refused (lines {}); fix them"
             )

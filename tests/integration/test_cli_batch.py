@@ -253,6 +253,25 @@ def test_batch_with_a_wrong_key_stops_submitting(
     assert "120 prompt(s) not submitted: the provider refused the API key" in err
 
 
+def test_a_refused_key_from_api_key_env_names_that_variable(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The key read through --api-key-env TEAM_KEY is refused: the summary says to fix
+    TEAM_KEY, the variable the key came from (it said NANOBANANA_API_KEY, which holds the
+    right key here)."""
+    monkeypatch.setenv("TEAM_KEY", "wrong")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--api-key-env", "TEAM_KEY"]
+    assert main(argv) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not submitted: the provider refused the API key (lines 1, 2); fix TEAM_KEY" in err
+    assert sim.stats.creates == 0
+
+
 def test_batch_min_balance_refuses_to_start(
     tmp_path: Path, poor_sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
