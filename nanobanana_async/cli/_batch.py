@@ -208,8 +208,6 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except OSError as exc:
         await client.aclose()
         raise InputError([f"--out {args.out}: {exc.strerror or exc}"]) from None
-    if routed is None:
-        announce_local(args.provider, key_env=args.api_key_env)
     try:
         await _refuse_other_journals(journal, journals)
         earlier = known = 0
@@ -227,6 +225,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except BaseException:
         await client.aclose()
         raise
+    if routed is None:  # the rows, --out and the journal are usable: the batch goes ahead
+        announce_local(args.provider, key_env=args.api_key_env)
     unjournaled: list[str] = []
     state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
     manifest = args.out / "results.jsonl"

@@ -49,9 +49,10 @@ def test_generate_bad_input_exits_2_without_a_file(
         (["generate", "   "], "$.prompt"),
         (["batch", "p.jsonl", "--out", "out"], "line 2: "),
         (["batch", "good.txt", "--out", "p.jsonl/out"], "--out p.jsonl/out: "),
+        (["batch", "good.txt", "--out", "."], "journal.db: not a nanobanana journal"),
         (["status", "t-1", "--model", "nano-banana-2"], "no NANOBANANA_API_KEY set: set it"),
     ],
-    ids=["ratio", "model", "prompt", "batch-row", "batch-out", "status"],
+    ids=["ratio", "model", "prompt", "batch-row", "batch-out", "batch-journal", "status"],
 )
 def test_bad_input_on_the_default_local_simulator_is_one_line(
     tmp_path: Path,
@@ -69,12 +70,13 @@ def test_bad_input_on_the_default_local_simulator_is_one_line(
     rows = '{"prompt": "a cat"}\n{"prompt": "a dog", "aspect_ratio": "7:5"}\n'
     (tmp_path / "p.jsonl").write_text(rows, encoding="utf-8")
     (tmp_path / "good.txt").write_text("a cat\n\n# a comment\n", encoding="utf-8")
+    (tmp_path / "journal.db").write_text("not SQLite", encoding="utf-8")
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("error: ")
     assert said in err[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "p.jsonl"]  # no image
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "journal.db", "p.jsonl"]
 
 
 def test_simulator_command_serves_until_stopped() -> None:
