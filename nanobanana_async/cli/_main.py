@@ -45,6 +45,7 @@ from ._common import (
     connection,
     environment_warnings,
     fell_back,
+    journal_keeps_ids,
     naming,
     status_command,
 )
@@ -672,7 +673,8 @@ def _main(args: argparse.Namespace) -> int:
             return _run(_status(args))
         if args.command == "balance":
             return _run(_balance(args))
-        return _run(_resume(args))
+        with journal_keeps_ids():
+            return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
             sys.stderr.write(f"error: {line}\n")

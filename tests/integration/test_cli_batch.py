@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +372,57 @@ def test_ctrl_c_during_generate_names_the_paid_task(
     )
     assert re.fullmatch(expected, lines[0])
     assert simulator.stats.creates == 1
+
+
+def test_ctrl_c_during_resume_is_one_line_the_journal_keeps_the_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C of a batch, then of its resume, while the tasks run: each prints its one
+    'interrupted' line (not also a WARNING naming every pending id and client.resume: the
+    journal holds them), and the resume after that delivers every image, nothing created
+    twice."""
+    simulator = Simulator("crun", latency=Latency(median=3.5, sigma=0.1), seed=6)
+    simulator.start_in_thread()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(6)))
+    out = tmp_path / "out"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")},
+        "NANOBANANA_PROVIDER": "crun",
+        "NANOBANANA_API_KEY": simulator.api_key,
+        "NANOBANANA_BASE_URL": simulator.base_url,
+    }
+    module = [sys.executable, "-m", "nanobanana_async"]
+    interrupted = "interrupted: run the same command again to resume from the journal"
+
+    def interrupt(argv: list[str], ready: Callable[[], bool]) -> list[str]:
+        proc = subprocess.Popen(
+            [*module, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.monotonic() + 30
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        return err.decode().splitlines()
+
+    try:
+        batch = ["batch", str(prompts), "--out", str(out), "--progress", "none"]
+        # Every create answered: the tasks are being checked.
+        tracked = lambda: simulator.stats.requests["status"] >= 6  # noqa: E731
+        assert interrupt(batch, tracked) == [interrupted]
+        checks = simulator.stats.requests["status"]
+        resume = ["resume", "--journal", str(out / "journal.db")]
+        ready = lambda: simulator.stats.requests["status"] > checks  # noqa: E731
+        assert interrupt(resume, ready) == [interrupted]
+        monkeypatch.setenv("NANOBANANA_API_KEY", simulator.api_key)
+        assert main(resume) == 0
+    finally:
+        simulator.stop_thread()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded"] * 6
+    assert simulator.stats.creates == 6
 
 
 @pytest.mark.parametrize("provider", ["apixo", "crun"])
