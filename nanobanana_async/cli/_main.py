@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import signal
 import sys
@@ -53,10 +54,32 @@ from ._inputs import SUFFIXES, InputError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not the whole usage."""
+    """argparse, but a usage error is one line on stderr (exit 2), not the whole usage; and
+    an argument no command knows is said by that command, with the flag it likely meant."""
+
+    commands: dict[str, argparse.ArgumentParser] | None = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(  # type: ignore[override]  # only the form main() calls
+        self, args: list[str] | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args)
+        if extra:
+            # argparse leaves them to the top parser, whose message names neither the
+            # command nor its flags: --aspect-ration read "nanobanana: error: …".
+            command = (self.commands or {}).get(getattr(parsed, "command", ""), self)
+            flags = [f for f in command._option_string_actions if f.startswith("--")]
+            close = [
+                difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.7)
+                for word in extra
+                if word.startswith("--")
+            ]
+            meant = next((c[0] for c in close if c), None)
+            hint = f" (did you mean {meant}?)" if meant else ""
+            command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -120,7 +143,7 @@ def _coordinator(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     parser = _Parser(
         prog="nanobanana", description="Generate Nano Banana images from the command line."
     )
@@ -329,6 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--median", type=_positive(float), default=2.0, help="median task seconds (2)"
     )
+    parser.commands = dict(commands.choices)
     return parser
 
 

@@ -282,6 +282,37 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert expected in err[0]
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["generate", "a cat", "--aspect-ration", "16:9"],
+            "nanobanana generate: error: unrecognized arguments: --aspect-ration 16:9 (did you "
+            "mean --aspect-ratio?) (see nanobanana generate --help)",
+        ),
+        (
+            ["batch", "p.txt", "--out", "o", "--concurency", "4"],
+            "nanobanana batch: error: unrecognized arguments: --concurency 4 (did you mean "
+            "--concurrent?) (see nanobanana batch --help)",
+        ),
+        (
+            ["status", "t1", "extra"],
+            "nanobanana status: error: unrecognized arguments: extra "
+            "(see nanobanana status --help)",
+        ),
+    ],
+)
+def test_an_unknown_flag_names_the_command_and_the_flag_meant(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """A misspelt flag: one line from the command's own parser, with the closest flag it has
+    and its --help (it said 'nanobanana: error: …' and pointed to the top-level help)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
+
+
 def test_out_that_is_a_file_is_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
