@@ -685,13 +685,14 @@ def _main(args: argparse.Namespace) -> int:
             # folder too: the current one may be read-only).
             check_output(args.output if args.output is not None else Path("image.png"))
             return _run(_generate(args))
-        if args.command == "batch":
+        if args.command in ("batch", "resume") and args.out is not None:
             if args.out.exists() and not args.out.is_dir():
                 raise InputError([f"--out {args.out}: not a folder"])
             # Checked before anything is sent: the journal, the manifest and every image go
             # there (a read-only mount, a folder of another user).
             if args.out.is_dir() and cannot_write_in(args.out) is not None:
                 raise InputError([f"--out {args.out}: not writable"])
+        if args.command == "batch":
             return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))

@@ -204,6 +204,12 @@ def test_resume_writes_into_the_batchs_recorded_out(
     assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
     assert all((out / r["files"][0]).is_file() for r in rows)
     assert sorted(p.name for p in journal.parent.iterdir()) == ["journal.db"]
+    capsys.readouterr()
+    # A file as --out: one line, as batch says it, before anything is checked or written.
+    checks = sim.stats.requests["status"]
+    assert main(["resume", "--journal", str(journal), "--out", str(prompts)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --out {prompts}: not a folder"]
+    assert sim.stats.requests["status"] == checks
     other = tmp_path / "elsewhere"
     assert main(["resume", "--journal", str(journal), "--out", str(other)]) == 0
     assert len([p for p in other.iterdir() if p.suffix == ".png"]) == 2
