@@ -95,7 +95,12 @@ def test_validation_errors_list_the_allowed_values(fields: dict[str, str], allow
         ("missing.txt", None, "missing.txt: No such file or directory"),
         ("binary.txt", b"\xff\xfe\x00bad", "binary.txt: not a UTF-8 text file"),
         ("empty.txt", b"", "empty.txt: no prompts found"),
-        ("notes.md", b"a cat\n", "notes.md: unknown file type .md"),
+        (
+            "notes.md",
+            b"a cat\n",
+            "notes.md: unknown file type .md: use .txt, .json, .jsonl, .csv, or say which with "
+            "--input-format (--input-format txt for a prompt a line)",
+        ),
     ],
 )
 def test_bad_input_files_are_one_line_and_exit_2(
@@ -106,14 +111,17 @@ def test_bad_input_files_are_one_line_and_exit_2(
     content: bytes | None,
     expected: str,
 ) -> None:
-    """No traceback: one line on stderr, exit 2, nothing written."""
+    """No traceback: one line on stderr (the local simulator's notice is not said), exit 2,
+    nothing written."""
     monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
     out = tmp_path / "out"
     assert main(["batch", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
     assert err[-1].startswith("error: ")
     assert expected in err[-1]
     assert "Traceback" not in "\n".join(err)
