@@ -45,6 +45,7 @@ from .._routing import RouterStatistics
 from .._task import Task
 from ._accounts import Accounts
 from ._common import (
+    DEFAULTED_HINT,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -52,6 +53,7 @@ from ._common import (
     announce_local,
     choose_provider,
     connection,
+    defaulted,
     input_problems,
     naming,
     request_defaults,
@@ -377,9 +379,11 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         numbers = ", ".join(str(r["line"]) for r in skipped[:20])
         more = ", …" if len(skipped) > 20 else ""
         if isinstance(stop, AuthenticationError):
+            key = args.api_key_env or "NANOBANANA_API_KEY"
+            if routed is None and defaulted(args.provider, key_env=args.api_key_env):
+                key += f" ({DEFAULTED_HINT})"
             why = (
-                "the provider refused the API key (lines {}); fix "
-                + (args.api_key_env or "NANOBANANA_API_KEY")
+                "the provider refused the API key (lines {}); fix " + key
                 if routed is None
                 else "every account's key or credits were refused (lines {}); fix them"
             )

@@ -18,6 +18,7 @@ from typing import Final, TypedDict
 from .._client import Client
 from .._errors import (
     APIError,
+    AuthenticationError,
     TransportError,
 )
 from .._router import Router
@@ -169,14 +170,34 @@ def request_defaults(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+#: Said with a refused key when apixo was not named but taken as the default.
+DEFAULTED_HINT: Final = (
+    "apixo is the default with a key set: name the key's provider with --provider or "
+    "NANOBANANA_PROVIDER"
+)
+
+
+def defaulted(chosen: str | None, *, key_env: str | None = None) -> bool:
+    """Whether :func:`choose_provider` took apixo for want of a provider named (a key is
+    set): another provider's key then reaches apixo, which refuses it."""
+    return (
+        chosen is None
+        and not os.environ.get("NANOBANANA_PROVIDER")
+        and bool(os.environ.get(key_env or "NANOBANANA_API_KEY"))
+    )
+
+
 @contextlib.contextmanager
-def naming(client: Client) -> Iterator[None]:
-    """A failure to reach the provider names the provider and the URL tried."""
+def naming(client: Client, *, chosen: bool = True) -> Iterator[None]:
+    """A failure to reach the provider names the provider and the URL tried; a refused key,
+    when the provider was not ``chosen`` but the default, says how to name it."""
     try:
         yield
     except (TransportError, APIError) as exc:
         # "apixo: HTTP 404 …" from a crun server: the URL says where it went.
         text = str(exc).removeprefix(f"{client.provider}: ")
+        if not chosen and isinstance(exc, AuthenticationError):
+            text += f" ({DEFAULTED_HINT})"
         raise UnreachableError(f"{client.provider} at {client.base_url}: {text}") from None
 
 

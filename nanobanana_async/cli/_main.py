@@ -44,6 +44,7 @@ from ._common import (
     check_output,
     choose_provider,
     connection,
+    defaulted,
     environment_warnings,
     fell_back,
     journal_keeps_ids,
@@ -384,10 +385,11 @@ async def _generate(args: argparse.Namespace) -> int:
         options = connection(args)
         provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
         request = _request(args)
+        chosen = not defaulted(args.provider, key_env=args.api_key_env)
         async with Client(provider, **options) as client:
             client.validate(request)
             announce_local(args.provider, key_env=args.api_key_env)
-            with naming(client):
+            with naming(client, chosen=chosen):
                 submitting = asyncio.ensure_future(client.submit(request))
                 task = await asyncio.shield(submitting)
             return await _deliver(args, client, task, provider, request.model, dest)
@@ -489,9 +491,10 @@ def _say_mismatched(mismatched: list[tuple[Path, str]]) -> None:
 async def _balance(args: argparse.Namespace) -> int:
     options = connection(args)
     provider = choose_provider(args.provider, key_env=args.api_key_env)
+    chosen = not defaulted(args.provider, key_env=args.api_key_env)
     async with Client(provider, **options) as client:
         try:
-            with naming(client):
+            with naming(client, chosen=chosen):
                 balance = await client.balance()
         except NotSupportedError as exc:
             sys.stderr.write(f"error: {exc}\n")
@@ -518,10 +521,11 @@ async def _status(args: argparse.Namespace) -> int:
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
     model = args.model or "nano-banana-2"
+    chosen = not defaulted(args.provider, key_env=args.api_key_env)
     async with Client(provider, **options) as client:
         # One check first: an unreachable provider is said at once, as generate says it,
         # not after --wait seconds of retries.
-        with naming(client):
+        with naming(client, chosen=chosen):
             first = await client._poll(args.task_id, model=model)
         ref = TaskRef(provider, args.task_id, model)
         now = time.time()

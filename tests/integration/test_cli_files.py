@@ -158,6 +158,34 @@ def test_the_status_command_printed_after_acceptance_keeps_key_env_and_base_url(
     assert f"{task_id}: failed" in shown.out + shown.err
 
 
+def test_a_refused_key_on_the_default_provider_says_apixo_was_not_chosen(
+    sim: Simulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another provider's key with no provider named goes to apixo, the default: its refusal
+    says apixo was taken by default and how to name the provider (a crun user read only
+    'apixo refused the API key'). With apixo named, the line is as before."""
+    monkeypatch.delenv("NANOBANANA_PROVIDER")
+    monkeypatch.setenv("NANOBANANA_API_KEY", "a-crun-key-given-to-apixo")
+    out = tmp_path / "x.png"
+    hint = "apixo is the default with a key set: name the key's provider with --provider"
+    assert main(["generate", "a cat", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "HTTP 401" in err[0]
+    assert err[0].endswith(f"({hint} or NANOBANANA_PROVIDER)")
+    assert main(["generate", "a cat", "-o", str(out), "--provider", "apixo"]) == 1
+    assert hint not in capsys.readouterr().err
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "out")]) == 1
+    assert hint in " ".join(capsys.readouterr().err.split())
+    assert sim.stats.creates == 0
+    assert not out.exists()
+
+
 def test_status_with_no_network_says_could_not_connect_at_once(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
