@@ -697,7 +697,8 @@ def _main(args: argparse.Namespace) -> int:
             if args.out.is_dir() and cannot_write_in(args.out) is not None:
                 raise InputError([f"--out {args.out}: not writable"])
         if args.command == "batch":
-            return _run(_batch(args, console))
+            with journal_keeps_ids():  # every task of a batch is in its journal
+                return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))
         if args.command == "balance":
