@@ -160,7 +160,10 @@ def _parser() -> _Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def connection_options(p: argparse.ArgumentParser) -> None:
+    def connection_options(
+        p: argparse.ArgumentParser,
+        url_default: str = "NANOBANANA_BASE_URL, else the documented one",
+    ) -> None:
         p.add_argument(
             "--api-key-env",
             default=None,
@@ -171,7 +174,7 @@ def _parser() -> _Parser:
             "--base-url",
             default=None,
             metavar="URL",
-            help="the provider's base URL (default NANOBANANA_BASE_URL, else the documented one)",
+            help=f"the provider's base URL (default {url_default})",
         )
 
     def request_options(p: argparse.ArgumentParser) -> None:
@@ -331,7 +334,8 @@ def _parser() -> _Parser:
     resume.add_argument(
         "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
     )
-    connection_options(resume)
+    # The journal's tasks live at the URL it recorded; NANOBANANA_BASE_URL does not apply.
+    connection_options(resume, url_default="the one the journal recorded")
     resume.add_argument(
         "--out",
         type=Path,
