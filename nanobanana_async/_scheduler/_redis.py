@@ -427,11 +427,20 @@ class RedisLedger(Ledger):
         # window forgot its grant and overfill the provider's. So the send goes on a fresh
         # grant, as a status check never goes on a batch grant older than the same bound.
         # A grant handed from a batch was up to _HANDOFF_MAX old when its caller got it.
-        fresh = min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX
-        if self._clock.now() - granted <= fresh and not self.is_paused():
-            return
-        self.stale_grants += 1
-        await self.acquire_request()
+        #
+        # And, as in memory, the send waits for room in this process's own send log: creates
+        # booked through a stall of the loop all wake when it ends, and the shared window's
+        # grants (spread over its slack) let a window of sends hold more than the budget.
+        while True:
+            fresh = min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX
+            if self._clock.now() - granted > fresh or self.is_paused():
+                self.stale_grants += 1
+                await self.acquire_request()
+                granted = self._clock.now()
+            if self.has_send_room():
+                return
+            # The grant ages while it waits: a fresh one is taken once there is room.
+            await self.wait_send_room()
 
     def try_take_request(self, now: float) -> bool:
         if self.gcra.is_paused(now):
