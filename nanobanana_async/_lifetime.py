@@ -64,7 +64,11 @@ class Lifetime:
             ConfigurationError: the client runs on another event loop.
         """
         if self.closed:
-            raise ClientClosedError("the client is closed", task_id=task_id)
+            # Most often met from a second asyncio.run: the fix is a new client, in that loop.
+            raise ClientClosedError(
+                "the client is closed: create a new Client inside the running event loop",
+                task_id=task_id,
+            )
         self._bind_loop()
 
     def _bind_loop(self) -> None:
