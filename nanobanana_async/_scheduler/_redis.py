@@ -25,8 +25,9 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
   lowering it); when the process can no longer see the task, it sets the expiry to the task's
   horizon and stops renewing; when it sees the task end, it removes it. A killed process's
   leases therefore come back at their horizon (or a TTL after its last heartbeat), never
-  sooner. A lease id is the journal key when there is one, so a process restarted from its
-  journal re-attaches to its leases instead of taking new ones.
+  sooner. With a journal, a lease id is derived from the request's journal key (a digest of
+  the host, the journal's path and that key), so a process restarted from its journal
+  re-attaches to its leases instead of taking new ones.
 - ``epoch``, ``rebuild``, ``old``: the run id of the Redis that holds the state, the end of the
   rebuild after a restart, and the leases a snapshot brought back that await their owners
   (see ``_redis_store``).
