@@ -40,7 +40,7 @@ async def advance(clock: FakeClock, seconds: float, *, until: asyncio.Future[Non
         await asyncio.sleep(0.002)
 
 
-async def test_a_redis_paced_create_waits_at_its_send_for_room_in_the_send_log(
+async def test_f35_a_redis_paced_create_waits_at_its_send_for_room_in_the_send_log(
     ledger: _redis.RedisLedger, clock: FakeClock
 ) -> None:
     """A create has its grant from Redis, fresh; meanwhile a stall's backlog of this

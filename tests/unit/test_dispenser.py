@@ -379,7 +379,7 @@ async def test_f30_closing_a_client_frees_the_slots_of_its_queued_creates(clock:
         await first
 
 
-async def test_a_turn_handed_to_a_create_cancelled_in_that_tick_goes_to_the_next_one(
+async def test_f18_a_turn_handed_to_a_create_cancelled_in_that_tick_goes_to_the_next(
     clock: FakeClock,
 ) -> None:
     """A create whose caller is cancelled in the same loop tick as the dispenser hands it its
