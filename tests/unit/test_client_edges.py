@@ -14,6 +14,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
+from nanobanana_async.events import EventStream
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -80,6 +81,31 @@ def test_a_task_awaited_from_a_second_loop_says_to_resume_it_there() -> None:
         assert task.id in message, name
         assert "resume" in message, name
         assert "inside the running event loop" in message, name
+    client._life.closed = True  # its loop is gone: nothing left to release
+
+
+def test_an_event_stream_read_from_a_second_loop_fails_at_once() -> None:
+    """A client's event stream opened in one asyncio.run and read in the next, or opened
+    there: ConfigurationError at once, not a read that waits for ever (the client's loop is
+    gone, so no event can come)."""
+    client, _ = make_client(FakeClock(1000.0))
+    held: list[EventStream] = []
+
+    async def first() -> None:
+        await client.__aenter__()
+        held.append(client.events())
+
+    async def read() -> None:
+        await asyncio.wait_for(held[0].__anext__(), 1)
+
+    async def reopen() -> None:
+        client.events()
+
+    asyncio.run(first())
+    with pytest.raises(nb.ConfigurationError, match="inside the running event loop"):
+        asyncio.run(read())
+    with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+        asyncio.run(reopen())
     client._life.closed = True  # its loop is gone: nothing left to release
 
 
