@@ -86,8 +86,8 @@ def test_a_task_awaited_from_a_second_loop_says_to_resume_it_there() -> None:
 
 def test_an_event_stream_read_from_a_second_loop_fails_at_once() -> None:
     """A client's event stream opened in one asyncio.run and read in the next, or opened
-    there: ConfigurationError at once, not a read that waits for ever (the client's loop is
-    gone, so no event can come)."""
+    there (by the client or a Router over it): ConfigurationError at once, not a read that
+    waits for ever (the client's loop is gone, so no event can come)."""
     client, _ = make_client(FakeClock(1000.0))
     held: list[EventStream] = []
 
@@ -101,11 +101,16 @@ def test_an_event_stream_read_from_a_second_loop_fails_at_once() -> None:
     async def reopen() -> None:
         client.events()
 
+    async def through_a_router() -> None:
+        nb.Router([client]).events()
+
     asyncio.run(first())
     with pytest.raises(nb.ConfigurationError, match="inside the running event loop"):
         asyncio.run(read())
     with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
         asyncio.run(reopen())
+    with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+        asyncio.run(through_a_router())
     client._life.closed = True  # its loop is gone: nothing left to release
 
 
