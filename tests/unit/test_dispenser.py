@@ -382,8 +382,9 @@ async def test_f30_closing_a_client_frees_the_slots_of_its_queued_creates(clock:
 async def test_f18_a_turn_handed_to_a_create_cancelled_in_that_tick_goes_to_the_next(
     clock: FakeClock,
 ) -> None:
-    """A create whose caller is cancelled in the same loop tick as the dispenser hands it its
-    turn sends nothing: the turn booked for it goes to the next create waiting, at once, and
+    """A create cancelled in the same loop tick as the dispenser hands it its turn (its client
+    closing while another client of the account queues creates) sends nothing: F18, only that
+    waiter detaches. The turn booked for it goes to the next create waiting, at once, and
     the one after that keeps its own turn (the pace lost none); with no create waiting, the
     booking is undone and a status check may take the turn."""
     ledger = Ledger(STEADY, clock)
