@@ -204,8 +204,11 @@ class Router:
         :meth:`Client.events`); each names its ``account``. It ends when the router closes.
 
         Raises:
-            ConfigurationError: ``maxsize`` is not an int of at least 1.
+            ConfigurationError: ``maxsize`` is not an int of at least 1, or a client runs on
+                another event loop (then no event would come).
         """
+        for account in self._accounts:
+            account.client._life.check_loop()
         return self._events.stream(maxsize)
 
     # ----------------------------------------------------------------- lifecycle

@@ -8,7 +8,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._clock import DEFAULT_CLOCK, Clock
-from ._errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
+from ._errors import ConfigurationError, InvalidRequestError, NanoBananaError, TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus, is_seconds
 from .events import Resolved, _check_callback, _result_without_prompt, _unawaited
 
@@ -126,6 +126,7 @@ class Task:
             )
         if self._future.done():
             return self._future.result()
+        self._check_loop()
         if timeout is None:
             return await self
         if not self._future.done():
@@ -231,6 +232,7 @@ class Task:
     def __await__(self) -> Generator[Any, None, ImageResult]:
         # A generator, not result()'s coroutine: one object less per waiting caller.
         if not self._future.done():
+            self._check_loop()
             waiter: asyncio.Future[None] = self._future.get_loop().create_future()
             self._add_waiter(waiter)
             try:
@@ -239,6 +241,18 @@ class Task:
                 self._drop_waiter(waiter)
                 raise
         return self._future.result()
+
+    def _check_loop(self) -> None:
+        # Awaited from another event loop (a second asyncio.run): asyncio's "attached to a
+        # different loop" RuntimeError, or a wait nothing ends, as nothing here tracks it.
+        loop = self._future.get_loop()
+        if loop is not asyncio.get_running_loop():
+            raise ConfigurationError(
+                f"task {self.id} is tracked by a client on another event loop"
+                f"{' (closed)' if loop.is_closed() else ''}: await it there, or resume it "
+                "(client.resume(task.id, model=...)) with a Client created inside the running "
+                "event loop"
+            )
 
     def _add_waiter(self, waiter: asyncio.Future[None]) -> None:
         waiters = self._waiters
