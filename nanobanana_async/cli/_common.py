@@ -19,6 +19,7 @@ from .._client import Client
 from .._errors import (
     APIError,
     AuthenticationError,
+    SubmitOutcomeUnknownError,
     TransportError,
 )
 from .._router import Router
@@ -187,6 +188,11 @@ def defaulted(chosen: str | None, *, key_env: str | None = None) -> bool:
     )
 
 
+def unknown_outcome_hint(provider: str) -> str:
+    """What to do about a create of unknown outcome that no journal holds."""
+    return f"no task id is known: look for it in {provider}'s task list before generating it again"
+
+
 @contextlib.contextmanager
 def naming(client: Client, *, chosen: bool = True) -> Iterator[None]:
     """A failure to reach the provider names the provider and the URL tried; a refused key,
@@ -198,6 +204,8 @@ def naming(client: Client, *, chosen: bool = True) -> Iterator[None]:
         text = str(exc).removeprefix(f"{client.provider}: ")
         if not chosen and isinstance(exc, AuthenticationError):
             text += f" ({DEFAULTED_HINT})"
+        if isinstance(exc, SubmitOutcomeUnknownError):
+            text += f"; {unknown_outcome_hint(client.provider)}"
         raise UnreachableError(f"{client.provider} at {client.base_url}: {text}") from None
 
 

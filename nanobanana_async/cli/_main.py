@@ -50,6 +50,7 @@ from ._common import (
     journal_keeps_ids,
     naming,
     status_command,
+    unknown_outcome_hint,
 )
 from ._inputs import SUFFIXES, InputError
 
@@ -432,8 +433,7 @@ async def _interrupted_submit(
     if isinstance(error, SubmitOutcomeUnknownError) and error.provider != "local":
         return (
             f": the create sent to {error.provider} may have been accepted and paid for, and "
-            f"no task id is known: look for it in {error.provider}'s task list before "
-            "generating it again"
+            f"{unknown_outcome_hint(error.provider)}"
         )
     return None  # never sent, or refused: nothing was created
 

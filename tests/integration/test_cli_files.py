@@ -18,7 +18,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal
 from nanobanana_async.cli import _common, main
-from nanobanana_async.testing import Latency, Simulator, _png
+from nanobanana_async.testing import Faults, Latency, Simulator, _png
 from nanobanana_async.testing._png import render
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 3_000
@@ -183,6 +183,25 @@ def test_a_refused_key_on_the_default_provider_says_apixo_was_not_chosen(
     assert main(["batch", str(prompts), "--out", str(tmp_path / "out")]) == 1
     assert hint in " ".join(capsys.readouterr().err.split())
     assert sim.stats.creates == 0
+    assert not out.exists()
+
+
+def test_a_generate_of_unknown_outcome_says_no_task_id_is_known_and_what_to_do(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The connection breaks after the create was sent: one line saying it may have been
+    paid for, that no task id is known and where to look before running it again; exit 1,
+    one create, no file."""
+    sim.faults = Faults(reset_after_create=1.0, kinds=frozenset({"create"}))
+    out = tmp_path / "x.png"
+    assert main(["generate", "a cat", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "may have been accepted" in err[0]
+    assert err[0].endswith(
+        "no task id is known: look for it in apixo's task list before generating it again"
+    )
+    assert sim.stats.creates == 1
     assert not out.exists()
 
 
