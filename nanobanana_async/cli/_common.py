@@ -322,3 +322,15 @@ def journal_keeps_ids() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(dropped)
+
+
+# The library's words for a callback URL that a model requires (providers/_base.py): the
+# command line has no callbacks= receiver, only --callback-url and the batch column.
+_LIBRARY_CALLBACK: Final = "(a per-call callback_url, or a callbacks= receiver)"
+
+
+def in_cli_terms(text: str, *, batch: bool) -> str:
+    """A library message about request fields, reworded where it names what only the library
+    has (``callbacks=``) for the command line's flags and batch columns."""
+    ways = "--callback-url URL, or a callback_url column" if batch else "--callback-url URL"
+    return text.replace(_LIBRARY_CALLBACK, f"({ways})")

@@ -47,6 +47,7 @@ from ._common import (
     defaulted,
     environment_warnings,
     fell_back,
+    in_cli_terms,
     journal_keeps_ids,
     naming,
     status_command,
@@ -711,7 +712,7 @@ def _main(args: argparse.Namespace) -> int:
             return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
-            sys.stderr.write(f"error: {line}\n")
+            sys.stderr.write(f"error: {in_cli_terms(line, batch=args.command == 'batch')}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted{_after_interrupt(args)}\n")
@@ -720,5 +721,5 @@ def _main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_FAILED
     except NanoBananaError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {in_cli_terms(str(exc), batch=args.command == 'batch')}\n")
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED

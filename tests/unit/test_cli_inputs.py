@@ -521,3 +521,27 @@ async def test_a_rerun_reads_the_journal_once_and_past_a_damaged_row(
     known = await _prepare_journal(path, "apixo", ["line-1-a", "line-3-c"], False, out=tmp_path)
     assert known == (0, 1)
     assert reads == 1
+
+
+def test_a_required_callback_url_is_asked_for_in_the_command_lines_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nanobananaapi's nano-banana needs a callback URL: generate and batch name
+    --callback-url (and batch the callback_url column), not the library's callbacks=
+    receiver, which the command line does not have; one line, exit 2, nothing sent."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k" * 16)
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9/")  # never reached
+    argv = ["--provider", "nanobananaapi", "--model", "nano-banana"]
+    assert main(["generate", "a cat", "-o", str(tmp_path / "x.png"), *argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "requires a callback URL (--callback-url URL) @ $.callback_url" in err[0]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert (
+        "requires a callback URL (--callback-url URL, or a callback_url column) @ $.callback_url"
+    ) in err[0]
+    assert "callbacks=" not in err[0]
