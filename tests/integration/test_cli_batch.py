@@ -432,7 +432,7 @@ def test_ctrl_c_during_the_create_of_generate_is_one_line_saying_the_outcome_is_
     """Ctrl-C while the create is on the wire (no journal, a hosted provider): one line that
     says the create may have been accepted and paid for with no task id known, exit 130; not
     a logged WARNING beside the interrupted line."""
-    slow = Faults(slow=1.0, slow_seconds=30.0, kinds=frozenset({"create"}))
+    slow = Faults(slow=1.0, slow_seconds=3.0, kinds=frozenset({"create"}))
     simulator = Simulator(provider, faults=slow, seed=4)
     simulator.start_in_thread()
     try:
