@@ -13,12 +13,13 @@ import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Final, TypedDict
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from .._client import Client
 from .._errors import (
     APIError,
     AuthenticationError,
+    NanoBananaError,
     SubmitOutcomeUnknownError,
     TransportError,
 )
@@ -26,6 +27,9 @@ from .._router import Router
 from .._task import Task
 from ..providers import PROVIDERS
 from ._inputs import InputError
+
+if TYPE_CHECKING:
+    from ._accounts import Accounts
 
 EXIT_OK: Final = 0
 
@@ -334,3 +338,42 @@ def in_cli_terms(text: str, *, batch: bool) -> str:
     has (``callbacks=``) for the command line's flags and batch columns."""
     ways = "--callback-url URL, or a callback_url column" if batch else "--callback-url URL"
     return text.replace(_LIBRARY_CALLBACK, f"({ways})")
+
+
+class _SetAside(logging.Filter):
+    # The router's WARNING that an account is set aside (its key or credits refused): under
+    # accounts_named the error line names every account and why, once.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.endswith("is set aside for the rest of the run")
+        )
+
+
+@contextlib.contextmanager
+def accounts_named(router: Router, routed: Accounts) -> Iterator[None]:
+    """A submit over several accounts that none took becomes one line naming each account
+    tried, the variable its key came from and what it answered (the error alone named the
+    last account; a WARNING per account set aside came before it).
+
+    Raises:
+        UnreachableError: in place of a NanoBananaError that carries the accounts tried.
+    """
+    logger = logging.getLogger("nanobanana_async")
+    quiet = _SetAside()
+    logger.addFilter(quiet)
+    try:
+        yield
+    except NanoBananaError as exc:
+        attempts = getattr(exc, "attempts", ())
+        if not attempts or isinstance(exc, ValueError):
+            raise  # refused before any account was asked: its own line says why
+        named = dict(zip(router.accounts, routed.accounts, strict=False))
+        tried = []
+        for attempt in attempts:
+            account = named.get(attempt.account)
+            source = f" (key from {account.key_env})" if account and account.key_env else ""
+            tried.append(f"{attempt.account}{source}: {attempt.outcome}")
+        raise UnreachableError(f"no account took the prompt: {'; '.join(tried)}") from None
+    finally:
+        logger.removeFilter(quiet)

@@ -39,6 +39,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     UnreachableError,
+    accounts_named,
     announce_local,
     cannot_write_in,
     check_output,
@@ -385,7 +386,8 @@ async def _generate(args: argparse.Namespace) -> int:
             request = _request(args)
             async with open_router(routed, journals=None) as (client, _):
                 submitting = asyncio.ensure_future(client.submit(request))
-                task = await asyncio.shield(submitting)
+                with accounts_named(client, routed):
+                    task = await asyncio.shield(submitting)
                 provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
                 return await _deliver(args, client, task, provider, request.model, dest)
         options = connection(args)

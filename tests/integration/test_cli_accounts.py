@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import random
 import re
@@ -203,6 +204,33 @@ def test_generate_over_two_providers_prints_a_status_command_for_the_account_tha
     )
     assert main(shlex.split(command)[1:]) == 1  # reaches the task: it failed
     assert f"{task_id}: failed" in capsys.readouterr().out
+    assert not output.exists()
+
+
+def test_generate_over_two_providers_whose_keys_are_refused_is_one_line_naming_each(
+    tmp_path: Path,
+    sims: dict[str, Simulator],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both accounts refuse their key: one line naming each account, the variable its key came
+    from and what it answered (it was a WARNING per account set aside, then the last
+    account's refusal alone); exit 1, nothing created, no file."""
+    monkeypatch.setenv("NANOBANANA_API_KEY_APIXO", "wrong-apixo-key")
+    monkeypatch.setenv("NANOBANANA_API_KEY_CRUN", "wrong-crun-key")
+    output = tmp_path / "one.png"
+    argv = ["generate", "a lighthouse", "--provider", "apixo,crun", "-o", str(output)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: no account took the prompt: apixo:")
+    assert "(key from NANOBANANA_API_KEY_APIXO): key refused: " in err[0]
+    assert "(key from NANOBANANA_API_KEY_CRUN): key refused: " in err[0]
+    assert "wrong-" not in err[0]
+    # Nor logged: a WARNING reaches the terminal beside the line.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sims["apixo"].stats.creates == sims["crun"].stats.creates == 0
     assert not output.exists()
 
 
