@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import heapq
 import itertools
 import json
@@ -29,7 +30,7 @@ import math
 import random
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
@@ -40,7 +41,7 @@ from nanobanana_async.testing import Latency
 
 from .scenarios import SCENARIO_1, Regime, paced_clairvoyant_wall
 
-SEEDS: Final = (1, 2, 3)
+SEEDS: Final = (1, 2, 3, 4, 5)
 CLIENT_RATIO: Final = 0.844  # the client on scenario 1, seed 1 (benchmarks/README.md)
 CREATE: Final = -1  # an action: send a create
 _STEP: Final = 0.001  # seconds per entry of the distribution's tables
@@ -171,6 +172,9 @@ class Policy(Protocol):
     def pending(self, task: int, now: float) -> None:
         """A check at ``now`` saw ``task`` still running."""
 
+    def finished(self, task: int, now: float) -> None:
+        """A check at ``now`` saw ``task`` finished."""
+
 
 WAIT: Final = -2
 
@@ -208,7 +212,9 @@ def run(durations: Sequence[float], limits: nb.Limits, policy: Policy) -> Run:
         if action == CREATE:
             assert world.can_create
             policy.created(world.create(now), now)
-        elif not world.check(action, now):
+        elif world.check(action, now):
+            policy.finished(action, now)
+        else:
             policy.pending(action, now)
     return Run(now, sum(world.checks) / n, sends, world.peak, world.lags)
 
@@ -237,6 +243,9 @@ class Clairvoyant:
 
     def pending(self, task: int, now: float) -> None:
         raise AssertionError("a clairvoyant check never finds its task pending")
+
+    def finished(self, task: int, now: float) -> None:
+        pass
 
 
 class Schedule:
@@ -302,6 +311,9 @@ class Schedule:
         self._next[task] = j + 1
         heapq.heappush(self._due, (max(now, self._created[task] + self._age(j)), task))
 
+    def finished(self, task: int, now: float) -> None:
+        pass
+
 
 def _likeliest(world: World, now: float, dist: Lognormal) -> tuple[int, float]:
     """The in-flight task likeliest to have finished by ``now``, and that chance."""
@@ -344,6 +356,108 @@ class Greedy:
 
     def pending(self, task: int, now: float) -> None:
         pass
+
+    def finished(self, task: int, now: float) -> None:
+        pass
+
+
+class ClientPlan:
+    """The client's own planner (``_scheduler/_plan.py``) in the model, driven as the runner
+    drives it with its limits known: apixo's advice (first check at 10 s, then every 3 s)
+    until three probes have finished, then the learned model's plan; creates first, then due
+    checks oldest due first, with the budget's pressure; idle requests (none waiting, a look
+    every 50 ms, up to 32) on :meth:`Planner.spare`'s picks. It learns the distribution from
+    the run, as the client does (from apixo's own duration in each answer); no I/O, no CPU
+    time, no grid rounding. ``durations`` only stand for that duration in the answer."""
+
+    name = "the client's planner (learns the distribution)"
+
+    def __init__(
+        self, durations: Sequence[float], told: Lognormal | None = None, *, pressure: bool = True
+    ) -> None:
+        from nanobanana_async._scheduler._account import _PRESSURE_FALL, _PRESSURE_RISE
+        from nanobanana_async._scheduler._latency import Learned
+        from nanobanana_async._scheduler._plan import Planner
+
+        self.durations = durations
+        self._rise, self._fall = (_PRESSURE_RISE if pressure else 0.0), _PRESSURE_FALL
+        known = None if told is None else Learned(mean=told.mu, var=told.sigma**2, samples=10**6)
+        self.plan: Planner[int] = Planner(None if known is None else lambda group: known)
+        if told is not None:
+            self.name = "the client's planner, told the distribution (as a rerun recalls it)"
+        self._entries: dict[int, Any] = {}
+        self._ready: list[Any] = []
+        self.pressure = 1.0
+        self._pressure_at = 0.0
+        self._spare_next = 0.0
+        self._spare: list[Any] = []
+
+    def _update_pressure(self, now: float) -> None:
+        # As Account.update_pressure: sparser checks while checks wait for requests.
+        elapsed = min(1.0, max(0.0, now - self._pressure_at))
+        self._pressure_at = now
+        rate = self._rise if self._ready else -self._fall
+        self.pressure = min(3.0, max(1.0, self.pressure * math.exp(rate * elapsed)))
+
+    def choose(self, world: World, now: float, bucket_full: bool) -> tuple[int, float]:
+        self._ready.extend(self.plan.due(now))
+        self._update_pressure(now)
+        if world.can_create:
+            return CREATE, now
+        while self._ready:
+            entry = self._ready.pop(0)
+            if entry.payload in world.in_flight:
+                self.plan.sent(entry, now)
+                return int(entry.payload), now
+        while self._spare:
+            entry = self._spare.pop()
+            if entry.payload in world.in_flight:
+                self.plan.sent(entry, now)
+                return int(entry.payload), now
+        wake = self.plan.next_wakeup()
+        if now >= self._spare_next and world.in_flight:
+            self._spare_next = now + 0.05
+            picked, again = self.plan.spare(now, 32)
+            self._spare = list(reversed(picked))
+            if self._spare:
+                return self.choose(world, now, bucket_full)
+            wake = min(wake, max(again, self._spare_next))
+        return WAIT, max(min(wake, self._spare_next), now + 1e-6)
+
+    def created(self, task: int, now: float) -> None:
+        self._entries[task] = self.plan.add(
+            task,
+            group="g",
+            now=now,
+            deadline=math.inf,
+            first_poll=10.0,
+            poll_interval=3.0,
+            pressure=self.pressure,
+        )
+
+    def pending(self, task: int, now: float) -> None:
+        self.plan.record_running(self._entries[task], now, self.pressure)
+
+    def finished(self, task: int, now: float) -> None:
+        # apixo's answer carries the task's own duration (costTime, whole milliseconds).
+        elapsed = int(self.durations[task] * 1000) / 1000.0
+        self.plan.record_done(self._entries.pop(task), now, elapsed)
+
+
+@contextlib.contextmanager
+def planner_constants(**values: float) -> Iterator[None]:
+    """The latency model's constants (``_scheduler._latency``) set to ``values`` inside the
+    block: what-ifs for the client's planner in the model, restored after."""
+    from nanobanana_async._scheduler import _latency
+
+    old = {name: getattr(_latency, name) for name in values}
+    try:
+        for name, value in values.items():
+            setattr(_latency, name, value)
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(_latency, name, value)
 
 
 # ---------------------------------------------------------------------- one task, analytically
@@ -521,6 +635,12 @@ def report(regime: Regime = SCENARIO_1, seeds: Sequence[int] = SEEDS) -> dict[st
         fixed.append(row)
     rows.append(max(fixed, key=lambda r: float(r["mean_ratio"])))
 
+    rows.append(evaluate(ClientPlan, draws, limits, cap))
+    rows.append(evaluate(lambda d: ClientPlan(d, dist), draws, limits, cap))
+    with planner_constants(_Z_FIRST=-1.1, _Z_STEP=0.05):
+        row = evaluate(lambda d: ClientPlan(d, pressure=False), draws, limits, cap)
+    row["policy"] = "the client's planner, first check at z -1.1, steps 0.05 sigma, no pressure"
+    rows.append(row)
     rows.append(evaluate(lambda d: Greedy(dist), draws, limits, cap))
     for at in (0.5, 0.3):
         rows.append(evaluate(lambda d, at=at: Greedy(dist, check_first_at=at), draws, limits, cap))

@@ -24,6 +24,7 @@ def _policies(durations: list[float]) -> list[ceiling.Policy]:
         ceiling.Greedy(DIST, check_first_at=0.3),
         ceiling.Schedule((1.2, 1.7, 2.2), 0.4),
         ceiling.Schedule(point.ages[:-1], point.ages[-1] - point.ages[-2], spare=DIST),
+        ceiling.ClientPlan(durations),
     ]
 
 
