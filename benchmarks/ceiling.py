@@ -6,9 +6,9 @@ A discrete-event model with no I/O and no overheads, on scenario 1's exact drawn
 benchmark (:func:`benchmarks.scenarios.paced_clairvoyant_wall`). In the model requests are
 tokens of our own pace (the library's :class:`~nanobanana_async._limits.Gcra` with its 2%
 margin and 1% burst), at most ``cap`` tasks are in flight, a create costs one token and a
-task's slot is freed by the first check at or after its finish. Each polling policy is told
-the TRUE latency distribution (more than the client knows); none sees a finish before a
-check shows it.
+task's slot is freed by the first check at or after its finish. Each polling policy but the
+client's own planner (:class:`ClientPlan`) is told the TRUE latency distribution (more than
+the client knows); none sees a finish before a check shows it.
 
 Besides the simulated policies, :func:`frontier` computes the least mean lag a single task can
 have for a given mean number of checks (any policy, adaptive or not: a task's checks can only
@@ -21,7 +21,6 @@ checks and a mean lag ``l`` per task, ``rate <= B / (1 + k)`` (the pace's budget
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import heapq
 import itertools
@@ -44,6 +43,7 @@ from .scenarios import SCENARIO_1, Regime, paced_clairvoyant_wall
 SEEDS: Final = (1, 2, 3, 4, 5)
 CLIENT_RATIO: Final = 0.844  # the client on scenario 1, seed 1 (benchmarks/README.md)
 CREATE: Final = -1  # an action: send a create
+WAIT: Final = -2  # an action: send nothing before the time given
 _STEP: Final = 0.001  # seconds per entry of the distribution's tables
 
 
@@ -99,14 +99,6 @@ class Lognormal:
         before = self.fast_cdf(seen_pending_at)
         return (self.fast_cdf(age) - before) / max(1.0 - before, 1e-12)
 
-    def age_reaching(self, hazard: float, seen_pending_at: float) -> float:
-        """The age at which :meth:`hazard` reaches ``hazard`` (the inverse, by bisection on
-        the table)."""
-        before = self.fast_cdf(seen_pending_at)
-        target = before + hazard * (1.0 - before)
-        i = bisect.bisect_left(self._cdf, target)
-        return max(i * _STEP, seen_pending_at + _STEP)
-
 
 # ---------------------------------------------------------------------- the model
 
@@ -132,7 +124,7 @@ class World:
         return len(self.created) < len(self.durations) and len(self.in_flight) < self.cap
 
     def finish(self, task: int) -> float:
-        """The task's true finish: for the clairvoyant policy only."""
+        """The task's true finish (the model's own: no polling policy reads it)."""
         return self.created[task] + self.durations[task]
 
     def create(self, now: float) -> int:
@@ -162,7 +154,7 @@ class Policy(Protocol):
     name: str
 
     def choose(self, world: World, now: float, bucket_full: bool) -> tuple[int, float]:
-        """``(CREATE, now)``, ``(task, now)`` to check it, or ``(-2, later)`` to wait for
+        """``(CREATE, now)``, ``(task, now)`` to check it, or ``(WAIT, later)`` to wait for
         ``later > now``. ``bucket_full``: waiting now loses tokens (the burst is banked)."""
         ...
 
@@ -174,9 +166,6 @@ class Policy(Protocol):
 
     def finished(self, task: int, now: float) -> None:
         """A check at ``now`` saw ``task`` finished."""
-
-
-WAIT: Final = -2
 
 
 @attrs.frozen
@@ -391,6 +380,7 @@ class ClientPlan:
         self._pressure_at = 0.0
         self._spare_next = 0.0
         self._spare: list[Any] = []
+        self._spare_at = -1.0
 
     def _update_pressure(self, now: float) -> None:
         # As Account.update_pressure: sparser checks while checks wait for requests.
@@ -409,6 +399,10 @@ class ClientPlan:
             if entry.payload in world.in_flight:
                 self.plan.sent(entry, now)
                 return int(entry.payload), now
+        if self._spare_at != now:
+            # The runner sends a look's picks only while requests are free at that instant;
+            # the rest stay planned.
+            self._spare.clear()
         while self._spare:
             entry = self._spare.pop()
             if entry.payload in world.in_flight:
@@ -418,7 +412,7 @@ class ClientPlan:
         if now >= self._spare_next and world.in_flight:
             self._spare_next = now + 0.05
             picked, again = self.plan.spare(now, 32)
-            self._spare = list(reversed(picked))
+            self._spare, self._spare_at = list(reversed(picked)), now
             if self._spare:
                 return self.choose(world, now, bucket_full)
             wake = min(wake, max(again, self._spare_next))
