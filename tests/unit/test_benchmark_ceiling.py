@@ -15,10 +15,11 @@ from nanobanana_async._limits import budget
 
 SMALL = attrs.evolve(SCENARIO_1, tasks=200)
 DIST = ceiling.Lognormal(SMALL.median, SMALL.sigma)
+PLAN = ceiling.frontier(DIST, 0.1)  # the per-task optimal plan at 0.1 s of lag per check
 
 
 def _policies(durations: list[float]) -> list[ceiling.Policy]:
-    point = ceiling.frontier(DIST, 0.1)
+    point = PLAN
     return [
         ceiling.Greedy(DIST),
         ceiling.Greedy(DIST, check_first_at=0.3),
@@ -77,7 +78,7 @@ def test_the_pace_and_the_cap_are_never_exceeded_in_the_model() -> None:
 def test_the_frontier_plan_costs_what_it_says() -> None:
     """The per-task plan's mean checks and lag, as the dynamic programme reports them, are
     what the plan gives (in closed form, and on 20,000 sampled latencies)."""
-    point = ceiling.frontier(DIST, 0.1)
+    point = PLAN
     checks, lag = ceiling.plan_cost(DIST, point.ages)
     assert checks == pytest.approx(point.checks, rel=1e-9)
     assert lag == pytest.approx(point.lag, rel=1e-9)
@@ -117,7 +118,7 @@ def test_the_ceiling_is_where_budget_and_cap_bind_together() -> None:
     """The steady ceiling meets both bounds and sits where they cross: fewer checks would
     leave more lag than the cap allows, more would exceed the budget."""
     limits = nb.Limits(requests=1000, per=6.0, concurrent_tasks=100)
-    points = [ceiling.frontier(DIST, p) for p in (0.05, 0.1, 0.2, 0.3)]
+    points = [ceiling.frontier(DIST, p) for p in (0.05, 0.2, 0.3)] + [PLAN]
     rate = 161.0
     top = ceiling.ceiling_rate(points, rate, 100, DIST.mean)
     assert top.price <= rate / (1 + top.checks) + 1e-9
@@ -125,3 +126,22 @@ def test_the_ceiling_is_where_budget_and_cap_bind_together() -> None:
     assert rate / (1 + top.checks) == pytest.approx(100 / (DIST.mean + top.lag), rel=0.01)
     assert top.price < min(rate / 2, 100 / DIST.mean)
     assert limits.concurrent_tasks == 100
+
+
+def test_planner_what_ifs_restore_the_constants() -> None:
+    """A what-if of the planner's constants leaves the library as it found it, even when the
+    block fails: the next client in the process plans as shipped."""
+    from nanobanana_async._scheduler import _latency
+
+    before = _latency._Z_STEP
+    seen = []
+
+    def fail_inside() -> None:
+        with ceiling.planner_constants(_Z_STEP=0.05):
+            seen.append(_latency._Z_STEP)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fail_inside()
+    assert seen == [0.05]
+    assert before == _latency._Z_STEP
