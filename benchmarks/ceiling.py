@@ -117,6 +117,7 @@ class World:
     done: int = 0
     peak: int = 0  # the most tasks in flight at once
     lags: list[float] = attrs.Factory(list)  # from each finish to the check that saw it
+    seen: list[float] = attrs.Factory(list)  # when each task was seen finished, in order
 
     @property
     def can_create(self) -> bool:
@@ -141,6 +142,7 @@ class World:
         self.checks[task] += 1
         if now >= self.finish(task):
             self.lags.append(now - self.finish(task))
+            self.seen.append(now)
             self.in_flight.discard(task)
             self.done += 1
             return True
@@ -178,6 +180,21 @@ class Run:
     sends: list[float]
     peak_in_flight: int
     lags: list[float]
+    seen: list[float]
+
+    def phases(self) -> tuple[float, float, float]:
+        """Seconds to see the first 10% finished, then the middle 80%, then the rest."""
+        n = len(self.seen)
+        lo, hi = self.seen[n // 10], self.seen[n * 9 // 10]
+        return lo, hi - lo, self.wall - hi
+
+    @property
+    def steady_rate(self) -> float:
+        """Tasks a second seen finished over the middle 80% of them (no start, no tail), as
+        the benchmark's ``steady_ratio`` counts them."""
+        n = len(self.seen)
+        lo, hi = self.seen[n // 10], self.seen[n * 9 // 10]
+        return n * 0.8 / max(hi - lo, 1e-9)
 
 
 def run(durations: Sequence[float], limits: nb.Limits, policy: Policy) -> Run:
@@ -205,7 +222,7 @@ def run(durations: Sequence[float], limits: nb.Limits, policy: Policy) -> Run:
             policy.finished(action, now)
         else:
             policy.pending(action, now)
-    return Run(now, sum(world.checks) / n, sends, world.peak, world.lags)
+    return Run(now, sum(world.checks) / n, sends, world.peak, world.lags, world.seen)
 
 
 class Clairvoyant:
@@ -544,7 +561,7 @@ def evaluate(
     cap: int,
 ) -> dict[str, Any]:
     """One policy on every draw: wall times, ratios to the paced clairvoyant, checks per task."""
-    walls, ratios, checks, lags = [], [], [], []
+    walls, ratios, checks, lags, steady, phases = [], [], [], [], [], []
     name = ""
     for durations in draws.values():
         policy = make(durations)
@@ -555,6 +572,8 @@ def evaluate(
         ratios.append(paced / result.wall)
         checks.append(result.checks_per_task)
         lags.append(statistics.fmean(result.lags))
+        steady.append(result.steady_rate)
+        phases.append(result.phases())
     return {
         "policy": name,
         "wall_s": [round(w, 2) for w in walls],
@@ -562,6 +581,8 @@ def evaluate(
         "mean_ratio": round(statistics.fmean(ratios), 3),
         "checks_per_task": round(statistics.fmean(checks), 2),
         "mean_lag_s": round(statistics.fmean(lags), 3),
+        "steady_per_s": round(statistics.fmean(steady), 2),
+        "phases_s": [[round(x, 2) for x in p] for p in phases],
     }
 
 
@@ -673,21 +694,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the report as JSON to this file")
     args = parser.parse_args(argv)
     result = report(seeds=[int(s) for s in args.seeds.split(",")])
-    print("| policy | wall (s) per seed | ratio to paced clairvoyant | mean | checks/task | lag |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| policy | wall (s) per seed | ratio to paced clairvoyant | mean | checks/task | lag "
+        "| steady tasks/s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in result["policies"]:
         walls = " / ".join(f"{w:.2f}" for w in row["wall_s"])
         ratios = " / ".join(f"{r:.3f}" for r in row["ratio_to_paced_clairvoyant"])
         print(
             f"| {row['policy']} | {walls} | {ratios} | {row['mean_ratio']:.3f} "
-            f"| {row['checks_per_task']:.2f} | {row['mean_lag_s']:.3f} s |"
+            f"| {row['checks_per_task']:.2f} | {row['mean_lag_s']:.3f} s "
+            f"| {row['steady_per_s']:.1f} |"
         )
-    print(f"| the client (measured, seed 1) | | {CLIENT_RATIO} | | 2.4 | |")
+    print(f"| the client (measured, seed 1) | | {CLIENT_RATIO} | | 2.4 | | |")
     print("\nper-task frontier (price s/check: checks, lag s):")
     for p in result["frontier"]:
         ages = ", ".join(f"{a:.2f}" for a in p["ages"][:6])
         print(f"  {p['price']:g}: {p['checks']:.2f} checks, lag {p['lag']:.3f} s, ages {ages}, ...")
     print("steady ceiling:", json.dumps(result["ceiling"]))
+    print("\nseconds to see the first 10% / the middle 80% / the last 10% (first seed):")
+    for row in result["policies"]:
+        first, middle, last = row["phases_s"][0]
+        print(f"  {first:5.2f} / {middle:5.2f} / {last:5.2f}  {row['policy']}")
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(result, handle, indent=1)
