@@ -623,6 +623,16 @@ def best_schedule(
     return tuple(point[:-1]), point[-1], best
 
 
+def _fixed(
+    ages: Sequence[float], tail: float, *, spare: Lognormal | None = None
+) -> Callable[[Sequence[float]], Policy]:
+    return lambda durations: Schedule(ages, tail, spare=spare)
+
+
+def _greedy(dist: Lognormal, check_first_at: float) -> Callable[[Sequence[float]], Policy]:
+    return lambda durations: Greedy(dist, check_first_at=check_first_at)
+
+
 def report(regime: Regime = SCENARIO_1, seeds: Sequence[int] = SEEDS) -> dict[str, Any]:
     """Every policy on ``regime``'s draws for ``seeds``, and the analytic ceiling."""
     limits = limits_of(regime)
@@ -645,7 +655,7 @@ def report(regime: Regime = SCENARIO_1, seeds: Sequence[int] = SEEDS) -> dict[st
         start = list(seed_plan[:count])
         tail = max(0.1, seed_plan[count] - seed_plan[count - 1]) if count < len(seed_plan) else 0.5
         ages, gap, _ = best_schedule(draws, limits, start, tail)
-        row = evaluate(lambda d, a=ages, g=gap: Schedule(a, g), draws, limits, cap)
+        row = evaluate(_fixed(ages, gap), draws, limits, cap)
         row["policy"] = f"fixed: ages {', '.join(f'{a:.2f}' for a in ages)}, then every {gap:.2f}"
         fixed.append(row)
     rows.append(max(fixed, key=lambda r: float(r["mean_ratio"])))
@@ -658,7 +668,7 @@ def report(regime: Regime = SCENARIO_1, seeds: Sequence[int] = SEEDS) -> dict[st
     rows.append(row)
     rows.append(evaluate(lambda d: Greedy(dist), draws, limits, cap))
     for at in (0.5, 0.3):
-        rows.append(evaluate(lambda d, at=at: Greedy(dist, check_first_at=at), draws, limits, cap))
+        rows.append(evaluate(_greedy(dist, at), draws, limits, cap))
 
     # The frontier's own plans (an index policy: a price per request), with spare tokens.
     for p in points:
@@ -666,7 +676,7 @@ def report(regime: Regime = SCENARIO_1, seeds: Sequence[int] = SEEDS) -> dict[st
             continue
         ages = p.ages[:-1]
         gap = p.ages[-1] - p.ages[-2]
-        row = evaluate(lambda d, a=ages, g=gap: Schedule(a, g, spare=dist), draws, limits, cap)
+        row = evaluate(_fixed(ages, gap, spare=dist), draws, limits, cap)
         row["policy"] = f"priced plan (price {p.price:g} s/check) + spare tokens"
         rows.append(row)
     return {
