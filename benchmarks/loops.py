@@ -101,8 +101,9 @@ def _child(args: argparse.Namespace) -> None:
 #: (``Secret.redact_bytes``); ``parse``: the request is built and every answer validated and
 #: read into typed results by the apixo driver; ``pace``: a GCRA turn before every send (the
 #: client's pace at its limits, woken on the 1/256 s grid, never early); ``sched``: one shared
-#: timer checks the tasks (a task per check), no coroutine per prompt sleeping; the slot is
-#: released when the task ends, not when its caller leaves.
+#: timer checks the tasks (a task per check, due times rounded up to the same grid), no
+#: coroutine per prompt sleeping; the slot is released when the task ends, not when its
+#: caller leaves.
 MUSTS = ("shield", "mask", "parse", "pace", "sched")
 VARIANTS = (
     "plain+shield",
@@ -292,6 +293,8 @@ class PlainWithMusts:
 
     # sched: one heap of due checks, one timer, a task per check
     def _track(self, ref: Any, done: asyncio.Future[list[str]], due: float) -> None:
+        # Up to the grid, so checks due within a step share one wake (never early).
+        due = math.ceil(due * _GRID) / _GRID
         self._sequence += 1
         heapq.heappush(self._due, (due, self._sequence, ref, done))
         if due < self._timer_at:
