@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import heapq
 import json
 import math
@@ -100,10 +101,10 @@ def _child(args: argparse.Namespace) -> None:
 #: cancelled caller never loses a paid task id; ``mask``: every answer is scanned for the key
 #: (``Secret.redact_bytes``); ``parse``: the request is built and every answer validated and
 #: read into typed results by the apixo driver; ``pace``: a GCRA turn before every send (the
-#: client's pace at its limits, woken on the 1/256 s grid, never early); ``sched``: one shared
-#: timer checks the tasks (a task per check, due times rounded up to the same grid), no
-#: coroutine per prompt sleeping; the slot is released when the task ends, not when its
-#: caller leaves.
+#: client's pace at its limits, woken on the 1/256 s grid, never early, and a send log that
+#: never holds more than the window's budget); ``sched``: one shared timer checks the tasks
+#: (a task per check, due times rounded up to the same grid), no coroutine per prompt
+#: sleeping; the slot is released when the task ends, not when its caller leaves.
 MUSTS = ("shield", "mask", "parse", "pace", "sched")
 VARIANTS = (
     "plain+shield",
@@ -143,7 +144,7 @@ class PlainWithMusts:
         interval: float,
     ) -> None:
         from nanobanana_async import ImageRequest, Limits, TaskState
-        from nanobanana_async._limits import Gcra, pacing
+        from nanobanana_async._limits import Gcra, budget, pacing
         from nanobanana_async._redact import Secret
         from nanobanana_async.providers._apixo import ApixoDriver
         from nanobanana_async.testing import HttpResponse
@@ -163,6 +164,8 @@ class PlainWithMusts:
             requests=regime.requests, per=regime.per, concurrent_tasks=regime.concurrent
         )
         self._gcra = Gcra(*pacing(limits)) if "pace" in musts else None
+        self._per, self._budget = limits.per, budget(limits)
+        self._sent: collections.deque[float] = collections.deque()  # send times in a window
         self._shield = "shield" in musts
         self._sched = "sched" in musts
         self._semaphore = asyncio.Semaphore(regime.concurrent)
@@ -182,10 +185,7 @@ class PlainWithMusts:
     ) -> tuple[int, Any, bytes]:
         while True:
             if self._gcra is not None:
-                now = self._loop.time()
-                turn = self._gcra.reserve(now)
-                if turn > now:
-                    await asyncio.sleep(math.ceil(turn * _GRID) / _GRID - now)
+                await self._paced()
             async with self._session.request(
                 method, url, json=body, params=params, headers=self._headers
             ) as resp:
@@ -196,6 +196,22 @@ class PlainWithMusts:
                 return status, headers, data
             self.rate_limited += 1
             await asyncio.sleep(float(headers.get("Retry-After", "1")))
+
+    async def _paced(self) -> None:
+        # The GCRA turn, then the send log's room: the clock decides, not the timer (uvloop's
+        # whole-millisecond timers fire early), and a stall's bunched turns wait for room.
+        loop, per, sent = self._loop, self._per, self._sent
+        turn = self._gcra.reserve(loop.time())  # type: ignore[union-attr]
+        while (now := loop.time()) < turn:  # noqa: ASYNC110  a clock, not an event, is awaited
+            await asyncio.sleep(math.ceil(turn * _GRID) / _GRID - now)
+        while True:
+            while sent and sent[0] <= now - per:
+                sent.popleft()
+            if len(sent) < self._budget:
+                break
+            await asyncio.sleep(math.ceil((sent[0] + per) * _GRID) / _GRID - now)
+            now = loop.time()
+        sent.append(now)
 
     def _response(self, status: int, headers: Any, data: bytes) -> Any:
         return self._http_response(status=status, headers=headers, body=data, received_at=0.0)
