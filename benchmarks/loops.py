@@ -70,8 +70,27 @@ def _child(args: argparse.Namespace) -> None:
             import uvloop
 
             factory = uvloop.new_event_loop
+        profiler = None
+        if args.profile_to:
+            import cProfile
+
+            # A few tasks first, on a simulator of their own: imports and first-use set-up
+            # (attrs compiling its methods, lazy imports) stay out of the profile.
+            warm = scenarios._simulator(regime, seed=5).start_in_thread()
+            try:
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    runner.run(scenarios._client_cpu(args.who, warm, attrs.evolve(regime, tasks=5)))
+            finally:
+                warm.stop_thread()
+
+            # This thread only (the simulator's is not profiled), on its CPU clock.
+            profiler = cProfile.Profile(time.thread_time)
+            profiler.enable()
         with asyncio.Runner(loop_factory=factory) as runner:
             cpu, ok = runner.run(scenarios._client_cpu(args.who, sim, regime))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile_to)
     finally:
         sim.stop_thread()
     turns = None
@@ -373,6 +392,91 @@ async def run_musts(who: str, sim: Any, regime: Any) -> tuple[float, int]:
     return cpu, sum(isinstance(o, list) for o in outcomes)
 
 
+def _where(file: str, name: str) -> tuple[str, str]:
+    """(part, function) of a profile row: which code pays, by module."""
+    for mark, part in (
+        ("nanobanana_async/", "library"),
+        ("benchmarks/", "benchmark client"),
+        ("aiohttp/", "aiohttp"),
+        ("multidict/", "aiohttp"),
+        ("yarl/", "aiohttp"),
+        ("asyncio/", "asyncio"),
+        ("uvloop/", "asyncio"),
+        ("attr/", "attrs"),
+        ("json/", "json"),
+    ):
+        at = file.find(mark)
+        if at >= 0:
+            return part, f"{file[at:]}:{name}"
+    if file == "~":
+        return ("asyncio" if "_asyncio" in name or "uvloop" in name else "builtins"), name
+    return "other", f"{Path(file).name}:{name}"
+
+
+Profile = dict[tuple[str, str], tuple[float, float]]  # (part, function): (µs, calls) / request
+
+
+def _profile(
+    args: argparse.Namespace, clients: list[str], loop: str, folder: Path
+) -> dict[str, Profile]:
+    """Each client's profile: self time (µs) and calls per request, by function."""
+    import pstats
+
+    profiles = {}
+    for client in clients:
+        out = folder / f"{client}.prof"
+        row = _run(
+            ROOT,
+            "ours" if client == "this" else client,
+            loop,
+            args.regime,
+            args.tasks,
+            profile_to=out,
+        )
+        stats: Any = pstats.Stats(str(out)).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+        requests = row["requests"]
+        per: Profile = {}
+        for (file, _line, name), (_cc, calls, tt, _ct, _callers) in stats.items():
+            key = _where(file, name)
+            us, n = per.get(key, (0.0, 0.0))
+            per[key] = (us + tt / requests * 1e6, n + calls / requests)
+        profiles[client] = per
+    return profiles
+
+
+def _print_profiles(profiles: dict[str, Profile]) -> None:
+    names = list(profiles)
+    print(
+        "\nprofiled self time, µs per request (cProfile on the client thread's CPU clock, "
+        "which inflates every call: compare columns, not with the timed figures), "
+        "and Python + C calls per request"
+    )
+    parts = sorted({part for per in profiles.values() for part, _ in per})
+    print("| part | " + " | ".join(f"{n} µs | {n} calls" for n in names) + " |")
+    print("|" + "---|" * (2 * len(names) + 1))
+    for part in [*parts, "total"]:
+        cells = []
+        for per in profiles.values():
+            rows = [v for (p, _), v in per.items() if part in (p, "total")]
+            cells += [f"{sum(us for us, _ in rows):.1f}", f"{sum(n for _, n in rows):.1f}"]
+        print(f"| {part} | " + " | ".join(cells) + " |")
+    if len(names) < 2:
+        return
+    mine, theirs = profiles[names[0]], profiles[names[1]]
+    zero = (0.0, 0.0)
+    keys = sorted(
+        set(mine) | set(theirs),
+        key=lambda k: mine.get(k, zero)[0] - theirs.get(k, zero)[0],
+        reverse=True,
+    )
+    print(f"\ntop functions, {names[0]} minus {names[1]}, µs (calls) per request")
+    print(f"| part | function | {names[0]} | {names[1]} | difference |")
+    print("|---|---|---|---|---|")
+    for key in keys[:30]:
+        (a, an), (b, bn) = mine.get(key, zero), theirs.get(key, zero)
+        print(f"| {key[0]} | `{key[1]}` | {a:.1f} ({an:.2f}) | {b:.1f} ({bn:.2f}) | {a - b:+.1f} |")
+
+
 def _export(rev: str, into: Path) -> Path:
     """The package as committed at ``rev``, in ``into``."""
     archive = subprocess.run(  # noqa: S603  git, fixed arguments
@@ -384,11 +488,15 @@ def _export(rev: str, into: Path) -> Path:
     return into
 
 
-def _run(version: Path, who: str, loop: str, regime: str, tasks: int) -> dict[str, Any]:
+def _run(
+    version: Path, who: str, loop: str, regime: str, tasks: int, profile_to: Path | None = None
+) -> dict[str, Any]:
     # Run from elsewhere: ``-m`` puts the working folder first on the path, before the version.
     env = dict(os.environ, PYTHONPATH=f"{version}{os.pathsep}{ROOT}")
     command = [sys.executable, "-m", "benchmarks.loops", "--child", "--who", who, "--loop", loop]
     command += ["--regime", regime, "--tasks", str(tasks)]
+    if profile_to is not None:
+        command += ["--profile-to", str(profile_to)]
     done = subprocess.run(  # noqa: S603  our own interpreter and module
         command, check=True, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
     )
@@ -420,7 +528,14 @@ def main(argv: list[str] | None = None) -> int:
         + "); default this,base",
     )
     parser.add_argument("--loops", default=",".join(LOOPS), help="default asyncio,uvloop")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing: one cProfile'd run of each of --clients on the first of "
+        "--loops, self time per request by part and the top differences of the first two",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", help=argparse.SUPPRESS)
     parser.add_argument("--who", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -432,8 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     if not set(loops) <= set(LOOPS):
         parser.error(f"--loops: one or more of {', '.join(LOOPS)}")
     for client in clients:
-        if client not in ("this", "base"):
+        if client not in ("this", "base", "plain"):
             musts_of(client)  # a bad name fails here, before any run
+    if args.profile:
+        with tempfile.TemporaryDirectory() as folder:
+            _print_profiles(_profile(args, clients, loops[0], Path(folder)))
+        return 0
     with tempfile.TemporaryDirectory() as folder:
         # (row name, package version, client): every one runs after the plain loop, per run.
         who: list[tuple[str, Path, str]] = []
@@ -442,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                 who.append((args.base, _export(args.base, Path(folder)), "ours"))
             elif client == "this":
                 who.append(("this", ROOT, "ours"))
+            elif client == "plain":
+                continue  # always run, first
             else:
                 who.append((client, ROOT, client))
         rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
