@@ -219,17 +219,20 @@ class PlainWithMusts:
     async def _paced(self) -> None:
         # The GCRA turn, then the send log's room: the clock decides, not the timer (uvloop's
         # whole-millisecond timers fire early), and a stall's bunched turns wait for room.
-        loop, per, sent = self._loop, self._per, self._sent
-        turn = self._gcra.reserve(loop.time())  # type: ignore[union-attr]
-        while (now := loop.time()) < turn:  # noqa: ASYNC110  a clock, not an event, is awaited
-            await asyncio.sleep(math.ceil(turn * _GRID) / _GRID - now)
+        # time.monotonic, not loop.time: uvloop's is the iteration's start, so a send late in
+        # a long iteration would be logged early and leave the log early (429s measured).
+        clock, per, sent = time.monotonic, self._per, self._sent
+        turn = self._gcra.reserve(clock())  # type: ignore[union-attr]
+        while (now := clock()) < turn:  # noqa: ASYNC110  a clock, not an event, is awaited
+            # Never under 1 ms ahead: uvloop fires those at once, and the loop would spin.
+            await asyncio.sleep(max(math.ceil(turn * _GRID) / _GRID - now, 0.001))
         while True:
             while sent and sent[0] <= now - per:
                 sent.popleft()
             if len(sent) < self._budget:
                 break
-            await asyncio.sleep(math.ceil((sent[0] + per) * _GRID) / _GRID - now)
-            now = loop.time()
+            await asyncio.sleep(max(math.ceil((sent[0] + per) * _GRID) / _GRID - now, 0.001))
+            now = clock()
         sent.append(now)
 
     def _response(self, status: int, headers: Any, data: bytes) -> Any:
@@ -340,7 +343,9 @@ class PlainWithMusts:
 
     def _wake(self) -> None:
         self._timer, self._timer_at = None, math.inf
-        now = self._loop.time()
+        # Within a millisecond is due: uvloop fires timers up to 1 ms early, and re-arming
+        # for the same instant would spin the loop (7 turns per request measured).
+        now = self._loop.time() + 0.001
         due = self._due
         while due and due[0][0] <= now:
             _, _, ref, done = heapq.heappop(due)
