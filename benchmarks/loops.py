@@ -8,6 +8,10 @@ other version is the package as committed at ``--base`` (default ``main``), expo
 benchmark code drives both. Loop turns are the client thread's ``epoll_wait``/``epoll_pwait``
 calls (one per iteration of either loop), counted by ``perf stat`` on the kernel's syscall
 tracepoints for that thread alone (no slowdown; "-" where perf or its tracepoints are missing).
+
+``--clients`` also runs the plain loop with only what this project requires added (``plain+all``
+and one requirement at a time: the floor no design keeping them can go under, see
+benchmarks/README "What the requirements cost"); ``--profile`` profiles the clients instead.
 """
 
 from __future__ import annotations
