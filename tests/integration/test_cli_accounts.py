@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -180,6 +182,56 @@ def test_generate_over_two_providers_names_the_account(
     (taker,) = [name for name, sim in sims.items() if sim.stats.creates == 1]
     assert f"from {taker} task" in printed
     assert output.stat().st_size > 0
+
+
+def test_generate_over_two_providers_prints_a_status_command_for_the_account_that_took_it(
+    tmp_path: Path, sims: dict[str, Simulator], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A routed generate whose task fails prints the status command with the key variable and
+    URL of the account that took it, and that command reaches the task as printed (it used
+    NANOBANANA_API_KEY and the documented URL)."""
+    output = tmp_path / "one.png"
+    argv = ["generate", "a lighthouse [[fail]]", "--provider", "crun,apixo", "-o", str(output)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    (taker,) = [name for name, sim in sims.items() if sim.stats.creates == 1]
+    task_id = next(iter(sims[taker]._book.tasks))
+    (command,) = re.findall(r"'(nanobanana status [^']+)' fetches it", err)
+    assert command == (
+        f"nanobanana status {task_id} --provider {taker} --api-key-env "
+        f"NANOBANANA_API_KEY_{taker.upper()} --base-url {sims[taker].base_url} "
+        "--model nano-banana-2"
+    )
+    assert main(shlex.split(command)[1:]) == 1  # reaches the task: it failed
+    assert f"{task_id}: failed" in capsys.readouterr().out
+    assert not output.exists()
+
+
+def test_generate_over_two_providers_whose_keys_are_refused_is_one_line_naming_each(
+    tmp_path: Path,
+    sims: dict[str, Simulator],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both accounts refuse their key: one line naming each account, the variable its key came
+    from and what it answered (it was a WARNING per account set aside, then the last
+    account's refusal alone); exit 1, nothing created, no file."""
+    monkeypatch.setenv("NANOBANANA_API_KEY_APIXO", "wrong-apixo-key")
+    monkeypatch.setenv("NANOBANANA_API_KEY_CRUN", "wrong-crun-key")
+    output = tmp_path / "one.png"
+    argv = ["generate", "a lighthouse", "--provider", "apixo,crun", "-o", str(output)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: no account took the prompt: apixo:")
+    assert "(key from NANOBANANA_API_KEY_APIXO): key refused: " in err[0]
+    assert "(key from NANOBANANA_API_KEY_CRUN): key refused: " in err[0]
+    assert "wrong-" not in err[0]
+    # Nor logged: a WARNING reaches the terminal beside the line.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sims["apixo"].stats.creates == sims["crun"].stats.creates == 0
+    assert not output.exists()
 
 
 def test_several_providers_refuse_a_missing_key_or_a_single_account_flag(
