@@ -331,7 +331,9 @@ class Router:
             eligible = [held]
         attempts: list[Attempt] = []
         tried: set[int] = set()
-        task, index = await self._dispatch.route(request, key, eligible, tried, attempts)
+        task, index = await self._dispatch.route(
+            request, key, eligible, tried, attempts, held=held is not None
+        )
         task.attempts = tuple(attempts)
         if self._follows and len(eligible) > 1:
             return self._follower.follow(task, index, request, key, eligible, tried, attempts)
