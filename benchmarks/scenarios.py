@@ -603,7 +603,15 @@ CPU_REGIME = Regime("cpu", 1000, 1.2, 100, 0.35, 0.5, 1200)
 
 
 async def _client_cpu(who: str, sim: Simulator, regime: Regime) -> tuple[float, int]:
-    """This thread's CPU seconds for the whole run, and the tasks that succeeded."""
+    """This thread's CPU seconds for the whole run, and the tasks that succeeded.
+
+    ``who``: ``ours``, ``plain`` (the hand-written loop) or a ``plain+...`` variant of it
+    that adds only what this project requires (``benchmarks.loops.VARIANTS``).
+    """
+    if who.startswith("plain+"):
+        from .loops import run_musts  # loops imports this module
+
+        return await run_musts(who, sim, regime)
     if who == "ours":
         limits = nb.Limits(
             requests=regime.requests, per=regime.per, concurrent_tasks=regime.concurrent

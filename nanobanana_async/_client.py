@@ -188,8 +188,10 @@ class Client(ClientResults):
         ends when the client closes or ``stream.close()`` is called. Several may be open.
 
         Raises:
-            ConfigurationError: ``maxsize`` is not an int of at least 1.
+            ConfigurationError: ``maxsize`` is not an int of at least 1, or the client runs
+                on another event loop (then no event would come).
         """
+        self._life.check_loop()
         return self._events.stream(maxsize)
 
     # ----------------------------------------------------------------- tasks

@@ -155,10 +155,12 @@ class Dispatcher:
         *,
         hedge: bool = False,
         wanted: Callable[[], bool] | None = None,
+        held: bool = False,
     ) -> tuple[Task, int]:
         """Submit ``request`` on the best untried account, moving on after refusals; returns
         the accepted task and its account. ``tried`` and ``attempts`` grow as it goes.
         ``wanted``: asked right before each create is sent (see ``Client._routed_submit``).
+        ``held``: the one eligible account's journal holds the request (see ``holder``).
 
         Raises:
             the error that ended it, with ``attempts`` (see ``Router.submit``).
@@ -170,9 +172,15 @@ class Dispatcher:
         left: Account | None = None  # the account the last refusal moved the request off
         while True:
             try:
-                index, probe = await self._choose(
-                    request, eligible, tried, deadline, last, attempts
-                )
+                if held:
+                    # Its journal answers (the task to re-attach, or an earlier submit of
+                    # unknown outcome); no create is sent, so the circuit, which guards
+                    # creates, is neither waited for nor spent as a probe.
+                    index, probe = eligible[0], False
+                else:
+                    index, probe = await self._choose(
+                        request, eligible, tried, deadline, last, attempts
+                    )
             except NanoBananaError:
                 if left is not None and self.events.active:
                     self._failed_over(left, None, last, key)
@@ -190,6 +198,12 @@ class Dispatcher:
                     request, key, retry_refusals=retry_refusals, wanted=gate
                 )
             except NanoBananaError as exc:
+                if held:
+                    # Raised from the journal, nothing sent: it tells nothing of the account's
+                    # health now (a killed run's unknown submits opened the circuit here, and
+                    # the account's other held prompts waited out its cooldown), and there is
+                    # no other account to move to.
+                    raise self._final(exc, account, attempts)  # noqa: B904 (it chains itself)
                 before = account.breaker.state
                 self._record(account, exc, probe=probe)
                 if self.events.active:

@@ -64,20 +64,42 @@ class Lifetime:
             ConfigurationError: the client runs on another event loop.
         """
         if self.closed:
-            raise ClientClosedError("the client is closed", task_id=task_id)
+            # Most often met from a second asyncio.run: the fix is a new client, in that loop.
+            raise ClientClosedError(
+                "the client is closed: create a new Client inside the running event loop",
+                task_id=task_id,
+            )
         self._bind_loop()
+
+    def check_loop(self) -> None:
+        """Raise if the client is bound to an event loop other than the running one (binds
+        nothing; outside any loop nothing is checked).
+
+        Raises:
+            ConfigurationError: the client runs on another event loop.
+        """
+        if self.loop is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            if loop is not self.loop:
+                self._other_loop()
 
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
         elif loop is not self.loop:
-            # Its sessions, locks and scheduler belong to the first loop: on another loop
-            # they would hang or fail with "Event loop is closed".
-            raise ConfigurationError(
-                f"{self._name} is bound to the event loop it started on; create one Client per "
-                "event loop (for example inside each asyncio.run)"
-            )
+            self._other_loop()
+
+    def _other_loop(self) -> None:
+        # Its sessions, locks and scheduler belong to the first loop: on another loop
+        # they would hang or fail with "Event loop is closed".
+        raise ConfigurationError(
+            f"{self._name} is bound to the event loop it started on; create one Client per "
+            "event loop (for example inside each asyncio.run)"
+        )
 
     def ready(self) -> Submitter | None:
         """The submitter when the client is started, open and on its own loop, else None

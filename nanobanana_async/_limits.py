@@ -119,3 +119,14 @@ class Gcra:
     def is_paused(self, now: float) -> bool:
         """True while a 429's Retry-After is still running."""
         return now < self.paused_until
+
+    @property
+    def booked(self) -> float:
+        """The theoretical arrival time of the next request (what :meth:`unreserve` takes)."""
+        return self._tat
+
+    def unreserve(self, booked: float) -> None:
+        """Undo a :meth:`reserve` whose request was never sent, if nothing was booked since
+        (``booked``: :attr:`booked` right after it); otherwise the turn stays spent."""
+        if self._tat == booked:
+            self._tat -= self.interval

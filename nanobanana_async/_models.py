@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._errors import InvalidRequestError
+from ._redact import without_userinfo
 
 if TYPE_CHECKING:
     from ._routing import Attempt
@@ -56,6 +57,29 @@ def is_http_url(value: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def credentials_problem(url: str, name: str) -> str | None:
+    """What is wrong with a user name or password in the http(s) URL ``url``, as a sentence
+    about ``name`` that does not echo it; None when it holds none.
+
+    Refused wherever a URL is sent or shown (a base URL, a callback URL, a receiver's public
+    URL): it goes to the provider, into a journal, a repr or a message, each a place a
+    password could leak from. A password's "/", "?" or "#" ends the authority early, so no
+    user part is seen and its start reads as the port: that URL is refused too.
+    """
+    if without_userinfo(url) != url:
+        return f"{name} must not hold a user name or password"
+    try:
+        port = urlsplit(url).port  # parsed on read: ValueError when it is not a number
+    except ValueError:
+        port = -1
+    if port is not None and not 0 <= port <= 65535:
+        return (
+            f"{name}'s host part does not parse (a port that is not a number, or a user name "
+            "or password with '/', '?' or '#' in it)"
+        )
+    return None
 
 
 #: The canonical model names; every provider's own ids are accepted too (``str``).
@@ -178,7 +202,8 @@ class ImageRequest:
         output_format: ``png`` or ``jpeg`` (``jpg`` is the same); None lets the provider choose.
         google_search: ask for Google Search grounding where the model offers it.
         timeout: seconds to wait for the task in total; None uses the client's default.
-        callback_url: where the provider should POST when the task ends (http or https). It
+        callback_url: where the provider should POST when the task ends (http or https, with
+            no user name or password: refused, as the provider stores and logs it). It
             takes the place of a ``Client(callbacks=...)`` receiver for this request, and is
             what nanobananaapi's ``nano-banana`` and ``nano-banana-pro`` require.
         num_images: images to make in one task (nanobananaapi ``nano-banana``: 1-4); the
@@ -249,8 +274,11 @@ class ImageRequest:
         if timeout is not None and not is_seconds(timeout):
             errors.append("timeout must be a positive number of seconds @ $.timeout")
         callback: object = self.callback_url
-        if isinstance(callback, str) and not is_http_url(callback):
-            errors.append("callback URL must be an http(s) URL @ $.callback_url")
+        if isinstance(callback, str):
+            if not is_http_url(callback):
+                errors.append("callback URL must be an http(s) URL @ $.callback_url")
+            elif problem := credentials_problem(callback, "callback URL"):
+                errors.append(f"{problem} @ $.callback_url")
         count: object = self.num_images
         if count is not None and (
             isinstance(count, bool) or not isinstance(count, int) or count < 1

@@ -204,8 +204,11 @@ class Router:
         :meth:`Client.events`); each names its ``account``. It ends when the router closes.
 
         Raises:
-            ConfigurationError: ``maxsize`` is not an int of at least 1.
+            ConfigurationError: ``maxsize`` is not an int of at least 1, or a client runs on
+                another event loop (then no event would come).
         """
+        for account in self._accounts:
+            account.client._life.check_loop()
         return self._events.stream(maxsize)
 
     # ----------------------------------------------------------------- lifecycle
@@ -328,7 +331,9 @@ class Router:
             eligible = [held]
         attempts: list[Attempt] = []
         tried: set[int] = set()
-        task, index = await self._dispatch.route(request, key, eligible, tried, attempts)
+        task, index = await self._dispatch.route(
+            request, key, eligible, tried, attempts, held=held is not None
+        )
         task.attempts = tuple(attempts)
         if self._follows and len(eligible) > 1:
             return self._follower.follow(task, index, request, key, eligible, tried, attempts)

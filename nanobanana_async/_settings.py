@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import aiohttp
 import attrs
@@ -14,7 +14,7 @@ from ._clock import DEFAULT_CLOCK, Clock
 from ._config import DEFAULT_TASK_TIMEOUT, Limits, RetryPolicy, Timeouts
 from ._errors import ConfigurationError
 from ._local import LOCAL_TASK_TIMEOUT, LocalTransport
-from ._models import is_http_url
+from ._models import credentials_problem, is_http_url
 from ._redact import UNAMBIGUOUS, Secret, without_userinfo
 from ._scheduler import _redis
 from ._transport import AiohttpTransport, Transport
@@ -174,7 +174,8 @@ def resolve(
         raise ConfigurationError(
             f"base_url must not hold the API key for {provider}: it goes in the {header} header"
         )
-    if url is not None and without_userinfo(url) != url:
+    problem = None if url is None else credentials_problem(url, "base_url")
+    if url is not None and problem is not None and without_userinfo(url) != url:
         # Refused for every provider, not kept for the wire and hidden: none of them reads
         # credentials from the URL (the key goes in a header), and a URL is stored in the
         # journal and shown in messages, reprs and the CLI, each a place a password could leak
@@ -184,13 +185,9 @@ def resolve(
             f"base_url must not hold a user name or password for {provider}: its API key "
             f"goes in the {header} header"
         )
-    if url is not None and _bad_port(url):
-        # "https://user:pa/ss@host": a password's "/", "?" or "#" ends the authority, so no
-        # user part is seen and its start reads as the port. Never a usable URL; not echoed.
-        raise ConfigurationError(
-            "base_url's host part does not parse (a port that is not a number, or a user name "
-            "or password with '/', '?' or '#' in it)"
-        )
+    if problem is not None:
+        # "https://user:pa/ss@host": never a usable URL; not echoed.
+        raise ConfigurationError(problem)
     coordinator = coordinator or os.environ.get("NANOBANANA_COORDINATOR") or None
     if coordinator is not None:
         _redis.connect(coordinator)  # a missing extra or a bad URL fails here, not mid-run
@@ -221,11 +218,3 @@ def resolve(
         wall_clock=wall_clock,
         random=random,
     )
-
-
-def _bad_port(url: str) -> bool:
-    try:
-        port = urlsplit(url).port  # parsed on read: ValueError when it is not a number
-    except ValueError:
-        return True
-    return port is not None and not 0 <= port <= 65535

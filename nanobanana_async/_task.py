@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._clock import DEFAULT_CLOCK, Clock
-from ._errors import InvalidRequestError, NanoBananaError, TaskTimeoutError
+from ._errors import ConfigurationError, InvalidRequestError, NanoBananaError, TaskTimeoutError
 from ._models import ImageRequest, ImageResult, TaskRef, TaskState, TaskStatus, is_seconds
 from .events import Resolved, _check_callback, _result_without_prompt, _unawaited
 
@@ -143,6 +143,7 @@ class Task:
             )
         if self._future.done():
             return self._future.result()
+        self._check_loop()
         if timeout is None:
             return await self
         if not self._future.done():
@@ -248,6 +249,8 @@ class Task:
     def __await__(self) -> Generator[Any, None, ImageResult]:
         # A generator, not result()'s coroutine: one object less per waiting caller.
         future = self._future
+        if not future.done():
+            self._check_loop()
         while not future.done():
             check = self._handed
             if check is None:
@@ -264,6 +267,18 @@ class Task:
             self._handed = None
             yield from check.run_here().__await__()
         return future.result()
+
+    def _check_loop(self) -> None:
+        # Awaited from another event loop (a second asyncio.run): asyncio's "attached to a
+        # different loop" RuntimeError, or a wait nothing ends, as nothing here tracks it.
+        loop = self._future.get_loop()
+        if loop is not asyncio.get_running_loop():
+            raise ConfigurationError(
+                f"task {self.id} is tracked by a client on another event loop"
+                f"{' (closed)' if loop.is_closed() else ''}: await it there, or resume it "
+                "(client.resume(task.id, model=...)) with a Client created inside the running "
+                "event loop"
+            )
 
     def _add_waiter(self, waiter: asyncio.Future[None]) -> None:
         waiters = self._waiters

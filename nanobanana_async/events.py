@@ -359,6 +359,8 @@ class EventStream:
             raise ConfigurationError("events(maxsize=) must be an int of at least 1")
         self._buffer: collections.deque[Event] = collections.deque(maxlen=maxsize)
         self._waiter: asyncio.Future[None] | None = None
+        # The loop its events come from: the one it was opened in, else the first it is read in.
+        self._loop = _running_loop()
         self._unsubscribe = unsubscribe
         self._closed = False
         #: events dropped because the buffer was full.
@@ -405,12 +407,29 @@ class EventStream:
                     "this event stream already has a reader: open another client.events() "
                     "for each reader (each gets every event)"
                 )
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            if self._loop is None:
+                self._loop = loop
+            elif loop is not self._loop:
+                # Its client's loop ended (a second asyncio.run): no event can come, and a
+                # read would wait for ever.
+                raise ConfigurationError(
+                    "this event stream belongs to another event loop: open client.events() "
+                    "on a Client created inside the running event loop"
+                )
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
         return self._buffer.popleft()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # opened outside a loop: bound by its first read
+        return None
 
 
 def _check_callback(callback: object, what: str) -> None:

@@ -76,12 +76,13 @@ class _Waiting:
     """A create in its account's queue: woken with True once its turn is booked, with False
     when it must ask again (the task cap was cut meanwhile: it waits for its slot first)."""
 
-    __slots__ = ("future", "lease", "since")
+    __slots__ = ("booked", "future", "lease", "since")
 
     def __init__(self, future: asyncio.Future[bool], lease: Lease | None, since: float) -> None:
         self.future = future
         self.lease = lease
         self.since = since  # when it asked: its turn is never before (see Gcra.turn)
+        self.booked = math.inf  # the pace's next turn right after its own was booked
 
 
 class Ledger:
@@ -173,9 +174,13 @@ class Ledger:
                 if await waiting.future:
                     return
             except asyncio.CancelledError:
-                if not waiting.future.done() or waiting.future.cancelled():
+                future = waiting.future
+                if not future.done() or future.cancelled():
                     # Cancelled while queued: it booked nothing, and leaves its place.
                     self._leave(waiting)
+                elif future.exception() is None and future.result():
+                    # Cancelled in the tick its turn was booked: nothing goes on that turn.
+                    self._pass_on(waiting)
                 raise
 
     def dispense(self, now: float) -> float:
@@ -219,6 +224,7 @@ class Ledger:
                 waiting.since = max(waiting.since, free)
                 return on_grid(free)
             gcra.reserve(at, burst=burst)
+            waiting.booked = gcra.booked  # to undo, should its caller leave in this tick
             creates.popleft()
             waiting.future.set_result(True)
             handed += 1
@@ -250,6 +256,28 @@ class Ledger:
             # The checks it held back, or the create after it, may go sooner.
             now = self._clock.now()
             self._wake_at(self._next_turn(creates[0], now) if creates else now)
+
+    def _pass_on(self, waiting: _Waiting) -> None:
+        # A turn booked for a create whose caller left before it could send: the next create
+        # waiting takes it (booked in the pace already, it books nothing more), or, with none
+        # waiting, the booking is undone. Kept, the pace lost a turn, and every create queued
+        # behind went one interval later for a request never sent.
+        creates = self._creates
+        while creates:
+            head = creates[0]
+            if head.future.done():
+                creates.popleft()  # its caller left too
+                continue
+            lease = head.lease
+            if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
+                break  # over a cap cut: the dispenser sends it back to wait for its slot
+            creates.popleft()
+            head.future.set_result(True)
+            return
+        self.dispensed -= 1
+        self.gcra.unreserve(waiting.booked)
+        if creates:
+            self._wake_at(self._next_turn(creates[0], self._clock.now()))
 
     def _bounce(self) -> None:
         # The queued creates ask again (see rate_limited): each waits for its slot first.

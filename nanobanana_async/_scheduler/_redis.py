@@ -25,8 +25,9 @@ Keys (``nanobanana:<sha256 of provider, base URL and key>:…``, never the key i
   lowering it); when the process can no longer see the task, it sets the expiry to the task's
   horizon and stops renewing; when it sees the task end, it removes it. A killed process's
   leases therefore come back at their horizon (or a TTL after its last heartbeat), never
-  sooner. A lease id is the journal key when there is one, so a process restarted from its
-  journal re-attaches to its leases instead of taking new ones.
+  sooner. With a journal, a lease id is derived from the request's journal key (a digest of
+  the host, the journal's path and that key), so a process restarted from its journal
+  re-attaches to its leases instead of taking new ones.
 - ``epoch``, ``rebuild``, ``old``: the run id of the Redis that holds the state, the end of the
   rebuild after a restart, and the leases a snapshot brought back that await their owners
   (see ``_redis_store``).
@@ -427,11 +428,20 @@ class RedisLedger(Ledger):
         # window forgot its grant and overfill the provider's. So the send goes on a fresh
         # grant, as a status check never goes on a batch grant older than the same bound.
         # A grant handed from a batch was up to _HANDOFF_MAX old when its caller got it.
-        fresh = min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX
-        if self._clock.now() - granted <= fresh and not self.is_paused():
-            return
-        self.stale_grants += 1
-        await self.acquire_request()
+        #
+        # And, as in memory, the send waits for room in this process's own send log: creates
+        # booked through a stall of the loop all wake when it ends, and the shared window's
+        # grants (spread over its slack) let a window of sends hold more than the budget.
+        while True:
+            fresh = min(_TOKEN_TTL, slack(self.effective) / 2) - _HANDOFF_MAX
+            if self._clock.now() - granted > fresh or self.is_paused():
+                self.stale_grants += 1
+                await self.acquire_request()
+                granted = self._clock.now()
+            if self.has_send_room():
+                return
+            # The grant ages while it waits: a fresh one is taken once there is room.
+            await self.wait_send_room()
 
     def try_take_request(self, now: float) -> bool:
         if self.gcra.is_paused(now):

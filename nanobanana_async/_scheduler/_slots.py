@@ -27,8 +27,10 @@ _log = logging.getLogger("nanobanana_async")
 class Lease:
     """One slot, held by ``owner`` (a client) until released or its horizon passes.
 
-    ``id`` names it in a shared ledger: the journal key when there is one, so a restarted
-    process finds its leases again.
+    ``id`` names it in a shared ledger. With a journal it is derived from the request's
+    journal key, not that key itself: a digest of the host, the journal's path and the key
+    (``JournalHooks.lease_id``), so two journals' keys never meet; the same on a rerun, so a
+    restarted process finds its leases again. Without one it is random.
     """
 
     owner: object

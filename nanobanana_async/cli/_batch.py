@@ -28,6 +28,7 @@ from .._config import Limits
 from .._download import safe_name
 from .._errors import (
     AuthenticationError,
+    BadResponseError,
     ConfigurationError,
     CoordinatorStateError,
     CoordinatorUnavailableError,
@@ -44,15 +45,20 @@ from .._routing import RouterStatistics
 from .._task import Task
 from ._accounts import Accounts
 from ._common import (
+    DEFAULTED_HINT,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     Connection,
+    announce_local,
     choose_provider,
     connection,
+    defaulted,
     input_problems,
     naming,
     request_defaults,
+    status_command,
+    status_words,
 )
 from ._inputs import InputError, read_requests
 from ._progress import (
@@ -151,7 +157,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     client: Client | Router
     if routed is None:
         options = connection(args)
-        provider = choose_provider(args.provider, key_env=args.api_key_env)
+        provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
         client = Client(
             provider,
             limits=limits,
@@ -221,6 +227,8 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
     except BaseException:
         await client.aclose()
         raise
+    if routed is None:  # the rows, --out and the journal are usable: the batch goes ahead
+        announce_local(args.provider, key_env=args.api_key_env)
     unjournaled: list[str] = []
     state = BatchState(total=len(requests), started=time.monotonic(), request_limit=limits.requests)
     manifest = args.out / "results.jsonl"
@@ -307,6 +315,7 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
                 concurrent=args.concurrent,
                 note=unjournaled.append,
                 say=say,
+                fetch=functools.partial(status_command, args, client),
             )
 
         if mode != "table":
@@ -370,8 +379,11 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
         numbers = ", ".join(str(r["line"]) for r in skipped[:20])
         more = ", …" if len(skipped) > 20 else ""
         if isinstance(stop, AuthenticationError):
+            key = args.api_key_env or "NANOBANANA_API_KEY"
+            if routed is None and defaulted(args.provider, key_env=args.api_key_env):
+                key += f" ({DEFAULTED_HINT})"
             why = (
-                "the provider refused the API key (lines {}); fix NANOBANANA_API_KEY"
+                "the provider refused the API key (lines {}); fix " + key
                 if routed is None
                 else "every account's key or credits were refused (lines {}); fix them"
             )
@@ -549,13 +561,18 @@ async def _run_batch(
     concurrent: int,
     note: Callable[[str], None] = lambda text: None,
     say: Callable[[str], None] = lambda text: None,
+    fetch: Callable[[Task, str], str] | None = None,
 ) -> NanoBananaError | None:
     """Run every prompt; returns the refusal that stopped the submits (no credits, a bad
     key, no coordinator, a journal that cannot be written), if one did.
 
     ``say`` prints a line at once and ``note`` keeps it for the summary: the id of a task
-    accepted but not journaled, which no file holds.
+    accepted but not journaled, which no file holds; ``fetch(task, model)`` is the
+    ``nanobanana status`` command that fetches such a task (default: without the command's
+    ``--api-key-env`` and ``--base-url``).
     """
+    if fetch is None:
+        fetch = functools.partial(status_command, argparse.Namespace(), client)
     stopped: list[NanoBananaError] = []
     gate = asyncio.Semaphore(min(SUBMIT_WINDOW, concurrent))
 
@@ -602,8 +619,7 @@ async def _run_batch(
                     )
                 text = (
                     f"line {line}: task {task.id} was accepted but is not in the journal "
-                    f"({exc.path}): if this run stops, 'nanobanana status {task.id} "
-                    f"--provider {_provider_of(client, task)} --model {request.model}' fetches it"
+                    f"({exc.path}): if this run stops, '{fetch(task, request.model)}' fetches it"
                 )
                 say(text)
                 note(text)
@@ -635,13 +651,6 @@ async def _run_batch(
     return stopped[0] if stopped else None
 
 
-def _provider_of(client: Client | Router, task: Task) -> str:
-    if isinstance(client, Client):
-        return client.provider
-    # The router records the account that took the task: "crun:1a2b3c4d".
-    return task.attempts[-1].account.split(":")[0] if task.attempts else "?"
-
-
 def _line_of(key: str) -> int:
     # Batch keys are "line-N-<digest>"; a key of another shape sorts first.
     parts = key.split("-")
@@ -655,6 +664,11 @@ def account_journals(journal: Path) -> list[Path]:
         return [journal]
     found = sorted(journal.parent.glob(f"{journal.stem}-*{journal.suffix}"))
     return found or [journal]
+
+
+#: An image host's answers to a URL the provider gave that has expired (or was withdrawn):
+#: fetching it again will not help.
+_EXPIRED: Final = (403, 404, 410)
 
 
 @attrs.frozen
@@ -764,7 +778,8 @@ async def _resume(args: argparse.Namespace) -> int:
                 raise InputError([f"{held.path}: its key variable {held.key_env} is not set"])
             options["api_key"] = key
         options.setdefault("base_url", held.base_url)
-        failed += await _resume_journal(held, open_entries, options, rows, out)
+        key_env = args.api_key_env or held.key_env
+        failed += await _resume_journal(held, open_entries, options, rows, out, key_env=key_env)
     text = "".join(json.dumps(rows[n]) + "\n" for n in sorted(rows))
     await anyio.to_thread.run_sync(manifest.write_text, text)
     sys.stdout.write(f"manifest: {manifest}\n")
@@ -807,10 +822,14 @@ async def _resume_journal(
     options: Connection,
     rows: dict[int, dict[str, Any]],
     out: Path,
+    *,
+    key_env: str | None = None,
 ) -> int:
     """Wait for one journal's running tasks (and take its ended, undelivered ones as
-    recorded) and download them; returns how many failed."""
+    recorded) and download them; returns how many failed. ``key_env`` names the variable the
+    key came from, for the commands it prints (None: ``NANOBANANA_API_KEY``)."""
     failed = 0
+    url = options.get("base_url")
     by_key = {e.key: e for e in open_entries}
 
     async def settle(client: Client, task: Task) -> None:
@@ -820,7 +839,37 @@ async def _resume_journal(
         request, model = entry.request, entry.model
         try:
             result = await task
-            paths = await client.download(result, image_base(out, line, result.task_id))
+            try:
+                paths = await client.download(result, image_base(out, line, result.task_id))
+            except BadResponseError as exc:
+                if exc.status not in _EXPIRED:
+                    raise
+                # The journal's URLs of a task that ended long ago: the task is paid and
+                # done, only its link is gone. Say so, and how to see what the provider
+                # gives now.
+                failed += 1
+                rows[line] = manifest_row(
+                    line,
+                    request,
+                    model=model,
+                    status="failed",
+                    task_id=result.task_id,
+                    error=f"the task succeeded, but its image URL has expired (HTTP {exc.status})",
+                )
+                fetch = status_words(
+                    result.task_id,
+                    held.provider,
+                    model or result.model,
+                    key_env=key_env,
+                    base_url=url,
+                )
+                sys.stdout.write(
+                    f"line {line}: {held.provider} task {result.task_id} succeeded, but its "
+                    f"image URL has expired (HTTP {exc.status}; result URLs last about a day on "
+                    f"some providers): '{fetch}' shows the URLs it gives now; generating the "
+                    "prompt again pays again\n"
+                )
+                return
         except WrongAccountError as exc:
             # Another key's task: not checked with this key; its manifest row stays.
             failed += 1

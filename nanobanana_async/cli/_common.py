@@ -6,20 +6,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import logging
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Final, TypedDict
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from .._client import Client
 from .._errors import (
     APIError,
+    AuthenticationError,
+    NanoBananaError,
+    SubmitOutcomeUnknownError,
     TransportError,
 )
+from .._router import Router
+from .._task import Task
 from ..providers import PROVIDERS
 from ._inputs import InputError
+
+if TYPE_CHECKING:
+    from ._accounts import Accounts
 
 EXIT_OK: Final = 0
 
@@ -65,9 +75,13 @@ def environment_warnings(environ: Mapping[str, str] = os.environ) -> list[str]:
     return lines
 
 
-def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
+def choose_provider(
+    chosen: str | None, *, key_env: str | None = None, announce: bool = True
+) -> str:
     """The provider from ``--provider``, else ``NANOBANANA_PROVIDER``, else apixo with a key
-    set, else ``local`` (said on stderr).
+    set, else ``local`` (said on stderr by :func:`announce_local`, at once unless
+    ``announce`` is false: a command whose input may still be refused says it once that
+    input is checked, so a refusal stays one line).
 
     Raises:
         InputError: ``NANOBANANA_PROVIDER`` names no provider, or the provider needs a key and
@@ -85,10 +99,27 @@ def choose_provider(chosen: str | None, *, key_env: str | None = None) -> str:
         return _keyed(named, key_env)
     if os.environ.get(key_env or "NANOBANANA_API_KEY"):
         return "apixo"
-    sys.stderr.write(
-        f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
-    )
+    if announce:
+        announce_local(chosen, key_env=key_env)
     return "local"
+
+
+def fell_back(chosen: str | None, *, key_env: str | None = None) -> bool:
+    """Whether :func:`choose_provider` chose ``local`` for want of a key (no provider named)."""
+    return (
+        chosen is None
+        and not os.environ.get("NANOBANANA_PROVIDER")
+        and not os.environ.get(key_env or "NANOBANANA_API_KEY")
+    )
+
+
+def announce_local(chosen: str | None, *, key_env: str | None = None) -> None:
+    """Say on stderr that the built-in simulator runs, when no provider was named and no key
+    is set (a user expecting their provider learns why nothing is paid)."""
+    if fell_back(chosen, key_env=key_env):
+        sys.stderr.write(
+            f"no {key_env or 'NANOBANANA_API_KEY'} set: using the built-in local simulator\n"
+        )
 
 
 def _keyed(provider: str, key_env: str | None) -> str:
@@ -144,14 +175,41 @@ def request_defaults(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+#: Said with a refused key when apixo was not named but taken as the default.
+DEFAULTED_HINT: Final = (
+    "apixo is the default with a key set: name the key's provider with --provider or "
+    "NANOBANANA_PROVIDER"
+)
+
+
+def defaulted(chosen: str | None, *, key_env: str | None = None) -> bool:
+    """Whether :func:`choose_provider` took apixo for want of a provider named (a key is
+    set): another provider's key then reaches apixo, which refuses it."""
+    return (
+        chosen is None
+        and not os.environ.get("NANOBANANA_PROVIDER")
+        and bool(os.environ.get(key_env or "NANOBANANA_API_KEY"))
+    )
+
+
+def unknown_outcome_hint(provider: str) -> str:
+    """What to do about a create of unknown outcome that no journal holds."""
+    return f"no task id is known: look for it in {provider}'s task list before generating it again"
+
+
 @contextlib.contextmanager
-def naming(client: Client) -> Iterator[None]:
-    """A failure to reach the provider names the provider and the URL tried."""
+def naming(client: Client, *, chosen: bool = True) -> Iterator[None]:
+    """A failure to reach the provider names the provider and the URL tried; a refused key,
+    when the provider was not ``chosen`` but the default, says how to name it."""
     try:
         yield
     except (TransportError, APIError) as exc:
         # "apixo: HTTP 404 …" from a crun server: the URL says where it went.
         text = str(exc).removeprefix(f"{client.provider}: ")
+        if not chosen and isinstance(exc, AuthenticationError):
+            text += f" ({DEFAULTED_HINT})"
+        if isinstance(exc, SubmitOutcomeUnknownError):
+            text += f"; {unknown_outcome_hint(client.provider)}"
         raise UnreachableError(f"{client.provider} at {client.base_url}: {text}") from None
 
 
@@ -198,3 +256,124 @@ def cannot_write_in(folder: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+def status_command(
+    args: argparse.Namespace, client: Client | Router, task: Task, model: str
+) -> str:
+    """The ``nanobanana status`` command that fetches an accepted task, quoted for a POSIX
+    shell: it reaches the task's own account, with the key variable and URL that account was
+    reached with (copied without them, it used ``NANOBANANA_API_KEY`` and the documented URL).
+
+    Neither is a secret: the key is named by its variable, and a ``base_url`` holding the key
+    or a password was refused before anything was sent.
+    """
+    provider, key_env, base_url = _account_of(args, client, task)
+    return status_words(str(task.id), provider, model, key_env=key_env, base_url=base_url)
+
+
+def status_words(
+    task_id: str, provider: str, model: str, *, key_env: str | None, base_url: str | None
+) -> str:
+    """``nanobanana status TASK_ID --provider P [--api-key-env K] [--base-url U] --model M``,
+    quoted for a POSIX shell."""
+    words = ["nanobanana", "status", task_id, "--provider", provider]
+    if key_env is not None:
+        words += ["--api-key-env", key_env]
+    if base_url is not None:
+        words += ["--base-url", base_url]
+    return shlex.join([*words, "--model", model])
+
+
+def _account_of(
+    args: argparse.Namespace, client: Client | Router, task: Task
+) -> tuple[str, str | None, str | None]:
+    # (provider, key variable, base URL) of the account holding the task.
+    if isinstance(client, Client):
+        return client.provider, getattr(args, "api_key_env", None), getattr(args, "base_url", None)
+    # The router records the account that took the task ("crun:1a2b3c4d"); the command's
+    # accounts are its clients, in order.
+    taken = task.attempts[-1].account if task.attempts else None
+    routed = getattr(args, "routed", None)
+    accounts = routed.accounts if routed is not None else ()
+    for name, account in zip(client.accounts, accounts, strict=False):
+        if name == taken:
+            return account.provider, account.key_env, account.base_url
+    return (taken or "?").split(":")[0], None, None
+
+
+class _IdsInTheJournal(logging.Filter):
+    """Drops the library's WARNING that a closing client failed accepted tasks no caller
+    waited for (it names each id and ``client.resume``): under a command whose every task is
+    in its journal, the journal holds those ids and the command's one ``interrupted`` line
+    says how to go on, so the WARNING only buried that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith("the client closed while %d accepted")
+        )
+
+
+@contextlib.contextmanager
+def journal_keeps_ids() -> Iterator[None]:
+    """Within it, see :class:`_IdsInTheJournal` (on the ``nanobanana_async`` logger, which
+    logs that line itself)."""
+    logger = logging.getLogger("nanobanana_async")
+    dropped = _IdsInTheJournal()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
+
+
+# The library's words for a callback URL that a model requires (providers/_base.py): the
+# command line has no callbacks= receiver, only --callback-url and the batch column.
+_LIBRARY_CALLBACK: Final = "(a per-call callback_url, or a callbacks= receiver)"
+
+
+def in_cli_terms(text: str, *, batch: bool) -> str:
+    """A library message about request fields, reworded where it names what only the library
+    has (``callbacks=``) for the command line's flags and batch columns."""
+    ways = "--callback-url URL, or a callback_url column" if batch else "--callback-url URL"
+    return text.replace(_LIBRARY_CALLBACK, f"({ways})")
+
+
+class _SetAside(logging.Filter):
+    # The router's WARNING that an account is set aside (its key or credits refused): under
+    # accounts_named the error line names every account and why, once.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.endswith("is set aside for the rest of the run")
+        )
+
+
+@contextlib.contextmanager
+def accounts_named(router: Router, routed: Accounts) -> Iterator[None]:
+    """A submit over several accounts that none took becomes one line naming each account
+    tried, the variable its key came from and what it answered (the error alone named the
+    last account; a WARNING per account set aside came before it).
+
+    Raises:
+        UnreachableError: in place of a NanoBananaError that carries the accounts tried.
+    """
+    logger = logging.getLogger("nanobanana_async")
+    quiet = _SetAside()
+    logger.addFilter(quiet)
+    try:
+        yield
+    except NanoBananaError as exc:
+        attempts = getattr(exc, "attempts", ())
+        if not attempts or isinstance(exc, ValueError):
+            raise  # refused before any account was asked: its own line says why
+        named = dict(zip(router.accounts, routed.accounts, strict=False))
+        tried = []
+        for attempt in attempts:
+            account = named.get(attempt.account)
+            source = f" (key from {account.key_env})" if account and account.key_env else ""
+            tried.append(f"{attempt.account}{source}: {attempt.outcome}")
+        raise UnreachableError(f"no account took the prompt: {'; '.join(tried)}") from None
+    finally:
+        logger.removeFilter(quiet)

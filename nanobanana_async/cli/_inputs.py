@@ -80,7 +80,12 @@ def read_requests(
         raise InputError([f"a folder, not a prompt file ({', '.join(SUFFIXES)})"])
     suffix = (kind or path.suffix).lower()
     if suffix not in SUFFIXES:
-        raise InputError([f"unknown file type {suffix or '(none)'}: use {', '.join(SUFFIXES)}"])
+        raise InputError(
+            [
+                f"unknown file type {suffix or '(none)'}: use {', '.join(SUFFIXES)}, or say "
+                "which with --input-format (--input-format txt for a prompt a line)"
+            ]
+        )
     if stream is not None:
         text = stream.read()
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -19,7 +19,12 @@ from rich.console import Console
 
 from .._client import Client
 from .._download import IMAGE_KINDS, mismatches_said_by_caller
-from .._errors import NanoBananaError, NotSupportedError, TaskTimeoutError
+from .._errors import (
+    NanoBananaError,
+    NotSupportedError,
+    SubmitOutcomeUnknownError,
+    TaskTimeoutError,
+)
 from .._models import ImageRequest, ImageResult, TaskRef
 from .._router import Router
 from .._scheduler._outcome import ending
@@ -34,21 +39,51 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     UnreachableError,
+    accounts_named,
+    announce_local,
     cannot_write_in,
     check_output,
     choose_provider,
     connection,
+    defaulted,
     environment_warnings,
+    fell_back,
+    in_cli_terms,
+    journal_keeps_ids,
     naming,
+    status_command,
+    unknown_outcome_hint,
 )
 from ._inputs import SUFFIXES, InputError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not the whole usage."""
+    """argparse, but a usage error is one line on stderr (exit 2), not the whole usage; and
+    an argument no command knows is said by that command, with the flag it likely meant."""
+
+    commands: dict[str, argparse.ArgumentParser] | None = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(  # type: ignore[override]  # only the form main() calls
+        self, args: list[str] | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args)
+        if extra:
+            # argparse leaves them to the top parser, whose message names neither the
+            # command nor its flags: --aspect-ration read "nanobanana: error: …".
+            command = (self.commands or {}).get(getattr(parsed, "command", ""), self)
+            flags = [f for f in command._option_string_actions if f.startswith("--")]
+            close = [
+                difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.7)
+                for word in extra
+                if word.startswith("--")
+            ]
+            meant = next((c[0] for c in close if c), None)
+            hint = f" (did you mean {meant}?)" if meant else ""
+            command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -112,7 +147,7 @@ def _coordinator(text: str) -> str:
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     parser = _Parser(
         prog="nanobanana", description="Generate Nano Banana images from the command line."
     )
@@ -128,7 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def connection_options(p: argparse.ArgumentParser) -> None:
+    def connection_options(
+        p: argparse.ArgumentParser,
+        url_default: str = "NANOBANANA_BASE_URL, else the documented one",
+    ) -> None:
         p.add_argument(
             "--api-key-env",
             default=None,
@@ -139,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
             "--base-url",
             default=None,
             metavar="URL",
-            help="the provider's base URL (default NANOBANANA_BASE_URL, else the documented one)",
+            help=f"the provider's base URL (default {url_default})",
         )
 
     def request_options(p: argparse.ArgumentParser) -> None:
@@ -299,7 +337,8 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--provider", choices=PROVIDERS, default=None, help="default: the journal's provider"
     )
-    connection_options(resume)
+    # The journal's tasks live at the URL it recorded; NANOBANANA_BASE_URL does not apply.
+    connection_options(resume, url_default="the one the journal recorded")
     resume.add_argument(
         "--out",
         type=Path,
@@ -321,6 +360,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--median", type=_positive(float), default=2.0, help="median task seconds (2)"
     )
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -337,21 +377,68 @@ async def _generate(args: argparse.Namespace) -> int:
     routed: Accounts | None = args.routed
     # No -o: named by the bytes' type (image.jpg for a JPEG); -o is used as given.
     dest: Path = args.output if args.output is not None else Path("image")
-    if routed is not None:
-        # Over several accounts the router picks one (failing over only when nothing was
-        # created), and the messages name the account that took the task.
+    submitting: asyncio.Future[Task] | None = None
+    client: Client | Router | None = None
+    try:
+        if routed is not None:
+            # Over several accounts the router picks one (failing over only when nothing was
+            # created), and the messages name the account that took the task.
+            request = _request(args)
+            async with open_router(routed, journals=None) as (client, _):
+                submitting = asyncio.ensure_future(client.submit(request))
+                with accounts_named(client, routed):
+                    task = await asyncio.shield(submitting)
+                provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
+                return await _deliver(args, client, task, provider, request.model, dest)
+        options = connection(args)
+        provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
         request = _request(args)
-        async with open_router(routed, journals=None) as (router, _):
-            task = await router.submit(request)
-            provider = task.attempts[-1].account.split(":")[0] if task.attempts else "?"
-            return await _deliver(args, router, task, provider, request.model, dest)
-    options = connection(args)
-    provider = choose_provider(args.provider, key_env=args.api_key_env)
-    request = _request(args)
-    async with Client(provider, **options) as client:
-        with naming(client):
-            task = await client.submit(request)
-        return await _deliver(args, client, task, provider, request.model, dest)
+        chosen = not defaulted(args.provider, key_env=args.api_key_env)
+        async with Client(provider, **options) as client:
+            client.validate(request)
+            announce_local(args.provider, key_env=args.api_key_env)
+            with naming(client, chosen=chosen):
+                submitting = asyncio.ensure_future(client.submit(request))
+                task = await asyncio.shield(submitting)
+            return await _deliver(args, client, task, provider, request.model, dest)
+    except asyncio.CancelledError:
+        # Ctrl-C. The submit was shielded, so the client's close settled it as for a caller
+        # still waiting (no WARNING logged beside the one line): accepted, of unknown outcome
+        # once sent, or never sent. That outcome is the line's end.
+        if submitting is not None and client is not None and not _said(args):
+            model = args.model or "nano-banana-2"
+            args.interrupted_task = await _interrupted_submit(args, client, submitting, model)
+        raise
+
+
+def _said(args: argparse.Namespace) -> bool:
+    return getattr(args, "interrupted_task", None) is not None
+
+
+async def _interrupted_submit(
+    args: argparse.Namespace,
+    client: Client | Router,
+    submitting: asyncio.Future[Task],
+    model: str,
+) -> str | None:
+    """What the ``interrupted`` line says of a submit that the client's close ended."""
+    # The close has stopped the create; the submit's own coroutine needs a turn to end.
+    await asyncio.wait([submitting], timeout=5.0)
+    if not submitting.done() or submitting.cancelled():
+        return None
+    error = submitting.exception()
+    if error is None:
+        task = submitting.result()
+        if task.ref is None or task.ref.provider == "local":
+            return None  # local's tasks end with this process
+        fetch = f"'{status_command(args, client, task, model)}' fetches it"
+        return f": {task.ref.provider} task {task.id} goes on; {fetch}"
+    if isinstance(error, SubmitOutcomeUnknownError) and error.provider != "local":
+        return (
+            f": the create sent to {error.provider} may have been accepted and paid for, and "
+            f"{unknown_outcome_hint(error.provider)}"
+        )
+    return None  # never sent, or refused: nothing was created
 
 
 async def _deliver(
@@ -364,15 +451,7 @@ async def _deliver(
 ) -> int:
     """Wait for an accepted (so paid) task and write its image to ``dest``; whatever goes
     wrong from here on, the way back to the task is printed."""
-    where = ""
-    if args.routed is None:
-        # The status command must reach the same account: copied as printed it used
-        # NANOBANANA_API_KEY and the documented URL. Neither is a secret (base_url holding the
-        # key or a password was refused).
-        for flag in ("api_key_env", "base_url"):
-            if (value := getattr(args, flag, None)) is not None:
-                where += f" --{flag.replace('_', '-')} {shlex.quote(value)}"
-    fetch = f"'nanobanana status {task.id} --provider {provider}{where} --model {model}' fetches it"
+    fetch = f"'{status_command(args, client, task, model)}' fetches it"
     if provider != "local":  # local's tasks end with this process
         # Paid from here on: a Ctrl-C must leave the way back to it.
         args.interrupted_task = f": {provider} task {task.id} goes on; {fetch}"
@@ -419,9 +498,10 @@ def _say_mismatched(mismatched: list[tuple[Path, str]]) -> None:
 async def _balance(args: argparse.Namespace) -> int:
     options = connection(args)
     provider = choose_provider(args.provider, key_env=args.api_key_env)
+    chosen = not defaulted(args.provider, key_env=args.api_key_env)
     async with Client(provider, **options) as client:
         try:
-            with naming(client):
+            with naming(client, chosen=chosen):
                 balance = await client.balance()
         except NotSupportedError as exc:
             sys.stderr.write(f"error: {exc}\n")
@@ -432,19 +512,27 @@ async def _balance(args: argparse.Namespace) -> int:
 
 async def _status(args: argparse.Namespace) -> int:
     options = connection(args)
-    provider = choose_provider(args.provider, key_env=args.api_key_env)
+    provider = choose_provider(args.provider, key_env=args.api_key_env, announce=False)
     if provider == "local":
         # A new process starts a new simulator: every id would read "not found".
-        raise InputError(
-            ["the local simulator's tasks end with the process that made them: no task to check"]
-        )
+        gone = "the local simulator's tasks end with the process that made them"
+        if fell_back(args.provider, key_env=args.api_key_env):
+            variable = args.api_key_env or "NANOBANANA_API_KEY"
+            raise InputError(
+                [
+                    f"no {variable} set: set it and name the task's provider with --provider "
+                    f"to check a task ({gone})"
+                ]
+            )
+        raise InputError([f"{gone}: no task to check"])
     if args.model is None and provider == "apixo":
         raise InputError(["apixo needs the task's model to check it: pass --model"])
     model = args.model or "nano-banana-2"
+    chosen = not defaulted(args.provider, key_env=args.api_key_env)
     async with Client(provider, **options) as client:
         # One check first: an unreachable provider is said at once, as generate says it,
         # not after --wait seconds of retries.
-        with naming(client):
+        with naming(client, chosen=chosen):
             first = await client._poll(args.task_id, model=model)
         ref = TaskRef(provider, args.task_id, model)
         now = time.time()
@@ -608,22 +696,25 @@ def _main(args: argparse.Namespace) -> int:
             # folder too: the current one may be read-only).
             check_output(args.output if args.output is not None else Path("image.png"))
             return _run(_generate(args))
-        if args.command == "batch":
+        if args.command in ("batch", "resume") and args.out is not None:
             if args.out.exists() and not args.out.is_dir():
                 raise InputError([f"--out {args.out}: not a folder"])
             # Checked before anything is sent: the journal, the manifest and every image go
             # there (a read-only mount, a folder of another user).
             if args.out.is_dir() and cannot_write_in(args.out) is not None:
                 raise InputError([f"--out {args.out}: not writable"])
-            return _run(_batch(args, console))
+        if args.command == "batch":
+            with journal_keeps_ids():  # every task of a batch is in its journal
+                return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))
         if args.command == "balance":
             return _run(_balance(args))
-        return _run(_resume(args))
+        with journal_keeps_ids():
+            return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
-            sys.stderr.write(f"error: {line}\n")
+            sys.stderr.write(f"error: {in_cli_terms(line, batch=args.command == 'batch')}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted{_after_interrupt(args)}\n")
@@ -632,5 +723,5 @@ def _main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_FAILED
     except NanoBananaError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {in_cli_terms(str(exc), batch=args.command == 'batch')}\n")
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED

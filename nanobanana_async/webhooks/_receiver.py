@@ -19,7 +19,7 @@ import attrs
 from aiohttp import web
 
 from .._errors import BadResponseError, ConfigurationError, WebhookVerificationError
-from .._models import is_http_url
+from .._models import credentials_problem, is_http_url
 from ._guard import CappedSite
 from ._registration import Registration, _Table, _Timeline
 from ._verify import mint, verify
@@ -90,8 +90,8 @@ class CallbackReceiver:
             once, so memory stays bounded whatever peers do.
 
     Raises:
-        ConfigurationError: ``public_url`` is not an http(s) URL, or ``secret`` is not
-            non-empty bytes.
+        ConfigurationError: ``public_url`` is not an http(s) URL or holds a user name or
+            password (not echoed), or ``secret`` is not non-empty bytes.
     """
 
     def __init__(
@@ -152,6 +152,9 @@ class CallbackReceiver:
     def public_url(self, value: str) -> None:
         if not is_http_url(value):
             raise ConfigurationError("public_url must be an absolute http(s) URL")
+        if problem := credentials_problem(value, "public_url"):
+            # Sent to the provider with every create and shown in the repr; not echoed.
+            raise ConfigurationError(problem)
         self._public_url = value.rstrip("/")
         self._chosen_url = False
 
@@ -170,8 +173,8 @@ class CallbackReceiver:
         stopped are lost, and polling finds those tasks.
 
         Raises:
-            ConfigurationError: ``public_url`` is not an http(s) URL, or the receiver is
-                already started (``aclose()`` it first).
+            ConfigurationError: ``public_url`` is not an http(s) URL or holds a user name or
+                password, or the receiver is already started (``aclose()`` it first).
             OSError: ``{host}:{port}`` cannot be listened on (in use, not local).
         """
         # One start or close at a time: a close while a start awaits its socket would clean

@@ -220,3 +220,64 @@ def test_f20_an_accounts_file_url_without_scheme_is_refused_without_its_password
     assert "accounts[0].base_url:" in said.err
     assert "not an http(s) URL" in said.err
     assert PASSWORD not in said.err + said.out
+
+
+async def test_f20_a_password_in_a_receivers_public_url_is_refused_unechoed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CallbackReceiver(public_url="https://user:pw@host/cb"), the public_url setter and
+    start(public_url=...) are a ConfigurationError, the password in no message; the URL would
+    have gone to the provider with every create and shown in the receiver's repr. A receiver
+    refused at start() is not left started."""
+    caught: list[BaseException] = []
+    url = _with_password("https://hooks.example.com/cb")
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(nb.ConfigurationError, match="user name or password") as given:
+            nb.CallbackReceiver(public_url=url)
+        caught.append(given.value)
+        receiver = nb.CallbackReceiver(public_url="https://hooks.example.com/cb")
+        with pytest.raises(nb.ConfigurationError, match="user name or password") as set_:
+            receiver.public_url = url
+        caught.append(set_.value)
+        assert receiver.public_url == "https://hooks.example.com/cb"
+        with pytest.raises(nb.ConfigurationError, match="user name or password") as started:
+            await receiver.start("127.0.0.1", 0, public_url=url)
+        caught.append(started.value)
+        await receiver.start("127.0.0.1", 0)  # not half started by the refusal
+        await receiver.aclose()
+    texts = [text for error in caught for text in _texts(error)]
+    texts += [record.getMessage() for record in caplog.records] + [repr(receiver)]
+    assert all(PASSWORD not in text for text in texts)
+
+
+async def test_f20_a_password_in_a_callback_url_is_refused_before_anything_is_sent(
+    caplog: pytest.LogCaptureFixture, canary: str
+) -> None:
+    """generate(callback_url="https://user:pw@host/cb") and an ImageRequest holding one are an
+    InvalidRequestError naming $.callback_url (so is a password whose "/" hides it): nothing
+    reaches the provider (whose task logs and answers would hold it), and the password is in
+    no message."""
+    caught: list[BaseException] = []
+    url = _with_password("https://hooks.example.com/cb")
+    with caplog.at_level(logging.DEBUG):
+        async with (
+            Simulator("apixo", latency=FAST, api_key=canary) as sim,
+            nb.Client("apixo", api_key=canary, base_url=sim.base_url) as client,
+        ):
+            with pytest.raises(nb.InvalidRequestError, match="password") as generated:
+                await client.generate("a cat", callback_url=url)
+            assert generated.value.errors == (
+                "callback URL must not hold a user name or password @ $.callback_url",
+            )
+            caught.append(generated.value)
+            with pytest.raises(nb.InvalidRequestError, match="password") as made:
+                nb.ImageRequest(prompt="a cat", callback_url=url)
+            caught.append(made.value)
+            with pytest.raises(nb.InvalidRequestError, match="host part") as unparsed:
+                # A password's "/" ends the authority early: its start reads as the port.
+                await client.generate("a cat", callback_url="https://user:pa/ss@hooks.example")
+            caught.append(unparsed.value)
+            assert sim.stats.total_requests == 0
+    texts = [text for error in caught for text in _texts(error)]
+    texts += [record.getMessage() for record in caplog.records]
+    assert all(PASSWORD not in text and canary not in text for text in texts)

@@ -6,11 +6,12 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 import attrs
 import pytest
 
 import nanobanana_async as nb
-from benchmarks import scenarios
+from benchmarks import loops, scenarios
 from benchmarks.__main__ import main
 
 
@@ -88,6 +89,69 @@ def test_cpu_scenario_compares_with_the_plain_loop() -> None:
     assert ours["cpu_us_per_task_vs_plain"] == round(
         ours["cpu_us_per_task"] / plain["cpu_us_per_task"], 2
     )
+
+
+@pytest.mark.parametrize("who", loops.VARIANTS)
+def test_plain_loop_with_musts_completes_a_tiny_run(who: str) -> None:
+    """Each "plain + musts" client of ``benchmarks.loops`` runs every task to its URLs
+    against a threaded simulator at the regime's limits (the pacing ones without a 429)."""
+    regime = attrs.evolve(scenarios.CPU_REGIME, tasks=12, mean_latency=0.1)
+    paced = "pace" in loops.musts_of(who)
+    if paced:
+        # A window the run's 24+ requests overfill unless they are paced.
+        regime = attrs.evolve(regime, requests=20)
+    sim = scenarios._simulator(regime, seed=4).start_in_thread()
+    try:
+        cpu, ok = asyncio.run(scenarios._client_cpu(who, sim, regime))
+    finally:
+        sim.stop_thread()
+    assert ok == 12
+    assert cpu > 0
+    assert sim.stats.total_requests >= 24  # a create and at least one check each
+    if paced:
+        assert sim.stats.rate_limited == 0
+
+
+def test_plain_with_shield_keeps_a_paid_id_its_caller_left() -> None:
+    """The shield must: a caller cancelled while its create is on the wire loses nothing, the
+    create's own task runs to its end and keeps the id."""
+
+    async def run(sim: nb.testing.Simulator) -> list[object]:
+        regime = attrs.evolve(scenarios.CPU_REGIME, tasks=1)
+        async with aiohttp.ClientSession() as session:
+            client = loops.PlainWithMusts(
+                session,
+                sim.base_url,
+                sim.api_key,
+                regime,
+                loops.musts_of("plain+all"),
+                first_wait=0.05,
+                interval=0.05,
+            )
+            caller = asyncio.ensure_future(client.generate("a cat"))
+            await asyncio.sleep(0)  # the create's task has started
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            await client.drain()
+            return client.kept
+
+    sim = scenarios._simulator(scenarios.CPU_REGIME, seed=4).start_in_thread()
+    try:
+        kept = asyncio.run(asyncio.wait_for(run(sim), 10))
+    finally:
+        sim.stop_thread()
+    assert sim.created_prompts() == {"a cat": 1}
+    assert [ref.task_id for ref in kept] == list(sim.stats.checks)  # type: ignore[attr-defined]
+
+
+def test_plain_with_musts_names_are_checked() -> None:
+    assert loops.musts_of("plain+all") == frozenset(loops.MUSTS)
+    assert loops.musts_of("plain+mask+parse") == {"mask", "parse"}
+    with pytest.raises(ValueError, match="unknown musts"):
+        loops.musts_of("plain+shield+speed")
+    with pytest.raises(ValueError, match="not a plain"):
+        loops.musts_of("ours")
 
 
 def test_router_scenarios_run_and_keep_their_invariants(tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 
 from nanobanana_async._journal import Journal
 from nanobanana_async.cli import main
-from nanobanana_async.testing import Latency, Simulator
+from nanobanana_async.testing import Faults, Latency, Simulator
 from nanobanana_async.testing._wire import Apixo, RejectError
 
 
@@ -158,6 +160,45 @@ def test_f19_resume_delivers_ended_tasks_that_have_no_manifest_row(
     assert sim.stats.creates == creates
 
 
+def test_f27_resume_out_after_the_urls_expired_says_so_and_what_to_do(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """resume --out elsewhere once the recorded image URLs answer 404: each line says the
+    task succeeded but its URL expired, with the status command that shows the provider's
+    URLs now; its row is failed with that reason and the task id; nothing is created; exit 1."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(prompts), "--out", str(out)]) == 0
+    creates = sim.stats.creates
+    sim.faults = Faults(expire_images=True)
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    argv = ["resume", "--journal", str(out / "journal.db"), "--out", str(elsewhere)]
+    assert main(argv) == 1
+    shown = capsys.readouterr()
+    said = " ".join(shown.out.split())
+    assert shown.err == ""
+    rows = [json.loads(t) for t in (elsewhere / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    for row in rows:
+        task_id = row["task_id"]
+        assert "expired" in row["error"]
+        assert (
+            f"line {row['line']}: apixo task {task_id} succeeded, but its image URL has "
+            "expired (HTTP 404;"
+        ) in said
+        command = (
+            f"nanobanana status {task_id} --provider apixo --base-url {sim.base_url} "
+            "--model nano-banana-2"
+        )
+        assert f"'{command}' shows the URLs it gives now" in said
+        assert main(shlex.split(command)[1:]) == 0  # runs as printed
+        assert f"{task_id}: succeeded" in capsys.readouterr().out
+    assert sim.stats.creates == creates
+    assert [p.name for p in elsewhere.iterdir()] == ["results.jsonl"]
+
+
 @pytest.fixture
 def poor_sim(monkeypatch: pytest.MonkeyPatch) -> object:
     """An apixo simulator whose account pays for 100 creates, then answers 402."""
@@ -211,6 +252,25 @@ def test_batch_with_a_wrong_key_stops_submitting(
     err = " ".join(capsys.readouterr().err.split())
     assert "lines 1, 2, 3, 4, 5 and 115 more │ apixo: HTTP 401" in err
     assert "120 prompt(s) not submitted: the provider refused the API key" in err
+
+
+def test_a_refused_key_from_api_key_env_names_that_variable(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The key read through --api-key-env TEAM_KEY is refused: the summary says to fix
+    TEAM_KEY, the variable the key came from (it said NANOBANANA_API_KEY, which holds the
+    right key here)."""
+    monkeypatch.setenv("TEAM_KEY", "wrong")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    argv = ["batch", str(prompts), "--out", str(tmp_path / "out"), "--api-key-env", "TEAM_KEY"]
+    assert main(argv) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not submitted: the provider refused the API key (lines 1, 2); fix TEAM_KEY" in err
+    assert sim.stats.creates == 0
 
 
 def test_batch_min_balance_refuses_to_start(
@@ -312,6 +372,96 @@ def test_ctrl_c_during_generate_names_the_paid_task(
     )
     assert re.fullmatch(expected, lines[0])
     assert simulator.stats.creates == 1
+
+
+def test_ctrl_c_during_resume_is_one_line_the_journal_keeps_the_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C of a batch, then of its resume, while the tasks run: each prints its one
+    'interrupted' line (not also a WARNING naming every pending id and client.resume: the
+    journal holds them), and the resume after that delivers every image, nothing created
+    twice."""
+    simulator = Simulator("crun", latency=Latency(median=3.5, sigma=0.1), seed=6)
+    simulator.start_in_thread()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(6)))
+    out = tmp_path / "out"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")},
+        "NANOBANANA_PROVIDER": "crun",
+        "NANOBANANA_API_KEY": simulator.api_key,
+        "NANOBANANA_BASE_URL": simulator.base_url,
+    }
+    module = [sys.executable, "-m", "nanobanana_async"]
+    interrupted = "interrupted: run the same command again to resume from the journal"
+
+    def interrupt(argv: list[str], ready: Callable[[], bool]) -> list[str]:
+        proc = subprocess.Popen(
+            [*module, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.monotonic() + 30
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        return err.decode().splitlines()
+
+    try:
+        batch = ["batch", str(prompts), "--out", str(out), "--progress", "none"]
+        # Every create answered: the tasks are being checked.
+        tracked = lambda: simulator.stats.requests["status"] >= 6  # noqa: E731
+        assert interrupt(batch, tracked) == [interrupted]
+        checks = simulator.stats.requests["status"]
+        resume = ["resume", "--journal", str(out / "journal.db")]
+        ready = lambda: simulator.stats.requests["status"] > checks  # noqa: E731
+        assert interrupt(resume, ready) == [interrupted]
+        monkeypatch.setenv("NANOBANANA_API_KEY", simulator.api_key)
+        assert main(resume) == 0
+    finally:
+        simulator.stop_thread()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded"] * 6
+    assert simulator.stats.creates == 6
+
+
+@pytest.mark.parametrize("provider", ["apixo", "crun"])
+def test_ctrl_c_during_the_create_of_generate_is_one_line_saying_the_outcome_is_unknown(
+    tmp_path: Path, provider: str
+) -> None:
+    """Ctrl-C while the create is on the wire (no journal, a hosted provider): one line that
+    says the create may have been accepted and paid for with no task id known, exit 130; not
+    a logged WARNING beside the interrupted line."""
+    slow = Faults(slow=1.0, slow_seconds=3.0, kinds=frozenset({"create"}))
+    simulator = Simulator(provider, faults=slow, seed=4)
+    simulator.start_in_thread()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")},
+            "NANOBANANA_PROVIDER": provider,
+            "NANOBANANA_API_KEY": simulator.api_key,
+            "NANOBANANA_BASE_URL": simulator.base_url,
+        }
+        command = [sys.executable, "-m", "nanobanana_async", "generate", "a cat"]
+        proc = subprocess.Popen(
+            [*command, "-o", str(tmp_path / "cat.png")], stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.monotonic() + 30
+        while not simulator.stats.requests["create"] and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        simulator.stop_thread()
+    assert proc.returncode == 130
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"interrupted: the create sent to {provider} ")
+    assert "may have been accepted and paid for" in lines[0]
+    assert "no task id is known" in lines[0]
+    assert simulator.api_key not in lines[0]
+    assert not (tmp_path / "cat.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -614,6 +764,45 @@ def test_a_task_accepted_but_not_journaled_stops_new_submits(
     assert not [r for r in caplog.records if task_id in r.getMessage()]
     assert "could not be written" in err
     assert "Traceback" not in err
+
+
+def test_the_status_command_for_a_task_not_journaled_keeps_key_env_and_base_url(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """batch with --api-key-env and --base-url: the status command printed for a task
+    accepted but not journaled carries both, and runs as printed (without them it asked the
+    documented URL with NANOBANANA_API_KEY)."""
+    calls = {"submitted": 0}
+    record_submitted = Journal.record_submitted
+
+    async def submitted(self: Journal, *args: Any) -> None:
+        calls["submitted"] += 1
+        if calls["submitted"] == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        await record_submitted(self, *args)
+
+    monkeypatch.setattr(Journal, "record_submitted", submitted)
+    monkeypatch.delenv("NANOBANANA_API_KEY")
+    monkeypatch.delenv("NANOBANANA_BASE_URL")
+    monkeypatch.setenv("TEAM_KEY", sim.api_key)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "out"
+    flags = ["--provider", "apixo", "--api-key-env", "TEAM_KEY", "--base-url", sim.base_url]
+    assert main(["batch", str(prompts), "--out", str(out), *flags]) == 0  # delivered
+    err = capsys.readouterr().err
+    commands = re.findall(r"'(nanobanana status [^']+)' fetches it", err)
+    assert len(commands) == 2  # as it happens and in the summary
+    task_id = next(iter(sim._book.tasks))
+    assert commands[0] == (
+        f"nanobanana status {task_id} --provider apixo --api-key-env TEAM_KEY "
+        f"--base-url {sim.base_url} --model nano-banana-2"
+    )
+    assert main(shlex.split(commands[0])[1:]) == 0  # reaches the task as printed
+    assert f"{task_id}: succeeded" in capsys.readouterr().out
 
 
 def test_an_apixo_content_refusal_fails_its_row_not_the_batch(

@@ -18,7 +18,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal
 from nanobanana_async.cli import _common, main
-from nanobanana_async.testing import Latency, Simulator, _png
+from nanobanana_async.testing import Faults, Latency, Simulator, _png
 from nanobanana_async.testing._png import render
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 3_000
@@ -158,6 +158,53 @@ def test_the_status_command_printed_after_acceptance_keeps_key_env_and_base_url(
     assert f"{task_id}: failed" in shown.out + shown.err
 
 
+def test_a_refused_key_on_the_default_provider_says_apixo_was_not_chosen(
+    sim: Simulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another provider's key with no provider named goes to apixo, the default: its refusal
+    says apixo was taken by default and how to name the provider (a crun user read only
+    'apixo refused the API key'). With apixo named, the line is as before."""
+    monkeypatch.delenv("NANOBANANA_PROVIDER")
+    monkeypatch.setenv("NANOBANANA_API_KEY", "a-crun-key-given-to-apixo")
+    out = tmp_path / "x.png"
+    hint = "apixo is the default with a key set: name the key's provider with --provider"
+    assert main(["generate", "a cat", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "HTTP 401" in err[0]
+    assert err[0].endswith(f"({hint} or NANOBANANA_PROVIDER)")
+    assert main(["generate", "a cat", "-o", str(out), "--provider", "apixo"]) == 1
+    assert hint not in capsys.readouterr().err
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "out")]) == 1
+    assert hint in " ".join(capsys.readouterr().err.split())
+    assert sim.stats.creates == 0
+    assert not out.exists()
+
+
+def test_a_generate_of_unknown_outcome_says_no_task_id_is_known_and_what_to_do(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The connection breaks after the create was sent: one line saying it may have been
+    paid for, that no task id is known and where to look before running it again; exit 1,
+    one create, no file."""
+    sim.faults = Faults(reset_after_create=1.0, kinds=frozenset({"create"}))
+    out = tmp_path / "x.png"
+    assert main(["generate", "a cat", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "may have been accepted" in err[0]
+    assert err[0].endswith(
+        "no task id is known: look for it in apixo's task list before generating it again"
+    )
+    assert sim.stats.creates == 1
+    assert not out.exists()
+
+
 def test_status_with_no_network_says_could_not_connect_at_once(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,6 +251,12 @@ def test_resume_writes_into_the_batchs_recorded_out(
     assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
     assert all((out / r["files"][0]).is_file() for r in rows)
     assert sorted(p.name for p in journal.parent.iterdir()) == ["journal.db"]
+    capsys.readouterr()
+    # A file as --out: one line, as batch says it, before anything is checked or written.
+    checks = sim.stats.requests["status"]
+    assert main(["resume", "--journal", str(journal), "--out", str(prompts)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --out {prompts}: not a folder"]
+    assert sim.stats.requests["status"] == checks
     other = tmp_path / "elsewhere"
     assert main(["resume", "--journal", str(journal), "--out", str(other)]) == 0
     assert len([p for p in other.iterdir() if p.suffix == ".png"]) == 2

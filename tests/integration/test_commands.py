@@ -41,6 +41,44 @@ def test_generate_bad_input_exits_2_without_a_file(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["generate", "a cat", "--aspect-ratio", "7:5"], "$.aspect_ratio"),
+        (["generate", "a cat", "--model", "nano-banana-9"], "$.model"),
+        (["generate", "   "], "$.prompt"),
+        (["batch", "p.jsonl", "--out", "out"], "line 2: "),
+        (["batch", "good.txt", "--out", "p.jsonl/out"], "--out p.jsonl/out: "),
+        (["batch", "good.txt", "--out", "."], "journal.db: not a nanobanana journal"),
+        (["status", "t-1", "--model", "nano-banana-2"], "no NANOBANANA_API_KEY set: set it"),
+    ],
+    ids=["ratio", "model", "prompt", "batch-row", "batch-out", "batch-journal", "status"],
+)
+def test_bad_input_on_the_default_local_simulator_is_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    said: str,
+) -> None:
+    """With no key set (the local simulator by default) a bad option, row or command is one
+    line on stderr, the error, and exit 2: the 'using the built-in local simulator' notice is
+    said only once the command goes ahead."""
+    monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rows = '{"prompt": "a cat"}\n{"prompt": "a dog", "aspect_ratio": "7:5"}\n'
+    (tmp_path / "p.jsonl").write_text(rows, encoding="utf-8")
+    (tmp_path / "good.txt").write_text("a cat\n\n# a comment\n", encoding="utf-8")
+    (tmp_path / "journal.db").write_text("not SQLite", encoding="utf-8")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    assert said in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "journal.db", "p.jsonl"]
+
+
 def test_simulator_command_serves_until_stopped() -> None:
     """`python -m nanobanana_async.testing` serves the chosen provider on 127.0.0.1."""
     proc = subprocess.Popen(

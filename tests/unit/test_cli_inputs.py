@@ -95,7 +95,12 @@ def test_validation_errors_list_the_allowed_values(fields: dict[str, str], allow
         ("missing.txt", None, "missing.txt: No such file or directory"),
         ("binary.txt", b"\xff\xfe\x00bad", "binary.txt: not a UTF-8 text file"),
         ("empty.txt", b"", "empty.txt: no prompts found"),
-        ("notes.md", b"a cat\n", "notes.md: unknown file type .md"),
+        (
+            "notes.md",
+            b"a cat\n",
+            "notes.md: unknown file type .md: use .txt, .json, .jsonl, .csv, or say which with "
+            "--input-format (--input-format txt for a prompt a line)",
+        ),
     ],
 )
 def test_bad_input_files_are_one_line_and_exit_2(
@@ -106,14 +111,17 @@ def test_bad_input_files_are_one_line_and_exit_2(
     content: bytes | None,
     expected: str,
 ) -> None:
-    """No traceback: one line on stderr, exit 2, nothing written."""
+    """No traceback: one line on stderr (the local simulator's notice is not said), exit 2,
+    nothing written."""
     monkeypatch.delenv("NANOBANANA_API_KEY", raising=False)
+    monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
     out = tmp_path / "out"
     assert main(["batch", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
     assert err[-1].startswith("error: ")
     assert expected in err[-1]
     assert "Traceback" not in "\n".join(err)
@@ -282,6 +290,37 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert expected in err[0]
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["generate", "a cat", "--aspect-ration", "16:9"],
+            "nanobanana generate: error: unrecognized arguments: --aspect-ration 16:9 (did you "
+            "mean --aspect-ratio?) (see nanobanana generate --help)",
+        ),
+        (
+            ["batch", "p.txt", "--out", "o", "--concurency", "4"],
+            "nanobanana batch: error: unrecognized arguments: --concurency 4 (did you mean "
+            "--concurrent?) (see nanobanana batch --help)",
+        ),
+        (
+            ["status", "t1", "extra"],
+            "nanobanana status: error: unrecognized arguments: extra "
+            "(see nanobanana status --help)",
+        ),
+    ],
+)
+def test_an_unknown_flag_names_the_command_and_the_flag_meant(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """A misspelt flag: one line from the command's own parser, with the closest flag it has
+    and its --help (it said 'nanobanana: error: …' and pointed to the top-level help)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
+
+
 def test_out_that_is_a_file_is_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,9 +386,15 @@ def test_status_on_the_local_simulator_says_why_it_cannot(
     monkeypatch.delenv("NANOBANANA_PROVIDER", raising=False)
     assert main(["status", "0a5d2f346baa9455000000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (
+    assert err == [
+        "error: no NANOBANANA_API_KEY set: set it and name the task's provider with --provider "
+        "to check a task (the local simulator's tasks end with the process that made them)"
+    ]
+    assert main(["status", "0a5d2f346baa9455000000", "--provider", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
         "error: the local simulator's tasks end with the process that made them: no task to check"
-    )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -476,3 +521,27 @@ async def test_a_rerun_reads_the_journal_once_and_past_a_damaged_row(
     known = await _prepare_journal(path, "apixo", ["line-1-a", "line-3-c"], False, out=tmp_path)
     assert known == (0, 1)
     assert reads == 1
+
+
+def test_a_required_callback_url_is_asked_for_in_the_command_lines_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nanobananaapi's nano-banana needs a callback URL: generate and batch name
+    --callback-url (and batch the callback_url column), not the library's callbacks=
+    receiver, which the command line does not have; one line, exit 2, nothing sent."""
+    monkeypatch.setenv("NANOBANANA_API_KEY", "k" * 16)
+    monkeypatch.setenv("NANOBANANA_BASE_URL", "http://127.0.0.1:9/")  # never reached
+    argv = ["--provider", "nanobananaapi", "--model", "nano-banana"]
+    assert main(["generate", "a cat", "-o", str(tmp_path / "x.png"), *argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert "requires a callback URL (--callback-url URL) @ $.callback_url" in err[0]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert (
+        "requires a callback URL (--callback-url URL, or a callback_url column) @ $.callback_url"
+    ) in err[0]
+    assert "callbacks=" not in err[0]

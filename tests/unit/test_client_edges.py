@@ -14,6 +14,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._journal import Journal as JournalFile
+from nanobanana_async.events import EventStream
 from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
@@ -48,6 +49,88 @@ def test_a_client_used_from_a_second_loop_fails_at_once() -> None:
     asyncio.run(second())
     assert transport.requests == []
     client._life.closed = True  # its loop is gone: nothing left to release
+
+
+def test_a_task_awaited_from_a_second_loop_says_to_resume_it_there() -> None:
+    """A Task submitted in one asyncio.run and awaited in the next (await task, result(),
+    result(timeout)): a ConfigurationError naming the task and the fix (a Client created in
+    this loop resumes it), not asyncio's "attached to a different loop" RuntimeError, nor a
+    TaskTimeoutError saying "still tracked" when nothing tracks it here."""
+    client, _ = make_client(FakeClock(1000.0))
+    held: list[nb.Task] = []
+
+    async def first() -> None:
+        held.append(await client.submit(nb.ImageRequest(prompt="a cat")))
+
+    asyncio.run(first())
+    (task,) = held
+    assert task.id is not None
+    waits = {
+        "await": lambda: task,
+        "result": lambda: task.result(),
+        "result(timeout)": lambda: task.result(timeout=5),
+    }
+    for name, wait in waits.items():
+
+        async def second(wait: object = wait) -> None:
+            await asyncio.wait_for(wait(), 5)  # type: ignore[operator]
+
+        with pytest.raises(nb.ConfigurationError) as info:
+            asyncio.run(second())
+        message = str(info.value)
+        assert task.id in message, name
+        assert "resume" in message, name
+        assert "inside the running event loop" in message, name
+    client._life.closed = True  # its loop is gone: nothing left to release
+
+
+def test_an_event_stream_read_from_a_second_loop_fails_at_once() -> None:
+    """A client's event stream opened in one asyncio.run and read in the next, or opened
+    there (by the client or a Router over it): ConfigurationError at once, not a read that
+    waits for ever (the client's loop is gone, so no event can come)."""
+    client, _ = make_client(FakeClock(1000.0))
+    held: list[EventStream] = []
+
+    async def first() -> None:
+        await client.__aenter__()
+        held.append(client.events())
+
+    async def read() -> None:
+        await asyncio.wait_for(held[0].__anext__(), 1)
+
+    async def reopen() -> None:
+        client.events()
+
+    async def through_a_router() -> None:
+        nb.Router([client]).events()
+
+    asyncio.run(first())
+    with pytest.raises(nb.ConfigurationError, match="inside the running event loop"):
+        asyncio.run(read())
+    with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+        asyncio.run(reopen())
+    with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+        asyncio.run(through_a_router())
+    client._life.closed = True  # its loop is gone: nothing left to release
+
+
+def test_a_closed_client_used_from_a_second_loop_names_the_fix() -> None:
+    """`async with client` in one asyncio.run, then again in the next: ClientClosedError
+    (as on its own loop) whose message says to create a new Client inside the running loop."""
+    client, transport = make_client(FakeClock(1000.0))
+
+    async def first() -> None:
+        async with client:
+            pass
+
+    async def second() -> None:
+        async with client:
+            pass
+
+    asyncio.run(first())
+    with pytest.raises(nb.ClientClosedError, match="create a new Client inside the running"):
+        asyncio.run(second())
+    assert transport.requests == []
 
 
 async def test_image_urls_accepts_a_single_string(clock: FakeClock) -> None:

@@ -377,3 +377,35 @@ async def test_f30_closing_a_client_frees_the_slots_of_its_queued_creates(clock:
         assert second.done()
         assert second.result().id == "second"
         await first
+
+
+async def test_f18_a_turn_handed_to_a_create_cancelled_in_that_tick_goes_to_the_next(
+    clock: FakeClock,
+) -> None:
+    """A create cancelled in the same loop tick as the dispenser hands it its turn (its client
+    closing while another client of the account queues creates) sends nothing: F18, only that
+    waiter detaches. The turn booked for it goes to the next create waiting, at once, and
+    the one after that keeps its own turn (the pace lost none); with no create waiting, the
+    booking is undone and a status check may take the turn."""
+    ledger = Ledger(STEADY, clock)
+    handed: list[float] = []
+    ledger.dispense_through(handed.append)  # this test plays the runner
+    await ledger.acquire_request()  # the turn free now: the queue starts behind it
+    t0 = clock.now()
+    first, second, third = _takers(ledger, clock, 3)[0]
+    await clock.advance(0.0)
+    assert ledger.creates_waiting
+    await clock.advance(INTERVAL)
+    assert ledger.dispense(clock.now()) > clock.now()  # the first create's turn only
+    first.cancel()  # in the same tick: its caller left before it could send
+    await clock.advance(0.0)
+    assert first.cancelled()
+    assert second.done()  # the first one's turn, not one interval later
+    assert ledger.dispensed == 1  # one turn handed out and taken
+    await clock.advance(INTERVAL)
+    ledger.dispense(clock.now())
+    third.cancel()
+    await clock.advance(0.0)
+    assert third.cancelled()
+    assert clock.now() == pytest.approx(t0 + 2 * INTERVAL)
+    assert ledger.try_take_request(clock.now())  # the third's booking was undone

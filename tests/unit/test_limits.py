@@ -61,3 +61,17 @@ def test_pause_holds_every_request() -> None:
     second = gcra.reserve(1.0)
     assert first >= 5.0
     assert second - first == pytest.approx(interval)
+
+
+def test_unreserve_gives_back_only_the_latest_booking() -> None:
+    """A booking undone right after it was made frees its turn for the next request; once
+    another was booked after it, undoing it changes nothing (its turn stays spent)."""
+    gcra = Gcra(1.0, 1)
+    assert gcra.reserve(0.0) == 0.0
+    assert gcra.reserve(0.0) == 1.0
+    gcra.unreserve(gcra.booked)
+    assert gcra.reserve(0.0) == 1.0  # the undone turn, again
+    stale = gcra.booked
+    assert gcra.reserve(0.0) == 2.0
+    gcra.unreserve(stale)
+    assert gcra.reserve(0.0) == 3.0

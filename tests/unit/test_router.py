@@ -452,3 +452,57 @@ async def test_a_rerun_goes_back_to_the_account_whose_journal_holds_the_request(
     assert again.ref is not None
     assert [at.account for at in again.attempts] == [router.accounts[1]]
     assert (len(sa.tasks), len(sb.tasks)) == (0, 1)
+
+
+async def test_f19_a_reruns_journaled_unknown_submits_neither_open_nor_wait_for_the_circuit(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """A killed run left six submits of unknown outcome and one task in A's journal. A rerun
+    answers each from the journal, sending no create: A's circuit stays closed, and the task
+    is re-attached at once even while real faults hold A's circuit open."""
+    sa, sb = FakeApixo(clock), FakeApixo(clock)
+    timed_out = nb.RequestTimeoutError("read timed out")
+    sa.hook = lambda r: timed_out if r.kind == "submit" else None
+    lost = [(nb.ImageRequest(prompt=f"lost {i}"), f"line-{i}") for i in range(6)]
+    kept = nb.ImageRequest(prompt="kept")
+
+    def clients() -> list[nb.Client]:
+        return [
+            apixo(clock, server=sa, journal=tmp_path / "a.sqlite")[0],
+            apixo(clock, key="key-b", server=sb, journal=tmp_path / "b.sqlite")[0],
+        ]
+
+    def run(submit: Awaitable[nb.Task], limit: float = 60.0) -> Awaitable[None]:
+        job = asyncio.ensure_future(submit)
+        jobs.append(job)
+        return clock.run_until(job.done, limit=limit)
+
+    jobs: list[asyncio.Future[nb.Task]] = []
+    async with clients()[0] as client:
+        for request, key in lost:
+            await run(client.submit(request, key=key))
+            with pytest.raises(nb.SubmitOutcomeUnknownError):
+                jobs[-1].result()
+        sa.hook = None
+        await run(client.submit(kept, key="line-kept"))
+        first = jobs[-1].result()
+    sent = sa.count("submit")
+    async with nb.Router(clients(), owns_clients=True) as router:
+        for request, key in lost:
+            await run(router.submit(request, key=key))
+            with pytest.raises(nb.SubmitOutcomeUnknownError, match="journal holds an earlier"):
+                jobs[-1].result()
+        assert router.statistics().accounts[0].circuit == "closed"
+        assert sa.count("submit") == sent
+        # Real unknown outcomes are faults: five in a row open A's circuit.
+        sa.hook = lambda r: timed_out if r.kind == "submit" else None
+        for i in range(5):
+            await run(router.submit(nb.ImageRequest(prompt=f"fresh {i}"), key=f"fresh-{i}"))
+            with pytest.raises(nb.SubmitOutcomeUnknownError):
+                jobs[-1].result()
+        assert router.statistics().accounts[0].circuit == "open"
+        await run(router.submit(kept, key="line-kept"), limit=1.0)  # not after the cooldown
+        again = jobs[-1].result()
+        assert again.id == first.id
+        assert [at.account for at in again.attempts] == [router.accounts[0]]
+    assert (sa.count("submit"), len(sb.tasks)) == (sent + 5, 0)
