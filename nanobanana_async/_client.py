@@ -256,6 +256,15 @@ class Client(ClientResults):
         del started  # the tuple would be one more object kept while it waits
         try:
             await waiter
+            # Woken to send the task's due status check: sent from this task, whose answer
+            # resolves the task here (Task._take_check). One waiter at a time is kept, and
+            # no generator: a pending call keeps as few objects as before.
+            while (check := task._taken_check()) is not None:
+                await check.run_here()
+                if task.done():
+                    break
+                waiter = task._rewait()
+                await waiter
         except asyncio.CancelledError:
             submitter.generate_cancelled(task, waiter, lease, request)
             raise

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import ConfigurationError, InvalidRequestError, NanoBananaError, TaskTimeoutError
@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from .events import Event, _Emitter
 
 _log = logging.getLogger("nanobanana_async")
+
+
+class _Check(Protocol):
+    """A status check of a task that the scheduler hands to the caller awaiting it, to send
+    in the caller's own task (no task of its own, no hand-over from it to the caller)."""
+
+    def run_here(self) -> Awaitable[None]:
+        """Send the check and perform its outcome in the calling task; never raises but
+        ``CancelledError`` (the check is then handed back to the scheduler)."""
+        ...
+
+    def give_back(self) -> None:
+        """The caller it was handed to left before running it: the scheduler sends it."""
+        ...
 
 
 class Task:
@@ -32,6 +46,7 @@ class Task:
         "_emitter",
         "_ended",
         "_future",
+        "_handed",
         "_orphaned",
         "_ref",
         "_request",
@@ -60,6 +75,8 @@ class Task:
         # waiter most tasks have is kept bare, a list only from the second: a pending task
         # keeps a dozen objects, each walked by every full collection.
         self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
+        # A status check handed to the one awaiting caller (woken to send it), not yet taken.
+        self._handed: _Check | None = None
         # Its client's events (set when a client tracks it) and the on_update callbacks.
         self._emitter: _Emitter | None = None
         self._updates: list[Callable[[Event], object]] | None = None
@@ -231,16 +248,25 @@ class Task:
 
     def __await__(self) -> Generator[Any, None, ImageResult]:
         # A generator, not result()'s coroutine: one object less per waiting caller.
-        if not self._future.done():
+        future = self._future
+        if not future.done():
             self._check_loop()
-            waiter: asyncio.Future[None] = self._future.get_loop().create_future()
-            self._add_waiter(waiter)
-            try:
-                yield from waiter
-            except asyncio.CancelledError:
-                self._drop_waiter(waiter)
-                raise
-        return self._future.result()
+        while not future.done():
+            check = self._handed
+            if check is None:
+                waiter: asyncio.Future[None] = future.get_loop().create_future()
+                self._add_waiter(waiter)
+                try:
+                    yield from waiter
+                except asyncio.CancelledError:
+                    self._drop_waiter(waiter)
+                    raise
+                continue
+            # Woken to send the task's due status check: sent from this task, its answer
+            # resolves the task here, with no check task and no hand-over to wake this one.
+            self._handed = None
+            yield from check.run_here().__await__()
+        return future.result()
 
     def _check_loop(self) -> None:
         # Awaited from another event loop (a second asyncio.run): asyncio's "attached to a
@@ -263,12 +289,43 @@ class Task:
         else:
             self._waiters = [waiters, waiter]
 
-    def _drop_waiter(self, waiter: asyncio.Future[None]) -> None:
+    def _drop_waiter(self, waiter: asyncio.Future[Any]) -> None:
+        """A caller stopped waiting on ``waiter`` (cancelled): forget it, and give back a
+        check handed to it that it did not take."""
         waiters = self._waiters
         if waiters is waiter:
             self._waiters = None
         elif isinstance(waiters, list) and waiter in waiters:
             waiters.remove(waiter)
+        check = self._handed
+        if check is not None and waiter.done() and not waiter.cancelled():
+            # Woken to send a check and cancelled before it ran (the wake and the cancel in
+            # one iteration): the scheduler must not go on believing it is in flight.
+            self._handed = None
+            check.give_back()
+
+    def _taken_check(self) -> _Check | None:
+        """The check handed to the caller that was just woken, to send now (None: none)."""
+        check, self._handed = self._handed, None
+        return check
+
+    def _rewait(self) -> asyncio.Future[Any]:
+        """A new waiter for a caller that sent a check and waits on (registered)."""
+        waiter: asyncio.Future[None] = self._future.get_loop().create_future()
+        self._add_waiter(waiter)
+        return waiter
+
+    def _take_check(self, check: _Check) -> bool:
+        """Hand ``check`` to the one caller awaiting this task, to send in its own task;
+        False when there is none (no caller, several, or one woken already): the scheduler
+        sends it from a task of its own."""
+        waiter = self._waiters
+        if waiter is None or isinstance(waiter, list) or waiter.done():
+            return False
+        self._waiters = None
+        self._handed = check
+        waiter.set_result(None)
+        return True
 
     def _unheard(self) -> bool:
         """Whether it waited for callers and every one of them was cancelled (a cancelled
@@ -311,6 +368,7 @@ class Task:
             # emitter is kept: a later on_update's failure is logged through it.
             self._emitter.unwatch()
         waiters, self._waiters = self._waiters, None
+        self._handed = None  # a check handed and not taken: its entry ended, nothing to send
         if isinstance(waiters, asyncio.Future):
             waiters = [waiters]
         for waiter in waiters or ():

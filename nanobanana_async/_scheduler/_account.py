@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -110,6 +110,14 @@ class Connection:
         return group
 
 
+class CheckRunner(Protocol):
+    """Sends a tracked task's due check in the task that awaits it (the runner)."""
+
+    def check_here(self, entry: Tracked) -> Coroutine[Any, Any, None]: ...
+
+    def give_back(self, entry: Tracked) -> None: ...
+
+
 @attrs.define(eq=False, kw_only=True)
 class Tracked(Entry[Task]):
     """A task as the runner sees it: its plan entry (the payload is the caller's Task) and what
@@ -119,7 +127,16 @@ class Tracked(Entry[Task]):
     conn: Connection
     lease: Lease | None
     submitted_wall: float
+    runner: CheckRunner  # its scheduler: a check handed to its caller is sent through it
     callbacks: int = 0  # verified callbacks received (the Resolved event says how many)
+
+    def run_here(self) -> Coroutine[Any, Any, None]:
+        """Its due check, sent in the calling task (the caller the check was handed to)."""
+        return self.runner.check_here(self)
+
+    def give_back(self) -> None:
+        """The caller its check was handed to left before sending it."""
+        self.runner.give_back(self)
 
     @property
     def task(self) -> Task:

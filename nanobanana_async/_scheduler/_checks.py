@@ -101,7 +101,12 @@ class Checker:
                     )
                 status = conn.driver.parse_status(response, tracked.ref)
             except NanoBananaError as exc:
-                self._failed(entry, exc)
+                if entry.phase is not Phase.DONE:
+                    self._failed(entry, exc)
+                return
+            if entry.phase is Phase.DONE:
+                # Ended while the check was on the wire (its client closed, its deadline
+                # passed): a late answer changes nothing, and nothing is to be planned.
                 return
             conn.account.budget.refund()
             entry.failures = 0
@@ -135,10 +140,8 @@ class Checker:
                 self._resolve(entry, error=exc)
 
     def _observe(self, entry: Tracked, status: TaskStatus) -> None:
+        # Not done (poll() returned before for a resolved task).
         tracked = entry
-        if entry.phase is Phase.DONE:  # ``done``, without the property's call
-            # A later, possibly conflicting, observation of a resolved task changes nothing.
-            return
         task = tracked.payload  # the Task (not the ``task`` property: a call per answer)
         task._observe(status)
         now = self._clock.now()

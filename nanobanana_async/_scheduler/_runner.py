@@ -192,7 +192,12 @@ class Scheduler:
         made = self.plan.add(
             task,
             make=functools.partial(
-                Tracked, ref=ref, conn=conn, lease=lease, submitted_wall=submitted_wall
+                Tracked,
+                ref=ref,
+                conn=conn,
+                lease=lease,
+                submitted_wall=submitted_wall,
+                runner=self,
             ),
             group=conn.group(ref.model),
             now=now,
@@ -445,6 +450,15 @@ class Scheduler:
     def _start_check(self, entry: Tracked, now: float) -> None:
         self.plan.sent(entry, now)
         self._started += 1
+        # The caller awaiting the task sends the check in its own task when there is one:
+        # no task to start, and the answer resolves the task where its caller waits (a check
+        # task's end woke the caller in one more iteration of the loop). Anyone else (no
+        # caller waiting, several, callbacks or webhooks only) gets a check task.
+        if entry.payload._take_check(entry):
+            return
+        self._spawn_check(entry)
+
+    def _spawn_check(self, entry: Tracked) -> None:
         self._checks.add(self._loop().create_task(self._check(entry)))
 
     async def _check(self, entry: Tracked) -> None:
@@ -455,6 +469,26 @@ class Scheduler:
         finally:
             # Not typing.cast (a call per check): the current task is this check's own.
             self._checks.discard(asyncio.current_task())
+
+    async def check_here(self, entry: Tracked) -> None:
+        """Send ``entry``'s check (its request slot taken) in the calling task: the caller
+        the check was handed to. A caller cancelled during it re-raises ``CancelledError``,
+        and the check is planned again, due now: the runner takes it a new request slot (the
+        first may have been sent) and sends it from a task of its own if no caller waits."""
+        try:
+            await self._checker.poll(entry)
+        except asyncio.CancelledError:
+            if entry.phase is Phase.CHECKING or entry.phase is Phase.RECHECK:
+                self.plan.retry(entry, self.clock.now())
+                self._nudge()
+            raise
+
+    def give_back(self, entry: Tracked) -> None:
+        """The caller ``entry``'s check was handed to was cancelled before sending it: it
+        goes from a task of its own now, on the request slot already taken for it."""
+        phase = entry.phase
+        if (phase is Phase.CHECKING or phase is Phase.RECHECK) and not entry.conn.closing:
+            self._spawn_check(entry)
 
     def _drain(self, account: Account, now: float) -> float:
         """Send the account's waiting checks while request slots are free now.

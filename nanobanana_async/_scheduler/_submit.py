@@ -9,7 +9,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
 
@@ -156,6 +156,15 @@ class Submitter:
         task, waiter = self._launch(request, None, None, lease, receiver, to_end=True)
         try:
             await waiter
+            # Woken to send the task's due status check: sent from this task, whose answer
+            # resolves the task here (Task._take_check). One waiter at a time is kept, and
+            # no generator: a pending call keeps as few objects as before.
+            while (check := task._taken_check()) is not None:
+                await check.run_here()
+                if task.done():
+                    break
+                waiter = task._rewait()
+                await waiter
         except asyncio.CancelledError:
             self.generate_cancelled(task, waiter, lease, request)
             raise
@@ -199,7 +208,7 @@ class Submitter:
             SubmitOutcomeUnknownError: the client closed after the create was sent.
             ClientClosedError: the client closed before it was sent.
         """
-        task._drop_waiter(cast("asyncio.Future[None]", waiter))
+        task._drop_waiter(waiter)
         current = asyncio.current_task()
         if current is None or current.cancelling():
             # Not yet accepted: the create's task logs the id if it is (_hand_over).

@@ -60,10 +60,11 @@ async def test_a_stalled_loop_never_bunches_sends_over_the_pace_bound() -> None:
 async def test_a_check_whose_turn_was_taken_before_the_log_filled_waits_at_its_send(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A check's turn is taken in the runner's turn and sent when its task first runs: under
-    a lagging loop, requests due meanwhile (creates woken on their booked turns) can fill
-    the window first. The check then waits at its send until the oldest request leaves the
-    window, instead of going as the budget's one too many."""
+    """A check's turn is taken in the runner's turn and sent when its sender (the caller
+    awaiting the task, or a check task) next runs: under a lagging loop, requests due
+    meanwhile (creates woken on their booked turns) can fill the window first. The check then
+    waits at its send until the oldest request leaves the window, instead of going as the
+    budget's one too many."""
     clock = FakeClock()
     server = FakeApixo(clock, latency=lambda i: 30.0)
     limits = nb.Limits(requests=100, per=1.0, concurrent_tasks=10)
@@ -75,8 +76,9 @@ async def test_a_check_whose_turn_was_taken_before_the_log_filled_waits_at_its_s
     turn = _runner.Scheduler._turn
 
     def lagging_turn(self: _runner.Scheduler, now: float) -> tuple[float, bool]:
+        started = self._started
         out = turn(self, now)
-        if self._checks and not others:
+        if self._started > started and not others:
             # Between this turn and the check's first step, the rest of the window is sent.
             ledger = next(iter(self._accounts.values())).ledger
             for _ in range(budget - ledger.requests_in_window()):

@@ -1,0 +1,237 @@
+"""A task's status checks are sent from the task of the caller awaiting it (issue 22, loop
+turns per request): no check task, no hand-over from one to the caller. Whoever does not
+await (a submit() left alone, a resumed task, a caller cancelled as its check comes due or
+while it is in flight) still has every check sent, from a check task of the runner's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+import nanobanana_async as nb
+from nanobanana_async._scheduler._account import Tracked
+from nanobanana_async._scheduler._runner import Scheduler
+from nanobanana_async._task import Task
+from nanobanana_async.events import Event
+from nanobanana_async.testing import (
+    FakeClock,
+    HttpRequest,
+    HttpResponse,
+    ScriptedTransport,
+    json_response,
+)
+
+LIMITS = nb.Limits(requests=10**9, per=1.0, concurrent_tasks=100)
+
+
+def status(task_id: str, state: str) -> HttpResponse:
+    data: dict[str, object] = {"taskId": task_id, "state": state}
+    if state == "success":
+        data["resultJson"] = json.dumps({"resultUrls": ["https://i/x.png"]})
+    return json_response({"code": 200, "message": "success", "data": data})
+
+
+def created(request: HttpRequest) -> HttpResponse:
+    assert isinstance(request.json, dict)
+    task_id = request.json["input"]["prompt"].replace(" ", "-")
+    return json_response({"code": 200, "message": "success", "data": {"taskId": task_id}})
+
+
+class Server:
+    """Accepts creates; a task answers 'processing' to its first ``running`` checks, then
+    'success'. Records the asyncio task each check was sent from."""
+
+    def __init__(self, running: int = 2) -> None:
+        self.running = running
+        self.checks: dict[str, int] = {}
+        self.senders: list[asyncio.Task[object] | None] = []
+        self.hold: Callable[[], Awaitable[None]] | None = None  # blocks the next check
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if request.kind == "submit":
+            return created(request)
+        self.senders.append(asyncio.current_task())
+        task_id = str(request.params["taskId"])
+        seen = self.checks[task_id] = self.checks.get(task_id, 0) + 1
+        answer = status(task_id, "processing" if seen <= self.running else "success")
+        hold, self.hold = self.hold, None
+        if hold is None:
+            return answer
+
+        async def later() -> HttpResponse:
+            await hold()
+            return answer
+
+        return later()
+
+
+async def test_a_generate_sends_its_checks_from_its_own_task(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every status check of a generate() call is sent from that call's own asyncio task, and
+    the runner starts no check task for it."""
+    server = Server(running=2)
+    spawned: list[object] = []
+    spawn = Scheduler._spawn_check
+
+    def recording(self: Scheduler, entry: Tracked) -> None:
+        spawned.append(entry)
+        spawn(self, entry)
+
+    monkeypatch.setattr(Scheduler, "_spawn_check", recording)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        caller = asyncio.ensure_future(client.generate("a cat"))
+        await clock.run_until(caller.done, step=1.0, limit=300.0)
+        result = caller.result()
+    assert result.task_id == "a-cat"
+    assert len(server.senders) == 3  # two 'processing', then the end
+    assert all(sender is caller for sender in server.senders)
+    assert spawned == []
+
+
+async def test_an_awaited_submitted_task_is_checked_from_its_awaiter(clock: FakeClock) -> None:
+    """``await task`` on a submitted task sends its checks from the awaiting task."""
+    server = Server(running=1)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a dog"))
+
+        async def wait() -> nb.ImageResult:
+            return await task
+
+        caller = asyncio.ensure_future(wait())
+        await clock.run_until(caller.done, step=1.0, limit=300.0)
+    assert caller.result().task_id == "a-dog"
+    assert server.senders == [caller, caller]
+
+
+async def test_a_submit_nobody_awaits_is_checked_by_the_runner_and_resolves(
+    clock: FakeClock,
+) -> None:
+    """A submitted task nobody awaits (and a resumed one) is checked from a check task of
+    the runner's and resolves all the same."""
+    server = Server(running=1)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a fox"))
+        resumed = client.resume("an-owl", model="nano-banana-2")
+        await clock.run_until(lambda: task.done() and resumed.done(), step=1.0, limit=300.0)
+        me = asyncio.current_task()
+        assert len(server.senders) == 4
+        assert all(sender is not None and sender is not me for sender in server.senders)
+        assert (await task).task_id == "a-fox"
+        assert (await resumed).task_id == "an-owl"
+
+
+async def test_a_caller_cancelled_mid_check_leaves_the_task_tracked_and_checked(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generate() cancelled while the check it sends is on the wire: the cancel reaches the
+    caller at once, its task's id is logged for resume, and the task stays tracked: its check
+    is planned again (the scheduler does not wait for the lost answer) and sent from a check
+    task of the runner's until the task ends."""
+    server = Server(running=0)
+    released = asyncio.Event()
+    on_wire = asyncio.Event()
+
+    async def hold() -> None:
+        on_wire.set()
+        await released.wait()
+
+    server.hold = hold
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        scheduler = Scheduler.for_clock(clock)
+        caller = asyncio.ensure_future(client.generate("a cow"))
+        await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
+        assert server.senders == [caller]
+        (account,) = scheduler._accounts.values()
+        (entry,) = account.entries
+        task = entry.payload
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert "a-cow" in caplog.text  # its id, for resume
+        # Not left "in flight": checked again at once, not at its deadline (10 minutes).
+        await clock.run_until(task.done, step=0.5, limit=5.0)
+        released.set()
+        assert (await task).task_id == "a-cow"
+    assert len(server.senders) == 2
+    assert server.senders[1] is not caller
+
+
+async def test_a_caller_cancelled_as_its_check_is_handed_gives_it_back(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller woken to send its task's check and cancelled in the same loop iteration
+    (before it could send it) gives the check back: it is sent from a check task on the
+    request slot already taken, once, and the task resolves."""
+    server = Server(running=0)
+    take = Task._take_check
+    callers: list[asyncio.Future[nb.ImageResult]] = []
+
+    def take_then_cancel(self: Task, check: object) -> bool:
+        handed = take(self, check)  # type: ignore[arg-type]
+        if handed:
+            callers[0].cancel()
+        return handed
+
+    monkeypatch.setattr(Task, "_take_check", take_then_cancel)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a hen"))
+
+        async def wait() -> nb.ImageResult:
+            return await task
+
+        callers.append(asyncio.ensure_future(wait()))
+        await clock.run_until(task.done, step=0.5, limit=300.0)
+        assert callers[0].cancelled()
+        assert (await task).task_id == "a-hen"
+    assert len(server.senders) == 1
+    assert server.senders[0] is not callers[0]
+
+
+async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_the_end(
+    clock: FakeClock,
+) -> None:
+    """A generate() whose check is on the wire when its client closes gets ClientClosedError
+    with the task's id; the check's late failure (the closed connection) plans nothing and
+    emits nothing after the task's ``resolved`` event."""
+    server = Server(running=0)
+    released = asyncio.Event()
+    on_wire = asyncio.Event()
+
+    async def hold() -> None:
+        on_wire.set()
+        await released.wait()
+        raise nb.TransportError("connection closed")
+
+    server.hold = hold
+    events: list[Event] = []
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=LIMITS,
+        on_event=events.append,
+    )
+    async with client:
+        caller = asyncio.ensure_future(client.generate("a pig"))
+        await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
+    released.set()
+    with pytest.raises(nb.ClientClosedError) as raised:
+        await caller
+    assert raised.value.task_id == "a-pig"
+    kinds = [event.kind for event in events if getattr(event, "task_id", None) == "a-pig"]
+    assert kinds[-1] == "resolved", kinds
