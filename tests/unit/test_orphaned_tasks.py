@@ -1,5 +1,6 @@
 """A paid task whose caller went away (cancelled generate, wait_for, closed client): its id is
-logged once, at WARNING, with how to get its result; never the key or the prompt."""
+logged once, at WARNING, with how to get its result (at INFO naming the journal when a journal
+holds it); never the key or the prompt."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async._journal import Journal as JournalFile
 from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
@@ -480,3 +482,42 @@ async def test_f18_with_a_journal_aclose_notes_the_journal_once_and_warns_of_the
 
 async def _await(task: nb.Task) -> object:
     return await task
+
+
+async def test_f18_a_create_whose_caller_left_and_journal_failed_warns_with_its_id(
+    clock: FakeClock,
+    canary: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Accepted after its caller left, and the journal could not record it (disk full): the
+    StorageError holding the id reaches no one, so the id goes to one WARNING line."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+
+    async def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport, journal=tmp_path / "run.db") as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        monkeypatch.setattr(JournalFile, "record_submitted", full)
+        answer.set_result(server(transport.requests[0]))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        for _ in range(500):  # the journal's thread: real time, bounded
+            if naming(caplog, "t0"):
+                break
+            await asyncio.sleep(0.01)
+        (line,) = naming(caplog, "t0")
+        assert "client.resume('t0', model=" in line
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)
