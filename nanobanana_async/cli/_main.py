@@ -49,7 +49,6 @@ from ._common import (
     environment_warnings,
     fell_back,
     in_cli_terms,
-    journal_keeps_ids,
     naming,
     status_command,
     unknown_outcome_hint,
@@ -704,14 +703,12 @@ def _main(args: argparse.Namespace) -> int:
             if args.out.is_dir() and cannot_write_in(args.out) is not None:
                 raise InputError([f"--out {args.out}: not writable"])
         if args.command == "batch":
-            with journal_keeps_ids():  # every task of a batch is in its journal
-                return _run(_batch(args, console))
+            return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))
         if args.command == "balance":
             return _run(_balance(args))
-        with journal_keeps_ids():
-            return _run(_resume(args))
+        return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
             sys.stderr.write(f"error: {in_cli_terms(line, batch=args.command == 'batch')}\n")
