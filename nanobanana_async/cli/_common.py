@@ -302,18 +302,6 @@ def _account_of(
     return (taken or "?").split(":")[0], None, None
 
 
-# The library's words for a callback URL that a model requires (providers/_base.py): the
-# command line has no callbacks= receiver, only --callback-url and the batch column.
-_LIBRARY_CALLBACK: Final = "(a per-call callback_url, or a callbacks= receiver)"
-
-
-def in_cli_terms(text: str, *, batch: bool) -> str:
-    """A library message about request fields, reworded where it names what only the library
-    has (``callbacks=``) for the command line's flags and batch columns."""
-    ways = "--callback-url URL, or a callback_url column" if batch else "--callback-url URL"
-    return text.replace(_LIBRARY_CALLBACK, f"({ways})")
-
-
 class _SetAside(logging.Filter):
     # The router's WARNING that an account is set aside (its key or credits refused): under
     # accounts_named the error line names every account and why, once.

@@ -20,6 +20,7 @@ from rich.console import Console
 from .._client import Client
 from .._download import IMAGE_KINDS, mismatches_said_by_caller
 from .._errors import (
+    InvalidRequestError,
     NanoBananaError,
     NotSupportedError,
     SubmitOutcomeUnknownError,
@@ -48,12 +49,11 @@ from ._common import (
     defaulted,
     environment_warnings,
     fell_back,
-    in_cli_terms,
     naming,
     status_command,
     unknown_outcome_hint,
 )
-from ._inputs import SUFFIXES, InputError
+from ._inputs import SUFFIXES, InputError, in_cli_terms
 
 
 class _Parser(argparse.ArgumentParser):
@@ -711,7 +711,7 @@ def _main(args: argparse.Namespace) -> int:
         return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
-            sys.stderr.write(f"error: {in_cli_terms(line, batch=args.command == 'batch')}\n")
+            sys.stderr.write(f"error: {line}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted{_after_interrupt(args)}\n")
@@ -720,5 +720,8 @@ def _main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_FAILED
     except NanoBananaError as exc:
-        sys.stderr.write(f"error: {in_cli_terms(str(exc), batch=args.command == 'batch')}\n")
+        if isinstance(exc, InvalidRequestError) and exc.missing:
+            # A field the model requires, asked for by the command's flag (or batch column).
+            exc = InvalidRequestError(in_cli_terms(exc, batch=args.command == "batch"))
+        sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED
