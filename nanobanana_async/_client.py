@@ -173,7 +173,8 @@ class Client(ClientResults):
 
         Tasks still pending fail with ``ClientClosedError`` carrying their ids; they keep
         running at the provider and can be resumed. Those whose caller had just been cancelled
-        (so the error reaches no one) are named in one WARNING line. Submits still under way
+        (so the error reaches no one) are named in one WARNING line, or, when the journal
+        holds them, counted in one INFO line naming it. Submits still under way
         are stopped: their callers get ``SubmitOutcomeUnknownError`` when the create was
         already sent, else ``ClientClosedError``. Every connection is released even when this
         runs in a cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
@@ -221,7 +222,8 @@ class Client(ClientResults):
         on and is paid, and stays tracked until it ends or the client closes. Its id is logged
         once at WARNING (logger ``nanobanana_async``) with the ``resume`` call that gets it,
         also when the create is accepted after the cancel; to hold the id in code, ``submit``
-        first and keep ``task.id``, or give the client a ``journal=``.
+        first and keep ``task.id``, or give the client a ``journal=`` (which records it: the
+        line is then at INFO and names the journal).
 
         Returns:
             the finished task's result; ``urls`` is never empty.

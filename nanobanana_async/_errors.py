@@ -43,6 +43,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._models import ImageRequest
     from ._routing import Attempt
     from ._task import Task
@@ -98,10 +100,18 @@ class InvalidRequestError(NanoBananaError, ValueError):
 
     Attributes:
         errors: one line per problem, each ending in ``@ $.field`` naming the field.
+        missing: each field the request lacks that its model requires, with what requires it
+            (``{"callback_url": "nanobananaapi nano-banana"}``): a caller with other words
+            for that field (a command line's flag) can ask for it in them. Empty otherwise.
     """
 
-    def __init__(self, errors: list[str]) -> None:
+    # Read-only (a Mapping): an error that lacks nothing shares the empty default.
+    missing: Mapping[str, str] = {}
+
+    def __init__(self, errors: list[str], *, missing: Mapping[str, str] | None = None) -> None:
         self.errors: tuple[str, ...] = tuple(errors)
+        if missing:
+            self.missing = dict(missing)
         super().__init__("invalid image request: " + "; ".join(self.errors))
 
 

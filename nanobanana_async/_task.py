@@ -47,6 +47,7 @@ class Task:
         "_ended",
         "_future",
         "_handed",
+        "_journal",
         "_orphaned",
         "_ref",
         "_request",
@@ -87,6 +88,9 @@ class Task:
         self._sources: list[Task] | None = None
         # Its id was logged as one no caller will hear (see _orphan): logged once only.
         self._orphaned = False
+        # The journal that holds its id (set when a journal records it or re-attaches it):
+        # a caller that leaves then loses nothing, so its id is not logged at WARNING.
+        self._journal: str | None = None
 
     def __repr__(self) -> str:
         return f"<Task id={self.id!r} state={self.state.value}>"

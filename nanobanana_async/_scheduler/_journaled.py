@@ -300,7 +300,10 @@ class JournalHooks:
         return task
 
     def record_end(self, task: Task, key: str) -> None:
-        """Write the task's end to the journal when it comes (not a timeout or a close)."""
+        """Write the task's end to the journal when it comes (not a timeout or a close).
+
+        Called once its id is in the journal: the task is marked as kept there."""
+        task._journal = self._where
         journal = self.journal
 
         def record(future: asyncio.Future[ImageResult]) -> None:

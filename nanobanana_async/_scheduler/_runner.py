@@ -44,17 +44,40 @@ _FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a b
 _FAILED_TURN_MAX: Final = 5.0  # while every turn fails, up to this
 
 
-def _log_unheard(provider: str, refs: list[TaskRef]) -> None:
-    """One WARNING line for the pending tasks a closing client failed while no caller waited
-    for them: their ClientClosedError reaches no one, so their ids go to the log, every one
-    (without a journal the log is the only place a paid task's id is kept)."""
-    _log.warning(
-        "the client closed while %d accepted %s task(s) no caller waits for were pending: %s; "
-        "they run on and are paid for: get each result with client.resume(task_id, model=...)",
-        len(refs),
-        provider,
-        ", ".join(f"{ref.task_id} (model {ref.model})" for ref in refs),
-    )
+def _log_unheard(provider: str, unheard: list[tuple[TaskRef, str | None]]) -> None:
+    """Say which pending tasks a closing client failed while no caller waited for them:
+    their ClientClosedError reaches no one.
+
+    Those without a journal go in one WARNING line, every id with how to resume it (the log
+    is then the only place a paid task's id is kept). Those a journal holds are counted in
+    one INFO line per journal naming it: their ids are there, and a client with that journal
+    resumes them, so a WARNING (with a Ctrl-C, one per run) would only repeat the journal.
+    """
+    kept: dict[str, int] = {}
+    unkept: list[TaskRef] = []
+    for ref, journal in unheard:
+        if journal is not None:
+            kept[journal] = kept.get(journal, 0) + 1
+        else:
+            unkept.append(ref)
+    for journal, count in kept.items():
+        _log.info(
+            "the client closed while %d accepted %s task(s) no caller waits for were pending: "
+            "they run on and are paid for; their ids are in the journal %s, and a client with "
+            "that journal resumes them",
+            count,
+            provider,
+            journal,
+        )
+    if unkept:
+        _log.warning(
+            "the client closed while %d accepted %s task(s) no caller waits for were pending: "
+            "%s; they run on and are paid for: get each result with "
+            "client.resume(task_id, model=...)",
+            len(unkept),
+            provider,
+            ", ".join(f"{ref.task_id} (model {ref.model})" for ref in unkept),
+        )
 
 
 def _recall_from(memory: LatencyMemory | None) -> Callable[[Hashable], Learned | None] | None:
@@ -329,7 +352,7 @@ class Scheduler:
         """
         if not conn.closing:
             self.stop_checking(conn)
-        unheard: list[TaskRef] = []
+        unheard: list[tuple[TaskRef, str | None]] = []
         try:
             while conn.entries:
                 for entry in list(itertools.islice(conn.entries, _TURN * 4)):
@@ -345,13 +368,15 @@ class Scheduler:
             if unheard:
                 _log_unheard(conn.driver.name, unheard)
 
-    def _close_entry(self, entry: Tracked, unheard: list[TaskRef] | None = None) -> None:
+    def _close_entry(
+        self, entry: Tracked, unheard: list[tuple[TaskRef, str | None]] | None = None
+    ) -> None:
         ref = entry.ref
         task = entry.task
         # Its caller was cancelled in this same loop turn and has not logged the id yet:
         # the ClientClosedError below reaches no one, so the close names it (once).
         if unheard is not None and task._unheard() and task._orphan():
-            unheard.append(ref)
+            unheard.append((ref, task._journal))
         self._abandon(
             entry,
             ClientClosedError(

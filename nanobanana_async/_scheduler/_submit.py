@@ -409,6 +409,9 @@ class Submitter:
             # Its caller was cancelled while the create was on the wire: nobody holds the id.
             if not isinstance(outcome, BaseException):
                 log_orphaned(outcome, "the caller had stopped waiting when")
+            elif isinstance(outcome, StorageError) and outcome.task is not None:
+                # Accepted, but the journal could not record it: the error held the id.
+                log_orphaned(outcome.task, "the caller had stopped waiting when")
             return
         elif isinstance(outcome, BaseException):
             waiter.set_exception(outcome)
@@ -660,9 +663,23 @@ class Submitter:
 def log_orphaned(task: Task, what: str) -> None:
     """Log, once per task, the id of an accepted task whose caller went away (a cancelled
     ``generate``, ``wait_for`` or web handler): it runs on and is paid for, so its id must be
-    reachable. Never the key or the prompt: provider, id and model only."""
+    reachable. At WARNING with the ``resume`` call, or at INFO naming the journal when a
+    journal holds the id. Never the key or the prompt: provider, id and model only."""
     ref = task.ref
     if ref is None or not task._orphan():
+        return
+    if task._journal is not None:
+        # The journal holds its id (recorded before any caller heard of it): nothing is
+        # lost, so no WARNING (the CLI's Ctrl-C stays its one line), only a note at INFO.
+        _log.info(
+            "%s %s accepted task %s (model %s): it runs on and is paid for; its id is in the "
+            "journal %s",
+            what,
+            ref.provider,
+            ref.task_id,
+            ref.model,
+            task._journal,
+        )
         return
     if task.done():
         now = "it is no longer tracked"

@@ -302,44 +302,6 @@ def _account_of(
     return (taken or "?").split(":")[0], None, None
 
 
-class _IdsInTheJournal(logging.Filter):
-    """Drops the library's WARNING that a closing client failed accepted tasks no caller
-    waited for (it names each id and ``client.resume``): under a command whose every task is
-    in its journal, the journal holds those ids and the command's one ``interrupted`` line
-    says how to go on, so the WARNING only buried that line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            isinstance(record.msg, str)
-            and record.msg.startswith("the client closed while %d accepted")
-        )
-
-
-@contextlib.contextmanager
-def journal_keeps_ids() -> Iterator[None]:
-    """Within it, see :class:`_IdsInTheJournal` (on the ``nanobanana_async`` logger, which
-    logs that line itself)."""
-    logger = logging.getLogger("nanobanana_async")
-    dropped = _IdsInTheJournal()
-    logger.addFilter(dropped)
-    try:
-        yield
-    finally:
-        logger.removeFilter(dropped)
-
-
-# The library's words for a callback URL that a model requires (providers/_base.py): the
-# command line has no callbacks= receiver, only --callback-url and the batch column.
-_LIBRARY_CALLBACK: Final = "(a per-call callback_url, or a callbacks= receiver)"
-
-
-def in_cli_terms(text: str, *, batch: bool) -> str:
-    """A library message about request fields, reworded where it names what only the library
-    has (``callbacks=``) for the command line's flags and batch columns."""
-    ways = "--callback-url URL, or a callback_url column" if batch else "--callback-url URL"
-    return text.replace(_LIBRARY_CALLBACK, f"({ways})")
-
-
 class _SetAside(logging.Filter):
     # The router's WARNING that an account is set aside (its key or credits refused): under
     # accounts_named the error line names every account and why, once.

@@ -109,7 +109,7 @@ def read_requests(
             request = structure_request({**defaults, **_set(row)}, cells=suffix == ".csv")
             check(request)
         except InvalidRequestError as exc:
-            for error in exc.errors:
+            for error in in_cli_terms(exc, batch=True):
                 problems.add(index, error)
             continue
         requests.append((index, request))
@@ -119,6 +119,35 @@ def read_requests(
     if not requests:
         raise InputError(["no prompts found (blank lines and, in .txt, # lines are skipped)"])
     return requests
+
+
+# How the command line gives a field the library asks for in its own terms (a model's
+# required callback URL: the library names its per-call field and its callbacks= receiver,
+# which the command line does not have): (what it is, generate's way, batch's ways).
+_ASKED: Final = {
+    "callback_url": (
+        "a callback URL",
+        "--callback-url URL",
+        "--callback-url URL, or a callback_url column",
+    ),
+}
+
+
+def in_cli_terms(error: InvalidRequestError, *, batch: bool) -> list[str]:
+    """``error``'s lines, with each required field it says is missing
+    (``InvalidRequestError.missing``) asked for by the command line's flag (and batch's
+    column) instead of the library's words."""
+    lines: list[str] = []
+    for line in error.errors:
+        field = line.rpartition(" @ $.")[2]  # each line ends in its path (documented)
+        subject = error.missing.get(field)
+        asked = _ASKED.get(field)
+        if subject is not None and asked is not None:
+            what, one, many = asked
+            line = f"{subject} requires {what} ({many if batch else one}) @ $.{field}"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def _set(row: Row) -> dict[str, object]:

@@ -20,6 +20,7 @@ from rich.console import Console
 from .._client import Client
 from .._download import IMAGE_KINDS, mismatches_said_by_caller
 from .._errors import (
+    InvalidRequestError,
     NanoBananaError,
     NotSupportedError,
     SubmitOutcomeUnknownError,
@@ -48,13 +49,11 @@ from ._common import (
     defaulted,
     environment_warnings,
     fell_back,
-    in_cli_terms,
-    journal_keeps_ids,
     naming,
     status_command,
     unknown_outcome_hint,
 )
-from ._inputs import SUFFIXES, InputError
+from ._inputs import SUFFIXES, InputError, in_cli_terms
 
 
 class _Parser(argparse.ArgumentParser):
@@ -704,17 +703,15 @@ def _main(args: argparse.Namespace) -> int:
             if args.out.is_dir() and cannot_write_in(args.out) is not None:
                 raise InputError([f"--out {args.out}: not writable"])
         if args.command == "batch":
-            with journal_keeps_ids():  # every task of a batch is in its journal
-                return _run(_batch(args, console))
+            return _run(_batch(args, console))
         if args.command == "status":
             return _run(_status(args))
         if args.command == "balance":
             return _run(_balance(args))
-        with journal_keeps_ids():
-            return _run(_resume(args))
+        return _run(_resume(args))
     except InputError as exc:
         for line in exc.lines:
-            sys.stderr.write(f"error: {in_cli_terms(line, batch=args.command == 'batch')}\n")
+            sys.stderr.write(f"error: {line}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted{_after_interrupt(args)}\n")
@@ -723,5 +720,8 @@ def _main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_FAILED
     except NanoBananaError as exc:
-        sys.stderr.write(f"error: {in_cli_terms(str(exc), batch=args.command == 'batch')}\n")
+        if isinstance(exc, InvalidRequestError) and exc.missing:
+            # A field the model requires, asked for by the command's flag (or batch column).
+            exc = InvalidRequestError(in_cli_terms(exc, batch=args.command == "batch"))
+        sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED

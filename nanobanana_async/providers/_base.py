@@ -189,11 +189,13 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
         errors.append(f"{where} offers no Google Search grounding @ $.google_search")
     if request.callback_url is not None and not driver.supports_callback:
         errors.append(f"{driver.name} offers no callbacks @ $.callback_url")
+    missing = None
     if spec.callback_required and request.callback_url is None:
         errors.append(
             f"{where} requires a callback URL (a per-call callback_url, or a callbacks= "
             "receiver) @ $.callback_url"
         )
+        missing = {"callback_url": where}
     if request.num_images is not None:
         if spec.num_images is None and request.num_images != 1:  # one is what every model makes
             errors.append(f"{where} takes no num_images (one image per task) @ $.num_images")
@@ -207,7 +209,7 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
     if request.provider_options is not _NO_OPTIONS:  # most requests have none: a call less
         errors.extend(_option_problems(driver, request))
     if errors:
-        raise InvalidRequestError(errors)
+        raise InvalidRequestError(errors, missing=missing)
     return spec
 
 

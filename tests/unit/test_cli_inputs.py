@@ -10,7 +10,7 @@ import pytest
 import nanobanana_async as nb
 from nanobanana_async.cli import main
 from nanobanana_async.cli._batch import _key, manifest_row
-from nanobanana_async.cli._inputs import InputError, read_requests
+from nanobanana_async.cli._inputs import InputError, in_cli_terms, read_requests
 
 
 def _check(request: nb.ImageRequest) -> None:
@@ -545,3 +545,20 @@ def test_a_required_callback_url_is_asked_for_in_the_command_lines_terms(
         "requires a callback URL (--callback-url URL, or a callback_url column) @ $.callback_url"
     ) in err[0]
     assert "callbacks=" not in err[0]
+
+
+def test_a_required_field_is_asked_for_from_the_errors_missing_not_its_words() -> None:
+    """The command line asks for a required callback URL from the error's ``missing`` and the
+    line's path, whatever words the library used; other lines pass as they are."""
+    error = nb.InvalidRequestError(
+        ["the library's own words for it @ $.callback_url", "prompt too long @ $.prompt"],
+        missing={"callback_url": "nanobananaapi nano-banana"},
+    )
+    assert in_cli_terms(error, batch=False) == [
+        "nanobananaapi nano-banana requires a callback URL (--callback-url URL) @ $.callback_url",
+        "prompt too long @ $.prompt",
+    ]
+    (line, _) = in_cli_terms(error, batch=True)
+    assert line.endswith("(--callback-url URL, or a callback_url column) @ $.callback_url")
+    plain = nb.InvalidRequestError(["it says so @ $.callback_url"])  # nothing missing
+    assert in_cli_terms(plain, batch=False) == ["it says so @ $.callback_url"]

@@ -41,6 +41,7 @@ VALUES: dict[str, object] = {
     "request_id": "req-7f3a",
     "request_line": "POST http://127.0.0.1:9/generateTask/nano-banana-2",
     "body": b'{"code": 503, "message": "down"}',
+    "missing": {"callback_url": "nanobananaapi nano-banana"},
 }
 
 

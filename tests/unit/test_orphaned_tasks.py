@@ -1,5 +1,6 @@
 """A paid task whose caller went away (cancelled generate, wait_for, closed client): its id is
-logged once, at WARNING, with how to get its result; never the key or the prompt."""
+logged once, at WARNING, with how to get its result (at INFO naming the journal when a journal
+holds it); never the key or the prompt."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import nanobanana_async as nb
+from nanobanana_async._journal import Journal as JournalFile
 from nanobanana_async.testing import FakeClock, HttpRequest, HttpResponse, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
@@ -28,6 +30,20 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
         record.getMessage()
         for record in caplog.records
         if record.name.startswith("nanobanana_async") and record.levelno >= logging.WARNING
+    ]
+
+
+def infos_naming(caplog: pytest.LogCaptureFixture, task_id: str) -> list[str]:
+    """The package's INFO lines that name ``task_id`` as kept in a journal (not the line each
+    acceptance logs at INFO)."""
+    word = re.compile(rf"\b{re.escape(task_id)}\b")
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("nanobanana_async")
+        and record.levelno == logging.INFO
+        and word.search(record.getMessage())
+        and "in the journal" in record.getMessage()
     ]
 
 
@@ -223,11 +239,12 @@ async def test_f18_aclose_names_every_unheard_task_in_one_line(
     assert_clean(lines, canary)
 
 
-async def test_f18_a_journaled_generate_cancelled_after_acceptance_logs_its_id_once(
+async def test_f18_a_journaled_generate_cancelled_after_acceptance_notes_its_id_at_info(
     clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    """With a journal the id is recorded too, and the cancelled generate still logs it once."""
-    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    """With a journal the id is recorded there: the cancelled generate names it once at INFO
+    with the journal's path, and logs no WARNING (nothing is lost)."""
+    caplog.set_level(logging.INFO, logger="nanobanana_async")
     server = FakeApixo(clock, latency=lambda i: 30.0)
     journal = tmp_path / "run.db"
     async with client_of(clock, canary, ScriptedTransport(server), journal=journal) as client:
@@ -244,8 +261,10 @@ async def test_f18_a_journaled_generate_cancelled_after_acceptance_logs_its_id_o
         caller.cancel()
         await asyncio.sleep(0)
         assert caller.cancelled()
-        assert len(naming(caplog, "t0")) == 1
-    assert len(naming(caplog, "t0")) == 1
+        (line,) = infos_naming(caplog, "t0")
+        assert str(journal.resolve()) in line
+    assert warnings_of(caplog) == []
+    assert len(infos_naming(caplog, "t0")) == 1
     assert canary.encode() not in journal.read_bytes()
 
 
@@ -383,3 +402,122 @@ async def test_f18_with_a_journal_a_stopped_create_of_a_caller_that_left_is_not_
     async with client_of(clock, canary, ScriptedTransport(held), journal=journal) as rerun:
         with pytest.raises(nb.SubmitOutcomeUnknownError):
             await rerun.generate(PROMPT)
+
+
+async def test_f18_with_a_journal_a_create_accepted_after_its_caller_left_is_one_info_line(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A journaled generate cancelled while its create is on the wire, accepted after: the
+    id is in the journal (a rerun re-attaches it), so no WARNING (a batch's Ctrl-C stays one
+    line on stderr) and one INFO line naming the id and the journal."""
+    caplog.set_level(logging.DEBUG, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    journal = tmp_path / "run.db"
+    async with client_of(clock, canary, transport, journal=journal) as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        answer.set_result(server(transport.requests[0]))  # accepted after the caller left
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        for _ in range(500):  # the journal writes in a thread: real time, bounded
+            if infos_naming(caplog, "t0"):
+                break
+            await asyncio.sleep(0.01)
+        (line,) = infos_naming(caplog, "t0")
+        assert "had stopped waiting" in line
+        assert str(journal.resolve()) in line
+    assert warnings_of(caplog) == []
+    assert len(infos_naming(caplog, "t0")) == 1
+    assert_clean([record.getMessage() for record in caplog.records], canary)
+    async with client_of(clock, canary, ScriptedTransport(server), journal=journal) as rerun:
+        task = await rerun.submit(nb.ImageRequest(prompt=PROMPT))
+        assert task.id == "t0"  # re-attached from the journal, not paid for again
+    assert len(server.tasks) == 1
+
+
+async def test_f18_with_a_journal_aclose_notes_the_journal_once_and_warns_of_the_rest(
+    clock: FakeClock, canary: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Closed in the turn its callers were cancelled: the journaled tasks are one INFO line
+    with their count and the journal; a task resumed by id (not in the journal) is still
+    named, with its resume call, in the one WARNING."""
+    caplog.set_level(logging.INFO, logger="nanobanana_async")
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    journal = tmp_path / "run.db"
+    client = client_of(clock, canary, ScriptedTransport(server), journal=journal)
+    async with client:
+        submitted = [await client.submit(nb.ImageRequest(prompt=f"{PROMPT} {i}")) for i in range(3)]
+        resumed = client.resume("elsewhere-7", model="nano-banana-2")
+        callers = [asyncio.ensure_future(_await(t)) for t in [*submitted, resumed]]
+        await asyncio.sleep(0)
+        for caller in callers:
+            caller.cancel()
+        await client.aclose()
+    await asyncio.sleep(0)
+    (warning,) = warnings_of(caplog)
+    assert "1 accepted apixo task(s)" in warning
+    assert "elsewhere-7 (model " in warning
+    assert "client.resume(" in warning
+    assert not any(task.id in warning for task in submitted)
+    closing = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.INFO and "the client closed while" in record.getMessage()
+    ]
+    assert closing == [
+        f"the client closed while 3 accepted apixo task(s) no caller waits for were pending: "
+        f"they run on and are paid for; their ids are in the journal {journal.resolve()}, and "
+        "a client with that journal resumes them"
+    ]
+    assert_clean(warnings_of(caplog) + closing, canary)
+
+
+async def _await(task: nb.Task) -> object:
+    return await task
+
+
+async def test_f18_a_create_whose_caller_left_and_journal_failed_warns_with_its_id(
+    clock: FakeClock,
+    canary: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Accepted after its caller left, and the journal could not record it (disk full): the
+    StorageError holding the id reaches no one, so the id goes to one WARNING line."""
+    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+
+    async def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    server = FakeApixo(clock, latency=lambda i: 30.0)
+    answer: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
+
+    def held(request: HttpRequest) -> asyncio.Future[HttpResponse] | None:
+        return answer if request.kind == "submit" and not answer.done() else None
+
+    transport = ScriptedTransport(lambda request: held(request) or server(request))
+    async with client_of(clock, canary, transport, journal=tmp_path / "run.db") as client:
+        caller = asyncio.ensure_future(client.generate(PROMPT))
+        await clock.run_until(lambda: bool(transport.requests))
+        caller.cancel()
+        await asyncio.sleep(0)
+        monkeypatch.setattr(JournalFile, "record_submitted", full)
+        answer.set_result(server(transport.requests[0]))
+        await clock.run_until(lambda: client.statistics().pending == 1)
+        for _ in range(500):  # the journal's thread: real time, bounded
+            if naming(caplog, "t0"):
+                break
+            await asyncio.sleep(0.01)
+        (line,) = naming(caplog, "t0")
+        assert "client.resume('t0', model=" in line
+    assert len(naming(caplog, "t0")) == 1
+    assert_clean(warnings_of(caplog), canary)

@@ -177,3 +177,18 @@ def test_capabilities(kwargs: dict[str, object], path: str) -> None:
     with pytest.raises(nb.InvalidRequestError) as info:
         validate(DRIVER, nb.ImageRequest(**fields))  # type: ignore[arg-type]
     assert any(e.endswith(f"@ {path}") for e in info.value.errors)
+
+
+def test_a_missing_required_callback_url_is_named_in_missing() -> None:
+    """A model that requires a callback URL, asked without one: the error's ``missing`` names
+    the field and what requires it (a caller asks for it in its own terms); a request that
+    lacks nothing has an empty ``missing``."""
+    with pytest.raises(nb.InvalidRequestError) as caught:
+        validate(DRIVER, nb.ImageRequest(prompt="c", model="nano-banana"))
+    assert caught.value.missing == {"callback_url": "nanobananaapi nano-banana"}
+    with pytest.raises(nb.InvalidRequestError) as other:
+        validate(
+            DRIVER,
+            nb.ImageRequest(prompt="c", model="nano-banana", callback_url=CB, resolution="1K"),
+        )
+    assert other.value.missing == {}
