@@ -501,8 +501,15 @@ async def test_f19_a_reruns_journaled_unknown_submits_neither_open_nor_wait_for_
             with pytest.raises(nb.SubmitOutcomeUnknownError):
                 jobs[-1].result()
         assert router.statistics().accounts[0].circuit == "open"
-        await run(router.submit(kept, key="line-kept"), limit=1.0)  # not after the cooldown
-        again = jobs[-1].result()
+        # Re-attached before the cooldown (30 s less 20 % jitter at the least) could end. The
+        # journal's lookup runs on its thread, in real time: each fake step leaves it a moment.
+        started = clock.now()
+        held = asyncio.ensure_future(router.submit(kept, key="line-kept"))
+        while not held.done() and clock.now() - started < 20.0:
+            await clock.advance(0.1)
+            await asyncio.sleep(0.005)
+        assert held.done(), "the held prompt waited for the circuit"
+        again = held.result()
         assert again.id == first.id
         assert [at.account for at in again.attempts] == [router.accounts[0]]
     assert (sa.count("submit"), len(sb.tasks)) == (sent + 5, 0)
