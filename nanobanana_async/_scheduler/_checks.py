@@ -85,6 +85,10 @@ class Checker:
                     # of the loop wakes them together) filled the window first: it waits
                     # for the oldest to leave rather than go as the window's one too many.
                     await ledger.wait_send_room()
+                    if entry.phase is Phase.DONE:
+                        # Ended meanwhile (its client closed: the transport may be closed
+                        # too, and a send would reopen it after aclose returned).
+                        return
                 ledger.note_send()
                 conn.account.checks += 1
                 sent = entry.last_check
