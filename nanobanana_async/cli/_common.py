@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypedDict
 
 from .._client import Client
+from .._dispatch import SET_ASIDE
 from .._errors import (
     APIError,
     AuthenticationError,
@@ -26,6 +27,7 @@ from .._errors import (
 from .._router import Router
 from .._task import Task
 from ..providers import PROVIDERS
+from ..providers._base import CALLBACK_WAYS
 from ._inputs import InputError
 
 if TYPE_CHECKING:
@@ -328,9 +330,9 @@ def journal_keeps_ids() -> Iterator[None]:
         logger.removeFilter(dropped)
 
 
-# The library's words for a callback URL that a model requires (providers/_base.py): the
-# command line has no callbacks= receiver, only --callback-url and the batch column.
-_LIBRARY_CALLBACK: Final = "(a per-call callback_url, or a callbacks= receiver)"
+# The library's words for a callback URL that a model requires: the command line has no
+# callbacks= receiver, only --callback-url and the batch column.
+_LIBRARY_CALLBACK: Final = CALLBACK_WAYS
 
 
 def in_cli_terms(text: str, *, batch: bool) -> str:
@@ -344,10 +346,7 @@ class _SetAside(logging.Filter):
     # The router's WARNING that an account is set aside (its key or credits refused): under
     # accounts_named the error line names every account and why, once.
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            isinstance(record.msg, str)
-            and record.msg.endswith("is set aside for the rest of the run")
-        )
+        return not hasattr(record, SET_ASIDE)
 
 
 @contextlib.contextmanager
