@@ -28,7 +28,7 @@ from .._router import Router
 from .._task import Task
 from ..providers import PROVIDERS
 from ..providers._base import CALLBACK_WAYS
-from ._inputs import InputError
+from ._inputs import InputError, unset_variable
 
 if TYPE_CHECKING:
     from ._accounts import Accounts
@@ -156,7 +156,7 @@ def connection(args: argparse.Namespace) -> Connection:
     if name is not None:
         key = os.environ.get(name)
         if not key:
-            raise InputError([f"--api-key-env {name}: no environment variable {name} is set"])
+            raise InputError([unset_variable("--api-key-env", name, flag=True)])
         options["api_key"] = key
     url: str | None = getattr(args, "base_url", None)
     if url is not None:
