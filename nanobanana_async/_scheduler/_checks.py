@@ -123,7 +123,8 @@ class Checker:
             # A bug must fail the one task loudly, never the runner and every other task; the
             # task may still run on the provider.
             _log.exception("unexpected error checking task %s", tracked.ref.task_id)
-            self._abandon(entry, exc)
+            if not tracked.payload.done():  # ended meanwhile (closed): its end was said once
+                self._abandon(entry, exc)
 
     def _failed(self, entry: Tracked, exc: NanoBananaError) -> None:
         # The check got no usable answer: what that means is decide_check's.

@@ -303,3 +303,39 @@ async def test_a_check_task_waiting_for_send_room_as_its_client_closes_is_never_
         with pytest.raises(nb.ClientClosedError):
             await task
         assert server.senders == []
+
+
+async def test_a_check_failing_unexpectedly_after_the_end_emits_no_second_resolved(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check on the wire as its client closes whose send then fails with an error no
+    transport maps (aiohttp's RuntimeError on a session closed under it) is logged, and the
+    task, ended by the close, gets no second ``resolved`` event."""
+    server = Server(running=0)
+    released = asyncio.Event()
+    on_wire = asyncio.Event()
+
+    async def hold() -> None:
+        on_wire.set()
+        await released.wait()
+        raise RuntimeError("Session is closed")
+
+    server.hold = hold
+    events: list[Event] = []
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=LIMITS,
+        on_event=events.append,
+    )
+    async with client:
+        caller = asyncio.ensure_future(client.generate("an elk"))
+        await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
+    released.set()
+    with pytest.raises(nb.ClientClosedError):
+        await caller
+    kinds = [event.kind for event in events if getattr(event, "task_id", None) == "an-elk"]
+    assert kinds.count("resolved") == 1, kinds
+    assert "unexpected error checking task an-elk" in caplog.text
