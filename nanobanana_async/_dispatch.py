@@ -48,6 +48,9 @@ _CIRCUIT_STATES: Final[dict[Circuit, Literal["open", "half_open", "closed"]]] = 
 }
 
 _log = logging.getLogger("nanobanana_async")
+# The log record attribute (``extra=``) of the WARNING that an account is set aside: its
+# name. A handler drops or routes that line by it, not by its wording.
+SET_ASIDE: Final = "nanobanana_set_aside"
 
 
 @attrs.define(eq=False)
@@ -432,6 +435,7 @@ class Dispatcher:
                 account.client.provider,
                 type(error).__name__,
                 account.name,
+                extra={SET_ASIDE: account.name},
             )
         self._notify()
 

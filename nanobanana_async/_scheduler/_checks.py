@@ -85,6 +85,10 @@ class Checker:
                     # of the loop wakes them together) filled the window first: it waits
                     # for the oldest to leave rather than go as the window's one too many.
                     await ledger.wait_send_room()
+                    if entry.phase is Phase.DONE:
+                        # Ended meanwhile (its client closed: the transport may be closed
+                        # too, and a send would reopen it after aclose returned).
+                        return
                 ledger.note_send()
                 conn.account.checks += 1
                 sent = entry.last_check
@@ -119,7 +123,8 @@ class Checker:
             # A bug must fail the one task loudly, never the runner and every other task; the
             # task may still run on the provider.
             _log.exception("unexpected error checking task %s", tracked.ref.task_id)
-            self._abandon(entry, exc)
+            if not tracked.payload.done():  # ended meanwhile (closed): its end was said once
+                self._abandon(entry, exc)
 
     def _failed(self, entry: Tracked, exc: NanoBananaError) -> None:
         # The check got no usable answer: what that means is decide_check's.

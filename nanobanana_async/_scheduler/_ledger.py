@@ -272,6 +272,7 @@ class Ledger:
             if lease is not None and lease.sent and self.slots.sent > self.slots.cap:
                 break  # over a cap cut: the dispenser sends it back to wait for its slot
             creates.popleft()
+            head.booked = waiting.booked  # its turn now: undone if it leaves in this tick too
             head.future.set_result(True)
             return
         self.dispensed -= 1

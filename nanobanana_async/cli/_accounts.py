@@ -19,7 +19,7 @@ from .._config import Limits
 from .._redact import without_userinfo
 from .._structure import RecordError, structure_record
 from ..providers import PROVIDERS
-from ._inputs import InputError
+from ._inputs import InputError, unset_variable
 
 # Fields that would hold a key itself: a key is never written in a file, only its variable.
 _KEY_FIELDS: Final = ("api_key", "key", "token", "secret")
@@ -241,7 +241,7 @@ def _check(entry: AccountEntry, where: str, names: Mapping[str, int]) -> tuple[A
     if key_env is not None:
         key = os.environ.get(key_env) or None
         if key is None:
-            found.append(f"{where}.api_key_env: no environment variable {key_env} is set")
+            found.append(unset_variable(f"{where}.api_key_env", key_env))
     if entry.base_url is not None and not entry.base_url.startswith(("http://", "https://")):
         shown = without_userinfo(entry.base_url)
         # No scheme, no authority to cut the user part from ("user:pw@host"): not echoed.

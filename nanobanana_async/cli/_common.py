@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypedDict
 
 from .._client import Client
+from .._dispatch import SET_ASIDE
 from .._errors import (
     APIError,
     AuthenticationError,
@@ -26,7 +27,7 @@ from .._errors import (
 from .._router import Router
 from .._task import Task
 from ..providers import PROVIDERS
-from ._inputs import InputError
+from ._inputs import InputError, unset_variable
 
 if TYPE_CHECKING:
     from ._accounts import Accounts
@@ -154,7 +155,7 @@ def connection(args: argparse.Namespace) -> Connection:
     if name is not None:
         key = os.environ.get(name)
         if not key:
-            raise InputError([f"--api-key-env {name}: no environment variable {name} is set"])
+            raise InputError([unset_variable("--api-key-env", name, flag=True)])
         options["api_key"] = key
     url: str | None = getattr(args, "base_url", None)
     if url is not None:
@@ -306,10 +307,7 @@ class _SetAside(logging.Filter):
     # The router's WARNING that an account is set aside (its key or credits refused): under
     # accounts_named the error line names every account and why, once.
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            isinstance(record.msg, str)
-            and record.msg.endswith("is set aside for the rest of the run")
-        )
+        return not hasattr(record, SET_ASIDE)
 
 
 @contextlib.contextmanager

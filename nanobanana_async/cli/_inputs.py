@@ -27,6 +27,25 @@ Check = Callable[[ImageRequest], None]
 SUFFIXES: Final = (".txt", ".json", ".jsonl", ".csv")
 
 
+# What an environment variable's name reads as: a value that does not is never echoed back,
+# as it is most likely the key itself given where its variable's name was asked for.
+_VARIABLE: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def unset_variable(where: str, name: str, *, flag: bool = False) -> str:
+    """The problem line for ``where`` (``--api-key-env``, ``accounts[0].api_key_env``) naming
+    ``name``, an environment variable that is not set; ``name`` is shown only when it reads as
+    a variable's name (upper case, digits, underscores), never when it may be a key. ``flag``:
+    the name follows ``where`` too, as it did on the command line."""
+    if _VARIABLE.fullmatch(name):
+        said = f"{where} {name}" if flag else where
+        return f"{said}: no environment variable {name} is set"
+    return (
+        f"{where}: no environment variable of that name is set (not shown: it may be a key); "
+        "give the name of the variable that holds the key, not the key"
+    )
+
+
 class InputError(Exception):
     """Some rows of the input file are invalid; ``lines`` says which and why, one per problem."""
 

@@ -7,13 +7,14 @@ import argparse
 import asyncio
 import difflib
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from rich.console import Console
 
@@ -55,6 +56,8 @@ from ._common import (
 )
 from ._inputs import SUFFIXES, InputError, in_cli_terms
 
+_SECRET_FLAG: Final = re.compile("key|token|secret|password", re.IGNORECASE)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (exit 2), not the whole usage; and
@@ -81,8 +84,26 @@ class _Parser(argparse.ArgumentParser):
             ]
             meant = next((c[0] for c in close if c), None)
             hint = f" (did you mean {meant}?)" if meant else ""
-            command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+            command.error(f"unrecognized arguments: {' '.join(_masked(extra))}{hint}")
         return parsed
+
+
+def _masked(words: list[str]) -> list[str]:
+    # A key given by a flag the command lacks (--api-key: only simulate has it) is not
+    # echoed: stderr often lands in a CI log.
+    shown: list[str] = []
+    hide = False
+    for word in words:
+        if hide and not word.startswith("-"):
+            shown.append("***")
+            hide = False
+            continue
+        flag, equals, _ = word.partition("=")
+        hide = word.startswith("-") and _SECRET_FLAG.search(flag) is not None
+        if hide and equals:
+            word, hide = f"{flag}=***", False
+        shown.append(word)
+    return shown
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:

@@ -25,6 +25,8 @@ RATIOS_CLASSIC: Final = frozenset(
 RATIOS_CLASSIC_AUTO: Final = RATIOS_CLASSIC | {"auto"}
 RATIOS_NB2: Final = RATIOS_CLASSIC_AUTO | {"1:4", "4:1", "1:8", "8:1"}
 ALL_RESOLUTIONS: Final = frozenset({"1K", "2K", "4K"})
+# How a caller gives a callback URL a model requires; the CLI words it in its own flags.
+CALLBACK_WAYS: Final = "(a per-call callback_url, or a callbacks= receiver)"
 
 
 @attrs.frozen(kw_only=True)
@@ -191,10 +193,7 @@ def validate(driver: ProviderDriver, request: ImageRequest) -> ModelSpec:
         errors.append(f"{driver.name} offers no callbacks @ $.callback_url")
     missing = None
     if spec.callback_required and request.callback_url is None:
-        errors.append(
-            f"{where} requires a callback URL (a per-call callback_url, or a callbacks= "
-            "receiver) @ $.callback_url"
-        )
+        errors.append(f"{where} requires a callback URL {CALLBACK_WAYS} @ $.callback_url")
         missing = {"callback_url": where}
     if request.num_images is not None:
         if spec.num_images is None and request.num_images != 1:  # one is what every model makes

@@ -13,6 +13,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._scheduler._account import Tracked
+from nanobanana_async._scheduler._ledger import Ledger
 from nanobanana_async._scheduler._runner import Scheduler
 from nanobanana_async._task import Task
 from nanobanana_async.events import Event
@@ -235,3 +236,106 @@ async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_th
     assert raised.value.task_id == "a-pig"
     kinds = [event.kind for event in events if getattr(event, "task_id", None) == "a-pig"]
     assert kinds[-1] == "resolved", kinds
+
+
+async def test_a_check_waiting_for_send_room_as_the_client_closes_is_never_sent(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generate() whose check waits for room in the send log (a stall's backlog filled the
+    window) when its client closes gets ClientClosedError at the close, not when the room
+    comes, and the check is never sent: no request goes out (reopening the transport) after
+    ``aclose`` returned."""
+    server = Server(running=0)
+    waiting = asyncio.Event()
+
+    async def wait_room(self: Ledger) -> None:
+        waiting.set()
+        await clock.sleep_until(clock.now() + 5.0)
+
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        scheduler = Scheduler.for_clock(clock)
+        caller = asyncio.ensure_future(client.generate("a yak"))
+        await clock.run_until(
+            lambda: any(a.entries for a in scheduler._accounts.values()), step=0.1, limit=5.0
+        )
+        monkeypatch.setattr(Ledger, "has_send_room", lambda self: False)
+        monkeypatch.setattr(Ledger, "wait_send_room", wait_room)
+        await clock.run_until(waiting.is_set, step=0.5, limit=300.0)
+    for _ in range(5):  # a few loop iterations, no time: the close is heard at once
+        await asyncio.sleep(0)
+    assert caller.done()
+    await clock.advance(10.0)  # the window's room comes after the close
+    with pytest.raises(nb.ClientClosedError) as raised:
+        await caller
+    assert raised.value.task_id == "a-yak"
+    assert server.senders == []
+
+
+async def test_a_check_task_waiting_for_send_room_as_its_client_closes_is_never_sent(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check waiting for room in the send log when its client closes, while another client
+    keeps the runner going (its check tasks are not cancelled then), is not sent once the room
+    comes: nothing goes out on the closed client's transport."""
+    server = Server(running=0)
+    waiting = asyncio.Event()
+
+    async def wait_room(self: Ledger) -> None:
+        waiting.set()
+        await clock.sleep_until(clock.now() + 5.0)
+
+    other = nb.Client(
+        "apixo", api_key="k2", transport=ScriptedTransport(Server()), clock=clock, limits=LIMITS
+    )
+    async with other:
+        async with nb.Client(
+            "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+        ) as client:
+            scheduler = Scheduler.for_clock(clock)
+            task = await client.submit(nb.ImageRequest(prompt="a gnu"))
+            monkeypatch.setattr(Ledger, "has_send_room", lambda self: False)
+            monkeypatch.setattr(Ledger, "wait_send_room", wait_room)
+            await clock.run_until(waiting.is_set, step=0.5, limit=300.0)
+            assert scheduler._checks  # the runner's own check task holds it
+        await clock.advance(10.0)  # the window's room comes after the close
+        with pytest.raises(nb.ClientClosedError):
+            await task
+        assert server.senders == []
+
+
+async def test_a_check_failing_unexpectedly_after_the_end_emits_no_second_resolved(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check on the wire as its client closes whose send then fails with an error no
+    transport maps (aiohttp's RuntimeError on a session closed under it) is logged, and the
+    task, ended by the close, gets no second ``resolved`` event."""
+    server = Server(running=0)
+    released = asyncio.Event()
+    on_wire = asyncio.Event()
+
+    async def hold() -> None:
+        on_wire.set()
+        await released.wait()
+        raise RuntimeError("Session is closed")
+
+    server.hold = hold
+    events: list[Event] = []
+    client = nb.Client(
+        "apixo",
+        api_key="k",
+        transport=ScriptedTransport(server),
+        clock=clock,
+        limits=LIMITS,
+        on_event=events.append,
+    )
+    async with client:
+        caller = asyncio.ensure_future(client.generate("an elk"))
+        await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
+    released.set()
+    with pytest.raises(nb.ClientClosedError):
+        await caller
+    kinds = [event.kind for event in events if getattr(event, "task_id", None) == "an-elk"]
+    assert kinds.count("resolved") == 1, kinds
+    assert "unexpected error checking task an-elk" in caplog.text

@@ -321,6 +321,31 @@ def test_an_unknown_flag_names_the_command_and_the_flag_meant(
     assert capsys.readouterr().err.strip().splitlines() == [expected]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "a cat", "--api-key", "{key}"],
+        ["generate", "a cat", "--api-key={key}"],
+        ["batch", "p.txt", "--out", "o", "--token", "{key}"],
+    ],
+)
+def test_an_unknown_key_flag_never_echoes_its_value(
+    capsys: pytest.CaptureFixture[str], canary: str, argv: list[str]
+) -> None:
+    """A key given by a flag the command does not have (``--api-key``: only ``simulate`` has
+    it; argparse reads it as ``--api-key-env``, whose value is a variable's name) is refused
+    in one line that hides it: the key never reaches stderr (or the CI log it lands in)."""
+    try:
+        code = main([word.replace("{key}", canary) for word in argv])
+    except SystemExit as usage:  # the parser's own refusal
+        code = usage.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert canary not in err[0]
+    assert "not shown" in err[0] or "unrecognized arguments: --token ***" in err[0]
+
+
 def test_out_that_is_a_file_is_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -409,3 +409,26 @@ async def test_f18_a_turn_handed_to_a_create_cancelled_in_that_tick_goes_to_the_
     assert third.cancelled()
     assert clock.now() == pytest.approx(t0 + 2 * INTERVAL)
     assert ledger.try_take_request(clock.now())  # the third's booking was undone
+
+
+async def test_f18_a_turn_passed_on_to_a_create_cancelled_in_that_tick_too_is_undone(
+    clock: FakeClock,
+) -> None:
+    """A turn passed on from a create cancelled in the tick it was booked, to the next create,
+    whose caller is cancelled in that tick as well: neither sends, and the booking is undone
+    (a status check may take the turn), not left spent for a request never sent."""
+    ledger = Ledger(STEADY, clock)
+    ledger.dispense_through(lambda at: None)  # this test plays the runner
+    await ledger.acquire_request()  # the turn free now: the queue starts behind it
+    first, second = _takers(ledger, clock, 2)[0]
+    await clock.advance(0.0)
+    await clock.advance(INTERVAL)
+    ledger.dispense(clock.now())  # the first create's turn
+    first.cancel()
+    await asyncio.sleep(0)  # the first leaves and passes its turn on to the second ...
+    second.cancel()  # ... whose caller leaves before it could send
+    await clock.advance(0.0)
+    assert first.cancelled()
+    assert second.cancelled()
+    assert ledger.dispensed == 0
+    assert ledger.try_take_request(clock.now())  # the booking was undone
