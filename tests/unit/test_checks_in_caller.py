@@ -339,3 +339,31 @@ async def test_a_check_failing_unexpectedly_after_the_end_emits_no_second_resolv
     kinds = [event.kind for event in events if getattr(event, "task_id", None) == "an-elk"]
     assert kinds.count("resolved") == 1, kinds
     assert "unexpected error checking task an-elk" in caplog.text
+
+
+async def test_the_caller_left_after_another_awaiter_is_cancelled_sends_the_next_check(
+    clock: FakeClock,
+) -> None:
+    """Two callers await one task (its checks go from a check task of the runner's); once
+    one of them is cancelled, the caller left is handed the task's checks again: each later
+    check is sent from its own asyncio task, not from a check task."""
+    server = Server(running=3)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a ram"))
+
+        async def wait() -> nb.ImageResult:
+            return await task
+
+        staying = asyncio.ensure_future(wait())
+        leaving = asyncio.ensure_future(wait())
+        await clock.run_until(lambda: len(server.senders) >= 1, step=0.5, limit=300.0)
+        assert server.senders[0] is not staying and server.senders[0] is not leaving
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        await clock.run_until(staying.done, step=0.5, limit=300.0)
+        assert staying.result().task_id == "a-ram"
+    assert len(server.senders) == 4  # three 'processing', then the end
+    assert server.senders[1:] == [staying, staying, staying]
