@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Final
 import aiohttp
 import anyio
 import anyio.to_thread
+import yarl
 
 from ._backoff import delay
 from ._clock import DEFAULT_CLOCK, Clock
@@ -341,6 +342,17 @@ class Downloader:
                         stamp = await anyio.to_thread.run_sync(_commit, handle, tmp, path)
                     except OSError as exc:
                         raise _WriteError(path, exc) from None
+                    if _log.isEnabledFor(logging.DEBUG):
+                        # A request as a status check is: NANOBANANA_LOG=debug showed none
+                        # of the downloads, so a rerun's log looked short of requests.
+                        _log.debug(
+                            "%s task %s: image download HTTP %d, %d bytes from %s",
+                            result.provider,
+                            result.task_id,
+                            resp.status,
+                            size,
+                            _shown_url(url),
+                        )
                     return path, stamp
                 finally:
                     # Closing flushes: on a full disk that raises again, over the real error.
@@ -442,3 +454,13 @@ def _commit(handle: IO[bytes], tmp: Path, path: Path) -> tuple[int, int]:
     info = os.stat(tmp)
     tmp.replace(path)
     return info.st_size, info.st_mtime_ns
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as a log line shows it: host and path, no query (signed image URLs carry
+    their token there), no user info."""
+    try:
+        shown = yarl.URL(url)
+        return str(shown.with_user(None).with_query(None).with_fragment(None))
+    except (TypeError, ValueError):
+        return "(unreadable URL)"

@@ -14,7 +14,8 @@ def configure_logging_from_env(environ: Mapping[str, str] = os.environ) -> None:
     """Send the ``nanobanana_async`` logger to stderr at the level ``NANOBANANA_LOG`` names.
 
     ``info`` logs each accepted task (id, model, latency); ``debug`` adds every request (method,
-    path) and every status check (task id, HTTP status, latency). The API key is never logged.
+    path), every status check (task id, HTTP status, latency) and every image download (task
+    id, size, URL without its query). Nothing is sampled. The API key is never logged.
     Unset or any other value: nothing changes, the application's logging config applies.
     """
     level = _LEVELS.get(environ.get("NANOBANANA_LOG", "").strip().lower())

@@ -301,6 +301,10 @@ class Task:
             self._waiters = None
         elif isinstance(waiters, list) and waiter in waiters:
             waiters.remove(waiter)
+            if len(waiters) <= 1:
+                # Bare again: the one caller left is handed its checks (_take_check), not
+                # sent them from a check task for every check to come.
+                self._waiters = waiters[0] if waiters else None
         check = self._handed
         if check is not None and waiter.done() and not waiter.cancelled():
             # Woken to send a check and cancelled before it ran (the wake and the cancel in

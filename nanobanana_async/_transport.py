@@ -13,7 +13,13 @@ import aiohttp
 import attrs
 import yarl
 
-from ._errors import ConnectError, NanoBananaError, RequestTimeoutError, TransportError
+from ._errors import (
+    ClientClosedError,
+    ConnectError,
+    NanoBananaError,
+    RequestTimeoutError,
+    TransportError,
+)
 from ._http import REQUEST_ID_HEADERS, HttpRequest, HttpResponse
 from ._redact import Secret, in_exception, masked_copy
 from .providers._base import AuthScheme
@@ -104,6 +110,8 @@ class AiohttpTransport:
             ConnectError: no connection could be made; nothing was sent.
             RequestTimeoutError: no complete answer within ``timeout``.
             TransportError: the connection broke after sending (the outcome is unknown).
+            ClientClosedError: the session was closed (the client closing, or a caller-owned
+                session closed under it); nothing was sent.
         """
         session = self._get_session()
         url = self._base_url + request.path
@@ -143,11 +151,18 @@ class AiohttpTransport:
                     headers = _mask_shown_headers(self._key, headers) or headers
                 status = resp.status
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-            error: TransportError = ConnectError(self._describe("could not connect", exc))
+            error: NanoBananaError = ConnectError(self._describe("could not connect", exc))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             error = RequestTimeoutError(self._describe("timed out", exc))
         except aiohttp.ClientError as exc:
             error = TransportError(self._describe("connection failed", exc))
+        except RuntimeError:
+            # aiohttp refuses a request on a closed session with a bare RuntimeError before
+            # sending anything: a send that starts as the client closes. Any other
+            # RuntimeError is a bug and goes up as it is.
+            if not session.closed:
+                raise
+            error = ClientClosedError("the HTTP session is closed; nothing was sent")
         else:
             if status in _NO_SUCH_PATH:
                 return HttpResponse(

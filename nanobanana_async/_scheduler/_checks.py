@@ -14,7 +14,7 @@ from typing import Final, Protocol
 
 from .._backoff import delay
 from .._clock import Clock
-from .._errors import APIError, BadResponseError, NanoBananaError
+from .._errors import APIError, BadResponseError, ClientClosedError, NanoBananaError
 from .._models import ImageResult, TaskState, TaskStatus
 from .._task import Task
 from ..events import Checked, RateLimited, Retrying, _cause
@@ -130,6 +130,12 @@ class Checker:
         # The check got no usable answer: what that means is decide_check's.
         tracked = entry
         conn = tracked.conn
+        if isinstance(exc, ClientClosedError):
+            # Its transport's session was closed under it (nothing was sent): the task may
+            # still run on the provider, so it keeps its slot and its id goes with the error.
+            exc.task_id, exc.model = tracked.ref.task_id, tracked.ref.model
+            self._abandon(entry, exc)
+            return
         if isinstance(exc, BadResponseError):
             entry.bad_responses += 1
         match decide_check(exc, entry.bad_responses, conn.policy):

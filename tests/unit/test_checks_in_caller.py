@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -339,3 +340,55 @@ async def test_a_check_failing_unexpectedly_after_the_end_emits_no_second_resolv
     kinds = [event.kind for event in events if getattr(event, "task_id", None) == "an-elk"]
     assert kinds.count("resolved") == 1, kinds
     assert "unexpected error checking task an-elk" in caplog.text
+
+
+async def test_the_caller_left_after_another_awaiter_is_cancelled_sends_the_next_check(
+    clock: FakeClock,
+) -> None:
+    """Two callers await one task (its checks go from a check task of the runner's); once
+    one of them is cancelled, the caller left is handed the task's checks again: each later
+    check is sent from its own asyncio task, not from a check task."""
+    server = Server(running=3)
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        task = await client.submit(nb.ImageRequest(prompt="a ram"))
+
+        async def wait() -> nb.ImageResult:
+            return await task
+
+        staying = asyncio.ensure_future(wait())
+        leaving = asyncio.ensure_future(wait())
+        await clock.run_until(lambda: len(server.senders) >= 1, step=0.5, limit=300.0)
+        assert server.senders[0] is not staying
+        assert server.senders[0] is not leaving
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        await clock.run_until(staying.done, step=0.5, limit=300.0)
+        assert staying.result().task_id == "a-ram"
+    assert len(server.senders) == 4  # three 'processing', then the end
+    assert server.senders[1:] == [staying, staying, staying]
+
+
+async def test_a_check_on_a_session_closed_under_an_open_client_fails_with_the_id(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check whose transport's session was closed under the open client (a caller-owned
+    session closed early: the transport raises ClientClosedError, nothing sent) ends its
+    task with ClientClosedError naming the task's id and model, for resume; no ERROR line."""
+    server = Server(running=0)
+
+    async def closed() -> None:
+        raise nb.ClientClosedError("the HTTP session is closed; nothing was sent")
+
+    server.hold = closed
+    async with nb.Client(
+        "apixo", api_key="k", transport=ScriptedTransport(server), clock=clock, limits=LIMITS
+    ) as client:
+        caller = asyncio.ensure_future(client.generate("a bat"))
+        await clock.run_until(caller.done, step=0.5, limit=300.0)
+        with pytest.raises(nb.ClientClosedError) as raised:
+            await caller
+    assert (raised.value.task_id, raised.value.model) == ("a-bat", "nano-banana-2")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

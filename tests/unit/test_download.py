@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import gc
 import io
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -323,3 +324,22 @@ async def test_closing_the_client_mid_download_is_client_closed_error(tmp_path: 
             release.set()
     assert info.value.task_id == "task-1"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+async def test_each_download_is_a_debug_line_without_its_query(
+    tmp_path: Path, image_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With DEBUG on (NANOBANANA_LOG=debug), each image download is a line as each status
+    check is: provider, task id, HTTP status, size and where from; the URL's query (a signed
+    URL's token) is never shown."""
+    downloader = Downloader()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="nanobanana_async"):
+            await downloader.download(_result(image_url + "?token=sig-canary"), tmp_path / "a.png")
+    finally:
+        await downloader.aclose()
+    lines = [r.getMessage() for r in caplog.records if "image download" in r.getMessage()]
+    assert lines == [
+        f"apixo task task-1: image download HTTP 200, {len(PNG)} bytes from {image_url}"
+    ]
+    assert "sig-canary" not in caplog.text

@@ -322,3 +322,21 @@ async def test_a_404_names_the_method_and_url_and_hints_at_the_base_url(
         await t.aclose()
     assert missing.request_line == f"GET {root}/status"
     assert found.request_line == ""  # only a 404/405 pays for naming its URL
+
+
+async def test_a_send_on_a_session_closed_under_it_is_client_closed_error(
+    server: Server,
+) -> None:
+    """A send that starts once its session was closed (the client closing, or a caller's
+    session closed under it) raises ClientClosedError, nothing chained, nothing sent: not
+    aiohttp's bare RuntimeError, which a check logged as an unexpected error with a traceback."""
+    session = aiohttp.ClientSession()
+    t = transport(server.url, session=session)
+    await session.close()
+    for request in (GET, POST):
+        with pytest.raises(nb.ClientClosedError) as raised:
+            await t.send(request, timeout=5)
+        assert raised.value.__cause__ is None
+        assert raised.value.__context__ is None
+        assert "nothing was sent" in str(raised.value)
+    assert server.seen == []
