@@ -309,9 +309,9 @@ async def test_a_check_task_waiting_for_send_room_as_its_client_closes_is_never_
 async def test_a_check_failing_unexpectedly_after_the_end_emits_no_second_resolved(
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A check on the wire as its client closes whose send then fails with an error no
-    transport maps (aiohttp's RuntimeError on a session closed under it) is logged, and the
-    task, ended by the close, gets no second ``resolved`` event."""
+    """A check on the wire as its client closes whose send then fails with an error its
+    transport does not map (a custom transport's RuntimeError; the built-in one maps aiohttp's
+    closed session) is logged, and the task, ended by the close, gets no second ``resolved``."""
     server = Server(running=0)
     released = asyncio.Event()
     on_wire = asyncio.Event()
