@@ -84,6 +84,9 @@ class AiohttpTransport:
         self._connect_timeout = connect_timeout
         self._wall_clock = wall_clock
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        # Set by aclose() on an owned session: a later send would otherwise open a new
+        # session that nobody closes.
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(base_url={self._base_url!r})"
@@ -93,6 +96,8 @@ class AiohttpTransport:
         return self._key == key
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("the transport is closed; nothing was sent")
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=_POOL_SIZE)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -110,8 +115,8 @@ class AiohttpTransport:
             ConnectError: no connection could be made; nothing was sent.
             RequestTimeoutError: no complete answer within ``timeout``.
             TransportError: the connection broke after sending (the outcome is unknown).
-            ClientClosedError: the session was closed (the client closing, or a caller-owned
-                session closed under it); nothing was sent.
+            ClientClosedError: this transport or its session was closed (the client closing,
+                or a caller-owned session closed under it); nothing was sent.
         """
         session = self._get_session()
         url = self._base_url + request.path
@@ -195,10 +200,13 @@ class AiohttpTransport:
         return f"{what}: {type(exc).__name__}: {text[:200]}"
 
     async def aclose(self) -> None:
-        """Close the session if this transport created it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the session if this transport created it; every later ``send`` then raises
+        ``ClientClosedError``. A caller's session stays open and usable through it."""
+        if self._owns_session:
+            self._closed = True
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
 
 
 _SHOWN_HEADERS: Final = frozenset(REQUEST_ID_HEADERS)

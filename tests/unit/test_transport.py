@@ -340,3 +340,22 @@ async def test_a_send_on_a_session_closed_under_it_is_client_closed_error(
         assert raised.value.__context__ is None
         assert "nothing was sent" in str(raised.value)
     assert server.seen == []
+
+
+@pytest.mark.parametrize("used", [True, False], ids=["used", "never-used"])
+async def test_a_send_after_aclose_is_client_closed_error_and_opens_no_session(
+    server: Server, used: bool
+) -> None:
+    """Once aclose() closed the session the transport made, a send raises ClientClosedError
+    and sends nothing: it used to open a new session that nobody would close."""
+    t = transport(server.url)
+    if used:
+        await t.send(GET, timeout=5)
+    await t.aclose()
+    for request in (GET, POST):
+        with pytest.raises(nb.ClientClosedError) as raised:
+            await t.send(request, timeout=5)
+        assert raised.value.__context__ is None
+        assert "nothing was sent" in str(raised.value)
+    assert t._session is None
+    assert len(server.seen) == (1 if used else 0)
