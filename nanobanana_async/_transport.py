@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, Protocol
 
 import aiohttp
@@ -84,6 +84,9 @@ class AiohttpTransport:
         self._connect_timeout = connect_timeout
         self._wall_clock = wall_clock
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        # Set by aclose() on an owned session: a later send would otherwise open a new
+        # session that nobody closes.
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(base_url={self._base_url!r})"
@@ -93,6 +96,8 @@ class AiohttpTransport:
         return self._key == key
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("the transport is closed; nothing was sent")
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=_POOL_SIZE)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -110,8 +115,8 @@ class AiohttpTransport:
             ConnectError: no connection could be made; nothing was sent.
             RequestTimeoutError: no complete answer within ``timeout``.
             TransportError: the connection broke after sending (the outcome is unknown).
-            ClientClosedError: the session was closed (the client closing, or a caller-owned
-                session closed under it); nothing was sent.
+            ClientClosedError: this transport or its session was closed (the client closing,
+                or a caller-owned session closed under it); nothing was sent.
         """
         session = self._get_session()
         url = self._base_url + request.path
@@ -146,9 +151,16 @@ class AiohttpTransport:
                 if self._key is not None:
                     # Some providers quote a rejected key back in their error message.
                     body = self._key.redact_bytes(body)
-                headers = {k.lower(): v for k, v in resp.headers.items()}
+                raw = resp.headers
+                headers: Mapping[str, str] = _Headers(raw)
                 if self._key is not None:
-                    headers = _mask_shown_headers(self._key, headers) or headers
+                    for name in REQUEST_ID_HEADERS:
+                        # aiohttp's headers match names in any case. Most answers carry no
+                        # request id: a test in C each, and the copy is made only for one
+                        # that does (masked in the copy: a repeated name keeps its last value).
+                        if name in raw:
+                            headers = _mask_shown_headers(self._key, headers) or headers
+                            break
                 status = resp.status
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
             error: NanoBananaError = ConnectError(self._describe("could not connect", exc))
@@ -195,13 +207,47 @@ class AiohttpTransport:
         return f"{what}: {type(exc).__name__}: {text[:200]}"
 
     async def aclose(self) -> None:
-        """Close the session if this transport created it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the session if this transport created it; every later ``send`` then raises
+        ``ClientClosedError``. A caller's session stays open and usable through it."""
+        if self._owns_session:
+            self._closed = True
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
 
 
 _SHOWN_HEADERS: Final = frozenset(REQUEST_ID_HEADERS)
+
+
+class _Headers(Mapping[str, str]):
+    """An answer's headers, keys lower-cased (as ``HttpResponse`` says), copied out of
+    aiohttp's on the first read: most answers are never read for one (only a 429's
+    Retry-After and an error's request id are), and the copy was a call per header."""
+
+    __slots__ = ("_lowered", "_raw")
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
+        self._lowered: dict[str, str] | None = None
+
+    def _copy(self) -> dict[str, str]:
+        lowered = self._lowered
+        if lowered is None:
+            # The same copy as ever, so repeated names keep the last value, as they did.
+            lowered = self._lowered = {k.lower(): v for k, v in self._raw.items()}
+        return lowered
+
+    def __getitem__(self, name: str) -> str:
+        return self._copy()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._copy())
+
+    def __len__(self) -> int:
+        return len(self._copy())
+
+    def __repr__(self) -> str:
+        return repr(self._copy())
 
 
 def _mask_shown_headers(key: Secret, headers: Mapping[str, str]) -> dict[str, str] | None:

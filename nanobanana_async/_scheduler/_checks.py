@@ -69,8 +69,9 @@ class Checker:
         self._nudge = nudge
         self._learned = learned
 
-    async def poll(self, entry: Tracked) -> None:
-        """Check ``entry`` once (its request slot is taken); never raises.
+    async def poll(self, entry: Tracked, *, counted: bool = False) -> None:
+        """Check ``entry`` once (its request slot is taken); never raises. ``counted``: the
+        caller counted the send in the send log already (:meth:`Ledger.take_send`).
 
         One flat coroutine per check (send, mask, parse, then plan or resolve): a coroutine
         more per request was measurable CPU at thousands of checks a second.
@@ -80,7 +81,9 @@ class Checker:
         try:
             try:
                 ledger = conn.account.ledger
-                if not ledger.has_send_room():
+                # Counted here when the send log has room (one window look and the count in
+                # one call), or already by the caller it was handed to (see check_here).
+                if not counted and not ledger.take_send():
                     # Its turn was taken in the runner's turn; requests due since (a stall
                     # of the loop wakes them together) filled the window first: it waits
                     # for the oldest to leave rather than go as the window's one too many.
@@ -89,7 +92,7 @@ class Checker:
                         # Ended meanwhile (its client closed: the transport may be closed
                         # too, and a send would reopen it after aclose returned).
                         return
-                ledger.note_send()
+                    ledger.note_send()
                 conn.account.checks += 1
                 sent = entry.last_check
                 response = await conn.transport.send(

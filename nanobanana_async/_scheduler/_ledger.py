@@ -317,9 +317,12 @@ class Ledger:
         a 429 paused the account since, or a shared window may have forgotten that one (here
         the turn counts from the send, :meth:`note_send`); and while the send log is full
         (others went first after a stall of the loop), wait for room."""
-        if self.is_paused():
+        # is_paused() and has_send_room() on one clock read: once per create.
+        now = self._clock.now()
+        if self.gcra.is_paused(now):
             await self.acquire_request()
-        if not self.has_send_room():
+            now = self._clock.now()
+        if self._window_free_at(now) > now:
             await self.wait_send_room()
 
     def has_send_room(self) -> bool:
@@ -344,7 +347,13 @@ class Ledger:
     def try_take_request(self, now: float) -> bool:
         """Take a request only if one is free now and no create waits for one (status
         checks)."""
-        return not self._creates and self._window_free_at(now) <= now and self.gcra.try_take(now)
+        if self._creates:
+            return False
+        # _window_free_at(now) <= now, inlined as in take_send: once per status check.
+        sent, budget = self._sent, self._budget
+        if len(sent) < budget or sent[-budget] + self.effective.per <= now:
+            return self.gcra.try_take(now)
+        return False
 
     def next_request_free(self) -> float:
         """The earliest time :meth:`try_take_request` can succeed (not before the first
@@ -373,10 +382,29 @@ class Ledger:
 
     def note_send(self) -> None:
         """Count one request sent now (sent means counted, whatever its outcome)."""
+        self._count_send(self._clock.now())
+
+    def take_send(self) -> bool:
+        """:meth:`has_send_room` and then :meth:`note_send` in one (a status check's send):
+        count one request sent now and return True if the send log has room for it; else
+        count nothing and return False (the caller waits in :meth:`wait_send_room`)."""
         now = self._clock.now()
+        # _window_free_at(now) <= now, inlined (the budget is at least 1): once per check.
+        sent, budget = self._sent, self._budget
+        if len(sent) < budget or sent[-budget] + self.effective.per <= now:
+            self._count_send(now)
+            return True
+        return False
+
+    def _count_send(self, now: float) -> None:
+        # Every counted send comes here (a shared ledger also tells the others).
         self.requests += 1
-        self._sent.append(now)
-        self._trim(now - max(self.configured.per, self.effective.per))
+        sent = self._sent
+        sent.append(now)
+        if not len(sent) & 63:
+            # The trim only bounds memory (the window reads the log's tail): looked at once
+            # every 64 sends rather than a search per send.
+            self._trim(now - max(self.configured.per, self.effective.per))
 
     window_in_journal = True
     """Whether a journal should remember this ledger's recent sends for a rerun (a shared

@@ -520,9 +520,9 @@ class RedisLedger(Ledger):
         key, px = self.store.key("pause"), max(1, math.ceil(seconds * 1000))
         self._spawn(lambda: self.store.redis.set(key, repr(until), px=px))
 
-    def note_send(self) -> None:
-        super().note_send()
-        self._sends.append(self.store.server_time(self._clock.now()))
+    def _count_send(self, now: float) -> None:
+        super()._count_send(now)
+        self._sends.append(self.store.server_time(now))
         if self._send_flusher is None or self._send_flusher.done():
             self._send_flusher = asyncio.get_running_loop().create_task(
                 self._flush_sends(), name="nanobanana-redis-sends"

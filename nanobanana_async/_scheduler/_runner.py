@@ -500,14 +500,15 @@ class Scheduler:
         the check was handed to. A caller cancelled during it re-raises ``CancelledError``,
         and the check is planned again, due now: the runner takes it a new request slot (the
         first may have been sent) and sends it from a task of its own if no caller waits."""
-        if not entry.conn.account.ledger.has_send_room():
+        if not entry.conn.account.ledger.take_send():
             # It would wait for room in the send log (a stall's backlog): from a check task,
             # so the caller waits on the task itself and hears a close at once (the check
             # task is cancelled then, and never sends on the closed transport).
             self._spawn_check(entry)
             return
         try:
-            await self._checker.poll(entry)
+            # Counted by take_send just now: poll sends with no await before it.
+            await self._checker.poll(entry, counted=True)
         except asyncio.CancelledError:
             if entry.phase is Phase.CHECKING or entry.phase is Phase.RECHECK:
                 self.plan.retry(entry, self.clock.now())

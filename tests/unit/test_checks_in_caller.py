@@ -262,6 +262,7 @@ async def test_a_check_waiting_for_send_room_as_the_client_closes_is_never_sent(
             lambda: any(a.entries for a in scheduler._accounts.values()), step=0.1, limit=5.0
         )
         monkeypatch.setattr(Ledger, "has_send_room", lambda self: False)
+        monkeypatch.setattr(Ledger, "take_send", lambda self: False)
         monkeypatch.setattr(Ledger, "wait_send_room", wait_room)
         await clock.run_until(waiting.is_set, step=0.5, limit=300.0)
     for _ in range(5):  # a few loop iterations, no time: the close is heard at once
@@ -297,6 +298,7 @@ async def test_a_check_task_waiting_for_send_room_as_its_client_closes_is_never_
             scheduler = Scheduler.for_clock(clock)
             task = await client.submit(nb.ImageRequest(prompt="a gnu"))
             monkeypatch.setattr(Ledger, "has_send_room", lambda self: False)
+            monkeypatch.setattr(Ledger, "take_send", lambda self: False)
             monkeypatch.setattr(Ledger, "wait_send_room", wait_room)
             await clock.run_until(waiting.is_set, step=0.5, limit=300.0)
             assert scheduler._checks  # the runner's own check task holds it

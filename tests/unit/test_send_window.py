@@ -11,6 +11,7 @@ import pytest
 
 import nanobanana_async as nb
 from nanobanana_async._scheduler import _runner
+from nanobanana_async._scheduler._ledger import Ledger
 from nanobanana_async.testing import FakeClock, ScriptedTransport
 from tests.fakeapi import FakeApixo
 
@@ -95,3 +96,26 @@ async def test_a_check_whose_turn_was_taken_before_the_log_filled_waits_at_its_s
     assert others, "the check's turn was never taken"
     assert checked >= created + limits.per  # held until the create left the window
     assert most_in_window([at for at, _ in server.log] + others, limits.per) <= budget
+
+
+async def test_take_send_counts_a_send_only_while_the_log_has_room() -> None:
+    """take_send (a check's room look and count in one call) counts a send exactly while
+    has_send_room says there is room, counts nothing when there is none, and has room again
+    once the oldest send left the window: the same bound as has_send_room then note_send."""
+    clock = FakeClock()
+    limits = nb.Limits(requests=10, per=1.0, concurrent_tasks=10)
+    budget = math.floor(limits.requests * (1 - limits.safety_margin))
+    ledger = Ledger(limits, clock)
+    taken = 0
+    while ledger.has_send_room():
+        assert ledger.take_send()
+        taken += 1
+        assert taken <= budget
+    assert taken == budget
+    assert not ledger.take_send()  # full: nothing counted
+    assert ledger.requests == budget
+    assert ledger.requests_in_window() == budget
+    await clock.advance(limits.per)  # the oldest sends leave the window
+    assert ledger.has_send_room()
+    assert ledger.take_send()
+    assert ledger.requests == budget + 1

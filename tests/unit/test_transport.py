@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 import nanobanana_async as nb
 from nanobanana_async._http import HttpRequest
@@ -340,3 +341,52 @@ async def test_a_send_on_a_session_closed_under_it_is_client_closed_error(
         assert raised.value.__context__ is None
         assert "nothing was sent" in str(raised.value)
     assert server.seen == []
+
+
+@pytest.mark.parametrize("used", [True, False], ids=["used", "never-used"])
+async def test_a_send_after_aclose_is_client_closed_error_and_opens_no_session(
+    server: Server, used: bool
+) -> None:
+    """Once aclose() closed the session the transport made, a send raises ClientClosedError
+    and sends nothing: it used to open a new session that nobody would close."""
+    t = transport(server.url)
+    if used:
+        await t.send(GET, timeout=5)
+    await t.aclose()
+    for request in (GET, POST):
+        with pytest.raises(nb.ClientClosedError) as raised:
+            await t.send(request, timeout=5)
+        assert raised.value.__context__ is None
+        assert "nothing was sent" in str(raised.value)
+    assert t._session is None
+    assert len(server.seen) == (1 if used else 0)
+
+
+async def test_answer_headers_read_lower_cased_with_a_repeated_request_id_masked(
+    server: Server,
+) -> None:
+    """Answer headers read as a plain mapping with lower-cased names (copied from aiohttp's on
+    first read): a repeated name keeps its last value, and a key in any of a repeated
+    request-id header's values never reaches the response, its repr or its request id."""
+
+    async def echo(request: web.Request) -> web.Response:
+        key = request.headers["Authorization"].removeprefix("Bearer ")
+        headers = CIMultiDict(
+            [("X-Request-Id", "r-1"), ("x-request-id", f"id {key}"), ("Retry-After", "3")]
+        )
+        return web.json_response({"message": "no"}, status=429, headers=headers)
+
+    server.handler = echo
+    t = transport(server.url, key="sk-canary-123")
+    try:
+        response = await t.send(GET, timeout=5)
+    finally:
+        await t.aclose()
+    headers = response.headers
+    assert headers["x-request-id"] == "id ***"
+    assert headers.get("retry-after") == "3"
+    assert headers.get("Retry-After") is None  # names are lower-cased, as documented
+    assert "content-type" in set(headers)
+    assert dict(headers) == {k: headers[k] for k in headers}
+    assert len(headers) == len(dict(headers))
+    assert "sk-canary-123" not in repr(response) + str(response.request_id())
