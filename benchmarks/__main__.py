@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ RESULTS = Path(__file__).parent / "results"
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
-    line = lambda values: "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=True))  # noqa: E731
+
+    def line(values: Iterable[object]) -> str:
+        return "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=True))
+
     out = [line(columns), line("-" * w for w in widths)]
     out += [line(r.get(c, "") for c in columns) for r in rows]
     return "\n".join(out)

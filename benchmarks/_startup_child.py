@@ -64,15 +64,15 @@ def main() -> int:
 
     _note("cli_imported")
     # Already loaded by the command line's modules: importing them here costs nothing.
-    from nanobanana_async import _journal, _transport
+    from nanobanana_async import _client, _journal, _transport
     from nanobanana_async._scheduler import _redis, _redis_store
     from nanobanana_async.cli import _batch
 
     _wrap_sync(cli, "_main", "command")
     _wrap_async(_batch, "_prepare_journal", "prepare_journal")
     _wrap_sync(_batch, "read_requests", "read_prompts")
-    _wrap_async(_batch.Client, "__aenter__", "client_start")
-    _wrap_async(_batch.Client, "submit", "first_submit")
+    _wrap_async(_client.Client, "__aenter__", "client_start")
+    _wrap_async(_client.Client, "submit", "first_submit")
     _wrap_async(_journal.Journal, "record_intent", "journal_intent")
     _wrap_async(_redis_store.RedisStore, "book", "redis_book")
     _wrap_async(_redis_store.RedisStore, "admit", "redis_admit")

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ class PlainWithMusts:
         self._timer_at = math.inf
 
     async def _send(
-        self, method: str, url: str, body: Any, params: dict[str, str] | None
+        self, method: str, url: str, body: Any, params: Mapping[str, str] | None
     ) -> tuple[int, Any, bytes]:
         while True:
             if self._gcra is not None:
@@ -298,7 +299,7 @@ class PlainWithMusts:
             else:
                 waiter.set_result(ref)
         finally:
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._tasks.discard(asyncio.current_task())
 
     async def generate(self, prompt: str) -> list[str]:
         """One image's URLs, by the plain loop with the musts asked for."""
@@ -373,7 +374,7 @@ class PlainWithMusts:
                 if not done.done():
                     done.set_result(urls)
         finally:
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._tasks.discard(asyncio.current_task())
 
 
 async def run_musts(who: str, sim: Any, regime: Any) -> tuple[float, int]:
@@ -423,6 +424,10 @@ def _where(file: str, name: str) -> tuple[str, str]:
 
 
 Profile = dict[tuple[str, str], tuple[float, float]]  # (part, function): (µs, calls) / request
+# pstats' raw table: (file, line, name) -> (primitive calls, calls, self s, cumulative s, callers)
+_Where = tuple[str, int, str]
+_Timing = tuple[int, int, float, float]
+_RawStats = dict[_Where, tuple[int, int, float, float, dict[_Where, _Timing]]]
 
 
 def _profile(
@@ -442,7 +447,9 @@ def _profile(
             args.tasks,
             profile_to=out,
         )
-        stats: Any = pstats.Stats(str(out)).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+        # Stats.stats is set by load_stats but typeshed leaves it out; it is read as the
+        # documented marshal layout below.
+        stats: _RawStats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
         requests = row["requests"]
         per: Profile = {}
         for (file, _line, name), (_cc, calls, tt, _ct, _callers) in stats.items():

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import nanobanana_async as nb
+from nanobanana_async._routing import Strategy  # the Router's strategy names; not re-exported
 from nanobanana_async.testing import Faults, Latency, Outage, ServerLimits, Simulator, Simulators
 
 ACCOUNT = ServerLimits(requests=600, per=10.0, concurrent_tasks=50)
@@ -157,7 +158,7 @@ async def two_accounts(
 
 async def outage(
     prompts: int,
-    strategy: nb.Strategy,
+    strategy: Strategy,
     seed: int = 1,
     *,
     cooldown: float = COOLDOWN,
@@ -292,7 +293,7 @@ async def kill_and_rerun(
 
 
 async def run_all(
-    prompts: int, strategies: Sequence[nb.Strategy], seed: int = 1, *, mean: float = MEAN
+    prompts: int, strategies: Sequence[Strategy], seed: int = 1, *, mean: float = MEAN
 ) -> list[dict[str, Any]]:
     """Every router scenario at ``prompts`` prompts, one row each (scenario 1: two rows);
     ``mean``: the tasks' mean duration in seconds (``QUICK_MEAN`` for a smoke run)."""
