@@ -20,7 +20,9 @@ from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
     HttpResponse,
+    Latency,
     ScriptedTransport,
+    Simulator,
     json_response,
 )
 from tests.fakeapi import FakeApixo
@@ -779,3 +781,27 @@ def test_a_router_sharing_its_circuits_closed_after_its_loop_ended(
     asyncio.run(first())
     asyncio.run(router.aclose())
     assert all(c._life.closed for c in clients)
+
+
+def test_an_aiohttp_client_closed_after_its_loop_ended_leaves_no_unclosed_session() -> None:
+    """The default aiohttp transport, used in one asyncio.run against the loopback simulator
+    and closed from the next: no 'Unclosed client session' or 'Unclosed connector' warning."""
+    held: list[nb.Client] = []
+
+    async def first() -> None:
+        async with Simulator("apixo", latency=Latency(median=30.0)) as sim:
+            client = nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url)
+            held.append(client)
+            await client.submit(nb.ImageRequest(prompt="a cat"))
+
+    asyncio.run(first())
+    (client,) = held
+    session = client._settings.transport._session  # type: ignore[attr-defined]  # the aiohttp one
+    assert session is not None
+    assert not session.closed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(client.aclose())
+        gc.collect()
+    assert session.closed  # its connector too: aiohttp's __del__ then warns of nothing
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
