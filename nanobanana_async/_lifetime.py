@@ -199,7 +199,9 @@ class Lifetime:
             self._name,
             pending,
         )
-        await self._settings.transport.aclose()
-        await self.downloader.aclose()
-        if self._journal is not None:
-            await self._journal.journal.aclose()
+        async with contextlib.AsyncExitStack() as stack:
+            # Each is released even when one before it raises.
+            if self._journal is not None:
+                stack.push_async_callback(self._journal.journal.aclose)
+            stack.push_async_callback(self.downloader.aclose)
+            await self._settings.transport.aclose()
