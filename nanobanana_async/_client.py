@@ -178,6 +178,14 @@ class Client(ClientResults):
         are stopped: their callers get ``SubmitOutcomeUnknownError`` when the create was
         already sent, else ``ClientClosedError``. Every connection is released even when this
         runs in a cancelled task (``async with`` after Ctrl-C). Safe to call more than once.
+
+        Called from another event loop than the one the client runs on: once that loop has
+        ended (its ``asyncio.run`` returned), the close releases the HTTP sessions and the
+        journal without awaiting anything of the ended loop, leaves its tasks as that loop
+        left them, and says so at DEBUG; while that loop still runs, it raises.
+
+        Raises:
+            ConfigurationError: the client runs on another event loop that has not ended.
         """
         await self._life.aclose()
 

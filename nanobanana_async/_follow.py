@@ -46,6 +46,15 @@ class _HedgeSend:
         return True
 
 
+def _stand_for(outer: Task, task: Task) -> None:
+    # The caller's task takes the id of the accepted task it now stands for, and the journal
+    # holding that id (set before the client returned it): a caller that leaves then loses
+    # nothing, so log_orphaned notes the journal at INFO instead of warning with the id.
+    if task.ref is not None:
+        outer._accept(task.ref)
+        outer._journal = task._journal
+
+
 def _succeeded(future: asyncio.Future[ImageResult]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
@@ -84,9 +93,7 @@ class Follower:
         the first result of ``first``, its hedge or its resubmit."""
         outer = Task(request, key, self._dispatch.clock)
         outer._emitter = self._dispatch.events
-        ref = first.ref
-        assert ref is not None, "an accepted task has its ref"
-        outer._accept(ref)
+        _stand_for(outer, first)
         outer.attempts = tuple(attempts)
         self._outers.add(outer)
         job = asyncio.ensure_future(
@@ -222,8 +229,7 @@ class Follower:
                     else:
                         error = future.exception()
                     if error is None:
-                        if task.ref is not None:
-                            outer._accept(task.ref)
+                        _stand_for(outer, task)
                         self.hedges_won += hedged
                         outer.attempts = tuple(attempts)
                         outer._resolve(future.result(), None)
@@ -238,8 +244,7 @@ class Follower:
                     )
                     if isinstance(again, tuple):
                         task, where = again
-                        if task.ref is not None:
-                            outer._accept(task.ref)
+                        _stand_for(outer, task)
                         outer.attempts = tuple(attempts)
                         run(task, where, False)
                         hedge_at = self._hedge_at(where, request)

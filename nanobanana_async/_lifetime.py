@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from .events import _Emitter
 
 if TYPE_CHECKING:
     from .webhooks import CallbackReceiver
+
+_log = logging.getLogger("nanobanana_async")
 
 
 class Lifetime:
@@ -86,6 +89,22 @@ class Lifetime:
             if loop is not self.loop:
                 self._other_loop()
 
+    @property
+    def loop_ended(self) -> bool:
+        """True when the client ran on an event loop that is now closed (its asyncio.run
+        returned): it can only be closed, from any loop (see :meth:`aclose`)."""
+        return self.loop is not None and self.loop.is_closed()
+
+    def check_closable(self) -> None:
+        """Raise if :meth:`aclose` would: the client is open and bound to another event loop
+        that has not ended.
+
+        Raises:
+            ConfigurationError: the client runs on another event loop, still open.
+        """
+        if not self.closed and not self.loop_ended:
+            self.check_loop()
+
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self.loop is None:
@@ -142,6 +161,9 @@ class Lifetime:
         """See ``Client.aclose``."""
         if self.closed:
             return
+        if self.loop_ended:
+            await self._close_after_loop()
+            return
         if self.loop is not None:
             self._bind_loop()
         self.closed = True
@@ -163,3 +185,23 @@ class Lifetime:
                 stack.push_async_callback(scheduler.close_connection, submitter.conn)
                 scheduler.stop_checking(submitter.conn)
                 await submitter.stop()
+
+    async def _close_after_loop(self) -> None:
+        # Its loop has ended (a finished asyncio.run): the scheduler, its tasks and their
+        # futures went with it and can never be resolved, so nothing is awaited on them.
+        # What needs no loop of its own is released: the HTTP sessions (aiohttp closes a
+        # connector of a closed loop without touching that loop) and the journal's file.
+        self.closed = True
+        pending = len(self.submitter.conn.entries) if self.submitter is not None else 0
+        _log.debug(
+            "%s closed after its event loop ended: its sessions and journal are released; "
+            "%d task(s) it tracked there were left as that loop left them",
+            self._name,
+            pending,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            # Each is released even when one before it raises.
+            if self._journal is not None:
+                stack.push_async_callback(self._journal.journal.aclose)
+            stack.push_async_callback(self.downloader.aclose)
+            await self._settings.transport.aclose()

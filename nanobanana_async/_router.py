@@ -234,11 +234,29 @@ class Router:
         Router tasks still pending fail with ``ClientClosedError`` carrying their ids; submits
         still waiting for a circuit fail with it at once, and send nothing. Safe to call more
         than once.
+
+        From another event loop, as ``Client.aclose``: once the clients' loop has ended, the
+        router stops and closes the clients it owns without awaiting anything of that loop;
+        while it still runs, it raises, and nothing is closed.
+
+        Raises:
+            ConfigurationError: a client runs on another event loop that has not ended.
         """
         if self._closed:
             return
+        # Checked before anything is closed: the router stays usable from its own loop.
+        for account in self._accounts:
+            account.client._life.check_closable()
         self._closed = True
         self._dispatch.close()
+        if any(account.client._life.loop_ended for account in self._accounts):
+            # Its follower's tasks and circuit waits ended with that loop (asyncio.run
+            # cancelled them); only what needs no loop of its own is released.
+            for detach in self._detach:
+                detach()
+            for account in self._accounts if self._owns else ():
+                await account.client.aclose()
+            return
         async with contextlib.AsyncExitStack() as stack:
             # Last of all: the streams see the clients' final events, then end.
             stack.callback(self._stop_events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
+import logging
 import pickle
 import sqlite3
 import warnings
@@ -19,10 +20,13 @@ from nanobanana_async.testing import (
     FakeClock,
     HttpRequest,
     HttpResponse,
+    Latency,
     ScriptedTransport,
+    Simulator,
     json_response,
 )
 from tests.fakeapi import FakeApixo
+from tests.redis_server import RedisServer
 
 
 def make_client(clock: FakeClock) -> tuple[nb.Client, ScriptedTransport]:
@@ -42,13 +46,102 @@ def test_a_client_used_from_a_second_loop_fails_at_once() -> None:
     async def second() -> None:
         with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
             await asyncio.wait_for(client.generate("a cat"), 5)
-        with pytest.raises(nb.ConfigurationError):
-            await client.aclose()
 
     asyncio.run(first())
     asyncio.run(second())
     assert transport.requests == []
     client._life.closed = True  # its loop is gone: nothing left to release
+
+
+def test_aclose_from_another_loop_while_the_clients_loop_lives_raises_for_client_and_router() -> (
+    None
+):
+    """The client's loop has not ended (it may still run its tasks): Client.aclose() and a
+    Router's aclose() from another loop both raise ConfigurationError and close nothing."""
+    client, _ = make_client(FakeClock(1000.0))
+    router = nb.Router([client], owns_clients=True)
+    home = asyncio.new_event_loop()
+
+    async def elsewhere() -> None:
+        with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+            await client.aclose()
+        with pytest.raises(nb.ConfigurationError, match="bound to the event loop"):
+            await router.aclose()
+
+    try:
+        home.run_until_complete(router.__aenter__())
+        asyncio.run(elsewhere())
+        assert not client._life.closed
+        assert not router._closed
+        home.run_until_complete(router.aclose())  # its own loop closes it as before
+        assert client._life.closed
+    finally:
+        home.close()
+
+
+def test_aclose_after_the_clients_loop_ended_releases_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client whose asyncio.run returned with a task pending can still be closed from the
+    next loop: no error, its journal released (a new client opens it), one DEBUG line, no
+    'unclosed' warning, and later calls raise ClientClosedError."""
+    caplog.set_level(logging.DEBUG, logger="nanobanana_async")
+    clock = FakeClock(1000.0)
+    journal = tmp_path / "j.db"
+    transport = ScriptedTransport(FakeApixo(clock, latency=lambda i: 30.0))
+    client = nb.Client("apixo", api_key="k", transport=transport, clock=clock, journal=journal)
+
+    async def first() -> None:
+        await client.__aenter__()
+        await client.submit(nb.ImageRequest(prompt="a cat"))
+
+    async def second() -> None:
+        await client.aclose()
+        with pytest.raises(nb.ClientClosedError):
+            await client.generate("a cat")
+        again = nb.Client(
+            "apixo",
+            api_key="k",
+            transport=ScriptedTransport(FakeApixo(clock)),
+            clock=clock,
+            journal=journal,
+        )
+        async with again:
+            pass
+
+    asyncio.run(first())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(second())
+        gc.collect()
+    assert client._life.closed
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    (record,) = [r for r in caplog.records if "after its event loop ended" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "1 task(s)" in record.getMessage()
+
+
+def test_a_router_closed_after_its_loop_ended_closes_the_clients_it_owns() -> None:
+    """Router.aclose() from the next asyncio.run, as Client.aclose(): no error, and the
+    clients it owns are closed (no 'unclosed Client' warning)."""
+    clock = FakeClock(1000.0)
+    clients = [make_client(clock)[0] for _ in range(2)]
+    router = nb.Router(clients, owns_clients=True, resubmit_failed=True)
+    streams: list[EventStream] = []
+
+    async def first() -> None:
+        await router.__aenter__()
+        await router.submit(nb.ImageRequest(prompt="a cat"))
+        streams.append(router.events())  # its reader went with the loop
+
+    asyncio.run(first())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(router.aclose())
+        gc.collect()
+    assert all(c._life.closed for c in clients)
+    assert router._closed
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_a_task_awaited_from_a_second_loop_says_to_resume_it_there() -> None:
@@ -660,3 +753,55 @@ def test_a_base_url_given_to_local_is_refused_not_ignored() -> None:
     for the server at that URL went elsewhere; NANOBANANA_BASE_URL alone is still ignored."""
     with pytest.raises(nb.ConfigurationError, match="base_url does not apply to local"):
         nb.Client("local", base_url="http://127.0.0.1:18431")
+
+
+def test_a_router_sharing_its_circuits_closed_after_its_loop_ended(
+    redis_server: RedisServer,
+) -> None:
+    """With circuits shared through Redis (the connections of the ended loop): the router
+    closed from the next asyncio.run awaits nothing of the ended loop and closes its clients."""
+    clock = FakeClock(1000.0)
+    clients = [
+        nb.Client(
+            "apixo",
+            api_key=f"k{i}",
+            transport=ScriptedTransport(FakeApixo(clock)),
+            clock=clock,
+            random=lambda: 0.5,
+            coordinator=redis_server.url,
+        )
+        for i in range(2)
+    ]
+    router = nb.Router(clients, owns_clients=True)
+
+    async def first() -> None:
+        await router.__aenter__()
+        await router.submit(nb.ImageRequest(prompt="a cat"))
+
+    asyncio.run(first())
+    asyncio.run(router.aclose())
+    assert all(c._life.closed for c in clients)
+
+
+def test_an_aiohttp_client_closed_after_its_loop_ended_leaves_no_unclosed_session() -> None:
+    """The default aiohttp transport, used in one asyncio.run against the loopback simulator
+    and closed from the next: no 'Unclosed client session' or 'Unclosed connector' warning."""
+    held: list[nb.Client] = []
+
+    async def first() -> None:
+        async with Simulator("apixo", latency=Latency(median=30.0)) as sim:
+            client = nb.Client("apixo", api_key=sim.api_key, base_url=sim.base_url)
+            held.append(client)
+            await client.submit(nb.ImageRequest(prompt="a cat"))
+
+    asyncio.run(first())
+    (client,) = held
+    session = client._settings.transport._session  # type: ignore[attr-defined]  # the aiohttp one
+    assert session is not None
+    assert not session.closed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(client.aclose())
+        gc.collect()
+    assert session.closed  # its connector too: aiohttp's __del__ then warns of nothing
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

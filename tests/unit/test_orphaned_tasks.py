@@ -521,3 +521,45 @@ async def test_f18_a_create_whose_caller_left_and_journal_failed_warns_with_its_
         assert "client.resume('t0', model=" in line
     assert len(naming(caplog, "t0")) == 1
     assert_clean(warnings_of(caplog), canary)
+
+
+@pytest.mark.parametrize("follows", ["hedge", "resubmit_failed"])
+async def test_f18_with_a_journal_a_followed_router_generate_cancelled_is_one_info_line(
+    clock: FakeClock,
+    canary: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    follows: str,
+) -> None:
+    """A Router that follows its tasks (hedges or resubmits) hands the caller its own task:
+    cancelled after acceptance, it names the accepting account's journal in one INFO line,
+    with no WARNING (the journal holds the id), as a lone journaled client does."""
+    caplog.set_level(logging.INFO, logger="nanobanana_async")
+    servers = [FakeApixo(clock, latency=lambda i: 30.0) for _ in range(2)]
+    journals = [tmp_path / "a.db", tmp_path / "b.db"]
+    clients = [
+        client_of(clock, canary, ScriptedTransport(s), journal=j)
+        for s, j in zip(servers, journals, strict=True)
+    ]
+    option: dict[str, object] = (
+        {"hedge": nb.Hedge()} if follows == "hedge" else {"resubmit_failed": True}
+    )
+    async with nb.Router(clients, owns_clients=True, **option) as router:  # type: ignore[arg-type]  # one option
+        caller = asyncio.ensure_future(router.generate(PROMPT))
+        await clock.run_until(lambda: any(s.tasks for s in servers), limit=5.0)
+        for _ in range(500):  # the journal writes in a thread: real time, bounded
+            outers = router._follower._outers
+            if outers and next(iter(outers))._waiters is not None:
+                break
+            await asyncio.sleep(0.01)
+        (outer,) = router._follower._outers
+        assert outer._waiters is not None  # submit() returned: generate awaits the task
+        caller.cancel()
+        await asyncio.sleep(0)
+        assert caller.cancelled()
+        (where,) = [j for s, j in zip(servers, journals, strict=True) if s.tasks]
+        (line,) = infos_naming(caplog, "t0")
+        assert str(where.resolve()) in line
+    assert warnings_of(caplog) == []
+    assert len(infos_naming(caplog, "t0")) == 1
+    assert_clean([record.getMessage() for record in caplog.records], canary)
