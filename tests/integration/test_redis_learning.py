@@ -131,7 +131,10 @@ def test_f48_kill_9_and_rerun_from_the_journal(
     sim = Simulator(
         "apixo",
         api_key=canary,
-        latency=Latency(median=0.8, sigma=0.4),
+        # Tasks of ~0.4 s, 10 prompts, a cap of 4: a run takes over 1 s, so a kill 0.1-0.6 s
+        # after start lands with tasks in flight (half the latency and sleeps it had, the same
+        # proportions, ~2 s less per case).
+        latency=Latency(median=0.4, sigma=0.4),
         limits=ServerLimits(requests=200, per=1.0, concurrent_tasks=4),
     ).start_in_thread()
     try:
@@ -145,7 +148,7 @@ def test_f48_kill_9_and_rerun_from_the_journal(
             proc = worker()
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == b"started"
-            time.sleep(rng.uniform(0.2, 1.2))
+            time.sleep(rng.uniform(0.1, 0.6))
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
         out, err = worker().communicate(timeout=60)
