@@ -131,7 +131,10 @@ def test_f48_kill_9_and_rerun_from_the_journal(
     sim = Simulator(
         "apixo",
         api_key=canary,
-        latency=Latency(median=0.8, sigma=0.4),
+        # Tasks of ~0.4 s, 10 prompts, a cap of 4: a run takes over 1 s, so a kill 0.1-0.6 s
+        # after start lands with tasks in flight (half the latency and sleeps it had, the same
+        # proportions, ~2 s less per case).
+        latency=Latency(median=0.4, sigma=0.4),
         limits=ServerLimits(requests=200, per=1.0, concurrent_tasks=4),
     ).start_in_thread()
     try:
@@ -145,7 +148,7 @@ def test_f48_kill_9_and_rerun_from_the_journal(
             proc = worker()
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == b"started"
-            time.sleep(rng.uniform(0.2, 1.2))
+            time.sleep(rng.uniform(0.1, 0.6))
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
         out, err = worker().communicate(timeout=60)
@@ -197,11 +200,14 @@ def test_f50_processes_told_different_limits_share_one_account(
         limits=ServerLimits(requests=30, per=1.0, concurrent_tasks=4),
     ).start_in_thread()
     told = [(60, 6), (20, 5)]
+    # 12 prompts a process (was 20): 24 tasks through a cap of 4 still run past the first
+    # seconds, where the process told 60/s meets the account's 30/s and both must learn it.
+    count = 12
     try:
         argv = [sys.executable, "-c", MIXED_WORKER, sim.base_url, sim.api_key, redis_server.url]
         procs = [
             subprocess.Popen(
-                [*argv, str(requests), str(cap), "20"],
+                [*argv, str(requests), str(cap), str(count)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
@@ -214,12 +220,12 @@ def test_f50_processes_told_different_limits_share_one_account(
     warnings = 0
     for (out, err), (requests, cap) in zip(outputs, told, strict=True):
         report = json.loads(out.decode().strip().splitlines()[-1])
-        assert report["results"] == ["ImageResult"] * 20, err.decode()[-2000:]
+        assert report["results"] == ["ImageResult"] * count, err.decode()[-2000:]
         now_requests, now_per, now_cap = report["effective"]
         assert now_cap <= cap
         assert now_requests / now_per <= requests
         warnings += err.decode().count("WARNING")
-    assert stats.creates == 40
+    assert stats.creates == 2 * count
     assert stats.duplicate_creates == 0
     # Measured 3-5 x 429 and 3-4 warnings (each process warns once per episode it met); the
     # bug this guards against gave 129 x 429 and ~100 warnings.

@@ -71,7 +71,9 @@ def test_f35_processes_on_one_key_share_one_account(
 ) -> None:
     """F35: three processes on one key through one Redis, each told the account's limits:
     the provider sees no 429, no window over the limit and never more tasks than the cap."""
-    count = 12
+    # 8 prompts each (was 12): 24 tasks still press the cap of 6 from the three processes at
+    # once (asserted below), which is what the shared lease has to hold.
+    count = 8
     workers = [
         subprocess.Popen(
             [
