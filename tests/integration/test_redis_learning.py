@@ -196,8 +196,8 @@ def test_f50_processes_told_different_limits_share_one_account(
     sim = Simulator(
         "apixo",
         api_key=canary,
-        # Tasks of ~0.05 s: 4 at once then ask for well over 30 requests/s, so the request
-        # rate binds (with 0.3 s tasks the window never passed 13 and nothing was shared).
+        # Tasks of ~0.05 s: two processes that do not share then overrun the 30/s window
+        # (with 0.3 s tasks they stayed at 31, within the old bounds, coordinator or not).
         latency=Latency(median=0.05, sigma=0.2),
         limits=ServerLimits(requests=30, per=1.0, concurrent_tasks=4),
     ).start_in_thread()
