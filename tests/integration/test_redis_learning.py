@@ -191,18 +191,20 @@ def test_f50_processes_told_different_limits_share_one_account(
 ) -> None:
     """F50: an account of 30 requests/s and 4 tasks, two processes on its key through one
     Redis, one told 60/s and 6 tasks, the other 20/s and 5: every prompt gets its image,
-    neither ends above its own ceiling, and the provider sees a handful of 429s and the
-    processes a handful of warnings, not one per answer."""
+    neither ends above its own ceiling, and the processes together keep to one account's
+    window and cap (each alone would count only its own requests and overrun them)."""
     sim = Simulator(
         "apixo",
         api_key=canary,
-        latency=Latency(median=0.3, sigma=0.2),
+        # Tasks of ~0.05 s: two processes that do not share then overrun the 30/s window
+        # (with 0.3 s tasks they stayed at 31, within the old bounds, coordinator or not).
+        latency=Latency(median=0.05, sigma=0.2),
         limits=ServerLimits(requests=30, per=1.0, concurrent_tasks=4),
     ).start_in_thread()
     told = [(60, 6), (20, 5)]
-    # 12 prompts a process (was 20): 24 tasks through a cap of 4 still run past the first
-    # seconds, where the process told 60/s meets the account's 30/s and both must learn it.
-    count = 12
+    # 20 prompts a process: with 16 a process alone met the window only now and then (one
+    # 429, a window of 30); with 20 alone overran it every time measured.
+    count = 20
     try:
         argv = [sys.executable, "-c", MIXED_WORKER, sim.base_url, sim.api_key, redis_server.url]
         procs = [
@@ -227,10 +229,13 @@ def test_f50_processes_told_different_limits_share_one_account(
         warnings += err.decode().count("WARNING")
     assert stats.creates == 2 * count
     assert stats.duplicate_creates == 0
-    # Measured 3-5 x 429 and 3-4 warnings (each process warns once per episode it met); the
-    # bug this guards against gave 129 x 429 and ~100 warnings.
-    assert stats.rate_limited <= 6
-    assert warnings <= 6
+    # Sharing the task leases, window and pace keeps both under the account: measured a
+    # window of 25-29 and no 429 (so this run does not exercise learning from a 429: the
+    # other F50 tests do). Each process alone (no coordinator) measured a window of 32-33,
+    # 3-4 x 429 and 3-4 warnings.
+    assert stats.max_window <= 31
+    assert stats.rate_limited <= 1
+    assert warnings <= 1
 
 
 async def test_f35_a_429_pause_holds_every_process_on_the_key(ledgers: Make) -> None:
