@@ -203,12 +203,11 @@ async def test_a_caller_cancelled_as_its_check_is_handed_gives_it_back(
     assert server.senders[0] is not callers[0]
 
 
-async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_the_end(
-    clock: FakeClock,
-) -> None:
-    """A generate() whose check is on the wire when its client closes gets ClientClosedError
-    with the task's id; the check's late failure (the closed connection) plans nothing and
-    emits nothing after the task's ``resolved`` event."""
+async def _closed_while_on_wire(
+    clock: FakeClock, prompt: str, failure: BaseException
+) -> tuple[nb.ClientClosedError, list[str]]:
+    """A generate() whose check is on the wire when its client closes, the check then failing
+    with ``failure``: the caller's error and the kinds of the events of its task."""
     server = Server(running=0)
     released = asyncio.Event()
     on_wire = asyncio.Event()
@@ -216,7 +215,7 @@ async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_th
     async def hold() -> None:
         on_wire.set()
         await released.wait()
-        raise nb.TransportError("connection closed")
+        raise failure
 
     server.hold = hold
     events: list[Event] = []
@@ -229,13 +228,25 @@ async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_th
         on_event=events.append,
     )
     async with client:
-        caller = asyncio.ensure_future(client.generate("a pig"))
+        caller = asyncio.ensure_future(client.generate(prompt))
         await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
     released.set()
     with pytest.raises(nb.ClientClosedError) as raised:
         await caller
-    assert raised.value.task_id == "a-pig"
-    kinds = [event.kind for event in events if getattr(event, "task_id", None) == "a-pig"]
+    task_id = prompt.replace(" ", "-")
+    return raised.value, [e.kind for e in events if getattr(e, "task_id", None) == task_id]
+
+
+async def test_a_check_on_the_wire_as_the_client_closes_changes_nothing_after_the_end(
+    clock: FakeClock,
+) -> None:
+    """A generate() whose check is on the wire when its client closes gets ClientClosedError
+    with the task's id; the check's late failure (the closed connection) plans nothing and
+    emits nothing after the task's ``resolved`` event."""
+    error, kinds = await _closed_while_on_wire(
+        clock, "a pig", nb.TransportError("connection closed")
+    )
+    assert error.task_id == "a-pig"
     assert kinds[-1] == "resolved", kinds
 
 
@@ -314,32 +325,7 @@ async def test_a_check_failing_unexpectedly_after_the_end_emits_no_second_resolv
     """A check on the wire as its client closes whose send then fails with an error its
     transport does not map (a custom transport's RuntimeError; the built-in one maps aiohttp's
     closed session) is logged, and the task, ended by the close, gets no second ``resolved``."""
-    server = Server(running=0)
-    released = asyncio.Event()
-    on_wire = asyncio.Event()
-
-    async def hold() -> None:
-        on_wire.set()
-        await released.wait()
-        raise RuntimeError("Session is closed")
-
-    server.hold = hold
-    events: list[Event] = []
-    client = nb.Client(
-        "apixo",
-        api_key="k",
-        transport=ScriptedTransport(server),
-        clock=clock,
-        limits=LIMITS,
-        on_event=events.append,
-    )
-    async with client:
-        caller = asyncio.ensure_future(client.generate("an elk"))
-        await clock.run_until(on_wire.is_set, step=0.5, limit=300.0)
-    released.set()
-    with pytest.raises(nb.ClientClosedError):
-        await caller
-    kinds = [event.kind for event in events if getattr(event, "task_id", None) == "an-elk"]
+    _, kinds = await _closed_while_on_wire(clock, "an elk", RuntimeError("Session is closed"))
     assert kinds.count("resolved") == 1, kinds
     assert "unexpected error checking task an-elk" in caplog.text
 
