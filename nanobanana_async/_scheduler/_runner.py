@@ -42,6 +42,9 @@ _SPARE_BATCH: Final = 32  # checks pulled forward per look, at most
 _SPARE_EVERY: Final = 0.05  # seconds between looks for checks to pull forward
 _FAILED_TURN_RETRY: Final = 0.1  # seconds to the next turn after a turn hit a bug, doubling
 _FAILED_TURN_MAX: Final = 5.0  # while every turn fails, up to this
+# Off: handing due checks to the awaiting caller hung test_f48_kill_and_rerun_cycles_keep_the_cap
+# (a task never checked again after a kill and rerun, about one run in two); not yet found.
+CHECKS_IN_CALLER: Final = False
 
 
 def _log_unheard(provider: str, unheard: list[tuple[TaskRef, str | None]]) -> None:
@@ -479,7 +482,7 @@ class Scheduler:
         # no task to start, and the answer resolves the task where its caller waits (a check
         # task's end woke the caller in one more iteration of the loop). Anyone else (no
         # caller waiting, several, callbacks or webhooks only) gets a check task.
-        if entry.payload._take_check(entry):
+        if CHECKS_IN_CALLER and entry.payload._take_check(entry):
             return
         self._spawn_check(entry)
 
